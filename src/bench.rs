@@ -1,0 +1,311 @@
+//! `difflog bench record`: the recorder's throughput measured against the
+//! limit it cannot beat — PNG-encoding the same images on all cores — in the
+//! same process, so a noisy machine shows in both figures alike.
+//!
+//! The calls go through the public API (a [`Pipeline`] whose "generation"
+//! hands over a pre-made image), so the figure is what a user's pipeline pays.
+
+use crate::error::Result;
+use crate::event::Event;
+use crate::format::MEDIA_DIR;
+use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use crate::read::{dir_size, RunDir};
+use crate::run::media::encode_png;
+use crate::run::{Init, Run};
+use image::{Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{json, Map};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Settings of `bench record`.
+#[derive(Debug, Clone)]
+pub struct RecordBench {
+    /// Number of calls.
+    pub calls: usize,
+    /// Image width and height in pixels.
+    pub size: u32,
+    /// Images per call.
+    pub images_per_call: usize,
+    /// Root directory the run is created in.
+    pub root: PathBuf,
+    /// Writer queue capacity (raw images).
+    pub queue: usize,
+}
+
+/// Figures measured by `bench record`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordFigures {
+    /// Images recorded per second, first call to `finish()` returned.
+    pub images_per_s: f64,
+    /// Milliseconds per call, same span.
+    pub ms_per_call: f64,
+    /// Median time a call was blocked by recording, over calls that found room in the queue.
+    pub blocked_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub blocked_p99_ms: f64,
+    /// Calls that had to wait for room in the queue (back-pressure).
+    pub backpressure_calls: usize,
+    /// Longest wait of those, milliseconds.
+    pub backpressure_max_ms: f64,
+    /// Run directory bytes divided by the bytes of the PNG files alone.
+    pub disk_over_png: f64,
+    /// Media files per recorded image.
+    pub files_per_image: f64,
+    /// All files in the run directory (media, `run.json`, `events.log`).
+    pub total_files: usize,
+    /// Total recording time divided by the encode-only baseline.
+    pub ratio_to_encode_only: f64,
+    /// Seconds for the recording, first call to durable finish.
+    pub record_s: f64,
+    /// Seconds for the baseline: PNG-encode the same images on all cores.
+    pub encode_only_s: f64,
+    /// Threads used by the baseline and by the recorder's encoder pool.
+    pub threads: usize,
+    /// Images recorded.
+    pub images: usize,
+    /// The run directory written.
+    pub run_dir: PathBuf,
+}
+
+/// A deterministic test image: smooth gradients plus seeded noise.
+pub fn synthetic_image(index: u64, size: u32) -> RgbImage {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(index);
+    let s = size.max(1) as f32;
+    let phase = (index % 251) as f32;
+    let mut img = RgbImage::new(size, size);
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        let (fx, fy) = (x as f32 / s, y as f32 / s);
+        let n: i16 = rng.random_range(-12..=12);
+        let c = |v: f32| (v * 255.0 + n as f32).clamp(0.0, 255.0) as u8;
+        *px = Rgb([
+            c(fx),
+            c(fy),
+            c(0.5 + 0.5 * ((fx + fy) * 6.0 + phase).sin()),
+        ]);
+    }
+    img
+}
+
+/// A pipeline that "generates" pre-made images, for benchmarks and tests.
+pub struct SyntheticPipeline {
+    images: Vec<RgbImage>,
+    per_call: usize,
+    size: u32,
+}
+
+impl SyntheticPipeline {
+    /// A pipeline holding `images`, handing out `per_call` of them per call.
+    pub fn new(images: Vec<RgbImage>, per_call: usize) -> SyntheticPipeline {
+        let size = images.first().map_or(0, |i| i.width());
+        SyntheticPipeline {
+            images,
+            per_call: per_call.max(1),
+            size,
+        }
+    }
+}
+
+impl Pipeline for SyntheticPipeline {
+    type Request = u64;
+    type Output = usize;
+
+    fn describe(&self) -> PipelineInfo {
+        PipelineInfo {
+            class: "SyntheticPipeline".into(),
+            model_id: "synthetic".into(),
+            revision: None,
+            weights_digest: None,
+            dtype: "u8".into(),
+            device: "cpu".into(),
+            components: Map::new(),
+            scheduler: json!({"name": "none"}),
+        }
+    }
+
+    fn prepare(&self, call: &u64) -> Result<CallSpec, PipelineError> {
+        let seeds: Vec<u64> = (0..self.per_call as u64).map(|i| call * 1000 + i).collect();
+        let params = json!({
+            "prompt": format!("synthetic image {call}"),
+            "negative_prompt": null,
+            "width": self.size,
+            "height": self.size,
+            "num_images_per_prompt": self.per_call,
+        });
+        Ok(CallSpec {
+            params: params.as_object().cloned().unwrap_or_default(),
+            seeds,
+            ..CallSpec::default()
+        })
+    }
+
+    fn run(&mut self, call: &u64, ctx: &mut CallContext<'_>) -> Result<usize, PipelineError> {
+        ctx.phase("denoising");
+        let mut n = 0;
+        for i in 0..self.per_call {
+            let Some(image) = self.images.pop() else {
+                return Err("synthetic pipeline ran out of images".into());
+            };
+            ctx.image(ImageRow {
+                image,
+                prompt: format!("synthetic image {call}"),
+                negative_prompt: None,
+                prompt_2: None,
+                negative_prompt_2: None,
+                input_image: None,
+                seed: call * 1000 + i as u64,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// Baseline: PNG-encode `images` on `threads` threads; returns seconds.
+fn encode_only(images: &[RgbImage], threads: usize) -> Result<f64> {
+    let start = Instant::now();
+    let chunk = images.len().div_ceil(threads.max(1)).max(1);
+    let results: Vec<Result<usize>> = std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|i| encode_png(i).map(|p| p.len())).sum()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(crate::Error::Invalid("encoder thread panicked".into()))))
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// Runs `bench record` and returns its figures.
+pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
+    if opts.calls == 0 || opts.size == 0 {
+        return Err(crate::Error::Invalid("--calls and --size must be at least 1".into()));
+    }
+    let n = opts.calls * opts.images_per_call.max(1);
+    let images: Vec<RgbImage> = (0..n as u64).map(|i| synthetic_image(i, opts.size)).collect();
+    let threads = threads();
+    let encode_only_s = encode_only(&images, threads)?;
+
+    let mut pipeline = SyntheticPipeline::new(images, opts.images_per_call);
+    let run = Run::create(
+        Init::project("difflog-bench")
+            .name(format!("bench record {}x{}px", opts.calls, opts.size))
+            .root(&opts.root)
+            .queue_capacity(opts.queue),
+    )?;
+    let run_dir = run
+        .dir()
+        .map(PathBuf::from)
+        .ok_or_else(|| crate::Error::Invalid("recording is disabled (DIFFLOG_MODE)".into()))?;
+    let mut room = Vec::with_capacity(opts.calls);
+    let mut waited = Vec::new();
+    let start = Instant::now();
+    for call in 0..opts.calls as u64 {
+        let waits_before = run.backpressure_waits();
+        let t = Instant::now();
+        run.record(&mut pipeline, &call)
+            .map_err(|e| crate::Error::Invalid(format!("synthetic call failed: {e}")))?;
+        let d = t.elapsed();
+        if run.backpressure_waits() == waits_before {
+            room.push(d);
+        } else {
+            waited.push(d);
+        }
+    }
+    run.finish()?;
+    let record_s = start.elapsed().as_secs_f64();
+    room.sort();
+
+    let read = RunDir::open(&run_dir)?;
+    let mut digests = HashSet::new();
+    let mut png_bytes = 0u64;
+    for rec in read.records() {
+        if let Event::Media(m) = &rec.event {
+            if digests.insert(m.digest.clone()) {
+                png_bytes += m.bytes;
+            }
+        }
+    }
+    let media_files = count_files(&run_dir.join(MEDIA_DIR));
+    let total_files = count_files(&run_dir);
+    Ok(RecordFigures {
+        images_per_s: n as f64 / record_s,
+        ms_per_call: record_s * 1000.0 / opts.calls as f64,
+        blocked_p50_ms: percentile(&room, 0.50),
+        blocked_p99_ms: percentile(&room, 0.99),
+        backpressure_calls: waited.len(),
+        backpressure_max_ms: waited.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        disk_over_png: dir_size(&run_dir) as f64 / png_bytes.max(1) as f64,
+        files_per_image: media_files as f64 / n as f64,
+        total_files,
+        ratio_to_encode_only: record_s / encode_only_s,
+        record_s,
+        encode_only_s,
+        threads,
+        images: n,
+        run_dir,
+    })
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// Renders the figures as the text table `bench record` prints.
+pub fn render(f: &RecordFigures, calls: usize, size: u32) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "difflog bench record: {calls} calls, {} images of {size}x{size} px, {} threads\n",
+        f.images, f.threads
+    ));
+    let rows = [
+        ("images per second", format!("{:.1}", f.images_per_s), "≥ 300"),
+        ("ms per call", format!("{:.2}", f.ms_per_call), ""),
+        ("blocked p50 (queue had room), ms", format!("{:.3}", f.blocked_p50_ms), ""),
+        ("blocked p99 (queue had room), ms", format!("{:.3}", f.blocked_p99_ms), "≤ 1"),
+        ("calls that waited for room (back-pressure)", format!("{} (max {:.1} ms)", f.backpressure_calls, f.backpressure_max_ms), ""),
+        ("disk bytes / PNG bytes", format!("{:.4}", f.disk_over_png), "≤ 1.05"),
+        ("media files per image", format!("{:.3} ({} files in the run)", f.files_per_image, f.total_files), "≤ 1"),
+        ("recording time, s", format!("{:.3}", f.record_s), ""),
+        ("encode-only baseline, all cores, s", format!("{:.3}", f.encode_only_s), ""),
+        ("recording / encode-only", format!("{:.3}", f.ratio_to_encode_only), "≤ 1.4"),
+    ];
+    for (name, value, target) in rows {
+        s.push_str(&format!("  {name:<44} {value:>24}  {target}\n"));
+    }
+    s.push_str(&format!("  run: {}\n", f.run_dir.display()));
+    s
+}

@@ -1,0 +1,122 @@
+//! Errors of the recorder and the reader.
+//!
+//! Every variant names what it concerns (a run, a file, a byte offset, a
+//! sequence number) so that a user can find the damage without a debugger.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while recording or reading a run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation on a file or directory failed.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What difflog was doing ("create run directory", "append event", …).
+        action: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A run is already being written by another writer.
+    #[error("{path}: run is already being written by {holder}; one writer per run")]
+    Locked {
+        /// The run directory.
+        path: PathBuf,
+        /// Who holds the lock, as far as the run's log tells (pid, host, since).
+        holder: String,
+    },
+    /// A path is not a run directory (no `run.json`).
+    #[error("{path}: not a difflog run directory ({why})")]
+    NotARun {
+        /// The directory given.
+        path: PathBuf,
+        /// What is missing or wrong.
+        why: String,
+    },
+    /// `run.json` exists but cannot be used.
+    #[error("{path}: invalid run.json: {why}")]
+    BadRunJson {
+        /// The `run.json` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The event log is damaged before its end (not merely a torn tail), so it
+    /// cannot be appended to.
+    #[error("{path}: event log damaged at byte {offset}: {why}")]
+    CorruptLog {
+        /// The `events.log` file.
+        path: PathBuf,
+        /// Byte offset of the first bad record.
+        offset: u64,
+        /// What is wrong there.
+        why: String,
+    },
+    /// The run format version is newer than this difflog understands.
+    #[error("{path}: run format version {found} is not supported (this difflog reads up to {supported})")]
+    UnsupportedFormat {
+        /// The `run.json` file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u64,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+    /// An image could not be encoded or stored.
+    #[error("media for {key}: {why}")]
+    Media {
+        /// The media key (`Generated-Image/Pipeline-Call-3`, …).
+        key: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// Recording into a run failed (a media file or the log could not be written).
+    #[error("run {run}: recording failed: {why}")]
+    Recording {
+        /// The run id.
+        run: String,
+        /// The first error of the background writer.
+        why: String,
+    },
+    /// A setting (environment variable, option) has an invalid value.
+    #[error("invalid setting {name}={value:?}: {why}")]
+    Setting {
+        /// The variable or option name.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What would be accepted.
+        why: String,
+    },
+    /// An argument or request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] from a path, an action and an I/O error.
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            action,
+            source,
+        }
+    }
+}
+
+/// Adds a path and an action to I/O results.
+pub(crate) trait IoContext<T> {
+    /// Wraps the error as [`Error::Io`] naming `path` and `action`.
+    fn ctx(self, path: &std::path::Path, action: &'static str) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, path: &std::path::Path, action: &'static str) -> Result<T> {
+        self.map_err(|e| Error::io(path, action, e))
+    }
+}

@@ -1,0 +1,332 @@
+//! The typed events of a run's event log (format v1).
+//!
+//! These types are the contract between the recorder, which writes them, and
+//! every reader (sync, report, verify). Their JSON shape is specified by
+//! `schemas/event.schema.json`; a field added here must be added there, and a
+//! field may only be added as optional within format v1.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+/// One event of the log with its envelope: sequence number and timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Sequence number: 1 for the first record, +1 for each next one.
+    pub seq: u64,
+    /// When the event happened, RFC 3339 UTC with microseconds.
+    pub ts: String,
+    /// The event itself.
+    pub event: Event,
+}
+
+/// Every kind of event a run's log can hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A writer created the run.
+    RunStarted(RunStarted),
+    /// A writer reopened a run that had no writer (after a crash) to append.
+    RunResumed(RunResumed),
+    /// Run-level settings, merged in log order (later keys win).
+    Config(ConfigEvent),
+    /// A pipeline instance, described once per run before its first call.
+    Pipeline(PipelineEvent),
+    /// A pipeline call began.
+    CallStarted(CallStarted),
+    /// A media file was stored under `media/`.
+    Media(MediaEvent),
+    /// One row of a call's table.
+    Row(RowEvent),
+    /// A pipeline call ended (successfully or not).
+    CallFinished(CallFinished),
+    /// A free-form scalar.
+    Metric(MetricEvent),
+    /// The run ended.
+    RunFinished(RunFinished),
+}
+
+impl Event {
+    /// The `kind` string of this event in the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStarted(_) => "run_started",
+            Event::RunResumed(_) => "run_resumed",
+            Event::Config(_) => "config",
+            Event::Pipeline(_) => "pipeline",
+            Event::CallStarted(_) => "call_started",
+            Event::Media(_) => "media",
+            Event::Row(_) => "row",
+            Event::CallFinished(_) => "call_finished",
+            Event::Metric(_) => "metric",
+            Event::RunFinished(_) => "run_finished",
+        }
+    }
+
+    /// The payload as a JSON value (the record's `data`).
+    pub fn data(&self) -> serde_json::Result<Value> {
+        match self {
+            Event::RunStarted(e) => serde_json::to_value(e),
+            Event::RunResumed(e) => serde_json::to_value(e),
+            Event::Config(e) => serde_json::to_value(e),
+            Event::Pipeline(e) => serde_json::to_value(e),
+            Event::CallStarted(e) => serde_json::to_value(e),
+            Event::Media(e) => serde_json::to_value(e),
+            Event::Row(e) => serde_json::to_value(e),
+            Event::CallFinished(e) => serde_json::to_value(e),
+            Event::Metric(e) => serde_json::to_value(e),
+            Event::RunFinished(e) => serde_json::to_value(e),
+        }
+    }
+
+    /// Builds an event from its `kind` and the JSON text of its `data`.
+    pub fn from_kind_and_data(kind: &str, data: &str) -> Result<Event, String> {
+        fn parse<T: for<'de> Deserialize<'de>>(data: &str) -> Result<T, String> {
+            serde_json::from_str(data).map_err(|e| e.to_string())
+        }
+        Ok(match kind {
+            "run_started" => Event::RunStarted(parse(data)?),
+            "run_resumed" => Event::RunResumed(parse(data)?),
+            "config" => Event::Config(parse(data)?),
+            "pipeline" => Event::Pipeline(parse(data)?),
+            "call_started" => Event::CallStarted(parse(data)?),
+            "media" => Event::Media(parse(data)?),
+            "row" => Event::Row(parse(data)?),
+            "call_finished" => Event::CallFinished(parse(data)?),
+            "metric" => Event::Metric(parse(data)?),
+            "run_finished" => Event::RunFinished(parse(data)?),
+            other => return Err(format!("unknown event kind {other:?}")),
+        })
+    }
+}
+
+/// `run_started`: the first record of every run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunStarted {
+    /// The run id (same as `run.json`).
+    pub run_id: String,
+    /// Run format version.
+    pub format: u32,
+    /// Process id of the writer.
+    pub pid: u32,
+    /// Host name of the writer.
+    pub host: String,
+    /// difflog version of the writer.
+    pub difflog_version: String,
+}
+
+/// `run_resumed`: a writer reopened the run after it had been left without one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunResumed {
+    /// Process id of the new writer.
+    pub pid: u32,
+    /// Host name of the new writer.
+    pub host: String,
+    /// difflog version of the new writer.
+    pub difflog_version: String,
+    /// Bytes of torn tail that were cut from the log before appending.
+    pub truncated_bytes: u64,
+}
+
+/// `config`: run-level settings (the user's own too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigEvent {
+    /// Keys and values; merged over earlier `config` events.
+    pub values: Map<String, Value>,
+}
+
+/// `pipeline`: what a pipeline instance is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineEvent {
+    /// Index of this pipeline within the run (1, 2, …), referenced by calls.
+    pub pipeline: u32,
+    /// Class name (`StableDiffusionXLPipeline`, or a user's own).
+    pub class: String,
+    /// Model id (hub id, local path or `tiny`).
+    pub model_id: String,
+    /// Hub revision (commit) of the weights, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Digest of the weights, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_digest: Option<String>,
+    /// Tensor dtype (`f32`, `f16`, …).
+    pub dtype: String,
+    /// Device (`cpu`, `cuda:0`, …).
+    pub device: String,
+    /// Components: name → class (`unet` → `UNet2DConditionModel`, …).
+    pub components: Map<String, Value>,
+    /// The full scheduler configuration.
+    pub scheduler: Value,
+}
+
+/// `call_started`: a pipeline call with every argument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallStarted {
+    /// Call number within the run (1, 2, …).
+    pub call: u32,
+    /// Stage name, `Pipeline-Call-N`.
+    pub stage: String,
+    /// Index of the `pipeline` event describing the pipeline.
+    pub pipeline: u32,
+    /// Every call argument, defaults filled in, generators as seeds.
+    pub params: Map<String, Value>,
+    /// The seed of every image the call will generate, in row order.
+    pub seeds: Vec<u64>,
+    /// The columns of this call's table, in order.
+    pub columns: Vec<String>,
+}
+
+/// `media`: a stored media file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaEvent {
+    /// Media key (`Generated-Image/Pipeline-Call-N`, `Input-Image/…`, or a user's own).
+    pub key: String,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub digest: String,
+    /// Path relative to the run directory: `media/<digest[..2]>/<digest>.png`.
+    pub path: String,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// File format (`png`).
+    pub format: String,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Caption (the prompt, for generated images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// The call this media belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<u32>,
+}
+
+/// `row`: one row of a call's table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowEvent {
+    /// The call the row belongs to.
+    pub call: u32,
+    /// Table name, `Result-Table/Pipeline-Call-N`.
+    pub table: String,
+    /// Row index within the table, from 0.
+    pub index: u32,
+    /// Cells in column order.
+    pub cells: Vec<Cell>,
+}
+
+/// A typed table cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Cell {
+    /// A text value.
+    Text {
+        /// Column name.
+        column: String,
+        /// The text.
+        value: String,
+    },
+    /// A number (integers keep full 64-bit precision).
+    Number {
+        /// Column name.
+        column: String,
+        /// The number.
+        value: Number,
+    },
+    /// A reference to a stored image.
+    Image {
+        /// Column name.
+        column: String,
+        /// SHA-256 of the image file (a `media` event with this digest precedes the row).
+        digest: String,
+        /// Path relative to the run directory.
+        path: String,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// No value (e.g. no negative prompt was given).
+    Null {
+        /// Column name.
+        column: String,
+    },
+}
+
+impl Cell {
+    /// The column this cell belongs to.
+    pub fn column(&self) -> &str {
+        match self {
+            Cell::Text { column, .. }
+            | Cell::Number { column, .. }
+            | Cell::Image { column, .. }
+            | Cell::Null { column } => column,
+        }
+    }
+}
+
+/// Outcome of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// The call returned its images.
+    Ok,
+    /// The call failed (see `error`).
+    Error,
+}
+
+/// `call_finished`: the end of a call, its status and timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallFinished {
+    /// The call number.
+    pub call: u32,
+    /// Whether the call succeeded.
+    pub status: CallStatus,
+    /// Error text of a failed call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Number of rows (images) recorded for this call.
+    pub images: u32,
+    /// Milliseconds per phase (`text_encoding`, `denoising`, `decoding`, `saving`, `total`, …).
+    pub timings_ms: Map<String, Value>,
+}
+
+/// `metric`: a free-form scalar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricEvent {
+    /// Metric name.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+    /// Optional step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Ended normally.
+    Finished,
+    /// Ended with an error (the writer panicked or recording failed).
+    Failed,
+}
+
+/// `run_finished`: the last record of a finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFinished {
+    /// How the run ended.
+    pub status: RunStatus,
+    /// Error text, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

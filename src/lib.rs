@@ -1,0 +1,40 @@
+//! # difflog
+//!
+//! An offline run recorder for diffusion image generation. Pipelines record
+//! every call — config, one table per call, images, timings — into a
+//! self-contained run directory on local disk, with no network; the sync
+//! daemon (`difflog-sync`) later uploads runs to a tracker.
+//!
+//! The roles:
+//! - [`run`]: the writer side — [`Run`], [`Init`], [`autolog()`], the media
+//!   store and the background writer;
+//! - [`pipeline`]: the [`Pipeline`] trait any pipeline implements to be recorded;
+//! - [`read`]: the only code that parses a run directory;
+//! - [`verify`], [`cli`], [`bench`]: what the `difflog` command does;
+//! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`).
+//!
+//! The two-line start, as with W&B's diffusers autolog:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), difflog::Error> {
+//! let _run = difflog::autolog(difflog::Init::project("diffusers_logging"))?;
+//! // every `pipeline.call(&request)` from here on is recorded into ./runs/<run-id>/
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod cli;
+pub mod error;
+pub mod event;
+pub mod format;
+pub mod pipeline;
+pub mod read;
+pub mod run;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+pub use run::autolog::{autolog, Autolog};
+pub use run::{Init, Mode, Run};

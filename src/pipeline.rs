@@ -1,0 +1,192 @@
+//! The `Pipeline` trait: how any diffusion pipeline — built in or a user's
+//! own — describes itself and its calls so that every call is recorded.
+//!
+//! There is no list of supported classes: whatever implements this trait is
+//! recorded the same way (W&B's autolog silently skips pipelines not on its
+//! list). A pipeline says what it is ([`PipelineInfo`]), what a request will
+//! do before it runs ([`CallSpec`]: every argument with defaults filled in,
+//! one seed per image), and while it runs hands each image to the
+//! [`CallContext`] and marks its phases for the timings.
+
+use crate::run::CallRecorder;
+use image::RgbImage;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Error type returned by pipelines (any error they like).
+pub type PipelineError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a pipeline instance is; recorded once per run as a `pipeline` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineInfo {
+    /// Class name (`StableDiffusionPipeline`, `StableDiffusionXLImg2ImgPipeline`, a user's own).
+    pub class: String,
+    /// Model id: hub id, local folder or `tiny`.
+    pub model_id: String,
+    /// Hub revision (commit) of the weights, if known.
+    pub revision: Option<String>,
+    /// Digest of the weights, if known.
+    pub weights_digest: Option<String>,
+    /// Tensor dtype (`f32`, `f16`, …).
+    pub dtype: String,
+    /// Device (`cpu`, `cuda:0`, …).
+    pub device: String,
+    /// Components: name → class.
+    pub components: Map<String, Value>,
+    /// The full scheduler configuration.
+    pub scheduler: Value,
+}
+
+/// What a call will do, known before it runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallSpec {
+    /// Every call argument, defaults filled in, generators turned into seeds.
+    pub params: Map<String, Value>,
+    /// The seed of every image the call will generate, in row order.
+    pub seeds: Vec<u64>,
+    /// Whether the table has SDXL's `Prompt-2` and `Negative-Prompt-2` columns.
+    pub second_prompts: bool,
+    /// Whether the table has an `Input-Image` column (image-to-image).
+    pub input_image: bool,
+}
+
+impl CallSpec {
+    /// The columns of this call's table, in order: W&B autolog's columns,
+    /// then the seed difflog adds.
+    pub fn columns(&self) -> Vec<String> {
+        let mut c = vec!["Prompt".to_string(), "Negative-Prompt".to_string()];
+        if self.second_prompts {
+            c.push("Prompt-2".into());
+            c.push("Negative-Prompt-2".into());
+        }
+        if self.input_image {
+            c.push("Input-Image".into());
+        }
+        c.push("Generated-Image".into());
+        c.push("Seed".into());
+        c
+    }
+}
+
+/// One generated image with the values of its table row.
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    /// The generated image.
+    pub image: RgbImage,
+    /// The prompt it was generated from (also its caption).
+    pub prompt: String,
+    /// The negative prompt, if any.
+    pub negative_prompt: Option<String>,
+    /// SDXL's second prompt, if the pipeline has one.
+    pub prompt_2: Option<String>,
+    /// SDXL's second negative prompt.
+    pub negative_prompt_2: Option<String>,
+    /// The input image of image-to-image calls (shared between rows: stored once).
+    pub input_image: Option<Arc<RgbImage>>,
+    /// The seed this image was generated from.
+    pub seed: u64,
+}
+
+/// A diffusion pipeline whose calls difflog records.
+pub trait Pipeline {
+    /// The arguments of one call.
+    type Request;
+    /// What a call returns (images, latents for a refiner, …).
+    type Output;
+
+    /// Describes this pipeline instance.
+    fn describe(&self) -> PipelineInfo;
+
+    /// Validates a request and says what it will do. An error here means the
+    /// call never began; it is returned and not recorded.
+    fn prepare(&self, request: &Self::Request) -> Result<CallSpec, PipelineError>;
+
+    /// Runs the call: marks phases with [`CallContext::phase`] and hands every
+    /// generated image to [`CallContext::image`].
+    fn run(
+        &mut self,
+        request: &Self::Request,
+        ctx: &mut CallContext<'_>,
+    ) -> Result<Self::Output, PipelineError>;
+
+    /// Runs a call, recorded into the active run (see [`crate::autolog`]) if
+    /// there is one.
+    fn call(&mut self, request: &Self::Request) -> Result<Self::Output, PipelineError>
+    where
+        Self: Sized,
+    {
+        crate::run::autolog::call(self, request)
+    }
+}
+
+/// Per-call context handed to [`Pipeline::run`]: phase timings and the sink
+/// for generated images.
+pub struct CallContext<'a> {
+    pub(crate) recorder: Option<CallRecorder<'a>>,
+    started: Instant,
+    phase: Option<(String, Instant)>,
+    pub(crate) timings: Vec<(String, Duration)>,
+    pub(crate) saving: Duration,
+    pub(crate) images: u32,
+}
+
+impl<'a> CallContext<'a> {
+    pub(crate) fn new(recorder: Option<CallRecorder<'a>>) -> CallContext<'a> {
+        CallContext {
+            recorder,
+            started: Instant::now(),
+            phase: None,
+            timings: Vec::new(),
+            saving: Duration::ZERO,
+            images: 0,
+        }
+    }
+
+    /// A context that records nothing (no active run).
+    pub fn detached() -> CallContext<'static> {
+        CallContext::new(None)
+    }
+
+    /// Ends the current phase (if any) and starts `name`
+    /// (`text_encoding`, `denoising`, `decoding`, …).
+    pub fn phase(&mut self, name: &str) {
+        self.end_phase();
+        self.phase = Some((name.to_string(), Instant::now()));
+    }
+
+    /// Ends the current phase.
+    pub fn end_phase(&mut self) {
+        if let Some((name, t)) = self.phase.take() {
+            let d = t.elapsed();
+            match self.timings.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += d,
+                None => self.timings.push((name, d)),
+            }
+        }
+    }
+
+    /// Records one generated image as a row of the call's table. Never
+    /// encodes on the caller's thread; blocks only if the writer's queue is
+    /// full. Recording problems are reported by the run's `finish`, not here.
+    pub fn image(&mut self, row: ImageRow) {
+        let t = Instant::now();
+        let index = self.images;
+        self.images += 1;
+        if let Some(r) = self.recorder.as_mut() {
+            r.image(index, row);
+        }
+        self.saving += t.elapsed();
+    }
+
+    /// Whether images handed over are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Time since the call began.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}

@@ -1,0 +1,212 @@
+//! Reading run directories: the only code that parses one.
+//!
+//! [`RunDir::open`] reads `run.json` and scans `events.log` into typed
+//! records; [`RunDir::state`] tells live, finished, failed and crashed runs
+//! apart; [`RunDir::view`] folds the records into calls, tables, config and
+//! the workflow. The sync daemon, the report, `show` and `verify` all go
+//! through here, so they agree on what a run contains.
+
+mod log;
+mod view;
+
+pub use log::{scan, LogProblem, LogProblemKind, LogScan};
+pub use view::{CallView, RunView};
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::{Event, Record};
+use crate::format::{RunMeta, EVENTS_LOG, FORMAT_VERSION, RUN_JSON};
+use serde::Serialize;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// A writer holds the run's lock right now.
+    Live,
+    /// `run_finished` with status `finished` is recorded.
+    Finished,
+    /// `run_finished` with status `failed` is recorded.
+    Failed,
+    /// No writer and no `run_finished`: the writer died.
+    Crashed,
+}
+
+impl RunState {
+    /// Lower-case name, as shown by `ls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Live => "live",
+            RunState::Finished => "finished",
+            RunState::Failed => "failed",
+            RunState::Crashed => "crashed",
+        }
+    }
+}
+
+/// A run directory read from disk.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// The run directory.
+    pub path: PathBuf,
+    /// Its `run.json`.
+    pub meta: RunMeta,
+    /// Its event log, scanned.
+    pub log: LogScan,
+}
+
+impl RunDir {
+    /// Reads `run.json` and the event log of the run at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<RunDir> {
+        let path = path.as_ref().to_path_buf();
+        let meta = read_meta(&path)?;
+        let log_path = path.join(EVENTS_LOG);
+        let bytes = match std::fs::read(&log_path) {
+            Ok(b) => b,
+            // A run whose writer died between run.json and the first record.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&log_path, "read event log", e)),
+        };
+        Ok(RunDir {
+            path,
+            meta,
+            log: scan(&bytes),
+        })
+    }
+
+    /// The valid records, in order.
+    pub fn records(&self) -> &[Record] {
+        &self.log.records
+    }
+
+    /// Live, finished, failed or crashed. Probes the writer's lock.
+    pub fn state(&self) -> RunState {
+        if is_live(&self.path) {
+            return RunState::Live;
+        }
+        for rec in self.log.records.iter().rev() {
+            if let Event::RunFinished(f) = &rec.event {
+                return match f.status {
+                    crate::event::RunStatus::Finished => RunState::Finished,
+                    crate::event::RunStatus::Failed => RunState::Failed,
+                };
+            }
+        }
+        RunState::Crashed
+    }
+
+    /// Folds the records into calls, tables, config and workflow.
+    pub fn view(&self) -> RunView {
+        RunView::build(&self.log.records)
+    }
+
+    /// Who last opened the run for writing (pid, host, since), from the log.
+    pub fn last_writer(&self) -> Option<String> {
+        self.log.records.iter().rev().find_map(|r| match &r.event {
+            Event::RunStarted(s) => Some(format!("pid {} on host {} (since {})", s.pid, s.host, r.ts)),
+            Event::RunResumed(s) => Some(format!("pid {} on host {} (since {})", s.pid, s.host, r.ts)),
+            _ => None,
+        })
+    }
+}
+
+/// Reads and checks `run.json` of the run directory `dir`.
+pub fn read_meta(dir: &Path) -> Result<RunMeta> {
+    let path = dir.join(RUN_JSON);
+    let md = std::fs::metadata(dir).ctx(dir, "open run directory")?;
+    if !md.is_dir() {
+        return Err(Error::NotARun {
+            path: dir.to_path_buf(),
+            why: "not a directory".into(),
+        });
+    }
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotARun {
+                path: dir.to_path_buf(),
+                why: format!("it has no {RUN_JSON}"),
+            })
+        }
+        Err(e) => return Err(Error::io(&path, "read run.json", e)),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::BadRunJson {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    let format = value.get("format").and_then(|v| v.as_u64()).ok_or_else(|| Error::BadRunJson {
+        path: path.clone(),
+        why: "missing or non-integer \"format\"".into(),
+    })?;
+    if format > u64::from(FORMAT_VERSION) || format == 0 {
+        return Err(Error::UnsupportedFormat {
+            path,
+            found: format,
+            supported: FORMAT_VERSION,
+        });
+    }
+    serde_json::from_value(value).map_err(|e| Error::BadRunJson {
+        path,
+        why: e.to_string(),
+    })
+}
+
+/// Whether a writer holds the lock of the run at `dir` right now.
+///
+/// The probe takes a shared lock for an instant; a writer that starts at that
+/// very instant retries for a moment before giving up, so the probe cannot
+/// make it fail.
+pub fn is_live(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join(EVENTS_LOG)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// The run directories directly under `root` (those holding a `run.json`),
+/// sorted by name, which is creation order for difflog's ids. If `root` is
+/// itself a run directory, it alone is returned.
+pub fn find_runs(root: &Path) -> Result<Vec<PathBuf>> {
+    if root.join(RUN_JSON).is_file() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(root).ctx(root, "list runs")?;
+    let mut runs = Vec::new();
+    for entry in entries {
+        let entry = entry.ctx(root, "list runs")?;
+        let p = entry.path();
+        let is_hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !is_hidden && p.is_dir() && p.join(RUN_JSON).is_file() {
+            runs.push(p);
+        }
+    }
+    runs.sort();
+    Ok(runs)
+}
+
+/// Total size in bytes of the regular files under `dir` (not following links).
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,126 @@
+//! The folded view of a run: what `show`, `ls`, the report and the sync
+//! targets want (calls with their tables, merged config, the workflow list),
+//! computed once from the typed records.
+
+use crate::event::{
+    CallFinished, CallStarted, CallStatus, Event, MediaEvent, MetricEvent, PipelineEvent, Record,
+    RowEvent, RunFinished,
+};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// One pipeline call with everything recorded for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallView {
+    /// The `call_started` record.
+    pub started: CallStarted,
+    /// Rows of the call's table, in log order.
+    pub rows: Vec<RowEvent>,
+    /// Media recorded for the call.
+    pub media: Vec<MediaEvent>,
+    /// The `call_finished` record, if the call finished.
+    pub finished: Option<CallFinished>,
+}
+
+impl CallView {
+    /// Whether the call finished successfully.
+    pub fn ok(&self) -> bool {
+        matches!(&self.finished, Some(f) if f.status == CallStatus::Ok)
+    }
+}
+
+/// A run's records folded into their meaning.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunView {
+    /// Config, merged over all `config` events.
+    pub config: Map<String, Value>,
+    /// Pipelines by index.
+    pub pipelines: BTreeMap<u32, PipelineEvent>,
+    /// Calls by number.
+    pub calls: BTreeMap<u32, CallView>,
+    /// Every media event, in log order.
+    pub media: Vec<MediaEvent>,
+    /// Metrics, in log order.
+    pub metrics: Vec<MetricEvent>,
+    /// The `run_finished` record, if any.
+    pub finished: Option<RunFinished>,
+}
+
+impl RunView {
+    /// Folds `records` (a valid prefix of a log).
+    pub fn build(records: &[Record]) -> RunView {
+        let mut v = RunView::default();
+        for rec in records {
+            match &rec.event {
+                Event::Config(c) => {
+                    for (k, val) in &c.values {
+                        v.config.insert(k.clone(), val.clone());
+                    }
+                }
+                Event::Pipeline(p) => {
+                    v.pipelines.insert(p.pipeline, p.clone());
+                }
+                Event::CallStarted(c) => {
+                    v.calls.insert(
+                        c.call,
+                        CallView {
+                            started: c.clone(),
+                            rows: Vec::new(),
+                            media: Vec::new(),
+                            finished: None,
+                        },
+                    );
+                }
+                Event::Media(m) => {
+                    if let Some(call) = m.call.and_then(|n| v.calls.get_mut(&n)) {
+                        call.media.push(m.clone());
+                    }
+                    v.media.push(m.clone());
+                }
+                Event::Row(r) => {
+                    if let Some(call) = v.calls.get_mut(&r.call) {
+                        call.rows.push(r.clone());
+                    }
+                }
+                Event::CallFinished(f) => {
+                    if let Some(call) = v.calls.get_mut(&f.call) {
+                        call.finished = Some(f.clone());
+                    }
+                }
+                Event::Metric(m) => v.metrics.push(m.clone()),
+                Event::RunFinished(f) => v.finished = Some(f.clone()),
+                Event::RunStarted(_) | Event::RunResumed(_) => {}
+            }
+        }
+        v
+    }
+
+    /// Number of table rows (generated images) over all calls.
+    pub fn image_count(&self) -> usize {
+        self.calls.values().map(|c| c.rows.len()).sum()
+    }
+
+    /// The pipeline description as the workflow shows it.
+    pub fn pipeline_json(&self, index: u32) -> Value {
+        match self.pipelines.get(&index) {
+            Some(p) => serde_json::to_value(p).unwrap_or(Value::Null),
+            None => Value::Null,
+        }
+    }
+
+    /// The `workflow` list as W&B's autolog builds it in the run config: one
+    /// entry per call, `{pipeline, params, stage}`.
+    pub fn workflow(&self) -> Vec<Value> {
+        self.calls
+            .values()
+            .map(|c| {
+                json!({
+                    "pipeline": self.pipeline_json(c.started.pipeline),
+                    "params": c.started.params,
+                    "stage": c.started.stage,
+                })
+            })
+            .collect()
+    }
+}

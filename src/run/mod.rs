@@ -1,0 +1,608 @@
+//! Recording runs: the [`Run`] handle, its settings ([`Init`]) and the
+//! recording of pipeline calls.
+//!
+//! A `Run` owns one run directory: it writes `run.json` atomically, holds the
+//! event log's lock, and feeds the background writer. Every method takes
+//! `&self`, so one run can be shared between threads (the global autolog run
+//! is an `Arc<Run>`). Recording never fails a pipeline call: a write error is
+//! kept and reported by [`Run::flush`] and [`Run::finish`].
+
+pub mod autolog;
+mod log;
+pub mod media;
+mod writer;
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::{
+    CallFinished, CallStarted, CallStatus, Cell, ConfigEvent, Event, MetricEvent, PipelineEvent,
+    RunFinished, RunResumed, RunStarted, RunStatus,
+};
+use crate::format::{
+    new_run_id, now_rfc3339, RunMeta, FORMAT_VERSION, MEDIA_DIR, RUN_JSON, TMP_PREFIX,
+};
+use crate::pipeline::{CallContext, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use image::RgbImage;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use writer::{Cmd, PendingCell, Slot, Writer};
+
+/// Default number of raw images the writer queues before a caller waits.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
+
+/// Whether difflog records (`DIFFLOG_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Record into run directories (the default; difflog never uses the network).
+    Offline,
+    /// Record nothing; every recording call is a no-op.
+    Disabled,
+}
+
+impl Mode {
+    /// Reads `DIFFLOG_MODE` (`offline` or unset, or `disabled`).
+    pub fn from_env() -> Result<Mode> {
+        match std::env::var("DIFFLOG_MODE") {
+            Err(_) => Ok(Mode::Offline),
+            Ok(v) => match v.as_str() {
+                "" | "offline" => Ok(Mode::Offline),
+                "disabled" => Ok(Mode::Disabled),
+                _ => Err(Error::Setting {
+                    name: "DIFFLOG_MODE".into(),
+                    value: v,
+                    why: "expected \"offline\" or \"disabled\"".into(),
+                }),
+            },
+        }
+    }
+}
+
+/// The root directory for runs: `DIFFLOG_DIR`, or `./runs`.
+pub fn default_root() -> PathBuf {
+    std::env::var_os("DIFFLOG_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("runs"))
+}
+
+/// Settings of a new run, like the `init` dict of W&B's `autolog`.
+#[derive(Debug, Clone)]
+pub struct Init {
+    project: String,
+    name: Option<String>,
+    tags: Vec<String>,
+    config: Map<String, Value>,
+    root: Option<PathBuf>,
+    mode: Option<Mode>,
+    queue_capacity: usize,
+    encoders: Option<usize>,
+}
+
+impl Init {
+    /// A run in `project`.
+    pub fn project(project: impl Into<String>) -> Init {
+        Init {
+            project: project.into(),
+            name: None,
+            tags: Vec::new(),
+            config: Map::new(),
+            root: None,
+            mode: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            encoders: None,
+        }
+    }
+
+    /// Display name (default: the run id).
+    pub fn name(mut self, name: impl Into<String>) -> Init {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Adds a tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> Init {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Adds run-level config (a JSON object; other values are stored under `value`).
+    pub fn config(mut self, config: Value) -> Init {
+        match config {
+            Value::Object(m) => self.config.extend(m),
+            other => {
+                self.config.insert("value".into(), other);
+            }
+        }
+        self
+    }
+
+    /// Directory the run is created in (default: `DIFFLOG_DIR` or `./runs`).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Init {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// Overrides `DIFFLOG_MODE`.
+    pub fn mode(mut self, mode: Mode) -> Init {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Raw images queued for encoding before a caller waits (default 16).
+    pub fn queue_capacity(mut self, n: usize) -> Init {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Encoder threads (default: one per core).
+    pub fn encoders(mut self, n: usize) -> Init {
+        self.encoders = Some(n.max(1));
+        self
+    }
+}
+
+fn default_encoders() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+fn host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// A run being recorded. Finishes on drop (as failed if the thread panics).
+pub struct Run {
+    active: Option<Active>,
+}
+
+struct Active {
+    id: String,
+    dir: PathBuf,
+    writer: RwLock<Option<Writer>>,
+    next_call: AtomicU32,
+    pipelines: Mutex<(Vec<(PipelineInfo, u32)>, u32)>,
+}
+
+impl Run {
+    /// Creates a new run directory under the root and starts recording.
+    /// With `DIFFLOG_MODE=disabled` nothing is created and nothing recorded.
+    pub fn create(init: Init) -> Result<Run> {
+        let mode = match init.mode {
+            Some(m) => m,
+            None => Mode::from_env()?,
+        };
+        if mode == Mode::Disabled {
+            return Ok(Run { active: None });
+        }
+        if init.project.trim().is_empty() {
+            return Err(Error::Invalid("a run needs a non-empty project name".into()));
+        }
+        let root = init.root.clone().unwrap_or_else(default_root);
+        std::fs::create_dir_all(&root).ctx(&root, "create runs root directory")?;
+        let (id, dir) = loop {
+            let id = new_run_id();
+            let dir = root.join(&id);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break (id, dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&dir, "create run directory", e)),
+            }
+        };
+        let media = dir.join(MEDIA_DIR);
+        std::fs::create_dir(&media).ctx(&media, "create media directory")?;
+        let meta = RunMeta {
+            format: FORMAT_VERSION,
+            id: id.clone(),
+            project: init.project.clone(),
+            name: init.name.clone().unwrap_or_else(|| id.clone()),
+            tags: init.tags.clone(),
+            host: host(),
+            created: now_rfc3339(),
+            difflog_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        write_json_atomic(&dir, RUN_JSON, &meta)?;
+        let log = log::EventLog::create(&dir)?;
+        let writer = Writer::start(
+            dir.clone(),
+            log,
+            1,
+            init.queue_capacity,
+            init.encoders.unwrap_or_else(default_encoders),
+        );
+        let run = Run {
+            active: Some(Active {
+                id: id.clone(),
+                dir,
+                writer: RwLock::new(Some(writer)),
+                next_call: AtomicU32::new(1),
+                pipelines: Mutex::new((Vec::new(), 1)),
+            }),
+        };
+        run.emit(Event::RunStarted(RunStarted {
+            run_id: id,
+            format: FORMAT_VERSION,
+            pid: std::process::id(),
+            host: meta.host,
+            difflog_version: meta.difflog_version,
+        }))?;
+        if !init.config.is_empty() {
+            run.log_config(Value::Object(init.config))?;
+        }
+        Ok(run)
+    }
+
+    /// Reopens an existing run (one whose writer is gone) to append to it:
+    /// cuts a torn tail, removes leftover temporary files, and continues the
+    /// sequence and the call numbering.
+    pub fn reopen(dir: impl AsRef<Path>) -> Result<Run> {
+        Run::reopen_with(dir, DEFAULT_QUEUE_CAPACITY, default_encoders())
+    }
+
+    fn reopen_with(dir: impl AsRef<Path>, capacity: usize, encoders: usize) -> Result<Run> {
+        let dir = dir.as_ref().to_path_buf();
+        let (log, read, cut) = log::EventLog::reopen(&dir)?;
+        media::remove_leftovers(&dir);
+        let view = read.view();
+        let next_call = view.calls.keys().max().map_or(1, |n| n + 1);
+        let next_pipeline = view.pipelines.keys().max().map_or(1, |n| n + 1);
+        let next_seq = read.log.records.len() as u64 + 1;
+        let writer = Writer::start(dir.clone(), log, next_seq, capacity, encoders);
+        let run = Run {
+            active: Some(Active {
+                id: read.meta.id.clone(),
+                dir,
+                writer: RwLock::new(Some(writer)),
+                next_call: AtomicU32::new(next_call),
+                pipelines: Mutex::new((Vec::new(), next_pipeline)),
+            }),
+        };
+        run.emit(Event::RunResumed(RunResumed {
+            pid: std::process::id(),
+            host: host(),
+            difflog_version: env!("CARGO_PKG_VERSION").into(),
+            truncated_bytes: cut,
+        }))?;
+        Ok(run)
+    }
+
+    /// The run id, or `None` when recording is disabled.
+    pub fn id(&self) -> Option<&str> {
+        self.active.as_ref().map(|a| a.id.as_str())
+    }
+
+    /// The run directory, or `None` when recording is disabled.
+    pub fn dir(&self) -> Option<&Path> {
+        self.active.as_ref().map(|a| a.dir.as_path())
+    }
+
+    /// Whether this run records anything.
+    pub fn is_recording(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Records run-level config (a JSON object), merged over earlier config.
+    pub fn log_config(&self, values: Value) -> Result<()> {
+        let values = match values {
+            Value::Object(m) => m,
+            other => Map::from_iter([("value".to_string(), other)]),
+        };
+        self.emit(Event::Config(ConfigEvent { values }))
+    }
+
+    /// Records a scalar.
+    pub fn log_metric(&self, name: &str, value: f64, step: Option<u64>) -> Result<()> {
+        self.emit(Event::Metric(MetricEvent {
+            name: name.into(),
+            value,
+            step,
+        }))
+    }
+
+    /// Records an image under `key` (encoded in the background).
+    pub fn log_image(&self, key: &str, image: RgbImage, caption: Option<&str>) -> Result<()> {
+        let Some(a) = &self.active else { return Ok(()) };
+        a.with_writer(|w| {
+            let slot = w.encode(Arc::new(image))?;
+            w.send(Cmd::Media {
+                ts: now_rfc3339(),
+                key: key.into(),
+                caption: caption.map(str::to_string),
+                call: None,
+                slot,
+            })
+        })
+    }
+
+    /// Runs a pipeline call and records it: the pipeline (once), the call with
+    /// every argument and seed, one table row and media entry per image, and
+    /// how the call ended with its timings. The call's result is returned as
+    /// the pipeline gave it; recording problems never change it.
+    pub fn record<P: Pipeline>(
+        &self,
+        pipeline: &mut P,
+        request: &P::Request,
+    ) -> Result<P::Output, PipelineError> {
+        let spec = pipeline.prepare(request)?;
+        let Some(a) = &self.active else {
+            return pipeline.run(request, &mut CallContext::detached());
+        };
+        let pipeline_index = self.pipeline_index(a, pipeline.describe());
+        let call = a.next_call.fetch_add(1, Ordering::Relaxed);
+        let stage = format!("Pipeline-Call-{call}");
+        let columns = spec.columns();
+        self.emit_quiet(Event::CallStarted(CallStarted {
+            call,
+            stage,
+            pipeline: pipeline_index,
+            params: spec.params.clone(),
+            seeds: spec.seeds.clone(),
+            columns,
+        }));
+        let mut ctx = CallContext::new(Some(CallRecorder {
+            active: a,
+            call,
+            second_prompts: spec.second_prompts,
+            input_image: spec.input_image,
+            last_input: None,
+        }));
+        let result = pipeline.run(request, &mut ctx);
+        ctx.end_phase();
+        let mut timings = Map::new();
+        for (name, d) in &ctx.timings {
+            timings.insert(name.clone(), ms(*d));
+        }
+        timings.insert("saving".into(), ms(ctx.saving));
+        timings.insert("total".into(), ms(ctx.elapsed()));
+        let images = ctx.images;
+        drop(ctx);
+        let (status, error) = match &result {
+            Ok(_) => (CallStatus::Ok, None),
+            Err(e) => (CallStatus::Error, Some(e.to_string())),
+        };
+        self.emit_quiet(Event::CallFinished(CallFinished {
+            call,
+            status,
+            error,
+            images,
+            timings_ms: timings,
+        }));
+        result
+    }
+
+    /// Waits until everything recorded so far is on disk and synced;
+    /// reports the first recording error, if any.
+    pub fn flush(&self) -> Result<()> {
+        let Some(a) = &self.active else { return Ok(()) };
+        a.with_writer(|w| w.flush())
+    }
+
+    /// How many times a caller had to wait for room in the writer's queues.
+    pub fn backpressure_waits(&self) -> u64 {
+        let Some(a) = &self.active else { return 0 };
+        a.with_writer(|w| Ok(w.waits())).unwrap_or(0)
+    }
+
+    /// Ends the run: records `run_finished`, waits until everything is
+    /// durable, and reports the first recording error, if any.
+    pub fn finish(self) -> Result<()> {
+        self.close(RunStatus::Finished, None)
+    }
+
+    /// Ends the run as failed, with an error text.
+    pub fn fail(self, error: &str) -> Result<()> {
+        self.close(RunStatus::Failed, Some(error.to_string()))
+    }
+
+    pub(crate) fn close(&self, status: RunStatus, error: Option<String>) -> Result<()> {
+        let Some(a) = &self.active else { return Ok(()) };
+        let writer = a
+            .writer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(writer) = writer else { return Ok(()) };
+        let sent = writer.send(Cmd::Event {
+            ts: now_rfc3339(),
+            event: Event::RunFinished(RunFinished { status, error }),
+        });
+        let closed = writer.close();
+        sent.and(closed).map_err(|why| Error::Recording {
+            run: a.id.clone(),
+            why,
+        })
+    }
+
+    fn pipeline_index(&self, a: &Active, info: PipelineInfo) -> u32 {
+        let mut g = a.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, idx)) = g.0.iter().find(|(i, _)| *i == info) {
+            return *idx;
+        }
+        let idx = g.1;
+        g.1 += 1;
+        g.0.push((info.clone(), idx));
+        drop(g);
+        self.emit_quiet(Event::Pipeline(PipelineEvent {
+            pipeline: idx,
+            class: info.class,
+            model_id: info.model_id,
+            revision: info.revision,
+            weights_digest: info.weights_digest,
+            dtype: info.dtype,
+            device: info.device,
+            components: info.components,
+            scheduler: info.scheduler,
+        }));
+        idx
+    }
+
+    fn emit(&self, event: Event) -> Result<()> {
+        let Some(a) = &self.active else { return Ok(()) };
+        a.with_writer(|w| {
+            w.send(Cmd::Event {
+                ts: now_rfc3339(),
+                event,
+            })
+        })
+    }
+
+    /// Emits during a pipeline call: a failure is reported at finish, not here.
+    fn emit_quiet(&self, event: Event) {
+        if let Err(e) = self.emit(event) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let result = if std::thread::panicking() {
+            self.close(RunStatus::Failed, Some("the recording thread panicked".into()))
+        } else {
+            self.close(RunStatus::Finished, None)
+        };
+        if let Err(e) = result {
+            // Nobody is left to return this to; say it rather than lose it.
+            eprintln!("difflog: {e}");
+        }
+    }
+}
+
+impl Active {
+    fn with_writer<T>(&self, f: impl FnOnce(&Writer) -> Result<T, String>) -> Result<T> {
+        let g = self.writer.read().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = g.as_ref() else {
+            return Err(Error::Recording {
+                run: self.id.clone(),
+                why: "the run is already finished".into(),
+            });
+        };
+        f(w).map_err(|why| Error::Recording {
+            run: self.id.clone(),
+            why,
+        })
+    }
+}
+
+/// Records the images of one call (inside [`CallContext`]).
+pub(crate) struct CallRecorder<'a> {
+    active: &'a Active,
+    call: u32,
+    second_prompts: bool,
+    input_image: bool,
+    last_input: Option<(Arc<RgbImage>, Arc<Slot>)>,
+}
+
+impl CallRecorder<'_> {
+    pub(crate) fn image(&mut self, index: u32, row: ImageRow) {
+        let call = self.call;
+        let second = self.second_prompts;
+        let with_input = self.input_image;
+        let last_input = &mut self.last_input;
+        let result = self.active.with_writer(|w| {
+            let ts = now_rfc3339();
+            let mut cells = vec![
+                PendingCell::Ready(text_cell("Prompt", Some(&row.prompt))),
+                PendingCell::Ready(text_cell("Negative-Prompt", row.negative_prompt.as_deref())),
+            ];
+            if second {
+                cells.push(PendingCell::Ready(text_cell("Prompt-2", row.prompt_2.as_deref())));
+                cells.push(PendingCell::Ready(text_cell(
+                    "Negative-Prompt-2",
+                    row.negative_prompt_2.as_deref(),
+                )));
+            }
+            if with_input {
+                match &row.input_image {
+                    Some(img) => {
+                        let slot = match last_input {
+                            Some((prev, slot)) if Arc::ptr_eq(prev, img) => Arc::clone(slot),
+                            _ => {
+                                let slot = w.encode(Arc::clone(img))?;
+                                w.send(Cmd::Media {
+                                    ts: ts.clone(),
+                                    key: format!("Input-Image/Pipeline-Call-{call}"),
+                                    caption: None,
+                                    call: Some(call),
+                                    slot: Arc::clone(&slot),
+                                })?;
+                                *last_input = Some((Arc::clone(img), Arc::clone(&slot)));
+                                slot
+                            }
+                        };
+                        cells.push(PendingCell::Image {
+                            column: "Input-Image".into(),
+                            slot,
+                        });
+                    }
+                    None => cells.push(PendingCell::Ready(Cell::Null {
+                        column: "Input-Image".into(),
+                    })),
+                }
+            }
+            let slot = w.encode(Arc::new(row.image))?;
+            w.send(Cmd::Media {
+                ts: ts.clone(),
+                key: format!("Generated-Image/Pipeline-Call-{call}"),
+                caption: Some(row.prompt),
+                call: Some(call),
+                slot: Arc::clone(&slot),
+            })?;
+            cells.push(PendingCell::Image {
+                column: "Generated-Image".into(),
+                slot,
+            });
+            cells.push(PendingCell::Ready(Cell::Number {
+                column: "Seed".into(),
+                value: row.seed.into(),
+            }));
+            w.send(Cmd::Row {
+                ts,
+                call,
+                table: format!("Result-Table/Pipeline-Call-{call}"),
+                index,
+                cells,
+            })
+        });
+        if let Err(e) = result {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+fn text_cell(column: &str, value: Option<&str>) -> Cell {
+    match value {
+        Some(v) => Cell::Text {
+            column: column.into(),
+            value: v.into(),
+        },
+        None => Cell::Null {
+            column: column.into(),
+        },
+    }
+}
+
+fn ms(d: std::time::Duration) -> Value {
+    let v = (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+/// Writes `name` in `dir` atomically: temporary file, fsync, rename, fsync dir.
+fn write_json_atomic<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Invalid(format!("cannot serialize {name}: {e}")))?;
+    bytes.push(b'\n');
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).ctx(&tmp, "create temporary file")?;
+        f.write_all(&bytes).ctx(&tmp, "write temporary file")?;
+        f.sync_all().ctx(&tmp, "sync temporary file")?;
+    }
+    std::fs::rename(&tmp, &path).ctx(&path, "move file into place")?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(dir, "sync run directory")
+}

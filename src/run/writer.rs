@@ -1,0 +1,453 @@
+//! The background writer: keeps PNG encoding and file I/O off the caller's
+//! hot path while keeping the log's order and the crash rule.
+//!
+//! Two stages, both fed through bounded channels so memory stays bounded
+//! (a full queue blocks the caller: back-pressure, never unbounded growth):
+//!
+//! * an encoder pool (one thread per core) turns raw images into PNG files in
+//!   the media store and fills a [`Slot`] with the result;
+//! * one appender thread takes commands in submission order, waits for the
+//!   slots a command needs, and only then appends its records. So a `media`
+//!   record always follows its file's rename, a `row` its media, and a
+//!   `call_finished` all of its rows: a kill at any instant leaves a prefix
+//!   in which every finished call is complete.
+//!
+//! The appender batches records into one `write` and syncs the log when its
+//! queue runs empty (group commit), so a fast producer pays for few fsyncs.
+//! The first error is sticky: it is reported by `flush`/`finish`, and a call
+//! whose media could not be stored is recorded as failed with that error.
+
+use super::log::EventLog;
+use super::media::{encode_png, store_png, StoredMedia};
+use crate::error::Result;
+use crate::event::{
+    CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus,
+};
+use crate::format::encode_record;
+use image::RgbImage;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Where an image's storage result will appear.
+pub(crate) struct Slot {
+    value: Mutex<Option<Result<StoredMedia, String>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot {
+            value: Mutex::new(None),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn fill(&self, v: Result<StoredMedia, String>) {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        *g = Some(v);
+        self.ready.notify_all();
+    }
+
+    fn is_ready(&self) -> bool {
+        self.value
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn wait(&self) -> Result<StoredMedia, String> {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(v) = g.as_ref() {
+                return v.clone();
+            }
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A table cell whose image may still be encoding.
+pub(crate) enum PendingCell {
+    /// A cell with its final value.
+    Ready(Cell),
+    /// An image cell waiting for its slot.
+    Image { column: String, slot: Arc<Slot> },
+}
+
+/// What the appender is asked to do, in order.
+pub(crate) enum Cmd {
+    /// Append an event as is.
+    Event { ts: String, event: Event },
+    /// Append a `media` event once the slot is filled.
+    Media {
+        ts: String,
+        key: String,
+        caption: Option<String>,
+        call: Option<u32>,
+        slot: Arc<Slot>,
+    },
+    /// Append a `row` event once its image cells are stored.
+    Row {
+        ts: String,
+        call: u32,
+        table: String,
+        index: u32,
+        cells: Vec<PendingCell>,
+    },
+    /// Write and sync everything before, then answer with the sticky error.
+    Flush(SyncSender<Result<(), String>>),
+}
+
+struct Job {
+    image: Arc<RgbImage>,
+    slot: Arc<Slot>,
+}
+
+/// Handle to the background threads of one run.
+pub(crate) struct Writer {
+    jobs: SyncSender<Job>,
+    cmds: SyncSender<Cmd>,
+    threads: Vec<JoinHandle<()>>,
+    error: Arc<Mutex<Option<String>>>,
+    waits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Starts the encoder pool and the appender for the run at `dir`.
+    /// `next_seq` is the sequence number of the next record.
+    pub(crate) fn start(
+        dir: PathBuf,
+        log: EventLog,
+        next_seq: u64,
+        capacity: usize,
+        encoders: usize,
+    ) -> Writer {
+        let (jobs, job_rx) = sync_channel::<Job>(capacity.max(1));
+        let (cmds, cmd_rx) = sync_channel::<Cmd>(capacity.max(1) * 4 + 16);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let error = Arc::new(Mutex::new(None));
+        let mut threads = Vec::new();
+        for i in 0..encoders.max(1) {
+            let rx = Arc::clone(&job_rx);
+            let dir = dir.clone();
+            let spawn = std::thread::Builder::new()
+                .name(format!("difflog-encode-{i}"))
+                .spawn(move || encoder_loop(&rx, &dir));
+            if let Ok(h) = spawn {
+                threads.push(h);
+            }
+        }
+        let err = Arc::clone(&error);
+        let appender = Appender {
+            log,
+            seq: next_seq,
+            buf: Vec::new(),
+            needs_sync: false,
+            failed_calls: HashMap::new(),
+            error: err,
+            dead: false,
+        };
+        if let Ok(h) = std::thread::Builder::new()
+            .name("difflog-append".into())
+            .spawn(move || appender.run(cmd_rx))
+        {
+            threads.push(h);
+        }
+        Writer {
+            jobs,
+            cmds,
+            threads,
+            error,
+            waits: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queues an image for encoding; the slot will hold where it was stored.
+    pub(crate) fn encode(&self, image: Arc<RgbImage>) -> Result<Arc<Slot>, String> {
+        let slot = Slot::new();
+        let job = Job {
+            image,
+            slot: Arc::clone(&slot),
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                self.jobs.send(job).map_err(|_| self.gone())?;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(self.gone()),
+        }
+        Ok(slot)
+    }
+
+    /// Queues a command for the appender.
+    pub(crate) fn send(&self, cmd: Cmd) -> Result<(), String> {
+        match self.cmds.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(cmd)) => {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                self.cmds.send(cmd).map_err(|_| self.gone())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(self.gone()),
+        }
+    }
+
+    /// Waits until everything queued so far is written and synced.
+    pub(crate) fn flush(&self) -> Result<(), String> {
+        let (tx, rx) = sync_channel(1);
+        self.send(Cmd::Flush(tx))?;
+        rx.recv().map_err(|_| self.gone())?
+    }
+
+    /// How many times a caller had to wait for room in a queue.
+    pub(crate) fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    /// Drains the queues, stops the threads and reports the first error.
+    pub(crate) fn close(self) -> Result<(), String> {
+        let Writer {
+            jobs,
+            cmds,
+            threads,
+            error,
+            ..
+        } = self;
+        drop(jobs);
+        drop(cmds);
+        for t in threads {
+            if t.join().is_err() {
+                set_error(&error, "a background writer thread panicked".into());
+            }
+        }
+        let e = error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match e {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn gone(&self) -> String {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the background writer has stopped".into())
+    }
+}
+
+fn set_error(error: &Mutex<Option<String>>, e: String) {
+    let mut g = error.lock().unwrap_or_else(|p| p.into_inner());
+    if g.is_none() {
+        *g = Some(e);
+    }
+}
+
+fn encoder_loop(rx: &Mutex<Receiver<Job>>, dir: &std::path::Path) {
+    loop {
+        let job = {
+            let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+            guard.recv()
+        };
+        let Ok(job) = job else { return };
+        let result = encode_png(&job.image)
+            .and_then(|png| store_png(dir, &png, job.image.width(), job.image.height()))
+            .map_err(|e| e.to_string());
+        job.slot.fill(result);
+    }
+}
+
+struct Appender {
+    log: EventLog,
+    seq: u64,
+    buf: Vec<u8>,
+    needs_sync: bool,
+    /// Calls whose media could not be stored, with the first error.
+    failed_calls: HashMap<u32, String>,
+    error: Arc<Mutex<Option<String>>>,
+    /// Set after a log write failed: appending more could corrupt the log.
+    dead: bool,
+}
+
+impl Appender {
+    fn run(mut self, rx: Receiver<Cmd>) {
+        loop {
+            let cmd = match rx.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => {
+                    self.commit(true);
+                    match rx.recv() {
+                        Ok(c) => c,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            self.handle(cmd);
+        }
+        self.commit(true);
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Event { ts, event } => {
+                let event = match event {
+                    Event::CallFinished(f) => Event::CallFinished(self.override_failed(f)),
+                    Event::RunFinished(f) => Event::RunFinished(self.override_run(f)),
+                    e => e,
+                };
+                if matches!(event, Event::CallFinished(_) | Event::RunFinished(_)) {
+                    self.needs_sync = true;
+                }
+                self.push(&ts, &event);
+            }
+            Cmd::Media {
+                ts,
+                key,
+                caption,
+                call,
+                slot,
+            } => match self.wait(&slot) {
+                Ok(m) => {
+                    let ev = Event::Media(MediaEvent {
+                        key,
+                        digest: m.digest,
+                        path: m.path,
+                        bytes: m.bytes,
+                        format: "png".into(),
+                        width: m.width,
+                        height: m.height,
+                        caption,
+                        call,
+                    });
+                    self.push(&ts, &ev);
+                }
+                Err(e) => {
+                    let why = format!("could not store {key}: {e}");
+                    if let Some(c) = call {
+                        self.failed_calls.entry(c).or_insert_with(|| why.clone());
+                    }
+                    set_error(&self.error, why);
+                }
+            },
+            Cmd::Row {
+                ts,
+                call,
+                table,
+                index,
+                cells,
+            } => {
+                let mut out = Vec::with_capacity(cells.len());
+                for c in cells {
+                    out.push(match c {
+                        PendingCell::Ready(c) => c,
+                        PendingCell::Image { column, slot } => match self.wait(&slot) {
+                            Ok(m) => Cell::Image {
+                                column,
+                                digest: m.digest,
+                                path: m.path,
+                                width: m.width,
+                                height: m.height,
+                            },
+                            Err(_) => Cell::Null { column },
+                        },
+                    });
+                }
+                let ev = Event::Row(crate::event::RowEvent {
+                    call,
+                    table,
+                    index,
+                    cells: out,
+                });
+                self.push(&ts, &ev);
+            }
+            Cmd::Flush(reply) => {
+                self.needs_sync = true;
+                self.commit(true);
+                let e = self.error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let _ = reply.send(match e {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                });
+            }
+        }
+    }
+
+    /// A call whose media failed is recorded as failed, whatever it returned.
+    fn override_failed(&self, mut f: CallFinished) -> CallFinished {
+        if let Some(why) = self.failed_calls.get(&f.call) {
+            f.status = CallStatus::Error;
+            f.error = Some(match f.error {
+                Some(own) => format!("{own}; recording: {why}"),
+                None => format!("recording failed: {why}"),
+            });
+        }
+        f
+    }
+
+    /// A run whose recording failed ends as failed, naming the first error.
+    fn override_run(&self, mut f: RunFinished) -> RunFinished {
+        if let Some(why) = self.error.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            f.status = RunStatus::Failed;
+            f.error = Some(match f.error {
+                Some(own) => format!("{own}; recording: {why}"),
+                None => format!("recording failed: {why}"),
+            });
+        }
+        f
+    }
+
+    fn wait(&mut self, slot: &Slot) -> Result<StoredMedia, String> {
+        if !slot.is_ready() {
+            // Put what is ready on disk before blocking on the encoder.
+            self.commit(false);
+        }
+        slot.wait()
+    }
+
+    fn push(&mut self, ts: &str, event: &Event) {
+        if self.dead {
+            return;
+        }
+        match encode_record(self.seq, ts, event) {
+            Ok(line) => {
+                self.buf.extend_from_slice(&line);
+                self.seq += 1;
+            }
+            Err(e) => set_error(
+                &self.error,
+                format!("could not encode {} event: {e}", event.kind()),
+            ),
+        }
+        if self.buf.len() >= 1 << 16 {
+            self.commit(false);
+        }
+    }
+
+    /// Writes the buffered records; syncs if asked and something needs it.
+    fn commit(&mut self, sync: bool) {
+        if self.dead {
+            return;
+        }
+        if !self.buf.is_empty() {
+            if let Err(e) = self.log.append(&self.buf) {
+                self.dead = true;
+                set_error(&self.error, e.to_string());
+                return;
+            }
+            self.buf.clear();
+        }
+        if sync && self.needs_sync {
+            if let Err(e) = self.log.sync() {
+                self.dead = true;
+                set_error(&self.error, e.to_string());
+                return;
+            }
+            self.needs_sync = false;
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `difflog verify`: checks that a run directory is what its log says.
+//!
+//! Checksums and sequence of every record, every media file's size and
+//! SHA-256, every reference from a row to a stored image, and that every
+//! successfully finished call has all its rows. A finding is *damage* (data
+//! recorded earlier is wrong or missing: exit code non-zero), a *warning*
+//! (something unexpected that loses nothing, e.g. a stray file), or a *note*
+//! (normal after a crash, e.g. a torn tail that readers ignore).
+
+use crate::error::Result;
+use crate::event::{Cell, Event};
+use crate::format::{is_digest, media_rel_path, MEDIA_DIR, TMP_PREFIX};
+use crate::read::{find_runs, LogProblemKind, RunDir, RunState};
+use crate::run::media::sha256_hex;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Normal after a crash; nothing is lost.
+    Note,
+    /// Unexpected but harmless.
+    Warning,
+    /// Recorded data is wrong or missing.
+    Damage,
+}
+
+/// One thing `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// How serious it is.
+    pub severity: Severity,
+    /// What and where (file, byte offset, sequence number).
+    pub message: String,
+}
+
+/// The result of verifying one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The run directory.
+    pub path: PathBuf,
+    /// The run id, if `run.json` could be read.
+    pub id: Option<String>,
+    /// Live, finished, failed or crashed, if readable.
+    pub state: Option<RunState>,
+    /// Valid records read.
+    pub records: usize,
+    /// Media files checked.
+    pub media_checked: usize,
+    /// What was found.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether any finding is damage.
+    pub fn damaged(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Damage)
+    }
+}
+
+/// Verifies every run under `path` (or `path` itself if it is a run).
+pub fn verify_path(path: &Path) -> Result<Vec<Report>> {
+    let runs = find_runs(path)?;
+    if runs.is_empty() {
+        return Err(crate::Error::NotARun {
+            path: path.to_path_buf(),
+            why: "it has no run.json and no run directories under it".into(),
+        });
+    }
+    Ok(runs.iter().map(|r| verify_run(r)).collect())
+}
+
+/// Verifies one run directory.
+pub fn verify_run(dir: &Path) -> Report {
+    let mut rep = Report {
+        path: dir.to_path_buf(),
+        id: None,
+        state: None,
+        records: 0,
+        media_checked: 0,
+        findings: Vec::new(),
+    };
+    let run = match RunDir::open(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            rep.findings.push(damage(e.to_string()));
+            return rep;
+        }
+    };
+    rep.id = Some(run.meta.id.clone());
+    let state = run.state();
+    rep.state = Some(state);
+    rep.records = run.log.records.len();
+    check_log(&run, state, &mut rep.findings);
+    let referenced = check_records(&run, &mut rep);
+    check_media_dir(dir, state, &referenced, &mut rep.findings);
+    rep
+}
+
+fn damage(message: String) -> Finding {
+    Finding {
+        severity: Severity::Damage,
+        message,
+    }
+}
+
+fn warning(message: String) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        message,
+    }
+}
+
+fn note(message: String) -> Finding {
+    Finding {
+        severity: Severity::Note,
+        message,
+    }
+}
+
+fn check_log(run: &RunDir, state: RunState, out: &mut Vec<Finding>) {
+    if let Some(p) = &run.log.problem {
+        let tail = run.log.file_len - p.offset;
+        match p.kind {
+            LogProblemKind::Corrupt { valid_after } => out.push(damage(format!(
+                "events.log: byte {}: {}; {valid_after} well-formed record(s) after it are unreadable",
+                p.offset, p.why
+            ))),
+            LogProblemKind::TornTail if state == RunState::Live => out.push(note(format!(
+                "events.log: byte {}: {tail} bytes of a record still being written",
+                p.offset
+            ))),
+            LogProblemKind::TornTail => out.push(note(format!(
+                "events.log: byte {}: torn tail of {tail} bytes ({}), left by a crash; readers ignore it and reopening the run cuts it",
+                p.offset, p.why
+            ))),
+        }
+    }
+    match run.log.records.first().map(|r| &r.event) {
+        Some(Event::RunStarted(s)) if s.run_id == run.meta.id => {}
+        Some(Event::RunStarted(s)) => out.push(damage(format!(
+            "events.log: run_started names run {:?} but run.json says {:?}",
+            s.run_id, run.meta.id
+        ))),
+        Some(e) => out.push(damage(format!(
+            "events.log: first record is {} instead of run_started",
+            e.kind()
+        ))),
+        None if run.log.file_len == 0 => {
+            out.push(note("events.log: empty (the writer stopped before recording anything)".into()))
+        }
+        None => {}
+    }
+}
+
+/// Checks media files and references; returns the media paths referenced.
+fn check_records(run: &RunDir, rep: &mut Report) -> HashSet<String> {
+    let mut stored: HashMap<String, bool> = HashMap::new();
+    let mut referenced = HashSet::new();
+    let mut started = HashSet::new();
+    let mut rows: HashMap<u32, u32> = HashMap::new();
+    for rec in &run.log.records {
+        let at = format!("events.log: record {}", rec.seq);
+        match &rec.event {
+            Event::CallStarted(c) => {
+                started.insert(c.call);
+            }
+            Event::Media(m) => {
+                let expect = if is_digest(&m.digest) {
+                    media_rel_path(&m.digest, &m.format)
+                } else {
+                    rep.findings
+                        .push(damage(format!("{at}: media digest {:?} is not a SHA-256", m.digest)));
+                    continue;
+                };
+                if m.path != expect {
+                    rep.findings.push(damage(format!(
+                        "{at}: media path {:?} should be {expect:?}",
+                        m.path
+                    )));
+                    continue;
+                }
+                referenced.insert(m.path.clone());
+                if !stored.contains_key(&m.digest) {
+                    rep.media_checked += 1;
+                    let ok = match check_media_file(&run.path, &m.path, &m.digest, m.bytes) {
+                        Ok(()) => true,
+                        Err(why) => {
+                            rep.findings.push(damage(format!("{}: {why} ({at})", m.path)));
+                            false
+                        }
+                    };
+                    stored.insert(m.digest.clone(), ok);
+                }
+            }
+            Event::Row(r) => {
+                if !started.contains(&r.call) {
+                    rep.findings.push(damage(format!(
+                        "{at}: row of call {} that has no call_started",
+                        r.call
+                    )));
+                }
+                *rows.entry(r.call).or_default() += 1;
+                for cell in &r.cells {
+                    if let Cell::Image { digest, path, .. } = cell {
+                        if !stored.contains_key(digest) {
+                            rep.findings.push(damage(format!(
+                                "{at}: row {} of call {} references image {digest} with no media record before it",
+                                r.index, r.call
+                            )));
+                        } else if !path.starts_with(&format!("{MEDIA_DIR}/")) || !path.contains(digest.as_str()) {
+                            rep.findings.push(damage(format!(
+                                "{at}: image cell path {path:?} does not match its digest"
+                            )));
+                        }
+                    }
+                }
+            }
+            Event::CallFinished(f) => {
+                if !started.contains(&f.call) {
+                    rep.findings.push(damage(format!(
+                        "{at}: call_finished for call {} that has no call_started",
+                        f.call
+                    )));
+                }
+                let have = rows.get(&f.call).copied().unwrap_or(0);
+                if f.status == crate::event::CallStatus::Ok && have != f.images {
+                    rep.findings.push(damage(format!(
+                        "{at}: call {} finished with {} image(s) but {have} row(s) are recorded",
+                        f.call, f.images
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    referenced
+}
+
+fn check_media_file(run: &Path, rel: &str, digest: &str, bytes: u64) -> Result<(), String> {
+    let path = run.join(rel);
+    let md = std::fs::symlink_metadata(&path).map_err(|e| format!("missing media file: {e}"))?;
+    if md.file_type().is_symlink() {
+        return Err("is a symbolic link, not a file inside the run".into());
+    }
+    if md.len() != bytes {
+        return Err(format!("size {} but {bytes} recorded", md.len()));
+    }
+    let content = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
+    let got = sha256_hex(&content);
+    if got != digest {
+        return Err(format!("content digest {got} does not match its name"));
+    }
+    Ok(())
+}
+
+fn check_media_dir(
+    run: &Path,
+    state: RunState,
+    referenced: &HashSet<String>,
+    out: &mut Vec<Finding>,
+) {
+    let media = run.join(MEDIA_DIR);
+    let Ok(shards) = std::fs::read_dir(&media) else {
+        return;
+    };
+    for shard in shards.flatten() {
+        let name = shard.file_name().to_string_lossy().into_owned();
+        let Ok(ft) = shard.file_type() else { continue };
+        if !ft.is_dir() {
+            out.push(warning(format!("{MEDIA_DIR}/{name}: unexpected file in media/")));
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            let rel = format!("{MEDIA_DIR}/{name}/{fname}");
+            if referenced.contains(&rel) {
+                continue;
+            }
+            if fname.starts_with(TMP_PREFIX) {
+                out.push(note(format!(
+                    "{rel}: temporary file left by a crash (removed when the run is reopened)"
+                )));
+            } else if f.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
+                out.push(warning(format!("{rel}: symbolic link in media/ (never uploaded)")));
+            } else if matches!(state, RunState::Live | RunState::Crashed) {
+                // Media are stored before the record that names them: a live
+                // writer is about to record it, a crashed one never did.
+                out.push(note(format!(
+                    "{rel}: stored but not (yet) recorded by the writer"
+                )));
+            } else {
+                out.push(warning(format!(
+                    "{rel}: file not referenced by any record (not part of the run)"
+                )));
+            }
+        }
+    }
+}
