@@ -100,7 +100,6 @@ impl Event {
 
 /// `run_started`: the first record of every run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunStarted {
     /// The run id (same as `run.json`).
     pub run_id: String,
@@ -116,7 +115,6 @@ pub struct RunStarted {
 
 /// `run_resumed`: a writer reopened the run after it had been left without one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunResumed {
     /// Process id of the new writer.
     pub pid: u32,
@@ -130,7 +128,6 @@ pub struct RunResumed {
 
 /// `config`: run-level settings (the user's own too).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConfigEvent {
     /// Keys and values; merged over earlier `config` events.
     pub values: Map<String, Value>,
@@ -138,7 +135,6 @@ pub struct ConfigEvent {
 
 /// `pipeline`: what a pipeline instance is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PipelineEvent {
     /// Index of this pipeline within the run (1, 2, …), referenced by calls.
     pub pipeline: u32,
@@ -164,7 +160,6 @@ pub struct PipelineEvent {
 
 /// `call_started`: a pipeline call with every argument.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CallStarted {
     /// Call number within the run (1, 2, …).
     pub call: u32,
@@ -182,7 +177,6 @@ pub struct CallStarted {
 
 /// `media`: a stored media file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MediaEvent {
     /// Media key (`Generated-Image/Pipeline-Call-N`, `Input-Image/…`, or a user's own).
     pub key: String,
@@ -208,7 +202,6 @@ pub struct MediaEvent {
 
 /// `row`: one row of a call's table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RowEvent {
     /// The call the row belongs to.
     pub call: u32,
@@ -222,7 +215,7 @@ pub struct RowEvent {
 
 /// A typed table cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Cell {
     /// A text value.
     Text {
@@ -282,7 +275,6 @@ pub enum CallStatus {
 
 /// `call_finished`: the end of a call, its status and timings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CallFinished {
     /// The call number.
     pub call: u32,
@@ -299,7 +291,6 @@ pub struct CallFinished {
 
 /// `metric`: a free-form scalar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MetricEvent {
     /// Metric name.
     pub name: String,
@@ -322,7 +313,6 @@ pub enum RunStatus {
 
 /// `run_finished`: the last record of a finished run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunFinished {
     /// How the run ended.
     pub status: RunStatus,

@@ -24,7 +24,6 @@ pub const TMP_PREFIX: &str = ".tmp-";
 
 /// The contents of `run.json`: who the run is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunMeta {
     /// Run format version.
     pub format: u32,
@@ -53,7 +52,6 @@ struct OutRecord<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct InRecord<'a> {
     seq: u64,
     ts: String,

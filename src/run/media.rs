@@ -59,9 +59,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Stores PNG bytes in the run's media store; returns where they are.
-pub fn store_png(run_dir: &Path, png: &[u8], width: u32, height: u32) -> Result<StoredMedia> {
-    let digest = sha256_hex(png);
+/// Stores PNG bytes whose SHA-256 is `digest` in the run's media store;
+/// returns where they are.
+pub fn store_png(
+    run_dir: &Path,
+    digest: &str,
+    png: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<StoredMedia> {
+    let digest = digest.to_string();
     let rel = media_rel_path(&digest, "png");
     let final_path = run_dir.join(&rel);
     let shard = run_dir.join(MEDIA_DIR).join(&digest[..2]);
@@ -127,8 +134,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = RgbImage::from_fn(16, 8, |x, y| image::Rgb([x as u8 * 9, y as u8 * 20, 7]));
         let png = encode_png(&img).unwrap();
-        let a = store_png(dir.path(), &png, 16, 8).unwrap();
-        let b = store_png(dir.path(), &png, 16, 8).unwrap();
+        let d = sha256_hex(&png);
+        let a = store_png(dir.path(), &d, &png, 16, 8).unwrap();
+        let b = store_png(dir.path(), &d, &png, 16, 8).unwrap();
         assert_eq!(a, b);
         assert_eq!(std::fs::read(dir.path().join(&a.path)).unwrap(), png);
         let files: Vec<_> = std::fs::read_dir(dir.path().join(MEDIA_DIR).join(&a.digest[..2]))

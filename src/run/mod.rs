@@ -293,6 +293,12 @@ impl Run {
 
     /// Records a scalar.
     pub fn log_metric(&self, name: &str, value: f64, step: Option<u64>) -> Result<()> {
+        if !value.is_finite() {
+            // JSON has no NaN or infinity; refuse rather than record a null.
+            return Err(Error::Invalid(format!(
+                "metric {name:?}: value {value} is not a finite number"
+            )));
+        }
         self.emit(Event::Metric(MetricEvent {
             name: name.into(),
             value,

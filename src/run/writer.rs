@@ -4,8 +4,9 @@
 //! Two stages, both fed through bounded channels so memory stays bounded
 //! (a full queue blocks the caller: back-pressure, never unbounded growth):
 //!
-//! * an encoder pool (one thread per core) turns raw images into PNG files in
-//!   the media store and fills a [`Slot`] with the result;
+//! * an encoder pool (one thread per core) turns raw images into PNG bytes
+//!   and their digest; a few storage threads write, fsync and rename them
+//!   into the media store and fill a [`Slot`] with the result;
 //! * one appender thread takes commands in submission order, waits for the
 //!   slots a command needs, and only then appends its records. So a `media`
 //!   record always follows its file's rename, a `row` its media, and a
@@ -18,7 +19,7 @@
 //! whose media could not be stored is recorded as failed with that error.
 
 use super::log::EventLog;
-use super::media::{encode_png, store_png, StoredMedia};
+use super::media::{encode_png, sha256_hex, store_png, StoredMedia};
 use crate::error::Result;
 use crate::event::{
     CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus,
@@ -107,6 +108,20 @@ struct Job {
     slot: Arc<Slot>,
 }
 
+/// An encoded image on its way to the media store.
+struct Stored {
+    digest: String,
+    png: Vec<u8>,
+    width: u32,
+    height: u32,
+    slot: Arc<Slot>,
+}
+
+/// Threads that write, fsync and rename media files. fsync waits on the
+/// disk, not the CPU: with storage on threads of its own, the encoders keep
+/// every core busy while several fsyncs are in flight.
+const STORE_THREADS: usize = 4;
+
 /// Handle to the background threads of one run.
 pub(crate) struct Writer {
     jobs: SyncSender<Job>,
@@ -128,15 +143,30 @@ impl Writer {
     ) -> Writer {
         let (jobs, job_rx) = sync_channel::<Job>(capacity.max(1));
         let (cmds, cmd_rx) = sync_channel::<Cmd>(capacity.max(1) * 4 + 16);
+        // Encoded files wait here for a storage thread: bounded, so at most
+        // this many PNGs are held in memory besides those being written.
+        let (stores, store_rx) = sync_channel::<Stored>(STORE_THREADS * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
+        let store_rx = Arc::new(Mutex::new(store_rx));
         let error = Arc::new(Mutex::new(None));
         let mut threads = Vec::new();
         for i in 0..encoders.max(1) {
             let rx = Arc::clone(&job_rx);
-            let dir = dir.clone();
+            let tx = stores.clone();
             let spawn = std::thread::Builder::new()
                 .name(format!("difflog-encode-{i}"))
-                .spawn(move || encoder_loop(&rx, &dir));
+                .spawn(move || encoder_loop(&rx, &tx));
+            if let Ok(h) = spawn {
+                threads.push(h);
+            }
+        }
+        drop(stores);
+        for i in 0..STORE_THREADS {
+            let rx = Arc::clone(&store_rx);
+            let dir = dir.clone();
+            let spawn = std::thread::Builder::new()
+                .name(format!("difflog-store-{i}"))
+                .spawn(move || store_loop(&rx, &dir));
             if let Ok(h) = spawn {
                 threads.push(h);
             }
@@ -247,17 +277,43 @@ fn set_error(error: &Mutex<Option<String>>, e: String) {
     }
 }
 
-fn encoder_loop(rx: &Mutex<Receiver<Job>>, dir: &std::path::Path) {
+fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>) {
     loop {
         let job = {
             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
             guard.recv()
         };
         let Ok(job) = job else { return };
-        let result = encode_png(&job.image)
-            .and_then(|png| store_png(dir, &png, job.image.width(), job.image.height()))
+        match encode_png(&job.image) {
+            Ok(png) => {
+                let (width, height) = job.image.dimensions();
+                drop(job.image);
+                let stored = Stored {
+                    digest: sha256_hex(&png),
+                    png,
+                    width,
+                    height,
+                    slot: job.slot,
+                };
+                if let Err(e) = out.send(stored) {
+                    e.0.slot.fill(Err("the storage threads have stopped".into()));
+                }
+            }
+            Err(e) => job.slot.fill(Err(e.to_string())),
+        }
+    }
+}
+
+fn store_loop(rx: &Mutex<Receiver<Stored>>, dir: &std::path::Path) {
+    loop {
+        let item = {
+            let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+            guard.recv()
+        };
+        let Ok(item) = item else { return };
+        let result = store_png(dir, &item.digest, &item.png, item.width, item.height)
             .map_err(|e| e.to_string());
-        job.slot.fill(result);
+        item.slot.fill(result);
     }
 }
 
