@@ -79,6 +79,9 @@ enum Bench {
         /// Writer queue capacity in images.
         #[arg(long, default_value_t = difflog::run::DEFAULT_QUEUE_CAPACITY)]
         queue: usize,
+        /// Skip the baselines (only record; ratios are then null).
+        #[arg(long)]
+        no_baseline: bool,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -102,7 +105,11 @@ fn main() -> ExitCode {
             let dir = difflog::cli::resolve_run(&run, &root(r));
             difflog::cli::show(&mut out, &dir, json).map(|()| true)
         }
-        Command::Verify { path, root: r, json } => {
+        Command::Verify {
+            path,
+            root: r,
+            json,
+        } => {
             let dir = difflog::cli::resolve_run(&path, &root(r));
             difflog::cli::verify(&mut out, &dir, json).map(|damaged| !damaged)
         }
@@ -114,6 +121,7 @@ fn main() -> ExitCode {
                     images_per_call,
                     root: r,
                     queue,
+                    no_baseline,
                     json,
                 },
         } => {
@@ -123,6 +131,7 @@ fn main() -> ExitCode {
                 images_per_call,
                 root: root(r),
                 queue,
+                no_baseline,
             };
             difflog::bench::record(&opts).map(|f| {
                 use std::io::Write;

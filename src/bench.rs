@@ -33,6 +33,8 @@ pub struct RecordBench {
     pub root: PathBuf,
     /// Writer queue capacity (raw images).
     pub queue: usize,
+    /// Skip the baselines (for load generation, e.g. the crash tests).
+    pub no_baseline: bool,
 }
 
 /// Figures measured by `bench record`.
@@ -85,11 +87,7 @@ pub fn synthetic_image(index: u64, size: u32) -> RgbImage {
         let (fx, fy) = (x as f32 / s, y as f32 / s);
         let n: i16 = rng.random_range(-12..=12);
         let c = |v: f32| (v * 255.0 + n as f32).clamp(0.0, 255.0) as u8;
-        *px = Rgb([
-            c(fx),
-            c(fy),
-            c(0.5 + 0.5 * ((fx + fy) * 6.0 + phase).sin()),
-        ]);
+        *px = Rgb([c(fx), c(fy), c(0.5 + 0.5 * ((fx + fy) * 6.0 + phase).sin())]);
     }
     img
 }
@@ -184,7 +182,8 @@ fn baseline(images: &[RgbImage], threads: usize, write_to: Option<&Path>) -> Res
         let png = encode_png(img)?;
         if let Some(dir) = write_to {
             let path = dir.join(format!("{n}.png"));
-            std::fs::write(&path, &png).map_err(|e| crate::Error::io(&path, "write baseline file", e))?;
+            std::fs::write(&path, &png)
+                .map_err(|e| crate::Error::io(&path, "write baseline file", e))?;
         }
         Ok(png.len())
     };
@@ -203,7 +202,11 @@ fn baseline(images: &[RgbImage], threads: usize, write_to: Option<&Path>) -> Res
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(crate::Error::Invalid("encoder thread panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(crate::Error::Invalid("encoder thread panicked".into()))
+                })
+            })
             .collect()
     });
     for r in results {
@@ -223,19 +226,30 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// Runs `bench record` and returns its figures.
 pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
     if opts.calls == 0 || opts.size == 0 {
-        return Err(crate::Error::Invalid("--calls and --size must be at least 1".into()));
+        return Err(crate::Error::Invalid(
+            "--calls and --size must be at least 1".into(),
+        ));
     }
     let n = opts.calls * opts.images_per_call.max(1);
-    let images: Vec<RgbImage> = (0..n as u64).map(|i| synthetic_image(i, opts.size)).collect();
+    let images: Vec<RgbImage> = (0..n as u64)
+        .map(|i| synthetic_image(i, opts.size))
+        .collect();
     let threads = threads();
-    let encode_only_s = baseline(&images, threads, None)?;
-    std::fs::create_dir_all(&opts.root).map_err(|e| crate::Error::io(&opts.root, "create root", e))?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".bench-baseline-")
-        .tempdir_in(&opts.root)
-        .map_err(|e| crate::Error::io(&opts.root, "create baseline directory", e))?;
-    let encode_write_s = baseline(&images, threads, Some(scratch.path()))?;
-    drop(scratch);
+    let (encode_only_s, encode_write_s) = if opts.no_baseline {
+        (f64::NAN, f64::NAN)
+    } else {
+        let encode_only_s = baseline(&images, threads, None)?;
+        std::fs::create_dir_all(&opts.root)
+            .map_err(|e| crate::Error::io(&opts.root, "create root", e))?;
+        let scratch = tempfile::Builder::new()
+            .prefix(".bench-baseline-")
+            .tempdir_in(&opts.root)
+            .map_err(|e| crate::Error::io(&opts.root, "create baseline directory", e))?;
+        (
+            encode_only_s,
+            baseline(&images, threads, Some(scratch.path()))?,
+        )
+    };
 
     let mut pipeline = SyntheticPipeline::new(images, opts.images_per_call);
     let run = Run::create(
@@ -285,7 +299,10 @@ pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
         blocked_p50_ms: percentile(&room, 0.50),
         blocked_p99_ms: percentile(&room, 0.99),
         backpressure_calls: waited.len(),
-        backpressure_max_ms: waited.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        backpressure_max_ms: waited
+            .iter()
+            .max()
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         disk_over_png: dir_size(&run_dir) as f64 / png_bytes.max(1) as f64,
         files_per_image: media_files as f64 / n as f64,
         total_files,
@@ -304,7 +321,9 @@ fn count_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
@@ -324,18 +343,64 @@ pub fn render(f: &RecordFigures, calls: usize, size: u32) -> String {
         f.images, f.threads
     ));
     let rows = [
-        ("images per second", format!("{:.1}", f.images_per_s), "≥ 300"),
+        (
+            "images per second",
+            format!("{:.1}", f.images_per_s),
+            "≥ 300",
+        ),
         ("ms per call", format!("{:.2}", f.ms_per_call), ""),
-        ("blocked p50 (queue had room), ms", format!("{:.3}", f.blocked_p50_ms), ""),
-        ("blocked p99 (queue had room), ms", format!("{:.3}", f.blocked_p99_ms), "≤ 1"),
-        ("calls that waited for room (back-pressure)", format!("{} (max {:.1} ms)", f.backpressure_calls, f.backpressure_max_ms), ""),
-        ("disk bytes / PNG bytes", format!("{:.4}", f.disk_over_png), "≤ 1.05"),
-        ("media files per image", format!("{:.3} ({} files in the run)", f.files_per_image, f.total_files), "≤ 1"),
+        (
+            "blocked p50 (queue had room), ms",
+            format!("{:.3}", f.blocked_p50_ms),
+            "",
+        ),
+        (
+            "blocked p99 (queue had room), ms",
+            format!("{:.3}", f.blocked_p99_ms),
+            "≤ 1",
+        ),
+        (
+            "calls that waited for room (back-pressure)",
+            format!(
+                "{} (max {:.1} ms)",
+                f.backpressure_calls, f.backpressure_max_ms
+            ),
+            "",
+        ),
+        (
+            "disk bytes / PNG bytes",
+            format!("{:.4}", f.disk_over_png),
+            "≤ 1.05",
+        ),
+        (
+            "media files per image",
+            format!(
+                "{:.3} ({} files in the run)",
+                f.files_per_image, f.total_files
+            ),
+            "≤ 1",
+        ),
         ("recording time, s", format!("{:.3}", f.record_s), ""),
-        ("encode-only baseline, all cores, s", format!("{:.3}", f.encode_only_s), ""),
-        ("recording / encode-only", format!("{:.3}", f.ratio_to_encode_only), "≤ 1.4"),
-        ("encode + plain write baseline, all cores, s", format!("{:.3}", f.encode_write_s), ""),
-        ("recording / (encode + plain write)", format!("{:.3}", f.ratio_to_encode_and_write), ""),
+        (
+            "encode-only baseline, all cores, s",
+            format!("{:.3}", f.encode_only_s),
+            "",
+        ),
+        (
+            "recording / encode-only",
+            format!("{:.3}", f.ratio_to_encode_only),
+            "≤ 1.4",
+        ),
+        (
+            "encode + plain write baseline, all cores, s",
+            format!("{:.3}", f.encode_write_s),
+            "",
+        ),
+        (
+            "recording / (encode + plain write)",
+            format!("{:.3}", f.ratio_to_encode_and_write),
+            "",
+        ),
     ];
     for (name, value, target) in rows {
         s.push_str(&format!("  {name:<44} {value:>24}  {target}\n"));

@@ -63,8 +63,13 @@ pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
     .map_err(out_err)?;
     for r in &rows {
         if let Some(e) = r.get("error") {
-            writeln!(out, "{:<30} unreadable: {}", short(&r["path"].to_string(), 30), e.as_str().unwrap_or(""))
-                .map_err(out_err)?;
+            writeln!(
+                out,
+                "{:<30} unreadable: {}",
+                short(&r["path"].to_string(), 30),
+                e.as_str().unwrap_or("")
+            )
+            .map_err(out_err)?;
             continue;
         }
         writeln!(
@@ -112,10 +117,19 @@ pub fn show(out: &mut dyn Write, dir: &Path, as_json: bool) -> Result<()> {
     if !m.tags.is_empty() {
         w(out, format!("tags     {}", m.tags.join(", ")))?;
     }
-    w(out, format!("created  {} on {} (difflog {})", m.created, m.host, m.difflog_version))?;
+    w(
+        out,
+        format!(
+            "created  {} on {} (difflog {})",
+            m.created, m.host, m.difflog_version
+        ),
+    )?;
     w(out, format!("path     {}", run.path.display()))?;
     if let Some(p) = &run.log.problem {
-        w(out, format!("log      damaged or torn at byte {}: {}", p.offset, p.why))?;
+        w(
+            out,
+            format!("log      damaged or torn at byte {}: {}", p.offset, p.why),
+        )?;
     }
     if !view.config.is_empty() {
         w(out, "\nconfig".into())?;
@@ -124,16 +138,33 @@ pub fn show(out: &mut dyn Write, dir: &Path, as_json: bool) -> Result<()> {
         }
     }
     for p in view.pipelines.values() {
-        w(out, format!("\npipeline {}  {} ({}, {}, {})", p.pipeline, p.class, p.model_id, p.dtype, p.device))?;
+        w(
+            out,
+            format!(
+                "\npipeline {}  {} ({}, {}, {})",
+                p.pipeline, p.class, p.model_id, p.dtype, p.device
+            ),
+        )?;
         if let Some(d) = &p.weights_digest {
             w(out, format!("  weights  {d}"))?;
         }
-        w(out, format!("  scheduler {}", short(&p.scheduler.to_string(), 400)))?;
+        w(
+            out,
+            format!("  scheduler {}", short(&p.scheduler.to_string(), 400)),
+        )?;
     }
     if !view.calls.is_empty() {
         w(out, "\nworkflow".into())?;
         for entry in view.workflow() {
-            w(out, format!("  {}", short(&entry.to_string(), 400)))?;
+            w(
+                out,
+                format!(
+                    "  {}  {}  params {}",
+                    entry["stage"].as_str().unwrap_or(""),
+                    entry["pipeline"]["class"].as_str().unwrap_or("?"),
+                    short(&entry["params"].to_string(), 300)
+                ),
+            )?;
         }
     }
     for call in view.calls.values() {
@@ -202,7 +233,9 @@ pub fn verify(out: &mut dyn Write, path: &Path, as_json: bool) -> Result<bool> {
             r.path.display(),
             r.records,
             r.media_checked,
-            r.state.map(|s| format!(", {}", s.as_str())).unwrap_or_default()
+            r.state
+                .map(|s| format!(", {}", s.as_str()))
+                .unwrap_or_default()
         )
         .map_err(out_err)?;
         for f in &r.findings {

@@ -149,9 +149,9 @@ fn check_log(run: &RunDir, state: RunState, out: &mut Vec<Finding>) {
             "events.log: first record is {} instead of run_started",
             e.kind()
         ))),
-        None if run.log.file_len == 0 => {
-            out.push(note("events.log: empty (the writer stopped before recording anything)".into()))
-        }
+        None if run.log.file_len == 0 => out.push(note(
+            "events.log: empty (the writer stopped before recording anything)".into(),
+        )),
         None => {}
     }
 }
@@ -172,8 +172,10 @@ fn check_records(run: &RunDir, rep: &mut Report) -> HashSet<String> {
                 let expect = if is_digest(&m.digest) {
                     media_rel_path(&m.digest, &m.format)
                 } else {
-                    rep.findings
-                        .push(damage(format!("{at}: media digest {:?} is not a SHA-256", m.digest)));
+                    rep.findings.push(damage(format!(
+                        "{at}: media digest {:?} is not a SHA-256",
+                        m.digest
+                    )));
                     continue;
                 };
                 if m.path != expect {
@@ -189,7 +191,8 @@ fn check_records(run: &RunDir, rep: &mut Report) -> HashSet<String> {
                     let ok = match check_media_file(&run.path, &m.path, &m.digest, m.bytes) {
                         Ok(()) => true,
                         Err(why) => {
-                            rep.findings.push(damage(format!("{}: {why} ({at})", m.path)));
+                            rep.findings
+                                .push(damage(format!("{}: {why} ({at})", m.path)));
                             false
                         }
                     };
@@ -211,7 +214,9 @@ fn check_records(run: &RunDir, rep: &mut Report) -> HashSet<String> {
                                 "{at}: row {} of call {} references image {digest} with no media record before it",
                                 r.index, r.call
                             )));
-                        } else if !path.starts_with(&format!("{MEDIA_DIR}/")) || !path.contains(digest.as_str()) {
+                        } else if !path.starts_with(&format!("{MEDIA_DIR}/"))
+                            || !path.contains(digest.as_str())
+                        {
                             rep.findings.push(damage(format!(
                                 "{at}: image cell path {path:?} does not match its digest"
                             )));
@@ -271,7 +276,9 @@ fn check_media_dir(
         let name = shard.file_name().to_string_lossy().into_owned();
         let Ok(ft) = shard.file_type() else { continue };
         if !ft.is_dir() {
-            out.push(warning(format!("{MEDIA_DIR}/{name}: unexpected file in media/")));
+            out.push(warning(format!(
+                "{MEDIA_DIR}/{name}: unexpected file in media/"
+            )));
             continue;
         }
         let Ok(files) = std::fs::read_dir(shard.path()) else {
@@ -288,7 +295,9 @@ fn check_media_dir(
                     "{rel}: temporary file left by a crash (removed when the run is reopened)"
                 )));
             } else if f.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
-                out.push(warning(format!("{rel}: symbolic link in media/ (never uploaded)")));
+                out.push(warning(format!(
+                    "{rel}: symbolic link in media/ (never uploaded)"
+                )));
             } else if matches!(state, RunState::Live | RunState::Crashed) {
                 // Media are stored before the record that names them: a live
                 // writer is about to record it, a crashed one never did.

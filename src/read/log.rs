@@ -173,7 +173,8 @@ mod tests {
         let bytes = log(3);
         let first_len = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
         let mut gap = bytes[..first_len].to_vec();
-        let second_end = first_len + bytes[first_len..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        let second_end =
+            first_len + bytes[first_len..].iter().position(|&b| b == b'\n').unwrap() + 1;
         gap.extend_from_slice(&bytes[second_end..]);
         let s = scan(&gap);
         assert_eq!(s.records.len(), 1);

@@ -104,8 +104,12 @@ impl RunDir {
     /// Who last opened the run for writing (pid, host, since), from the log.
     pub fn last_writer(&self) -> Option<String> {
         self.log.records.iter().rev().find_map(|r| match &r.event {
-            Event::RunStarted(s) => Some(format!("pid {} on host {} (since {})", s.pid, s.host, r.ts)),
-            Event::RunResumed(s) => Some(format!("pid {} on host {} (since {})", s.pid, s.host, r.ts)),
+            Event::RunStarted(s) => {
+                Some(format!("pid {} on host {} (since {})", s.pid, s.host, r.ts))
+            }
+            Event::RunResumed(s) => {
+                Some(format!("pid {} on host {} (since {})", s.pid, s.host, r.ts))
+            }
             _ => None,
         })
     }
@@ -131,14 +135,18 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
         }
         Err(e) => return Err(Error::io(&path, "read run.json", e)),
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::BadRunJson {
-        path: path.clone(),
-        why: e.to_string(),
-    })?;
-    let format = value.get("format").and_then(|v| v.as_u64()).ok_or_else(|| Error::BadRunJson {
-        path: path.clone(),
-        why: "missing or non-integer \"format\"".into(),
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadRunJson {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+    let format = value
+        .get("format")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| Error::BadRunJson {
+            path: path.clone(),
+            why: "missing or non-integer \"format\"".into(),
+        })?;
     if format > u64::from(FORMAT_VERSION) || format == 0 {
         return Err(Error::UnsupportedFormat {
             path,

@@ -177,7 +177,9 @@ impl Run {
             return Ok(Run { active: None });
         }
         if init.project.trim().is_empty() {
-            return Err(Error::Invalid("a run needs a non-empty project name".into()));
+            return Err(Error::Invalid(
+                "a run needs a non-empty project name".into(),
+            ));
         }
         let root = init.root.clone().unwrap_or_else(default_root);
         std::fs::create_dir_all(&root).ctx(&root, "create runs root directory")?;
@@ -243,8 +245,14 @@ impl Run {
     fn reopen_with(dir: impl AsRef<Path>, capacity: usize, encoders: usize) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
         let (log, read, cut) = log::EventLog::reopen(&dir)?;
-        media::remove_leftovers(&dir);
         let view = read.view();
+        if view.finished.is_some() {
+            return Err(Error::Invalid(format!(
+                "{}: run is already finished; start a new run instead",
+                dir.display()
+            )));
+        }
+        media::remove_leftovers(&dir);
         let next_call = view.calls.keys().max().map_or(1, |n| n + 1);
         let next_pipeline = view.pipelines.keys().max().map_or(1, |n| n + 1);
         let next_seq = read.log.records.len() as u64 + 1;
@@ -403,15 +411,11 @@ impl Run {
 
     pub(crate) fn close(&self, status: RunStatus, error: Option<String>) -> Result<()> {
         let Some(a) = &self.active else { return Ok(()) };
-        let writer = a
-            .writer
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let writer = a.writer.write().unwrap_or_else(|p| p.into_inner()).take();
         let Some(writer) = writer else { return Ok(()) };
         let sent = writer.send(Cmd::Event {
             ts: now_rfc3339(),
-            event: Event::RunFinished(RunFinished { status, error }),
+            event: Box::new(Event::RunFinished(RunFinished { status, error })),
         });
         let closed = writer.close();
         sent.and(closed).map_err(|why| Error::Recording {
@@ -448,7 +452,7 @@ impl Run {
         a.with_writer(|w| {
             w.send(Cmd::Event {
                 ts: now_rfc3339(),
-                event,
+                event: Box::new(event),
             })
         })
     }
@@ -464,7 +468,10 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         let result = if std::thread::panicking() {
-            self.close(RunStatus::Failed, Some("the recording thread panicked".into()))
+            self.close(
+                RunStatus::Failed,
+                Some("the recording thread panicked".into()),
+            )
         } else {
             self.close(RunStatus::Finished, None)
         };
@@ -513,7 +520,10 @@ impl CallRecorder<'_> {
                 PendingCell::Ready(text_cell("Negative-Prompt", row.negative_prompt.as_deref())),
             ];
             if second {
-                cells.push(PendingCell::Ready(text_cell("Prompt-2", row.prompt_2.as_deref())));
+                cells.push(PendingCell::Ready(text_cell(
+                    "Prompt-2",
+                    row.prompt_2.as_deref(),
+                )));
                 cells.push(PendingCell::Ready(text_cell(
                     "Negative-Prompt-2",
                     row.negative_prompt_2.as_deref(),

@@ -21,9 +21,7 @@
 use super::log::EventLog;
 use super::media::{encode_png, sha256_hex, store_png, StoredMedia};
 use crate::error::Result;
-use crate::event::{
-    CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus,
-};
+use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
 use crate::format::encode_record;
 use image::RgbImage;
 use std::collections::HashMap;
@@ -82,7 +80,7 @@ pub(crate) enum PendingCell {
 /// What the appender is asked to do, in order.
 pub(crate) enum Cmd {
     /// Append an event as is.
-    Event { ts: String, event: Event },
+    Event { ts: String, event: Box<Event> },
     /// Append a `media` event once the slot is filled.
     Media {
         ts: String,
@@ -296,7 +294,8 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>) {
                     slot: job.slot,
                 };
                 if let Err(e) = out.send(stored) {
-                    e.0.slot.fill(Err("the storage threads have stopped".into()));
+                    e.0.slot
+                        .fill(Err("the storage threads have stopped".into()));
                 }
             }
             Err(e) => job.slot.fill(Err(e.to_string())),
@@ -351,7 +350,7 @@ impl Appender {
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Event { ts, event } => {
-                let event = match event {
+                let event = match *event {
                     Event::CallFinished(f) => Event::CallFinished(self.override_failed(f)),
                     Event::RunFinished(f) => Event::RunFinished(self.override_run(f)),
                     e => e,

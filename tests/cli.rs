@@ -1,0 +1,192 @@
+//! The `difflog` command as a user runs it: ls, show, verify and bench record,
+//! text and JSON, exit codes.
+
+mod common;
+
+use common::{difflog_bin, only_run, Req, TestPipeline};
+use difflog::{Init, Run};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn difflog(args: &[&str], root: &Path) -> Output {
+    Command::new(difflog_bin())
+        .args(args)
+        .env("DIFFLOG_DIR", root)
+        .env_remove("DIFFLOG_MODE")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn recorded(root: &Path) -> std::path::PathBuf {
+    let run = Run::create(Init::project("cli-project").name("cli run").root(root)).unwrap();
+    let mut p = TestPipeline::new();
+    let mut req = Req::new(&["a red <b>fox</b>"], 4);
+    req.per_prompt = 2;
+    req.negative = Some("blurry".into());
+    run.record(&mut p, &req).unwrap();
+    p.fail_after = Some(0);
+    let _ = run.record(&mut p, &Req::new(&["doomed"], 9));
+    run.log_metric("fid", 12.5, Some(2)).unwrap();
+    run.finish().unwrap();
+    only_run(root)
+}
+
+#[test]
+fn ls_lists_runs_with_state_calls_images_and_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = recorded(tmp.path());
+    let id = dir.file_name().unwrap().to_str().unwrap();
+    let o = difflog(&["ls"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("ID") && text.contains("STATE"), "{text}");
+    let line = text.lines().find(|l| l.starts_with(id)).unwrap();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        cols[1..7],
+        ["cli-project", "cli", "run", "finished", "2", "2"]
+    );
+    let o = difflog(
+        &["ls", "--json", tmp.path().to_str().unwrap()],
+        Path::new("/nonexistent"),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["id"], id);
+    assert_eq!(v[0]["state"], "finished");
+    assert_eq!(v[0]["calls"], 2);
+    assert_eq!(v[0]["images"], 2);
+    assert!(v[0]["bytes"].as_u64().unwrap() > 100);
+
+    let empty = tempfile::tempdir().unwrap();
+    let o = difflog(&["ls"], empty.path());
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("no runs under"));
+    let o = difflog(&["ls", "/definitely/not/here"], empty.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/definitely/not/here"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn show_prints_config_workflow_and_one_table_per_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = recorded(tmp.path());
+    let id = dir.file_name().unwrap().to_str().unwrap();
+    let o = difflog(&["show", id], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "project  cli-project",
+        "pipeline 1  TestPipeline",
+        "workflow",
+        "  Pipeline-Call-1  TestPipeline  params {\"prompt\":[\"a red <b>fox</b>\"],\"negative_prompt\":\"blurry\"",
+        "Result-Table/Pipeline-Call-1  (ok, 2 image(s))",
+        "# | Prompt | Negative-Prompt | Generated-Image | Seed",
+        "0 | a red <b>fox</b> | blurry | media/",
+        "Result-Table/Pipeline-Call-2  (FAILED)",
+        "error: out of memory after 0 image(s)",
+        "fid = 12.5 @ step 2",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let o = difflog(&["show", dir.to_str().unwrap(), "--json"], tmp.path());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["run"]["id"], id);
+    assert_eq!(v["workflow"].as_array().unwrap().len(), 2);
+    assert_eq!(v["calls"][0]["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(v["calls"][1]["finished"]["status"], "error");
+
+    let o = difflog(&["show", tmp.path().to_str().unwrap()], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not a difflog run directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn verify_exit_codes_say_whether_anything_is_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = recorded(tmp.path());
+    let o = difflog(&["verify", tmp.path().to_str().unwrap()], tmp.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains(": ok ("));
+
+    let mut log = std::fs::read(dir.join("events.log")).unwrap();
+    let n = log.len();
+    log[n / 2] ^= 0x04;
+    std::fs::write(dir.join("events.log"), log).unwrap();
+    let o = difflog(&["verify", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    assert!(
+        text.contains("DAMAGED") && text.contains("damage: events.log: byte"),
+        "{text}"
+    );
+    let o = difflog(&["verify", "--json", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["damaged"], true);
+    assert_eq!(v["runs"][0]["findings"][0]["severity"], "damage");
+
+    let o = difflog(&["verify", "/no/such/run"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/no/such/run"));
+}
+
+#[test]
+fn bench_record_prints_every_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = difflog(
+        &["bench", "record", "--calls", "6", "--size", "32", "--json"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "images_per_s",
+        "ms_per_call",
+        "blocked_p50_ms",
+        "blocked_p99_ms",
+        "disk_over_png",
+        "files_per_image",
+        "ratio_to_encode_only",
+        "run_dir",
+    ] {
+        assert!(!v[key].is_null(), "{key} missing in {v}");
+    }
+    assert_eq!(v["files_per_image"], 1.0);
+    let run_dir = v["run_dir"].as_str().unwrap();
+    assert!(run_dir.starts_with(tmp.path().to_str().unwrap()));
+    let o = difflog(&["verify", run_dir], tmp.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = difflog(
+        &["bench", "record", "--calls", "2", "--size", "32"],
+        tmp.path(),
+    );
+    assert!(stdout(&o).contains("recording / encode-only"));
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = difflog(&["--help"], Path::new("."));
+    let text = stdout(&o);
+    for c in ["ls", "show", "verify", "bench", "DIFFLOG_DIR"] {
+        assert!(text.contains(c), "{c} missing from --help");
+    }
+    let o = difflog(&["verify", "--help"], Path::new("."));
+    assert!(stdout(&o).contains("Exit code 1"));
+}

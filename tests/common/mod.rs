@@ -1,0 +1,214 @@
+//! Helpers shared by the integration tests: a configurable test pipeline and
+//! schema validation of everything a test run wrote.
+#![allow(dead_code)]
+
+use difflog::bench::synthetic_image;
+use difflog::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use image::RgbImage;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A pipeline whose images are deterministic functions of their seed.
+pub struct TestPipeline {
+    pub class: String,
+    pub size: u32,
+    pub second_prompts: bool,
+    pub input: Option<Arc<RgbImage>>,
+    pub fail_after: Option<usize>,
+}
+
+impl TestPipeline {
+    pub fn new() -> TestPipeline {
+        TestPipeline {
+            class: "TestPipeline".into(),
+            size: 16,
+            second_prompts: false,
+            input: None,
+            fail_after: None,
+        }
+    }
+}
+
+/// A call: prompts, an optional negative prompt, images per prompt, first seed.
+#[derive(Clone)]
+pub struct Req {
+    pub prompts: Vec<String>,
+    pub negative: Option<String>,
+    pub per_prompt: usize,
+    pub seed: u64,
+}
+
+impl Req {
+    pub fn new(prompts: &[&str], seed: u64) -> Req {
+        Req {
+            prompts: prompts.iter().map(|s| s.to_string()).collect(),
+            negative: None,
+            per_prompt: 1,
+            seed,
+        }
+    }
+}
+
+impl Pipeline for TestPipeline {
+    type Request = Req;
+    type Output = Vec<RgbImage>;
+
+    fn describe(&self) -> PipelineInfo {
+        let mut components = Map::new();
+        components.insert("unet".into(), json!("UNet2DConditionModel"));
+        components.insert("vae".into(), json!("AutoEncoderKL"));
+        PipelineInfo {
+            class: self.class.clone(),
+            model_id: "test/model".into(),
+            revision: Some("abc123".into()),
+            weights_digest: Some("sha256:00ff".into()),
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            components,
+            scheduler: json!({"name": "ddim", "num_train_timesteps": 1000, "beta_start": 0.00085, "eta": 0.0}),
+        }
+    }
+
+    fn prepare(&self, r: &Req) -> Result<CallSpec, PipelineError> {
+        if r.prompts.is_empty() {
+            return Err("no prompt given".into());
+        }
+        let n = r.prompts.len() * r.per_prompt;
+        let mut params = Map::new();
+        params.insert("prompt".into(), json!(r.prompts));
+        params.insert("negative_prompt".into(), json!(r.negative));
+        params.insert("num_images_per_prompt".into(), json!(r.per_prompt));
+        params.insert("num_inference_steps".into(), json!(10));
+        params.insert("seed".into(), json!(r.seed));
+        Ok(CallSpec {
+            params,
+            seeds: (0..n as u64).map(|i| r.seed + i).collect(),
+            second_prompts: self.second_prompts,
+            input_image: self.input.is_some(),
+        })
+    }
+
+    fn run(&mut self, r: &Req, ctx: &mut CallContext<'_>) -> Result<Vec<RgbImage>, PipelineError> {
+        ctx.phase("text_encoding");
+        ctx.phase("denoising");
+        let mut out = Vec::new();
+        let mut i = 0u64;
+        for p in &r.prompts {
+            for _ in 0..r.per_prompt {
+                if self.fail_after == Some(out.len()) {
+                    return Err(format!("out of memory after {} image(s)", out.len()).into());
+                }
+                let seed = r.seed + i;
+                let img = synthetic_image(seed, self.size);
+                ctx.image(ImageRow {
+                    image: img.clone(),
+                    prompt: p.clone(),
+                    negative_prompt: r.negative.clone(),
+                    prompt_2: self.second_prompts.then(|| format!("{p} (2)")),
+                    negative_prompt_2: None,
+                    input_image: self.input.clone(),
+                    seed,
+                });
+                out.push(img);
+                i += 1;
+            }
+        }
+        ctx.phase("decoding");
+        Ok(out)
+    }
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let value: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&value)
+        .unwrap_or_else(|e| panic!("{name} is not a valid schema: {e}"))
+}
+
+/// Validators for `run.json` and for event records.
+pub struct Schemas {
+    pub run: jsonschema::Validator,
+    pub event: jsonschema::Validator,
+}
+
+impl Schemas {
+    pub fn load() -> Schemas {
+        Schemas {
+            run: schema("run.schema.json"),
+            event: schema("event.schema.json"),
+        }
+    }
+
+    pub fn check_run_json(&self, value: &Value) {
+        let errors: Vec<String> = self.run.iter_errors(value).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "run.json fails the schema: {errors:?}\n{value}"
+        );
+    }
+
+    pub fn check_record(&self, value: &Value) {
+        let errors: Vec<String> = self
+            .event
+            .iter_errors(value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "record fails the schema: {errors:?}\n{value}"
+        );
+    }
+
+    /// Validates run.json and every complete record of a run directory.
+    /// Returns the number of records checked.
+    pub fn check_dir(&self, dir: &Path) -> usize {
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+        self.check_run_json(&meta);
+        let log = std::fs::read(dir.join("events.log")).unwrap();
+        let mut n = 0;
+        for line in log.split(|&b| b == b'\n') {
+            if line.len() < 10 {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(&line[9..]) else {
+                continue; // torn tail: checked by the reader tests
+            };
+            self.check_record(&v);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The `difflog` binary built for the tests.
+pub fn difflog_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_difflog"))
+}
+
+/// The only run directory under `root`.
+pub fn only_run(root: &Path) -> PathBuf {
+    let runs = difflog::read::find_runs(root).unwrap();
+    assert_eq!(runs.len(), 1, "expected one run under {}", root.display());
+    runs[0].clone()
+}
+
+/// Copies a run directory (files only, recursively).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

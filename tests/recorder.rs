@@ -1,0 +1,377 @@
+//! The recorder end to end: what a pipeline call leaves in the run directory,
+//! read back through the reader, validated against the schemas.
+
+mod common;
+
+use common::{only_run, Req, Schemas, TestPipeline};
+use difflog::event::{CallStatus, Cell, Event, RunStatus};
+use difflog::read::{RunDir, RunState};
+use difflog::verify::verify_run;
+use difflog::{Init, Run};
+use serde_json::json;
+use std::sync::Arc;
+
+fn kinds(run: &RunDir) -> Vec<&'static str> {
+    run.records().iter().map(|r| r.event.kind()).collect()
+}
+
+#[test]
+fn a_call_records_table_workflow_seeds_media_and_timings() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(
+        Init::project("diffusers_logging")
+            .name("astronauts")
+            .tag("t1")
+            .config(json!({"experiment": "a", "lr": 0.5}))
+            .root(root.path()),
+    )
+    .unwrap();
+    let mut p = TestPipeline::new();
+    let mut req = Req::new(&["an astronaut riding a horse", "a dragon"], 10);
+    req.negative = Some("ugly, deformed".into());
+    req.per_prompt = 2;
+    let images = run.record(&mut p, &req).unwrap();
+    assert_eq!(images.len(), 4);
+    run.log_metric("clip_score", 0.31, Some(1)).unwrap();
+    run.finish().unwrap();
+
+    let dir = only_run(root.path());
+    assert!(Schemas::load().check_dir(&dir) > 10);
+    let r = RunDir::open(&dir).unwrap();
+    assert!(r.log.problem.is_none());
+    assert_eq!(r.state(), RunState::Finished);
+    assert_eq!(r.meta.project, "diffusers_logging");
+    assert_eq!(r.meta.name, "astronauts");
+    assert_eq!(r.meta.tags, vec!["t1"]);
+    let k = kinds(&r);
+    assert_eq!(k.first(), Some(&"run_started"));
+    assert_eq!(k.last(), Some(&"run_finished"));
+    // Order: call_started, then per image media before row, then call_finished.
+    let cs = k.iter().position(|k| *k == "call_started").unwrap();
+    let cf = k.iter().position(|k| *k == "call_finished").unwrap();
+    assert_eq!(
+        k[cs + 1..cf],
+        ["media", "row", "media", "row", "media", "row", "media", "row"]
+    );
+
+    let v = r.view();
+    assert_eq!(v.config["experiment"], "a");
+    let call = &v.calls[&1];
+    assert_eq!(call.started.stage, "Pipeline-Call-1");
+    assert_eq!(call.started.seeds, vec![10, 11, 12, 13]);
+    assert_eq!(
+        call.started.columns,
+        ["Prompt", "Negative-Prompt", "Generated-Image", "Seed"]
+    );
+    assert_eq!(call.rows.len(), 4);
+    for (i, row) in call.rows.iter().enumerate() {
+        assert_eq!(row.table, "Result-Table/Pipeline-Call-1");
+        assert_eq!(row.index as usize, i);
+        let cols: Vec<&str> = row.cells.iter().map(|c| c.column()).collect();
+        assert_eq!(cols, call.started.columns);
+        let prompt = if i < 2 {
+            "an astronaut riding a horse"
+        } else {
+            "a dragon"
+        };
+        assert!(matches!(&row.cells[0], Cell::Text { value, .. } if value == prompt));
+        assert!(matches!(&row.cells[1], Cell::Text { value, .. } if value == "ugly, deformed"));
+        assert!(
+            matches!(&row.cells[3], Cell::Number { value, .. } if value.as_u64() == Some(10 + i as u64))
+        );
+        let Cell::Image {
+            path,
+            digest,
+            width,
+            height,
+            ..
+        } = &row.cells[2]
+        else {
+            panic!("no image cell: {row:?}")
+        };
+        assert_eq!((*width, *height), (16, 16));
+        // The stored file is the PNG of exactly the image the call returned.
+        let png = std::fs::read(dir.join(path)).unwrap();
+        assert_eq!(&difflog::run::media::sha256_hex(&png), digest);
+        let decoded = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(decoded, images[i]);
+    }
+    for m in &call.media {
+        assert_eq!(m.key, "Generated-Image/Pipeline-Call-1");
+        assert!(m.caption.as_deref().unwrap().starts_with('a'));
+    }
+    let f = call.finished.as_ref().unwrap();
+    assert_eq!(f.status, CallStatus::Ok);
+    assert_eq!(f.images, 4);
+    for phase in ["text_encoding", "denoising", "decoding", "saving", "total"] {
+        assert!(
+            f.timings_ms[phase].as_f64().unwrap() >= 0.0,
+            "{phase} missing"
+        );
+    }
+    let wf = v.workflow();
+    assert_eq!(wf.len(), 1);
+    assert_eq!(wf[0]["stage"], "Pipeline-Call-1");
+    assert_eq!(wf[0]["pipeline"]["class"], "TestPipeline");
+    assert_eq!(wf[0]["params"]["num_images_per_prompt"], 2);
+    assert_eq!(wf[0]["pipeline"]["scheduler"]["name"], "ddim");
+    assert_eq!(v.metrics[0].name, "clip_score");
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn sdxl_and_img2img_columns_and_the_input_image_is_stored_once() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(root.path())).unwrap();
+    let mut p = TestPipeline::new();
+    p.class = "StableDiffusionXLImg2ImgPipeline".into();
+    p.second_prompts = true;
+    p.input = Some(Arc::new(difflog::bench::synthetic_image(999, 16)));
+    let mut req = Req::new(&["a", "b"], 1);
+    req.per_prompt = 2;
+    run.record(&mut p, &req).unwrap();
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    Schemas::load().check_dir(&dir);
+    let v = RunDir::open(&dir).unwrap().view();
+    let call = &v.calls[&1];
+    assert_eq!(
+        call.started.columns,
+        [
+            "Prompt",
+            "Negative-Prompt",
+            "Prompt-2",
+            "Negative-Prompt-2",
+            "Input-Image",
+            "Generated-Image",
+            "Seed"
+        ]
+    );
+    let inputs: Vec<_> = call
+        .media
+        .iter()
+        .filter(|m| m.key == "Input-Image/Pipeline-Call-1")
+        .collect();
+    assert_eq!(
+        inputs.len(),
+        1,
+        "the shared input image is recorded once per call"
+    );
+    for row in &call.rows {
+        assert!(matches!(&row.cells[2], Cell::Text { value, .. } if value.ends_with("(2)")));
+        assert!(matches!(&row.cells[3], Cell::Null { .. }));
+        assert!(matches!(&row.cells[4], Cell::Image { digest, .. } if *digest == inputs[0].digest));
+    }
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn a_failed_call_is_recorded_with_its_error_and_later_calls_go_on() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(root.path())).unwrap();
+    let mut p = TestPipeline::new();
+    p.fail_after = Some(1);
+    let err = run.record(&mut p, &Req::new(&["x", "y"], 5)).unwrap_err();
+    assert!(err.to_string().contains("out of memory"));
+    p.fail_after = None;
+    run.record(&mut p, &Req::new(&["z"], 7)).unwrap();
+    // A request that never began (prepare refused it) is not a call.
+    assert!(run.record(&mut p, &Req::new(&[], 7)).is_err());
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    Schemas::load().check_dir(&dir);
+    let v = RunDir::open(&dir).unwrap().view();
+    assert_eq!(v.calls.len(), 2);
+    let failed = v.calls[&1].finished.as_ref().unwrap();
+    assert_eq!(failed.status, CallStatus::Error);
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("out of memory after 1 image(s)")
+    );
+    assert_eq!(failed.images, 1);
+    assert!(v.calls[&2].ok());
+    assert_eq!(v.calls[&2].started.stage, "Pipeline-Call-2");
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn identical_images_are_stored_once() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(root.path())).unwrap();
+    let mut p = TestPipeline::new();
+    run.record(&mut p, &Req::new(&["same"], 42)).unwrap();
+    run.record(&mut p, &Req::new(&["same"], 42)).unwrap();
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    let v = RunDir::open(&dir).unwrap().view();
+    assert_eq!(v.media.len(), 2, "each call records its media entry");
+    assert_eq!(v.media[0].digest, v.media[1].digest);
+    let files: usize = std::fs::read_dir(dir.join("media"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(files, 1, "the same bytes are stored once");
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn the_pipeline_is_recorded_once_per_instance_description() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(root.path())).unwrap();
+    let mut base = TestPipeline::new();
+    base.class = "StableDiffusionXLPipeline".into();
+    let mut refiner = TestPipeline::new();
+    refiner.class = "StableDiffusionXLImg2ImgPipeline".into();
+    run.record(&mut base, &Req::new(&["a"], 1)).unwrap();
+    run.record(&mut refiner, &Req::new(&["a"], 1)).unwrap();
+    run.record(&mut base, &Req::new(&["b"], 2)).unwrap();
+    run.finish().unwrap();
+    let v = RunDir::open(only_run(root.path())).unwrap().view();
+    assert_eq!(v.pipelines.len(), 2);
+    let stages: Vec<(String, u32)> = v
+        .calls
+        .values()
+        .map(|c| (c.started.stage.clone(), c.started.pipeline))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("Pipeline-Call-1".to_string(), 1),
+            ("Pipeline-Call-2".to_string(), 2),
+            ("Pipeline-Call-3".to_string(), 1)
+        ]
+    );
+    assert_eq!(
+        v.workflow()[1]["pipeline"]["class"],
+        "StableDiffusionXLImg2ImgPipeline"
+    );
+}
+
+#[test]
+fn one_writer_per_run_and_the_error_names_the_holder() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(root.path())).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.flush().unwrap();
+    assert_eq!(RunDir::open(&dir).unwrap().state(), RunState::Live);
+    let err = Run::reopen(&dir)
+        .err()
+        .expect("a second writer must be refused");
+    let msg = err.to_string();
+    assert!(matches!(err, difflog::Error::Locked { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    run.finish().unwrap();
+    assert_eq!(RunDir::open(&dir).unwrap().state(), RunState::Finished);
+    // A finished run is final.
+    let err = Run::reopen(&dir)
+        .err()
+        .expect("a finished run cannot be reopened");
+    assert!(err.to_string().contains("finished"), "{err}");
+}
+
+#[test]
+fn drop_finishes_the_run_and_a_panic_marks_it_failed() {
+    let root = tempfile::tempdir().unwrap();
+    {
+        let run = Run::create(Init::project("p").root(root.path())).unwrap();
+        run.record(&mut TestPipeline::new(), &Req::new(&["a"], 1))
+            .unwrap();
+    }
+    let dir = only_run(root.path());
+    let r = RunDir::open(&dir).unwrap();
+    assert_eq!(r.state(), RunState::Finished);
+    assert_eq!(r.view().image_count(), 1);
+
+    let root2 = tempfile::tempdir().unwrap();
+    let p = root2.path().to_path_buf();
+    let joined = std::thread::spawn(move || {
+        let _run = Run::create(Init::project("p").root(&p)).unwrap();
+        panic!("user code failed");
+    })
+    .join();
+    assert!(joined.is_err());
+    let r = RunDir::open(only_run(root2.path())).unwrap();
+    assert_eq!(r.state(), RunState::Failed);
+    let Some(Event::RunFinished(f)) = r.records().last().map(|x| &x.event) else {
+        panic!("no run_finished")
+    };
+    assert_eq!(f.status, RunStatus::Failed);
+}
+
+#[test]
+fn prompts_of_any_size_and_script_round_trip() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("プロジェクト").root(root.path())).unwrap();
+    let huge = "a".repeat(1 << 20);
+    let texts = [
+        huge.as_str(),
+        "宇宙飛行士が馬に乗っている写真",
+        "emoji 🚀 and \"quotes\" and \n newlines \t tabs \u{0} nul",
+        "<script>alert(1)</script>",
+    ];
+    let mut p = TestPipeline::new();
+    run.record(&mut p, &Req::new(&texts, 3)).unwrap();
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    Schemas::load().check_dir(&dir);
+    let r = RunDir::open(&dir).unwrap();
+    assert_eq!(r.meta.project, "プロジェクト");
+    let rows = &r.view().calls[&1].rows;
+    for (row, text) in rows.iter().zip(texts) {
+        assert!(matches!(&row.cells[0], Cell::Text { value, .. } if value == text));
+    }
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    let root = tempfile::tempdir().unwrap();
+    // A root below a regular file cannot be created (root can write anywhere,
+    // so permissions alone would not make this fail).
+    let file = root.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Run::create(Init::project("p").root(file.join("runs")))
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not-a-dir/runs") && msg.contains("create runs root"),
+        "{msg}"
+    );
+
+    let err = Run::create(Init::project("  ").root(root.path()))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("project"), "{err}");
+
+    let run = Run::create(Init::project("p").root(root.path().join("ok"))).unwrap();
+    let err = run.log_metric("loss", f64::NAN, None).unwrap_err();
+    assert!(err.to_string().contains("not a finite number"), "{err}");
+    run.finish().unwrap();
+}
+
+#[test]
+fn explicit_modes_disabled_records_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(
+        Init::project("p")
+            .root(root.path().join("r"))
+            .mode(difflog::Mode::Disabled),
+    )
+    .unwrap();
+    assert!(!run.is_recording());
+    let out = run
+        .record(&mut TestPipeline::new(), &Req::new(&["a", "b"], 1))
+        .unwrap();
+    assert_eq!(out.len(), 2, "the pipeline still runs");
+    run.log_metric("m", 1.0, None).unwrap();
+    run.finish().unwrap();
+    assert!(
+        !root.path().join("r").exists(),
+        "disabled mode wrote something"
+    );
+}
