@@ -375,3 +375,92 @@ fn explicit_modes_disabled_records_nothing() {
         "disabled mode wrote something"
     );
 }
+
+#[test]
+fn a_media_write_failure_fails_the_call_and_finish_reports_it() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(root.path())).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    // Make the media store unusable: a file where the directory should be.
+    std::fs::remove_dir(dir.join("media")).unwrap();
+    std::fs::write(dir.join("media"), b"in the way").unwrap();
+    let images = run
+        .record(&mut TestPipeline::new(), &Req::new(&["a"], 1))
+        .unwrap();
+    assert_eq!(images.len(), 1, "the caller still gets its images");
+    let err = run.finish().unwrap_err().to_string();
+    assert!(
+        err.contains("recording failed") && err.contains("media"),
+        "{err}"
+    );
+    let r = RunDir::open(&dir).unwrap();
+    let v = r.view();
+    let f = v.calls[&1].finished.as_ref().unwrap();
+    assert_eq!(
+        f.status,
+        CallStatus::Error,
+        "a call whose image was not stored is not ok"
+    );
+    assert!(f
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("could not store Generated-Image/Pipeline-Call-1"));
+    assert_eq!(r.state(), RunState::Failed);
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn a_full_queue_applies_back_pressure_and_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(
+        Init::project("p")
+            .root(root.path())
+            .queue_capacity(1)
+            .encoders(1),
+    )
+    .unwrap();
+    let mut p = TestPipeline::new();
+    p.size = 64;
+    let mut req = Req::new(&["x"], 0);
+    req.per_prompt = 40;
+    run.record(&mut p, &req).unwrap();
+    assert!(
+        run.backpressure_waits() > 0,
+        "40 images through a queue of 1 never waited"
+    );
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    let v = RunDir::open(&dir).unwrap().view();
+    assert_eq!(v.calls[&1].rows.len(), 40);
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn one_run_can_be_shared_by_threads() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Arc::new(Run::create(Init::project("p").root(root.path())).unwrap());
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let run = Arc::clone(&run);
+            std::thread::spawn(move || {
+                let mut p = TestPipeline::new();
+                for i in 0..5 {
+                    run.record(&mut p, &Req::new(&["t"], t * 100 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let dir = run.dir().unwrap().to_path_buf();
+    Arc::try_unwrap(run).ok().unwrap().finish().unwrap();
+    let v = RunDir::open(&dir).unwrap().view();
+    assert_eq!(
+        v.calls.keys().copied().collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<u32>>()
+    );
+    assert!(v.calls.values().all(|c| c.ok() && c.rows.len() == 1));
+    assert!(!verify_run(&dir).damaged());
+}
