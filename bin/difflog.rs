@@ -21,6 +21,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate images with a Stable Diffusion model and record the run.
+    ///
+    /// The default model is `tiny`, a small Stable-Diffusion-architecture
+    /// model with seeded weights that difflog generates itself (no download).
+    Generate(Box<GenerateCli>),
     /// List the runs under ROOT: project, name, state, calls, images, size.
     Ls {
         /// Root directory of runs (default: DIFFLOG_DIR or ./runs).
@@ -57,6 +62,69 @@ enum Command {
         #[command(subcommand)]
         bench: Bench,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateCli {
+    /// Model: tiny, tiny-xl, sd15, sd21, sdxl, sd-turbo, sdxl-turbo, a Hugging
+    /// Face id (from the hub cache, HF_HOME) or a folder in the diffusers layout.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    /// Prompt; repeat for several.
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
+    /// Negative prompt.
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Second prompt for SDXL's second text encoder (default: the prompt).
+    #[arg(long)]
+    prompt_2: Option<String>,
+    /// Images per prompt.
+    #[arg(long, default_value_t = 1)]
+    num_images_per_prompt: usize,
+    /// Inference steps (default: the model's).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale (default: the model's; ≤ 1 disables it).
+    #[arg(long)]
+    guidance_scale: Option<f64>,
+    /// Width in pixels, a multiple of 8 (default: the model's).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Height in pixels, a multiple of 8 (default: the model's).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Seed of the first image; image i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Scheduler: ddim, euler-a or unipc (default: the model's).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Input image for image-to-image.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Image-to-image strength in (0, 1] (default: the model's).
+    #[arg(long)]
+    strength: Option<f64>,
+    /// Refine the base model's latents with a refiner (SDXL: its refiner;
+    /// or name one). Both calls are recorded in the same run.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    refiner: Option<String>,
+    /// Project of the run.
+    #[arg(long, default_value = "difflog")]
+    project: String,
+    /// Root of runs (default: DIFFLOG_DIR or ./runs).
+    #[arg(long)]
+    runs: Option<PathBuf>,
+    /// Device: cpu or cuda:N (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Also write the final images as PNG files into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print per-phase timings.
+    #[arg(long)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +168,31 @@ fn main() -> ExitCode {
     let mut out = std::io::stdout().lock();
     let root = |r: Option<PathBuf>| r.unwrap_or_else(difflog::run::default_root);
     let result = match cli.command {
+        Command::Generate(g) => {
+            let g = *g;
+            let args = difflog::generate::GenerateArgs {
+                model: g.model,
+                prompts: g.prompt,
+                negative_prompt: g.negative_prompt,
+                prompt_2: g.prompt_2,
+                num_images_per_prompt: g.num_images_per_prompt,
+                steps: g.steps,
+                guidance_scale: g.guidance_scale,
+                width: g.width,
+                height: g.height,
+                seed: g.seed,
+                scheduler: g.scheduler,
+                image: g.image,
+                strength: g.strength,
+                refiner: g.refiner.map(|r| (!r.is_empty()).then_some(r)),
+                project: g.project,
+                runs: root(g.runs),
+                device: g.device,
+                out: g.out,
+                verbose: g.verbose,
+            };
+            difflog::generate::generate(&args, &mut out).map(|_| true)
+        }
         Command::Ls { root: r, json } => difflog::cli::ls(&mut out, &root(r), json).map(|()| true),
         Command::Show { run, root: r, json } => {
             let dir = difflog::cli::resolve_run(&run, &root(r));

@@ -9,6 +9,7 @@
 //! - [`run`]: the writer side — [`Run`], [`Init`], [`autolog()`], the media
 //!   store and the background writer;
 //! - [`pipeline`]: the [`Pipeline`] trait any pipeline implements to be recorded;
+//! - [`pipelines`]: Stable Diffusion on candle and the tiny built-in models;
 //! - [`read`]: the only code that parses a run directory;
 //! - [`verify`], [`cli`], [`bench`]: what the `difflog` command does;
 //! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`).
@@ -29,7 +30,9 @@ pub mod cli;
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod generate;
 pub mod pipeline;
+pub mod pipelines;
 pub mod read;
 pub mod run;
 pub mod verify;

@@ -1,0 +1,228 @@
+//! `difflog generate`: load a model, generate, record the run, say where
+//! everything is.
+//!
+//! The recording goes through the same public API a user's program uses
+//! (a [`Run`] and [`Pipeline`] calls), so `generate` is also the reference
+//! example of recording a workflow: the SDXL base → refiner handover is two
+//! calls of one run, `Pipeline-Call-1` and `Pipeline-Call-2`.
+
+use crate::error::{Error, Result};
+use crate::event::Cell;
+use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
+use crate::pipelines::weights::{refiner_for, resolve};
+use crate::pipelines::{InitImage, Request, StableDiffusion};
+use crate::read::RunDir;
+use crate::run::{Init, Run};
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What `difflog generate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct GenerateArgs {
+    /// `tiny`, a preset, a hub id or a folder.
+    pub model: String,
+    /// Prompts (at least one).
+    pub prompts: Vec<String>,
+    /// Negative prompt.
+    pub negative_prompt: Option<String>,
+    /// Second prompt (XL).
+    pub prompt_2: Option<String>,
+    /// Images per prompt.
+    pub num_images_per_prompt: usize,
+    /// Inference steps (model default if `None`).
+    pub steps: Option<usize>,
+    /// Guidance scale (model default if `None`).
+    pub guidance_scale: Option<f64>,
+    /// Width in pixels.
+    pub width: Option<usize>,
+    /// Height in pixels.
+    pub height: Option<usize>,
+    /// Seed of the first image.
+    pub seed: u64,
+    /// `ddim`, `euler-a` or `unipc` (model default if `None`).
+    pub scheduler: Option<String>,
+    /// Input image for image-to-image.
+    pub image: Option<PathBuf>,
+    /// Image-to-image strength.
+    pub strength: Option<f64>,
+    /// Refine with this model (`Some(None)`: the base model's refiner).
+    pub refiner: Option<Option<String>>,
+    /// Project of the run.
+    pub project: String,
+    /// Root of runs.
+    pub runs: PathBuf,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Also write the PNGs here.
+    pub out: Option<PathBuf>,
+    /// Print per-phase timings.
+    pub verbose: bool,
+}
+
+fn fail(e: impl std::fmt::Display) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+/// Runs `difflog generate`, printing progress and results to `out`.
+pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
+    let started = Instant::now();
+    let scheduler = match &args.scheduler {
+        None => None,
+        Some(s) => Some(SchedulerKind::parse(s).ok_or_else(|| {
+            fail(format!(
+                "unknown scheduler {s:?}: expected ddim, euler-a or unipc"
+            ))
+        })?),
+    };
+    let init = match &args.image {
+        None => None,
+        Some(p) => {
+            let img = image::open(p)
+                .map_err(|e| fail(format!("{}: cannot read input image: {e}", p.display())))?
+                .to_rgb8();
+            Some(InitImage::Image(Arc::new(img)))
+        }
+    };
+    let mut base = load(&args.model, &args.device, scheduler)?;
+    let refiner = match &args.refiner {
+        None => None,
+        Some(name) => {
+            let name = match name {
+                Some(n) => n.clone(),
+                None => refiner_for(&args.model, base.config().family)
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "model {} has no refiner: --refiner works with SDXL base models (sdxl, tiny-xl) or names one (--refiner MODEL)",
+                            args.model
+                        ))
+                    })?
+                    .to_string(),
+            };
+            Some(load(&name, &args.device, scheduler)?)
+        }
+    };
+    let load_s = started.elapsed().as_secs_f64();
+
+    let run = Run::create(Init::project(&args.project).root(&args.runs).config(json!({
+        "command": "difflog generate",
+        "model": args.model,
+        "refiner": args.refiner.as_ref().map(|r| r.clone().unwrap_or_else(|| "default".into())),
+        "device": args.device,
+    })))?;
+    if !run.is_recording() && args.out.is_none() {
+        return Err(fail(
+            "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
+        ));
+    }
+    let request = Request {
+        prompt: args.prompts.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        prompt_2: args.prompt_2.clone(),
+        negative_prompt_2: None,
+        num_images_per_prompt: Some(args.num_images_per_prompt),
+        steps: args.steps,
+        guidance_scale: args.guidance_scale,
+        width: args.width,
+        height: args.height,
+        seed: args.seed,
+        init,
+        strength: args.strength,
+    };
+    let first = run.record(&mut base, &request).map_err(fail)?;
+    let mut images = first.images.clone();
+    if let Some(mut refiner) = refiner {
+        let req = Request {
+            init: Some(InitImage::Latents(first.latents)),
+            width: None,
+            height: None,
+            strength: None,
+            steps: args.steps,
+            ..request.clone()
+        };
+        images = run.record(&mut refiner, &req).map_err(fail)?.images;
+    }
+    let dir = run.dir().map(PathBuf::from);
+    run.finish()?;
+
+    if let Some(o) = &args.out {
+        std::fs::create_dir_all(o).map_err(|e| Error::io(o, "create output folder", e))?;
+        for (i, img) in images.iter().enumerate() {
+            let p = o.join(format!("image-{i}.png"));
+            std::fs::write(&p, crate::run::media::encode_png(img)?)
+                .map_err(|e| Error::io(&p, "write image", e))?;
+            writeln!(out, "wrote {}", p.display())
+                .map_err(|e| Error::io("<stdout>", "write", e))?;
+        }
+    }
+    let Some(dir) = dir else {
+        return Ok(PathBuf::new());
+    };
+    report(
+        &dir,
+        args.verbose,
+        load_s,
+        started.elapsed().as_secs_f64(),
+        out,
+    )?;
+    Ok(dir)
+}
+
+fn load(model: &str, device: &str, scheduler: Option<SchedulerKind>) -> Result<StableDiffusion> {
+    let resolved = resolve(model)?;
+    let mut p = StableDiffusion::load(resolved, device).map_err(fail)?;
+    if let Some(kind) = scheduler {
+        let cur = p.scheduler().clone();
+        p.set_scheduler(SchedulerSettings { kind, ..cur });
+    }
+    Ok(p)
+}
+
+fn report(
+    dir: &std::path::Path,
+    verbose: bool,
+    load_s: f64,
+    total_s: f64,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let w = |out: &mut dyn Write, s: String| {
+        writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
+    };
+    let run = RunDir::open(dir)?;
+    let view = run.view();
+    w(out, format!("run {}  ({})", run.meta.id, dir.display()))?;
+    for call in view.calls.values() {
+        w(
+            out,
+            format!("{} ({} image(s)):", call.started.stage, call.rows.len()),
+        )?;
+        for row in &call.rows {
+            for cell in &row.cells {
+                if let Cell::Image { column, path, .. } = cell {
+                    if column == "Generated-Image" {
+                        w(out, format!("  {}", dir.join(path).display()))?;
+                    }
+                }
+            }
+        }
+        if verbose {
+            if let Some(f) = &call.finished {
+                let t: Vec<String> = f
+                    .timings_ms
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v} ms"))
+                    .collect();
+                w(out, format!("  timings: {}", t.join(", ")))?;
+            }
+        }
+    }
+    if verbose {
+        w(
+            out,
+            format!("model loading {:.3} s, total {:.3} s", load_s, total_s),
+        )?;
+    }
+    w(out, format!("see it with: difflog show {}", dir.display()))
+}

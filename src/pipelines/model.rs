@@ -1,0 +1,438 @@
+//! Model architectures: the Stable Diffusion presets and the tiny built-in
+//! models, as plain configurations, and the modules built from them.
+//!
+//! A real checkpoint and a tiny one differ only in these numbers; both are
+//! loaded by [`Modules::load`] from the same diffusers folder layout with
+//! `VarBuilder::from_mmaped_safetensors`.
+
+use super::scheduler::{Prediction, SchedulerKind, SchedulerSettings, Spacing};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::clip::text_model::{
+    Activation as SmallActivation, ClipTextConfig, ClipTextTransformer as SmallClip,
+};
+use candle_transformers::models::stable_diffusion::{
+    clip::{ClipTextTransformer as SdClip, Config as SdClipConfig},
+    unet_2d::{BlockConfig, UNet2DConditionModel, UNet2DConditionModelConfig},
+    vae::{AutoEncoderKL, AutoEncoderKLConfig},
+};
+use std::path::Path;
+
+/// Which family a model belongs to; decides text encoders and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Stable Diffusion 1.x (one CLIP text encoder).
+    Sd15,
+    /// Stable Diffusion 2.x, including SD-Turbo.
+    Sd21,
+    /// Stable Diffusion XL base, including SDXL-Turbo (two text encoders).
+    Xl,
+    /// The SDXL refiner (second text encoder only, image-to-image).
+    XlRefiner,
+}
+
+/// How to build one text encoder.
+#[derive(Debug, Clone)]
+pub enum TextConfig {
+    /// A real CLIP text encoder, as candle's Stable Diffusion presets define it.
+    Sd(SdClipConfig),
+    /// A small CLIP text encoder (the tiny models), same tensor names.
+    Small(ClipTextConfig),
+}
+
+impl TextConfig {
+    /// Maximum tokens, start and end tokens included.
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            TextConfig::Sd(c) => c.max_position_embeddings,
+            TextConfig::Small(c) => c.max_position_embeddings,
+        }
+    }
+
+    /// The padding token (`<|endoftext|>` unless the config says otherwise).
+    pub fn pad_token(&self) -> String {
+        let pad = match self {
+            TextConfig::Sd(c) => c.pad_with.clone(),
+            TextConfig::Small(c) => c.pad_with.clone(),
+        };
+        pad.unwrap_or_else(|| "<|endoftext|>".into())
+    }
+}
+
+/// A model's complete architecture and defaults.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// Family.
+    pub family: Family,
+    /// Pipeline class name, as diffusers calls it.
+    pub class: &'static str,
+    /// Text encoders, in order (`text_encoder`, `text_encoder_2`).
+    pub text: Vec<TextConfig>,
+    /// Whether the first text encoder lives in `text_encoder_2/` (the refiner).
+    pub text_starts_at_2: bool,
+    /// UNet.
+    pub unet: UNet2DConditionModelConfig,
+    /// VAE.
+    pub vae: AutoEncoderKLConfig,
+    /// Latent scaling factor of the VAE.
+    pub vae_scale: f64,
+    /// Default image size in pixels.
+    pub default_size: usize,
+    /// Default number of inference steps.
+    pub default_steps: usize,
+    /// Default guidance scale (≤ 1 disables classifier-free guidance).
+    pub default_guidance: f64,
+    /// Default image-to-image strength.
+    pub default_strength: f64,
+    /// Default scheduler settings.
+    pub scheduler: SchedulerSettings,
+}
+
+fn bc(
+    out_channels: usize,
+    use_cross_attn: Option<usize>,
+    attention_head_dim: usize,
+) -> BlockConfig {
+    BlockConfig {
+        out_channels,
+        use_cross_attn,
+        attention_head_dim,
+    }
+}
+
+fn unet(
+    blocks: Vec<BlockConfig>,
+    cross: usize,
+    layers: usize,
+    groups: usize,
+    linear: bool,
+) -> UNet2DConditionModelConfig {
+    UNet2DConditionModelConfig {
+        blocks,
+        center_input_sample: false,
+        cross_attention_dim: cross,
+        downsample_padding: 1,
+        flip_sin_to_cos: true,
+        freq_shift: 0.,
+        layers_per_block: layers,
+        mid_block_scale_factor: 1.,
+        norm_eps: 1e-5,
+        norm_num_groups: groups,
+        sliced_attention_size: None,
+        use_linear_projection: linear,
+    }
+}
+
+fn vae(channels: Vec<usize>, layers: usize, groups: usize) -> AutoEncoderKLConfig {
+    AutoEncoderKLConfig {
+        block_out_channels: channels,
+        layers_per_block: layers,
+        latent_channels: 4,
+        norm_num_groups: groups,
+        use_quant_conv: true,
+        use_post_quant_conv: true,
+    }
+}
+
+fn small_clip(width: usize, heads: usize) -> TextConfig {
+    TextConfig::Small(ClipTextConfig {
+        vocab_size: super::tiny::VOCAB_SIZE,
+        embed_dim: width,
+        activation: SmallActivation::QuickGelu,
+        intermediate_size: width * 2,
+        max_position_embeddings: 77,
+        pad_with: None,
+        num_hidden_layers: 2,
+        num_attention_heads: heads,
+        projection_dim: width,
+    })
+}
+
+fn ddim(prediction: Prediction) -> SchedulerSettings {
+    SchedulerSettings::new(SchedulerKind::Ddim, prediction, Spacing::Leading)
+}
+
+fn turbo() -> SchedulerSettings {
+    SchedulerSettings::new(
+        SchedulerKind::EulerAncestral,
+        Prediction::Epsilon,
+        Spacing::Trailing,
+    )
+}
+
+impl ModelConfig {
+    /// Stable Diffusion 1.5.
+    pub fn sd15() -> ModelConfig {
+        ModelConfig {
+            family: Family::Sd15,
+            class: "StableDiffusionPipeline",
+            text: vec![TextConfig::Sd(SdClipConfig::v1_5())],
+            text_starts_at_2: false,
+            unet: unet(
+                vec![
+                    bc(320, Some(1), 8),
+                    bc(640, Some(1), 8),
+                    bc(1280, Some(1), 8),
+                    bc(1280, None, 8),
+                ],
+                768,
+                2,
+                32,
+                false,
+            ),
+            vae: vae(vec![128, 256, 512, 512], 2, 32),
+            vae_scale: 0.18215,
+            default_size: 512,
+            default_steps: 30,
+            default_guidance: 7.5,
+            default_strength: 0.8,
+            scheduler: ddim(Prediction::Epsilon),
+        }
+    }
+
+    /// Stable Diffusion 2.1 (768 px, v-prediction).
+    pub fn sd21() -> ModelConfig {
+        ModelConfig {
+            family: Family::Sd21,
+            class: "StableDiffusionPipeline",
+            text: vec![TextConfig::Sd(SdClipConfig::v2_1())],
+            text_starts_at_2: false,
+            unet: unet(
+                vec![
+                    bc(320, Some(1), 5),
+                    bc(640, Some(1), 10),
+                    bc(1280, Some(1), 20),
+                    bc(1280, None, 20),
+                ],
+                1024,
+                2,
+                32,
+                true,
+            ),
+            vae: vae(vec![128, 256, 512, 512], 2, 32),
+            vae_scale: 0.18215,
+            default_size: 768,
+            default_steps: 30,
+            default_guidance: 7.5,
+            default_strength: 0.8,
+            scheduler: ddim(Prediction::VPrediction),
+        }
+    }
+
+    /// SD-Turbo: the SD 2.1 architecture at 512 px, one step, no guidance.
+    pub fn sd_turbo() -> ModelConfig {
+        ModelConfig {
+            default_size: 512,
+            default_steps: 1,
+            default_guidance: 0.0,
+            default_strength: 0.5,
+            scheduler: turbo(),
+            ..ModelConfig::sd21()
+        }
+    }
+
+    /// Stable Diffusion XL base 1.0.
+    pub fn sdxl() -> ModelConfig {
+        ModelConfig {
+            family: Family::Xl,
+            class: "StableDiffusionXLPipeline",
+            text: vec![
+                TextConfig::Sd(SdClipConfig::sdxl()),
+                TextConfig::Sd(SdClipConfig::sdxl2()),
+            ],
+            text_starts_at_2: false,
+            unet: unet(
+                vec![
+                    bc(320, None, 5),
+                    bc(640, Some(2), 10),
+                    bc(1280, Some(10), 20),
+                ],
+                2048,
+                2,
+                32,
+                true,
+            ),
+            vae: vae(vec![128, 256, 512, 512], 2, 32),
+            vae_scale: 0.13025,
+            default_size: 1024,
+            default_steps: 30,
+            default_guidance: 5.0,
+            default_strength: 0.3,
+            scheduler: ddim(Prediction::Epsilon),
+        }
+    }
+
+    /// SDXL-Turbo: the XL architecture at 512 px, one step, no guidance.
+    pub fn sdxl_turbo() -> ModelConfig {
+        ModelConfig {
+            default_size: 512,
+            default_steps: 1,
+            default_guidance: 0.0,
+            default_strength: 0.5,
+            scheduler: turbo(),
+            ..ModelConfig::sdxl()
+        }
+    }
+
+    /// The SDXL refiner 1.0 (published configuration; candle has no preset).
+    pub fn sdxl_refiner() -> ModelConfig {
+        ModelConfig {
+            family: Family::XlRefiner,
+            class: "StableDiffusionXLImg2ImgPipeline",
+            text: vec![TextConfig::Sd(SdClipConfig::sdxl2())],
+            text_starts_at_2: true,
+            unet: unet(
+                vec![
+                    bc(384, None, 6),
+                    bc(768, Some(4), 12),
+                    bc(1536, Some(4), 24),
+                    bc(1536, None, 24),
+                ],
+                1280,
+                2,
+                32,
+                true,
+            ),
+            ..ModelConfig::sdxl()
+        }
+    }
+
+    /// The tiny built-in model, shaped like SD 1.5.
+    pub fn tiny() -> ModelConfig {
+        ModelConfig {
+            family: Family::Sd15,
+            class: "StableDiffusionPipeline",
+            text: vec![small_clip(32, 4)],
+            text_starts_at_2: false,
+            unet: unet(vec![bc(32, Some(1), 4), bc(64, None, 4)], 32, 1, 8, false),
+            vae: vae(vec![16, 16, 32, 32], 1, 8),
+            vae_scale: 0.18215,
+            default_size: 64,
+            default_steps: 10,
+            default_guidance: 7.5,
+            default_strength: 0.8,
+            scheduler: ddim(Prediction::Epsilon),
+        }
+    }
+
+    /// The tiny built-in model, shaped like SDXL base (two text encoders).
+    pub fn tiny_xl() -> ModelConfig {
+        ModelConfig {
+            family: Family::Xl,
+            class: "StableDiffusionXLPipeline",
+            text: vec![small_clip(32, 4), small_clip(48, 4)],
+            text_starts_at_2: false,
+            unet: unet(vec![bc(32, None, 4), bc(64, Some(1), 4)], 80, 1, 8, true),
+            vae_scale: 0.13025,
+            default_strength: 0.3,
+            ..ModelConfig::tiny()
+        }
+    }
+
+    /// The tiny built-in refiner for `tiny-xl`.
+    pub fn tiny_xl_refiner() -> ModelConfig {
+        ModelConfig {
+            family: Family::XlRefiner,
+            class: "StableDiffusionXLImg2ImgPipeline",
+            text: vec![small_clip(48, 4)],
+            text_starts_at_2: true,
+            unet: unet(vec![bc(32, Some(1), 4), bc(64, Some(1), 4)], 48, 1, 8, true),
+            ..ModelConfig::tiny_xl()
+        }
+    }
+
+    /// Folder and file name of text encoder `i` and its tokenizer, relative to the model folder.
+    pub fn text_files(&self, i: usize) -> (String, String) {
+        let n = if self.text_starts_at_2 { i + 2 } else { i + 1 };
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!("_{n}")
+        };
+        (
+            format!("text_encoder{suffix}/model.safetensors"),
+            format!("tokenizer{suffix}/tokenizer.json"),
+        )
+    }
+
+    /// The UNet's and VAE's weight files, relative to the model folder.
+    pub const UNET_FILE: &'static str = "unet/diffusion_pytorch_model.safetensors";
+    /// See [`ModelConfig::UNET_FILE`].
+    pub const VAE_FILE: &'static str = "vae/diffusion_pytorch_model.safetensors";
+}
+
+/// A text encoder of either kind.
+pub enum TextEncoder {
+    /// candle's Stable Diffusion CLIP.
+    Sd(SdClip),
+    /// The small CLIP of the tiny models.
+    Small(SmallClip),
+}
+
+impl TextEncoder {
+    /// Builds the encoder; `vb` is the root of its weight file.
+    pub fn new(vb: VarBuilder, cfg: &TextConfig) -> Result<TextEncoder> {
+        Ok(match cfg {
+            TextConfig::Sd(c) => TextEncoder::Sd(SdClip::new(vb, c)?),
+            TextConfig::Small(c) => TextEncoder::Small(SmallClip::new(vb.pp("text_model"), c)?),
+        })
+    }
+
+    /// Hidden states of the last layer for token ids of shape (batch, seq).
+    pub fn encode(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            TextEncoder::Sd(m) => m.forward(ids),
+            TextEncoder::Small(m) => m.forward_with_mask(ids, usize::MAX),
+        }
+    }
+}
+
+/// The neural parts of a pipeline.
+pub struct Modules {
+    /// Text encoders, in order.
+    pub text: Vec<TextEncoder>,
+    /// The UNet.
+    pub unet: UNet2DConditionModel,
+    /// The VAE.
+    pub vae: AutoEncoderKL,
+}
+
+impl Modules {
+    /// Builds every module of `cfg` from per-module var builders.
+    pub fn build(
+        cfg: &ModelConfig,
+        text: Vec<VarBuilder>,
+        unet_vb: VarBuilder,
+        vae_vb: VarBuilder,
+    ) -> Result<Modules> {
+        let text = text
+            .into_iter()
+            .zip(&cfg.text)
+            .map(|(vb, c)| TextEncoder::new(vb, c))
+            .collect::<Result<Vec<_>>>()?;
+        let unet = UNet2DConditionModel::new(unet_vb, 4, 4, false, cfg.unet.clone())?;
+        let vae = AutoEncoderKL::new(vae_vb, 3, 3, cfg.vae.clone())?;
+        Ok(Modules { text, unet, vae })
+    }
+
+    /// Loads the modules of `cfg` from the weight files (memory-mapped safetensors).
+    pub fn load(
+        cfg: &ModelConfig,
+        text_files: &[&Path],
+        unet: &Path,
+        vae: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Modules> {
+        let mmap = |p: &Path| -> Result<VarBuilder<'static>> {
+            // SAFETY: the files are memory-mapped read-only; difflog does not
+            // modify weight files while they are mapped.
+            unsafe { VarBuilder::from_mmaped_safetensors(&[p], dtype, device) }
+        };
+        let text = text_files
+            .iter()
+            .map(|p| mmap(p))
+            .collect::<Result<Vec<_>>>()?;
+        Modules::build(cfg, text, mmap(unet)?, mmap(vae)?)
+    }
+}

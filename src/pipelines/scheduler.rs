@@ -1,0 +1,348 @@
+//! Schedulers: which one, with which settings, recorded in full.
+//!
+//! DDIM (eta 0) and UniPC are candle's own and deterministic. Euler ancestral
+//! adds fresh noise at every step; candle's version draws it from the
+//! unseedable CPU generator, so difflog has its own, drawing from the image's
+//! [`Noise`] stream. Settings are plain data ([`SchedulerSettings`]) so that
+//! the `pipeline` record holds the complete configuration.
+
+use super::noise::Noise;
+use candle_core::{Result, Tensor};
+use candle_transformers::models::stable_diffusion::{
+    ddim::DDIMSchedulerConfig,
+    schedulers::{BetaSchedule, PredictionType, Scheduler, SchedulerConfig, TimestepSpacing},
+    uni_pc::UniPCSchedulerConfig,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+/// The schedulers `difflog generate --scheduler` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerKind {
+    /// Denoising diffusion implicit models, eta 0 (deterministic).
+    Ddim,
+    /// Euler ancestral (stochastic; noise from the image's seed).
+    EulerAncestral,
+    /// UniPC multistep (deterministic).
+    UniPc,
+}
+
+impl SchedulerKind {
+    /// Parses `ddim`, `euler-a` or `unipc`.
+    pub fn parse(s: &str) -> Option<SchedulerKind> {
+        match s {
+            "ddim" => Some(SchedulerKind::Ddim),
+            "euler-a" | "euler_a" | "euler-ancestral" => Some(SchedulerKind::EulerAncestral),
+            "unipc" | "uni-pc" => Some(SchedulerKind::UniPc),
+            _ => None,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "ddim",
+            SchedulerKind::EulerAncestral => "euler-a",
+            SchedulerKind::UniPc => "unipc",
+        }
+    }
+}
+
+/// What the model was trained to predict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// The noise.
+    Epsilon,
+    /// The velocity (SD 2.1 at 768 px).
+    VPrediction,
+}
+
+/// How inference timesteps are spread over the training timesteps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spacing {
+    /// `i * ratio + offset` (SD 1.5, 2.1, XL).
+    Leading,
+    /// From the last training step down (Turbo models).
+    Trailing,
+    /// Evenly over `[0, T-1]`.
+    Linspace,
+}
+
+/// A scheduler and its complete configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SchedulerSettings {
+    /// Which scheduler.
+    pub kind: SchedulerKind,
+    /// What the model predicts.
+    pub prediction_type: Prediction,
+    /// Training timesteps.
+    pub train_timesteps: usize,
+    /// First beta of the (scaled linear) schedule.
+    pub beta_start: f64,
+    /// Last beta.
+    pub beta_end: f64,
+    /// Timestep spacing.
+    pub timestep_spacing: Spacing,
+    /// Offset added to leading timesteps.
+    pub steps_offset: usize,
+    /// DDIM's eta (0: deterministic).
+    pub eta: f64,
+}
+
+impl SchedulerSettings {
+    /// The settings Stable Diffusion checkpoints ship with, for `kind`.
+    pub fn new(
+        kind: SchedulerKind,
+        prediction_type: Prediction,
+        timestep_spacing: Spacing,
+    ) -> Self {
+        SchedulerSettings {
+            kind,
+            prediction_type,
+            train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            timestep_spacing,
+            steps_offset: 1,
+            eta: 0.0,
+        }
+    }
+
+    fn candle_prediction(&self) -> PredictionType {
+        match self.prediction_type {
+            Prediction::Epsilon => PredictionType::Epsilon,
+            Prediction::VPrediction => PredictionType::VPrediction,
+        }
+    }
+
+    fn unipc_config(&self) -> UniPCSchedulerConfig {
+        UniPCSchedulerConfig {
+            prediction_type: self.candle_prediction(),
+            num_training_timesteps: self.train_timesteps,
+            ..UniPCSchedulerConfig::default()
+        }
+    }
+
+    /// The full configuration as recorded in the `pipeline` event.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["name"] = json!(self.kind.name());
+        v["beta_schedule"] = json!("scaled_linear");
+        if self.kind == SchedulerKind::UniPc {
+            // UniPC takes its own schedule; keep candle's complete settings.
+            v["unipc"] = json!(format!("{:?}", self.unipc_config()));
+        }
+        v
+    }
+
+    /// Builds a scheduler for `steps` inference steps; `noise` feeds the
+    /// stochastic ones.
+    pub fn build(&self, steps: usize, noise: Arc<Mutex<Noise>>) -> Result<Box<dyn Scheduler>> {
+        if steps == 0 {
+            candle_core::bail!("the number of inference steps must be at least 1");
+        }
+        if steps > self.train_timesteps {
+            candle_core::bail!(
+                "{steps} inference steps exceed the {} training timesteps",
+                self.train_timesteps
+            );
+        }
+        let spacing = match self.timestep_spacing {
+            Spacing::Leading => TimestepSpacing::Leading,
+            Spacing::Trailing => TimestepSpacing::Trailing,
+            Spacing::Linspace => TimestepSpacing::Linspace,
+        };
+        match self.kind {
+            SchedulerKind::Ddim => DDIMSchedulerConfig {
+                beta_start: self.beta_start,
+                beta_end: self.beta_end,
+                beta_schedule: BetaSchedule::ScaledLinear,
+                eta: self.eta,
+                steps_offset: self.steps_offset,
+                prediction_type: self.candle_prediction(),
+                train_timesteps: self.train_timesteps,
+                timestep_spacing: spacing,
+            }
+            .build(steps),
+            SchedulerKind::UniPc => self.unipc_config().build(steps),
+            SchedulerKind::EulerAncestral => Ok(Box::new(EulerAncestral::new(self, steps, noise)?)),
+        }
+    }
+}
+
+/// Euler ancestral sampling with seeded noise.
+struct EulerAncestral {
+    timesteps: Vec<usize>,
+    /// sigma per inference step, plus a final 0.
+    sigmas: Vec<f64>,
+    init_noise_sigma: f64,
+    prediction: Prediction,
+    noise: Arc<Mutex<Noise>>,
+    /// sigma of every training timestep, for `add_noise`.
+    train_sigmas: Vec<f64>,
+}
+
+impl EulerAncestral {
+    fn new(s: &SchedulerSettings, steps: usize, noise: Arc<Mutex<Noise>>) -> Result<Self> {
+        let t = s.train_timesteps;
+        let (b0, b1) = (s.beta_start.sqrt(), s.beta_end.sqrt());
+        let mut alpha_cumprod = 1.0;
+        let mut train_sigmas = Vec::with_capacity(t);
+        for i in 0..t {
+            let frac = if t > 1 {
+                i as f64 / (t - 1) as f64
+            } else {
+                0.0
+            };
+            let beta = (b0 + (b1 - b0) * frac).powi(2);
+            alpha_cumprod *= 1.0 - beta;
+            train_sigmas.push(((1.0 - alpha_cumprod) / alpha_cumprod).sqrt());
+        }
+        let timesteps: Vec<usize> = match s.timestep_spacing {
+            Spacing::Leading => {
+                let ratio = t / steps;
+                (0..steps)
+                    .rev()
+                    .map(|i| (i * ratio + s.steps_offset).min(t - 1))
+                    .collect()
+            }
+            Spacing::Trailing => {
+                let ratio = t as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| ((t as f64 - i as f64 * ratio).round() as usize).saturating_sub(1))
+                    .collect()
+            }
+            Spacing::Linspace => (0..steps)
+                .rev()
+                .map(|i| {
+                    let x = if steps > 1 {
+                        i as f64 * (t - 1) as f64 / (steps - 1) as f64
+                    } else {
+                        0.0
+                    };
+                    x.round() as usize
+                })
+                .collect(),
+        };
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|&ts| train_sigmas[ts]).collect();
+        sigmas.push(0.0);
+        let max_sigma = sigmas.iter().cloned().fold(0.0, f64::max);
+        let init_noise_sigma = match s.timestep_spacing {
+            Spacing::Linspace | Spacing::Trailing => max_sigma,
+            Spacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
+        };
+        Ok(EulerAncestral {
+            timesteps,
+            sigmas,
+            init_noise_sigma,
+            prediction: s.prediction_type,
+            noise,
+            train_sigmas,
+        })
+    }
+
+    fn index(&self, timestep: usize) -> Result<usize> {
+        match self.timesteps.iter().position(|&t| t == timestep) {
+            Some(i) => Ok(i),
+            None => candle_core::bail!("timestep {timestep} is not one of this schedule's"),
+        }
+    }
+}
+
+impl Scheduler for EulerAncestral {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn add_noise(&self, original: &Tensor, noise: Tensor, timestep: usize) -> Result<Tensor> {
+        let sigma = self.train_sigmas[timestep.min(self.train_sigmas.len() - 1)];
+        original + (noise * sigma)?
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.init_noise_sigma
+    }
+
+    fn scale_model_input(&self, sample: Tensor, timestep: usize) -> Result<Tensor> {
+        let sigma = self.sigmas[self.index(timestep)?];
+        sample / (sigma * sigma + 1.0).sqrt()
+    }
+
+    fn step(&mut self, model_output: &Tensor, timestep: usize, sample: &Tensor) -> Result<Tensor> {
+        let i = self.index(timestep)?;
+        let (sigma, sigma_to) = (self.sigmas[i], self.sigmas[i + 1]);
+        let denoised = match self.prediction {
+            Prediction::Epsilon => (sample - (model_output * sigma)?)?,
+            Prediction::VPrediction => {
+                let c = sigma * sigma + 1.0;
+                ((model_output * (-sigma / c.sqrt()))? + (sample / c)?)?
+            }
+        };
+        let sigma_up = if sigma > 0.0 {
+            (sigma_to * sigma_to * (sigma * sigma - sigma_to * sigma_to) / (sigma * sigma)).sqrt()
+        } else {
+            0.0
+        };
+        let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).max(0.0).sqrt();
+        let derivative = ((sample - &denoised)? / sigma)?;
+        let prev = (sample + (derivative * (sigma_down - sigma))?)?;
+        if sigma_up == 0.0 {
+            return Ok(prev);
+        }
+        let noise = self
+            .noise
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .normal(sample.dims(), sample.device())?
+            .to_dtype(sample.dtype())?;
+        prev + (noise * sigma_up)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn run(kind: SchedulerKind, seed: u64) -> Vec<f32> {
+        let s = SchedulerSettings::new(kind, Prediction::Epsilon, Spacing::Trailing);
+        let noise = Arc::new(Mutex::new(Noise::new(seed)));
+        let mut sch = s.build(4, Arc::clone(&noise)).unwrap();
+        let mut x = noise
+            .lock()
+            .unwrap()
+            .normal(&[1, 4, 2, 2], &Device::Cpu)
+            .unwrap();
+        x = (x * sch.init_noise_sigma()).unwrap();
+        for t in sch.timesteps().to_vec() {
+            let inp = sch.scale_model_input(x.clone(), t).unwrap();
+            let eps = (inp * 0.5).unwrap();
+            x = sch.step(&eps, t, &x).unwrap();
+        }
+        x.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn every_scheduler_is_reproducible_from_its_seed() {
+        for kind in [
+            SchedulerKind::Ddim,
+            SchedulerKind::EulerAncestral,
+            SchedulerKind::UniPc,
+        ] {
+            let a = run(kind, 3);
+            assert_eq!(a, run(kind, 3), "{kind:?}");
+            assert_ne!(a, run(kind, 4), "{kind:?}");
+            assert!(a.iter().all(|v| v.is_finite()), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn zero_steps_is_an_error() {
+        let s = SchedulerSettings::new(SchedulerKind::Ddim, Prediction::Epsilon, Spacing::Leading);
+        assert!(s.build(0, Arc::new(Mutex::new(Noise::new(0)))).is_err());
+    }
+}

@@ -1,0 +1,576 @@
+//! Stable Diffusion text-to-image and image-to-image on candle, recorded
+//! through the [`Pipeline`] trait.
+//!
+//! One pipeline type serves every family (1.5, 2.1, XL, Turbo, the XL
+//! refiner, the tiny models): the differences are data in [`ModelConfig`].
+//! Each image is generated on its own from its own seed (initial latents,
+//! latent sample, scheduler noise), so a recorded seed reproduces exactly
+//! that image, whatever else was in the call.
+
+use super::latent_encoder::LatentEncoder;
+use super::model::{Family, ModelConfig, Modules};
+use super::noise::Noise;
+use super::scheduler::SchedulerSettings;
+use super::weights::ResolvedModel;
+use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+use serde_json::{json, Map, Value};
+use std::sync::{Arc, Mutex};
+use tokenizers::Tokenizer;
+
+/// Latents handed from one stage to the next (SDXL base → refiner), with the
+/// decoded image they stand for.
+#[derive(Debug, Clone)]
+pub struct StageLatents {
+    /// Scaled latents, shape (1, 4, h/8, w/8).
+    pub latents: Tensor,
+    /// The image decoded from them (the refiner's `Input-Image`).
+    pub preview: Arc<RgbImage>,
+}
+
+/// Where an image-to-image call starts.
+#[derive(Debug, Clone)]
+pub enum InitImage {
+    /// An image, used for every generated image.
+    Image(Arc<RgbImage>),
+    /// One set of latents per generated image, from a previous stage.
+    Latents(Vec<StageLatents>),
+}
+
+/// The arguments of one call; `None` means the model's default.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Prompts; each gives `num_images_per_prompt` images.
+    pub prompt: Vec<String>,
+    /// Negative prompt for every prompt.
+    pub negative_prompt: Option<String>,
+    /// Second prompt (XL's second text encoder; defaults to the prompt).
+    pub prompt_2: Option<String>,
+    /// Second negative prompt (defaults to the negative prompt).
+    pub negative_prompt_2: Option<String>,
+    /// Images per prompt (default 1).
+    pub num_images_per_prompt: Option<usize>,
+    /// Inference steps.
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (≤ 1: no guidance).
+    pub guidance_scale: Option<f64>,
+    /// Width in pixels (multiple of 8).
+    pub width: Option<usize>,
+    /// Height in pixels (multiple of 8).
+    pub height: Option<usize>,
+    /// Seed of the first image; image `i` uses `seed + i`.
+    pub seed: u64,
+    /// Image-to-image start.
+    pub init: Option<InitImage>,
+    /// How much of the schedule image-to-image runs, in (0, 1].
+    pub strength: Option<f64>,
+}
+
+/// What a call returns.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The images, in row order.
+    pub images: Vec<RgbImage>,
+    /// The final latents of each image, for a next stage.
+    pub latents: Vec<StageLatents>,
+}
+
+/// A loaded Stable Diffusion pipeline.
+pub struct StableDiffusion {
+    model: ResolvedModel,
+    modules: Modules,
+    tokenizers: Vec<Tokenizer>,
+    pad_ids: Vec<u32>,
+    latent_encoder: Option<LatentEncoder>,
+    scheduler: SchedulerSettings,
+    device: Device,
+    dtype: DType,
+    device_name: String,
+}
+
+fn err(msg: impl Into<String>) -> PipelineError {
+    msg.into().into()
+}
+
+/// Parses `cpu` or `cuda:N` (`metal:N` on macOS builds) into a device.
+pub fn parse_device(name: &str) -> Result<Device, PipelineError> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = name
+        .strip_prefix("cuda:")
+        .or(if name == "cuda" { Some("0") } else { None })
+    {
+        let n: usize = n
+            .parse()
+            .map_err(|_| err(format!("invalid device {name:?}: expected cuda:N")))?;
+        if !cfg!(feature = "cuda") {
+            return Err(err(format!(
+                "device {name} needs a build with CUDA: rebuild with `cargo build --release --features cuda`"
+            )));
+        }
+        return Device::new_cuda(n).map_err(|e| err(format!("device {name}: {e}")));
+    }
+    if let Some(n) = name.strip_prefix("metal:") {
+        let n: usize = n
+            .parse()
+            .map_err(|_| err(format!("invalid device {name:?}: expected metal:N")))?;
+        if !cfg!(feature = "metal") {
+            return Err(err(format!(
+                "device {name} needs a build with `--features metal`"
+            )));
+        }
+        return Device::new_metal(n).map_err(|e| err(format!("device {name}: {e}")));
+    }
+    Err(err(format!(
+        "invalid device {name:?}: expected cpu or cuda:N"
+    )))
+}
+
+impl StableDiffusion {
+    /// Loads a resolved model onto `device` (`cpu`, `cuda:N`).
+    pub fn load(model: ResolvedModel, device_name: &str) -> Result<StableDiffusion, PipelineError> {
+        let device = parse_device(device_name)?;
+        // Half precision on GPUs for real models; f32 on the CPU (candle has
+        // no bf16 matmul there) and for the tiny models (reproducibility).
+        let tiny = model.model_id.starts_with("tiny");
+        let dtype = if device.is_cpu() || tiny {
+            DType::F32
+        } else {
+            DType::F16
+        };
+        let cfg = &model.config;
+        let text_files: Vec<&std::path::Path> =
+            model.text.iter().map(|(w, _)| w.as_path()).collect();
+        let modules = Modules::load(cfg, &text_files, &model.unet, &model.vae, dtype, &device)
+            .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
+        let mut tokenizers = Vec::new();
+        let mut pad_ids = Vec::new();
+        for ((_, tok_path), tcfg) in model.text.iter().zip(&cfg.text) {
+            let t = Tokenizer::from_file(tok_path).map_err(|e| {
+                err(format!(
+                    "{}: cannot load tokenizer: {e}",
+                    tok_path.display()
+                ))
+            })?;
+            let pad = tcfg.pad_token();
+            let id = t
+                .token_to_id(&pad)
+                .ok_or_else(|| err(format!("{}: no padding token {pad:?}", tok_path.display())))?;
+            tokenizers.push(t);
+            pad_ids.push(id);
+        }
+        Ok(StableDiffusion {
+            scheduler: cfg.scheduler.clone(),
+            model,
+            modules,
+            tokenizers,
+            pad_ids,
+            latent_encoder: None,
+            device,
+            dtype,
+            device_name: device_name.to_string(),
+        })
+    }
+
+    /// Replaces the scheduler (e.g. `--scheduler unipc`).
+    pub fn set_scheduler(&mut self, settings: SchedulerSettings) {
+        self.scheduler = settings;
+    }
+
+    /// The scheduler in use.
+    pub fn scheduler(&self) -> &SchedulerSettings {
+        &self.scheduler
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    fn tokens(&self, encoder: usize, text: &str) -> Result<Vec<u32>, PipelineError> {
+        let max = self.model.config.text[encoder].max_tokens();
+        let enc = self.tokenizers[encoder]
+            .encode(text, true)
+            .map_err(|e| err(format!("tokenizing {text:?}: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > max {
+            return Err(err(format!(
+                "prompt is too long: {} tokens, the text encoder takes at most {max} (start and end tokens included): {:?}",
+                ids.len(),
+                shorten(text)
+            )));
+        }
+        ids.resize(max, self.pad_ids[encoder]);
+        Ok(ids)
+    }
+
+    /// Hidden states of all text encoders for one text (XL: concatenated).
+    fn embed(&self, first: &str, second: &str) -> Result<Tensor, PipelineError> {
+        let mut parts = Vec::new();
+        for i in 0..self.modules.text.len() {
+            let text = if i == 0 { first } else { second };
+            let ids = self.tokens(i, text)?;
+            let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+            parts.push(self.modules.text[i].encode(&ids)?.to_dtype(self.dtype)?);
+        }
+        Ok(Tensor::cat(&parts, candle_core::D::Minus1)?)
+    }
+
+    fn size(&self, r: &Request) -> (usize, usize) {
+        let d = self.model.config.default_size;
+        let from_init = match &r.init {
+            Some(InitImage::Image(img)) => {
+                Some((img.width() as usize / 8 * 8, img.height() as usize / 8 * 8))
+            }
+            Some(InitImage::Latents(l)) => l.first().and_then(|s| {
+                let dims = s.latents.dims();
+                (dims.len() == 4).then(|| (dims[3] * 8, dims[2] * 8))
+            }),
+            None => None,
+        };
+        let (iw, ih) = from_init.unwrap_or((d, d));
+        (r.width.unwrap_or(iw), r.height.unwrap_or(ih))
+    }
+
+    fn image_count(&self, r: &Request) -> usize {
+        match &r.init {
+            Some(InitImage::Latents(l)) => l.len(),
+            _ => r.prompt.len() * r.num_images_per_prompt.unwrap_or(1),
+        }
+    }
+
+    fn prompt_of(&self, r: &Request, i: usize) -> usize {
+        let n = self.image_count(r).max(1);
+        (i * r.prompt.len() / n).min(r.prompt.len().saturating_sub(1))
+    }
+
+    fn image_tensor(&self, img: &RgbImage, w: usize, h: usize) -> candle_core::Result<Tensor> {
+        let img = if (img.width() as usize, img.height() as usize) == (w, h) {
+            img.clone()
+        } else {
+            image::imageops::resize(
+                img,
+                w as u32,
+                h as u32,
+                image::imageops::FilterType::CatmullRom,
+            )
+        };
+        Tensor::from_vec(img.into_raw(), (h, w, 3), &Device::Cpu)?
+            .permute((2, 0, 1))?
+            .to_dtype(DType::F32)?
+            .affine(2. / 255., -1.)?
+            .unsqueeze(0)?
+            .to_device(&self.device)?
+            .to_dtype(self.dtype)
+    }
+
+    fn decode(&self, latents: &Tensor) -> candle_core::Result<RgbImage> {
+        let img = self
+            .modules
+            .vae
+            .decode(&(latents / self.model.config.vae_scale)?)?;
+        let img = ((img / 2.)? + 0.5)?.clamp(0f32, 1f32)?;
+        let img = (img.to_dtype(DType::F32)? * 255.)?
+            .round()?
+            .to_dtype(DType::U8)?;
+        let img = img.i(0)?.permute((1, 2, 0))?.to_device(&Device::Cpu)?;
+        let (h, w, _) = img.dims3()?;
+        let data = img.flatten_all()?.to_vec1::<u8>()?;
+        RgbImage::from_raw(w as u32, h as u32, data)
+            .ok_or_else(|| candle_core::Error::Msg("decoded image has the wrong size".into()))
+    }
+
+    fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
+        if self.latent_encoder.is_none() {
+            // SAFETY: read-only mapping of a weight file difflog does not modify.
+            let vb = unsafe {
+                VarBuilder::from_mmaped_safetensors(&[&self.model.vae], self.dtype, &self.device)?
+            };
+            self.latent_encoder = Some(LatentEncoder::new(vb, &self.model.config.vae)?);
+        }
+        self.latent_encoder
+            .as_ref()
+            .ok_or_else(|| err("latent encoder missing"))
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(59).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+impl Pipeline for StableDiffusion {
+    type Request = Request;
+    type Output = Output;
+
+    fn describe(&self) -> PipelineInfo {
+        let cfg = &self.model.config;
+        let mut components = Map::new();
+        let text_class = |i: usize| match &cfg.text[i] {
+            super::model::TextConfig::Sd(_) => "CLIPTextModel",
+            super::model::TextConfig::Small(_) => "CLIPTextModel (tiny)",
+        };
+        for i in 0..cfg.text.len() {
+            let n = if cfg.text_starts_at_2 { i + 2 } else { i + 1 };
+            let suffix = if n == 1 {
+                String::new()
+            } else {
+                format!("_{n}")
+            };
+            let mut c = json!({"class": text_class(i), "max_tokens": cfg.text[i].max_tokens()});
+            if let Some(f) = self.model.files.get(&format!("text_encoder_{i}")) {
+                c["weights"] = f.clone();
+            }
+            if let Some(f) = self.model.files.get(&format!("tokenizer_{i}")) {
+                c["tokenizer"] = f.clone();
+            }
+            components.insert(format!("text_encoder{suffix}"), c);
+        }
+        let mut unet =
+            json!({"class": "UNet2DConditionModel", "config": format!("{:?}", cfg.unet)});
+        if let Some(f) = self.model.files.get("unet") {
+            unet["weights"] = f.clone();
+        }
+        components.insert("unet".into(), unet);
+        let mut vae = json!({"class": "AutoencoderKL", "config": format!("{:?}", cfg.vae), "scaling_factor": cfg.vae_scale});
+        if let Some(f) = self.model.files.get("vae") {
+            vae["weights"] = f.clone();
+        }
+        components.insert("vae".into(), vae);
+        components.insert(
+            "scheduler".into(),
+            json!({"class": self.scheduler.kind.name()}),
+        );
+        PipelineInfo {
+            class: cfg.class.to_string(),
+            model_id: self.model.model_id.clone(),
+            revision: self.model.revision.clone(),
+            weights_digest: Some(self.model.weights_digest.clone()),
+            dtype: format!("{:?}", self.dtype).to_lowercase(),
+            device: self.device_name.clone(),
+            components,
+            scheduler: self.scheduler.to_json(),
+        }
+    }
+
+    fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
+        let cfg = &self.model.config;
+        if r.prompt.is_empty() {
+            return Err(err("no prompt given: pass at least one prompt"));
+        }
+        let per = r.num_images_per_prompt.unwrap_or(1);
+        if per == 0 {
+            return Err(err("num_images_per_prompt must be at least 1"));
+        }
+        let (w, h) = self.size(r);
+        for (name, v) in [("width", w), ("height", h)] {
+            if v == 0 || v % 8 != 0 || v > 4096 {
+                return Err(err(format!(
+                    "{name} {v} must be a positive multiple of 8, at most 4096"
+                )));
+            }
+        }
+        let steps = r.steps.unwrap_or(cfg.default_steps);
+        if steps == 0 || steps > self.scheduler.train_timesteps {
+            return Err(err(format!(
+                "steps {steps} must be between 1 and {}",
+                self.scheduler.train_timesteps
+            )));
+        }
+        let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
+        if !guidance.is_finite() || guidance < 0.0 {
+            return Err(err(format!(
+                "guidance scale {guidance} must be a finite number ≥ 0"
+            )));
+        }
+        let strength = r.strength.unwrap_or(cfg.default_strength);
+        if r.init.is_some() && !(strength > 0.0 && strength <= 1.0) {
+            return Err(err(format!("strength {strength} must be in (0, 1]")));
+        }
+        if cfg.family == Family::XlRefiner && r.init.is_none() {
+            return Err(err(
+                "the refiner is image-to-image: give it an image or the base model's latents",
+            ));
+        }
+        if let Some(InitImage::Latents(l)) = &r.init {
+            if l.is_empty() {
+                return Err(err("no latents given to refine"));
+            }
+        }
+        let p2 = r.prompt_2.clone();
+        for p in &r.prompt {
+            self.tokens(0, p)?;
+            if self.tokenizers.len() > 1 {
+                self.tokens(1, p2.as_deref().unwrap_or(p))?;
+            }
+        }
+        if let Some(n) = &r.negative_prompt {
+            self.tokens(0, n)?;
+        }
+        let n = self.image_count(r);
+        let mut params = Map::new();
+        params.insert("prompt".into(), json!(r.prompt));
+        params.insert("negative_prompt".into(), json!(r.negative_prompt));
+        if cfg.text.len() > 1 || cfg.family == Family::XlRefiner {
+            params.insert("prompt_2".into(), json!(r.prompt_2));
+            params.insert("negative_prompt_2".into(), json!(r.negative_prompt_2));
+        }
+        params.insert("num_images_per_prompt".into(), json!(per));
+        params.insert("num_inference_steps".into(), json!(steps));
+        params.insert("guidance_scale".into(), json!(guidance));
+        params.insert("width".into(), json!(w));
+        params.insert("height".into(), json!(h));
+        params.insert("seed".into(), json!(r.seed));
+        params.insert("scheduler".into(), json!(self.scheduler.kind.name()));
+        match &r.init {
+            Some(InitImage::Image(img)) => {
+                params.insert(
+                    "image".into(),
+                    json!({"width": img.width(), "height": img.height()}),
+                );
+                params.insert("strength".into(), json!(strength));
+            }
+            Some(InitImage::Latents(l)) => {
+                params.insert(
+                    "image".into(),
+                    json!({"latents": l.len(), "from": "previous stage"}),
+                );
+                params.insert("strength".into(), json!(strength));
+            }
+            None => {}
+        }
+        params.insert("output_type".into(), Value::from("pil"));
+        Ok(CallSpec {
+            params,
+            seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
+            second_prompts: cfg.text.len() > 1,
+            input_image: r.init.is_some(),
+        })
+    }
+
+    fn run(&mut self, r: &Request, ctx: &mut CallContext<'_>) -> Result<Output, PipelineError> {
+        let cfg = self.model.config.clone();
+        let (w, h) = self.size(r);
+        let steps = r.steps.unwrap_or(cfg.default_steps);
+        let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
+        let strength = r.strength.unwrap_or(cfg.default_strength);
+        let cfg_guided = guidance > 1.0;
+
+        ctx.phase("text_encoding");
+        let neg = r.negative_prompt.clone().unwrap_or_default();
+        let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
+        let mut embeddings = Vec::new();
+        for p in &r.prompt {
+            let cond = self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?;
+            embeddings.push(if cfg_guided {
+                Tensor::cat(&[self.embed(&neg, &neg2)?, cond], 0)?
+            } else {
+                cond
+            });
+        }
+
+        let init_image = match &r.init {
+            Some(InitImage::Image(img)) => Some((Arc::clone(img), self.image_tensor(img, w, h)?)),
+            _ => None,
+        };
+        let n = self.image_count(r);
+        let mut out = Output {
+            images: Vec::with_capacity(n),
+            latents: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let seed = r.seed.wrapping_add(i as u64);
+            let noise = Arc::new(Mutex::new(Noise::new(seed)));
+            let mut scheduler = self.scheduler.build(steps, Arc::clone(&noise))?;
+            let timesteps = scheduler.timesteps().to_vec();
+            let (mut latents, t_start, input) = match (&r.init, &init_image) {
+                (Some(InitImage::Latents(l)), _) => {
+                    let t_start = steps - ((steps as f64 * strength) as usize).min(steps);
+                    let base = l[i].latents.to_device(&self.device)?.to_dtype(self.dtype)?;
+                    (base, t_start, Some(Arc::clone(&l[i].preview)))
+                }
+                (_, Some((img, tensor))) => {
+                    ctx.phase("image_encoding");
+                    let t_start = steps - ((steps as f64 * strength) as usize).min(steps);
+                    let sample = {
+                        let mut nz = noise.lock().unwrap_or_else(|p| p.into_inner());
+                        let tensor = tensor.clone();
+                        let enc = self.latent_encoder()?;
+                        enc.sample(&tensor, &mut nz)?
+                    };
+                    ((sample * cfg.vae_scale)?, t_start, Some(Arc::clone(img)))
+                }
+                _ => {
+                    let shape = [1, 4, h / 8, w / 8];
+                    let x = noise
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .normal(&shape, &self.device)?;
+                    (
+                        (x * scheduler.init_noise_sigma())?.to_dtype(self.dtype)?,
+                        0,
+                        None,
+                    )
+                }
+            };
+            if input.is_some() && t_start < timesteps.len() {
+                let eps = noise
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .normal(latents.dims(), &self.device)?
+                    .to_dtype(self.dtype)?;
+                latents = scheduler.add_noise(&latents, eps, timesteps[t_start])?;
+            }
+            ctx.phase("denoising");
+            let text = &embeddings[self.prompt_of(r, i)];
+            for &t in &timesteps[t_start.min(timesteps.len())..] {
+                let x = if cfg_guided {
+                    Tensor::cat(&[&latents, &latents], 0)?
+                } else {
+                    latents.clone()
+                };
+                let x = scheduler.scale_model_input(x, t)?;
+                let pred = self.modules.unet.forward(&x, t as f64, text)?;
+                let pred = if cfg_guided {
+                    let parts = pred.chunk(2, 0)?;
+                    (&parts[0] + ((&parts[1] - &parts[0])? * guidance)?)?
+                } else {
+                    pred
+                };
+                latents = scheduler.step(&pred, t, &latents)?;
+            }
+            ctx.phase("decoding");
+            let image = self.decode(&latents)?;
+            let p = &r.prompt[self.prompt_of(r, i)];
+            ctx.image(ImageRow {
+                image: image.clone(),
+                prompt: p.clone(),
+                negative_prompt: r.negative_prompt.clone(),
+                prompt_2: (cfg.text.len() > 1)
+                    .then(|| r.prompt_2.clone().unwrap_or_else(|| p.clone())),
+                negative_prompt_2: (cfg.text.len() > 1)
+                    .then(|| {
+                        r.negative_prompt_2
+                            .clone()
+                            .or_else(|| r.negative_prompt.clone())
+                    })
+                    .flatten(),
+                input_image: input,
+                seed,
+            });
+            out.latents.push(StageLatents {
+                latents,
+                preview: Arc::new(image.clone()),
+            });
+            out.images.push(image);
+        }
+        ctx.end_phase();
+        Ok(out)
+    }
+}
