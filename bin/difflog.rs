@@ -129,6 +129,28 @@ struct GenerateCli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Generate with the same model and requests with recording on and with
+    /// recording disabled (interleaved, same process) and print the ratio.
+    Generate {
+        /// Model.
+        #[arg(long, default_value = "tiny")]
+        model: String,
+        /// Calls per mode.
+        #[arg(long, default_value_t = 20)]
+        calls: usize,
+        /// Inference steps per call.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Image size in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Root directory for the recorded run (default: DIFFLOG_DIR or ./runs).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record synthetic calls (one deterministic RGB image each) into a new
     /// run and compare with PNG-encoding the same images on all cores.
     Record {
@@ -205,6 +227,42 @@ fn main() -> ExitCode {
         } => {
             let dir = difflog::cli::resolve_run(&path, &root(r));
             difflog::cli::verify(&mut out, &dir, json).map(|damaged| !damaged)
+        }
+        Command::Bench {
+            bench:
+                Bench::Generate {
+                    model,
+                    calls,
+                    steps,
+                    size,
+                    root: r,
+                    json,
+                },
+        } => {
+            let opts = difflog::bench::GenerateBench {
+                model,
+                calls,
+                steps,
+                size,
+                root: root(r),
+            };
+            difflog::bench::generate_overhead(&opts).map(|f| {
+                use std::io::Write;
+                let text = if json {
+                    serde_json::to_string(&f).unwrap_or_default() + "\n"
+                } else {
+                    format!(
+                        "difflog bench generate: {} calls per mode\n  recorded, median ms per call   {:>10.2}\n  disabled, median ms per call   {:>10.2}\n  recorded / disabled (total)    {:>10.3}  target ≤ 1.05\n  run: {}\n",
+                        f.calls,
+                        f.recorded_ms_median,
+                        f.disabled_ms_median,
+                        f.ratio_recorded_to_disabled,
+                        f.run_dir.display()
+                    )
+                };
+                let _ = out.write_all(text.as_bytes());
+                true
+            })
         }
         Command::Bench {
             bench:

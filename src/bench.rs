@@ -408,3 +408,85 @@ pub fn render(f: &RecordFigures, calls: usize, size: u32) -> String {
     s.push_str(&format!("  run: {}\n", f.run_dir.display()));
     s
 }
+
+/// Settings of `bench generate`.
+#[derive(Debug, Clone)]
+pub struct GenerateBench {
+    /// Model (`tiny` by default).
+    pub model: String,
+    /// Calls per mode.
+    pub calls: usize,
+    /// Inference steps per call.
+    pub steps: usize,
+    /// Image size in pixels.
+    pub size: usize,
+    /// Root directory for the recorded run.
+    pub root: PathBuf,
+}
+
+/// Figures measured by `bench generate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateFigures {
+    /// Median ms per call with recording on.
+    pub recorded_ms_median: f64,
+    /// Median ms per call with recording disabled.
+    pub disabled_ms_median: f64,
+    /// Total time with recording on divided by total time with it disabled.
+    pub ratio_recorded_to_disabled: f64,
+    /// Calls per mode.
+    pub calls: usize,
+    /// The run directory written.
+    pub run_dir: PathBuf,
+}
+
+/// Runs the same generation calls with recording on and off, interleaved,
+/// and compares their times.
+pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
+    use crate::pipelines::{resolve, Request, StableDiffusion};
+    let invalid = |e: PipelineError| crate::Error::Invalid(e.to_string());
+    let mut p = StableDiffusion::load(resolve(&opts.model)?, "cpu").map_err(invalid)?;
+    let recorded = Run::create(
+        Init::project("difflog-bench")
+            .name("bench generate")
+            .root(&opts.root),
+    )?;
+    let disabled = Run::create(Init::project("difflog-bench").mode(crate::Mode::Disabled))?;
+    let run_dir = recorded
+        .dir()
+        .map(PathBuf::from)
+        .ok_or_else(|| crate::Error::Invalid("recording is disabled (DIFFLOG_MODE)".into()))?;
+    let request = |seed: u64| Request {
+        prompt: vec!["a benchmark of a lighthouse at dusk".into()],
+        steps: Some(opts.steps),
+        width: Some(opts.size),
+        height: Some(opts.size),
+        seed,
+        ..Request::default()
+    };
+    // Warm-up outside the figures.
+    disabled.record(&mut p, &request(0)).map_err(invalid)?;
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..opts.calls as u64 {
+        // Alternate which goes first, so drift hits both alike.
+        for first in [i % 2 == 0, i % 2 != 0] {
+            let run = if first { &recorded } else { &disabled };
+            let t = Instant::now();
+            run.record(&mut p, &request(i + 1)).map_err(invalid)?;
+            if first { &mut on } else { &mut off }.push(t.elapsed());
+        }
+    }
+    let t = Instant::now();
+    recorded.finish()?;
+    // The recorded side pays for its durable finish too.
+    let finish = t.elapsed();
+    on.sort();
+    off.sort();
+    let total = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64()).sum::<f64>();
+    Ok(GenerateFigures {
+        recorded_ms_median: percentile(&on, 0.5),
+        disabled_ms_median: percentile(&off, 0.5),
+        ratio_recorded_to_disabled: (total(&on) + finish.as_secs_f64()) / total(&off),
+        calls: opts.calls,
+        run_dir,
+    })
+}

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::event::Cell;
+use crate::pipeline::Pipeline;
 use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
 use crate::pipelines::weights::{refiner_for, resolve};
 use crate::pipelines::{InitImage, Request, StableDiffusion};
@@ -105,18 +106,6 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         }
     };
     let load_s = started.elapsed().as_secs_f64();
-
-    let run = Run::create(Init::project(&args.project).root(&args.runs).config(json!({
-        "command": "difflog generate",
-        "model": args.model,
-        "refiner": args.refiner.as_ref().map(|r| r.clone().unwrap_or_else(|| "default".into())),
-        "device": args.device,
-    })))?;
-    if !run.is_recording() && args.out.is_none() {
-        return Err(fail(
-            "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
-        ));
-    }
     let request = Request {
         prompt: args.prompts.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -131,6 +120,20 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         init,
         strength: args.strength,
     };
+    // An invalid request never starts a run.
+    base.prepare(&request).map_err(fail)?;
+
+    let run = Run::create(Init::project(&args.project).root(&args.runs).config(json!({
+        "command": "difflog generate",
+        "model": args.model,
+        "refiner": args.refiner.as_ref().map(|r| r.clone().unwrap_or_else(|| "default".into())),
+        "device": args.device,
+    })))?;
+    if !run.is_recording() && args.out.is_none() {
+        return Err(fail(
+            "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
+        ));
+    }
     let first = run.record(&mut base, &request).map_err(fail)?;
     let mut images = first.images.clone();
     if let Some(mut refiner) = refiner {

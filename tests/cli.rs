@@ -190,3 +190,167 @@ fn help_explains_the_commands() {
     let o = difflog(&["verify", "--help"], Path::new("."));
     assert!(stdout(&o).contains("Exit code 1"));
 }
+
+fn generate(args: &[&str], root: &Path, extra_env: &[(&str, &str)]) -> Output {
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difflog-cache");
+    let mut c = Command::new(difflog_bin());
+    c.arg("generate")
+        .args(args)
+        .env("DIFFLOG_DIR", root)
+        .env("DIFFLOG_CACHE", cache)
+        .env_remove("DIFFLOG_MODE");
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn generate_records_a_run_and_says_where_the_images_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = generate(
+        &[
+            "--prompt",
+            "a red fox",
+            "--prompt",
+            "a whale",
+            "--steps",
+            "3",
+            "--seed",
+            "9",
+            "--verbose",
+            "--project",
+            "demo",
+        ],
+        tmp.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let dir = only_run(tmp.path());
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+    let pngs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with(".png"))
+        .collect();
+    assert_eq!(pngs.len(), 2, "{text}");
+    for p in pngs {
+        let img = image::open(p.trim()).unwrap();
+        assert_eq!((img.width(), img.height()), (64, 64));
+    }
+    assert!(text.contains("timings: text_encoding"), "{text}");
+    let o = difflog(&["show", dir.to_str().unwrap()], tmp.path());
+    let shown = stdout(&o);
+    assert!(
+        shown.contains("Result-Table/Pipeline-Call-1  (ok, 2 image(s))"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("pipeline 1  StableDiffusionPipeline (tiny, f32, cpu)"),
+        "{shown}"
+    );
+
+    // --refiner on tiny-xl: two calls of one run.
+    let o = generate(
+        &[
+            "--model",
+            "tiny-xl",
+            "--refiner",
+            "--prompt",
+            "a castle",
+            "--steps",
+            "3",
+        ],
+        tmp.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Pipeline-Call-2 (1 image(s))"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Disabled recording needs --out, and writes the images there.
+    let out_dir = tmp.path().join("out");
+    let o = generate(
+        &["--prompt", "x", "--steps", "2"],
+        &tmp.path().join("none"),
+        &[("DIFFLOG_MODE", "disabled")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no --out"), "{}", stderr(&o));
+    let o = generate(
+        &[
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &tmp.path().join("none"),
+        &[("DIFFLOG_MODE", "disabled")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out_dir.join("image-0.png").is_file());
+    assert!(!tmp.path().join("none").exists());
+}
+
+#[test]
+fn generate_rejects_bad_arguments_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tempfile::tempdir().unwrap();
+    let offline = [
+        ("HF_HOME", hf.path().to_str().unwrap()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--prompt", "x", "--scheduler", "dpm"],
+            "unknown scheduler \"dpm\"",
+        ),
+        (
+            vec!["--prompt", "x", "--device", "cuda:0"],
+            "--features cuda",
+        ),
+        (
+            vec!["--prompt", "x", "--width", "100"],
+            "width 100 must be a positive multiple of 8",
+        ),
+        (vec!["--prompt", "x", "--refiner"], "has no refiner"),
+        (
+            vec!["--prompt", "x", "--model", "nope"],
+            "unknown model \"nope\"",
+        ),
+        (
+            vec!["--prompt", "x", "--image", "/no/such.png"],
+            "/no/such.png",
+        ),
+        (
+            vec!["--prompt", "x", "--model", "sd15"],
+            "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5",
+        ),
+        (
+            vec!["--prompt", "x", "--model", "sdxl"],
+            "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k: tokenizer.json",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = generate(&args, tmp.path(), &offline);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(want),
+            "{args:?}: {:?} does not say {want:?}",
+            stderr(&o)
+        );
+    }
+    let o = generate(&["--steps", "2"], tmp.path(), &offline);
+    assert!(!o.status.success(), "a prompt is required");
+    assert!(
+        difflog::read::find_runs(tmp.path())
+            .map(|r| r.is_empty())
+            .unwrap_or(true),
+        "a failed request left a run"
+    );
+}

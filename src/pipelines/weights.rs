@@ -205,9 +205,11 @@ fn from_hub(repo: &str, cfg: ModelConfig) -> Result<ResolvedModel> {
 }
 
 fn from_hub_repo(repo: &str, cfg: ModelConfig) -> Result<ResolvedModel> {
+    let cache = hf_hub::Cache::from_env();
     let mut wanted: Vec<(String, String, String)> = Vec::new();
     for (k, f) in needed_files(&cfg) {
-        if k.starts_with("tokenizer") {
+        let own = cache.model(repo.to_string()).get(&f).is_some();
+        if k.starts_with("tokenizer") && !own {
             // The pipelines' repos ship vocab.json/merges.txt; tokenizer.json
             // comes from the CLIP repos, as in candle's examples.
             let big = cfg.family == Family::XlRefiner || k == "tokenizer_1";
@@ -217,7 +219,6 @@ fn from_hub_repo(repo: &str, cfg: ModelConfig) -> Result<ResolvedModel> {
             wanted.push((k, repo.to_string(), f));
         }
     }
-    let cache = hf_hub::Cache::from_env();
     let offline = std::env::var("HF_HUB_OFFLINE")
         .map(|v| v == "1" || v == "true")
         .unwrap_or(false);

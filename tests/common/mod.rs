@@ -212,3 +212,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Points the tiny-model cache at the build's scratch folder (once per test binary).
+pub fn test_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difflog-cache");
+        std::env::set_var("DIFFLOG_CACHE", dir);
+    });
+}

@@ -1,0 +1,435 @@
+//! Stable Diffusion on candle with the tiny built-in models: what a call
+//! generates and records, reproducibility, image-to-image, base → refiner,
+//! and clear errors for bad input.
+
+mod common;
+
+use common::{only_run, test_cache, Schemas};
+use difflog::event::{CallStatus, Cell};
+use difflog::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
+use difflog::pipelines::tiny::{write_model, TinyModel};
+use difflog::pipelines::{resolve, InitImage, Request, StableDiffusion};
+use difflog::read::RunDir;
+use difflog::verify::verify_run;
+use difflog::{Init, Run};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Pinned digests of the generated tiny models: byte-identical on every machine.
+const TINY_DIGEST: &str = "sha256:806cec6c747e08a27fab02e29014d604357d0547dbed5bc983d4c90b60388e66";
+const TINY_XL_DIGEST: &str =
+    "sha256:0b9c6b0e4a6aa2c1252d725759cdbe989b25b339814dd169cc2cd0c1791329a2";
+const TINY_REFINER_DIGEST: &str =
+    "sha256:bd81c4b67e2ae418ef9bf24abf4e79f12b5083801b589509aff91ba084bcdc4f";
+
+fn load(model: &str) -> StableDiffusion {
+    test_cache();
+    StableDiffusion::load(resolve(model).unwrap(), "cpu").unwrap()
+}
+
+fn req(prompts: &[&str], seed: u64) -> Request {
+    Request {
+        prompt: prompts.iter().map(|s| s.to_string()).collect(),
+        steps: Some(4),
+        seed,
+        ..Request::default()
+    }
+}
+
+fn digests(dir: &Path, call: u32) -> Vec<String> {
+    let v = RunDir::open(dir).unwrap().view();
+    v.calls[&call]
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.iter())
+        .filter_map(|c| match c {
+            Cell::Image { column, digest, .. } if column == "Generated-Image" => {
+                Some(digest.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_tiny_models_are_generated_byte_identically() {
+    test_cache();
+    for (model, pinned) in [
+        (TinyModel::Sd, TINY_DIGEST),
+        (TinyModel::Xl, TINY_XL_DIGEST),
+        (TinyModel::XlRefiner, TINY_REFINER_DIGEST),
+    ] {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write_model(model, a.path()).unwrap();
+        write_model(model, b.path()).unwrap();
+        for f in [
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+        ] {
+            assert_eq!(
+                std::fs::read(a.path().join(f)).unwrap(),
+                std::fs::read(b.path().join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        // The cached copy has the pinned digest: the same bytes on every machine.
+        assert_eq!(
+            resolve(model.id()).unwrap().weights_digest,
+            pinned,
+            "{}",
+            model.id()
+        );
+    }
+    // Small: the demo's model is a few MB.
+    let dir = resolve("tiny").unwrap();
+    let size =
+        std::fs::metadata(&dir.unet).unwrap().len() + std::fs::metadata(&dir.vae).unwrap().len();
+    assert!(size < 8 << 20, "tiny model is {size} bytes");
+}
+
+#[test]
+fn text_to_image_records_the_table_seeds_scheduler_and_timings() {
+    let root = tempfile::tempdir().unwrap();
+    let mut p = load("tiny");
+    let run = Run::create(Init::project("sd").root(root.path())).unwrap();
+    let mut r = req(&["a red fox", "a blue whale"], 40);
+    r.num_images_per_prompt = Some(2);
+    r.negative_prompt = Some("blurry".into());
+    r.width = Some(64);
+    r.height = Some(48);
+    let out = run.record(&mut p, &r).unwrap();
+    assert_eq!(out.images.len(), 4);
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    Schemas::load().check_dir(&dir);
+    assert!(!verify_run(&dir).damaged());
+    let v = RunDir::open(&dir).unwrap().view();
+    let pipe = &v.pipelines[&1];
+    assert_eq!(pipe.class, "StableDiffusionPipeline");
+    assert_eq!(pipe.model_id, "tiny");
+    assert_eq!(pipe.weights_digest.as_deref(), Some(TINY_DIGEST));
+    assert_eq!(pipe.scheduler["name"], "ddim");
+    assert_eq!(pipe.scheduler["prediction_type"], "epsilon");
+    assert_eq!(pipe.scheduler["beta_schedule"], "scaled_linear");
+    assert!(
+        pipe.components["unet"]["weights"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+    let call = &v.calls[&1];
+    assert_eq!(call.started.seeds, vec![40, 41, 42, 43]);
+    assert_eq!(call.started.params["num_inference_steps"], 4);
+    assert_eq!(
+        call.started.params["guidance_scale"], 7.5,
+        "defaults are filled in"
+    );
+    assert_eq!(call.started.params["width"], 64);
+    assert_eq!(
+        call.started.columns,
+        ["Prompt", "Negative-Prompt", "Generated-Image", "Seed"]
+    );
+    let f = call.finished.as_ref().unwrap();
+    assert_eq!(f.status, CallStatus::Ok);
+    for phase in ["text_encoding", "denoising", "decoding", "saving", "total"] {
+        assert!(f.timings_ms.contains_key(phase), "no {phase} timing");
+    }
+    for (i, row) in call.rows.iter().enumerate() {
+        let prompt = if i < 2 { "a red fox" } else { "a blue whale" };
+        assert!(matches!(&row.cells[0], Cell::Text { value, .. } if value == prompt));
+        assert!(
+            matches!(&row.cells[3], Cell::Number { value, .. } if value.as_u64() == Some(40 + i as u64))
+        );
+        let Cell::Image {
+            path,
+            width,
+            height,
+            ..
+        } = &row.cells[2]
+        else {
+            panic!()
+        };
+        assert_eq!((*width, *height), (64, 48));
+        let png = image::open(dir.join(path)).unwrap().to_rgb8();
+        assert_eq!(png, out.images[i], "the stored PNG is the returned image");
+    }
+    // Different seeds give different images.
+    let d = digests(&dir, 1);
+    assert_eq!(d.iter().collect::<std::collections::HashSet<_>>().len(), 4);
+}
+
+#[test]
+fn the_same_request_gives_byte_identical_pngs_with_every_scheduler() {
+    let mut p = load("tiny");
+    for kind in [
+        SchedulerKind::Ddim,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::UniPc,
+    ] {
+        let cur = p.scheduler().clone();
+        p.set_scheduler(SchedulerSettings { kind, ..cur });
+        let root = tempfile::tempdir().unwrap();
+        let run = Run::create(Init::project("repro").root(root.path())).unwrap();
+        run.record(&mut p, &req(&["a lighthouse"], 7)).unwrap();
+        run.record(&mut p, &req(&["a lighthouse"], 7)).unwrap();
+        run.record(&mut p, &req(&["a lighthouse"], 8)).unwrap();
+        run.finish().unwrap();
+        let dir = only_run(root.path());
+        assert_eq!(
+            digests(&dir, 1),
+            digests(&dir, 2),
+            "{kind:?}: same seed, different PNG"
+        );
+        assert_ne!(
+            digests(&dir, 1),
+            digests(&dir, 3),
+            "{kind:?}: another seed, same PNG"
+        );
+        let v = RunDir::open(&dir).unwrap().view();
+        assert_eq!(v.pipelines[&1].scheduler["name"], kind.name());
+    }
+    // A seed reproduces its image alone: image 2 of a call equals a call with that seed.
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("repro").root(root.path())).unwrap();
+    let mut many = req(&["a lighthouse"], 100);
+    many.num_images_per_prompt = Some(3);
+    run.record(&mut p, &many).unwrap();
+    run.record(&mut p, &req(&["a lighthouse"], 102)).unwrap();
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    assert_eq!(digests(&dir, 1)[2], digests(&dir, 2)[0]);
+}
+
+#[test]
+fn image_to_image_records_the_input_image_and_strength() {
+    let root = tempfile::tempdir().unwrap();
+    let mut p = load("tiny");
+    let input = Arc::new(difflog::bench::synthetic_image(3, 64));
+    let run = Run::create(Init::project("i2i").root(root.path())).unwrap();
+    let mut r = req(&["make it blue"], 1);
+    r.num_images_per_prompt = Some(2);
+    r.init = Some(InitImage::Image(Arc::clone(&input)));
+    r.strength = Some(0.5);
+    let out = run.record(&mut p, &r).unwrap();
+    assert_eq!(out.images[0].dimensions(), (64, 64));
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    Schemas::load().check_dir(&dir);
+    let v = RunDir::open(&dir).unwrap().view();
+    let call = &v.calls[&1];
+    assert_eq!(
+        call.started.columns,
+        [
+            "Prompt",
+            "Negative-Prompt",
+            "Input-Image",
+            "Generated-Image",
+            "Seed"
+        ]
+    );
+    assert_eq!(call.started.params["strength"], 0.5);
+    let inputs: Vec<_> = call
+        .media
+        .iter()
+        .filter(|m| m.key.starts_with("Input-Image/"))
+        .collect();
+    assert_eq!(inputs.len(), 1, "the input image is stored once");
+    let stored = image::open(dir.join(&inputs[0].path)).unwrap().to_rgb8();
+    assert_eq!(stored, *input);
+    assert!(!verify_run(&dir).damaged());
+}
+
+#[test]
+fn sdxl_base_to_refiner_is_two_calls_of_one_run() {
+    let root = tempfile::tempdir().unwrap();
+    let mut base = load("tiny-xl");
+    let mut refiner = load("tiny-xl-refiner");
+    let run = Run::create(Init::project("xl").root(root.path())).unwrap();
+    let mut r = req(&["a castle on a hill"], 5);
+    r.prompt_2 = Some("oil painting".into());
+    r.negative_prompt = Some("fog".into());
+    let first = run.record(&mut base, &r).unwrap();
+    let second = Request {
+        init: Some(InitImage::Latents(first.latents.clone())),
+        prompt_2: None,
+        ..r.clone()
+    };
+    let refined = run.record(&mut refiner, &second).unwrap();
+    assert_eq!(refined.images.len(), 1);
+    assert_ne!(
+        refined.images[0], first.images[0],
+        "the refiner changed nothing"
+    );
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    Schemas::load().check_dir(&dir);
+    assert!(!verify_run(&dir).damaged());
+    let v = RunDir::open(&dir).unwrap().view();
+    assert_eq!(v.pipelines[&1].class, "StableDiffusionXLPipeline");
+    assert_eq!(v.pipelines[&2].class, "StableDiffusionXLImg2ImgPipeline");
+    let c1 = &v.calls[&1];
+    assert_eq!(
+        c1.started.columns,
+        [
+            "Prompt",
+            "Negative-Prompt",
+            "Prompt-2",
+            "Negative-Prompt-2",
+            "Generated-Image",
+            "Seed"
+        ]
+    );
+    assert!(matches!(&c1.rows[0].cells[2], Cell::Text { value, .. } if value == "oil painting"));
+    assert!(matches!(&c1.rows[0].cells[3], Cell::Text { value, .. } if value == "fog"));
+    let c2 = &v.calls[&2];
+    assert_eq!(c2.started.stage, "Pipeline-Call-2");
+    assert!(c2.started.columns.contains(&"Input-Image".to_string()));
+    // The refiner's input is the base's output.
+    let base_img = digests(&dir, 1)[0].clone();
+    let input = c2.rows[0].cells.iter().find_map(|c| match c {
+        Cell::Image { column, digest, .. } if column == "Input-Image" => Some(digest.clone()),
+        _ => None,
+    });
+    assert_eq!(input, Some(base_img));
+    let wf = v.workflow();
+    assert_eq!(wf.len(), 2);
+    assert_eq!(wf[1]["params"]["strength"], 0.3);
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let mut p = load("tiny");
+    let run = Run::create(Init::project("bad").mode(difflog::Mode::Disabled)).unwrap();
+    let check = |r: Request, want: &str, p: &mut StableDiffusion| {
+        let e = run
+            .record(p, &r)
+            .err()
+            .unwrap_or_else(|| panic!("no error for {want}"))
+            .to_string();
+        assert!(e.contains(want), "{e:?} does not say {want:?}");
+    };
+    check(req(&[], 1), "no prompt", &mut p);
+    check(req(&[&"x".repeat(100)], 1), "at most 77", &mut p);
+    let mut r = req(&["x"], 1);
+    r.width = Some(60);
+    check(r, "width 60 must be a positive multiple of 8", &mut p);
+    let mut r = req(&["x"], 1);
+    r.init = Some(InitImage::Image(Arc::new(difflog::bench::synthetic_image(
+        1, 64,
+    ))));
+    r.strength = Some(1.5);
+    check(r, "strength 1.5", &mut p);
+    let mut r = req(&["x"], 1);
+    r.steps = Some(0);
+    check(r, "steps 0", &mut p);
+    let mut refiner = load("tiny-xl-refiner");
+    check(req(&["x"], 1), "image-to-image", &mut refiner);
+    run.finish().unwrap();
+
+    let e = resolve("sd99").unwrap_err().to_string();
+    assert!(
+        e.contains("unknown model \"sd99\"") && e.contains("tiny"),
+        "{e}"
+    );
+    let e = StableDiffusion::load(resolve("tiny").unwrap(), "cuda:0")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--features cuda"), "{e}");
+    let e = StableDiffusion::load(resolve("tiny").unwrap(), "tpu")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("invalid device"), "{e}");
+
+    // A model folder with a missing weights file names it.
+    let dir = tempfile::tempdir().unwrap();
+    write_model(TinyModel::Sd, dir.path()).unwrap();
+    std::fs::remove_file(dir.path().join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let e = resolve(dir.path().to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unet/diffusion_pytorch_model.safetensors"),
+        "{e}"
+    );
+    // A corrupt weights file is an error, not a panic.
+    std::fs::write(
+        dir.path().join("unet/diffusion_pytorch_model.safetensors"),
+        b"garbage",
+    )
+    .unwrap();
+    let e = StableDiffusion::load(resolve(dir.path().to_str().unwrap()).unwrap(), "cpu")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("loading model"), "{e}");
+}
+
+#[test]
+fn a_model_in_the_hugging_face_cache_loads_offline_with_its_revision() {
+    test_cache();
+    // Lay a tiny model out exactly as the hub cache does:
+    // models--ORG--NAME/{refs/main, snapshots/COMMIT/…, blobs/SHA256}.
+    let hf = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write_model(TinyModel::Sd, src.path()).unwrap();
+    let repo = hf.path().join("hub").join("models--difflog--tiny-test");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for f in [
+        "model_index.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/tokenizer.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    ] {
+        let bytes = std::fs::read(src.path().join(f)).unwrap();
+        let blob = repo
+            .join("blobs")
+            .join(difflog::run::media::sha256_hex(&bytes));
+        std::fs::write(&blob, &bytes).unwrap();
+        let link = snap.join(f);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&blob, &link).unwrap();
+    }
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difflog-cache");
+    let out = std::process::Command::new(common::difflog_bin())
+        .args([
+            "generate",
+            "--model",
+            "difflog/tiny-test",
+            "--prompt",
+            "from the hub cache",
+            "--steps",
+            "2",
+        ])
+        .env("HF_HOME", hf.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("DIFFLOG_CACHE", cache)
+        .env("DIFFLOG_DIR", hf.path().join("runs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = only_run(&hf.path().join("runs"));
+    let v = RunDir::open(&dir).unwrap().view();
+    let p = &v.pipelines[&1];
+    assert_eq!(p.model_id, "difflog/tiny-test");
+    assert_eq!(p.revision.as_deref(), Some(commit));
+    let unet_digest = &p.components["unet"]["weights"]["sha256"];
+    let unet_bytes =
+        std::fs::read(src.path().join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    assert_eq!(
+        unet_digest.as_str(),
+        Some(difflog::run::media::sha256_hex(&unet_bytes).as_str())
+    );
+}
