@@ -11,6 +11,7 @@
 //! - [`pipeline`]: the [`Pipeline`] trait any pipeline implements to be recorded;
 //! - [`pipelines`]: Stable Diffusion on candle and the tiny built-in models;
 //! - [`read`]: the only code that parses a run directory;
+//! - [`sync`]: `difflog-sync`, uploading runs to MLflow;
 //! - [`verify`], [`cli`], [`bench`]: what the `difflog` command does;
 //! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`).
 //!
@@ -35,6 +36,7 @@ pub mod pipeline;
 pub mod pipelines;
 pub mod read;
 pub mod run;
+pub mod sync;
 pub mod verify;
 
 pub use error::{Error, Result};

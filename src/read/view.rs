@@ -21,6 +21,8 @@ pub struct CallView {
     pub media: Vec<MediaEvent>,
     /// The `call_finished` record, if the call finished.
     pub finished: Option<CallFinished>,
+    /// When the call finished (the record's timestamp).
+    pub finished_ts: Option<String>,
 }
 
 impl CallView {
@@ -69,6 +71,7 @@ impl RunView {
                             rows: Vec::new(),
                             media: Vec::new(),
                             finished: None,
+                            finished_ts: None,
                         },
                     );
                 }
@@ -86,6 +89,7 @@ impl RunView {
                 Event::CallFinished(f) => {
                     if let Some(call) = v.calls.get_mut(&f.call) {
                         call.finished = Some(f.clone());
+                        call.finished_ts = Some(rec.ts.clone());
                     }
                 }
                 Event::Metric(m) => v.metrics.push(m.clone()),

@@ -1,0 +1,131 @@
+//! `difflog-sync`: upload run directories to a tracking server.
+//! Parses arguments and calls the library; nothing else.
+
+use clap::{Parser, Subcommand};
+use difflog::sync::{commands, watch, TargetSpec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "difflog-sync",
+    version,
+    about = "Upload difflog runs to a tracking server (MLflow), once and completely",
+    long_about = "Upload difflog runs to a tracking server (MLflow), once and completely.\n\n\
+        Targets: --to mlflow+http://HOST:PORT (or mlflow+https). Credentials as MLflow's\n\
+        client reads them: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and\n\
+        MLFLOW_TRACKING_PASSWORD; or --config FILE (TOML, mode 0600) with `to` and `token`.\n\
+        State (what was uploaded) lives in ROOT/.difflog-sync/state.db, never inside a run.\n\n\
+        Exit codes: 0 all uploaded, 1 something could not be uploaded, 2 usage or local\n\
+        error, 3 credentials refused."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// Target URL, e.g. mlflow+http://127.0.0.1:5000.
+    #[arg(long, required_unless_present = "config")]
+    to: Option<String>,
+    /// TOML file with `to = "…"` and credentials (`token`, or `username`/`password`); mode 0600.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Uploads at once per run.
+    #[arg(long, default_value_t = difflog::sync::engine::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Follow run directories as they appear and grow, and upload whatever is
+    /// new whenever the target is reachable. Stops on SIGINT/SIGTERM.
+    Watch {
+        /// Roots of runs to watch.
+        #[arg(required = true)]
+        roots: Vec<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Upload runs once (runs, or roots of runs), with a progress bar and a
+    /// summary. Exit code 1 if anything could not be uploaded.
+    Upload {
+        /// Run directories or roots of runs.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per run and target: recorded vs uploaded calls and media, pending, the
+    /// last error. Reads local state only.
+    Status {
+        /// Run directories or roots of runs.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn spec(t: &TargetArgs) -> difflog::Result<TargetSpec> {
+    match (&t.config, &t.to) {
+        (Some(c), _) => TargetSpec::from_config(c),
+        (None, Some(to)) => TargetSpec::parse(to),
+        (None, None) => Err(difflog::Error::Invalid(
+            "give --to URL or --config FILE".into(),
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DIFFLOG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Watch { roots, target } => spec(&target).and_then(|s| {
+            watch::watch(&roots, &s, target.concurrency, &mut out).map(|stop| match stop {
+                watch::Stop::Signal => ExitCode::SUCCESS,
+                watch::Stop::Auth(msg) => {
+                    eprintln!("difflog-sync: credentials refused, stopping: {msg}");
+                    ExitCode::from(commands::EXIT_AUTH)
+                }
+            })
+        }),
+        Command::Upload {
+            paths,
+            target,
+            json,
+        } => spec(&target).and_then(|s| {
+            commands::upload(&paths, &s, json, target.concurrency, &mut out).map(|o| {
+                if o.auth_failed {
+                    ExitCode::from(commands::EXIT_AUTH)
+                } else if o.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
+        }),
+        Command::Status { paths, json } => {
+            commands::status(&paths, json, &mut out).map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("difflog-sync: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! What `difflog-sync upload` and `status` do and print. The binary only
+//! parses arguments and calls these.
+
+use super::engine::{progress_for_key, sync_run, Progress};
+use super::http::SyncError;
+use super::retry::{Backoff, Class};
+use super::state::State;
+use super::targets::mlflow::Mlflow;
+use super::TargetSpec;
+use crate::error::{Error, Result};
+use crate::read::{find_runs, RunDir};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit code when credentials were refused.
+pub const EXIT_AUTH: u8 = 3;
+
+/// Groups the given paths (runs or roots of runs) by the root whose state
+/// they use: a run's parent, or the root itself.
+pub fn runs_by_root(paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>> {
+    let mut out: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for p in paths {
+        if !p.exists() {
+            return Err(Error::Invalid(format!(
+                "{}: no such run or directory",
+                p.display()
+            )));
+        }
+        if p.join(crate::format::RUN_JSON).is_file() {
+            let root = p
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            out.entry(root).or_default().push(p.clone());
+        } else {
+            let runs = find_runs(p)?;
+            out.entry(p.clone()).or_default().extend(runs);
+        }
+    }
+    Ok(out)
+}
+
+/// The outcome of `upload`.
+pub struct UploadOutcome {
+    /// Whether every run was uploaded completely.
+    pub ok: bool,
+    /// Whether credentials were refused.
+    pub auth_failed: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))
+}
+
+/// Builds the target of a spec.
+pub fn target(spec: &TargetSpec) -> Result<Mlflow> {
+    match spec {
+        TargetSpec::Mlflow { base, auth } => {
+            Mlflow::new(base, auth.clone()).map_err(|e| Error::Invalid(e.message))
+        }
+    }
+}
+
+/// Syncs one run, retrying transient failures up to `attempts` times.
+pub async fn sync_with_retries(
+    t: &Mlflow,
+    state: &State,
+    dir: &Path,
+    concurrency: usize,
+    attempts: u32,
+) -> std::result::Result<Progress, SyncError> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match sync_run(t, state, dir, concurrency).await {
+            Ok(p) => return Ok(p),
+            Err(e) if e.class == Class::Transient && backoff.attempts() + 1 < attempts => {
+                let d = backoff.next_delay(e.retry_after);
+                tracing::warn!(
+                    "{}: {e}; retrying in {:.1} s",
+                    dir.display(),
+                    d.as_secs_f64()
+                );
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `difflog-sync upload`: one pass over the runs, with a progress bar and a
+/// summary; `json` prints one JSON object instead.
+pub fn upload(
+    paths: &[PathBuf],
+    spec: &TargetSpec,
+    json_out: bool,
+    concurrency: usize,
+    out: &mut dyn Write,
+) -> Result<UploadOutcome> {
+    let groups = runs_by_root(paths)?;
+    let t = target(spec)?;
+    let rt = runtime()?;
+    let total: usize = groups.values().map(Vec::len).sum();
+    let bar = if json_out {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(total as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let mut results: Vec<(PathBuf, std::result::Result<Progress, SyncError>)> = Vec::new();
+    let mut auth_failed = false;
+    'roots: for (root, runs) in &groups {
+        let state = State::open(root)?;
+        for dir in runs {
+            bar.set_message(
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            let r = rt.block_on(sync_with_retries(&t, &state, dir, concurrency, 6));
+            bar.inc(1);
+            let stop = matches!(&r, Err(e) if e.class == Class::Auth);
+            results.push((dir.clone(), r));
+            if stop {
+                auth_failed = true;
+                break 'roots;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let ok = !auth_failed && results.iter().all(|(_, r)| r.is_ok());
+    let w = |out: &mut dyn Write, s: String| {
+        writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
+    };
+    if json_out {
+        let runs: Vec<_> = results
+            .iter()
+            .map(|(p, r)| match r {
+                Ok(pr) => json!({"path": p, "ok": true, "progress": pr}),
+                Err(e) => json!({"path": p, "ok": false, "error": e.message}),
+            })
+            .collect();
+        w(
+            out,
+            json!({"target": t_key(&t), "ok": ok, "auth_failed": auth_failed, "runs": runs})
+                .to_string(),
+        )?;
+    } else {
+        for (p, r) in &results {
+            match r {
+                Ok(pr) => w(
+                    out,
+                    format!(
+                        "{}  {}  calls {}/{}  media {}/{}  status {}",
+                        pr.run_id,
+                        pr.state.as_str(),
+                        pr.calls_uploaded,
+                        pr.calls_recorded,
+                        pr.media_uploaded,
+                        pr.media_recorded,
+                        pr.status.as_deref().unwrap_or("-")
+                    ),
+                )?,
+                Err(e) => w(out, format!("{}  FAILED: {}", p.display(), e.message))?,
+            }
+        }
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+        w(
+            out,
+            format!(
+                "{} run(s) to {}: {} uploaded, {} failed{}",
+                results.len(),
+                t_key(&t),
+                results.len() - failed,
+                failed,
+                if auth_failed {
+                    " (stopped: credentials refused)"
+                } else {
+                    ""
+                }
+            ),
+        )?;
+    }
+    Ok(UploadOutcome { ok, auth_failed })
+}
+
+fn t_key(t: &Mlflow) -> String {
+    use super::targets::Target;
+    t.key().to_string()
+}
+
+/// `difflog-sync status`: per run and target, recorded vs uploaded, pending,
+/// the last error. Reads only local files; talks to no server.
+pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<()> {
+    let groups = runs_by_root(paths)?;
+    let mut rows = Vec::new();
+    for (root, runs) in &groups {
+        let state = State::open(root)?;
+        for dir in runs {
+            let run = match RunDir::open(dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    rows.push(json!({"path": dir, "error": e.to_string()}));
+                    continue;
+                }
+            };
+            let view = run.view();
+            let st = run.state();
+            let targets = state.targets_of(&run.meta.id)?;
+            if targets.is_empty() {
+                let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
+                rows.push(
+                    json!({"run_id": run.meta.id, "path": dir, "state": st, "target": null,
+                    "calls_recorded": finished, "calls_uploaded": 0, "pending_calls": finished}),
+                );
+            }
+            for key in targets {
+                let p = progress_for_key(&key, &state, &run, &view, st, None)
+                    .map_err(|e| Error::Invalid(e.message))?;
+                let rec = state.run(&key, &run.meta.id)?;
+                rows.push(json!({
+                    "run_id": p.run_id, "path": dir, "state": st, "target": key,
+                    "calls_recorded": p.calls_recorded, "calls_uploaded": p.calls_uploaded,
+                    "pending_calls": p.calls_recorded.saturating_sub(p.calls_uploaded),
+                    "media_recorded": p.media_recorded, "media_uploaded": p.media_uploaded,
+                    "remote_status": p.status, "remote_id": p.remote_id,
+                    "last_error": rec.last_error, "updated": rec.updated,
+                }));
+            }
+        }
+    }
+    let w = |out: &mut dyn Write, s: String| {
+        writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
+    };
+    if json_out {
+        return w(out, serde_json::Value::Array(rows).to_string());
+    }
+    if rows.is_empty() {
+        return w(out, "no runs".into());
+    }
+    for r in &rows {
+        if let Some(e) = r.get("error") {
+            w(
+                out,
+                format!(
+                    "{}  unreadable: {}",
+                    r["path"].as_str().unwrap_or(""),
+                    e.as_str().unwrap_or("")
+                ),
+            )?;
+            continue;
+        }
+        let target = r["target"].as_str().unwrap_or("(not uploaded anywhere)");
+        let mut line = format!(
+            "{}  {}  {}  calls {}/{} uploaded, {} pending",
+            r["run_id"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            target,
+            r["calls_uploaded"],
+            r["calls_recorded"],
+            r["pending_calls"],
+        );
+        if let Some(m) = r["media_uploaded"].as_u64() {
+            line.push_str(&format!(", media {m}/{}", r["media_recorded"]));
+        }
+        if let Some(s) = r["remote_status"].as_str() {
+            line.push_str(&format!(", remote {s}"));
+        }
+        if let Some(e) = r["last_error"].as_str() {
+            line.push_str(&format!("\n    last error: {e}"));
+        }
+        w(out, line)?;
+    }
+    Ok(())
+}

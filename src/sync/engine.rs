@@ -1,0 +1,314 @@
+//! Syncing one run to one target: what is due, in which order, and what the
+//! state records once the server has acknowledged it.
+//!
+//! Order per pass: open (find or create) the remote run; run-level data when
+//! it changed; then every *finished* call in order — its media, then its
+//! table and timings — so a live run syncs call by call and never shows a
+//! half-written call; free-form metrics; finally the status (a live run stays
+//! RUNNING; FINISHED, FAILED or KILLED once the log says so). A run with a
+//! torn tail syncs up to the tear.
+
+use super::http::{SyncError, SyncResult};
+use super::state::State;
+use super::targets::{Remote, RemoteStatus, Snapshot, Target};
+use crate::event::{Event, MetricEvent};
+use crate::read::{RunDir, RunState};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// How many uploads run at once per run.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Where a run stands at a target after a pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    /// The run id.
+    pub run_id: String,
+    /// The run directory.
+    pub path: PathBuf,
+    /// Live, finished, failed or crashed.
+    pub state: RunState,
+    /// Finished calls recorded.
+    pub calls_recorded: usize,
+    /// Finished calls uploaded.
+    pub calls_uploaded: usize,
+    /// Distinct media files recorded in finished calls and outside calls.
+    pub media_recorded: usize,
+    /// Media files uploaded.
+    pub media_uploaded: usize,
+    /// The remote status sent.
+    pub status: Option<String>,
+    /// The remote run id.
+    pub remote_id: Option<String>,
+}
+
+/// The first value each config key was recorded with.
+pub fn first_config(run: &RunDir) -> Map<String, Value> {
+    let mut m = Map::new();
+    for r in run.records() {
+        if let Event::Config(c) = &r.event {
+            for (k, v) in &c.values {
+                if !m.contains_key(k) {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Checks that `rel` names a regular file inside `run_dir` (no symbolic
+/// link anywhere on the way out of the run).
+pub fn safe_file(run_dir: &Path, rel: &str) -> SyncResult<PathBuf> {
+    let path = run_dir.join(rel);
+    let refuse = |why: &str| {
+        SyncError::permanent(format!(
+            "{}: refusing to upload {rel}: {why}; difflog-sync uploads only files inside run directories",
+            run_dir.display()
+        ))
+    };
+    let md =
+        std::fs::symlink_metadata(&path).map_err(|e| refuse(&format!("cannot read it ({e})")))?;
+    if md.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link"));
+    }
+    if !md.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    let root = run_dir
+        .canonicalize()
+        .map_err(|e| refuse(&format!("cannot resolve the run directory ({e})")))?;
+    let real = path
+        .canonicalize()
+        .map_err(|e| refuse(&format!("cannot resolve it ({e})")))?;
+    if !real.starts_with(&root) {
+        return Err(refuse(&format!(
+            "it resolves to {}, outside the run",
+            real.display()
+        )));
+    }
+    Ok(real)
+}
+
+fn meta_digest(first: &Map<String, Value>, run: &RunDir, view: &crate::read::RunView) -> String {
+    let v = serde_json::json!({
+        "first": first,
+        "config": view.config,
+        "pipelines": view.pipelines.values().collect::<Vec<_>>(),
+        "workflow": view.workflow(),
+        "meta": run.meta,
+    });
+    crate::run::media::sha256_hex(v.to_string().as_bytes())
+}
+
+fn remote_status(state: RunState) -> RemoteStatus {
+    match state {
+        RunState::Live => RemoteStatus::Running,
+        RunState::Finished => RemoteStatus::Finished,
+        RunState::Failed => RemoteStatus::Failed,
+        RunState::Crashed => RemoteStatus::Killed,
+    }
+}
+
+fn ts_ms(ts: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|d| d.timestamp_millis())
+        .unwrap_or(0)
+}
+
+fn state_err(e: crate::Error) -> SyncError {
+    SyncError::permanent(e.to_string())
+}
+
+/// Syncs one run; records the outcome (or the error) in the state.
+pub async fn sync_run<T: Target>(
+    target: &T,
+    state: &State,
+    dir: &Path,
+    concurrency: usize,
+) -> SyncResult<Progress> {
+    let run = RunDir::open(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
+    let id = run.meta.id.clone();
+    let result = sync_inner(target, state, &run, concurrency.max(1)).await;
+    let recorded = match &result {
+        Ok(_) => state.set_error(target.key(), &id, None),
+        Err(e) => state.set_error(target.key(), &id, Some(&e.message)),
+    };
+    recorded.map_err(state_err)?;
+    result
+}
+
+async fn sync_inner<T: Target>(
+    target: &T,
+    state: &State,
+    run: &RunDir,
+    concurrency: usize,
+) -> SyncResult<Progress> {
+    let key = target.key();
+    let id = run.meta.id.as_str();
+    // Decide the state first: a run seen as live is never marked finished.
+    let run_state = run.state();
+    let view = run.view();
+    let first = first_config(run);
+    let snap = Snapshot {
+        dir: &run.path,
+        meta: &run.meta,
+        view: &view,
+        first_config: &first,
+    };
+    let rec = state.run(key, id).map_err(state_err)?;
+    let known = match (&rec.remote_id, &rec.remote_data) {
+        (Some(i), Some(d)) => Some(Remote {
+            id: i.clone(),
+            data: d.clone(),
+        }),
+        _ => None,
+    };
+    let remote = target.open_run(&snap, known.as_ref()).await?;
+    if known.as_ref() != Some(&remote) {
+        state
+            .set_remote(key, id, &remote.id, &remote.data)
+            .map_err(state_err)?;
+    }
+
+    let meta_item = format!("meta:{}", meta_digest(&first, run, &view));
+    if !state.is_done(key, id, &meta_item).map_err(state_err)? {
+        target.sync_meta(&remote, &snap).await?;
+        state.mark_done(key, id, &meta_item).map_err(state_err)?;
+    }
+
+    // Media outside calls (run.log_image) and of finished calls.
+    let loose: Vec<_> = view.media.iter().filter(|m| m.call.is_none()).collect();
+    upload_media(target, state, run, &remote, &loose, concurrency).await?;
+    for call in view.calls.values() {
+        if call.finished.is_none() {
+            continue; // live: the call is not complete yet
+        }
+        let item = format!("call:{}", call.started.call);
+        if state.is_done(key, id, &item).map_err(state_err)? {
+            continue;
+        }
+        let media: Vec<_> = call.media.iter().collect();
+        upload_media(target, state, run, &remote, &media, concurrency).await?;
+        target.finish_call(&remote, &snap, call).await?;
+        state.mark_done(key, id, &item).map_err(state_err)?;
+    }
+
+    let metrics: Vec<(MetricEvent, i64)> = run
+        .records()
+        .iter()
+        .filter(|r| r.seq > rec.synced_seq)
+        .filter_map(|r| match &r.event {
+            Event::Metric(m) => Some((m.clone(), ts_ms(&r.ts))),
+            _ => None,
+        })
+        .collect();
+    if !metrics.is_empty() {
+        target.log_metrics(&remote, &metrics).await?;
+    }
+    let last_seq = run.records().last().map_or(0, |r| r.seq);
+    if last_seq > rec.synced_seq {
+        state.set_synced_seq(key, id, last_seq).map_err(state_err)?;
+    }
+
+    let status = remote_status(run_state);
+    if rec.status_sent.as_deref() != Some(status.as_str()) {
+        let end = match status {
+            RemoteStatus::Running => None,
+            _ => run.records().last().map(|r| ts_ms(&r.ts)),
+        };
+        target.set_status(&remote, status, end).await?;
+        state
+            .set_status(key, id, status.as_str())
+            .map_err(state_err)?;
+    }
+    progress(target, state, run, &view, run_state, Some(remote.id))
+}
+
+async fn upload_media<T: Target>(
+    target: &T,
+    state: &State,
+    run: &RunDir,
+    remote: &Remote,
+    media: &[&crate::event::MediaEvent],
+    concurrency: usize,
+) -> SyncResult<()> {
+    let key = target.key();
+    let id = run.meta.id.as_str();
+    let mut todo = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for m in media {
+        if !seen.insert(m.digest.clone()) {
+            continue;
+        }
+        if !state
+            .is_done(key, id, &format!("media:{}", m.digest))
+            .map_err(state_err)?
+        {
+            let file = safe_file(&run.path, &m.path)?;
+            todo.push((*m, file));
+        }
+    }
+    stream::iter(todo.into_iter().map(|(m, file)| async move {
+        target.upload_media(remote, m, &file).await?;
+        state
+            .mark_done(key, id, &format!("media:{}", m.digest))
+            .map_err(state_err)
+    }))
+    .buffer_unordered(concurrency)
+    .try_collect::<Vec<()>>()
+    .await
+    .map(|_| ())
+}
+
+/// What the state says about a run at a target, without talking to it.
+pub fn progress<T: Target>(
+    target: &T,
+    state: &State,
+    run: &RunDir,
+    view: &crate::read::RunView,
+    run_state: RunState,
+    remote_id: Option<String>,
+) -> SyncResult<Progress> {
+    progress_for_key(target.key(), state, run, view, run_state, remote_id)
+}
+
+/// [`progress`] by target key (for `status`, which has no target object).
+pub fn progress_for_key(
+    key: &str,
+    state: &State,
+    run: &RunDir,
+    view: &crate::read::RunView,
+    run_state: RunState,
+    remote_id: Option<String>,
+) -> SyncResult<Progress> {
+    let id = run.meta.id.as_str();
+    let rec = state.run(key, id).map_err(state_err)?;
+    let finished: Vec<_> = view
+        .calls
+        .values()
+        .filter(|c| c.finished.is_some())
+        .collect();
+    let mut digests = std::collections::HashSet::new();
+    for m in &view.media {
+        let in_finished = m
+            .call
+            .is_none_or(|c| view.calls.get(&c).is_some_and(|cv| cv.finished.is_some()));
+        if in_finished {
+            digests.insert(m.digest.clone());
+        }
+    }
+    Ok(Progress {
+        run_id: id.to_string(),
+        path: run.path.clone(),
+        state: run_state,
+        calls_recorded: finished.len(),
+        calls_uploaded: state.count_done(key, id, "call:").map_err(state_err)? as usize,
+        media_recorded: digests.len(),
+        media_uploaded: state.count_done(key, id, "media:").map_err(state_err)? as usize,
+        status: rec.status_sent,
+        remote_id: remote_id.or(rec.remote_id),
+    })
+}

@@ -1,0 +1,238 @@
+//! The HTTP client every target shares: one keep-alive connection pool,
+//! credentials that never reach a message, per-request retries for transient
+//! failures, and uploads streamed from disk.
+
+use super::retry::{classify_status, parse_retry_after, Backoff, Class};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// A failed sync operation: what happened and whether retrying can help.
+#[derive(Debug, Clone)]
+pub struct SyncError {
+    /// Transient, permanent, or bad credentials.
+    pub class: Class,
+    /// What failed, naming the request (never credentials).
+    pub message: String,
+    /// How long the server asked us to wait.
+    pub retry_after: Option<Duration>,
+}
+
+impl SyncError {
+    /// A permanent error with `message`.
+    pub fn permanent(message: impl Into<String>) -> SyncError {
+        SyncError {
+            class: Class::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A transient error with `message`.
+    pub fn transient(message: impl Into<String>) -> SyncError {
+        SyncError {
+            class: Class::Transient,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+/// Result of a sync operation.
+pub type SyncResult<T> = Result<T, SyncError>;
+
+/// How requests authenticate.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// HTTP Basic.
+    Basic(String, String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a secret, not even in debug output.
+        f.write_str(match self {
+            Auth::None => "Auth::None",
+            Auth::Bearer(_) => "Auth::Bearer(<redacted>)",
+            Auth::Basic(_, _) => "Auth::Basic(<redacted>)",
+        })
+    }
+}
+
+/// A body to send.
+pub enum Body<'a> {
+    /// No body.
+    Empty,
+    /// JSON.
+    Json(&'a Value),
+    /// Bytes in memory.
+    Bytes(&'a [u8], &'a str),
+    /// A file streamed from disk.
+    File(&'a Path, &'a str),
+}
+
+/// Keep-alive HTTP client with retries.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+    auth: Auth,
+    attempts: u32,
+}
+
+impl Http {
+    /// A client for `base` (scheme, host, port, optional path prefix).
+    pub fn new(base: &str, auth: Auth) -> SyncResult<Http> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(8)
+            .user_agent(concat!("difflog-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SyncError::permanent(format!("cannot build HTTP client: {e}")))?;
+        Ok(Http {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            auth,
+            attempts: 4,
+        })
+    }
+
+    /// Sets how many times one request is tried before its error is returned.
+    pub fn with_attempts(mut self, attempts: u32) -> Http {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// The base URL (no credentials in it).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request to `base + path`, retrying transient failures; returns
+    /// the response body parsed as JSON (`Null` when empty).
+    pub async fn send(&self, method: Method, path: &str, body: Body<'_>) -> SyncResult<Value> {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
+        loop {
+            match self.send_once(method.clone(), path, &body).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.class == Class::Transient && backoff.attempts() + 1 < self.attempts => {
+                    let d = backoff.next_delay(e.retry_after);
+                    tracing::debug!("{e}; retrying in {d:?}");
+                    tokio::time::sleep(d).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends once, no retry.
+    pub async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Body<'_>,
+    ) -> SyncResult<Value> {
+        let url = format!("{}{}", self.base, path);
+        let what = format!("{method} {url}");
+        let mut req = self.client.request(method, &url);
+        req = match &self.auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+        };
+        req = match body {
+            Body::Empty => req,
+            Body::Json(v) => req.json(v),
+            Body::Bytes(b, ct) => req.header("Content-Type", *ct).body(b.to_vec()),
+            Body::File(p, ct) => {
+                let file = tokio::fs::File::open(p).await.map_err(|e| {
+                    SyncError::permanent(format!("{}: cannot open for upload: {e}", p.display()))
+                })?;
+                let len = file.metadata().await.map(|m| m.len()).ok();
+                let stream = tokio_util::io::ReaderStream::new(file);
+                let mut r = req
+                    .header("Content-Type", *ct)
+                    .body(reqwest::Body::wrap_stream(stream));
+                if let Some(len) = len {
+                    r = r.header("Content-Length", len);
+                }
+                r
+            }
+        };
+        let resp = req.send().await.map_err(|e| {
+            let class = if e.is_builder() {
+                Class::Permanent
+            } else {
+                Class::Transient
+            };
+            SyncError {
+                class,
+                message: format!("{what}: {}", error_chain(&e)),
+                retry_after: None,
+            }
+        })?;
+        let status = resp.status();
+        let retry_after = parse_retry_after(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let text = resp.text().await.map_err(|e| {
+            SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
+        })?;
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text).or_else(|_| Ok(Value::String(text.clone())));
+        }
+        Err(SyncError {
+            class: classify_status(status.as_u16()),
+            message: format!("{what}: {} {}", status_text(status), short(&text)),
+            retry_after,
+        })
+    }
+}
+
+fn status_text(s: StatusCode) -> String {
+    format!("HTTP {}", s)
+}
+
+fn short(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() > 400 {
+        format!("{}…", s.chars().take(400).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,198 @@
+//! The sync daemon's memory: what each target has acknowledged, per run.
+//!
+//! SQLite (WAL) in `ROOT/.difflog-sync/state.db`, beside the runs and never
+//! inside one. A row is written only after the server acknowledged what it
+//! records, each change in its own transaction, so a kill at any instant
+//! leaves a state that is behind the server at worst — and every upload is
+//! idempotent on the server side, so catching up never duplicates anything.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Name of the state folder beside the runs.
+pub const STATE_DIR: &str = ".difflog-sync";
+
+/// What the state remembers of one run at one target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunRecord {
+    /// The remote run's id.
+    pub remote_id: Option<String>,
+    /// Target-specific data about the remote run (JSON).
+    pub remote_data: Option<String>,
+    /// The last status sent (`RUNNING`, `FINISHED`, …).
+    pub status_sent: Option<String>,
+    /// Events up to this sequence number have been handled.
+    pub synced_seq: u64,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When this row last changed.
+    pub updated: Option<String>,
+}
+
+/// The state database.
+pub struct State {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn err(path: &Path, e: rusqlite::Error) -> crate::Error {
+    crate::Error::Invalid(format!("{}: sync state: {e}", path.display()))
+}
+
+impl State {
+    /// Opens (creating if needed) the state of the runs under `root`.
+    pub fn open(root: &Path) -> crate::Result<State> {
+        let dir = root.join(STATE_DIR);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| crate::Error::io(&dir, "create sync state folder", e))?;
+        let path = dir.join("state.db");
+        let conn = Connection::open(&path).map_err(|e| err(&path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| err(&path, e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS runs (
+                target TEXT NOT NULL, run_id TEXT NOT NULL,
+                remote_id TEXT, remote_data TEXT, status_sent TEXT,
+                synced_seq INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated TEXT,
+                PRIMARY KEY (target, run_id));
+             CREATE TABLE IF NOT EXISTS done (
+                target TEXT NOT NULL, run_id TEXT NOT NULL, item TEXT NOT NULL,
+                PRIMARY KEY (target, run_id, item));",
+        )
+        .map_err(|e| err(&path, e))?;
+        Ok(State {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// Where the database is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> crate::Result<T> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&c).map_err(|e| err(&self.path, e))
+    }
+
+    /// The record of `run_id` at `target`.
+    pub fn run(&self, target: &str, run_id: &str) -> crate::Result<RunRecord> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT remote_id, remote_data, status_sent, synced_seq, last_error, updated
+                 FROM runs WHERE target=?1 AND run_id=?2",
+                params![target, run_id],
+                |r| {
+                    Ok(RunRecord {
+                        remote_id: r.get(0)?,
+                        remote_data: r.get(1)?,
+                        status_sent: r.get(2)?,
+                        synced_seq: r.get::<_, i64>(3)? as u64,
+                        last_error: r.get(4)?,
+                        updated: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map(|o| o.unwrap_or_default())
+        })
+    }
+
+    fn upsert(
+        &self,
+        target: &str,
+        run_id: &str,
+        set: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> crate::Result<()> {
+        let now = crate::format::now_rfc3339();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (target, run_id, updated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(target, run_id) DO NOTHING",
+                params![target, run_id, now],
+            )?;
+            c.execute(
+                &format!("UPDATE runs SET {set}=?3, updated=?4 WHERE target=?1 AND run_id=?2"),
+                params![target, run_id, value, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records the remote run (after the server created or returned it).
+    pub fn set_remote(
+        &self,
+        target: &str,
+        run_id: &str,
+        remote_id: &str,
+        data: &str,
+    ) -> crate::Result<()> {
+        self.upsert(target, run_id, "remote_id", &remote_id)?;
+        self.upsert(target, run_id, "remote_data", &data)
+    }
+
+    /// Records the status the server acknowledged.
+    pub fn set_status(&self, target: &str, run_id: &str, status: &str) -> crate::Result<()> {
+        self.upsert(target, run_id, "status_sent", &status)
+    }
+
+    /// Records how far the event log has been handled.
+    pub fn set_synced_seq(&self, target: &str, run_id: &str, seq: u64) -> crate::Result<()> {
+        self.upsert(target, run_id, "synced_seq", &(seq as i64))
+    }
+
+    /// Records (or clears) the last error.
+    pub fn set_error(&self, target: &str, run_id: &str, error: Option<&str>) -> crate::Result<()> {
+        self.upsert(target, run_id, "last_error", &error)
+    }
+
+    /// Whether `item` (`call:3`, `media:<digest>`, …) is done.
+    pub fn is_done(&self, target: &str, run_id: &str, item: &str) -> crate::Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM done WHERE target=?1 AND run_id=?2 AND item=?3",
+                params![target, run_id, item],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+        })
+    }
+
+    /// Marks `item` done (after the server acknowledged it).
+    pub fn mark_done(&self, target: &str, run_id: &str, item: &str) -> crate::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO done (target, run_id, item) VALUES (?1, ?2, ?3)",
+                params![target, run_id, item],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Number of done items of `run_id` at `target` whose name starts with `prefix`.
+    pub fn count_done(&self, target: &str, run_id: &str, prefix: &str) -> crate::Result<u64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM done WHERE target=?1 AND run_id=?2 AND item LIKE ?3 || '%'",
+                params![target, run_id, prefix],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    /// Every target that has state for `run_id`.
+    pub fn targets_of(&self, run_id: &str) -> crate::Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT target FROM runs WHERE run_id=?1 ORDER BY target")?;
+            let rows = st.query_map(params![run_id], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! Sync targets behind one small trait.
+//!
+//! The engine decides *what* is due (a run to open, media to upload, a
+//! finished call, metrics, a status); a target decides how its server wants
+//! it. Every operation must be idempotent on the server — sent twice, it
+//! shows once — because a kill between the server's acknowledgement and the
+//! state's commit makes the engine send it again.
+
+pub mod mlflow;
+
+use super::http::SyncResult;
+use crate::event::{MediaEvent, MetricEvent};
+use crate::format::RunMeta;
+use crate::read::{CallView, RunView};
+use std::path::Path;
+
+/// A run as the engine hands it to a target.
+pub struct Snapshot<'a> {
+    /// The run directory.
+    pub dir: &'a Path,
+    /// Its `run.json`.
+    pub meta: &'a RunMeta,
+    /// Its folded records.
+    pub view: &'a RunView,
+    /// Config keys with the *first* value each was recorded with (what a
+    /// tracker with immutable params gets, identical on every resend).
+    pub first_config: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// A remote run: its id and whatever else the target needs to find it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// The server's run id.
+    pub id: String,
+    /// Target-specific data (JSON), kept in the state.
+    pub data: String,
+}
+
+/// The run status a tracker shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteStatus {
+    /// Still being recorded.
+    Running,
+    /// Ended normally.
+    Finished,
+    /// Ended with an error.
+    Failed,
+    /// The writer died (crash).
+    Killed,
+}
+
+impl RemoteStatus {
+    /// Upper-case name (MLflow's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteStatus::Running => "RUNNING",
+            RemoteStatus::Finished => "FINISHED",
+            RemoteStatus::Failed => "FAILED",
+            RemoteStatus::Killed => "KILLED",
+        }
+    }
+}
+
+/// A tracking server difflog-sync uploads to.
+#[allow(async_fn_in_trait)]
+pub trait Target {
+    /// Identifies the target in the state (URL without credentials).
+    fn key(&self) -> &str;
+
+    /// Finds or creates the remote run of `run`. `known` is what the state
+    /// remembered; without it the target must find an existing remote run
+    /// before creating one, so a lost state never creates a second run.
+    async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote>;
+
+    /// Sends run-level data: params, tags, config and workflow.
+    async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()>;
+
+    /// Uploads one media file (already checked to be inside the run).
+    async fn upload_media(
+        &self,
+        remote: &Remote,
+        media: &MediaEvent,
+        file: &Path,
+    ) -> SyncResult<()>;
+
+    /// Sends a finished call: its table and timings. Its media are uploaded.
+    async fn finish_call(
+        &self,
+        remote: &Remote,
+        run: &Snapshot<'_>,
+        call: &CallView,
+    ) -> SyncResult<()>;
+
+    /// Sends free-form metrics (with the record timestamp in ms).
+    async fn log_metrics(&self, remote: &Remote, metrics: &[(MetricEvent, i64)]) -> SyncResult<()>;
+
+    /// Sets the remote run's status.
+    async fn set_status(
+        &self,
+        remote: &Remote,
+        status: RemoteStatus,
+        end_ms: Option<i64>,
+    ) -> SyncResult<()>;
+}
