@@ -221,3 +221,4 @@ pub fn test_cache() {
         std::env::set_var("DIFFLOG_CACHE", dir);
     });
 }
+pub mod mlflow;

@@ -1,0 +1,168 @@
+//! The real MLflow server the sync tests talk to, and reads of what it holds.
+//! `scripts/test` starts the server and sets `DIFFLOG_TEST_MLFLOW_URL`; a test
+//! that needs it fails (never skips) when it is not there.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+
+/// The server's base URL; panics with instructions when there is none.
+pub fn url() -> String {
+    let url = std::env::var("DIFFLOG_TEST_MLFLOW_URL").unwrap_or_else(|_| {
+        panic!("this test needs a real MLflow server: run scripts/test, or start one (scripts/mlflow-server DIR) and set DIFFLOG_TEST_MLFLOW_URL")
+    });
+    let health = ureq::get(&format!("{url}/health")).call();
+    assert!(
+        health.is_ok(),
+        "the MLflow server at {url} does not answer: {health:?}"
+    );
+    url
+}
+
+/// `--to` for the server.
+pub fn target() -> String {
+    format!("mlflow+{}", url())
+}
+
+fn post(path: &str, body: Value) -> Value {
+    ureq::post(&format!("{}{path}", url()))
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .into_json()
+        .unwrap()
+}
+
+fn get(path: &str) -> Option<Value> {
+    ureq::get(&format!("{}{path}", url()))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()
+}
+
+/// The experiment id of `name`, if it exists.
+pub fn experiment(name: &str) -> Option<String> {
+    get(&format!(
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"
+    ))
+    .and_then(|v| v["experiment"]["experiment_id"].as_str().map(String::from))
+}
+
+/// Every run of experiment `name` (all lifecycle stages).
+pub fn runs(name: &str) -> Vec<Value> {
+    let Some(exp) = experiment(name) else {
+        return Vec::new();
+    };
+    let v = post(
+        "/api/2.0/mlflow/runs/search",
+        json!({"experiment_ids": [exp], "max_results": 1000, "run_view_type": "ALL"}),
+    );
+    v["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// The one run of experiment `name` tagged with difflog run id `id`.
+pub fn run_for(name: &str, id: &str) -> Value {
+    let found: Vec<Value> = runs(name)
+        .into_iter()
+        .filter(|r| tag(r, "difflog.run_id").as_deref() == Some(id))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one MLflow run for {id}, found {}",
+        found.len()
+    );
+    found[0].clone()
+}
+
+/// A tag's value.
+pub fn tag(run: &Value, key: &str) -> Option<String> {
+    run["data"]["tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)
+        .and_then(|t| t["value"].as_str().map(String::from))
+}
+
+/// A param's value.
+pub fn param(run: &Value, key: &str) -> Option<String> {
+    run["data"]["params"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)
+        .and_then(|t| t["value"].as_str().map(String::from))
+}
+
+/// The full history of one metric.
+pub fn history(run_id: &str, key: &str) -> Vec<Value> {
+    get(&format!(
+        "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={}",
+        key.replace('/', "%2F")
+    ))
+    .and_then(|v| v["metrics"].as_array().cloned())
+    .unwrap_or_default()
+}
+
+fn prefix(run: &Value) -> String {
+    run["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mlflow-artifacts:")
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// Every artifact path of a run, recursively (relative to its root).
+pub fn artifacts(run: &Value) -> Vec<(String, u64)> {
+    let root = prefix(run);
+    let mut out = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        let p = if dir.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{dir}")
+        };
+        let v =
+            get(&format!("/api/2.0/mlflow-artifacts/artifacts?path={p}")).unwrap_or(Value::Null);
+        for f in v["files"].as_array().cloned().unwrap_or_default() {
+            let name = f["path"].as_str().unwrap().to_string();
+            let rel = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            if f["is_dir"] == true {
+                stack.push(rel);
+            } else {
+                out.push((rel, f["file_size"].as_u64().unwrap_or(0)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The bytes of one artifact.
+pub fn artifact(run: &Value, path: &str) -> Vec<u8> {
+    let url = format!(
+        "{}/api/2.0/mlflow-artifacts/artifacts/{}/{path}",
+        url(),
+        prefix(run)
+    );
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut ureq::get(&url).call().unwrap().into_reader(), &mut buf)
+        .unwrap();
+    buf
+}
+
+/// A project name no other test uses.
+pub fn unique_project(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(7)).wrapping_mul(2654435761)
+}

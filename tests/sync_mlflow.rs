@@ -1,0 +1,470 @@
+//! `difflog-sync` against a real MLflow server (started by scripts/test):
+//! batch upload, idempotent re-upload, watching a live run, SIGKILL of the
+//! daemon mid-upload, and bad input. Everything is checked through MLflow's
+//! own REST API.
+
+mod common;
+
+use common::mlflow as mf;
+use common::{only_run, Req, TestPipeline};
+use difflog::event::Cell;
+use difflog::read::RunDir;
+use difflog::run::media::sha256_hex;
+use difflog::{Init, Run};
+use rand::Rng;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sync_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_difflog-sync"))
+}
+
+fn sync(args: &[&str]) -> Output {
+    Command::new(sync_bin())
+        .args(args)
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .env_remove("MLFLOW_TRACKING_USERNAME")
+        .env_remove("MLFLOW_TRACKING_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Records a finished run with `calls` calls of `per_call` images, a config
+/// and a metric.
+fn record(root: &Path, project: &str, calls: u64, per_call: usize, size: u32) -> PathBuf {
+    let run = Run::create(
+        Init::project(project)
+            .name("sync test")
+            .tag("t1")
+            .config(
+                serde_json::json!({"sampler": {"steps": 4, "eta": 0.0}, "note": "x".repeat(7000)}),
+            )
+            .root(root),
+    )
+    .unwrap();
+    let mut p = TestPipeline::new();
+    p.size = size;
+    for c in 0..calls {
+        let mut r = Req::new(&["a prompt", "another prompt"], 1000 * c);
+        r.per_prompt = per_call.div_ceil(2).max(1);
+        r.negative = Some("blurry".into());
+        run.record(&mut p, &r).unwrap();
+    }
+    run.log_metric("clip_score", 0.25, Some(3)).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    dir
+}
+
+/// Checks that the server holds `dir` completely and exactly once.
+fn assert_complete(project: &str, dir: &Path, status: &str) -> Value {
+    let r = RunDir::open(dir).unwrap();
+    let view = r.view();
+    let run = mf::run_for(project, &r.meta.id);
+    assert_eq!(run["info"]["status"], status);
+    assert_eq!(run["info"]["run_name"], r.meta.name);
+    assert_eq!(mf::param(&run, "sampler.steps").as_deref(), Some("4"));
+    assert_eq!(
+        mf::param(&run, "note"),
+        None,
+        "a value over 6000 characters is not a param"
+    );
+    assert_eq!(
+        mf::param(&run, "pipeline.1.class").as_deref(),
+        Some("TestPipeline")
+    );
+    assert_eq!(mf::tag(&run, "difflog.tags").as_deref(), Some("t1"));
+    let run_id = run["info"]["run_id"].as_str().unwrap().to_string();
+    let arts: Vec<String> = mf::artifacts(&run).into_iter().map(|(p, _)| p).collect();
+    // Every image once, byte-identical.
+    let mut digests = std::collections::BTreeSet::new();
+    for m in &view.media {
+        digests.insert(m.digest.clone());
+    }
+    let images: Vec<&String> = arts.iter().filter(|p| p.starts_with("images/")).collect();
+    assert_eq!(
+        images.len(),
+        digests.len(),
+        "images on the server: {images:?}"
+    );
+    for d in &digests {
+        let bytes = mf::artifact(&run, &format!("images/{d}.png"));
+        assert_eq!(&sha256_hex(&bytes), d, "image {d} differs on the server");
+    }
+    // One table per finished call listing every row; timings once per call.
+    for call in view.calls.values() {
+        let path = format!("Result-Table/{}.json", call.started.stage);
+        let table: Value = serde_json::from_slice(&mf::artifact(&run, &path)).unwrap();
+        assert_eq!(table["columns"], serde_json::json!(call.started.columns));
+        let data = table["data"].as_array().unwrap();
+        assert_eq!(data.len(), call.rows.len(), "{path}");
+        for (row, cells) in call.rows.iter().zip(data) {
+            for (i, c) in row.cells.iter().enumerate() {
+                if let Cell::Image { digest, .. } = c {
+                    assert_eq!(cells[i]["filepath"], format!("images/{digest}.png"));
+                }
+            }
+        }
+    }
+    let logged: Value =
+        serde_json::from_str(&mf::tag(&run, "mlflow.loggedArtifacts").unwrap()).unwrap();
+    assert_eq!(logged.as_array().unwrap().len(), view.calls.len());
+    let h = mf::history(&run_id, "timings/total_ms");
+    assert_eq!(h.len(), view.calls.len(), "timings/total_ms history: {h:?}");
+    let steps: Vec<u64> = h.iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    let mut want: Vec<u64> = view.calls.keys().map(|&c| u64::from(c)).collect();
+    let mut got = steps.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(mf::history(&run_id, "clip_score").len(), 1);
+    for f in [
+        "difflog/config.json",
+        "difflog/workflow.json",
+        "difflog/pipelines.json",
+        "difflog/run.json",
+    ] {
+        assert!(arts.contains(&f.to_string()), "{f} missing: {arts:?}");
+    }
+    let wf: Value = serde_json::from_slice(&mf::artifact(&run, "difflog/workflow.json")).unwrap();
+    assert_eq!(wf.as_array().unwrap().len(), view.calls.len());
+    run
+}
+
+/// What the server shows of a project, for before/after comparisons.
+fn snapshot(project: &str) -> Value {
+    let mut runs = Vec::new();
+    for r in mf::runs(project) {
+        let id = r["info"]["run_id"].as_str().unwrap().to_string();
+        let mut metrics = Vec::new();
+        for m in r["data"]["metrics"].as_array().cloned().unwrap_or_default() {
+            metrics.push(mf::history(&id, m["key"].as_str().unwrap()));
+        }
+        let mut data = r["data"].clone();
+        data["metrics"] = Value::Null;
+        runs.push(serde_json::json!({
+            "info": {"status": r["info"]["status"], "end_time": r["info"]["end_time"]},
+            "data": data, "metrics": metrics, "artifacts": mf::artifacts(&r),
+        }));
+    }
+    Value::Array(runs)
+}
+
+#[test]
+fn upload_puts_a_finished_run_on_the_server_once_and_again_changes_nothing() {
+    let project = mf::unique_project("upload");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 3, 2, 32);
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 uploaded, 0 failed"), "{}", text(&o));
+    assert_complete(&project, &dir, "FINISHED");
+    let before = snapshot(&project);
+
+    let o = sync(&[
+        "upload",
+        dir.to_str().unwrap(),
+        "--to",
+        &mf::target(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        snapshot(&project),
+        before,
+        "a second upload changed the server"
+    );
+
+    // A lost state finds the remote run again instead of creating another.
+    std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        snapshot(&project),
+        before,
+        "a re-upload without state changed the server"
+    );
+
+    let o = sync(&["status", root.path().to_str().unwrap()]);
+    assert!(
+        text(&o).contains("calls 3/3 uploaded, 0 pending"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("remote FINISHED"), "{}", text(&o));
+}
+
+#[test]
+fn watch_uploads_a_live_run_call_by_call_and_finishes_it() {
+    let project = mf::unique_project("watch");
+    let root = tempfile::tempdir().unwrap();
+    let mut daemon = Command::new(sync_bin())
+        .args([
+            "watch",
+            root.path().to_str().unwrap(),
+            "--to",
+            &mf::target(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = Run::create(Init::project(&project).root(root.path())).unwrap();
+    let id = run.id().unwrap().to_string();
+    let mut p = TestPipeline::new();
+    run.record(&mut p, &Req::new(&["first"], 1)).unwrap();
+    run.flush().unwrap();
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t.elapsed()
+    };
+    let has_table = |n: u32| {
+        let project = project.clone();
+        let id = id.clone();
+        move || {
+            mf::runs(&project)
+                .iter()
+                .filter(|r| mf::tag(r, "difflog.run_id").as_deref() == Some(&id))
+                .any(|r| {
+                    mf::artifacts(r)
+                        .iter()
+                        .any(|(p, _)| p == &format!("Result-Table/Pipeline-Call-{n}.json"))
+                })
+        }
+    };
+    let latency = wait_for("call 1 while the run is live", &has_table(1));
+    let live = mf::run_for(&project, &id);
+    assert_eq!(
+        live["info"]["status"], "RUNNING",
+        "a live run must not be marked finished"
+    );
+    run.record(&mut p, &Req::new(&["second"], 2)).unwrap();
+    run.flush().unwrap();
+    wait_for("call 2 while the run is live", &has_table(2));
+    assert_eq!(mf::run_for(&project, &id)["info"]["status"], "RUNNING");
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    wait_for("FINISHED", &|| {
+        mf::run_for(&project, &id)["info"]["status"] == "FINISHED"
+    });
+    assert_complete_basic(&project, &dir);
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.success(),
+        "watch did not stop cleanly on SIGTERM: {status}"
+    );
+    eprintln!("watch latency for call 1: {latency:?}");
+}
+
+fn assert_complete_basic(project: &str, dir: &Path) {
+    let r = RunDir::open(dir).unwrap();
+    let run = mf::run_for(project, &r.meta.id);
+    let arts: Vec<String> = mf::artifacts(&run).into_iter().map(|(p, _)| p).collect();
+    for call in r.view().calls.values() {
+        assert!(arts.contains(&format!("Result-Table/{}.json", call.started.stage)));
+    }
+}
+
+#[test]
+fn sigkill_of_the_uploader_at_random_instants_then_restart_leaves_everything_exactly_once() {
+    let project = mf::unique_project("kill");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 8, 4, 96);
+    let mut rng = rand::rng();
+    let mut killed_mid_way = 0;
+    for i in 0..20 {
+        let mut child = Command::new(sync_bin())
+            .args([
+                "upload",
+                root.path().to_str().unwrap(),
+                "--to",
+                &mf::target(),
+                "--concurrency",
+                "4",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(5..150)));
+        let finished_before_kill = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !finished_before_kill {
+            killed_mid_way += 1;
+        }
+        // Make later kills land mid-upload too: forget some progress now and then.
+        if i % 5 == 4 && finished_before_kill {
+            std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
+        }
+    }
+    assert!(
+        killed_mid_way >= 10,
+        "only {killed_mid_way} kills landed mid-upload"
+    );
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_complete(&project, &dir, "FINISHED");
+    assert_eq!(
+        mf::runs(&project).len(),
+        1,
+        "more than one MLflow run after kills"
+    );
+}
+
+#[test]
+fn a_torn_run_syncs_up_to_the_tear_and_shows_as_killed() {
+    let project = mf::unique_project("torn");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 3, 1, 16);
+    // Cut the log inside call 3's records: the run crashed there.
+    let log = std::fs::read(dir.join("events.log")).unwrap();
+    let text = String::from_utf8_lossy(&log).to_string();
+    let cut = text.find("\"stage\":\"Pipeline-Call-3\"").unwrap() + 30;
+    std::fs::write(dir.join("events.log"), &log[..cut]).unwrap();
+    let o = sync(&["upload", dir.to_str().unwrap(), "--to", &mf::target()]);
+    assert!(o.status.success(), "{}", text_of(&o));
+    let r = RunDir::open(&dir).unwrap();
+    let run = mf::run_for(&project, &r.meta.id);
+    assert_eq!(run["info"]["status"], "KILLED");
+    let arts: Vec<String> = mf::artifacts(&run).into_iter().map(|(p, _)| p).collect();
+    assert!(arts.contains(&"Result-Table/Pipeline-Call-2.json".to_string()));
+    assert!(
+        !arts.iter().any(|p| p.contains("Pipeline-Call-3")),
+        "{arts:?}"
+    );
+}
+
+fn text_of(o: &Output) -> String {
+    text(o)
+}
+
+#[test]
+fn a_symlink_escaping_the_run_is_refused_and_nothing_outside_is_uploaded() {
+    let project = mf::unique_project("symlink");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 1, 1, 16);
+    let v = RunDir::open(&dir).unwrap().view();
+    let victim = dir.join(&v.media[0].path);
+    let secret = root.path().join("secret.txt");
+    std::fs::write(&secret, b"not for the tracker").unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    std::os::unix::fs::symlink(&secret, &victim).unwrap();
+    let o = sync(&["upload", dir.to_str().unwrap(), "--to", &mf::target()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("symbolic link"), "{}", text(&o));
+    for r in mf::runs(&project) {
+        for (p, _) in mf::artifacts(&r) {
+            if p.starts_with("images/") {
+                assert_ne!(mf::artifact(&r, &p), b"not for the tracker");
+            }
+        }
+    }
+    let o = sync(&["status", root.path().to_str().unwrap()]);
+    assert!(
+        text(&o).contains("last error") && text(&o).contains("symbolic link"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn bad_targets_and_refused_credentials_are_clear_and_do_not_storm() {
+    let root = tempfile::tempdir().unwrap();
+    record(root.path(), "p", 1, 1, 16);
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        "s3://bucket",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("unknown target scheme \"s3\""),
+        "{}",
+        text(&o)
+    );
+
+    // A server that refuses every request with 401, counting them.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let body = r#"{"error_code":"UNAUTHENTICATED","message":"bad token"}"#;
+            let resp = format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut s, resp.as_bytes());
+        }
+    });
+    let o = Command::new(sync_bin())
+        .args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+http://{addr}"),
+        ])
+        .env("MLFLOW_TRACKING_TOKEN", "sekrit-token-value")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("401"), "{}", text(&o));
+    assert!(
+        !text(&o).contains("sekrit-token-value"),
+        "the token leaked: {}",
+        text(&o)
+    );
+    assert!(
+        count.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+        "{} requests after a 401",
+        count.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let state = std::fs::read(root.path().join(".difflog-sync/state.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&state).contains("sekrit"),
+        "the token reached the state"
+    );
+    let _ = only_run;
+}
