@@ -468,3 +468,149 @@ fn bad_targets_and_refused_credentials_are_clear_and_do_not_storm() {
     );
     let _ = only_run;
 }
+
+#[test]
+fn resets_delays_server_errors_and_429s_still_deliver_everything_once() {
+    use common::proxy::{Faults, Proxy};
+    let project = mf::unique_project("faults");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 4, 4, 48);
+    let proxy = Proxy::start(
+        &mf::url(),
+        Faults {
+            reset: 0.1,
+            delay: 0.1,
+            server_error: 0.1,
+            too_many: 0.08,
+            lost_response: 0.1,
+        },
+        42,
+    );
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &format!("mlflow+{}", proxy.url),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let faulted = proxy
+        .counts
+        .faulted
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(faulted >= 8, "the proxy injected only {faulted} faults");
+    assert_complete(&project, &dir, "FINISHED");
+    eprintln!(
+        "faults injected: {faulted}, requests forwarded: {}",
+        proxy
+            .counts
+            .forwarded
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn watch_rides_out_a_30_second_outage_without_a_retry_storm() {
+    use common::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering;
+    let project = mf::unique_project("outage");
+    let root = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&mf::url(), Faults::default(), 7);
+    let mut daemon = Command::new(sync_bin())
+        .args([
+            "watch",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+{}", proxy.url),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = Run::create(Init::project(&project).root(root.path())).unwrap();
+    let id = run.id().unwrap().to_string();
+    let mut p = TestPipeline::new();
+    run.record(&mut p, &Req::new(&["before"], 1)).unwrap();
+    run.flush().unwrap();
+    let tables = |id: &str| -> usize {
+        mf::runs(&project)
+            .iter()
+            .filter(|r| mf::tag(r, "difflog.run_id").as_deref() == Some(id))
+            .map(|r| {
+                mf::artifacts(r)
+                    .iter()
+                    .filter(|(p, _)| p.starts_with("Result-Table/"))
+                    .count()
+            })
+            .sum()
+    };
+    let t = Instant::now();
+    while tables(&id) < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "call 1 never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    proxy.set_outage(true);
+    let outage_start = Instant::now();
+    for i in 0..3 {
+        run.record(&mut p, &Req::new(&["during the outage"], 10 + i))
+            .unwrap();
+        run.flush().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(outage_start.elapsed()));
+    let refused = proxy.counts.refused.load(Ordering::SeqCst);
+    proxy.set_outage(false);
+    let t = Instant::now();
+    while !(tables(&id) == 4 && mf::run_for(&project, &id)["info"]["status"] == "FINISHED") {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the backlog did not arrive after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let recovered = t.elapsed();
+    assert_complete_basic(&project, &dir);
+    let run_id = mf::run_for(&project, &id)["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        mf::history(&run_id, "timings/total_ms").len(),
+        4,
+        "a call arrived twice or not at all"
+    );
+    assert!(
+        refused <= 90,
+        "{refused} connection attempts during a 30 s outage: a retry storm"
+    );
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    eprintln!("outage: {refused} attempts in 30 s ({:.1}/min); backlog delivered {recovered:?} after the server came back", refused as f64 * 2.0);
+}
+
+#[test]
+fn a_lost_answer_to_run_create_does_not_create_a_second_run() {
+    use common::proxy::{Faults, Proxy};
+    let project = mf::unique_project("lostcreate");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 1, 1, 16);
+    let proxy = Proxy::start(&mf::url(), Faults::default(), 1);
+    proxy.lose_next_create();
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &format!("mlflow+{}", proxy.url),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        mf::runs(&project).len(),
+        1,
+        "the create whose answer was lost made a second run"
+    );
+    assert_complete(&project, &dir, "FINISHED");
+}

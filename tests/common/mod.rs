@@ -222,3 +222,4 @@ pub fn test_cache() {
     });
 }
 pub mod mlflow;
+pub mod proxy;

@@ -1,0 +1,230 @@
+//! A small fault-injecting HTTP proxy on 127.0.0.1 for the sync tests.
+//!
+//! It reads each HTTP/1.1 request (headers plus a Content-Length body),
+//! then, by a seeded coin, resets the connection, delays, answers 500 or 503,
+//! answers 429 with `Retry-After`, forwards and drops the answer, or forwards the request to the real server
+//! over a fresh connection and relays the response verbatim. During an
+//! "outage" it accepts and immediately closes every connection, like a
+//! stopped server behind a load balancer, and counts the attempts.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Fault probabilities, each per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Close the connection without answering.
+    pub reset: f64,
+    /// Wait 300 ms before forwarding.
+    pub delay: f64,
+    /// Answer 500 or 503 without forwarding.
+    pub server_error: f64,
+    /// Answer 429 with `Retry-After: 1` without forwarding.
+    pub too_many: f64,
+    /// Forward the request, then drop the server's answer (the server did
+    /// the work; the client never hears of it).
+    pub lost_response: f64,
+}
+
+/// Counters of what the proxy did.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Requests forwarded to the server.
+    pub forwarded: AtomicUsize,
+    /// Requests answered with a fault (reset, 5xx, 429).
+    pub faulted: AtomicUsize,
+    /// Connections refused during an outage.
+    pub refused: AtomicUsize,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// What it did.
+    pub counts: Arc<Counts>,
+    outage: Arc<AtomicBool>,
+    faults: Arc<Mutex<Faults>>,
+    lose_next_create: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Starts a proxy in front of `upstream` (`http://host:port`).
+    pub fn start(upstream: &str, faults: Faults, seed: u64) -> Proxy {
+        let up = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let counts = Arc::new(Counts::default());
+        let outage = Arc::new(AtomicBool::new(false));
+        let faults = Arc::new(Mutex::new(faults));
+        let lose_next_create = Arc::new(AtomicBool::new(false));
+        let (c, o, f, l) = (
+            Arc::clone(&counts),
+            Arc::clone(&outage),
+            Arc::clone(&faults),
+            Arc::clone(&lose_next_create),
+        );
+        std::thread::spawn(move || {
+            for (i, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { continue };
+                if o.load(Ordering::SeqCst) {
+                    c.refused.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let (c, o, f, l, up) = (
+                    Arc::clone(&c),
+                    Arc::clone(&o),
+                    Arc::clone(&f),
+                    Arc::clone(&l),
+                    up.clone(),
+                );
+                std::thread::spawn(move || {
+                    serve(stream, &up, &c, &o, &f, &l, seed.wrapping_add(i as u64))
+                });
+            }
+        });
+        Proxy {
+            url,
+            counts,
+            outage,
+            faults,
+            lose_next_create,
+        }
+    }
+
+    /// Starts or ends an outage.
+    pub fn set_outage(&self, on: bool) {
+        self.outage.store(on, Ordering::SeqCst);
+    }
+
+    /// Forwards the next `runs/create` to the server but drops its answer.
+    pub fn lose_next_create(&self) {
+        self.lose_next_create.store(true, Ordering::SeqCst);
+    }
+
+    /// Changes the fault rates.
+    pub fn set_faults(&self, f: Faults) {
+        *self.faults.lock().unwrap() = f;
+    }
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+        // The upstream connection is used for one request only.
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        if line == "\r\n" {
+            head.extend_from_slice(b"Connection: close\r\n\r\n");
+            break;
+        }
+        head.extend_from_slice(line.as_bytes());
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).ok()?;
+    head.extend_from_slice(&body);
+    Some(head)
+}
+
+fn respond(s: &mut TcpStream, status: &str, extra: &str) {
+    let body = r#"{"error_code":"INTERNAL_ERROR","message":"injected fault"}"#;
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    );
+}
+
+fn serve(
+    client: TcpStream,
+    upstream: &str,
+    c: &Counts,
+    outage: &AtomicBool,
+    faults: &Mutex<Faults>,
+    lose_create: &AtomicBool,
+    seed: u64,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let Ok(write_half) = client.try_clone() else {
+        return;
+    };
+    let mut w = write_half;
+    let mut r = BufReader::new(client);
+    while let Some(req) = read_request(&mut r) {
+        if outage.load(Ordering::SeqCst) {
+            c.refused.fetch_add(1, Ordering::SeqCst);
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
+        let f = *faults.lock().unwrap();
+        let x: f64 = rng.random();
+        if x < f.reset {
+            c.faulted.fetch_add(1, Ordering::SeqCst);
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
+        let x = x - f.reset;
+        if x < f.server_error {
+            c.faulted.fetch_add(1, Ordering::SeqCst);
+            respond(
+                &mut w,
+                if rng.random_bool(0.5) {
+                    "500 Internal Server Error"
+                } else {
+                    "503 Service Unavailable"
+                },
+                "",
+            );
+            continue;
+        }
+        let x = x - f.server_error;
+        if x < f.too_many {
+            c.faulted.fetch_add(1, Ordering::SeqCst);
+            respond(&mut w, "429 Too Many Requests", "Retry-After: 1\r\n");
+            continue;
+        }
+        if rng.random::<f64>() < f.delay {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let Ok(mut up) = TcpStream::connect(upstream) else {
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        };
+        if up.write_all(&req).is_err() {
+            return;
+        }
+        let mut resp = Vec::new();
+        if up.read_to_end(&mut resp).is_err() {
+            return;
+        }
+        c.forwarded.fetch_add(1, Ordering::SeqCst);
+        let is_create = req.starts_with(b"POST ") && req.windows(11).any(|w| w == b"runs/create");
+        let lose = is_create && lose_create.swap(false, Ordering::SeqCst);
+        if lose || rng.random::<f64>() < f.lost_response {
+            c.faulted.fetch_add(1, Ordering::SeqCst);
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
+        if w.write_all(&resp).is_err() {
+            return;
+        }
+    }
+}
