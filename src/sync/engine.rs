@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 /// How many uploads run at once per run.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Finished calls sent together (their metrics in one request).
+const CALL_BATCH: usize = 50;
 
 /// Where a run stands at a target after a pass.
 #[derive(Debug, Clone, Serialize)]
@@ -182,18 +184,27 @@ async fn sync_inner<T: Target>(
     // Media outside calls (run.log_image) and of finished calls.
     let loose: Vec<_> = view.media.iter().filter(|m| m.call.is_none()).collect();
     upload_media(target, state, run, &remote, &loose, concurrency).await?;
+    let mut pending = Vec::new();
     for call in view.calls.values() {
-        if call.finished.is_none() {
-            continue; // live: the call is not complete yet
+        // A call still running (live run) is not complete yet.
+        if call.finished.is_some()
+            && !state
+                .is_done(key, id, &format!("call:{}", call.started.call))
+                .map_err(state_err)?
+        {
+            pending.push(call);
         }
-        let item = format!("call:{}", call.started.call);
-        if state.is_done(key, id, &item).map_err(state_err)? {
-            continue;
-        }
-        let media: Vec<_> = call.media.iter().collect();
+    }
+    // Bounded batches: media first, then the calls' tables and timings.
+    for batch in pending.chunks(CALL_BATCH) {
+        let media: Vec<_> = batch.iter().flat_map(|c| c.media.iter()).collect();
         upload_media(target, state, run, &remote, &media, concurrency).await?;
-        target.finish_call(&remote, &snap, call).await?;
-        state.mark_done(key, id, &item).map_err(state_err)?;
+        target.finish_calls(&remote, &snap, batch).await?;
+        for call in batch {
+            state
+                .mark_done(key, id, &format!("call:{}", call.started.call))
+                .map_err(state_err)?;
+        }
     }
 
     let metrics: Vec<(MetricEvent, i64)> = run

@@ -201,23 +201,44 @@ impl Mlflow {
         tags: Vec<Value>,
     ) -> SyncResult<()> {
         // MLflow's limits per request: 1000 metrics, 100 params, 100 tags.
-        for chunk in params.chunks(100) {
-            let b = json!({"run_id": remote.id, "params": chunk});
+        // Fill each request up to them: every request costs a round trip.
+        let (mut m, mut p, mut t) = (metrics.into_iter(), params.into_iter(), tags.into_iter());
+        loop {
+            let mc: Vec<Value> = m.by_ref().take(1000).collect();
+            let pc: Vec<Value> = p.by_ref().take(100).collect();
+            let tc: Vec<Value> = t.by_ref().take(100).collect();
+            if mc.is_empty() && pc.is_empty() && tc.is_empty() {
+                return Ok(());
+            }
+            let b = json!({"run_id": remote.id, "metrics": mc, "params": pc, "tags": tc});
             self.call(Method::POST, "/api/2.0/mlflow/runs/log-batch", Some(&b))
                 .await?;
         }
-        for chunk in tags.chunks(100) {
-            let b = json!({"run_id": remote.id, "tags": chunk});
-            self.call(Method::POST, "/api/2.0/mlflow/runs/log-batch", Some(&b))
-                .await?;
-        }
-        for chunk in metrics.chunks(1000) {
-            let b = json!({"run_id": remote.id, "metrics": chunk});
-            self.call(Method::POST, "/api/2.0/mlflow/runs/log-batch", Some(&b))
-                .await?;
-        }
-        Ok(())
     }
+}
+
+/// A call's table as MLflow table JSON (what `mlflow.log_table` writes):
+/// image cells point at the uploaded `images/<sha256>.png`.
+fn table_json(call: &CallView) -> Value {
+    let columns = &call.started.columns;
+    let mut data = Vec::new();
+    for row in &call.rows {
+        let mut cells = Vec::new();
+        for col in columns {
+            let cell = row.cells.iter().find(|c| c.column() == col);
+            cells.push(match cell {
+                Some(Cell::Text { value, .. }) => json!(value),
+                Some(Cell::Number { value, .. }) => Value::Number(value.clone()),
+                Some(Cell::Image { digest, .. }) => {
+                    let p = format!("images/{digest}.png");
+                    json!({"type": "image", "filepath": p, "compressed_filepath": p})
+                }
+                Some(Cell::Null { .. }) | None => Value::Null,
+            });
+        }
+        data.push(Value::Array(cells));
+    }
+    json!({"columns": columns, "data": data})
 }
 
 fn str_field(v: &Value, k: &str) -> SyncResult<String> {
@@ -420,46 +441,39 @@ impl Target for Mlflow {
             .await
     }
 
-    async fn finish_call(
+    async fn finish_calls(
         &self,
         remote: &Remote,
         run: &Snapshot<'_>,
-        call: &CallView,
+        calls: &[&CallView],
     ) -> SyncResult<()> {
-        let columns = &call.started.columns;
-        let mut data = Vec::new();
-        for row in &call.rows {
-            let mut cells = Vec::new();
-            for col in columns {
-                let cell = row.cells.iter().find(|c| c.column() == col);
-                cells.push(match cell {
-                    Some(Cell::Text { value, .. }) => json!(value),
-                    Some(Cell::Number { value, .. }) => Value::Number(value.clone()),
-                    Some(Cell::Image { digest, .. }) => {
-                        let p = format!("images/{digest}.png");
-                        json!({"type": "image", "filepath": p, "compressed_filepath": p})
-                    }
-                    Some(Cell::Null { .. }) | None => Value::Null,
-                });
+        let Some(last) = calls.iter().map(|c| c.started.call).max() else {
+            return Ok(());
+        };
+        // Tables are PUTs (no response body): send them concurrently.
+        let puts = calls.iter().map(|call| {
+            let table = table_json(call);
+            async move {
+                let path = format!("Result-Table/{}.json", call.started.stage);
+                self.put_json(remote, &path, &table).await
             }
-            data.push(Value::Array(cells));
-        }
-        let table = json!({"columns": columns, "data": data});
-        let table_path = format!("Result-Table/{}.json", call.started.stage);
-        self.put_json(remote, &table_path, &table).await?;
-        // List every finished call's table, as mlflow.log_table does.
+        });
+        futures_util::future::try_join_all(puts).await?;
+        // Then one log-batch for all their timings and tags: MLflow answers
+        // it with a small body, and each such answer costs a round trip.
         let logged: Vec<Value> = run
             .view
             .calls
             .values()
-            .filter(|c| c.finished.is_some() && c.started.call <= call.started.call)
+            .filter(|c| c.finished.is_some() && c.started.call <= last)
             .map(|c| json!({"path": format!("Result-Table/{}.json", c.started.stage), "type": "table"}))
             .collect();
         let mut tags = vec![
             json!({"key": "mlflow.loggedArtifacts", "value": Value::Array(logged).to_string()}),
         ];
         let mut metrics = Vec::new();
-        if let Some(f) = &call.finished {
+        for call in calls {
+            let Some(f) = &call.finished else { continue };
             let ts = ts_ms(call.finished_ts.as_deref().unwrap_or(&run.meta.created));
             for (phase, v) in &f.timings_ms {
                 if let Some(x) = v.as_f64() {

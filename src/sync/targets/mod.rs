@@ -83,12 +83,13 @@ pub trait Target {
         file: &Path,
     ) -> SyncResult<()>;
 
-    /// Sends a finished call: its table and timings. Its media are uploaded.
-    async fn finish_call(
+    /// Sends finished calls (their media are uploaded): each one's table and
+    /// timings. Given together so a target can batch its requests.
+    async fn finish_calls(
         &self,
         remote: &Remote,
         run: &Snapshot<'_>,
-        call: &CallView,
+        calls: &[&CallView],
     ) -> SyncResult<()>;
 
     /// Sends free-form metrics (with the record timestamp in ms).
