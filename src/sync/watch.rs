@@ -85,8 +85,21 @@ pub fn watch(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            for p in ev.paths {
-                let _ = tx.send(p);
+            // Only changes matter. Reads (ours included: syncing a run opens
+            // its files) raise access events that would wake us forever.
+            use notify::event::{AccessKind, AccessMode, EventKind};
+            let change = matches!(
+                ev.kind,
+                EventKind::Create(_)
+                    | EventKind::Modify(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Any
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            );
+            if change {
+                for p in ev.paths {
+                    let _ = tx.send(p);
+                }
             }
         }
     })

@@ -450,15 +450,18 @@ impl Target for Mlflow {
         let Some(last) = calls.iter().map(|c| c.started.call).max() else {
             return Ok(());
         };
-        // Tables are PUTs (no response body): send them concurrently.
-        let puts = calls.iter().map(|call| {
+        // Tables are PUTs (no response body): a few at a time.
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        stream::iter(calls.iter().map(|call| {
             let table = table_json(call);
             async move {
                 let path = format!("Result-Table/{}.json", call.started.stage);
                 self.put_json(remote, &path, &table).await
             }
-        });
-        futures_util::future::try_join_all(puts).await?;
+        }))
+        .buffer_unordered(4)
+        .try_collect::<Vec<()>>()
+        .await?;
         // Then one log-batch for all their timings and tags: MLflow answers
         // it with a small body, and each such answer costs a round trip.
         let logged: Vec<Value> = run
