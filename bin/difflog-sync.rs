@@ -83,13 +83,7 @@ fn spec(t: &TargetArgs) -> difflog::Result<TargetSpec> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DIFFLOG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    difflog::cli::init_logging();
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     let result = match cli.command {

@@ -172,6 +172,9 @@ enum Bench {
         /// Skip the baselines (only record; ratios are then null).
         #[arg(long)]
         no_baseline: bool,
+        /// Sleep this many ms between calls (to generate a paced live run).
+        #[arg(long, default_value_t = 0)]
+        pace_ms: u64,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -179,13 +182,7 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DIFFLOG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    difflog::cli::init_logging();
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     let root = |r: Option<PathBuf>| r.unwrap_or_else(difflog::run::default_root);
@@ -273,6 +270,7 @@ fn main() -> ExitCode {
                     root: r,
                     queue,
                     no_baseline,
+                    pace_ms,
                     json,
                 },
         } => {
@@ -283,6 +281,7 @@ fn main() -> ExitCode {
                 root: root(r),
                 queue,
                 no_baseline,
+                pace_ms,
             };
             difflog::bench::record(&opts).map(|f| {
                 use std::io::Write;

@@ -35,6 +35,8 @@ pub struct RecordBench {
     pub queue: usize,
     /// Skip the baselines (for load generation, e.g. the crash tests).
     pub no_baseline: bool,
+    /// Sleep this long between calls (load generation for live-run tests).
+    pub pace_ms: u64,
 }
 
 /// Figures measured by `bench record`.
@@ -266,6 +268,10 @@ pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
     let mut waited = Vec::new();
     let start = Instant::now();
     for call in 0..opts.calls as u64 {
+        if opts.pace_ms > 0 && call > 0 {
+            run.flush()?;
+            std::thread::sleep(Duration::from_millis(opts.pace_ms));
+        }
         let waits_before = run.backpressure_waits();
         let t = Instant::now();
         run.record(&mut pipeline, &call)

@@ -278,3 +278,14 @@ fn human_bytes(n: u64) -> String {
 pub fn view(dir: &Path) -> Result<RunView> {
     Ok(RunDir::open(dir)?.view())
 }
+
+/// Logging for the binaries: to stderr, level from `DIFFLOG_LOG` (default `warn`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DIFFLOG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

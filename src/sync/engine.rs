@@ -195,10 +195,20 @@ async fn sync_inner<T: Target>(
             pending.push(call);
         }
     }
-    // Bounded batches: media first, then the calls' tables and timings.
+    // Bounded batches. Within one, media and tables share one stream of
+    // `concurrency` uploads (media first, so a table rarely shows before its
+    // images); a call is marked done only after everything of it arrived.
     for batch in pending.chunks(CALL_BATCH) {
         let media: Vec<_> = batch.iter().flat_map(|c| c.media.iter()).collect();
-        upload_media(target, state, run, &remote, &media, concurrency).await?;
+        let media_jobs = media_jobs(target, state, run, &remote, &media)?;
+        let table_jobs = batch.iter().map(|call| {
+            let fut: Job<'_> = Box::pin(target.upload_table(&remote, &snap, call));
+            fut
+        });
+        stream::iter(media_jobs.into_iter().chain(table_jobs))
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
         target.finish_calls(&remote, &snap, batch).await?;
         for call in batch {
             state
@@ -235,7 +245,42 @@ async fn sync_inner<T: Target>(
             .set_status(key, id, status.as_str())
             .map_err(state_err)?;
     }
-    progress(target, state, run, &view, run_state, Some(remote.id))
+    progress_for_key(key, state, run, &view, run_state, Some(remote.id))
+}
+
+type Job<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = SyncResult<()>> + 'a>>;
+
+/// One upload job per media file not yet acknowledged (each marks itself done).
+fn media_jobs<'a, T: Target>(
+    target: &'a T,
+    state: &'a State,
+    run: &'a RunDir,
+    remote: &'a Remote,
+    media: &[&'a crate::event::MediaEvent],
+) -> SyncResult<Vec<Job<'a>>> {
+    let key = target.key();
+    let id = run.meta.id.as_str();
+    let mut jobs: Vec<Job<'a>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for &m in media {
+        if !seen.insert(m.digest.clone()) {
+            continue;
+        }
+        if state
+            .is_done(key, id, &format!("media:{}", m.digest))
+            .map_err(state_err)?
+        {
+            continue;
+        }
+        let file = safe_file(&run.path, &m.path)?;
+        jobs.push(Box::pin(async move {
+            target.upload_media(remote, m, &file).await?;
+            state
+                .mark_done(key, id, &format!("media:{}", m.digest))
+                .map_err(state_err)
+        }));
+    }
+    Ok(jobs)
 }
 
 async fn upload_media<T: Target>(
@@ -246,47 +291,14 @@ async fn upload_media<T: Target>(
     media: &[&crate::event::MediaEvent],
     concurrency: usize,
 ) -> SyncResult<()> {
-    let key = target.key();
-    let id = run.meta.id.as_str();
-    let mut todo = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for m in media {
-        if !seen.insert(m.digest.clone()) {
-            continue;
-        }
-        if !state
-            .is_done(key, id, &format!("media:{}", m.digest))
-            .map_err(state_err)?
-        {
-            let file = safe_file(&run.path, &m.path)?;
-            todo.push((*m, file));
-        }
-    }
-    stream::iter(todo.into_iter().map(|(m, file)| async move {
-        target.upload_media(remote, m, &file).await?;
-        state
-            .mark_done(key, id, &format!("media:{}", m.digest))
-            .map_err(state_err)
-    }))
-    .buffer_unordered(concurrency)
-    .try_collect::<Vec<()>>()
-    .await
-    .map(|_| ())
+    stream::iter(media_jobs(target, state, run, remote, media)?)
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
 }
 
-/// What the state says about a run at a target, without talking to it.
-pub fn progress<T: Target>(
-    target: &T,
-    state: &State,
-    run: &RunDir,
-    view: &crate::read::RunView,
-    run_state: RunState,
-    remote_id: Option<String>,
-) -> SyncResult<Progress> {
-    progress_for_key(target.key(), state, run, view, run_state, remote_id)
-}
-
-/// [`progress`] by target key (for `status`, which has no target object).
+/// What the state says about a run at the target `key`, without talking to it.
 pub fn progress_for_key(
     key: &str,
     state: &State,

@@ -441,6 +441,16 @@ impl Target for Mlflow {
             .await
     }
 
+    async fn upload_table(
+        &self,
+        remote: &Remote,
+        _run: &Snapshot<'_>,
+        call: &CallView,
+    ) -> SyncResult<()> {
+        let path = format!("Result-Table/{}.json", call.started.stage);
+        self.put_json(remote, &path, &table_json(call)).await
+    }
+
     async fn finish_calls(
         &self,
         remote: &Remote,
@@ -450,19 +460,7 @@ impl Target for Mlflow {
         let Some(last) = calls.iter().map(|c| c.started.call).max() else {
             return Ok(());
         };
-        // Tables are PUTs (no response body): a few at a time.
-        use futures_util::stream::{self, StreamExt, TryStreamExt};
-        stream::iter(calls.iter().map(|call| {
-            let table = table_json(call);
-            async move {
-                let path = format!("Result-Table/{}.json", call.started.stage);
-                self.put_json(remote, &path, &table).await
-            }
-        }))
-        .buffer_unordered(4)
-        .try_collect::<Vec<()>>()
-        .await?;
-        // Then one log-batch for all their timings and tags: MLflow answers
+        // One log-batch for all their timings and tags: MLflow answers
         // it with a small body, and each such answer costs a round trip.
         let logged: Vec<Value> = run
             .view

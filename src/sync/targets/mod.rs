@@ -83,8 +83,16 @@ pub trait Target {
         file: &Path,
     ) -> SyncResult<()>;
 
-    /// Sends finished calls (their media are uploaded): each one's table and
-    /// timings. Given together so a target can batch its requests.
+    /// Uploads one finished call's table (its media may still be uploading).
+    async fn upload_table(
+        &self,
+        remote: &Remote,
+        run: &Snapshot<'_>,
+        call: &CallView,
+    ) -> SyncResult<()>;
+
+    /// Sends what completes finished calls whose media and tables are
+    /// uploaded (timings, table lists). Given together so a target can batch.
     async fn finish_calls(
         &self,
         remote: &Remote,
