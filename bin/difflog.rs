@@ -57,6 +57,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-run a recorded call from its record (model, weights digest,
+    /// scheduler, arguments, seeds) and check that every image comes out
+    /// byte-identical. Exit code 1 if any differs.
+    Replay {
+        /// Run directory, or a run id under --root.
+        run: String,
+        /// Call number (N of Pipeline-Call-N).
+        #[arg(long)]
+        call: u32,
+        /// Only this row of the call's table.
+        #[arg(long)]
+        row: Option<u32>,
+        /// Device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Root to look the run id up in (default: DIFFLOG_DIR or ./runs).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -216,6 +238,39 @@ fn main() -> ExitCode {
         Command::Show { run, root: r, json } => {
             let dir = difflog::cli::resolve_run(&run, &root(r));
             difflog::cli::show(&mut out, &dir, json).map(|()| true)
+        }
+        Command::Replay {
+            run,
+            call,
+            row,
+            device,
+            root: r,
+            json,
+        } => {
+            let dir = difflog::cli::resolve_run(&run, &root(r));
+            difflog::replay::replay(&dir, call, row, &device).map(|results| {
+                use std::io::Write;
+                let all = results.iter().all(|x| x.identical);
+                if json {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"identical": all, "rows": results})
+                    );
+                } else {
+                    for x in &results {
+                        let verdict = if x.identical { "identical" } else { "DIFFERS" };
+                        let _ = writeln!(
+                            out,
+                            "row {} (seed {}): {verdict}  recorded {}  replayed {}",
+                            x.row, x.seed, x.recorded, x.replayed
+                        );
+                    }
+                    let same = results.iter().filter(|x| x.identical).count();
+                    let _ = writeln!(out, "{same}/{} image(s) byte-identical", results.len());
+                }
+                all
+            })
         }
         Command::Verify {
             path,

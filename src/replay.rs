@@ -1,0 +1,187 @@
+//! `difflog replay`: re-runs a recorded call from its record — model and
+//! weights digest, scheduler, every argument, each image's seed — and says,
+//! per image, whether the new PNG is byte-identical to the recorded one.
+//!
+//! This is the reproducibility promise made checkable: a recorded seed and
+//! the same weights give the same bytes. Weights that differ from the
+//! recorded digest are refused up front (naming the file), since a
+//! comparison against other weights proves nothing.
+
+use crate::error::{Error, Result};
+use crate::event::Cell;
+use crate::pipeline::Pipeline;
+use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
+use crate::pipelines::{resolve, InitImage, Request, StableDiffusion};
+use crate::read::RunDir;
+use crate::run::media::{encode_png, sha256_hex};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The verdict for one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowResult {
+    /// Row index in the call's table.
+    pub row: u32,
+    /// The seed it was generated from.
+    pub seed: u64,
+    /// SHA-256 of the recorded PNG.
+    pub recorded: String,
+    /// SHA-256 of the regenerated PNG.
+    pub replayed: String,
+    /// Whether they are byte-identical.
+    pub identical: bool,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+fn text(cells: &[Cell], column: &str) -> Option<String> {
+    cells.iter().find_map(|c| match c {
+        Cell::Text { column: col, value } if col == column => Some(value.clone()),
+        _ => None,
+    })
+}
+
+/// Replays call `call` of the run at `dir` (all rows, or only `row`) on `device`.
+pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<Vec<RowResult>> {
+    let run = RunDir::open(dir)?;
+    let view = run.view();
+    let c = view.calls.get(&call).ok_or_else(|| {
+        bad(format!(
+            "{}: no call {call} (the run has {} call(s))",
+            dir.display(),
+            view.calls.len()
+        ))
+    })?;
+    if !c.ok() {
+        return Err(bad(format!(
+            "{}: call {call} did not finish successfully; nothing to compare",
+            dir.display()
+        )));
+    }
+    let p = view.pipelines.get(&c.started.pipeline).ok_or_else(|| {
+        bad(format!(
+            "{}: call {call} names pipeline {} that is not recorded",
+            dir.display(),
+            c.started.pipeline
+        ))
+    })?;
+    let model = resolve(&p.model_id)
+        .map_err(|e| bad(format!("the recorded model is not available: {e}")))?;
+    if let Some(recorded) = &p.weights_digest {
+        if *recorded != model.weights_digest {
+            let mut changed = Vec::new();
+            for (k, now) in &model.files {
+                let then = p.components.values().find_map(|comp| {
+                    ["weights", "tokenizer"].iter().find_map(|w| {
+                        let f = &comp[*w];
+                        (f["file"] == now["file"]).then(|| f["sha256"].clone())
+                    })
+                });
+                if then.as_ref() != Some(&now["sha256"]) {
+                    changed.push(format!("{k} ({})", now["file"].as_str().unwrap_or("?")));
+                }
+            }
+            return Err(bad(format!(
+                "the weights of {} differ from the recorded ones ({recorded}, now {}); changed: {}",
+                p.model_id,
+                model.weights_digest,
+                if changed.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    changed.join(", ")
+                }
+            )));
+        }
+    }
+    let mut pipe = StableDiffusion::load(model, device).map_err(|e| bad(e.to_string()))?;
+    if let Some(kind) = p.scheduler["name"].as_str().and_then(SchedulerKind::parse) {
+        let cur = pipe.scheduler().clone();
+        pipe.set_scheduler(SchedulerSettings { kind, ..cur });
+    }
+    let params = &c.started.params;
+    let num = |k: &str| params.get(k).and_then(Value::as_u64).map(|v| v as usize);
+    let opt_text = |k: &str| params.get(k).and_then(Value::as_str).map(str::to_string);
+    let mut results = Vec::new();
+    for r in &c.rows {
+        if row.is_some_and(|want| want != r.index) {
+            continue;
+        }
+        let seed = r
+            .cells
+            .iter()
+            .find_map(|x| match x {
+                Cell::Number { column, value } if column == "Seed" => value.as_u64(),
+                _ => None,
+            })
+            .ok_or_else(|| bad(format!("row {} has no seed", r.index)))?;
+        let recorded = r
+            .cells
+            .iter()
+            .find_map(|x| match x {
+                Cell::Image { column, digest, .. } if column == "Generated-Image" => {
+                    Some(digest.clone())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| bad(format!("row {} has no generated image", r.index)))?;
+        let init = match r.cells.iter().find_map(|x| match x {
+            Cell::Image { column, path, .. } if column == "Input-Image" => Some(path.clone()),
+            _ => None,
+        }) {
+            None => None,
+            Some(_) if params.get("image").and_then(|i| i.get("latents")).is_some() => {
+                return Err(bad(format!(
+                    "call {call} refined latents handed over from a previous stage; replay that stage's call instead"
+                )))
+            }
+            Some(path) => {
+                let img = image::open(dir.join(&path))
+                    .map_err(|e| bad(format!("{}: cannot read the recorded input image: {e}", dir.join(&path).display())))?
+                    .to_rgb8();
+                Some(InitImage::Image(Arc::new(img)))
+            }
+        };
+        let req = Request {
+            prompt: vec![text(&r.cells, "Prompt").unwrap_or_default()],
+            negative_prompt: opt_text("negative_prompt"),
+            prompt_2: opt_text("prompt_2"),
+            negative_prompt_2: opt_text("negative_prompt_2"),
+            num_images_per_prompt: Some(1),
+            steps: num("num_inference_steps"),
+            guidance_scale: params.get("guidance_scale").and_then(Value::as_f64),
+            width: num("width"),
+            height: num("height"),
+            seed,
+            init,
+            strength: params.get("strength").and_then(Value::as_f64),
+        };
+        pipe.prepare(&req)
+            .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
+        let out = pipe
+            .run(&req, &mut crate::pipeline::CallContext::detached())
+            .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
+        let img = out
+            .images
+            .first()
+            .ok_or_else(|| bad("the pipeline returned no image"))?;
+        let replayed = sha256_hex(&encode_png(img)?);
+        results.push(RowResult {
+            row: r.index,
+            seed,
+            identical: replayed == recorded,
+            recorded,
+            replayed,
+        });
+    }
+    if results.is_empty() {
+        return Err(bad(format!(
+            "call {call} has no row {}",
+            row.map_or("at all".into(), |r| r.to_string())
+        )));
+    }
+    Ok(results)
+}

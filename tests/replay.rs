@@ -1,0 +1,221 @@
+//! `difflog replay`: recorded tiny-model calls regenerate byte-identically;
+//! changed weights are refused naming the file; a record that does not match
+//! its images is caught.
+
+mod common;
+
+use common::{only_run, test_cache};
+use difflog::pipeline::{CallContext, CallSpec, Pipeline, PipelineError, PipelineInfo};
+use difflog::pipelines::tiny::{write_model, TinyModel};
+use difflog::pipelines::{resolve, Output, Request, StableDiffusion};
+use difflog::{Init, Run};
+use std::path::Path;
+use std::process::{Command, Output as ProcOutput};
+
+fn difflog(args: &[&str], root: &Path) -> ProcOutput {
+    test_cache();
+    Command::new(common::difflog_bin())
+        .args(args)
+        .env("DIFFLOG_DIR", root)
+        .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
+        .env_remove("DIFFLOG_MODE")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &ProcOutput) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn recorded_calls_replay_byte_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = difflog(
+        &[
+            "generate",
+            "--prompt",
+            "a fox",
+            "--prompt",
+            "a cat",
+            "--num-images-per-prompt",
+            "2",
+            "--steps",
+            "3",
+            "--scheduler",
+            "euler-a",
+            "--seed",
+            "5",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = only_run(tmp.path());
+    let png = dir.join(
+        std::fs::read_dir(dir.join("media"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    );
+    let png = std::fs::read_dir(png)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let o = difflog(
+        &[
+            "generate",
+            "--prompt",
+            "make it blue",
+            "--image",
+            png.to_str().unwrap(),
+            "--strength",
+            "0.6",
+            "--steps",
+            "4",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let runs = difflog::read::find_runs(tmp.path()).unwrap();
+    let o = difflog(
+        &["replay", runs[0].to_str().unwrap(), "--call", "1"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("4/4 image(s) byte-identical"),
+        "{}",
+        text(&o)
+    );
+    let o = difflog(
+        &[
+            "replay",
+            runs[0].to_str().unwrap(),
+            "--call",
+            "1",
+            "--row",
+            "2",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["identical"], true);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(v["rows"][0]["seed"], 7);
+    // Image-to-image replays from the recorded input image.
+    let o = difflog(
+        &["replay", runs[1].to_str().unwrap(), "--call", "1"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = difflog(
+        &["replay", runs[1].to_str().unwrap(), "--call", "9"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no call 9"), "{}", text(&o));
+}
+
+#[test]
+fn changed_weights_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("my-model");
+    write_model(TinyModel::Sd, &model).unwrap();
+    let runs = tmp.path().join("runs");
+    let o = difflog(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+        ],
+        &runs,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = only_run(&runs);
+    let unet = model.join("unet/diffusion_pytorch_model.safetensors");
+    let mut bytes = std::fs::read(&unet).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x10; // inside the last tensor's data: still a valid file
+    std::fs::write(&unet, bytes).unwrap();
+    let o = difflog(&["replay", dir.to_str().unwrap(), "--call", "1"], &runs);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("differ from the recorded ones")
+            && t.contains("unet/diffusion_pytorch_model.safetensors"),
+        "{t}"
+    );
+    std::fs::remove_dir_all(&model).unwrap();
+    let o = difflog(&["replay", dir.to_str().unwrap(), "--call", "1"], &runs);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("recorded model is not available"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Records one more step than it runs: its images cannot replay.
+struct Liar(StableDiffusion);
+
+impl Pipeline for Liar {
+    type Request = Request;
+    type Output = Output;
+    fn describe(&self) -> PipelineInfo {
+        self.0.describe()
+    }
+    fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
+        let mut spec = self.0.prepare(r)?;
+        let steps = spec.params["num_inference_steps"].as_u64().unwrap();
+        spec.params
+            .insert("num_inference_steps".into(), (steps + 1).into());
+        Ok(spec)
+    }
+    fn run(&mut self, r: &Request, ctx: &mut CallContext<'_>) -> Result<Output, PipelineError> {
+        self.0.run(r, ctx)
+    }
+}
+
+#[test]
+fn a_record_that_does_not_match_its_images_is_caught() {
+    test_cache();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut liar = Liar(StableDiffusion::load(resolve("tiny").unwrap(), "cpu").unwrap());
+    let run = Run::create(Init::project("p").root(tmp.path())).unwrap();
+    let req = Request {
+        prompt: vec!["x".into()],
+        steps: Some(2),
+        seed: 3,
+        ..Request::default()
+    };
+    run.record(&mut liar, &req).unwrap();
+    run.finish().unwrap();
+    let o = difflog(
+        &[
+            "replay",
+            only_run(tmp.path()).to_str().unwrap(),
+            "--call",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("DIFFERS") && text(&o).contains("0/1 image(s) byte-identical"),
+        "{}",
+        text(&o)
+    );
+}
