@@ -48,10 +48,11 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
-    /// Upload runs once (runs, or roots of runs), with a progress bar and a
-    /// summary. Exit code 1 if anything could not be uploaded.
+    /// Upload runs once (runs, roots of runs, or `difflog pack` archives),
+    /// with a progress bar and a summary. Exit code 1 if anything could not
+    /// be uploaded.
     Upload {
-        /// Run directories or roots of runs.
+        /// Run directories, roots of runs, or .tar.zst archives.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[command(flatten)]

@@ -79,6 +79,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pack complete runs (runs or roots of runs) into one zstd-compressed
+    /// tar, verified on the way, to carry them out on a disk.
+    Pack {
+        /// Runs or roots of runs.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The archive to write (e.g. runs.tar.zst).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Unpack a `difflog pack` archive (verified before anything is moved into place).
+    Unpack {
+        /// The archive.
+        archive: PathBuf,
+        /// Where to put the runs (default: DIFFLOG_DIR or ./runs).
+        #[arg(short = 'C', long)]
+        dest: Option<PathBuf>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -238,6 +256,29 @@ fn main() -> ExitCode {
         Command::Show { run, root: r, json } => {
             let dir = difflog::cli::resolve_run(&run, &root(r));
             difflog::cli::show(&mut out, &dir, json).map(|()| true)
+        }
+        Command::Pack { paths, output } => difflog::pack::pack(&paths, &output).map(|s| {
+            use std::io::Write;
+            let _ = writeln!(
+                out,
+                "packed {} run(s), {} files, {} bytes into {} ({} bytes)",
+                s.runs.len(),
+                s.files,
+                s.bytes,
+                output.display(),
+                s.archive_bytes
+            );
+            true
+        }),
+        Command::Unpack { archive, dest } => {
+            difflog::pack::unpack(&archive, &root(dest)).map(|runs| {
+                use std::io::Write;
+                for r in &runs {
+                    let _ = writeln!(out, "{}", r.display());
+                }
+                let _ = writeln!(out, "unpacked {} run(s)", runs.len());
+                true
+            })
         }
         Command::Replay {
             run,

@@ -12,7 +12,7 @@
 //! - [`pipelines`]: Stable Diffusion on candle and the tiny built-in models;
 //! - [`read`]: the only code that parses a run directory;
 //! - [`sync`]: `difflog-sync`, uploading runs to MLflow;
-//! - [`verify`], [`replay`], [`cli`], [`bench`]: what the `difflog` command does;
+//! - [`verify`], [`replay`], [`pack`], [`cli`], [`bench`]: what the `difflog` command does;
 //! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`).
 //!
 //! The two-line start, as with W&B's diffusers autolog:
@@ -32,6 +32,7 @@ pub mod error;
 pub mod event;
 pub mod format;
 pub mod generate;
+pub mod pack;
 pub mod pipeline;
 pub mod pipelines;
 pub mod read;

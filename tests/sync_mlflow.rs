@@ -614,3 +614,45 @@ fn a_lost_answer_to_run_create_does_not_create_a_second_run() {
     );
     assert_complete(&project, &dir, "FINISHED");
 }
+
+#[test]
+fn upload_straight_from_a_packed_archive_and_never_half_from_a_truncated_one() {
+    let project = mf::unique_project("archive");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(&root.path().join("runs"), &project, 2, 2, 16);
+    let carry = root.path().join("usb");
+    std::fs::create_dir(&carry).unwrap();
+    let archive = carry.join("runs.tar.zst");
+    difflog::pack::pack(&[root.path().join("runs")], &archive).unwrap();
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = carry.join("cut.tar.zst");
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    let o = sync(&["upload", cut.to_str().unwrap(), "--to", &mf::target()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("not a complete difflog archive"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        mf::runs(&project).is_empty(),
+        "a truncated archive uploaded something"
+    );
+
+    let o = sync(&["upload", archive.to_str().unwrap(), "--to", &mf::target()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_complete(&project, &dir, "FINISHED");
+    // The state is kept beside the archive; the unpacked copy is gone.
+    assert!(carry.join(".difflog-sync/state.db").is_file());
+    let left: Vec<_> = std::fs::read_dir(&carry)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".difflog-sync-unpack")
+        })
+        .collect();
+    assert!(left.is_empty());
+}

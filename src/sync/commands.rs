@@ -21,6 +21,17 @@ pub const EXIT_AUTH: u8 = 3;
 /// Groups the given paths (runs or roots of runs) by the root whose state
 /// they use: a run's parent, or the root itself.
 pub fn runs_by_root(paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>> {
+    runs_by_root_with(paths, &mut Vec::new())
+}
+
+/// Like [`runs_by_root`], also accepting `difflog pack` archives: each is
+/// extracted (completely, and verified) into a temporary folder kept in
+/// `keep`, and its runs use the state beside the archive. A truncated or
+/// corrupt archive is an error before anything is uploaded.
+pub fn runs_by_root_with(
+    paths: &[PathBuf],
+    keep: &mut Vec<tempfile::TempDir>,
+) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>> {
     let mut out: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
     for p in paths {
         if !p.exists() {
@@ -29,7 +40,19 @@ pub fn runs_by_root(paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>
                 p.display()
             )));
         }
-        if p.join(crate::format::RUN_JSON).is_file() {
+        if p.is_file() {
+            let parent = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new()
+                .prefix(".difflog-sync-unpack-")
+                .tempdir_in(parent)
+                .map_err(|e| Error::io(parent, "create unpack folder", e))?;
+            let runs = crate::pack::extract(p, tmp.path())?;
+            out.entry(parent.to_path_buf()).or_default().extend(runs);
+            keep.push(tmp);
+        } else if p.join(crate::format::RUN_JSON).is_file() {
             let root = p
                 .parent()
                 .map(Path::to_path_buf)
@@ -103,7 +126,9 @@ pub fn upload(
     concurrency: usize,
     out: &mut dyn Write,
 ) -> Result<UploadOutcome> {
-    let groups = runs_by_root(paths)?;
+    // Archives are unpacked (and verified) first; kept until the end.
+    let mut unpacked = Vec::new();
+    let groups = runs_by_root_with(paths, &mut unpacked)?;
     let t = target(spec)?;
     let rt = runtime()?;
     let total: usize = groups.values().map(Vec::len).sum();

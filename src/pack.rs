@@ -1,0 +1,317 @@
+//! `difflog pack` / `unpack`: carry complete run directories out of an
+//! air-gapped box as one zstd-compressed tar.
+//!
+//! Packing streams (constant memory) and verifies on the way: every media
+//! file's bytes are hashed as they are written into the archive and must
+//! match its name, and only runs that `verify` passes and that no writer
+//! holds go in. Unpacking never writes outside the destination (absolute
+//! paths, `..`, links and devices are refused), extracts into a temporary
+//! folder, verifies every run, and only then moves the runs into place: a
+//! truncated or corrupt archive leaves nothing half-unpacked.
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{MEDIA_DIR, RUN_JSON};
+use crate::read::{find_runs, RunDir, RunState};
+use crate::verify::{verify_run, verify_run_with};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// zstd level used by `pack` (the `zstd -3` default: PNGs barely compress,
+/// the logs do).
+pub const LEVEL: i32 = 3;
+
+/// What `pack` wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PackSummary {
+    /// Runs packed.
+    pub runs: Vec<String>,
+    /// Files packed.
+    pub files: usize,
+    /// Bytes of the files.
+    pub bytes: u64,
+    /// Bytes of the archive.
+    pub archive_bytes: u64,
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn files_of(run: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![run.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d)
+            .ctx(&d, "list run directory")?
+            .collect::<std::io::Result<Vec<_>>>()
+            .ctx(&d, "list run directory")?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let ft = e.file_type().ctx(&e.path(), "read file type")?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(crate::format::TMP_PREFIX) {
+                continue;
+            }
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            } else {
+                return Err(Error::Invalid(format!(
+                    "{}: not a regular file (a link?); a run directory holds only its own files",
+                    e.path().display()
+                )));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Packs the runs under `paths` (runs or roots of runs) into `out`.
+pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
+    let mut runs = Vec::new();
+    for p in paths {
+        runs.extend(find_runs(p)?);
+    }
+    if runs.is_empty() {
+        return Err(Error::Invalid("no runs to pack".into()));
+    }
+    for r in &runs {
+        let rd = RunDir::open(r)?;
+        if rd.state() == RunState::Live {
+            return Err(Error::Invalid(format!(
+                "{}: run is still being written; pack it once it ends",
+                r.display()
+            )));
+        }
+        // Digests are checked while packing (the bytes are read once).
+        let rep = verify_run_with(r, false);
+        if rep.damaged() {
+            let first = rep
+                .findings
+                .iter()
+                .find(|f| f.severity == crate::verify::Severity::Damage);
+            return Err(Error::Invalid(format!(
+                "{}: damaged, not packed: {}",
+                r.display(),
+                first
+                    .map(|f| f.message.as_str())
+                    .unwrap_or("see difflog verify")
+            )));
+        }
+    }
+    let tmp = out.with_extension("partial");
+    let file = File::create(&tmp).ctx(&tmp, "create archive")?;
+    let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), LEVEL)
+        .ctx(&tmp, "start zstd")?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    enc.multithread(workers).ctx(&tmp, "start zstd workers")?;
+    let mut tar = tar::Builder::new(enc);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut summary = PackSummary {
+        runs: Vec::new(),
+        files: 0,
+        bytes: 0,
+        archive_bytes: 0,
+    };
+    for r in &runs {
+        let name = r
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::Invalid(format!("{}: no directory name", r.display())))?;
+        for f in files_of(r)? {
+            let rel = f
+                .strip_prefix(r)
+                .map_err(|_| Error::Invalid(format!("{}: outside its run", f.display())))?;
+            let in_archive = Path::new(&name).join(rel);
+            let src = File::open(&f).ctx(&f, "read file to pack")?;
+            let len = src.metadata().ctx(&f, "read file to pack")?.len();
+            let mut header = tar::Header::new_gnu();
+            header.set_size(len);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            let mut reader = Hashing {
+                inner: src,
+                hash: Sha256::new(),
+            };
+            tar.append_data(&mut header, &in_archive, &mut reader)
+                .ctx(&tmp, "write archive")?;
+            // Media are named after their digest: check the bytes packed.
+            if rel.starts_with(MEDIA_DIR) {
+                let stem = f
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if crate::format::is_digest(&stem) {
+                    let got = hex(&reader.hash.finalize());
+                    if got != stem {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(Error::Invalid(format!(
+                            "{}: content digest {got} does not match its name; not packed",
+                            f.display()
+                        )));
+                    }
+                }
+            }
+            summary.files += 1;
+            summary.bytes += len;
+        }
+        summary.runs.push(name);
+    }
+    let enc = tar.into_inner().ctx(&tmp, "finish archive")?;
+    let mut w = enc.finish().ctx(&tmp, "finish zstd")?;
+    w.flush().ctx(&tmp, "write archive")?;
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(&tmp, "write archive", e.into_error()))?;
+    file.sync_all().ctx(&tmp, "sync archive")?;
+    std::fs::rename(&tmp, out).ctx(out, "move archive into place")?;
+    summary.archive_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(summary)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks that an archive path is `<run>/…` with no way out.
+fn safe_entry(path: &Path) -> Result<()> {
+    let mut comps = path.components();
+    let ok = matches!(comps.next(), Some(Component::Normal(_)))
+        && comps.all(|c| matches!(c, Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "archive entry {:?} points outside its run; refused",
+            path.display()
+        )))
+    }
+}
+
+/// Unpacks `archive` into `dest`; returns the run directories created.
+/// Runs that already exist in `dest` are left alone if identical, and are an
+/// error otherwise.
+pub fn unpack(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dest).ctx(dest, "create destination")?;
+    let staging = tempfile::Builder::new()
+        .prefix(".unpack-")
+        .tempdir_in(dest)
+        .ctx(dest, "create staging folder")?;
+    let staged = extract(archive, staging.path())?;
+    let mut out = Vec::new();
+    for run in staged {
+        let name = run.file_name().map(PathBuf::from).unwrap_or_default();
+        let target = dest.join(&name);
+        if target.exists() {
+            if same_tree(&run, &target)? {
+                out.push(target);
+                continue;
+            }
+            return Err(Error::Invalid(format!(
+                "{}: a different run with this id already exists; nothing unpacked over it",
+                target.display()
+            )));
+        }
+        std::fs::rename(&run, &target).ctx(&target, "move unpacked run into place")?;
+        out.push(target);
+    }
+    Ok(out)
+}
+
+/// Extracts and verifies an archive into `into`; returns the run directories.
+pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
+    let file = File::open(archive).ctx(archive, "open archive")?;
+    let dec = zstd::Decoder::new(file).ctx(archive, "read archive")?;
+    let mut tar = tar::Archive::new(dec);
+    let bad = |e: std::io::Error| {
+        Error::Invalid(format!(
+            "{}: not a complete difflog archive ({e})",
+            archive.display()
+        ))
+    };
+    let mut runs = std::collections::BTreeSet::new();
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = entry.path().map_err(bad)?.into_owned();
+        safe_entry(&path)?;
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            tar::EntryType::Directory => continue,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{}: entry {} is a {other:?}, not a file; refused",
+                    archive.display(),
+                    path.display()
+                )))
+            }
+        }
+        let target = into.join(&path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).ctx(parent, "create folder")?;
+        }
+        let mut out = File::create(&target).ctx(&target, "write unpacked file")?;
+        std::io::copy(&mut entry, &mut out).map_err(bad)?;
+        if let Some(Component::Normal(run)) = path.components().next() {
+            runs.insert(into.join(run));
+        }
+    }
+    let runs: Vec<PathBuf> = runs.into_iter().collect();
+    if runs.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: the archive holds no runs",
+            archive.display()
+        )));
+    }
+    for r in &runs {
+        if !r.join(RUN_JSON).is_file() {
+            return Err(Error::Invalid(format!(
+                "{}: {} has no run.json",
+                archive.display(),
+                r.display()
+            )));
+        }
+        let rep = verify_run(r);
+        if rep.damaged() {
+            return Err(Error::Invalid(format!(
+                "{}: run {} is damaged in the archive: {:?}",
+                archive.display(),
+                r.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                rep.findings.first().map(|f| f.message.clone())
+            )));
+        }
+    }
+    Ok(runs)
+}
+
+fn same_tree(a: &Path, b: &Path) -> Result<bool> {
+    let fa = files_of(a)?;
+    let fb = files_of(b)?;
+    if fa.len() != fb.len() {
+        return Ok(false);
+    }
+    for (x, y) in fa.iter().zip(&fb) {
+        if x.strip_prefix(a).ok() != y.strip_prefix(b).ok() {
+            return Ok(false);
+        }
+        if std::fs::read(x).ctx(x, "compare")? != std::fs::read(y).ctx(y, "compare")? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
