@@ -79,6 +79,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a static HTML report of a run, or an index of all runs under a
+    /// root, that opens from disk with no server and no network.
+    Report {
+        /// Run directory, run id (under --root), or root of runs.
+        path: String,
+        /// Folder to write the report into.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Copy the images next to the report (otherwise it links the run's own files).
+        #[arg(long)]
+        self_contained: bool,
+        /// Root to look a run id up in (default: DIFFLOG_DIR or ./runs).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Pack complete runs (runs or roots of runs) into one zstd-compressed
     /// tar, verified on the way, to carry them out on a disk.
     Pack {
@@ -256,6 +271,25 @@ fn main() -> ExitCode {
         Command::Show { run, root: r, json } => {
             let dir = difflog::cli::resolve_run(&run, &root(r));
             difflog::cli::show(&mut out, &dir, json).map(|()| true)
+        }
+        Command::Report {
+            path,
+            output,
+            self_contained,
+            root: r,
+        } => {
+            let dir = difflog::cli::resolve_run(&path, &root(r));
+            difflog::report::report(&dir, &output, self_contained).map(|s| {
+                use std::io::Write;
+                let _ = writeln!(
+                    out,
+                    "report of {} run(s), {} image(s): {}",
+                    s.runs,
+                    s.images,
+                    s.index.display()
+                );
+                true
+            })
         }
         Command::Pack { paths, output } => difflog::pack::pack(&paths, &output).map(|s| {
             use std::io::Write;

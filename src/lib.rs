@@ -12,7 +12,7 @@
 //! - [`pipelines`]: Stable Diffusion on candle and the tiny built-in models;
 //! - [`read`]: the only code that parses a run directory;
 //! - [`sync`]: `difflog-sync`, uploading runs to MLflow;
-//! - [`verify`], [`replay`], [`pack`], [`cli`], [`bench`]: what the `difflog` command does;
+//! - [`verify`], [`replay`], [`pack`], [`report`], [`cli`], [`bench`]: what the `difflog` command does;
 //! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`).
 //!
 //! The two-line start, as with W&B's diffusers autolog:
@@ -37,6 +37,7 @@ pub mod pipeline;
 pub mod pipelines;
 pub mod read;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod sync;
 pub mod verify;

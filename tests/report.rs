@@ -1,0 +1,192 @@
+//! `difflog report`: a static HTML report checked in a real browser
+//! (headless Chromium): every image loads, one table row per recorded image,
+//! prompts with markup are shown as text and never run, the page is not blank.
+
+mod common;
+
+use common::{Req, TestPipeline};
+use difflog::{Init, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn record(root: &Path) -> PathBuf {
+    let run = Run::create(
+        Init::project("report")
+            .name("a <b>bold</b> name")
+            .root(root),
+    )
+    .unwrap();
+    let mut p = TestPipeline::new();
+    p.size = 48;
+    let mut r = Req::new(
+        &["<script>window.__pwned=1</script>", "say \"hi\" & 'bye'"],
+        1,
+    );
+    r.per_prompt = 2;
+    run.record(&mut p, &r).unwrap();
+    p.fail_after = Some(1);
+    let _ = run.record(&mut p, &Req::new(&["doomed", "too"], 9));
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    dir
+}
+
+fn chromium() -> PathBuf {
+    for c in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
+        if Path::new(c).exists() {
+            return PathBuf::from(c);
+        }
+    }
+    panic!("this test needs Chromium: scripts/test installs Debian's `chromium` package (apt-get install chromium)");
+}
+
+fn browser(args: &[&str], profile: &Path) -> std::process::Output {
+    Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+const CHECK: &str = r#"<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  imgs.forEach(i => { i.loading = 'eager'; });
+  Promise.all(imgs.map(i => i.complete ? Promise.resolve() : new Promise(r => { i.onload = i.onerror = r; })))
+    .then(() => {
+      const loaded = imgs.filter(i => i.naturalWidth > 0).length;
+      const rows = document.querySelectorAll('tr.row').length;
+      document.body.setAttribute('data-check', [imgs.length, loaded, rows, window.__pwned ? 1 : 0].join(','));
+    });
+});
+</script></body>"#;
+
+/// Opens `page` in Chromium with the checking script appended (in a copy
+/// beside it, so relative links resolve the same); returns
+/// (images, loaded, rows, script-ran).
+fn check_in_browser(page: &Path, profile: &Path) -> (usize, usize, usize, usize) {
+    let html = std::fs::read_to_string(page).unwrap();
+    let probe = page.with_file_name("probe.html");
+    std::fs::write(&probe, html.replace("</body>", CHECK)).unwrap();
+    let o = browser(
+        &[
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            &format!("file://{}", probe.display()),
+        ],
+        profile,
+    );
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let at = dom.find("data-check=\"").unwrap_or_else(|| {
+        panic!(
+            "the check did not run: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let v: Vec<usize> = dom[at + 12..]
+        .split('"')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    std::fs::remove_file(&probe).unwrap();
+    (v[0], v[1], v[2], v[3])
+}
+
+#[test]
+fn the_report_opens_in_a_browser_with_every_image_and_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    let dir = record(&root);
+    record(&root);
+    let out = tmp.path().join("report");
+    let o = Command::new(common::difflog_bin())
+        .args([
+            "report",
+            root.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let index = out.join("index.html");
+    let run_page = out.join(dir.file_name().unwrap()).join("index.html");
+    let html = std::fs::read_to_string(&run_page).unwrap();
+    assert!(
+        html.contains("&lt;script&gt;window.__pwned=1&lt;/script&gt;"),
+        "prompt not escaped"
+    );
+    assert!(
+        !html.contains("<script>window.__pwned"),
+        "a prompt became markup"
+    );
+    assert!(html.contains("say &quot;hi&quot; &amp; &#39;bye&#39;"));
+    assert!(
+        html.contains("Error: out of memory after 1 image(s)"),
+        "the failed call's error is missing"
+    );
+    assert!(std::fs::read_to_string(&index).unwrap().contains(&format!(
+        "{}/index.html",
+        dir.file_name().unwrap().to_string_lossy()
+    )));
+
+    let profile = tmp.path().join("profile");
+    let (imgs, loaded, rows, pwned) = check_in_browser(&run_page, &profile);
+    // 4 rows of the first call, 1 of the failed one: 5 generated images.
+    assert_eq!(rows, 5, "table rows != recorded images");
+    assert_eq!(imgs, 5);
+    assert_eq!(
+        loaded,
+        imgs,
+        "{} of {imgs} images did not load",
+        imgs - loaded
+    );
+    assert_eq!(pwned, 0, "a prompt's script ran");
+
+    // Self-contained: the images are copied, the report stands alone.
+    let alone = tmp.path().join("alone");
+    difflog::report::report(&dir, &alone, true).unwrap();
+    std::fs::rename(&root, tmp.path().join("moved-away")).unwrap();
+    let (imgs, loaded, _, _) = check_in_browser(&alone.join("index.html"), &profile);
+    assert_eq!((imgs, loaded), (5, 5));
+
+    // A screenshot that is not blank.
+    let shot = tmp.path().join("shot.png");
+    let o = browser(
+        &[
+            "--window-size=1200,1600",
+            "--virtual-time-budget=5000",
+            &format!("--screenshot={}", shot.display()),
+            &format!("file://{}", alone.join("index.html").display()),
+        ],
+        &profile,
+    );
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let img = image::open(&shot).unwrap().to_rgb8();
+    let first = *img.get_pixel(0, 0);
+    let differing = img.pixels().filter(|p| **p != first).count();
+    assert!(
+        differing > 10_000,
+        "the screenshot is blank ({differing} pixels differ)"
+    );
+}
