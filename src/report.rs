@@ -123,9 +123,9 @@ pub fn report(path: &Path, out: &Path, self_contained: bool) -> Result<ReportSum
         let images = write_run(&run, &sub, self_contained, Some("../index.html"))?;
         total += images;
         let view = run.view();
-        let _ = write!(
+        let _ = writeln!(
             rows,
-            "<tr><td><a href=\"{}/index.html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td><a href=\"{}/index.html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             url_segment(&run.meta.id),
             escape(&run.meta.id),
             escape(&run.meta.project),
@@ -240,9 +240,9 @@ fn write_call(
         .get(&s.pipeline)
         .map(|p| p.class.as_str())
         .unwrap_or("?");
-    let _ = write!(
+    let _ = writeln!(
         b,
-        "<section id=\"{}\"><h2>Result-Table/{} <small>({}, {})</small></h2>\n",
+        "<section id=\"{}\"><h2>Result-Table/{} <small>({}, {})</small></h2>",
         escape(&s.stage),
         escape(&s.stage),
         escape(class),
