@@ -6,7 +6,7 @@
 mod common;
 
 use common::mlflow as mf;
-use common::{only_run, Req, TestPipeline};
+use common::{Req, TestPipeline};
 use difflog::event::Cell;
 use difflog::read::RunDir;
 use difflog::run::media::sha256_hex;
@@ -354,11 +354,11 @@ fn a_torn_run_syncs_up_to_the_tear_and_shows_as_killed() {
     let dir = record(root.path(), &project, 3, 1, 16);
     // Cut the log inside call 3's records: the run crashed there.
     let log = std::fs::read(dir.join("events.log")).unwrap();
-    let text = String::from_utf8_lossy(&log).to_string();
-    let cut = text.find("\"stage\":\"Pipeline-Call-3\"").unwrap() + 30;
+    let log_text = String::from_utf8_lossy(&log).to_string();
+    let cut = log_text.find("\"stage\":\"Pipeline-Call-3\"").unwrap() + 30;
     std::fs::write(dir.join("events.log"), &log[..cut]).unwrap();
     let o = sync(&["upload", dir.to_str().unwrap(), "--to", &mf::target()]);
-    assert!(o.status.success(), "{}", text_of(&o));
+    assert!(o.status.success(), "{}", text(&o));
     let r = RunDir::open(&dir).unwrap();
     let run = mf::run_for(&project, &r.meta.id);
     assert_eq!(run["info"]["status"], "KILLED");
@@ -368,10 +368,6 @@ fn a_torn_run_syncs_up_to_the_tear_and_shows_as_killed() {
         !arts.iter().any(|p| p.contains("Pipeline-Call-3")),
         "{arts:?}"
     );
-}
-
-fn text_of(o: &Output) -> String {
-    text(o)
 }
 
 #[test]
@@ -466,7 +462,6 @@ fn bad_targets_and_refused_credentials_are_clear_and_do_not_storm() {
         !String::from_utf8_lossy(&state).contains("sekrit"),
         "the token reached the state"
     );
-    let _ = only_run;
 }
 
 #[test]
