@@ -87,6 +87,12 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
             Some(InitImage::Image(Arc::new(img)))
         }
     };
+    // Fail before loading a model when the images would have nowhere to go.
+    if crate::run::Mode::from_env()? == crate::run::Mode::Disabled && args.out.is_none() {
+        return Err(fail(
+            "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
+        ));
+    }
     let mut base = load(&args.model, &args.device, scheduler)?;
     let refiner = match &args.refiner {
         None => None,

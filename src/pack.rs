@@ -114,11 +114,20 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
         }
     }
     let tmp = out.with_extension("partial");
-    let file = File::create(&tmp).ctx(&tmp, "create archive")?;
+    let result = write_archive(&runs, &tmp, out);
+    if result.is_err() {
+        // Never leave a half-written archive behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary> {
+    let file = File::create(tmp).ctx(tmp, "create archive")?;
     let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), LEVEL)
-        .ctx(&tmp, "start zstd")?;
+        .ctx(tmp, "start zstd")?;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    enc.multithread(workers).ctx(&tmp, "start zstd workers")?;
+    enc.multithread(workers).ctx(tmp, "start zstd workers")?;
     let mut tar = tar::Builder::new(enc);
     tar.mode(tar::HeaderMode::Deterministic);
     let mut summary = PackSummary {
@@ -127,7 +136,7 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
         bytes: 0,
         archive_bytes: 0,
     };
-    for r in &runs {
+    for r in runs {
         let name = r
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -148,7 +157,7 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
                 hash: Sha256::new(),
             };
             tar.append_data(&mut header, &in_archive, &mut reader)
-                .ctx(&tmp, "write archive")?;
+                .ctx(tmp, "write archive")?;
             // Media are named after their digest: check the bytes packed.
             if rel.starts_with(MEDIA_DIR) {
                 let stem = f
@@ -158,7 +167,7 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
                 if crate::format::is_digest(&stem) {
                     let got = hex(&reader.hash.finalize());
                     if got != stem {
-                        let _ = std::fs::remove_file(&tmp);
+                        let _ = std::fs::remove_file(tmp);
                         return Err(Error::Invalid(format!(
                             "{}: content digest {got} does not match its name; not packed",
                             f.display()
@@ -171,14 +180,14 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
         }
         summary.runs.push(name);
     }
-    let enc = tar.into_inner().ctx(&tmp, "finish archive")?;
-    let mut w = enc.finish().ctx(&tmp, "finish zstd")?;
-    w.flush().ctx(&tmp, "write archive")?;
+    let enc = tar.into_inner().ctx(tmp, "finish archive")?;
+    let mut w = enc.finish().ctx(tmp, "finish zstd")?;
+    w.flush().ctx(tmp, "write archive")?;
     let file = w
         .into_inner()
-        .map_err(|e| Error::io(&tmp, "write archive", e.into_error()))?;
-    file.sync_all().ctx(&tmp, "sync archive")?;
-    std::fs::rename(&tmp, out).ctx(out, "move archive into place")?;
+        .map_err(|e| Error::io(tmp, "write archive", e.into_error()))?;
+    file.sync_all().ctx(tmp, "sync archive")?;
+    std::fs::rename(tmp, out).ctx(out, "move archive into place")?;
     summary.archive_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(summary)
 }

@@ -126,6 +126,8 @@ pub fn watch(
             }
         }
         let mut live: BTreeSet<(PathBuf, PathBuf)> = BTreeSet::new();
+        // Permanent errors already reported, so each is said once per run.
+        let mut reported: HashMap<PathBuf, String> = HashMap::new();
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut retry_at: Option<Instant> = None;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -184,8 +186,11 @@ pub fn watch(
                     Err(e) => {
                         // Permanent: reported once (and kept in the state);
                         // retried only when the run changes.
-                        tracing::error!("{}: {e}", run.display());
-                        let _ = writeln!(std::io::stderr(), "difflog-sync: {}: {e}", run.display());
+                        if reported.get(&run) != Some(&e.message) {
+                            tracing::error!("{}: {e}", run.display());
+                            let _ = writeln!(std::io::stderr(), "difflog-sync: {}: {e}", run.display());
+                            reported.insert(run.clone(), e.message.clone());
+                        }
                     }
                 }
             }
