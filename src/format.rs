@@ -116,6 +116,13 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
+/// Milliseconds since the Unix epoch of a record timestamp (0 if unparsable).
+pub fn rfc3339_ms(ts: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|d| d.timestamp_millis())
+        .unwrap_or(0)
+}
+
 /// A new run id: UTC time to the millisecond plus 24 random bits, so ids sort
 /// by creation time (`20261127T103219.482Z-5f2c1a`).
 pub fn new_run_id() -> String {

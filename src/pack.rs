@@ -165,7 +165,7 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 if crate::format::is_digest(&stem) {
-                    let got = hex(&reader.hash.finalize());
+                    let got = crate::run::media::hex(&reader.hash.finalize());
                     if got != stem {
                         let _ = std::fs::remove_file(tmp);
                         return Err(Error::Invalid(format!(
@@ -190,10 +190,6 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
     std::fs::rename(tmp, out).ctx(out, "move archive into place")?;
     summary.archive_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(summary)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks that an archive path is `<run>/…` with no way out.

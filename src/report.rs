@@ -10,6 +10,7 @@
 use crate::error::{Error, IoContext, Result};
 use crate::event::Cell;
 use crate::read::{find_runs, CallView, RunDir, RunView};
+use crate::sync::http::percent_encode;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -53,21 +54,14 @@ fn relative(from: &Path, to: &Path) -> String {
     );
     parts
         .iter()
-        .map(|p| p.split('/').map(url_segment).collect::<Vec<_>>().join("/"))
+        .map(|p| {
+            p.split('/')
+                .map(percent_encode)
+                .collect::<Vec<_>>()
+                .join("/")
+        })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn url_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -126,7 +120,7 @@ pub fn report(path: &Path, out: &Path, self_contained: bool) -> Result<ReportSum
         let _ = writeln!(
             rows,
             "<tr><td><a href=\"{}/index.html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            url_segment(&run.meta.id),
+            percent_encode(&run.meta.id),
             escape(&run.meta.id),
             escape(&run.meta.project),
             escape(&run.meta.name),
@@ -170,7 +164,7 @@ fn write_run(run: &RunDir, dir: &Path, self_contained: bool, up: Option<&str>) -
             }
             Ok(rel
                 .split('/')
-                .map(url_segment)
+                .map(percent_encode)
                 .collect::<Vec<_>>()
                 .join("/"))
         } else {

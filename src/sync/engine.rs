@@ -114,12 +114,6 @@ fn remote_status(state: RunState) -> RemoteStatus {
     }
 }
 
-fn ts_ms(ts: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .map(|d| d.timestamp_millis())
-        .unwrap_or(0)
-}
-
 fn state_err(e: crate::Error) -> SyncError {
     SyncError::permanent(e.to_string())
 }
@@ -222,7 +216,7 @@ async fn sync_inner<T: Target>(
         .iter()
         .filter(|r| r.seq > rec.synced_seq)
         .filter_map(|r| match &r.event {
-            Event::Metric(m) => Some((m.clone(), ts_ms(&r.ts))),
+            Event::Metric(m) => Some((m.clone(), crate::format::rfc3339_ms(&r.ts))),
             _ => None,
         })
         .collect();
@@ -238,7 +232,10 @@ async fn sync_inner<T: Target>(
     if rec.status_sent.as_deref() != Some(status.as_str()) {
         let end = match status {
             RemoteStatus::Running => None,
-            _ => run.records().last().map(|r| ts_ms(&r.ts)),
+            _ => run
+                .records()
+                .last()
+                .map(|r| crate::format::rfc3339_ms(&r.ts)),
         };
         target.set_status(&remote, status, end).await?;
         state

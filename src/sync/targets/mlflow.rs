@@ -19,7 +19,7 @@
 use super::{Remote, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, MediaEvent, MetricEvent};
 use crate::read::CallView;
-use crate::sync::http::{Auth, Body, Http, SyncError, SyncResult};
+use crate::sync::http::{percent_encode, Auth, Body, Http, SyncError, SyncResult};
 use crate::sync::retry::Class;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -116,7 +116,7 @@ impl Mlflow {
     async fn get_experiment(&self, name: &str) -> SyncResult<Option<String>> {
         let path = format!(
             "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
-            urlencode(name)
+            percent_encode(name)
         );
         match self.call(Method::GET, &path, None).await {
             Ok(v) => Ok(Some(str_field(&v["experiment"], "experiment_id")?)),
@@ -182,7 +182,10 @@ impl Mlflow {
         let url = format!(
             "/api/2.0/mlflow-artifacts/artifacts/{}/{}",
             Self::prefix(remote)?,
-            path.split('/').map(urlencode).collect::<Vec<_>>().join("/")
+            path.split('/')
+                .map(percent_encode)
+                .collect::<Vec<_>>()
+                .join("/")
         );
         self.http.send(Method::PUT, &url, body).await.map(|_| ())
     }
@@ -251,19 +254,6 @@ fn str_field(v: &Value, k: &str) -> SyncResult<String> {
     }
 }
 
-/// Percent-encodes a path segment or query value.
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// MLflow keys allow alphanumerics, `_ - . / ` and spaces, up to 250 characters.
 pub fn sanitize_key(k: &str) -> String {
     let s: String = k
@@ -308,12 +298,6 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn ts_ms(ts: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .map(|d| d.timestamp_millis())
-        .unwrap_or(0)
-}
-
 impl Target for Mlflow {
     fn key(&self) -> &str {
         &self.key
@@ -327,7 +311,7 @@ impl Target for Mlflow {
         if let Some(found) = self.find_run(&exp, &run.meta.id).await? {
             return Self::remote_from_run(&found);
         }
-        let start = ts_ms(&run.meta.created);
+        let start = crate::format::rfc3339_ms(&run.meta.created);
         let body = json!({
             "experiment_id": exp,
             "run_name": run.meta.name,
@@ -475,7 +459,8 @@ impl Target for Mlflow {
         let mut metrics = Vec::new();
         for call in calls {
             let Some(f) = &call.finished else { continue };
-            let ts = ts_ms(call.finished_ts.as_deref().unwrap_or(&run.meta.created));
+            let ts =
+                crate::format::rfc3339_ms(call.finished_ts.as_deref().unwrap_or(&run.meta.created));
             for (phase, v) in &f.timings_ms {
                 if let Some(x) = v.as_f64() {
                     metrics.push(json!({
@@ -533,7 +518,7 @@ mod tests {
                 ("d".into(), "[1,2]".into())
             ]
         );
-        assert_eq!(urlencode("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
         assert_eq!(truncate("ééé", 5), "é...");
     }
 }
