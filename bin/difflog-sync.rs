@@ -10,11 +10,14 @@ use std::process::ExitCode;
 #[command(
     name = "difflog-sync",
     version,
-    about = "Upload difflog runs to a tracking server (MLflow), once and completely",
-    long_about = "Upload difflog runs to a tracking server (MLflow), once and completely.\n\n\
-        Targets: --to mlflow+http://HOST:PORT (or mlflow+https). Credentials as MLflow's\n\
-        client reads them: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and\n\
-        MLFLOW_TRACKING_PASSWORD; or --config FILE (TOML, mode 0600) with `to` and `token`.\n\
+    about = "Upload difflog runs to a tracking server (MLflow, W&B), once and completely",
+    long_about = "Upload difflog runs to a tracking server (MLflow, W&B), once and completely.\n\n\
+        Targets:\n\
+        --to mlflow+http://HOST:PORT (or mlflow+https). Credentials as MLflow's client reads\n\
+        them: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.\n\
+        --to wandb://ENTITY[/PROJECT] (project defaults to each run's own). Key and server as\n\
+        W&B's client reads them: WANDB_API_KEY, WANDB_BASE_URL (default https://api.wandb.ai).\n\
+        Or --config FILE (TOML, mode 0600) with `to` and `token` (MLflow) or `api_key` (W&B).\n\
         State (what was uploaded) lives in ROOT/.difflog-sync/state.db, never inside a run.\n\n\
         Exit codes: 0 all uploaded, 1 something could not be uploaded, 2 usage or local\n\
         error, 3 credentials refused."
@@ -26,10 +29,11 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct TargetArgs {
-    /// Target URL, e.g. mlflow+http://127.0.0.1:5000.
+    /// Target URL: mlflow+http://127.0.0.1:5000 or wandb://ENTITY[/PROJECT].
     #[arg(long, required_unless_present = "config")]
     to: Option<String>,
-    /// TOML file with `to = "…"` and credentials (`token`, or `username`/`password`); mode 0600.
+    /// TOML file with `to = "…"` and credentials (`token` or `username`/`password`
+    /// for MLflow, `api_key` and optional `base_url` for W&B); mode 0600.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Uploads at once per run.

@@ -2,10 +2,13 @@
 //! parses arguments and calls these.
 
 use super::engine::{progress_for_key, sync_run, Progress};
+use super::http::Auth;
 use super::http::SyncError;
 use super::retry::{Backoff, Class};
 use super::state::State;
 use super::targets::mlflow::Mlflow;
+use super::targets::wandb::Wandb;
+use super::targets::{AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::read::{find_runs, RunDir};
@@ -83,17 +86,39 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Builds the target of a spec.
-pub fn target(spec: &TargetSpec) -> Result<Mlflow> {
+pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
     match spec {
-        TargetSpec::Mlflow { base, auth } => {
-            Mlflow::new(base, auth.clone()).map_err(|e| Error::Invalid(e.message))
+        TargetSpec::Mlflow { base, auth } => Mlflow::new(base, auth.clone())
+            .map(AnyTarget::Mlflow)
+            .map_err(|e| Error::Invalid(e.message)),
+        TargetSpec::Wandb {
+            base,
+            entity,
+            project,
+            auth,
+        } => {
+            if matches!(auth, Auth::None) {
+                return Err(Error::Invalid(
+                    "no W&B API key: set WANDB_API_KEY (as for W&B's own client) or put \
+                     `api_key = \"…\"` in a --config file (mode 0600)"
+                        .into(),
+                ));
+            }
+            if entity.is_empty() {
+                return Err(Error::Invalid(
+                    "--to wandb://ENTITY[/PROJECT]: the entity (user or team) is missing".into(),
+                ));
+            }
+            Wandb::new(base, auth.clone(), entity, project.as_deref())
+                .map(AnyTarget::Wandb)
+                .map_err(|e| Error::Invalid(e.message))
         }
     }
 }
 
 /// Syncs one run, retrying transient failures up to `attempts` times.
 pub async fn sync_with_retries(
-    t: &Mlflow,
+    t: &AnyTarget,
     state: &State,
     dir: &Path,
     concurrency: usize,
@@ -177,7 +202,7 @@ pub fn upload(
             .collect();
         w(
             out,
-            json!({"target": t_key(&t), "ok": ok, "auth_failed": auth_failed, "runs": runs})
+            json!({"target": t.key(), "ok": ok, "auth_failed": auth_failed, "runs": runs})
                 .to_string(),
         )?;
     } else {
@@ -205,7 +230,7 @@ pub fn upload(
             format!(
                 "{} run(s) to {}: {} uploaded, {} failed{}",
                 results.len(),
-                t_key(&t),
+                t.key(),
                 results.len() - failed,
                 failed,
                 if auth_failed {
@@ -217,11 +242,6 @@ pub fn upload(
         )?;
     }
     Ok(UploadOutcome { ok, auth_failed })
-}
-
-fn t_key(t: &Mlflow) -> String {
-    use super::targets::Target;
-    t.key().to_string()
 }
 
 /// `difflog-sync status`: per run and target, recorded vs uploaded, pending,

@@ -151,6 +151,7 @@ async fn sync_inner<T: Target>(
     let snap = Snapshot {
         dir: &run.path,
         meta: &run.meta,
+        records: run.records(),
         view: &view,
         first_config: &first,
     };
@@ -162,7 +163,8 @@ async fn sync_inner<T: Target>(
         }),
         _ => None,
     };
-    let remote = target.open_run(&snap, known.as_ref()).await?;
+    let mut remote = target.open_run(&snap, known.as_ref()).await?;
+    let opened = remote.data.clone();
     if known.as_ref() != Some(&remote) {
         state
             .set_remote(key, id, &remote.id, &remote.data)
@@ -203,7 +205,10 @@ async fn sync_inner<T: Target>(
             .buffer_unordered(concurrency)
             .try_collect::<Vec<()>>()
             .await?;
-        target.finish_calls(&remote, &snap, batch).await?;
+        let before = remote.data.clone();
+        let sent = target.finish_calls(&mut remote, &snap, batch).await;
+        keep_remote(state, key, id, &remote, &before)?;
+        sent?;
         for call in batch {
             state
                 .mark_done(key, id, &format!("call:{}", call.started.call))
@@ -211,17 +216,28 @@ async fn sync_inner<T: Target>(
         }
     }
 
-    let metrics: Vec<(MetricEvent, i64)> = run
+    let fresh: Vec<_> = run
         .records()
         .iter()
         .filter(|r| r.seq > rec.synced_seq)
+        .collect();
+    let metrics: Vec<(MetricEvent, i64)> = fresh
+        .iter()
         .filter_map(|r| match &r.event {
             Event::Metric(m) => Some((m.clone(), crate::format::rfc3339_ms(&r.ts))),
             _ => None,
         })
         .collect();
-    if !metrics.is_empty() {
-        target.log_metrics(&remote, &metrics).await?;
+    // Loose images are history for a target that keeps one (W&B): give it
+    // the chance to send them even when no metric came with them.
+    let loose_images = fresh
+        .iter()
+        .any(|r| matches!(&r.event, Event::Media(m) if m.call.is_none()));
+    if !metrics.is_empty() || loose_images {
+        let before = remote.data.clone();
+        let sent = target.log_metrics(&mut remote, &snap, &metrics).await;
+        keep_remote(state, key, id, &remote, &before)?;
+        sent?;
     }
     let last_seq = run.records().last().map_or(0, |r| r.seq);
     if last_seq > rec.synced_seq {
@@ -229,7 +245,11 @@ async fn sync_inner<T: Target>(
     }
 
     let status = remote_status(run_state);
-    if rec.status_sent.as_deref() != Some(status.as_str()) {
+    // Also when this pass sent something the target tracks (W&B: history
+    // appended to a run that had been completed reopens it).
+    if rec.status_sent.as_deref() != Some(status.as_str())
+        || (status != RemoteStatus::Running && opened != remote.data)
+    {
         let end = match status {
             RemoteStatus::Running => None,
             _ => run
@@ -237,12 +257,32 @@ async fn sync_inner<T: Target>(
                 .last()
                 .map(|r| crate::format::rfc3339_ms(&r.ts)),
         };
-        target.set_status(&remote, status, end).await?;
+        let before = remote.data.clone();
+        let sent = target.set_status(&mut remote, status, end).await;
+        keep_remote(state, key, id, &remote, &before)?;
+        sent?;
         state
             .set_status(key, id, status.as_str())
             .map_err(state_err)?;
     }
     progress_for_key(key, state, run, &view, run_state, Some(remote.id))
+}
+
+/// Stores what a target changed in its remote data (a cursor it advanced
+/// after an acknowledgement), whether or not the operation then failed.
+fn keep_remote(
+    state: &State,
+    key: &str,
+    id: &str,
+    remote: &Remote,
+    before: &str,
+) -> SyncResult<()> {
+    if remote.data != before {
+        state
+            .set_remote(key, id, &remote.id, &remote.data)
+            .map_err(state_err)?;
+    }
+    Ok(())
 }
 
 type Job<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = SyncResult<()>> + 'a>>;

@@ -17,6 +17,8 @@ pub struct SyncError {
     pub message: String,
     /// How long the server asked us to wait.
     pub retry_after: Option<Duration>,
+    /// The HTTP status, when the server answered.
+    pub status: Option<u16>,
 }
 
 impl SyncError {
@@ -26,6 +28,7 @@ impl SyncError {
             class: Class::Permanent,
             message: message.into(),
             retry_after: None,
+            status: None,
         }
     }
 
@@ -35,6 +38,7 @@ impl SyncError {
             class: Class::Transient,
             message: message.into(),
             retry_after: None,
+            status: None,
         }
     }
 }
@@ -100,6 +104,9 @@ impl Http {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))
+            // A server that stops answering mid-request is given up on long
+            // before the whole-request limit (which large uploads need).
+            .read_timeout(Duration::from_secs(60))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(8)
             // Bodies go out in several writes: without NODELAY, Nagle plus the
@@ -130,9 +137,22 @@ impl Http {
     /// Sends a request to `base + path`, retrying transient failures; returns
     /// the response body parsed as JSON (`Null` when empty).
     pub async fn send(&self, method: Method, path: &str, body: Body<'_>) -> SyncResult<Value> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// Like [`Http::send`], with extra request headers. A `path` that is an
+    /// absolute `http(s)://` URL is used as it is (upload URLs a server
+    /// handed out).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Body<'_>,
+    ) -> SyncResult<Value> {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
         loop {
-            match self.send_once(method.clone(), path, &body).await {
+            match self.send_once(method.clone(), path, headers, &body).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.class == Class::Transient && backoff.attempts() + 1 < self.attempts => {
                     let d = backoff.next_delay(e.retry_after);
@@ -149,10 +169,17 @@ impl Http {
         &self,
         method: Method,
         path: &str,
+        headers: &[(String, String)],
         body: &Body<'_>,
     ) -> SyncResult<Value> {
-        let url = format!("{}{}", self.base, path);
-        let what = format!("{method} {url}");
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        };
+        // A query string may carry a signature (signed upload URLs): it
+        // never goes into a message.
+        let what = format!("{method} {}", url.split('?').next().unwrap_or(""));
         let mut req = self.client.request(method, &url);
         req = match &self.auth {
             Auth::None => req,
@@ -178,6 +205,25 @@ impl Http {
                 r
             }
         };
+        if !headers.is_empty() {
+            // Replaces a header of the same name set above (Content-Type).
+            let mut map = reqwest::header::HeaderMap::new();
+            for (k, v) in headers {
+                let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes());
+                let value = reqwest::header::HeaderValue::from_str(v.trim());
+                match (name, value) {
+                    (Ok(n), Ok(v)) => {
+                        map.append(n, v);
+                    }
+                    _ => {
+                        return Err(SyncError::permanent(format!(
+                            "{what}: the server asked for an invalid header {k:?}"
+                        )))
+                    }
+                }
+            }
+            req = req.headers(map);
+        }
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| {
             let class = if e.is_builder() {
@@ -189,6 +235,7 @@ impl Http {
                 class,
                 message: format!("{what}: {}", error_chain(&e)),
                 retry_after: None,
+                status: None,
             }
         })?;
         let status = resp.status();
@@ -214,6 +261,7 @@ impl Http {
             class: classify_status(status.as_u16()),
             message: format!("{what}: {} {}", status_text(status), short(&text)),
             retry_after,
+            status: Some(status.as_u16()),
         })
     }
 }

@@ -30,12 +30,25 @@ pub enum TargetSpec {
         /// Credentials.
         auth: Auth,
     },
+    /// Weights & Biases: `wandb://ENTITY[/PROJECT]`.
+    Wandb {
+        /// API base URL (`WANDB_BASE_URL`, default `https://api.wandb.ai`).
+        base: String,
+        /// The W&B entity (user or team).
+        entity: String,
+        /// The project; each run's own project when absent.
+        project: Option<String>,
+        /// `api:<key>` (`Auth::None` until a key is found).
+        auth: Auth,
+    },
 }
 
 impl TargetSpec {
-    /// Parses `mlflow+http://host:port` (or `https`). Credentials come from
-    /// the environment (`MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME`
-    /// and `MLFLOW_TRACKING_PASSWORD`), never from the URL.
+    /// Parses `mlflow+http://host:port` (or `https`) or
+    /// `wandb://ENTITY[/PROJECT]`. Credentials come from the environment
+    /// (`MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and
+    /// `MLFLOW_TRACKING_PASSWORD`; `WANDB_API_KEY`), never from the URL; the
+    /// W&B server from `WANDB_BASE_URL`.
     pub fn parse(url: &str) -> Result<TargetSpec> {
         let bad = |why: &str| Error::Setting {
             name: "--to".into(),
@@ -49,7 +62,8 @@ impl TargetSpec {
         if host_part.contains('@') {
             return Err(bad(
                 "credentials do not belong in the URL (they would show in process lists and logs): \
-                 use MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or --config",
+                 use MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, \
+                 WANDB_API_KEY or --config",
             ));
         }
         if host_part.is_empty() {
@@ -60,8 +74,26 @@ impl TargetSpec {
                 base: format!("{}://{rest}", &scheme["mlflow+".len()..]),
                 auth: targets::mlflow::Mlflow::auth_from_env(),
             }),
+            "wandb" => {
+                let mut parts = rest.trim_end_matches('/').split('/');
+                let entity = parts.next().unwrap_or("").to_string();
+                let project = parts.next().map(str::to_string);
+                if parts.next().is_some() || project.as_deref() == Some("") {
+                    return Err(bad("expected wandb://ENTITY or wandb://ENTITY/PROJECT"));
+                }
+                let auth = match targets::wandb::Wandb::api_key_from_env() {
+                    Some(k) => Auth::Basic("api".into(), k),
+                    None => Auth::None,
+                };
+                Ok(TargetSpec::Wandb {
+                    base: targets::wandb::Wandb::base_from_env(),
+                    entity,
+                    project,
+                    auth,
+                })
+            }
             other => Err(bad(&format!(
-                "unknown target scheme {other:?}: supported are mlflow+http and mlflow+https"
+                "unknown target scheme {other:?}: supported are mlflow+http, mlflow+https and wandb"
             ))),
         }
     }
@@ -72,6 +104,14 @@ impl TargetSpec {
     /// ```toml
     /// to = "mlflow+https://mlflow.example.com"
     /// token = "…"            # or: username = "…" / password = "…"
+    /// ```
+    ///
+    /// or, for W&B:
+    ///
+    /// ```toml
+    /// to = "wandb://my-team/my-project"
+    /// api_key = "…"
+    /// base_url = "https://wandb.example.com"   # optional: W&B Server
     /// ```
     pub fn from_config(path: &Path) -> Result<TargetSpec> {
         use std::os::unix::fs::PermissionsExt;
@@ -91,11 +131,22 @@ impl TargetSpec {
         let to = get("to")
             .ok_or_else(|| Error::Invalid(format!("{}: no `to = \"…\"` target", path.display())))?;
         let mut spec = TargetSpec::parse(&to)?;
-        let TargetSpec::Mlflow { auth, .. } = &mut spec;
-        if let Some(t) = get("token") {
-            *auth = Auth::Bearer(t);
-        } else if let (Some(u), Some(p)) = (get("username"), get("password")) {
-            *auth = Auth::Basic(u, p);
+        match &mut spec {
+            TargetSpec::Mlflow { auth, .. } => {
+                if let Some(t) = get("token") {
+                    *auth = Auth::Bearer(t);
+                } else if let (Some(u), Some(p)) = (get("username"), get("password")) {
+                    *auth = Auth::Basic(u, p);
+                }
+            }
+            TargetSpec::Wandb { auth, base, .. } => {
+                if let Some(k) = get("api_key") {
+                    *auth = Auth::Basic("api".into(), k);
+                }
+                if let Some(b) = get("base_url") {
+                    *base = b;
+                }
+            }
         }
         Ok(spec)
     }
@@ -124,8 +175,26 @@ mod tests {
     #[test]
     fn target_urls_parse_and_credentials_never_show() {
         let TargetSpec::Mlflow { base, .. } =
-            TargetSpec::parse("mlflow+http://127.0.0.1:5000").unwrap();
+            TargetSpec::parse("mlflow+http://127.0.0.1:5000").unwrap()
+        else {
+            panic!("not mlflow")
+        };
         assert_eq!(base, "http://127.0.0.1:5000");
+        let TargetSpec::Wandb {
+            entity, project, ..
+        } = TargetSpec::parse("wandb://team/proj").unwrap()
+        else {
+            panic!("not wandb")
+        };
+        assert_eq!(
+            (entity.as_str(), project.as_deref()),
+            ("team", Some("proj"))
+        );
+        let TargetSpec::Wandb { project, .. } = TargetSpec::parse("wandb://team").unwrap() else {
+            panic!("not wandb")
+        };
+        assert_eq!(project, None);
+        assert!(TargetSpec::parse("wandb://team/a/b").is_err());
         let e = TargetSpec::parse("ftp://x").unwrap_err().to_string();
         assert!(e.contains("unknown target scheme \"ftp\""), "{e}");
         let e = TargetSpec::parse("mlflow+http://bob:s3cret@host:5000")
@@ -150,7 +219,19 @@ mod tests {
         let e = TargetSpec::from_config(&p).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let TargetSpec::Mlflow { auth, .. } = TargetSpec::from_config(&p).unwrap();
+        let TargetSpec::Mlflow { auth, .. } = TargetSpec::from_config(&p).unwrap() else {
+            panic!("not mlflow")
+        };
         assert!(matches!(auth, Auth::Bearer(t) if t == "abc"));
+        std::fs::write(
+            &p,
+            "to = \"wandb://team\"\napi_key = \"k1\"\nbase_url = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let TargetSpec::Wandb { auth, base, .. } = TargetSpec::from_config(&p).unwrap() else {
+            panic!("not wandb")
+        };
+        assert!(matches!(auth, Auth::Basic(u, k) if u == "api" && k == "k1"));
+        assert_eq!(base, "http://127.0.0.1:9");
     }
 }

@@ -113,7 +113,7 @@ pub fn watch(
         out,
         "watching {} for {}",
         display_roots(&canonical),
-        super::redact_url(&key_of(&t))
+        super::redact_url(super::targets::Target::key(&t))
     );
     let _ = out.flush();
 
@@ -204,11 +204,6 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
-}
-
-fn key_of(t: &super::targets::mlflow::Mlflow) -> String {
-    use super::targets::Target;
-    t.key().to_string()
 }
 
 fn display_roots(roots: &[PathBuf]) -> String {

@@ -223,3 +223,4 @@ pub fn test_cache() {
 }
 pub mod mlflow;
 pub mod proxy;
+pub mod wandb;

@@ -216,6 +216,11 @@ fn serve(
             return;
         }
         c.forwarded.fetch_add(1, Ordering::SeqCst);
+        if resp.is_empty() {
+            // The server closed without answering: so does the proxy.
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
         let is_create = req.starts_with(b"POST ") && req.windows(11).any(|w| w == b"runs/create");
         let lose = is_create && lose_create.swap(false, Ordering::SeqCst);
         if lose || rng.random::<f64>() < f.lost_response {

@@ -329,6 +329,7 @@ impl Target for Mlflow {
                 .send_once(
                     Method::POST,
                     "/api/2.0/mlflow/runs/create",
+                    &[],
                     &Body::Json(&body),
                 )
                 .await
@@ -437,7 +438,7 @@ impl Target for Mlflow {
 
     async fn finish_calls(
         &self,
-        remote: &Remote,
+        remote: &mut Remote,
         run: &Snapshot<'_>,
         calls: &[&CallView],
     ) -> SyncResult<()> {
@@ -476,7 +477,12 @@ impl Target for Mlflow {
         self.log_batch(remote, metrics, Vec::new(), tags).await
     }
 
-    async fn log_metrics(&self, remote: &Remote, metrics: &[(MetricEvent, i64)]) -> SyncResult<()> {
+    async fn log_metrics(
+        &self,
+        remote: &mut Remote,
+        _run: &Snapshot<'_>,
+        metrics: &[(MetricEvent, i64)],
+    ) -> SyncResult<()> {
         let m: Vec<Value> = metrics
             .iter()
             .map(|(m, ts)| json!({"key": sanitize_key(&m.name), "value": m.value, "timestamp": ts, "step": m.step.unwrap_or(0)}))
@@ -486,7 +492,7 @@ impl Target for Mlflow {
 
     async fn set_status(
         &self,
-        remote: &Remote,
+        remote: &mut Remote,
         status: RemoteStatus,
         end_ms: Option<i64>,
     ) -> SyncResult<()> {

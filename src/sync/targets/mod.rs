@@ -5,11 +5,16 @@
 //! it. Every operation must be idempotent on the server — sent twice, it
 //! shows once — because a kill between the server's acknowledgement and the
 //! state's commit makes the engine send it again.
+//!
+//! A target may keep a cursor in [`Remote::data`] (W&B's history offset):
+//! the methods that send take `&mut Remote`, change it only after the
+//! server acknowledged, and the engine stores every change in the state.
 
 pub mod mlflow;
+pub mod wandb;
 
 use super::http::SyncResult;
-use crate::event::{MediaEvent, MetricEvent};
+use crate::event::{MediaEvent, MetricEvent, Record};
 use crate::format::RunMeta;
 use crate::read::{CallView, RunView};
 use std::path::Path;
@@ -20,6 +25,8 @@ pub struct Snapshot<'a> {
     pub dir: &'a Path,
     /// Its `run.json`.
     pub meta: &'a RunMeta,
+    /// Its records, in log order.
+    pub records: &'a [Record],
     /// Its folded records.
     pub view: &'a RunView,
     /// Config keys with the *first* value each was recorded with (what a
@@ -95,19 +102,101 @@ pub trait Target {
     /// uploaded (timings, table lists). Given together so a target can batch.
     async fn finish_calls(
         &self,
-        remote: &Remote,
+        remote: &mut Remote,
         run: &Snapshot<'_>,
         calls: &[&CallView],
     ) -> SyncResult<()>;
 
     /// Sends free-form metrics (with the record timestamp in ms).
-    async fn log_metrics(&self, remote: &Remote, metrics: &[(MetricEvent, i64)]) -> SyncResult<()>;
+    async fn log_metrics(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        metrics: &[(MetricEvent, i64)],
+    ) -> SyncResult<()>;
 
     /// Sets the remote run's status.
     async fn set_status(
         &self,
-        remote: &Remote,
+        remote: &mut Remote,
         status: RemoteStatus,
         end_ms: Option<i64>,
     ) -> SyncResult<()>;
+}
+
+/// Any of the supported targets (what `--to` chose).
+pub enum AnyTarget {
+    /// An MLflow tracking server.
+    Mlflow(mlflow::Mlflow),
+    /// Weights & Biases (cloud or self-hosted W&B Server).
+    Wandb(wandb::Wandb),
+}
+
+/// Forwards a call to whichever target this is.
+macro_rules! each {
+    ($self:ident, $t:ident => $e:expr) => {
+        match $self {
+            AnyTarget::Mlflow($t) => $e,
+            AnyTarget::Wandb($t) => $e,
+        }
+    };
+}
+
+impl Target for AnyTarget {
+    fn key(&self) -> &str {
+        each!(self, t => t.key())
+    }
+
+    async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
+        each!(self, t => t.open_run(run, known).await)
+    }
+
+    async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {
+        each!(self, t => t.sync_meta(remote, run).await)
+    }
+
+    async fn upload_media(
+        &self,
+        remote: &Remote,
+        media: &MediaEvent,
+        file: &Path,
+    ) -> SyncResult<()> {
+        each!(self, t => t.upload_media(remote, media, file).await)
+    }
+
+    async fn upload_table(
+        &self,
+        remote: &Remote,
+        run: &Snapshot<'_>,
+        call: &CallView,
+    ) -> SyncResult<()> {
+        each!(self, t => t.upload_table(remote, run, call).await)
+    }
+
+    async fn finish_calls(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        calls: &[&CallView],
+    ) -> SyncResult<()> {
+        each!(self, t => t.finish_calls(remote, run, calls).await)
+    }
+
+    async fn log_metrics(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        metrics: &[(MetricEvent, i64)],
+    ) -> SyncResult<()> {
+        each!(self, t => t.log_metrics(remote, run, metrics).await)
+    }
+
+    async fn set_status(
+        &self,
+        remote: &mut Remote,
+        status: RemoteStatus,
+        end_ms: Option<i64>,
+    ) -> SyncResult<()> {
+        each!(self, t => t.set_status(remote, status, end_ms).await)
+    }
 }

@@ -1,0 +1,697 @@
+//! Weights & Biases (W&B cloud, or a self-hosted W&B Server) as a sync target.
+//!
+//! The seed system is W&B's diffusers autolog, so a difflog run shows in W&B
+//! the way an autolog run does — uploaded from the run directory, after the
+//! fact, by the protocol W&B's own client speaks:
+//!
+//! - `POST {base}/graphql`, HTTP Basic `api:<key>`. `UpsertBucket` creates or
+//!   finds the run (its name is derived from the difflog run id, so a lost
+//!   state never makes a second run), sets the display name, tags and config
+//!   (`{"key": {"value": …}}`, with autolog's `workflow` list); its answer's
+//!   `historyLineCount` says where the history continues.
+//! - Files: `CreateRunFiles` hands out an upload URL (and headers) per file,
+//!   the file is `PUT` there — without the API key, since the URL may point at
+//!   a storage service — and later listed in the file stream's `uploaded`.
+//!   Images go to `media/images/<sha256>.png`, each call's table to
+//!   `media/table/Result-Table/Pipeline-Call-N_<sha256[..20]>.table.json`.
+//! - `POST {base}/files/{entity}/{project}/{run}/file_stream`: history lines
+//!   at contiguous offsets, the summary, and `complete`/`exitcode` once.
+//!
+//! History lines are a pure function of the event log: for each record in
+//! log order, a loose image (`run.log_image`) or a metric gives one line, and
+//! a finished call gives one line per image (`Generated-Image/Pipeline-Call-N`,
+//! like autolog) then one for its table (`Result-Table/Pipeline-Call-N`, plus
+//! the call's timings). Line *k* is therefore the same in every pass and
+//! every process, and the next offset is both kept in the state (advanced
+//! after each acknowledged request) and checked against the server's
+//! `historyLineCount` when a pass opens the run: a kill between the server's
+//! answer and the state's commit never sends a line twice or leaves a gap.
+
+use super::{Remote, RemoteStatus, Snapshot, Target};
+use crate::event::{Cell, Event, MediaEvent, MetricEvent};
+use crate::format::rfc3339_ms;
+use crate::read::CallView;
+use crate::run::media::sha256_hex;
+use crate::sync::http::{percent_encode, Auth, Body, Http, SyncError, SyncResult};
+use crate::sync::retry::Backoff;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// W&B's cloud API, used when `WANDB_BASE_URL` is not set.
+pub const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
+/// History lines sent per file-stream request at most.
+const LINES_PER_REQUEST: usize = 200;
+
+const UPSERT_BUCKET: &str = "mutation UpsertBucket($id: String, $name: String, $project: String, \
+$entity: String, $displayName: String, $notes: String, $state: String, $tags: [String!], \
+$config: JSONString) { upsertBucket(input: {id: $id, name: $name, modelName: $project, \
+entityName: $entity, displayName: $displayName, notes: $notes, state: $state, tags: $tags, \
+config: $config}) { bucket { id name displayName state historyLineCount \
+project { name entity { name } } } inserted } }";
+
+const CREATE_RUN_FILES: &str = "mutation CreateRunFiles($entity: String!, $project: String!, \
+$run: String!, $files: [String!]!) { createRunFiles(input: {entityName: $entity, \
+projectName: $project, runName: $run, files: $files}) { runID uploadHeaders \
+files { name uploadUrl } } }";
+
+const RUN_HISTORY_LINE_COUNT: &str = "query RunHistoryLineCount($project: String, \
+$entity: String, $name: String!) { model(name: $project, entityName: $entity) { \
+bucket(name: $name, missingOk: true) { historyLineCount state } } }";
+
+/// A W&B server.
+pub struct Wandb {
+    api: Http,
+    storage: Http,
+    entity: String,
+    project: Option<String>,
+    key: String,
+}
+
+/// Where a run stands at W&B (kept as the state's remote data).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Cursor {
+    entity: String,
+    project: String,
+    run: String,
+    /// History lines the server acknowledged: the next line's offset.
+    history: u64,
+    /// Whether the run was marked complete.
+    complete: bool,
+}
+
+impl Cursor {
+    fn of(remote: &Remote) -> SyncResult<Cursor> {
+        serde_json::from_str(&remote.data)
+            .map_err(|e| SyncError::permanent(format!("corrupt W&B data in sync state: {e}")))
+    }
+
+    fn store(&self, remote: &mut Remote) {
+        remote.data = serde_json::to_string(self).unwrap_or_default();
+    }
+}
+
+/// The W&B run id of a difflog run: its id in lower case, with every
+/// character W&B does not take in run ids (`/ \ # ? % :` and others) turned
+/// into `-`. The same difflog run always gets the same W&B run.
+pub fn run_name(difflog_id: &str) -> String {
+    difflog_id
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+/// Where an image goes in the W&B run.
+fn image_path(m: &MediaEvent) -> String {
+    format!("media/images/{}.{}", m.digest, m.format)
+}
+
+/// An image as W&B references it from history and tables.
+fn image_file(m: &MediaEvent) -> Value {
+    let mut v = json!({
+        "_type": "image-file", "path": image_path(m), "sha256": m.digest, "size": m.bytes,
+        "format": m.format, "width": m.width, "height": m.height,
+    });
+    if let Some(c) = &m.caption {
+        v["caption"] = json!(c);
+    }
+    v
+}
+
+/// A call's table as a W&B table file: bytes, run path and reference.
+struct TableFile {
+    path: String,
+    bytes: Vec<u8>,
+    reference: Value,
+}
+
+fn table_file(call: &CallView) -> TableFile {
+    let columns = &call.started.columns;
+    let mut data = Vec::new();
+    for row in &call.rows {
+        let cells: Vec<Value> = columns
+            .iter()
+            .map(|col| match row.cells.iter().find(|c| c.column() == col) {
+                Some(Cell::Text { value, .. }) => json!(value),
+                Some(Cell::Number { value, .. }) => Value::Number(value.clone()),
+                Some(Cell::Image { digest, .. }) => call
+                    .media
+                    .iter()
+                    .find(|m| &m.digest == digest)
+                    .map(|m| {
+                        let mut v = image_file(m);
+                        // A cell shows the image; the caption is in the row.
+                        if let Value::Object(o) = &mut v {
+                            o.remove("caption");
+                        }
+                        v
+                    })
+                    .unwrap_or(Value::Null),
+                Some(Cell::Null { .. }) | None => Value::Null,
+            })
+            .collect();
+        data.push(Value::Array(cells));
+    }
+    let (ncols, nrows) = (columns.len(), data.len());
+    let table = json!({
+        "_type": "table", "columns": columns, "data": data, "ncols": ncols, "nrows": nrows,
+    });
+    let bytes = serde_json::to_vec(&table).unwrap_or_default();
+    let sha = sha256_hex(&bytes);
+    let path = format!(
+        "media/table/Result-Table/{}_{}.table.json",
+        call.started.stage,
+        &sha[..20]
+    );
+    let reference = json!({
+        "_type": "table-file", "path": path, "sha256": sha, "size": bytes.len(),
+        "ncols": ncols, "nrows": nrows,
+    });
+    TableFile {
+        path,
+        bytes,
+        reference,
+    }
+}
+
+/// One history line: its values, the run files it references, and the call
+/// it belongs to (its files are uploaded when that call is).
+struct Line {
+    value: Map<String, Value>,
+    files: Vec<String>,
+    call: Option<u32>,
+}
+
+/// Every history line the log gives, in order (see the module comment).
+fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
+    let start = rfc3339_ms(&run.meta.created);
+    let mut out: Vec<Line> = Vec::new();
+    let mut push = |mut value: Map<String, Value>, files: Vec<String>, call, ts: i64| {
+        value.insert("_step".into(), json!(out.len()));
+        value.insert(
+            "_runtime".into(),
+            json!((ts - start).max(0) as f64 / 1000.0),
+        );
+        value.insert("_timestamp".into(), json!(ts as f64 / 1000.0));
+        out.push(Line { value, files, call });
+    };
+    for r in run.records {
+        let ts = rfc3339_ms(&r.ts);
+        match &r.event {
+            Event::Media(m) if m.call.is_none() => {
+                let mut v = Map::new();
+                v.insert(m.key.clone(), image_file(m));
+                push(v, vec![image_path(m)], None, ts);
+            }
+            Event::Metric(m) => {
+                let mut v = Map::new();
+                v.insert(m.name.clone(), json!(m.value));
+                push(v, Vec::new(), None, ts);
+            }
+            Event::CallFinished(f) => {
+                let Some(call) = run.view.calls.get(&f.call) else {
+                    continue;
+                };
+                for m in &call.media {
+                    let mut v = Map::new();
+                    v.insert(m.key.clone(), image_file(m));
+                    push(v, vec![image_path(m)], Some(f.call), ts);
+                }
+                let table = table_file(call);
+                let mut v = Map::new();
+                v.insert(
+                    format!("Result-Table/{}", call.started.stage),
+                    table.reference,
+                );
+                for (phase, ms) in &f.timings_ms {
+                    if ms.is_number() {
+                        v.insert(format!("timings/{phase}_ms"), ms.clone());
+                    }
+                }
+                push(v, vec![table.path], Some(f.call), ts);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn exitcode(status: RemoteStatus) -> i32 {
+    match status {
+        RemoteStatus::Running | RemoteStatus::Finished => 0,
+        RemoteStatus::Failed => 1,
+        // W&B's client reports a killed process with 255.
+        RemoteStatus::Killed => 255,
+    }
+}
+
+impl Wandb {
+    /// A target at `base` (`https://api.wandb.ai` or a W&B Server URL) for
+    /// `entity`, uploading into `project` (or each run's own project).
+    pub fn new(base: &str, auth: Auth, entity: &str, project: Option<&str>) -> SyncResult<Wandb> {
+        let base = base.trim_end_matches('/');
+        let key = match project {
+            Some(p) => format!("wandb+{base}/{entity}/{p}"),
+            None => format!("wandb+{base}/{entity}"),
+        };
+        Ok(Wandb {
+            api: Http::new(base, auth)?,
+            // Upload URLs may point at a storage service: no API key there.
+            storage: Http::new(base, Auth::None)?,
+            entity: entity.to_string(),
+            project: project.map(str::to_string),
+            key,
+        })
+    }
+
+    /// The API key as W&B's client reads it: `WANDB_API_KEY`.
+    pub fn api_key_from_env() -> Option<String> {
+        std::env::var("WANDB_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+    }
+
+    /// The server as W&B's client reads it: `WANDB_BASE_URL`, else the cloud.
+    pub fn base_from_env() -> String {
+        std::env::var("WANDB_BASE_URL")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
+    }
+
+    /// Runs a GraphQL operation; GraphQL errors in a 200 answer are errors.
+    async fn gql(&self, op: &str, query: &str, variables: Value) -> SyncResult<Value> {
+        let body = json!({"operationName": op, "query": query, "variables": variables});
+        let v = self
+            .api
+            .send(Method::POST, "/graphql", Body::Json(&body))
+            .await?;
+        if let Some(errors) = v.get("errors").and_then(Value::as_array) {
+            if !errors.is_empty() {
+                let msgs: Vec<&str> = errors
+                    .iter()
+                    .map(|e| e["message"].as_str().unwrap_or("unknown error"))
+                    .collect();
+                return Err(SyncError::permanent(format!(
+                    "W&B {op} at {}: {}",
+                    self.api.base(),
+                    msgs.join("; ")
+                )));
+            }
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// `UpsertBucket`, retried on 409 Conflict as W&B's client does.
+    async fn upsert(&self, variables: Value) -> SyncResult<Value> {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
+        loop {
+            match self
+                .gql("UpsertBucket", UPSERT_BUCKET, variables.clone())
+                .await
+            {
+                Err(e) if e.status == Some(409) && backoff.attempts() < 5 => {
+                    tokio::time::sleep(backoff.next_delay(e.retry_after)).await;
+                }
+                r => {
+                    let data = r?;
+                    let bucket = data["upsertBucket"]["bucket"].clone();
+                    if bucket.is_object() {
+                        return Ok(bucket);
+                    }
+                    return Err(SyncError::permanent(format!(
+                        "W&B UpsertBucket at {}: no run in the answer",
+                        self.api.base()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn project_of(&self, run: &Snapshot<'_>) -> String {
+        self.project
+            .clone()
+            .unwrap_or_else(|| run.meta.project.clone())
+    }
+
+    /// Uploads one run file: `CreateRunFiles` for its URL, then `PUT`.
+    async fn put_file(&self, cur: &Cursor, name: &str, body: Body<'_>) -> SyncResult<()> {
+        let data = self
+            .gql(
+                "CreateRunFiles",
+                CREATE_RUN_FILES,
+                json!({"entity": cur.entity, "project": cur.project, "run": cur.run, "files": [name]}),
+            )
+            .await?;
+        let result = &data["createRunFiles"];
+        if result["runID"].as_str().is_none_or(str::is_empty) {
+            return Err(SyncError::permanent(format!(
+                "W&B refused files for {}/{}/{}: check that the project exists and the key may write to it",
+                cur.entity, cur.project, cur.run
+            )));
+        }
+        let url = result["files"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|f| f["name"] == name))
+            .and_then(|f| f["uploadUrl"].as_str())
+            .ok_or_else(|| SyncError::permanent(format!("W&B gave no upload URL for {name}")))?;
+        let url = if url.starts_with('/') {
+            format!("{}{url}", self.api.base())
+        } else {
+            url.to_string()
+        };
+        let headers: Vec<(String, String)> = result["uploadHeaders"]
+            .as_array()
+            .map(|hs| {
+                hs.iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|h| h.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.storage
+            .send_with(Method::PUT, &url, &headers, body)
+            .await
+            .map(|_| ())
+    }
+
+    /// One file-stream request, not retried here: a request whose answer was
+    /// lost may have been applied, so the caller asks the server before
+    /// sending again.
+    async fn file_stream(&self, cur: &Cursor, body: &Value) -> SyncResult<()> {
+        let path = format!(
+            "/files/{}/{}/{}/file_stream",
+            percent_encode(&cur.entity),
+            percent_encode(&cur.project),
+            percent_encode(&cur.run)
+        );
+        self.api
+            .send_once(Method::POST, &path, &[], &Body::Json(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// What the server holds of the run: history lines and state (the
+    /// query W&B's client resumes a run with).
+    async fn server_view(&self, cur: &Cursor) -> SyncResult<(u64, String)> {
+        let data = self
+            .gql(
+                "RunHistoryLineCount",
+                RUN_HISTORY_LINE_COUNT,
+                json!({"project": cur.project, "entity": cur.entity, "name": cur.run}),
+            )
+            .await?;
+        let bucket = &data["model"]["bucket"];
+        Ok((
+            bucket["historyLineCount"].as_u64().unwrap_or(0),
+            bucket["state"].as_str().unwrap_or("").to_string(),
+        ))
+    }
+
+    /// Sends `body` (built for the current cursor by `build`) until the
+    /// server acknowledges; after a failure, asks the server where it
+    /// stands (`settled`) before building the request again.
+    async fn stream_until_acked(
+        &self,
+        cur: &mut Cursor,
+        build: &dyn Fn(&Cursor) -> Option<Value>,
+        settle: &dyn Fn(&mut Cursor, u64, &str),
+        acked: &dyn Fn(&mut Cursor),
+        remote: &mut Remote,
+    ) -> SyncResult<()> {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
+        while let Some(body) = build(cur) {
+            match self.file_stream(cur, &body).await {
+                Ok(()) => {
+                    backoff.reset();
+                    acked(cur);
+                    cur.store(remote);
+                }
+                Err(e)
+                    if e.class == crate::sync::retry::Class::Transient
+                        && backoff.attempts() < 4 =>
+                {
+                    tokio::time::sleep(backoff.next_delay(e.retry_after)).await;
+                    let (lines, state) = self.server_view(cur).await?;
+                    settle(cur, lines, &state);
+                    cur.store(remote);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a completed run running again (a crashed run that was reopened
+    /// and is written again), as resuming a run in W&B does.
+    async fn reopen(&self, cur: &mut Cursor, remote: &mut Remote) -> SyncResult<()> {
+        self.upsert(json!({
+            "name": cur.run, "project": cur.project, "entity": cur.entity, "state": "running",
+        }))
+        .await?;
+        cur.complete = false;
+        cur.store(remote);
+        Ok(())
+    }
+
+    /// Sends the history lines from the acknowledged offset on, as far as
+    /// they are ready (`ready(call)`: that call's files are uploaded).
+    async fn flush(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        ready: &dyn Fn(u32) -> bool,
+    ) -> SyncResult<()> {
+        let mut cur = Cursor::of(remote)?;
+        let lines = history_lines(run);
+        let start = usize::try_from(cur.history).unwrap_or(usize::MAX);
+        if start > lines.len() {
+            return Err(SyncError::permanent(format!(
+                "W&B run {}/{}/{} has {} history lines but {} gives only {}: \
+                 something else wrote to that W&B run",
+                cur.entity,
+                cur.project,
+                cur.run,
+                cur.history,
+                run.dir.display(),
+                lines.len()
+            )));
+        }
+        let end = start
+            + lines[start..]
+                .iter()
+                .take_while(|l| l.call.is_none_or(ready))
+                .count();
+        if end > start && cur.complete {
+            // New lines for a run marked complete: a crashed run was reopened.
+            self.reopen(&mut cur, remote).await?;
+        }
+        let chunk = |cur: &Cursor| -> Option<Value> {
+            let at = usize::try_from(cur.history).ok()?;
+            if at >= end {
+                return None;
+            }
+            let hi = (at + LINES_PER_REQUEST).min(end);
+            let content: Vec<String> = lines[at..hi]
+                .iter()
+                .map(|l| Value::Object(l.value.clone()).to_string())
+                .collect();
+            let mut summary = Map::new();
+            for l in &lines[..hi] {
+                for (k, v) in &l.value {
+                    summary.insert(k.clone(), v.clone());
+                }
+            }
+            let uploaded: Vec<&String> = lines[at..hi].iter().flat_map(|l| &l.files).collect();
+            Some(json!({
+                "files": {
+                    "wandb-history.jsonl": {"offset": at, "content": content},
+                    "wandb-summary.json": {"offset": 0, "content": [Value::Object(summary).to_string()]},
+                },
+                "uploaded": uploaded,
+                "dropped": 0,
+            }))
+        };
+        self.stream_until_acked(
+            &mut cur,
+            &chunk,
+            // The server may have applied a request whose answer was lost.
+            &|cur, lines, _| cur.history = cur.history.max(lines),
+            &|cur| cur.history = (cur.history + LINES_PER_REQUEST as u64).min(end as u64),
+            remote,
+        )
+        .await
+    }
+}
+
+impl Target for Wandb {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
+        let project = self.project_of(run);
+        let name = run_name(&run.meta.id);
+        let bucket = self
+            .upsert(json!({
+                "name": name, "project": project, "entity": self.entity,
+                "displayName": run.meta.name, "tags": run.meta.tags,
+            }))
+            .await?;
+        let known = known.and_then(|k| Cursor::of(k).ok());
+        let server_lines = bucket["historyLineCount"].as_u64().unwrap_or(0);
+        let ended = matches!(bucket["state"].as_str(), Some("finished" | "failed"));
+        let entity = bucket["project"]["entity"]["name"]
+            .as_str()
+            .unwrap_or(&self.entity)
+            .to_string();
+        let cur = Cursor {
+            entity,
+            project: bucket["project"]["name"]
+                .as_str()
+                .unwrap_or(&project)
+                .to_string(),
+            run: bucket["name"].as_str().unwrap_or(&name).to_string(),
+            // The state is advanced only after the server's answer, so it is
+            // never ahead of the server; the server may lag in what it reports.
+            history: server_lines.max(known.as_ref().map_or(0, |k| k.history)),
+            complete: ended || known.as_ref().is_some_and(|k| k.complete),
+        };
+        let mut remote = Remote {
+            id: cur.run.clone(),
+            data: String::new(),
+        };
+        cur.store(&mut remote);
+        Ok(remote)
+    }
+
+    async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        let mut config = Map::new();
+        for (k, v) in &run.view.config {
+            config.insert(k.clone(), json!({"value": v}));
+        }
+        config.insert(
+            "workflow".into(),
+            json!({"value": Value::Array(run.view.workflow())}),
+        );
+        config.insert(
+            "difflog".into(),
+            json!({"value": {"run_id": run.meta.id, "host": run.meta.host, "version": run.meta.difflog_version}}),
+        );
+        self.upsert(json!({
+            "name": cur.run, "project": cur.project, "entity": cur.entity,
+            "displayName": run.meta.name, "tags": run.meta.tags,
+            "config": Value::Object(config).to_string(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    async fn upload_media(
+        &self,
+        remote: &Remote,
+        media: &MediaEvent,
+        file: &Path,
+    ) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        let ct = if media.format == "png" {
+            "image/png"
+        } else {
+            "application/octet-stream"
+        };
+        self.put_file(&cur, &image_path(media), Body::File(file, ct))
+            .await
+    }
+
+    async fn upload_table(
+        &self,
+        remote: &Remote,
+        _run: &Snapshot<'_>,
+        call: &CallView,
+    ) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        let t = table_file(call);
+        self.put_file(&cur, &t.path, Body::Bytes(&t.bytes, "application/json"))
+            .await
+    }
+
+    async fn finish_calls(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        calls: &[&CallView],
+    ) -> SyncResult<()> {
+        // Calls are handed over in order: every earlier call is done.
+        let last = calls.iter().map(|c| c.started.call).max().unwrap_or(0);
+        self.flush(remote, run, &|c| c <= last).await
+    }
+
+    async fn log_metrics(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        _metrics: &[(MetricEvent, i64)],
+    ) -> SyncResult<()> {
+        // Metric lines sit between call lines in log order; by now every
+        // finished call is uploaded.
+        self.flush(remote, run, &|_| true).await
+    }
+
+    async fn set_status(
+        &self,
+        remote: &mut Remote,
+        status: RemoteStatus,
+        _end_ms: Option<i64>,
+    ) -> SyncResult<()> {
+        let mut cur = Cursor::of(remote)?;
+        if status == RemoteStatus::Running {
+            if cur.complete {
+                self.reopen(&mut cur, remote).await?;
+            }
+            return Ok(());
+        }
+        let code = exitcode(status);
+        self.stream_until_acked(
+            &mut cur,
+            &|cur| {
+                (!cur.complete).then(|| {
+                    json!({
+                        "files": {}, "uploaded": [], "dropped": 0,
+                        "complete": true, "exitcode": code,
+                    })
+                })
+            },
+            &|cur, _, state| cur.complete = matches!(state, "finished" | "failed"),
+            &|cur| cur.complete = true,
+            remote,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_names_are_deterministic_and_safe_for_wandb() {
+        assert_eq!(
+            run_name("20261127T130715.123Z-0a1b2c"),
+            "20261127t130715-123z-0a1b2c"
+        );
+        assert_eq!(run_name("a/b#c?d%e:f"), "a-b-c-d-e-f");
+        assert_eq!(run_name(&"x".repeat(100)).len(), 64);
+    }
+}

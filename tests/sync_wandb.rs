@@ -1,0 +1,626 @@
+//! `difflog-sync --to wandb://…` against the W&B protocol emulator
+//! (tests/common/wandb.rs; W&B's server cannot run here): what a run looks
+//! like in W&B, idempotent re-upload, a live run under `watch`, SIGKILL of the
+//! uploader at random instants, network faults, bad credentials. A live test
+//! against real W&B runs only when asked to (see the last test).
+
+mod common;
+
+use common::wandb::{Emulator, Fault};
+use common::{Req, TestPipeline};
+use difflog::event::{Cell, Event};
+use difflog::read::RunDir;
+use difflog::run::media::sha256_hex;
+use difflog::sync::targets::wandb::run_name;
+use difflog::{Init, Run};
+use rand::Rng;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "0123456789abcdef-test-key-do-not-leak";
+const ENTITY: &str = "team";
+
+fn sync_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_difflog-sync"))
+}
+
+fn sync_cmd(base: &str, key: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(sync_bin());
+    c.args(args)
+        .env("WANDB_BASE_URL", base)
+        .env("WANDB_API_KEY", key)
+        .env_remove("MLFLOW_TRACKING_TOKEN");
+    c
+}
+
+fn sync(base: &str, args: &[&str]) -> Output {
+    sync_cmd(base, KEY, args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn target(project: &str) -> String {
+    format!("wandb://{ENTITY}/{project}")
+}
+
+/// Records a finished run: `calls` calls of `per_call` images, a config, a
+/// loose image and a metric.
+fn record(root: &Path, calls: u64, per_call: usize, size: u32) -> PathBuf {
+    let run = Run::create(
+        Init::project("local-project")
+            .name("wandb test")
+            .tag("t1")
+            .tag("t2")
+            .config(serde_json::json!({"sampler": {"steps": 4}, "seed": 7}))
+            .root(root),
+    )
+    .unwrap();
+    let mut p = TestPipeline::new();
+    p.size = size;
+    for c in 0..calls {
+        let mut r = Req::new(&["a prompt", "another prompt"], 1000 * c);
+        r.per_prompt = per_call.div_ceil(2).max(1);
+        r.negative = Some("blurry".into());
+        run.record(&mut p, &r).unwrap();
+    }
+    let img = image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]));
+    run.log_image("samples/grid", img, Some("a grid")).unwrap();
+    run.log_metric("clip_score", 0.25, Some(3)).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    dir
+}
+
+/// The keys each history line must carry, derived from the log alone.
+fn expected_lines(dir: &Path) -> Vec<Vec<String>> {
+    let r = RunDir::open(dir).unwrap();
+    let view = r.view();
+    let mut out = Vec::new();
+    for rec in r.records() {
+        match &rec.event {
+            Event::Media(m) if m.call.is_none() => out.push(vec![m.key.clone()]),
+            Event::Metric(m) => out.push(vec![m.name.clone()]),
+            Event::CallFinished(f) => {
+                let call = &view.calls[&f.call];
+                for m in &call.media {
+                    out.push(vec![m.key.clone()]);
+                }
+                let mut keys = vec![format!("Result-Table/{}", call.started.stage)];
+                keys.extend(f.timings_ms.keys().map(|k| format!("timings/{k}_ms")));
+                keys.sort();
+                out.push(keys);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Checks that the emulator holds `dir` completely, each history line and
+/// file once, the way autolog's runs look; returns the W&B run.
+fn assert_complete(
+    emu: &Emulator,
+    project: &str,
+    dir: &Path,
+    exitcode: i64,
+) -> common::wandb::WRun {
+    assert_eq!(
+        emu.violations(),
+        Vec::<String>::new(),
+        "protocol violations"
+    );
+    let r = RunDir::open(dir).unwrap();
+    let view = r.view();
+    let runs = emu.runs(project);
+    assert_eq!(runs.len(), 1, "W&B runs in {project}: {}", runs.len());
+    let run = emu
+        .run(project, &run_name(&r.meta.id))
+        .expect("run under its derived id");
+    assert_eq!(run.display_name.as_deref(), Some(r.meta.name.as_str()));
+    assert_eq!(run.tags, r.meta.tags);
+    // Config as W&B stores it, with autolog's workflow list.
+    assert_eq!(run.config["sampler"]["value"]["steps"], 4);
+    assert_eq!(run.config["seed"]["value"], 7);
+    let wf = run.config["workflow"]["value"].as_array().unwrap();
+    assert_eq!(wf.len(), view.calls.len());
+    for (entry, call) in wf.iter().zip(view.calls.values()) {
+        assert_eq!(entry["stage"], call.started.stage.as_str());
+        assert_eq!(entry["pipeline"]["class"], "TestPipeline");
+        assert!(entry["params"].is_object());
+    }
+    assert_eq!(run.config["difflog"]["value"]["run_id"], r.meta.id.as_str());
+    // History: every line once, in log order, `_step` contiguous.
+    let want = expected_lines(dir);
+    assert_eq!(run.history.len(), want.len(), "history lines");
+    for (i, (line, keys)) in run.history.iter().zip(&want).enumerate() {
+        assert_eq!(line["_step"], i, "line {i}");
+        let mut got: Vec<String> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !k.starts_with('_'))
+            .cloned()
+            .collect();
+        got.sort();
+        assert_eq!(&got, keys, "line {i}");
+        for k in keys {
+            let v = &line[k];
+            match v["_type"].as_str() {
+                Some("image-file") => {
+                    let bytes = &run.files[v["path"].as_str().unwrap()];
+                    assert_eq!(sha256_hex(bytes), v["sha256"].as_str().unwrap(), "{k}");
+                    assert_eq!(v["size"], bytes.len());
+                    assert_eq!(v["format"], "png");
+                    assert!(v["width"].as_u64().unwrap() > 0 && v["height"].as_u64().unwrap() > 0);
+                    assert!(v["caption"].is_string(), "{k} has no caption");
+                    assert!(run.uploaded.contains(v["path"].as_str().unwrap()));
+                }
+                Some("table-file") => {
+                    let path = v["path"].as_str().unwrap();
+                    assert!(
+                        path.starts_with("media/table/Result-Table/")
+                            && path.ends_with(".table.json")
+                    );
+                    let bytes = &run.files[path];
+                    assert_eq!(sha256_hex(bytes), v["sha256"].as_str().unwrap());
+                    assert!(run.uploaded.contains(path));
+                    let table: Value = serde_json::from_slice(bytes).unwrap();
+                    let stage = k.trim_start_matches("Result-Table/");
+                    let call = view
+                        .calls
+                        .values()
+                        .find(|c| c.started.stage == stage)
+                        .unwrap();
+                    assert_eq!(table["columns"], serde_json::json!(call.started.columns));
+                    let data = table["data"].as_array().unwrap();
+                    assert_eq!(data.len(), call.rows.len(), "{k} rows");
+                    assert_eq!(v["nrows"], call.rows.len());
+                    assert_eq!(v["ncols"], call.started.columns.len());
+                    for (row, cells) in call.rows.iter().zip(data) {
+                        for (i, c) in row.cells.iter().enumerate() {
+                            match c {
+                                Cell::Image { digest, .. } => {
+                                    let cell = &cells[i];
+                                    assert_eq!(cell["_type"], "image-file");
+                                    assert_eq!(cell["sha256"], digest.as_str());
+                                    assert!(run.files.contains_key(cell["path"].as_str().unwrap()));
+                                }
+                                Cell::Text { value, .. } => assert_eq!(cells[i], value.as_str()),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                _ => assert!(v.is_number(), "{k}: {v}"),
+            }
+        }
+    }
+    assert_eq!(run.summary["clip_score"], 0.25);
+    assert_eq!(run.completes, 1, "marked complete {} times", run.completes);
+    assert_eq!(run.exitcode, Some(exitcode));
+    run
+}
+
+#[test]
+fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 3, 2, 32);
+    let o = sync(
+        &emu.url,
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("p1"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 uploaded, 0 failed"), "{}", text(&o));
+    let first = assert_complete(&emu, "p1", &dir, 0);
+    let puts = emu
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with(" PUT"))
+        .count();
+    // 6 generated images, 1 loose image, 3 tables.
+    assert_eq!(puts, 10, "{:?}", emu.requests());
+
+    let o = sync(
+        &emu.url,
+        &[
+            "upload",
+            dir.to_str().unwrap(),
+            "--to",
+            &target("p1"),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        emu.run("p1", &first.name).unwrap(),
+        first,
+        "a second upload changed the run"
+    );
+    let puts_again = emu
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with(" PUT"))
+        .count();
+    assert_eq!(puts_again, puts, "a second upload uploaded files again");
+
+    // Without the state, the run is found under its derived id: no second
+    // run, no line twice (the emulator refuses a repeated offset).
+    std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
+    let o = sync(
+        &emu.url,
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("p1"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let again = assert_complete(&emu, "p1", &dir, 0);
+    assert_eq!(again.history, first.history);
+
+    let o = Command::new(sync_bin())
+        .args(["status", root.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(
+        t.contains("wandb+") && t.contains("calls 3/3 uploaded, 0 pending"),
+        "{t}"
+    );
+    assert!(t.contains("remote FINISHED"), "{t}");
+
+    // Without a project in the target, the run's own project is used.
+    let root2 = tempfile::tempdir().unwrap();
+    let dir2 = record(root2.path(), 1, 1, 16);
+    let o = sync(
+        &emu.url,
+        &[
+            "upload",
+            dir2.to_str().unwrap(),
+            "--to",
+            &format!("wandb://{ENTITY}"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_complete(&emu, "local-project", &dir2, 0);
+}
+
+#[test]
+fn watch_streams_a_live_run_call_by_call_and_completes_it_once() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let mut daemon = sync_cmd(
+        &emu.url,
+        KEY,
+        &[
+            "watch",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("live"),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let run = Run::create(Init::project("x").root(root.path())).unwrap();
+    let name = run_name(run.id().unwrap());
+    let mut p = TestPipeline::new();
+    let has = |key: &str| {
+        emu.run("live", &name)
+            .is_some_and(|r| r.history.iter().any(|l| l.get(key).is_some()))
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    run.record(&mut p, &Req::new(&["first"], 1)).unwrap();
+    run.flush().unwrap();
+    wait_for("call 1 while live", &|| has("Result-Table/Pipeline-Call-1"));
+    let live = emu.run("live", &name).unwrap();
+    assert_eq!(live.state, "running");
+    assert_eq!(live.completes, 0, "a live run must not be marked complete");
+    run.record(&mut p, &Req::new(&["second"], 2)).unwrap();
+    run.flush().unwrap();
+    wait_for("call 2 while live", &|| has("Result-Table/Pipeline-Call-2"));
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    wait_for("complete", &|| {
+        emu.run("live", &name).is_some_and(|r| r.completes == 1)
+    });
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    let r = emu.run("live", &name).unwrap();
+    assert_eq!(r.history.len(), expected_lines(&dir).len());
+    assert_eq!(emu.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn sigkill_of_the_uploader_then_restart_sends_every_line_and_file_exactly_once() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 8, 4, 96);
+    let name = run_name(&RunDir::open(&dir).unwrap().meta.id);
+    let total = expected_lines(&dir).len();
+    let upload = |project: &str| {
+        sync_cmd(
+            &emu.url,
+            KEY,
+            &[
+                "upload",
+                root.path().to_str().unwrap(),
+                "--to",
+                &target(project),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    // How long one whole upload takes here (into another project), so the
+    // kills land anywhere in it.
+    let t = Instant::now();
+    assert!(upload("calibrate").wait().unwrap().success());
+    let whole = t.elapsed().as_millis() as u64;
+    let mut rng = rand::rng();
+    let (mut mid_way, mut lost_state_mid_way) = (0, 0);
+    for i in 0..30 {
+        let before = emu.requests().len();
+        let mut child = upload("kill");
+        std::thread::sleep(Duration::from_millis(
+            rng.random_range(whole / 20..whole + 1),
+        ));
+        let exited = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !exited && emu.requests().len() > before {
+            mid_way += 1;
+        }
+        // Forget the state now and then: the server's line count must rule.
+        if i % 4 == 3 {
+            let _ = std::fs::remove_dir_all(root.path().join(".difflog-sync"));
+            if emu
+                .run("kill", &name)
+                .is_some_and(|r| !r.history.is_empty())
+            {
+                lost_state_mid_way += 1;
+            }
+        }
+    }
+    eprintln!("one upload: {whole} ms; {mid_way} of 30 kills landed while it talked to the server; state lost {lost_state_mid_way} times after lines had arrived");
+    assert!(mid_way >= 8, "only {mid_way} kills landed mid-upload");
+    assert!(
+        lost_state_mid_way >= 1,
+        "the state was never lost after lines had arrived"
+    );
+    let o = sync(
+        &emu.url,
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("kill"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r = assert_complete(&emu, "kill", &dir, 0);
+    assert_eq!(r.history.len(), total);
+}
+
+#[test]
+fn resets_server_errors_429s_conflicts_and_lost_answers_deliver_everything_once() {
+    use common::proxy::{Faults, Proxy};
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 4, 4, 48);
+    let proxy = Proxy::start(
+        &emu.url,
+        Faults {
+            reset: 0.1,
+            delay: 0.1,
+            server_error: 0.1,
+            too_many: 0.08,
+            lost_response: 0.1,
+        },
+        42,
+    );
+    // Besides the proxy's random faults: W&B's 409 on UpsertBucket (retried
+    // like W&B's client does), and a file-stream request applied by the
+    // server whose answer never arrives.
+    emu.inject("UpsertBucket", Fault::Status(409, None));
+    emu.inject("file_stream", Fault::LoseAnswer);
+    emu.inject("file_stream", Fault::Status(429, Some(1)));
+    let o = sync(
+        &proxy.url,
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("faults"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let faulted = proxy
+        .counts
+        .faulted
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(faulted >= 8, "the proxy injected only {faulted} faults");
+    assert_complete(&emu, "faults", &dir, 0);
+}
+
+#[test]
+fn a_crashed_run_completes_as_killed_and_resumes_when_reopened() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 3, 1, 16);
+    // Cut the log inside call 3: the writer died there.
+    let log = std::fs::read(dir.join("events.log")).unwrap();
+    let cut = String::from_utf8_lossy(&log)
+        .find("\"stage\":\"Pipeline-Call-3\"")
+        .unwrap()
+        + 30;
+    std::fs::write(dir.join("events.log"), &log[..cut]).unwrap();
+    let o = sync(
+        &emu.url,
+        &["upload", dir.to_str().unwrap(), "--to", &target("torn")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let name = run_name(&RunDir::open(&dir).unwrap().meta.id);
+    let r = emu.run("torn", &name).unwrap();
+    assert_eq!((r.completes, r.exitcode), (1, Some(255)));
+    assert!(r
+        .history
+        .iter()
+        .any(|l| l.get("Result-Table/Pipeline-Call-2").is_some()));
+    assert!(!r
+        .history
+        .iter()
+        .any(|l| l.get("Result-Table/Pipeline-Call-3").is_some()));
+
+    // Reopen the crashed run and append a call: the W&B run resumes.
+    let run = Run::reopen(&dir).unwrap();
+    let mut p = TestPipeline::new();
+    run.record(&mut p, &Req::new(&["after the crash"], 9))
+        .unwrap();
+    run.finish().unwrap();
+    let o = sync(
+        &emu.url,
+        &["upload", dir.to_str().unwrap(), "--to", &target("torn")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r = emu.run("torn", &name).unwrap();
+    assert_eq!(emu.violations(), Vec::<String>::new());
+    assert_eq!(r.history.len(), expected_lines(&dir).len());
+    assert_eq!((r.completes, r.exitcode), (2, Some(0)));
+}
+
+#[test]
+fn a_wrong_or_missing_key_is_a_clear_error_without_a_storm_or_a_leak() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    record(root.path(), 1, 1, 16);
+    let o = sync_cmd(
+        &emu.url,
+        "wrong-key-sekrit",
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("auth"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("401"), "{}", text(&o));
+    assert!(
+        !text(&o).contains("wrong-key-sekrit"),
+        "the key leaked: {}",
+        text(&o)
+    );
+    assert!(
+        emu.requests().len() <= 2,
+        "{} requests after a 401",
+        emu.requests().len()
+    );
+    let state = std::fs::read(root.path().join(".difflog-sync/state.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&state).contains("sekrit"));
+    assert!(emu.runs("auth").is_empty());
+
+    let o = Command::new(sync_bin())
+        .args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("auth"),
+        ])
+        .env_remove("WANDB_API_KEY")
+        .env("WANDB_BASE_URL", &emu.url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("WANDB_API_KEY"), "{}", text(&o));
+
+    // A key from a 0600 config file works; the file's key is never printed.
+    let cfg = root.path().join("wandb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "to = \"{}\"\napi_key = \"{KEY}\"\nbase_url = \"{}\"\n",
+            target("auth"),
+            emu.url
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = Command::new(sync_bin())
+        .args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .env_remove("WANDB_API_KEY")
+        .env_remove("WANDB_BASE_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains(KEY));
+    assert_eq!(emu.runs("auth").len(), 1);
+}
+
+/// Against real W&B, only when asked: `DIFFLOG_WANDB_LIVE=1`, `WANDB_API_KEY`
+/// and `DIFFLOG_WANDB_ENTITY` (optionally `WANDB_BASE_URL`).
+#[test]
+fn live_upload_to_real_wandb_when_asked() {
+    let (Ok("1"), Ok(_), Ok(entity)) = (
+        std::env::var("DIFFLOG_WANDB_LIVE").as_deref(),
+        std::env::var("WANDB_API_KEY"),
+        std::env::var("DIFFLOG_WANDB_ENTITY"),
+    ) else {
+        eprintln!(
+            "SKIPPED live_upload_to_real_wandb_when_asked: set DIFFLOG_WANDB_LIVE=1, WANDB_API_KEY \
+             and DIFFLOG_WANDB_ENTITY to run it against real W&B"
+        );
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 2, 2, 32);
+    let to = format!("wandb://{entity}/difflog-live-test");
+    let o = Command::new(sync_bin())
+        .args(["upload", dir.to_str().unwrap(), "--to", &to, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // Twice: the second pass must find the run and send nothing again.
+    let o = Command::new(sync_bin())
+        .args(["upload", dir.to_str().unwrap(), "--to", &to, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"][0]["progress"]["calls_uploaded"], 2);
+}
