@@ -206,6 +206,22 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Write a root of many finished synthetic runs straight in the run
+    /// format (no images), for the scale benchmark of `ls`, `status`, `watch`.
+    Scale {
+        /// Root to create the runs in.
+        #[arg(long)]
+        root: PathBuf,
+        /// Number of runs.
+        #[arg(long, default_value_t = 10_000)]
+        runs: usize,
+        /// Events per run.
+        #[arg(long, default_value_t = 100)]
+        events_per_run: usize,
+        /// Calls per run (three events each; the rest are metrics).
+        #[arg(long, default_value_t = 4)]
+        calls_per_run: usize,
+    },
     /// Record synthetic calls (one deterministic RGB image each) into a new
     /// run and compare with PNG-encoding the same images on all cores.
     Record {
@@ -388,6 +404,27 @@ fn main() -> ExitCode {
                     )
                 };
                 let _ = out.write_all(text.as_bytes());
+                true
+            })
+        }
+        Command::Bench {
+            bench:
+                Bench::Scale {
+                    root: r,
+                    runs,
+                    events_per_run,
+                    calls_per_run,
+                },
+        } => {
+            let opts = difflog::bench::scale::ScaleRoot {
+                root: r,
+                runs,
+                events_per_run,
+                calls_per_run,
+            };
+            difflog::bench::scale::generate(&opts).map(|f| {
+                use std::io::Write;
+                let _ = writeln!(out, "{}", serde_json::to_string(&f).unwrap_or_default());
                 true
             })
         }

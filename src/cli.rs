@@ -27,26 +27,23 @@ pub fn resolve_run(arg: &str, root: &Path) -> PathBuf {
 /// `difflog ls`: one line per run under `root`.
 pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
     let runs = find_runs(root)?;
-    let mut rows = Vec::new();
-    for dir in runs {
-        rows.push(match RunDir::open(&dir) {
-            Ok(run) => {
-                let view = run.view();
-                json!({
-                    "id": run.meta.id,
-                    "project": run.meta.project,
-                    "name": run.meta.name,
-                    "state": run.state().as_str(),
-                    "calls": view.calls.len(),
-                    "images": view.image_count(),
-                    "bytes": dir_size(&dir),
-                    "created": run.meta.created,
-                    "path": dir,
-                })
-            }
-            Err(e) => json!({ "path": dir, "error": e.to_string() }),
-        });
-    }
+    let rows = crate::read::par_map(&runs, |dir| match RunDir::open(dir) {
+        Ok(run) => {
+            let view = run.view();
+            json!({
+                "id": run.meta.id,
+                "project": run.meta.project,
+                "name": run.meta.name,
+                "state": run.state().as_str(),
+                "calls": view.calls.len(),
+                "images": view.image_count(),
+                "bytes": dir_size(dir),
+                "created": run.meta.created,
+                "path": dir,
+            })
+        }
+        Err(e) => json!({ "path": dir, "error": e.to_string() }),
+    });
     if as_json {
         writeln!(out, "{}", Value::Array(rows)).map_err(out_err)?;
         return Ok(());

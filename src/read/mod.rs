@@ -178,6 +178,29 @@ pub fn is_live(dir: &Path) -> bool {
     }
 }
 
+/// Applies `f` to every item on all cores, keeping the order: reading many
+/// runs (`ls`, `status` over thousands of runs) is parsing-bound.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    if workers <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(workers);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// The run directories directly under `root` (those holding a `run.json`),
 /// sorted by name, which is creation order for difflog's ids. If `root` is
 /// itself a run directory, it alone is returned.

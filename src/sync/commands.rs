@@ -244,6 +244,39 @@ pub fn upload(
     Ok(UploadOutcome { ok, auth_failed })
 }
 
+/// The status rows of one run: one per target it has state for.
+fn status_rows(state: &State, dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let run = match RunDir::open(dir) {
+        Ok(r) => r,
+        Err(e) => return Ok(vec![json!({"path": dir, "error": e.to_string()})]),
+    };
+    let view = run.view();
+    let st = run.state();
+    let targets = state.targets_of(&run.meta.id)?;
+    let mut rows = Vec::new();
+    if targets.is_empty() {
+        let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
+        rows.push(
+            json!({"run_id": run.meta.id, "path": dir, "state": st, "target": null,
+            "calls_recorded": finished, "calls_uploaded": 0, "pending_calls": finished}),
+        );
+    }
+    for key in targets {
+        let p = progress_for_key(&key, state, &run, &view, st, None)
+            .map_err(|e| Error::Invalid(e.message))?;
+        let rec = state.run(&key, &run.meta.id)?;
+        rows.push(json!({
+            "run_id": p.run_id, "path": dir, "state": st, "target": key,
+            "calls_recorded": p.calls_recorded, "calls_uploaded": p.calls_uploaded,
+            "pending_calls": p.calls_recorded.saturating_sub(p.calls_uploaded),
+            "media_recorded": p.media_recorded, "media_uploaded": p.media_uploaded,
+            "remote_status": p.status, "remote_id": p.remote_id,
+            "last_error": rec.last_error, "updated": rec.updated,
+        }));
+    }
+    Ok(rows)
+}
+
 /// `difflog-sync status`: per run and target, recorded vs uploaded, pending,
 /// the last error. Reads only local files; talks to no server.
 pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<()> {
@@ -251,37 +284,9 @@ pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<
     let mut rows = Vec::new();
     for (root, runs) in &groups {
         let state = State::open(root)?;
-        for dir in runs {
-            let run = match RunDir::open(dir) {
-                Ok(r) => r,
-                Err(e) => {
-                    rows.push(json!({"path": dir, "error": e.to_string()}));
-                    continue;
-                }
-            };
-            let view = run.view();
-            let st = run.state();
-            let targets = state.targets_of(&run.meta.id)?;
-            if targets.is_empty() {
-                let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
-                rows.push(
-                    json!({"run_id": run.meta.id, "path": dir, "state": st, "target": null,
-                    "calls_recorded": finished, "calls_uploaded": 0, "pending_calls": finished}),
-                );
-            }
-            for key in targets {
-                let p = progress_for_key(&key, &state, &run, &view, st, None)
-                    .map_err(|e| Error::Invalid(e.message))?;
-                let rec = state.run(&key, &run.meta.id)?;
-                rows.push(json!({
-                    "run_id": p.run_id, "path": dir, "state": st, "target": key,
-                    "calls_recorded": p.calls_recorded, "calls_uploaded": p.calls_uploaded,
-                    "pending_calls": p.calls_recorded.saturating_sub(p.calls_uploaded),
-                    "media_recorded": p.media_recorded, "media_uploaded": p.media_uploaded,
-                    "remote_status": p.status, "remote_id": p.remote_id,
-                    "last_error": rec.last_error, "updated": rec.updated,
-                }));
-            }
+        // Runs are read on all cores (parsing dominates over thousands).
+        for r in crate::read::par_map(runs, |dir| status_rows(&state, dir)) {
+            rows.extend(r?);
         }
     }
     let w = |out: &mut dyn Write, s: String| {
