@@ -45,7 +45,9 @@ pub struct ScaleFigures {
 }
 
 fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
-    let calls = opts.calls_per_run.min(opts.events_per_run.saturating_sub(4) / 3);
+    let calls = opts
+        .calls_per_run
+        .min(opts.events_per_run.saturating_sub(4) / 3);
     let mut ev = vec![
         Event::RunStarted(RunStarted {
             run_id: run_id.to_string(),
@@ -106,7 +108,10 @@ fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
             status: CallStatus::Ok,
             error: None,
             images: 0,
-            timings_ms: json!({"total": 12.5}).as_object().cloned().unwrap_or_default(),
+            timings_ms: json!({"total": 12.5})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         }));
     }
     let mut step = 0u64;

@@ -135,8 +135,14 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
         }
         Err(e) => return Err(Error::io(&path, "read run.json", e)),
     };
+    parse_meta(&path, &bytes)
+}
+
+/// Parses and checks the bytes of a `run.json` (`path` names it in errors).
+pub fn parse_meta(path: &Path, bytes: &[u8]) -> Result<RunMeta> {
+    let path = path.to_path_buf();
     let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::BadRunJson {
+        serde_json::from_slice(bytes).map_err(|e| Error::BadRunJson {
             path: path.clone(),
             why: e.to_string(),
         })?;
