@@ -171,15 +171,32 @@ async fn sync_inner<T: Target>(
             .map_err(state_err)?;
     }
 
+    // Uploads address the remote run only by what `open_run` returned; the
+    // cursor a target advances in `finish_calls` lives in `remote` itself.
+    let addr = remote.clone();
+    // Media acknowledged by the server, committed to the state in one
+    // transaction after each stream (a kill before that re-sends them, which
+    // the target shows once).
+    let acked = std::sync::Mutex::new(Vec::<String>::new());
+    let commit_acked = || -> SyncResult<()> {
+        let items = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
+        state.mark_done_many(key, id, &items).map_err(state_err)
+    };
+    // Run-level data goes in the same stream of concurrent uploads as the
+    // first media (each of its requests is a round trip worth overlapping).
+    let mut first_jobs: Vec<Job<'_>> = Vec::new();
     let meta_item = format!("meta:{}", meta_digest(&first, run, &view));
     if !state.is_done(key, id, &meta_item).map_err(state_err)? {
-        target.sync_meta(&remote, &snap).await?;
-        state.mark_done(key, id, &meta_item).map_err(state_err)?;
+        let (addr, snap, meta_item) = (&addr, &snap, meta_item.clone());
+        first_jobs.push(Box::pin(async move {
+            target.sync_meta(addr, snap).await?;
+            state.mark_done(key, id, &meta_item).map_err(state_err)
+        }));
     }
-
-    // Media outside calls (run.log_image) and of finished calls.
+    // Media outside calls (run.log_image).
     let loose: Vec<_> = view.media.iter().filter(|m| m.call.is_none()).collect();
-    upload_media(target, state, run, &remote, &loose, concurrency).await?;
+    first_jobs.extend(media_jobs(target, state, run, &addr, &loose, &acked)?);
+
     let mut pending = Vec::new();
     for call in view.calls.values() {
         // A call still running (live run) is not complete yet.
@@ -194,25 +211,48 @@ async fn sync_inner<T: Target>(
     // Bounded batches. Within one, media and tables share one stream of
     // `concurrency` uploads (media first, so a table rarely shows before its
     // images); a call is marked done only after everything of it arrived.
-    for batch in pending.chunks(CALL_BATCH) {
-        let media: Vec<_> = batch.iter().flat_map(|c| c.media.iter()).collect();
-        let media_jobs = media_jobs(target, state, run, &remote, &media)?;
-        let table_jobs = batch.iter().map(|call| {
-            let fut: Job<'_> = Box::pin(target.upload_table(&remote, &snap, call));
-            fut
-        });
-        stream::iter(media_jobs.into_iter().chain(table_jobs))
+    // A batch's `finish_calls` overlaps the next batch's uploads; the
+    // `finish_calls` themselves stay in order (W&B's history is a sequence).
+    let mut batches = pending.chunks(CALL_BATCH);
+    let mut finishing: Option<&[&crate::read::CallView]> = None;
+    loop {
+        let batch = batches.next();
+        let mut jobs = std::mem::take(&mut first_jobs);
+        if let Some(batch) = batch {
+            let media: Vec<_> = batch.iter().flat_map(|c| c.media.iter()).collect();
+            jobs.extend(media_jobs(target, state, run, &addr, &media, &acked)?);
+            let (addr, snap) = (&addr, &snap);
+            jobs.extend(batch.iter().map(|call| {
+                let fut: Job<'_> = Box::pin(target.upload_table(addr, snap, call));
+                fut
+            }));
+        }
+        let uploads = stream::iter(jobs)
             .buffer_unordered(concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
-        let before = remote.data.clone();
-        let sent = target.finish_calls(&mut remote, &snap, batch).await;
-        keep_remote(state, key, id, &remote, &before)?;
-        sent?;
-        for call in batch {
-            state
-                .mark_done(key, id, &format!("call:{}", call.started.call))
-                .map_err(state_err)?;
+            .try_collect::<Vec<()>>();
+        let (finished, uploaded) = match finishing.take() {
+            Some(done) => {
+                let before = remote.data.clone();
+                let (sent, uploaded) =
+                    futures_util::join!(target.finish_calls(&mut remote, &snap, done), uploads);
+                keep_remote(state, key, id, &remote, &before)?;
+                (Some((done, sent)), uploaded)
+            }
+            None => (None, uploads.await),
+        };
+        commit_acked()?;
+        if let Some((done, sent)) = finished {
+            sent?;
+            let items: Vec<String> = done
+                .iter()
+                .map(|c| format!("call:{}", c.started.call))
+                .collect();
+            state.mark_done_many(key, id, &items).map_err(state_err)?;
+        }
+        uploaded?;
+        match batch {
+            Some(b) => finishing = Some(b),
+            None => break,
         }
     }
 
@@ -287,13 +327,15 @@ fn keep_remote(
 
 type Job<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = SyncResult<()>> + 'a>>;
 
-/// One upload job per media file not yet acknowledged (each marks itself done).
+/// One upload job per media file not yet acknowledged; each records its
+/// acknowledgement in `acked` (committed to the state after the stream).
 fn media_jobs<'a, T: Target>(
     target: &'a T,
     state: &'a State,
     run: &'a RunDir,
     remote: &'a Remote,
     media: &[&'a crate::event::MediaEvent],
+    acked: &'a std::sync::Mutex<Vec<String>>,
 ) -> SyncResult<Vec<Job<'a>>> {
     let key = target.key();
     let id = run.meta.id.as_str();
@@ -312,27 +354,14 @@ fn media_jobs<'a, T: Target>(
         let file = safe_file(&run.path, &m.path)?;
         jobs.push(Box::pin(async move {
             target.upload_media(remote, m, &file).await?;
-            state
-                .mark_done(key, id, &format!("media:{}", m.digest))
-                .map_err(state_err)
+            acked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("media:{}", m.digest));
+            Ok(())
         }));
     }
     Ok(jobs)
-}
-
-async fn upload_media<T: Target>(
-    target: &T,
-    state: &State,
-    run: &RunDir,
-    remote: &Remote,
-    media: &[&crate::event::MediaEvent],
-    concurrency: usize,
-) -> SyncResult<()> {
-    stream::iter(media_jobs(target, state, run, remote, media)?)
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await
-        .map(|_| ())
 }
 
 /// What the state says about a run at the target `key`, without talking to it.

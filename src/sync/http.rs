@@ -8,6 +8,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
+/// Files up to this size are read whole before sending; larger ones stream.
+const SMALL_FILE: u64 = 8 * 1024 * 1024;
+
 /// A failed sync operation: what happened and whether retrying can help.
 #[derive(Debug, Clone)]
 pub struct SyncError {
@@ -19,6 +22,10 @@ pub struct SyncError {
     pub retry_after: Option<Duration>,
     /// The HTTP status, when the server answered.
     pub status: Option<u16>,
+    /// No connection could be made (refused, unreachable): the server is
+    /// down, so retrying this one request at once is pointless — the caller
+    /// backs off for the whole target instead.
+    pub unreachable: bool,
 }
 
 impl SyncError {
@@ -29,6 +36,7 @@ impl SyncError {
             message: message.into(),
             retry_after: None,
             status: None,
+            unreachable: false,
         }
     }
 
@@ -39,6 +47,7 @@ impl SyncError {
             message: message.into(),
             retry_after: None,
             status: None,
+            unreachable: false,
         }
     }
 }
@@ -96,6 +105,10 @@ pub struct Http {
     base: String,
     auth: Auth,
     attempts: u32,
+    /// Transient failures in a row, over all requests of this client (any
+    /// success resets it). Concurrent requests each retrying on their own
+    /// would multiply the attempts against a server that is down.
+    failures_in_a_row: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Http {
@@ -120,6 +133,7 @@ impl Http {
             base: base.trim_end_matches('/').to_string(),
             auth,
             attempts: 4,
+            failures_in_a_row: Default::default(),
         })
     }
 
@@ -152,9 +166,25 @@ impl Http {
     ) -> SyncResult<Value> {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
         loop {
-            match self.send_once(method.clone(), path, headers, &body).await {
+            use std::sync::atomic::Ordering::Relaxed;
+            let result = self.send_once(method.clone(), path, headers, &body).await;
+            let in_a_row = match &result {
+                Err(e) if e.class == Class::Transient => {
+                    self.failures_in_a_row.fetch_add(1, Relaxed) + 1
+                }
+                _ => {
+                    self.failures_in_a_row.store(0, Relaxed);
+                    0
+                }
+            };
+            match result {
                 Ok(v) => return Ok(v),
-                Err(e) if e.class == Class::Transient && backoff.attempts() + 1 < self.attempts => {
+                Err(e)
+                    if e.class == Class::Transient
+                        && !e.unreachable
+                        && in_a_row < self.attempts
+                        && backoff.attempts() + 1 < self.attempts =>
+                {
                     let d = backoff.next_delay(e.retry_after);
                     tracing::debug!("{e}; retrying in {d:?}");
                     tokio::time::sleep(d).await;
@@ -195,14 +225,30 @@ impl Http {
                     SyncError::permanent(format!("{}: cannot open for upload: {e}", p.display()))
                 })?;
                 let len = file.metadata().await.map(|m| m.len()).ok();
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-                let mut r = req
-                    .header("Content-Type", *ct)
-                    .body(reqwest::Body::wrap_stream(stream));
-                if let Some(len) = len {
-                    r = r.header("Content-Length", len);
+                match len {
+                    // Small files (generated images) go out in one piece: a
+                    // streamed body costs a write and a server read per chunk.
+                    Some(n) if n <= SMALL_FILE => {
+                        let mut buf = Vec::with_capacity(n as usize);
+                        let mut file = file;
+                        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut buf)
+                            .await
+                            .map_err(|e| {
+                                SyncError::permanent(format!("{}: cannot read: {e}", p.display()))
+                            })?;
+                        req.header("Content-Type", *ct).body(buf)
+                    }
+                    _ => {
+                        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+                        let mut r = req
+                            .header("Content-Type", *ct)
+                            .body(reqwest::Body::wrap_stream(stream));
+                        if let Some(len) = len {
+                            r = r.header("Content-Length", len);
+                        }
+                        r
+                    }
                 }
-                r
             }
         };
         if !headers.is_empty() {
@@ -236,6 +282,7 @@ impl Http {
                 message: format!("{what}: {}", error_chain(&e)),
                 retry_after: None,
                 status: None,
+                unreachable: e.is_connect(),
             }
         })?;
         let status = resp.status();
@@ -262,6 +309,7 @@ impl Http {
             message: format!("{what}: {} {}", status_text(status), short(&text)),
             retry_after,
             status: Some(status.as_u16()),
+            unreachable: false,
         })
     }
 }

@@ -175,6 +175,33 @@ impl State {
         })
     }
 
+    /// Marks several items done in one transaction (one commit instead of
+    /// one per item).
+    pub fn mark_done_many(
+        &self,
+        target: &str,
+        run_id: &str,
+        items: &[String],
+    ) -> crate::Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = c.transaction().map_err(|e| err(&self.path, e))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO done (target, run_id, item) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(|e| err(&self.path, e))?;
+            for item in items {
+                st.execute(params![target, run_id, item])
+                    .map_err(|e| err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&self.path, e))
+    }
+
     /// Number of done items of `run_id` at `target` whose name starts with `prefix`.
     pub fn count_done(&self, target: &str, run_id: &str, prefix: &str) -> crate::Result<u64> {
         self.with(|c| {

@@ -386,33 +386,25 @@ impl Target for Mlflow {
         if !run.meta.tags.is_empty() {
             tags.push(json!({"key": "difflog.tags", "value": truncate(&run.meta.tags.join(", "), MAX_TAG)}));
         }
-        self.log_batch(remote, Vec::new(), params, tags).await?;
-        self.put_json(
-            remote,
-            "difflog/config.json",
-            &Value::Object(run.view.config.clone()),
-        )
-        .await?;
-        self.put_json(
-            remote,
-            "difflog/workflow.json",
-            &Value::Array(run.view.workflow()),
-        )
-        .await?;
         let pipelines: Vec<Value> = run
             .view
             .pipelines
             .values()
             .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
             .collect();
-        self.put_json(remote, "difflog/pipelines.json", &Value::Array(pipelines))
-            .await?;
-        self.put_json(
-            remote,
-            "difflog/run.json",
-            &serde_json::to_value(run.meta).unwrap_or(Value::Null),
+        let config = Value::Object(run.view.config.clone());
+        let workflow = Value::Array(run.view.workflow());
+        let pipelines = Value::Array(pipelines);
+        let meta = serde_json::to_value(run.meta).unwrap_or(Value::Null);
+        // Independent requests: one round trip for all of them.
+        futures_util::try_join!(
+            self.log_batch(remote, Vec::new(), params, tags),
+            self.put_json(remote, "difflog/config.json", &config),
+            self.put_json(remote, "difflog/workflow.json", &workflow),
+            self.put_json(remote, "difflog/pipelines.json", &pipelines),
+            self.put_json(remote, "difflog/run.json", &meta),
         )
-        .await
+        .map(|_| ())
     }
 
     async fn upload_media(
