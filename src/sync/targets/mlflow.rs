@@ -5,8 +5,8 @@
 //! state finds it again; config flattened into params (first values only:
 //! MLflow params are immutable and limited to 6000 characters — the full
 //! config goes to `difflog/config.json`); images uploaded once each to
-//! `images/<sha256>.png` through the proxied artifact endpoint, streamed from
-//! disk; each call's table as MLflow table JSON at
+//! `images/<sha256>.png` through the proxied artifact endpoint (files up to
+//! 8 MB read whole, larger ones streamed from disk); each call's table as MLflow table JSON at
 //! `Result-Table/Pipeline-Call-N.json` (listed in `mlflow.loggedArtifacts`
 //! like `mlflow.log_table` does); timings as metrics `timings/<phase>_ms`
 //! with the call number as step.
