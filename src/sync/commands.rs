@@ -12,11 +12,15 @@ use super::targets::{AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::read::{find_runs, RunDir};
+use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Runs `upload` syncs at once.
+pub const RUNS_AT_ONCE: usize = 4;
 
 /// Exit code when credentials were refused.
 pub const EXIT_AUTH: u8 = 3;
@@ -169,24 +173,40 @@ pub fn upload(
     };
     let mut results: Vec<(PathBuf, std::result::Result<Progress, SyncError>)> = Vec::new();
     let mut auth_failed = false;
-    'roots: for (root, runs) in &groups {
+    for (root, runs) in &groups {
         let state = State::open(root)?;
-        for dir in runs {
+        // Several runs at once: a small run is mostly sequential round
+        // trips (find, create, finish), which overlap across runs.
+        let (t, state, bar) = (&t, &state, &bar);
+        let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
+            let r = sync_with_retries(t, state, dir, concurrency, 6).await;
             bar.set_message(
                 dir.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             );
-            let r = rt.block_on(sync_with_retries(&t, &state, dir, concurrency, 6));
             bar.inc(1);
-            let stop = matches!(&r, Err(e) if e.class == Class::Auth);
-            results.push((dir.clone(), r));
-            if stop {
-                auth_failed = true;
-                break 'roots;
+            (dir.clone(), r)
+        }))
+        .buffer_unordered(RUNS_AT_ONCE);
+        rt.block_on(async {
+            while let Some((dir, r)) = pending.next().await {
+                let stop = matches!(&r, Err(e) if e.class == Class::Auth);
+                results.push((dir, r));
+                if stop {
+                    // Credentials refused: stop everything (runs in flight
+                    // are dropped; their state is behind, never ahead).
+                    auth_failed = true;
+                    break;
+                }
             }
+        });
+        if auth_failed {
+            break;
         }
     }
+    // Report in run order (creation order), whatever order they finished in.
+    results.sort_by(|a, b| a.0.cmp(&b.0));
     bar.finish_and_clear();
     let ok = !auth_failed && results.iter().all(|(_, r)| r.is_ok());
     let w = |out: &mut dyn Write, s: String| {
