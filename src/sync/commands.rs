@@ -2,8 +2,7 @@
 //! parses arguments and calls these.
 
 use super::engine::{progress_for_key, sync_run, Progress};
-use super::http::Auth;
-use super::http::SyncError;
+use super::http::{Auth, SyncError};
 use super::retry::{Backoff, Class};
 use super::state::State;
 use super::targets::mlflow::Mlflow;

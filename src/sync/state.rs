@@ -166,13 +166,7 @@ impl State {
 
     /// Marks `item` done (after the server acknowledged it).
     pub fn mark_done(&self, target: &str, run_id: &str, item: &str) -> crate::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO done (target, run_id, item) VALUES (?1, ?2, ?3)",
-                params![target, run_id, item],
-            )
-            .map(|_| ())
-        })
+        self.mark_done_many(target, run_id, &[item.to_string()])
     }
 
     /// Marks several items done in one transaction (one commit instead of
@@ -186,20 +180,18 @@ impl State {
         if items.is_empty() {
             return Ok(());
         }
-        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = c.transaction().map_err(|e| err(&self.path, e))?;
-        {
-            let mut st = tx
-                .prepare_cached(
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut st = tx.prepare_cached(
                     "INSERT OR IGNORE INTO done (target, run_id, item) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(|e| err(&self.path, e))?;
-            for item in items {
-                st.execute(params![target, run_id, item])
-                    .map_err(|e| err(&self.path, e))?;
+                )?;
+                for item in items {
+                    st.execute(params![target, run_id, item])?;
+                }
             }
-        }
-        tx.commit().map_err(|e| err(&self.path, e))
+            tx.commit()
+        })
     }
 
     /// Number of done items of `run_id` at `target` whose name starts with `prefix`.
