@@ -221,6 +221,7 @@ pub fn test_cache() {
         std::env::set_var("DIFFLOG_CACHE", dir);
     });
 }
+pub mod http;
 pub mod mlflow;
 pub mod proxy;
 pub mod wandb;

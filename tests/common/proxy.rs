@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use rand::{Rng, SeedableRng};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,31 +117,18 @@ impl Proxy {
     }
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
-    let mut head = Vec::new();
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().ok()?;
-        }
+/// The request as bytes to forward upstream, on a connection of its own.
+fn forwardable(req: &super::http::Request) -> Vec<u8> {
+    let mut out = format!("{} {} HTTP/1.1\r\n", req.method, req.path).into_bytes();
+    for (k, v) in &req.headers {
         // The upstream connection is used for one request only.
-        if line.to_ascii_lowercase().starts_with("connection:") {
-            continue;
+        if !k.eq_ignore_ascii_case("connection") {
+            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
-        if line == "\r\n" {
-            head.extend_from_slice(b"Connection: close\r\n\r\n");
-            break;
-        }
-        head.extend_from_slice(line.as_bytes());
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    head.extend_from_slice(&body);
-    Some(head)
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(&req.body);
+    out
 }
 
 fn respond(s: &mut TcpStream, status: &str, extra: &str) {
@@ -168,7 +155,8 @@ fn serve(
     };
     let mut w = write_half;
     let mut r = BufReader::new(client);
-    while let Some(req) = read_request(&mut r) {
+    while let Some(request) = super::http::read_request(&mut r) {
+        let req = forwardable(&request);
         if outage.load(Ordering::SeqCst) {
             c.refused.fetch_add(1, Ordering::SeqCst);
             let _ = w.shutdown(Shutdown::Both);
@@ -221,7 +209,7 @@ fn serve(
             let _ = w.shutdown(Shutdown::Both);
             return;
         }
-        let is_create = req.starts_with(b"POST ") && req.windows(11).any(|w| w == b"runs/create");
+        let is_create = request.method == "POST" && request.path.contains("runs/create");
         let lose = is_create && lose_create.swap(false, Ordering::SeqCst);
         if lose || rng.random::<f64>() < f.lost_response {
             c.faulted.fetch_add(1, Ordering::SeqCst);
