@@ -187,7 +187,7 @@ impl Mlflow {
                 .collect::<Vec<_>>()
                 .join("/")
         );
-        self.http.send(Method::PUT, &url, body).await.map(|_| ())
+        self.http.send_ack(Method::PUT, &url, body).await
     }
 
     async fn put_json(&self, remote: &Remote, path: &str, v: &Value) -> SyncResult<()> {
@@ -214,7 +214,12 @@ impl Mlflow {
                 return Ok(());
             }
             let b = json!({"run_id": remote.id, "metrics": mc, "params": pc, "tags": tc});
-            self.call(Method::POST, "/api/2.0/mlflow/runs/log-batch", Some(&b))
+            self.http
+                .send_ack(
+                    Method::POST,
+                    "/api/2.0/mlflow/runs/log-batch",
+                    Body::Json(&b),
+                )
                 .await?;
         }
     }
@@ -492,9 +497,13 @@ impl Target for Mlflow {
         if let Some(e) = end_ms {
             body["end_time"] = json!(e);
         }
-        self.call(Method::POST, "/api/2.0/mlflow/runs/update", Some(&body))
+        self.http
+            .send_ack(
+                Method::POST,
+                "/api/2.0/mlflow/runs/update",
+                Body::Json(&body),
+            )
             .await
-            .map(|_| ())
     }
 }
 
