@@ -204,6 +204,14 @@ fn assert_complete(
         }
     }
     assert_eq!(run.summary["clip_score"], 0.25);
+    // The summary holds each key's last value in the history.
+    let mut last = serde_json::Map::new();
+    for line in &run.history {
+        for (k, v) in line.as_object().unwrap() {
+            last.insert(k.clone(), v.clone());
+        }
+    }
+    assert_eq!(run.summary, Value::Object(last), "summary");
     assert_eq!(run.completes, 1, "marked complete {} times", run.completes);
     assert_eq!(run.exitcode, Some(exitcode));
     run
@@ -298,6 +306,36 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert_complete(&emu, "local-project", &dir2, 0);
+}
+
+#[test]
+fn a_run_of_many_calls_arrives_whole_with_one_summary_per_pass() {
+    // 240 calls: five batches of calls, each line sent once in requests of
+    // at most 200 lines; the summary, which covers every line, only with
+    // the request that reaches the last line (not with every request).
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 240, 2, 8);
+    let o = sync(
+        &emu.url,
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("big"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let run = assert_complete(&emu, "big", &dir, 0);
+    assert_eq!(run.history.len(), 240 * 3 + 2);
+    let streams = emu
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with(" file_stream"))
+        .count();
+    // History in at least 4 requests, plus `complete`.
+    assert!(streams >= 5, "{streams} file_stream requests");
+    assert_eq!(run.summaries, 1, "summary sent {} times", run.summaries);
 }
 
 #[test]

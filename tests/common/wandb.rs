@@ -53,6 +53,8 @@ pub struct WRun {
     pub uploaded: std::collections::BTreeSet<String>,
     pub completes: usize,
     pub exitcode: Option<i64>,
+    /// File-stream requests that carried the summary.
+    pub summaries: usize,
 }
 
 /// A fault the emulator injects into the next matching request.
@@ -210,12 +212,14 @@ fn write_response(w: &mut TcpStream, r: &Response) -> std::io::Result<()> {
         .retry_after
         .map(|s| format!("Retry-After: {s}\r\n"))
         .unwrap_or_default();
-    write!(
-        w,
+    // One write: pieces written one by one would each wait for the
+    // client's delayed ACK (Nagle), ~40 ms per answer.
+    let out = format!(
         "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{ra}\r\n{body}",
         r.status,
         body.len()
-    )
+    );
+    w.write_all(out.as_bytes())
 }
 
 /// The route a request belongs to, for faults and the request log.
@@ -661,6 +665,7 @@ fn file_stream(s: &mut Server, req: &Request) -> Response {
     if let Some(sm) = body["files"].get("wandb-summary.json") {
         run.summary =
             serde_json::from_str(sm["content"][0].as_str().unwrap_or("{}")).unwrap_or(Value::Null);
+        run.summaries += 1;
     }
     for u in body["uploaded"].as_array().into_iter().flatten() {
         run.uploaded.insert(u.as_str().unwrap_or("").to_string());

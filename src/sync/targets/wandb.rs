@@ -38,6 +38,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// W&B's cloud API, used when `WANDB_BASE_URL` is not set.
@@ -68,6 +69,20 @@ pub struct Wandb {
     entity: String,
     project: Option<String>,
     key: String,
+    /// History lines of the runs synced lately (see [`Wandb::lines_for`]).
+    built: Mutex<Vec<Built>>,
+}
+
+/// How many runs' history lines are kept: more than `upload` syncs at once.
+const BUILT_KEPT: usize = 8;
+
+/// The history lines of one run as one pass saw it.
+struct Built {
+    run_id: String,
+    /// The records the lines were built from: count and last sequence
+    /// number (a log only grows, so these name its content).
+    records: (usize, u64),
+    lines: Arc<Vec<Line>>,
 }
 
 /// Where a run stands at W&B (kept as the state's remote data).
@@ -271,6 +286,7 @@ impl Wandb {
             entity: entity.to_string(),
             project: project.map(str::to_string),
             key,
+            built: Mutex::new(Vec::new()),
         })
     }
 
@@ -465,6 +481,33 @@ impl Wandb {
         Ok(())
     }
 
+    /// The run's history lines, built once per pass: a pass flushes after
+    /// every batch of calls, and rebuilding every line (each call's table
+    /// JSON and its digest) each time made a pass quadratic in the calls.
+    fn lines_for(&self, run: &Snapshot<'_>) -> Arc<Vec<Line>> {
+        let records = (run.records.len(), run.records.last().map_or(0, |r| r.seq));
+        let lock = || self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = lock()
+            .iter()
+            .find(|b| b.run_id == run.meta.id && b.records == records)
+        {
+            return Arc::clone(&b.lines);
+        }
+        // Built without the lock: other runs' passes go on meanwhile.
+        let lines = Arc::new(history_lines(run));
+        let mut built = lock();
+        built.retain(|b| b.run_id != run.meta.id);
+        if built.len() >= BUILT_KEPT {
+            built.remove(0);
+        }
+        built.push(Built {
+            run_id: run.meta.id.clone(),
+            records,
+            lines: Arc::clone(&lines),
+        });
+        lines
+    }
+
     /// Sends the history lines from the acknowledged offset on, as far as
     /// they are ready (`ready(call)`: that call's files are uploaded).
     async fn flush(
@@ -474,7 +517,7 @@ impl Wandb {
         ready: &dyn Fn(u32) -> bool,
     ) -> SyncResult<()> {
         let mut cur = Cursor::of(remote)?;
-        let lines = history_lines(run);
+        let lines = self.lines_for(run);
         let start = usize::try_from(cur.history).unwrap_or(usize::MAX);
         if start > lines.len() {
             return Err(SyncError::permanent(format!(
@@ -497,6 +540,18 @@ impl Wandb {
             // New lines for a run marked complete: a crashed run was reopened.
             self.reopen(&mut cur, remote).await?;
         }
+        // The summary (each key's last value) goes with the request that
+        // reaches the last line the log has: it covers every line, and
+        // sending it with every request made a pass quadratic in the lines.
+        let summary = (end == lines.len() && end > start).then(|| {
+            let mut summary = Map::new();
+            for l in lines.iter() {
+                for (k, v) in &l.value {
+                    summary.insert(k.clone(), v.clone());
+                }
+            }
+            Value::Object(summary).to_string()
+        });
         let chunk = |cur: &Cursor| -> Option<Value> {
             let at = usize::try_from(cur.history).ok()?;
             if at >= end {
@@ -505,23 +560,14 @@ impl Wandb {
             let hi = (at + LINES_PER_REQUEST).min(end);
             let content: Vec<String> = lines[at..hi]
                 .iter()
-                .map(|l| Value::Object(l.value.clone()).to_string())
+                .map(|l| serde_json::to_string(&l.value).unwrap_or_default())
                 .collect();
-            let mut summary = Map::new();
-            for l in &lines[..hi] {
-                for (k, v) in &l.value {
-                    summary.insert(k.clone(), v.clone());
-                }
+            let mut files = json!({"wandb-history.jsonl": {"offset": at, "content": content}});
+            if let (Some(s), true) = (&summary, hi == end) {
+                files["wandb-summary.json"] = json!({"offset": 0, "content": [s]});
             }
             let uploaded: Vec<&String> = lines[at..hi].iter().flat_map(|l| &l.files).collect();
-            Some(json!({
-                "files": {
-                    "wandb-history.jsonl": {"offset": at, "content": content},
-                    "wandb-summary.json": {"offset": 0, "content": [Value::Object(summary).to_string()]},
-                },
-                "uploaded": uploaded,
-                "dropped": 0,
-            }))
+            Some(json!({"files": files, "uploaded": uploaded, "dropped": 0}))
         };
         self.stream_until_acked(
             &mut cur,
