@@ -264,6 +264,31 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .filter(|r| r.ends_with(" PUT"))
         .count();
     assert_eq!(puts_again, puts, "a second upload uploaded files again");
+    // A run completed and unchanged since is not even asked about.
+    let requests = emu.requests().len();
+    let o = sync(
+        &emu.url,
+        &["upload", dir.to_str().unwrap(), "--to", &target("p1")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(emu.requests().len(), requests, "{:?}", emu.requests());
+    // A log touched since is read and checked again (nothing to send).
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("events.log"))
+        .unwrap();
+    log.set_modified(std::time::SystemTime::now() + Duration::from_secs(2))
+        .unwrap();
+    let o = sync(
+        &emu.url,
+        &["upload", dir.to_str().unwrap(), "--to", &target("p1")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        emu.requests().len() > requests,
+        "the touched run was not checked"
+    );
+    assert_eq!(emu.run("p1", &first.name).unwrap(), first);
 
     // Without the state, the run is found under its derived id: no second
     // run, no line twice (the emulator refuses a repeated offset).

@@ -119,21 +119,97 @@ fn state_err(e: crate::Error) -> SyncError {
 }
 
 /// Syncs one run; records the outcome (or the error) in the state.
+///
+/// A run whose files are exactly as they were after a pass that completed
+/// it (terminal status sent, no error since) is not read again: a daemon
+/// starting over thousands of uploaded runs checks each with two `stat`s,
+/// `run.json` and one state query.
 pub async fn sync_run<T: Target>(
     target: &T,
     state: &State,
     dir: &Path,
     concurrency: usize,
 ) -> SyncResult<Progress> {
+    // Taken before the run is read: if it grows during the pass, the next
+    // check sees another fingerprint and reads it again.
+    let fp = fingerprint(dir);
+    let meta = crate::read::read_meta(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
+    if let Some(p) = unchanged(target.key(), state, dir, &meta.id, fp.as_deref())? {
+        return Ok(p);
+    }
     let run = RunDir::open(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
     let id = run.meta.id.clone();
     let result = sync_inner(target, state, &run, concurrency.max(1)).await;
     let recorded = match &result {
-        Ok(_) => state.set_error(target.key(), &id, None),
+        Ok(_) => state
+            .set_error(target.key(), &id, None)
+            .and_then(|()| match &fp {
+                Some(fp) => state.set_fingerprint(target.key(), &id, fp),
+                None => Ok(()),
+            }),
         Err(e) => state.set_error(target.key(), &id, Some(&e.message)),
     };
     recorded.map_err(state_err)?;
     result
+}
+
+/// Sizes and modification times of a run's `run.json` and event log. The
+/// log only grows (a reopened run appends to it), so the same fingerprint
+/// means the same run.
+fn fingerprint(dir: &Path) -> Option<String> {
+    let part = |name: &str| -> Option<String> {
+        let md = std::fs::metadata(dir.join(name)).ok()?;
+        let mtime = md
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(format!("{}@{}", md.len(), mtime.as_nanos()))
+    };
+    Some(format!(
+        "run.json={} events.log={}",
+        part(crate::format::RUN_JSON)?,
+        part(crate::format::EVENTS_LOG)?
+    ))
+}
+
+/// The progress of a run that needs no pass: completed at the target by a
+/// pass without error, and unchanged since (not written to, not live).
+fn unchanged(
+    key: &str,
+    state: &State,
+    dir: &Path,
+    id: &str,
+    fp: Option<&str>,
+) -> SyncResult<Option<Progress>> {
+    let Some(fp) = fp else { return Ok(None) };
+    let rec = state.run(key, id).map_err(state_err)?;
+    let run_state = match rec.status_sent.as_deref() {
+        Some(s) if s == RemoteStatus::Finished.as_str() => RunState::Finished,
+        Some(s) if s == RemoteStatus::Failed.as_str() => RunState::Failed,
+        Some(s) if s == RemoteStatus::Killed.as_str() => RunState::Crashed,
+        _ => return Ok(None),
+    };
+    if rec.fingerprint.as_deref() != Some(fp)
+        || rec.last_error.is_some()
+        || crate::read::is_live(dir)
+    {
+        return Ok(None);
+    }
+    // Everything recorded was uploaded: the counts are the state's.
+    let calls = state.count_done(key, id, "call:").map_err(state_err)? as usize;
+    let media = state.count_done(key, id, "media:").map_err(state_err)? as usize;
+    Ok(Some(Progress {
+        run_id: id.to_string(),
+        path: dir.to_path_buf(),
+        state: run_state,
+        calls_recorded: calls,
+        calls_uploaded: calls,
+        media_recorded: media,
+        media_uploaded: media,
+        status: rec.status_sent,
+        remote_id: rec.remote_id,
+    }))
 }
 
 async fn sync_inner<T: Target>(

@@ -28,6 +28,9 @@ pub struct RunRecord {
     pub last_error: Option<String>,
     /// When this row last changed.
     pub updated: Option<String>,
+    /// The run's files (sizes, modification times) when a pass last
+    /// completed without error.
+    pub fingerprint: Option<String>,
 }
 
 /// The state database.
@@ -63,6 +66,15 @@ impl State {
                 PRIMARY KEY (target, run_id, item));",
         )
         .map_err(|e| err(&path, e))?;
+        // Added after the first release: older state files get the column.
+        let has_fingerprint = conn
+            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name='fingerprint'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(|e| err(&path, e))?;
+        if !has_fingerprint {
+            conn.execute("ALTER TABLE runs ADD COLUMN fingerprint TEXT", [])
+                .map_err(|e| err(&path, e))?;
+        }
         Ok(State {
             conn: Mutex::new(conn),
             path,
@@ -83,7 +95,8 @@ impl State {
     pub fn run(&self, target: &str, run_id: &str) -> crate::Result<RunRecord> {
         self.with(|c| {
             c.query_row(
-                "SELECT remote_id, remote_data, status_sent, synced_seq, last_error, updated
+                "SELECT remote_id, remote_data, status_sent, synced_seq, last_error, updated,
+                        fingerprint
                  FROM runs WHERE target=?1 AND run_id=?2",
                 params![target, run_id],
                 |r| {
@@ -94,6 +107,7 @@ impl State {
                         synced_seq: r.get::<_, i64>(3)? as u64,
                         last_error: r.get(4)?,
                         updated: r.get(5)?,
+                        fingerprint: r.get(6)?,
                     })
                 },
             )
@@ -110,14 +124,15 @@ impl State {
         value: &dyn rusqlite::ToSql,
     ) -> crate::Result<()> {
         let now = crate::format::now_rfc3339();
+        // One statement, and no write at all when the value is unchanged.
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (target, run_id, updated) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(target, run_id) DO NOTHING",
-                params![target, run_id, now],
-            )?;
-            c.execute(
-                &format!("UPDATE runs SET {set}=?3, updated=?4 WHERE target=?1 AND run_id=?2"),
+                &format!(
+                    "INSERT INTO runs (target, run_id, {set}, updated) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(target, run_id) DO UPDATE
+                     SET {set}=excluded.{set}, updated=excluded.updated
+                     WHERE {set} IS NOT excluded.{set}"
+                ),
                 params![target, run_id, value, now],
             )?;
             Ok(())
@@ -149,6 +164,11 @@ impl State {
     /// Records (or clears) the last error.
     pub fn set_error(&self, target: &str, run_id: &str, error: Option<&str>) -> crate::Result<()> {
         self.upsert(target, run_id, "last_error", &error)
+    }
+
+    /// Records the run's fingerprint after a pass without error.
+    pub fn set_fingerprint(&self, target: &str, run_id: &str, fp: &str) -> crate::Result<()> {
+        self.upsert(target, run_id, "fingerprint", &fp)
     }
 
     /// Whether `item` (`call:3`, `media:<digest>`, …) is done.
@@ -213,5 +233,59 @@ impl State {
             let rows = st.query_map(params![run_id], |r| r.get::<_, String>(0))?;
             rows.collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_from_before_fingerprints_opens_and_gains_the_column() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(STATE_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The schema of the first release, with one run in it.
+        let old = Connection::open(dir.join("state.db")).unwrap();
+        old.execute_batch(
+            "CREATE TABLE runs (
+                target TEXT NOT NULL, run_id TEXT NOT NULL,
+                remote_id TEXT, remote_data TEXT, status_sent TEXT,
+                synced_seq INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated TEXT,
+                PRIMARY KEY (target, run_id));
+             CREATE TABLE done (
+                target TEXT NOT NULL, run_id TEXT NOT NULL, item TEXT NOT NULL,
+                PRIMARY KEY (target, run_id, item));
+             INSERT INTO runs (target, run_id, remote_id, status_sent, synced_seq)
+                VALUES ('t', 'r', 'remote-1', 'FINISHED', 7);",
+        )
+        .unwrap();
+        drop(old);
+        let s = State::open(root.path()).unwrap();
+        let rec = s.run("t", "r").unwrap();
+        assert_eq!(rec.remote_id.as_deref(), Some("remote-1"));
+        assert_eq!(rec.synced_seq, 7);
+        assert_eq!(rec.fingerprint, None);
+        s.set_fingerprint("t", "r", "fp").unwrap();
+        assert_eq!(s.run("t", "r").unwrap().fingerprint.as_deref(), Some("fp"));
+        drop(s);
+        // Opening it again (column already there) works too.
+        let s = State::open(root.path()).unwrap();
+        assert_eq!(s.run("t", "r").unwrap().fingerprint.as_deref(), Some("fp"));
+    }
+
+    #[test]
+    fn setting_a_value_again_writes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let s = State::open(root.path()).unwrap();
+        s.set_status("t", "r", "RUNNING").unwrap();
+        let changes = |s: &State| s.with(|c| Ok(c.total_changes())).unwrap();
+        let before = changes(&s);
+        s.set_status("t", "r", "RUNNING").unwrap();
+        s.set_error("t", "r", None).unwrap();
+        assert_eq!(changes(&s), before, "unchanged values were written");
+        s.set_status("t", "r", "FINISHED").unwrap();
+        assert_eq!(changes(&s), before + 1);
+        assert_eq!(s.run("t", "r").unwrap().status_sent.as_deref(), Some("FINISHED"));
     }
 }
