@@ -241,6 +241,13 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .count();
     // 6 generated images, 1 loose image, 3 tables.
     assert_eq!(puts, 10, "{:?}", emu.requests());
+    // Their upload URLs asked for at once, not one request per file.
+    let asked = emu
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with(" CreateRunFiles"))
+        .count();
+    assert_eq!(asked, 1, "{:?}", emu.requests());
 
     let o = sync(
         &emu.url,
@@ -515,6 +522,9 @@ fn resets_server_errors_429s_conflicts_and_lost_answers_deliver_everything_once(
     emu.inject("UpsertBucket", Fault::Status(409, None));
     emu.inject("file_stream", Fault::LoseAnswer);
     emu.inject("file_stream", Fault::Status(429, Some(1)));
+    // And storage refusing an upload URL asked for ahead (an expired
+    // signature): the file is uploaded with a URL asked for again.
+    emu.inject("PUT", Fault::Status(403, None));
     let o = sync(
         &proxy.url,
         &[

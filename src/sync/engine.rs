@@ -271,7 +271,17 @@ async fn sync_inner<T: Target>(
     }
     // Media outside calls (run.log_image).
     let loose: Vec<_> = view.media.iter().filter(|m| m.call.is_none()).collect();
-    first_jobs.extend(media_jobs(target, state, run, &addr, &loose, &acked)?);
+    // The media each stream will upload, for `prepare_uploads`.
+    let mut due_media = Vec::new();
+    first_jobs.extend(media_jobs(
+        target,
+        state,
+        run,
+        &addr,
+        &loose,
+        &acked,
+        &mut due_media,
+    )?);
 
     let mut pending = Vec::new();
     for call in view.calls.values() {
@@ -294,18 +304,29 @@ async fn sync_inner<T: Target>(
     loop {
         let batch = batches.next();
         let mut jobs = std::mem::take(&mut first_jobs);
+        let mut due = std::mem::take(&mut due_media);
+        let calls: &[&crate::read::CallView] = batch.unwrap_or(&[]);
         if let Some(batch) = batch {
             let media: Vec<_> = batch.iter().flat_map(|c| c.media.iter()).collect();
-            jobs.extend(media_jobs(target, state, run, &addr, &media, &acked)?);
+            jobs.extend(media_jobs(
+                target, state, run, &addr, &media, &acked, &mut due,
+            )?);
             let (addr, snap) = (&addr, &snap);
             jobs.extend(batch.iter().map(|call| {
                 let fut: Job<'_> = Box::pin(target.upload_table(addr, snap, call));
                 fut
             }));
         }
-        let uploads = stream::iter(jobs)
-            .buffer_unordered(concurrency)
-            .try_collect::<Vec<()>>();
+        let addr_ref = &addr;
+        let uploads = async move {
+            if !due.is_empty() || !calls.is_empty() {
+                target.prepare_uploads(addr_ref, &due, calls).await?;
+            }
+            stream::iter(jobs)
+                .buffer_unordered(concurrency)
+                .try_collect::<Vec<()>>()
+                .await
+        };
         let (finished, uploaded) = match finishing.take() {
             Some(done) => {
                 let before = remote.data.clone();
@@ -403,8 +424,9 @@ fn keep_remote(
 
 type Job<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = SyncResult<()>> + 'a>>;
 
-/// One upload job per media file not yet acknowledged; each records its
-/// acknowledgement in `acked` (committed to the state after the stream).
+/// One upload job per media file not yet acknowledged (each also listed in
+/// `due`); each records its acknowledgement in `acked` (committed to the
+/// state after the stream).
 fn media_jobs<'a, T: Target>(
     target: &'a T,
     state: &'a State,
@@ -412,6 +434,7 @@ fn media_jobs<'a, T: Target>(
     remote: &'a Remote,
     media: &[&'a crate::event::MediaEvent],
     acked: &'a std::sync::Mutex<Vec<String>>,
+    due: &mut Vec<&'a crate::event::MediaEvent>,
 ) -> SyncResult<Vec<Job<'a>>> {
     let key = target.key();
     let id = run.meta.id.as_str();
@@ -428,6 +451,7 @@ fn media_jobs<'a, T: Target>(
             continue;
         }
         let file = safe_file(&run.path, &m.path)?;
+        due.push(m);
         jobs.push(Box::pin(async move {
             target.upload_media(remote, m, &file).await?;
             acked

@@ -86,7 +86,8 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// A body to send.
+/// A body to send (references only: copying it is free).
+#[derive(Clone, Copy)]
 pub enum Body<'a> {
     /// No body.
     Empty,

@@ -82,6 +82,19 @@ pub trait Target {
     /// Sends run-level data: params, tags, config and workflow.
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()>;
 
+    /// Told, before a stream of uploads starts, every file it will send:
+    /// the media not acknowledged yet and the tables of `calls`. A target
+    /// that hands out an upload URL per file asks for them all at once here
+    /// (one round trip instead of one per file). Default: nothing to do.
+    async fn prepare_uploads(
+        &self,
+        _remote: &Remote,
+        _media: &[&MediaEvent],
+        _calls: &[&CallView],
+    ) -> SyncResult<()> {
+        Ok(())
+    }
+
     /// Uploads one media file (already checked to be inside the run).
     async fn upload_media(
         &self,
@@ -153,6 +166,15 @@ impl Target for AnyTarget {
 
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {
         each!(self, t => t.sync_meta(remote, run).await)
+    }
+
+    async fn prepare_uploads(
+        &self,
+        remote: &Remote,
+        media: &[&MediaEvent],
+        calls: &[&CallView],
+    ) -> SyncResult<()> {
+        each!(self, t => t.prepare_uploads(remote, media, calls).await)
     }
 
     async fn upload_media(

@@ -9,13 +9,17 @@
 //!   state never makes a second run), sets the display name, tags and config
 //!   (`{"key": {"value": …}}`, with autolog's `workflow` list); its answer's
 //!   `historyLineCount` says where the history continues.
-//! - Files: `CreateRunFiles` hands out an upload URL (and headers) per file,
-//!   the file is `PUT` there — without the API key, since the URL may point at
-//!   a storage service — and later listed in the file stream's `uploaded`.
+//! - Files: `CreateRunFiles` hands out an upload URL (and headers) per file —
+//!   asked for all files of a batch of calls at once, as W&B's client does,
+//!   and again for one file whose URL storage refuses (an expired signature)
+//!   —, the file is `PUT` there — without the API key, since the URL may
+//!   point at a storage service — and later listed in the file stream's
+//!   `uploaded`.
 //!   Images go to `media/images/<sha256>.png`, each call's table to
 //!   `media/table/Result-Table/Pipeline-Call-N_<sha256[..20]>.table.json`.
 //! - `POST {base}/files/{entity}/{project}/{run}/file_stream`: history lines
-//!   at contiguous offsets, the summary, and `complete`/`exitcode` once.
+//!   at contiguous offsets, the summary (with the request that reaches the
+//!   log's last line), and `complete`/`exitcode` once.
 //!
 //! History lines are a pure function of the event log: for each record in
 //! log order, a loose image (`run.log_image`) or a metric gives one line, and
@@ -37,6 +41,7 @@ use crate::sync::retry::Backoff;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,6 +76,18 @@ pub struct Wandb {
     key: String,
     /// History lines of the runs synced lately (see [`Wandb::lines_for`]).
     built: Mutex<Vec<Built>>,
+    /// Upload URLs asked for ahead by `prepare_uploads`, by (run, file);
+    /// each is used once.
+    ahead: Mutex<HashMap<(String, String), Upload>>,
+}
+
+/// Files per `CreateRunFiles` request when asking ahead.
+const FILES_PER_REQUEST: usize = 100;
+
+/// Where and how to upload one run file.
+struct Upload {
+    url: String,
+    headers: Vec<(String, String)>,
 }
 
 /// How many runs' history lines are kept: more than `upload` syncs at once.
@@ -287,6 +304,7 @@ impl Wandb {
             project: project.map(str::to_string),
             key,
             built: Mutex::new(Vec::new()),
+            ahead: Mutex::new(HashMap::new()),
         })
     }
 
@@ -360,13 +378,14 @@ impl Wandb {
             .unwrap_or_else(|| run.meta.project.clone())
     }
 
-    /// Uploads one run file: `CreateRunFiles` for its URL, then `PUT`.
-    async fn put_file(&self, cur: &Cursor, name: &str, body: Body<'_>) -> SyncResult<()> {
+    /// Upload URLs (and the headers to send with them) for `names`, in
+    /// their order: one `CreateRunFiles`.
+    async fn create_run_files(&self, cur: &Cursor, names: &[String]) -> SyncResult<Vec<Upload>> {
         let data = self
             .gql(
                 "CreateRunFiles",
                 CREATE_RUN_FILES,
-                json!({"entity": cur.entity, "project": cur.project, "run": cur.run, "files": [name]}),
+                json!({"entity": cur.entity, "project": cur.project, "run": cur.run, "files": names}),
             )
             .await?;
         let result = &data["createRunFiles"];
@@ -376,16 +395,6 @@ impl Wandb {
                 cur.entity, cur.project, cur.run
             )));
         }
-        let url = result["files"]
-            .as_array()
-            .and_then(|fs| fs.iter().find(|f| f["name"] == name))
-            .and_then(|f| f["uploadUrl"].as_str())
-            .ok_or_else(|| SyncError::permanent(format!("W&B gave no upload URL for {name}")))?;
-        let url = if url.starts_with('/') {
-            format!("{}{url}", self.api.base())
-        } else {
-            url.to_string()
-        };
         let headers: Vec<(String, String)> = result["uploadHeaders"]
             .as_array()
             .map(|hs| {
@@ -396,8 +405,59 @@ impl Wandb {
                     .collect()
             })
             .unwrap_or_default();
+        let files = result["files"].as_array();
+        names
+            .iter()
+            .map(|name| {
+                let url = files
+                    .and_then(|fs| fs.iter().find(|f| f["name"] == name.as_str()))
+                    .and_then(|f| f["uploadUrl"].as_str())
+                    .ok_or_else(|| {
+                        SyncError::permanent(format!("W&B gave no upload URL for {name}"))
+                    })?;
+                let url = if url.starts_with('/') {
+                    format!("{}{url}", self.api.base())
+                } else {
+                    url.to_string()
+                };
+                Ok(Upload {
+                    url,
+                    headers: headers.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Uploads one run file: `PUT` to the URL asked for ahead, or to one
+    /// `CreateRunFiles` hands out now.
+    async fn put_file(&self, cur: &Cursor, name: &str, body: Body<'_>) -> SyncResult<()> {
+        let ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(cur.run.clone(), name.to_string()));
+        if let Some(u) = ahead {
+            match self
+                .storage
+                .send_with(Method::PUT, &u.url, &u.headers, body)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // A signed URL asked for earlier may have expired: ask again.
+                Err(e) if e.class == crate::sync::retry::Class::Permanent => {
+                    tracing::debug!(
+                        "{name}: upload URL asked for ahead refused ({e}); asking again"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut urls = self.create_run_files(cur, &[name.to_string()]).await?;
+        let u = urls
+            .pop()
+            .ok_or_else(|| SyncError::permanent(format!("W&B gave no upload URL for {name}")))?;
         self.storage
-            .send_with(Method::PUT, &url, &headers, body)
+            .send_with(Method::PUT, &u.url, &u.headers, body)
             .await
             .map(|_| ())
     }
@@ -643,6 +703,30 @@ impl Target for Wandb {
         }))
         .await
         .map(|_| ())
+    }
+
+    async fn prepare_uploads(
+        &self,
+        remote: &Remote,
+        media: &[&MediaEvent],
+        calls: &[&CallView],
+    ) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        let mut names: Vec<String> = media.iter().map(|m| image_path(m)).collect();
+        names.extend(calls.iter().map(|c| table_file(c).path));
+        let asked = futures_util::future::try_join_all(
+            names
+                .chunks(FILES_PER_REQUEST)
+                .map(|chunk| self.create_run_files(&cur, chunk)),
+        )
+        .await?;
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        // What an earlier, interrupted pass of this run left is stale.
+        ahead.retain(|(run, _), _| *run != cur.run);
+        for (name, u) in names.into_iter().zip(asked.into_iter().flatten()) {
+            ahead.insert((cur.run.clone(), name), u);
+        }
+        Ok(())
     }
 
     async fn upload_media(
