@@ -286,6 +286,9 @@ mod tests {
         assert_eq!(changes(&s), before, "unchanged values were written");
         s.set_status("t", "r", "FINISHED").unwrap();
         assert_eq!(changes(&s), before + 1);
-        assert_eq!(s.run("t", "r").unwrap().status_sent.as_deref(), Some("FINISHED"));
+        assert_eq!(
+            s.run("t", "r").unwrap().status_sent.as_deref(),
+            Some("FINISHED")
+        );
     }
 }
