@@ -384,6 +384,7 @@ fn watch_streams_a_live_run_call_by_call_and_completes_it_once() {
             &target("live"),
         ],
     )
+    .env("DIFFLOG_HEARTBEAT_SECONDS", "2")
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
     .spawn()
@@ -411,6 +412,19 @@ fn watch_streams_a_live_run_call_by_call_and_completes_it_once() {
     let live = emu.run("live", &name).unwrap();
     assert_eq!(live.state, "running");
     assert_eq!(live.completes, 0, "a live run must not be marked complete");
+    // A quiet live run: the daemon's liveness checks (every 5 s) read
+    // nothing again and send only heartbeats (every 2 s of silence here,
+    // W&B's 30 s by default), so W&B does not declare the run crashed.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = emu.requests().len();
+    std::thread::sleep(Duration::from_secs(11));
+    let quiet: Vec<String> = emu.requests()[before..].to_vec();
+    assert!(!quiet.is_empty(), "no heartbeat in 11 s");
+    assert!(
+        quiet.iter().all(|r| r.ends_with(" file_stream")),
+        "a quiet live run caused {quiet:?}"
+    );
+    assert!(emu.run("live", &name).unwrap().heartbeats >= 1);
     run.record(&mut p, &Req::new(&["second"], 2)).unwrap();
     run.flush().unwrap();
     wait_for("call 2 while live", &|| has("Result-Table/Pipeline-Call-2"));

@@ -113,7 +113,7 @@ pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
                 ));
             }
             Wandb::new(base, auth.clone(), entity, project.as_deref())
-                .map(AnyTarget::Wandb)
+                .map(|w| AnyTarget::Wandb(Box::new(w)))
                 .map_err(|e| Error::Invalid(e.message))
         }
     }

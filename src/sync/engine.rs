@@ -120,10 +120,11 @@ fn state_err(e: crate::Error) -> SyncError {
 
 /// Syncs one run; records the outcome (or the error) in the state.
 ///
-/// A run whose files are exactly as they were after a pass that completed
-/// it (terminal status sent, no error since) is not read again: a daemon
-/// starting over thousands of uploaded runs checks each with two `stat`s,
-/// `run.json` and one state query.
+/// A run whose files are exactly as they were when a pass without error
+/// read them, and whose liveness has not changed since, is not read again:
+/// a daemon starting over thousands of uploaded runs checks each with two
+/// `stat`s, `run.json` and one state query, and the liveness check of a
+/// live run that is quiet sends nothing.
 pub async fn sync_run<T: Target>(
     target: &T,
     state: &State,
@@ -134,7 +135,10 @@ pub async fn sync_run<T: Target>(
     // check sees another fingerprint and reads it again.
     let fp = fingerprint(dir);
     let meta = crate::read::read_meta(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
-    if let Some(p) = unchanged(target.key(), state, dir, &meta.id, fp.as_deref())? {
+    if let Some((p, remote)) = unchanged(target.key(), state, dir, &meta.id, fp.as_deref())? {
+        if let (RunState::Live, Some(remote)) = (p.state, &remote) {
+            target.keep_alive(remote).await?;
+        }
         return Ok(p);
     }
     let run = RunDir::open(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
@@ -173,33 +177,45 @@ fn fingerprint(dir: &Path) -> Option<String> {
     ))
 }
 
-/// The progress of a run that needs no pass: completed at the target by a
-/// pass without error, and unchanged since (not written to, not live).
+/// The progress of a run that needs no pass: its last pass ended without
+/// error, its files are unchanged since, and it is still what that pass
+/// saw — completed and not live, or live with its status `RUNNING` sent.
 fn unchanged(
     key: &str,
     state: &State,
     dir: &Path,
     id: &str,
     fp: Option<&str>,
-) -> SyncResult<Option<Progress>> {
+) -> SyncResult<Option<(Progress, Option<Remote>)>> {
     let Some(fp) = fp else { return Ok(None) };
     let rec = state.run(key, id).map_err(state_err)?;
+    if rec.fingerprint.as_deref() != Some(fp) || rec.last_error.is_some() {
+        return Ok(None);
+    }
+    let live = crate::read::is_live(dir);
     let run_state = match rec.status_sent.as_deref() {
+        // Still written, nothing appended since: nothing to send. (Its
+        // writer dying is what the liveness check looks for: then the
+        // run is no longer live and gets a pass that ends it.)
+        Some(s) if s == RemoteStatus::Running.as_str() && live => RunState::Live,
+        // A completed run that is live again was reopened: a pass.
+        _ if live => return Ok(None),
         Some(s) if s == RemoteStatus::Finished.as_str() => RunState::Finished,
         Some(s) if s == RemoteStatus::Failed.as_str() => RunState::Failed,
         Some(s) if s == RemoteStatus::Killed.as_str() => RunState::Crashed,
         _ => return Ok(None),
     };
-    if rec.fingerprint.as_deref() != Some(fp)
-        || rec.last_error.is_some()
-        || crate::read::is_live(dir)
-    {
-        return Ok(None);
-    }
     // Everything recorded was uploaded: the counts are the state's.
     let calls = state.count_done(key, id, "call:").map_err(state_err)? as usize;
     let media = state.count_done(key, id, "media:").map_err(state_err)? as usize;
-    Ok(Some(Progress {
+    let remote = match (&rec.remote_id, &rec.remote_data) {
+        (Some(i), Some(d)) => Some(Remote {
+            id: i.clone(),
+            data: d.clone(),
+        }),
+        _ => None,
+    };
+    let progress = Progress {
         run_id: id.to_string(),
         path: dir.to_path_buf(),
         state: run_state,
@@ -209,7 +225,8 @@ fn unchanged(
         media_uploaded: media,
         status: rec.status_sent,
         remote_id: rec.remote_id,
-    }))
+    };
+    Ok(Some((progress, remote)))
 }
 
 async fn sync_inner<T: Target>(
@@ -401,6 +418,9 @@ async fn sync_inner<T: Target>(
         state
             .set_status(key, id, status.as_str())
             .map_err(state_err)?;
+    }
+    if run_state == RunState::Live {
+        target.keep_alive(&remote).await?;
     }
     progress_for_key(key, state, run, &view, run_state, Some(remote.id))
 }

@@ -55,6 +55,8 @@ pub struct WRun {
     pub exitcode: Option<i64>,
     /// File-stream requests that carried the summary.
     pub summaries: usize,
+    /// File-stream requests that carried nothing (heartbeats).
+    pub heartbeats: usize,
 }
 
 /// A fault the emulator injects into the next matching request.
@@ -596,6 +598,14 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
     }
 }
 
+/// A file-stream request that carries nothing: W&B's client's heartbeat
+/// (`{"complete": false, "failed": false}`).
+fn is_heartbeat(body: &Value) -> bool {
+    body["complete"] != true
+        && body["files"].as_object().is_none_or(|f| f.is_empty())
+        && body["uploaded"].as_array().is_none_or(|u| u.is_empty())
+}
+
 fn file_stream(s: &mut Server, req: &Request) -> Response {
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     let [_, e, p, r, _] = parts.as_slice() else {
@@ -648,6 +658,9 @@ fn file_stream(s: &mut Server, req: &Request) -> Response {
                 errors.push(format!("listed as uploaded but never uploaded: {path}"));
             }
         }
+        if is_heartbeat(&body) && run.state != "running" {
+            errors.push(format!("heartbeat for a {} run", run.state));
+        }
         if body["complete"] == true && run.state != "running" {
             errors.push(format!("run marked complete again (state {})", run.state));
         }
@@ -669,6 +682,9 @@ fn file_stream(s: &mut Server, req: &Request) -> Response {
     }
     for u in body["uploaded"].as_array().into_iter().flatten() {
         run.uploaded.insert(u.as_str().unwrap_or("").to_string());
+    }
+    if is_heartbeat(&body) {
+        run.heartbeats += 1;
     }
     if body["complete"] == true {
         run.completes += 1;

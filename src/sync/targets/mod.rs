@@ -135,6 +135,13 @@ pub trait Target {
         status: RemoteStatus,
         end_ms: Option<i64>,
     ) -> SyncResult<()>;
+
+    /// Called after every pass over a live run, also one that had nothing
+    /// to send: a target that declares runs dead after a silence (W&B)
+    /// sends a heartbeat here when one is due. Default: nothing.
+    async fn keep_alive(&self, _remote: &Remote) -> SyncResult<()> {
+        Ok(())
+    }
 }
 
 /// Any of the supported targets (what `--to` chose).
@@ -142,7 +149,7 @@ pub enum AnyTarget {
     /// An MLflow tracking server.
     Mlflow(mlflow::Mlflow),
     /// Weights & Biases (cloud or self-hosted W&B Server).
-    Wandb(wandb::Wandb),
+    Wandb(Box<wandb::Wandb>),
 }
 
 /// Forwards a call to whichever target this is.
@@ -220,5 +227,9 @@ impl Target for AnyTarget {
         end_ms: Option<i64>,
     ) -> SyncResult<()> {
         each!(self, t => t.set_status(remote, status, end_ms).await)
+    }
+
+    async fn keep_alive(&self, remote: &Remote) -> SyncResult<()> {
+        each!(self, t => t.keep_alive(remote).await)
     }
 }

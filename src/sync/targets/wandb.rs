@@ -79,7 +79,15 @@ pub struct Wandb {
     /// Upload URLs asked for ahead by `prepare_uploads`, by (run, file);
     /// each is used once.
     ahead: Mutex<HashMap<(String, String), Upload>>,
+    /// When a file-stream request for a run last succeeded (heartbeats).
+    posted: Mutex<HashMap<String, std::time::Instant>>,
+    /// Silence after which a live run gets a heartbeat.
+    heartbeat: Duration,
 }
+
+/// W&B's client sends a heartbeat after this much file-stream silence (its
+/// `heartbeat_seconds` default); `DIFFLOG_HEARTBEAT_SECONDS` overrides it.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// Files per `CreateRunFiles` request when asking ahead.
 const FILES_PER_REQUEST: usize = 100;
@@ -287,6 +295,24 @@ fn exitcode(status: RemoteStatus) -> i32 {
     }
 }
 
+/// The heartbeat interval: `DIFFLOG_HEARTBEAT_SECONDS`, else W&B's 30 s.
+fn heartbeat_from_env() -> SyncResult<Duration> {
+    match std::env::var("DIFFLOG_HEARTBEAT_SECONDS") {
+        Err(_) => Ok(HEARTBEAT),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                SyncError::permanent(format!(
+                    "DIFFLOG_HEARTBEAT_SECONDS must be a positive number of seconds, not {v:?}"
+                ))
+            }),
+    }
+}
+
 impl Wandb {
     /// A target at `base` (`https://api.wandb.ai` or a W&B Server URL) for
     /// `entity`, uploading into `project` (or each run's own project).
@@ -305,6 +331,8 @@ impl Wandb {
             key,
             built: Mutex::new(Vec::new()),
             ahead: Mutex::new(HashMap::new()),
+            posted: Mutex::new(HashMap::new()),
+            heartbeat: heartbeat_from_env()?,
         })
     }
 
@@ -474,8 +502,12 @@ impl Wandb {
         );
         self.api
             .send_once(Method::POST, &path, &[], &Body::Json(body))
-            .await
-            .map(|_| ())
+            .await?;
+        self.posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cur.run.clone(), std::time::Instant::now());
+        Ok(())
     }
 
     /// What the server holds of the run: history lines and state (the
@@ -808,6 +840,26 @@ impl Target for Wandb {
             remote,
         )
         .await
+    }
+
+    async fn keep_alive(&self, remote: &Remote) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        if cur.complete {
+            return Ok(());
+        }
+        let due = self
+            .posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cur.run)
+            .is_none_or(|t| t.elapsed() >= self.heartbeat);
+        if !due {
+            return Ok(());
+        }
+        // What W&B's client posts when it has had nothing to send for a
+        // while; without it the server shows a quiet live run as crashed.
+        self.file_stream(&cur, &json!({"complete": false, "failed": false}))
+            .await
     }
 }
 
