@@ -444,7 +444,9 @@ fn watch_streams_a_live_run_call_by_call_and_completes_it_once() {
 fn sigkill_of_the_uploader_then_restart_sends_every_line_and_file_exactly_once() {
     let emu = Emulator::start(KEY, ENTITY);
     let root = tempfile::tempdir().unwrap();
-    let dir = record(root.path(), 8, 4, 96);
+    // 120 calls: three batches, so acknowledged progress (and history
+    // lines) arrive between kills, not only at the end.
+    let dir = record(root.path(), 120, 1, 32);
     let name = run_name(&RunDir::open(&dir).unwrap().meta.id);
     let total = expected_lines(&dir).len();
     let upload = |project: &str| {
@@ -473,9 +475,16 @@ fn sigkill_of_the_uploader_then_restart_sends_every_line_and_file_exactly_once()
     for i in 0..30 {
         let before = emu.requests().len();
         let mut child = upload("kill");
-        std::thread::sleep(Duration::from_millis(
-            rng.random_range(whole / 20..whole + 1),
-        ));
+        // Once it talks to the server (an upload with nothing left to do
+        // never does), kill it within half of a whole upload's time.
+        let t = Instant::now();
+        while emu.requests().len() == before
+            && child.try_wait().unwrap().is_none()
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..whole / 2 + 1)));
         let exited = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -483,7 +492,7 @@ fn sigkill_of_the_uploader_then_restart_sends_every_line_and_file_exactly_once()
             mid_way += 1;
         }
         // Forget the state now and then: the server's line count must rule.
-        if i % 4 == 3 {
+        if i % 3 == 2 {
             let _ = std::fs::remove_dir_all(root.path().join(".difflog-sync"));
             if emu
                 .run("kill", &name)
