@@ -374,21 +374,23 @@ fn a_run_of_many_calls_arrives_whole_with_one_summary_per_pass() {
 fn watch_streams_a_live_run_call_by_call_and_completes_it_once() {
     let emu = Emulator::start(KEY, ENTITY);
     let root = tempfile::tempdir().unwrap();
-    let mut daemon = sync_cmd(
-        &emu.url,
-        KEY,
-        &[
-            "watch",
-            root.path().to_str().unwrap(),
-            "--to",
-            &target("live"),
-        ],
-    )
-    .env("DIFFLOG_HEARTBEAT_SECONDS", "2")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut daemon = common::KillOnDrop(
+        sync_cmd(
+            &emu.url,
+            KEY,
+            &[
+                "watch",
+                root.path().to_str().unwrap(),
+                "--to",
+                &target("live"),
+            ],
+        )
+        .env("DIFFLOG_HEARTBEAT_SECONDS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
     let run = Run::create(Init::project("x").root(root.path())).unwrap();
     let name = run_name(run.id().unwrap());
     let mut p = TestPipeline::new();
