@@ -31,6 +31,18 @@ fn sync(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `difflog-sync watch ROOT --to TARGET`, killed when the test lets go of it.
+fn watch_daemon(root: &Path, target: &str, stderr: Stdio) -> common::KillOnDrop {
+    common::KillOnDrop(
+        Command::new(sync_bin())
+            .args(["watch", root.to_str().unwrap(), "--to", target])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -220,19 +232,7 @@ fn upload_puts_a_finished_run_on_the_server_once_and_again_changes_nothing() {
 fn watch_uploads_a_live_run_call_by_call_and_finishes_it() {
     let project = mf::unique_project("watch");
     let root = tempfile::tempdir().unwrap();
-    let mut daemon = common::KillOnDrop(
-        Command::new(sync_bin())
-            .args([
-                "watch",
-                root.path().to_str().unwrap(),
-                "--to",
-                &mf::target(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = watch_daemon(root.path(), &mf::target(), Stdio::piped());
     let run = Run::create(Init::project(&project).root(root.path())).unwrap();
     let id = run.id().unwrap().to_string();
     let mut p = TestPipeline::new();
@@ -519,19 +519,7 @@ fn watch_rides_out_a_30_second_outage_without_a_retry_storm() {
     let project = mf::unique_project("outage");
     let root = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(&mf::url(), Faults::default(), 7);
-    let mut daemon = common::KillOnDrop(
-        Command::new(sync_bin())
-            .args([
-                "watch",
-                root.path().to_str().unwrap(),
-                "--to",
-                &format!("mlflow+{}", proxy.url),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = watch_daemon(root.path(), &format!("mlflow+{}", proxy.url), Stdio::null());
     let run = Run::create(Init::project(&project).root(root.path())).unwrap();
     let id = run.id().unwrap().to_string();
     let mut p = TestPipeline::new();

@@ -193,28 +193,27 @@ fn unchanged(
         return Ok(None);
     }
     let live = crate::read::is_live(dir);
-    let run_state = match rec.status_sent.as_deref() {
-        // Still written, nothing appended since: nothing to send. (Its
-        // writer dying is what the liveness check looks for: then the
-        // run is no longer live and gets a pass that ends it.)
-        Some(s) if s == RemoteStatus::Running.as_str() && live => RunState::Live,
-        // A completed run that is live again was reopened: a pass.
-        _ if live => return Ok(None),
-        Some(s) if s == RemoteStatus::Finished.as_str() => RunState::Finished,
-        Some(s) if s == RemoteStatus::Failed.as_str() => RunState::Failed,
-        Some(s) if s == RemoteStatus::Killed.as_str() => RunState::Crashed,
+    // The run state whose status was sent; a live run must have been seen
+    // live (still written, nothing appended since: nothing to send — its
+    // writer dying is what the liveness check looks for, and then the run
+    // gets a pass that ends it), a completed one not (a completed run that
+    // is live again was reopened: a pass).
+    let sent = [
+        RunState::Live,
+        RunState::Finished,
+        RunState::Failed,
+        RunState::Crashed,
+    ]
+    .into_iter()
+    .find(|s| rec.status_sent.as_deref() == Some(remote_status(*s).as_str()));
+    let run_state = match sent {
+        Some(s) if (s == RunState::Live) == live => s,
         _ => return Ok(None),
     };
     // Everything recorded was uploaded: the counts are the state's.
     let calls = state.count_done(key, id, "call:").map_err(state_err)? as usize;
     let media = state.count_done(key, id, "media:").map_err(state_err)? as usize;
-    let remote = match (&rec.remote_id, &rec.remote_data) {
-        (Some(i), Some(d)) => Some(Remote {
-            id: i.clone(),
-            data: d.clone(),
-        }),
-        _ => None,
-    };
+    let remote = known_remote(&rec);
     let progress = Progress {
         run_id: id.to_string(),
         path: dir.to_path_buf(),
@@ -249,13 +248,7 @@ async fn sync_inner<T: Target>(
         first_config: &first,
     };
     let rec = state.run(key, id).map_err(state_err)?;
-    let known = match (&rec.remote_id, &rec.remote_data) {
-        (Some(i), Some(d)) => Some(Remote {
-            id: i.clone(),
-            data: d.clone(),
-        }),
-        _ => None,
-    };
+    let known = known_remote(&rec);
     let mut remote = target.open_run(&snap, known.as_ref()).await?;
     let opened = remote.data.clone();
     if known.as_ref() != Some(&remote) {
@@ -423,6 +416,17 @@ async fn sync_inner<T: Target>(
         target.keep_alive(&remote).await?;
     }
     progress_for_key(key, state, run, &view, run_state, Some(remote.id))
+}
+
+/// The remote run the state remembers, if any.
+fn known_remote(rec: &crate::sync::state::RunRecord) -> Option<Remote> {
+    match (&rec.remote_id, &rec.remote_data) {
+        (Some(i), Some(d)) => Some(Remote {
+            id: i.clone(),
+            data: d.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// Stores what a target changed in its remote data (a cursor it advanced
