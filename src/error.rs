@@ -93,6 +93,17 @@ pub enum Error {
         /// What would be accepted.
         why: String,
     },
+    /// A file a run refers to is not a regular file inside the run (a
+    /// symbolic link, a FIFO, a path through a linked folder): never read.
+    #[error("{run}: refusing to read {rel}: {why}; difflog reads only regular files inside run directories")]
+    UnsafeFile {
+        /// The run directory.
+        run: PathBuf,
+        /// The path relative to it.
+        rel: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// An argument or request is invalid.
     #[error("{0}")]
     Invalid(String),

@@ -95,7 +95,47 @@ impl Event {
             "run_finished" => Event::RunFinished(parse(data)?),
             other => return Err(format!("unknown event kind {other:?}")),
         })
+        .and_then(|e| e.check().map(|()| e))
     }
+
+    /// Checks the fields later layers build paths and upload names from: a
+    /// media record's digest (64 lower-case hex), format (one difflog
+    /// writes) and path (the one its digest and format give), and the same
+    /// for every image cell. A run directory can come from anyone, so a
+    /// record that fails this is damage, even with a valid checksum.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Event::Media(m) => check_media_ref(&m.digest, &m.format, &m.path),
+            Event::Row(r) => r.cells.iter().try_for_each(|c| match c {
+                Cell::Image { digest, path, .. } => check_media_ref(digest, MEDIA_FORMATS[0], path)
+                    .map_err(|e| format!("cell {:?}: {e}", c.column())),
+                _ => Ok(()),
+            }),
+            Event::RunStarted(s) if !crate::format::is_run_id(&s.run_id) => {
+                Err(format!("run id {:?} is not a run id", s.run_id))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The media formats difflog writes (file extensions).
+pub const MEDIA_FORMATS: &[&str] = &["png"];
+
+fn check_media_ref(digest: &str, format: &str, path: &str) -> Result<(), String> {
+    if !crate::format::is_digest(digest) {
+        return Err(format!(
+            "media digest {digest:?} is not a lower-case hex SHA-256"
+        ));
+    }
+    if !MEDIA_FORMATS.contains(&format) {
+        return Err(format!("media format {format:?} is not one difflog writes"));
+    }
+    let want = crate::format::media_rel_path(digest, format);
+    if path != want {
+        return Err(format!("media path {path:?} should be {want:?}"));
+    }
+    Ok(())
 }
 
 /// `run_started`: the first record of every run.

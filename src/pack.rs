@@ -100,16 +100,10 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
         // Digests are checked while packing (the bytes are read once).
         let rep = verify_run_with(r, false);
         if rep.damaged() {
-            let first = rep
-                .findings
-                .iter()
-                .find(|f| f.severity == crate::verify::Severity::Damage);
             return Err(Error::Invalid(format!(
                 "{}: damaged, not packed: {}",
                 r.display(),
-                first
-                    .map(|f| f.message.as_str())
-                    .unwrap_or("see difflog verify")
+                first_damage(&rep)
             )));
         }
     }
@@ -195,15 +189,25 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
 /// Checks that an archive path is `<run>/…` with no way out.
 fn safe_entry(path: &Path) -> Result<()> {
     let mut comps = path.components();
-    let ok = matches!(comps.next(), Some(Component::Normal(_)))
+    let first = comps.next();
+    let inside = matches!(first, Some(Component::Normal(_)))
         && comps.all(|c| matches!(c, Component::Normal(_)));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
+    if !inside {
+        return Err(Error::Invalid(format!(
             "archive entry {:?} points outside its run; refused",
             path.display()
-        )))
+        )));
+    }
+    // Only run-id-shaped top-level folders are runs: nothing else (such as
+    // `.difflog-sync`, where the sync state lives) lands in the root.
+    match first {
+        Some(Component::Normal(top)) if top.to_str().is_some_and(crate::format::is_run_id) => {
+            Ok(())
+        }
+        _ => Err(Error::Invalid(format!(
+            "archive entry {:?} is not inside a run folder (the top-level folder must be a run id); refused",
+            path.display()
+        ))),
     }
 }
 
@@ -292,16 +296,25 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
         let rep = verify_run(r);
         if rep.damaged() {
             return Err(Error::Invalid(format!(
-                "{}: run {} is damaged in the archive: {:?}",
+                "{}: run {} is damaged in the archive: {}",
                 archive.display(),
                 r.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                rep.findings.first().map(|f| f.message.clone())
+                first_damage(&rep)
             )));
         }
     }
     Ok(runs)
+}
+
+/// The first finding that is damage (a report may open with mere notes).
+fn first_damage(rep: &crate::verify::Report) -> String {
+    rep.findings
+        .iter()
+        .find(|f| f.severity == crate::verify::Severity::Damage)
+        .map(|f| f.message.clone())
+        .unwrap_or_else(|| "see difflog verify".into())
 }
 
 fn same_tree(a: &Path, b: &Path) -> Result<bool> {

@@ -143,3 +143,127 @@ fn sigkill_at_random_instants_leaves_a_consistent_prefix() {
     eprintln!("{crashed} kills mid-run in {attempt} attempts; {finished_calls_checked} finished calls checked");
     eprintln!("CRASH-FIGURES kills={crashed} unreadable=0 incomplete_calls=0 finished_calls_checked={finished_calls_checked}");
 }
+
+/// The child process of `a_kill_mid_write_never_leaves_a_partial_file_under_its_final_name`:
+/// records one new 768-px image per call into the run under
+/// `DIFFLOG_TEST_CHILD_ROOT` (reopened when it exists), seeds from
+/// `DIFFLOG_TEST_CHILD_SEED` on, until it is killed.
+#[test]
+#[ignore = "run as a child process by the test below"]
+fn child_records_large_images_until_killed() {
+    let (Ok(root), Ok(seed)) = (
+        std::env::var("DIFFLOG_TEST_CHILD_ROOT"),
+        std::env::var("DIFFLOG_TEST_CHILD_SEED"),
+    ) else {
+        return;
+    };
+    let first: u64 = seed.parse().unwrap();
+    let run = match find_runs(Path::new(&root)).unwrap_or_default().first() {
+        Some(dir) => Run::reopen(dir).unwrap(),
+        None => Run::create(difflog::Init::project("mid-write").root(&root)).unwrap(),
+    };
+    let mut p = TestPipeline::new();
+    p.size = 768;
+    for i in 0..400 {
+        run.record(&mut p, &Req::new(&["a large image"], first + i))
+            .unwrap();
+    }
+}
+
+/// Issue 21 (5): media go to a temporary name and are renamed into place, so
+/// a kill in the middle of writing one leaves a temporary file, never a
+/// partial file under its final name; the image is then recorded again by the
+/// reopened run (a deterministic pipeline makes the same bytes) and the run
+/// verifies. Each kill lands the instant the child's first new image of the
+/// round appears in its shard folder (as a temporary file, or — for a writer
+/// that writes in place — under its final name, while it is being written).
+#[test]
+fn a_kill_mid_write_never_leaves_a_partial_file_under_its_final_name() {
+    use difflog::run::media::{encode_png, sha256_hex};
+    const ROUNDS: u64 = 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    // The seeds whose image was being written when a kill landed.
+    let mut mid_write = Vec::new();
+    for round in 1..=ROUNDS {
+        let seed = round * 1000;
+        let digest = sha256_hex(&encode_png(&difflog::bench::synthetic_image(seed, 768)).unwrap());
+        let mut child = common::KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "child_records_large_images_until_killed",
+                    "--ignored",
+                    "--test-threads=1",
+                ])
+                .env("DIFFLOG_TEST_CHILD_ROOT", &root)
+                .env("DIFFLOG_TEST_CHILD_SEED", seed.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let t = Instant::now();
+        let shard = loop {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the child never wrote its image"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the child exited early"
+            );
+            let dir = find_runs(&root).unwrap_or_default().first().cloned();
+            let shard = dir.map(|d| d.join("media").join(&digest[..2]));
+            let seen = shard
+                .as_ref()
+                .and_then(|s| std::fs::read_dir(s).ok())
+                .is_some_and(|es| {
+                    es.flatten()
+                        .any(|e| e.file_name().to_string_lossy().contains(&digest))
+                });
+            if seen {
+                child.kill().unwrap(); // SIGKILL
+                break shard.unwrap();
+            }
+        };
+        child.wait().unwrap();
+        for f in std::fs::read_dir(&shard).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with(difflog::format::TMP_PREFIX) && name.contains(&digest) {
+                mid_write.push(seed);
+                continue;
+            }
+            if name.starts_with(difflog::format::TMP_PREFIX) {
+                continue;
+            }
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert_eq!(
+                format!("{}.png", sha256_hex(&bytes)),
+                name,
+                "round {round}: a partial file under its final name ({} bytes)",
+                bytes.len()
+            );
+        }
+    }
+    assert!(
+        mid_write.len() as u64 >= ROUNDS / 2,
+        "only {} of {ROUNDS} kills landed while the image was being written",
+        mid_write.len()
+    );
+    // Reopen and record each interrupted image again: same seed, same bytes.
+    let dir = find_runs(&root).unwrap()[0].clone();
+    let run = Run::reopen(&dir).unwrap();
+    let mut p = TestPipeline::new();
+    p.size = 768;
+    for seed in &mid_write {
+        run.record(&mut p, &Req::new(&["a large image"], *seed))
+            .unwrap();
+    }
+    run.finish().unwrap();
+    let report = verify_run(&dir);
+    assert!(!report.damaged(), "{:?}", report.findings);
+    let view = RunDir::open(&dir).unwrap().view();
+    assert!(view.calls.values().filter(|c| c.ok()).count() >= mid_write.len());
+    eprintln!("{ROUNDS} kills, {} landed mid-write", mid_write.len());
+}

@@ -131,3 +131,34 @@ fn live_or_damaged_runs_are_not_packed() {
     assert!(e.contains("does not match its name"), "{e}");
     assert!(!tmp.path().join("z.tar.zst").exists());
 }
+
+/// Issue 21 (2): a *complete* archive made by other tools (`tar | zstd`)
+/// holding a run whose PNG was replaced by other bytes of the same size is
+/// refused by `unpack`, names the damage (not a note, not `Some(..)`), and
+/// leaves nothing in the destination.
+#[test]
+fn unpack_refuses_a_complete_archive_holding_a_damaged_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = record(&tmp.path().join("runs"), 2);
+    let v = difflog::read::RunDir::open(&dir).unwrap().view();
+    let victim = dir.join(&v.media[0].path);
+    let n = std::fs::metadata(&victim).unwrap().len() as usize;
+    std::fs::write(&victim, vec![7u8; n]).unwrap();
+    // A stray temporary file first in the run gives verify a mere note too.
+    std::fs::write(dir.join("media").join(".tmp-left-by-a-crash"), b"x").unwrap();
+    let archive = tmp.path().join("hand-made.tar.zst");
+    {
+        let f = std::fs::File::create(&archive).unwrap();
+        let enc = zstd::Encoder::new(f, 3).unwrap().auto_finish();
+        let mut t = tar::Builder::new(enc);
+        t.append_dir_all(dir.file_name().unwrap(), &dir).unwrap();
+        t.into_inner().unwrap();
+    }
+    let dest = tmp.path().join("dest");
+    let e = unpack(&archive, &dest).unwrap_err().to_string();
+    assert!(e.contains("damaged in the archive"), "{e}");
+    assert!(e.contains("SHA-256") || e.contains("digest"), "{e}");
+    assert!(!e.contains("Some("), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().flatten().collect();
+    assert!(left.is_empty(), "a damaged archive left {left:?}");
+}

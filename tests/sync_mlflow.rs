@@ -297,63 +297,121 @@ fn assert_complete_basic(project: &str, dir: &Path) {
     }
 }
 
+/// SIGKILL of the uploader, then a restart: everything on the server exactly
+/// once. Two kinds of kills, through a proxy that counts uploads:
+/// - *held*: the proxy holds every PUT, the uploader is killed while its
+///   uploads wait, and the held requests are then dropped, never completed —
+///   a writer that advanced its state before the server's answer loses
+///   those images for good;
+/// - *calibrated*: the uploader runs freely and is killed after a random
+///   number of its uploads arrived (so the kill lands inside the upload, not
+///   after it), with the state forgotten now and then.
+///
+/// A kill counts as mid-upload only when the server saw part of that
+/// upload's PUTs and the uploader had not finished.
 #[test]
 fn sigkill_of_the_uploader_at_random_instants_then_restart_leaves_everything_exactly_once() {
+    use common::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering;
     let project = mf::unique_project("kill");
     let root = tempfile::tempdir().unwrap();
-    let dir = record(root.path(), &project, 8, 4, 96);
+    let first = record(root.path(), &project, 8, 4, 96);
+    let proxy = Proxy::start(&mf::url(), Faults::default(), 7);
+    let to = format!("mlflow+{}", proxy.url);
     let mut rng = rand::rng();
-    let mut killed_mid_way = 0;
     // `DIFFLOG_SYNC_KILLS` raises the count (the benchmark harness uses 100).
     let kills: usize = std::env::var("DIFFLOG_SYNC_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    let (mut mid_way, mut calibrated, mut held_kills) = (0, 0, 0);
+    let mut second = None;
     for i in 0..kills {
-        let mut child = Command::new(sync_bin())
-            .args([
-                "upload",
-                root.path().to_str().unwrap(),
-                "--to",
-                &mf::target(),
-                "--concurrency",
-                "4",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(5..150)));
-        let finished_before_kill = child.try_wait().unwrap().is_some();
+        // Half way, a second run the server has never seen: the held kills
+        // from here on hold images that exist nowhere else, and the state is
+        // no longer forgotten (which would hide a state advanced too early).
+        if i == kills / 2 {
+            second = Some(record(root.path(), &project, 8, 4, 96));
+        }
+        let hold = i % 2 == 1;
+        proxy.hold_puts(hold);
+        let before_puts = proxy.counts.puts_forwarded.load(Ordering::SeqCst);
+        let before_held = proxy.counts.held.load(Ordering::SeqCst);
+        let mut child = common::KillOnDrop(
+            Command::new(sync_bin())
+                .args([
+                    "upload",
+                    root.path().to_str().unwrap(),
+                    "--to",
+                    &to,
+                    "--concurrency",
+                    "4",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // Kill after `after` uploads of this pass arrived (held: were held).
+        let after = if hold { 1 } else { rng.random_range(1..=12) };
+        let t = Instant::now();
+        let seen = |p: &Proxy| {
+            if hold {
+                p.counts.held.load(Ordering::SeqCst) - before_held
+            } else {
+                p.counts.puts_forwarded.load(Ordering::SeqCst) - before_puts
+            }
+        };
+        while seen(&proxy) < after
+            && child.try_wait().unwrap().is_none()
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..5)));
+        let exited = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        if !finished_before_kill {
-            killed_mid_way += 1;
+        // The held uploads are dropped now, after the kill.
+        proxy.hold_puts(false);
+        if !exited && seen(&proxy) > 0 {
+            mid_way += 1;
+            if hold {
+                held_kills += 1;
+            } else {
+                calibrated += 1;
+            }
         }
-        // Make later kills land mid-upload too: forget some progress now and then.
-        if i % 5 == 4 && finished_before_kill {
+        // Make later kills land mid-upload too: forget the progress now and
+        // then (first half only, see above).
+        if i % 5 == 4 && i < kills / 2 {
             std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
         }
     }
-    assert!(
-        killed_mid_way >= kills / 2,
-        "only {killed_mid_way} kills landed mid-upload"
+    eprintln!(
+        "{mid_way} of {kills} kills mid-upload: {held_kills} while uploads were held, \
+         {calibrated} after part of the uploads arrived"
     );
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-    ]);
+    assert!(
+        held_kills >= kills / 4,
+        "only {held_kills} kills landed while uploads were held"
+    );
+    assert!(
+        calibrated >= kills / 4,
+        "only {calibrated} free-running kills landed mid-upload"
+    );
+    // The same target (the state is kept per target), nothing held now.
+    let o = sync(&["upload", root.path().to_str().unwrap(), "--to", &to]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_complete(&project, &dir, "FINISHED");
+    assert_complete(&project, &first, "FINISHED");
+    assert_complete(&project, second.as_ref().unwrap(), "FINISHED");
     assert_eq!(
         mf::runs(&project).len(),
-        1,
-        "more than one MLflow run after kills"
+        2,
+        "more than one MLflow run per difflog run after kills"
     );
     // Read by scripts/bench: assert_complete found every item exactly once.
-    eprintln!("SYNC-KILL-FIGURES kills={kills} mid_upload={killed_mid_way} missing=0 duplicated=0");
+    eprintln!("SYNC-KILL-FIGURES kills={kills} mid_upload={mid_way} missing=0 duplicated=0");
 }
 
 #[test]
@@ -408,6 +466,51 @@ fn a_symlink_escaping_the_run_is_refused_and_nothing_outside_is_uploaded() {
     );
 }
 
+/// Issue 21 (4): a shard folder `media/xx`, or `media/` itself, that is a
+/// symbolic link to a folder outside the run. The file reached through it is
+/// not a link itself, and outside holds the *same bytes* as the recorded
+/// image, so only the inside-the-run check can refuse it: the upload fails
+/// naming the link, and no image reaches the server.
+#[test]
+fn a_symlinked_media_folder_is_refused_and_nothing_outside_is_uploaded() {
+    for linked in ["shard", "media"] {
+        let project = mf::unique_project("symlinked-dir");
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let dir = record(root.path(), &project, 1, 1, 16);
+        let v = RunDir::open(&dir).unwrap().view();
+        let file = dir.join(&v.media[0].path);
+        let moved = match linked {
+            "shard" => file.parent().unwrap().to_path_buf(),
+            _ => dir.join("media"),
+        };
+        let away = outside.path().join("moved");
+        std::fs::rename(&moved, &away).unwrap();
+        std::os::unix::fs::symlink(&away, &moved).unwrap();
+        assert!(
+            file.is_file(),
+            "the image is still reachable through the link"
+        );
+        let o = sync(&["upload", dir.to_str().unwrap(), "--to", &mf::target()]);
+        assert_eq!(o.status.code(), Some(1), "{linked}: {}", text(&o));
+        assert!(
+            text(&o).contains("outside the run") || text(&o).contains("symbolic link"),
+            "{linked}: {}",
+            text(&o)
+        );
+        for r in mf::runs(&project) {
+            let images: Vec<_> = mf::artifacts(&r)
+                .into_iter()
+                .filter(|(p, _)| p.starts_with("images/"))
+                .collect();
+            assert!(
+                images.is_empty(),
+                "{linked}: uploaded from outside: {images:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_targets_and_refused_credentials_are_clear_and_do_not_storm() {
     let root = tempfile::tempdir().unwrap();
@@ -456,21 +559,73 @@ fn bad_targets_and_refused_credentials_are_clear_and_do_not_storm() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("401"), "{}", text(&o));
-    assert!(
-        !text(&o).contains("sekrit-token-value"),
-        "the token leaked: {}",
-        text(&o)
-    );
+    common::assert_no_leak(root.path(), &text(&o), "", "sekrit-token-value");
     assert!(
         count.load(std::sync::atomic::Ordering::SeqCst) <= 2,
         "{} requests after a 401",
         count.load(std::sync::atomic::Ordering::SeqCst)
     );
-    let state = std::fs::read(root.path().join(".difflog-sync/state.db")).unwrap();
-    assert!(
-        !String::from_utf8_lossy(&state).contains("sekrit"),
-        "the token reached the state"
-    );
+
+    // Username and password (HTTP Basic): neither, nor base64(user:password).
+    count.store(0, std::sync::atomic::Ordering::SeqCst);
+    let o = Command::new(sync_bin())
+        .args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+http://{addr}"),
+        ])
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .env("MLFLOW_TRACKING_USERNAME", "alice")
+        .env("MLFLOW_TRACKING_PASSWORD", "sekrit-password-value")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    common::assert_no_leak(root.path(), &text(&o), "alice", "sekrit-password-value");
+    assert!(count.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+
+    // Credentials towards a server that cannot be reached: the connection
+    // error's text comes from the HTTP client, and leaks nothing either.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (user, secret, vars) in [
+        (
+            "",
+            "sekrit-token-2",
+            vec![("MLFLOW_TRACKING_TOKEN", "sekrit-token-2")],
+        ),
+        (
+            "bob",
+            "sekrit-password-2",
+            vec![
+                ("MLFLOW_TRACKING_USERNAME", "bob"),
+                ("MLFLOW_TRACKING_PASSWORD", "sekrit-password-2"),
+            ],
+        ),
+    ] {
+        let mut c = Command::new(sync_bin());
+        c.args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+http://127.0.0.1:{port}"),
+        ])
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .env_remove("MLFLOW_TRACKING_USERNAME")
+        .env_remove("MLFLOW_TRACKING_PASSWORD");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("127.0.0.1"), "{}", text(&o));
+        common::assert_no_leak(root.path(), &text(&o), user, secret);
+        let o = sync(&["status", root.path().to_str().unwrap()]);
+        common::assert_no_leak(root.path(), &text(&o), user, secret);
+    }
 }
 
 #[test]

@@ -633,18 +633,14 @@ fn a_wrong_or_missing_key_is_a_clear_error_without_a_storm_or_a_leak() {
     .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("401"), "{}", text(&o));
-    assert!(
-        !text(&o).contains("wrong-key-sekrit"),
-        "the key leaked: {}",
-        text(&o)
-    );
+    // Neither the key nor the `Authorization: Basic base64(api:KEY)` it
+    // travels as (issue 21).
+    common::assert_no_leak(root.path(), &text(&o), "api", "wrong-key-sekrit");
     assert!(
         emu.requests().len() <= 2,
         "{} requests after a 401",
         emu.requests().len()
     );
-    let state = std::fs::read(root.path().join(".difflog-sync/state.db")).unwrap();
-    assert!(!String::from_utf8_lossy(&state).contains("sekrit"));
     assert!(emu.runs("auth").is_empty());
 
     let o = Command::new(sync_bin())
@@ -688,6 +684,40 @@ fn a_wrong_or_missing_key_is_a_clear_error_without_a_storm_or_a_leak() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains(KEY));
     assert_eq!(emu.runs("auth").len(), 1);
+}
+
+/// A key sent towards a server that cannot be reached (the connection-error
+/// path, whose messages come from the HTTP client) leaks nowhere either.
+#[test]
+fn a_key_for_an_unreachable_server_leaks_nowhere() {
+    let root = tempfile::tempdir().unwrap();
+    record(root.path(), 1, 1, 16);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = sync_cmd(
+        &format!("http://127.0.0.1:{port}"),
+        "unreachable-sekrit-key",
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("gone"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("127.0.0.1"), "{}", text(&o));
+    common::assert_no_leak(root.path(), &text(&o), "api", "unreachable-sekrit-key");
+    let o = Command::new(sync_bin())
+        .args(["status", root.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_no_leak(root.path(), &text(&o), "api", "unreachable-sekrit-key");
 }
 
 /// Against real W&B, only when asked: `DIFFLOG_WANDB_LIVE=1`, `WANDB_API_KEY`

@@ -15,9 +15,11 @@ use crate::format::decode_record;
 /// What is wrong after the valid prefix of a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogProblemKind {
-    /// The last record is incomplete or damaged and nothing valid follows it.
+    /// The log ends in an incomplete record (no end of line): what a crash
+    /// mid-append leaves.
     TornTail,
-    /// A damaged record is followed by `valid_after` records that still check out.
+    /// A whole record is damaged (bad checksum, bad contents, out of
+    /// sequence), followed by `valid_after` records that still check out.
     Corrupt {
         /// Number of well-formed records found after the damage.
         valid_after: usize,
@@ -90,11 +92,11 @@ pub fn scan(bytes: &[u8]) -> LogScan {
                 // data after the damage: it was not torn, something removed
                 // or reordered records.
                 let valid_after = count_valid_lines(&bytes[pos..]);
-                let kind = if valid_after == 0 {
-                    LogProblemKind::TornTail
-                } else {
-                    LogProblemKind::Corrupt { valid_after }
-                };
+                // A crash tears only the unterminated end of the log (the
+                // writer appends whole lines; a partial write is a prefix).
+                // A whole line that does not check out, even the last one,
+                // was damaged or edited afterwards.
+                let kind = LogProblemKind::Corrupt { valid_after };
                 out.problem = Some(LogProblem {
                     offset: pos as u64,
                     kind,
@@ -147,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn middle_damage_is_corruption_end_damage_is_torn() {
+    fn damage_to_a_whole_line_is_corruption_an_unterminated_tail_is_torn() {
         let bytes = log(3);
         let first_len = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
         let mut mid = bytes.clone();
@@ -160,10 +162,18 @@ mod tests {
         );
         assert_eq!(s.problem.unwrap().offset, first_len as u64);
 
+        // A flipped byte in the last whole line is damage too (issue 13):
+        // only an unterminated tail is what a crash leaves.
         let mut end = bytes.clone();
         let n = end.len();
         end[n - 5] ^= 0x40;
         let s = scan(&end);
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(
+            s.problem.unwrap().kind,
+            LogProblemKind::Corrupt { valid_after: 0 }
+        );
+        let s = scan(&bytes[..n - 5]);
         assert_eq!(s.records.len(), 2);
         assert_eq!(s.problem.unwrap().kind, LogProblemKind::TornTail);
     }

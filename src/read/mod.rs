@@ -160,10 +160,22 @@ pub fn parse_meta(path: &Path, bytes: &[u8]) -> Result<RunMeta> {
             supported: FORMAT_VERSION,
         });
     }
-    serde_json::from_value(value).map_err(|e| Error::BadRunJson {
-        path,
+    let meta: RunMeta = serde_json::from_value(value).map_err(|e| Error::BadRunJson {
+        path: path.clone(),
         why: e.to_string(),
-    })
+    })?;
+    // Reports, archives and uploads name things after the id: it must be a
+    // safe single path component.
+    if !crate::format::is_run_id(&meta.id) {
+        return Err(Error::BadRunJson {
+            path,
+            why: format!(
+                "id {:?} is not a run id (letters, digits, '-', '_', '.'; not starting with '.')",
+                meta.id
+            ),
+        });
+    }
+    Ok(meta)
 }
 
 /// Whether a writer holds the lock of the run at `dir` right now.
@@ -226,6 +238,44 @@ pub fn find_runs(root: &Path) -> Result<Vec<PathBuf>> {
     }
     runs.sort();
     Ok(runs)
+}
+
+/// The path of the file `rel` (relative, as recorded) inside the run `run_dir`,
+/// checked to be a regular file that is really inside the run: not a
+/// symbolic link, not a FIFO or device, and not reached through a linked
+/// folder (`media/` or a shard linked elsewhere). Everything that reads a
+/// run's media (sync, report, pack, verify) goes through here, so a run from
+/// elsewhere can never make difflog read, copy or upload a file outside it.
+pub fn run_file(run_dir: &Path, rel: &str) -> Result<PathBuf> {
+    let path = run_dir.join(rel);
+    let refuse = |why: String| Error::UnsafeFile {
+        run: run_dir.to_path_buf(),
+        rel: rel.to_string(),
+        why,
+    };
+    let md =
+        std::fs::symlink_metadata(&path).map_err(|e| refuse(format!("cannot read it ({e})")))?;
+    if md.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link".into()));
+    }
+    if !md.is_file() {
+        return Err(refuse("it is not a regular file".into()));
+    }
+    let root = run_dir
+        .canonicalize()
+        .map_err(|e| refuse(format!("cannot resolve the run directory ({e})")))?;
+    let real = path
+        .canonicalize()
+        .map_err(|e| refuse(format!("cannot resolve it ({e})")))?;
+    // Resolved, it must be the very path recorded: anything else went
+    // through a link on the way.
+    if real.strip_prefix(&root).ok() != Some(Path::new(rel)) {
+        return Err(refuse(format!(
+            "it resolves to {}, outside the run or through a linked folder",
+            real.display()
+        )));
+    }
+    Ok(real)
 }
 
 /// Total size in bytes of the regular files under `dir` (not following links).

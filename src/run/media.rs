@@ -2,15 +2,15 @@
 //! of files under `media/<sha256[..2]>/<sha256>.png`.
 //!
 //! A file is written to a temporary name, fsynced, renamed into place and its
-//! directory fsynced — only then may an event reference it. A name that
-//! already exists holds exactly those bytes (it got there by rename), so the
-//! same image twice is stored once.
+//! directory fsynced — only then may an event reference it. The same image
+//! twice is stored once: a name that already exists is trusted only after its
+//! size and digest are checked, and replaced (atomically, by rename) when
+//! they differ.
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{media_rel_path, MEDIA_DIR, TMP_PREFIX};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ImageEncoder, RgbImage};
-use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -49,15 +49,7 @@ pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::format::{hex, sha256_hex};
 
 /// Stores PNG bytes whose SHA-256 is `digest` in the run's media store;
 /// returns where they are.
@@ -72,7 +64,7 @@ pub fn store_png(
     let rel = media_rel_path(&digest, "png");
     let final_path = run_dir.join(&rel);
     let shard = run_dir.join(MEDIA_DIR).join(&digest[..2]);
-    if !final_path.exists() {
+    if !holds_exactly(&final_path, &digest, png.len()) {
         std::fs::create_dir_all(&shard).ctx(&shard, "create media directory")?;
         let tmp = shard.join(format!(
             "{TMP_PREFIX}{digest}-{:08x}",
@@ -96,6 +88,19 @@ pub fn store_png(
         width,
         height,
     })
+}
+
+/// Whether `path` is a regular file of `len` bytes whose SHA-256 is `digest`.
+/// A file under a final name got there by rename, so normally it does; but
+/// a writer of another make, a full disk or a hand edit can leave other
+/// bytes, which a new record must not point at: such a file is replaced.
+fn holds_exactly(path: &Path, digest: &str, len: usize) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_file() && md.len() == len as u64 => {
+            std::fs::read(path).is_ok_and(|b| sha256_hex(&b) == digest)
+        }
+        _ => false,
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -145,5 +150,24 @@ mod tests {
         assert_eq!(files.len(), 1);
         let decoded = image::load_from_memory(&png).unwrap().to_rgb8();
         assert_eq!(decoded, img);
+    }
+
+    /// Issue 21 (5): a partial file under the final name (left by a kill
+    /// mid-write of a writer that wrote in place, or by a hand edit) is not
+    /// trusted when the same image is stored again: it is replaced.
+    #[test]
+    fn a_partial_file_under_the_final_name_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 7, y as u8 * 5, 3]));
+        let png = encode_png(&img).unwrap();
+        let d = sha256_hex(&png);
+        let rel = media_rel_path(&d, "png");
+        let path = dir.path().join(&rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        for bad in [&png[..png.len() / 2], &vec![0u8; png.len()][..]] {
+            std::fs::write(&path, bad).unwrap();
+            store_png(dir.path(), &d, &png, 32, 32).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), png);
+        }
     }
 }

@@ -61,39 +61,6 @@ pub fn first_config(run: &RunDir) -> Map<String, Value> {
     m
 }
 
-/// Checks that `rel` names a regular file inside `run_dir` (no symbolic
-/// link anywhere on the way out of the run).
-pub fn safe_file(run_dir: &Path, rel: &str) -> SyncResult<PathBuf> {
-    let path = run_dir.join(rel);
-    let refuse = |why: &str| {
-        SyncError::permanent(format!(
-            "{}: refusing to upload {rel}: {why}; difflog-sync uploads only files inside run directories",
-            run_dir.display()
-        ))
-    };
-    let md =
-        std::fs::symlink_metadata(&path).map_err(|e| refuse(&format!("cannot read it ({e})")))?;
-    if md.file_type().is_symlink() {
-        return Err(refuse("it is a symbolic link"));
-    }
-    if !md.is_file() {
-        return Err(refuse("it is not a regular file"));
-    }
-    let root = run_dir
-        .canonicalize()
-        .map_err(|e| refuse(&format!("cannot resolve the run directory ({e})")))?;
-    let real = path
-        .canonicalize()
-        .map_err(|e| refuse(&format!("cannot resolve it ({e})")))?;
-    if !real.starts_with(&root) {
-        return Err(refuse(&format!(
-            "it resolves to {}, outside the run",
-            real.display()
-        )));
-    }
-    Ok(real)
-}
-
 fn meta_digest(first: &Map<String, Value>, run: &RunDir, view: &crate::read::RunView) -> String {
     let v = serde_json::json!({
         "first": first,
@@ -474,7 +441,8 @@ fn media_jobs<'a, T: Target>(
         {
             continue;
         }
-        let file = safe_file(&run.path, &m.path)?;
+        let file = crate::read::run_file(&run.path, &m.path)
+            .map_err(|e| SyncError::permanent(e.to_string()))?;
         due.push(m);
         jobs.push(Box::pin(async move {
             target.upload_media(remote, m, &file).await?;

@@ -95,8 +95,19 @@ pub enum Body<'a> {
     Json(&'a Value),
     /// Bytes in memory.
     Bytes(&'a [u8], &'a str),
-    /// A file streamed from disk.
-    File(&'a Path, &'a str),
+    /// A media file from a run, streamed from disk and checked while it is
+    /// read: its size and SHA-256 must be those recorded, or it is not sent
+    /// (a file replaced, edited or hard-linked elsewhere after recording).
+    File {
+        /// The file (already checked to be a regular file inside its run).
+        path: &'a Path,
+        /// Its content type.
+        content_type: &'a str,
+        /// The recorded SHA-256 (lower-case hex).
+        digest: &'a str,
+        /// The recorded size in bytes.
+        len: u64,
+    },
 }
 
 /// What a caller needs of a successful answer.
@@ -266,35 +277,16 @@ impl Http {
             Body::Empty => req,
             Body::Json(v) => req.json(v),
             Body::Bytes(b, ct) => req.header("Content-Type", *ct).body(b.to_vec()),
-            Body::File(p, ct) => {
-                let file = tokio::fs::File::open(p).await.map_err(|e| {
-                    SyncError::permanent(format!("{}: cannot open for upload: {e}", p.display()))
-                })?;
-                let len = file.metadata().await.map(|m| m.len()).ok();
-                match len {
-                    // Small files (generated images) go out in one piece: a
-                    // streamed body costs a write and a server read per chunk.
-                    Some(n) if n <= SMALL_FILE => {
-                        let mut buf = Vec::with_capacity(n as usize);
-                        let mut file = file;
-                        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut buf)
-                            .await
-                            .map_err(|e| {
-                                SyncError::permanent(format!("{}: cannot read: {e}", p.display()))
-                            })?;
-                        req.header("Content-Type", *ct).body(buf)
-                    }
-                    _ => {
-                        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-                        let mut r = req
-                            .header("Content-Type", *ct)
-                            .body(reqwest::Body::wrap_stream(stream));
-                        if let Some(len) = len {
-                            r = r.header("Content-Length", len);
-                        }
-                        r
-                    }
-                }
+            Body::File {
+                path,
+                content_type,
+                digest,
+                len,
+            } => {
+                let body = checked_file_body(path, digest, *len).await?;
+                req.header("Content-Type", *content_type)
+                    .header("Content-Length", *len)
+                    .body(body)
             }
         };
         if !headers.is_empty() {
@@ -406,4 +398,95 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// The body of a media upload: the file's bytes, checked against the
+/// recorded size and digest. Small files (generated images) are read and
+/// checked before anything is sent; larger ones are streamed with the last
+/// chunk held back until the whole file checked out, so a server never
+/// receives a complete body of the wrong bytes.
+async fn checked_file_body(path: &Path, digest: &str, len: u64) -> SyncResult<reqwest::Body> {
+    use sha2::Digest as _;
+    let mismatch = |what: String| {
+        SyncError::permanent(format!(
+            "{}: {what}; the run is damaged (see difflog verify), not uploaded",
+            path.display()
+        ))
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+        SyncError::permanent(format!("{}: cannot open for upload: {e}", path.display()))
+    })?;
+    let size = file.metadata().await.map(|m| m.len()).unwrap_or(u64::MAX);
+    if size != len {
+        return Err(mismatch(format!("size {size} but {len} recorded")));
+    }
+    if len <= SMALL_FILE {
+        let mut buf = Vec::with_capacity(len as usize);
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut tokio::io::AsyncReadExt::take(&mut file, len + 1),
+            &mut buf,
+        )
+        .await
+        .map_err(|e| SyncError::permanent(format!("{}: cannot read: {e}", path.display())))?;
+        let got = crate::format::hex(&sha2::Sha256::digest(&buf));
+        if buf.len() as u64 != len || got != digest {
+            return Err(mismatch(format!(
+                "content digest {got} is not the recorded {digest}"
+            )));
+        }
+        return Ok(buf.into());
+    }
+    struct Streaming {
+        file: tokio::fs::File,
+        hasher: sha2::Sha256,
+        held: Option<Vec<u8>>,
+        seen: u64,
+        done: bool,
+    }
+    let first = Streaming {
+        file,
+        hasher: sha2::Sha256::new(),
+        held: None,
+        seen: 0,
+        done: false,
+    };
+    let (path, digest) = (path.to_path_buf(), digest.to_string());
+    let stream = futures_util::stream::unfold(first, move |mut st| {
+        let (path, digest) = (path.clone(), digest.clone());
+        async move {
+            if st.done {
+                return None;
+            }
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = match tokio::io::AsyncReadExt::read(&mut st.file, &mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    st.done = true;
+                    let e = std::io::Error::other(format!("{}: {e}", path.display()));
+                    return Some((Err(e), st));
+                }
+            };
+            if n == 0 {
+                st.done = true;
+                let got = crate::format::hex(&st.hasher.clone().finalize());
+                if st.seen != len || got != digest {
+                    let e = std::io::Error::other(format!(
+                        "{}: changed while uploading ({} bytes, digest {got}; recorded {len}, {digest})",
+                        path.display(),
+                        st.seen
+                    ));
+                    return Some((Err(e), st));
+                }
+                return st.held.take().map(|b| (Ok(b), st));
+            }
+            buf.truncate(n);
+            st.hasher.update(&buf);
+            st.seen += n as u64;
+            // Hand over the chunk before this one: the last stays held
+            // until the end of the file is reached and checked.
+            let out = st.held.replace(buf).unwrap_or_default();
+            Some((Ok(out), st))
+        }
+    });
+    Ok(reqwest::Body::wrap_stream(stream))
 }

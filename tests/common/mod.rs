@@ -250,3 +250,37 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The forms a secret can leak in: as typed, base64 of itself, and base64 of
+/// the HTTP Basic credentials built from it (`user:secret`, as W&B's
+/// `api:KEY` and MLflow's username/password), padded or not.
+pub fn leak_forms(user: &str, secret: &str) -> Vec<String> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut out = vec![secret.to_string()];
+    for s in [b64(secret), b64(&format!("{user}:{secret}"))] {
+        out.push(s.trim_end_matches('=').to_string());
+    }
+    out
+}
+
+/// Panics when any form of `secret` (see `leak_forms`) is in `output` or in
+/// the sync state under `root`.
+pub fn assert_no_leak(root: &Path, output: &str, user: &str, secret: &str) {
+    let mut state = String::new();
+    for f in ["state.db", "state.db-wal"] {
+        if let Ok(b) = std::fs::read(root.join(".difflog-sync").join(f)) {
+            state.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    for form in leak_forms(user, secret) {
+        assert!(
+            !output.contains(&form),
+            "the secret leaked into the output as {form:?}: {output}"
+        );
+        assert!(
+            !state.contains(&form),
+            "the secret leaked into the sync state as {form:?}"
+        );
+    }
+}

@@ -5,7 +5,10 @@
 //! answers 429 with `Retry-After`, forwards and drops the answer, or forwards the request to the real server
 //! over a fresh connection and relays the response verbatim. During an
 //! "outage" it accepts and immediately closes every connection, like a
-//! stopped server behind a load balancer, and counts the attempts.
+//! stopped server behind a load balancer, and counts the attempts. While
+//! PUTs are *held*, it reads each upload but forwards nothing: the request
+//! waits until the hold ends and is then dropped, never completed (so a test
+//! can kill the uploader while its uploads are in flight).
 #![allow(dead_code)]
 
 use rand::{Rng, SeedableRng};
@@ -40,6 +43,10 @@ pub struct Counts {
     pub faulted: AtomicUsize,
     /// Connections refused during an outage.
     pub refused: AtomicUsize,
+    /// PUT requests the server answered (the uploads that arrived).
+    pub puts_forwarded: AtomicUsize,
+    /// PUT requests held (and then dropped) while PUTs were held.
+    pub held: AtomicUsize,
 }
 
 /// A running proxy.
@@ -51,6 +58,7 @@ pub struct Proxy {
     outage: Arc<AtomicBool>,
     faults: Arc<Mutex<Faults>>,
     lose_next_create: Arc<AtomicBool>,
+    hold_puts: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -66,11 +74,13 @@ impl Proxy {
         let outage = Arc::new(AtomicBool::new(false));
         let faults = Arc::new(Mutex::new(faults));
         let lose_next_create = Arc::new(AtomicBool::new(false));
-        let (c, o, f, l) = (
+        let hold_puts = Arc::new(AtomicBool::new(false));
+        let (c, o, f, l, h) = (
             Arc::clone(&counts),
             Arc::clone(&outage),
             Arc::clone(&faults),
             Arc::clone(&lose_next_create),
+            Arc::clone(&hold_puts),
         );
         std::thread::spawn(move || {
             for (i, stream) in listener.incoming().enumerate() {
@@ -80,15 +90,15 @@ impl Proxy {
                     let _ = stream.shutdown(Shutdown::Both);
                     continue;
                 }
-                let (c, o, f, l, up) = (
-                    Arc::clone(&c),
-                    Arc::clone(&o),
-                    Arc::clone(&f),
-                    Arc::clone(&l),
-                    up.clone(),
-                );
+                let sw = Switches {
+                    outage: Arc::clone(&o),
+                    faults: Arc::clone(&f),
+                    lose_create: Arc::clone(&l),
+                    hold_puts: Arc::clone(&h),
+                };
+                let (c, up) = (Arc::clone(&c), up.clone());
                 std::thread::spawn(move || {
-                    serve(stream, &up, &c, &o, &f, &l, seed.wrapping_add(i as u64))
+                    serve(stream, &up, &c, &sw, seed.wrapping_add(i as u64))
                 });
             }
         });
@@ -98,7 +108,13 @@ impl Proxy {
             outage,
             faults,
             lose_next_create,
+            hold_puts,
         }
+    }
+
+    /// Starts or ends holding PUTs: held uploads are dropped when it ends.
+    pub fn hold_puts(&self, on: bool) {
+        self.hold_puts.store(on, Ordering::SeqCst);
     }
 
     /// Starts or ends an outage.
@@ -140,15 +156,16 @@ fn respond(s: &mut TcpStream, status: &str, extra: &str) {
     );
 }
 
-fn serve(
-    client: TcpStream,
-    upstream: &str,
-    c: &Counts,
-    outage: &AtomicBool,
-    faults: &Mutex<Faults>,
-    lose_create: &AtomicBool,
-    seed: u64,
-) {
+/// What the test can switch on and off while the proxy runs.
+struct Switches {
+    outage: Arc<AtomicBool>,
+    faults: Arc<Mutex<Faults>>,
+    lose_create: Arc<AtomicBool>,
+    hold_puts: Arc<AtomicBool>,
+}
+
+fn serve(client: TcpStream, upstream: &str, c: &Counts, sw: &Switches, seed: u64) {
+    let (outage, faults, lose_create) = (&sw.outage, &sw.faults, &sw.lose_create);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let Ok(write_half) = client.try_clone() else {
         return;
@@ -159,6 +176,15 @@ fn serve(
         let req = forwardable(&request);
         if outage.load(Ordering::SeqCst) {
             c.refused.fetch_add(1, Ordering::SeqCst);
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
+        if request.method == "PUT" && sw.hold_puts.load(Ordering::SeqCst) {
+            c.held.fetch_add(1, Ordering::SeqCst);
+            while sw.hold_puts.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Dropped: the server never sees it.
             let _ = w.shutdown(Shutdown::Both);
             return;
         }
@@ -204,6 +230,9 @@ fn serve(
             return;
         }
         c.forwarded.fetch_add(1, Ordering::SeqCst);
+        if request.method == "PUT" {
+            c.puts_forwarded.fetch_add(1, Ordering::SeqCst);
+        }
         if resp.is_empty() {
             // The server closed without answering: so does the proxy.
             let _ = w.shutdown(Shutdown::Both);

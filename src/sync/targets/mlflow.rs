@@ -419,8 +419,13 @@ impl Target for Mlflow {
         file: &Path,
     ) -> SyncResult<()> {
         let path = format!("images/{}.{}", media.digest, media.format);
-        self.put_artifact(remote, &path, Body::File(file, "image/png"))
-            .await
+        let body = Body::File {
+            path: file,
+            content_type: "image/png",
+            digest: &media.digest,
+            len: media.bytes,
+        };
+        self.put_artifact(remote, &path, body).await
     }
 
     async fn upload_table(

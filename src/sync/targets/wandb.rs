@@ -773,8 +773,13 @@ impl Target for Wandb {
         } else {
             "application/octet-stream"
         };
-        self.put_file(&cur, &image_path(media), Body::File(file, ct))
-            .await
+        let body = Body::File {
+            path: file,
+            content_type: ct,
+            digest: &media.digest,
+            len: media.bytes,
+        };
+        self.put_file(&cur, &image_path(media), body).await
     }
 
     async fn upload_table(
