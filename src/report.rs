@@ -154,7 +154,9 @@ fn write_run(run: &RunDir, dir: &Path, self_contained: bool, up: Option<&str>) -
         .ctx(&run.path, "resolve run directory")?;
     let media_href = |rel: &str| -> Result<String> {
         if self_contained {
-            let src = run_abs.join(rel);
+            // Only a regular file really inside the run is copied (never
+            // through a linked folder, never a FIFO).
+            let src = crate::read::run_file(&run_abs, rel)?;
             let dst = dir.join(rel);
             if !dst.exists() {
                 if let Some(p) = dst.parent() {

@@ -110,7 +110,20 @@ pub async fn sync_run<T: Target>(
     }
     let run = RunDir::open(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
     let id = run.meta.id.clone();
-    let result = sync_inner(target, state, &run, concurrency.max(1)).await;
+    let result = match &run.log.problem {
+        // Damage is not a crash's torn tail: a record was altered, removed
+        // or crafted (a media digest that is a path, say). Nothing of such a
+        // run is uploaded; a torn tail is, up to the tear.
+        Some(p) if p.kind != crate::read::LogProblemKind::TornTail => {
+            Err(SyncError::permanent(format!(
+                "{}: damaged, not uploaded: events.log byte {}: {} (see difflog verify)",
+                dir.display(),
+                p.offset,
+                p.why
+            )))
+        }
+        _ => sync_inner(target, state, &run, concurrency.max(1)).await,
+    };
     let recorded = match &result {
         Ok(_) => state
             .set_error(target.key(), &id, None)

@@ -1,0 +1,325 @@
+//! The hostile-input suite (issue 13): run directories and archives edited by
+//! hand — with valid checksums, so only difflog's own checks stand between
+//! them and the file system or the tracker. Each test names the finding it
+//! pins. The sync cases talk to the real MLflow server of scripts/test.
+
+mod common;
+
+use common::mlflow as mf;
+use common::{difflog_bin, Req, TestPipeline};
+use difflog::event::{Cell, Event};
+use difflog::format::encode_record;
+use difflog::read::RunDir;
+use difflog::{Init, Run};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn difflog(args: &[&str]) -> Output {
+    Command::new(difflog_bin()).args(args).output().unwrap()
+}
+
+fn upload(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+        .args(["upload", path.to_str().unwrap(), "--to", &mf::target()])
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// A finished run of `calls` one-image calls.
+fn record(root: &Path, project: &str, calls: u64) -> PathBuf {
+    let run = Run::create(Init::project(project).root(root)).unwrap();
+    let mut p = TestPipeline::new();
+    for c in 0..calls {
+        run.record(&mut p, &Req::new(&["a prompt"], c)).unwrap();
+    }
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    dir
+}
+
+/// Rewrites the run's log through `edit`, every record re-encoded with a
+/// valid checksum: what someone editing a run by hand can always do.
+fn rewrite_log(dir: &Path, edit: impl Fn(&mut Event)) {
+    let run = RunDir::open(dir).unwrap();
+    let mut out = Vec::new();
+    for r in run.records() {
+        let mut e = r.event.clone();
+        edit(&mut e);
+        out.extend(encode_record(r.seq, &r.ts, &e).unwrap());
+    }
+    std::fs::write(dir.join("events.log"), out).unwrap();
+}
+
+fn images_on_server(project: &str) -> Vec<String> {
+    mf::runs(project)
+        .iter()
+        .flat_map(mf::artifacts)
+        .map(|(p, _)| p)
+        .filter(|p| !p.starts_with("difflog/"))
+        .collect()
+}
+
+/// Finding 1: A media digest that is a path (`../../OTHER_RUN/artifacts/model/model`,
+/// format `pkl`) would make the upload land outside the run's artifact
+/// folder: the record is damage where it is read, the run is refused by sync
+/// and `verify`, and nothing of it reaches the server.
+#[test]
+fn a_media_digest_that_is_a_path_is_damage_and_nothing_is_uploaded() {
+    let project = mf::unique_project("hostile-digest");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 2);
+    let evil = "../../../../OTHER_RUN/artifacts/model/model";
+    rewrite_log(&dir, |e| match e {
+        Event::Media(m) if m.call == Some(2) => {
+            m.digest = evil.into();
+            m.format = "pkl".into();
+            m.path = format!("media/{evil}.pkl");
+        }
+        Event::Row(r) if r.call == 2 => {
+            for c in &mut r.cells {
+                if let Cell::Image { digest, path, .. } = c {
+                    *digest = evil.into();
+                    *path = format!("media/{evil}.pkl");
+                }
+            }
+        }
+        _ => {}
+    });
+    let run = RunDir::open(&dir).unwrap();
+    let problem = run.log.problem.expect("the crafted record is damage");
+    assert!(
+        problem.why.contains("not a lower-case hex SHA-256"),
+        "{}",
+        problem.why
+    );
+    assert!(
+        !matches!(problem.kind, difflog::read::LogProblemKind::TornTail),
+        "a crafted record is not a crash's torn tail"
+    );
+    let o = difflog(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = upload(&dir);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("damaged, not uploaded"), "{}", text(&o));
+    assert!(images_on_server(&project).is_empty());
+}
+
+/// Finding 2: A run id that is a path (`../../x`, or absolute) would make `report`
+/// write outside its folder: `run.json` is refused where it is read, so
+/// report, verify, unpack and sync all refuse the run and write nothing.
+#[test]
+fn a_run_id_that_is_a_path_is_refused_everywhere() {
+    for evil in ["../../escaped-report", "/tmp/difflog-hostile-abs"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("a/b/runs");
+        let dir = record(&root, "p", 1);
+        rewrite_log(&dir, |e| {
+            if let Event::RunStarted(s) = e {
+                s.run_id = evil.into();
+            }
+        });
+        let json = dir.join("run.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        meta["id"] = evil.into();
+        std::fs::write(&json, serde_json::to_vec(&meta).unwrap()).unwrap();
+        let e = RunDir::open(&dir).unwrap_err().to_string();
+        assert!(e.contains("run.json") && e.contains("not a run id"), "{e}");
+        let out = tmp.path().join("a/b/report");
+        let o = difflog(&[
+            "report",
+            root.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        // The root's index lists the run as unreadable, with the reason.
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(index.contains("not a run id"), "{index}");
+        let o = difflog(&["report", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains("not a run id"), "{}", text(&o));
+        assert!(!tmp.path().join("a/escaped-report").exists());
+        assert!(!Path::new("/tmp/difflog-hostile-abs/index.html").exists());
+        let o = difflog(&["verify", dir.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        // The same run carried in an archive made by other tools.
+        let archive = tmp.path().join("evil.tar.zst");
+        {
+            let f = std::fs::File::create(&archive).unwrap();
+            let enc = zstd::Encoder::new(f, 3).unwrap().auto_finish();
+            let mut t = tar::Builder::new(enc);
+            t.append_dir_all(dir.file_name().unwrap(), &dir).unwrap();
+            t.into_inner().unwrap();
+        }
+        let dest = tmp.path().join("dest");
+        let e = difflog::pack::unpack(&archive, &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a run id"), "{e}");
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    }
+}
+
+/// Finding 3: `report --self-contained` copies only `media/xx/<digest>.png` files
+/// that are regular files inside the run: a cell path climbing out is damage
+/// where it is read (nothing copied), and a shard folder linked to a folder
+/// outside the run is refused by name.
+#[test]
+fn report_self_contained_copies_nothing_from_outside_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    let dir = record(&root, "p", 2);
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, b"not for the report").unwrap();
+    let climb = "../../secret.txt";
+    rewrite_log(&dir, |e| {
+        if let Event::Row(r) = e {
+            if r.call == 2 {
+                for c in &mut r.cells {
+                    if let Cell::Image { path, .. } = c {
+                        *path = climb.into();
+                    }
+                }
+            }
+        }
+    });
+    let out = tmp.path().join("out/report");
+    let o = difflog(&[
+        "report",
+        root.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--self-contained",
+    ]);
+    let copied: Vec<_> = walk(tmp.path().join("out").as_path())
+        .into_iter()
+        .filter(|p| std::fs::read(p).unwrap() == b"not for the report")
+        .collect();
+    assert!(
+        copied.is_empty(),
+        "copied from outside: {copied:?} ({})",
+        text(&o)
+    );
+
+    // A shard folder that is a link to a copy of itself outside the run.
+    let root2 = tmp.path().join("runs2");
+    let dir2 = record(&root2, "p", 1);
+    let v = RunDir::open(&dir2).unwrap().view();
+    let shard = dir2.join(&v.media[0].path).parent().unwrap().to_path_buf();
+    let away = tmp.path().join("away");
+    std::fs::rename(&shard, &away).unwrap();
+    std::os::unix::fs::symlink(&away, &shard).unwrap();
+    let out2 = tmp.path().join("out2");
+    let o = difflog(&[
+        "report",
+        root2.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+        "--self-contained",
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("linked folder"), "{}", text(&o));
+    assert!(
+        walk(&out2)
+            .iter()
+            .all(|p| p.extension().is_none_or(|e| e != "png")),
+        "an image was copied through the link"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Finding 4: A media file whose bytes changed after recording — replaced, or hard
+/// linked to a file outside the run — is not uploaded under the recorded
+/// digest: size and SHA-256 are checked as the file is read.
+#[test]
+fn media_whose_bytes_changed_are_not_uploaded_under_the_old_digest() {
+    for how in ["replaced", "hard link"] {
+        let project = mf::unique_project("hostile-bytes");
+        let root = tempfile::tempdir().unwrap();
+        let dir = record(root.path(), &project, 1);
+        let v = RunDir::open(&dir).unwrap().view();
+        let victim = dir.join(&v.media[0].path);
+        let n = std::fs::metadata(&victim).unwrap().len() as usize;
+        let other = vec![b'x'; n];
+        std::fs::remove_file(&victim).unwrap();
+        if how == "replaced" {
+            std::fs::write(&victim, &other).unwrap();
+        } else {
+            let outside = root.path().join("outside.bin");
+            std::fs::write(&outside, &other).unwrap();
+            std::fs::hard_link(&outside, &victim).unwrap();
+        }
+        let o = upload(&dir);
+        assert_eq!(o.status.code(), Some(1), "{how}: {}", text(&o));
+        assert!(
+            text(&o).contains("is not the recorded"),
+            "{how}: {}",
+            text(&o)
+        );
+        for r in mf::runs(&project) {
+            for (p, _) in mf::artifacts(&r) {
+                assert!(
+                    mf::artifact(&r, &p) != other,
+                    "{how}: the changed bytes reached the server as {p}"
+                );
+            }
+        }
+    }
+}
+
+/// Finding 15 (part): Only run-id-shaped top-level folders of an archive are runs:
+/// an entry under `.difflog-sync` (where the sync state lives) is refused.
+#[test]
+fn unpack_refuses_entries_outside_run_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = record(&tmp.path().join("runs"), "p", 1);
+    let archive = tmp.path().join("state.tar.zst");
+    {
+        let f = std::fs::File::create(&archive).unwrap();
+        let enc = zstd::Encoder::new(f, 3).unwrap().auto_finish();
+        let mut t = tar::Builder::new(enc);
+        t.append_dir_all(dir.file_name().unwrap(), &dir).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, ".difflog-sync/state.db", &b"evil"[..])
+            .unwrap();
+        t.into_inner().unwrap();
+    }
+    let dest = tmp.path().join("dest");
+    let e = difflog::pack::unpack(&archive, &dest)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not inside a run folder"), "{e}");
+    assert!(!dest.join(".difflog-sync").exists());
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+}
