@@ -36,6 +36,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod pipelines;
 pub mod read;
+pub mod redact;
 pub mod replay;
 pub mod report;
 pub mod run;

@@ -323,3 +323,76 @@ fn unpack_refuses_entries_outside_run_folders() {
     assert!(!dest.join(".difflog-sync").exists());
     assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
 }
+
+/// A fake server on 127.0.0.1 answering every request with `status` and a
+/// body made by `body` from the request's head (headers included).
+fn fake_server(status: &'static str, body: fn(&str) -> String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; 65536];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let b = body(&head);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                    b.len()
+                );
+            });
+        }
+    });
+    format!("127.0.0.1:{}", addr.port())
+}
+
+/// Finding 6: a server whose error body echoes the request's headers puts
+/// no credential into the output, the sync state or `status`.
+#[test]
+fn an_error_body_echoing_the_authorization_header_leaks_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    record(root.path(), "p", 1);
+    let addr = fake_server("400 Bad Request", |head| {
+        serde_json::json!({"error_code": "BAD_REQUEST", "message": format!("you sent: {head}")})
+            .to_string()
+    });
+    for (user, secret, vars) in [
+        (
+            "",
+            "echo-sekrit-token",
+            vec![("MLFLOW_TRACKING_TOKEN", "echo-sekrit-token")],
+        ),
+        (
+            "carol",
+            "echo-sekrit-pw",
+            vec![
+                ("MLFLOW_TRACKING_USERNAME", "carol"),
+                ("MLFLOW_TRACKING_PASSWORD", "echo-sekrit-pw"),
+            ],
+        ),
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_difflog-sync"));
+        c.args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+http://{addr}"),
+        ])
+        .env_remove("MLFLOW_TRACKING_TOKEN");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains("400"), "{}", text(&o));
+        common::assert_no_leak(root.path(), &text(&o), user, secret);
+        let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+            .args(["status", root.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        common::assert_no_leak(root.path(), &text(&o), user, secret);
+    }
+}

@@ -16,7 +16,8 @@ const SMALL_FILE: u64 = 8 * 1024 * 1024;
 pub struct SyncError {
     /// Transient, permanent, or bad credentials.
     pub class: Class,
-    /// What failed, naming the request (never credentials).
+    /// What failed, naming the request; passed through
+    /// [`crate::redact::redact`] when built, so it never holds a secret.
     pub message: String,
     /// How long the server asked us to wait.
     pub retry_after: Option<Duration>,
@@ -33,7 +34,7 @@ impl SyncError {
     pub fn permanent(message: impl Into<String>) -> SyncError {
         SyncError {
             class: Class::Permanent,
-            message: message.into(),
+            message: crate::redact::redact(&message.into()),
             retry_after: None,
             status: None,
             unreachable: false,
@@ -44,7 +45,7 @@ impl SyncError {
     pub fn transient(message: impl Into<String>) -> SyncError {
         SyncError {
             class: Class::Transient,
-            message: message.into(),
+            message: crate::redact::redact(&message.into()),
             retry_after: None,
             status: None,
             unreachable: false,
@@ -317,7 +318,7 @@ impl Http {
             };
             SyncError {
                 class,
-                message: format!("{what}: {}", error_chain(&e)),
+                message: crate::redact::redact(&format!("{what}: {}", error_chain(&e))),
                 retry_after: None,
                 status: None,
                 unreachable: e.is_connect(),
@@ -351,7 +352,11 @@ impl Http {
         }
         Err(SyncError {
             class: classify_status(status.as_u16()),
-            message: format!("{what}: {} {}", status_text(status), short(&text)),
+            message: crate::redact::redact(&format!(
+                "{what}: {} {}",
+                status_text(status),
+                short(&text)
+            )),
             retry_after,
             status: Some(status.as_u16()),
             unreachable: false,

@@ -50,6 +50,27 @@ impl TargetSpec {
     /// `MLFLOW_TRACKING_PASSWORD`; `WANDB_API_KEY`), never from the URL; the
     /// W&B server from `WANDB_BASE_URL`.
     pub fn parse(url: &str) -> Result<TargetSpec> {
+        let spec = TargetSpec::parse_url(url)?;
+        if let TargetSpec::Wandb { base, .. } = &spec {
+            check_base_url("WANDB_BASE_URL", base)?;
+        }
+        spec.register_secrets();
+        Ok(spec)
+    }
+
+    /// Tells [`crate::redact`] about the credentials this target carries.
+    fn register_secrets(&self) {
+        let auth = match self {
+            TargetSpec::Mlflow { auth, .. } | TargetSpec::Wandb { auth, .. } => auth,
+        };
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => crate::redact::register_secret(None, t),
+            Auth::Basic(u, p) => crate::redact::register_secret(Some(u), p),
+        }
+    }
+
+    fn parse_url(url: &str) -> Result<TargetSpec> {
         let bad = |why: &str| Error::Setting {
             name: "--to".into(),
             value: redact_url(url),
@@ -114,42 +135,133 @@ impl TargetSpec {
     /// base_url = "https://wandb.example.com"   # optional: W&B Server
     /// ```
     pub fn from_config(path: &Path) -> Result<TargetSpec> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let bad = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
+        // Checked before opening: a FIFO would block the open forever.
         let md = std::fs::metadata(path).map_err(|e| Error::io(path, "read config", e))?;
+        if !md.is_file() {
+            let what = if md.is_dir() {
+                "a directory"
+            } else if md.file_type().is_fifo() {
+                "a FIFO"
+            } else {
+                "not a regular file"
+            };
+            return Err(bad(format!(
+                "the config must be a regular file, and this is {what}"
+            )));
+        }
         if md.permissions().mode() & 0o077 != 0 {
-            return Err(Error::Invalid(format!(
-                "{}: config files may hold credentials and must not be readable by others (chmod 600 {})",
-                path.display(),
+            return Err(bad(format!(
+                "config files may hold credentials and must not be readable by others (chmod 600 {})",
                 path.display()
             )));
         }
+        if md.len() > MAX_CONFIG_BYTES {
+            return Err(bad(format!(
+                "{} bytes is too large for a config file",
+                md.len()
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read config", e))?;
-        let v: toml::Table = text
-            .parse()
-            .map_err(|e| Error::Invalid(format!("{}: invalid TOML: {e}", path.display())))?;
+        // The parser's own message quotes the offending line, which may hold
+        // a token: only its reason and the line number are shown.
+        let v: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            bad(format!(
+                "invalid TOML{}: {}",
+                line.map(|l| format!(" on line {l}")).unwrap_or_default(),
+                e.message()
+            ))
+        })?;
+        let known: &[&str] = &["to", "token", "username", "password", "api_key", "base_url"];
+        for (k, val) in &v {
+            if !known.contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "unknown setting {k:?} (known: {})",
+                    known.join(", ")
+                )));
+            }
+            if !val.is_str() {
+                return Err(bad(format!("{k} must be a string")));
+            }
+        }
         let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        let to = get("to")
-            .ok_or_else(|| Error::Invalid(format!("{}: no `to = \"…\"` target", path.display())))?;
-        let mut spec = TargetSpec::parse(&to)?;
+        let to = get("to").ok_or_else(|| bad("no `to = \"…\"` target".into()))?;
+        let mut spec = TargetSpec::parse_url(&to)?;
         match &mut spec {
             TargetSpec::Mlflow { auth, .. } => {
-                if let Some(t) = get("token") {
-                    *auth = Auth::Bearer(t);
-                } else if let (Some(u), Some(p)) = (get("username"), get("password")) {
-                    *auth = Auth::Basic(u, p);
+                for k in ["api_key", "base_url"] {
+                    if v.contains_key(k) {
+                        return Err(bad(format!(
+                            "{k} is a W&B setting; this config's target is MLflow"
+                        )));
+                    }
+                }
+                match (get("token"), get("username"), get("password")) {
+                    (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                        return Err(bad(
+                            "give either token or username and password, not both".into()
+                        ))
+                    }
+                    (Some(t), None, None) => *auth = Auth::Bearer(t),
+                    (None, Some(u), Some(p)) => *auth = Auth::Basic(u, p),
+                    (None, Some(_), None) => return Err(bad("username without password".into())),
+                    (None, None, Some(_)) => return Err(bad("password without username".into())),
+                    (None, None, None) => {}
                 }
             }
             TargetSpec::Wandb { auth, base, .. } => {
+                for k in ["token", "username", "password"] {
+                    if v.contains_key(k) {
+                        return Err(bad(format!(
+                            "{k} is an MLflow setting; W&B takes api_key (this config's target is W&B)"
+                        )));
+                    }
+                }
                 if let Some(k) = get("api_key") {
                     *auth = Auth::Basic("api".into(), k);
                 }
                 if let Some(b) = get("base_url") {
+                    check_base_url("base_url", &b)?;
                     *base = b;
                 }
             }
         }
+        spec.register_secrets();
         Ok(spec)
     }
+}
+
+/// Largest config file read (a config is a few lines).
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// A server URL given in a setting: `http(s)://host…`, with no credentials
+/// in it (they would show in logs, the state and `status`).
+fn check_base_url(name: &str, url: &str) -> Result<()> {
+    let bad = |why: &str| Error::Setting {
+        name: name.into(),
+        value: redact_url(url),
+        why: why.into(),
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(bad("expected a URL such as https://wandb.example.com"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("expected an http:// or https:// URL"));
+    }
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    if host.contains('@') {
+        return Err(bad(
+            "credentials do not belong in the URL (they would show in logs, the sync state and status): use WANDB_API_KEY or api_key in --config",
+        ));
+    }
+    if host.is_empty() {
+        return Err(bad("the URL has no host"));
+    }
+    Ok(())
 }
 
 /// A URL with any `user:pass@` removed, for messages.
@@ -233,5 +345,65 @@ mod tests {
         };
         assert!(matches!(auth, Auth::Basic(u, k) if u == "api" && k == "k1"));
         assert_eq!(base, "http://127.0.0.1:9");
+    }
+
+    /// Issue 13 (5, 6, 10, 17): configs are regular 0600 files with known
+    /// keys and complete credentials; their errors never echo a secret; a
+    /// server URL with credentials in it is refused.
+    #[test]
+    fn bad_configs_are_clear_errors_that_echo_no_secret() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = d.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        let cases = [
+            ("typo.toml", "to = \"mlflow+http://h:1\"\ntokn = \"sekrit-typo\"\n", "unknown setting \"tokn\""),
+            ("half.toml", "to = \"mlflow+http://h:1\"\npassword = \"sekrit-half\"\n", "password without username"),
+            ("user.toml", "to = \"mlflow+http://h:1\"\nusername = \"u\"\n", "username without password"),
+            ("both.toml", "to = \"mlflow+http://h:1\"\ntoken = \"sekrit-both\"\nusername = \"u\"\npassword = \"p\"\n", "either token or username"),
+            ("wrong.toml", "to = \"wandb://team\"\ntoken = \"sekrit-wrong\"\n", "W&B takes api_key"),
+            ("number.toml", "to = \"mlflow+http://h:1\"\ntoken = 12345678\n", "token must be a string"),
+            ("broken.toml", "to = \"mlflow+http://h:1\"\ntoken = \"sekrit-broken\n", "invalid TOML on line 2"),
+            ("creds.toml", "to = \"wandb://team\"\nbase_url = \"https://me:sekrit-pw@wandb.example.com\"\n", "credentials do not belong in the URL"),
+        ];
+        for (name, text, want) in cases {
+            let e = TargetSpec::from_config(&write(name, text))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{name}: {e}");
+            assert!(
+                !e.contains("sekrit"),
+                "{name}: the secret is in the error: {e}"
+            );
+        }
+        let e = TargetSpec::from_config(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("must be a regular file") && e.contains("a directory"),
+            "{e}"
+        );
+        let fifo = d.path().join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = TargetSpec::from_config(&fifo).unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+    }
+
+    #[test]
+    fn a_wandb_base_url_with_credentials_is_refused() {
+        // What `parse` checks WANDB_BASE_URL with (the environment is not
+        // changed here: other tests read it at the same time).
+        let e = check_base_url("WANDB_BASE_URL", "https://me:sekrit-env@wandb.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("WANDB_BASE_URL") && e.contains("credentials do not belong"),
+            "{e}"
+        );
+        assert!(!e.contains("sekrit"), "{e}");
     }
 }

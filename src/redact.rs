@@ -1,0 +1,188 @@
+//! Secret redaction: the one place that removes credentials from text before
+//! it is printed, logged or stored.
+//!
+//! Messages can carry secrets that difflog never meant to print: an HTTP
+//! client's error names the full URL (a signed upload URL's query is a
+//! credential), a server may echo request headers in a 400 body, a TOML
+//! parser quotes the line it failed on. So every message that leaves the
+//! program or goes into the sync state passes through [`redact`], which
+//! removes
+//!
+//! - every secret difflog was given (tokens, passwords, API keys — registered
+//!   with [`register_secret`] when they are read), also in the base64 forms
+//!   HTTP Basic authentication sends them in;
+//! - `user:password@` in URLs;
+//! - the query string of URLs (signed URLs carry their signature there);
+//! - the value after `Bearer ` / `Basic ` (an echoed `Authorization` header).
+
+use std::sync::RwLock;
+
+/// What a secret is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Remembers `secret` (and, with `user`, its HTTP Basic form
+/// `base64(user:secret)`) so that [`redact`] removes it from every message.
+pub fn register_secret(user: Option<&str>, secret: &str) {
+    if secret.len() < 4 {
+        // Too short to find reliably without mangling ordinary text; such a
+        // secret is still removed wherever it appears as a header value.
+        return;
+    }
+    let mut forms = vec![secret.to_string(), base64(secret.as_bytes())];
+    if let Some(u) = user {
+        forms.push(base64(format!("{u}:{secret}").as_bytes()));
+    }
+    let mut all = SECRETS.write().unwrap_or_else(|p| p.into_inner());
+    for f in forms {
+        let f = f.trim_end_matches('=').to_string();
+        if !all.contains(&f) {
+            all.push(f);
+        }
+    }
+    // Longest first, so that a secret inside another is not half-replaced.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// `text` with every known secret, URL credential, URL query string and
+/// authorization value replaced by [`REDACTED`].
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_string();
+    {
+        let all = SECRETS.read().unwrap_or_else(|p| p.into_inner());
+        for s in all.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), REDACTED);
+            }
+        }
+    }
+    out = redact_urls(&out);
+    for scheme in ["Bearer ", "Basic ", "bearer ", "basic "] {
+        out = redact_after(&out, scheme);
+    }
+    out
+}
+
+/// Replaces the word after each `marker` with [`REDACTED`].
+fn redact_after(text: &str, marker: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(marker) {
+        out.push_str(&rest[..i + marker.len()]);
+        rest = &rest[i + marker.len()..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';' | '}' | ']'))
+            .unwrap_or(rest.len());
+        if end > 0 {
+            out.push_str(REDACTED);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Removes `user:pass@` and `?query` from every `scheme://…` URL in `text`.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')'))
+            .unwrap_or(rest.len());
+        let url = &rest[..end];
+        let (authority, path) = match url.find('/') {
+            Some(j) => (&url[..j], &url[j..]),
+            None => (url, ""),
+        };
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if host.len() != authority.len() {
+            out.push_str(REDACTED);
+            out.push('@');
+        }
+        out.push_str(host);
+        match path.find('?') {
+            Some(q) => {
+                out.push_str(&path[..q]);
+                out.push('?');
+                out.push_str(REDACTED);
+            }
+            None => out.push_str(path),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Standard base64 with padding (RFC 4648).
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"api:KEY"), "YXBpOktFWQ==");
+    }
+
+    #[test]
+    fn secrets_urls_queries_and_authorization_values_are_removed() {
+        register_secret(Some("api"), "k3y-sekrit-value");
+        let t = redact(
+            "PUT https://store.example/b/o.png?X-Amz-Signature=abc&X-Amz-Credential=AKIA failed: \
+             error sending request for url (https://bob:pw@h:1/x?sig=1); body \
+             {\"headers\": {\"Authorization\": \"Bearer tok-123\"}} key k3y-sekrit-value \
+             basic YXBpOmszeS1zZWtyaXQtdmFsdWU=",
+        );
+        for leak in [
+            "abc",
+            "AKIA",
+            "bob",
+            ":pw",
+            "sig=1",
+            "tok-123",
+            "k3y-sekrit-value",
+            "YXBpOmszeS1zZWtyaXQtdmFsdWU",
+        ] {
+            assert!(!t.contains(leak), "{leak} in {t}");
+        }
+        assert!(
+            t.contains("https://store.example/b/o.png?[redacted]"),
+            "{t}"
+        );
+        assert!(t.contains("https://[redacted]@h:1/x?[redacted]"), "{t}");
+        // Ordinary text is left alone.
+        assert_eq!(
+            redact("run 20261127T103219.482Z-5f2c1a: 3 calls"),
+            "run 20261127T103219.482Z-5f2c1a: 3 calls"
+        );
+    }
+}
