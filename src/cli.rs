@@ -24,6 +24,43 @@ pub fn resolve_run(arg: &str, root: &Path) -> PathBuf {
     }
 }
 
+/// Human output passes through here: control characters that came from a
+/// run (a prompt or name holding terminal escape sequences that would clear
+/// the screen or retitle the window) are shown escaped (`\u{1b}`), never sent
+/// to the terminal. JSON output is not wrapped: it stays exact (JSON escapes
+/// control characters itself).
+pub struct Escaping<'a>(pub &'a mut dyn Write);
+
+impl Write for Escaping<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(buf);
+        if !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return self.0.write_all(text.as_bytes());
+        }
+        let mut safe = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            if c.is_control() && c != '\n' && c != '\t' {
+                safe.extend(c.escape_default());
+            } else {
+                safe.push(c);
+            }
+        }
+        self.0.write_all(safe.as_bytes())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// `difflog ls`: one line per run under `root`.
 pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
     let runs = find_runs(root)?;
@@ -48,6 +85,8 @@ pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
         writeln!(out, "{}", Value::Array(rows)).map_err(out_err)?;
         return Ok(());
     }
+    let mut esc = Escaping(out);
+    let out: &mut dyn Write = &mut esc;
     if rows.is_empty() {
         writeln!(out, "no runs under {}", root.display()).map_err(out_err)?;
         return Ok(());
@@ -106,6 +145,8 @@ pub fn show(out: &mut dyn Write, dir: &Path, as_json: bool) -> Result<()> {
         writeln!(out, "{v}").map_err(out_err)?;
         return Ok(());
     }
+    let mut esc = Escaping(out);
+    let out: &mut dyn Write = &mut esc;
     let m = &run.meta;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(out_err);
     w(out, format!("run      {}  ({})", m.id, state.as_str()))?;
@@ -222,6 +263,8 @@ pub fn verify(out: &mut dyn Write, path: &Path, as_json: bool) -> Result<bool> {
         writeln!(out, "{v}").map_err(out_err)?;
         return Ok(damaged);
     }
+    let mut esc = Escaping(out);
+    let out: &mut dyn Write = &mut esc;
     for r in &reports {
         let verdict = if r.damaged() { "DAMAGED" } else { "ok" };
         writeln!(

@@ -396,3 +396,38 @@ fn an_error_body_echoing_the_authorization_header_leaks_nothing() {
         common::assert_no_leak(root.path(), &text(&o), user, secret);
     }
 }
+
+/// Finding 7: names and prompts holding terminal escape sequences (clear
+/// screen, window title) are shown escaped by `ls`, `show` and `verify`;
+/// JSON output keeps them exact.
+#[test]
+fn terminal_escapes_in_a_run_never_reach_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}31m";
+    let run = Run::create(Init::project(format!("p{evil}")).name(evil).root(&root)).unwrap();
+    run.record(&mut TestPipeline::new(), &Req::new(&[evil], 1))
+        .unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    for args in [
+        vec!["ls", root.to_str().unwrap()],
+        vec!["show", dir.to_str().unwrap()],
+        vec!["verify", dir.to_str().unwrap()],
+    ] {
+        let o = difflog(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        let out = text(&o);
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{args:?}: a control character reached the terminal: {out:?}"
+        );
+        if args[0] != "verify" {
+            assert!(out.contains("\\u{1b}[2J"), "{args:?}: {out}");
+        }
+    }
+    let o = difflog(&["show", dir.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["run"]["name"], evil);
+}
