@@ -431,3 +431,54 @@ fn terminal_escapes_in_a_run_never_reach_the_terminal() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["run"]["name"], evil);
 }
+
+/// Finding 8: a server that answers with a body without end makes the
+/// upload fail with a clear error, after reading a bounded amount — never a
+/// process that buffers until the allocator aborts.
+#[test]
+fn an_endless_answer_is_cut_off_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    record(root.path(), "p", 1);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = std::sync::Arc::clone(&sent);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let sent = std::sync::Arc::clone(&s2);
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 65536];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[",
+                );
+                let chunk = vec![b' '; 1 << 20];
+                // Until the client hangs up (bounded: 4 GB at most).
+                for _ in 0..4096 {
+                    if s.write_all(&chunk).is_err() {
+                        break;
+                    }
+                    sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let t = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+        .args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+http://{addr}"),
+        ])
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("over 16 MB"), "{}", text(&o));
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    let mb = sent.load(std::sync::atomic::Ordering::SeqCst) >> 20;
+    assert!(mb < 512, "the client read {mb} MB of an endless answer");
+}

@@ -11,6 +11,34 @@ use std::time::Duration;
 /// Files up to this size are read whole before sending; larger ones stream.
 const SMALL_FILE: u64 = 8 * 1024 * 1024;
 
+/// The most read of any answer (JSON of an API call, an error page): a
+/// server's answer is untrusted, and one that never ends must not fill the
+/// memory.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Why reading an answer stopped.
+enum Capped {
+    /// Longer than allowed.
+    TooLong,
+    /// The connection failed.
+    Read(reqwest::Error),
+}
+
+/// The body of `resp`, at most `cap` bytes.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Capped::TooLong);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Read)? {
+        if out.len() + chunk.len() > cap {
+            return Err(Capped::TooLong);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// A failed sync operation: what happened and whether retrying can help.
 #[derive(Debug, Clone)]
 pub struct SyncError {
@@ -335,15 +363,24 @@ impl Http {
                 .and_then(|v| v.to_str().ok()),
         );
         if status.is_success() && want == Want::Status {
-            // Read to the end so that the connection goes back to the pool.
+            // Read to the end so that the connection goes back to the pool
+            // (but never more than an answer can be: a server streaming
+            // without end only loses its connection).
             tokio::spawn(async move {
-                let _ = resp.bytes().await;
+                let _ = read_capped(resp, MAX_ANSWER).await;
             });
             return Ok(Value::Null);
         }
-        let text = resp.text().await.map_err(|e| {
-            SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
+        let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| match e {
+            Capped::TooLong => SyncError::permanent(format!(
+                "{what}: the server's answer is over {} MB; not an answer this client expects",
+                MAX_ANSWER / (1024 * 1024)
+            )),
+            Capped::Read(e) => {
+                SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
+            }
         })?;
+        let text = String::from_utf8_lossy(&body).into_owned();
         if status.is_success() {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
