@@ -64,6 +64,11 @@ enum Command {
         /// Print one JSON object instead.
         #[arg(long)]
         json: bool,
+        /// Give up on a run that is not uploaded within this many seconds
+        /// (a server that accepts connections and never answers); 0: no limit.
+        /// What the server acknowledged is kept; the rest goes next time.
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        run_timeout: u64,
     },
     /// Per run and target: recorded vs uploaded calls and media, pending, the
     /// last error. Reads local state only.
@@ -105,8 +110,10 @@ fn main() -> ExitCode {
             paths,
             target,
             json,
+            run_timeout,
         } => spec(&target).and_then(|s| {
-            commands::upload(&paths, &s, json, target.concurrency, &mut out).map(|o| {
+            let limit = (run_timeout > 0).then(|| std::time::Duration::from_secs(run_timeout));
+            commands::upload(&paths, &s, json, target.concurrency, limit, &mut out).map(|o| {
                 if o.auth_failed {
                     ExitCode::from(commands::EXIT_AUTH)
                 } else if o.ok {

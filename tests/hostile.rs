@@ -482,3 +482,36 @@ fn an_endless_answer_is_cut_off_with_a_clear_error() {
     let mb = sent.load(std::sync::atomic::Ordering::SeqCst) >> 20;
     assert!(mb < 512, "the client read {mb} MB of an endless answer");
 }
+
+/// Finding 11: a server that accepts connections and never answers holds
+/// `upload` of a run only until `--run-timeout`, with a clear error.
+#[test]
+fn a_silent_server_holds_an_upload_only_until_its_deadline() {
+    let root = tempfile::tempdir().unwrap();
+    record(root.path(), "p", 1);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten().take(64) {
+            held.push(s); // accepted, never answered
+        }
+    });
+    let t = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+        .args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+http://{addr}"),
+            "--run-timeout",
+            "3",
+        ])
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not uploaded within 3 s"), "{}", text(&o));
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+}

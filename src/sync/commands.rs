@@ -152,6 +152,7 @@ pub fn upload(
     spec: &TargetSpec,
     json_out: bool,
     concurrency: usize,
+    run_timeout: Option<Duration>,
     out: &mut dyn Write,
 ) -> Result<UploadOutcome> {
     // Archives are unpacked (and verified) first; kept until the end.
@@ -178,7 +179,20 @@ pub fn upload(
         // trips (find, create, finish), which overlap across runs.
         let (t, state, bar) = (&t, &state, &bar);
         let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
-            let r = sync_with_retries(t, state, dir, concurrency, 6).await;
+            let attempt = sync_with_retries(t, state, dir, concurrency, 6);
+            // A server that accepts and never answers (or keeps asking to
+            // wait) holds one run for at most the deadline; what was
+            // acknowledged before it is kept, the rest goes next time.
+            let r = match run_timeout {
+                Some(limit) => tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
+                    Err(SyncError::transient(format!(
+                        "{}: not uploaded within {} s (--run-timeout); what the server acknowledged is kept, the rest is tried on the next upload",
+                        dir.display(),
+                        limit.as_secs()
+                    )))
+                }),
+                None => attempt.await,
+            };
             bar.set_message(
                 dir.file_name()
                     .map(|n| n.to_string_lossy().into_owned())

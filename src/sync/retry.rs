@@ -30,12 +30,16 @@ pub fn classify_status(status: u16) -> Class {
     }
 }
 
+/// The longest wait a server's `Retry-After` can impose (a hostile or
+/// confused server could otherwise park the uploader for hours).
+pub const MAX_RETRY_AFTER_S: f64 = 120.0;
+
 /// Parses a `Retry-After` header given in seconds (HTTP dates are rare from
-/// trackers and are treated as absent).
+/// trackers and are treated as absent), capped at [`MAX_RETRY_AFTER_S`].
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     let v = value?.trim();
     let secs: f64 = v.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER_S)))
 }
 
 /// Exponential backoff with full jitter.
@@ -125,5 +129,10 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after(None), None);
+        // Issue 13 (11): a server cannot park the uploader for an hour.
+        assert_eq!(
+            parse_retry_after(Some("3600")),
+            Some(Duration::from_secs(120))
+        );
     }
 }
