@@ -260,18 +260,24 @@ fn check_media_file(
     bytes: u64,
     hash: bool,
 ) -> Result<(), String> {
-    let path = run.join(rel);
-    let md = std::fs::symlink_metadata(&path).map_err(|e| format!("missing media file: {e}"))?;
-    if md.file_type().is_symlink() {
-        return Err("is a symbolic link, not a file inside the run".into());
-    }
+    // The same answer as sync, pack and report: only a regular file really
+    // inside the run (no link, no FIFO, no linked shard folder) is media.
+    let path = crate::read::run_file(run, rel).map_err(|e| match e {
+        crate::Error::UnsafeFile { why, .. } if why.starts_with("cannot read it") => {
+            format!("missing media file: {why}")
+        }
+        crate::Error::UnsafeFile { why, .. } => format!("{why}: not a file inside the run"),
+        other => other.to_string(),
+    })?;
+    let md = std::fs::metadata(&path).map_err(|e| format!("cannot read: {e}"))?;
     if md.len() != bytes {
         return Err(format!("size {} but {bytes} recorded", md.len()));
     }
     if !hash {
         return Ok(());
     }
-    let content = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
+    let content =
+        crate::read::read_regular(&path, bytes).map_err(|e| format!("cannot read: {e}"))?;
     let got = sha256_hex(&content);
     if got != digest {
         return Err(format!("content digest {got} does not match its name"));

@@ -515,3 +515,88 @@ fn a_silent_server_holds_an_upload_only_until_its_deadline() {
     assert!(text(&o).contains("not uploaded within 3 s"), "{}", text(&o));
     assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
 }
+
+/// Runs `cmd`, killing it if it has not finished within `secs`.
+fn output_within(mut cmd: Command, secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!("{cmd:?} hung for {secs} s: {}", text(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Finding 10: FIFOs where a run's files should be (events.log, a media
+/// file) block nothing: every command finishes, names the file, and the good
+/// runs beside the bad ones are still listed, verified and uploaded.
+#[test]
+fn fifos_in_runs_block_nothing_and_stop_no_other_run() {
+    let project = mf::unique_project("hostile-fifo");
+    let root = tempfile::tempdir().unwrap();
+    let good = record(root.path(), &project, 1);
+    let bad_log = record(root.path(), &project, 1);
+    std::fs::remove_file(bad_log.join("events.log")).unwrap();
+    mkfifo(&bad_log.join("events.log"));
+    let bad_media = record(root.path(), &project, 1);
+    let v = RunDir::open(&bad_media).unwrap().view();
+    std::fs::remove_file(bad_media.join(&v.media[0].path)).unwrap();
+    mkfifo(&bad_media.join(&v.media[0].path));
+    let r = root.path().to_str().unwrap();
+    let bin = difflog_bin();
+    let sync_bin = env!("CARGO_BIN_EXE_difflog-sync");
+    let run = |prog: &str, args: &[&str]| {
+        let mut c = Command::new(prog);
+        c.args(args).env_remove("MLFLOW_TRACKING_TOKEN");
+        output_within(c, 30)
+    };
+    let b = bin.to_str().unwrap();
+    let o = run(b, &["ls", r]);
+    assert!(
+        text(&o).contains(good.file_name().unwrap().to_str().unwrap()),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("FIFO"), "{}", text(&o));
+    let o = run(b, &["show", bad_log.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o).contains("events.log") && text(&o).contains("FIFO"),
+        "{}",
+        text(&o)
+    );
+    let o = run(b, &["verify", r]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FIFO") || text(&o).contains("not a regular file"),
+        "{}",
+        text(&o)
+    );
+    let out = root.path().join("report");
+    run(
+        b,
+        &["report", r, "-o", out.to_str().unwrap(), "--self-contained"],
+    );
+    run(sync_bin, &["status", r]);
+    let o = run(sync_bin, &["upload", r, "--to", &mf::target()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The good run arrived whole.
+    let id = RunDir::open(&good).unwrap().meta.id;
+    let server = mf::run_for(&project, &id);
+    assert_eq!(server["info"]["status"], "FINISHED");
+}

@@ -56,13 +56,72 @@ pub struct RunDir {
     pub log: LogScan,
 }
 
+/// Opens `path` for reading only if it is a regular file, never blocking
+/// and never following a symbolic link: a run directory from elsewhere may
+/// hold a FIFO (an open would wait forever for a writer), a device, or a
+/// link out of the run where a file should be.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                std::io::Error::other("it is a symbolic link, not a file of the run")
+            }
+            _ => e,
+        })?;
+    let md = file.metadata()?;
+    if !md.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if md.file_type().is_fifo() {
+            "a FIFO"
+        } else if md.is_dir() {
+            "a directory"
+        } else {
+            "a device or socket"
+        };
+        return Err(std::io::Error::other(format!(
+            "it is {what}, not a regular file"
+        )));
+    }
+    Ok(file)
+}
+
+/// The bytes of the regular file `path` (see [`open_regular`]), refusing
+/// more than `max` bytes.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes, more than the {max} this file can hold"
+        )));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "more than the {max} bytes this file can hold"
+        )));
+    }
+    Ok(out)
+}
+
+/// Largest `run.json` read (it holds a few identity fields).
+const MAX_RUN_JSON: u64 = 1024 * 1024;
+/// Largest event log read into memory.
+const MAX_EVENTS_LOG: u64 = 8 * 1024 * 1024 * 1024;
+
 impl RunDir {
     /// Reads `run.json` and the event log of the run at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<RunDir> {
         let path = path.as_ref().to_path_buf();
         let meta = read_meta(&path)?;
         let log_path = path.join(EVENTS_LOG);
-        let bytes = match std::fs::read(&log_path) {
+        let bytes = match read_regular(&log_path, MAX_EVENTS_LOG) {
             Ok(b) => b,
             // A run whose writer died between run.json and the first record.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -125,7 +184,7 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
             why: "not a directory".into(),
         });
     }
-    let bytes = match std::fs::read(&path) {
+    let bytes = match read_regular(&path, MAX_RUN_JSON) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::NotARun {
@@ -184,7 +243,7 @@ pub fn parse_meta(path: &Path, bytes: &[u8]) -> Result<RunMeta> {
 /// very instant retries for a moment before giving up, so the probe cannot
 /// make it fail.
 pub fn is_live(dir: &Path) -> bool {
-    let Ok(file) = File::open(dir.join(EVENTS_LOG)) else {
+    let Ok(file) = open_regular(&dir.join(EVENTS_LOG)) else {
         return false;
     };
     match file.try_lock_shared() {
