@@ -89,6 +89,7 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
     if runs.is_empty() {
         return Err(Error::Invalid("no runs to pack".into()));
     }
+    refuse_output_inside(out, paths, &runs)?;
     for r in &runs {
         let rd = RunDir::open(r)?;
         if rd.state() == RunState::Live {
@@ -116,6 +117,49 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
     result
 }
 
+/// `pack -o` must not write into a run (it would replace a run's own file
+/// with the archive) nor among the runs of a root being packed.
+fn refuse_output_inside(out: &Path, roots: &[PathBuf], runs: &[PathBuf]) -> Result<()> {
+    let resolve = |p: &Path| -> Option<PathBuf> {
+        // The output may not exist yet: resolve its folder.
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        parent
+            .canonicalize()
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    let Some(target) = resolve(out) else {
+        return Ok(()); // its folder does not exist: creating the archive fails, naming it
+    };
+    for r in runs {
+        if let Ok(run) = r.canonicalize() {
+            if target.starts_with(&run) {
+                return Err(Error::Invalid(format!(
+                    "{}: the archive would be written inside run {}; choose a path outside the runs",
+                    out.display(),
+                    r.display()
+                )));
+            }
+        }
+    }
+    for root in roots {
+        if let Ok(root) = root.canonicalize() {
+            if target.parent() == Some(root.as_path())
+                && target.join(crate::format::RUN_JSON).exists()
+            {
+                return Err(Error::Invalid(format!(
+                    "{}: is a run directory; choose an archive path outside the runs",
+                    out.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary> {
     let file = File::create(tmp).ctx(tmp, "create archive")?;
     let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), LEVEL)
@@ -140,7 +184,12 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
                 .strip_prefix(r)
                 .map_err(|_| Error::Invalid(format!("{}: outside its run", f.display())))?;
             let in_archive = Path::new(&name).join(rel);
-            let src = File::open(&f).ctx(&f, "read file to pack")?;
+            if entry_cap(&in_archive).is_none() {
+                // Not a file of the run (verify calls it a stray file):
+                // unpack would refuse it, so it is not packed.
+                continue;
+            }
+            let src = crate::read::open_regular(&f).ctx(&f, "read file to pack")?;
             let len = src.metadata().ctx(&f, "read file to pack")?.len();
             let mut header = tar::Header::new_gnu();
             header.set_size(len);
@@ -215,12 +264,24 @@ fn safe_entry(path: &Path) -> Result<()> {
 /// Runs that already exist in `dest` are left alone if identical, and are an
 /// error otherwise.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+    // A missing archive creates nothing.
+    let md = std::fs::metadata(archive).ctx(archive, "open archive")?;
+    if !md.is_file() {
+        return Err(Error::Invalid(format!(
+            "{}: not a regular file; an archive is a file made by difflog pack",
+            archive.display()
+        )));
+    }
     std::fs::create_dir_all(dest).ctx(dest, "create destination")?;
+    remove_stale_staging(dest);
     let staging = tempfile::Builder::new()
-        .prefix(".unpack-")
+        .prefix(STAGING_PREFIX)
         .tempdir_in(dest)
         .ctx(dest, "create staging folder")?;
-    let staged = extract(archive, staging.path())?;
+    let staged = extract_bounded(archive, staging.path(), dest)?;
+    // Every destination is checked before anything is moved: a conflict on
+    // the second run must not leave the first one moved in.
+    let mut moves = Vec::new();
     let mut out = Vec::new();
     for run in staged {
         let name = run.file_name().map(PathBuf::from).unwrap_or_default();
@@ -231,14 +292,75 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
                 continue;
             }
             return Err(Error::Invalid(format!(
-                "{}: a different run with this id already exists; nothing unpacked over it",
+                "{}: a different run with this id already exists; nothing was unpacked",
                 target.display()
             )));
         }
+        moves.push((run, target));
+    }
+    for (run, target) in moves {
         std::fs::rename(&run, &target).ctx(&target, "move unpacked run into place")?;
         out.push(target);
     }
     Ok(out)
+}
+
+/// The most bytes the archive entry at `path` (`RUN/…`) may hold, or `None`
+/// when it is not a file a run directory holds.
+fn entry_cap(path: &Path) -> Option<u64> {
+    let parts: Vec<&str> = path
+        .components()
+        .map(|c| c.as_os_str().to_str())
+        .collect::<Option<Vec<_>>>()?;
+    match parts.as_slice() {
+        [_, "run.json"] => Some(1 << 20),
+        [_, "events.log"] => Some(8 << 30),
+        [_, "media", shard, file] => {
+            let (digest, ext) = file.rsplit_once('.')?;
+            (crate::format::is_digest(digest)
+                && digest.starts_with(shard)
+                && shard.len() == 2
+                && crate::event::MEDIA_FORMATS.contains(&ext))
+            .then_some(1 << 30)
+        }
+        _ => None,
+    }
+}
+
+/// Name prefix of unpack's staging folders inside the destination.
+const STAGING_PREFIX: &str = ".unpack-";
+
+/// Removes staging folders an unpack killed mid-way left behind (older than
+/// an hour, so a concurrent unpack's folder is left alone).
+fn remove_stale_staging(dest: &Path) {
+    let Ok(entries) = std::fs::read_dir(dest) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(STAGING_PREFIX)
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// [`extract`], with errors about writing named after `dest` (a full disk is
+/// the destination's problem, not the archive's).
+fn extract_bounded(archive: &Path, into: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+    extract(archive, into).map_err(|e| match e {
+        Error::Io { source, action, .. } if action == "write unpacked file" => Error::Io {
+            path: dest.to_path_buf(),
+            action: "write unpacked files into the destination",
+            source,
+        },
+        other => other,
+    })
 }
 
 /// Extracts and verifies an archive into `into`; returns the run directories.
@@ -272,8 +394,35 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).ctx(parent, "create folder")?;
         }
+        let cap = entry_cap(&path).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: entry {} is not a file of a run (run.json, events.log, media/xx/<sha256>.png); refused",
+                archive.display(),
+                path.display()
+            ))
+        })?;
         let mut out = File::create(&target).ctx(&target, "write unpacked file")?;
-        std::io::copy(&mut entry, &mut out).map_err(bad)?;
+        // Read errors are the archive's, write errors the destination's; and
+        // no entry grows past what its kind of file can be (a small archive
+        // must not unpack into gigabytes).
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = entry.read(&mut buf).map_err(bad)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > cap {
+                return Err(Error::Invalid(format!(
+                    "{}: entry {} is larger than {cap} bytes, more than such a file can be; refused",
+                    archive.display(),
+                    path.display()
+                )));
+            }
+            out.write_all(&buf[..n])
+                .ctx(&target, "write unpacked file")?;
+        }
         if let Some(Component::Normal(run)) = path.components().next() {
             runs.insert(into.join(run));
         }

@@ -7,6 +7,7 @@ use common::{Req, TestPipeline};
 use difflog::pack::{pack, unpack};
 use difflog::verify::verify_run;
 use difflog::{Init, Run};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 fn record(root: &Path, n: u64) -> PathBuf {
@@ -144,8 +145,6 @@ fn unpack_refuses_a_complete_archive_holding_a_damaged_run() {
     let victim = dir.join(&v.media[0].path);
     let n = std::fs::metadata(&victim).unwrap().len() as usize;
     std::fs::write(&victim, vec![7u8; n]).unwrap();
-    // A stray temporary file first in the run gives verify a mere note too.
-    std::fs::write(dir.join("media").join(".tmp-left-by-a-crash"), b"x").unwrap();
     let archive = tmp.path().join("hand-made.tar.zst");
     {
         let f = std::fs::File::create(&archive).unwrap();
@@ -161,4 +160,155 @@ fn unpack_refuses_a_complete_archive_holding_a_damaged_run() {
     assert!(!e.contains("Some("), "{e}");
     let left: Vec<_> = std::fs::read_dir(&dest).unwrap().flatten().collect();
     assert!(left.is_empty(), "a damaged archive left {left:?}");
+}
+
+/// Issue 13 (12): `pack -o` pointing into a run (its log, its run.json, a
+/// new file in it) or at a run directory of the root is refused before
+/// anything is written; the run stays intact.
+#[test]
+fn pack_refuses_an_output_inside_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    let dir = record(&root, 2);
+    let log = std::fs::read(dir.join("events.log")).unwrap();
+    for out in [
+        dir.join("events.log"),
+        dir.join("run.json"),
+        dir.join("media/new.tar.zst"),
+        dir.clone(),
+    ] {
+        for what in [&root, &dir] {
+            let e = pack(&[what.clone()], &out).unwrap_err().to_string();
+            assert!(
+                e.contains("inside run") || e.contains("is a run directory"),
+                "{}: {e}",
+                out.display()
+            );
+        }
+    }
+    assert_eq!(std::fs::read(dir.join("events.log")).unwrap(), log);
+    assert!(!verify_run(&dir).damaged());
+}
+
+/// Issue 13 (14, 15): unpack checks every destination before moving any
+/// run in; a missing archive creates nothing; an entry that is not a file of
+/// a run is refused; an entry larger than its kind of file can be (a small
+/// archive that would unpack into gigabytes) is refused; staging folders of
+/// an unpack killed mid-way are cleaned on the next unpack.
+#[test]
+fn unpack_moves_nothing_on_a_conflict_and_refuses_what_no_run_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    let a = record(&root, 1);
+    let b = record(&root, 1);
+    let archive = tmp.path().join("two.tar.zst");
+    pack(&[root.clone()], &archive).unwrap();
+    // The destination already holds a *different* run with b's id.
+    let dest = tmp.path().join("dest");
+    let other = dest.join(b.file_name().unwrap());
+    common::copy_dir(&b, &other);
+    std::fs::write(other.join("run.json"), b"{}").unwrap();
+    let e = unpack(&archive, &dest).unwrap_err().to_string();
+    assert!(e.contains("a different run with this id"), "{e}");
+    assert!(
+        !dest.join(a.file_name().unwrap()).exists(),
+        "the first run was moved in before the conflict was found"
+    );
+
+    let missing = tmp.path().join("missing.tar.zst");
+    let dest2 = tmp.path().join("dest2");
+    assert!(unpack(&missing, &dest2).is_err());
+    assert!(!dest2.exists(), "a missing archive created the destination");
+
+    // A stray file and an oversized event log (a zstd bomb: 2 GB of zeros
+    // compress to a few hundred kB).
+    let run_name = a.file_name().unwrap().to_str().unwrap().to_string();
+    for (entry, size) in [
+        (format!("{run_name}/notes.txt"), 4u64),
+        (format!("{run_name}/run.json"), 2 << 20),
+    ] {
+        let evil = tmp.path().join("evil.tar.zst");
+        {
+            let f = std::fs::File::create(&evil).unwrap();
+            let enc = zstd::Encoder::new(f, 3).unwrap().auto_finish();
+            let mut t = tar::Builder::new(enc);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, &entry, std::io::repeat(b' ').take(size))
+                .unwrap();
+            t.into_inner().unwrap();
+        }
+        let d = tmp.path().join("dest3");
+        let e = unpack(&evil, &d).unwrap_err().to_string();
+        assert!(
+            e.contains("not a file of a run") || e.contains("larger than"),
+            "{entry}: {e}"
+        );
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "{entry}");
+    }
+
+    // A staging folder left by a killed unpack, two hours old.
+    let dest4 = tmp.path().join("dest4");
+    let stale = dest4.join(".unpack-left-behind");
+    std::fs::create_dir_all(stale.join("x")).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    unpack(&archive, &dest4).unwrap();
+    assert!(!stale.exists(), "a stale staging folder was left");
+}
+
+/// A small tmpfs mounted for one test (root only); unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Issue 13 (15): a full disk while unpacking is reported as the
+/// destination's problem, not as a damaged archive, and leaves nothing.
+#[test]
+fn unpack_onto_a_full_disk_names_the_destination() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    let run = Run::create(Init::project("big").root(&root)).unwrap();
+    let mut p = TestPipeline::new();
+    p.size = 256;
+    for i in 0..8 {
+        run.record(&mut p, &Req::new(&["a", "b"], i * 10)).unwrap();
+    }
+    run.finish().unwrap();
+    let archive = tmp.path().join("big.tar.zst");
+    pack(&[root], &archive).unwrap();
+    let Some(disk) = SmallDisk::mount(&tmp.path().join("small"), "256k") else {
+        eprintln!("SKIPPED unpack_onto_a_full_disk_names_the_destination: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let dest = disk.0.join("dest");
+    let e = unpack(&archive, &dest).unwrap_err().to_string();
+    assert!(
+        e.contains(&dest.display().to_string()) && e.contains("destination"),
+        "{e}"
+    );
+    assert!(!e.contains("not a complete difflog archive"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
