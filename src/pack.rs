@@ -354,7 +354,11 @@ fn remove_stale_staging(dest: &Path) {
 /// the destination's problem, not the archive's).
 fn extract_bounded(archive: &Path, into: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     extract(archive, into).map_err(|e| match e {
-        Error::Io { source, action, .. } if action == "write unpacked file" => Error::Io {
+        Error::Io {
+            source,
+            action: "write unpacked file",
+            ..
+        } => Error::Io {
             path: dest.to_path_buf(),
             action: "write unpacked files into the destination",
             source,

@@ -178,7 +178,9 @@ fn pack_refuses_an_output_inside_a_run() {
         dir.clone(),
     ] {
         for what in [&root, &dir] {
-            let e = pack(&[what.clone()], &out).unwrap_err().to_string();
+            let e = pack(std::slice::from_ref(what), &out)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("inside run") || e.contains("is a run directory"),
                 "{}: {e}",
@@ -202,7 +204,7 @@ fn unpack_moves_nothing_on_a_conflict_and_refuses_what_no_run_holds() {
     let a = record(&root, 1);
     let b = record(&root, 1);
     let archive = tmp.path().join("two.tar.zst");
-    pack(&[root.clone()], &archive).unwrap();
+    pack(std::slice::from_ref(&root), &archive).unwrap();
     // The destination already holds a *different* run with b's id.
     let dest = tmp.path().join("dest");
     let other = dest.join(b.file_name().unwrap());
