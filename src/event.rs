@@ -151,6 +151,11 @@ pub struct RunStarted {
     pub host: String,
     /// difflog version of the writer.
     pub difflog_version: String,
+    /// SHA-256 of `run.json` as written (it is never changed afterwards), so
+    /// an edit of the run's identity is found. Absent in runs written before
+    /// 2026-11-29.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_json_sha256: Option<String>,
 }
 
 /// `run_resumed`: a writer reopened the run after it had been left without one.

@@ -139,6 +139,13 @@ fn check_log(run: &RunDir, state: RunState, out: &mut Vec<Finding>) {
                 "events.log: byte {}: {tail} bytes of a record still being written",
                 p.offset
             ))),
+            // A crash can tear only a run that was still being written.
+            LogProblemKind::TornTail if matches!(state, RunState::Finished | RunState::Failed) => {
+                out.push(damage(format!(
+                    "events.log: byte {}: {tail} bytes after the run finished; a finished run is never appended to",
+                    p.offset
+                )))
+            }
             LogProblemKind::TornTail => out.push(note(format!(
                 "events.log: byte {}: torn tail of {tail} bytes ({}), left by a crash; readers ignore it and reopening the run cuts it",
                 p.offset, p.why
@@ -159,6 +166,39 @@ fn check_log(run: &RunDir, state: RunState, out: &mut Vec<Finding>) {
             "events.log: empty (the writer stopped before recording anything)".into(),
         )),
         None => {}
+    }
+    let finished_at = run
+        .log
+        .records
+        .iter()
+        .position(|r| matches!(r.event, Event::RunFinished(_)));
+    if let Some(after) = finished_at.and_then(|i| run.log.records.get(i + 1)) {
+        out.push(damage(format!(
+            "events.log: record {} ({}) follows run_finished; a finished run is never appended to",
+            after.seq,
+            after.event.kind()
+        )));
+    }
+    check_identity(run, out);
+}
+
+/// `run.json` is never changed after the run is created: its SHA-256, kept
+/// in `run_started`, must still match (runs from before 2026-11-29 have none).
+fn check_identity(run: &RunDir, out: &mut Vec<Finding>) {
+    let Some(Event::RunStarted(s)) = run.log.records.first().map(|r| &r.event) else {
+        return;
+    };
+    let Some(want) = &s.run_json_sha256 else {
+        return;
+    };
+    let path = run.path.join(crate::format::RUN_JSON);
+    match crate::read::read_regular(&path, 1 << 20) {
+        Ok(bytes) if &sha256_hex(&bytes) == want => {}
+        Ok(_) => out.push(damage(
+            "run.json: changed since the run was created (its SHA-256 is not the one run_started recorded)"
+                .into(),
+        )),
+        Err(e) => out.push(damage(format!("run.json: cannot read it again: {e}"))),
     }
 }
 

@@ -85,6 +85,7 @@ fn every_kind() -> Vec<Event> {
             pid: 7,
             host: "h".into(),
             difflog_version: "0.1.0".into(),
+            run_json_sha256: Some("ab".repeat(32)),
         }),
         Event::RunResumed(RunResumed {
             pid: 8,

@@ -600,3 +600,77 @@ fn fifos_in_runs_block_nothing_and_stop_no_other_run() {
     let server = mf::run_for(&project, &id);
     assert_eq!(server["info"]["status"], "FINISHED");
 }
+
+/// Finding 13: `verify` calls damage what it used to pass: a flipped bit in
+/// the last record of a finished run, garbage after `run_finished` (with or
+/// without line ends), a valid record after `run_finished`, an edited
+/// `run.json`, and a shard folder linked out of the run (the same answer as
+/// pack and sync).
+#[test]
+fn verify_finds_every_edit_of_a_finished_run() {
+    type Edit = fn(&Path);
+    let edits: Vec<(&str, Edit)> = vec![
+        ("bit flipped in the last record", |d| {
+            let p = d.join("events.log");
+            let mut b = std::fs::read(&p).unwrap();
+            let n = b.len();
+            b[n - 10] ^= 0x01;
+            std::fs::write(&p, b).unwrap();
+        }),
+        ("garbage without line ends after run_finished", |d| {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(d.join("events.log"))
+                .unwrap();
+            std::io::Write::write_all(&mut f, &vec![b'x'; 300_000]).unwrap();
+        }),
+        ("garbage lines after run_finished", |d| {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(d.join("events.log"))
+                .unwrap();
+            std::io::Write::write_all(&mut f, "junk\n".repeat(60_000).as_bytes()).unwrap();
+        }),
+        ("a valid record after run_finished", |d| {
+            let run = RunDir::open(d).unwrap();
+            let seq = run.records().len() as u64 + 1;
+            let e = Event::Metric(difflog::event::MetricEvent {
+                name: "late".into(),
+                value: 1.0,
+                step: None,
+            });
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(d.join("events.log"))
+                .unwrap();
+            std::io::Write::write_all(
+                &mut f,
+                &encode_record(seq, "2026-11-29T00:00:00.000000Z", &e).unwrap(),
+            )
+            .unwrap();
+        }),
+        ("run.json's project edited", |d| {
+            let p = d.join("run.json");
+            let t = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("\"p\"", "\"q\"");
+            std::fs::write(&p, t).unwrap();
+        }),
+        ("a shard folder linked out of the run", |d| {
+            let v = RunDir::open(d).unwrap().view();
+            let shard = d.join(&v.media[0].path).parent().unwrap().to_path_buf();
+            let away = d.parent().unwrap().join("away-shard");
+            std::fs::rename(&shard, &away).unwrap();
+            std::os::unix::fs::symlink(&away, &shard).unwrap();
+        }),
+    ];
+    for (what, edit) in edits {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = record(&tmp.path().join("runs"), "p", 2);
+        let o = difflog(&["verify", dir.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{what}: before: {}", text(&o));
+        edit(&dir);
+        let o = difflog(&["verify", dir.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", text(&o));
+    }
+}

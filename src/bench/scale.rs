@@ -55,6 +55,7 @@ fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
             pid: 1,
             host: "bench".into(),
             difflog_version: env!("CARGO_PKG_VERSION").into(),
+            run_json_sha256: None,
         }),
         Event::Config(ConfigEvent {
             values: json!({"sweep": i % 17, "sampler": {"steps": 20}})

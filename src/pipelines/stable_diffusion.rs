@@ -111,7 +111,15 @@ pub fn parse_device(name: &str) -> Result<Device, PipelineError> {
                 "device {name} needs a build with CUDA: rebuild with `cargo build --release --features cuda`"
             )));
         }
-        return Device::new_cuda(n).map_err(|e| err(format!("device {name}: {e}")));
+        return Device::new_cuda(n).map_err(|e| {
+            // candle appends a backtrace when RUST_BACKTRACE is set: the
+            // first line is the driver's answer.
+            let first = e.to_string().lines().next().unwrap_or("").to_string();
+            err(format!(
+                "device {name}: the GPU cannot be used ({first}); is the NVIDIA driver \
+                 installed and GPU {n} visible (nvidia-smi)? `--device cpu` runs without one"
+            ))
+        });
     }
     if let Some(n) = name.strip_prefix("metal:") {
         let n: usize = n
@@ -122,7 +130,10 @@ pub fn parse_device(name: &str) -> Result<Device, PipelineError> {
                 "device {name} needs a build with `--features metal`"
             )));
         }
-        return Device::new_metal(n).map_err(|e| err(format!("device {name}: {e}")));
+        return Device::new_metal(n).map_err(|e| {
+            let first = e.to_string().lines().next().unwrap_or("").to_string();
+            err(format!("device {name}: the GPU cannot be used ({first})"))
+        });
     }
     Err(err(format!(
         "invalid device {name:?}: expected cpu or cuda:N"

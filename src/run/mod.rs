@@ -204,7 +204,7 @@ impl Run {
             created: now_rfc3339(),
             difflog_version: env!("CARGO_PKG_VERSION").into(),
         };
-        write_json_atomic(&dir, RUN_JSON, &meta)?;
+        let run_json_sha256 = write_json_atomic(&dir, RUN_JSON, &meta)?;
         let log = log::EventLog::create(&dir)?;
         let writer = Writer::start(
             dir.clone(),
@@ -228,6 +228,7 @@ impl Run {
             pid: std::process::id(),
             host: meta.host,
             difflog_version: meta.difflog_version,
+            run_json_sha256: Some(run_json_sha256),
         }))?;
         if !init.config.is_empty() {
             run.log_config(Value::Object(init.config))?;
@@ -605,7 +606,8 @@ fn ms(d: std::time::Duration) -> Value {
 }
 
 /// Writes `name` in `dir` atomically: temporary file, fsync, rename, fsync dir.
-fn write_json_atomic<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
+/// Writes `name` atomically; returns the SHA-256 of the bytes written.
+fn write_json_atomic<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> Result<String> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
     let mut bytes = serde_json::to_vec_pretty(value)
@@ -620,5 +622,6 @@ fn write_json_atomic<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> 
     std::fs::rename(&tmp, &path).ctx(&path, "move file into place")?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .ctx(dir, "sync run directory")
+        .ctx(dir, "sync run directory")?;
+    Ok(crate::format::sha256_hex(&bytes))
 }
