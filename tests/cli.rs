@@ -327,6 +327,16 @@ fn generate_rejects_bad_arguments_clearly() {
             vec!["--prompt", "x", "--image", "/no/such.png"],
             "/no/such.png",
         ),
+        // Issue 13 (9): sizes whose attention cannot fit are refused
+        // before a run exists, instead of aborting the process mid-call.
+        (
+            vec!["--prompt", "x", "--width", "4096", "--height", "4096"],
+            "needs about",
+        ),
+        (
+            vec!["--prompt", "x", "--width", "2048", "--height", "2048"],
+            "needs about",
+        ),
         (
             vec!["--prompt", "x", "--model", "sd15"],
             "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -345,6 +355,20 @@ fn generate_rejects_bad_arguments_clearly() {
             stderr(&o)
         );
     }
+    // Issue 13 (17): an input image too small names the input image.
+    let tiny_png = tmp.path().join("one-pixel.png");
+    image::RgbImage::new(1, 1).save(&tiny_png).unwrap();
+    let o = generate(
+        &["--prompt", "x", "--image", tiny_png.to_str().unwrap()],
+        tmp.path(),
+        &offline,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the input image is 1×1 pixels"),
+        "{}",
+        stderr(&o)
+    );
     let o = generate(&["--steps", "2"], tmp.path(), &offline);
     assert!(!o.status.success(), "a prompt is required");
     assert!(

@@ -246,6 +246,51 @@ impl StableDiffusion {
         (r.width.unwrap_or(iw), r.height.unwrap_or(ih))
     }
 
+    /// The largest attention matrix a call of `w`×`h` materialises (UNet
+    /// self-attention at each attention level, and the VAE's single-head
+    /// attention at latent resolution), in bytes, counting the scores and
+    /// their softmax. Attention grows with the fourth power of the side, so
+    /// a size the model can run at 512 px may need terabytes at 4096 px.
+    fn attention_bytes(&self, w: usize, h: usize) -> u128 {
+        let cfg = &self.model.config;
+        let elem = self.dtype.size_in_bytes() as u128;
+        let tokens = |level: usize| ((w / 8) >> level) as u128 * ((h / 8) >> level) as u128;
+        // Classifier-free guidance runs the UNet on two copies.
+        let unet = cfg
+            .unet
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.use_cross_attn.is_some())
+            .map(|(i, b)| 2 * b.attention_head_dim as u128 * tokens(i).pow(2) * elem)
+            .max()
+            .unwrap_or(0);
+        let vae = tokens(0).pow(2) * elem;
+        2 * unet.max(vae)
+    }
+
+    /// Refuses a size whose attention cannot fit in the memory this machine
+    /// has free (CPU): the allocator would abort the process mid-call.
+    fn check_memory(&self, w: usize, h: usize) -> Result<(), PipelineError> {
+        if !self.device.is_cpu() {
+            // A GPU allocation failure is an error candle returns, not an abort.
+            return Ok(());
+        }
+        let need = self.attention_bytes(w, h);
+        let Some(avail) = available_memory() else {
+            return Ok(());
+        };
+        if need > u128::from(avail) {
+            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+            return Err(err(format!(
+                "{w}×{h} needs about {:.1} GiB for the model's attention, and {:.1} GiB of memory are available: choose a smaller size",
+                gib(need),
+                gib(u128::from(avail))
+            )));
+        }
+        Ok(())
+    }
+
     fn image_count(&self, r: &Request) -> usize {
         match &r.init {
             Some(InitImage::Latents(l)) => l.len(),
@@ -380,6 +425,13 @@ impl Pipeline for StableDiffusion {
             return Err(err("num_images_per_prompt must be at least 1"));
         }
         let (w, h) = self.size(r);
+        if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
+            return Err(err(format!(
+                "the input image is {}×{} pixels: it must be at least 8×8 (its size, rounded down to multiples of 8, is the output size)",
+                img.width(),
+                img.height()
+            )));
+        }
         for (name, v) in [("width", w), ("height", h)] {
             if v == 0 || v % 8 != 0 || v > 4096 {
                 return Err(err(format!(
@@ -387,6 +439,7 @@ impl Pipeline for StableDiffusion {
                 )));
             }
         }
+        self.check_memory(w, h)?;
         let steps = r.steps.unwrap_or(cfg.default_steps);
         if steps == 0 || steps > self.scheduler.train_timesteps {
             return Err(err(format!(
@@ -421,8 +474,16 @@ impl Pipeline for StableDiffusion {
                 self.tokens(1, p2.as_deref().unwrap_or(p))?;
             }
         }
+        // Every text that goes through an encoder is checked here, so an
+        // over-long one is refused before the call, not failed in it.
         if let Some(n) = &r.negative_prompt {
             self.tokens(0, n)?;
+            if self.tokenizers.len() > 1 && r.negative_prompt_2.is_none() {
+                self.tokens(1, n)?;
+            }
+        }
+        if let (Some(n2), true) = (&r.negative_prompt_2, self.tokenizers.len() > 1) {
+            self.tokens(1, n2)?;
         }
         let n = self.image_count(r);
         let mut params = Map::new();
@@ -584,4 +645,12 @@ impl Pipeline for StableDiffusion {
         ctx.end_phase();
         Ok(out)
     }
+}
+
+/// Memory available to a new allocation (Linux `MemAvailable`), in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
