@@ -93,6 +93,16 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
             "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
         ));
     }
+    // The output folder is made (or found unusable) before anything is
+    // generated or recorded.
+    if let Some(o) = &args.out {
+        std::fs::create_dir_all(o).map_err(|e| {
+            fail(format!(
+                "--out {}: cannot use it as the output folder ({e})",
+                o.display()
+            ))
+        })?;
+    }
     let mut base = load(&args.model, &args.device, scheduler)?;
     let refiner = match &args.refiner {
         None => None,

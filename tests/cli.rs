@@ -369,6 +369,20 @@ fn generate_rejects_bad_arguments_clearly() {
         "{}",
         stderr(&o)
     );
+    // Issue 13 (17): --out naming a file fails before a run is recorded.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = generate(
+        &["--prompt", "x", "--out", file.to_str().unwrap()],
+        tmp.path(),
+        &offline,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot use it as the output folder"),
+        "{}",
+        stderr(&o)
+    );
     let o = generate(&["--steps", "2"], tmp.path(), &offline);
     assert!(!o.status.success(), "a prompt is required");
     assert!(

@@ -335,7 +335,11 @@ fn bad_requests_are_clear_errors() {
     assert!(e.contains("at most"), "{e}");
     let dir = recorded.dir().unwrap().to_path_buf();
     recorded.finish().unwrap();
-    let calls = difflog::read::RunDir::open(&dir).unwrap().view().calls.len();
+    let calls = difflog::read::RunDir::open(&dir)
+        .unwrap()
+        .view()
+        .calls
+        .len();
     assert_eq!(calls, 0, "the refused request was recorded as a call");
     // Issue 12: an over-long second negative prompt is refused before the
     // call (no call recorded), not failed inside it.
@@ -348,7 +352,11 @@ fn bad_requests_are_clear_errors() {
     assert!(e.contains("at most"), "{e}");
     let dir = recorded.dir().unwrap().to_path_buf();
     recorded.finish().unwrap();
-    let calls = difflog::read::RunDir::open(&dir).unwrap().view().calls.len();
+    let calls = difflog::read::RunDir::open(&dir)
+        .unwrap()
+        .view()
+        .calls
+        .len();
     assert_eq!(calls, 0, "the refused request was recorded as a call");
     let mut refiner = load("tiny-xl-refiner");
     check(req(&["x"], 1), "image-to-image", &mut refiner);
