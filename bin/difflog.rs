@@ -37,7 +37,7 @@ enum Command {
     /// Show a run: identity, config, pipelines, workflow and one table per call.
     Show {
         /// Run directory, or a run id under --root.
-        run: String,
+        run: PathBuf,
         /// Root to look the run id up in (default: DIFFLOG_DIR or ./runs).
         #[arg(long)]
         root: Option<PathBuf>,
@@ -49,7 +49,7 @@ enum Command {
     /// digests, references. Exit code 1 if anything is damaged.
     Verify {
         /// Run directory, run id, or root of runs.
-        path: String,
+        path: PathBuf,
         /// Root to look a run id up in (default: DIFFLOG_DIR or ./runs).
         #[arg(long)]
         root: Option<PathBuf>,
@@ -62,7 +62,7 @@ enum Command {
     /// byte-identical. Exit code 1 if any differs.
     Replay {
         /// Run directory, or a run id under --root.
-        run: String,
+        run: PathBuf,
         /// Call number (N of Pipeline-Call-N).
         #[arg(long)]
         call: u32,
@@ -83,7 +83,7 @@ enum Command {
     /// root, that opens from disk with no server and no network.
     Report {
         /// Run directory, run id (under --root), or root of runs.
-        path: String,
+        path: PathBuf,
         /// Folder to write the report into.
         #[arg(short, long)]
         output: PathBuf,

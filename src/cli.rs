@@ -15,12 +15,12 @@ fn out_err(e: std::io::Error) -> Error {
 }
 
 /// Resolves a run argument: a path if it exists, else a run id under `root`.
-pub fn resolve_run(arg: &str, root: &Path) -> PathBuf {
-    let p = PathBuf::from(arg);
-    if p.exists() || !crate::format::is_run_id(arg) {
-        p
-    } else {
-        root.join(arg)
+/// Paths are taken as the OS gives them (a folder name need not be UTF-8).
+pub fn resolve_run(arg: &Path, root: &Path) -> PathBuf {
+    let id = arg.to_str().filter(|a| crate::format::is_run_id(a));
+    match id {
+        Some(id) if !arg.exists() => root.join(id),
+        _ => arg.to_path_buf(),
     }
 }
 

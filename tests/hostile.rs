@@ -674,3 +674,31 @@ fn verify_finds_every_edit_of_a_finished_run() {
         assert_eq!(o.status.code(), Some(1), "{what}: {}", text(&o));
     }
 }
+
+/// Finding 18: a run folder whose name is not UTF-8 (which unpack or a copy
+/// can produce) is accepted by show, verify and report.
+#[test]
+fn a_run_folder_with_a_non_utf8_name_can_be_shown_verified_and_reported() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = record(&tmp.path().join("runs"), "p", 1);
+    let odd = tmp
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"run-\xff\xfe-copy"));
+    std::fs::rename(&dir, &odd).unwrap();
+    let out = tmp.path().join("report");
+    for args in [
+        vec![std::ffi::OsStr::new("show"), odd.as_os_str()],
+        vec![std::ffi::OsStr::new("verify"), odd.as_os_str()],
+        vec![
+            std::ffi::OsStr::new("report"),
+            odd.as_os_str(),
+            std::ffi::OsStr::new("-o"),
+            out.as_os_str(),
+        ],
+    ] {
+        let o = Command::new(difflog_bin()).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+    }
+    assert!(out.join("index.html").is_file());
+}
