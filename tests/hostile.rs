@@ -702,3 +702,70 @@ fn a_run_folder_with_a_non_utf8_name_can_be_shown_verified_and_reported() {
     }
     assert!(out.join("index.html").is_file());
 }
+
+/// Finding 16: the disk fills up while recording. The run stays readable
+/// and undamaged, ends as *failed* (not crashed) naming the error, counts
+/// only the images it stored, and a second run on the full disk fails
+/// without leaving a folder behind.
+#[test]
+fn a_full_disk_while_recording_ends_the_run_as_failed_and_leaves_no_debris() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(disk) = common::SmallDisk::mount(&tmp.path().join("small"), "2m") else {
+        eprintln!("SKIPPED a_full_disk_while_recording_ends_the_run_as_failed_and_leaves_no_debris: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let root = disk.0.join("runs");
+    let run = Run::create(Init::project("p").root(&root)).unwrap();
+    let mut p = TestPipeline::new();
+    p.size = 192;
+    let mut failed = false;
+    for c in 0..200u64 {
+        if run.record(&mut p, &Req::new(&["a", "b"], c * 10)).is_err() {
+            failed = true;
+        }
+        if failed && c > 40 {
+            break;
+        }
+    }
+    let dir = run.dir().unwrap().to_path_buf();
+    let e = run.finish().unwrap_err().to_string();
+    assert!(e.contains("No space left") || e.contains("space"), "{e}");
+    let r = RunDir::open(&dir).unwrap();
+    assert_eq!(
+        r.state(),
+        difflog::read::RunState::Failed,
+        "{:?}",
+        r.log.problem
+    );
+    let rep = difflog::verify::verify_run(&dir);
+    assert!(!rep.damaged(), "{:?}", rep.findings);
+    let view = r.view();
+    let stored = view.media.len();
+    assert!(stored > 0 && view.calls.values().any(|c| !c.ok()));
+    let o = difflog(&["ls", root.to_str().unwrap(), "--json"]);
+    let ls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ls[0]["images"].as_u64().unwrap() as usize, stored, "{ls}");
+    // A second run on the disk, filled to the last byte.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(disk.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.write_all(&[0u8]);
+    }
+    let before: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let e = Run::create(Init::project("p").root(&root))
+        .err()
+        .expect("a run was created on a full disk");
+    assert!(e.to_string().contains("No space left"), "{e}");
+    let after: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(before, after, "a failed run creation left a folder");
+}

@@ -264,27 +264,6 @@ fn unpack_moves_nothing_on_a_conflict_and_refuses_what_no_run_holds() {
     assert!(!stale.exists(), "a stale staging folder was left");
 }
 
-/// A small tmpfs mounted for one test (root only); unmounted on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Issue 13 (15): a full disk while unpacking is reported as the
 /// destination's problem, not as a damaged archive, and leaves nothing.
 #[test]
@@ -300,7 +279,7 @@ fn unpack_onto_a_full_disk_names_the_destination() {
     run.finish().unwrap();
     let archive = tmp.path().join("big.tar.zst");
     pack(&[root], &archive).unwrap();
-    let Some(disk) = SmallDisk::mount(&tmp.path().join("small"), "256k") else {
+    let Some(disk) = common::SmallDisk::mount(&tmp.path().join("small"), "256k") else {
         eprintln!("SKIPPED unpack_onto_a_full_disk_names_the_destination: cannot mount a tmpfs here (needs root)");
         return;
     };

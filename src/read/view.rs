@@ -3,8 +3,8 @@
 //! computed once from the typed records.
 
 use crate::event::{
-    CallFinished, CallStarted, CallStatus, Event, MediaEvent, MetricEvent, PipelineEvent, Record,
-    RowEvent, RunFinished,
+    CallFinished, CallStarted, CallStatus, Cell, Event, MediaEvent, MetricEvent, PipelineEvent,
+    Record, RowEvent, RunFinished,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -100,9 +100,19 @@ impl RunView {
         v
     }
 
-    /// Number of table rows (generated images) over all calls.
+    /// Number of generated images stored over all calls.
     pub fn image_count(&self) -> usize {
-        self.calls.values().map(|c| c.rows.len()).sum()
+        // Stored images only: a row whose image could not be stored (a full
+        // disk) holds a null cell, not an image.
+        self.calls
+            .values()
+            .flat_map(|c| &c.rows)
+            .filter(|r| {
+                r.cells
+                    .iter()
+                    .any(|c| matches!(c, Cell::Image { column, .. } if column == "Generated-Image"))
+            })
+            .count()
     }
 
     /// The pipeline description as the workflow shows it.

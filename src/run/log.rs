@@ -17,10 +17,18 @@ use std::time::{Duration, Instant};
 /// enough to outlast a reader's liveness probe, short enough to fail fast.
 const LOCK_PATIENCE: Duration = Duration::from_millis(250);
 
+/// Space kept allocated past the end of the log (without growing it), so
+/// that when the disk fills up — media are far larger than records, so they
+/// usually hit it first — the records saying so (failed calls, the failed
+/// end of the run) can still be written.
+const RESERVE: u64 = 1 << 20;
+
 /// An open, locked event log.
 pub(crate) struct EventLog {
     file: File,
     path: PathBuf,
+    /// Bytes of whole records in the file.
+    len: u64,
 }
 
 impl EventLog {
@@ -33,7 +41,9 @@ impl EventLog {
             .open(&path)
             .ctx(&path, "create event log")?;
         lock(&file, dir)?;
-        Ok(EventLog { file, path })
+        let log = EventLog { file, path, len: 0 };
+        log.reserve();
+        Ok(log)
     }
 
     /// Opens the log of an existing run for appending: locks it, cuts a torn
@@ -63,14 +73,47 @@ impl EventLog {
                 .ctx(&path, "truncate torn tail of event log")?;
             file.sync_all().ctx(&path, "sync event log")?;
         }
-        Ok((EventLog { file, path }, run, cut))
+        let log = EventLog {
+            file,
+            path,
+            len: run.log.valid_len,
+        };
+        log.reserve();
+        Ok((log, run, cut))
     }
 
-    /// Appends whole records (already framed).
+    /// Appends whole records (already framed). On failure (a full disk)
+    /// the file is cut back to its last whole record, so the log never ends
+    /// in a partial record that a later append would bury.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .ctx(&self.path, "append to event log")
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                self.reserve();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.len);
+                Err(Error::io(&self.path, "append to event log", e))
+            }
+        }
+    }
+
+    /// Keeps [`RESERVE`] bytes allocated past the end (best effort: a full
+    /// disk leaves whatever reserve is still there).
+    fn reserve(&self) {
+        use std::os::fd::AsRawFd;
+        let (Ok(at), Ok(n)) = (
+            libc::off_t::try_from(self.len),
+            libc::off_t::try_from(RESERVE),
+        ) else {
+            return;
+        };
+        // SAFETY: a valid open file descriptor; KEEP_SIZE only allocates
+        // blocks past the end and never changes the file's contents or size.
+        unsafe {
+            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at, n);
+        }
     }
 
     /// Makes everything appended so far durable.

@@ -192,20 +192,16 @@ impl Run {
                 Err(e) => return Err(Error::io(&dir, "create run directory", e)),
             }
         };
-        let media = dir.join(MEDIA_DIR);
-        std::fs::create_dir(&media).ctx(&media, "create media directory")?;
-        let meta = RunMeta {
-            format: FORMAT_VERSION,
-            id: id.clone(),
-            project: init.project.clone(),
-            name: init.name.clone().unwrap_or_else(|| id.clone()),
-            tags: init.tags.clone(),
-            host: host(),
-            created: now_rfc3339(),
-            difflog_version: env!("CARGO_PKG_VERSION").into(),
+        // Until its log exists, a half-created run folder (a full disk) is
+        // removed rather than left behind holding only a temporary file.
+        let started = Run::start_files(&dir, &id, &init);
+        let (meta, run_json_sha256, log) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         };
-        let run_json_sha256 = write_json_atomic(&dir, RUN_JSON, &meta)?;
-        let log = log::EventLog::create(&dir)?;
         let writer = Writer::start(
             dir.clone(),
             log,
@@ -234,6 +230,26 @@ impl Run {
             run.log_config(Value::Object(init.config))?;
         }
         Ok(run)
+    }
+
+    /// The files of a new run: `media/`, `run.json` (returning its SHA-256)
+    /// and the locked, empty event log.
+    fn start_files(dir: &Path, id: &str, init: &Init) -> Result<(RunMeta, String, log::EventLog)> {
+        let media = dir.join(MEDIA_DIR);
+        std::fs::create_dir(&media).ctx(&media, "create media directory")?;
+        let meta = RunMeta {
+            format: FORMAT_VERSION,
+            id: id.to_string(),
+            project: init.project.clone(),
+            name: init.name.clone().unwrap_or_else(|| id.to_string()),
+            tags: init.tags.clone(),
+            host: host(),
+            created: now_rfc3339(),
+            difflog_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let sha = write_json_atomic(dir, RUN_JSON, &meta)?;
+        let log = log::EventLog::create(dir)?;
+        Ok((meta, sha, log))
     }
 
     /// Reopens an existing run (one whose writer is gone) to append to it:
