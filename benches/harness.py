@@ -227,7 +227,7 @@ def fuzz():
     s = "6 fuzz"
     secs = 20 if quick else 60
     out = {}
-    for target in ["event_log", "run_json"]:
+    for target in ["event_log", "run_json", "unpack"]:
         p = run(["scripts/fuzz", target, str(secs)], cwd=repo, check=False)
         text = p.stdout + p.stderr
         m = re.findall(r"number_of_executed_units:\s+(\d+)", text)

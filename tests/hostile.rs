@@ -599,6 +599,27 @@ fn fifos_in_runs_block_nothing_and_stop_no_other_run() {
     let id = RunDir::open(&good).unwrap().meta.id;
     let server = mf::run_for(&project, &id);
     assert_eq!(server["info"]["status"], "FINISHED");
+    // `watch` over the same root keeps answering signals.
+    let mut watch = common::KillOnDrop(
+        Command::new(sync_bin)
+            .args(["watch", r, "--to", &mf::target()])
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+    let t = std::time::Instant::now();
+    while watch.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "watch ignored SIGTERM over a root holding FIFOs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Finding 13: `verify` calls damage what it used to pass: a flipped bit in
