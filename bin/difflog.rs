@@ -202,6 +202,12 @@ enum Bench {
         /// Root directory for the recorded run (default: DIFFLOG_DIR or ./runs).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Images per call (num_images_per_prompt).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -379,6 +385,8 @@ fn main() -> ExitCode {
                     steps,
                     size,
                     root: r,
+                    device,
+                    batch,
                     json,
                 },
         } => {
@@ -388,20 +396,15 @@ fn main() -> ExitCode {
                 steps,
                 size,
                 root: root(r),
+                device,
+                batch,
             };
             difflog::bench::generate_overhead(&opts).map(|f| {
                 use std::io::Write;
                 let text = if json {
                     serde_json::to_string(&f).unwrap_or_default() + "\n"
                 } else {
-                    format!(
-                        "difflog bench generate: {} calls per mode\n  recorded, median ms per call   {:>10.2}\n  disabled, median ms per call   {:>10.2}\n  recorded / disabled (total)    {:>10.3}  target ≤ 1.05\n  run: {}\n",
-                        f.calls,
-                        f.recorded_ms_median,
-                        f.disabled_ms_median,
-                        f.ratio_recorded_to_disabled,
-                        f.run_dir.display()
-                    )
+                    difflog::bench::render_generate(&f)
                 };
                 let _ = out.write_all(text.as_bytes());
                 true

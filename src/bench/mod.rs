@@ -430,6 +430,10 @@ pub struct GenerateBench {
     pub size: usize,
     /// Root directory for the recorded run.
     pub root: PathBuf,
+    /// Device: `cpu` or `cuda:N`.
+    pub device: String,
+    /// Images per call (`num_images_per_prompt`).
+    pub batch: usize,
 }
 
 /// Figures measured by `bench generate`.
@@ -443,8 +447,32 @@ pub struct GenerateFigures {
     pub ratio_recorded_to_disabled: f64,
     /// Calls per mode.
     pub calls: usize,
+    /// Images per call.
+    pub images_per_call: usize,
+    /// The device generated on.
+    pub device: String,
+    /// Images per second with recording on (total over the calls).
+    pub recorded_images_per_s: f64,
+    /// Images per second with recording disabled.
+    pub disabled_images_per_s: f64,
     /// The run directory written.
     pub run_dir: PathBuf,
+}
+
+/// The text `difflog bench generate` prints.
+pub fn render_generate(f: &GenerateFigures) -> String {
+    format!(
+        "difflog bench generate: {} calls per mode, {} image(s) per call on {}\n  recorded, median ms per call   {:>10.2}\n  disabled, median ms per call   {:>10.2}\n  recorded, images/s             {:>10.2}\n  disabled, images/s             {:>10.2}\n  recorded / disabled (total)    {:>10.3}  target ≤ 1.05\n  run: {}\n",
+        f.calls,
+        f.images_per_call,
+        f.device,
+        f.recorded_ms_median,
+        f.disabled_ms_median,
+        f.recorded_images_per_s,
+        f.disabled_images_per_s,
+        f.ratio_recorded_to_disabled,
+        f.run_dir.display()
+    )
 }
 
 /// Runs the same generation calls with recording on and off, interleaved,
@@ -452,7 +480,7 @@ pub struct GenerateFigures {
 pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
     use crate::pipelines::{resolve, Request, StableDiffusion};
     let invalid = |e: PipelineError| crate::Error::Invalid(e.to_string());
-    let mut p = StableDiffusion::load(resolve(&opts.model)?, "cpu").map_err(invalid)?;
+    let mut p = StableDiffusion::load(resolve(&opts.model)?, &opts.device).map_err(invalid)?;
     let recorded = Run::create(
         Init::project("difflog-bench")
             .name("bench generate")
@@ -469,6 +497,7 @@ pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
         width: Some(opts.size),
         height: Some(opts.size),
         seed,
+        num_images_per_prompt: Some(opts.batch.max(1)),
         ..Request::default()
     };
     // Warm-up outside the figures.
@@ -495,6 +524,11 @@ pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
         disabled_ms_median: percentile(&off, 0.5),
         ratio_recorded_to_disabled: (total(&on) + finish.as_secs_f64()) / total(&off),
         calls: opts.calls,
+        images_per_call: opts.batch.max(1),
+        device: opts.device.clone(),
+        recorded_images_per_s: (opts.calls * opts.batch.max(1)) as f64
+            / (total(&on) + finish.as_secs_f64()),
+        disabled_images_per_s: (opts.calls * opts.batch.max(1)) as f64 / total(&off),
         run_dir,
     })
 }
