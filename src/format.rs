@@ -104,6 +104,20 @@ pub fn media_rel_path(digest: &str, ext: &str) -> String {
     format!("{MEDIA_DIR}/{}/{digest}.{ext}", &digest[..2])
 }
 
+/// Percent-encodes a URL path segment or query value (RFC 3986 unreserved
+/// characters stay as they are).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

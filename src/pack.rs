@@ -208,7 +208,7 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 if crate::format::is_digest(&stem) {
-                    let got = crate::run::media::hex(&reader.hash.finalize());
+                    let got = crate::format::hex(&reader.hash.finalize());
                     if got != stem {
                         let _ = std::fs::remove_file(tmp);
                         return Err(Error::Invalid(format!(

@@ -9,8 +9,8 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::Cell;
+use crate::format::percent_encode;
 use crate::read::{find_runs, CallView, RunDir, RunView};
-use crate::sync::http::percent_encode;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 

@@ -9,9 +9,9 @@
 
 use crate::error::Result;
 use crate::event::{Cell, Event};
+use crate::format::sha256_hex;
 use crate::format::{is_digest, media_rel_path, MEDIA_DIR, TMP_PREFIX};
 use crate::read::{find_runs, LogProblemKind, RunDir, RunState};
-use crate::run::media::sha256_hex;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

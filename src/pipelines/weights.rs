@@ -8,7 +8,7 @@
 use super::model::{Family, ModelConfig};
 use super::tiny::{self, TinyModel};
 use crate::error::{Error, Result};
-use crate::run::media::sha256_hex;
+use crate::format::sha256_hex;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 

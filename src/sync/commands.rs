@@ -2,12 +2,10 @@
 //! parses arguments and calls these.
 
 use super::engine::{progress_for_key, sync_run, Progress};
-use super::http::{Auth, SyncError};
+use super::http::SyncError;
 use super::retry::{Backoff, Class};
 use super::state::State;
-use super::targets::mlflow::Mlflow;
-use super::targets::wandb::Wandb;
-use super::targets::{AnyTarget, Target};
+use super::targets::{target, AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::read::{find_runs, RunDir};
@@ -86,37 +84,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))
-}
-
-/// Builds the target of a spec.
-pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
-    match spec {
-        TargetSpec::Mlflow { base, auth } => Mlflow::new(base, auth.clone())
-            .map(AnyTarget::Mlflow)
-            .map_err(|e| Error::Invalid(e.message)),
-        TargetSpec::Wandb {
-            base,
-            entity,
-            project,
-            auth,
-        } => {
-            if matches!(auth, Auth::None) {
-                return Err(Error::Invalid(
-                    "no W&B API key: set WANDB_API_KEY (as for W&B's own client) or put \
-                     `api_key = \"…\"` in a --config file (mode 0600)"
-                        .into(),
-                ));
-            }
-            if entity.is_empty() {
-                return Err(Error::Invalid(
-                    "--to wandb://ENTITY[/PROJECT]: the entity (user or team) is missing".into(),
-                ));
-            }
-            Wandb::new(base, auth.clone(), entity, project.as_deref())
-                .map(|w| AnyTarget::Wandb(Box::new(w)))
-                .map_err(|e| Error::Invalid(e.message))
-        }
-    }
 }
 
 /// Syncs one run, retrying transient failures up to `attempts` times.

@@ -69,7 +69,7 @@ fn meta_digest(first: &Map<String, Value>, run: &RunDir, view: &crate::read::Run
         "workflow": view.workflow(),
         "meta": run.meta,
     });
-    crate::run::media::sha256_hex(v.to_string().as_bytes())
+    crate::format::sha256_hex(v.to_string().as_bytes())
 }
 
 fn remote_status(state: RunState) -> RemoteStatus {

@@ -401,19 +401,7 @@ impl Http {
     }
 }
 
-/// Percent-encodes a URL path segment or query value (RFC 3986 unreserved
-/// characters stay as they are).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::format::percent_encode;
 
 fn status_text(s: StatusCode) -> String {
     format!("HTTP {}", s)

@@ -14,10 +14,10 @@
 //! only after the server acknowledged an item, and every item is idempotent
 //! on the server, so the next start redoes at most the interrupted item.
 
-use super::commands::target;
 use super::engine::sync_run;
 use super::retry::{Backoff, Class};
 use super::state::{State, STATE_DIR};
+use super::targets::target;
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::read::{find_runs, RunState};

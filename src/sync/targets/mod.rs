@@ -13,7 +13,9 @@
 pub mod mlflow;
 pub mod wandb;
 
-use super::http::SyncResult;
+use super::http::{Auth, SyncResult};
+use super::TargetSpec;
+use crate::error::{Error, Result};
 use crate::event::{MediaEvent, MetricEvent, Record};
 use crate::format::RunMeta;
 use crate::read::{CallView, RunView};
@@ -141,6 +143,37 @@ pub trait Target {
     /// sends a heartbeat here when one is due. Default: nothing.
     async fn keep_alive(&self, _remote: &Remote) -> SyncResult<()> {
         Ok(())
+    }
+}
+
+/// Builds the target of a spec.
+pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
+    match spec {
+        TargetSpec::Mlflow { base, auth } => mlflow::Mlflow::new(base, auth.clone())
+            .map(AnyTarget::Mlflow)
+            .map_err(|e| Error::Invalid(e.message)),
+        TargetSpec::Wandb {
+            base,
+            entity,
+            project,
+            auth,
+        } => {
+            if matches!(auth, Auth::None) {
+                return Err(Error::Invalid(
+                    "no W&B API key: set WANDB_API_KEY (as for W&B's own client) or put \
+                     `api_key = \"…\"` in a --config file (mode 0600)"
+                        .into(),
+                ));
+            }
+            if entity.is_empty() {
+                return Err(Error::Invalid(
+                    "--to wandb://ENTITY[/PROJECT]: the entity (user or team) is missing".into(),
+                ));
+            }
+            wandb::Wandb::new(base, auth.clone(), entity, project.as_deref())
+                .map(|w| AnyTarget::Wandb(Box::new(w)))
+                .map_err(|e| Error::Invalid(e.message))
+        }
     }
 }
 

@@ -34,8 +34,8 @@
 use super::{Remote, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, Event, MediaEvent, MetricEvent};
 use crate::format::rfc3339_ms;
+use crate::format::sha256_hex;
 use crate::read::CallView;
-use crate::run::media::sha256_hex;
 use crate::sync::http::{percent_encode, Auth, Body, Http, SyncError, SyncResult};
 use crate::sync::retry::Backoff;
 use reqwest::Method;
