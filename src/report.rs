@@ -106,7 +106,7 @@ pub fn report(path: &Path, out: &Path, self_contained: bool) -> Result<ReportSum
             Err(e) => {
                 let _ = write!(
                     rows,
-                    "<tr><td colspan=\"6\" class=\"error\">{}</td></tr>",
+                    "<tr><td colspan=\"7\" class=\"error\">{}</td></tr>",
                     escape(&e.to_string())
                 );
                 continue;

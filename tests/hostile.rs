@@ -145,6 +145,12 @@ fn a_run_id_that_is_a_path_is_refused_everywhere() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let index = std::fs::read_to_string(out.join("index.html")).unwrap();
         assert!(index.contains("not a run id"), "{index}");
+        // Issue 12: the error row spans the whole table.
+        let columns = index.matches("<th>").count();
+        assert!(
+            index.contains(&format!("<td colspan=\"{columns}\" class=\"error\">")),
+            "{index}"
+        );
         let o = difflog(&["report", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
         assert_ne!(o.status.code(), Some(0), "{}", text(&o));
         assert!(text(&o).contains("not a run id"), "{}", text(&o));

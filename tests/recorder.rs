@@ -464,3 +464,27 @@ fn one_run_can_be_shared_by_threads() {
     assert!(v.calls.values().all(|c| c.ok() && c.rows.len() == 1));
     assert!(!verify_run(&dir).damaged());
 }
+
+/// Issue 12: a run whose writer died before its first record (run.json and
+/// an empty log) is reopened with `run_started` as its first record, so it
+/// verifies, instead of opening with `run_resumed`.
+#[test]
+fn reopening_a_run_that_died_before_its_first_record_starts_it_properly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(tmp.path())).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    // What a writer killed right after creating the files leaves.
+    std::fs::write(dir.join("events.log"), b"").unwrap();
+    let w = Run::reopen(&dir).unwrap();
+    w.record(&mut TestPipeline::new(), &Req::new(&["after"], 1))
+        .unwrap();
+    w.finish().unwrap();
+    let r = difflog::read::RunDir::open(&dir).unwrap();
+    assert!(matches!(
+        r.records()[0].event,
+        difflog::event::Event::RunStarted(_)
+    ));
+    let rep = difflog::verify::verify_run(&dir);
+    assert!(!rep.damaged(), "{:?}", rep.findings);
+}

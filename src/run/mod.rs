@@ -283,12 +283,29 @@ impl Run {
                 pipelines: Mutex::new((Vec::new(), next_pipeline)),
             }),
         };
-        run.emit(Event::RunResumed(RunResumed {
-            pid: std::process::id(),
-            host: host(),
-            difflog_version: env!("CARGO_PKG_VERSION").into(),
-            truncated_bytes: cut,
-        }))?;
+        if read.log.records.is_empty() {
+            // The first writer died before its first record: the log must
+            // still open with run_started (the contract's first record).
+            // (run.json was read as a regular file by the reopen above.)
+            let run_json_sha256 = std::fs::read(read.path.join(RUN_JSON))
+                .ok()
+                .map(|b| crate::format::sha256_hex(&b));
+            run.emit(Event::RunStarted(RunStarted {
+                run_id: read.meta.id.clone(),
+                format: FORMAT_VERSION,
+                pid: std::process::id(),
+                host: host(),
+                difflog_version: env!("CARGO_PKG_VERSION").into(),
+                run_json_sha256,
+            }))?;
+        } else {
+            run.emit(Event::RunResumed(RunResumed {
+                pid: std::process::id(),
+                host: host(),
+                difflog_version: env!("CARGO_PKG_VERSION").into(),
+                truncated_bytes: cut,
+            }))?;
+        }
         Ok(run)
     }
 

@@ -147,8 +147,21 @@ impl State {
         remote_id: &str,
         data: &str,
     ) -> crate::Result<()> {
-        self.upsert(target, run_id, "remote_id", &remote_id)?;
-        self.upsert(target, run_id, "remote_data", &data)
+        // One statement: the id and its data change together or not at all.
+        let now = crate::format::now_rfc3339();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (target, run_id, remote_id, remote_data, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(target, run_id) DO UPDATE
+                 SET remote_id=excluded.remote_id, remote_data=excluded.remote_data,
+                     updated=excluded.updated
+                 WHERE remote_id IS NOT excluded.remote_id
+                    OR remote_data IS NOT excluded.remote_data",
+                params![target, run_id, remote_id, data, now],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records the status the server acknowledged.
@@ -239,6 +252,27 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12: the remote id and its data are written in one statement: a
+    /// failure in the middle leaves the old pair, never a new id with old data.
+    #[test]
+    fn set_remote_changes_id_and_data_together_or_not_at_all() {
+        let root = tempfile::tempdir().unwrap();
+        let st = State::open(root.path()).unwrap();
+        st.set_remote("t", "r", "id1", "d1").unwrap();
+        let raw = Connection::open(root.path().join(STATE_DIR).join("state.db")).unwrap();
+        raw.execute_batch(
+            "CREATE TRIGGER refuse_data BEFORE UPDATE OF remote_data ON runs
+             BEGIN SELECT RAISE(ABORT, 'no'); END;",
+        )
+        .unwrap();
+        assert!(st.set_remote("t", "r", "id2", "d2").is_err());
+        let rec = st.run("t", "r").unwrap();
+        assert_eq!(
+            (rec.remote_id.as_deref(), rec.remote_data.as_deref()),
+            (Some("id1"), Some("d1"))
+        );
+    }
 
     #[test]
     fn a_state_from_before_fingerprints_opens_and_gains_the_column() {
