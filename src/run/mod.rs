@@ -466,7 +466,9 @@ impl Run {
         let idx = g.1;
         g.1 += 1;
         g.0.push((info.clone(), idx));
-        drop(g);
+        // Queued while the lock is held: a thread that finds this pipeline
+        // already listed waits here, so its call_started cannot overtake
+        // the pipeline record (the order the contract promises).
         self.emit_quiet(Event::Pipeline(PipelineEvent {
             pipeline: idx,
             class: info.class,
@@ -478,6 +480,7 @@ impl Run {
             components: info.components,
             scheduler: info.scheduler,
         }));
+        drop(g);
         idx
     }
 
