@@ -160,13 +160,7 @@ fn a_run_id_that_is_a_path_is_refused_everywhere() {
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         // The same run carried in an archive made by other tools.
         let archive = tmp.path().join("evil.tar.zst");
-        {
-            let f = std::fs::File::create(&archive).unwrap();
-            let enc = zstd::Encoder::new(f, 3).unwrap().auto_finish();
-            let mut t = tar::Builder::new(enc);
-            t.append_dir_all(dir.file_name().unwrap(), &dir).unwrap();
-            t.into_inner().unwrap();
-        }
+        common::tar_zst_by_hand(&dir, &archive);
         let dest = tmp.path().join("dest");
         let e = difflog::pack::unpack(&archive, &dest)
             .unwrap_err()

@@ -146,13 +146,7 @@ fn unpack_refuses_a_complete_archive_holding_a_damaged_run() {
     let n = std::fs::metadata(&victim).unwrap().len() as usize;
     std::fs::write(&victim, vec![7u8; n]).unwrap();
     let archive = tmp.path().join("hand-made.tar.zst");
-    {
-        let f = std::fs::File::create(&archive).unwrap();
-        let enc = zstd::Encoder::new(f, 3).unwrap().auto_finish();
-        let mut t = tar::Builder::new(enc);
-        t.append_dir_all(dir.file_name().unwrap(), &dir).unwrap();
-        t.into_inner().unwrap();
-    }
+    common::tar_zst_by_hand(&dir, &archive);
     let dest = tmp.path().join("dest");
     let e = unpack(&archive, &dest).unwrap_err().to_string();
     assert!(e.contains("damaged in the archive"), "{e}");
