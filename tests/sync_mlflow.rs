@@ -810,3 +810,42 @@ fn upload_straight_from_a_packed_archive_and_never_half_from_a_truncated_one() {
         .collect();
     assert!(left.is_empty());
 }
+
+/// Issue 12: SIGTERM in the middle of a pass (uploads in flight, held by the
+/// proxy) stops `watch` promptly, and nothing is lost: the next upload
+/// completes the run exactly once.
+#[test]
+fn sigterm_during_a_pass_stops_watch_at_once_and_loses_nothing() {
+    use common::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering;
+    let project = mf::unique_project("sigterm");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 4, 4, 64);
+    let proxy = Proxy::start(&mf::url(), Faults::default(), 3);
+    let to = format!("mlflow+{}", proxy.url);
+    proxy.hold_puts(true);
+    let mut daemon = watch_daemon(root.path(), &to, Stdio::null());
+    let t = Instant::now();
+    while proxy.counts.held.load(Ordering::SeqCst) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "watch never uploaded"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    while daemon.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "watch did not stop within 5 s of SIGTERM while its uploads were in flight"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    proxy.hold_puts(false);
+    let o = sync(&["upload", root.path().to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_complete(&project, &dir, "FINISHED");
+    assert_eq!(mf::runs(&project).len(), 1);
+}

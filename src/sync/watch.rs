@@ -132,6 +132,18 @@ pub fn watch(
         let mut retry_at: Option<Instant> = None;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
+        // One listener for the daemon's life (a `ctrl_c()` made anew each
+        // loop could miss a signal that came in between), which also ends a
+        // pass in the middle: state is committed per acknowledged batch and
+        // every request is idempotent, so dropping a pass loses nothing.
+        let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+            }
+            let _ = stop_tx.send(true);
+        });
         loop {
             let now = Instant::now();
             let wake = match (retry_at, live.is_empty(), dirty.is_empty()) {
@@ -158,8 +170,7 @@ pub fn watch(
                     }
                     retry_at = None;
                 }
-                _ = tokio::signal::ctrl_c() => return Ok(Stop::Signal),
-                _ = sigterm.recv() => return Ok(Stop::Signal),
+                _ = stop.changed() => return Ok(Stop::Signal),
             }
             let mut batch = std::mem::take(&mut dirty).into_iter();
             while let Some((run, root)) = batch.next() {
@@ -167,7 +178,12 @@ pub fn watch(
                     continue; // not (yet) a run: its run.json event will come
                 }
                 let Some(state) = states.get(&root) else { continue };
-                match sync_run(&t, state, &run, concurrency).await {
+                // Cancel safety: see the stop listener above.
+                let result = tokio::select! {
+                    r = sync_run(&t, state, &run, concurrency) => r,
+                    _ = stop.changed() => return Ok(Stop::Signal),
+                };
+                match result {
                     Ok(p) => {
                         backoff.reset();
                         let entry = (run.clone(), root.clone());
