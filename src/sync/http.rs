@@ -122,16 +122,17 @@ pub enum Body<'a> {
     Empty,
     /// JSON.
     Json(&'a Value),
-    /// Bytes in memory.
-    Bytes(&'a [u8], &'a str),
+    /// Bytes in memory, with their content type (`None`: no `Content-Type`
+    /// header, as signed storage URLs that did not sign one require).
+    Bytes(&'a [u8], Option<&'a str>),
     /// A media file from a run, streamed from disk and checked while it is
     /// read: its size and SHA-256 must be those recorded, or it is not sent
     /// (a file replaced, edited or hard-linked elsewhere after recording).
     File {
         /// The file (already checked to be a regular file inside its run).
         path: &'a Path,
-        /// Its content type.
-        content_type: &'a str,
+        /// Its content type (`None`: no `Content-Type` header).
+        content_type: Option<&'a str>,
         /// The recorded SHA-256 (lower-case hex).
         digest: &'a str,
         /// The recorded size in bytes.
@@ -305,7 +306,7 @@ impl Http {
         req = match body {
             Body::Empty => req,
             Body::Json(v) => req.json(v),
-            Body::Bytes(b, ct) => req.header("Content-Type", *ct).body(b.to_vec()),
+            Body::Bytes(b, ct) => with_type(req, *ct).body(b.to_vec()),
             Body::File {
                 path,
                 content_type,
@@ -313,7 +314,7 @@ impl Http {
                 len,
             } => {
                 let body = checked_file_body(path, digest, *len).await?;
-                req.header("Content-Type", *content_type)
+                with_type(req, *content_type)
                     .header("Content-Length", *len)
                     .body(body)
             }
@@ -428,6 +429,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Adds a `Content-Type` header when there is one to send.
+fn with_type(req: reqwest::RequestBuilder, ct: Option<&str>) -> reqwest::RequestBuilder {
+    match ct {
+        Some(ct) => req.header("Content-Type", ct),
+        None => req,
+    }
 }
 
 /// The body of a media upload: the file's bytes, checked against the

@@ -18,8 +18,11 @@
 //!   Run config values are `{"value": …}` objects (W&B's config format).
 //! - Files: an upload URL is valid only if `CreateRunFiles` issued it, the
 //!   `uploadHeaders` it returned must be sent with the `PUT` (signed storage
-//!   URLs reject requests without them), and the API key must not go to
-//!   storage (it is a different host in production).
+//!   URLs reject requests without them), no `Content-Type` may be sent that
+//!   `uploadHeaders` did not list (on W&B's cloud the signature of a V2-style
+//!   signed URL covers the content type; W&B's Go and Python clients send
+//!   only the listed headers), and the API key must not go to storage (it is
+//!   a different host in production).
 //! - `file_stream` (W&B's `file_stream.py`): per file, content is appended
 //!   at `offset`; for `wandb-history.jsonl` the offset must equal the lines
 //!   the server holds — a duplicated or skipped line is a violation;
@@ -579,6 +582,13 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
             s,
             400,
             format!("the API key was sent to storage with {name}"),
+        );
+    }
+    if let Some(ct) = req.header("content-type") {
+        return violation(
+            s,
+            403,
+            format!("PUT of {name} with Content-Type {ct:?}, which uploadHeaders did not list"),
         );
     }
     let check = req.header("x-upload-check").unwrap_or("");

@@ -192,7 +192,7 @@ impl Mlflow {
 
     async fn put_json(&self, remote: &Remote, path: &str, v: &Value) -> SyncResult<()> {
         let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
-        self.put_artifact(remote, path, Body::Bytes(&bytes, "application/json"))
+        self.put_artifact(remote, path, Body::Bytes(&bytes, Some("application/json")))
             .await
     }
 
@@ -421,7 +421,7 @@ impl Target for Mlflow {
         let path = format!("images/{}.{}", media.digest, media.format);
         let body = Body::File {
             path: file,
-            content_type: "image/png",
+            content_type: Some("image/png"),
             digest: &media.digest,
             len: media.bytes,
         };

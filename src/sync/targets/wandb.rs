@@ -768,14 +768,11 @@ impl Target for Wandb {
         file: &Path,
     ) -> SyncResult<()> {
         let cur = Cursor::of(remote)?;
-        let ct = if media.format == "png" {
-            "image/png"
-        } else {
-            "application/octet-stream"
-        };
+        // Only the headers `uploadHeaders` lists go to storage: a signed URL
+        // whose signature covers the content type refuses any other.
         let body = Body::File {
             path: file,
-            content_type: ct,
+            content_type: None,
             digest: &media.digest,
             len: media.bytes,
         };
@@ -790,7 +787,7 @@ impl Target for Wandb {
     ) -> SyncResult<()> {
         let cur = Cursor::of(remote)?;
         let t = table_file(call);
-        self.put_file(&cur, &t.path, Body::Bytes(&t.bytes, "application/json"))
+        self.put_file(&cur, &t.path, Body::Bytes(&t.bytes, None))
             .await
     }
 
