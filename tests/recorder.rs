@@ -115,6 +115,12 @@ fn a_call_records_table_workflow_seeds_media_and_timings() {
     assert_eq!(wf[0]["pipeline"]["class"], "TestPipeline");
     assert_eq!(wf[0]["params"]["num_images_per_prompt"], 2);
     assert_eq!(wf[0]["pipeline"]["scheduler"]["name"], "ddim");
+    // Autolog's keys in autolog's shape (issue 14, item 4).
+    assert_eq!(wf[0]["pipeline"]["pipeline-name"], "TestPipeline");
+    assert_eq!(
+        wf[0]["params"]["generator"],
+        json!({"seed": wf[0]["params"]["seed"], "device": "cpu"})
+    );
     assert_eq!(v.metrics[0].name, "clip_score");
     assert!(!verify_run(&dir).damaged());
 }

@@ -125,13 +125,34 @@ impl RunView {
 
     /// The `workflow` list as W&B's autolog builds it in the run config: one
     /// entry per call, `{pipeline, params, stage}`.
+    ///
+    /// Besides difflog's own fields it carries every key autolog gives, in
+    /// autolog's shape, so filters written for W&B's autolog runs match:
+    /// `pipeline["pipeline-name"]` (the class) and `params["generator"]`
+    /// (`{"seed", "device"}`: autolog turns the generator into its seed).
     pub fn workflow(&self) -> Vec<Value> {
         self.calls
             .values()
             .map(|c| {
+                let mut pipeline = self.pipeline_json(c.started.pipeline);
+                let device = pipeline.get("device").cloned().unwrap_or(Value::Null);
+                if let Value::Object(p) = &mut pipeline {
+                    if let Some(class) = p.get("class").cloned() {
+                        p.insert("pipeline-name".into(), class);
+                    }
+                }
+                let mut params = c.started.params.clone();
+                let seed = params
+                    .get("seed")
+                    .cloned()
+                    .or_else(|| c.started.seeds.first().map(|s| json!(s)))
+                    .unwrap_or(Value::Null);
+                params
+                    .entry("generator")
+                    .or_insert_with(|| json!({"seed": seed, "device": device}));
                 json!({
-                    "pipeline": self.pipeline_json(c.started.pipeline),
-                    "params": c.started.params,
+                    "pipeline": pipeline,
+                    "params": params,
                     "stage": c.started.stage,
                 })
             })
