@@ -71,6 +71,13 @@ fn record(root: &Path, calls: u64, per_call: usize, size: u32) -> PathBuf {
         r.negative = Some("blurry".into());
         run.record(&mut p, &r).unwrap();
     }
+    // An image-to-image call without a negative prompt: an input image
+    // (only in the table, as autolog shows it) and an absent value.
+    let mut i2i = TestPipeline::new();
+    i2i.size = size;
+    i2i.class = "Img2ImgPipeline".into();
+    i2i.input = Some(std::sync::Arc::new(difflog::bench::synthetic_image(5, 16)));
+    run.record(&mut i2i, &Req::new(&["edit it"], 9)).unwrap();
     let img = image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]));
     run.log_image("samples/grid", img, Some("a grid")).unwrap();
     run.log_metric("clip_score", 0.25, Some(3)).unwrap();
@@ -90,7 +97,13 @@ fn expected_lines(dir: &Path) -> Vec<Vec<String>> {
             Event::Metric(m) => out.push(vec![m.name.clone()]),
             Event::CallFinished(f) => {
                 let call = &view.calls[&f.call];
-                for m in &call.media {
+                // Input images have no line of their own (autolog shows
+                // them only in the table).
+                for m in call
+                    .media
+                    .iter()
+                    .filter(|m| !m.key.starts_with("Input-Image/"))
+                {
                     out.push(vec![m.key.clone()]);
                 }
                 let mut keys = vec![format!("Result-Table/{}", call.started.stage)];
@@ -133,7 +146,14 @@ fn assert_complete(
     assert_eq!(wf.len(), view.calls.len());
     for (entry, call) in wf.iter().zip(view.calls.values()) {
         assert_eq!(entry["stage"], call.started.stage.as_str());
-        assert_eq!(entry["pipeline"]["class"], "TestPipeline");
+        let class = &view.pipelines[&call.started.pipeline].class;
+        assert_eq!(entry["pipeline"]["class"], class.as_str());
+        // Autolog's keys, in autolog's shape.
+        assert_eq!(entry["pipeline"]["pipeline-name"], class.as_str());
+        assert_eq!(
+            entry["params"]["generator"]["seed"],
+            entry["params"]["seed"]
+        );
         assert!(entry["params"].is_object());
     }
     assert_eq!(run.config["difflog"]["value"]["run_id"], r.meta.id.as_str());
@@ -192,8 +212,11 @@ fn assert_complete(
                                     assert_eq!(cell["_type"], "image-file");
                                     assert_eq!(cell["sha256"], digest.as_str());
                                     assert!(run.files.contains_key(cell["path"].as_str().unwrap()));
+                                    assert!(run.uploaded.contains(cell["path"].as_str().unwrap()));
                                 }
                                 Cell::Text { value, .. } => assert_eq!(cells[i], value.as_str()),
+                                // Autolog writes "" for an absent value.
+                                Cell::Null { .. } => assert_eq!(cells[i], ""),
                                 _ => {}
                             }
                         }
@@ -239,8 +262,8 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .iter()
         .filter(|r| r.ends_with(" PUT"))
         .count();
-    // 6 generated images, 1 loose image, 3 tables.
-    assert_eq!(puts, 10, "{:?}", emu.requests());
+    // 6 + 1 generated images, 1 input image, 1 loose image, 4 tables.
+    assert_eq!(puts, 13, "{:?}", emu.requests());
     // Their upload URLs asked for at once, not one request per file.
     let asked = emu
         .requests()
@@ -319,7 +342,7 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .unwrap();
     let t = text(&o);
     assert!(
-        t.contains("wandb+") && t.contains("calls 3/3 uploaded, 0 pending"),
+        t.contains("wandb+") && t.contains("calls 4/4 uploaded, 0 pending"),
         "{t}"
     );
     assert!(t.contains("remote FINISHED"), "{t}");
@@ -359,7 +382,9 @@ fn a_run_of_many_calls_arrives_whole_with_one_summary_per_pass() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let run = assert_complete(&emu, "big", &dir, 0);
-    assert_eq!(run.history.len(), 240 * 3 + 2);
+    // Per call 2 images + the table; the image-to-image call 1 image + its
+    // table (its input image has no line); the loose image; the metric.
+    assert_eq!(run.history.len(), 240 * 3 + 2 + 2);
     let streams = emu
         .requests()
         .iter()
@@ -587,7 +612,9 @@ fn a_crashed_run_completes_as_killed_and_resumes_when_reopened() {
     assert!(o.status.success(), "{}", text(&o));
     let name = run_name(&RunDir::open(&dir).unwrap().meta.id);
     let r = emu.run("torn", &name).unwrap();
-    assert_eq!((r.completes, r.exitcode), (1, Some(255)));
+    // A crashed writer: exit code 1, as `wandb sync` sends for a run with
+    // no exit record (255 is W&B's Ctrl-C).
+    assert_eq!((r.completes, r.exitcode), (1, Some(1)));
     assert!(r
         .history
         .iter()

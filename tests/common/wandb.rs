@@ -609,7 +609,8 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
 }
 
 /// A file-stream request that carries nothing: W&B's client's heartbeat
-/// (`{"complete": false, "failed": false}`).
+/// (`{}` from the Go client, `{"complete": false, "failed": false}` from the
+/// old Python one).
 fn is_heartbeat(body: &Value) -> bool {
     body["complete"] != true
         && body["files"].as_object().is_none_or(|f| f.is_empty())

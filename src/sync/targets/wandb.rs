@@ -197,7 +197,9 @@ fn table_file(call: &CallView) -> TableFile {
                         v
                     })
                     .unwrap_or(Value::Null),
-                Some(Cell::Null { .. }) | None => Value::Null,
+                // Autolog writes an empty string for an absent value (no
+                // negative prompt), not null.
+                Some(Cell::Null { .. }) | None => json!(""),
             })
             .collect();
         data.push(Value::Array(cells));
@@ -233,6 +235,9 @@ struct Line {
 }
 
 /// Every history line the log gives, in order (see the module comment).
+/// Media keys of input images (image-to-image), shown only in table cells.
+const INPUT_IMAGE_PREFIX: &str = "Input-Image/";
+
 fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
     let start = rfc3339_ms(&run.meta.created);
     let mut out: Vec<Line> = Vec::new();
@@ -262,7 +267,16 @@ fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                 let Some(call) = run.view.calls.get(&f.call) else {
                     continue;
                 };
+                // Generated images go to the media panel, one line each, as
+                // autolog logs them; input images only in the table's cells
+                // (autolog logs no line for them), so their files go with
+                // the table's line.
+                let mut input_files = Vec::new();
                 for m in &call.media {
+                    if m.key.starts_with(INPUT_IMAGE_PREFIX) {
+                        input_files.push(image_path(m));
+                        continue;
+                    }
                     let mut v = Map::new();
                     v.insert(m.key.clone(), image_file(m));
                     push(v, vec![image_path(m)], Some(f.call), ts);
@@ -278,7 +292,9 @@ fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                         v.insert(format!("timings/{phase}_ms"), ms.clone());
                     }
                 }
-                push(v, vec![table.path], Some(f.call), ts);
+                let mut files = vec![table.path];
+                files.extend(input_files);
+                push(v, files, Some(f.call), ts);
             }
             _ => {}
         }
@@ -290,8 +306,10 @@ fn exitcode(status: RemoteStatus) -> i32 {
     match status {
         RemoteStatus::Running | RemoteStatus::Finished => 0,
         RemoteStatus::Failed => 1,
-        // W&B's client reports a killed process with 255.
-        RemoteStatus::Killed => 255,
+        // A writer that died left no exit record: `wandb sync` of such a
+        // run sends 1 (W&B keeps 255 for a run stopped by Ctrl-C, which a
+        // crash is not).
+        RemoteStatus::Killed => 1,
     }
 }
 
@@ -860,8 +878,8 @@ impl Target for Wandb {
         }
         // What W&B's client posts when it has had nothing to send for a
         // while; without it the server shows a quiet live run as crashed.
-        self.file_stream(&cur, &json!({"complete": false, "failed": false}))
-            .await
+        // W&B's Go client (`core/internal/filestream`) sends an empty object.
+        self.file_stream(&cur, &json!({})).await
     }
 }
 
