@@ -234,6 +234,9 @@ fn assert_complete(
             last.insert(k.clone(), v.clone());
         }
     }
+    // ... and W&B's `_wandb.runtime`, whole seconds of the last line's runtime.
+    let runtime = last["_runtime"].as_f64().unwrap().floor() as i64;
+    last.insert("_wandb".into(), serde_json::json!({"runtime": runtime}));
     assert_eq!(run.summary, Value::Object(last), "summary");
     assert_eq!(run.completes, 1, "marked complete {} times", run.completes);
     assert_eq!(run.exitcode, Some(exitcode));

@@ -234,10 +234,10 @@ struct Line {
     call: Option<u32>,
 }
 
-/// Every history line the log gives, in order (see the module comment).
 /// Media keys of input images (image-to-image), shown only in table cells.
 const INPUT_IMAGE_PREFIX: &str = "Input-Image/";
 
+/// Every history line the log gives, in order (see the module comment).
 fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
     let start = rfc3339_ms(&run.meta.created);
     let mut out: Vec<Line> = Vec::new();
@@ -300,6 +300,36 @@ fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
         }
     }
     out
+}
+
+/// The largest summary line sent: W&B's client (`core/internal/filestream`)
+/// drops a summary over its line limit rather than have the server refuse
+/// the request (a run with many thousands of calls has that many keys).
+const MAX_SUMMARY_BYTES: usize = (2 << 20) - (100 << 10);
+
+/// The summary as W&B keeps it: each key's last value, and `_wandb.runtime`
+/// (whole seconds, as W&B's client writes it). `None` when it is too large.
+fn summary_line(lines: &[Line]) -> Option<String> {
+    let mut summary = Map::new();
+    for l in lines {
+        for (k, v) in &l.value {
+            summary.insert(k.clone(), v.clone());
+        }
+    }
+    let runtime = summary
+        .get("_runtime")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    summary.insert("_wandb".into(), json!({"runtime": runtime.floor() as i64}));
+    let text = Value::Object(summary).to_string();
+    if text.len() > MAX_SUMMARY_BYTES {
+        tracing::warn!(
+            "W&B summary of {} bytes is over the {MAX_SUMMARY_BYTES}-byte line limit; not sent (as W&B's client does)",
+            text.len()
+        );
+        return None;
+    }
+    Some(text)
 }
 
 fn exitcode(status: RemoteStatus) -> i32 {
@@ -653,15 +683,9 @@ impl Wandb {
         // The summary (each key's last value) goes with the request that
         // reaches the last line the log has: it covers every line, and
         // sending it with every request made a pass quadratic in the lines.
-        let summary = (end == lines.len() && end > start).then(|| {
-            let mut summary = Map::new();
-            for l in lines.iter() {
-                for (k, v) in &l.value {
-                    summary.insert(k.clone(), v.clone());
-                }
-            }
-            Value::Object(summary).to_string()
-        });
+        let summary = (end == lines.len() && end > start)
+            .then(|| summary_line(&lines))
+            .flatten();
         let chunk = |cur: &Cursor| -> Option<Value> {
             let at = usize::try_from(cur.history).ok()?;
             if at >= end {
@@ -886,6 +910,28 @@ impl Target for Wandb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14 (5): a summary over W&B's line limit is not sent (as W&B's
+    /// client drops it), and a normal one carries `_wandb.runtime`.
+    #[test]
+    fn the_summary_carries_the_runtime_and_an_oversize_one_is_dropped() {
+        let line = |i: usize, runtime: f64| Line {
+            value: Map::from_iter([
+                (
+                    format!("Result-Table/Pipeline-Call-{i}"),
+                    json!("x".repeat(200)),
+                ),
+                ("_runtime".to_string(), json!(runtime)),
+            ]),
+            files: Vec::new(),
+            call: Some(i as u32),
+        };
+        let small: Vec<Line> = (0..3).map(|i| line(i, 1.5 + i as f64)).collect();
+        let s: Value = serde_json::from_str(&summary_line(&small).unwrap()).unwrap();
+        assert_eq!(s["_wandb"]["runtime"], 3);
+        let huge: Vec<Line> = (0..15_000).map(|i| line(i, 1.0)).collect();
+        assert!(summary_line(&huge).is_none());
+    }
 
     #[test]
     fn run_names_are_deterministic_and_safe_for_wandb() {
