@@ -78,6 +78,13 @@ fn record(root: &Path, calls: u64, per_call: usize, size: u32) -> PathBuf {
     i2i.class = "Img2ImgPipeline".into();
     i2i.input = Some(std::sync::Arc::new(difflog::bench::synthetic_image(5, 16)));
     run.record(&mut i2i, &Req::new(&["edit it"], 9)).unwrap();
+    // A pipeline with two prompts (SDXL): autolog's two-prompt caption.
+    let mut xl = TestPipeline::new();
+    xl.size = size;
+    xl.class = "XlPipeline".into();
+    xl.second_prompts = true;
+    run.record(&mut xl, &Req::new(&["an xl prompt"], 11))
+        .unwrap();
     let img = image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]));
     run.log_image("samples/grid", img, Some("a grid")).unwrap();
     run.log_metric("clip_score", 0.25, Some(3)).unwrap();
@@ -181,6 +188,30 @@ fn assert_complete(
                     assert_eq!(v["format"], "png");
                     assert!(v["width"].as_u64().unwrap() > 0 && v["height"].as_u64().unwrap() > 0);
                     assert!(v["caption"].is_string(), "{k} has no caption");
+                    // Each image line carries its own logging time.
+                    let m = view
+                        .media
+                        .iter()
+                        .find(|m| m.digest == v["sha256"].as_str().unwrap())
+                        .unwrap();
+                    let logged = r.records().iter().find_map(|rec| match &rec.event {
+                        Event::Media(e) if e == m => Some(difflog::format::rfc3339_ms(&rec.ts)),
+                        _ => None,
+                    });
+                    assert_eq!(
+                        line["_timestamp"].as_f64(),
+                        logged.map(|t| t as f64 / 1000.0),
+                        "{k}"
+                    );
+                    if let Some(call) = m.call.and_then(|c| view.calls.get(&c)) {
+                        if call.started.columns.iter().any(|c| c == "Prompt-2") {
+                            let cap = v["caption"].as_str().unwrap();
+                            assert!(
+                                cap.starts_with("Prompt-1: ") && cap.contains("\nPrompt-2: "),
+                                "{cap}"
+                            );
+                        }
+                    }
                     assert!(run.uploaded.contains(v["path"].as_str().unwrap()));
                 }
                 Some("table-file") => {
@@ -265,8 +296,8 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .iter()
         .filter(|r| r.ends_with(" PUT"))
         .count();
-    // 6 + 1 generated images, 1 input image, 1 loose image, 4 tables.
-    assert_eq!(puts, 13, "{:?}", emu.requests());
+    // 6 + 1 + 1 generated images, 1 input image, 1 loose image, 5 tables.
+    assert_eq!(puts, 15, "{:?}", emu.requests());
     // Their upload URLs asked for at once, not one request per file.
     let asked = emu
         .requests()
@@ -345,7 +376,7 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .unwrap();
     let t = text(&o);
     assert!(
-        t.contains("wandb+") && t.contains("calls 4/4 uploaded, 0 pending"),
+        t.contains("wandb+") && t.contains("calls 5/5 uploaded, 0 pending"),
         "{t}"
     );
     assert!(t.contains("remote FINISHED"), "{t}");
@@ -386,8 +417,9 @@ fn a_run_of_many_calls_arrives_whole_with_one_summary_per_pass() {
     assert!(o.status.success(), "{}", text(&o));
     let run = assert_complete(&emu, "big", &dir, 0);
     // Per call 2 images + the table; the image-to-image call 1 image + its
-    // table (its input image has no line); the loose image; the metric.
-    assert_eq!(run.history.len(), 240 * 3 + 2 + 2);
+    // table (its input image has no line); the XL call 1 image + its table;
+    // the loose image; the metric.
+    assert_eq!(run.history.len(), 240 * 3 + 2 + 2 + 2);
     let streams = emu
         .requests()
         .iter()

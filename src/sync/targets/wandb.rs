@@ -234,6 +234,30 @@ struct Line {
     call: Option<u32>,
 }
 
+/// Autolog's caption for an image of a pipeline with two prompts:
+/// `Prompt-1: …\nPrompt-2: …` (from the image's row); `None` otherwise.
+fn sdxl_caption(call: &CallView, digest: &str) -> Option<String> {
+    if !call.started.columns.iter().any(|c| c == "Prompt-2") {
+        return None;
+    }
+    let row = call.rows.iter().find(|r| {
+        r.cells
+            .iter()
+            .any(|c| matches!(c, Cell::Image { digest: d, .. } if d == digest))
+    })?;
+    let text = |col: &str| {
+        row.cells.iter().find_map(|c| match c {
+            Cell::Text { column, value } if column == col => Some(value.clone()),
+            _ => None,
+        })
+    };
+    Some(format!(
+        "Prompt-1: {}\nPrompt-2: {}",
+        text("Prompt").unwrap_or_default(),
+        text("Prompt-2").unwrap_or_default()
+    ))
+}
+
 /// Media keys of input images (image-to-image), shown only in table cells.
 const INPUT_IMAGE_PREFIX: &str = "Input-Image/";
 
@@ -241,6 +265,16 @@ const INPUT_IMAGE_PREFIX: &str = "Input-Image/";
 fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
     let start = rfc3339_ms(&run.meta.created);
     let mut out: Vec<Line> = Vec::new();
+    // Each image line carries the time its image was logged (autolog logs
+    // them one by one), not the time its call finished.
+    let media_ts: std::collections::HashMap<(Option<u32>, &str), i64> = run
+        .records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Media(m) => Some(((m.call, m.digest.as_str()), rfc3339_ms(&r.ts))),
+            _ => None,
+        })
+        .collect();
     let mut push = |mut value: Map<String, Value>, files: Vec<String>, call, ts: i64| {
         value.insert("_step".into(), json!(out.len()));
         value.insert(
@@ -277,9 +311,17 @@ fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                         input_files.push(image_path(m));
                         continue;
                     }
+                    let mut image = image_file(m);
+                    if let Some(c) = sdxl_caption(call, &m.digest) {
+                        image["caption"] = json!(c);
+                    }
+                    let at = media_ts
+                        .get(&(m.call, m.digest.as_str()))
+                        .copied()
+                        .unwrap_or(ts);
                     let mut v = Map::new();
-                    v.insert(m.key.clone(), image_file(m));
-                    push(v, vec![image_path(m)], Some(f.call), ts);
+                    v.insert(m.key.clone(), image);
+                    push(v, vec![image_path(m)], Some(f.call), at);
                 }
                 let table = table_file(call);
                 let mut v = Map::new();
