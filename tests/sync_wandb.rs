@@ -164,6 +164,25 @@ fn assert_complete(
         assert!(entry["params"].is_object());
     }
     assert_eq!(run.config["difflog"]["value"]["run_id"], r.meta.id.as_str());
+    // The run files W&B's client uploads (issue 14, item 3).
+    let meta: Value = serde_json::from_slice(&run.files["wandb-metadata.json"]).unwrap();
+    assert_eq!(meta["host"], r.meta.host.as_str());
+    assert_eq!(meta["startedAt"], r.meta.created.as_str());
+    assert_eq!(
+        meta["models"].as_array().unwrap().len(),
+        view.pipelines.len()
+    );
+    let yaml = String::from_utf8(run.files["config.yaml"].clone()).unwrap();
+    assert!(yaml.starts_with("wandb_version: 1\n"), "{yaml}");
+    assert!(
+        yaml.contains("\"workflow\":\n  desc: null\n  value: ["),
+        "{yaml}"
+    );
+    let req = String::from_utf8(run.files["requirements.txt"].clone()).unwrap();
+    assert!(req.starts_with("difflog=="), "{req}");
+    for p in view.pipelines.values() {
+        assert!(req.contains(&p.model_id), "{req}");
+    }
     // History: every line once, in log order, `_step` contiguous.
     let want = expected_lines(dir);
     assert_eq!(run.history.len(), want.len(), "history lines");
@@ -296,15 +315,17 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .iter()
         .filter(|r| r.ends_with(" PUT"))
         .count();
-    // 6 + 1 + 1 generated images, 1 input image, 1 loose image, 5 tables.
-    assert_eq!(puts, 15, "{:?}", emu.requests());
-    // Their upload URLs asked for at once, not one request per file.
+    // 6 + 1 + 1 generated images, 1 input image, 1 loose image, 5 tables,
+    // and the 3 run files.
+    assert_eq!(puts, 18, "{:?}", emu.requests());
+    // Their upload URLs asked for at once (media and tables in one request,
+    // the run files in one), not one request per file.
     let asked = emu
         .requests()
         .iter()
         .filter(|r| r.ends_with(" CreateRunFiles"))
         .count();
-    assert_eq!(asked, 1, "{:?}", emu.requests());
+    assert_eq!(asked, 2, "{:?}", emu.requests());
 
     let o = sync(
         &emu.url,

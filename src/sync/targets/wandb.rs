@@ -258,6 +258,62 @@ fn sdxl_caption(call: &CallView, digest: &str) -> Option<String> {
     ))
 }
 
+/// The run files W&B's client writes beside the history: `wandb-metadata.json`
+/// (what recorded the run, where and when, on which device), `config.yaml`
+/// (the config in W&B's YAML form; JSON values are valid YAML) and
+/// `requirements.txt` (here: difflog's version and every model with its
+/// revision and weights digest, what reproducing the run needs).
+fn run_files(run: &Snapshot<'_>, config: &Map<String, Value>) -> Vec<(String, Vec<u8>)> {
+    let pipelines: Vec<_> = run.view.pipelines.values().collect();
+    let devices: std::collections::BTreeSet<&str> =
+        pipelines.iter().map(|p| p.device.as_str()).collect();
+    let program = run
+        .view
+        .config
+        .get("command")
+        .and_then(Value::as_str)
+        .unwrap_or("difflog");
+    let metadata = json!({
+        "program": program,
+        "host": run.meta.host,
+        "startedAt": run.meta.created,
+        "difflog_version": run.meta.difflog_version,
+        "devices": devices,
+        "gpu": devices.iter().find(|d| d.starts_with("cuda")),
+        "models": pipelines.iter().map(|p| json!({
+            "class": p.class, "model_id": p.model_id, "revision": p.revision,
+            "weights_digest": p.weights_digest, "dtype": p.dtype, "device": p.device,
+        })).collect::<Vec<_>>(),
+    });
+    let mut yaml = String::from("wandb_version: 1\n");
+    for (k, v) in config {
+        let value = v.get("value").cloned().unwrap_or(Value::Null);
+        yaml.push_str(&format!(
+            "\n{}:\n  desc: null\n  value: {}\n",
+            json!(k),
+            value
+        ));
+    }
+    let mut req = format!("difflog=={}\n", run.meta.difflog_version);
+    for p in &pipelines {
+        req.push_str(&format!(
+            "# model {} ({}) revision {} weights {}\n",
+            p.model_id,
+            p.class,
+            p.revision.as_deref().unwrap_or("-"),
+            p.weights_digest.as_deref().unwrap_or("-")
+        ));
+    }
+    vec![
+        (
+            "wandb-metadata.json".into(),
+            serde_json::to_vec_pretty(&metadata).unwrap_or_default(),
+        ),
+        ("config.yaml".into(), yaml.into_bytes()),
+        ("requirements.txt".into(), req.into_bytes()),
+    ]
+}
+
 /// Media keys of input images (image-to-image), shown only in table cells.
 const INPUT_IMAGE_PREFIX: &str = "Input-Image/";
 
@@ -812,13 +868,22 @@ impl Target for Wandb {
             "difflog".into(),
             json!({"value": {"run_id": run.meta.id, "host": run.meta.host, "version": run.meta.difflog_version}}),
         );
+        let files = run_files(run, &config);
         self.upsert(json!({
             "name": cur.run, "project": cur.project, "entity": cur.entity,
             "displayName": run.meta.name, "tags": run.meta.tags,
             "config": Value::Object(config).to_string(),
         }))
-        .await
-        .map(|_| ())
+        .await?;
+        // The run files W&B's client uploads for its Overview and Files tabs
+        // (fixed names: sending them again replaces them).
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let urls = self.create_run_files(&cur, &names).await?;
+        let puts = files.iter().zip(&urls).map(|((_, bytes), u)| {
+            self.storage
+                .send_with(Method::PUT, &u.url, &u.headers, Body::Bytes(bytes, None))
+        });
+        futures_util::future::try_join_all(puts).await.map(|_| ())
     }
 
     async fn prepare_uploads(
