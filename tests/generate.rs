@@ -362,6 +362,17 @@ fn bad_requests_are_clear_errors() {
     check(req(&["x"], 1), "image-to-image", &mut refiner);
     run.finish().unwrap();
 
+    // Real architectures with seeded random weights resolve without files
+    // (built on the device when loaded; exercised by scripts/gpu-check).
+    let m = resolve("random:sd-turbo").unwrap();
+    assert_eq!(
+        m.seeded,
+        Some(difflog::pipelines::weights::SEEDED_MODEL_SEED)
+    );
+    assert_eq!(m.model_id, "random:sd-turbo");
+    assert!(m.weights_digest.starts_with("seeded:"));
+    let e = resolve("random:sd99").unwrap_err().to_string();
+    assert!(e.contains("unknown preset \"sd99\""), "{e}");
     let e = resolve("sd99").unwrap_err().to_string();
     assert!(
         e.contains("unknown model \"sd99\"") && e.contains("tiny"),

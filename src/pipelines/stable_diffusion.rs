@@ -155,8 +155,11 @@ impl StableDiffusion {
         let cfg = &model.config;
         let text_files: Vec<&std::path::Path> =
             model.text.iter().map(|(w, _)| w.as_path()).collect();
-        let modules = Modules::load(cfg, &text_files, &model.unet, &model.vae, dtype, &device)
-            .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
+        let modules = match model.seeded {
+            Some(seed) => super::tiny::seeded_modules(cfg, seed, dtype, &device),
+            None => Modules::load(cfg, &text_files, &model.unet, &model.vae, dtype, &device),
+        }
+        .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
         let mut tokenizers = Vec::new();
         let mut pad_ids = Vec::new();
         for ((_, tok_path), tcfg) in model.text.iter().zip(&cfg.text) {
@@ -340,6 +343,12 @@ impl StableDiffusion {
     }
 
     fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
+        if self.model.seeded.is_some() {
+            return Err(err(format!(
+                "{}: image-to-image needs the VAE's weights file; the random models have none",
+                self.model.model_id
+            )));
+        }
         if self.latent_encoder.is_none() {
             // SAFETY: read-only mapping of a weight file difflog does not modify.
             let vb = unsafe {

@@ -147,11 +147,47 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).ctx(path, "write model file")
 }
 
+/// A real architecture with seeded random weights, built straight on
+/// `device` with no file: for measuring real-size models where no weights can
+/// be downloaded (a GPU box without the hub). The same seed gives the same
+/// weights; the images are noise.
+pub fn seeded_modules(
+    cfg: &ModelConfig,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Modules> {
+    let mk = |part: &str| {
+        let mut w = SeededWeights::new(seed, part);
+        w.keep = false;
+        VarBuilder::from_backend(Box::new(w), dtype, device.clone())
+    };
+    let text = (0..cfg.text.len())
+        .map(|i| mk(&format!("text{i}")))
+        .collect();
+    Modules::build(cfg, text, mk("unet"), mk("vae"))
+}
+
+/// Writes the byte-level tokenizer into the cache (once) and returns its path.
+pub fn ensure_tokenizer() -> Result<PathBuf> {
+    let dir = cache_root().join(format!("byte-tokenizer-v{TINY_VERSION}"));
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        std::fs::create_dir_all(&dir).ctx(&dir, "create model cache")?;
+        let tmp = dir.join(format!(".tokenizer-{:08x}", rand::random::<u32>()));
+        write_file(&tmp, tokenizer_json().as_bytes())?;
+        std::fs::rename(&tmp, &path).ctx(&path, "move tokenizer into place")?;
+    }
+    Ok(path)
+}
+
 /// A weight source that invents each tensor from a seed and the tensor's
 /// name, and remembers what it handed out so it can be saved.
 struct SeededWeights {
     seed: u64,
     made: std::sync::Arc<Mutex<BTreeMap<String, Tensor>>>,
+    /// Whether to remember the tensors (to save them as files).
+    keep: bool,
 }
 
 impl SeededWeights {
@@ -165,6 +201,7 @@ impl SeededWeights {
         SeededWeights {
             seed: u64::from_le_bytes(b),
             made: Default::default(),
+            keep: true,
         }
     }
 
@@ -172,6 +209,7 @@ impl SeededWeights {
         SeededWeights {
             seed: self.seed,
             made: std::sync::Arc::clone(&self.made),
+            keep: self.keep,
         }
     }
 
@@ -233,10 +271,12 @@ impl SimpleBackend for SeededWeights {
                 .collect()
         };
         let t = Tensor::from_vec(values, s, &Device::Cpu)?;
-        self.made
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), t.clone());
+        if self.keep {
+            self.made
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), t.clone());
+        }
         t.to_dtype(dtype)?.to_device(dev)
     }
 

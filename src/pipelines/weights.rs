@@ -47,7 +47,14 @@ pub struct ResolvedModel {
     pub files: Map<String, Value>,
     /// One digest over every weight and tokenizer file.
     pub weights_digest: String,
+    /// `random:<preset>`: no weight files; the modules are built with
+    /// seeded random weights on the device (this seed).
+    pub seeded: Option<u64>,
 }
+
+/// Seed of the `random:<preset>` models (one fixed seed: the same weights
+/// everywhere, so runs on different machines compare).
+pub const SEEDED_MODEL_SEED: u64 = 0x5eed_5eed;
 
 fn hub_preset(name: &str) -> Option<(&'static str, ModelConfig)> {
     Some(match name {
@@ -90,6 +97,9 @@ pub fn refiner_for(model: &str, family: Family) -> Option<&'static str> {
 
 /// Resolves `--model`: a preset, a local folder, or a hub id.
 pub fn resolve(spec: &str) -> Result<ResolvedModel> {
+    if let Some(preset) = spec.strip_prefix("random:") {
+        return seeded_model(spec, preset);
+    }
     if let Some(t) = tiny_preset(spec) {
         let dir = tiny::ensure(t)?;
         return from_folder(&dir, t.config(), t.id().to_string());
@@ -345,5 +355,34 @@ fn assemble(
         text,
         files,
         weights_digest: format!("sha256:{}", sha256_hex(all.as_bytes())),
+        seeded: None,
+    })
+}
+
+/// `random:<preset>` (`random:sd-turbo`, `random:sdxl-turbo`, …): the
+/// preset's real architecture with seeded random weights and difflog's
+/// byte-level tokenizer, built on the device with no file and no download.
+/// For measuring real-size generation where weights cannot be had; the
+/// images are noise.
+fn seeded_model(spec: &str, preset: &str) -> Result<ResolvedModel> {
+    let (_, config) = hub_preset(preset).ok_or_else(|| {
+        Error::Invalid(format!(
+            "model {spec}: unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo)"
+        ))
+    })?;
+    let tokenizer = tiny::ensure_tokenizer()?;
+    let text = (0..config.text.len())
+        .map(|_| (PathBuf::new(), tokenizer.clone()))
+        .collect();
+    Ok(ResolvedModel {
+        config,
+        model_id: spec.to_string(),
+        revision: None,
+        text,
+        unet: PathBuf::new(),
+        vae: PathBuf::new(),
+        files: Map::new(),
+        weights_digest: format!("seeded:{SEEDED_MODEL_SEED:x}"),
+        seeded: Some(SEEDED_MODEL_SEED),
     })
 }
