@@ -302,9 +302,10 @@ pub fn find_runs(root: &Path) -> Result<Vec<PathBuf>> {
 /// The path of the file `rel` (relative, as recorded) inside the run `run_dir`,
 /// checked to be a regular file that is really inside the run: not a
 /// symbolic link, not a FIFO or device, and not reached through a linked
-/// folder (`media/` or a shard linked elsewhere). Everything that reads a
-/// run's media (sync, report, pack, verify) goes through here, so a run from
-/// elsewhere can never make difflog read, copy or upload a file outside it.
+/// folder (`media/` or a shard linked elsewhere). Sync, report and verify
+/// read a run's media only through here (pack walks the run without
+/// following links and refuses any), so a run from elsewhere can never make
+/// difflog read, copy or upload a file outside it.
 pub fn run_file(run_dir: &Path, rel: &str) -> Result<PathBuf> {
     let path = run_dir.join(rel);
     let refuse = |why: String| Error::UnsafeFile {
