@@ -186,9 +186,10 @@ def scale():
             "watch_startup_10k_extrapolated_s": per_run * 10000, "upload_s_per_run": upload_s / sub_n}
 
 
-def cargo_test(test, name, env):
+def cargo_test(test, name, env, ignored=False):
     e = dict(os.environ, DIFFLOG_TEST_MLFLOW_URL=url, **env)
-    p = run(["cargo", "test", "--locked", "-q", "--test", test, name, "--", "--nocapture", "--test-threads=1"],
+    p = run(["cargo", "test", "--locked", "-q", "--test", test, name, "--", "--nocapture", "--test-threads=1"]
+            + (["--ignored"] if ignored else []),
             env=e, cwd=repo, check=False)
     if p.returncode != 0:
         raise RuntimeError(f"cargo test --test {test} {name} failed:\n{p.stdout[-1500:]}\n{p.stderr[-1500:]}")
@@ -219,7 +220,12 @@ def faults():
     o = figures(cargo_test("sync_mlflow", "watch_rides_out", {}), "OUTAGE-FIGURES")
     row(s, "30 s outage: calls delivered / duplicated / connection attempts per min / backlog after recovery, s",
         f"{int(o['delivered_calls'])} of 4 / {int(o['duplicated'])} / {o['attempts_per_min']:.0f} / {o['recovered_s']:.1f}")
-    return {"recorder_kills": c, "daemon_kills": k, "outage": o}
+    n = figures(cargo_test("sync_netns", "link_up_to_first_request_after_a_long_outage",
+                           {"DIFFLOG_NETNS_OUTAGE_S": "60" if quick else "300"}, ignored=True), "NETWATCH-FIGURES")
+    row(s, f"link down {n['outage_s']:.0f} s, then up: first request at the server after, s: "
+           "watch / the backoff alone",
+        f"{n['events_s']:.2f} / {n['backoff_s']:.1f}", "≤ 1", n["events_s"] <= 1)
+    return {"recorder_kills": c, "daemon_kills": k, "outage": o, "netwatch": n}
 
 
 @section("6 fuzz")

@@ -680,20 +680,8 @@ fn watch_rides_out_a_30_second_outage_without_a_retry_storm() {
     let mut p = TestPipeline::new();
     run.record(&mut p, &Req::new(&["before"], 1)).unwrap();
     run.flush().unwrap();
-    let tables = |id: &str| -> usize {
-        mf::runs(&project)
-            .iter()
-            .filter(|r| mf::tag(r, "difflog.run_id").as_deref() == Some(id))
-            .map(|r| {
-                mf::artifacts(r)
-                    .iter()
-                    .filter(|(p, _)| p.starts_with("Result-Table/"))
-                    .count()
-            })
-            .sum()
-    };
     let t = Instant::now();
-    while tables(&id) < 1 {
+    while mf::tables(&project, &id) < 1 {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "call 1 never arrived"
@@ -714,7 +702,9 @@ fn watch_rides_out_a_30_second_outage_without_a_retry_storm() {
     let refused = proxy.counts.refused.load(Ordering::SeqCst);
     proxy.set_outage(false);
     let t = Instant::now();
-    while !(tables(&id) == 4 && mf::run_for(&project, &id)["info"]["status"] == "FINISHED") {
+    while !(mf::tables(&project, &id) == 4
+        && mf::run_for(&project, &id)["info"]["status"] == "FINISHED")
+    {
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "the backlog did not arrive after the outage"

@@ -63,19 +63,6 @@ impl Drop for OwnServer {
     }
 }
 
-fn tables(project: &str, id: &str) -> usize {
-    mf::runs(project)
-        .iter()
-        .filter(|r| mf::tag(r, "difflog.run_id").as_deref() == Some(id))
-        .map(|r| {
-            mf::artifacts(r)
-                .iter()
-                .filter(|(p, _)| p.starts_with("Result-Table/"))
-                .count()
-        })
-        .sum()
-}
-
 #[test]
 fn watch_rides_out_the_real_server_stopped_for_30_seconds_and_started_again() {
     let data = tempfile::tempdir().unwrap();
@@ -102,7 +89,7 @@ fn watch_rides_out_the_real_server_stopped_for_30_seconds_and_started_again() {
     run.record(&mut p, &Req::new(&["before"], 1)).unwrap();
     run.flush().unwrap();
     let t = Instant::now();
-    while tables(&project, &id) < 1 {
+    while mf::tables(&project, &id) < 1 {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "call 1 never arrived"
@@ -124,7 +111,7 @@ fn watch_rides_out_the_real_server_stopped_for_30_seconds_and_started_again() {
     let down_for = stopped.elapsed();
     let server = OwnServer::start(data.path(), Some(port));
     let up = Instant::now();
-    while !(tables(&project, &id) == 4
+    while !(mf::tables(&project, &id) == 4
         && mf::run_for(&project, &id)["info"]["status"] == "FINISHED")
     {
         assert!(

@@ -3,8 +3,8 @@
 
 use super::engine::{progress_for_key, sync_run, Progress};
 use super::http::SyncError;
-use super::retry::{Backoff, Class};
-use super::state::State;
+use super::retry::{retry, Class, Decision, Policy};
+use super::state::{Reachability, State};
 use super::targets::{target, AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
@@ -94,22 +94,23 @@ pub async fn sync_with_retries(
     concurrency: usize,
     attempts: u32,
 ) -> std::result::Result<Progress, SyncError> {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    loop {
-        match sync_run(t, state, dir, concurrency).await {
-            Ok(p) => return Ok(p),
-            Err(e) if e.class == Class::Transient && backoff.attempts() + 1 < attempts => {
-                let d = backoff.next_delay(e.retry_after);
-                tracing::warn!(
-                    "{}: {e}; retrying in {:.1} s",
-                    dir.display(),
-                    d.as_secs_f64()
-                );
-                tokio::time::sleep(d).await;
+    let policy = Policy {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+        attempts,
+    };
+    retry(
+        policy,
+        |_| sync_run(t, state, dir, concurrency),
+        |e: &SyncError| match e.class {
+            Class::Transient => {
+                tracing::warn!("{}: {e}; retrying", dir.display());
+                Decision::Retry(e.retry_after)
             }
-            Err(e) => return Err(e),
-        }
-    }
+            _ => Decision::Stop,
+        },
+    )
+    .await
 }
 
 /// `difflog-sync upload`: one pass over the runs, with a progress bar and a
@@ -277,23 +278,53 @@ fn status_rows(state: &State, dir: &Path) -> Result<Vec<serde_json::Value>> {
     Ok(rows)
 }
 
+/// One line on what `watch` last knew of a target's reachability.
+fn target_line(r: &Reachability) -> String {
+    let last = r.last_reachable.as_deref().unwrap_or("never");
+    match &r.next_attempt {
+        None => format!("target {}: reachable, last answered {last}", r.target),
+        Some(next) => format!(
+            "target {}: unreachable, last answered {last}, next attempt {next}",
+            r.target
+        ),
+    }
+}
+
 /// `difflog-sync status`: per run and target, recorded vs uploaded, pending,
 /// the last error. Reads only local files; talks to no server.
 pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<()> {
     let groups = runs_by_root(paths)?;
     let mut rows = Vec::new();
+    let mut reach: BTreeMap<String, Reachability> = BTreeMap::new();
     for (root, runs) in &groups {
         let state = State::open(root)?;
         // Runs are read on all cores (parsing dominates over thousands).
         for r in crate::read::par_map(runs, |dir| status_rows(&state, dir)) {
             rows.extend(r?);
         }
+        for r in state.reachability()? {
+            // The same target seen from several roots: the newest news.
+            let newer = reach
+                .get(&r.target)
+                .is_none_or(|old| r.last_reachable > old.last_reachable);
+            if newer {
+                reach.insert(r.target.clone(), r);
+            }
+        }
     }
     let w = |out: &mut dyn Write, s: String| {
         writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
     };
+    let targets: Vec<_> = reach.into_values().collect();
     if json_out {
+        rows.extend(targets.iter().map(|r| {
+            json!({"kind": "target", "target": r.target, "reachable": r.next_attempt.is_none(),
+                   "last_reachable": r.last_reachable, "next_attempt": r.next_attempt})
+        }));
         return w(out, serde_json::Value::Array(rows).to_string());
+    }
+    for r in &targets {
+        w(out, target_line(r))?;
     }
     if rows.is_empty() {
         return w(out, "no runs".into());

@@ -2,7 +2,7 @@
 //! credentials that never reach a message, per-request retries for transient
 //! failures, and uploads streamed from disk.
 
-use super::retry::{classify_status, parse_retry_after, Backoff, Class};
+use super::retry::{classify_status, parse_retry_after, retry, Class, Decision, Policy};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::Path;
@@ -152,7 +152,9 @@ enum Want {
 /// Keep-alive HTTP client with retries.
 #[derive(Debug, Clone)]
 pub struct Http {
-    client: reqwest::Client,
+    /// Shared by the clones of this client, and replaced whole when the
+    /// network changes (its pooled connections may be dead).
+    client: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
     base: String,
     auth: Auth,
     attempts: u32,
@@ -160,12 +162,43 @@ pub struct Http {
     /// success resets it). Concurrent requests each retrying on their own
     /// would multiply the attempts against a server that is down.
     failures_in_a_row: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// When a server last answered anything (milliseconds since the Unix
+    /// epoch; 0: never), over this client and its clones.
+    answered_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Http {
     /// A client for `base` (scheme, host, port, optional path prefix).
     pub fn new(base: &str, auth: Auth) -> SyncResult<Http> {
-        let client = reqwest::Client::builder()
+        Ok(Http {
+            client: std::sync::Arc::new(std::sync::RwLock::new(Self::build_client()?)),
+            base: base.trim_end_matches('/').to_string(),
+            auth,
+            attempts: 4,
+            failures_in_a_row: Default::default(),
+            answered_ms: Default::default(),
+        })
+    }
+
+    /// When a server last answered a request of this client (any status).
+    pub fn last_answer(&self) -> Option<std::time::SystemTime> {
+        let ms = self.answered_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then(|| std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
+    }
+
+    /// Drops every pooled connection (of this client and its clones): after
+    /// a network change they may be dead, and a request sent on one would
+    /// wait for the read timeout instead of failing or succeeding at once.
+    /// Requests in flight keep their connections.
+    pub fn reset_connections(&self) {
+        match Self::build_client() {
+            Ok(c) => *self.client.write().unwrap_or_else(|p| p.into_inner()) = c,
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+
+    fn build_client() -> SyncResult<reqwest::Client> {
+        reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))
             // A server that stops answering mid-request is given up on long
@@ -178,14 +211,7 @@ impl Http {
             .tcp_nodelay(true)
             .user_agent(concat!("difflog-sync/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| SyncError::permanent(format!("cannot build HTTP client: {e}")))?;
-        Ok(Http {
-            client,
-            base: base.trim_end_matches('/').to_string(),
-            auth,
-            attempts: 4,
-            failures_in_a_row: Default::default(),
-        })
+            .map_err(|e| SyncError::permanent(format!("cannot build HTTP client: {e}")))
     }
 
     /// Sets how many times one request is tried before its error is returned.
@@ -238,36 +264,39 @@ impl Http {
         body: Body<'_>,
         want: Want,
     ) -> SyncResult<Value> {
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
-        loop {
-            use std::sync::atomic::Ordering::Relaxed;
-            let result = self
-                .attempt(method.clone(), path, headers, &body, want)
-                .await;
-            let in_a_row = match &result {
-                Err(e) if e.class == Class::Transient => {
-                    self.failures_in_a_row.fetch_add(1, Relaxed) + 1
+        use std::sync::atomic::Ordering::Relaxed;
+        let policy = Policy {
+            base: Duration::from_millis(250),
+            max: Duration::from_secs(8),
+            attempts: self.attempts,
+        };
+        retry(
+            policy,
+            |_| async {
+                let result = self
+                    .attempt(method.clone(), path, headers, &body, want)
+                    .await;
+                // Concurrent requests share one count of failures in a row,
+                // so an outage is retried by the pass, not by every request.
+                match &result {
+                    Err(e) if e.class == Class::Transient => {
+                        self.failures_in_a_row.fetch_add(1, Relaxed);
+                    }
+                    _ => self.failures_in_a_row.store(0, Relaxed),
                 }
-                _ => {
-                    self.failures_in_a_row.store(0, Relaxed);
-                    0
+                result
+            },
+            |e: &SyncError| {
+                let in_a_row = self.failures_in_a_row.load(Relaxed);
+                if e.class == Class::Transient && !e.unreachable && in_a_row < self.attempts {
+                    tracing::debug!("{e}; retrying");
+                    Decision::Retry(e.retry_after)
+                } else {
+                    Decision::Stop
                 }
-            };
-            match result {
-                Ok(v) => return Ok(v),
-                Err(e)
-                    if e.class == Class::Transient
-                        && !e.unreachable
-                        && in_a_row < self.attempts
-                        && backoff.attempts() + 1 < self.attempts =>
-                {
-                    let d = backoff.next_delay(e.retry_after);
-                    tracing::debug!("{e}; retrying in {d:?}");
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// Sends once, no retry.
@@ -297,7 +326,12 @@ impl Http {
         // A query string may carry a signature (signed upload URLs): it
         // never goes into a message.
         let what = format!("{method} {}", url.split('?').next().unwrap_or(""));
-        let mut req = self.client.request(method, &url);
+        let client = self
+            .client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut req = client.request(method, &url);
         req = match &self.auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t),
@@ -354,6 +388,11 @@ impl Http {
             }
         })?;
         let status = resp.status();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.answered_ms
+            .fetch_max(now_ms, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(
             "{what}: {status} in {:.1} ms",
             started.elapsed().as_secs_f64() * 1000.0

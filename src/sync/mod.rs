@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod engine;
 pub mod http;
+pub mod netwatch;
 pub mod retry;
 pub mod state;
 pub mod targets;

@@ -85,9 +85,137 @@ impl Backoff {
     }
 }
 
+/// The limits of one retry loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// The first wait.
+    pub base: Duration,
+    /// The longest wait (a server's `Retry-After` may ask for more, up to
+    /// [`MAX_RETRY_AFTER_S`]).
+    pub max: Duration,
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+}
+
+/// What a retry loop does after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Wait (at least the server's `Retry-After`, if given) and try again.
+    Retry(Option<Duration>),
+    /// Give up with this error.
+    Stop,
+}
+
+/// The one retry loop of the sync daemon: runs `op` (given the attempt
+/// number, from 0) until it succeeds, `decide` stops it, or
+/// `policy.attempts` attempts were made, waiting with [`Backoff`] in between.
+/// Callers say only *what* is worth retrying; *how* lives here.
+///
+/// # Cancel safety
+/// Dropping the future stops between or during attempts; an attempt dropped
+/// mid-request may or may not have reached the server, which is why every
+/// request the daemon retries is idempotent.
+pub async fn retry<T, E, F, Fut>(
+    policy: Policy,
+    mut op: F,
+    mut decide: impl FnMut(&E) -> Decision,
+) -> Result<T, E>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::new(policy.base, policy.max);
+    let mut attempt = 0;
+    loop {
+        let e = match op(attempt).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        attempt += 1;
+        match decide(&e) {
+            Decision::Retry(after) if attempt < policy.attempts => {
+                tokio::time::sleep(backoff.next_delay(after)).await;
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(attempts: u32) -> Policy {
+        Policy {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            attempts,
+        }
+    }
+
+    /// On paused time: a transient failure is retried with growing waits
+    /// until it succeeds; the waits add up to what the backoff allows.
+    #[tokio::test(start_paused = true)]
+    async fn retries_until_success_with_backoff_on_paused_time() {
+        let start = tokio::time::Instant::now();
+        let mut seen = Vec::new();
+        let r: Result<u32, &str> = retry(
+            policy(5),
+            |attempt| {
+                seen.push(tokio::time::Instant::now() - start);
+                async move {
+                    if attempt < 3 {
+                        Err("down")
+                    } else {
+                        Ok(attempt)
+                    }
+                }
+            },
+            |_| Decision::Retry(None),
+        )
+        .await;
+        assert_eq!(r, Ok(3));
+        assert_eq!(seen.len(), 4);
+        // Waits within [d/2, d] for d = 100, 200, 400 ms.
+        let waits: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+        for (w, cap) in waits.iter().zip([100u64, 200, 400]) {
+            let cap = Duration::from_millis(cap);
+            assert!(*w >= cap / 2 && *w <= cap, "{w:?} vs {cap:?}");
+        }
+    }
+
+    /// A permanent failure stops at once; attempts are bounded; a server's
+    /// Retry-After is waited for (up to the cap).
+    #[tokio::test(start_paused = true)]
+    async fn stops_on_permanent_errors_bounds_attempts_and_honours_retry_after() {
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let r: Result<(), &str> = retry(
+            policy(5),
+            |_| {
+                calls += 1;
+                async { Err("bad request") }
+            },
+            |_| Decision::Stop,
+        )
+        .await;
+        assert_eq!((r, calls), (Err("bad request"), 1));
+        assert_eq!(tokio::time::Instant::now(), start);
+
+        let mut calls = 0;
+        let r: Result<(), &str> = retry(
+            policy(3),
+            |_| {
+                calls += 1;
+                async { Err("429") }
+            },
+            |_| Decision::Retry(Some(Duration::from_secs(30))),
+        )
+        .await;
+        assert_eq!((r, calls), (Err("429"), 3));
+        let waited = tokio::time::Instant::now() - start;
+        assert!(waited >= Duration::from_secs(60), "{waited:?}");
+    }
 
     #[test]
     fn statuses_are_classified() {

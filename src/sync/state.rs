@@ -33,6 +33,17 @@ pub struct RunRecord {
     pub fingerprint: Option<String>,
 }
 
+/// What `watch` last knew of a target's reachability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachability {
+    /// The target's key (its URL, credentials never part of it).
+    pub target: String,
+    /// When the target last answered (RFC 3339), if ever.
+    pub last_reachable: Option<String>,
+    /// While it is unreachable: when the daemon tries again (RFC 3339).
+    pub next_attempt: Option<String>,
+}
+
 /// The state database.
 pub struct State {
     conn: Mutex<Connection>,
@@ -63,7 +74,10 @@ impl State {
                 PRIMARY KEY (target, run_id));
              CREATE TABLE IF NOT EXISTS done (
                 target TEXT NOT NULL, run_id TEXT NOT NULL, item TEXT NOT NULL,
-                PRIMARY KEY (target, run_id, item));",
+                PRIMARY KEY (target, run_id, item));
+             CREATE TABLE IF NOT EXISTS targets (
+                target TEXT PRIMARY KEY NOT NULL,
+                last_reachable TEXT, next_attempt TEXT);",
         )
         .map_err(|e| err(&path, e))?;
         // Added after the first release: older state files get the column.
@@ -239,6 +253,44 @@ impl State {
         })
     }
 
+    /// Records what `watch` knows of `target`: when it last answered
+    /// (RFC 3339; `None` keeps what was recorded) and, while it is
+    /// unreachable, when the next attempt is due (`None`: none pending).
+    pub fn set_reachability(
+        &self,
+        target: &str,
+        reached: Option<&str>,
+        next_attempt: Option<&str>,
+    ) -> crate::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO targets (target, last_reachable, next_attempt) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(target) DO UPDATE
+                 SET last_reachable=COALESCE(excluded.last_reachable, last_reachable),
+                     next_attempt=excluded.next_attempt",
+                params![target, reached, next_attempt],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// What the daemon last knew of each target's reachability, by target.
+    pub fn reachability(&self) -> crate::Result<Vec<Reachability>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT target, last_reachable, next_attempt FROM targets ORDER BY target",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(Reachability {
+                    target: r.get(0)?,
+                    last_reachable: r.get(1)?,
+                    next_attempt: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     /// Every target that has state for `run_id`.
     pub fn targets_of(&self, run_id: &str) -> crate::Result<Vec<String>> {
         self.with(|c| {
@@ -306,6 +358,33 @@ mod tests {
         // Opening it again (column already there) works too.
         let s = State::open(root.path()).unwrap();
         assert_eq!(s.run("t", "r").unwrap().fingerprint.as_deref(), Some("fp"));
+    }
+
+    /// Issue 22: reachability is kept per target; an outage keeps the last
+    /// time the target answered and adds the next attempt, which a later
+    /// answer clears.
+    #[test]
+    fn reachability_keeps_the_last_answer_through_an_outage() {
+        let root = tempfile::tempdir().unwrap();
+        let s = State::open(root.path()).unwrap();
+        assert!(s.reachability().unwrap().is_empty());
+        s.set_reachability("t", None, Some("2026-01-01T00:00:10Z"))
+            .unwrap();
+        let r = &s.reachability().unwrap()[0];
+        assert_eq!(
+            (r.last_reachable.as_deref(), r.next_attempt.as_deref()),
+            (None, Some("2026-01-01T00:00:10Z"))
+        );
+        s.set_reachability("t", Some("2026-01-01T00:00:11Z"), None)
+            .unwrap();
+        let reached = s.reachability().unwrap()[0].last_reachable.clone();
+        assert_eq!(reached.as_deref(), Some("2026-01-01T00:00:11Z"));
+        assert_eq!(s.reachability().unwrap()[0].next_attempt, None);
+        s.set_reachability("t", None, Some("2026-01-01T00:01:00Z"))
+            .unwrap();
+        let r = &s.reachability().unwrap()[0];
+        assert_eq!(r.last_reachable, reached);
+        assert_eq!(r.next_attempt.as_deref(), Some("2026-01-01T00:01:00Z"));
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! File-system events (`notify`, not polling) mark runs dirty; a short
 //! debounce batches the appends of a busy writer. While the target is
 //! unreachable, dirty runs are retried with exponential backoff and jitter
-//! (honouring `Retry-After`). With nothing to do the loop waits on the event
-//! channel alone — no timer — so an idle daemon uses no CPU, except a
-//! liveness check every few seconds while some run is live (a writer killed
-//! with SIGKILL leaves no event behind).
+//! (honouring `Retry-After`), and the machine's network changes
+//! ([`super::netwatch`]) cut the wait short: when a link, address or route
+//! appears, pending runs are tried at once (one attempt per settled change)
+//! and the backoff starts again from its first step. With nothing to do the
+//! loop waits on its event channels alone — no timer — so an idle daemon
+//! uses no CPU, except a liveness check every few seconds while some run is
+//! live (a writer killed with SIGKILL leaves no event behind).
 //!
 //! # Cancel safety
 //! SIGINT/SIGTERM drop the pass in flight. That is safe: the state advances
@@ -15,9 +18,10 @@
 //! on the server, so the next start redoes at most the interrupted item.
 
 use super::engine::sync_run;
+use super::netwatch::{self, Change, NetEvents};
 use super::retry::{Backoff, Class};
 use super::state::{State, STATE_DIR};
-use super::targets::target;
+use super::targets::{target, AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::read::{find_runs, RunState};
@@ -26,12 +30,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 /// How long to wait for more events before syncing.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// How long network changes must be quiet before the daemon acts on them (a
+/// link brings its addresses and routes a moment after it comes up).
+const NET_SETTLE: Duration = Duration::from_millis(200);
 /// How often live runs are checked for a writer that died silently.
 const LIVENESS: Duration = Duration::from_secs(5);
+/// The longest wait between attempts while the target is unreachable.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Lowers [`BACKOFF_MAX`] (seconds), for tests and benchmarks that need an
+/// outage longer than the cap without waiting minutes.
+pub const BACKOFF_MAX_ENV: &str = "DIFFLOG_WATCH_BACKOFF_MAX_SECONDS";
 
 /// Why `watch` stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,7 +95,7 @@ pub fn watch(
     for r in &canonical {
         states.insert(r.clone(), State::open(r)?);
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let (tx, files) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
             // Only changes matter. Reads (ours included: syncing a run opens
@@ -113,23 +126,73 @@ pub fn watch(
         out,
         "watching {} for {}",
         display_roots(&canonical),
-        super::redact_url(super::targets::Target::key(&t))
+        super::redact_url(Target::key(&t))
     );
     let _ = out.flush();
-
     rt.block_on(async {
+        let mut daemon = Daemon::new(&canonical, &t, states, concurrency)?;
+        daemon.run(files).await
+    })
+}
+
+/// The daemon's loop and what it remembers between passes.
+struct Daemon<'a> {
+    roots: &'a [PathBuf],
+    t: &'a AnyTarget,
+    states: HashMap<PathBuf, State>,
+    concurrency: usize,
+    /// Runs to sync, with the root each belongs to.
+    dirty: BTreeMap<PathBuf, PathBuf>,
+    /// Runs whose writer was alive at the last pass.
+    live: BTreeSet<(PathBuf, PathBuf)>,
+    /// Permanent errors already reported, so each is said once per run.
+    reported: HashMap<PathBuf, String>,
+    /// The machine's network changes, where they can be followed.
+    net: Option<NetEvents>,
+    backoff: Backoff,
+    /// While the target is unreachable: when to try again.
+    retry_at: Option<Instant>,
+    /// The last answer and next attempt written to the state.
+    noted: (Option<String>, Option<String>),
+}
+
+impl<'a> Daemon<'a> {
+    fn new(
+        roots: &'a [PathBuf],
+        t: &'a AnyTarget,
+        states: HashMap<PathBuf, State>,
+        concurrency: usize,
+    ) -> Result<Daemon<'a>> {
         // Everything already there is due once at start.
-        let mut dirty: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
-        for r in &canonical {
+        let mut dirty = BTreeMap::new();
+        for r in roots {
             for run in find_runs(r)? {
                 dirty.insert(run, r.clone());
             }
         }
-        let mut live: BTreeSet<(PathBuf, PathBuf)> = BTreeSet::new();
-        // Permanent errors already reported, so each is said once per run.
-        let mut reported: HashMap<PathBuf, String> = HashMap::new();
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let mut retry_at: Option<Instant> = None;
+        let max = std::env::var(BACKOFF_MAX_ENV)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(BACKOFF_MAX, |s| Duration::from_secs_f64(s).min(BACKOFF_MAX));
+        Ok(Daemon {
+            roots,
+            t,
+            states,
+            concurrency,
+            dirty,
+            live: BTreeSet::new(),
+            reported: HashMap::new(),
+            net: None,
+            // Not `retry::retry`: the daemon never gives up, and its waits
+            // are raced against file events, signals and network changes.
+            backoff: Backoff::new(Duration::from_secs(1), max),
+            retry_at: None,
+            noted: (None, None),
+        })
+    }
+
+    async fn run(&mut self, mut files: UnboundedReceiver<PathBuf>) -> Result<Stop> {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
         // One listener for the daemon's life (a `ctrl_c()` made anew each
@@ -144,75 +207,183 @@ pub fn watch(
             }
             let _ = stop_tx.send(true);
         });
+        self.net = match netwatch::listen() {
+            Ok(n) => Some(n),
+            Err(why) => {
+                tracing::warn!(
+                    "network changes are not followed ({why}); an unreachable target is retried with backoff alone"
+                );
+                None
+            }
+        };
         loop {
-            let now = Instant::now();
-            let wake = match (retry_at, live.is_empty(), dirty.is_empty()) {
-                (Some(t), _, _) => Some(t),
-                (None, _, false) => Some(now),
-                (None, false, true) => Some(now + LIVENESS),
-                (None, true, true) => None,
-            };
             tokio::select! {
-                ev = rx.recv() => {
-                    let Some(p) = ev else { break };
-                    if let Some((root, run)) = run_of(&canonical, &p) { dirty.insert(run, root); }
+                ev = files.recv() => {
+                    let Some(p) = ev else { return Ok(Stop::Signal) };
+                    self.mark(&p);
                     // Debounce: gather what the writer appends right after.
                     let until = Instant::now() + DEBOUNCE;
-                    while let Ok(Some(p)) = tokio::time::timeout_at(until, rx.recv()).await {
-                        if let Some((root, run)) = run_of(&canonical, &p) { dirty.insert(run, root); }
+                    while let Ok(Some(p)) = tokio::time::timeout_at(until, files.recv()).await {
+                        self.mark(&p);
                     }
-                    if retry_at.is_some() { continue; } // wait out the backoff
+                    if self.retry_at.is_some() { continue; } // wait out the backoff
                 }
-                _ = sleep_until(wake) => {
-                    if retry_at.is_none() && dirty.is_empty() {
+                _ = sleep_until(self.wake()) => {
+                    if self.retry_at.is_none() && self.dirty.is_empty() {
                         // Liveness check: a silent crash ends a live run.
-                        for (run, root) in &live { dirty.insert(run.clone(), root.clone()); }
+                        for (run, root) in &self.live { self.dirty.insert(run.clone(), root.clone()); }
                     }
-                    retry_at = None;
+                    self.retry_at = None;
+                }
+                change = next_change(&mut self.net) => {
+                    if !self.network_changed(change) || self.retry_at.is_none() { continue; }
+                    self.try_now();
                 }
                 _ = stop.changed() => return Ok(Stop::Signal),
             }
-            let mut batch = std::mem::take(&mut dirty).into_iter();
-            while let Some((run, root)) = batch.next() {
-                if !run.join(crate::format::RUN_JSON).is_file() {
-                    continue; // not (yet) a run: its run.json event will come
+            if let Some(s) = self.pass(&mut stop).await {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Handles a settled network change; true when something came up.
+    fn network_changed(&mut self, change: Option<Change>) -> bool {
+        let Some(change) = change else {
+            self.net = None; // the listener stopped (it said why)
+            return false;
+        };
+        // Pooled connections may be dead after any change.
+        self.t.network_changed();
+        change == Change::Up
+    }
+
+    /// Ends the wait for a retry: the network came up, so the target may
+    /// be reachable now. The backoff starts again from its first step.
+    fn try_now(&mut self) {
+        tracing::info!(
+            "network changed: trying {} now",
+            super::redact_url(self.t.key())
+        );
+        self.backoff.reset();
+        self.retry_at = None;
+    }
+
+    /// Marks the run an event path belongs to as dirty.
+    fn mark(&mut self, p: &Path) {
+        if let Some((root, run)) = run_of(self.roots, p) {
+            self.dirty.insert(run, root);
+        }
+    }
+
+    /// When the loop must wake up without an event, if ever.
+    fn wake(&self) -> Option<Instant> {
+        match (self.retry_at, self.live.is_empty(), self.dirty.is_empty()) {
+            (Some(t), _, _) => Some(t),
+            (None, _, false) => Some(Instant::now()),
+            (None, false, true) => Some(Instant::now() + LIVENESS),
+            (None, true, true) => None,
+        }
+    }
+
+    /// Syncs the dirty runs, one after another, until the target fails to
+    /// answer (the rest then waits for the retry). `Some` when the daemon
+    /// must stop.
+    async fn pass(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Stop> {
+        let mut batch = std::mem::take(&mut self.dirty).into_iter();
+        while let Some((run, root)) = batch.next() {
+            if !run.join(crate::format::RUN_JSON).is_file() {
+                continue; // not (yet) a run: its run.json event will come
+            }
+            let Some(state) = self.states.get(&root) else {
+                continue;
+            };
+            // Cancel safety: see the stop listener in `run`. Network changes
+            // wait for the pass to end (they are queued, not lost).
+            let result = tokio::select! {
+                r = sync_run(self.t, state, &run, self.concurrency) => r,
+                _ = stop.changed() => return Some(Stop::Signal),
+            };
+            match result {
+                Ok(p) => {
+                    self.backoff.reset();
+                    let entry = (run.clone(), root.clone());
+                    if p.state == RunState::Live {
+                        self.live.insert(entry);
+                    } else {
+                        self.live.remove(&entry);
+                    }
+                    tracing::info!(
+                        "{}: calls {}/{} status {:?}",
+                        p.run_id,
+                        p.calls_uploaded,
+                        p.calls_recorded,
+                        p.status
+                    );
                 }
-                let Some(state) = states.get(&root) else { continue };
-                // Cancel safety: see the stop listener above.
-                let result = tokio::select! {
-                    r = sync_run(&t, state, &run, concurrency) => r,
-                    _ = stop.changed() => return Ok(Stop::Signal),
-                };
-                match result {
-                    Ok(p) => {
-                        backoff.reset();
-                        let entry = (run.clone(), root.clone());
-                        if p.state == RunState::Live { live.insert(entry); } else { live.remove(&entry); }
-                        tracing::info!("{}: calls {}/{} status {:?}", p.run_id, p.calls_uploaded, p.calls_recorded, p.status);
-                    }
-                    Err(e) if e.class == Class::Auth => return Ok(Stop::Auth(e.message)),
-                    Err(e) if e.class == Class::Transient => {
-                        let d = backoff.next_delay(e.retry_after);
-                        tracing::warn!("{}: {e}; retrying in {:.1} s", run.display(), d.as_secs_f64());
-                        dirty.insert(run, root);
-                        // The target is down for all runs: keep the rest for later.
-                        dirty.extend(batch.by_ref());
-                        retry_at = Some(Instant::now() + d);
-                    }
-                    Err(e) => {
-                        // Permanent: reported once (and kept in the state);
-                        // retried only when the run changes.
-                        if reported.get(&run) != Some(&e.message) {
-                            tracing::error!("{}: {e}", run.display());
-                            let _ = writeln!(std::io::stderr(), "difflog-sync: {}: {e}", run.display());
-                            reported.insert(run.clone(), e.message.clone());
-                        }
+                Err(e) if e.class == Class::Auth => return Some(Stop::Auth(e.message)),
+                Err(e) if e.class == Class::Transient => {
+                    let d = self.backoff.next_delay(e.retry_after);
+                    tracing::warn!(
+                        "{}: {e}; retrying in {:.1} s",
+                        run.display(),
+                        d.as_secs_f64()
+                    );
+                    self.dirty.insert(run, root);
+                    // The target is down for all runs: keep the rest for later.
+                    self.dirty.extend(batch.by_ref());
+                    self.retry_at = Some(Instant::now() + d);
+                    break;
+                }
+                Err(e) => {
+                    // Permanent: reported once (and kept in the state);
+                    // retried only when the run changes.
+                    if self.reported.get(&run) != Some(&e.message) {
+                        tracing::error!("{}: {e}", run.display());
+                        let _ = writeln!(std::io::stderr(), "difflog-sync: {}: {e}", run.display());
+                        self.reported.insert(run.clone(), e.message.clone());
                     }
                 }
             }
         }
-        Ok(Stop::Signal)
-    })
+        self.note_reachability();
+        None
+    }
+
+    /// Writes what `status` shows of the target: when it last answered and,
+    /// while it is unreachable, when the next attempt is due (only when
+    /// either changed).
+    fn note_reachability(&mut self) {
+        let answered = self.t.last_answer().map(rfc3339);
+        let next = self.retry_at.map(|at| {
+            rfc3339(std::time::SystemTime::now() + at.saturating_duration_since(Instant::now()))
+        });
+        let now = (answered, next);
+        if now == self.noted || now == (None, None) {
+            return;
+        }
+        for state in self.states.values() {
+            if let Err(e) = state.set_reachability(self.t.key(), now.0.as_deref(), now.1.as_deref())
+            {
+                tracing::warn!("{e}");
+            }
+        }
+        self.noted = now;
+    }
+}
+
+/// The next settled network change, or never when changes are not followed.
+async fn next_change(net: &mut Option<NetEvents>) -> Option<Change> {
+    match net {
+        Some(n) => n.next(NET_SETTLE).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 async fn sleep_until(t: Option<Instant>) {

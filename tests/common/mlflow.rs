@@ -166,3 +166,18 @@ fn rand_u32() -> u32 {
         .unwrap();
     (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(7)).wrapping_mul(2654435761)
 }
+
+/// Result tables of the difflog run `id` in MLflow's experiment `project`
+/// (one per finished call uploaded).
+pub fn tables(project: &str, id: &str) -> usize {
+    runs(project)
+        .iter()
+        .filter(|r| tag(r, "difflog.run_id").as_deref() == Some(id))
+        .map(|r| {
+            artifacts(r)
+                .iter()
+                .filter(|(p, _)| p.starts_with("Result-Table/"))
+                .count()
+        })
+        .sum()
+}

@@ -47,6 +47,8 @@ pub struct Counts {
     pub puts_forwarded: AtomicUsize,
     /// PUT requests held (and then dropped) while PUTs were held.
     pub held: AtomicUsize,
+    /// When each connection was accepted.
+    pub accepted: Mutex<Vec<std::time::Instant>>,
 }
 
 /// A running proxy.
@@ -64,11 +66,18 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy in front of `upstream` (`http://host:port`).
     pub fn start(upstream: &str, faults: Faults, seed: u64) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Proxy::start_on(listener, upstream, faults, seed)
+    }
+
+    /// Like [`Proxy::start`] on a listener bound by the caller (in another
+    /// network namespace, say: the listener stays there, the connections to
+    /// `upstream` are made from here).
+    pub fn start_on(listener: TcpListener, upstream: &str, faults: Faults, seed: u64) -> Proxy {
         let up = upstream
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let counts = Arc::new(Counts::default());
         let outage = Arc::new(AtomicBool::new(false));
@@ -85,6 +94,7 @@ impl Proxy {
         std::thread::spawn(move || {
             for (i, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { continue };
+                c.accepted.lock().unwrap().push(std::time::Instant::now());
                 if o.load(Ordering::SeqCst) {
                     c.refused.fetch_add(1, Ordering::SeqCst);
                     let _ = stream.shutdown(Shutdown::Both);

@@ -20,7 +20,7 @@ use super::{Remote, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, MediaEvent, MetricEvent};
 use crate::read::CallView;
 use crate::sync::http::{percent_encode, Auth, Body, Http, SyncError, SyncResult};
-use crate::sync::retry::Class;
+use crate::sync::retry::{retry, Class, Decision, Policy};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -308,6 +308,14 @@ impl Target for Mlflow {
         &self.key
     }
 
+    fn last_answer(&self) -> Option<std::time::SystemTime> {
+        self.http.last_answer()
+    }
+
+    fn network_changed(&self) {
+        self.http.reset_connections();
+    }
+
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
         if let Some(k) = known {
             return Ok(k.clone());
@@ -328,31 +336,40 @@ impl Target for Mlflow {
         });
         // A create whose answer was lost may still have happened: look again
         // before every retry instead of retrying blindly.
-        for attempt in 0..4 {
-            match self
-                .http
-                .send_once(
-                    Method::POST,
-                    "/api/2.0/mlflow/runs/create",
-                    &[],
-                    &Body::Json(&body),
-                )
-                .await
-            {
-                Ok(v) => return Self::remote_from_run(&v["run"]),
-                Err(e) if e.class == Class::Transient => {
-                    tokio::time::sleep(std::time::Duration::from_millis(300 << attempt)).await;
-                    if let Some(found) = self.find_run(&exp, &run.meta.id).await? {
-                        return Self::remote_from_run(&found);
+        let policy = Policy {
+            base: std::time::Duration::from_millis(300),
+            max: std::time::Duration::from_millis(2400),
+            attempts: 4,
+        };
+        let created = retry(
+            policy,
+            |attempt| {
+                let (exp, body) = (&exp, &body);
+                async move {
+                    if attempt > 0 {
+                        if let Some(found) = self.find_run(exp, &run.meta.id).await? {
+                            return Ok(found);
+                        }
                     }
-                    if attempt == 3 {
-                        return Err(e);
-                    }
+                    let v = self
+                        .http
+                        .send_once(
+                            Method::POST,
+                            "/api/2.0/mlflow/runs/create",
+                            &[],
+                            &Body::Json(body),
+                        )
+                        .await?;
+                    Ok(v["run"].clone())
                 }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(SyncError::transient("could not create the MLflow run"))
+            },
+            |e: &SyncError| match e.class {
+                Class::Transient => Decision::Retry(e.retry_after),
+                _ => Decision::Stop,
+            },
+        )
+        .await?;
+        Self::remote_from_run(&created)
     }
 
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {

@@ -144,6 +144,13 @@ pub trait Target {
     async fn keep_alive(&self, _remote: &Remote) -> SyncResult<()> {
         Ok(())
     }
+
+    /// The machine's network changed: drop the connections this target
+    /// holds (they may be dead), so the next request opens a fresh one.
+    fn network_changed(&self);
+
+    /// When this target's server last answered a request (any status).
+    fn last_answer(&self) -> Option<std::time::SystemTime>;
 }
 
 /// Builds the target of a spec.
@@ -264,5 +271,13 @@ impl Target for AnyTarget {
 
     async fn keep_alive(&self, remote: &Remote) -> SyncResult<()> {
         each!(self, t => t.keep_alive(remote).await)
+    }
+
+    fn network_changed(&self) {
+        each!(self, t => t.network_changed())
+    }
+
+    fn last_answer(&self) -> Option<std::time::SystemTime> {
+        each!(self, t => t.last_answer())
     }
 }

@@ -37,7 +37,7 @@ use crate::format::rfc3339_ms;
 use crate::format::sha256_hex;
 use crate::read::CallView;
 use crate::sync::http::{percent_encode, Auth, Body, Http, SyncError, SyncResult};
-use crate::sync::retry::Backoff;
+use crate::sync::retry::{retry, Backoff, Decision, Policy};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -522,28 +522,28 @@ impl Wandb {
 
     /// `UpsertBucket`, retried on 409 Conflict as W&B's client does.
     async fn upsert(&self, variables: Value) -> SyncResult<Value> {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
-        loop {
-            match self
-                .gql("UpsertBucket", UPSERT_BUCKET, variables.clone())
-                .await
-            {
-                Err(e) if e.status == Some(409) && backoff.attempts() < 5 => {
-                    tokio::time::sleep(backoff.next_delay(e.retry_after)).await;
-                }
-                r => {
-                    let data = r?;
-                    let bucket = data["upsertBucket"]["bucket"].clone();
-                    if bucket.is_object() {
-                        return Ok(bucket);
-                    }
-                    return Err(SyncError::permanent(format!(
-                        "W&B UpsertBucket at {}: no run in the answer",
-                        self.api.base()
-                    )));
-                }
-            }
+        let policy = Policy {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(8),
+            attempts: 6,
+        };
+        let data = retry(
+            policy,
+            |_| self.gql("UpsertBucket", UPSERT_BUCKET, variables.clone()),
+            |e: &SyncError| match e.status {
+                Some(409) => Decision::Retry(e.retry_after),
+                _ => Decision::Stop,
+            },
+        )
+        .await?;
+        let bucket = data["upsertBucket"]["bucket"].clone();
+        if bucket.is_object() {
+            return Ok(bucket);
         }
+        Err(SyncError::permanent(format!(
+            "W&B UpsertBucket at {}: no run in the answer",
+            self.api.base()
+        )))
     }
 
     fn project_of(&self, run: &Snapshot<'_>) -> String {
@@ -676,6 +676,10 @@ impl Wandb {
     /// Sends `body` (built for the current cursor by `build`) until the
     /// server acknowledges; after a failure, asks the server where it
     /// stands (`settled`) before building the request again.
+    ///
+    /// Not [`retry`]: this loop sends many requests, and its budget of
+    /// failures is per request (the backoff starts again after every
+    /// acknowledged one), while `retry` counts attempts of one operation.
     async fn stream_until_acked(
         &self,
         cur: &mut Cursor,
@@ -816,6 +820,15 @@ impl Wandb {
 impl Target for Wandb {
     fn key(&self) -> &str {
         &self.key
+    }
+
+    fn last_answer(&self) -> Option<std::time::SystemTime> {
+        self.api.last_answer().max(self.storage.last_answer())
+    }
+
+    fn network_changed(&self) {
+        self.api.reset_connections();
+        self.storage.reset_connections();
     }
 
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
