@@ -178,15 +178,28 @@ fn proxy_in(ns: &Netns) -> Proxy {
     Proxy::start_on(listener, &mf::url(), Faults::default(), 22)
 }
 
-/// The first connection the proxy accepted at or after `t`.
-fn first_after(p: &Proxy, t: Instant) -> Option<Instant> {
-    p.counts
-        .accepted
-        .lock()
-        .unwrap()
-        .iter()
-        .copied()
-        .find(|a| *a >= t)
+/// The first connection the proxy accepted at or after `t`, waiting for it
+/// up to 3 minutes.
+fn first_connection(p: &Proxy, t: Instant) -> Instant {
+    let waited = Instant::now();
+    loop {
+        let first = p
+            .counts
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .find(|a| *a >= t);
+        if let Some(a) = first {
+            return a;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(180),
+            "nothing reached the server after the link came up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The outage: the link is down for longer than the (lowered) backoff cap,
@@ -240,17 +253,7 @@ fn the_backlog_starts_within_a_second_of_the_link_coming_up() {
     };
     let outage = up - down;
     let attempts = lines(&log, "retrying in", down).len();
-    let t = Instant::now();
-    let first = loop {
-        if let Some(a) = first_after(&proxy, up) {
-            break a;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "nothing reached the server after the link came up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let first = first_connection(&proxy, up);
     let delay = first.saturating_duration_since(up).as_secs_f64();
     eprintln!(
         "link down {:.1} s (cap {cap} s): {attempts} failed attempts; first request {:.3} s after the link came up",
@@ -268,6 +271,35 @@ fn the_backlog_starts_within_a_second_of_the_link_coming_up() {
         attempts <= bound,
         "{attempts} attempts in a {:.0} s outage (bound {bound})",
         outage.as_secs_f64()
+    );
+    all_arrive_once(&project, &ids, Duration::from_secs(60));
+
+    // Again, with the link coming up while an attempt waits on a connection
+    // begun while it was down: that connection would wait for its timeout
+    // (10 s after it began); the daemon starts over on a fresh one.
+    ns.link(false);
+    let down = Instant::now();
+    ids.push((record(root.path(), &project, 1, 40), 1));
+    let t = Instant::now();
+    let (logged, wait) = loop {
+        if let Some((t, l)) = lines(&log, "retrying in", down).last() {
+            break (*t, announced(l));
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no failed attempt");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The next attempt begins `wait` after that line; up 7.5 s into it.
+    let mid = logged + Duration::from_secs_f64(wait + 7.5);
+    std::thread::sleep(mid.saturating_duration_since(Instant::now()));
+    let up = Instant::now();
+    ns.link(true);
+    let first = first_connection(&proxy, up);
+    let delay = first.saturating_duration_since(up).as_secs_f64();
+    eprintln!("link up mid-attempt: first request {delay:.3} s after the link came up");
+    assert!(
+        delay < 1.0,
+        "the first request came {delay:.3} s after the link came up mid-attempt\n{:?}",
+        lines(&log, "", down)
     );
     all_arrive_once(&project, &ids, Duration::from_secs(60));
 
@@ -386,17 +418,7 @@ fn link_up_to_first_request_after_a_long_outage() {
     }
     let mut figures = Vec::new();
     for ((name, _, proxy, ..), up) in setups.iter().zip(ups) {
-        let t = Instant::now();
-        let first = loop {
-            if let Some(a) = first_after(proxy, up) {
-                break a;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(180),
-                "{name}: nothing arrived"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let first = first_connection(proxy, up);
         figures.push(format!(
             "{name}_s={:.3}",
             first.saturating_duration_since(up).as_secs_f64()

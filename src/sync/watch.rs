@@ -289,8 +289,18 @@ impl<'a> Daemon<'a> {
     /// Syncs the dirty runs, one after another, until the target fails to
     /// answer (the rest then waits for the retry). `Some` when the daemon
     /// must stop.
+    ///
+    /// A network change during the pass drops the target's idle connections.
+    /// When something came up and the pass is stuck (the target has not
+    /// answered since the pass began, or a change took something down
+    /// meanwhile), the pass is dropped and started again at once: a
+    /// connection attempted while the link was down waits for its timeout
+    /// (10 s) long after the link is back. Dropping a pass is safe (see the
+    /// stop listener in `run`); a pass that is making progress is left alone.
     async fn pass(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Stop> {
         let mut batch = std::mem::take(&mut self.dirty).into_iter();
+        let started = std::time::SystemTime::now();
+        let mut went_down = false;
         while let Some((run, root)) = batch.next() {
             if !run.join(crate::format::RUN_JSON).is_file() {
                 continue; // not (yet) a run: its run.json event will come
@@ -298,11 +308,30 @@ impl<'a> Daemon<'a> {
             let Some(state) = self.states.get(&root) else {
                 continue;
             };
-            // Cancel safety: see the stop listener in `run`. Network changes
-            // wait for the pass to end (they are queued, not lost).
-            let result = tokio::select! {
-                r = sync_run(self.t, state, &run, self.concurrency) => r,
-                _ = stop.changed() => return Some(Stop::Signal),
+            let t = self.t;
+            let result = {
+                let sync = sync_run(t, state, &run, self.concurrency);
+                tokio::pin!(sync);
+                loop {
+                    tokio::select! {
+                        r = &mut sync => break Some(r),
+                        _ = stop.changed() => return Some(Stop::Signal),
+                        change = next_change(&mut self.net) => {
+                            let Some(change) = change else { self.net = None; continue };
+                            t.network_changed();
+                            went_down |= change == Change::Down;
+                            let stuck = went_down || t.last_answer().is_none_or(|a| a < started);
+                            if change == Change::Up && stuck { break None; }
+                        }
+                    }
+                }
+            };
+            let Some(result) = result else {
+                // Start again now, on fresh connections, this run first.
+                self.dirty.insert(run, root);
+                self.dirty.extend(batch.by_ref());
+                self.try_now();
+                return None;
             };
             match result {
                 Ok(p) => {
