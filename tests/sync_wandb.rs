@@ -288,6 +288,9 @@ fn assert_complete(
     let runtime = last["_runtime"].as_f64().unwrap().floor() as i64;
     last.insert("_wandb".into(), serde_json::json!({"runtime": runtime}));
     assert_eq!(run.summary, Value::Object(last), "summary");
+    // ... also left as a run file at the end, as W&B's client does.
+    let file: Value = serde_json::from_slice(&run.files["wandb-summary.json"]).unwrap();
+    assert_eq!(file, run.summary, "wandb-summary.json");
     assert_eq!(run.completes, 1, "marked complete {} times", run.completes);
     assert_eq!(run.exitcode, Some(exitcode));
     run
@@ -316,16 +319,17 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .filter(|r| r.ends_with(" PUT"))
         .count();
     // 6 + 1 + 1 generated images, 1 input image, 1 loose image, 5 tables,
-    // and the 3 run files.
-    assert_eq!(puts, 18, "{:?}", emu.requests());
+    // the 3 run files, and wandb-summary.json at the end.
+    assert_eq!(puts, 19, "{:?}", emu.requests());
     // Their upload URLs asked for at once (media and tables in one request,
-    // the run files in one), not one request per file.
+    // the run files in one), not one request per file; the summary's when
+    // the run ends.
     let asked = emu
         .requests()
         .iter()
         .filter(|r| r.ends_with(" CreateRunFiles"))
         .count();
-    assert_eq!(asked, 2, "{:?}", emu.requests());
+    assert_eq!(asked, 3, "{:?}", emu.requests());
 
     let o = sync(
         &emu.url,

@@ -385,7 +385,7 @@ async fn sync_inner<T: Target>(
                 .map(|r| crate::format::rfc3339_ms(&r.ts)),
         };
         let before = remote.data.clone();
-        let sent = target.set_status(&mut remote, status, end).await;
+        let sent = target.set_status(&mut remote, &snap, status, end).await;
         keep_remote(state, key, id, &remote, &before)?;
         sent?;
         state

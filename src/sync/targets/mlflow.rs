@@ -512,6 +512,7 @@ impl Target for Mlflow {
     async fn set_status(
         &self,
         remote: &mut Remote,
+        _run: &Snapshot<'_>,
         status: RemoteStatus,
         end_ms: Option<i64>,
     ) -> SyncResult<()> {

@@ -130,10 +130,12 @@ pub trait Target {
         metrics: &[(MetricEvent, i64)],
     ) -> SyncResult<()>;
 
-    /// Sets the remote run's status.
+    /// Sets the remote run's status (`run`: what the run holds now, for a
+    /// target that writes files when a run ends).
     async fn set_status(
         &self,
         remote: &mut Remote,
+        run: &Snapshot<'_>,
         status: RemoteStatus,
         end_ms: Option<i64>,
     ) -> SyncResult<()>;
@@ -263,10 +265,11 @@ impl Target for AnyTarget {
     async fn set_status(
         &self,
         remote: &mut Remote,
+        run: &Snapshot<'_>,
         status: RemoteStatus,
         end_ms: Option<i64>,
     ) -> SyncResult<()> {
-        each!(self, t => t.set_status(remote, status, end_ms).await)
+        each!(self, t => t.set_status(remote, run, status, end_ms).await)
     }
 
     async fn keep_alive(&self, remote: &Remote) -> SyncResult<()> {

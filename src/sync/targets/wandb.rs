@@ -978,6 +978,7 @@ impl Target for Wandb {
     async fn set_status(
         &self,
         remote: &mut Remote,
+        run: &Snapshot<'_>,
         status: RemoteStatus,
         _end_ms: Option<i64>,
     ) -> SyncResult<()> {
@@ -987,6 +988,27 @@ impl Target for Wandb {
                 self.reopen(&mut cur, remote).await?;
             }
             return Ok(());
+        }
+        if !cur.complete {
+            // W&B's client leaves the final summary as a run file too (the
+            // Files tab); sent before `complete`, so a kill between the two
+            // sends it again (same name: replaced, not doubled).
+            if let Some(summary) = summary_line(&self.lines_for(run)) {
+                let name = "wandb-summary.json".to_string();
+                let urls = self
+                    .create_run_files(&cur, std::slice::from_ref(&name))
+                    .await?;
+                for u in &urls {
+                    self.storage
+                        .send_with(
+                            Method::PUT,
+                            &u.url,
+                            &u.headers,
+                            Body::Bytes(summary.as_bytes(), None),
+                        )
+                        .await?;
+                }
+            }
         }
         let code = exitcode(status);
         self.stream_until_acked(
