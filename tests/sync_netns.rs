@@ -430,3 +430,26 @@ fn link_up_to_first_request_after_a_long_outage() {
         figures.join(" ")
     );
 }
+
+/// Without network events (`DIFFLOG_NET_EVENTS=off`, as where netlink is
+/// refused) the daemon says once that it relies on the backoff alone, and
+/// still uploads.
+#[test]
+fn without_network_events_the_daemon_says_so_and_still_uploads() {
+    let start = Instant::now();
+    let ns = Netns::new();
+    let proxy = proxy_in(&ns);
+    let project = mf::unique_project("netns-off");
+    let root = tempfile::tempdir().unwrap();
+    let (_daemon, log) = daemon(
+        &ns,
+        root.path(),
+        &format!("mlflow+{}", proxy.url),
+        &[("DIFFLOG_NET_EVENTS", "off")],
+    );
+    let ids = vec![(record(root.path(), &project, 1, 1), 1)];
+    all_arrive_once(&project, &ids, Duration::from_secs(60));
+    let said = lines(&log, "network changes are not followed", start);
+    assert_eq!(said.len(), 1, "{:?}", lines(&log, "", start));
+    assert!(said[0].1.contains("backoff alone"), "{}", said[0].1);
+}
