@@ -2,6 +2,7 @@
 //! Parses arguments and calls the library; nothing else.
 
 use clap::{Parser, Subcommand};
+use difflog::cli::{self, actions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -262,37 +263,14 @@ fn main() -> ExitCode {
     difflog::cli::init_logging();
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    let root = |r: Option<PathBuf>| r.unwrap_or_else(difflog::run::default_root);
+    let ok = |r: difflog::Result<()>| r.map(|()| true);
     let result = match cli.command {
         Command::Generate(g) => {
-            let g = *g;
-            let args = difflog::generate::GenerateArgs {
-                model: g.model,
-                prompts: g.prompt,
-                negative_prompt: g.negative_prompt,
-                prompt_2: g.prompt_2,
-                num_images_per_prompt: g.num_images_per_prompt,
-                steps: g.steps,
-                guidance_scale: g.guidance_scale,
-                width: g.width,
-                height: g.height,
-                seed: g.seed,
-                scheduler: g.scheduler,
-                image: g.image,
-                strength: g.strength,
-                refiner: g.refiner.map(|r| (!r.is_empty()).then_some(r)),
-                project: g.project,
-                runs: root(g.runs),
-                device: g.device,
-                out: g.out,
-                verbose: g.verbose,
-            };
-            difflog::generate::generate(&args, &mut out).map(|_| true)
+            difflog::generate::generate(&generate_args(*g), &mut out).map(|_| true)
         }
-        Command::Ls { root: r, json } => difflog::cli::ls(&mut out, &root(r), json).map(|()| true),
+        Command::Ls { root: r, json } => ok(cli::ls(&mut out, &root(r), json)),
         Command::Show { run, root: r, json } => {
-            let dir = difflog::cli::resolve_run(&run, &root(r));
-            difflog::cli::show(&mut out, &dir, json).map(|()| true)
+            ok(cli::show(&mut out, &cli::resolve_run(&run, &root(r)), json))
         }
         Command::Report {
             path,
@@ -300,42 +278,11 @@ fn main() -> ExitCode {
             self_contained,
             root: r,
         } => {
-            let dir = difflog::cli::resolve_run(&path, &root(r));
-            difflog::report::report(&dir, &output, self_contained).map(|s| {
-                use std::io::Write;
-                let _ = writeln!(
-                    out,
-                    "report of {} run(s), {} image(s): {}",
-                    s.runs,
-                    s.images,
-                    s.index.display()
-                );
-                true
-            })
+            let dir = cli::resolve_run(&path, &root(r));
+            ok(actions::report(&mut out, &dir, &output, self_contained))
         }
-        Command::Pack { paths, output } => difflog::pack::pack(&paths, &output).map(|s| {
-            use std::io::Write;
-            let _ = writeln!(
-                out,
-                "packed {} run(s), {} files, {} bytes into {} ({} bytes)",
-                s.runs.len(),
-                s.files,
-                s.bytes,
-                output.display(),
-                s.archive_bytes
-            );
-            true
-        }),
-        Command::Unpack { archive, dest } => {
-            difflog::pack::unpack(&archive, &root(dest)).map(|runs| {
-                use std::io::Write;
-                for r in &runs {
-                    let _ = writeln!(out, "{}", r.display());
-                }
-                let _ = writeln!(out, "unpacked {} run(s)", runs.len());
-                true
-            })
-        }
+        Command::Pack { paths, output } => ok(actions::pack(&mut out, &paths, &output)),
+        Command::Unpack { archive, dest } => ok(actions::unpack(&mut out, &archive, &root(dest))),
         Command::Replay {
             run,
             call,
@@ -344,51 +291,69 @@ fn main() -> ExitCode {
             root: r,
             json,
         } => {
-            let dir = difflog::cli::resolve_run(&run, &root(r));
-            difflog::replay::replay(&dir, call, row, &device).map(|results| {
-                use std::io::Write;
-                let all = results.iter().all(|x| x.identical);
-                if json {
-                    let _ = writeln!(
-                        out,
-                        "{}",
-                        serde_json::json!({"identical": all, "rows": results})
-                    );
-                } else {
-                    for x in &results {
-                        let verdict = if x.identical { "identical" } else { "DIFFERS" };
-                        let _ = writeln!(
-                            out,
-                            "row {} (seed {}): {verdict}  recorded {}  replayed {}",
-                            x.row, x.seed, x.recorded, x.replayed
-                        );
-                    }
-                    let same = results.iter().filter(|x| x.identical).count();
-                    let _ = writeln!(out, "{same}/{} image(s) byte-identical", results.len());
-                }
-                all
-            })
+            let dir = cli::resolve_run(&run, &root(r));
+            actions::replay(&mut out, &dir, call, row, &device, json)
         }
         Command::Verify {
             path,
             root: r,
             json,
         } => {
-            let dir = difflog::cli::resolve_run(&path, &root(r));
-            difflog::cli::verify(&mut out, &dir, json).map(|damaged| !damaged)
+            let dir = cli::resolve_run(&path, &root(r));
+            cli::verify(&mut out, &dir, json).map(|damaged| !damaged)
         }
-        Command::Bench {
-            bench:
-                Bench::Generate {
-                    model,
-                    calls,
-                    steps,
-                    size,
-                    root: r,
-                    device,
-                    batch,
-                    json,
-                },
+        Command::Bench { bench } => ok(run_bench(&mut out, bench)),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("difflog: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The runs folder: the one given, or the default.
+fn root(r: Option<PathBuf>) -> PathBuf {
+    r.unwrap_or_else(difflog::run::default_root)
+}
+
+fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
+    difflog::generate::GenerateArgs {
+        model: g.model,
+        prompts: g.prompt,
+        negative_prompt: g.negative_prompt,
+        prompt_2: g.prompt_2,
+        num_images_per_prompt: g.num_images_per_prompt,
+        steps: g.steps,
+        guidance_scale: g.guidance_scale,
+        width: g.width,
+        height: g.height,
+        seed: g.seed,
+        scheduler: g.scheduler,
+        image: g.image,
+        strength: g.strength,
+        refiner: g.refiner.map(|r| (!r.is_empty()).then_some(r)),
+        project: g.project,
+        runs: root(g.runs),
+        device: g.device,
+        out: g.out,
+        verbose: g.verbose,
+    }
+}
+
+fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> {
+    match bench {
+        Bench::Generate {
+            model,
+            calls,
+            steps,
+            size,
+            root: r,
+            device,
+            batch,
+            json,
         } => {
             let opts = difflog::bench::GenerateBench {
                 model,
@@ -399,25 +364,13 @@ fn main() -> ExitCode {
                 device,
                 batch,
             };
-            difflog::bench::generate_overhead(&opts).map(|f| {
-                use std::io::Write;
-                let text = if json {
-                    serde_json::to_string(&f).unwrap_or_default() + "\n"
-                } else {
-                    difflog::bench::render_generate(&f)
-                };
-                let _ = out.write_all(text.as_bytes());
-                true
-            })
+            actions::bench_generate(out, &opts, json)
         }
-        Command::Bench {
-            bench:
-                Bench::Scale {
-                    root: r,
-                    runs,
-                    events_per_run,
-                    calls_per_run,
-                },
+        Bench::Scale {
+            root: r,
+            runs,
+            events_per_run,
+            calls_per_run,
         } => {
             let opts = difflog::bench::scale::ScaleRoot {
                 root: r,
@@ -425,24 +378,17 @@ fn main() -> ExitCode {
                 events_per_run,
                 calls_per_run,
             };
-            difflog::bench::scale::generate(&opts).map(|f| {
-                use std::io::Write;
-                let _ = writeln!(out, "{}", serde_json::to_string(&f).unwrap_or_default());
-                true
-            })
+            actions::bench_scale(out, &opts)
         }
-        Command::Bench {
-            bench:
-                Bench::Record {
-                    calls,
-                    size,
-                    images_per_call,
-                    root: r,
-                    queue,
-                    no_baseline,
-                    pace_ms,
-                    json,
-                },
+        Bench::Record {
+            calls,
+            size,
+            images_per_call,
+            root: r,
+            queue,
+            no_baseline,
+            pace_ms,
+            json,
         } => {
             let opts = difflog::bench::RecordBench {
                 calls,
@@ -453,24 +399,7 @@ fn main() -> ExitCode {
                 no_baseline,
                 pace_ms,
             };
-            difflog::bench::record(&opts).map(|f| {
-                use std::io::Write;
-                let text = if json {
-                    serde_json::to_string(&f).unwrap_or_default() + "\n"
-                } else {
-                    difflog::bench::render(&f, calls, size)
-                };
-                let _ = out.write_all(text.as_bytes());
-                true
-            })
-        }
-    };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("difflog: {e}");
-            ExitCode::from(2)
+            actions::bench_record(out, &opts, json)
         }
     }
 }

@@ -2,6 +2,8 @@
 //! as text for people or JSON for scripts. The binary only parses arguments
 //! and calls these.
 
+pub mod actions;
+
 use crate::error::{Error, Result};
 use crate::event::Cell;
 use crate::read::{dir_size, find_runs, RunDir, RunView};

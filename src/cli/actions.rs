@@ -1,0 +1,120 @@
+//! What the `difflog` commands that make something print: `report`, `pack`,
+//! `unpack`, `replay` and `bench`. Each runs its library function and
+//! writes the outcome for people (or JSON for scripts), so the binary only
+//! parses arguments and calls these. `Ok(false)`: done, but the outcome is
+//! a failure the exit code must show (a replay that differs).
+
+use crate::bench::scale::ScaleRoot;
+use crate::bench::{GenerateBench, RecordBench};
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn line(out: &mut dyn Write, s: &str) -> Result<()> {
+    writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
+}
+
+/// `difflog report`: writes the pages, then says where.
+pub fn report(out: &mut dyn Write, dir: &Path, output: &Path, self_contained: bool) -> Result<()> {
+    let s = crate::report::report(dir, output, self_contained)?;
+    line(
+        out,
+        &format!(
+            "report of {} run(s), {} image(s): {}",
+            s.runs,
+            s.images,
+            s.index.display()
+        ),
+    )
+}
+
+/// `difflog pack`: packs, then says what went in.
+pub fn pack(out: &mut dyn Write, paths: &[PathBuf], output: &Path) -> Result<()> {
+    let s = crate::pack::pack(paths, output)?;
+    line(
+        out,
+        &format!(
+            "packed {} run(s), {} files, {} bytes into {} ({} bytes)",
+            s.runs.len(),
+            s.files,
+            s.bytes,
+            output.display(),
+            s.archive_bytes
+        ),
+    )
+}
+
+/// `difflog unpack`: unpacks, then lists the runs.
+pub fn unpack(out: &mut dyn Write, archive: &Path, dest: &Path) -> Result<()> {
+    let runs = crate::pack::unpack(archive, dest)?;
+    for r in &runs {
+        line(out, &r.display().to_string())?;
+    }
+    line(out, &format!("unpacked {} run(s)", runs.len()))
+}
+
+/// `difflog replay`: regenerates and compares; `Ok(false)` when an image
+/// differs.
+pub fn replay(
+    out: &mut dyn Write,
+    dir: &Path,
+    call: u32,
+    row: Option<u32>,
+    device: &str,
+    json: bool,
+) -> Result<bool> {
+    let results = crate::replay::replay(dir, call, row, device)?;
+    let all = results.iter().all(|x| x.identical);
+    if json {
+        line(
+            out,
+            &serde_json::json!({"identical": all, "rows": results}).to_string(),
+        )?;
+        return Ok(all);
+    }
+    for x in &results {
+        let verdict = if x.identical { "identical" } else { "DIFFERS" };
+        line(
+            out,
+            &format!(
+                "row {} (seed {}): {verdict}  recorded {}  replayed {}",
+                x.row, x.seed, x.recorded, x.replayed
+            ),
+        )?;
+    }
+    let same = results.iter().filter(|x| x.identical).count();
+    line(
+        out,
+        &format!("{same}/{} image(s) byte-identical", results.len()),
+    )?;
+    Ok(all)
+}
+
+fn json_or(out: &mut dyn Write, value: &impl serde::Serialize, text: Option<String>) -> Result<()> {
+    let s = match text {
+        Some(t) => t,
+        None => serde_json::to_string(value).unwrap_or_default() + "\n",
+    };
+    out.write_all(s.as_bytes())
+        .map_err(|e| Error::io("<stdout>", "write", e))
+}
+
+/// `difflog bench generate`: the figures as a table, or JSON.
+pub fn bench_generate(out: &mut dyn Write, opts: &GenerateBench, json: bool) -> Result<()> {
+    let f = crate::bench::generate_overhead(opts)?;
+    let text = (!json).then(|| crate::bench::render_generate(&f));
+    json_or(out, &f, text)
+}
+
+/// `difflog bench record`: the figures as a table, or JSON.
+pub fn bench_record(out: &mut dyn Write, opts: &RecordBench, json: bool) -> Result<()> {
+    let f = crate::bench::record(opts)?;
+    let text = (!json).then(|| crate::bench::render(&f, opts.calls, opts.size));
+    json_or(out, &f, text)
+}
+
+/// `difflog bench scale`: writes the root, prints its figures as JSON.
+pub fn bench_scale(out: &mut dyn Write, opts: &ScaleRoot) -> Result<()> {
+    let f = crate::bench::scale::generate(opts)?;
+    json_or(out, &f, None)
+}
