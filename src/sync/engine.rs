@@ -208,35 +208,83 @@ fn unchanged(
     Ok(Some((progress, remote)))
 }
 
+/// What the steps of one pass over a run share.
+struct Pass<'a, T> {
+    target: &'a T,
+    state: &'a State,
+    run: &'a RunDir,
+    key: &'a str,
+    id: &'a str,
+    snap: Snapshot<'a>,
+    /// What the state remembered of the run before this pass.
+    rec: crate::sync::state::RunRecord,
+}
+
+impl<T: Target> Pass<'_, T> {
+    /// Lets the target change the remote data (a cursor) with `f`, and keeps
+    /// what it changed in the state even when `f` failed part way.
+    async fn tracked(
+        &self,
+        remote: &mut Remote,
+        f: impl AsyncFnOnce(&mut Remote) -> SyncResult<()>,
+    ) -> SyncResult<()> {
+        let before = remote.data.clone();
+        let sent = f(remote).await;
+        keep_remote(self.state, self.key, self.id, remote, &before)?;
+        sent
+    }
+}
+
 async fn sync_inner<T: Target>(
     target: &T,
     state: &State,
     run: &RunDir,
     concurrency: usize,
 ) -> SyncResult<Progress> {
-    let key = target.key();
-    let id = run.meta.id.as_str();
     // Decide the state first: a run seen as live is never marked finished.
     let run_state = run.state();
     let view = run.view();
     let first = first_config(run);
-    let snap = Snapshot {
-        dir: &run.path,
-        meta: &run.meta,
-        records: run.records(),
-        view: &view,
-        first_config: &first,
+    let p = Pass {
+        target,
+        state,
+        run,
+        key: target.key(),
+        id: run.meta.id.as_str(),
+        snap: Snapshot {
+            dir: &run.path,
+            meta: &run.meta,
+            records: run.records(),
+            view: &view,
+            first_config: &first,
+        },
+        rec: state.run(target.key(), &run.meta.id).map_err(state_err)?,
     };
-    let rec = state.run(key, id).map_err(state_err)?;
-    let known = known_remote(&rec);
-    let mut remote = target.open_run(&snap, known.as_ref()).await?;
+    let known = known_remote(&p.rec);
+    let mut remote = target.open_run(&p.snap, known.as_ref()).await?;
     let opened = remote.data.clone();
     if known.as_ref() != Some(&remote) {
         state
-            .set_remote(key, id, &remote.id, &remote.data)
+            .set_remote(p.key, p.id, &remote.id, &remote.data)
             .map_err(state_err)?;
     }
+    upload_calls(&p, &mut remote, concurrency).await?;
+    send_metrics(&p, &mut remote).await?;
+    send_status(&p, &mut remote, run_state, &opened).await?;
+    if run_state == RunState::Live {
+        target.keep_alive(&remote).await?;
+    }
+    progress_for_key(p.key, state, run, &view, run_state, Some(remote.id))
+}
 
+/// Run-level data, media and every finished call not yet acknowledged.
+async fn upload_calls<T: Target>(
+    p: &Pass<'_, T>,
+    remote: &mut Remote,
+    concurrency: usize,
+) -> SyncResult<()> {
+    let (target, state, run, key, id) = (p.target, p.state, p.run, p.key, p.id);
+    let view = p.snap.view;
     // Uploads address the remote run only by what `open_run` returned; the
     // cursor a target advances in `finish_calls` lives in `remote` itself.
     let addr = remote.clone();
@@ -251,9 +299,9 @@ async fn sync_inner<T: Target>(
     // Run-level data goes in the same stream of concurrent uploads as the
     // first media (each of its requests is a round trip worth overlapping).
     let mut first_jobs: Vec<Job<'_>> = Vec::new();
-    let meta_item = format!("meta:{}", meta_digest(&first, run, &view));
+    let meta_item = format!("meta:{}", meta_digest(p.snap.first_config, run, view));
     if !state.is_done(key, id, &meta_item).map_err(state_err)? {
-        let (addr, snap, meta_item) = (&addr, &snap, meta_item.clone());
+        let (addr, snap, meta_item) = (&addr, &p.snap, meta_item.clone());
         first_jobs.push(Box::pin(async move {
             target.sync_meta(addr, snap).await?;
             state.mark_done(key, id, &meta_item).map_err(state_err)
@@ -301,7 +349,7 @@ async fn sync_inner<T: Target>(
             jobs.extend(media_jobs(
                 target, state, run, &addr, &media, &acked, &mut due,
             )?);
-            let (addr, snap) = (&addr, &snap);
+            let (addr, snap) = (&addr, &p.snap);
             jobs.extend(batch.iter().map(|call| {
                 let fut: Job<'_> = Box::pin(target.upload_table(addr, snap, call));
                 fut
@@ -319,10 +367,12 @@ async fn sync_inner<T: Target>(
         };
         let (finished, uploaded) = match finishing.take() {
             Some(done) => {
-                let before = remote.data.clone();
-                let (sent, uploaded) =
-                    futures_util::join!(target.finish_calls(&mut remote, &snap, done), uploads);
-                keep_remote(state, key, id, &remote, &before)?;
+                let (sent, uploaded) = futures_util::join!(
+                    p.tracked(remote, async |r| target
+                        .finish_calls(r, &p.snap, done)
+                        .await),
+                    uploads
+                );
                 (Some((done, sent)), uploaded)
             }
             None => (None, uploads.await),
@@ -339,14 +389,19 @@ async fn sync_inner<T: Target>(
         uploaded?;
         match batch {
             Some(b) => finishing = Some(b),
-            None => break,
+            None => return Ok(()),
         }
     }
+}
 
-    let fresh: Vec<_> = run
+/// The run's own metrics (and loose images, for a target that keeps a
+/// history) recorded since the last pass.
+async fn send_metrics<T: Target>(p: &Pass<'_, T>, remote: &mut Remote) -> SyncResult<()> {
+    let fresh: Vec<_> = p
+        .run
         .records()
         .iter()
-        .filter(|r| r.seq > rec.synced_seq)
+        .filter(|r| r.seq > p.rec.synced_seq)
         .collect();
     let metrics: Vec<(MetricEvent, i64)> = fresh
         .iter()
@@ -361,41 +416,50 @@ async fn sync_inner<T: Target>(
         .iter()
         .any(|r| matches!(&r.event, Event::Media(m) if m.call.is_none()));
     if !metrics.is_empty() || loose_images {
-        let before = remote.data.clone();
-        let sent = target.log_metrics(&mut remote, &snap, &metrics).await;
-        keep_remote(state, key, id, &remote, &before)?;
-        sent?;
+        p.tracked(remote, async |r| {
+            p.target.log_metrics(r, &p.snap, &metrics).await
+        })
+        .await?;
     }
-    let last_seq = run.records().last().map_or(0, |r| r.seq);
-    if last_seq > rec.synced_seq {
-        state.set_synced_seq(key, id, last_seq).map_err(state_err)?;
-    }
-
-    let status = remote_status(run_state);
-    // Also when this pass sent something the target tracks (W&B: history
-    // appended to a run that had been completed reopens it).
-    if rec.status_sent.as_deref() != Some(status.as_str())
-        || (status != RemoteStatus::Running && opened != remote.data)
-    {
-        let end = match status {
-            RemoteStatus::Running => None,
-            _ => run
-                .records()
-                .last()
-                .map(|r| crate::format::rfc3339_ms(&r.ts)),
-        };
-        let before = remote.data.clone();
-        let sent = target.set_status(&mut remote, &snap, status, end).await;
-        keep_remote(state, key, id, &remote, &before)?;
-        sent?;
-        state
-            .set_status(key, id, status.as_str())
+    let last_seq = p.run.records().last().map_or(0, |r| r.seq);
+    if last_seq > p.rec.synced_seq {
+        p.state
+            .set_synced_seq(p.key, p.id, last_seq)
             .map_err(state_err)?;
     }
-    if run_state == RunState::Live {
-        target.keep_alive(&remote).await?;
+    Ok(())
+}
+
+/// The remote status, when it changed — or when this pass sent something
+/// the target tracks (W&B: history appended to a run that had been
+/// completed reopens it, so the end is sent again).
+async fn send_status<T: Target>(
+    p: &Pass<'_, T>,
+    remote: &mut Remote,
+    run_state: RunState,
+    opened: &str,
+) -> SyncResult<()> {
+    let status = remote_status(run_state);
+    if p.rec.status_sent.as_deref() == Some(status.as_str())
+        && (status == RemoteStatus::Running || opened == remote.data)
+    {
+        return Ok(());
     }
-    progress_for_key(key, state, run, &view, run_state, Some(remote.id))
+    let end = match status {
+        RemoteStatus::Running => None,
+        _ => p
+            .run
+            .records()
+            .last()
+            .map(|r| crate::format::rfc3339_ms(&r.ts)),
+    };
+    p.tracked(remote, async |r| {
+        p.target.set_status(r, &p.snap, status, end).await
+    })
+    .await?;
+    p.state
+        .set_status(p.key, p.id, status.as_str())
+        .map_err(state_err)
 }
 
 /// The remote run the state remembers, if any.
