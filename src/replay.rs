@@ -8,11 +8,11 @@
 //! comparison against other weights proves nothing.
 
 use crate::error::{Error, Result};
-use crate::event::Cell;
+use crate::event::{Cell, PipelineEvent, RowEvent};
 use crate::pipeline::Pipeline;
 use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
-use crate::pipelines::{resolve, InitImage, Request, StableDiffusion};
-use crate::read::RunDir;
+use crate::pipelines::{resolve, InitImage, Request, ResolvedModel, StableDiffusion};
+use crate::read::{CallView, RunDir, RunView};
 use crate::run::media::{encode_png, sha256_hex};
 use serde::Serialize;
 use serde_json::Value;
@@ -49,6 +49,39 @@ fn text(cells: &[Cell], column: &str) -> Option<String> {
 pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<Vec<RowResult>> {
     let run = RunDir::open(dir)?;
     let view = run.view();
+    let (c, p) = find_call(&view, dir, call)?;
+    let model = resolve(&p.model_id)
+        .map_err(|e| bad(format!("the recorded model is not available: {e}")))?;
+    check_weights(p, &model)?;
+    let mut pipe = StableDiffusion::load(model, device).map_err(|e| bad(e.to_string()))?;
+    if let Some(kind) = p.scheduler["name"].as_str().and_then(SchedulerKind::parse) {
+        let cur = pipe.scheduler().clone();
+        pipe.set_scheduler(SchedulerSettings { kind, ..cur });
+    }
+    let mut results = Vec::new();
+    for r in c
+        .rows
+        .iter()
+        .filter(|r| row.is_none_or(|want| want == r.index))
+    {
+        results.push(replay_row(&mut pipe, dir, c, r)?);
+    }
+    if results.is_empty() {
+        return Err(bad(format!(
+            "call {call} has no row {}",
+            row.map_or("at all".into(), |r| r.to_string())
+        )));
+    }
+    Ok(results)
+}
+
+/// The call to replay and the pipeline that made it; refused when the call
+/// did not finish successfully (nothing to compare).
+fn find_call<'v>(
+    view: &'v RunView,
+    dir: &Path,
+    call: u32,
+) -> Result<(&'v CallView, &'v PipelineEvent)> {
     let c = view.calls.get(&call).ok_or_else(|| {
         bad(format!(
             "{}: no call {call} (the run has {} call(s))",
@@ -69,119 +102,118 @@ pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<V
             c.started.pipeline
         ))
     })?;
-    let model = resolve(&p.model_id)
-        .map_err(|e| bad(format!("the recorded model is not available: {e}")))?;
-    if let Some(recorded) = &p.weights_digest {
-        if *recorded != model.weights_digest {
-            let mut changed = Vec::new();
-            for (k, now) in &model.files {
-                let then = p.components.values().find_map(|comp| {
-                    ["weights", "tokenizer"].iter().find_map(|w| {
-                        let f = &comp[*w];
-                        (f["file"] == now["file"]).then(|| f["sha256"].clone())
-                    })
-                });
-                if then.as_ref() != Some(&now["sha256"]) {
-                    changed.push(format!("{k} ({})", now["file"].as_str().unwrap_or("?")));
-                }
-            }
-            return Err(bad(format!(
-                "the weights of {} differ from the recorded ones ({recorded}, now {}); changed: {}",
-                p.model_id,
-                model.weights_digest,
-                if changed.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    changed.join(", ")
-                }
-            )));
+    Ok((c, p))
+}
+
+/// Refuses weights that differ from the recorded digest, naming the files
+/// that changed: a comparison against other weights proves nothing.
+fn check_weights(p: &PipelineEvent, model: &ResolvedModel) -> Result<()> {
+    let Some(recorded) = &p.weights_digest else {
+        return Ok(());
+    };
+    if *recorded == model.weights_digest {
+        return Ok(());
+    }
+    let mut changed = Vec::new();
+    for (k, now) in &model.files {
+        let then = p.components.values().find_map(|comp| {
+            ["weights", "tokenizer"].iter().find_map(|w| {
+                let f = &comp[*w];
+                (f["file"] == now["file"]).then(|| f["sha256"].clone())
+            })
+        });
+        if then.as_ref() != Some(&now["sha256"]) {
+            changed.push(format!("{k} ({})", now["file"].as_str().unwrap_or("?")));
         }
     }
-    let mut pipe = StableDiffusion::load(model, device).map_err(|e| bad(e.to_string()))?;
-    if let Some(kind) = p.scheduler["name"].as_str().and_then(SchedulerKind::parse) {
-        let cur = pipe.scheduler().clone();
-        pipe.set_scheduler(SchedulerSettings { kind, ..cur });
-    }
+    Err(bad(format!(
+        "the weights of {} differ from the recorded ones ({recorded}, now {}); changed: {}",
+        p.model_id,
+        model.weights_digest,
+        if changed.is_empty() {
+            "unknown".to_string()
+        } else {
+            changed.join(", ")
+        }
+    )))
+}
+
+/// Regenerates one row from its seed and the call's arguments and compares
+/// the PNG with the recorded one.
+fn replay_row(
+    pipe: &mut StableDiffusion,
+    dir: &Path,
+    c: &CallView,
+    r: &RowEvent,
+) -> Result<RowResult> {
+    let call = c.started.call;
     let params = &c.started.params;
     let num = |k: &str| params.get(k).and_then(Value::as_u64).map(|v| v as usize);
     let opt_text = |k: &str| params.get(k).and_then(Value::as_str).map(str::to_string);
-    let mut results = Vec::new();
-    for r in &c.rows {
-        if row.is_some_and(|want| want != r.index) {
-            continue;
-        }
-        let seed = r
-            .cells
-            .iter()
-            .find_map(|x| match x {
-                Cell::Number { column, value } if column == "Seed" => value.as_u64(),
-                _ => None,
-            })
-            .ok_or_else(|| bad(format!("row {} has no seed", r.index)))?;
-        let recorded = r
-            .cells
-            .iter()
-            .find_map(|x| match x {
-                Cell::Image { column, digest, .. } if column == "Generated-Image" => {
-                    Some(digest.clone())
-                }
-                _ => None,
-            })
-            .ok_or_else(|| bad(format!("row {} has no generated image", r.index)))?;
-        let init = match r.cells.iter().find_map(|x| match x {
-            Cell::Image { column, path, .. } if column == "Input-Image" => Some(path.clone()),
+    let seed = r
+        .cells
+        .iter()
+        .find_map(|x| match x {
+            Cell::Number { column, value } if column == "Seed" => value.as_u64(),
             _ => None,
-        }) {
-            None => None,
-            Some(_) if params.get("image").and_then(|i| i.get("latents")).is_some() => {
-                return Err(bad(format!(
-                    "call {call} refined latents handed over from a previous stage; replay that stage's call instead"
-                )))
+        })
+        .ok_or_else(|| bad(format!("row {} has no seed", r.index)))?;
+    let recorded = r
+        .cells
+        .iter()
+        .find_map(|x| match x {
+            Cell::Image { column, digest, .. } if column == "Generated-Image" => {
+                Some(digest.clone())
             }
-            Some(path) => {
-                let img = image::open(dir.join(&path))
-                    .map_err(|e| bad(format!("{}: cannot read the recorded input image: {e}", dir.join(&path).display())))?
-                    .to_rgb8();
-                Some(InitImage::Image(Arc::new(img)))
-            }
-        };
-        let req = Request {
-            prompt: vec![text(&r.cells, "Prompt").unwrap_or_default()],
-            negative_prompt: opt_text("negative_prompt"),
-            prompt_2: opt_text("prompt_2"),
-            negative_prompt_2: opt_text("negative_prompt_2"),
-            num_images_per_prompt: Some(1),
-            steps: num("num_inference_steps"),
-            guidance_scale: params.get("guidance_scale").and_then(Value::as_f64),
-            width: num("width"),
-            height: num("height"),
-            seed,
-            init,
-            strength: params.get("strength").and_then(Value::as_f64),
-        };
-        pipe.prepare(&req)
-            .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
-        let out = pipe
-            .run(&req, &mut crate::pipeline::CallContext::detached())
-            .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
-        let img = out
-            .images
-            .first()
-            .ok_or_else(|| bad("the pipeline returned no image"))?;
-        let replayed = sha256_hex(&encode_png(img)?);
-        results.push(RowResult {
-            row: r.index,
-            seed,
-            identical: replayed == recorded,
-            recorded,
-            replayed,
-        });
-    }
-    if results.is_empty() {
-        return Err(bad(format!(
-            "call {call} has no row {}",
-            row.map_or("at all".into(), |r| r.to_string())
-        )));
-    }
-    Ok(results)
+            _ => None,
+        })
+        .ok_or_else(|| bad(format!("row {} has no generated image", r.index)))?;
+    let init = match r.cells.iter().find_map(|x| match x {
+        Cell::Image { column, path, .. } if column == "Input-Image" => Some(path.clone()),
+        _ => None,
+    }) {
+        None => None,
+        Some(_) if params.get("image").and_then(|i| i.get("latents")).is_some() => {
+            return Err(bad(format!(
+                "call {call} refined latents handed over from a previous stage; replay that stage's call instead"
+            )))
+        }
+        Some(path) => {
+            let img = image::open(dir.join(&path))
+                .map_err(|e| bad(format!("{}: cannot read the recorded input image: {e}", dir.join(&path).display())))?
+                .to_rgb8();
+            Some(InitImage::Image(Arc::new(img)))
+        }
+    };
+    let req = Request {
+        prompt: vec![text(&r.cells, "Prompt").unwrap_or_default()],
+        negative_prompt: opt_text("negative_prompt"),
+        prompt_2: opt_text("prompt_2"),
+        negative_prompt_2: opt_text("negative_prompt_2"),
+        num_images_per_prompt: Some(1),
+        steps: num("num_inference_steps"),
+        guidance_scale: params.get("guidance_scale").and_then(Value::as_f64),
+        width: num("width"),
+        height: num("height"),
+        seed,
+        init,
+        strength: params.get("strength").and_then(Value::as_f64),
+    };
+    pipe.prepare(&req)
+        .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
+    let out = pipe
+        .run(&req, &mut crate::pipeline::CallContext::detached())
+        .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
+    let img = out
+        .images
+        .first()
+        .ok_or_else(|| bad("the pipeline returned no image"))?;
+    let replayed = sha256_hex(&encode_png(img)?);
+    Ok(RowResult {
+        row: r.index,
+        seed,
+        identical: replayed == recorded,
+        recorded,
+        replayed,
+    })
 }
