@@ -113,6 +113,9 @@ pub async fn sync_with_retries(
     .await
 }
 
+/// The outcome of uploading one run.
+type RunResult = (PathBuf, std::result::Result<Progress, SyncError>);
+
 /// `difflog-sync upload`: one pass over the runs, with a progress bar and a
 /// summary; `json` prints one JSON object instead.
 pub fn upload(
@@ -129,59 +132,20 @@ pub fn upload(
     let t = target(spec)?;
     let rt = runtime()?;
     let total: usize = groups.values().map(Vec::len).sum();
-    let bar = if json_out {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(total as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    };
-    let mut results: Vec<(PathBuf, std::result::Result<Progress, SyncError>)> = Vec::new();
+    let bar = progress_bar(total, json_out);
+    let mut results: Vec<RunResult> = Vec::new();
     let mut auth_failed = false;
     for (root, runs) in &groups {
         let state = State::open(root)?;
-        // Several runs at once: a small run is mostly sequential round
-        // trips (find, create, finish), which overlap across runs.
-        let (t, state, bar) = (&t, &state, &bar);
-        let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
-            let attempt = sync_with_retries(t, state, dir, concurrency, 6);
-            // A server that accepts and never answers (or keeps asking to
-            // wait) holds one run for at most the deadline; what was
-            // acknowledged before it is kept, the rest goes next time.
-            let r = match run_timeout {
-                Some(limit) => tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
-                    Err(SyncError::transient(format!(
-                        "{}: not uploaded within {} s (--run-timeout); what the server acknowledged is kept, the rest is tried on the next upload",
-                        dir.display(),
-                        limit.as_secs()
-                    )))
-                }),
-                None => attempt.await,
-            };
-            bar.set_message(
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
-            bar.inc(1);
-            (dir.clone(), r)
-        }))
-        .buffer_unordered(RUNS_AT_ONCE);
-        rt.block_on(async {
-            while let Some((dir, r)) = pending.next().await {
-                let stop = matches!(&r, Err(e) if e.class == Class::Auth);
-                results.push((dir, r));
-                if stop {
-                    // Credentials refused: stop everything (runs in flight
-                    // are dropped; their state is behind, never ahead).
-                    auth_failed = true;
-                    break;
-                }
-            }
-        });
+        auth_failed = rt.block_on(upload_runs(
+            &t,
+            &state,
+            runs,
+            &bar,
+            concurrency,
+            run_timeout,
+            &mut results,
+        ));
         if auth_failed {
             break;
         }
@@ -190,10 +154,96 @@ pub fn upload(
     results.sort_by(|a, b| a.0.cmp(&b.0));
     bar.finish_and_clear();
     let ok = !auth_failed && results.iter().all(|(_, r)| r.is_ok());
+    print_upload(out, t.key(), &results, auth_failed, json_out)?;
+    Ok(UploadOutcome { ok, auth_failed })
+}
+
+fn progress_bar(total: usize, hidden: bool) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(total as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// Uploads the runs of one root, several at once (a small run is mostly
+/// sequential round trips — find, create, finish — which overlap across
+/// runs), pushing each outcome to `results`; the future says whether the
+/// credentials were refused (then it stops: runs in flight are dropped,
+/// their state is behind, never ahead).
+async fn upload_runs(
+    t: &AnyTarget,
+    state: &State,
+    runs: &[PathBuf],
+    bar: &indicatif::ProgressBar,
+    concurrency: usize,
+    run_timeout: Option<Duration>,
+    results: &mut Vec<RunResult>,
+) -> bool {
+    let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
+        let r = upload_one(t, state, dir, concurrency, run_timeout).await;
+        bar.set_message(
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        bar.inc(1);
+        (dir.clone(), r)
+    }))
+    .buffer_unordered(RUNS_AT_ONCE);
+    while let Some((dir, r)) = pending.next().await {
+        let stop = matches!(&r, Err(e) if e.class == Class::Auth);
+        results.push((dir, r));
+        if stop {
+            return true;
+        }
+    }
+    false
+}
+
+/// One run, retried as `upload` does. A server that accepts and never
+/// answers (or keeps asking to wait) holds it for at most `run_timeout`;
+/// what was acknowledged before is kept, the rest goes next time.
+async fn upload_one(
+    t: &AnyTarget,
+    state: &State,
+    dir: &Path,
+    concurrency: usize,
+    run_timeout: Option<Duration>,
+) -> std::result::Result<Progress, SyncError> {
+    let attempt = sync_with_retries(t, state, dir, concurrency, 6);
+    let Some(limit) = run_timeout else {
+        return attempt.await;
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SyncError::transient(format!(
+                "{}: not uploaded within {} s (--run-timeout); what the server acknowledged \
+             is kept, the rest is tried on the next upload",
+                dir.display(),
+                limit.as_secs()
+            )))
+        })
+}
+
+/// The upload's report: a line per run and a summary, or one JSON object.
+fn print_upload(
+    out: &mut dyn Write,
+    key: &str,
+    results: &[RunResult],
+    auth_failed: bool,
+    json_out: bool,
+) -> Result<()> {
     let w = |out: &mut dyn Write, s: String| {
         writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
     };
     if json_out {
+        let ok = !auth_failed && results.iter().all(|(_, r)| r.is_ok());
         let runs: Vec<_> = results
             .iter()
             .map(|(p, r)| match r {
@@ -201,48 +251,45 @@ pub fn upload(
                 Err(e) => json!({"path": p, "ok": false, "error": e.message}),
             })
             .collect();
-        w(
+        return w(
             out,
-            json!({"target": t.key(), "ok": ok, "auth_failed": auth_failed, "runs": runs})
-                .to_string(),
-        )?;
-    } else {
-        for (p, r) in &results {
-            match r {
-                Ok(pr) => w(
-                    out,
-                    format!(
-                        "{}  {}  calls {}/{}  media {}/{}  status {}",
-                        pr.run_id,
-                        pr.state.as_str(),
-                        pr.calls_uploaded,
-                        pr.calls_recorded,
-                        pr.media_uploaded,
-                        pr.media_recorded,
-                        pr.status.as_deref().unwrap_or("-")
-                    ),
-                )?,
-                Err(e) => w(out, format!("{}  FAILED: {}", p.display(), e.message))?,
-            }
-        }
-        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-        w(
-            out,
-            format!(
-                "{} run(s) to {}: {} uploaded, {} failed{}",
-                results.len(),
-                t.key(),
-                results.len() - failed,
-                failed,
-                if auth_failed {
-                    " (stopped: credentials refused)"
-                } else {
-                    ""
-                }
-            ),
-        )?;
+            json!({"target": key, "ok": ok, "auth_failed": auth_failed, "runs": runs}).to_string(),
+        );
     }
-    Ok(UploadOutcome { ok, auth_failed })
+    for (p, r) in results {
+        match r {
+            Ok(pr) => w(
+                out,
+                format!(
+                    "{}  {}  calls {}/{}  media {}/{}  status {}",
+                    pr.run_id,
+                    pr.state.as_str(),
+                    pr.calls_uploaded,
+                    pr.calls_recorded,
+                    pr.media_uploaded,
+                    pr.media_recorded,
+                    pr.status.as_deref().unwrap_or("-")
+                ),
+            )?,
+            Err(e) => w(out, format!("{}  FAILED: {}", p.display(), e.message))?,
+        }
+    }
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    w(
+        out,
+        format!(
+            "{} run(s) to {}: {} uploaded, {} failed{}",
+            results.len(),
+            key,
+            results.len() - failed,
+            failed,
+            if auth_failed {
+                " (stopped: credentials refused)"
+            } else {
+                ""
+            }
+        ),
+    )
 }
 
 /// The status rows of one run: one per target it has state for.

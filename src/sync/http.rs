@@ -326,12 +326,51 @@ impl Http {
         // A query string may carry a signature (signed upload URLs): it
         // never goes into a message.
         let what = format!("{method} {}", url.split('?').next().unwrap_or(""));
+        let req = self.request(method, &url, &what, headers, body).await?;
+        let started = std::time::Instant::now();
+        let resp = req.send().await.map_err(|e| {
+            let class = if e.is_builder() {
+                Class::Permanent
+            } else {
+                Class::Transient
+            };
+            SyncError {
+                class,
+                message: crate::redact::redact(&format!("{what}: {}", error_chain(&e))),
+                retry_after: None,
+                status: None,
+                unreachable: e.is_connect(),
+            }
+        })?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.answered_ms
+            .fetch_max(now_ms, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            "{what}: {} in {:.1} ms",
+            resp.status(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        answer(resp, &what, want).await
+    }
+
+    /// The request with its credentials, body and the extra headers a
+    /// server asked for.
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        what: &str,
+        headers: &[(String, String)],
+        body: &Body<'_>,
+    ) -> SyncResult<reqwest::RequestBuilder> {
         let client = self
             .client
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut req = client.request(method, &url);
+        let mut req = client.request(method, url);
         req = match &self.auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t),
@@ -353,92 +392,75 @@ impl Http {
                     .body(body)
             }
         };
-        if !headers.is_empty() {
-            // Replaces a header of the same name set above (Content-Type).
-            let mut map = reqwest::header::HeaderMap::new();
-            for (k, v) in headers {
-                let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes());
-                let value = reqwest::header::HeaderValue::from_str(v.trim());
-                match (name, value) {
-                    (Ok(n), Ok(v)) => {
-                        map.append(n, v);
-                    }
-                    _ => {
-                        return Err(SyncError::permanent(format!(
-                            "{what}: the server asked for an invalid header {k:?}"
-                        )))
-                    }
+        if headers.is_empty() {
+            return Ok(req);
+        }
+        // Replaces a header of the same name set above (Content-Type).
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes());
+            let value = reqwest::header::HeaderValue::from_str(v.trim());
+            match (name, value) {
+                (Ok(n), Ok(v)) => {
+                    map.append(n, v);
+                }
+                _ => {
+                    return Err(SyncError::permanent(format!(
+                        "{what}: the server asked for an invalid header {k:?}"
+                    )))
                 }
             }
-            req = req.headers(map);
         }
-        let started = std::time::Instant::now();
-        let resp = req.send().await.map_err(|e| {
-            let class = if e.is_builder() {
-                Class::Permanent
-            } else {
-                Class::Transient
-            };
-            SyncError {
-                class,
-                message: crate::redact::redact(&format!("{what}: {}", error_chain(&e))),
-                retry_after: None,
-                status: None,
-                unreachable: e.is_connect(),
-            }
-        })?;
-        let status = resp.status();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        self.answered_ms
-            .fetch_max(now_ms, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(
-            "{what}: {status} in {:.1} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        let retry_after = parse_retry_after(
-            resp.headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()),
-        );
-        if status.is_success() && want == Want::Status {
-            // Read to the end so that the connection goes back to the pool
-            // (but never more than an answer can be: a server streaming
-            // without end only loses its connection).
-            tokio::spawn(async move {
-                let _ = read_capped(resp, MAX_ANSWER).await;
-            });
+        Ok(req.headers(map))
+    }
+}
+
+/// What a server's answer means: its JSON body (`Null` when empty, a string
+/// when not JSON) on success, or an error classified by status, with
+/// `Retry-After`. Bodies are read up to [`MAX_ANSWER`].
+async fn answer(resp: reqwest::Response, what: &str, want: Want) -> SyncResult<Value> {
+    let status = resp.status();
+    let retry_after = parse_retry_after(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+    );
+    if status.is_success() && want == Want::Status {
+        // Read to the end so that the connection goes back to the pool
+        // (but never more than an answer can be: a server streaming
+        // without end only loses its connection).
+        tokio::spawn(async move {
+            let _ = read_capped(resp, MAX_ANSWER).await;
+        });
+        return Ok(Value::Null);
+    }
+    let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| match e {
+        Capped::TooLong => SyncError::permanent(format!(
+            "{what}: the server's answer is over {} MB; not an answer this client expects",
+            MAX_ANSWER / (1024 * 1024)
+        )),
+        Capped::Read(e) => {
+            SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
+        }
+    })?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if status.is_success() {
+        if text.trim().is_empty() {
             return Ok(Value::Null);
         }
-        let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| match e {
-            Capped::TooLong => SyncError::permanent(format!(
-                "{what}: the server's answer is over {} MB; not an answer this client expects",
-                MAX_ANSWER / (1024 * 1024)
-            )),
-            Capped::Read(e) => {
-                SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
-            }
-        })?;
-        let text = String::from_utf8_lossy(&body).into_owned();
-        if status.is_success() {
-            if text.trim().is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_str(&text).or_else(|_| Ok(Value::String(text.clone())));
-        }
-        Err(SyncError {
-            class: classify_status(status.as_u16()),
-            message: crate::redact::redact(&format!(
-                "{what}: {} {}",
-                status_text(status),
-                short(&text)
-            )),
-            retry_after,
-            status: Some(status.as_u16()),
-            unreachable: false,
-        })
+        return serde_json::from_str(&text).or_else(|_| Ok(Value::String(text.clone())));
     }
+    Err(SyncError {
+        class: classify_status(status.as_u16()),
+        message: crate::redact::redact(&format!(
+            "{what}: {} {}",
+            status_text(status),
+            short(&text)
+        )),
+        retry_after,
+        status: Some(status.as_u16()),
+        unreachable: false,
+    })
 }
 
 pub use crate::format::percent_encode;
