@@ -108,7 +108,15 @@ pub async fn sync_run<T: Target>(
         }
         return Ok(p);
     }
-    let run = RunDir::open(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
+    // Parsing a log takes milliseconds to seconds: on the blocking pool, so
+    // the daemon's other work (signals, network changes, the other runs of
+    // `upload`) goes on meanwhile. State queries stay inline: each is one
+    // indexed row in SQLite, microseconds.
+    let owned = dir.to_path_buf();
+    let run = tokio::task::spawn_blocking(move || RunDir::open(&owned))
+        .await
+        .map_err(|e| SyncError::permanent(format!("{}: reading the run: {e}", dir.display())))?
+        .map_err(|e| SyncError::permanent(e.to_string()))?;
     let id = run.meta.id.clone();
     let result = match &run.log.problem {
         // Damage is not a crash's torn tail: a record was altered, removed
