@@ -578,3 +578,146 @@ pub fn progress_for_key(
         remote_id: remote_id.or(rec.remote_id),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine against the in-memory target: what a pass sends, that a
+    //! second pass sends nothing, and that lost state, a failed request or a
+    //! lost answer never show anything twice nor lose anything.
+    use super::*;
+    use crate::bench::{synthetic_image, SyntheticPipeline};
+    use crate::sync::targets::memory::{Memory, Shown};
+    use crate::{Init, Run};
+
+    /// A run of `calls` calls of two images each, a metric and a config;
+    /// finished unless `live` (then the writer is returned, still open).
+    fn record(root: &Path, calls: u64, live: bool) -> (PathBuf, Option<Run>) {
+        let run = Run::create(
+            Init::project("engine")
+                .config(serde_json::json!({"steps": 4}))
+                .root(root),
+        )
+        .unwrap();
+        let images = (0..calls * 2).map(|i| synthetic_image(i, 16)).collect();
+        let mut p = SyntheticPipeline::new(images, 2);
+        for i in 0..calls {
+            run.record(&mut p, &i).unwrap();
+        }
+        run.log_metric("clip_score", 0.25, Some(1)).unwrap();
+        run.flush().unwrap();
+        let dir = crate::read::find_runs(root).unwrap().remove(0);
+        if live {
+            return (dir, Some(run));
+        }
+        run.finish().unwrap();
+        (dir, None)
+    }
+
+    fn complete(shown: &Shown, calls: u32, images: usize) {
+        assert!(shown.meta);
+        assert_eq!(shown.media.len(), images);
+        assert_eq!(shown.tables, (1..=calls).collect());
+        assert_eq!(shown.finished, (1..=calls).collect());
+        assert_eq!(shown.metrics.len(), 1);
+        assert_eq!(shown.status, Some(RemoteStatus::Finished));
+    }
+
+    #[tokio::test]
+    async fn a_pass_sends_everything_once_and_a_second_pass_sends_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, _) = record(root.path(), 3, false);
+        let state = State::open(root.path()).unwrap();
+        let t = Memory::default();
+        let p = sync_run(&t, &state, &dir, 4).await.unwrap();
+        assert_eq!((p.calls_uploaded, p.calls_recorded), (3, 3));
+        let runs = t.runs();
+        assert_eq!(runs.len(), 1);
+        complete(runs.values().next().unwrap(), 3, 6);
+        // open, meta, 6 media, 3 tables, finish, metrics, status.
+        let sent = t.requests();
+        assert_eq!(sent, 14, "{:?}", t.server.lock().unwrap().requests);
+        sync_run(&t, &state, &dir, 4).await.unwrap();
+        assert_eq!(t.requests(), sent, "the second pass sent something");
+    }
+
+    #[tokio::test]
+    async fn a_lost_state_finds_the_same_remote_run_and_shows_nothing_twice() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, _) = record(root.path(), 2, false);
+        let t = Memory::default();
+        sync_run(&t, &State::open(root.path()).unwrap(), &dir, 4)
+            .await
+            .unwrap();
+        let before = t.runs();
+        std::fs::remove_dir_all(root.path().join(crate::sync::state::STATE_DIR)).unwrap();
+        sync_run(&t, &State::open(root.path()).unwrap(), &dir, 4)
+            .await
+            .unwrap();
+        assert_eq!(
+            t.runs(),
+            before,
+            "a second remote run, or something changed"
+        );
+    }
+
+    /// Every request of a pass fails once in turn (nothing done), or has its
+    /// answer lost (done, but the engine does not know): the next pass
+    /// completes the run, and the server shows exactly the run.
+    #[tokio::test]
+    async fn a_failed_request_or_a_lost_answer_anywhere_is_made_good_by_the_next_pass() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, _) = record(root.path(), 3, false);
+        let want = {
+            let t = Memory::default();
+            let state_root = tempfile::tempdir().unwrap();
+            sync_run(&t, &State::open(state_root.path()).unwrap(), &dir, 1)
+                .await
+                .unwrap();
+            t.requests()
+        };
+        for lose in [false, true] {
+            for at in 0..want {
+                let state_root = tempfile::tempdir().unwrap();
+                let t = Memory::default();
+                {
+                    let mut s = t.server.lock().unwrap();
+                    if lose {
+                        s.lose_at = Some(at);
+                    } else {
+                        s.fail_at = Some(at);
+                    }
+                }
+                let state = State::open(state_root.path()).unwrap();
+                let first = sync_run(&t, &state, &dir, 1).await;
+                assert!(first.is_err(), "request {at} (lose {lose}): no error");
+                let p = sync_run(&t, &state, &dir, 1).await.unwrap();
+                assert_eq!(p.calls_uploaded, 3, "request {at} (lose {lose})");
+                let runs = t.runs();
+                assert_eq!(runs.len(), 1, "request {at} (lose {lose}): runs");
+                complete(runs.values().next().unwrap(), 3, 6);
+            }
+        }
+    }
+
+    /// A live run sends its finished calls and stays running; once it ends,
+    /// the rest and the final status follow.
+    #[tokio::test]
+    async fn a_live_run_syncs_call_by_call_and_ends_finished() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, run) = record(root.path(), 2, true);
+        let state = State::open(root.path()).unwrap();
+        let t = Memory::default();
+        let p = sync_run(&t, &state, &dir, 4).await.unwrap();
+        assert_eq!(p.state, RunState::Live);
+        let shown = t.runs().into_values().next().unwrap();
+        assert_eq!(shown.finished, [1, 2].into_iter().collect());
+        assert_eq!(shown.status, Some(RemoteStatus::Running));
+        let run = run.unwrap();
+        let images = vec![synthetic_image(99, 16), synthetic_image(98, 16)];
+        run.record(&mut SyntheticPipeline::new(images, 2), &7)
+            .unwrap();
+        run.finish().unwrap();
+        sync_run(&t, &state, &dir, 4).await.unwrap();
+        complete(&t.runs().into_values().next().unwrap(), 3, 6);
+    }
+}

@@ -10,6 +10,8 @@
 //! the methods that send take `&mut Remote`, change it only after the
 //! server acknowledged, and the engine stores every change in the state.
 
+#[cfg(test)]
+pub mod memory;
 pub mod mlflow;
 pub mod wandb;
 
