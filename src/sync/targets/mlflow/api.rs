@@ -1,0 +1,204 @@
+//! Talking to MLflow's REST API: experiments, runs, artifacts and batches
+//! of metrics, params and tags.
+
+use super::*;
+
+impl Mlflow {
+    /// A target at `base` (`http://host:port`), with `auth`.
+    pub fn new(base: &str, auth: Auth) -> SyncResult<Mlflow> {
+        Ok(Mlflow {
+            http: Http::new(base, auth)?,
+            key: format!("mlflow+{}", base.trim_end_matches('/')),
+            experiments: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Credentials as MLflow's own client reads them: `MLFLOW_TRACKING_TOKEN`,
+    /// or `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`.
+    pub fn auth_from_env() -> Auth {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(t) = var("MLFLOW_TRACKING_TOKEN") {
+            return Auth::Bearer(t);
+        }
+        match (
+            var("MLFLOW_TRACKING_USERNAME"),
+            var("MLFLOW_TRACKING_PASSWORD"),
+        ) {
+            (Some(u), Some(p)) => Auth::Basic(u, p),
+            _ => Auth::None,
+        }
+    }
+
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> SyncResult<Value> {
+        let body = match body {
+            Some(v) => Body::Json(v),
+            None => Body::Empty,
+        };
+        self.http.send(method, path, body).await
+    }
+
+    pub(super) async fn experiment_id(&self, name: &str) -> SyncResult<String> {
+        if let Some(id) = self
+            .experiments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(id.clone());
+        }
+        let id = match self.get_experiment(name).await? {
+            Some(id) => id,
+            None => {
+                let created = self
+                    .call(
+                        Method::POST,
+                        "/api/2.0/mlflow/experiments/create",
+                        Some(&json!({"name": name})),
+                    )
+                    .await;
+                match created {
+                    Ok(v) => str_field(&v, "experiment_id")?,
+                    // Another uploader created it first: use theirs.
+                    Err(e) if e.message.contains("RESOURCE_ALREADY_EXISTS") => {
+                        self.get_experiment(name).await?.ok_or_else(|| {
+                            SyncError::transient(format!(
+                                "experiment {name} exists but cannot be read"
+                            ))
+                        })?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        self.experiments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), id.clone());
+        Ok(id)
+    }
+
+    pub(super) async fn get_experiment(&self, name: &str) -> SyncResult<Option<String>> {
+        let path = format!(
+            "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
+            percent_encode(name)
+        );
+        match self.call(Method::GET, &path, None).await {
+            Ok(v) => Ok(Some(str_field(&v["experiment"], "experiment_id")?)),
+            Err(e)
+                if e.class == Class::Permanent && e.message.contains("RESOURCE_DOES_NOT_EXIST") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn find_run(
+        &self,
+        experiment: &str,
+        run_id: &str,
+    ) -> SyncResult<Option<Value>> {
+        let body = json!({
+            "experiment_ids": [experiment],
+            "filter": format!("tags.`difflog.run_id` = '{}'", run_id.replace('\'', "")),
+            "max_results": 2,
+            "run_view_type": "ALL",
+        });
+        let v = self
+            .call(Method::POST, "/api/2.0/mlflow/runs/search", Some(&body))
+            .await?;
+        Ok(v["runs"].as_array().and_then(|r| r.first()).cloned())
+    }
+
+    pub(super) fn remote_from_run(run: &Value) -> SyncResult<Remote> {
+        let info = &run["info"];
+        let id = str_field(info, "run_id")?;
+        let exp = str_field(info, "experiment_id")?;
+        let uri = str_field(info, "artifact_uri")?;
+        let prefix = match uri.strip_prefix("mlflow-artifacts:") {
+            Some(rest) => {
+                // mlflow-artifacts:/1/<run>/artifacts or mlflow-artifacts://host/1/…
+                let rest = rest.trim_start_matches('/');
+                let rest = if uri.starts_with("mlflow-artifacts://") {
+                    rest.split_once('/').map(|(_, r)| r).unwrap_or(rest)
+                } else {
+                    rest
+                };
+                rest.trim_end_matches('/').to_string()
+            }
+            None => {
+                return Err(SyncError::permanent(format!(
+                    "MLflow run {id} stores artifacts at {uri}, which difflog-sync cannot reach: \
+                     start the server with artifact proxying (mlflow server --artifacts-destination …)"
+                )))
+            }
+        };
+        Ok(Remote {
+            id: id.clone(),
+            data: json!({"run_id": id, "experiment_id": exp, "artifact_prefix": prefix})
+                .to_string(),
+        })
+    }
+
+    pub(super) fn prefix(remote: &Remote) -> SyncResult<String> {
+        let v: Value = serde_json::from_str(&remote.data)
+            .map_err(|e| SyncError::permanent(format!("corrupt remote data in sync state: {e}")))?;
+        str_field(&v, "artifact_prefix")
+    }
+
+    pub(super) async fn put_artifact(
+        &self,
+        remote: &Remote,
+        path: &str,
+        body: Body<'_>,
+    ) -> SyncResult<()> {
+        let url = format!(
+            "/api/2.0/mlflow-artifacts/artifacts/{}/{}",
+            Self::prefix(remote)?,
+            path.split('/')
+                .map(percent_encode)
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        self.http.send_ack(Method::PUT, &url, body).await
+    }
+
+    pub(super) async fn put_json(&self, remote: &Remote, path: &str, v: &Value) -> SyncResult<()> {
+        let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
+        self.put_artifact(remote, path, Body::Bytes(&bytes, Some("application/json")))
+            .await
+    }
+
+    pub(super) async fn log_batch(
+        &self,
+        remote: &Remote,
+        metrics: Vec<Value>,
+        params: Vec<Value>,
+        tags: Vec<Value>,
+    ) -> SyncResult<()> {
+        // MLflow's limits per request: 1000 metrics, 100 params, 100 tags.
+        // Fill each request up to them: every request costs a round trip.
+        let (mut m, mut p, mut t) = (metrics.into_iter(), params.into_iter(), tags.into_iter());
+        loop {
+            let mc: Vec<Value> = m.by_ref().take(1000).collect();
+            let pc: Vec<Value> = p.by_ref().take(100).collect();
+            let tc: Vec<Value> = t.by_ref().take(100).collect();
+            if mc.is_empty() && pc.is_empty() && tc.is_empty() {
+                return Ok(());
+            }
+            let b = json!({"run_id": remote.id, "metrics": mc, "params": pc, "tags": tc});
+            self.http
+                .send_ack(
+                    Method::POST,
+                    "/api/2.0/mlflow/runs/log-batch",
+                    Body::Json(&b),
+                )
+                .await?;
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Weights & Biases (W&B cloud, or a self-hosted W&B Server) as a sync target.
+//!
+//! The seed system is W&B's diffusers autolog, so a difflog run shows in W&B
+//! the way an autolog run does — uploaded from the run directory, after the
+//! fact, by the protocol W&B's own client speaks:
+//!
+//! - `POST {base}/graphql`, HTTP Basic `api:<key>`. `UpsertBucket` creates or
+//!   finds the run (its name is derived from the difflog run id, so a lost
+//!   state never makes a second run), sets the display name, tags and config
+//!   (`{"key": {"value": …}}`, with autolog's `workflow` list); its answer's
+//!   `historyLineCount` says where the history continues.
+//! - Files: `CreateRunFiles` hands out an upload URL (and headers) per file —
+//!   asked for all files of a batch of calls at once, as W&B's client does,
+//!   and again for one file whose URL storage refuses (an expired signature)
+//!   —, the file is `PUT` there — without the API key, since the URL may
+//!   point at a storage service — and later listed in the file stream's
+//!   `uploaded`.
+//!   Images go to `media/images/<sha256>.png`, each call's table to
+//!   `media/table/Result-Table/Pipeline-Call-N_<sha256[..20]>.table.json`.
+//! - `POST {base}/files/{entity}/{project}/{run}/file_stream`: history lines
+//!   at contiguous offsets, the summary (with the request that reaches the
+//!   log's last line), and `complete`/`exitcode` once.
+//!
+//! History lines are a pure function of the event log: for each record in
+//! log order, a loose image (`run.log_image`) or a metric gives one line, and
+//! a finished call gives one line per image (`Generated-Image/Pipeline-Call-N`,
+//! like autolog) then one for its table (`Result-Table/Pipeline-Call-N`, plus
+//! the call's timings). Line *k* is therefore the same in every pass and
+//! every process, and the next offset is both kept in the state (advanced
+//! after each acknowledged request) and checked against the server's
+//! `historyLineCount` when a pass opens the run: a kill between the server's
+//! answer and the state's commit never sends a line twice or leaves a gap.
+
+mod api;
+mod cursor;
+mod payload;
+
+use super::{Remote, RemoteStatus, Snapshot, Target};
+use crate::event::{Cell, Event, MediaEvent, MetricEvent};
+use crate::format::rfc3339_ms;
+use crate::format::sha256_hex;
+use crate::read::CallView;
+use crate::sync::http::{percent_encode, Auth, Body, Http, SyncError, SyncResult};
+use crate::sync::retry::{retry, Backoff, Decision, Policy};
+use cursor::Cursor;
+pub use payload::run_name;
+use payload::*;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// W&B's cloud API, used when `WANDB_BASE_URL` is not set.
+pub const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
+/// History lines sent per file-stream request at most.
+const LINES_PER_REQUEST: usize = 200;
+
+const UPSERT_BUCKET: &str = "mutation UpsertBucket($id: String, $name: String, $project: String, \
+$entity: String, $displayName: String, $notes: String, $state: String, $tags: [String!], \
+$config: JSONString) { upsertBucket(input: {id: $id, name: $name, modelName: $project, \
+entityName: $entity, displayName: $displayName, notes: $notes, state: $state, tags: $tags, \
+config: $config}) { bucket { id name displayName state historyLineCount \
+project { name entity { name } } } inserted } }";
+
+const CREATE_RUN_FILES: &str = "mutation CreateRunFiles($entity: String!, $project: String!, \
+$run: String!, $files: [String!]!) { createRunFiles(input: {entityName: $entity, \
+projectName: $project, runName: $run, files: $files}) { runID uploadHeaders \
+files { name uploadUrl } } }";
+
+const RUN_HISTORY_LINE_COUNT: &str = "query RunHistoryLineCount($project: String, \
+$entity: String, $name: String!) { model(name: $project, entityName: $entity) { \
+bucket(name: $name, missingOk: true) { historyLineCount state } } }";
+
+/// A W&B server.
+pub struct Wandb {
+    api: Http,
+    storage: Http,
+    entity: String,
+    project: Option<String>,
+    key: String,
+    /// History lines of the runs synced lately (see [`Wandb::lines_for`]).
+    built: Mutex<Vec<Built>>,
+    /// Upload URLs asked for ahead by `prepare_uploads`, by (run, file);
+    /// each is used once.
+    ahead: Mutex<HashMap<(String, String), Upload>>,
+    /// When a file-stream request for a run last succeeded (heartbeats).
+    posted: Mutex<HashMap<String, std::time::Instant>>,
+    /// Silence after which a live run gets a heartbeat.
+    heartbeat: Duration,
+}
+
+/// W&B's client sends a heartbeat after this much file-stream silence (its
+/// `heartbeat_seconds` default); `DIFFLOG_HEARTBEAT_SECONDS` overrides it.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// Files per `CreateRunFiles` request when asking ahead.
+const FILES_PER_REQUEST: usize = 100;
+
+/// Where and how to upload one run file.
+struct Upload {
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+/// How many runs' history lines are kept: more than `upload` syncs at once.
+const BUILT_KEPT: usize = 8;
+
+/// The history lines of one run as one pass saw it.
+struct Built {
+    run_id: String,
+    /// The records the lines were built from: count and last sequence
+    /// number (a log only grows, so these name its content).
+    records: (usize, u64),
+    lines: Arc<Vec<Line>>,
+}
+
+fn exitcode(status: RemoteStatus) -> i32 {
+    match status {
+        RemoteStatus::Running | RemoteStatus::Finished => 0,
+        RemoteStatus::Failed => 1,
+        // A writer that died left no exit record: `wandb sync` of such a
+        // run sends 1 (W&B keeps 255 for a run stopped by Ctrl-C, which a
+        // crash is not).
+        RemoteStatus::Killed => 1,
+    }
+}
+
+/// The heartbeat interval: `DIFFLOG_HEARTBEAT_SECONDS`, else W&B's 30 s.
+fn heartbeat_from_env() -> SyncResult<Duration> {
+    match std::env::var("DIFFLOG_HEARTBEAT_SECONDS") {
+        Err(_) => Ok(HEARTBEAT),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                SyncError::permanent(format!(
+                    "DIFFLOG_HEARTBEAT_SECONDS must be a positive number of seconds, not {v:?}"
+                ))
+            }),
+    }
+}
+
+impl Target for Wandb {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn last_answer(&self) -> Option<std::time::SystemTime> {
+        self.api.last_answer().max(self.storage.last_answer())
+    }
+
+    fn network_changed(&self) {
+        self.api.reset_connections();
+        self.storage.reset_connections();
+    }
+
+    async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
+        let project = self.project_of(run);
+        let name = run_name(&run.meta.id);
+        let bucket = self
+            .upsert(json!({
+                "name": name, "project": project, "entity": self.entity,
+                "displayName": run.meta.name, "tags": run.meta.tags,
+            }))
+            .await?;
+        let known = known.and_then(|k| Cursor::of(k).ok());
+        let server_lines = bucket["historyLineCount"].as_u64().unwrap_or(0);
+        let ended = matches!(bucket["state"].as_str(), Some("finished" | "failed"));
+        let entity = bucket["project"]["entity"]["name"]
+            .as_str()
+            .unwrap_or(&self.entity)
+            .to_string();
+        let cur = Cursor {
+            entity,
+            project: bucket["project"]["name"]
+                .as_str()
+                .unwrap_or(&project)
+                .to_string(),
+            run: bucket["name"].as_str().unwrap_or(&name).to_string(),
+            // The state is advanced only after the server's answer, so it is
+            // never ahead of the server; the server may lag in what it reports.
+            history: server_lines.max(known.as_ref().map_or(0, |k| k.history)),
+            complete: ended || known.as_ref().is_some_and(|k| k.complete),
+        };
+        let mut remote = Remote {
+            id: cur.run.clone(),
+            data: String::new(),
+        };
+        cur.store(&mut remote);
+        Ok(remote)
+    }
+
+    async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        let mut config = Map::new();
+        for (k, v) in &run.view.config {
+            config.insert(k.clone(), json!({"value": v}));
+        }
+        config.insert(
+            "workflow".into(),
+            json!({"value": Value::Array(run.view.workflow())}),
+        );
+        config.insert(
+            "difflog".into(),
+            json!({"value": {"run_id": run.meta.id, "host": run.meta.host, "version": run.meta.difflog_version}}),
+        );
+        let files = run_files(run, &config);
+        self.upsert(json!({
+            "name": cur.run, "project": cur.project, "entity": cur.entity,
+            "displayName": run.meta.name, "tags": run.meta.tags,
+            "config": Value::Object(config).to_string(),
+        }))
+        .await?;
+        // The run files W&B's client uploads for its Overview and Files tabs
+        // (fixed names: sending them again replaces them).
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let urls = self.create_run_files(&cur, &names).await?;
+        let puts = files.iter().zip(&urls).map(|((_, bytes), u)| {
+            self.storage
+                .send_with(Method::PUT, &u.url, &u.headers, Body::Bytes(bytes, None))
+        });
+        futures_util::future::try_join_all(puts).await.map(|_| ())
+    }
+
+    async fn prepare_uploads(
+        &self,
+        remote: &Remote,
+        media: &[&MediaEvent],
+        calls: &[&CallView],
+    ) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        let mut names: Vec<String> = media.iter().map(|m| image_path(m)).collect();
+        names.extend(calls.iter().map(|c| table_file(c).path));
+        let asked = futures_util::future::try_join_all(
+            names
+                .chunks(FILES_PER_REQUEST)
+                .map(|chunk| self.create_run_files(&cur, chunk)),
+        )
+        .await?;
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        // What an earlier, interrupted pass of this run left is stale.
+        ahead.retain(|(run, _), _| *run != cur.run);
+        for (name, u) in names.into_iter().zip(asked.into_iter().flatten()) {
+            ahead.insert((cur.run.clone(), name), u);
+        }
+        Ok(())
+    }
+
+    async fn upload_media(
+        &self,
+        remote: &Remote,
+        media: &MediaEvent,
+        file: &Path,
+    ) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        // Only the headers `uploadHeaders` lists go to storage: a signed URL
+        // whose signature covers the content type refuses any other.
+        let body = Body::File {
+            path: file,
+            content_type: None,
+            digest: &media.digest,
+            len: media.bytes,
+        };
+        self.put_file(&cur, &image_path(media), body).await
+    }
+
+    async fn upload_table(
+        &self,
+        remote: &Remote,
+        _run: &Snapshot<'_>,
+        call: &CallView,
+    ) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        let t = table_file(call);
+        self.put_file(&cur, &t.path, Body::Bytes(&t.bytes, None))
+            .await
+    }
+
+    async fn finish_calls(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        calls: &[&CallView],
+    ) -> SyncResult<()> {
+        // Calls are handed over in order: every earlier call is done.
+        let last = calls.iter().map(|c| c.started.call).max().unwrap_or(0);
+        self.flush(remote, run, &|c| c <= last).await
+    }
+
+    async fn log_metrics(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        _metrics: &[(MetricEvent, i64)],
+    ) -> SyncResult<()> {
+        // Metric lines sit between call lines in log order; by now every
+        // finished call is uploaded.
+        self.flush(remote, run, &|_| true).await
+    }
+
+    async fn set_status(
+        &self,
+        remote: &mut Remote,
+        run: &Snapshot<'_>,
+        status: RemoteStatus,
+        _end_ms: Option<i64>,
+    ) -> SyncResult<()> {
+        let mut cur = Cursor::of(remote)?;
+        if status == RemoteStatus::Running {
+            if cur.complete {
+                self.reopen(&mut cur, remote).await?;
+            }
+            return Ok(());
+        }
+        if !cur.complete {
+            // W&B's client leaves the final summary as a run file too (the
+            // Files tab); sent before `complete`, so a kill between the two
+            // sends it again (same name: replaced, not doubled).
+            if let Some(summary) = summary_line(&self.lines_for(run)) {
+                let name = "wandb-summary.json".to_string();
+                let urls = self
+                    .create_run_files(&cur, std::slice::from_ref(&name))
+                    .await?;
+                for u in &urls {
+                    self.storage
+                        .send_with(
+                            Method::PUT,
+                            &u.url,
+                            &u.headers,
+                            Body::Bytes(summary.as_bytes(), None),
+                        )
+                        .await?;
+                }
+            }
+        }
+        let code = exitcode(status);
+        self.stream_until_acked(
+            &mut cur,
+            &|cur| {
+                (!cur.complete).then(|| {
+                    json!({
+                        "files": {}, "uploaded": [], "dropped": 0,
+                        "complete": true, "exitcode": code,
+                    })
+                })
+            },
+            &|cur, _, state| cur.complete = matches!(state, "finished" | "failed"),
+            &|cur| cur.complete = true,
+            remote,
+        )
+        .await
+    }
+
+    async fn keep_alive(&self, remote: &Remote) -> SyncResult<()> {
+        let cur = Cursor::of(remote)?;
+        if cur.complete {
+            return Ok(());
+        }
+        let due = self
+            .posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cur.run)
+            .is_none_or(|t| t.elapsed() >= self.heartbeat);
+        if !due {
+            return Ok(());
+        }
+        // What W&B's client posts when it has had nothing to send for a
+        // while; without it the server shows a quiet live run as crashed.
+        // W&B's Go client (`core/internal/filestream`) sends an empty object.
+        self.file_stream(&cur, &json!({})).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14 (5): a summary over W&B's line limit is not sent (as W&B's
+    /// client drops it), and a normal one carries `_wandb.runtime`.
+    #[test]
+    fn the_summary_carries_the_runtime_and_an_oversize_one_is_dropped() {
+        let line = |i: usize, runtime: f64| Line {
+            value: Map::from_iter([
+                (
+                    format!("Result-Table/Pipeline-Call-{i}"),
+                    json!("x".repeat(200)),
+                ),
+                ("_runtime".to_string(), json!(runtime)),
+            ]),
+            files: Vec::new(),
+            call: Some(i as u32),
+        };
+        let small: Vec<Line> = (0..3).map(|i| line(i, 1.5 + i as f64)).collect();
+        let s: Value = serde_json::from_str(&summary_line(&small).unwrap()).unwrap();
+        assert_eq!(s["_wandb"]["runtime"], 3);
+        let huge: Vec<Line> = (0..15_000).map(|i| line(i, 1.0)).collect();
+        assert!(summary_line(&huge).is_none());
+    }
+
+    #[test]
+    fn run_names_are_deterministic_and_safe_for_wandb() {
+        assert_eq!(
+            run_name("20261127T130715.123Z-0a1b2c"),
+            "20261127t130715-123z-0a1b2c"
+        );
+        assert_eq!(run_name("a/b#c?d%e:f"), "a-b-c-d-e-f");
+        assert_eq!(run_name(&"x".repeat(100)).len(), 64);
+    }
+}
