@@ -9,7 +9,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "difflog-sync",
-    version,
+    version = difflog::VERSION,
     about = "Upload difflog runs to a tracking server (MLflow, W&B), once and completely",
     long_about = "Upload difflog runs to a tracking server (MLflow, W&B), once and completely.\n\n\
         Targets:\n\

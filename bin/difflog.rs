@@ -9,7 +9,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "difflog",
-    version,
+    version = difflog::VERSION,
     about = "Offline run recorder for diffusion image generation",
     long_about = "Offline run recorder for diffusion image generation.\n\n\
         Runs live in DIFFLOG_DIR (default ./runs), one self-contained directory each:\n\

@@ -44,6 +44,15 @@ pub mod sync;
 pub mod verify;
 
 pub use error::{Error, Result};
+
+/// The version `--version` prints: the crate's version and the git commit
+/// the binaries were built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DIFFLOG_GIT_COMMIT"),
+    ")"
+);
 pub use pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 pub use run::autolog::{autolog, Autolog};
 pub use run::{Init, Mode, Run};

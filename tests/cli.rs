@@ -392,3 +392,32 @@ fn generate_rejects_bad_arguments_clearly() {
         "a failed request left a run"
     );
 }
+
+/// Issue 20: `--version` of both binaries names the version and the git
+/// commit they were built from.
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    for bin in [
+        env!("CARGO_BIN_EXE_difflog"),
+        env!("CARGO_BIN_EXE_difflog-sync"),
+    ] {
+        let o = std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{text}");
+        assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+        match &head {
+            Some(c) => assert!(text.contains(&format!("(commit {c})")), "{text} vs {c}"),
+            None => assert!(text.contains("(commit "), "{text}"),
+        }
+    }
+}
