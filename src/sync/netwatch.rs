@@ -32,6 +32,10 @@ pub const ENV: &str = "DIFFLOG_NET_EVENTS";
 /// A stream of network changes.
 pub struct NetEvents {
     rx: mpsc::UnboundedReceiver<Change>,
+    /// A change received and still settling: the last one, and when it
+    /// settles. Kept here, so a `next` dropped mid-wait (it races other
+    /// events in a `select!`) loses nothing.
+    settling: Option<(Change, tokio::time::Instant)>,
 }
 
 impl NetEvents {
@@ -39,13 +43,24 @@ impl NetEvents {
     /// `settle` of each other (a link coming up brings its addresses and
     /// routes a moment later, a flapping link many changes at once), and
     /// returns the last: the state the network settled in. `None` once the
-    /// listener has stopped (it logs why).
+    /// listener has stopped (it logs why). Cancel safe.
     pub async fn next(&mut self, settle: Duration) -> Option<Change> {
-        let mut last = self.rx.recv().await?;
-        while let Ok(Some(c)) = tokio::time::timeout(settle, self.rx.recv()).await {
-            last = c;
+        loop {
+            let Some((last, until)) = self.settling else {
+                let c = self.rx.recv().await?;
+                self.settling = Some((c, tokio::time::Instant::now() + settle));
+                continue;
+            };
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(c)) => {
+                    self.settling = Some((c, tokio::time::Instant::now() + settle));
+                }
+                Ok(None) | Err(_) => {
+                    self.settling = None;
+                    return Some(last);
+                }
+            }
         }
-        Some(last)
     }
 }
 
@@ -57,7 +72,7 @@ pub fn listen() -> Result<NetEvents, String> {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     platform::spawn(tx)?;
-    Ok(NetEvents { rx })
+    Ok(NetEvents { rx, settling: None })
 }
 
 #[cfg(target_os = "linux")]
@@ -168,6 +183,27 @@ mod platform {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// A `next` dropped while its change settles (another event won the
+    /// `select!`) leaves the change for the next call.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_survives_a_dropped_wait() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ev = NetEvents { rx, settling: None };
+        tx.send(Change::Up).unwrap();
+        let settle = Duration::from_millis(200);
+        let dropped = tokio::time::timeout(Duration::from_millis(50), ev.next(settle)).await;
+        assert!(dropped.is_err(), "returned before it settled");
+        let again = tokio::time::timeout(Duration::from_secs(5), ev.next(settle)).await;
+        assert_eq!(again, Ok(Some(Change::Up)), "the change was lost");
+        tx.send(Change::Up).unwrap();
+        tx.send(Change::Down).unwrap();
+        assert_eq!(
+            ev.next(settle).await,
+            Some(Change::Down),
+            "the last one counts"
+        );
+    }
 
     /// Truncated or foreign bytes never panic; they count as a change.
     #[test]
