@@ -141,7 +141,12 @@ pub fn is_digest(s: &str) -> bool {
 
 /// Current time as RFC 3339 UTC with microseconds (`2026-11-27T10:32:19.123456Z`).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now()
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// A time as records write it (RFC 3339, UTC, microseconds).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string()
 }

@@ -24,6 +24,7 @@ use super::state::{State, STATE_DIR};
 use super::targets::{target, AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
+use crate::format::rfc3339;
 use crate::read::{find_runs, RunState};
 use notify::{RecursiveMode, Watcher};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -236,7 +237,8 @@ impl<'a> Daemon<'a> {
                     self.retry_at = None;
                 }
                 change = next_change(&mut self.net) => {
-                    if !self.network_changed(change) || self.retry_at.is_none() { continue; }
+                    let up = take_change(&mut self.net, self.t, change) == Some(Change::Up);
+                    if !up || self.retry_at.is_none() { continue; }
                     self.try_now();
                 }
                 _ = stop.changed() => return Ok(Stop::Signal),
@@ -245,17 +247,6 @@ impl<'a> Daemon<'a> {
                 return Ok(s);
             }
         }
-    }
-
-    /// Handles a settled network change; true when something came up.
-    fn network_changed(&mut self, change: Option<Change>) -> bool {
-        let Some(change) = change else {
-            self.net = None; // the listener stopped (it said why)
-            return false;
-        };
-        // Pooled connections may be dead after any change.
-        self.t.network_changed();
-        change == Change::Up
     }
 
     /// Ends the wait for a retry: the network came up, so the target may
@@ -317,8 +308,7 @@ impl<'a> Daemon<'a> {
                         r = &mut sync => break Some(r),
                         _ = stop.changed() => return Some(Stop::Signal),
                         change = next_change(&mut self.net) => {
-                            let Some(change) = change else { self.net = None; continue };
-                            t.network_changed();
+                            let Some(change) = take_change(&mut self.net, t, change) else { continue };
                             went_down |= change == Change::Down;
                             let stuck = went_down || t.last_answer().is_none_or(|a| a < started);
                             if change == Change::Up && stuck { break None; }
@@ -401,18 +391,28 @@ impl<'a> Daemon<'a> {
     }
 }
 
+/// Acts on what [`next_change`] gave: forgets a listener that stopped (it
+/// said why), and after any change drops the target's idle connections,
+/// which may be dead. Returns the change.
+fn take_change(
+    net: &mut Option<NetEvents>,
+    t: &AnyTarget,
+    change: Option<Change>,
+) -> Option<Change> {
+    let Some(change) = change else {
+        *net = None;
+        return None;
+    };
+    t.network_changed();
+    Some(change)
+}
+
 /// The next settled network change, or never when changes are not followed.
 async fn next_change(net: &mut Option<NetEvents>) -> Option<Change> {
     match net {
         Some(n) => n.next(NET_SETTLE).await,
         None => std::future::pending().await,
     }
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t)
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }
 
 async fn sleep_until(t: Option<Instant>) {

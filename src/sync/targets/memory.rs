@@ -66,8 +66,14 @@ impl Memory {
         Ok(())
     }
 
-    fn shown(remote: &Remote) -> impl FnOnce(&mut Server) -> &mut Shown + '_ {
-        move |s| s.runs.entry(remote.id.clone()).or_default()
+    /// A request about one remote run: `work` changes what it shows.
+    fn on_run(
+        &self,
+        op: &'static str,
+        remote: &Remote,
+        work: impl FnOnce(&mut Shown),
+    ) -> SyncResult<()> {
+        self.request(op, |s| work(s.runs.entry(remote.id.clone()).or_default()))
     }
 
     /// A copy of what the server shows.
@@ -125,7 +131,7 @@ impl Target for Memory {
     }
 
     async fn sync_meta(&self, remote: &Remote, _run: &Snapshot<'_>) -> SyncResult<()> {
-        self.request("meta", |s| Self::shown(remote)(s).meta = true)
+        self.on_run("meta", remote, |r| r.meta = true)
     }
 
     async fn upload_media(
@@ -134,8 +140,8 @@ impl Target for Memory {
         media: &MediaEvent,
         _file: &Path,
     ) -> SyncResult<()> {
-        self.request("media", |s| {
-            Self::shown(remote)(s).media.insert(media.digest.clone());
+        self.on_run("media", remote, |r| {
+            r.media.insert(media.digest.clone());
         })
     }
 
@@ -145,8 +151,8 @@ impl Target for Memory {
         _run: &Snapshot<'_>,
         call: &CallView,
     ) -> SyncResult<()> {
-        self.request("table", |s| {
-            Self::shown(remote)(s).tables.insert(call.started.call);
+        self.on_run("table", remote, |r| {
+            r.tables.insert(call.started.call);
         })
     }
 
@@ -156,12 +162,8 @@ impl Target for Memory {
         _run: &Snapshot<'_>,
         calls: &[&CallView],
     ) -> SyncResult<()> {
-        let remote = remote.clone();
-        self.request("finish_calls", |s| {
-            let shown = Self::shown(&remote)(s);
-            for c in calls {
-                shown.finished.insert(c.started.call);
-            }
+        self.on_run("finish_calls", remote, |r| {
+            r.finished.extend(calls.iter().map(|c| c.started.call));
         })
     }
 
@@ -171,13 +173,9 @@ impl Target for Memory {
         _run: &Snapshot<'_>,
         metrics: &[(MetricEvent, i64)],
     ) -> SyncResult<()> {
-        let remote = remote.clone();
-        self.request("metrics", |s| {
-            let shown = Self::shown(&remote)(s);
+        self.on_run("metrics", remote, |r| {
             for (m, ts) in metrics {
-                shown
-                    .metrics
-                    .insert((m.name.clone(), m.value.to_string(), *ts));
+                r.metrics.insert((m.name.clone(), m.value.to_string(), *ts));
             }
         })
     }
@@ -189,8 +187,7 @@ impl Target for Memory {
         status: RemoteStatus,
         _end_ms: Option<i64>,
     ) -> SyncResult<()> {
-        let remote = remote.clone();
-        self.request("status", |s| Self::shown(&remote)(s).status = Some(status))
+        self.on_run("status", remote, |r| r.status = Some(status))
     }
 
     fn network_changed(&self) {}
