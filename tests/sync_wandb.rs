@@ -124,6 +124,83 @@ fn expected_lines(dir: &Path) -> Vec<Vec<String>> {
     out
 }
 
+/// Checks the `run_table` artifact a table's history value `v` (logged
+/// under `key`) points at, as W&B's client logs one per table (issue 14,
+/// item 2): committed once, named as W&B names it, holding the table with
+/// its column types and every image its cells point at.
+fn assert_table_artifact(
+    emu: &Emulator,
+    project: &str,
+    run: &common::wandb::WRun,
+    key: &str,
+    v: &Value,
+) {
+    assert_eq!(v["log_mode"], "IMMUTABLE", "{key}");
+    let entry = format!("{key}.table.json");
+    let path = v["artifact_path"].as_str().unwrap();
+    let client_id = path
+        .strip_prefix("wandb-client-artifact://")
+        .and_then(|p| p.strip_suffix(&format!("/{entry}")))
+        .unwrap_or_else(|| panic!("{key}: artifact_path {path}"));
+    let latest = v["_latest_artifact_path"].as_str().unwrap();
+    assert!(
+        latest.starts_with("wandb-client-artifact://")
+            && latest.ends_with(&format!(":latest/{entry}")),
+        "{latest}"
+    );
+    let arts: Vec<_> = emu
+        .artifacts(project)
+        .into_iter()
+        .filter(|a| a.client_id == client_id)
+        .collect();
+    assert_eq!(arts.len(), 1, "{key}: artifacts with its client id");
+    let a = &arts[0];
+    assert_eq!(a.state, "COMMITTED", "{key}");
+    assert_eq!(a.type_name, "run_table");
+    assert_eq!(a.run, run.name);
+    assert_eq!(a.aliases, vec!["latest".to_string()]);
+    let sanitized: String = format!("run-{}-{key}", run.name)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    assert!(a.collection.starts_with(&sanitized), "{}", a.collection);
+    assert_eq!(
+        emu.artifacts(project)
+            .iter()
+            .filter(|b| b.collection == a.collection)
+            .count(),
+        1,
+        "{}: a second version",
+        a.collection
+    );
+    let table: Value = serde_json::from_slice(&a.files[&entry]).unwrap();
+    assert_eq!(table["_type"], "table");
+    assert_eq!(table["log_mode"], "IMMUTABLE");
+    let columns = table["columns"].as_array().unwrap();
+    for c in columns {
+        let t = &table["column_types"]["params"]["type_map"][c.as_str().unwrap()];
+        assert_eq!(t["wb_type"], "union", "{c}: {t}");
+    }
+    assert_eq!(table["ncols"], columns.len());
+    let rows = table["data"].as_array().unwrap();
+    assert_eq!(table["nrows"], rows.len());
+    let mut images = 0;
+    for cell in rows.iter().flat_map(|r| r.as_array().unwrap()) {
+        if cell["_type"] == "image-file" {
+            let bytes = &a.files[cell["path"].as_str().unwrap()];
+            assert_eq!(sha256_hex(bytes), cell["sha256"].as_str().unwrap());
+            images += 1;
+        }
+    }
+    assert!(images > 0, "{key}: no image cells");
+    // The table and its distinct images; nothing else.
+    assert!(
+        a.files.len() <= images + 1 && a.files.len() >= 2,
+        "{:?}",
+        a.files.keys()
+    );
+}
+
 /// Checks that the emulator holds `dir` completely, each history line and
 /// file once, the way autolog's runs look; returns the W&B run.
 fn assert_complete(
@@ -243,13 +320,27 @@ fn assert_complete(
                     assert_eq!(sha256_hex(bytes), v["sha256"].as_str().unwrap());
                     assert!(run.uploaded.contains(path));
                     let table: Value = serde_json::from_slice(bytes).unwrap();
+                    assert_table_artifact(emu, project, &run, k, v);
                     let stage = k.trim_start_matches("Result-Table/");
                     let call = view
                         .calls
                         .values()
                         .find(|c| c.started.stage == stage)
                         .unwrap();
-                    assert_eq!(table["columns"], serde_json::json!(call.started.columns));
+                    // Autolog's names: difflog's Input-Image is its Source-Image.
+                    let names: Vec<&str> = call
+                        .started
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            if c == "Input-Image" {
+                                "Source-Image"
+                            } else {
+                                c.as_str()
+                            }
+                        })
+                        .collect();
+                    assert_eq!(table["columns"], serde_json::json!(names));
                     let data = table["data"].as_array().unwrap();
                     assert_eq!(data.len(), call.rows.len(), "{k} rows");
                     assert_eq!(v["nrows"], call.rows.len());
@@ -319,8 +410,12 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .filter(|r| r.ends_with(" PUT"))
         .count();
     // 6 + 1 + 1 generated images, 1 input image, 1 loose image, 5 tables,
-    // the 3 run files, and wandb-summary.json at the end.
-    assert_eq!(puts, 19, "{:?}", emu.requests());
+    // the 3 run files, and wandb-summary.json at the end; and per table
+    // artifact its files and its manifest.
+    let arts = emu.artifacts("p1");
+    assert_eq!(arts.len(), 5);
+    let artifact_puts: usize = arts.iter().map(|a| a.files.len() + 1).sum();
+    assert_eq!(puts, 19 + artifact_puts, "{:?}", emu.requests());
     // Their upload URLs asked for at once (media and tables in one request,
     // the run files in one), not one request per file; the summary's when
     // the run ends.
@@ -394,6 +489,11 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
     assert!(o.status.success(), "{}", text(&o));
     let again = assert_complete(&emu, "p1", &dir, 0);
     assert_eq!(again.history, first.history);
+    // Each table artifact was asked for again and found committed (by its
+    // digest): no second version, nothing uploaded for it.
+    let arts = emu.artifacts("p1");
+    assert_eq!(arts.len(), 5);
+    assert!(arts.iter().all(|a| a.creates == 2), "{arts:?}");
 
     let o = Command::new(sync_bin())
         .args(["status", root.path().to_str().unwrap()])

@@ -137,8 +137,14 @@ impl RunView {
                 let mut pipeline = self.pipeline_json(c.started.pipeline);
                 let device = pipeline.get("device").cloned().unwrap_or(Value::Null);
                 if let Value::Object(p) = &mut pipeline {
+                    // The keys of a diffusers pipeline's config that autolog
+                    // records and W&B users filter on.
                     if let Some(class) = p.get("class").cloned() {
-                        p.insert("pipeline-name".into(), class);
+                        p.insert("pipeline-name".into(), class.clone());
+                        p.insert("_class_name".into(), class);
+                    }
+                    if let Some(id) = p.get("model_id").cloned() {
+                        p.insert("_name_or_path".into(), id);
                     }
                 }
                 let mut params = c.started.params.clone();

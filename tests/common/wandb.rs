@@ -62,6 +62,39 @@ pub struct WRun {
     pub heartbeats: usize,
 }
 
+/// An artifact as the emulator stores it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WArtifact {
+    pub id: String,
+    pub project: String,
+    pub collection: String,
+    pub type_name: String,
+    /// The manifest digest the client declared (checked at commit).
+    pub digest: String,
+    /// `PENDING` or `COMMITTED`.
+    pub state: String,
+    /// The run that logged it (`CreateArtifact`'s `runName`).
+    pub run: String,
+    pub client_id: String,
+    pub aliases: Vec<String>,
+    /// Files by their path in the artifact, with their bytes.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// `wandb_manifest.json` as uploaded.
+    pub manifest: Option<Value>,
+    /// Runs that declared they use it (`UseArtifact`).
+    pub used_by: Vec<String>,
+    /// Times `CreateArtifact` was asked for this artifact's digest.
+    pub creates: usize,
+}
+
+/// What an upload URL the emulator issued writes to.
+#[derive(Debug, Clone)]
+enum Slot {
+    RunFile(String, String, String),
+    ArtifactFile(String, String),
+    Manifest(String),
+}
+
 /// A fault the emulator injects into the next matching request.
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -76,7 +109,11 @@ struct Server {
     key: String,
     entity: String,
     runs: BTreeMap<(String, String), WRun>,
-    tokens: HashMap<String, (String, String, String)>,
+    tokens: HashMap<String, Slot>,
+    artifacts: Vec<WArtifact>,
+    /// The header names of every storage PUT, by project.
+    put_headers: Vec<(String, Vec<String>)>,
+    manifests: HashMap<String, String>,
     violations: Vec<String>,
     requests: Vec<String>,
     faults: VecDeque<(String, Fault)>,
@@ -134,6 +171,27 @@ impl Emulator {
             .collect()
     }
 
+    /// Every artifact of `project`, in creation order.
+    pub fn artifacts(&self, project: &str) -> Vec<WArtifact> {
+        let s = self.inner.lock().unwrap();
+        s.artifacts
+            .iter()
+            .filter(|a| a.project == project)
+            .cloned()
+            .collect()
+    }
+
+    /// The (lower-case, sorted) header names each storage `PUT` for
+    /// `project` carried.
+    pub fn put_headers(&self, project: &str) -> Vec<Vec<String>> {
+        let s = self.inner.lock().unwrap();
+        s.put_headers
+            .iter()
+            .filter(|(p, _)| p == project)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
     /// Requests seen, as `"<route> <operation>"` strings.
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
@@ -176,6 +234,15 @@ fn serve(stream: TcpStream, server: &Mutex<Server>) {
         let (route, lose) = {
             let mut s = server.lock().unwrap();
             let route = route_of(&req);
+            if std::env::var_os("DIFFLOG_EMU_TRACE").is_some() {
+                eprintln!(
+                    "EMU {} {} {:?}\n  {}",
+                    req.method,
+                    req.path,
+                    req.headers,
+                    String::from_utf8_lossy(&req.body[..req.body.len().min(1500)])
+                );
+            }
             s.requests.push(format!("{} {}", req.method, route));
             let fault = s
                 .faults
@@ -276,6 +343,11 @@ fn handle(s: &mut Server, req: &Request, route: &str) -> Response {
     if req.method == "POST" && req.path.ends_with("/file_stream") {
         return file_stream(s, req);
     }
+    // wandb-core exports its own metrics (OpenTelemetry over HTTP) to the
+    // server; the real server takes them, and they are not the run's data.
+    if req.method == "POST" && req.path.starts_with("/sdk/otel/v1/") {
+        return resp(200, json!({}));
+    }
     s.violations.push(format!(
         "request to an unknown route: {} {}",
         req.method, req.path
@@ -294,6 +366,7 @@ fn arg_type(field: &str, arg: &str) -> Option<&'static str> {
         ("upsertBucket", "id" | "name" | "modelName" | "entityName" | "displayName") => "String",
         ("upsertBucket", "notes" | "state" | "description" | "groupName" | "jobType") => "String",
         ("upsertBucket", "commit" | "host" | "program" | "repo" | "sweep") => "String",
+        ("upsertBucket", "jobProgram" | "jobRepo") => "String",
         ("upsertBucket", "config" | "summaryMetrics") => "JSONString",
         ("upsertBucket", "tags") => "[String!]",
         ("upsertBucket", "debug") => "Boolean",
@@ -302,6 +375,18 @@ fn arg_type(field: &str, arg: &str) -> Option<&'static str> {
         ("model", "name" | "entityName") => "String",
         ("bucket", "name") => "String!",
         ("bucket", "missingOk") => "Boolean",
+        ("createArtifact", "input") => "CreateArtifactInput!",
+        ("useArtifact", "input") => "UseArtifactInput!",
+        ("createArtifactManifest", "artifactID") => "ID!",
+        ("createArtifactManifest" | "updateArtifactManifest", "baseArtifactID") => "ID",
+        ("createArtifactManifest", "name" | "digest" | "entityName") => "String!",
+        ("createArtifactManifest", "projectName" | "runName") => "String!",
+        ("createArtifactManifest", "type") => "ArtifactManifestType!",
+        ("updateArtifactManifest", "artifactManifestID") => "ID!",
+        ("updateArtifactManifest", "digest") => "String",
+        ("createArtifactFiles", "input") => "CreateArtifactFilesInput!",
+        ("commitArtifact", "artifactID") => "ID!",
+        ("clientIDMapping", "clientID") => "ID!",
         _ => return None,
     })
 }
@@ -331,8 +416,80 @@ fn coerces(v: Option<&Value>, ty: &str) -> bool {
             .is_some_and(|t| serde_json::from_str::<Value>(t).is_ok()),
         "Boolean" => v.is_boolean(),
         "Int" => v.is_i64(),
-        _ => false,
+        "ID" => v.is_string(),
+        "ArtifactManifestType" => matches!(v.as_str(), Some("FULL" | "INCREMENTAL" | "PATCH")),
+        "ArtifactStorageLayout" => matches!(v.as_str(), Some("V1" | "V2")),
+        "ArtifactDigestAlgorithm" => matches!(v.as_str(), Some("MANIFEST_MD5")),
+        object => {
+            let Some(fields) = input_fields(object) else {
+                return false;
+            };
+            let Some(o) = v.as_object() else {
+                return false;
+            };
+            o.keys().all(|k| fields.iter().any(|(f, _)| f == k))
+                && fields.iter().all(|(f, t)| coerces(o.get(*f), t))
+        }
     }
+}
+
+/// The fields of the input-object types an upload uses, as W&B's schema
+/// (`core/api/graphql/schemas/schema-latest.graphql`) declares them; a field
+/// not listed is an error, as in GraphQL.
+fn input_fields(ty: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    Some(match ty {
+        "CreateArtifactInput" => &[
+            ("artifactTypeName", "String!"),
+            ("artifactCollectionName", "String"),
+            ("artifactCollectionNames", "[String!]"),
+            ("entityName", "String!"),
+            ("projectName", "String!"),
+            ("runName", "String"),
+            ("digest", "String!"),
+            ("digestAlgorithm", "ArtifactDigestAlgorithm"),
+            ("description", "String"),
+            ("labels", "JSONString"),
+            ("aliases", "[ArtifactAliasInput!]"),
+            ("tags", "[TagInput!]"),
+            ("metadata", "JSONString"),
+            ("ttlDurationSeconds", "Int"),
+            ("historyStep", "Int"),
+            ("enableDigestDeduplication", "Boolean"),
+            ("distributedID", "String"),
+            ("clientID", "ID"),
+            ("sequenceClientID", "ID"),
+            ("storageRegion", "String"),
+            ("clientMutationId", "String"),
+        ],
+        "ArtifactAliasInput" => &[("artifactCollectionName", "String!"), ("alias", "String!")],
+        "TagInput" => &[("tagName", "String!")],
+        "CreateArtifactFilesInput" => &[
+            ("artifactFiles", "[CreateArtifactFileSpecInput!]!"),
+            ("storageLayout", "ArtifactStorageLayout!"),
+            ("clientMutationId", "String"),
+            ("cloudRegionID", "ID"),
+        ],
+        "CreateArtifactFileSpecInput" => &[
+            ("artifactID", "ID!"),
+            ("name", "String!"),
+            ("md5", "String!"),
+            ("mimetype", "String"),
+            ("artifactManifestID", "ID"),
+            ("uploadPartsInput", "[UploadPartsInput!]"),
+        ],
+        "UploadPartsInput" => &[("partNumber", "Int!"), ("hexMD5", "String!")],
+        "UseArtifactInput" => &[
+            ("artifactID", "ID!"),
+            ("entityName", "String!"),
+            ("projectName", "String!"),
+            ("runName", "String!"),
+            ("usedAs", "String"),
+            ("artifactEntityName", "String"),
+            ("artifactProjectName", "String"),
+            ("clientMutationId", "String"),
+        ],
+        _ => return None,
+    })
 }
 
 /// Validates the operation and returns the value each argument of `field`
@@ -372,13 +529,17 @@ fn arguments(
         .find(&format!("{field}("))
         .ok_or(format!("the operation does not call {field}"))?;
     let after = &body[start + field.len() + 1..];
-    let args_text = &after[..after.find(')').unwrap_or(after.len())];
-    let args_text = args_text
-        .trim()
-        .trim_start_matches("input:")
-        .trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}');
+    let args_text = after[..after.find(')').unwrap_or(after.len())].trim();
+    // `field(input: {a: $a, …})` lists the input object's fields;
+    // `field(input: $input)` passes one variable as the argument `input`.
+    let args_text = match args_text
+        .strip_prefix("input:")
+        .map(str::trim)
+        .filter(|r| r.starts_with('{'))
+    {
+        Some(inner) => inner.trim_start_matches('{').trim_end_matches('}'),
+        None => args_text,
+    };
     let mut out = Map::new();
     for pair in args_text.split(',') {
         let pair = pair.trim();
@@ -527,8 +688,10 @@ fn graphql(s: &mut Server, req: &Request, route: &str) -> Response {
                 let name = f.as_str().unwrap_or("").to_string();
                 s.next_id += 1;
                 let token = format!("t{}x{}", s.next_id, rand_u32());
-                s.tokens
-                    .insert(token.clone(), (p.clone(), r.clone(), name.clone()));
+                s.tokens.insert(
+                    token.clone(),
+                    Slot::RunFile(p.clone(), r.clone(), name.clone()),
+                );
                 files.push(
                     json!({"name": name, "uploadUrl": format!("http://{host}/storage/{token}")}),
                 );
@@ -561,21 +724,321 @@ fn graphql(s: &mut Server, req: &Request, route: &str) -> Response {
                 .map(|r| json!({"historyLineCount": r.history.len(), "state": r.state}));
             resp(200, json!({"data": {"model": {"bucket": bucket}}}))
         }
+        // wandb-core asks which features the server has; an empty list
+        // makes it use the oldest (most widely served) forms.
+        "ServerFeaturesQuery" => resp(200, json!({"data": {"serverInfo": {"features": []}}})),
+        "CreateArtifact" => create_artifact(s, &query, &vars, route),
+        "CreateArtifactManifest" | "UpdateArtifactManifest" => {
+            artifact_manifest(s, req, &query, &vars, route)
+        }
+        "CreateArtifactFiles" => create_artifact_files(s, req, &query, &vars, route),
+        "CommitArtifact" => commit_artifact(s, &query, &vars, route),
+        "UseArtifact" => {
+            let a = match arguments(&query, &vars, "useArtifact") {
+                Ok(a) => a,
+                Err(e) => return gql_err(s, e),
+            };
+            let input = &a["input"];
+            let id = input["artifactID"].as_str().unwrap_or("").to_string();
+            let run = input["runName"].as_str().unwrap_or("").to_string();
+            match s.artifacts.iter_mut().find(|x| x.id == id) {
+                Some(art) => {
+                    art.used_by.push(run);
+                    resp(
+                        200,
+                        json!({"data": {"useArtifact": {"artifact": {"id": id}}}}),
+                    )
+                }
+                None => gql_err(s, format!("UseArtifact of unknown artifact {id}")),
+            }
+        }
         other => gql_err(s, format!("unknown operation {other}")),
     }
 }
 
+fn gql_fail(s: &mut Server, route: &str, m: String) -> Response {
+    violation(s, 400, format!("{route}: {m}"))
+}
+
+fn create_artifact(
+    s: &mut Server,
+    query: &str,
+    vars: &Map<String, Value>,
+    route: &str,
+) -> Response {
+    let a = match arguments(query, vars, "createArtifact") {
+        Ok(a) => a,
+        Err(e) => return gql_fail(s, route, e),
+    };
+    let input = &a["input"];
+    let entity = input["entityName"].as_str().unwrap_or("");
+    // An offline run synced later names no entity: the server takes the
+    // key's default entity.
+    if !entity.is_empty() && entity != s.entity {
+        return resp(
+            200,
+            json!({"errors": [{"message": format!("permission denied for entity {entity}")}], "data": null}),
+        );
+    }
+    let project = input["projectName"].as_str().unwrap_or("").to_string();
+    let collection = input["artifactCollectionName"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let digest = input["digest"].as_str().unwrap_or("").to_string();
+    let run = input["runName"].as_str().unwrap_or("").to_string();
+    if collection.is_empty()
+        || collection.len() > 128
+        || !collection
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return gql_fail(s, route, format!("invalid artifact name {collection:?}"));
+    }
+    if !run.is_empty() && !s.runs.contains_key(&(project.clone(), run.clone())) {
+        return gql_fail(s, route, format!("artifact logged by unknown run {run}"));
+    }
+    let latest = s
+        .artifacts
+        .iter()
+        .rev()
+        .find(|x| x.project == project && x.collection == collection && x.state == "COMMITTED")
+        .map(|x| json!({"id": x.id}));
+    // Digest deduplication: the same contents in the same collection is the
+    // same artifact version, committed or still pending.
+    let dedup = input["enableDigestDeduplication"] == true;
+    if let Some(existing) = s
+        .artifacts
+        .iter_mut()
+        .find(|x| dedup && x.project == project && x.collection == collection && x.digest == digest)
+    {
+        existing.creates += 1;
+        let (id, state) = (existing.id.clone(), existing.state.clone());
+        return resp(
+            200,
+            json!({"data": {"createArtifact": {"artifact": {"id": id, "state": state,
+                "artifactSequence": {"latestArtifact": latest}}}}}),
+        );
+    }
+    s.next_id += 1;
+    let id = base64::engine::general_purpose::STANDARD.encode(format!("Artifact:{}", s.next_id));
+    let aliases = input["aliases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["alias"].as_str().map(str::to_string))
+        .collect();
+    s.artifacts.push(WArtifact {
+        id: id.clone(),
+        project,
+        collection,
+        type_name: input["artifactTypeName"].as_str().unwrap_or("").to_string(),
+        digest,
+        state: "PENDING".into(),
+        run,
+        client_id: input["clientID"].as_str().unwrap_or("").to_string(),
+        aliases,
+        creates: 1,
+        ..Default::default()
+    });
+    resp(
+        200,
+        json!({"data": {"createArtifact": {"artifact": {"id": id, "state": "PENDING",
+            "artifactSequence": {"latestArtifact": latest}}}}}),
+    )
+}
+
+/// An upload URL for `slot`, and the headers it must be sent with.
+fn issue_url(s: &mut Server, req: &Request, slot: Slot) -> (String, Vec<String>) {
+    let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+    s.next_id += 1;
+    let token = format!("t{}x{}", s.next_id, rand_u32());
+    s.tokens.insert(token.clone(), slot);
+    (
+        format!("http://{host}/storage/{token}"),
+        vec![format!("X-Upload-Check:{token}")],
+    )
+}
+
+fn artifact_manifest(
+    s: &mut Server,
+    req: &Request,
+    query: &str,
+    vars: &Map<String, Value>,
+    route: &str,
+) -> Response {
+    let create = route == "CreateArtifactManifest";
+    let field = if create {
+        "createArtifactManifest"
+    } else {
+        "updateArtifactManifest"
+    };
+    let a = match arguments(query, vars, field) {
+        Ok(a) => a,
+        Err(e) => return gql_fail(s, route, e),
+    };
+    let artifact = if create {
+        let id = str_arg(&a, "artifactID").unwrap_or_default();
+        if !s.artifacts.iter().any(|x| x.id == id) {
+            return gql_fail(s, route, format!("manifest for unknown artifact {id}"));
+        }
+        s.next_id += 1;
+        let mid = base64::engine::general_purpose::STANDARD
+            .encode(format!("ArtifactManifest:{}", s.next_id));
+        s.manifests.insert(mid.clone(), id.clone());
+        (mid, id)
+    } else {
+        let mid = str_arg(&a, "artifactManifestID").unwrap_or_default();
+        match s.manifests.get(&mid) {
+            Some(id) => (mid, id.clone()),
+            None => return gql_fail(s, route, format!("unknown manifest {mid}")),
+        }
+    };
+    let (mid, id) = artifact;
+    let mut file = json!({"id": format!("{mid}-file")});
+    if vars.get("includeUpload") == Some(&Value::Bool(true)) {
+        let (url, headers) = issue_url(s, req, Slot::Manifest(id));
+        file["uploadUrl"] = json!(url);
+        file["uploadHeaders"] = json!(headers);
+    }
+    resp(
+        200,
+        json!({"data": {field: {"artifactManifest": {"id": mid, "file": file}}}}),
+    )
+}
+
+fn create_artifact_files(
+    s: &mut Server,
+    req: &Request,
+    query: &str,
+    vars: &Map<String, Value>,
+    route: &str,
+) -> Response {
+    let a = match arguments(query, vars, "createArtifactFiles") {
+        Ok(a) => a,
+        Err(e) => return gql_fail(s, route, e),
+    };
+    let mut edges = Vec::new();
+    for spec in a["input"]["artifactFiles"].as_array().into_iter().flatten() {
+        let id = spec["artifactID"].as_str().unwrap_or("").to_string();
+        let name = spec["name"].as_str().unwrap_or("").to_string();
+        if !s
+            .artifacts
+            .iter()
+            .any(|x| x.id == id && x.state == "PENDING")
+        {
+            return gql_fail(
+                s,
+                route,
+                format!("file {name} for an artifact that is not pending: {id}"),
+            );
+        }
+        let (url, headers) = issue_url(s, req, Slot::ArtifactFile(id.clone(), name.clone()));
+        edges.push(json!({"node": {
+            "storagePath": format!("wandbartifacts/{}", spec["md5"].as_str().unwrap_or("")),
+            "uploadUrl": url, "uploadHeaders": headers, "uploadMultipartUrls": null,
+            "artifact": {"id": id},
+        }}));
+    }
+    resp(
+        200,
+        json!({"data": {"createArtifactFiles": {"files": {"edges": edges}}}}),
+    )
+}
+
+/// W&B's digests: base64 of an MD5.
+fn b64_md5(bytes: &[u8]) -> String {
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+}
+
+fn commit_artifact(
+    s: &mut Server,
+    query: &str,
+    vars: &Map<String, Value>,
+    route: &str,
+) -> Response {
+    let a = match arguments(query, vars, "commitArtifact") {
+        Ok(a) => a,
+        Err(e) => return gql_fail(s, route, e),
+    };
+    let id = str_arg(&a, "artifactID").unwrap_or_default();
+    let Some(art) = s.artifacts.iter().find(|x| x.id == id).cloned() else {
+        return gql_fail(s, route, format!("commit of unknown artifact {id}"));
+    };
+    // What the server checks before a version becomes visible: the manifest
+    // is there, every entry in it was uploaded with the digest and size it
+    // declares, and the manifest's digest is the one CreateArtifact gave.
+    let Some(manifest) = &art.manifest else {
+        return gql_fail(
+            s,
+            route,
+            format!("commit of {} without a manifest", art.collection),
+        );
+    };
+    let mut problems = Vec::new();
+    let mut lines = String::from("wandb-artifact-manifest-v1\n");
+    let contents = manifest["contents"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut names: Vec<&String> = contents.keys().collect();
+    names.sort();
+    for name in names {
+        let e = &contents[name];
+        let digest = e["digest"].as_str().unwrap_or("");
+        lines.push_str(&format!("{name}:{digest}\n"));
+        match art.files.get(name) {
+            Some(b) if b64_md5(b) == digest && e["size"].as_u64() == Some(b.len() as u64) => {}
+            Some(_) => problems.push(format!("{name}: digest or size differs from the manifest")),
+            None => problems.push(format!("{name}: in the manifest, never uploaded")),
+        }
+    }
+    {
+        use md5::Digest;
+        let d = md5::Md5::digest(lines.as_bytes());
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        if hex != art.digest {
+            problems.push(format!(
+                "manifest digest {hex} but CreateArtifact said {}",
+                art.digest
+            ));
+        }
+    }
+    if manifest["version"] != 1 || manifest["storagePolicy"] != "wandb-storage-policy-v1" {
+        problems.push(format!(
+            "unexpected manifest header: version {} policy {}",
+            manifest["version"], manifest["storagePolicy"]
+        ));
+    }
+    if !problems.is_empty() {
+        return gql_fail(
+            s,
+            route,
+            format!("{}: {}", art.collection, problems.join("; ")),
+        );
+    }
+    if let Some(x) = s.artifacts.iter_mut().find(|x| x.id == id) {
+        x.state = "COMMITTED".into();
+    }
+    resp(
+        200,
+        json!({"data": {"commitArtifact": {"artifact": {"id": id, "digest": art.digest}}}}),
+    )
+}
+
 fn put_file(s: &mut Server, req: &Request) -> Response {
     let token = req.path.trim_start_matches("/storage/").to_string();
-    let Some((p, r, name)) = s.tokens.get(&token).cloned() else {
+    let Some(slot) = s.tokens.get(&token).cloned() else {
         return violation(
             s,
             403,
-            format!(
-                "PUT to an upload URL CreateRunFiles never issued: {}",
-                req.path
-            ),
+            format!("PUT to an upload URL the server never issued: {}", req.path),
         );
+    };
+    let name = match &slot {
+        Slot::RunFile(_, _, n) | Slot::ArtifactFile(_, n) => n.clone(),
+        Slot::Manifest(_) => "wandb_manifest.json".into(),
     };
     if req.header("authorization").is_some() {
         return violation(
@@ -595,16 +1058,49 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
     if !s.tokens.contains_key(check) {
         return violation(s, 403, format!("PUT of {name} without the uploadHeaders"));
     }
-    match s.runs.get_mut(&(p, r)) {
-        Some(run) => {
-            run.files.insert(name, req.body.clone());
+    let project = match &slot {
+        Slot::RunFile(p, _, _) => p.clone(),
+        Slot::ArtifactFile(id, _) | Slot::Manifest(id) => s
+            .artifacts
+            .iter()
+            .find(|a| &a.id == id)
+            .map(|a| a.project.clone())
+            .unwrap_or_default(),
+    };
+    let mut names: Vec<String> = req
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    s.put_headers.push((project, names));
+    match slot {
+        Slot::RunFile(p, r, name) => match s.runs.get_mut(&(p, r)) {
+            Some(run) => {
+                run.files.insert(name, req.body.clone());
+                resp(200, Value::Null)
+            }
+            None => violation(
+                s,
+                404,
+                format!("upload for a run that does not exist: {name}"),
+            ),
+        },
+        Slot::ArtifactFile(id, name) => {
+            if let Some(a) = s.artifacts.iter_mut().find(|a| a.id == id) {
+                a.files.insert(name, req.body.clone());
+            }
             resp(200, Value::Null)
         }
-        None => violation(
-            s,
-            404,
-            format!("upload for a run that does not exist: {name}"),
-        ),
+        Slot::Manifest(id) => {
+            let Ok(m) = serde_json::from_slice::<Value>(&req.body) else {
+                return violation(s, 400, format!("manifest of {id} is not JSON"));
+            };
+            if let Some(a) = s.artifacts.iter_mut().find(|a| a.id == id) {
+                a.manifest = Some(m);
+            }
+            resp(200, Value::Null)
+        }
     }
 }
 

@@ -17,6 +17,11 @@
 //!   `uploaded`.
 //!   Images go to `media/images/<sha256>.png`, each call's table to
 //!   `media/table/Result-Table/Pipeline-Call-N_<sha256[..20]>.table.json`.
+//! - Each call's table is also a `run_table` artifact, as W&B's client logs
+//!   every table (`artifact.rs`): `CreateArtifact` (found again by its
+//!   digest when committed already), its manifest, `CreateArtifactFiles`,
+//!   the uploads, the manifest's upload, `CommitArtifact`; the table's
+//!   history value names it in `artifact_path`.
 //! - `POST {base}/files/{entity}/{project}/{run}/file_stream`: history lines
 //!   at contiguous offsets, the summary (with the request that reaches the
 //!   log's last line), and `complete`/`exitcode` once.
@@ -32,6 +37,7 @@
 //! answer and the state's commit never sends a line twice or leaves a gap.
 
 mod api;
+mod artifact;
 mod cursor;
 mod payload;
 
@@ -273,13 +279,15 @@ impl Target for Wandb {
     async fn upload_table(
         &self,
         remote: &Remote,
-        _run: &Snapshot<'_>,
+        run: &Snapshot<'_>,
         call: &CallView,
     ) -> SyncResult<()> {
         let cur = Cursor::of(remote)?;
         let t = table_file(call);
         self.put_file(&cur, &t.path, Body::Bytes(&t.bytes, None))
-            .await
+            .await?;
+        // Then the table as W&B's client also logs it: a run_table artifact.
+        self.upload_table_artifact(&cur, run, call).await
     }
 
     async fn finish_calls(

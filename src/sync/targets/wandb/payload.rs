@@ -39,6 +39,15 @@ pub(super) fn image_file(m: &MediaEvent) -> Value {
     v
 }
 
+/// A table column as autolog names it: difflog's `Input-Image` is the
+/// `Source-Image` of autolog's image-to-image and inpainting tables.
+pub(super) fn column_name(column: &str) -> &str {
+    match column {
+        "Input-Image" => "Source-Image",
+        c => c,
+    }
+}
+
 /// A call's table as a W&B table file: bytes, run path and reference.
 pub(super) struct TableFile {
     pub(super) path: String,
@@ -76,8 +85,9 @@ pub(super) fn table_file(call: &CallView) -> TableFile {
         data.push(Value::Array(cells));
     }
     let (ncols, nrows) = (columns.len(), data.len());
+    let names: Vec<&str> = columns.iter().map(|c| column_name(c)).collect();
     let table = json!({
-        "_type": "table", "columns": columns, "data": data, "ncols": ncols, "nrows": nrows,
+        "_type": "table", "columns": names, "data": data, "ncols": ncols, "nrows": nrows,
     });
     let bytes = serde_json::to_vec(&table).unwrap_or_default();
     let sha = sha256_hex(&bytes);
@@ -251,11 +261,13 @@ pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                     push(v, vec![image_path(m)], Some(f.call), at);
                 }
                 let table = table_file(call);
+                let key = format!("Result-Table/{}", call.started.stage);
+                let mut reference = table.reference;
+                for (k, val) in artifact::artifact_fields(&run_name(&run.meta.id), &key) {
+                    reference[k] = val;
+                }
                 let mut v = Map::new();
-                v.insert(
-                    format!("Result-Table/{}", call.started.stage),
-                    table.reference,
-                );
+                v.insert(key, reference);
                 for (phase, ms) in &f.timings_ms {
                     if ms.is_number() {
                         v.insert(format!("timings/{phase}_ms"), ms.clone());
