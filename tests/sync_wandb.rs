@@ -735,6 +735,11 @@ fn resets_server_errors_429s_conflicts_and_lost_answers_deliver_everything_once(
     // And storage refusing an upload URL asked for ahead (an expired
     // signature): the file is uploaded with a URL asked for again.
     emu.inject("PUT", Fault::Status(403, None));
+    // The table artifacts: a CreateArtifact and a CommitArtifact applied
+    // whose answers are lost, and a CreateArtifactFiles refused with a 503.
+    emu.inject("CreateArtifact", Fault::LoseAnswer);
+    emu.inject("CommitArtifact", Fault::LoseAnswer);
+    emu.inject("CreateArtifactFiles", Fault::Status(503, Some(1)));
     let o = sync(
         &proxy.url,
         &[
@@ -938,4 +943,58 @@ fn live_upload_to_real_wandb_when_asked() {
     assert!(o.status.success(), "{}", text(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["runs"][0]["progress"]["calls_uploaded"], 2);
+    // Read back through W&B's public API, with W&B's own client: history,
+    // run files, and each table through its run_table artifact.
+    let bin = common_wandb_client();
+    let run = run_name(&RunDir::open(&dir).unwrap().meta.id);
+    let o = Command::new(bin.join("python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wandb_client/read_back.py"))
+        .args([entity.as_str(), "difflog-live-test", &run])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "read back: {}", text(&o));
+    let back: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want = expected_lines(&dir);
+    assert_eq!(back["history_rows"], want.len());
+    for f in [
+        "wandb-metadata.json",
+        "config.yaml",
+        "requirements.txt",
+        "wandb-summary.json",
+    ] {
+        assert!(
+            back["files"].as_array().unwrap().iter().any(|x| x == f),
+            "{f}: {back}"
+        );
+    }
+    let calls = RunDir::open(&dir).unwrap().view().calls.len();
+    assert_eq!(
+        back["table_artifacts"].as_array().unwrap().len(),
+        calls,
+        "{back}"
+    );
+    for t in back["tables"].as_array().unwrap() {
+        assert!(t["rows"].as_u64().unwrap() > 0, "{t}");
+    }
+    assert!(
+        back["artifact_paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_string),
+        "{back}"
+    );
+}
+
+/// W&B's own client (`scripts/wandb-client`), for the live read-back.
+fn common_wandb_client() -> PathBuf {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/wandb-client"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }

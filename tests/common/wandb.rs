@@ -29,6 +29,19 @@
 //!   `wandb-summary.json` is replaced; every path in `uploaded` must have
 //!   been uploaded; `complete` is accepted once (again only after the run was
 //!   reopened with `UpsertBucket(state: "running")`).
+//! - Artifacts (W&B's `core/pkg/artifacts/saver.go`, the operations in
+//!   `core/api/graphql/`): `CreateArtifact` takes a `CreateArtifactInput`
+//!   whose fields are checked against the schema's, and finds an artifact of
+//!   the same collection and digest again (digest deduplication) — answering
+//!   `COMMITTED` when it was; files are uploaded to the URLs
+//!   `CreateArtifactFiles` issued and the manifest to the one the second
+//!   `CreateArtifactManifest` issued; `CommitArtifact` checks what the server
+//!   checks before a version becomes visible: every manifest entry arrived
+//!   with the size and base64 MD5 it declares, and the digest `CreateArtifact`
+//!   gave is W&B's (MD5 over `wandb-artifact-manifest-v1\n` and the sorted
+//!   `name:digest` lines).
+//! - W&B's own client talks to it too (tests/sync_wandb_client.rs): anything
+//!   it sends that the emulator refuses is the emulator's mistake.
 #![allow(dead_code)]
 
 use super::http::{read_request, Request};
