@@ -7,7 +7,7 @@
 //! from the Hugging Face cache).
 
 use difflog::pipelines::{resolve, Request, StableDiffusion};
-use difflog::{autolog, Init, Pipeline};
+use difflog::{autolog, AutologCall, Init};
 
 fn main() -> Result<(), difflog::PipelineError> {
     // Call autolog before calling the pipeline.

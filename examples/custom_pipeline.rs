@@ -4,7 +4,9 @@
 //! of supported classes. Run with
 //! `cargo run --example custom_pipeline`, then `cargo run --bin difflog -- ls`.
 
-use difflog::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use difflog::{
+    AutologCall, CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo,
+};
 use image::{Rgb, RgbImage};
 use serde_json::{json, Map};
 

@@ -21,6 +21,7 @@
 //! # fn main() -> Result<(), difflog::Error> {
 //! let _run = difflog::autolog(difflog::Init::project("diffusers_logging"))?;
 //! // every `pipeline.call(&request)` from here on is recorded into ./runs/<run-id>/
+//! // (`call` comes from `use difflog::AutologCall`)
 //! # Ok(())
 //! # }
 //! ```
@@ -53,6 +54,8 @@ pub const VERSION: &str = concat!(
     env!("DIFFLOG_GIT_COMMIT"),
     ")"
 );
-pub use pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
-pub use run::autolog::{autolog, Autolog};
+pub use pipeline::{
+    CallContext, CallSpec, ImageRow, ImageSink, Pipeline, PipelineError, PipelineInfo,
+};
+pub use run::autolog::{autolog, Autolog, AutologCall};
 pub use run::{Init, Mode, Run};

@@ -7,8 +7,12 @@
 //! do before it runs ([`CallSpec`]: every argument with defaults filled in,
 //! one seed per image), and while it runs hands each image to the
 //! [`CallContext`] and marks its phases for the timings.
+//!
+//! This layer knows nothing of recording: a [`CallContext`] hands images to
+//! an [`ImageSink`] (the recorder's, or none), and running a call recorded
+//! into the active run is the recorder's extension of this trait
+//! (`difflog::AutologCall`).
 
-use crate::run::CallRecorder;
 use image::RgbImage;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -110,21 +114,19 @@ pub trait Pipeline {
         request: &Self::Request,
         ctx: &mut CallContext<'_>,
     ) -> Result<Self::Output, PipelineError>;
+}
 
-    /// Runs a call, recorded into the active run (see [`crate::autolog`]) if
-    /// there is one.
-    fn call(&mut self, request: &Self::Request) -> Result<Self::Output, PipelineError>
-    where
-        Self: Sized,
-    {
-        crate::run::autolog::call(self, request)
-    }
+/// Where a [`CallContext`] hands a call's images: the recorder's writer
+/// while a run records the call.
+pub trait ImageSink {
+    /// Takes the `index`-th image of the call with its row's values.
+    fn image(&mut self, index: u32, row: ImageRow);
 }
 
 /// Per-call context handed to [`Pipeline::run`]: phase timings and the sink
 /// for generated images.
 pub struct CallContext<'a> {
-    pub(crate) recorder: Option<CallRecorder<'a>>,
+    sink: Option<Box<dyn ImageSink + 'a>>,
     started: Instant,
     phase: Option<(String, Instant)>,
     pub(crate) timings: Vec<(String, Duration)>,
@@ -133,9 +135,10 @@ pub struct CallContext<'a> {
 }
 
 impl<'a> CallContext<'a> {
-    pub(crate) fn new(recorder: Option<CallRecorder<'a>>) -> CallContext<'a> {
+    /// A context handing the call's images to `sink` (none: not recorded).
+    pub fn new(sink: Option<Box<dyn ImageSink + 'a>>) -> CallContext<'a> {
         CallContext {
-            recorder,
+            sink,
             started: Instant::now(),
             phase: None,
             timings: Vec::new(),
@@ -174,7 +177,7 @@ impl<'a> CallContext<'a> {
         let t = Instant::now();
         let index = self.images;
         self.images += 1;
-        if let Some(r) = self.recorder.as_mut() {
+        if let Some(r) = self.sink.as_mut() {
             r.image(index, row);
         }
         self.saving += t.elapsed();
@@ -182,7 +185,7 @@ impl<'a> CallContext<'a> {
 
     /// Whether images handed over are being recorded.
     pub fn is_recording(&self) -> bool {
-        self.recorder.is_some()
+        self.sink.is_some()
     }
 
     /// Time since the call began.

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Req, Schemas, TestPipeline};
 use difflog::read::{find_runs, RunDir, RunState};
-use difflog::{autolog, Init, Pipeline};
+use difflog::{autolog, AutologCall, Init};
 
 #[test]
 fn autolog_records_every_call_into_the_active_run() {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Req, TestPipeline};
-use difflog::{autolog, Init, Pipeline};
+use difflog::{autolog, AutologCall, Init};
 
 #[test]
 fn difflog_mode_disabled_writes_nothing() {

@@ -1,5 +1,7 @@
 //! The two-line start: `difflog::autolog(Init::project("…"))` opens a run and
-//! makes it the active run, into which every [`Pipeline::call`] records.
+//! makes it the active run, into which every [`AutologCall::call`] records.
+//! `call` is the recorder's extension of [`Pipeline`] (the trait itself
+//! knows nothing of recording), implemented for every pipeline.
 //!
 //! Rust runs no destructors for statics at exit, so unlike W&B's autolog the
 //! active run is tied to a guard: keep it in a named binding
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 static ACTIVE: Mutex<Option<Arc<Run>>> = Mutex::new(None);
 
-/// Starts a run and makes it the active run for [`Pipeline::call`].
+/// Starts a run and makes it the active run for [`AutologCall::call`].
 /// Fails if another autolog run is active.
 pub fn autolog(init: Init) -> Result<Autolog> {
     let mut g = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
@@ -76,16 +78,20 @@ impl Drop for Autolog {
     }
 }
 
-/// Runs a call recorded into the active run, or unrecorded if there is none.
-pub(crate) fn call<P: Pipeline>(
-    pipeline: &mut P,
-    request: &P::Request,
-) -> Result<P::Output, PipelineError> {
-    match active() {
-        Some(run) => run.record(pipeline, request),
-        None => {
-            pipeline.prepare(request)?;
-            pipeline.run(request, &mut CallContext::detached())
+/// `pipeline.call(&request)`: runs a call, recorded into the active run
+/// (see [`autolog()`]) if there is one. Implemented for every [`Pipeline`];
+/// bring it into scope with `use difflog::AutologCall`.
+pub trait AutologCall: Pipeline + Sized {
+    /// Runs a call recorded into the active run, or unrecorded if there is none.
+    fn call(&mut self, request: &Self::Request) -> Result<Self::Output, PipelineError> {
+        match active() {
+            Some(run) => run.record(self, request),
+            None => {
+                self.prepare(request)?;
+                self.run(request, &mut CallContext::detached())
+            }
         }
     }
 }
+
+impl<P: Pipeline> AutologCall for P {}

@@ -388,13 +388,13 @@ impl Run {
             seeds: spec.seeds.clone(),
             columns,
         }));
-        let mut ctx = CallContext::new(Some(CallRecorder {
+        let mut ctx = CallContext::new(Some(Box::new(CallRecorder {
             active: a,
             call,
             second_prompts: spec.second_prompts,
             input_image: spec.input_image,
             last_input: None,
-        }));
+        })));
         let result = pipeline.run(request, &mut ctx);
         ctx.end_phase();
         let mut timings = Map::new();
@@ -544,8 +544,8 @@ pub(crate) struct CallRecorder<'a> {
     last_input: Option<(Arc<RgbImage>, Arc<Slot>)>,
 }
 
-impl CallRecorder<'_> {
-    pub(crate) fn image(&mut self, index: u32, row: ImageRow) {
+impl crate::pipeline::ImageSink for CallRecorder<'_> {
+    fn image(&mut self, index: u32, row: ImageRow) {
         let call = self.call;
         let second = self.second_prompts;
         let with_input = self.input_image;
