@@ -1,4 +1,4 @@
-//! The two-line start: autolog makes every `Pipeline::call` record into the
+//! The two-line start: autolog makes every `pipeline.call` (AutologCall) record into the
 //! active run. One test function, since the active run is process-wide.
 
 mod common;
