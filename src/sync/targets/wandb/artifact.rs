@@ -140,8 +140,7 @@ fn column_type(kinds: &std::collections::BTreeSet<&'static str>) -> Value {
 
 /// Reads an image of the run for the artifact, checked against its record.
 fn read_image(run: &Snapshot<'_>, m: &MediaEvent) -> SyncResult<Vec<u8>> {
-    let path =
-        crate::read::run_file(run.dir, &m.path).map_err(|e| SyncError::permanent(e.to_string()))?;
+    let path = crate::read::run_file(run.dir, &m.path).map_err(|e| SyncError::local(&e))?;
     let bytes = crate::read::read_regular(&path, m.bytes)
         .map_err(|e| SyncError::permanent(format!("{}: {e}", path.display())))?;
     if bytes.len() as u64 != m.bytes || sha256_hex(&bytes) != m.digest {
@@ -246,6 +245,11 @@ fn headers_of(v: &Value) -> Vec<(String, String)> {
 impl Wandb {
     /// Logs `call`'s table as its run's `run_table` artifact (see the module
     /// comment); nothing new when the server has it committed already.
+    ///
+    /// The steps are many (six requests and a PUT per file) and must all
+    /// succeed for the version to be committed, so a transient failure of
+    /// any repeats the sequence — safe, since `CreateArtifact` finds the
+    /// same pending version again — a few times before the pass gives up.
     pub(super) async fn upload_table_artifact(
         &self,
         cur: &Cursor,
@@ -253,10 +257,30 @@ impl Wandb {
         call: &CallView,
     ) -> SyncResult<()> {
         let key = format!("Result-Table/{}", call.started.stage);
-        let collection = table_artifact_name(&cur.run, &key);
         let entries = entries(run, call, &key)?;
-        let digest = manifest_digest(&entries);
-        let (client_id, sequence_id) = client_ids(&cur.run, &key);
+        let policy = Policy {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(8),
+            attempts: 4,
+        };
+        retry(
+            policy,
+            |_| self.save_artifact(cur, &key, &entries),
+            |e: &SyncError| match e.class {
+                crate::sync::retry::Class::Transient if !e.unreachable => {
+                    Decision::Retry(e.retry_after)
+                }
+                _ => Decision::Stop,
+            },
+        )
+        .await
+    }
+
+    /// One attempt at saving the table's artifact (W&B's `saver.go` order).
+    async fn save_artifact(&self, cur: &Cursor, key: &str, entries: &[Entry]) -> SyncResult<()> {
+        let collection = table_artifact_name(&cur.run, key);
+        let digest = manifest_digest(entries);
+        let (client_id, sequence_id) = client_ids(&cur.run, key);
         let data = self
             .gql(
                 "CreateArtifact",
