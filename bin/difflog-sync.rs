@@ -130,7 +130,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("difflog-sync: {e}");
+            // Every command's JSON switch is spelled `--json`.
+            let json = std::env::args().any(|a| a == "--json");
+            difflog::cli::report_failure("difflog-sync", &e, json);
             ExitCode::from(2)
         }
     }

@@ -308,7 +308,9 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("difflog: {e}");
+            // Every command's JSON switch is spelled `--json`.
+            let json = std::env::args().any(|a| a == "--json");
+            difflog::cli::report_failure("difflog", &e, json);
             ExitCode::from(2)
         }
     }

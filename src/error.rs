@@ -104,9 +104,48 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+    /// A `difflog pack` archive cannot be made or unpacked (a damaged or
+    /// hostile archive, a run that cannot be packed as it is).
+    #[error("{0}")]
+    Archive(String),
+    /// Model weights or their index cannot be found or used.
+    #[error("{0}")]
+    Weights(String),
+    /// The sync state database cannot be opened, read or written.
+    #[error("{path}: sync state: {source}")]
+    State {
+        /// The state database.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
     /// An argument or request is invalid.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl Error {
+    /// A stable code naming the kind of error, for scripts reading `--json`
+    /// output (`"error_code"`): it does not change with the message's words.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Locked { .. } => "locked",
+            Error::NotARun { .. } => "not_a_run",
+            Error::BadRunJson { .. } => "bad_run_json",
+            Error::CorruptLog { .. } => "corrupt_log",
+            Error::UnsupportedFormat { .. } => "unsupported_format",
+            Error::Media { .. } => "media",
+            Error::Recording { .. } => "recording",
+            Error::Setting { .. } => "setting",
+            Error::UnsafeFile { .. } => "unsafe_file",
+            Error::Archive(_) => "archive",
+            Error::Weights(_) => "weights",
+            Error::State { .. } => "state",
+            Error::Invalid(_) => "invalid",
+        }
+    }
 }
 
 impl Error {

@@ -69,7 +69,7 @@ fn files_of(run: &Path) -> Result<Vec<PathBuf>> {
             } else if ft.is_file() {
                 out.push(e.path());
             } else {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Archive(format!(
                     "{}: not a regular file (a link?); a run directory holds only its own files",
                     e.path().display()
                 )));
@@ -93,7 +93,7 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
     for r in &runs {
         let rd = RunDir::open(r)?;
         if rd.state() == RunState::Live {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Archive(format!(
                 "{}: run is still being written; pack it once it ends",
                 r.display()
             )));
@@ -101,7 +101,7 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
         // Digests are checked while packing (the bytes are read once).
         let rep = verify_run_with(r, false);
         if rep.damaged() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Archive(format!(
                 "{}: damaged, not packed: {}",
                 r.display(),
                 first_damage(&rep)
@@ -178,11 +178,11 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
         let name = r
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::Invalid(format!("{}: no directory name", r.display())))?;
+            .ok_or_else(|| Error::Archive(format!("{}: no directory name", r.display())))?;
         for f in files_of(r)? {
             let rel = f
                 .strip_prefix(r)
-                .map_err(|_| Error::Invalid(format!("{}: outside its run", f.display())))?;
+                .map_err(|_| Error::Archive(format!("{}: outside its run", f.display())))?;
             let in_archive = Path::new(&name).join(rel);
             if entry_cap(&in_archive).is_none() {
                 // Not a file of the run (verify calls it a stray file):
@@ -211,7 +211,7 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
                     let got = crate::format::hex(&reader.hash.finalize());
                     if got != stem {
                         let _ = std::fs::remove_file(tmp);
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::Archive(format!(
                             "{}: content digest {got} does not match its name; not packed",
                             f.display()
                         )));
@@ -242,7 +242,7 @@ fn safe_entry(path: &Path) -> Result<()> {
     let inside = matches!(first, Some(Component::Normal(_)))
         && comps.all(|c| matches!(c, Component::Normal(_)));
     if !inside {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Archive(format!(
             "archive entry {:?} points outside its run; refused",
             path.display()
         )));
@@ -253,7 +253,7 @@ fn safe_entry(path: &Path) -> Result<()> {
         Some(Component::Normal(top)) if top.to_str().is_some_and(crate::format::is_run_id) => {
             Ok(())
         }
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Archive(format!(
             "archive entry {:?} is not inside a run folder (the top-level folder must be a run id); refused",
             path.display()
         ))),
@@ -267,7 +267,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     // A missing archive creates nothing.
     let md = std::fs::metadata(archive).ctx(archive, "open archive")?;
     if !md.is_file() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Archive(format!(
             "{}: not a regular file; an archive is a file made by difflog pack",
             archive.display()
         )));
@@ -291,7 +291,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
                 out.push(target);
                 continue;
             }
-            return Err(Error::Invalid(format!(
+            return Err(Error::Archive(format!(
                 "{}: a different run with this id already exists; nothing was unpacked",
                 target.display()
             )));
@@ -373,7 +373,7 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
     let dec = zstd::Decoder::new(file).ctx(archive, "read archive")?;
     let mut tar = tar::Archive::new(dec);
     let bad = |e: std::io::Error| {
-        Error::Invalid(format!(
+        Error::Archive(format!(
             "{}: not a complete difflog archive ({e})",
             archive.display()
         ))
@@ -387,7 +387,7 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Directory => continue,
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Archive(format!(
                     "{}: entry {} is a {other:?}, not a file; refused",
                     archive.display(),
                     path.display()
@@ -399,7 +399,7 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
             std::fs::create_dir_all(parent).ctx(parent, "create folder")?;
         }
         let cap = entry_cap(&path).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Archive(format!(
                 "{}: entry {} is not a file of a run (run.json, events.log, media/xx/<sha256>.png); refused",
                 archive.display(),
                 path.display()
@@ -418,7 +418,7 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
             }
             total += n as u64;
             if total > cap {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Archive(format!(
                     "{}: entry {} is larger than {cap} bytes, more than such a file can be; refused",
                     archive.display(),
                     path.display()
@@ -433,14 +433,14 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
     }
     let runs: Vec<PathBuf> = runs.into_iter().collect();
     if runs.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Archive(format!(
             "{}: the archive holds no runs",
             archive.display()
         )));
     }
     for r in &runs {
         if !r.join(RUN_JSON).is_file() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Archive(format!(
                 "{}: {} has no run.json",
                 archive.display(),
                 r.display()
@@ -448,7 +448,7 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
         }
         let rep = verify_run(r);
         if rep.damaged() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Archive(format!(
                 "{}: run {} is damaged in the archive: {}",
                 archive.display(),
                 r.file_name()

@@ -421,3 +421,40 @@ fn version_names_the_release_and_the_commit() {
         }
     }
 }
+
+/// Issue 12: a failure under `--json` is JSON on stdout too, with a stable
+/// `error_code` naming its kind (not its words), and a row that cannot be
+/// read says why the same way.
+#[test]
+fn json_failures_carry_a_stable_error_code() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = recorded(root.path());
+    // A folder that is no run.
+    let empty = root.path().join("not-a-run");
+    std::fs::create_dir(&empty).unwrap();
+    let o = difflog(&["show", empty.to_str().unwrap(), "--json"], root.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["error_code"], "not_a_run", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not-a-run"), "{v}");
+    assert!(stderr(&o).contains("not-a-run"), "{}", stderr(&o));
+    // Without --json: the message only, nothing on stdout.
+    let o = difflog(&["show", empty.to_str().unwrap()], root.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    // A run whose run.json is damaged, in a listing.
+    std::fs::write(dir.join("run.json"), "{not json").unwrap();
+    let o = difflog(
+        &["ls", root.path().to_str().unwrap(), "--json"],
+        root.path(),
+    );
+    let rows: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let bad: Vec<&Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .collect();
+    assert_eq!(bad.len(), 1, "{rows}");
+    assert_eq!(bad[0]["error_code"], "bad_run_json", "{rows}");
+}

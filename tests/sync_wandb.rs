@@ -828,9 +828,29 @@ fn a_wrong_or_missing_key_is_a_clear_error_without_a_storm_or_a_leak() {
     // Neither the key nor the `Authorization: Basic base64(api:KEY)` it
     // travels as (issue 21).
     common::assert_no_leak(root.path(), &text(&o), "api", "wrong-key-sekrit");
+    // Under --json the failure has its stable code and names the run.
+    let o = sync_cmd(
+        &emu.url,
+        "wrong-key-sekrit",
+        &[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target("auth"),
+            "--json",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"][0]["error_code"], "credentials", "{v}");
+    let id = RunDir::open(common::only_run(root.path())).unwrap().meta.id;
+    assert_eq!(v["runs"][0]["run"], id.as_str(), "{v}");
+    common::assert_no_leak(root.path(), &text(&o), "api", "wrong-key-sekrit");
     assert!(
-        emu.requests().len() <= 2,
-        "{} requests after a 401",
+        emu.requests().len() <= 4,
+        "{} requests after two 401s",
         emu.requests().len()
     );
     assert!(emu.runs("auth").is_empty());

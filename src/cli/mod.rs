@@ -81,7 +81,7 @@ pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
                 "path": dir,
             })
         }
-        Err(e) => json!({ "path": dir, "error": e.to_string() }),
+        Err(e) => json!({ "path": dir, "error": e.to_string(), "error_code": e.code() }),
     });
     if as_json {
         writeln!(out, "{}", Value::Array(rows)).map_err(out_err)?;
@@ -319,6 +319,21 @@ fn human_bytes(n: u64) -> String {
 /// The view of a run, for callers that want it without printing.
 pub fn view(dir: &Path) -> Result<RunView> {
     Ok(RunDir::open(dir)?.view())
+}
+
+/// How the binaries report a command that failed: the message on stderr
+/// (`program: message`) and, when the command was asked for `--json`, an
+/// object on stdout too — `{"error": message, "error_code": code}`, the
+/// code stable across releases ([`crate::Error::code`]) — so a script reading
+/// the JSON sees the failure.
+pub fn report_failure(program: &str, error: &crate::Error, json: bool) {
+    eprintln!("{program}: {error}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": error.to_string(), "error_code": error.code()})
+        );
+    }
 }
 
 /// Logging for the binaries: to stderr, level from `DIFFLOG_LOG` (default `warn`).

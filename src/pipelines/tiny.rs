@@ -120,7 +120,7 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
         VarBuilder::from_backend(Box::new(w.clone_handle()), DType::F32, Device::Cpu)
     };
     Modules::build(&cfg, text.iter().map(vb).collect(), vb(&unet), vb(&vae))
-        .map_err(|e| Error::Invalid(format!("building tiny model {}: {e}", model.id())))?;
+        .map_err(|e| Error::Weights(format!("building tiny model {}: {e}", model.id())))?;
     for (i, w) in text.iter().enumerate() {
         let (weights, tokenizer) = cfg.text_files(i);
         w.save(&dir.join(weights))?;
@@ -221,7 +221,7 @@ impl SeededWeights {
         let map: std::collections::HashMap<String, Tensor> =
             made.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         candle_core::safetensors::save(&map, path)
-            .map_err(|e| Error::Invalid(format!("{}: writing safetensors: {e}", path.display())))
+            .map_err(|e| Error::Weights(format!("{}: writing safetensors: {e}", path.display())))
     }
 
     /// Uniform values in [-1, 1) from the tensor's own stream, exactly

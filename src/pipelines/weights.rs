@@ -122,7 +122,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
         let cfg = match index {
             Some(p) => detect_config(p.parent().unwrap_or(Path::new(".")))?,
             None => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Weights(format!(
                     "model {spec}: not in the Hugging Face cache ({}); {}",
                     cache.path().display(),
                     fill_cache_help(&[(spec.to_string(), "model_index.json".to_string())])
@@ -131,7 +131,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
         };
         return from_hub_repo(spec, cfg);
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Weights(format!(
         "unknown model {spec:?}: expected one of {}, a Hugging Face id (org/name), or a folder in the diffusers layout",
         PRESETS.join(", ")
     )))
@@ -141,13 +141,13 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
 fn detect_config(dir: &Path) -> Result<ModelConfig> {
     let index_path = dir.join("model_index.json");
     let text = std::fs::read_to_string(&index_path).map_err(|e| {
-        Error::Invalid(format!(
+        Error::Weights(format!(
             "{}: cannot read model_index.json ({e}); a model folder needs the diffusers layout",
             dir.display()
         ))
     })?;
     let index: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: invalid JSON: {e}", index_path.display())))?;
+        .map_err(|e| Error::Weights(format!("{}: invalid JSON: {e}", index_path.display())))?;
     if let Some(t) = index["_difflog_tiny_model"].as_str().and_then(tiny_preset) {
         return Ok(t.config());
     }
@@ -161,7 +161,7 @@ fn detect_config(dir: &Path) -> Result<ModelConfig> {
         ("StableDiffusionXLImg2ImgPipeline", _) => Ok(ModelConfig::sdxl_refiner()),
         (_, Some(768)) => Ok(ModelConfig::sd15()),
         (_, Some(1024)) => Ok(ModelConfig::sd21()),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Weights(format!(
             "{}: cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}); \
              supported: SD 1.x, SD 2.x, SDXL base and refiner",
             dir.display()
@@ -189,7 +189,7 @@ fn from_folder(dir: &Path, cfg: ModelConfig, model_id: String) -> Result<Resolve
         .map(|(_, f)| f.clone())
         .collect();
     if !missing.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Weights(format!(
             "model folder {} is missing {}: it needs the diffusers layout (text_encoder/, tokenizer/tokenizer.json, unet/, vae/ with .safetensors weights)",
             dir.display(),
             missing.join(", ")
@@ -248,7 +248,7 @@ fn from_hub_repo(repo: &str, cfg: ModelConfig) -> Result<ResolvedModel> {
     }
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(|(r, f)| format!("  {r}: {f}")).collect();
-        return Err(Error::Invalid(format!(
+        return Err(Error::Weights(format!(
             "model {repo}: {} file(s) missing from the Hugging Face cache {}{}:\n{}\n{}",
             missing.len(),
             cache.path().display(),
@@ -331,7 +331,7 @@ fn assemble(
             .iter()
             .find(|(k, _, _)| k == key)
             .map(|(_, p, _)| p.clone())
-            .ok_or_else(|| Error::Invalid(format!("model {model_id}: no {key} file")))
+            .ok_or_else(|| Error::Weights(format!("model {model_id}: no {key} file")))
     };
     let mut text = Vec::new();
     for i in 0..config.text.len() {
@@ -366,7 +366,7 @@ fn assemble(
 /// images are noise.
 fn seeded_model(spec: &str, preset: &str) -> Result<ResolvedModel> {
     let (_, config) = hub_preset(preset).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Weights(format!(
             "model {spec}: unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo)"
         ))
     })?;

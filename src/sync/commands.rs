@@ -248,7 +248,10 @@ fn print_upload(
             .iter()
             .map(|(p, r)| match r {
                 Ok(pr) => json!({"path": p, "ok": true, "progress": pr}),
-                Err(e) => json!({"path": p, "ok": false, "error": e.message}),
+                Err(e) => json!({
+                    "path": p, "ok": false, "error": e.message, "error_code": e.code(),
+                    "run": e.context.as_ref().map(|(_, run)| run),
+                }),
             })
             .collect();
         return w(
@@ -296,7 +299,11 @@ fn print_upload(
 fn status_rows(state: &State, dir: &Path) -> Result<Vec<serde_json::Value>> {
     let run = match RunDir::open(dir) {
         Ok(r) => r,
-        Err(e) => return Ok(vec![json!({"path": dir, "error": e.to_string()})]),
+        Err(e) => {
+            return Ok(vec![
+                json!({"path": dir, "error": e.to_string(), "error_code": e.code()}),
+            ])
+        }
     };
     let view = run.view();
     let st = run.state();

@@ -82,7 +82,7 @@ fn remote_status(state: RunState) -> RemoteStatus {
 }
 
 fn state_err(e: crate::Error) -> SyncError {
-    SyncError::permanent(e.to_string())
+    SyncError::local(&e)
 }
 
 /// Syncs one run; records the outcome (or the error) in the state.
@@ -101,7 +101,7 @@ pub async fn sync_run<T: Target>(
     // Taken before the run is read: if it grows during the pass, the next
     // check sees another fingerprint and reads it again.
     let fp = fingerprint(dir);
-    let meta = crate::read::read_meta(dir).map_err(|e| SyncError::permanent(e.to_string()))?;
+    let meta = crate::read::read_meta(dir).map_err(|e| SyncError::local(&e))?;
     if let Some((p, remote)) = unchanged(target.key(), state, dir, &meta.id, fp.as_deref())? {
         if let (RunState::Live, Some(remote)) = (p.state, &remote) {
             target.keep_alive(remote).await?;
@@ -116,22 +116,24 @@ pub async fn sync_run<T: Target>(
     let run = tokio::task::spawn_blocking(move || RunDir::open(&owned))
         .await
         .map_err(|e| SyncError::permanent(format!("{}: reading the run: {e}", dir.display())))?
-        .map_err(|e| SyncError::permanent(e.to_string()))?;
+        .map_err(|e| SyncError::local(&e))?;
     let id = run.meta.id.clone();
     let result = match &run.log.problem {
         // Damage is not a crash's torn tail: a record was altered, removed
         // or crafted (a media digest that is a path, say). Nothing of such a
         // run is uploaded; a torn tail is, up to the tear.
-        Some(p) if p.kind != crate::read::LogProblemKind::TornTail => {
-            Err(SyncError::permanent(format!(
+        Some(p) if p.kind != crate::read::LogProblemKind::TornTail => Err(SyncError {
+            local: Some("corrupt_log"),
+            ..SyncError::permanent(format!(
                 "{}: damaged, not uploaded: events.log byte {}: {} (see difflog verify)",
                 dir.display(),
                 p.offset,
                 p.why
-            )))
-        }
+            ))
+        }),
         _ => sync_inner(target, state, &run, concurrency.max(1)).await,
-    };
+    }
+    .map_err(|e| e.in_run(target.key(), &id));
     let recorded = match &result {
         Ok(_) => state
             .set_error(target.key(), &id, None)
@@ -526,8 +528,7 @@ fn media_jobs<'a, T: Target>(
         {
             continue;
         }
-        let file = crate::read::run_file(&run.path, &m.path)
-            .map_err(|e| SyncError::permanent(e.to_string()))?;
+        let file = crate::read::run_file(&run.path, &m.path).map_err(|e| SyncError::local(&e))?;
         due.push(m);
         jobs.push(Box::pin(async move {
             target.upload_media(remote, m, &file).await?;

@@ -55,6 +55,11 @@ pub struct SyncError {
     /// down, so retrying this one request at once is pointless — the caller
     /// backs off for the whole target instead.
     pub unreachable: bool,
+    /// The code of the local error this one wraps (a damaged run, the
+    /// state database), see [`crate::Error::code`].
+    pub local: Option<&'static str>,
+    /// The target (its state key) and the run id it concerns, once known.
+    pub context: Option<(String, String)>,
 }
 
 impl SyncError {
@@ -66,6 +71,8 @@ impl SyncError {
             retry_after: None,
             status: None,
             unreachable: false,
+            local: None,
+            context: None,
         }
     }
 
@@ -73,10 +80,44 @@ impl SyncError {
     pub fn transient(message: impl Into<String>) -> SyncError {
         SyncError {
             class: Class::Transient,
-            message: crate::redact::redact(&message.into()),
-            retry_after: None,
-            status: None,
-            unreachable: false,
+            ..SyncError::permanent(message)
+        }
+    }
+
+    /// A permanent error wrapping a local one (reading the run, the state),
+    /// keeping its code.
+    pub fn local(e: &crate::Error) -> SyncError {
+        SyncError {
+            local: Some(e.code()),
+            ..SyncError::permanent(e.to_string())
+        }
+    }
+
+    /// This error, noting the target and run it concerns.
+    pub fn in_run(mut self, target: &str, run: &str) -> SyncError {
+        self.context
+            .get_or_insert_with(|| (target.to_string(), run.to_string()));
+        self
+    }
+
+    /// A stable code naming the kind of error, for `--json` output
+    /// (`"error_code"`): `credentials`, `unreachable`, `rate_limited`,
+    /// `server_error`, `refused` (another 4xx), `network` (no answer),
+    /// a local error's own code, or `failed`.
+    pub fn code(&self) -> &'static str {
+        if self.class == Class::Auth {
+            return "credentials";
+        }
+        if self.unreachable {
+            return "unreachable";
+        }
+        match (self.status, self.local) {
+            (Some(429), _) => "rate_limited",
+            (Some(s), _) if s >= 500 => "server_error",
+            (Some(_), _) => "refused",
+            (None, Some(code)) => code,
+            (None, None) if self.class == Class::Transient => "network",
+            (None, None) => "failed",
         }
     }
 }
@@ -337,9 +378,8 @@ impl Http {
             SyncError {
                 class,
                 message: crate::redact::redact(&format!("{what}: {}", error_chain(&e))),
-                retry_after: None,
-                status: None,
                 unreachable: e.is_connect(),
+                ..SyncError::permanent(String::new())
             }
         })?;
         let now_ms = std::time::SystemTime::now()
@@ -460,6 +500,8 @@ async fn answer(resp: reqwest::Response, what: &str, want: Want) -> SyncResult<V
         retry_after,
         status: Some(status.as_u16()),
         unreachable: false,
+        local: None,
+        context: None,
     })
 }
 

@@ -51,7 +51,10 @@ pub struct State {
 }
 
 fn err(path: &Path, e: rusqlite::Error) -> crate::Error {
-    crate::Error::Invalid(format!("{}: sync state: {e}", path.display()))
+    crate::Error::State {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 impl State {
