@@ -80,6 +80,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the generation recipe a PNG carries: the `parameters` text
+    /// (Automatic1111's format, which A1111, ComfyUI and civitai read) and
+    /// difflog's recipe (run, call, row, model, seed). Any PNG can be
+    /// inspected. With --run, say whether the image is one of that run's
+    /// images unchanged (exit code 1 if not).
+    Inspect {
+        /// The PNG file.
+        image: PathBuf,
+        /// A run directory or run id (under --root) to check the image against.
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Root to look a run id up in (default: DIFFLOG_DIR or ./runs).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a static HTML report of a run, or an index of all runs under a
     /// root, that opens from disk with no server and no network.
     Report {
@@ -293,6 +311,15 @@ fn main() -> ExitCode {
         } => {
             let dir = cli::resolve_run(&run, &root(r));
             actions::replay(&mut out, &dir, call, row, &device, json)
+        }
+        Command::Inspect {
+            image,
+            run,
+            root: r,
+            json,
+        } => {
+            let dir = run.map(|run| cli::resolve_run(&run, &root(r)));
+            cli::inspect::inspect(&mut out, &image, dir.as_deref(), json)
         }
         Command::Verify {
             path,

@@ -13,7 +13,8 @@
 //! - [`read`]: the only code that parses a run directory;
 //! - [`sync`]: `difflog-sync`, uploading runs to MLflow;
 //! - [`verify`], [`replay`], [`pack`], [`report`], [`cli`], [`bench`]: what the `difflog` command does;
-//! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`).
+//! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`);
+//!   [`recipe`]: the generation parameters every generated PNG carries.
 //!
 //! The two-line start, as with W&B's diffusers autolog:
 //!
@@ -37,6 +38,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod pipelines;
 pub mod read;
+pub mod recipe;
 pub mod redact;
 pub mod replay;
 pub mod report;

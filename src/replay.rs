@@ -13,7 +13,7 @@ use crate::pipeline::Pipeline;
 use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
 use crate::pipelines::{resolve, InitImage, Request, ResolvedModel, StableDiffusion};
 use crate::read::{CallView, RunDir, RunView};
-use crate::run::media::{encode_png, sha256_hex};
+use crate::run::media::{encode_png_with_text, sha256_hex};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -64,7 +64,7 @@ pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<V
         .iter()
         .filter(|r| row.is_none_or(|want| want == r.index))
     {
-        results.push(replay_row(&mut pipe, dir, c, r)?);
+        results.push(replay_row(&mut pipe, dir, (&run.meta.id, p), c, r)?);
     }
     if results.is_empty() {
         return Err(bad(format!(
@@ -143,6 +143,7 @@ fn check_weights(p: &PipelineEvent, model: &ResolvedModel) -> Result<()> {
 fn replay_row(
     pipe: &mut StableDiffusion,
     dir: &Path,
+    (run_id, p): (&str, &PipelineEvent),
     c: &CallView,
     r: &RowEvent,
 ) -> Result<RowResult> {
@@ -208,7 +209,28 @@ fn replay_row(
         .images
         .first()
         .ok_or_else(|| bad("the pipeline returned no image"))?;
-    let replayed = sha256_hex(&encode_png(img)?);
+    // The recipe the recorder wrote into the PNG, rebuilt from the record.
+    let negative = text(&r.cells, "Negative-Prompt");
+    let (prompt_2, negative_2) = (
+        text(&r.cells, "Prompt-2"),
+        text(&r.cells, "Negative-Prompt-2"),
+    );
+    let chunks = crate::recipe::chunks(&crate::recipe::RecipeInput {
+        run_id,
+        call,
+        row: r.index,
+        prompt: &req.prompt[0],
+        negative_prompt: negative.as_deref(),
+        prompt_2: prompt_2.as_deref(),
+        negative_prompt_2: negative_2.as_deref(),
+        seed,
+        size: img.dimensions(),
+        params,
+        model_id: &p.model_id,
+        weights_digest: p.weights_digest.as_deref(),
+        scheduler: &p.scheduler,
+    });
+    let replayed = sha256_hex(&encode_png_with_text(img, &chunks)?);
     Ok(RowResult {
         row: r.index,
         seed,

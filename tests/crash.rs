@@ -173,21 +173,45 @@ fn child_records_large_images_until_killed() {
 /// Issue 21 (5): media go to a temporary name and are renamed into place, so
 /// a kill in the middle of writing one leaves a temporary file, never a
 /// partial file under its final name; the image is then recorded again by the
-/// reopened run (a deterministic pipeline makes the same bytes) and the run
+/// reopened run (a deterministic pipeline makes the same pixels) and the run
 /// verifies. Each kill lands the instant the child's first new image of the
-/// round appears in its shard folder (as a temporary file, or — for a writer
-/// that writes in place — under its final name, while it is being written).
+/// round appears in the media folders (as a temporary file, or — for a
+/// writer that writes in place — under its final name, while it is being
+/// written).
 #[test]
 fn a_kill_mid_write_never_leaves_a_partial_file_under_its_final_name() {
-    use difflog::run::media::{encode_png, sha256_hex};
+    use difflog::run::media::sha256_hex;
     const ROUNDS: u64 = 10;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("runs");
+    // Every file under the runs' media folders.
+    let media_files = |root: &Path| -> std::collections::BTreeSet<PathBuf> {
+        let mut out = std::collections::BTreeSet::new();
+        for dir in find_runs(root).unwrap_or_default() {
+            for shard in std::fs::read_dir(dir.join("media"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for f in std::fs::read_dir(shard.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    out.insert(f.path());
+                }
+            }
+        }
+        out
+    };
     // The seeds whose image was being written when a kill landed.
     let mut mid_write = Vec::new();
     for round in 1..=ROUNDS {
         let seed = round * 1000;
-        let digest = sha256_hex(&encode_png(&difflog::bench::synthetic_image(seed, 768)).unwrap());
+        // (Each image's PNG carries its recipe — run, call, row — so its
+        // name cannot be known ahead: the kill lands when any new file
+        // appears.)
+        let before = media_files(&root);
         let mut child = common::KillOnDrop(
             Command::new(std::env::current_exe().unwrap())
                 .args([
@@ -204,7 +228,7 @@ fn a_kill_mid_write_never_leaves_a_partial_file_under_its_final_name() {
                 .unwrap(),
         );
         let t = Instant::now();
-        let shard = loop {
+        loop {
             assert!(
                 t.elapsed() < Duration::from_secs(60),
                 "the child never wrote its image"
@@ -213,31 +237,21 @@ fn a_kill_mid_write_never_leaves_a_partial_file_under_its_final_name() {
                 child.try_wait().unwrap().is_none(),
                 "the child exited early"
             );
-            let dir = find_runs(&root).unwrap_or_default().first().cloned();
-            let shard = dir.map(|d| d.join("media").join(&digest[..2]));
-            let seen = shard
-                .as_ref()
-                .and_then(|s| std::fs::read_dir(s).ok())
-                .is_some_and(|es| {
-                    es.flatten()
-                        .any(|e| e.file_name().to_string_lossy().contains(&digest))
-                });
-            if seen {
+            if media_files(&root).difference(&before).next().is_some() {
                 child.kill().unwrap(); // SIGKILL
-                break shard.unwrap();
+                break;
             }
-        };
+        }
         child.wait().unwrap();
-        for f in std::fs::read_dir(&shard).unwrap().flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with(difflog::format::TMP_PREFIX) && name.contains(&digest) {
-                mid_write.push(seed);
-                continue;
-            }
+        for f in media_files(&root).difference(&before) {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
             if name.starts_with(difflog::format::TMP_PREFIX) {
+                if !mid_write.contains(&seed) {
+                    mid_write.push(seed);
+                }
                 continue;
             }
-            let bytes = std::fs::read(f.path()).unwrap();
+            let bytes = std::fs::read(f).unwrap();
             assert_eq!(
                 format!("{}.png", sha256_hex(&bytes)),
                 name,

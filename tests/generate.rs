@@ -36,6 +36,14 @@ fn req(prompts: &[&str], seed: u64) -> Request {
     }
 }
 
+/// The SHA-256 of the pixels of an image of the run (not of its PNG file,
+/// which also carries the image's recipe: run, call and row).
+fn pixels(dir: &Path, rel: &str) -> String {
+    let img = image::open(dir.join(rel)).unwrap().to_rgb8();
+    difflog::format::sha256_hex(img.as_raw())
+}
+
+/// The pixel digests of a call's generated images, in row order.
 fn digests(dir: &Path, call: u32) -> Vec<String> {
     let v = RunDir::open(dir).unwrap().view();
     v.calls[&call]
@@ -43,8 +51,8 @@ fn digests(dir: &Path, call: u32) -> Vec<String> {
         .iter()
         .flat_map(|r| r.cells.iter())
         .filter_map(|c| match c {
-            Cell::Image { column, digest, .. } if column == "Generated-Image" => {
-                Some(digest.clone())
+            Cell::Image { column, path, .. } if column == "Generated-Image" => {
+                Some(pixels(dir, path))
             }
             _ => None,
         })
@@ -154,6 +162,22 @@ fn text_to_image_records_the_table_seeds_scheduler_and_timings() {
         assert_eq!((*width, *height), (64, 48));
         let png = image::open(dir.join(path)).unwrap().to_rgb8();
         assert_eq!(png, out.images[i], "the stored PNG is the returned image");
+        // ... carrying its recipe, every A1111 key included (issue 18).
+        let chunks =
+            difflog::recipe::read_text_chunks(&std::fs::read(dir.join(path)).unwrap()).unwrap();
+        let params = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
+        let last = params.lines().last().unwrap();
+        for key in [
+            "Steps: ",
+            "Sampler: ",
+            "CFG scale: ",
+            "Seed: ",
+            "Size: 64x48",
+            "Model hash: ",
+            "Model: tiny",
+        ] {
+            assert!(last.contains(key), "{key} missing: {last}");
+        }
     }
     // Different seeds give different images.
     let d = digests(&dir, 1);
@@ -161,7 +185,7 @@ fn text_to_image_records_the_table_seeds_scheduler_and_timings() {
 }
 
 #[test]
-fn the_same_request_gives_byte_identical_pngs_with_every_scheduler() {
+fn the_same_request_gives_identical_pixels_with_every_scheduler() {
     let mut p = load("tiny");
     for kind in [
         SchedulerKind::Ddim,
@@ -180,7 +204,7 @@ fn the_same_request_gives_byte_identical_pngs_with_every_scheduler() {
         assert_eq!(
             digests(&dir, 1),
             digests(&dir, 2),
-            "{kind:?}: same seed, different PNG"
+            "{kind:?}: same seed, different pixels"
         );
         assert_ne!(
             digests(&dir, 1),
@@ -289,7 +313,7 @@ fn sdxl_base_to_refiner_is_two_calls_of_one_run() {
     // The refiner's input is the base's output.
     let base_img = digests(&dir, 1)[0].clone();
     let input = c2.rows[0].cells.iter().find_map(|c| match c {
-        Cell::Image { column, digest, .. } if column == "Input-Image" => Some(digest.clone()),
+        Cell::Image { column, path, .. } if column == "Input-Image" => Some(pixels(&dir, path)),
         _ => None,
     });
     assert_eq!(input, Some(base_img));

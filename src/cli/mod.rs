@@ -3,6 +3,7 @@
 //! and calls these.
 
 pub mod actions;
+pub mod inspect;
 
 use crate::error::{Error, Result};
 use crate::event::Cell;

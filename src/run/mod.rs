@@ -376,7 +376,8 @@ impl Run {
         let Some(a) = &self.active else {
             return pipeline.run(request, &mut CallContext::detached());
         };
-        let pipeline_index = self.pipeline_index(a, pipeline.describe());
+        let info = pipeline.describe();
+        let pipeline_index = self.pipeline_index(a, info.clone());
         let call = a.next_call.fetch_add(1, Ordering::Relaxed);
         let stage = format!("Pipeline-Call-{call}");
         let columns = spec.columns();
@@ -390,6 +391,12 @@ impl Run {
         }));
         let mut ctx = CallContext::new(Some(Box::new(CallRecorder {
             active: a,
+            recipe: RecipeBase {
+                params: spec.params.clone(),
+                model_id: info.model_id,
+                weights_digest: info.weights_digest,
+                scheduler: info.scheduler,
+            },
             call,
             second_prompts: spec.second_prompts,
             input_image: spec.input_image,
@@ -535,9 +542,18 @@ impl Active {
     }
 }
 
+/// What every image of a call shares in its recipe (see [`crate::recipe`]).
+struct RecipeBase {
+    params: Map<String, Value>,
+    model_id: String,
+    weights_digest: Option<String>,
+    scheduler: Value,
+}
+
 /// Records the images of one call (inside [`CallContext`]).
 pub(crate) struct CallRecorder<'a> {
     active: &'a Active,
+    recipe: RecipeBase,
     call: u32,
     second_prompts: bool,
     input_image: bool,
@@ -550,6 +566,7 @@ impl crate::pipeline::ImageSink for CallRecorder<'_> {
         let second = self.second_prompts;
         let with_input = self.input_image;
         let last_input = &mut self.last_input;
+        let (active, recipe) = (self.active, &self.recipe);
         let result = self.active.with_writer(|w| {
             let ts = now_rfc3339();
             let mut cells = vec![
@@ -594,7 +611,24 @@ impl crate::pipeline::ImageSink for CallRecorder<'_> {
                     })),
                 }
             }
-            let slot = w.encode(Arc::new(row.image))?;
+            let text = crate::recipe::chunks(&crate::recipe::RecipeInput {
+                run_id: &active.id,
+                call,
+                row: index,
+                prompt: &row.prompt,
+                negative_prompt: row.negative_prompt.as_deref(),
+                // Only what the table records, so the recipe is a function
+                // of the record (replay rebuilds it from there).
+                prompt_2: row.prompt_2.as_deref().filter(|_| second),
+                negative_prompt_2: row.negative_prompt_2.as_deref().filter(|_| second),
+                seed: row.seed,
+                size: row.image.dimensions(),
+                params: &recipe.params,
+                model_id: &recipe.model_id,
+                weights_digest: recipe.weights_digest.as_deref(),
+                scheduler: &recipe.scheduler,
+            });
+            let slot = w.encode_with_text(Arc::new(row.image), text)?;
             w.send(Cmd::Media {
                 ts: ts.clone(),
                 key: format!("Generated-Image/Pipeline-Call-{call}"),

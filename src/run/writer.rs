@@ -19,7 +19,7 @@
 //! whose media could not be stored is recorded as failed with that error.
 
 use super::log::EventLog;
-use super::media::{encode_png, sha256_hex, store_png, StoredMedia};
+use super::media::{encode_png_with_text, sha256_hex, store_png, StoredMedia};
 use crate::error::Result;
 use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
 use crate::format::encode_record;
@@ -103,6 +103,8 @@ pub(crate) enum Cmd {
 
 struct Job {
     image: Arc<RgbImage>,
+    /// Text chunks the PNG carries (a generated image's recipe).
+    text: Vec<crate::recipe::TextChunk>,
     slot: Arc<Slot>,
 }
 
@@ -196,9 +198,19 @@ impl Writer {
 
     /// Queues an image for encoding; the slot will hold where it was stored.
     pub(crate) fn encode(&self, image: Arc<RgbImage>) -> Result<Arc<Slot>, String> {
+        self.encode_with_text(image, Vec::new())
+    }
+
+    /// Queues an image for encoding with text chunks (its recipe).
+    pub(crate) fn encode_with_text(
+        &self,
+        image: Arc<RgbImage>,
+        text: Vec<crate::recipe::TextChunk>,
+    ) -> Result<Arc<Slot>, String> {
         let slot = Slot::new();
         let job = Job {
             image,
+            text,
             slot: Arc::clone(&slot),
         };
         match self.jobs.try_send(job) {
@@ -282,7 +294,7 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>) {
             guard.recv()
         };
         let Ok(job) = job else { return };
-        match encode_png(&job.image) {
+        match encode_png_with_text(&job.image, &job.text) {
             Ok(png) => {
                 let (width, height) = job.image.dimensions();
                 drop(job.image);

@@ -1,0 +1,130 @@
+//! `difflog inspect IMAGE.png [--run RUN] [--json]`: what a PNG says about
+//! how it was made — the A1111 `parameters` and difflog's recipe its text
+//! chunks carry (see [`crate::recipe`]) — and, given a run, whether the file
+//! is one of that run's images, unchanged (its SHA-256 is a media digest of
+//! the run). Works on any PNG: one from another tool simply has no recipe.
+
+use crate::error::{Error, Result};
+use crate::format::sha256_hex;
+use crate::read::RunDir;
+use crate::recipe::{read_text_chunks, DIFFLOG, MAX_PNG_BYTES, PARAMETERS};
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::path::Path;
+
+/// What `inspect` found; `belongs` is `None` without a run to check against.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The file's SHA-256.
+    pub sha256: String,
+    /// The A1111 parameters text, if any.
+    pub parameters: Option<String>,
+    /// difflog's recipe, if any (and valid JSON).
+    pub difflog: Option<Value>,
+    /// Every other text chunk, keyword → text.
+    pub other: Map<String, Value>,
+    /// The run checked against: its id, and whether the file is one of its
+    /// images unchanged.
+    pub run: Option<(String, bool)>,
+}
+
+/// Reads `image` (and `run`, if given) and says what the PNG carries.
+pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
+    let bytes = crate::read::read_regular(image, MAX_PNG_BYTES)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", image.display())))?;
+    let chunks = read_text_chunks(&bytes)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", image.display())))?;
+    let mut found = Inspection {
+        sha256: sha256_hex(&bytes),
+        parameters: None,
+        difflog: None,
+        other: Map::new(),
+        run: None,
+    };
+    for (keyword, text) in chunks {
+        match keyword.as_str() {
+            PARAMETERS if found.parameters.is_none() => found.parameters = Some(text),
+            DIFFLOG if found.difflog.is_none() => {
+                found.difflog = serde_json::from_str(&text).ok().filter(Value::is_object);
+            }
+            _ => {
+                found.other.insert(keyword, json!(text));
+            }
+        }
+    }
+    if let Some(dir) = run {
+        let r = RunDir::open(dir)?;
+        let belongs = r.view().media.iter().any(|m| m.digest == found.sha256);
+        found.run = Some((r.meta.id.clone(), belongs));
+    }
+    Ok(found)
+}
+
+/// `difflog inspect`: prints the inspection; `Ok(false)` when a run was
+/// given and the image is not one of its images unchanged (exit code 1).
+pub fn inspect(
+    out: &mut dyn Write,
+    image: &Path,
+    run: Option<&Path>,
+    as_json: bool,
+) -> Result<bool> {
+    let i = inspect_png(image, run)?;
+    let w = |e| Error::io("<stdout>", "write", e);
+    let ok = i.run.as_ref().is_none_or(|(_, belongs)| *belongs);
+    if as_json {
+        let v = json!({
+            "path": image, "sha256": i.sha256, "parameters": i.parameters,
+            "difflog": i.difflog, "other_text": i.other,
+            "run": i.run.as_ref().map(|(id, belongs)| json!({"id": id, "belongs": belongs})),
+        });
+        writeln!(out, "{v}").map_err(w)?;
+        return Ok(ok);
+    }
+    // Text from the file is shown as text: control characters escaped.
+    let mut esc = super::Escaping(out);
+    let out: &mut dyn Write = &mut esc;
+    writeln!(out, "{}  sha256 {}", image.display(), i.sha256).map_err(w)?;
+    match &i.parameters {
+        Some(p) => writeln!(out, "\nparameters:\n{p}").map_err(w)?,
+        None => writeln!(
+            out,
+            "\nno generation parameters (no `parameters` text chunk)"
+        )
+        .map_err(w)?,
+    }
+    match &i.difflog {
+        Some(d) => writeln!(
+            out,
+            "\ndifflog recipe: run {} call {} row {}, model {} (weights {}), seed {}",
+            d["run_id"].as_str().unwrap_or("?"),
+            d["call"],
+            d["row"],
+            d["model_id"].as_str().unwrap_or("?"),
+            d["weights_digest"].as_str().unwrap_or("unknown"),
+            d["seed"]
+        )
+        .map_err(w)?,
+        None => writeln!(out, "\nno difflog recipe").map_err(w)?,
+    }
+    for (k, v) in &i.other {
+        writeln!(out, "\n{k}: {}", v.as_str().unwrap_or("")).map_err(w)?;
+    }
+    if let Some((id, belongs)) = &i.run {
+        if *belongs {
+            writeln!(out, "\nbelongs to run {id}, unchanged").map_err(w)?;
+        } else {
+            let claim = i
+                .difflog
+                .as_ref()
+                .filter(|d| d["run_id"] == id.as_str())
+                .map(|_| " (its recipe names this run: the file was changed after it was recorded)")
+                .unwrap_or("");
+            writeln!(
+                out,
+                "\nNOT an image of run {id} as recorded: no media of the run has this SHA-256{claim}"
+            )
+            .map_err(w)?;
+        }
+    }
+    Ok(ok)
+}

@@ -1,0 +1,226 @@
+//! The recipe every generated PNG carries in its own text chunks, so that an
+//! image copied out of a run still says how it was made (issue 18):
+//!
+//! - `parameters`: the generation parameters in the form Automatic1111
+//!   writes — the prompt, a `Negative prompt: …` line, then one line of
+//!   `Key: value` pairs (`Steps`, `Sampler`, `CFG scale`, `Seed`, `Size`,
+//!   `Model hash`, `Model`), which A1111, ComfyUI, civitai and many image
+//!   tools read. A tEXt chunk when the text is Latin-1, else iTXt (UTF-8),
+//!   as PIL — and so A1111 — writes it.
+//! - `difflog`: an iTXt chunk with one JSON object — run id, call, row, the
+//!   prompts, seed, size, model id and weights digest, the scheduler config
+//!   and every call argument.
+//!
+//! The recipe is a pure function of what the run records, with nothing that
+//! changes between recording and replaying (no times, no version), so a
+//! replayed image carries the same chunks and stays byte-identical. The
+//! media digest is the SHA-256 of the file as written, chunks included.
+
+use serde_json::{json, Map, Value};
+
+/// The keyword of the A1111-style parameters chunk.
+pub const PARAMETERS: &str = "parameters";
+/// The keyword of difflog's JSON chunk.
+pub const DIFFLOG: &str = "difflog";
+/// The largest PNG `difflog inspect` reads.
+pub const MAX_PNG_BYTES: u64 = 512 << 20;
+
+/// What the recipe of one image is made from: the call's record and the
+/// image's row.
+#[derive(Debug, Clone)]
+pub struct RecipeInput<'a> {
+    /// The run id.
+    pub run_id: &'a str,
+    /// The call number.
+    pub call: u32,
+    /// The image's row in the call's table.
+    pub row: u32,
+    /// The prompt.
+    pub prompt: &'a str,
+    /// The negative prompt, if any.
+    pub negative_prompt: Option<&'a str>,
+    /// SDXL's second prompt, if any.
+    pub prompt_2: Option<&'a str>,
+    /// SDXL's second negative prompt, if any.
+    pub negative_prompt_2: Option<&'a str>,
+    /// The image's seed.
+    pub seed: u64,
+    /// Width and height in pixels.
+    pub size: (u32, u32),
+    /// Every argument of the call, as recorded.
+    pub params: &'a Map<String, Value>,
+    /// The model id.
+    pub model_id: &'a str,
+    /// The weights digest, if known.
+    pub weights_digest: Option<&'a str>,
+    /// The scheduler's configuration.
+    pub scheduler: &'a Value,
+}
+
+/// A1111's name for a scheduler, where one matches; else difflog's own.
+fn sampler_name(scheduler: &Value) -> Option<String> {
+    let name = scheduler["name"].as_str()?;
+    Some(
+        match name {
+            "ddim" => "DDIM",
+            "euler" => "Euler",
+            "euler-a" | "euler_a" | "euler-ancestral" => "Euler a",
+            "dpm++2m" | "dpmpp-2m" | "dpm-solver++" => "DPM++ 2M",
+            "lcm" => "LCM",
+            "pndm" | "plms" => "PLMS",
+            "lms" => "LMS",
+            "heun" => "Heun",
+            other => other,
+        }
+        .to_string(),
+    )
+}
+
+/// A value as A1111 writes it in its parameters line: plain, or JSON-quoted
+/// when it holds a `,`, a `:` or a line break (its `quote`).
+fn quote(v: &str) -> String {
+    if v.contains([',', ':', '\n', '"']) {
+        serde_json::to_string(v).unwrap_or_default()
+    } else {
+        v.to_string()
+    }
+}
+
+/// The A1111 `parameters` text of an image.
+pub fn parameters(i: &RecipeInput<'_>) -> String {
+    let mut text = i.prompt.to_string();
+    if let Some(n) = i.negative_prompt.filter(|n| !n.is_empty()) {
+        text.push_str("\nNegative prompt: ");
+        text.push_str(n);
+    }
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    if let Some(steps) = i.params.get("num_inference_steps").and_then(Value::as_u64) {
+        pairs.push(("Steps", steps.to_string()));
+    }
+    if let Some(s) = sampler_name(i.scheduler) {
+        pairs.push(("Sampler", s));
+    }
+    if let Some(g) = i.params.get("guidance_scale").and_then(Value::as_f64) {
+        pairs.push(("CFG scale", g.to_string()));
+    }
+    pairs.push(("Seed", i.seed.to_string()));
+    pairs.push(("Size", format!("{}x{}", i.size.0, i.size.1)));
+    if let Some(d) = i.weights_digest {
+        let hex = d.strip_prefix("sha256:").unwrap_or(d);
+        if hex.len() >= 10 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            pairs.push(("Model hash", hex[..10].to_string()));
+        }
+    }
+    pairs.push(("Model", i.model_id.to_string()));
+    if let Some(p) = i.prompt_2 {
+        pairs.push(("Prompt 2", p.to_string()));
+    }
+    if let Some(p) = i.negative_prompt_2 {
+        pairs.push(("Negative prompt 2", p.to_string()));
+    }
+    let line: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", quote(v)))
+        .collect();
+    text.push('\n');
+    text.push_str(&line.join(", "));
+    text
+}
+
+/// difflog's JSON recipe of an image.
+pub fn difflog_json(i: &RecipeInput<'_>) -> Value {
+    json!({
+        "run_id": i.run_id, "call": i.call, "row": i.row,
+        "prompt": i.prompt, "negative_prompt": i.negative_prompt,
+        "prompt_2": i.prompt_2, "negative_prompt_2": i.negative_prompt_2,
+        "seed": i.seed, "width": i.size.0, "height": i.size.1,
+        "model_id": i.model_id, "weights_digest": i.weights_digest,
+        "scheduler": i.scheduler, "params": i.params,
+    })
+}
+
+/// A text chunk to write: keyword, text, and whether it must be iTXt.
+pub type TextChunk = (String, String, bool);
+
+/// The text chunks an image's PNG carries.
+pub fn chunks(i: &RecipeInput<'_>) -> Vec<TextChunk> {
+    let params = parameters(i);
+    let latin1 = params.chars().all(|c| (c as u32) < 256);
+    vec![
+        (PARAMETERS.to_string(), params, !latin1),
+        (DIFFLOG.to_string(), difflog_json(i).to_string(), true),
+    ]
+}
+
+/// Every text chunk of a PNG (tEXt, zTXt, iTXt), keyword and text, in the
+/// order the decoder gives them; an error names what is wrong with the file.
+pub fn read_text_chunks(png_bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_ignore_text_chunk(false);
+    let reader = decoder
+        .read_info()
+        .map_err(|e| format!("not a readable PNG: {e}"))?;
+    let info = reader.info();
+    let mut out = Vec::new();
+    for t in &info.uncompressed_latin1_text {
+        out.push((t.keyword.clone(), t.text.clone()));
+    }
+    for t in &info.compressed_latin1_text {
+        let mut t = t.clone();
+        if t.decompress_text().is_ok() {
+            if let Ok(text) = t.get_text() {
+                out.push((t.keyword.clone(), text));
+            }
+        }
+    }
+    for t in &info.utf8_text {
+        let mut t = t.clone();
+        if t.decompress_text().is_ok() {
+            if let Ok(text) = t.get_text() {
+                out.push((t.keyword.clone(), text));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(params: &'a Map<String, Value>, scheduler: &'a Value) -> RecipeInput<'a> {
+        RecipeInput {
+            run_id: "r1",
+            call: 2,
+            row: 3,
+            prompt: "a cat, sitting",
+            negative_prompt: Some("blurry"),
+            prompt_2: None,
+            negative_prompt_2: None,
+            seed: 42,
+            size: (64, 48),
+            params,
+            model_id: "tiny",
+            weights_digest: Some("sha256:0123456789abcdef"),
+            scheduler,
+        }
+    }
+
+    #[test]
+    fn parameters_are_written_as_a1111_writes_them() {
+        let params = Map::from_iter([
+            ("num_inference_steps".to_string(), json!(20)),
+            ("guidance_scale".to_string(), json!(7.5)),
+        ]);
+        let sched = json!({"name": "euler-a"});
+        let text = parameters(&input(&params, &sched));
+        assert_eq!(
+            text,
+            "a cat, sitting\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, \
+             Seed: 42, Size: 64x48, Model hash: 0123456789, Model: tiny"
+        );
+        // A value with a comma or colon is quoted, as A1111's `quote` does.
+        assert_eq!(quote("a, b"), "\"a, b\"");
+        assert_eq!(quote("plain"), "plain");
+    }
+}
