@@ -969,7 +969,7 @@ fn live_upload_to_real_wandb_when_asked() {
     assert_eq!(v["runs"][0]["progress"]["calls_uploaded"], 2);
     // Read back through W&B's public API, with W&B's own client: history,
     // run files, and each table through its run_table artifact.
-    let bin = common_wandb_client();
+    let bin = common::wandb::client_bin();
     let run = run_name(&RunDir::open(&dir).unwrap().meta.id);
     let o = Command::new(bin.join("python"))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wandb_client/read_back.py"))
@@ -1008,17 +1008,4 @@ fn live_upload_to_real_wandb_when_asked() {
             .all(Value::is_string),
         "{back}"
     );
-}
-
-/// W&B's own client (`scripts/wandb-client`), for the live read-back.
-fn common_wandb_client() -> PathBuf {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/wandb-client"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }

@@ -86,18 +86,6 @@ const AUTOLOG_DEFECTS: &[&str] = &[
     "a list of generators: the resolver calls .initial_seed() on the list and logs nothing",
 ];
 
-fn wandb_bin() -> PathBuf {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/wandb-client"))
-        .output()
-        .expect("scripts/wandb-client runs");
-    assert!(
-        out.status.success(),
-        "W&B's client could not be installed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 /// The calls both sides record: text-to-image (two prompts, two images
 /// each), SDXL (two prompts per image), image-to-image — shaped so that
 /// autolog records them whole (see `AUTOLOG_DEFECTS`).
@@ -184,7 +172,7 @@ fn spec(dir: &Path) -> Value {
 /// Records the calls with W&B's autolog offline and `wandb sync`s them to
 /// the emulator's project `oracle`; returns the W&B run.
 fn deliver_with_wandb(emu: &Emulator, dir: &Path, work: &Path) -> WRun {
-    let bin = wandb_bin();
+    let bin = common::wandb::client_bin();
     let spec_path = work.join("spec.json");
     std::fs::write(&spec_path, spec(dir).to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wandb_client/autolog_run.py");

@@ -52,6 +52,21 @@ use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// The bin directory of W&B's own client, installed into `.venv-wandb` on
+/// first use (`scripts/wandb-client`); fails the test when it cannot be.
+pub fn client_bin() -> std::path::PathBuf {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/wandb-client");
+    let out = std::process::Command::new(script)
+        .output()
+        .expect("scripts/wandb-client runs");
+    assert!(
+        out.status.success(),
+        "W&B's client could not be installed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// A run as the emulator stores it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WRun {

@@ -47,6 +47,30 @@ pub struct Remote {
     pub data: String,
 }
 
+/// A target's typed view of the data it keeps for a run (`Remote::data`,
+/// stored as JSON in the sync state): each target reads and writes its own
+/// struct, never loose JSON fields.
+pub(crate) trait RemoteData: serde::Serialize + serde::de::DeserializeOwned {
+    /// The target's name, for the error when the stored data is unreadable.
+    const TARGET: &'static str;
+
+    /// Reads the data kept in `remote`.
+    fn of(remote: &Remote) -> SyncResult<Self> {
+        serde_json::from_str(&remote.data).map_err(|e| {
+            crate::sync::http::SyncError::permanent(format!(
+                "corrupt {} data in the sync state for remote run {}: {e}",
+                Self::TARGET,
+                remote.id
+            ))
+        })
+    }
+
+    /// Keeps this as `remote`'s data.
+    fn store(&self, remote: &mut Remote) {
+        remote.data = serde_json::to_string(self).unwrap_or_default();
+    }
+}
+
 /// The run status a tracker shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteStatus {
@@ -284,5 +308,40 @@ impl Target for AnyTarget {
 
     fn last_answer(&self) -> Option<std::time::SystemTime> {
         each!(self, t => t.last_answer())
+    }
+}
+
+#[cfg(test)]
+mod remote_data_tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct At {
+        run: String,
+        lines: u64,
+    }
+
+    impl RemoteData for At {
+        const TARGET: &'static str = "Test";
+    }
+
+    #[test]
+    fn remote_data_round_trips_and_unreadable_data_is_a_clear_error() {
+        let mut remote = Remote {
+            id: "r1".into(),
+            data: String::new(),
+        };
+        let at = At {
+            run: "x".into(),
+            lines: 3,
+        };
+        at.store(&mut remote);
+        assert_eq!(At::of(&remote).unwrap(), at);
+        remote.data = "{\"run\": 5}".into();
+        let e = At::of(&remote).unwrap_err();
+        assert!(
+            e.message.contains("corrupt Test data") && e.message.contains("r1"),
+            "{e}"
+        );
     }
 }

@@ -138,17 +138,21 @@ impl Mlflow {
                 )))
             }
         };
-        Ok(Remote {
+        let mut remote = Remote {
             id: id.clone(),
-            data: json!({"run_id": id, "experiment_id": exp, "artifact_prefix": prefix})
-                .to_string(),
-        })
+            data: String::new(),
+        };
+        RunAt {
+            run_id: id,
+            experiment_id: exp,
+            artifact_prefix: prefix,
+        }
+        .store(&mut remote);
+        Ok(remote)
     }
 
     pub(super) fn prefix(remote: &Remote) -> SyncResult<String> {
-        let v: Value = serde_json::from_str(&remote.data)
-            .map_err(|e| SyncError::permanent(format!("corrupt remote data in sync state: {e}")))?;
-        str_field(&v, "artifact_prefix")
+        Ok(RunAt::of(remote)?.artifact_prefix)
     }
 
     pub(super) async fn put_artifact(

@@ -19,7 +19,7 @@
 mod api;
 mod payload;
 
-use super::{Remote, RemoteStatus, Snapshot, Target};
+use super::{Remote, RemoteData, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, MediaEvent, MetricEvent};
 use crate::read::CallView;
 use crate::sync::http::{percent_encode, Auth, Body, Http, SyncError, SyncResult};
@@ -36,6 +36,21 @@ use std::sync::Mutex;
 const MAX_PARAM: usize = 6000;
 /// MLflow's limit on a tag value.
 const MAX_TAG: usize = 5000;
+
+/// Where a run stands at MLflow (kept as the state's remote data).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct RunAt {
+    /// MLflow's run id.
+    pub(super) run_id: String,
+    /// The experiment it is in.
+    pub(super) experiment_id: String,
+    /// Where its artifacts go under `mlflow-artifacts:`.
+    pub(super) artifact_prefix: String,
+}
+
+impl RemoteData for RunAt {
+    const TARGET: &'static str = "MLflow";
+}
 
 /// An MLflow tracking server.
 pub struct Mlflow {

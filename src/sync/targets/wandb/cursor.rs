@@ -14,13 +14,6 @@ pub(super) struct Cursor {
     pub(super) complete: bool,
 }
 
-impl Cursor {
-    pub(super) fn of(remote: &Remote) -> SyncResult<Cursor> {
-        serde_json::from_str(&remote.data)
-            .map_err(|e| SyncError::permanent(format!("corrupt W&B data in sync state: {e}")))
-    }
-
-    pub(super) fn store(&self, remote: &mut Remote) {
-        remote.data = serde_json::to_string(self).unwrap_or_default();
-    }
+impl RemoteData for Cursor {
+    const TARGET: &'static str = "W&B";
 }

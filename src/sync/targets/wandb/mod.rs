@@ -41,7 +41,7 @@ mod artifact;
 mod cursor;
 mod payload;
 
-use super::{Remote, RemoteStatus, Snapshot, Target};
+use super::{Remote, RemoteData, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, Event, MediaEvent, MetricEvent};
 use crate::format::rfc3339_ms;
 use crate::format::sha256_hex;
