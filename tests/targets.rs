@@ -50,6 +50,9 @@ trait Backend {
     fn to(&self, base: &str) -> String;
     /// Credentials and server settings for a `difflog-sync` command.
     fn env(&self, c: &mut Command, base: &str);
+    /// Sets `secret` as the credential towards `base`; returns the user name
+    /// it travels with (for the leak check).
+    fn credential(&self, c: &mut Command, base: &str, secret: &str) -> &'static str;
     /// What the server holds of the difflog run `dir` (project `project`).
     fn holdings(&self, project: &str, dir: &Path) -> Holdings;
 }
@@ -70,6 +73,11 @@ impl Backend for Mlflow {
         c.env_remove("MLFLOW_TRACKING_TOKEN")
             .env_remove("MLFLOW_TRACKING_USERNAME")
             .env_remove("MLFLOW_TRACKING_PASSWORD");
+    }
+    fn credential(&self, c: &mut Command, base: &str, secret: &str) -> &'static str {
+        self.env(c, base);
+        c.env("MLFLOW_TRACKING_TOKEN", secret);
+        ""
     }
     fn holdings(&self, project: &str, dir: &Path) -> Holdings {
         use common::mlflow as mf;
@@ -122,6 +130,10 @@ impl Backend for Wandb {
     }
     fn env(&self, c: &mut Command, base: &str) {
         c.env("WANDB_BASE_URL", base).env("WANDB_API_KEY", KEY);
+    }
+    fn credential(&self, c: &mut Command, base: &str, secret: &str) -> &'static str {
+        c.env("WANDB_BASE_URL", base).env("WANDB_API_KEY", secret);
+        "api"
     }
     fn holdings(&self, project: &str, dir: &Path) -> Holdings {
         assert_eq!(self.0.violations(), Vec::<String>::new(), "W&B protocol");
@@ -287,5 +299,92 @@ fn every_target_ends_whole_after_sigkills_of_the_uploader() {
         let o = upload(b.as_ref(), root.path());
         assert!(o.status.success(), "{}: {}", b.name(), text(&o));
         assert_eq!(b.holdings(&project, &dir), want, "{}", b.name());
+    }
+}
+
+#[test]
+fn every_target_delivers_everything_once_through_resets_errors_and_lost_answers() {
+    for b in backends() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, project) = record(root.path(), 5, 32);
+        let faults = common::proxy::Faults {
+            reset: 0.05,
+            delay: 0.05,
+            server_error: 0.05,
+            too_many: 0.04,
+            lost_response: 0.05,
+        };
+        let proxy = common::proxy::Proxy::start(&b.server(), faults, 11);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_difflog-sync"));
+        c.args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &b.to(&proxy.url),
+        ]);
+        b.env(&mut c, &proxy.url);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}: {}", b.name(), text(&o));
+        let faulted = proxy
+            .counts
+            .faulted
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(faulted >= 2, "{}: only {faulted} faults injected", b.name());
+        assert_eq!(b.holdings(&project, &dir), expected(&dir), "{}", b.name());
+    }
+}
+
+/// A server that answers every request with 401; counts them.
+fn refusing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 8192];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let body = r#"{"errors":[{"message":"not logged in"}],"error_code":"UNAUTHENTICATED"}"#;
+            let resp = format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut s, resp.as_bytes());
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn every_target_stops_at_refused_credentials_with_exit_3_no_storm_and_no_leak() {
+    for b in backends() {
+        let root = tempfile::tempdir().unwrap();
+        record(root.path(), 2, 16);
+        let (url, count) = refusing_server();
+        let secret = "sekrit-conformance-credential-0123456789";
+        let mut c = Command::new(env!("CARGO_BIN_EXE_difflog-sync"));
+        c.args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &b.to(&url),
+            "--json",
+        ]);
+        let user = b.credential(&mut c, &url, secret);
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{}: {}", b.name(), text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["runs"][0]["error_code"],
+            "credentials",
+            "{}: {v}",
+            b.name()
+        );
+        let n = count.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(n <= 2, "{}: {n} requests after a 401", b.name());
+        common::assert_no_leak(root.path(), &text(&o), user, secret);
     }
 }
