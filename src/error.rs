@@ -120,6 +120,15 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The operating system refused a facility difflog needs (threads for
+    /// the async runtime, file watching, a signal handler).
+    #[error("cannot {what}: {why}")]
+    System {
+        /// What difflog was setting up.
+        what: &'static str,
+        /// The system's error.
+        why: String,
+    },
     /// An argument or request is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -143,6 +152,7 @@ impl Error {
             Error::Archive(_) => "archive",
             Error::Weights(_) => "weights",
             Error::State { .. } => "state",
+            Error::System { .. } => "system",
             Error::Invalid(_) => "invalid",
         }
     }

@@ -83,7 +83,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Error::System {
+            what: "start the async runtime",
+            why: e.to_string(),
+        })
 }
 
 /// Syncs one run, retrying transient failures up to `attempts` times.

@@ -91,7 +91,10 @@ pub fn watch(
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::System {
+            what: "start the async runtime",
+            why: e.to_string(),
+        })?;
     let mut states = HashMap::new();
     for r in &canonical {
         states.insert(r.clone(), State::open(r)?);
@@ -117,11 +120,17 @@ pub fn watch(
             }
         }
     })
-    .map_err(|e| Error::Invalid(format!("cannot watch files: {e}")))?;
+    .map_err(|e| Error::System {
+        what: "watch files",
+        why: e.to_string(),
+    })?;
     for r in &canonical {
         watcher
             .watch(r, RecursiveMode::Recursive)
-            .map_err(|e| Error::Invalid(format!("{}: cannot watch: {e}", r.display())))?;
+            .map_err(|e| Error::System {
+                what: "watch a runs folder",
+                why: format!("{}: {e}", r.display()),
+            })?;
     }
     let _ = writeln!(
         out,
@@ -195,7 +204,10 @@ impl<'a> Daemon<'a> {
 
     async fn run(&mut self, mut files: UnboundedReceiver<PathBuf>) -> Result<Stop> {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
+            .map_err(|e| Error::System {
+                what: "handle SIGTERM",
+                why: e.to_string(),
+            })?;
         // One listener for the daemon's life (a `ctrl_c()` made anew each
         // loop could miss a signal that came in between), which also ends a
         // pass in the middle: state is committed per acknowledged batch and
