@@ -76,12 +76,13 @@ pub enum Error {
         why: String,
     },
     /// Recording into a run failed (a media file or the log could not be written).
-    #[error("run {run}: recording failed: {why}")]
+    #[error("run {run}: recording failed: {source}")]
     Recording {
         /// The run id.
         run: String,
         /// The first error of the background writer.
-        why: String,
+        #[source]
+        source: WriteError,
     },
     /// A setting (environment variable, option) has an invalid value.
     #[error("invalid setting {name}={value:?}: {why}")]
@@ -132,6 +133,45 @@ pub enum Error {
     /// An argument or request is invalid.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Why the background writer of a run stopped recording: its first error,
+/// shared by its threads (so cloneable; the underlying error behind an `Arc`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The writer's threads are gone (after an earlier error, or at the end).
+    #[error("the background writer has stopped")]
+    Stopped,
+    /// The threads that store media are gone.
+    #[error("the storage threads have stopped")]
+    StorageStopped,
+    /// A writer thread panicked.
+    #[error("a background writer thread panicked")]
+    Panicked,
+    /// The run has ended; nothing more can be recorded into it.
+    #[error("the run is already finished")]
+    Finished,
+    /// An image could not be encoded, or its file written.
+    #[error("could not store {key}: {source}")]
+    Store {
+        /// The media key.
+        key: String,
+        /// What went wrong.
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
+    /// A record could not be encoded.
+    #[error("could not encode {kind} event: {source}")]
+    Event {
+        /// The event's kind.
+        kind: &'static str,
+        /// What went wrong.
+        #[source]
+        source: std::sync::Arc<serde_json::Error>,
+    },
+    /// The event log could not be appended to or synced.
+    #[error(transparent)]
+    Log(std::sync::Arc<Error>),
 }
 
 impl Error {

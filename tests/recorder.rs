@@ -397,7 +397,21 @@ fn a_media_write_failure_fails_the_call_and_finish_reports_it() {
         .record(&mut TestPipeline::new(), &Req::new(&["a"], 1))
         .unwrap();
     assert_eq!(images.len(), 1, "the caller still gets its images");
-    let err = run.finish().unwrap_err().to_string();
+    let e = run.finish().unwrap_err();
+    // Typed all the way up (issue 12): the writer's error keeps its kind and
+    // its cause — here the media store's I/O error.
+    match &e {
+        difflog::Error::Recording {
+            source: difflog::error::WriteError::Store { key, source },
+            ..
+        } => {
+            assert_eq!(key, "Generated-Image/Pipeline-Call-1");
+            assert!(matches!(**source, difflog::Error::Io { .. }), "{source:?}");
+        }
+        other => panic!("not a store error: {other:?}"),
+    }
+    assert_eq!(e.code(), "recording");
+    let err = e.to_string();
     assert!(
         err.contains("recording failed") && err.contains("media"),
         "{err}"

@@ -12,7 +12,7 @@ mod log;
 pub mod media;
 mod writer;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, WriteError};
 use crate::event::{
     CallFinished, CallStarted, CallStatus, Cell, ConfigEvent, Event, MetricEvent, PipelineEvent,
     RunFinished, RunResumed, RunStarted, RunStatus,
@@ -459,9 +459,9 @@ impl Run {
             event: Box::new(Event::RunFinished(RunFinished { status, error })),
         });
         let closed = writer.close();
-        sent.and(closed).map_err(|why| Error::Recording {
+        sent.and(closed).map_err(|source| Error::Recording {
             run: a.id.clone(),
-            why,
+            source,
         })
     }
 
@@ -527,17 +527,17 @@ impl Drop for Run {
 }
 
 impl Active {
-    fn with_writer<T>(&self, f: impl FnOnce(&Writer) -> Result<T, String>) -> Result<T> {
+    fn with_writer<T>(&self, f: impl FnOnce(&Writer) -> Result<T, WriteError>) -> Result<T> {
         let g = self.writer.read().unwrap_or_else(|p| p.into_inner());
         let Some(w) = g.as_ref() else {
             return Err(Error::Recording {
                 run: self.id.clone(),
-                why: "the run is already finished".into(),
+                source: WriteError::Finished,
             });
         };
-        f(w).map_err(|why| Error::Recording {
+        f(w).map_err(|source| Error::Recording {
             run: self.id.clone(),
-            why,
+            source,
         })
     }
 }

@@ -20,7 +20,7 @@
 
 use super::log::EventLog;
 use super::media::{encode_png_with_text, sha256_hex, store_png, StoredMedia};
-use crate::error::Result;
+use crate::error::{Error, Result, WriteError};
 use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
 use crate::format::encode_record;
 use image::RgbImage;
@@ -31,9 +31,13 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+/// Why an image was not stored: the encoder's or the store's error, or
+/// its threads being gone.
+type SlotError = Result<Arc<Error>, WriteError>;
+
 /// Where an image's storage result will appear.
 pub(crate) struct Slot {
-    value: Mutex<Option<Result<StoredMedia, String>>>,
+    value: Mutex<Option<Result<StoredMedia, SlotError>>>,
     ready: Condvar,
 }
 
@@ -45,7 +49,7 @@ impl Slot {
         })
     }
 
-    fn fill(&self, v: Result<StoredMedia, String>) {
+    fn fill(&self, v: Result<StoredMedia, SlotError>) {
         let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
         *g = Some(v);
         self.ready.notify_all();
@@ -58,7 +62,7 @@ impl Slot {
             .is_some()
     }
 
-    fn wait(&self) -> Result<StoredMedia, String> {
+    fn wait(&self) -> Result<StoredMedia, SlotError> {
         let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(v) = g.as_ref() {
@@ -98,7 +102,7 @@ pub(crate) enum Cmd {
         cells: Vec<PendingCell>,
     },
     /// Write and sync everything before, then answer with the sticky error.
-    Flush(SyncSender<Result<(), String>>),
+    Flush(SyncSender<Result<(), WriteError>>),
 }
 
 struct Job {
@@ -127,7 +131,7 @@ pub(crate) struct Writer {
     jobs: SyncSender<Job>,
     cmds: SyncSender<Cmd>,
     threads: Vec<JoinHandle<()>>,
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<WriteError>>>,
     waits: Arc<AtomicU64>,
 }
 
@@ -197,7 +201,7 @@ impl Writer {
     }
 
     /// Queues an image for encoding; the slot will hold where it was stored.
-    pub(crate) fn encode(&self, image: Arc<RgbImage>) -> Result<Arc<Slot>, String> {
+    pub(crate) fn encode(&self, image: Arc<RgbImage>) -> Result<Arc<Slot>, WriteError> {
         self.encode_with_text(image, Vec::new())
     }
 
@@ -206,7 +210,7 @@ impl Writer {
         &self,
         image: Arc<RgbImage>,
         text: Vec<crate::recipe::TextChunk>,
-    ) -> Result<Arc<Slot>, String> {
+    ) -> Result<Arc<Slot>, WriteError> {
         let slot = Slot::new();
         let job = Job {
             image,
@@ -225,7 +229,7 @@ impl Writer {
     }
 
     /// Queues a command for the appender.
-    pub(crate) fn send(&self, cmd: Cmd) -> Result<(), String> {
+    pub(crate) fn send(&self, cmd: Cmd) -> Result<(), WriteError> {
         match self.cmds.try_send(cmd) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(cmd)) => {
@@ -237,7 +241,7 @@ impl Writer {
     }
 
     /// Waits until everything queued so far is written and synced.
-    pub(crate) fn flush(&self) -> Result<(), String> {
+    pub(crate) fn flush(&self) -> Result<(), WriteError> {
         let (tx, rx) = sync_channel(1);
         self.send(Cmd::Flush(tx))?;
         rx.recv().map_err(|_| self.gone())?
@@ -249,7 +253,7 @@ impl Writer {
     }
 
     /// Drains the queues, stops the threads and reports the first error.
-    pub(crate) fn close(self) -> Result<(), String> {
+    pub(crate) fn close(self) -> Result<(), WriteError> {
         let Writer {
             jobs,
             cmds,
@@ -261,7 +265,7 @@ impl Writer {
         drop(cmds);
         for t in threads {
             if t.join().is_err() {
-                set_error(&error, "a background writer thread panicked".into());
+                set_error(&error, WriteError::Panicked);
             }
         }
         let e = error.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -271,16 +275,16 @@ impl Writer {
         }
     }
 
-    fn gone(&self) -> String {
+    fn gone(&self) -> WriteError {
         self.error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .unwrap_or_else(|| "the background writer has stopped".into())
+            .unwrap_or(WriteError::Stopped)
     }
 }
 
-fn set_error(error: &Mutex<Option<String>>, e: String) {
+fn set_error(error: &Mutex<Option<WriteError>>, e: WriteError) {
     let mut g = error.lock().unwrap_or_else(|p| p.into_inner());
     if g.is_none() {
         *g = Some(e);
@@ -306,11 +310,10 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>) {
                     slot: job.slot,
                 };
                 if let Err(e) = out.send(stored) {
-                    e.0.slot
-                        .fill(Err("the storage threads have stopped".into()));
+                    e.0.slot.fill(Err(Err(WriteError::StorageStopped)));
                 }
             }
-            Err(e) => job.slot.fill(Err(e.to_string())),
+            Err(e) => job.slot.fill(Err(Ok(Arc::new(e)))),
         }
     }
 }
@@ -323,7 +326,7 @@ fn store_loop(rx: &Mutex<Receiver<Stored>>, dir: &std::path::Path) {
         };
         let Ok(item) = item else { return };
         let result = store_png(dir, &item.digest, &item.png, item.width, item.height)
-            .map_err(|e| e.to_string());
+            .map_err(|e| Ok(Arc::new(e)));
         item.slot.fill(result);
     }
 }
@@ -335,7 +338,7 @@ struct Appender {
     needs_sync: bool,
     /// Calls whose media could not be stored, with the first error.
     failed_calls: HashMap<u32, String>,
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<WriteError>>>,
     /// Set after a log write failed: appending more could corrupt the log.
     dead: bool,
 }
@@ -394,11 +397,14 @@ impl Appender {
                     self.push(&ts, &ev);
                 }
                 Err(e) => {
-                    let why = format!("could not store {key}: {e}");
+                    let e = match e {
+                        Ok(source) => WriteError::Store { key, source },
+                        Err(gone) => gone,
+                    };
                     if let Some(c) = call {
-                        self.failed_calls.entry(c).or_insert_with(|| why.clone());
+                        self.failed_calls.entry(c).or_insert_with(|| e.to_string());
                     }
-                    set_error(&self.error, why);
+                    set_error(&self.error, e);
                 }
             },
             Cmd::Row {
@@ -468,7 +474,7 @@ impl Appender {
         f
     }
 
-    fn wait(&mut self, slot: &Slot) -> Result<StoredMedia, String> {
+    fn wait(&mut self, slot: &Slot) -> Result<StoredMedia, SlotError> {
         if !slot.is_ready() {
             // Put what is ready on disk before blocking on the encoder.
             self.commit(false);
@@ -487,7 +493,10 @@ impl Appender {
             }
             Err(e) => set_error(
                 &self.error,
-                format!("could not encode {} event: {e}", event.kind()),
+                WriteError::Event {
+                    kind: event.kind(),
+                    source: Arc::new(e),
+                },
             ),
         }
         if self.buf.len() >= 1 << 16 {
@@ -503,7 +512,7 @@ impl Appender {
         if !self.buf.is_empty() {
             if let Err(e) = self.log.append(&self.buf) {
                 self.dead = true;
-                set_error(&self.error, e.to_string());
+                set_error(&self.error, WriteError::Log(Arc::new(e)));
                 return;
             }
             self.buf.clear();
@@ -511,7 +520,7 @@ impl Appender {
         if sync && self.needs_sync {
             if let Err(e) = self.log.sync() {
                 self.dead = true;
-                set_error(&self.error, e.to_string());
+                set_error(&self.error, WriteError::Log(Arc::new(e)));
                 return;
             }
             self.needs_sync = false;
