@@ -8,8 +8,8 @@
 //!   tools read. A tEXt chunk when the text is Latin-1, else iTXt (UTF-8),
 //!   as PIL — and so A1111 — writes it.
 //! - `difflog`: an iTXt chunk with one JSON object — run id, call, row, the
-//!   prompts, seed, size, model id and weights digest, the scheduler config
-//!   and every call argument.
+//!   image's prompts, seed, size, model id and weights digest, the scheduler
+//!   config and every other argument of the call.
 //!
 //! The recipe is a pure function of what the run records, with nothing that
 //! changes between recording and replaying (no times, no version), so a
@@ -127,15 +127,25 @@ pub fn parameters(i: &RecipeInput<'_>) -> String {
     text
 }
 
+/// The call's prompt arguments: each image's own are its recipe's fields,
+/// so a batch of many prompts is not copied into every image.
+const PER_ROW: [&str; 4] = ["prompt", "negative_prompt", "prompt_2", "negative_prompt_2"];
+
 /// difflog's JSON recipe of an image.
 pub fn difflog_json(i: &RecipeInput<'_>) -> Value {
+    let params: Map<String, Value> = i
+        .params
+        .iter()
+        .filter(|(k, _)| !PER_ROW.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     json!({
         "run_id": i.run_id, "call": i.call, "row": i.row,
         "prompt": i.prompt, "negative_prompt": i.negative_prompt,
         "prompt_2": i.prompt_2, "negative_prompt_2": i.negative_prompt_2,
         "seed": i.seed, "width": i.size.0, "height": i.size.1,
         "model_id": i.model_id, "weights_digest": i.weights_digest,
-        "scheduler": i.scheduler, "params": i.params,
+        "scheduler": i.scheduler, "params": params,
     })
 }
 

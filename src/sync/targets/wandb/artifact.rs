@@ -279,7 +279,54 @@ impl Wandb {
     /// One attempt at saving the table's artifact (W&B's `saver.go` order).
     async fn save_artifact(&self, cur: &Cursor, key: &str, entries: &[Entry]) -> SyncResult<()> {
         let collection = table_artifact_name(&cur.run, key);
-        let digest = manifest_digest(entries);
+        let Some(art) = self.create_artifact(cur, key, &collection, entries).await? else {
+            return Ok(()); // committed already: the same table, uploaded before
+        };
+        let first = self.artifact_manifest(cur, &art, "", false).await?;
+        let manifest_id = first["createArtifactManifest"]["artifactManifest"]["id"].clone();
+        let contents = self
+            .upload_artifact_files(&art, &manifest_id, &collection, entries)
+            .await?;
+        let manifest_json = serde_json::to_vec(&json!({
+            "version": 1, "storagePolicy": "wandb-storage-policy-v1",
+            "storagePolicyConfig": {"storageLayout": "V2"}, "contents": contents,
+        }))
+        .unwrap_or_default();
+        let second = self
+            .artifact_manifest(cur, &art, &b64_md5(&manifest_json), true)
+            .await?;
+        let file = &second["createArtifactManifest"]["artifactManifest"]["file"];
+        let url = file["uploadUrl"].as_str().ok_or_else(|| {
+            SyncError::permanent(format!(
+                "W&B gave no upload URL for the manifest of {collection}"
+            ))
+        })?;
+        self.storage
+            .send_with(
+                Method::PUT,
+                url,
+                &headers_of(&file["uploadHeaders"]),
+                Body::Bytes(&manifest_json, None),
+            )
+            .await?;
+        self.gql(
+            "CommitArtifact",
+            COMMIT_ARTIFACT,
+            json!({"artifactID": art.id}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `CreateArtifact`: the pending version to fill, or `None` when the
+    /// server has this digest committed in the collection already.
+    async fn create_artifact(
+        &self,
+        cur: &Cursor,
+        key: &str,
+        collection: &str,
+        entries: &[Entry],
+    ) -> SyncResult<Option<Pending>> {
         let (client_id, sequence_id) = client_ids(&cur.run, key);
         let data = self
             .gql(
@@ -289,7 +336,7 @@ impl Wandb {
                     "entityName": cur.entity, "projectName": cur.project, "runName": cur.run,
                     "artifactTypeName": "run_table", "artifactCollectionName": collection,
                     "aliases": [{"alias": "latest", "artifactCollectionName": collection}],
-                    "digest": digest, "digestAlgorithm": "MANIFEST_MD5",
+                    "digest": manifest_digest(entries), "digestAlgorithm": "MANIFEST_MD5",
                     "enableDigestDeduplication": true,
                     "clientID": client_id, "sequenceClientID": sequence_id,
                 }}),
@@ -298,32 +345,51 @@ impl Wandb {
         let art = &data["createArtifact"]["artifact"];
         let id = art["id"].as_str().unwrap_or("").to_string();
         match art["state"].as_str() {
-            Some("COMMITTED") => return Ok(()),
-            Some("PENDING" | "DELETED") if !id.is_empty() => {}
-            other => {
-                return Err(SyncError::permanent(format!(
-                    "W&B CreateArtifact for {collection}: unexpected answer (state {other:?})"
-                )))
-            }
+            Some("COMMITTED") => Ok(None),
+            Some("PENDING" | "DELETED") if !id.is_empty() => Ok(Some(Pending {
+                id,
+                base: art["artifactSequence"]["latestArtifact"]["id"].clone(),
+            })),
+            other => Err(SyncError::permanent(format!(
+                "W&B CreateArtifact for {collection}: unexpected answer (state {other:?})"
+            ))),
         }
-        let base = art["artifactSequence"]["latestArtifact"]["id"].clone();
-        let manifest = |digest: &str, include_upload: bool| {
-            self.gql(
-                "CreateArtifactManifest",
-                CREATE_ARTIFACT_MANIFEST,
-                json!({
-                    "artifactID": id, "baseArtifactID": base, "name": "wandb_manifest.json",
-                    "digest": digest, "entityName": cur.entity, "projectName": cur.project,
-                    "runName": cur.run, "manifestType": "FULL", "includeUpload": include_upload,
-                }),
-            )
-        };
-        let first = manifest("", false).await?;
-        let manifest_id = first["createArtifactManifest"]["artifactManifest"]["id"].clone();
+    }
+
+    /// `CreateArtifactManifest` (first without a digest, then with the
+    /// manifest's, asking for its upload URL).
+    async fn artifact_manifest(
+        &self,
+        cur: &Cursor,
+        art: &Pending,
+        digest: &str,
+        include_upload: bool,
+    ) -> SyncResult<Value> {
+        self.gql(
+            "CreateArtifactManifest",
+            CREATE_ARTIFACT_MANIFEST,
+            json!({
+                "artifactID": art.id, "baseArtifactID": art.base, "name": "wandb_manifest.json",
+                "digest": digest, "entityName": cur.entity, "projectName": cur.project,
+                "runName": cur.run, "manifestType": "FULL", "includeUpload": include_upload,
+            }),
+        )
+        .await
+    }
+
+    /// `CreateArtifactFiles` and the uploads it asks for (none for a file
+    /// storage has already); returns the manifest's `contents`.
+    async fn upload_artifact_files(
+        &self,
+        art: &Pending,
+        manifest_id: &Value,
+        collection: &str,
+        entries: &[Entry],
+    ) -> SyncResult<Map<String, Value>> {
         let specs: Vec<Value> = entries
             .iter()
             .map(|e| {
-                json!({"artifactID": id, "name": e.name, "md5": e.digest,
+                json!({"artifactID": art.id, "name": e.name, "md5": e.digest,
                        "artifactManifestID": manifest_id})
             })
             .collect();
@@ -352,7 +418,7 @@ impl Wandb {
             contents.insert(
                 e.name.clone(),
                 json!({"digest": e.digest, "size": e.bytes.len(),
-                       "birthArtifactID": node["artifact"]["id"].as_str().unwrap_or(&id)}),
+                       "birthArtifactID": node["artifact"]["id"].as_str().unwrap_or(&art.id)}),
             );
             // No URL: storage has these bytes already.
             if let Some(url) = node["uploadUrl"].as_str() {
@@ -366,30 +432,15 @@ impl Wandb {
             }
         }
         futures_util::future::try_join_all(puts).await?;
-        let manifest_json = serde_json::to_vec(&json!({
-            "version": 1, "storagePolicy": "wandb-storage-policy-v1",
-            "storagePolicyConfig": {"storageLayout": "V2"}, "contents": contents,
-        }))
-        .unwrap_or_default();
-        let second = manifest(&b64_md5(&manifest_json), true).await?;
-        let file = &second["createArtifactManifest"]["artifactManifest"]["file"];
-        let url = file["uploadUrl"].as_str().ok_or_else(|| {
-            SyncError::permanent(format!(
-                "W&B gave no upload URL for the manifest of {collection}"
-            ))
-        })?;
-        self.storage
-            .send_with(
-                Method::PUT,
-                url,
-                &headers_of(&file["uploadHeaders"]),
-                Body::Bytes(&manifest_json, None),
-            )
-            .await?;
-        self.gql("CommitArtifact", COMMIT_ARTIFACT, json!({"artifactID": id}))
-            .await?;
-        Ok(())
+        Ok(contents)
     }
+}
+
+/// An artifact version `CreateArtifact` left pending: its id and the
+/// collection's latest committed version (the manifest's base).
+struct Pending {
+    id: String,
+    base: Value,
 }
 
 #[cfg(test)]
