@@ -1025,7 +1025,7 @@ fn commit_artifact(
     {
         use md5::Digest;
         let d = md5::Md5::digest(lines.as_bytes());
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = difflog::format::hex(&d);
         if hex != art.digest {
             problems.push(format!(
                 "manifest digest {hex} but CreateArtifact said {}",

@@ -117,16 +117,7 @@ impl Wandb {
                 cur.entity, cur.project, cur.run
             )));
         }
-        let headers: Vec<(String, String)> = result["uploadHeaders"]
-            .as_array()
-            .map(|hs| {
-                hs.iter()
-                    .filter_map(Value::as_str)
-                    .filter_map(|h| h.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = headers_of(&result["uploadHeaders"]);
         let files = result["files"].as_array();
         names
             .iter()

@@ -162,7 +162,7 @@ fn entries(run: &Snapshot<'_>, call: &CallView, key: &str) -> SyncResult<Vec<Ent
         }
         let bytes = read_image(run, m)?;
         let md5 = Md5::digest(&bytes);
-        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::format::hex(&md5);
         let name = format!("media/images/{}.{}", &hex[..20], m.format);
         cell_of.insert(
             &m.digest,
@@ -228,18 +228,7 @@ fn manifest_digest(entries: &[Entry]) -> String {
     for e in entries {
         h.update(format!("{}:{}\n", e.name, e.digest).as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Splits W&B's `uploadHeaders` (`"Name:value"` strings).
-fn headers_of(v: &Value) -> Vec<(String, String)> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter_map(|h| h.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    crate::format::hex(&h.finalize())
 }
 
 impl Wandb {

@@ -312,3 +312,15 @@ pub(super) fn summary_line(lines: &[Line]) -> Option<String> {
     }
     Some(text)
 }
+
+/// Splits W&B's `uploadHeaders` (`"Name:value"` strings) into the headers
+/// an upload must carry.
+pub(super) fn headers_of(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|h| h.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
