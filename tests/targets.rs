@@ -281,6 +281,12 @@ fn every_target_ends_whole_after_sigkills_of_the_uploader() {
             std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
             let _ = child.0.kill(); // SIGKILL
             let _ = child.0.wait();
+            // Let the proxy deliver (or drop) what the dead uploader had in
+            // flight before the next one starts: a request it holds 300 ms
+            // would otherwise reach the server in the middle of the next
+            // uploader's steps (a late CommitArtifact between CreateArtifact
+            // and CreateArtifactFiles, which the emulator refuses).
+            std::thread::sleep(Duration::from_millis(600));
             let h = b.holdings(&project, &dir);
             if h != Holdings::default() && h != want {
                 partial += 1;
