@@ -113,6 +113,48 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// Compare the images of several runs on one static HTML page: a grid
+    /// along recorded axes (default rows = prompt, columns = run), each
+    /// image's record, a slider between two images and the per-pixel
+    /// difference against each row's baseline. Thumbnails and differences
+    /// are computed once and cached in the output folder.
+    ///
+    /// Axes: prompt, negative_prompt, seed, run, run_id, model, model_digest,
+    /// pipeline, scheduler, steps, guidance, size, call, row, or any recorded
+    /// call parameter (e.g. strength).
+    Compare {
+        /// Runs, run ids (under --root) or roots of runs.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Folder to write the page into (thumbnails and differences are cached there).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Axis along the rows.
+        #[arg(long, default_value = "prompt")]
+        rows: String,
+        /// Axis along the columns.
+        #[arg(long, default_value = "run")]
+        cols: String,
+        /// What images line up by within a row, besides the two axes
+        /// (comma-separated axes): an image with no partner leaves a cell
+        /// marked missing. E.g. `prompt,row` when runs used different seeds.
+        #[arg(long, default_value = "prompt,seed,row", value_delimiter = ',')]
+        align: Vec<String>,
+        /// Column value each row's images are compared against (default:
+        /// the row's first image).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Copy the full-size images next to the page, so the folder can be
+        /// moved or sent on its own.
+        #[arg(long)]
+        self_contained: bool,
+        /// Root to look run ids up in (default: DIFFLOG_DIR or ./runs).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pack complete runs (runs or roots of runs) into one zstd-compressed
     /// tar, verified on the way, to carry them out on a disk.
     Pack {
@@ -298,6 +340,28 @@ fn main() -> ExitCode {
         } => {
             let dir = cli::resolve_run(&path, &root(r));
             ok(actions::report(&mut out, &dir, &output, self_contained))
+        }
+        Command::Compare {
+            paths,
+            output,
+            rows,
+            cols,
+            align,
+            baseline,
+            self_contained,
+            root: r,
+            json,
+        } => {
+            let base = root(r);
+            let paths: Vec<PathBuf> = paths.iter().map(|p| cli::resolve_run(p, &base)).collect();
+            let opts = difflog::report::compare::CompareOptions {
+                rows,
+                cols,
+                align,
+                baseline,
+                self_contained,
+            };
+            ok(actions::compare(&mut out, &paths, &output, &opts, json))
         }
         Command::Pack { paths, output } => ok(actions::pack(&mut out, &paths, &output)),
         Command::Unpack { archive, dest } => ok(actions::unpack(&mut out, &archive, &root(dest))),

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::browser::{probe, screenshot_pixels};
 use common::{Req, TestPipeline};
 use difflog::{Init, Run};
 use std::path::{Path, PathBuf};
@@ -31,40 +32,9 @@ fn record(root: &Path) -> PathBuf {
     dir
 }
 
-fn chromium() -> PathBuf {
-    for c in [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ] {
-        if Path::new(c).exists() {
-            return PathBuf::from(c);
-        }
-    }
-    panic!("this test needs Chromium: scripts/test installs Debian's `chromium` package (apt-get install chromium)");
-}
-
-fn browser(args: &[&str], profile: &Path) -> std::process::Output {
-    Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 const CHECK: &str = r#"<script>
 window.addEventListener('load', () => {
-  const imgs = [...document.images];
+  const imgs = [...document.querySelectorAll('img.thumb')];
   imgs.forEach(i => { i.loading = 'eager'; });
   Promise.all(imgs.map(i => i.complete ? Promise.resolve() : new Promise(r => { i.onload = i.onerror = r; })))
     .then(() => {
@@ -73,38 +43,15 @@ window.addEventListener('load', () => {
       document.body.setAttribute('data-check', [imgs.length, loaded, rows, window.__pwned ? 1 : 0].join(','));
     });
 });
-</script></body>"#;
+</script>"#;
 
-/// Opens `page` in Chromium with the checking script appended (in a copy
-/// beside it, so relative links resolve the same); returns
+/// Opens `page` in Chromium with the checking script; returns
 /// (images, loaded, rows, script-ran).
 fn check_in_browser(page: &Path, profile: &Path) -> (usize, usize, usize, usize) {
-    let html = std::fs::read_to_string(page).unwrap();
-    let probe = page.with_file_name("probe.html");
-    std::fs::write(&probe, html.replace("</body>", CHECK)).unwrap();
-    let o = browser(
-        &[
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            &format!("file://{}", probe.display()),
-        ],
-        profile,
-    );
-    let dom = String::from_utf8_lossy(&o.stdout);
-    let at = dom.find("data-check=\"").unwrap_or_else(|| {
-        panic!(
-            "the check did not run: {}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    let v: Vec<usize> = dom[at + 12..]
-        .split('"')
-        .next()
-        .unwrap()
+    let v: Vec<usize> = probe(page, CHECK, profile)
         .split(',')
         .map(|x| x.parse().unwrap())
         .collect();
-    std::fs::remove_file(&probe).unwrap();
     (v[0], v[1], v[2], v[3])
 }
 
@@ -167,24 +114,11 @@ fn the_report_opens_in_a_browser_with_every_image_and_row() {
     assert_eq!((imgs, loaded), (5, 5));
 
     // A screenshot that is not blank.
-    let shot = tmp.path().join("shot.png");
-    let o = browser(
-        &[
-            "--window-size=1200,1600",
-            "--virtual-time-budget=5000",
-            &format!("--screenshot={}", shot.display()),
-            &format!("file://{}", alone.join("index.html").display()),
-        ],
+    let differing = screenshot_pixels(
+        &alone.join("index.html"),
+        &tmp.path().join("shot.png"),
         &profile,
     );
-    assert!(
-        shot.is_file(),
-        "no screenshot: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let img = image::open(&shot).unwrap().to_rgb8();
-    let first = *img.get_pixel(0, 0);
-    let differing = img.pixels().filter(|p| **p != first).count();
     assert!(
         differing > 10_000,
         "the screenshot is blank ({differing} pixels differ)"

@@ -28,6 +28,39 @@ pub fn report(out: &mut dyn Write, dir: &Path, output: &Path, self_contained: bo
     )
 }
 
+/// `difflog compare`: writes the page, then says where and what it holds;
+/// images that could not be read are listed on stderr (the page marks them).
+pub fn compare(
+    out: &mut dyn Write,
+    paths: &[PathBuf],
+    output: &Path,
+    opts: &crate::report::compare::CompareOptions,
+    json: bool,
+) -> Result<()> {
+    let s = crate::report::compare::compare(paths, output, opts)?;
+    for p in &s.problems {
+        eprintln!("warning: {p}");
+    }
+    if json {
+        let v = serde_json::to_string_pretty(&s).map_err(|e| Error::Invalid(e.to_string()))?;
+        return line(out, &v);
+    }
+    line(
+        out,
+        &format!(
+            "compared {} run(s), {} image(s) on a {}×{} grid ({} missing); {} thumbnail(s) and {} difference(s) made now: {}",
+            s.runs,
+            s.images,
+            s.rows,
+            s.cols,
+            s.missing,
+            s.thumbs_made,
+            s.diffs_made,
+            s.index.display()
+        ),
+    )
+}
+
 /// `difflog pack`: packs, then says what went in.
 pub fn pack(out: &mut dyn Write, paths: &[PathBuf], output: &Path) -> Result<()> {
     let s = crate::pack::pack(paths, output)?;

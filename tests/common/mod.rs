@@ -16,6 +16,8 @@ pub struct TestPipeline {
     pub second_prompts: bool,
     pub input: Option<Arc<RgbImage>>,
     pub fail_after: Option<usize>,
+    /// Add this much to the red channel of pixel (x, y) of every image.
+    pub edit: Option<(u32, u32, u8)>,
 }
 
 impl TestPipeline {
@@ -26,6 +28,7 @@ impl TestPipeline {
             second_prompts: false,
             input: None,
             fail_after: None,
+            edit: None,
         }
     }
 }
@@ -100,7 +103,11 @@ impl Pipeline for TestPipeline {
                     return Err(format!("out of memory after {} image(s)", out.len()).into());
                 }
                 let seed = r.seed + i;
-                let img = synthetic_image(seed, self.size);
+                let mut img = synthetic_image(seed, self.size);
+                if let Some((x, y, add)) = self.edit {
+                    let px = img.get_pixel_mut(x, y);
+                    px[0] = px[0].saturating_add(add);
+                }
                 ctx.image(ImageRow {
                     image: img.clone(),
                     prompt: p.clone(),
@@ -221,6 +228,7 @@ pub fn test_cache() {
         std::env::set_var("DIFFLOG_CACHE", dir);
     });
 }
+pub mod browser;
 pub mod http;
 pub mod mlflow;
 pub mod proxy;

@@ -7,12 +7,21 @@
 //! opens quickly. Every recorded string is HTML-escaped: a prompt holding
 //! `<script>` is shown, never executed.
 
+pub mod compare;
+pub mod diff;
+pub mod html;
+pub mod thumbs;
+
+pub use html::escape;
+
 use crate::error::{Error, IoContext, Result};
 use crate::event::Cell;
 use crate::format::percent_encode;
-use crate::read::{find_runs, CallView, RunDir, RunView};
+use crate::read::{find_runs, par_map, CallView, RunDir, RunView};
+use html::{href, page, relative, viewer, ViewerItem};
 use std::fmt::Write as _;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use thumbs::{decode, needs_thumb, shown_size, Thumbs};
 
 /// What `report` wrote.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -23,59 +32,6 @@ pub struct ReportSummary {
     pub runs: usize,
     /// Image rows shown.
     pub images: usize,
-}
-
-/// Escapes text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// Relative path from directory `from` to `to` (both absolute), with `/`.
-fn relative(from: &Path, to: &Path) -> String {
-    let f: Vec<Component> = from.components().collect();
-    let t: Vec<Component> = to.components().collect();
-    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".into(); f.len() - common];
-    parts.extend(
-        t[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts
-        .iter()
-        .map(|p| {
-            p.split('/')
-                .map(percent_encode)
-                .collect::<Vec<_>>()
-                .join("/")
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}\
-th{background:#f3f3f3}img.thumb{width:128px;height:auto;image-rendering:pixelated;background:#eee}\
-pre{background:#f7f7f7;padding:.5em;overflow:auto;max-height:24em}.error{color:#b00020}.meta td:first-child{font-weight:600}\
-section{margin-top:1.5em}";
-
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\n<body>\n{body}</body></html>\n",
-        escape(title)
-    )
 }
 
 /// Writes the report of `path` (a run or a root of runs) into `out`.
@@ -145,6 +101,49 @@ pub fn report(path: &Path, out: &Path, self_contained: bool) -> Result<ReportSum
     })
 }
 
+/// Makes the thumbnails of the run's images that are larger than one and
+/// not made yet (in parallel); returns the digests that have one. An image
+/// that cannot be read keeps its full-size link.
+fn make_thumbs(run_abs: &Path, view: &RunView, dir: &Path) -> std::collections::HashSet<String> {
+    let thumbs = Thumbs::new(dir);
+    let mut todo: Vec<(&str, &str)> = Vec::new();
+    let mut have = std::collections::HashSet::new();
+    for cell in view
+        .calls
+        .values()
+        .flat_map(|c| &c.rows)
+        .flat_map(|r| &r.cells)
+    {
+        if let Cell::Image {
+            digest,
+            path,
+            width,
+            height,
+            ..
+        } = cell
+        {
+            if !needs_thumb(*width, *height) || have.contains(digest) {
+                continue;
+            }
+            if thumbs.cached(digest) {
+                have.insert(digest.clone());
+            } else if !todo.iter().any(|(d, _)| d == digest) {
+                todo.push((digest, path));
+            }
+        }
+    }
+    let made = par_map(&todo, |(digest, rel)| {
+        let img = crate::read::run_file(run_abs, rel)
+            .map_err(|e| e.to_string())
+            .and_then(|p| decode(&p));
+        img.ok()
+            .and_then(|img| thumbs.write(digest, &img).ok())
+            .map(|()| digest.to_string())
+    });
+    have.extend(made.into_iter().flatten());
+    have
+}
+
 /// Writes one run's page into `dir`; returns the number of image rows.
 fn write_run(run: &RunDir, dir: &Path, self_contained: bool, up: Option<&str>) -> Result<usize> {
     let view = run.view();
@@ -164,11 +163,7 @@ fn write_run(run: &RunDir, dir: &Path, self_contained: bool, up: Option<&str>) -
                 }
                 std::fs::copy(&src, &dst).ctx(&src, "copy image into the report")?;
             }
-            Ok(rel
-                .split('/')
-                .map(percent_encode)
-                .collect::<Vec<_>>()
-                .join("/"))
+            Ok(href(rel))
         } else {
             Ok(relative(dir, &run_abs.join(rel)))
         }
@@ -209,10 +204,17 @@ fn write_run(run: &RunDir, dir: &Path, self_contained: bool, up: Option<&str>) -
         escape(&pretty(&serde_json::Value::Object(view.config.clone()))),
         escape(&pretty(&serde_json::Value::Array(view.workflow())))
     );
+    let thumbs = make_thumbs(&run_abs, &view, dir);
+    b.push_str(
+        "<p><input id=\"filter\" type=\"search\" placeholder=\"filter rows by prompt text\" aria-label=\"filter by prompt\"> \
+         Click an image for its record; \u{201c}pick as A\u{201d} there, then click another for the slider between the two.</p>\n",
+    );
     let mut images = 0;
+    let mut items = Vec::new();
     for call in view.calls.values() {
-        images += write_call(&mut b, &view, call, &media_href)?;
+        images += write_call(&mut b, &view, call, &media_href, &thumbs, &mut items)?;
     }
+    b.push_str(&viewer(&items));
     let index = dir.join("index.html");
     std::fs::write(&index, page(&format!("{} — difflog", m.name), &b))
         .ctx(&index, "write report")?;
@@ -224,6 +226,8 @@ fn write_call(
     view: &RunView,
     call: &CallView,
     media_href: &dyn Fn(&str) -> Result<String>,
+    thumbs: &std::collections::HashSet<String>,
+    items: &mut Vec<ViewerItem>,
 ) -> Result<usize> {
     let s = &call.started;
     let status = match &call.finished {
@@ -276,7 +280,16 @@ fn write_call(
     }
     b.push_str("</tr>\n");
     for row in &call.rows {
-        let _ = write!(b, "<tr class=\"row\"><td>{}</td>", row.index);
+        let prompt = row.cells.iter().find_map(|c| match c {
+            Cell::Text { column, value } if column == "Prompt" => Some(value.as_str()),
+            _ => None,
+        });
+        let _ = write!(
+            b,
+            "<tr class=\"row\" data-prompt=\"{}\"><td>{}</td>",
+            escape(prompt.unwrap_or("")),
+            row.index
+        );
         for col in &s.columns {
             match row.cells.iter().find(|c| c.column() == col) {
                 Some(Cell::Text { value, .. }) => {
@@ -287,14 +300,28 @@ fn write_call(
                 }
                 Some(Cell::Image {
                     path,
+                    digest,
                     width,
                     height,
                     ..
                 }) => {
-                    let href = media_href(path)?;
+                    let full = media_href(path)?;
+                    let src = match Thumbs::href(digest) {
+                        Some(t) if thumbs.contains(digest) => t,
+                        _ => full.clone(),
+                    };
+                    let (w, h) = shown_size(*width, *height);
+                    let k = items.len();
+                    items.push(ViewerItem {
+                        full: full.clone(),
+                        label: format!("{} · row {} · {}", s.stage, row.index, col),
+                        record: row_record(view, call, row, col, digest),
+                        baseline: None,
+                        diff: None,
+                    });
                     let _ = write!(
                         b,
-                        "<td><a href=\"{href}\"><img class=\"thumb\" loading=\"lazy\" src=\"{href}\" alt=\"{}\" width=\"128\" data-size=\"{width}x{height}\"></a></td>",
+                        "<td><a href=\"{full}\" data-item=\"{k}\"><img class=\"thumb\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\" data-size=\"{width}x{height}\"></a></td>",
                         escape(col)
                     );
                 }
@@ -307,23 +334,42 @@ fn write_call(
     Ok(call.rows.len())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_is_escaped_and_paths_are_relative() {
-        assert_eq!(
-            escape("<script>alert('x')</script> & \""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;"
-        );
-        assert_eq!(
-            relative(
-                Path::new("/a/report"),
-                Path::new("/a/runs/r1/media/ab/x.png")
-            ),
-            "../runs/r1/media/ab/x.png"
-        );
-        assert_eq!(relative(Path::new("/a"), Path::new("/a/b c/d")), "b%20c/d");
+/// The viewer's record of one image of a call's table: its row's cells and
+/// the call's settings.
+fn row_record(
+    view: &RunView,
+    call: &CallView,
+    row: &crate::event::RowEvent,
+    col: &str,
+    digest: &str,
+) -> Vec<(String, String)> {
+    let s = &call.started;
+    let mut rec = vec![("Image".to_string(), format!("{col}, SHA-256 {digest}"))];
+    for c in &row.cells {
+        match c {
+            Cell::Text { column, value } => rec.push((column.clone(), value.clone())),
+            Cell::Number { column, value } => rec.push((column.clone(), value.to_string())),
+            _ => {}
+        }
     }
+    if let Some(p) = view.pipelines.get(&s.pipeline) {
+        rec.push(("Model".into(), p.model_id.clone()));
+        if let Some(d) = &p.weights_digest {
+            rec.push(("Model digest".into(), d.clone()));
+        }
+        rec.push(("Scheduler config".into(), p.scheduler.to_string()));
+    }
+    rec.push((
+        "Call parameters".into(),
+        serde_json::Value::Object(s.params.clone()).to_string(),
+    ));
+    if let Some(f) = &call.finished {
+        let t: Vec<String> = f
+            .timings_ms
+            .iter()
+            .map(|(k, v)| format!("{k} {v} ms"))
+            .collect();
+        rec.push(("Timings".into(), t.join(", ")));
+    }
+    rec
 }
