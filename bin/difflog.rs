@@ -289,6 +289,26 @@ enum Bench {
         #[arg(long, default_value_t = 4)]
         calls_per_run: usize,
     },
+    /// `difflog compare` over many runs × many images (recorded once with
+    /// synthetic images under --root, reused after), with nothing cached
+    /// and then cached, beside decoding every image once on all cores.
+    Compare {
+        /// Root for the runs (reused when it holds them; the page goes beside it).
+        #[arg(long)]
+        root: PathBuf,
+        /// Number of runs.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Images per run.
+        #[arg(long, default_value_t = 200)]
+        images: usize,
+        /// Image width and height in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record synthetic calls (one deterministic RGB image each) into a new
     /// run and compare with PNG-encoding the same images on all cores.
     Record {
@@ -472,6 +492,21 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
                 calls_per_run,
             };
             actions::bench_scale(out, &opts)
+        }
+        Bench::Compare {
+            root: r,
+            runs,
+            images,
+            size,
+            json,
+        } => {
+            let opts = difflog::bench::compare::CompareBench {
+                root: r,
+                runs,
+                images,
+                size,
+            };
+            actions::bench_compare(out, &opts, json)
         }
         Bench::Record {
             calls,

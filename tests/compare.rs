@@ -89,8 +89,9 @@ window.addEventListener('load', async () => {
     open: !$('viewer').hidden, full: name($('v-full').src), title: $('v-title').textContent,
     record: Object.fromEntries([...$('v-record').rows].map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])),
     compare: !$('v-compare').hidden, a: name($('v-a').src), b: name($('v-b').src),
-    figures: $('v-figures').textContent, heat: $('v-diff').hidden ? '' : name($('v-diff').src),
-    heat_w: $('v-diff').hidden ? 0 : $('v-diff').naturalWidth, full_w: $('v-full').naturalWidth,
+    figures: $('v-figures').textContent, heat: $('v-diffbox').hidden ? '' : name($('v-diff').src),
+    heat_w: $('v-diffbox').hidden ? 0 : $('v-diff').naturalWidth, full_w: $('v-full').naturalWidth,
+    heat_h: $('v-diffbox').hidden ? 0 : $('v-diff').naturalHeight, shift: $('v-diff').style.transform,
   });
   await open(1, 1); out.after_row1 = seen();
   $('v-slider').value = 30; $('v-slider').dispatchEvent(new Event('input'));
@@ -205,14 +206,21 @@ fn the_comparison_grid_lines_images_up_and_compares_them_in_a_browser() {
         s1["figures"],
         "mean 0.00, max 40 of 255; 1 of 25600 pixels differ"
     );
-    assert_eq!(s1["heat"], format!("{}-{}.png", b[1], a[1]));
-    assert_eq!(s1["heat_w"], 160, "the heat map did not load");
+    // The row's heat maps are one strip (after, partial): this one is the first.
+    assert_eq!(
+        (&s1["heat_w"], &s1["heat_h"]),
+        (&Value::from(160), &Value::from(320)),
+        "the heat map did not load"
+    );
+    assert_eq!(s1["shift"], "translateY(0%)");
     assert_eq!(
         v["clip"], "inset(0px 70% 0px 0px)",
         "the slider does not move the line"
     );
-    // The heat map file holds that one pixel's difference.
-    let heat = image::open(out.join("diffs").join(format!("{}-{}.png", b[1], a[1])))
+    // The heat map strip lights that one pixel and nothing in the
+    // pixel-identical second slot.
+    let strip = s1["heat"].as_str().unwrap();
+    let heat = image::open(out.join("diffs").join(&strip[..2]).join(strip))
         .unwrap()
         .to_rgb8();
     let lit: Vec<(u32, u32)> = heat
@@ -238,6 +246,10 @@ fn the_comparison_grid_lines_images_up_and_compares_them_in_a_browser() {
             .unwrap()
             .starts_with("pixel-identical"),
         "{s2}"
+    );
+    assert_eq!(
+        s2["shift"], "translateY(-50%)",
+        "the second heat map of its row's strip"
     );
     // The baseline itself has nothing to compare with.
     assert_eq!(v["base_row0"]["compare"], false);
@@ -409,7 +421,11 @@ fn the_report_has_thumbnails_and_a_slider_between_any_two_images() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for digest in &d {
-        assert!(out.join("thumbs").join(format!("{digest}.png")).is_file());
+        assert!(out
+            .join("thumbs")
+            .join(&digest[..2])
+            .join(format!("{digest}.png"))
+            .is_file());
     }
     const REPORT_PROBE: &str = r#"<script>
 window.addEventListener('load', async () => {

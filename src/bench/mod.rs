@@ -5,6 +5,7 @@
 //! The calls go through the public API (a [`Pipeline`] whose "generation"
 //! hands over a pre-made image), so the figure is what a user's pipeline pays.
 
+pub mod compare;
 pub mod scale;
 
 use crate::error::Result;

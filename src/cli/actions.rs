@@ -146,6 +146,39 @@ pub fn bench_record(out: &mut dyn Write, opts: &RecordBench, json: bool) -> Resu
     json_or(out, &f, text)
 }
 
+/// `difflog bench compare`: records the runs (once), compares, prints the
+/// figures against the targets (≤ 10 s uncached, ≤ 1 s cached).
+pub fn bench_compare(
+    out: &mut dyn Write,
+    opts: &crate::bench::compare::CompareBench,
+    json: bool,
+) -> Result<()> {
+    let f = crate::bench::compare::run(opts)?;
+    let text = (!json).then(|| {
+        format!(
+            "| figure | measured | target |\n|---|---|---|\n\
+             | compare {} runs × {} images of {}², grid {}, nothing cached, s | {:.2} | ≤ 10 |\n\
+             | same, cached, s | {:.3} | ≤ 1 |\n\
+             | baseline: decode every image once on all cores, s | {:.2} | |\n\
+             | uncached compare / decode baseline | {:.2} | |\n\
+             | thumbnails / differences made | {} / {} | |\n\
+             | page size, bytes | {} | |",
+            f.runs,
+            f.images / f.runs.max(1),
+            f.size,
+            f.grid,
+            f.uncached_s,
+            f.cached_s,
+            f.decode_all_s,
+            f.uncached_over_decode,
+            f.thumbs_made,
+            f.diffs_made,
+            f.page_bytes
+        )
+    });
+    json_or(out, &f, text)
+}
+
 /// `difflog bench scale`: writes the root, prints its figures as JSON.
 pub fn bench_scale(out: &mut dyn Write, opts: &ScaleRoot) -> Result<()> {
     let f = crate::bench::scale::generate(opts)?;

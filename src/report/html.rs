@@ -62,11 +62,11 @@ th{background:#f3f3f3}img.thumb{width:128px;height:auto;image-rendering:pixelate
 pre{background:#f7f7f7;padding:.5em;overflow:auto;max-height:24em}.error{color:#b00020}.meta td:first-child{font-weight:600}\
 section{margin-top:1.5em}td.missing{background:repeating-linear-gradient(45deg,#f4f4f4,#f4f4f4 6px,#e6e6e6 6px,#e6e6e6 12px);color:#888;text-align:center;vertical-align:middle;min-width:128px}\
 .badge{font-size:.8em;color:#555}.badge.same{color:#0a7d28}th.rowhead{max-width:22em;font-weight:normal}th.rowhead small{color:#666;display:block}\
-#viewer{position:fixed;inset:0;background:rgba(20,20,20,.92);color:#eee;overflow:auto;padding:1em 2em;z-index:10}\
-#viewer table td,#viewer table th{border-color:#555;background:transparent;color:#eee}#viewer img{image-rendering:pixelated;background:#333}\
+#viewer{position:fixed;inset:0;background:#1b1b1b;color:#eee;overflow:auto;padding:1em 2em;z-index:10}\
+#viewer table td,#viewer table th{border-color:#555;background:transparent;color:#eee}#viewer td{word-break:break-word;max-width:60em}#viewer img{image-rendering:pixelated;background:#333}\
 #v-full{max-width:min(90vw,1024px);min-width:256px}.stack{position:relative;display:inline-block}\
 .stack img{display:block;width:min(80vw,512px);min-width:256px}.stack img#v-a{position:absolute;left:0;top:0}\
-#v-diff{width:min(80vw,512px);min-width:256px}#viewer button{margin:.3em}#filter{font-size:1em;padding:.3em;width:24em}";
+#v-diffbox{width:min(80vw,512px);min-width:256px;overflow:hidden;background:#000}#v-diff{width:100%;display:block}#viewer button{margin:.3em}#filter{font-size:1em;padding:.3em;width:24em}";
 
 /// A whole page: `body` inside the shared head and style.
 pub fn page(title: &str, body: &str) -> String {
@@ -99,11 +99,31 @@ pub struct ViewerItem {
 /// A difference as the page shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffView {
-    /// Link to the heat map (none when the two cannot be compared pixel by pixel).
+    /// Link to the strip of heat maps holding this one (none when the two
+    /// were not compared pixel by pixel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heat: Option<String>,
+    /// Which heat map of the strip (stacked top to bottom).
+    pub index: usize,
+    /// How many heat maps the strip holds.
+    pub count: usize,
+    /// Width / height of one heat map, as CSS `aspect-ratio`.
+    pub aspect: String,
     /// One line of figures (mean/max difference, byte- or pixel-identical).
     pub text: String,
+}
+
+impl DiffView {
+    /// A difference told in words only (no heat map).
+    pub fn text(text: String) -> DiffView {
+        DiffView {
+            heat: None,
+            index: 0,
+            count: 1,
+            aspect: "1 / 1".into(),
+            text,
+        }
+    }
 }
 
 /// The viewer's markup, its data (escaped so that no recorded string can
@@ -124,7 +144,7 @@ pub fn viewer(items: &[ViewerItem]) -> String {
          <section id=\"v-compare\" hidden><h3>A: <span id=\"v-a-label\"></span> — B: <span id=\"v-b-label\"></span></h3>\
          <p>slide: A on the left of the line, B on the right <input id=\"v-slider\" type=\"range\" min=\"0\" max=\"100\" value=\"50\"></p>\
          <div class=\"stack\"><img id=\"v-b\" alt=\"B\"><img id=\"v-a\" alt=\"A\"></div>\
-         <h3>Difference |A − B| <span id=\"v-figures\"></span></h3><img id=\"v-diff\" alt=\"difference heat map\"></section></div>\n\
+         <h3>Difference |A − B| <span id=\"v-figures\"></span></h3><div id=\"v-diffbox\"><img id=\"v-diff\" alt=\"difference heat map\"></div></section></div>\n\
          <script type=\"application/json\" id=\"difflog-items\">{json}</script>\n<script>{VIEWER_JS}</script>\n"
     )
 }
@@ -153,7 +173,12 @@ function compare(a, b){
   $('v-a').src = items[a].full; $('v-b').src = items[b].full;
   $('v-a-label').textContent = items[a].label; $('v-b-label').textContent = items[b].label;
   const d = diffOf(a, b);
-  if (d && d.heat) { $('v-diff').src = d.heat; $('v-diff').hidden = false; } else { $('v-diff').removeAttribute('src'); $('v-diff').hidden = true; }
+  const img = $('v-diff'), box = $('v-diffbox');
+  if (d && d.heat) {
+    // One heat map of the row's strip: the box has its shape, the strip slides up.
+    img.src = d.heat; box.hidden = false; box.style.aspectRatio = d.aspect;
+    img.style.transform = 'translateY(-' + (100 * d.index / d.count) + '%)';
+  } else { img.removeAttribute('src'); box.hidden = true; }
   $('v-figures').textContent = d ? d.text : '(computed only against each grid row\u2019s baseline)';
   slide();
 }

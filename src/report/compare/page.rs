@@ -7,7 +7,7 @@ use super::work::{pair_key, Done, Work};
 use super::{plain, scheduler_of, CompareOptions, Item, Runs};
 use crate::report::diff::{describe, Figures};
 use crate::report::html::{escape, page, viewer, DiffView, ViewerItem};
-use crate::report::thumbs::{shown_size, Thumbs};
+use crate::report::thumbs::{shown_size, THUMB};
 use std::fmt::Write as _;
 
 fn record_of(it: &Item, runs: &Runs) -> Vec<(String, String)> {
@@ -88,10 +88,7 @@ fn viewer_items(
                 pixels: u64::from(it.width) * u64::from(it.height),
             };
             badges[k] = "= bytes".into();
-            Some(DiffView {
-                heat: None,
-                text: describe(&f, true),
-            })
+            Some(DiffView::text(describe(&f, true)))
         } else {
             match done.diffs.get(&key) {
                 Some(Some(f)) => {
@@ -100,20 +97,21 @@ fn viewer_items(
                     } else {
                         format!("Δ mean {:.2} max {}", f.mean, f.max)
                     };
+                    let place = work.strip_place(k);
                     Some(DiffView {
-                        heat: Some(format!("diffs/{key}.png")),
+                        heat: place.as_ref().map(|p| p.0.clone()),
+                        index: place.as_ref().map_or(0, |p| p.1),
+                        count: place.as_ref().map_or(1, |p| p.2),
+                        aspect: format!("{} / {}", it.width.max(1), it.height.max(1)),
                         text: describe(f, false),
                     })
                 }
                 Some(None) => {
                     badges[k] = "size differs".into();
-                    Some(DiffView {
-                        heat: None,
-                        text: format!(
-                            "sizes differ ({}×{} and {}×{}): not compared pixel by pixel",
-                            base.width, base.height, it.width, it.height
-                        ),
-                    })
+                    Some(DiffView::text(format!(
+                        "sizes differ ({}×{} and {}×{}): not compared pixel by pixel",
+                        base.width, base.height, it.width, it.height
+                    )))
                 }
                 None => None,
             }
@@ -208,10 +206,18 @@ fn grid_row(
             continue;
         }
         let (w, h) = shown_size(it.width, it.height);
-        let src = if done.thumb_ok.contains(&it.digest) || work.thumbs.cached(&it.digest) {
-            Thumbs::href(&it.digest).unwrap_or_else(|| work.full[k].clone())
-        } else {
-            work.full[k].clone()
+        let img = match work.thumb_place(k) {
+            Some((href, t, c)) if done.thumb_rows.contains(&t) => format!(
+                // One slot of the row's thumbnail strip, at its natural size.
+                "<img class=\"thumb sprite\" loading=\"lazy\" src=\"{}\" width=\"{w}\" height=\"{h}\" \
+                 style=\"width:{w}px;height:{h}px;object-fit:none;object-position:-{}px 0\"",
+                escape(&href),
+                c as u32 * THUMB
+            ),
+            _ => format!(
+                "<img class=\"thumb\" loading=\"lazy\" src=\"{}\" width=\"{w}\" height=\"{h}\"",
+                escape(&work.full[k])
+            ),
         };
         let badge = match () {
             () if row.baseline == Some(k) && row.cells.iter().flatten().count() > 1 => {
@@ -224,8 +230,7 @@ fn grid_row(
         };
         let _ = write!(
             b,
-            "<td class=\"cell\" data-item=\"{k}\"><img class=\"thumb\" loading=\"lazy\" src=\"{}\" width=\"{w}\" height=\"{h}\" alt=\"{}\">{badge}</td>",
-            escape(&src),
+            "<td class=\"cell\" data-item=\"{k}\">{img} alt=\"{}\">{badge}</td>",
             escape(it.prompt.as_deref().unwrap_or("image"))
         );
     }

@@ -9,8 +9,10 @@ use crate::format::is_digest;
 use crate::read::{par_map, run_file};
 use crate::report::diff::{difference, heat_png, Figures};
 use crate::report::html::relative;
-use crate::report::thumbs::{decode, needs_thumb, write_atomic, Thumbs};
-use image::RgbaImage;
+use crate::report::thumbs::{
+    decode, encode_rgb, needs_thumb, shown_size, shrink, write_atomic, THUMB,
+};
+use image::RgbImage;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -18,22 +20,68 @@ use std::path::{Path, PathBuf};
 /// → figures (or `null` for images of different sizes).
 type DiffCache = BTreeMap<String, Option<Figures>>;
 
+/// Where a heat-map strip lies, below the page's folder (one folder per
+/// first two hex digits, as thumbnails).
+pub(super) fn strip_rel(key: &str) -> String {
+    format!("diffs/{}/{key}.png", &key[..2])
+}
+
+/// The cache key of a pair's figures.
 pub(super) fn pair_key(a: &str, b: &str) -> String {
     format!("{a}-{b}")
+}
+
+/// The heat maps of one grid row, stacked top to bottom in column order in
+/// one PNG (one file per row, not one per pair: creating ten thousand
+/// small files costs more than computing them).
+pub(super) struct Strip {
+    /// SHA-256 of the baseline's and the members' digests: the file name.
+    pub(super) key: String,
+    /// The row's baseline.
+    pub(super) base: usize,
+    /// The images compared with it, in column order.
+    pub(super) members: Vec<usize>,
+    /// Whether the strip and every member's figures are cached.
+    pub(super) cached: bool,
+}
+
+/// The thumbnails of one grid row side by side in one PNG, one
+/// [`THUMB`]-wide slot per column (for the same reason as [`Strip`]).
+pub(super) struct ThumbStrip {
+    /// SHA-256 of the row's digests, column by column: the file name.
+    pub(super) key: String,
+    /// (column, item) of each image larger than a thumbnail.
+    pub(super) slots: Vec<(usize, usize)>,
+    /// Number of columns (slots) of the strip.
+    pub(super) cols: usize,
+    /// Whether the strip is already made.
+    pub(super) cached: bool,
+}
+
+/// What one grid row needs: the images to decode, its thumbnails and its
+/// strip of differences.
+pub(super) struct RowTask {
+    decode: Vec<usize>,
+    thumbs: Option<ThumbStrip>,
+    strip: Option<Strip>,
 }
 
 /// What has to be decoded, shrunk and compared, grouped by grid row so
 /// that each image is decoded once.
 pub(super) struct Work {
     pub(super) out: PathBuf,
-    pub(super) thumbs: Thumbs,
-    /// Per grid row: (item, make its thumbnail, compare it with the row's baseline).
-    pub(super) tasks: Vec<Vec<(usize, bool, bool)>>,
-    /// Decodable path of every item (None: refused, with the reason).
+    pub(super) tasks: Vec<RowTask>,
+    /// Decodable path of every item (Err: refused, with the reason).
     pub(super) paths: Vec<std::result::Result<PathBuf, String>>,
+    /// Each item's full-size link from the page.
     pub(super) full: Vec<String>,
     pub(super) cache: DiffCache,
+    /// Each item's row baseline (none for the baseline itself).
     pub(super) baseline_of: Vec<Option<usize>>,
+    /// Each strip member's place: (task index, index in the strip).
+    pub(super) strip_of: HashMap<usize, (usize, usize)>,
+    /// Each thumbnailed item's place: (task index, column).
+    pub(super) thumb_of: HashMap<usize, (usize, usize)>,
     pub(super) digests: Vec<String>,
 }
 
@@ -42,11 +90,14 @@ pub(super) struct Done {
     pub(super) thumbs_made: usize,
     pub(super) diffs_made: usize,
     pub(super) diffs: DiffCache,
-    pub(super) thumb_ok: HashSet<String>,
+    /// Tasks (grid rows) whose thumbnail strip exists.
+    pub(super) thumb_rows: HashSet<usize>,
     pub(super) unreadable: HashMap<usize, String>,
 }
 
 impl Work {
+    /// Decides what is to be made, per grid row: its thumbnail strip and its
+    /// strip of differences against its baseline, unless cached.
     pub(super) fn plan(
         items: &[Item],
         runs: &Runs,
@@ -54,83 +105,111 @@ impl Work {
         out: &Path,
         opts: &CompareOptions,
     ) -> Result<Work> {
-        let thumbs = Thumbs::new(out);
-        let cache = load_cache(&out.join("diffs").join("index.json"));
-        let mut paths = Vec::with_capacity(items.len());
-        let mut full = Vec::with_capacity(items.len());
-        for it in items {
-            let run = &runs.dirs[it.run];
-            match run_file(&run.path, &it.rel) {
-                Ok(p) => {
-                    full.push(if opts.self_contained && is_digest(&it.digest) {
-                        let dst = out.join("images").join(format!("{}.png", it.digest));
-                        if !dst.is_file() {
-                            std::fs::create_dir_all(out.join("images"))
-                                .ctx(out, "create images folder")?;
-                            std::fs::copy(&p, &dst).ctx(&p, "copy image beside the page")?;
-                        }
-                        format!("images/{}.png", it.digest)
-                    } else {
-                        relative(out, &p)
-                    });
-                    paths.push(Ok(p));
-                }
-                Err(e) => {
-                    // Refused (a link, a FIFO, outside the run): never linked.
-                    full.push(String::new());
-                    paths.push(Err(e.to_string()));
-                }
-            }
-        }
+        let mut cache = load_cache(&out.join("diffs").join("index.json"));
+        let (paths, full) = links(items, runs, out, opts.self_contained)?;
         let mut baseline_of = vec![None; items.len()];
-        let mut claimed = HashSet::new();
+        let mut strip_of = HashMap::new();
+        let mut thumb_of = HashMap::new();
         let mut tasks = Vec::with_capacity(grid.rows.len());
         for row in &grid.rows {
-            let mut task = Vec::new();
+            let mut members = Vec::new();
             for &k in row.cells.iter().flatten() {
-                let it = &items[k];
-                let thumb = needs_thumb(it.width, it.height)
-                    && is_digest(&it.digest)
-                    && claimed.insert(it.digest.clone())
-                    && !thumbs.cached(&it.digest);
-                let mut diff = false;
-                if let Some(b) = row.baseline.filter(|&b| b != k) {
-                    baseline_of[k] = Some(b);
-                    let (da, db) = (&items[b].digest, &it.digest);
-                    diff = da != db && !cache_has(&cache, out, da, db);
+                let Some(b) = row.baseline.filter(|&b| b != k) else {
+                    continue;
+                };
+                baseline_of[k] = Some(b);
+                let (base, it) = (&items[b], &items[k]);
+                if base.digest == it.digest {
+                    continue; // byte-identical: nothing to compute
                 }
-                task.push((k, thumb, diff));
+                if (base.width, base.height) != (it.width, it.height) {
+                    cache.insert(pair_key(&base.digest, &it.digest), None);
+                    continue;
+                }
+                strip_of.insert(k, (tasks.len(), members.len()));
+                members.push(k);
             }
-            if let Some(b) = row.baseline {
-                if task.iter().any(|t| t.2) {
-                    if let Some(t) = task.iter_mut().find(|t| t.0 == b) {
-                        t.2 = true; // decode the baseline for its row's differences
-                    }
+            let strip = row.baseline.filter(|_| !members.is_empty()).map(|b| {
+                let mut names = items[b].digest.clone();
+                for &m in &members {
+                    names.push(',');
+                    names.push_str(&items[m].digest);
+                }
+                let key = crate::format::sha256_hex(names.as_bytes());
+                let cached = out.join(strip_rel(&key)).is_file()
+                    && members.iter().all(|&m| {
+                        matches!(
+                            cache.get(&pair_key(&items[b].digest, &items[m].digest)),
+                            Some(Some(_))
+                        )
+                    });
+                Strip {
+                    key,
+                    base: b,
+                    members,
+                    cached,
+                }
+            });
+            let thumbs = thumb_strip(row, items, out);
+            if let Some(t) = &thumbs {
+                for &(c, k) in &t.slots {
+                    thumb_of.insert(k, (tasks.len(), c));
                 }
             }
-            task.retain(|t| t.1 || t.2);
-            tasks.push(task);
+            let mut decode = Vec::new();
+            for &k in row.cells.iter().flatten() {
+                let for_thumb = thumbs
+                    .as_ref()
+                    .is_some_and(|t| !t.cached && t.slots.iter().any(|s| s.1 == k));
+                let for_strip = strip
+                    .as_ref()
+                    .is_some_and(|s| !s.cached && (s.base == k || s.members.contains(&k)));
+                if for_thumb || for_strip {
+                    decode.push(k);
+                }
+            }
+            tasks.push(RowTask {
+                decode,
+                thumbs,
+                strip,
+            });
         }
         Ok(Work {
             out: out.to_path_buf(),
-            thumbs,
             tasks,
             paths,
             full,
             cache,
             baseline_of,
+            strip_of,
+            thumb_of,
             digests: items.iter().map(|it| it.digest.clone()).collect(),
         })
     }
 
+    /// The strip holding item `k`'s heat map: (link, index, count).
+    pub(super) fn strip_place(&self, k: usize) -> Option<(String, usize, usize)> {
+        let &(t, i) = self.strip_of.get(&k)?;
+        let s = self.tasks.get(t)?.strip.as_ref()?;
+        Some((strip_rel(&s.key), i, s.members.len()))
+    }
+
+    /// The thumbnail strip holding item `k`: (link, task, column).
+    pub(super) fn thumb_place(&self, k: usize) -> Option<(String, usize, usize)> {
+        let &(t, c) = self.thumb_of.get(&k)?;
+        let s = self.tasks.get(t)?.thumbs.as_ref()?;
+        Some((thumb_rel(&s.key), t, c))
+    }
+
     /// Decodes, shrinks and compares, grid rows in parallel.
     pub(super) fn run(&self, problems: &mut Vec<String>) -> Done {
-        let results = par_map(&self.tasks, |task| self.run_row(task));
+        let indexed: Vec<(usize, &RowTask)> = self.tasks.iter().enumerate().collect();
+        let results = par_map(&indexed, |(t, task)| (*t, self.run_row(task)));
         let mut done = Done {
             thumbs_made: 0,
             diffs_made: 0,
             diffs: self.cache.clone(),
-            thumb_ok: HashSet::new(),
+            thumb_rows: HashSet::new(),
             unreadable: HashMap::new(),
         };
         for (k, p) in self.paths.iter().enumerate() {
@@ -139,9 +218,11 @@ impl Work {
                 done.unreadable.insert(k, why.clone());
             }
         }
-        for r in results {
-            done.thumbs_made += r.thumbs.len();
-            done.thumb_ok.extend(r.thumbs);
+        for (t, r) in results {
+            done.thumbs_made += r.thumbs_made;
+            if r.thumbs_ok {
+                done.thumb_rows.insert(t);
+            }
             done.diffs_made += r.diffs.len();
             done.diffs.extend(r.diffs);
             for (k, why) in r.unreadable {
@@ -152,56 +233,112 @@ impl Work {
         done
     }
 
-    fn run_row(&self, task: &[(usize, bool, bool)]) -> RowResult {
+    fn run_row(&self, task: &RowTask) -> RowResult {
         let mut res = RowResult::default();
-        let mut decoded: HashMap<usize, RgbaImage> = HashMap::new();
-        for &(k, thumb, _) in task {
+        let mut decoded: HashMap<usize, RgbImage> = HashMap::new();
+        for &k in &task.decode {
             let img = match &self.paths[k] {
                 Ok(p) => decode(p).map_err(|e| format!("{}: {e}", p.display())),
                 Err(_) => continue, // reported once, by `run`
             };
             match img {
                 Ok(img) => {
-                    if thumb {
-                        match self.thumbs.write(&self.digests[k], &img) {
-                            Ok(()) => res.thumbs.push(self.digests[k].clone()),
-                            Err(e) => res.unreadable.push((k, e.to_string())),
-                        }
-                    }
                     decoded.insert(k, img);
                 }
                 Err(why) => res.unreadable.push((k, why)),
             }
         }
-        for &(k, _, diff) in task {
-            let Some(b) = self.baseline_of[k].filter(|_| diff) else {
-                continue;
-            };
-            let (Some(a), Some(bi)) = (decoded.get(&b), decoded.get(&k)) else {
-                continue;
-            };
-            let key = pair_key(&self.digests[b], &self.digests[k]);
-            let figures = match difference(a, bi) {
-                Some((f, heat)) => {
-                    let path = self.out.join("diffs").join(format!("{key}.png"));
-                    let written = heat_png(&heat, a.width(), a.height()).and_then(|png| {
-                        std::fs::create_dir_all(self.out.join("diffs"))
-                            .ctx(&self.out, "create differences folder")?;
-                        write_atomic(&path, &png)
-                    });
-                    if let Err(e) = written {
-                        res.unreadable.push((k, e.to_string()));
-                        continue;
-                    }
-                    Some(f)
-                }
-                None => None,
-            };
-            res.diffs.push((key, figures));
+        if let Some(t) = &task.thumbs {
+            if t.cached {
+                res.thumbs_ok = true;
+            } else {
+                self.make_thumbs(t, &decoded, &mut res);
+            }
+        }
+        if let Some(strip) = task.strip.as_ref().filter(|s| !s.cached) {
+            self.make_strip(strip, &decoded, &mut res);
         }
         res
     }
 
+    /// Shrinks the row's images into their slots and writes the strip.
+    fn make_thumbs(&self, t: &ThumbStrip, decoded: &HashMap<usize, RgbImage>, res: &mut RowResult) {
+        let mut strip = RgbImage::new(THUMB * t.cols as u32, THUMB);
+        for &(c, k) in &t.slots {
+            let Some(img) = decoded.get(&k) else {
+                continue;
+            };
+            let (w, h) = shown_size(img.width(), img.height());
+            image::imageops::replace(
+                &mut strip,
+                &shrink(img, w, h),
+                i64::from(THUMB) * c as i64,
+                0,
+            );
+            res.thumbs_made += 1;
+        }
+        let path = self.out.join(thumb_rel(&t.key));
+        let written = encode_rgb(&strip).and_then(|png| {
+            let dir = path.parent().unwrap_or(&self.out);
+            std::fs::create_dir_all(dir).ctx(dir, "create thumbnail folder")?;
+            write_atomic(&path, &png)
+        });
+        match written {
+            Ok(()) => res.thumbs_ok = true,
+            Err(e) => {
+                res.thumbs_made = 0;
+                if let Some(&(_, k)) = t.slots.first() {
+                    res.unreadable.push((k, e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Computes every member's difference against the baseline and writes
+    /// the strip; a member that cannot be compared keeps a black slot.
+    fn make_strip(&self, strip: &Strip, decoded: &HashMap<usize, RgbImage>, res: &mut RowResult) {
+        let Some(base) = decoded.get(&strip.base) else {
+            return; // the baseline is unreadable: reported with its cell
+        };
+        let (w, h) = base.dimensions();
+        let slot = w as usize * h as usize;
+        let mut heat = vec![0u8; slot * strip.members.len()];
+        for (i, &m) in strip.members.iter().enumerate() {
+            let Some(img) = decoded.get(&m) else {
+                continue;
+            };
+            match difference(base, img) {
+                Some((f, map)) => {
+                    heat[i * slot..(i + 1) * slot].copy_from_slice(&map);
+                    res.diffs.push((
+                        pair_key(&self.digests[strip.base], &self.digests[m]),
+                        Some(f),
+                    ));
+                }
+                None => res.unreadable.push((
+                    m,
+                    format!(
+                        "its pixels are {}×{}, not the {w}×{h} recorded",
+                        img.width(),
+                        img.height()
+                    ),
+                )),
+            }
+        }
+        let path = self.out.join(strip_rel(&strip.key));
+        let written = heat_png(&heat, w, h * strip.members.len() as u32).and_then(|png| {
+            let dir = path.parent().unwrap_or(&self.out);
+            std::fs::create_dir_all(dir).ctx(dir, "create differences folder")?;
+            write_atomic(&path, &png)
+        });
+        if let Err(e) = written {
+            // Without its strip the row's figures are not kept either.
+            res.diffs.clear();
+            res.unreadable.push((strip.base, e.to_string()));
+        }
+    }
+
+    /// Writes the figures (old and new) beside the page for the next run.
     pub(super) fn save_cache(&self, done: &Done) -> Result<()> {
         if done.diffs_made == 0 {
             return Ok(());
@@ -213,9 +350,81 @@ impl Work {
     }
 }
 
+/// Each item's file (checked: a regular file inside its run) and its
+/// full-size link from the page; with `self_contained`, copied beside it.
+#[allow(clippy::type_complexity)]
+fn links(
+    items: &[Item],
+    runs: &Runs,
+    out: &Path,
+    self_contained: bool,
+) -> Result<(Vec<std::result::Result<PathBuf, String>>, Vec<String>)> {
+    let mut paths = Vec::with_capacity(items.len());
+    let mut full = Vec::with_capacity(items.len());
+    for it in items {
+        let run = &runs.dirs[it.run];
+        match run_file(&run.path, &it.rel) {
+            Ok(p) => {
+                full.push(if self_contained && is_digest(&it.digest) {
+                    let dst = out.join("images").join(format!("{}.png", it.digest));
+                    if !dst.is_file() {
+                        std::fs::create_dir_all(out.join("images"))
+                            .ctx(out, "create images folder")?;
+                        std::fs::copy(&p, &dst).ctx(&p, "copy image beside the page")?;
+                    }
+                    format!("images/{}.png", it.digest)
+                } else {
+                    relative(out, &p)
+                });
+                paths.push(Ok(p));
+            }
+            Err(e) => {
+                // Refused (a link, a FIFO, outside the run): never linked.
+                full.push(String::new());
+                paths.push(Err(e.to_string()));
+            }
+        }
+    }
+    Ok((paths, full))
+}
+
+/// Where a thumbnail strip lies, below the page's folder.
+pub(super) fn thumb_rel(key: &str) -> String {
+    format!("thumbs/{}/{key}.png", &key[..2])
+}
+
+/// The thumbnail strip of a grid row, if any of its images is larger than
+/// a thumbnail.
+fn thumb_strip(row: &super::grid::GridRow, items: &[Item], out: &Path) -> Option<ThumbStrip> {
+    let slots: Vec<(usize, usize)> = row
+        .cells
+        .iter()
+        .enumerate()
+        .filter_map(|(c, k)| k.map(|k| (c, k)))
+        .filter(|&(_, k)| needs_thumb(items[k].width, items[k].height))
+        .collect();
+    if slots.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = row
+        .cells
+        .iter()
+        .map(|k| k.map_or("-", |k| items[k].digest.as_str()))
+        .collect();
+    let key = crate::format::sha256_hex(format!("thumbs {THUMB}:{}", names.join(",")).as_bytes());
+    let cached = out.join(thumb_rel(&key)).is_file();
+    Some(ThumbStrip {
+        key,
+        slots,
+        cols: row.cells.len(),
+        cached,
+    })
+}
+
 #[derive(Default)]
 struct RowResult {
-    thumbs: Vec<String>,
+    thumbs_made: usize,
+    thumbs_ok: bool,
     diffs: Vec<(String, Option<Figures>)>,
     unreadable: Vec<(usize, String)>,
 }
@@ -234,13 +443,4 @@ fn load_cache(path: &Path) -> DiffCache {
                 .is_some_and(|(a, b)| is_digest(a) && is_digest(b))
         })
         .collect()
-}
-
-fn cache_has(cache: &DiffCache, out: &Path, a: &str, b: &str) -> bool {
-    let key = pair_key(a, b);
-    match cache.get(&key) {
-        Some(Some(_)) => out.join("diffs").join(format!("{key}.png")).is_file(),
-        Some(None) => true,
-        None => false,
-    }
 }
