@@ -247,6 +247,21 @@ def fuzz():
     return out
 
 
+@section("7 compare")
+def compare_bench():
+    # issue 18: 50 runs x 200 images, nothing cached <= 10 s, cached <= 1 s.
+    runs, images = (10, 100) if quick else (50, 200)
+    f = json.loads(run([difflog, "bench", "compare", "--root", os.path.join(work, "compare", "runs"),
+                        "--runs", str(runs), "--images", str(images), "--size", "256", "--json"]).stdout)
+    s = "7 compare"
+    row(s, f"{runs} runs x {images} images of 256 px, grid {f['grid']}: nothing cached, s",
+        round(f["uncached_s"], 2), "<= 10", f["uncached_s"] <= 10)
+    row(s, "same, cached, s", round(f["cached_s"], 3), "<= 1", f["cached_s"] <= 1)
+    row(s, "baseline: decode every image once on all cores, s / uncached compare over it",
+        f"{f['decode_all_s']:.2f} / {f['uncached_over_decode']:.2f}")
+    return f
+
+
 with open(out_path, "w") as f:
     json.dump({**results, "rows": rows, "failed_sections": failed}, f, indent=2)
 print(f"difflog benchmark ({results['mode']} mode), {results['date']}, {results['machine']}\n")

@@ -26,42 +26,46 @@ pub struct Figures {
 /// The difference of `a` and `b`: the figures and, per pixel, the largest
 /// channel difference (row-major). `None` when their sizes differ.
 pub fn difference(a: &RgbImage, b: &RgbImage) -> Option<(Figures, Vec<u8>)> {
-    if a.dimensions() != b.dimensions() {
+    let mut heat = vec![0u8; a.width() as usize * a.height() as usize];
+    difference_into(a, b, &mut heat).map(|f| (f, heat))
+}
+
+/// [`difference`] writing the per-pixel differences into `heat` (one byte
+/// per pixel of `a`; a strip of a grid row's heat maps), allocating nothing.
+pub fn difference_into(a: &RgbImage, b: &RgbImage, heat: &mut [u8]) -> Option<Figures> {
+    if a.dimensions() != b.dimensions() || heat.len() != a.width() as usize * a.height() as usize {
         return None;
     }
     let pixels = u64::from(a.width()) * u64::from(a.height());
-    // Channel by channel first (a straight loop the compiler vectorises),
-    // then the largest of each pixel's three.
-    let d: Vec<u8> = a
+    let (mut sum, mut max, mut differing) = (0u64, 0u8, 0u64);
+    for ((pa, pb), out) in a
         .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y))
-        .collect();
-    let sum: u64 = d
-        .chunks(4096)
-        .map(|c| u64::from(c.iter().map(|&v| u32::from(v)).sum::<u32>()))
-        .sum();
-    let heat: Vec<u8> = d
         .chunks_exact(3)
-        .map(|p| p[0].max(p[1]).max(p[2]))
-        .collect();
-    let max = d.iter().copied().max().unwrap_or(0);
-    let differing = heat.iter().filter(|&&m| m > 0).count() as u64;
+        .zip(b.as_raw().chunks_exact(3))
+        .zip(heat.iter_mut())
+    {
+        let (d0, d1, d2) = (
+            pa[0].abs_diff(pb[0]),
+            pa[1].abs_diff(pb[1]),
+            pa[2].abs_diff(pb[2]),
+        );
+        sum += u64::from(u16::from(d0) + u16::from(d1) + u16::from(d2));
+        let m = d0.max(d1).max(d2);
+        differing += u64::from(m > 0);
+        max = max.max(m);
+        *out = m;
+    }
     let mean = if pixels == 0 {
         0.0
     } else {
         sum as f64 / (pixels * 3) as f64
     };
-    Some((
-        Figures {
-            mean,
-            max,
-            differing,
-            pixels,
-        },
-        heat,
-    ))
+    Some(Figures {
+        mean,
+        max,
+        differing,
+        pixels,
+    })
 }
 
 /// Levels of the heat map: 16, so that a pixel takes half a byte (a strip
@@ -95,22 +99,37 @@ fn colour(l: u8) -> [u8; 3] {
 /// pixel) as a 4-bit indexed PNG: the palette index of each pixel is the
 /// [`level`] of its difference.
 pub fn heat_png(heat: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    let (mut packed, mut out) = (Vec::new(), Vec::new());
+    heat_png_into(heat, width, height, &mut packed, &mut out)?;
+    Ok(out)
+}
+
+/// [`heat_png`] into `out`, with `packed` as the work buffer (both cleared
+/// first, their allocations kept).
+pub fn heat_png_into(
+    heat: &[u8],
+    width: u32,
+    height: u32,
+    packed: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let palette: Vec<u8> = (0..LEVELS).flat_map(colour).collect();
+    let levels: Vec<u8> = (0..=255u8).map(level).collect();
     let w = width as usize;
     let row_bytes = w.div_ceil(2);
-    let levels: Vec<u8> = (0..=255u8).map(level).collect();
-    let mut packed = vec![0u8; row_bytes * height as usize];
+    packed.clear();
+    packed.resize(row_bytes * height as usize, 0);
     for (src, dst) in heat
         .chunks(w.max(1))
         .zip(packed.chunks_mut(row_bytes.max(1)))
     {
-        for (pair, out) in src.chunks(2).zip(dst.iter_mut()) {
+        for (pair, o) in src.chunks(2).zip(dst.iter_mut()) {
             let hi = levels[usize::from(pair[0])] << 4;
-            *out = hi | pair.get(1).map_or(0, |&v| levels[usize::from(v)]);
+            *o = hi | pair.get(1).map_or(0, |&v| levels[usize::from(v)]);
         }
     }
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, width, height);
+    out.clear();
+    let mut enc = png::Encoder::new(&mut *out, width, height);
     enc.set_color(png::ColorType::Indexed);
     enc.set_depth(png::BitDepth::Four);
     enc.set_palette(palette);
@@ -118,9 +137,8 @@ pub fn heat_png(heat: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
     enc.set_filter(png::Filter::NoFilter);
     let fail = |e: png::EncodingError| crate::Error::Invalid(format!("PNG encoding failed: {e}"));
     let mut wr = enc.write_header().map_err(fail)?;
-    wr.write_image_data(&packed).map_err(fail)?;
-    wr.finish().map_err(fail)?;
-    Ok(out)
+    wr.write_image_data(packed).map_err(fail)?;
+    wr.finish().map_err(fail)
 }
 
 /// One line for the page: byte-identical, pixel-identical, or how much
@@ -180,7 +198,7 @@ mod tests {
         assert_eq!(r.info().bit_depth, png::BitDepth::Four);
         let mut buf = vec![0; r.output_buffer_size().unwrap()];
         r.next_frame(&mut buf).unwrap();
-        let at = |x: usize, y: usize| (buf[y * 8 + x / 2] >> if x % 2 == 0 { 4 } else { 0 }) & 15;
+        let at = |x: usize, y: usize| (buf[y * 8 + x / 2] >> if x.is_multiple_of(2) { 4 } else { 0 }) & 15;
         assert_eq!(at(3, 5), level(40));
         assert_eq!(
             (0..16)

@@ -7,10 +7,10 @@ use super::{CompareOptions, Item, Runs};
 use crate::error::{Error, IoContext, Result};
 use crate::format::is_digest;
 use crate::read::{par_map, run_file};
-use crate::report::diff::{difference, heat_png, Figures};
+use crate::report::diff::{difference_into, heat_png_into, Figures};
 use crate::report::html::relative;
 use crate::report::thumbs::{
-    decode, encode_rgb, needs_thumb, shown_size, shrink, write_atomic, THUMB,
+    encode_rgb_into, needs_thumb, shown_size, shrink, write_atomic, Decoder, THUMB,
 };
 use image::RgbImage;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -203,8 +203,21 @@ impl Work {
 
     /// Decodes, shrinks and compares, grid rows in parallel.
     pub(super) fn run(&self, problems: &mut Vec<String>) -> Done {
+        // One part per core, each with its own buffers reused row after row.
         let indexed: Vec<(usize, &RowTask)> = self.tasks.iter().enumerate().collect();
-        let results = par_map(&indexed, |(t, task)| (*t, self.run_row(task)));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parts: Vec<&[(usize, &RowTask)]> = indexed
+            .chunks(indexed.len().div_ceil(cores).max(1))
+            .collect();
+        let results: Vec<(usize, RowResult)> = par_map(&parts, |part| {
+            let mut bufs = Buffers::default();
+            part.iter()
+                .map(|(t, task)| (*t, self.run_row(task, &mut bufs)))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
         let mut done = Done {
             thumbs_made: 0,
             diffs_made: 0,
@@ -233,109 +246,124 @@ impl Work {
         done
     }
 
-    fn run_row(&self, task: &RowTask) -> RowResult {
+    /// One grid row, image by image in column order, each decoded once into
+    /// a reused buffer: its thumbnail goes into the row's thumbnail strip,
+    /// its difference against the baseline into the row's heat-map strip.
+    fn run_row(&self, task: &RowTask, bufs: &mut Buffers) -> RowResult {
         let mut res = RowResult::default();
-        let mut decoded: HashMap<usize, RgbImage> = HashMap::new();
-        for &k in &task.decode {
-            let img = match &self.paths[k] {
-                Ok(p) => decode(p).map_err(|e| format!("{}: {e}", p.display())),
-                Err(_) => continue, // reported once, by `run`
+        let thumbs = task.thumbs.as_ref().filter(|t| !t.cached);
+        let strip = task.strip.as_ref().filter(|s| !s.cached);
+        res.thumbs_ok = task.thumbs.as_ref().is_some_and(|t| t.cached);
+        let Buffers {
+            decoder,
+            spare,
+            base_pixels,
+            heat,
+            sheet,
+            packed,
+            png,
+        } = bufs;
+        let mut read = |k: usize, spare: Vec<u8>, res: &mut RowResult| {
+            let Ok(p) = &self.paths[k] else {
+                return None; // refused: reported once, by `run`
             };
-            match img {
-                Ok(img) => {
-                    decoded.insert(k, img);
+            match decoder.decode_into(p, spare) {
+                Ok(img) => Some(img),
+                Err(why) => {
+                    res.unreadable.push((k, format!("{}: {why}", p.display())));
+                    None
                 }
-                Err(why) => res.unreadable.push((k, why)),
             }
+        };
+        let base = strip.and_then(|s| read(s.base, std::mem::take(base_pixels), &mut res));
+        let (bw, bh) = base.as_ref().map_or((0, 0), |b| b.dimensions());
+        let slot = bw as usize * bh as usize;
+        heat.clear();
+        heat.resize(strip.map_or(0, |s| slot * s.members.len()), 0);
+        if let Some(t) = thumbs {
+            let mut raw = std::mem::take(sheet).into_raw();
+            raw.clear();
+            raw.resize(THUMB as usize * t.cols * THUMB as usize * 3, 0);
+            *sheet = RgbImage::from_raw(THUMB * t.cols as u32, THUMB, raw).unwrap_or_default();
         }
-        if let Some(t) = &task.thumbs {
-            if t.cached {
-                res.thumbs_ok = true;
+        let mut made = 0;
+        for &k in &task.decode {
+            let own = if Some(k) == strip.map(|s| s.base) {
+                None
             } else {
-                self.make_thumbs(t, &decoded, &mut res);
+                match read(k, std::mem::take(spare), &mut res) {
+                    Some(img) => Some(img),
+                    None => continue,
+                }
+            };
+            let Some(img) = own
+                .as_ref()
+                .or(base.as_ref().filter(|_| Some(k) == strip.map(|s| s.base)))
+            else {
+                continue;
+            };
+            if let Some(t) = thumbs {
+                if let Some(&(c, _)) = t.slots.iter().find(|s| s.1 == k) {
+                    let (w, h) = shown_size(img.width(), img.height());
+                    let x = i64::from(THUMB) * c as i64;
+                    image::imageops::replace(sheet, &shrink(img, w, h), x, 0);
+                    made += 1;
+                }
+            }
+            if let (Some(s), Some(b)) = (strip, base.as_ref()) {
+                if let Some(i) = s.members.iter().position(|&m| m == k) {
+                    match difference_into(b, img, &mut heat[i * slot..(i + 1) * slot]) {
+                        Some(f) => res
+                            .diffs
+                            .push((pair_key(&self.digests[s.base], &self.digests[k]), Some(f))),
+                        None => res.unreadable.push((
+                            k,
+                            format!(
+                                "its pixels are {}×{}, not the {bw}×{bh} of the row's baseline",
+                                img.width(),
+                                img.height()
+                            ),
+                        )),
+                    }
+                }
+            }
+            if let Some(img) = own {
+                *spare = img.into_raw();
             }
         }
-        if let Some(strip) = task.strip.as_ref().filter(|s| !s.cached) {
-            self.make_strip(strip, &decoded, &mut res);
+        if let Some(t) = thumbs {
+            let encoded = encode_rgb_into(sheet, png).map(|()| &png[..]);
+            match self.write(&thumb_rel(&t.key), encoded) {
+                Ok(()) => {
+                    res.thumbs_ok = true;
+                    res.thumbs_made = made;
+                }
+                Err(e) => res
+                    .unreadable
+                    .extend(t.slots.first().map(|&(_, k)| (k, e.to_string()))),
+            }
+        }
+        if let (Some(s), true) = (strip, base.is_some()) {
+            let encoded = heat_png_into(heat, bw, bh * s.members.len() as u32, packed, png)
+                .map(|()| &png[..]);
+            if let Err(e) = self.write(&strip_rel(&s.key), encoded) {
+                // Without its strip the row's figures are not kept either.
+                res.diffs.clear();
+                res.unreadable.push((s.base, e.to_string()));
+            }
+        }
+        if let Some(b) = base {
+            *base_pixels = b.into_raw();
         }
         res
     }
 
-    /// Shrinks the row's images into their slots and writes the strip.
-    fn make_thumbs(&self, t: &ThumbStrip, decoded: &HashMap<usize, RgbImage>, res: &mut RowResult) {
-        let mut strip = RgbImage::new(THUMB * t.cols as u32, THUMB);
-        for &(c, k) in &t.slots {
-            let Some(img) = decoded.get(&k) else {
-                continue;
-            };
-            let (w, h) = shown_size(img.width(), img.height());
-            image::imageops::replace(
-                &mut strip,
-                &shrink(img, w, h),
-                i64::from(THUMB) * c as i64,
-                0,
-            );
-            res.thumbs_made += 1;
-        }
-        let path = self.out.join(thumb_rel(&t.key));
-        let written = encode_rgb(&strip).and_then(|png| {
-            let dir = path.parent().unwrap_or(&self.out);
-            std::fs::create_dir_all(dir).ctx(dir, "create thumbnail folder")?;
-            write_atomic(&path, &png)
-        });
-        match written {
-            Ok(()) => res.thumbs_ok = true,
-            Err(e) => {
-                res.thumbs_made = 0;
-                if let Some(&(_, k)) = t.slots.first() {
-                    res.unreadable.push((k, e.to_string()));
-                }
-            }
-        }
-    }
-
-    /// Computes every member's difference against the baseline and writes
-    /// the strip; a member that cannot be compared keeps a black slot.
-    fn make_strip(&self, strip: &Strip, decoded: &HashMap<usize, RgbImage>, res: &mut RowResult) {
-        let Some(base) = decoded.get(&strip.base) else {
-            return; // the baseline is unreadable: reported with its cell
-        };
-        let (w, h) = base.dimensions();
-        let slot = w as usize * h as usize;
-        let mut heat = vec![0u8; slot * strip.members.len()];
-        for (i, &m) in strip.members.iter().enumerate() {
-            let Some(img) = decoded.get(&m) else {
-                continue;
-            };
-            match difference(base, img) {
-                Some((f, map)) => {
-                    heat[i * slot..(i + 1) * slot].copy_from_slice(&map);
-                    res.diffs.push((
-                        pair_key(&self.digests[strip.base], &self.digests[m]),
-                        Some(f),
-                    ));
-                }
-                None => res.unreadable.push((
-                    m,
-                    format!(
-                        "its pixels are {}×{}, not the {w}×{h} recorded",
-                        img.width(),
-                        img.height()
-                    ),
-                )),
-            }
-        }
-        let path = self.out.join(strip_rel(&strip.key));
-        let written = heat_png(&heat, w, h * strip.members.len() as u32).and_then(|png| {
-            let dir = path.parent().unwrap_or(&self.out);
-            std::fs::create_dir_all(dir).ctx(dir, "create differences folder")?;
-            write_atomic(&path, &png)
-        });
-        if let Err(e) = written {
-            // Without its strip the row's figures are not kept either.
-            res.diffs.clear();
-            res.unreadable.push((strip.base, e.to_string()));
-        }
+    /// Writes an encoded strip at `rel` below the page's folder.
+    fn write(&self, rel: &str, png: Result<&[u8]>) -> Result<()> {
+        let path = self.out.join(rel);
+        let dir = path.parent().unwrap_or(&self.out);
+        std::fs::create_dir_all(dir).ctx(dir, "create folder")?;
+        write_atomic(&path, png?)
     }
 
     /// Writes the figures (old and new) beside the page for the next run.
@@ -419,6 +447,19 @@ fn thumb_strip(row: &super::grid::GridRow, items: &[Item], out: &Path) -> Option
         cols: row.cells.len(),
         cached,
     })
+}
+
+/// One worker's buffers, reused row after row: allocating megabytes per row
+/// (freed and returned to the kernel each time) cost more than the work.
+#[derive(Default)]
+struct Buffers {
+    decoder: Decoder,
+    spare: Vec<u8>,
+    base_pixels: Vec<u8>,
+    heat: Vec<u8>,
+    sheet: RgbImage,
+    packed: Vec<u8>,
+    png: Vec<u8>,
 }
 
 #[derive(Default)]
