@@ -334,6 +334,17 @@ pub struct CallFinished {
     pub timings_ms: Map<String, Value>,
 }
 
+impl CallFinished {
+    /// The timings as one line: `denoising 120 ms, decoding 30 ms, …`.
+    pub fn timings_text(&self) -> String {
+        self.timings_ms
+            .iter()
+            .map(|(k, v)| format!("{k} {v} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// `metric`: a free-form scalar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricEvent {

@@ -223,12 +223,7 @@ fn report(
         }
         if verbose {
             if let Some(f) = &call.finished {
-                let t: Vec<String> = f
-                    .timings_ms
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v} ms"))
-                    .collect();
-                w(out, format!("  timings: {}", t.join(", ")))?;
+                w(out, format!("  timings: {}", f.timings_text()))?;
             }
         }
     }

@@ -58,6 +58,14 @@ fn compare(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `difflog compare PATHS -o OUT --json [EXTRA]`, which must succeed; its summary.
+fn compare_ok(paths: &[&Path], out: &Path, extra: &[&str]) -> Value {
+    let mut args: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    args.extend(["-o", out.to_str().unwrap(), "--json"]);
+    args.extend(extra);
+    summary(&compare(&args))
+}
+
 fn summary(o: &std::process::Output) -> Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -129,12 +137,7 @@ fn the_comparison_grid_lines_images_up_and_compares_them_in_a_browser() {
     let partial = record(&root, "partial", &prompts[..1], None);
     let (b, a, p) = (digests(&before), digests(&after), digests(&partial));
     let out = tmp.path().join("cmp");
-    let s = summary(&compare(&[
-        root.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--json",
-    ]));
+    let s = compare_ok(&[&root], &out, &[]);
     assert_eq!(
         (
             &s["runs"],
@@ -283,12 +286,7 @@ fn the_comparison_grid_lines_images_up_and_compares_them_in_a_browser() {
     );
 
     // Cached: a second compare makes nothing new, and the runs are unchanged.
-    let s = summary(&compare(&[
-        root.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--json",
-    ]));
+    let s = compare_ok(&[&root], &out, &[]);
     assert_eq!(
         (&s["thumbs_made"], &s["diffs_made"]),
         (&Value::from(0), &Value::from(0))
@@ -303,17 +301,11 @@ fn the_comparison_grid_lines_images_up_and_compares_them_in_a_browser() {
     }
 
     // Other axes: columns by call parameter `seed`-free alignment.
-    let s = summary(&compare(&[
-        before.to_str().unwrap(),
-        after.to_str().unwrap(),
-        "-o",
-        tmp.path().join("by-seed").to_str().unwrap(),
-        "--rows",
-        "seed",
-        "--cols",
-        "run",
-        "--json",
-    ]));
+    let s = compare_ok(
+        &[&before, &after],
+        &tmp.path().join("by-seed"),
+        &["--rows", "seed", "--cols", "run"],
+    );
     assert_eq!(
         (&s["rows"], &s["cols"], &s["missing"]),
         (&Value::from(4), &Value::from(2), &Value::from(0))
@@ -321,13 +313,7 @@ fn the_comparison_grid_lines_images_up_and_compares_them_in_a_browser() {
 
     // Self-contained: the page stands alone once the runs are gone.
     let alone = tmp.path().join("alone");
-    summary(&compare(&[
-        root.to_str().unwrap(),
-        "-o",
-        alone.to_str().unwrap(),
-        "--self-contained",
-        "--json",
-    ]));
+    compare_ok(&[&root], &alone, &["--self-contained"]);
     std::fs::rename(&root, tmp.path().join("moved-away")).unwrap();
     let v: Value =
         serde_json::from_str(&probe(&alone.join("index.html"), PROBE, &profile)).unwrap();

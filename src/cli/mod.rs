@@ -233,12 +233,7 @@ fn show_call(out: &mut dyn Write, call: &crate::read::CallView) -> Result<()> {
         if let Some(e) = &f.error {
             writeln!(out, "  error: {e}").map_err(out_err)?;
         }
-        let t: Vec<String> = f
-            .timings_ms
-            .iter()
-            .map(|(k, v)| format!("{k} {v} ms"))
-            .collect();
-        writeln!(out, "  timings: {}", t.join(", ")).map_err(out_err)?;
+        writeln!(out, "  timings: {}", f.timings_text()).map_err(out_err)?;
     }
     writeln!(out, "  # | {}", s.columns.join(" | ")).map_err(out_err)?;
     for row in &call.rows {

@@ -198,7 +198,9 @@ mod tests {
         assert_eq!(r.info().bit_depth, png::BitDepth::Four);
         let mut buf = vec![0; r.output_buffer_size().unwrap()];
         r.next_frame(&mut buf).unwrap();
-        let at = |x: usize, y: usize| (buf[y * 8 + x / 2] >> if x.is_multiple_of(2) { 4 } else { 0 }) & 15;
+        let at = |x: usize, y: usize| {
+            (buf[y * 8 + x / 2] >> if x.is_multiple_of(2) { 4 } else { 0 }) & 15
+        };
         assert_eq!(at(3, 5), level(40));
         assert_eq!(
             (0..16)

@@ -267,12 +267,7 @@ fn write_call(
         if let Some(e) = &f.error {
             let _ = write!(b, "<p class=\"error\">Error: {}</p>", escape(e));
         }
-        let t: Vec<String> = f
-            .timings_ms
-            .iter()
-            .map(|(k, v)| format!("{} {} ms", escape(k), v))
-            .collect();
-        let _ = write!(b, "<p>Timings: {}</p>", t.join(", "));
+        let _ = write!(b, "<p>Timings: {}</p>", escape(&f.timings_text()));
     }
     let _ = write!(b, "<table class=\"rows\"><tr><th>#</th>");
     for c in &s.columns {
@@ -364,12 +359,7 @@ fn row_record(
         serde_json::Value::Object(s.params.clone()).to_string(),
     ));
     if let Some(f) = &call.finished {
-        let t: Vec<String> = f
-            .timings_ms
-            .iter()
-            .map(|(k, v)| format!("{k} {v} ms"))
-            .collect();
-        rec.push(("Timings".into(), t.join(", ")));
+        rec.push(("Timings".into(), f.timings_text()));
     }
     rec
 }

@@ -201,13 +201,7 @@ fn items_of(runs: &Runs) -> Vec<Item> {
             let timings = call
                 .finished
                 .as_ref()
-                .map(|f| {
-                    f.timings_ms
-                        .iter()
-                        .map(|(k, v)| format!("{k} {v} ms"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
+                .map(|f| f.timings_text())
                 .unwrap_or_else(|| "unfinished".into());
             for row in &call.rows {
                 let Some((digest, rel, width, height)) = row.cells.iter().find_map(|c| match c {
