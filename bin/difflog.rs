@@ -182,8 +182,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GenerateCli {
-    /// Model: tiny, tiny-xl, sd15, sd21, sdxl, sd-turbo, sdxl-turbo, a Hugging
-    /// Face id (from the hub cache, HF_HOME) or a folder in the diffusers layout.
+    /// Model: tiny, tiny-xl, tiny-inpaint, sd15, sd21, sdxl, sd-turbo,
+    /// sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint, a Hugging Face id
+    /// (from the hub cache, HF_HOME) or a folder in the diffusers layout.
     #[arg(long, default_value = "tiny")]
     model: String,
     /// Prompt; repeat for several.
@@ -216,12 +217,18 @@ struct GenerateCli {
     /// Scheduler: ddim, euler-a or unipc (default: the model's).
     #[arg(long)]
     scheduler: Option<String>,
-    /// Input image for image-to-image.
+    /// Input image for image-to-image and inpainting.
     #[arg(long)]
     image: Option<PathBuf>,
-    /// Image-to-image strength in (0, 1] (default: the model's).
+    /// Image-to-image strength in (0, 1] (default: the model's; 1 for
+    /// inpainting, which then starts from noise).
     #[arg(long)]
     strength: Option<f64>,
+    /// Inpainting mask, the size of --image: white repaints, black keeps
+    /// (an inpainting model: sd15-inpaint, sd2-inpaint, sdxl-inpaint,
+    /// tiny-inpaint, or a folder/id whose UNet takes 9 channels).
+    #[arg(long)]
+    mask: Option<PathBuf>,
     /// Refine the base model's latents with a refiner (SDXL: its refiner;
     /// or name one). Both calls are recorded in the same run.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
@@ -447,6 +454,7 @@ fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
         scheduler: g.scheduler,
         image: g.image,
         strength: g.strength,
+        mask: g.mask,
         refiner: g.refiner.map(|r| (!r.is_empty()).then_some(r)),
         project: g.project,
         runs: root(g.runs),

@@ -74,6 +74,7 @@ impl Pipeline for Gradient {
                 prompt_2: None,
                 negative_prompt_2: None,
                 input_image: None,
+                mask_image: None,
                 seed,
             });
             out.push(img);

@@ -49,6 +49,8 @@ pub struct GenerateArgs {
     pub image: Option<PathBuf>,
     /// Image-to-image strength.
     pub strength: Option<f64>,
+    /// Inpainting mask (white repaints, black keeps), with `image`.
+    pub mask: Option<PathBuf>,
     /// Refine with this model (`Some(None)`: the base model's refiner).
     pub refiner: Option<Option<String>>,
     /// Project of the run.
@@ -78,14 +80,23 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
             ))
         })?),
     };
+    let read = |p: &PathBuf, what: &str| {
+        image::open(p)
+            .map(|i| Arc::new(i.to_rgb8()))
+            .map_err(|e| fail(format!("{}: cannot read {what}: {e}", p.display())))
+    };
     let init = match &args.image {
         None => None,
-        Some(p) => {
-            let img = image::open(p)
-                .map_err(|e| fail(format!("{}: cannot read input image: {e}", p.display())))?
-                .to_rgb8();
-            Some(InitImage::Image(Arc::new(img)))
+        Some(p) => Some(InitImage::Image(read(p, "input image")?)),
+    };
+    let mask = match (&args.mask, &args.image) {
+        (Some(_), None) => {
+            return Err(fail(
+                "--mask needs --image: the mask says which part of the image to repaint",
+            ))
         }
+        (Some(p), Some(_)) => Some(read(p, "mask image")?),
+        (None, _) => None,
     };
     // Fail before loading a model when the images would have nowhere to go.
     if crate::run::Mode::from_env()? == crate::run::Mode::Disabled && args.out.is_none() {
@@ -135,6 +146,7 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         seed: args.seed,
         init,
         strength: args.strength,
+        mask,
     };
     // An invalid request never starts a run.
     base.prepare(&request).map_err(fail)?;

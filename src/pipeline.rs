@@ -54,6 +54,8 @@ pub struct CallSpec {
     pub second_prompts: bool,
     /// Whether the table has an `Input-Image` column (image-to-image).
     pub input_image: bool,
+    /// Whether the table has a `Mask-Image` column (inpainting).
+    pub mask_image: bool,
 }
 
 impl CallSpec {
@@ -67,6 +69,9 @@ impl CallSpec {
         }
         if self.input_image {
             c.push("Input-Image".into());
+        }
+        if self.mask_image {
+            c.push("Mask-Image".into());
         }
         c.push("Generated-Image".into());
         c.push("Seed".into());
@@ -89,6 +94,8 @@ pub struct ImageRow {
     pub negative_prompt_2: Option<String>,
     /// The input image of image-to-image calls (shared between rows: stored once).
     pub input_image: Option<Arc<RgbImage>>,
+    /// The mask of inpainting calls (white: repaint; shared between rows).
+    pub mask_image: Option<Arc<RgbImage>>,
     /// The seed this image was generated from.
     pub seed: u64,
 }

@@ -14,6 +14,7 @@ use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
 use crate::pipelines::{resolve, InitImage, Request, ResolvedModel, StableDiffusion};
 use crate::read::{CallView, RunDir, RunView};
 use crate::run::media::{encode_png_with_text, sha256_hex};
+use image::RgbImage;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -138,6 +139,23 @@ fn check_weights(p: &PipelineEvent, model: &ResolvedModel) -> Result<()> {
     )))
 }
 
+/// The image a row's `column` cell refers to (the input image, the mask),
+/// read as a regular file inside the run and bounded like every image read.
+fn recorded_image(dir: &Path, r: &RowEvent, column: &str) -> Result<Option<Arc<RgbImage>>> {
+    let Some(rel) = r.cells.iter().find_map(|x| match x {
+        Cell::Image {
+            column: c, path, ..
+        } if c == column => Some(path.clone()),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let path = crate::read::run_file(dir, &rel)?;
+    crate::read::decode_image(&path)
+        .map(|img| Some(Arc::new(img)))
+        .map_err(|e| bad(format!("{}: the recorded {column}: {e}", path.display())))
+}
+
 /// Regenerates one row from its seed and the call's arguments and compares
 /// the PNG with the recorded one.
 fn replay_row(
@@ -169,23 +187,16 @@ fn replay_row(
             _ => None,
         })
         .ok_or_else(|| bad(format!("row {} has no generated image", r.index)))?;
-    let init = match r.cells.iter().find_map(|x| match x {
-        Cell::Image { column, path, .. } if column == "Input-Image" => Some(path.clone()),
-        _ => None,
-    }) {
+    let init = match recorded_image(dir, r, "Input-Image")? {
         None => None,
         Some(_) if params.get("image").and_then(|i| i.get("latents")).is_some() => {
             return Err(bad(format!(
                 "call {call} refined latents handed over from a previous stage; replay that stage's call instead"
             )))
         }
-        Some(path) => {
-            let img = image::open(dir.join(&path))
-                .map_err(|e| bad(format!("{}: cannot read the recorded input image: {e}", dir.join(&path).display())))?
-                .to_rgb8();
-            Some(InitImage::Image(Arc::new(img)))
-        }
+        Some(img) => Some(InitImage::Image(img)),
     };
+    let mask = recorded_image(dir, r, "Mask-Image")?;
     let req = Request {
         prompt: vec![text(&r.cells, "Prompt").unwrap_or_default()],
         negative_prompt: opt_text("negative_prompt"),
@@ -199,6 +210,7 @@ fn replay_row(
         seed,
         init,
         strength: params.get("strength").and_then(Value::as_f64),
+        mask,
     };
     pipe.prepare(&req)
         .map_err(|e| bad(format!("row {}: {e}", r.index)))?;

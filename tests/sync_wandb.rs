@@ -78,6 +78,18 @@ fn record(root: &Path, calls: u64, per_call: usize, size: u32) -> PathBuf {
     i2i.class = "Img2ImgPipeline".into();
     i2i.input = Some(std::sync::Arc::new(difflog::bench::synthetic_image(5, 16)));
     run.record(&mut i2i, &Req::new(&["edit it"], 9)).unwrap();
+    // Inpainting: the source image and the mask, both only in the table.
+    let mut inpaint = TestPipeline::new();
+    inpaint.size = size;
+    inpaint.class = "InpaintPipeline".into();
+    inpaint.input = Some(std::sync::Arc::new(difflog::bench::synthetic_image(6, 16)));
+    inpaint.mask = Some(std::sync::Arc::new(image::RgbImage::from_pixel(
+        16,
+        16,
+        image::Rgb([255, 255, 255]),
+    )));
+    run.record(&mut inpaint, &Req::new(&["repaint it"], 10))
+        .unwrap();
     // A pipeline with two prompts (SDXL): autolog's two-prompt caption.
     let mut xl = TestPipeline::new();
     xl.size = size;
@@ -104,13 +116,11 @@ fn expected_lines(dir: &Path) -> Vec<Vec<String>> {
             Event::Metric(m) => out.push(vec![m.name.clone()]),
             Event::CallFinished(f) => {
                 let call = &view.calls[&f.call];
-                // Input images have no line of their own (autolog shows
-                // them only in the table).
-                for m in call
-                    .media
-                    .iter()
-                    .filter(|m| !m.key.starts_with("Input-Image/"))
-                {
+                // Input images and masks have no line of their own
+                // (autolog shows them only in the table).
+                for m in call.media.iter().filter(|m| {
+                    !m.key.starts_with("Input-Image/") && !m.key.starts_with("Mask-Image/")
+                }) {
                     out.push(vec![m.key.clone()]);
                 }
                 let mut keys = vec![format!("Result-Table/{}", call.started.stage)];
@@ -409,13 +419,13 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .iter()
         .filter(|r| r.ends_with(" PUT"))
         .count();
-    // 6 + 1 + 1 generated images, 1 input image, 1 loose image, 5 tables,
-    // the 3 run files, and wandb-summary.json at the end; and per table
-    // artifact its files and its manifest.
+    // 6 + 1 + 1 + 1 generated images, 2 input images, 1 mask, 1 loose
+    // image, 6 tables, the 3 run files, and wandb-summary.json at the end;
+    // and per table artifact its files and its manifest.
     let arts = emu.artifacts("p1");
-    assert_eq!(arts.len(), 5);
+    assert_eq!(arts.len(), 6);
     let artifact_puts: usize = arts.iter().map(|a| a.files.len() + 1).sum();
-    assert_eq!(puts, 19 + artifact_puts, "{:?}", emu.requests());
+    assert_eq!(puts, 23 + artifact_puts, "{:?}", emu.requests());
     // Their upload URLs asked for at once (media and tables in one request,
     // the run files in one), not one request per file; the summary's when
     // the run ends.
@@ -492,7 +502,7 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
     // Each table artifact was asked for again and found committed (by its
     // digest): no second version, nothing uploaded for it.
     let arts = emu.artifacts("p1");
-    assert_eq!(arts.len(), 5);
+    assert_eq!(arts.len(), 6);
     assert!(arts.iter().all(|a| a.creates == 2), "{arts:?}");
 
     let o = Command::new(sync_bin())
@@ -501,7 +511,7 @@ fn upload_shows_a_run_the_way_autolog_does_and_again_changes_nothing() {
         .unwrap();
     let t = text(&o);
     assert!(
-        t.contains("wandb+") && t.contains("calls 5/5 uploaded, 0 pending"),
+        t.contains("wandb+") && t.contains("calls 6/6 uploaded, 0 pending"),
         "{t}"
     );
     assert!(t.contains("remote FINISHED"), "{t}");
@@ -541,10 +551,10 @@ fn a_run_of_many_calls_arrives_whole_with_one_summary_per_pass() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let run = assert_complete(&emu, "big", &dir, 0);
-    // Per call 2 images + the table; the image-to-image call 1 image + its
-    // table (its input image has no line); the XL call 1 image + its table;
-    // the loose image; the metric.
-    assert_eq!(run.history.len(), 240 * 3 + 2 + 2 + 2);
+    // Per call 2 images + the table; the image-to-image and inpainting
+    // calls 1 image + their table each (input images and masks have no
+    // line); the XL call 1 image + its table; the loose image; the metric.
+    assert_eq!(run.history.len(), 240 * 3 + 2 + 2 + 2 + 2);
     let streams = emu
         .requests()
         .iter()

@@ -163,6 +163,7 @@ impl Pipeline for SyntheticPipeline {
                 prompt_2: None,
                 negative_prompt_2: None,
                 input_image: None,
+                mask_image: None,
                 seed: call * 1000 + i as u64,
             });
             n += 1;

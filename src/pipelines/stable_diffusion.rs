@@ -1,5 +1,5 @@
-//! Stable Diffusion text-to-image and image-to-image on candle, recorded
-//! through the [`Pipeline`] trait.
+//! Stable Diffusion text-to-image, image-to-image and inpainting on candle,
+//! recorded through the [`Pipeline`] trait.
 //!
 //! One pipeline type serves every family (1.5, 2.1, XL, Turbo, the XL
 //! refiner, the tiny models): the differences are data in [`ModelConfig`].
@@ -66,6 +66,16 @@ pub struct Request {
     pub init: Option<InitImage>,
     /// How much of the schedule image-to-image runs, in (0, 1].
     pub strength: Option<f64>,
+    /// Inpainting: the mask (white repaints, black keeps), the size of the
+    /// image; only for an inpainting model, which needs it.
+    pub mask: Option<Arc<RgbImage>>,
+}
+
+/// An inpainting call's extra UNet inputs at latent resolution: the mask
+/// and the masked image's latents (batch of one).
+struct InpaintInputs {
+    mask: Tensor,
+    masked: Tensor,
 }
 
 /// What a call returns.
@@ -326,6 +336,76 @@ impl StableDiffusion {
             .to_dtype(self.dtype)
     }
 
+    /// An inpainting model needs an image and a mask of its size; any other
+    /// model takes no mask.
+    fn check_inpaint(&self, r: &Request) -> Result<(), PipelineError> {
+        let cfg = &self.model.config;
+        match (&r.init, &r.mask, cfg.inpaint) {
+            (Some(InitImage::Image(img)), Some(m), true) => {
+                if img.dimensions() != m.dimensions() {
+                    return Err(err(format!(
+                        "the mask is {}×{} pixels and the image {}×{}: they must be the same size",
+                        m.width(),
+                        m.height(),
+                        img.width(),
+                        img.height()
+                    )));
+                }
+                Ok(())
+            }
+            (_, _, true) => Err(err(format!(
+                "{} is an inpainting model: give it an image and a mask (--image IN.png --mask MASK.png; white repaints, black keeps)",
+                self.model.model_id
+            ))),
+            (_, Some(_), false) => Err(err(format!(
+                "a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); {} is not one",
+                self.model.model_id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The mask at latent resolution (1 repaints, 0 keeps: gray values are
+    /// rounded at one half, as diffusers does) and the latents of the image
+    /// with the repainted part blanked, sampled with this image's noise.
+    fn inpaint_inputs(
+        &mut self,
+        image: &Tensor,
+        mask: &RgbImage,
+        w: usize,
+        h: usize,
+        noise: &mut Noise,
+    ) -> Result<InpaintInputs, PipelineError> {
+        let gray = image::imageops::grayscale(mask);
+        let gray = if (gray.width() as usize, gray.height() as usize) == (w, h) {
+            gray
+        } else {
+            image::imageops::resize(
+                &gray,
+                w as u32,
+                h as u32,
+                image::imageops::FilterType::Nearest,
+            )
+        };
+        let bits: Vec<f32> = gray
+            .into_raw()
+            .into_iter()
+            .map(|v| if v >= 128 { 1.0 } else { 0.0 })
+            .collect();
+        let full = Tensor::from_vec(bits, (1, 1, h, w), &Device::Cpu)?
+            .to_device(&self.device)?
+            .to_dtype(self.dtype)?;
+        let keep = full.affine(-1.0, 1.0)?;
+        let masked_image = image.broadcast_mul(&keep)?;
+        let scale = self.model.config.vae_scale;
+        let masked = {
+            let enc = self.latent_encoder()?;
+            (enc.sample(&masked_image, noise)? * scale)?
+        };
+        let mask = full.interpolate2d(h / 8, w / 8)?;
+        Ok(InpaintInputs { mask, masked })
+    }
+
     fn decode(&self, latents: &Tensor) -> candle_core::Result<RgbImage> {
         let img = self
             .modules
@@ -466,6 +546,7 @@ impl Pipeline for StableDiffusion {
         if r.init.is_some() && !(strength > 0.0 && strength <= 1.0) {
             return Err(err(format!("strength {strength} must be in (0, 1]")));
         }
+        self.check_inpaint(r)?;
         if cfg.family == Family::XlRefiner && r.init.is_none() {
             return Err(err(
                 "the refiner is image-to-image: give it an image or the base model's latents",
@@ -526,12 +607,19 @@ impl Pipeline for StableDiffusion {
             }
             None => {}
         }
+        if let Some(m) = &r.mask {
+            params.insert(
+                "mask_image".into(),
+                json!({"width": m.width(), "height": m.height()}),
+            );
+        }
         params.insert("output_type".into(), Value::from("pil"));
         Ok(CallSpec {
             params,
             seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
             second_prompts: cfg.text.len() > 1,
             input_image: r.init.is_some(),
+            mask_image: cfg.inpaint,
         })
     }
 
@@ -570,7 +658,30 @@ impl Pipeline for StableDiffusion {
             let noise = Arc::new(Mutex::new(Noise::new(seed)));
             let mut scheduler = self.scheduler.build(steps, Arc::clone(&noise))?;
             let timesteps = scheduler.timesteps().to_vec();
+            // Inpainting: the mask and the masked image's latents, and at
+            // full strength the start is pure noise (as diffusers does).
+            let inpaint = match (&r.mask, &init_image) {
+                (Some(mask), Some((_, tensor))) if cfg.inpaint => {
+                    ctx.phase("image_encoding");
+                    let mut nz = noise.lock().unwrap_or_else(|p| p.into_inner());
+                    Some(self.inpaint_inputs(tensor, mask, w, h, &mut nz)?)
+                }
+                _ => None,
+            };
+            let from_noise = inpaint.is_some() && strength >= 1.0;
             let (mut latents, t_start, input) = match (&r.init, &init_image) {
+                (_, Some((img, _))) if from_noise => {
+                    let shape = [1, 4, h / 8, w / 8];
+                    let x = noise
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .normal(&shape, &self.device)?;
+                    (
+                        (x * scheduler.init_noise_sigma())?.to_dtype(self.dtype)?,
+                        0,
+                        Some(Arc::clone(img)),
+                    )
+                }
                 (Some(InitImage::Latents(l)), _) => {
                     let t_start = steps - ((steps as f64 * strength) as usize).min(steps);
                     let base = l[i].latents.to_device(&self.device)?.to_dtype(self.dtype)?;
@@ -600,7 +711,7 @@ impl Pipeline for StableDiffusion {
                     )
                 }
             };
-            if input.is_some() && t_start < timesteps.len() {
+            if input.is_some() && !from_noise && t_start < timesteps.len() {
                 let eps = noise
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -617,6 +728,16 @@ impl Pipeline for StableDiffusion {
                     latents.clone()
                 };
                 let x = scheduler.scale_model_input(x, t)?;
+                let x = match &inpaint {
+                    // The 9-channel input: latents, mask, masked image latents.
+                    Some(ii) => {
+                        let b = x.dims()[0];
+                        let mask = ii.mask.repeat((b, 1, 1, 1))?;
+                        let masked = ii.masked.repeat((b, 1, 1, 1))?;
+                        Tensor::cat(&[&x, &mask, &masked], 1)?
+                    }
+                    None => x,
+                };
                 let pred = self.modules.unet.forward(&x, t as f64, text)?;
                 let pred = if cfg_guided {
                     let parts = pred.chunk(2, 0)?;
@@ -643,6 +764,7 @@ impl Pipeline for StableDiffusion {
                     })
                     .flatten(),
                 input_image: input,
+                mask_image: r.mask.clone().filter(|_| cfg.inpaint),
                 seed,
             });
             out.latents.push(StageLatents {

@@ -34,6 +34,8 @@ pub enum TinyModel {
     Xl,
     /// SDXL refiner-shaped.
     XlRefiner,
+    /// SD 1.5 inpainting-shaped (9-channel UNet).
+    Inpaint,
 }
 
 impl TinyModel {
@@ -43,6 +45,7 @@ impl TinyModel {
             TinyModel::Sd => "tiny",
             TinyModel::Xl => "tiny-xl",
             TinyModel::XlRefiner => "tiny-xl-refiner",
+            TinyModel::Inpaint => "tiny-inpaint",
         }
     }
 
@@ -52,6 +55,7 @@ impl TinyModel {
             TinyModel::Sd => ModelConfig::tiny(),
             TinyModel::Xl => ModelConfig::tiny_xl(),
             TinyModel::XlRefiner => ModelConfig::tiny_xl_refiner(),
+            TinyModel::Inpaint => ModelConfig::tiny_inpaint(),
         }
     }
 
@@ -60,6 +64,7 @@ impl TinyModel {
             TinyModel::Sd => 0x5eed_0001,
             TinyModel::Xl => 0x5eed_0002,
             TinyModel::XlRefiner => 0x5eed_0003,
+            TinyModel::Inpaint => 0x5eed_0004,
         }
     }
 }

@@ -16,16 +16,20 @@ const CLIP_TOKENIZER: (&str, &str) = ("openai/clip-vit-base-patch32", "tokenizer
 const BIGG_TOKENIZER: (&str, &str) = ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "tokenizer.json");
 
 /// The model names `--model` knows besides hub ids and folders.
-pub const PRESETS: [&str; 9] = [
+pub const PRESETS: [&str; 13] = [
     "tiny",
     "tiny-xl",
     "tiny-xl-refiner",
+    "tiny-inpaint",
     "sd15",
     "sd21",
     "sdxl",
     "sdxl-refiner",
     "sd-turbo",
     "sdxl-turbo",
+    "sd15-inpaint",
+    "sd2-inpaint",
+    "sdxl-inpaint",
 ];
 
 /// A model's files and what they are.
@@ -73,6 +77,18 @@ fn hub_preset(name: &str) -> Option<(&'static str, ModelConfig)> {
             "stabilityai/stable-diffusion-xl-refiner-1.0",
             ModelConfig::sdxl_refiner(),
         ),
+        "sd15-inpaint" => (
+            "stable-diffusion-v1-5/stable-diffusion-inpainting",
+            ModelConfig::sd15_inpaint(),
+        ),
+        "sd2-inpaint" => (
+            "stabilityai/stable-diffusion-2-inpainting",
+            ModelConfig::sd2_inpaint(),
+        ),
+        "sdxl-inpaint" => (
+            "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+            ModelConfig::sdxl_inpaint(),
+        ),
         _ => return None,
     })
 }
@@ -82,6 +98,7 @@ fn tiny_preset(name: &str) -> Option<TinyModel> {
         "tiny" => Some(TinyModel::Sd),
         "tiny-xl" => Some(TinyModel::Xl),
         "tiny-xl-refiner" => Some(TinyModel::XlRefiner),
+        "tiny-inpaint" => Some(TinyModel::Inpaint),
         _ => None,
     }
 }
@@ -152,18 +169,27 @@ fn detect_config(dir: &Path) -> Result<ModelConfig> {
         return Ok(t.config());
     }
     let class = index["_class_name"].as_str().unwrap_or("");
-    let cross = std::fs::read_to_string(dir.join("unet/config.json"))
+    let unet = std::fs::read_to_string(dir.join("unet/config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["cross_attention_dim"].as_u64());
-    match (class, cross) {
-        ("StableDiffusionXLPipeline", _) => Ok(ModelConfig::sdxl()),
-        ("StableDiffusionXLImg2ImgPipeline", _) => Ok(ModelConfig::sdxl_refiner()),
-        (_, Some(768)) => Ok(ModelConfig::sd15()),
-        (_, Some(1024)) => Ok(ModelConfig::sd21()),
+        .unwrap_or(Value::Null);
+    let cross = unet["cross_attention_dim"].as_u64();
+    // An inpainting checkpoint is told by its UNet (9 input channels) as
+    // much as by its pipeline class.
+    let inpaint = class.contains("Inpaint") || unet["in_channels"].as_u64() == Some(9);
+    match (class, cross, inpaint) {
+        ("StableDiffusionXLPipeline" | "StableDiffusionXLInpaintPipeline", _, true) => {
+            Ok(ModelConfig::sdxl_inpaint())
+        }
+        ("StableDiffusionXLPipeline", _, false) => Ok(ModelConfig::sdxl()),
+        ("StableDiffusionXLImg2ImgPipeline", _, _) => Ok(ModelConfig::sdxl_refiner()),
+        (_, Some(768), true) => Ok(ModelConfig::sd15_inpaint()),
+        (_, Some(1024), true) => Ok(ModelConfig::sd2_inpaint()),
+        (_, Some(768), false) => Ok(ModelConfig::sd15()),
+        (_, Some(1024), false) => Ok(ModelConfig::sd21()),
         _ => Err(Error::Weights(format!(
             "{}: cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}); \
-             supported: SD 1.x, SD 2.x, SDXL base and refiner",
+             supported: SD 1.x, SD 2.x, SDXL base and refiner, and their inpainting checkpoints",
             dir.display()
         ))),
     }
@@ -367,7 +393,7 @@ fn assemble(
 fn seeded_model(spec: &str, preset: &str) -> Result<ResolvedModel> {
     let (_, config) = hub_preset(preset).ok_or_else(|| {
         Error::Weights(format!(
-            "model {spec}: unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo)"
+            "model {spec}: unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint)"
         ))
     })?;
     let tokenizer = tiny::ensure_tokenizer()?;

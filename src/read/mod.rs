@@ -110,6 +110,30 @@ pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Largest image file decoded from a run.
+pub const MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest width or height of an image decoded from a run.
+pub const MAX_SIDE: u32 = 16384;
+
+/// Decodes the image at `path` (a regular file, never through a link): at
+/// most [`MAX_IMAGE_BYTES`] read, at most [`MAX_SIDE`] pixels a side
+/// decoded; recorded images are RGB (any other colour type is converted).
+/// The error says what is wrong with the file.
+pub fn decode_image(path: &Path) -> std::result::Result<image::RgbImage, String> {
+    let bytes = read_regular(path, MAX_IMAGE_BYTES).map_err(|e| e.to_string())?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| format!("not a readable image: {e}"))?;
+    Ok(img.into_rgb8())
+}
+
 /// Largest `run.json` read (it holds a few identity fields).
 const MAX_RUN_JSON: u64 = 1024 * 1024;
 /// Largest event log read into memory.

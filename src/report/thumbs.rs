@@ -4,8 +4,7 @@
 //! they are (nothing to shrink).
 //!
 //! Images come from run directories that may come from anyone, so reading
-//! one is bounded: at most [`MAX_IMAGE_BYTES`] read, at most
-//! [`MAX_SIDE`] pixels a side decoded.
+//! one is bounded (see [`crate::read::decode_image`]).
 
 use crate::error::{IoContext, Result};
 use crate::format::is_digest;
@@ -14,29 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Longest side of a thumbnail, in pixels.
 pub const THUMB: u32 = 128;
-/// Largest image file decoded.
-pub const MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
-/// Largest width or height decoded.
-pub const MAX_SIDE: u32 = 16384;
-
-/// Decodes the image at `path` (a regular file, never through a link),
-/// within the bounds above; the error says what is wrong with it.
-/// Recorded images are RGB (the recorder writes RGB PNGs); any other
-/// colour type is converted to it.
-pub fn decode(path: &Path) -> std::result::Result<RgbImage, String> {
-    let bytes = crate::read::read_regular(path, MAX_IMAGE_BYTES).map_err(|e| e.to_string())?;
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| format!("not a readable image: {e}"))?;
-    Ok(img.into_rgb8())
-}
+pub use crate::read::{decode_image as decode, MAX_IMAGE_BYTES, MAX_SIDE};
 
 /// Decodes images one after another into reused buffers: decoding ten
 /// thousand images allocating two fresh buffers each spent more time in the

@@ -400,7 +400,9 @@ impl Run {
             call,
             second_prompts: spec.second_prompts,
             input_image: spec.input_image,
+            mask_image: spec.mask_image,
             last_input: None,
+            last_mask: None,
         })));
         let result = pipeline.run(request, &mut ctx);
         ctx.end_phase();
@@ -557,15 +559,54 @@ pub(crate) struct CallRecorder<'a> {
     call: u32,
     second_prompts: bool,
     input_image: bool,
+    mask_image: bool,
     last_input: Option<(Arc<RgbImage>, Arc<Slot>)>,
+    last_mask: Option<(Arc<RgbImage>, Arc<Slot>)>,
+}
+
+/// The cell of an image every row of a call shares (the input image, the
+/// mask): stored once per call (the same `Arc` as the previous row's is
+/// the same stored file), a null cell when the row has none.
+fn shared_image_cell(
+    w: &Writer,
+    ts: &str,
+    call: u32,
+    column: &str,
+    image: Option<&Arc<RgbImage>>,
+    last: &mut Option<(Arc<RgbImage>, Arc<Slot>)>,
+) -> std::result::Result<PendingCell, WriteError> {
+    let Some(img) = image else {
+        return Ok(PendingCell::Ready(Cell::Null {
+            column: column.into(),
+        }));
+    };
+    let slot = match last {
+        Some((prev, slot)) if Arc::ptr_eq(prev, img) => Arc::clone(slot),
+        _ => {
+            let slot = w.encode(Arc::clone(img))?;
+            w.send(Cmd::Media {
+                ts: ts.to_string(),
+                key: format!("{column}/Pipeline-Call-{call}"),
+                caption: None,
+                call: Some(call),
+                slot: Arc::clone(&slot),
+            })?;
+            *last = Some((Arc::clone(img), Arc::clone(&slot)));
+            slot
+        }
+    };
+    Ok(PendingCell::Image {
+        column: column.into(),
+        slot,
+    })
 }
 
 impl crate::pipeline::ImageSink for CallRecorder<'_> {
     fn image(&mut self, index: u32, row: ImageRow) {
         let call = self.call;
         let second = self.second_prompts;
-        let with_input = self.input_image;
-        let last_input = &mut self.last_input;
+        let (with_input, with_mask) = (self.input_image, self.mask_image);
+        let (last_input, last_mask) = (&mut self.last_input, &mut self.last_mask);
         let (active, recipe) = (self.active, &self.recipe);
         let result = self.active.with_writer(|w| {
             let ts = now_rfc3339();
@@ -584,32 +625,26 @@ impl crate::pipeline::ImageSink for CallRecorder<'_> {
                 )));
             }
             if with_input {
-                match &row.input_image {
-                    Some(img) => {
-                        let slot = match last_input {
-                            Some((prev, slot)) if Arc::ptr_eq(prev, img) => Arc::clone(slot),
-                            _ => {
-                                let slot = w.encode(Arc::clone(img))?;
-                                w.send(Cmd::Media {
-                                    ts: ts.clone(),
-                                    key: format!("Input-Image/Pipeline-Call-{call}"),
-                                    caption: None,
-                                    call: Some(call),
-                                    slot: Arc::clone(&slot),
-                                })?;
-                                *last_input = Some((Arc::clone(img), Arc::clone(&slot)));
-                                slot
-                            }
-                        };
-                        cells.push(PendingCell::Image {
-                            column: "Input-Image".into(),
-                            slot,
-                        });
-                    }
-                    None => cells.push(PendingCell::Ready(Cell::Null {
-                        column: "Input-Image".into(),
-                    })),
-                }
+                let input = row.input_image.as_ref();
+                cells.push(shared_image_cell(
+                    w,
+                    &ts,
+                    call,
+                    "Input-Image",
+                    input,
+                    last_input,
+                )?);
+            }
+            if with_mask {
+                let mask = row.mask_image.as_ref();
+                cells.push(shared_image_cell(
+                    w,
+                    &ts,
+                    call,
+                    "Mask-Image",
+                    mask,
+                    last_mask,
+                )?);
             }
             let text = crate::recipe::chunks(&crate::recipe::RecipeInput {
                 run_id: &active.id,

@@ -15,6 +15,8 @@ pub struct TestPipeline {
     pub size: u32,
     pub second_prompts: bool,
     pub input: Option<Arc<RgbImage>>,
+    /// An inpainting mask (with `input`): a `Mask-Image` column.
+    pub mask: Option<Arc<RgbImage>>,
     pub fail_after: Option<usize>,
     /// Add this much to the red channel of pixel (x, y) of every image.
     pub edit: Option<(u32, u32, u8)>,
@@ -27,6 +29,7 @@ impl TestPipeline {
             size: 16,
             second_prompts: false,
             input: None,
+            mask: None,
             fail_after: None,
             edit: None,
         }
@@ -89,6 +92,7 @@ impl Pipeline for TestPipeline {
             seeds: (0..n as u64).map(|i| r.seed + i).collect(),
             second_prompts: self.second_prompts,
             input_image: self.input.is_some(),
+            mask_image: self.mask.is_some(),
         })
     }
 
@@ -115,6 +119,7 @@ impl Pipeline for TestPipeline {
                     prompt_2: self.second_prompts.then(|| format!("{p} (2)")),
                     negative_prompt_2: None,
                     input_image: self.input.clone(),
+                    mask_image: self.mask.clone(),
                     seed,
                 });
                 out.push(img);

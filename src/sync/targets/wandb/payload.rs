@@ -195,8 +195,9 @@ pub(super) fn run_files(run: &Snapshot<'_>, config: &Map<String, Value>) -> Vec<
     ]
 }
 
-/// Media keys of input images (image-to-image), shown only in table cells.
-pub(super) const INPUT_IMAGE_PREFIX: &str = "Input-Image/";
+/// Media keys of a call's shared images (image-to-image's input, inpainting's
+/// mask), shown only in table cells.
+pub(super) const TABLE_ONLY_PREFIXES: [&str; 2] = ["Input-Image/", "Mask-Image/"];
 
 /// Every history line the log gives, in order (see the module comment).
 pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
@@ -244,7 +245,7 @@ pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                 // the table's line.
                 let mut input_files = Vec::new();
                 for m in &call.media {
-                    if m.key.starts_with(INPUT_IMAGE_PREFIX) {
+                    if TABLE_ONLY_PREFIXES.iter().any(|p| m.key.starts_with(p)) {
                         input_files.push(image_path(m));
                         continue;
                     }
