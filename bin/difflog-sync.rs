@@ -39,6 +39,10 @@ struct TargetArgs {
     /// Uploads at once per run.
     #[arg(long, default_value_t = difflog::sync::engine::DEFAULT_CONCURRENCY)]
     concurrency: usize,
+    /// Cap this process's total upload bandwidth (every upload, every
+    /// target): e.g. 2MiB/s, 500KB/s, 16Mbit/s. Default: no cap.
+    #[arg(long, value_name = "RATE")]
+    max_rate: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +87,9 @@ enum Command {
 }
 
 fn spec(t: &TargetArgs) -> difflog::Result<TargetSpec> {
+    if let Some(r) = &t.max_rate {
+        difflog::sync::rate::set_max_rate(difflog::sync::rate::parse_rate(r)?)?;
+    }
     match (&t.config, &t.to) {
         (Some(c), _) => TargetSpec::from_config(c),
         (None, Some(to)) => TargetSpec::parse(to),

@@ -839,3 +839,52 @@ fn sigterm_during_a_pass_stops_watch_at_once_and_loses_nothing() {
     assert_complete(&project, &dir, "FINISHED");
     assert_eq!(mf::runs(&project).len(), 1);
 }
+
+#[test]
+fn max_rate_caps_the_upload_bandwidth_and_everything_still_arrives() {
+    // 6 images of 256² noise (~150 kB each) plus tables and metadata: about
+    // 1 MB, sent at 256 KiB/s, cannot take less than ~0.9 × bytes / rate.
+    let project = mf::unique_project("maxrate");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 3, 2, 256);
+    let media: u64 = RunDir::open(&dir)
+        .unwrap()
+        .view()
+        .media
+        .iter()
+        .map(|m| m.bytes)
+        .sum();
+    assert!(media > 600_000, "{media} bytes of media");
+    let rate = 256 * 1024;
+    let t = Instant::now();
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+        "--max-rate",
+        "256KiB/s",
+    ]);
+    let took = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_complete(&project, &dir, "FINISHED");
+    let floor = 0.9 * media as f64 / rate as f64;
+    assert!(
+        took >= floor,
+        "{media} bytes in {took:.2} s: faster than the cap allows ({floor:.2} s)"
+    );
+
+    // A rate that is not one is refused before anything is sent.
+    for bad in ["fast", "0", "2XB/s"] {
+        let o = sync(&[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &mf::target(),
+            "--max-rate",
+            bad,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert!(text(&o).contains("--max-rate"), "{}", text(&o));
+    }
+}

@@ -480,7 +480,7 @@ pub fn render_generate(f: &GenerateFigures) -> String {
 /// Runs the same generation calls with recording on and off, interleaved,
 /// and compares their times.
 pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
-    use crate::pipelines::{resolve, Request, StableDiffusion};
+    use crate::pipelines::{resolve, InitImage, Request, StableDiffusion};
     let invalid = |e: PipelineError| crate::Error::Invalid(e.to_string());
     let mut p = StableDiffusion::load(resolve(&opts.model)?, &opts.device).map_err(invalid)?;
     let recorded = Run::create(
@@ -493,11 +493,24 @@ pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
         .dir()
         .map(PathBuf::from)
         .ok_or_else(|| crate::Error::Invalid("recording is disabled (DIFFLOG_MODE)".into()))?;
+    // An inpainting model gets an image and a mask (its left half repainted).
+    let side = u32::try_from(opts.size).unwrap_or(64);
+    let inpaint = p.config().inpaint.then(|| {
+        let mask = RgbImage::from_fn(side, side, |x, _| {
+            Rgb(if x < side / 2 { [255; 3] } else { [0; 3] })
+        });
+        (
+            InitImage::Image(std::sync::Arc::new(synthetic_image(1, side))),
+            std::sync::Arc::new(mask),
+        )
+    });
     let request = |seed: u64| Request {
         prompt: vec!["a benchmark of a lighthouse at dusk".into()],
         steps: Some(opts.steps),
         width: Some(opts.size),
         height: Some(opts.size),
+        init: inpaint.as_ref().map(|i| i.0.clone()),
+        mask: inpaint.as_ref().map(|i| i.1.clone()),
         seed,
         num_images_per_prompt: Some(opts.batch.max(1)),
         ..Request::default()

@@ -418,8 +418,17 @@ impl Http {
         };
         req = match body {
             Body::Empty => req,
-            Body::Json(v) => req.json(v),
-            Body::Bytes(b, ct) => with_type(req, *ct).body(b.to_vec()),
+            Body::Json(v) => {
+                let b = serde_json::to_vec(v).map_err(|e| {
+                    SyncError::permanent(format!("{what}: cannot encode the request: {e}"))
+                })?;
+                req.header("Content-Type", "application/json")
+                    .header("Content-Length", b.len())
+                    .body(super::rate::paced(b))
+            }
+            Body::Bytes(b, ct) => with_type(req, *ct)
+                .header("Content-Length", b.len())
+                .body(super::rate::paced(b.to_vec())),
             Body::File {
                 path,
                 content_type,
@@ -576,7 +585,7 @@ async fn checked_file_body(path: &Path, digest: &str, len: u64) -> SyncResult<re
                 "content digest {got} is not the recorded {digest}"
             )));
         }
-        return Ok(buf.into());
+        return Ok(super::rate::paced(buf));
     }
     struct Streaming {
         file: tokio::fs::File,
@@ -622,6 +631,7 @@ async fn checked_file_body(path: &Path, digest: &str, len: u64) -> SyncResult<re
                 return st.held.take().map(|b| (Ok(b), st));
             }
             buf.truncate(n);
+            super::rate::take(n).await;
             st.hasher.update(&buf);
             st.seen += n as u64;
             // Hand over the chunk before this one: the last stays held

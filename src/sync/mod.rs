@@ -4,7 +4,8 @@
 //! - [`engine`] syncs one run to one target, idempotently;
 //! - [`state`] remembers what each target acknowledged (SQLite beside the runs);
 //! - [`targets`] speak each server's protocol behind one trait;
-//! - [`http`] and [`retry`] are the shared client and retry policy;
+//! - [`http`] and [`retry`] are the shared client and retry policy, and
+//!   [`rate`] the bandwidth cap every upload shares;
 //! - [`watch`] follows run directories as they grow;
 //! - [`commands`] is what `upload`, `status` and `watch` print.
 
@@ -12,6 +13,7 @@ pub mod commands;
 pub mod engine;
 pub mod http;
 pub mod netwatch;
+pub mod rate;
 pub mod retry;
 pub mod state;
 pub mod targets;
