@@ -336,6 +336,22 @@ impl StableDiffusion {
             .to_dtype(self.dtype)
     }
 
+    /// Initial latents of pure noise from this image's stream, scaled by the
+    /// scheduler's initial sigma.
+    fn noise_latents(
+        &self,
+        noise: &Mutex<Noise>,
+        sigma: f64,
+        w: usize,
+        h: usize,
+    ) -> candle_core::Result<Tensor> {
+        let x = noise
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .normal(&[1, 4, h / 8, w / 8], &self.device)?;
+        (x * sigma)?.to_dtype(self.dtype)
+    }
+
     /// An inpainting model needs an image and a mask of its size; any other
     /// model takes no mask.
     fn check_inpaint(&self, r: &Request) -> Result<(), PipelineError> {
@@ -670,18 +686,11 @@ impl Pipeline for StableDiffusion {
             };
             let from_noise = inpaint.is_some() && strength >= 1.0;
             let (mut latents, t_start, input) = match (&r.init, &init_image) {
-                (_, Some((img, _))) if from_noise => {
-                    let shape = [1, 4, h / 8, w / 8];
-                    let x = noise
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .normal(&shape, &self.device)?;
-                    (
-                        (x * scheduler.init_noise_sigma())?.to_dtype(self.dtype)?,
-                        0,
-                        Some(Arc::clone(img)),
-                    )
-                }
+                (_, Some((img, _))) if from_noise => (
+                    self.noise_latents(&noise, scheduler.init_noise_sigma(), w, h)?,
+                    0,
+                    Some(Arc::clone(img)),
+                ),
                 (Some(InitImage::Latents(l)), _) => {
                     let t_start = steps - ((steps as f64 * strength) as usize).min(steps);
                     let base = l[i].latents.to_device(&self.device)?.to_dtype(self.dtype)?;
@@ -698,18 +707,11 @@ impl Pipeline for StableDiffusion {
                     };
                     ((sample * cfg.vae_scale)?, t_start, Some(Arc::clone(img)))
                 }
-                _ => {
-                    let shape = [1, 4, h / 8, w / 8];
-                    let x = noise
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .normal(&shape, &self.device)?;
-                    (
-                        (x * scheduler.init_noise_sigma())?.to_dtype(self.dtype)?,
-                        0,
-                        None,
-                    )
-                }
+                _ => (
+                    self.noise_latents(&noise, scheduler.init_noise_sigma(), w, h)?,
+                    0,
+                    None,
+                ),
             };
             if input.is_some() && !from_noise && t_start < timesteps.len() {
                 let eps = noise
