@@ -300,7 +300,19 @@ fn the_comparison_grid_lines_images_up_and_compares_them_in_a_browser() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     }
 
-    // Other axes: columns by call parameter `seed`-free alignment.
+    // --baseline: every row's images are compared with the "after" column.
+    let by_after = tmp.path().join("by-after");
+    let s = compare_ok(&[&root], &by_after, &["--baseline", "after"]);
+    assert_eq!(s["diffs_made"], 6, "before and partial against after");
+    let page = std::fs::read_to_string(by_after.join("index.html")).unwrap();
+    for (i, row) in page.split("<tr class=\"grow\"").skip(1).enumerate() {
+        let cells: Vec<&str> = row.split("<td").skip(1).collect();
+        assert!(cells[1].contains(">baseline<"), "row {i}: {}", cells[1]);
+        assert!(!cells[0].contains(">baseline<"), "row {i}");
+        assert!(cells[0].contains("max 40"), "row {i}: {}", cells[0]);
+    }
+
+    // Rows by seed, columns by run: no alignment left but the row index.
     let s = compare_ok(
         &[&before, &after],
         &tmp.path().join("by-seed"),
