@@ -21,6 +21,8 @@ const TINY_XL_DIGEST: &str =
     "sha256:0b9c6b0e4a6aa2c1252d725759cdbe989b25b339814dd169cc2cd0c1791329a2";
 const TINY_REFINER_DIGEST: &str =
     "sha256:bd81c4b67e2ae418ef9bf24abf4e79f12b5083801b589509aff91ba084bcdc4f";
+const TINY_INPAINT_DIGEST: &str =
+    "sha256:57b82f86319c601fbfa3dbec60ee2262ab715e207f888fca3c9fe56f646ca3fc";
 
 fn load(model: &str) -> StableDiffusion {
     test_cache();
@@ -66,6 +68,7 @@ fn the_tiny_models_are_generated_byte_identically() {
         (TinyModel::Sd, TINY_DIGEST),
         (TinyModel::Xl, TINY_XL_DIGEST),
         (TinyModel::XlRefiner, TINY_REFINER_DIGEST),
+        (TinyModel::Inpaint, TINY_INPAINT_DIGEST),
     ] {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();

@@ -17,11 +17,6 @@ use image::{Rgb, RgbImage};
 use std::process::Command;
 use std::sync::Arc;
 
-/// Pinned digest of the generated tiny inpainting model: the same bytes on
-/// every machine.
-const TINY_INPAINT_DIGEST: &str =
-    "sha256:57b82f86319c601fbfa3dbec60ee2262ab715e207f888fca3c9fe56f646ca3fc";
-
 fn load() -> StableDiffusion {
     test_cache();
     StableDiffusion::load(resolve("tiny-inpaint").unwrap(), "cpu").unwrap()
@@ -49,22 +44,21 @@ fn request(seed: u64, m: Arc<RgbImage>) -> Request {
 }
 
 #[test]
-fn the_tiny_inpainting_model_is_generated_byte_identically() {
+fn the_tiny_inpainting_model_is_an_inpainting_model() {
+    // Its bytes are pinned with the other tiny models' in tests/generate.rs.
     test_cache();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_model(TinyModel::Inpaint, a.path()).unwrap();
-    write_model(TinyModel::Inpaint, b.path()).unwrap();
-    let f = "unet/diffusion_pytorch_model.safetensors";
-    assert_eq!(
-        std::fs::read(a.path().join(f)).unwrap(),
-        std::fs::read(b.path().join(f)).unwrap()
-    );
-    let m = resolve("tiny-inpaint").unwrap();
-    assert_eq!(m.weights_digest, TINY_INPAINT_DIGEST);
-    assert!(m.config.inpaint);
+    let dir = tempfile::tempdir().unwrap();
+    write_model(TinyModel::Inpaint, dir.path()).unwrap();
+    assert!(resolve("tiny-inpaint").unwrap().config.inpaint);
     // A folder is recognised as inpainting by its pipeline class.
-    let index = std::fs::read_to_string(a.path().join("model_index.json")).unwrap();
+    let index = std::fs::read_to_string(dir.path().join("model_index.json")).unwrap();
     assert!(index.contains("StableDiffusionInpaintPipeline"), "{index}");
+    assert!(
+        resolve(dir.path().to_str().unwrap())
+            .unwrap()
+            .config
+            .inpaint
+    );
 }
 
 #[test]

@@ -92,6 +92,14 @@ pub fn open_regular(path: &Path) -> std::io::Result<File> {
 /// The bytes of the regular file `path` (see [`open_regular`]), refusing
 /// more than `max` bytes.
 pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    read_regular_into(path, max, &mut out)?;
+    Ok(out)
+}
+
+/// [`read_regular`] into `out` (cleared first, its allocation kept: for
+/// reading thousands of files one after another).
+pub fn read_regular_into(path: &Path, max: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::Read;
     let file = open_regular(path)?;
     let len = file.metadata()?.len();
@@ -100,20 +108,30 @@ pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
             "{len} bytes, more than the {max} this file can hold"
         )));
     }
-    let mut out = Vec::with_capacity(len as usize);
-    file.take(max + 1).read_to_end(&mut out)?;
+    out.clear();
+    out.reserve(len as usize);
+    file.take(max + 1).read_to_end(out)?;
     if out.len() as u64 > max {
         return Err(std::io::Error::other(format!(
             "more than the {max} bytes this file can hold"
         )));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Largest image file decoded from a run.
 pub const MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
 /// Largest width or height of an image decoded from a run.
 pub const MAX_SIDE: u32 = 16384;
+
+/// The decoding limits of an image from a run: at most [`MAX_SIDE`] pixels
+/// a side (and `image`'s default allocation cap).
+pub fn image_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits
+}
 
 /// Decodes the image at `path` (a regular file, never through a link): at
 /// most [`MAX_IMAGE_BYTES`] read, at most [`MAX_SIDE`] pixels a side
@@ -124,10 +142,7 @@ pub fn decode_image(path: &Path) -> std::result::Result<image::RgbImage, String>
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    reader.limits(limits);
+    reader.limits(image_limits());
     let img = reader
         .decode()
         .map_err(|e| format!("not a readable image: {e}"))?;

@@ -32,23 +32,13 @@ impl Decoder {
         mut pixels: Vec<u8>,
     ) -> std::result::Result<RgbImage, String> {
         use image::ImageDecoder;
-        use std::io::Read;
-        let file = crate::read::open_regular(path).map_err(|e| e.to_string())?;
-        self.file.clear();
-        file.take(MAX_IMAGE_BYTES + 1)
-            .read_to_end(&mut self.file)
+        crate::read::read_regular_into(path, MAX_IMAGE_BYTES, &mut self.file)
             .map_err(|e| e.to_string())?;
-        if self.file.len() as u64 > MAX_IMAGE_BYTES {
-            return Err(format!(
-                "more than the {MAX_IMAGE_BYTES} bytes an image may have"
-            ));
-        }
         let fail = |e: image::ImageError| format!("not a readable image: {e}");
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(MAX_SIDE);
-        limits.max_image_height = Some(MAX_SIDE);
-        let png =
-            image::codecs::png::PngDecoder::with_limits(std::io::Cursor::new(&self.file), limits);
+        let png = image::codecs::png::PngDecoder::with_limits(
+            std::io::Cursor::new(&self.file),
+            crate::read::image_limits(),
+        );
         match png {
             Ok(d) if d.color_type() == image::ColorType::Rgb8 => {
                 let (w, h) = d.dimensions();

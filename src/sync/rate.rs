@@ -82,16 +82,7 @@ pub async fn take(n: usize) {
 /// A request body from memory, sent in paced chunks when a cap is set (the
 /// caller sets `Content-Length`: a streamed body has none of its own).
 pub fn paced(bytes: Vec<u8>) -> reqwest::Body {
-    if !active() || bytes.len() <= CHUNK {
-        if active() && !bytes.is_empty() {
-            // One chunk: paced as the stream below, in one slot.
-            let n = bytes.len();
-            let s = futures_util::stream::once(async move {
-                take(n).await;
-                Ok::<_, std::io::Error>(bytes)
-            });
-            return reqwest::Body::wrap_stream(s);
-        }
+    if !active() || bytes.is_empty() {
         return bytes.into();
     }
     let chunks: Vec<Vec<u8>> = bytes.chunks(CHUNK).map(<[u8]>::to_vec).collect();

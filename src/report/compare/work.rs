@@ -288,7 +288,9 @@ impl Work {
         }
         let mut made = 0;
         for &k in &task.decode {
-            let own = if Some(k) == strip.map(|s| s.base) {
+            // The baseline is already decoded; every other image into `spare`.
+            let is_base = Some(k) == strip.map(|s| s.base);
+            let own = if is_base {
                 None
             } else {
                 match read(k, std::mem::take(spare), &mut res) {
@@ -296,10 +298,7 @@ impl Work {
                     None => continue,
                 }
             };
-            let Some(img) = own
-                .as_ref()
-                .or(base.as_ref().filter(|_| Some(k) == strip.map(|s| s.base)))
-            else {
+            let Some(img) = (if is_base { base.as_ref() } else { own.as_ref() }) else {
                 continue;
             };
             if let Some(t) = thumbs {
