@@ -28,18 +28,23 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "models")]
 pub mod bench;
+#[cfg(feature = "models")]
 pub mod cli;
 pub mod error;
 pub mod event;
 pub mod format;
+#[cfg(feature = "models")]
 pub mod generate;
 pub mod pack;
 pub mod pipeline;
+#[cfg(feature = "models")]
 pub mod pipelines;
 pub mod read;
 pub mod recipe;
 pub mod redact;
+#[cfg(feature = "models")]
 pub mod replay;
 pub mod report;
 pub mod run;

@@ -8,25 +8,26 @@
 //! kept and reported by [`Run::flush`] and [`Run::finish`].
 
 pub mod autolog;
+pub mod call;
 mod log;
 pub mod media;
 mod writer;
 
 use crate::error::{Error, IoContext, Result, WriteError};
 use crate::event::{
-    CallFinished, CallStarted, CallStatus, Cell, ConfigEvent, Event, MetricEvent, PipelineEvent,
-    RunFinished, RunResumed, RunStarted, RunStatus,
+    ConfigEvent, Event, MetricEvent, PipelineEvent, RunFinished, RunResumed, RunStarted, RunStatus,
 };
 use crate::format::{
     new_run_id, now_rfc3339, RunMeta, FORMAT_VERSION, MEDIA_DIR, RUN_JSON, TMP_PREFIX,
 };
 use crate::pipeline::{CallContext, ImageRow, Pipeline, PipelineError, PipelineInfo};
+pub use call::{CallStart, OpenCall, RowValue};
 use image::RgbImage;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, RwLock};
-use writer::{Cmd, PendingCell, Slot, Writer};
+use writer::{Cmd, Writer};
 
 /// Default number of raw images the writer queues before a caller waits.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
@@ -377,32 +378,28 @@ impl Run {
             return pipeline.run(request, &mut CallContext::detached());
         };
         let info = pipeline.describe();
-        let pipeline_index = self.pipeline_index(a, info.clone());
-        let call = a.next_call.fetch_add(1, Ordering::Relaxed);
-        let stage = format!("Pipeline-Call-{call}");
-        let columns = spec.columns();
-        self.emit_quiet(Event::CallStarted(CallStarted {
-            call,
-            stage,
-            pipeline: pipeline_index,
+        let recipe = RecipeBase {
+            run_id: a.id.clone(),
             params: spec.params.clone(),
-            seeds: spec.seeds.clone(),
-            columns,
-        }));
-        let mut ctx = CallContext::new(Some(Box::new(CallRecorder {
-            active: a,
-            recipe: RecipeBase {
+            model_id: info.model_id.clone(),
+            weights_digest: info.weights_digest.clone(),
+            scheduler: info.scheduler.clone(),
+        };
+        let mut open = OpenCall::begin(
+            self,
+            CallStart {
+                info,
                 params: spec.params.clone(),
-                model_id: info.model_id,
-                weights_digest: info.weights_digest,
-                scheduler: info.scheduler,
+                seeds: spec.seeds.clone(),
+                columns: spec.columns(),
             },
-            call,
+        );
+        let mut ctx = CallContext::new(Some(Box::new(CallRecorder {
+            open: &mut open,
+            recipe,
             second_prompts: spec.second_prompts,
             input_image: spec.input_image,
             mask_image: spec.mask_image,
-            last_input: None,
-            last_mask: None,
         })));
         let result = pipeline.run(request, &mut ctx);
         ctx.end_phase();
@@ -412,19 +409,8 @@ impl Run {
         }
         timings.insert("saving".into(), ms(ctx.saving));
         timings.insert("total".into(), ms(ctx.elapsed()));
-        let images = ctx.images;
         drop(ctx);
-        let (status, error) = match &result {
-            Ok(_) => (CallStatus::Ok, None),
-            Err(e) => (CallStatus::Error, Some(e.to_string())),
-        };
-        self.emit_quiet(Event::CallFinished(CallFinished {
-            call,
-            status,
-            error,
-            images,
-            timings_ms: timings,
-        }));
+        open.finish(result.as_ref().err().map(|e| e.to_string()), timings);
         result
     }
 
@@ -546,163 +532,83 @@ impl Active {
 
 /// What every image of a call shares in its recipe (see [`crate::recipe`]).
 struct RecipeBase {
+    run_id: String,
     params: Map<String, Value>,
     model_id: String,
     weights_digest: Option<String>,
     scheduler: Value,
 }
 
-/// Records the images of one call (inside [`CallContext`]).
-pub(crate) struct CallRecorder<'a> {
-    active: &'a Active,
+/// Hands the images of a [`Pipeline`]'s call to its [`OpenCall`] (inside
+/// [`CallContext`]): one row per image in the columns [`crate::CallSpec`]
+/// declared, with the image's recipe.
+struct CallRecorder<'a, 'r> {
+    open: &'a mut OpenCall<&'r Run>,
     recipe: RecipeBase,
-    call: u32,
     second_prompts: bool,
     input_image: bool,
     mask_image: bool,
-    last_input: Option<(Arc<RgbImage>, Arc<Slot>)>,
-    last_mask: Option<(Arc<RgbImage>, Arc<Slot>)>,
 }
 
-/// The cell of an image every row of a call shares (the input image, the
-/// mask): stored once per call (the same `Arc` as the previous row's is
-/// the same stored file), a null cell when the row has none.
-fn shared_image_cell(
-    w: &Writer,
-    ts: &str,
-    call: u32,
-    column: &str,
-    image: Option<&Arc<RgbImage>>,
-    last: &mut Option<(Arc<RgbImage>, Arc<Slot>)>,
-) -> std::result::Result<PendingCell, WriteError> {
-    let Some(img) = image else {
-        return Ok(PendingCell::Ready(Cell::Null {
-            column: column.into(),
-        }));
-    };
-    let slot = match last {
-        Some((prev, slot)) if Arc::ptr_eq(prev, img) => Arc::clone(slot),
-        _ => {
-            let slot = w.encode(Arc::clone(img))?;
-            w.send(Cmd::Media {
-                ts: ts.to_string(),
-                key: format!("{column}/Pipeline-Call-{call}"),
-                caption: None,
-                call: Some(call),
-                slot: Arc::clone(&slot),
-            })?;
-            *last = Some((Arc::clone(img), Arc::clone(&slot)));
-            slot
-        }
-    };
-    Ok(PendingCell::Image {
-        column: column.into(),
-        slot,
-    })
-}
-
-impl crate::pipeline::ImageSink for CallRecorder<'_> {
+impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
     fn image(&mut self, index: u32, row: ImageRow) {
-        let call = self.call;
         let second = self.second_prompts;
-        let (with_input, with_mask) = (self.input_image, self.mask_image);
-        let (last_input, last_mask) = (&mut self.last_input, &mut self.last_mask);
-        let (active, recipe) = (self.active, &self.recipe);
-        let result = self.active.with_writer(|w| {
-            let ts = now_rfc3339();
-            let mut cells = vec![
-                PendingCell::Ready(text_cell("Prompt", Some(&row.prompt))),
-                PendingCell::Ready(text_cell("Negative-Prompt", row.negative_prompt.as_deref())),
-            ];
-            if second {
-                cells.push(PendingCell::Ready(text_cell(
-                    "Prompt-2",
-                    row.prompt_2.as_deref(),
-                )));
-                cells.push(PendingCell::Ready(text_cell(
-                    "Negative-Prompt-2",
-                    row.negative_prompt_2.as_deref(),
-                )));
-            }
-            if with_input {
-                let input = row.input_image.as_ref();
-                cells.push(shared_image_cell(
-                    w,
-                    &ts,
-                    call,
-                    "Input-Image",
-                    input,
-                    last_input,
-                )?);
-            }
-            if with_mask {
-                let mask = row.mask_image.as_ref();
-                cells.push(shared_image_cell(
-                    w,
-                    &ts,
-                    call,
-                    "Mask-Image",
-                    mask,
-                    last_mask,
-                )?);
-            }
-            let text = crate::recipe::chunks(&crate::recipe::RecipeInput {
-                run_id: &active.id,
-                call,
-                row: index,
-                prompt: &row.prompt,
-                negative_prompt: row.negative_prompt.as_deref(),
-                // Only what the table records, so the recipe is a function
-                // of the record (replay rebuilds it from there).
-                prompt_2: row.prompt_2.as_deref().filter(|_| second),
-                negative_prompt_2: row.negative_prompt_2.as_deref().filter(|_| second),
-                seed: row.seed,
-                size: row.image.dimensions(),
-                params: &recipe.params,
-                model_id: &recipe.model_id,
-                weights_digest: recipe.weights_digest.as_deref(),
-                scheduler: &recipe.scheduler,
-            });
-            let slot = w.encode_with_text(Arc::new(row.image), text)?;
-            w.send(Cmd::Media {
-                ts: ts.clone(),
-                key: format!("Generated-Image/Pipeline-Call-{call}"),
-                caption: Some(row.prompt),
-                call: Some(call),
-                slot: Arc::clone(&slot),
-            })?;
-            cells.push(PendingCell::Image {
-                column: "Generated-Image".into(),
-                slot,
-            });
-            cells.push(PendingCell::Ready(Cell::Number {
-                column: "Seed".into(),
-                value: row.seed.into(),
-            }));
-            w.send(Cmd::Row {
-                ts,
-                call,
-                table: format!("Result-Table/Pipeline-Call-{call}"),
-                index,
-                cells,
-            })
+        let text = |column: &str, v: Option<&str>| (column.to_string(), text_value(v));
+        let mut cells = vec![
+            text("Prompt", Some(&row.prompt)),
+            text("Negative-Prompt", row.negative_prompt.as_deref()),
+        ];
+        if second {
+            cells.push(text("Prompt-2", row.prompt_2.as_deref()));
+            cells.push(text("Negative-Prompt-2", row.negative_prompt_2.as_deref()));
+        }
+        let input = |column: &str, img: &Option<Arc<RgbImage>>| {
+            let v = img
+                .as_ref()
+                .map_or(RowValue::Null, |i| RowValue::Input(Arc::clone(i)));
+            (column.to_string(), v)
+        };
+        if self.input_image {
+            cells.push(input("Input-Image", &row.input_image));
+        }
+        if self.mask_image {
+            cells.push(input("Mask-Image", &row.mask_image));
+        }
+        let recipe = &self.recipe;
+        let chunks = crate::recipe::chunks(&crate::recipe::RecipeInput {
+            run_id: &recipe.run_id,
+            call: self.open.call(),
+            row: index,
+            prompt: &row.prompt,
+            negative_prompt: row.negative_prompt.as_deref(),
+            // Only what the table records, so the recipe is a function
+            // of the record (replay rebuilds it from there).
+            prompt_2: row.prompt_2.as_deref().filter(|_| second),
+            negative_prompt_2: row.negative_prompt_2.as_deref().filter(|_| second),
+            seed: row.seed,
+            size: row.image.dimensions(),
+            params: &recipe.params,
+            model_id: &recipe.model_id,
+            weights_digest: recipe.weights_digest.as_deref(),
+            scheduler: &recipe.scheduler,
         });
-        if let Err(e) = result {
+        cells.push((
+            "Generated-Image".into(),
+            RowValue::Generated {
+                image: row.image,
+                caption: Some(row.prompt),
+                text: chunks,
+            },
+        ));
+        cells.push(("Seed".into(), RowValue::Number(row.seed.into())));
+        if let Err(e) = self.open.row(index, cells) {
             tracing::warn!("{e}");
         }
     }
 }
 
-fn text_cell(column: &str, value: Option<&str>) -> Cell {
-    match value {
-        Some(v) => Cell::Text {
-            column: column.into(),
-            value: v.into(),
-        },
-        None => Cell::Null {
-            column: column.into(),
-        },
-    }
+fn text_value(value: Option<&str>) -> RowValue {
+    value.map_or(RowValue::Null, |v| RowValue::Text(v.into()))
 }
 
 fn ms(d: std::time::Duration) -> Value {

@@ -1,0 +1,212 @@
+//! A call recorded step by step — its start, each row, its end — for a
+//! pipeline that does not run inside [`Run::record`]: one in another
+//! language (the Python package records diffusers' calls through this), or
+//! a program that drives its own generation loop. `Run::record` records
+//! through it too, so a call's records come out the same whoever drives it.
+
+use super::writer::{Cmd, PendingCell, Slot};
+use super::{ms, Run};
+use crate::error::Result;
+use crate::event::{CallFinished, CallStarted, CallStatus, Cell, Event};
+use crate::format::now_rfc3339;
+use crate::pipeline::PipelineInfo;
+use crate::recipe::TextChunk;
+use image::RgbImage;
+use serde_json::{Map, Number, Value};
+use std::borrow::Borrow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One cell of a call's table row.
+pub enum RowValue {
+    /// Text (a prompt).
+    Text(String),
+    /// A number (a seed keeps its 64 bits).
+    Number(Number),
+    /// No value (no negative prompt was given).
+    Null,
+    /// An image the call was given (a source image, a mask, a control
+    /// image): stored once per call however many rows show the same `Arc`,
+    /// under `<column>/Pipeline-Call-N`.
+    Input(Arc<RgbImage>),
+    /// A generated image, stored under `<column>/Pipeline-Call-N` with its
+    /// caption (the prompt) and the text chunks its PNG carries (its recipe).
+    Generated {
+        /// The pixels.
+        image: RgbImage,
+        /// The media entry's caption.
+        caption: Option<String>,
+        /// PNG text chunks (see [`crate::recipe::chunks`]).
+        text: Vec<TextChunk>,
+    },
+}
+
+/// What a call is, known when it begins.
+pub struct CallStart {
+    /// The pipeline that runs it (recorded once per run).
+    pub info: PipelineInfo,
+    /// Every argument, defaults filled in.
+    pub params: Map<String, Value>,
+    /// The seed of every image, in row order (empty when unknown).
+    pub seeds: Vec<u64>,
+    /// The table's columns, in order.
+    pub columns: Vec<String>,
+}
+
+/// A call being recorded: [`OpenCall::row`] for each image, then
+/// [`OpenCall::finish`]. Recording problems never stop the caller: the run
+/// keeps the first one and reports it from `flush`/`finish`; `row` also
+/// returns it so a caller can say so at once.
+pub struct OpenCall<R: Borrow<Run>> {
+    run: R,
+    call: u32,
+    started: Instant,
+    saving: Duration,
+    images: u32,
+    inputs: Vec<(Arc<RgbImage>, Arc<Slot>)>,
+}
+
+impl<R: Borrow<Run>> OpenCall<R> {
+    /// Records the pipeline (the first time the run sees it) and the call's
+    /// start. On a run that records nothing, every method does nothing.
+    pub fn begin(run: R, start: CallStart) -> OpenCall<R> {
+        let mut call = 0;
+        if let Some(a) = &run.borrow().active {
+            let r = run.borrow();
+            let pipeline = r.pipeline_index(a, start.info);
+            call = a.next_call.fetch_add(1, Ordering::Relaxed);
+            r.emit_quiet(Event::CallStarted(CallStarted {
+                call,
+                stage: format!("Pipeline-Call-{call}"),
+                pipeline,
+                params: start.params,
+                seeds: start.seeds,
+                columns: start.columns,
+            }));
+        }
+        OpenCall {
+            run,
+            call,
+            started: Instant::now(),
+            saving: Duration::ZERO,
+            images: 0,
+            inputs: Vec::new(),
+        }
+    }
+
+    /// The call's number in its run (0 when nothing is recorded).
+    pub fn call(&self) -> u32 {
+        self.call
+    }
+
+    /// The run's id, or `None` when nothing is recorded.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run.borrow().id()
+    }
+
+    /// Records row `index` of the call's table (`cells` by column; a column
+    /// the call declared but `cells` lacks is simply absent from the row).
+    /// Images are encoded off this thread; this waits only when the
+    /// writer's queue is full.
+    pub fn row(&mut self, index: u32, cells: Vec<(String, RowValue)>) -> Result<()> {
+        let t = Instant::now();
+        // Counted as handed over, whether or not they could be stored.
+        let generated = cells
+            .iter()
+            .filter(|(_, v)| matches!(v, RowValue::Generated { .. }))
+            .count();
+        self.images += generated as u32;
+        let result = self.row_inner(index, cells);
+        self.saving += t.elapsed();
+        result
+    }
+
+    fn row_inner(&mut self, index: u32, cells: Vec<(String, RowValue)>) -> Result<()> {
+        let call = self.call;
+        let inputs = &mut self.inputs;
+        let Some(a) = &self.run.borrow().active else {
+            return Ok(());
+        };
+        a.with_writer(|w| {
+            let ts = now_rfc3339();
+            let mut out = Vec::with_capacity(cells.len());
+            for (column, value) in cells {
+                let cell = match value {
+                    RowValue::Text(value) => PendingCell::Ready(Cell::Text { column, value }),
+                    RowValue::Number(value) => PendingCell::Ready(Cell::Number { column, value }),
+                    RowValue::Null => PendingCell::Ready(Cell::Null { column }),
+                    RowValue::Input(img) => {
+                        let known = inputs.iter().find(|(i, _)| Arc::ptr_eq(i, &img));
+                        let slot = match known {
+                            Some((_, slot)) => Arc::clone(slot),
+                            None => {
+                                let slot = w.encode(Arc::clone(&img))?;
+                                w.send(Cmd::Media {
+                                    ts: ts.clone(),
+                                    key: format!("{column}/Pipeline-Call-{call}"),
+                                    caption: None,
+                                    call: Some(call),
+                                    slot: Arc::clone(&slot),
+                                })?;
+                                inputs.push((img, Arc::clone(&slot)));
+                                slot
+                            }
+                        };
+                        PendingCell::Image { column, slot }
+                    }
+                    RowValue::Generated {
+                        image,
+                        caption,
+                        text,
+                    } => {
+                        let slot = w.encode_with_text(Arc::new(image), text)?;
+                        w.send(Cmd::Media {
+                            ts: ts.clone(),
+                            key: format!("{column}/Pipeline-Call-{call}"),
+                            caption,
+                            call: Some(call),
+                            slot: Arc::clone(&slot),
+                        })?;
+                        PendingCell::Image { column, slot }
+                    }
+                };
+                out.push(cell);
+            }
+            w.send(Cmd::Row {
+                ts,
+                call,
+                table: format!("Result-Table/Pipeline-Call-{call}"),
+                index,
+                cells: out,
+            })
+        })
+    }
+
+    /// Records how the call ended: `error` is the failure's text (`None`:
+    /// it succeeded); `timings` are phases in milliseconds, to which
+    /// `saving` (time spent in [`OpenCall::row`]) and `total` (since
+    /// [`OpenCall::begin`]) are added unless given.
+    pub fn finish(self, error: Option<String>, mut timings: Map<String, Value>) {
+        if self.run.borrow().active.is_none() {
+            return;
+        }
+        timings.entry("saving").or_insert_with(|| ms(self.saving));
+        timings
+            .entry("total")
+            .or_insert_with(|| ms(self.started.elapsed()));
+        let status = match error {
+            None => CallStatus::Ok,
+            Some(_) => CallStatus::Error,
+        };
+        self.run
+            .borrow()
+            .emit_quiet(Event::CallFinished(CallFinished {
+                call: self.call,
+                status,
+                error,
+                images: self.images,
+                timings_ms: timings,
+            }));
+    }
+}
