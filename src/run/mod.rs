@@ -438,6 +438,16 @@ impl Run {
         self.close(RunStatus::Failed, Some(error.to_string()))
     }
 
+    /// Ends the run through a shared handle (an `Arc<Run>` that others may
+    /// still hold): finished, or failed with `error`. Later recording
+    /// through any handle fails with "finished"; a second end does nothing.
+    pub fn end(&self, error: Option<String>) -> Result<()> {
+        match error {
+            None => self.close(RunStatus::Finished, None),
+            Some(e) => self.close(RunStatus::Failed, Some(e)),
+        }
+    }
+
     pub(crate) fn close(&self, status: RunStatus, error: Option<String>) -> Result<()> {
         let Some(a) = &self.active else { return Ok(()) };
         let writer = a.writer.write().unwrap_or_else(|p| p.into_inner()).take();

@@ -1,0 +1,235 @@
+"""difflog for Python: every diffusers pipeline call recorded offline.
+
+Two lines, as with W&B's diffusers autolog::
+
+    import difflog
+    difflog.autolog(init=dict(project="diffusers_logging"))
+
+From then on every call of any ``diffusers.DiffusionPipeline`` subclass --
+including classes imported later and your own -- is recorded into
+``./runs/<run-id>/`` (or ``DIFFLOG_DIR``) in difflog's run format, the same
+directory difflog's Rust recorder writes: ``difflog report`` shows it and
+``difflog-sync`` uploads it to MLflow or W&B. Nothing here uses the network.
+
+For code that wants no global state, a :class:`Run` records the calls made
+inside its ``with`` block (or passed to :meth:`Run.call`) instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import json
+import logging
+import os
+import threading
+import warnings
+import weakref
+from typing import Any, Dict, Iterable, Optional, Union
+
+from ._native import RecordingError, Recorder
+
+__all__ = ["Run", "autolog", "finish", "active_run", "RecordingError"]
+__version__ = "0.1.0"
+
+log = logging.getLogger("difflog")
+
+# The run hooked pipelines record into: the innermost `with Run(...)` of this
+# thread or task, else the one `autolog()` started.
+_context_run: contextvars.ContextVar[Optional["Run"]] = contextvars.ContextVar(
+    "difflog_run", default=None
+)
+_autolog_run: Optional["Run"] = None
+_autolog_lock = threading.Lock()
+_open_runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
+
+
+class Run:
+    """One run directory being recorded.
+
+    ``project``, ``name``, ``tags`` and ``config`` are those of W&B's
+    ``init``; ``root`` is where run directories go (default ``DIFFLOG_DIR``
+    or ``./runs``). ``seed_images``: when a call passes no generator,
+    difflog passes one CPU generator per image, seeded from a recorded
+    random seed, so every image can be made again from its seed alone.
+    ``disabled=True`` (or ``DIFFLOG_MODE=disabled``) records nothing.
+
+    Use it as a context manager (calls of hooked pipelines inside the block
+    are recorded into it, in this thread or task), or call :meth:`call`.
+    The run finishes on :meth:`finish`, at the end of the ``with`` block, or
+    at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        project: str = "diffusers_logging",
+        name: Optional[str] = None,
+        tags: Iterable[str] = (),
+        config: Optional[Dict[str, Any]] = None,
+        root: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        seed_images: bool = True,
+        disabled: bool = False,
+    ) -> None:
+        config_json = json.dumps(_jsonable(config)) if config else None
+        self._recorder = Recorder(
+            project,
+            name,
+            [str(t) for t in tags],
+            config_json,
+            os.fspath(root) if root is not None else None,
+            bool(disabled),
+        )
+        self.seed_images = bool(seed_images)
+        self._errors: list = []
+        self._lock = threading.Lock()
+        self._tokens: list = []
+        self._environment_logged = False
+        self._finished = False
+        _open_runs.add(self)
+
+    @property
+    def id(self) -> Optional[str]:
+        """The run id (``None`` when recording is disabled)."""
+        return self._recorder.run_id
+
+    @property
+    def dir(self) -> Optional[str]:
+        """The run directory (``None`` when recording is disabled)."""
+        d = self._recorder.dir
+        return None if d is None else os.fspath(d)
+
+    @property
+    def recording(self) -> bool:
+        """Whether calls are being recorded."""
+        return self._recorder.recording and not self._finished
+
+    def log_config(self, config: Dict[str, Any]) -> None:
+        """Merges run-level config over what was recorded before."""
+        self._recorder.log_config(json.dumps(_jsonable(config)))
+
+    def call(self, pipeline: Any, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``pipeline(*args, **kwargs)`` and records the call into
+        this run, whatever run is active elsewhere."""
+        from . import _hook
+
+        token = _context_run.set(self)
+        try:
+            return _hook.install().call(pipeline, args, kwargs)
+        finally:
+            _context_run.reset(token)
+
+    def flush(self) -> None:
+        """Waits until everything recorded so far is on disk."""
+        self._recorder.flush()
+
+    def finish(self, error: Optional[str] = None) -> None:
+        """Ends the run (failed, with ``error``'s text, if given) and waits
+        until it is durable. A second call does nothing."""
+        global _autolog_run
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        with _autolog_lock:
+            if _autolog_run is self:
+                _autolog_run = None
+        self._recorder.finish(error)
+
+    def __enter__(self) -> "Run":
+        from . import _hook
+
+        _hook.install()
+        self._tokens.append(_context_run.set(self))
+        return self
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        if self._tokens:
+            _context_run.reset(self._tokens.pop())
+        self.finish(None if value is None else f"{kind.__name__}: {value}")
+
+    def _report(self, what: str, error: BaseException) -> None:
+        """A recording problem: warned once, logged, and kept in the run's
+        config (``recording_errors``); never raised into the caller."""
+        text = f"{what}: {type(error).__name__}: {error}"
+        log.warning("difflog: %s", text)
+        with self._lock:
+            first = not self._errors
+            self._errors.append(text)
+            errors = list(self._errors[-20:])
+        if first:
+            warnings.warn(
+                f"difflog could not record a pipeline call ({text}); the call's "
+                "output is returned untouched. Further problems go to the "
+                "'difflog' logger.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        try:
+            self._recorder.log_config(json.dumps({"recording_errors": errors}))
+        except Exception:  # the run itself cannot be written: warned above
+            pass
+
+
+def autolog(
+    init: Optional[Dict[str, Any]] = None,
+    root: Union[str, "os.PathLike[str]", None] = None,
+    *,
+    seed_images: bool = True,
+) -> Run:
+    """Starts a run and records every diffusers pipeline call into it, as
+    ``wandb.integration.diffusers.autolog(init=...)`` does. ``init`` takes
+    ``project``, ``name``, ``tags`` and ``config``. Returns the run; it
+    finishes on :func:`finish` or at interpreter exit. Raises if an autolog
+    run is already active."""
+    global _autolog_run
+    from . import _hook
+
+    _hook.install()
+    init = dict(init or {})
+    unknown = set(init) - {"project", "name", "tags", "config"}
+    if unknown:
+        raise TypeError(f"autolog(init=...): unknown keys {sorted(unknown)}")
+    with _autolog_lock:
+        if _autolog_run is not None:
+            raise RuntimeError(
+                f"difflog.autolog is already active (run {_autolog_run.id}); "
+                "call difflog.finish() first"
+            )
+        _autolog_run = Run(
+            project=init.get("project") or "diffusers_logging",
+            name=init.get("name"),
+            tags=init.get("tags") or (),
+            config=init.get("config"),
+            root=root,
+            seed_images=seed_images,
+        )
+        return _autolog_run
+
+
+def finish() -> None:
+    """Finishes the autolog run, if one is active."""
+    run = _autolog_run
+    if run is not None:
+        run.finish()
+
+
+def active_run() -> Optional[Run]:
+    """The run a hooked pipeline call would record into now, if any."""
+    return _context_run.get() or _autolog_run
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    for run in list(_open_runs):
+        try:
+            run.finish()
+        except Exception as e:  # nobody is left to raise it to
+            log.error("difflog: %s", e)
+
+
+def _jsonable(v: Any, depth: int = 0) -> Any:
+    """A value as JSON can hold it (see _call.describe for call arguments)."""
+    from ._call import describe
+
+    return describe(v, depth)

@@ -1,0 +1,435 @@
+//! `difflog._native`: the Rust recorder as the Python package sees it.
+//!
+//! The Python side (python/difflog/) hooks diffusers and turns each call
+//! into a description (JSON), rows of cells and images; this module hands
+//! them to difflog's recorder, which writes the same run directory the Rust
+//! pipelines write. Pixels are copied once into Rust and encoded, hashed and
+//! written by the recorder's background threads; the GIL is released while
+//! a row waits for room in the writer's queue.
+
+use difflog::recipe::{chunks, RecipeInput};
+use difflog::run::{CallStart, Mode, OpenCall, RowValue};
+use difflog::{Init, PipelineInfo, Run};
+use image::RgbImage;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pyo3::create_exception!(
+    _native,
+    RecordingError,
+    PyRuntimeError,
+    "difflog could not record (the run directory cannot be written, or the run is finished)."
+);
+
+fn recording_error(e: difflog::Error) -> PyErr {
+    RecordingError::new_err(e.to_string())
+}
+
+fn parse_object(what: &str, json: &str) -> PyResult<Map<String, Value>> {
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(PyValueError::new_err(format!(
+            "{what}: expected a JSON object"
+        ))),
+        Err(e) => Err(PyValueError::new_err(format!("{what}: not JSON: {e}"))),
+    }
+}
+
+/// One run directory being recorded.
+#[pyclass(module = "difflog._native", frozen)]
+struct Recorder {
+    run: std::sync::Mutex<Option<Arc<Run>>>,
+    id: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+impl Recorder {
+    fn run(&self) -> PyResult<Arc<Run>> {
+        let g = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        g.clone()
+            .ok_or_else(|| RecordingError::new_err("the run is finished"))
+    }
+}
+
+#[pymethods]
+impl Recorder {
+    /// Creates a run directory under `root` (default: `DIFFLOG_DIR` or
+    /// `./runs`); with `disabled` (or `DIFFLOG_MODE=disabled`) nothing is
+    /// created and every method records nothing.
+    #[new]
+    #[pyo3(signature = (project, name=None, tags=Vec::new(), config_json=None, root=None, disabled=false))]
+    fn new(
+        py: Python<'_>,
+        project: String,
+        name: Option<String>,
+        tags: Vec<String>,
+        config_json: Option<String>,
+        root: Option<PathBuf>,
+        disabled: bool,
+    ) -> PyResult<Recorder> {
+        let mut init = Init::project(project);
+        if let Some(n) = name {
+            init = init.name(n);
+        }
+        for t in tags {
+            init = init.tag(t);
+        }
+        if let Some(c) = config_json {
+            init = init.config(Value::Object(parse_object("config", &c)?));
+        }
+        if let Some(r) = root {
+            init = init.root(r);
+        }
+        if disabled {
+            init = init.mode(Mode::Disabled);
+        }
+        let run = py.detach(|| Run::create(init)).map_err(recording_error)?;
+        Ok(Recorder {
+            id: run.id().map(str::to_string),
+            dir: run.dir().map(|d| d.to_path_buf()),
+            run: std::sync::Mutex::new(Some(Arc::new(run))),
+        })
+    }
+
+    /// The run id (`None` when recording is disabled).
+    #[getter]
+    fn run_id(&self) -> Option<String> {
+        self.id.clone()
+    }
+
+    /// The run directory (`None` when recording is disabled).
+    #[getter]
+    fn dir(&self) -> Option<PathBuf> {
+        self.dir.clone()
+    }
+
+    /// Whether anything is recorded.
+    #[getter]
+    fn recording(&self) -> bool {
+        self.id.is_some()
+    }
+
+    /// Merges run-level config (a JSON object) over earlier config.
+    fn log_config(&self, config_json: &str) -> PyResult<()> {
+        let values = parse_object("config", config_json)?;
+        self.run()?
+            .log_config(Value::Object(values))
+            .map_err(recording_error)
+    }
+
+    /// Begins recording a call: `info_json` describes the pipeline (class,
+    /// model_id, revision, weights_digest, dtype, device, components,
+    /// scheduler), `params_json` every argument; `seeds` one per image.
+    fn begin_call(
+        &self,
+        py: Python<'_>,
+        info_json: &str,
+        params_json: &str,
+        seeds: Vec<u64>,
+        columns: Vec<String>,
+    ) -> PyResult<Call> {
+        let info = pipeline_info(parse_object("pipeline", info_json)?)?;
+        let params = parse_object("params", params_json)?;
+        let run = self.run()?;
+        let recipe = RecipeBase {
+            run_id: run.id().unwrap_or_default().to_string(),
+            params: params.clone(),
+            model_id: info.model_id.clone(),
+            weights_digest: info.weights_digest.clone(),
+            scheduler: info.scheduler.clone(),
+        };
+        let start = CallStart {
+            info,
+            params,
+            seeds,
+            columns,
+        };
+        let open = py.detach(|| OpenCall::begin(run, start));
+        Ok(Call {
+            number: open.call(),
+            open: Some(open),
+            recipe,
+        })
+    }
+
+    /// Waits until everything recorded so far is on disk; raises the first
+    /// recording error, if any.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let run = self.run()?;
+        py.detach(|| run.flush()).map_err(recording_error)
+    }
+
+    /// Ends the run (as failed when `error` is given), durably; raises the
+    /// first recording error, if any. A second call does nothing.
+    #[pyo3(signature = (error=None))]
+    fn finish(&self, py: Python<'_>, error: Option<String>) -> PyResult<()> {
+        let run = self.run.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(run) = run else { return Ok(()) };
+        py.detach(|| run.end(error)).map_err(recording_error)
+    }
+}
+
+/// The pipeline description the Python side sends, checked field by field.
+fn pipeline_info(mut m: Map<String, Value>) -> PyResult<PipelineInfo> {
+    let mut text = |key: &str, required: bool| -> PyResult<Option<String>> {
+        match m.remove(key) {
+            Some(Value::String(s)) => Ok(Some(s)),
+            None | Some(Value::Null) if !required => Ok(None),
+            _ => Err(PyValueError::new_err(format!(
+                "pipeline: {key} must be a string"
+            ))),
+        }
+    };
+    let class = text("class", true)?.unwrap_or_default();
+    let model_id = text("model_id", true)?.unwrap_or_default();
+    let revision = text("revision", false)?;
+    let weights_digest = text("weights_digest", false)?;
+    let dtype = text("dtype", true)?.unwrap_or_default();
+    let device = text("device", true)?.unwrap_or_default();
+    let components = match m.remove("components") {
+        Some(Value::Object(c)) => c,
+        None => Map::new(),
+        Some(_) => {
+            return Err(PyValueError::new_err(
+                "pipeline: components must be an object",
+            ))
+        }
+    };
+    let scheduler = m.remove("scheduler").unwrap_or(Value::Null);
+    Ok(PipelineInfo {
+        class,
+        model_id,
+        revision,
+        weights_digest,
+        dtype,
+        device,
+        components,
+        scheduler,
+    })
+}
+
+/// RGB pixels (8 bits a channel) handed to the recorder: an input of the
+/// call (shown in many rows, stored once) or, wrapped in [`Generated`], a
+/// generated image.
+#[pyclass(module = "difflog._native", frozen)]
+struct Image {
+    pixels: Arc<RgbImage>,
+}
+
+#[pymethods]
+impl Image {
+    /// `data`: `width * height * 3` bytes, rows top to bottom, RGB.
+    #[new]
+    fn new(width: u32, height: u32, data: &[u8]) -> PyResult<Image> {
+        let expected = width as usize * height as usize * 3;
+        if width == 0 || height == 0 || data.len() != expected {
+            return Err(PyValueError::new_err(format!(
+                "an RGB image of {width}x{height} needs {expected} bytes, got {}",
+                data.len()
+            )));
+        }
+        let pixels = RgbImage::from_raw(width, height, data.to_vec())
+            .ok_or_else(|| PyValueError::new_err("pixel buffer does not match the size"))?;
+        Ok(Image {
+            pixels: Arc::new(pixels),
+        })
+    }
+
+    /// Width in pixels.
+    #[getter]
+    fn width(&self) -> u32 {
+        self.pixels.width()
+    }
+
+    /// Height in pixels.
+    #[getter]
+    fn height(&self) -> u32 {
+        self.pixels.height()
+    }
+}
+
+/// A generated image with its caption and, when its seed is known, the
+/// recipe its PNG carries (prompts and seed; the rest comes from the call).
+#[pyclass(module = "difflog._native", frozen)]
+struct Generated {
+    pixels: Arc<RgbImage>,
+    caption: Option<String>,
+    recipe: Option<Map<String, Value>>,
+}
+
+#[pymethods]
+impl Generated {
+    /// `recipe_json`: `{"prompt", "negative_prompt", "prompt_2",
+    /// "negative_prompt_2", "seed"}` (a recipe needs a prompt and a seed).
+    #[new]
+    #[pyo3(signature = (image, caption=None, recipe_json=None))]
+    fn new(
+        image: &Image,
+        caption: Option<String>,
+        recipe_json: Option<&str>,
+    ) -> PyResult<Generated> {
+        let recipe = recipe_json.map(|j| parse_object("recipe", j)).transpose()?;
+        Ok(Generated {
+            pixels: Arc::clone(&image.pixels),
+            caption,
+            recipe,
+        })
+    }
+}
+
+/// What every image of a call shares in its recipe.
+struct RecipeBase {
+    run_id: String,
+    params: Map<String, Value>,
+    model_id: String,
+    weights_digest: Option<String>,
+    scheduler: Value,
+}
+
+impl RecipeBase {
+    fn chunks(
+        &self,
+        call: u32,
+        row: u32,
+        image: &RgbImage,
+        r: &Map<String, Value>,
+    ) -> Vec<difflog::recipe::TextChunk> {
+        let s = |k: &str| r.get(k).and_then(Value::as_str);
+        let (Some(prompt), Some(seed)) = (s("prompt"), r.get("seed").and_then(Value::as_u64))
+        else {
+            return Vec::new();
+        };
+        chunks(&RecipeInput {
+            run_id: &self.run_id,
+            call,
+            row,
+            prompt,
+            negative_prompt: s("negative_prompt"),
+            prompt_2: s("prompt_2"),
+            negative_prompt_2: s("negative_prompt_2"),
+            seed,
+            size: image.dimensions(),
+            params: &self.params,
+            model_id: &self.model_id,
+            weights_digest: self.weights_digest.as_deref(),
+            scheduler: &self.scheduler,
+        })
+    }
+}
+
+/// A call being recorded: `row` per image, then `finish`.
+#[pyclass(module = "difflog._native")]
+struct Call {
+    open: Option<OpenCall<Arc<Run>>>,
+    number: u32,
+    recipe: RecipeBase,
+}
+
+/// A Python cell value as the recorder stores it.
+fn cell_value(call: u32, row: u32, base: &RecipeBase, v: &Bound<'_, PyAny>) -> PyResult<RowValue> {
+    if v.is_none() {
+        return Ok(RowValue::Null);
+    }
+    if v.is_instance_of::<PyBool>() {
+        return Ok(RowValue::Text(v.extract::<bool>()?.to_string()));
+    }
+    if v.is_instance_of::<PyInt>() {
+        if let Ok(i) = v.extract::<i64>() {
+            return Ok(RowValue::Number(i.into()));
+        }
+        if let Ok(u) = v.extract::<u64>() {
+            return Ok(RowValue::Number(u.into()));
+        }
+        return Ok(RowValue::Text(v.str()?.to_string()));
+    }
+    if v.is_instance_of::<PyFloat>() {
+        let f = v.extract::<f64>()?;
+        return Ok(Number::from_f64(f).map_or(RowValue::Text(f.to_string()), RowValue::Number));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(RowValue::Text(s.to_cow()?.into_owned()));
+    }
+    if let Ok(img) = v.cast::<Image>() {
+        return Ok(RowValue::Input(Arc::clone(&img.get().pixels)));
+    }
+    if let Ok(g) = v.cast::<Generated>() {
+        let g = g.get();
+        let text = match &g.recipe {
+            Some(r) => base.chunks(call, row, &g.pixels, r),
+            None => Vec::new(),
+        };
+        return Ok(RowValue::Generated {
+            image: (*g.pixels).clone(),
+            caption: g.caption.clone(),
+            text,
+        });
+    }
+    Err(PyTypeError::new_err(format!(
+        "a table cell must be None, bool, int, float, str, Image or Generated, not {}",
+        v.get_type().name()?
+    )))
+}
+
+#[pymethods]
+impl Call {
+    /// The call's number in its run (`Pipeline-Call-N`; 0 when disabled).
+    #[getter]
+    fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Records row `index`: `(column, value)` pairs in the table's order.
+    fn row(
+        &mut self,
+        py: Python<'_>,
+        index: u32,
+        cells: Vec<(String, Bound<'_, PyAny>)>,
+    ) -> PyResult<()> {
+        let mut values = Vec::with_capacity(cells.len());
+        for (column, v) in &cells {
+            values.push((
+                column.clone(),
+                cell_value(self.number, index, &self.recipe, v)?,
+            ));
+        }
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| RecordingError::new_err("the call is finished"))?;
+        py.detach(|| open.row(index, values))
+            .map_err(recording_error)
+    }
+
+    /// Records how the call ended (`error`: the exception's text) and its
+    /// timings in milliseconds. A second call does nothing.
+    #[pyo3(signature = (error=None, timings=HashMap::new()))]
+    fn finish(&mut self, py: Python<'_>, error: Option<String>, timings: HashMap<String, f64>) {
+        let Some(open) = self.open.take() else { return };
+        let mut t = Map::new();
+        let mut named: Vec<_> = timings.into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in named {
+            if let Some(n) = Number::from_f64((v * 1000.0).round() / 1000.0) {
+                t.insert(k, Value::Number(n));
+            }
+        }
+        py.detach(|| open.finish(error, t));
+    }
+}
+
+/// The extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Recorder>()?;
+    m.add_class::<Call>()?;
+    m.add_class::<Image>()?;
+    m.add_class::<Generated>()?;
+    m.add("RecordingError", m.py().get_type::<RecordingError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
