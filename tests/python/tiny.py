@@ -121,6 +121,7 @@ def _sd_components(in_channels=4):
         beta_schedule="scaled_linear",
         clip_sample=False,
         set_alpha_to_one=False,
+        steps_offset=1,
     )
     vae = _vae()
     torch.manual_seed(0)

@@ -1,0 +1,52 @@
+"""Types of difflog's extension module (python/src/lib.rs)."""
+
+from os import PathLike
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+__version__: str
+
+class RecordingError(RuntimeError):
+    """difflog could not record (the run directory cannot be written, or the run is finished)."""
+
+class Image:
+    """RGB pixels, 8 bits a channel: ``width * height * 3`` bytes, rows top to bottom."""
+    def __init__(self, width: int, height: int, data: bytes) -> None: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+class Generated:
+    """A generated image, its caption and recipe (``{"prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "seed"}`` as JSON)."""
+    def __init__(self, image: Image, caption: Optional[str] = None, recipe_json: Optional[str] = None) -> None: ...
+
+Cell = Union[None, bool, int, float, str, Image, Generated]
+
+class Call:
+    """A call being recorded: ``row`` per image, then ``finish``."""
+    @property
+    def number(self) -> int: ...
+    def row(self, index: int, cells: Sequence[Tuple[str, Cell]]) -> None: ...
+    def finish(self, error: Optional[str] = None, timings: Dict[str, float] = ...) -> None: ...
+
+class Recorder:
+    """One run directory being recorded by difflog's Rust recorder."""
+    def __init__(
+        self,
+        project: str,
+        name: Optional[str] = None,
+        tags: List[str] = ...,
+        config_json: Optional[str] = None,
+        root: Union[str, PathLike[str], None] = None,
+        disabled: bool = False,
+    ) -> None: ...
+    @property
+    def run_id(self) -> Optional[str]: ...
+    @property
+    def dir(self) -> Optional[str]: ...
+    @property
+    def recording(self) -> bool: ...
+    def log_config(self, config_json: str) -> None: ...
+    def begin_call(self, info_json: str, params_json: str, seeds: List[int], columns: List[str]) -> Call: ...
+    def flush(self) -> None: ...
+    def finish(self, error: Optional[str] = None) -> None: ...

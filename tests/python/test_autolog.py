@@ -1,0 +1,377 @@
+"""difflog's Python package against real diffusers and torch (issue 16).
+
+Run by tests/python.rs (cargo test), which sets DIFFLOG_BIN to the built
+`difflog` binary: what a call recorded is read back the way users read it,
+`difflog show --json`, and the stored PNGs are opened from the run
+directory. Each test records into its own temporary root.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+import difflog  # noqa: E402
+import tiny  # noqa: E402
+from diffusers import DiffusionPipeline, ImagePipelineOutput  # noqa: E402
+
+BIN = os.environ["DIFFLOG_BIN"]
+torch.set_num_threads(1)
+STEPS = dict(num_inference_steps=2)
+
+
+def show(run_dir):
+    out = subprocess.run([BIN, "show", "--json", run_dir], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def verify(run_dir):
+    out = subprocess.run([BIN, "verify", run_dir], capture_output=True, text=True)
+    return out.returncode, out.stdout + out.stderr
+
+
+def cells(row):
+    return {c["column"]: c for c in row["cells"]}
+
+
+def value(cell):
+    return cell.get("value") if cell["type"] in ("text", "number") else None
+
+
+def stored(run_dir, cell):
+    """The pixels of a stored image cell, as RGB bytes."""
+    assert cell["type"] == "image", cell
+    with Image.open(os.path.join(run_dir, cell["path"])) as im:
+        return im.convert("RGB").tobytes(), im.size, dict(im.text)
+
+
+def pixels(img):
+    return img.convert("RGB").tobytes()
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="difflog-py-")
+        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+        self.addCleanup(difflog.finish)
+
+    def start(self, **kw):
+        return difflog.autolog(init=dict(project="pytest", tags=["py"], config={"lr": 1}), root=self.root, **kw)
+
+    def recorded(self, run):
+        difflog.finish()
+        return show(run.dir)
+
+
+class TextToImage(Base):
+    def test_table_workflow_seeds_images_and_reproduction(self):
+        pipe = tiny.sd()
+        run = self.start()
+        out = pipe(["a cat", "a dog"], negative_prompt=["blue", "red"], num_images_per_prompt=2, height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        self.assertEqual(v["state"], "finished")
+        self.assertEqual(v["run"]["project"], "pytest")
+        self.assertEqual(v["run"]["tags"], ["py"])
+        self.assertEqual(v["config"]["lr"], 1)
+        env = v["config"]["environment"]
+        self.assertEqual(env["torch"], torch.__version__)
+        self.assertEqual(env["diffusers"], __import__("diffusers").__version__)
+        [call] = v["calls"]
+        started = call["started"]
+        self.assertEqual(started["stage"], "Pipeline-Call-1")
+        self.assertEqual(started["columns"], ["Prompt", "Negative-Prompt", "Generated-Image", "Seed"])
+        params = started["params"]
+        # Every argument, diffusers' defaults filled in from the signature.
+        self.assertEqual(params["guidance_scale"], 7.5)
+        self.assertEqual(params["eta"], 0.0)
+        self.assertEqual(params["output_type"], "pil")
+        self.assertEqual(params["num_inference_steps"], 2)
+        self.assertEqual(params["generator_from"], "difflog")
+        seeds = [g["seed"] for g in params["generator"]]
+        self.assertEqual(len(set(seeds)), 4)
+        self.assertEqual(started["seeds"], seeds)
+        # The pipeline: class, every component's class, dtype, device, config.
+        [p] = v["pipelines"]
+        self.assertEqual(p["class"], "StableDiffusionPipeline")
+        self.assertEqual(p["dtype"], "float32")
+        self.assertEqual(p["device"], "cpu")
+        self.assertEqual(p["components"]["unet"]["class"], "UNet2DConditionModel")
+        self.assertEqual(p["components"]["unet"]["config"]["block_out_channels"], [32, 64])
+        self.assertEqual(p["components"]["text_encoder"]["library"], "transformers")
+        self.assertEqual(p["scheduler"]["name"], "DDIMScheduler")
+        self.assertEqual(p["scheduler"]["beta_schedule"], "scaled_linear")
+        # The workflow entry in autolog's shape.
+        [w] = v["workflow"]
+        self.assertEqual(w["pipeline"]["pipeline-name"], "StableDiffusionPipeline")
+        self.assertEqual(w["stage"], "Pipeline-Call-1")
+        self.assertEqual(w["params"]["negative_prompt"], ["blue", "red"])
+        # Rows: prompt by image, the seed, the stored PNG = the returned pixels.
+        self.assertEqual(call["finished"]["status"], "ok")
+        self.assertEqual(call["finished"]["images"], 4)
+        t = call["finished"]["timings_ms"]
+        for k in ("total", "denoising", "decoding", "saving"):
+            self.assertIn(k, t)
+        self.assertLess(t["denoising"], t["total"])
+        rows = call["rows"]
+        self.assertEqual([value(cells(r)["Prompt"]) for r in rows], ["a cat", "a cat", "a dog", "a dog"])
+        self.assertEqual([value(cells(r)["Negative-Prompt"]) for r in rows], ["blue", "blue", "red", "red"])
+        self.assertEqual([value(cells(r)["Seed"]) for r in rows], seeds)
+        for r, img in zip(rows, out.images):
+            px, size, text = stored(run.dir, cells(r)["Generated-Image"])
+            self.assertEqual(size, img.size)
+            self.assertEqual(px, pixels(img))
+            self.assertIn(f"Seed: {value(cells(r)['Seed'])}", text["parameters"])
+            self.assertIn("Sampler: DDIM", text["parameters"])
+        captions = [m["caption"] for m in call["media"] if m["key"] == "Generated-Image/Pipeline-Call-1"]
+        self.assertEqual(captions, ["a cat", "a cat", "a dog", "a dog"])
+        self.assertEqual(verify(run.dir)[0], 0)
+        # One row made again from its seed alone, in a call of its own.
+        again = pipe(
+            "a dog",
+            negative_prompt="red",
+            height=32,
+            width=32,
+            generator=torch.Generator().manual_seed(seeds[3]),
+            **STEPS,
+        ).images[0]
+        self.assertEqual(pixels(again), pixels(out.images[3]))
+
+    def test_a_list_of_generators_and_a_single_generator(self):
+        pipe = tiny.sd()
+        run = self.start()
+        gens = [torch.Generator().manual_seed(s) for s in (11, 12)]
+        pipe("a cat", num_images_per_prompt=2, generator=gens, height=32, width=32, **STEPS)
+        one = torch.Generator().manual_seed(5)
+        pipe(["a cat", "a dog"], generator=one, height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        first, second = v["calls"]
+        self.assertEqual([value(cells(r)["Seed"]) for r in first["rows"]], [11, 12])
+        self.assertEqual([g["seed"] for g in first["started"]["params"]["generator"]], [11, 12])
+        self.assertNotIn("generator_from", first["started"]["params"])
+        # One generator for the batch: its seed on every row, and whether it
+        # was fresh (its seed alone gives its numbers).
+        self.assertEqual([value(cells(r)["Seed"]) for r in second["rows"]], [5, 5])
+        self.assertEqual(second["started"]["params"]["generator"], {"seed": 5, "device": "cpu", "fresh": True})
+
+    def test_no_seeds_when_turned_off(self):
+        pipe = tiny.sd()
+        run = self.start(seed_images=False)
+        pipe("a cat", height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        [call] = v["calls"]
+        self.assertIsNone(call["started"]["params"]["generator"])
+        self.assertEqual(call["started"]["seeds"], [])
+        self.assertEqual(cells(call["rows"][0])["Seed"]["type"], "null")
+
+    def test_numpy_torch_and_latent_outputs(self):
+        pipe = tiny.sd()
+        run = self.start()
+        g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+        arr = pipe("a cat", output_type="np", generator=g(), height=32, width=32, **STEPS).images
+        ten = pipe("a cat", output_type="pt", generator=g(), height=32, width=32, **STEPS).images
+        lat = pipe("a cat", output_type="latent", generator=g(), height=32, width=32, **STEPS).images
+        v = self.recorded(run)
+        c_np, c_pt, c_lat = v["calls"]
+        want = pixels(pipe.numpy_to_pil(arr)[0])
+        self.assertEqual(stored(run.dir, cells(c_np["rows"][0])["Generated-Image"])[0], want)
+        ten_np = ten.permute(0, 2, 3, 1).float().numpy()
+        self.assertEqual(
+            stored(run.dir, cells(c_pt["rows"][0])["Generated-Image"])[0], pixels(pipe.numpy_to_pil(ten_np)[0])
+        )
+        self.assertEqual(tuple(lat.shape[:2]), (1, 4))
+        self.assertEqual(c_lat["finished"]["status"], "ok")
+        self.assertEqual(cells(c_lat["rows"][0])["Generated-Image"]["type"], "null")
+        self.assertIn("latent", c_lat["started"]["params"]["difflog_note"])
+
+    def test_a_failed_call_is_recorded_and_re_raised(self):
+        pipe = tiny.sd()
+        run = self.start()
+        with self.assertRaises(ValueError) as e:
+            pipe("a cat", height=33, width=32, **STEPS)
+        v = self.recorded(run)
+        [call] = v["calls"]
+        self.assertEqual(call["finished"]["status"], "error")
+        self.assertIn(str(e.exception)[:40], call["finished"]["error"])
+        self.assertIn("ValueError", call["finished"]["error"])
+
+
+class Families(Base):
+    def test_sdxl_two_prompts(self):
+        pipe = tiny.sdxl()
+        run = self.start()
+        out = pipe("a cat", prompt_2="a red cat", negative_prompt="dog", height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        [call] = v["calls"]
+        cols = ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Generated-Image", "Seed"]
+        self.assertEqual(call["started"]["columns"], cols)
+        c = cells(call["rows"][0])
+        self.assertEqual(value(c["Prompt-2"]), "a red cat")
+        self.assertEqual(value(c["Negative-Prompt"]), "dog")
+        self.assertEqual(c["Negative-Prompt-2"]["type"], "null")
+        px, _, text = stored(run.dir, c["Generated-Image"])
+        self.assertEqual(px, pixels(out.images[0]))
+        self.assertIn("Prompt 2: a red cat", text["parameters"])
+        self.assertEqual(v["pipelines"][0]["components"]["text_encoder_2"]["class"], "CLIPTextModelWithProjection")
+
+    def test_image_to_image_and_inpainting_inputs_are_cells(self):
+        src = Image.fromarray(np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3))
+        mask = Image.new("L", (32, 32), 0)
+        mask.paste(255, (0, 0, 16, 32))
+        run = self.start()
+        tiny.img2img()(["a cat", "a dog"], image=src, strength=0.9, **STEPS)
+        tiny.inpaint()("a cat", image=src, mask_image=mask, height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        i2i, inp = v["calls"]
+        self.assertEqual(i2i["started"]["columns"], ["Source-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed"])
+        self.assertEqual(
+            inp["started"]["columns"],
+            ["Source-Image", "Mask-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed"],
+        )
+        digests = {cells(r)["Source-Image"]["digest"] for r in i2i["rows"]}
+        self.assertEqual(len(digests), 1, "the source image is stored once per call")
+        self.assertEqual(stored(run.dir, cells(i2i["rows"][0])["Source-Image"])[0], pixels(src))
+        c = cells(inp["rows"][0])
+        self.assertEqual(stored(run.dir, c["Source-Image"])[0], pixels(src))
+        self.assertEqual(stored(run.dir, c["Mask-Image"])[0], pixels(mask))
+        keys = sorted({m["key"] for m in inp["media"]})
+        self.assertEqual(keys, ["Generated-Image/Pipeline-Call-2", "Mask-Image/Pipeline-Call-2", "Source-Image/Pipeline-Call-2"])
+        self.assertEqual(verify(run.dir)[0], 0)
+
+    def test_flow_matching_sd3_is_recorded_without_a_class_list(self):
+        pipe = tiny.sd3()
+        run = self.start()
+        out = pipe("a cat", negative_prompt="dog", height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        [call] = v["calls"]
+        self.assertEqual(v["pipelines"][0]["class"], "StableDiffusion3Pipeline")
+        self.assertEqual(v["pipelines"][0]["scheduler"]["name"], "FlowMatchEulerDiscreteScheduler")
+        self.assertIn("shift", v["pipelines"][0]["scheduler"])
+        self.assertEqual(
+            call["started"]["columns"],
+            ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Prompt-3", "Negative-Prompt-3", "Generated-Image", "Seed"],
+        )
+        px, _, _ = stored(run.dir, cells(call["rows"][0])["Generated-Image"])
+        self.assertEqual(px, pixels(out.images[0]))
+
+    def test_a_pipeline_class_defined_after_autolog(self):
+        run = self.start()
+
+        class Stripes(DiffusionPipeline):
+            """A pipeline the hook has never seen: defined after autolog()."""
+
+            def __init__(self):
+                super().__init__()
+
+            def __call__(self, batch_size=1, label="stripes", shade=100, generator=None):
+                g = generator[0] if isinstance(generator, list) else generator
+                base = int(torch.randint(0, 100, (1,), generator=g))
+                imgs = [Image.new("RGB", (8, 8), (shade, base, i)) for i in range(batch_size)]
+                return ImagePipelineOutput(images=imgs)
+
+        class Stripes2(Stripes):
+            def __call__(self, *args, **kwargs):
+                return super().__call__(*args, **kwargs)
+
+        out = Stripes()(batch_size=2, label="x")
+        Stripes2()(shade=7)
+        v = self.recorded(run)
+        first, second = v["calls"]
+        self.assertEqual([p["class"] for p in v["pipelines"]], ["Stripes", "Stripes2"])
+        self.assertEqual(first["started"]["columns"], ["batch_size", "label", "shade", "Generated-Image", "Seed"])
+        self.assertEqual(value(cells(first["rows"][1])["label"]), "x")
+        self.assertEqual(len(first["started"]["seeds"]), 2)
+        self.assertEqual(stored(run.dir, cells(first["rows"][1])["Generated-Image"])[0], pixels(out.images[1]))
+        # A subclass calling super().__call__ is one call, not two.
+        self.assertEqual(len(v["calls"]), 2)
+        self.assertEqual(second["started"]["params"]["shade"], 7)
+
+
+class Lifecycle(Base):
+    def test_a_recording_problem_never_breaks_the_call(self):
+        run = self.start()
+
+        class Odd(DiffusionPipeline):
+            def __call__(self, prompt="x"):
+                return ImagePipelineOutput(images=["not an image"])
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = Odd()("a cat")
+            out2 = Odd()("a dog")
+        self.assertEqual(out.images, ["not an image"])
+        self.assertEqual(out2.images, ["not an image"])
+        ours = [w for w in caught if "difflog could not record" in str(w.message)]
+        self.assertEqual(len(ours), 1, "warned once")
+        v = self.recorded(run)
+        self.assertEqual(len(v["config"]["recording_errors"]), 2)
+        self.assertEqual([c["finished"]["status"] for c in v["calls"]], ["ok", "ok"])
+
+    def test_an_unwritable_run_directory_leaves_calls_working(self):
+        pipe = tiny.sd()
+        run = self.start()
+        media = os.path.join(run.dir, "media")
+        shutil.rmtree(media)
+        with open(media, "w") as f:
+            f.write("not a folder")
+        g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+        want = pixels(pipe("a cat", generator=g(), height=32, width=32, **STEPS).images[0])
+        with self.assertRaises(difflog.RecordingError) as e:
+            run.flush()
+        self.assertIn("media", str(e.exception))
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            got = pixels(pipe("a cat", generator=g(), height=32, width=32, **STEPS).images[0])
+        self.assertEqual(got, want)
+        with self.assertRaises(difflog.RecordingError):
+            difflog.finish()
+
+    def test_a_run_object_records_only_its_block(self):
+        pipe = tiny.sd()
+        with difflog.Run(project="ctx", root=self.root) as run:
+            pipe("a cat", height=32, width=32, **STEPS)
+        pipe("not recorded", height=32, width=32, **STEPS)
+        other = difflog.Run(project="explicit", root=self.root)
+        other.call(pipe, "a dog", height=32, width=32, **STEPS)
+        other.finish()
+        v = show(run.dir)
+        self.assertEqual(v["state"], "finished")
+        self.assertEqual([value(cells(c["rows"][0])["Prompt"]) for c in v["calls"]], ["a cat"])
+        w = show(other.dir)
+        self.assertEqual([value(cells(c["rows"][0])["Prompt"]) for c in w["calls"]], ["a dog"])
+        self.assertEqual(sorted(os.listdir(self.root)), sorted([os.path.basename(run.dir), os.path.basename(other.dir)]))
+
+    def test_disabled_mode_and_exit_without_finish(self):
+        script = (
+            "import sys, difflog, tiny\n"
+            "run = difflog.autolog(init=dict(project='sub'))\n"
+            "print(run.dir)\n"
+            "out = tiny.sd()('a cat', height=32, width=32, num_inference_steps=1)\n"
+            "assert len(out.images) == 1\n"
+        )
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ, DIFFLOG_DIR=self.root, PYTHONPATH=here)
+        off = subprocess.run([sys.executable, "-c", script], env=dict(env, DIFFLOG_MODE="disabled"), capture_output=True, text=True)
+        self.assertEqual(off.returncode, 0, off.stderr)
+        self.assertEqual(off.stdout.strip(), "None")
+        self.assertEqual(os.listdir(self.root), [])
+        on = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        self.assertEqual(on.returncode, 0, on.stderr)
+        d = on.stdout.strip()
+        self.assertEqual(os.path.dirname(d), self.root)
+        v = show(d)
+        self.assertEqual(v["state"], "finished", "finished at interpreter exit")
+        self.assertEqual(len(v["calls"]), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
