@@ -291,6 +291,27 @@ def max_rate():
             "cpu_percent": cpu}
 
 
+@section("9 python autolog")
+def python_autolog():
+    # issue 16: W&B's real offline autolog vs difflog.autolog on the same
+    # 512x512 outputs; difflog's package built in release for the figures.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    venv = run([os.path.join(root, "scripts/python-env"), "--release"]).stdout.strip()
+    py = os.path.join(venv, "python")
+    if run([py, "-c", "import wandb"], check=False).returncode != 0:
+        run([os.path.join(venv, "pip"), "install", "-q", "wandb==0.31.0"])
+    f = json.loads(run([py, os.path.join(root, "benches/python_autolog.py"), "--json",
+                        "--calls", "4" if quick else "8"]).stdout.strip().splitlines()[-1])
+    s = "9 python autolog"
+    row(s, f"median ms in the caller's thread per call ({f['images_per_call']} images of 512²): W&B autolog",
+        f["wandb_caller_ms_per_call"])
+    row(s, "the same, difflog.autolog", f["difflog_caller_ms_per_call"])
+    row(s, "difflog / W&B", f["difflog_over_wandb"], "<= 0.025", f["difflog_over_wandb"] <= 0.025)
+    row(s, f"difflog / the tiny pipeline's own {f['pipeline_own_ms_per_call']} ms", f["difflog_over_pipeline"],
+        "<= 0.02", f["difflog_over_pipeline"] <= 0.02)
+    return f
+
+
 with open(out_path, "w") as f:
     json.dump({**results, "rows": rows, "failed_sections": failed}, f, indent=2)
 print(f"difflog benchmark ({results['mode']} mode), {results['date']}, {results['machine']}\n")

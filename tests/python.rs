@@ -216,3 +216,49 @@ fn a_python_recorded_run_uploads_to_mlflow() {
         ]
     );
 }
+
+#[test]
+fn a_python_recorded_run_uploads_to_wandb_with_inputs_only_in_tables() {
+    const KEY: &str = "0123456789abcdef-test-key-do-not-leak";
+    let emu = common::wandb::Emulator::start(KEY, "team");
+    let root = tempfile::tempdir().unwrap();
+    let o = py(&["-c", RECORD, "pyw"], &[("DIFFLOG_DIR", root.path())]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+        .args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            "wandb://team/pyw",
+        ])
+        .env("WANDB_BASE_URL", &emu.url)
+        .env("WANDB_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    let runs = emu.runs("pyw");
+    assert_eq!(runs.len(), 1);
+    let keys: std::collections::BTreeSet<String> = runs[0]
+        .history
+        .iter()
+        .filter_map(|l| l.as_object())
+        .flat_map(|l| l.keys().cloned())
+        .collect();
+    for k in [
+        "Generated-Image/Pipeline-Call-1",
+        "Generated-Image/Pipeline-Call-2",
+        "Result-Table/Pipeline-Call-1",
+        "Result-Table/Pipeline-Call-2",
+    ] {
+        assert!(keys.contains(k), "{k} missing from the history: {keys:?}");
+    }
+    // As autolog shows an image-to-image call: the source image in the
+    // table's cells, not as a media panel of its own.
+    assert!(
+        !keys.iter().any(|k| k.starts_with("Source-Image")),
+        "{keys:?}"
+    );
+    assert_eq!(emu.artifacts("pyw").len(), 2);
+}

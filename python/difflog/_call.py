@@ -44,6 +44,16 @@ _NOT_COLUMNS = {"generator", "latents", "output_type", "return_dict", "callback_
 _SEED_RANGE = 2**32
 
 
+_SIGNATURES: Dict[Any, inspect.Signature] = {}
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    sig = _SIGNATURES.get(fn)
+    if sig is None:
+        sig = _SIGNATURES[fn] = inspect.signature(fn)
+    return sig
+
+
 class Recording:
     """A call being recorded (see the module's comment)."""
 
@@ -52,7 +62,7 @@ class Recording:
         self.run = run
         self.t0 = t0
         self.last_step: Optional[float] = None
-        sig = inspect.signature(fn)
+        sig = _signature(fn)
         names = list(sig.parameters)[1:]
         call = sig.bind(pipeline, *args, **kwargs)
         bound = sig.bind(pipeline, *args, **kwargs)
@@ -107,13 +117,13 @@ class Recording:
         self.output_type = params.get("output_type")
         if self.output_type == "latent":
             described["difflog_note"] = "output_type='latent': the images are not stored (latents are not media)"
-        info = pipeline_info(pipeline)
+        info = pipeline_info_json(pipeline)
         if not run._environment_logged:
             run._environment_logged = True
             run.log_config({"environment": environment()})
         seeds = [s for s in self.seeds if s is not None]
         self.call = run._recorder.begin_call(
-            json.dumps(info),
+            info,
             json.dumps(described),
             seeds if len(seeds) == len(self.seeds) else [],
             self.columns + ["Generated-Image", "Seed"],
@@ -348,6 +358,32 @@ def _numpy(a: Any) -> List[Image]:
     return [Image(int(x.shape[1]), int(x.shape[0]), np.ascontiguousarray(x).tobytes()) for x in a]
 
 
+_INFO_CACHE: Dict[int, Tuple[Any, str]] = {}
+
+
+def pipeline_info_json(p: Any) -> str:
+    """:func:`pipeline_info` as JSON, described again only when the pipeline
+    changed: another component or scheduler, its config, or where its
+    modules are (``.to(...)``)."""
+    cfg = getattr(p, "config", None) or {}
+    sched = getattr(p, "scheduler", None)
+    key = (
+        tuple((k, id(getattr(p, k, None))) for k in cfg if not k.startswith("_")),
+        id(sched),
+        id(getattr(sched, "config", None)),
+        id(getattr(p, "config", None)),
+        tuple(sorted(_placement(p).items())),
+    )
+    hit = _INFO_CACHE.get(id(p))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    text = json.dumps(pipeline_info(p))
+    if len(_INFO_CACHE) > 64:
+        _INFO_CACHE.clear()
+    _INFO_CACHE[id(p)] = (key, text)
+    return text
+
+
 def pipeline_info(p: Any) -> Dict[str, Any]:
     """What the pipeline is: class, model id, revision, dtype and device,
     every component (library, class, dtype, device, config) and the
@@ -390,15 +426,24 @@ def pipeline_info(p: Any) -> Dict[str, Any]:
 
 
 def _placement(obj: Any) -> Dict[str, str]:
-    out = {}
-    for attr in ("dtype", "device"):
+    """dtype and device of a torch module (its first parameter's: diffusers'
+    own properties walk every module), or of a pipeline (its first module)."""
+    params = getattr(obj, "parameters", None)
+    if callable(params):
         try:
-            v = getattr(obj, attr)
+            p = next(iter(params()), None)
         except Exception:
-            continue
-        if v is not None:
-            out[attr] = str(v).replace("torch.", "")
-    return out
+            p = None
+        if p is not None:
+            return {"dtype": str(p.dtype).replace("torch.", ""), "device": str(p.device)}
+        return {}
+    for name in ("unet", "transformer", "prior", "decoder", "vae", "text_encoder"):
+        comp = getattr(obj, name, None)
+        if comp is not None and callable(getattr(comp, "parameters", None)):
+            found = _placement(comp)
+            if found:
+                return found
+    return {}
 
 
 def environment() -> Dict[str, Any]:

@@ -364,7 +364,7 @@ fn cell_value(call: u32, row: u32, base: &RecipeBase, v: &Bound<'_, PyAny>) -> P
             None => Vec::new(),
         };
         return Ok(RowValue::Generated {
-            image: (*g.pixels).clone(),
+            image: Arc::clone(&g.pixels),
             caption: g.caption.clone(),
             text,
         });

@@ -33,8 +33,8 @@ pub enum RowValue {
     /// A generated image, stored under `<column>/Pipeline-Call-N` with its
     /// caption (the prompt) and the text chunks its PNG carries (its recipe).
     Generated {
-        /// The pixels.
-        image: RgbImage,
+        /// The pixels (shared: the caller may keep them).
+        image: Arc<RgbImage>,
         /// The media entry's caption.
         caption: Option<String>,
         /// PNG text chunks (see [`crate::recipe::chunks`]).
@@ -160,7 +160,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         caption,
                         text,
                     } => {
-                        let slot = w.encode_with_text(Arc::new(image), text)?;
+                        let slot = w.encode_with_text(image, text)?;
                         w.send(Cmd::Media {
                             ts: ts.clone(),
                             key: format!("{column}/Pipeline-Call-{call}"),

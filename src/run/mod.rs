@@ -605,7 +605,7 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
         cells.push((
             "Generated-Image".into(),
             RowValue::Generated {
-                image: row.image,
+                image: Arc::new(row.image),
                 caption: Some(row.prompt),
                 text: chunks,
             },

@@ -103,7 +103,7 @@ def _vae(**kw):
     )
 
 
-def _sd_components(in_channels=4):
+def _sd_components(in_channels=4, vae=None):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
@@ -123,7 +123,7 @@ def _sd_components(in_channels=4):
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    vae = _vae()
+    vae = vae or _vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_clip_config())
     return dict(
@@ -142,6 +142,22 @@ def _sd_components(in_channels=4):
 def sd():
     """Text-to-image (StableDiffusionPipeline)."""
     return StableDiffusionPipeline(**_sd_components())
+
+
+def sd_large():
+    """Text-to-image whose VAE scales by 8, as real SD's does, so that
+    512x512 images stay cheap (the benchmark's pipeline)."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16, 32, 32],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+    )
+    return StableDiffusionPipeline(**_sd_components(vae=vae))
 
 
 def img2img():

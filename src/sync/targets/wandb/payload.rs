@@ -196,8 +196,14 @@ pub(super) fn run_files(run: &Snapshot<'_>, config: &Map<String, Value>) -> Vec<
 }
 
 /// Media keys of a call's shared images (image-to-image's input, inpainting's
-/// mask), shown only in table cells.
-pub(super) const TABLE_ONLY_PREFIXES: [&str; 2] = ["Input-Image/", "Mask-Image/"];
+/// mask, ControlNet's control image; `Source-Image` is what the Python
+/// package records, in autolog's name), shown only in table cells.
+pub(super) const TABLE_ONLY_PREFIXES: [&str; 4] = [
+    "Input-Image/",
+    "Source-Image/",
+    "Mask-Image/",
+    "Control-Image/",
+];
 
 /// Every history line the log gives, in order (see the module comment).
 pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
