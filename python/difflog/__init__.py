@@ -82,6 +82,7 @@ class Run:
         )
         self.seed_images = bool(seed_images)
         self._errors: list = []
+        self._notes: list = []
         self._lock = threading.Lock()
         self._tokens: list = []
         self._environment_logged = False
@@ -147,6 +148,17 @@ class Run:
         if self._tokens:
             _context_run.reset(self._tokens.pop())
         self.finish(None if value is None else f"{kind.__name__}: {value}")
+
+    def _note(self, text: str) -> None:
+        """Something the run should say about a call that is not an error
+        (a media kind not stored yet): kept in the config's ``notes``."""
+        with self._lock:
+            self._notes.append(text)
+            notes = list(self._notes[-50:])
+        try:
+            self._recorder.log_config(json.dumps({"notes": notes}))
+        except Exception as e:
+            log.warning("difflog: %s", e)
 
     def _report(self, what: str, error: BaseException) -> None:
         """A recording problem: warned once, logged, and kept in the run's

@@ -154,7 +154,10 @@ class Recording:
         end = time.perf_counter()
         timings = self._timings(end)
         try:
-            images = output_images(out, self.output_type)
+            kind = _other_media(out)
+            if kind is not None:
+                self.run._note(f"Pipeline-Call-{self.call.number}: the output holds {kind}; that media kind is not stored yet")
+            images = [] if kind is not None else output_images(out, self.output_type)
             inputs: Dict[int, Any] = {}
             for i, img in enumerate(images):
                 self.call.row(i, self._row(i, img, inputs))
@@ -292,6 +295,16 @@ def _input_image(v: Any, cache: Dict[int, Any]) -> Any:
     return cache[key]
 
 
+def _other_media(out: Any) -> Optional[str]:
+    """``frames`` or ``audios`` when the output holds video or sound."""
+    if isinstance(out, tuple) or getattr(out, "images", None) is not None:
+        return None
+    for kind in ("frames", "audios"):
+        if getattr(out, kind, None) is not None:
+            return kind
+    return None
+
+
 def output_images(out: Any, output_type: Any) -> List[Optional[Image]]:
     """The generated images of a call's output, as RGB images (None for
     each output that is not an image: latents)."""
@@ -300,9 +313,6 @@ def output_images(out: Any, output_type: Any) -> List[Optional[Image]]:
     else:
         images = getattr(out, "images", None)
     if images is None:
-        kind = "frames" if hasattr(out, "frames") else "audios" if hasattr(out, "audios") else None
-        if kind is not None:
-            raise ValueError(f"the output holds {kind}: that media kind is not stored yet")
         raise ValueError(f"no images in the output ({type(out).__name__})")
     if output_type == "latent":
         n = len(images) if hasattr(images, "__len__") else 0

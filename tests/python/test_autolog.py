@@ -316,6 +316,27 @@ class Lifecycle(Base):
         self.assertEqual(len(v["config"]["recording_errors"]), 2)
         self.assertEqual([c["finished"]["status"] for c in v["calls"]], ["ok", "ok"])
 
+    def test_video_output_is_a_call_with_a_note(self):
+        run = self.start()
+
+        class Clip(DiffusionPipeline):
+            def __call__(self, prompt="x", num_frames=3):
+                class Out:
+                    frames = [[Image.new("RGB", (8, 8))] * num_frames]
+
+                return Out()
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = Clip()("a cat")
+        self.assertEqual(len(out.frames[0]), 3)
+        self.assertEqual([w for w in caught if "difflog" in str(w.message)], [])
+        v = self.recorded(run)
+        [call] = v["calls"]
+        self.assertEqual(call["finished"]["status"], "ok")
+        self.assertEqual(call["started"]["params"]["num_frames"], 3)
+        self.assertIn("frames", v["config"]["notes"][0])
+
     def test_an_unwritable_run_directory_leaves_calls_working(self):
         pipe = tiny.sd()
         run = self.start()
