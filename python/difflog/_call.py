@@ -24,6 +24,7 @@ import math
 import random
 import sys
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ._native import Generated, Image
@@ -368,7 +369,14 @@ def _numpy(a: Any) -> List[Image]:
     return [Image(int(x.shape[1]), int(x.shape[0]), np.ascontiguousarray(x).tobytes()) for x in a]
 
 
-_INFO_CACHE: Dict[int, Tuple[Any, str]] = {}
+# By the pipeline object itself (weakly): an id could be reused by a new
+# pipeline once the old one is gone.
+_INFO_CACHE: "weakref.WeakKeyDictionary[Any, Tuple[Any, str]]" = weakref.WeakKeyDictionary()
+
+
+def _is_component(key: str, value: Any) -> bool:
+    """Whether a pipeline config entry names a component (``[library, class]``)."""
+    return not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2
 
 
 def pipeline_info_json(p: Any) -> str:
@@ -378,19 +386,22 @@ def pipeline_info_json(p: Any) -> str:
     cfg = getattr(p, "config", None) or {}
     sched = getattr(p, "scheduler", None)
     key = (
-        tuple((k, id(getattr(p, k, None))) for k in cfg if not k.startswith("_")),
+        # Components only: reading a plain config key as an attribute
+        # makes diffusers warn.
+        tuple((k, id(getattr(p, k, None))) for k, v in cfg.items() if _is_component(k, v)),
         id(sched),
         id(getattr(sched, "config", None)),
         id(getattr(p, "config", None)),
         tuple(sorted(_placement(p).items())),
     )
-    hit = _INFO_CACHE.get(id(p))
+    try:
+        hit = _INFO_CACHE.get(p)
+    except TypeError:  # not weakly referable or not hashable: not cached
+        return json.dumps(pipeline_info(p))
     if hit is not None and hit[0] == key:
         return hit[1]
     text = json.dumps(pipeline_info(p))
-    if len(_INFO_CACHE) > 64:
-        _INFO_CACHE.clear()
-    _INFO_CACHE[id(p)] = (key, text)
+    _INFO_CACHE[p] = (key, text)
     return text
 
 
@@ -404,7 +415,7 @@ def pipeline_info(p: Any) -> Dict[str, Any]:
     for key, value in cfg.items():
         if key.startswith("_"):
             continue
-        if isinstance(value, (list, tuple)) and len(value) == 2:
+        if _is_component(key, value):
             comp = getattr(p, key, None)
             entry: Dict[str, Any] = {"library": value[0], "class": value[1]}
             if comp is not None:

@@ -247,6 +247,25 @@ class Families(Base):
         self.assertEqual(keys, ["Generated-Image/Pipeline-Call-2", "Mask-Image/Pipeline-Call-2", "Source-Image/Pipeline-Call-2"])
         self.assertEqual(verify(run.dir)[0], 0)
 
+    def test_controlnet_and_a_model_loaded_from_a_folder(self):
+        folder = os.path.join(self.root, "model")
+        tiny.sd().save_pretrained(folder)
+        loaded = type(tiny.sd()).from_pretrained(folder)
+        edges = Image.new("RGB", (32, 32), (0, 0, 0))
+        edges.paste((255, 255, 255), (8, 8, 24, 24))
+        run = self.start()
+        tiny.controlnet()("a cat", image=edges, height=32, width=32, **STEPS)
+        loaded("a dog", height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        ctl, sd = v["calls"]
+        self.assertEqual(
+            ctl["started"]["columns"], ["Control-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed"]
+        )
+        self.assertEqual(stored(run.dir, cells(ctl["rows"][0])["Control-Image"])[0], pixels(edges))
+        self.assertEqual(v["pipelines"][0]["components"]["controlnet"]["class"], "ControlNetModel")
+        self.assertEqual(v["pipelines"][1]["model_id"], folder)
+        self.assertEqual(v["workflow"][1]["pipeline"]["_name_or_path"], folder)
+
     def test_flow_matching_sd3_is_recorded_without_a_class_list(self):
         pipe = tiny.sd3()
         run = self.start()

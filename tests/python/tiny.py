@@ -11,6 +11,8 @@ import tempfile
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
+    StableDiffusionControlNetPipeline,
     DDIMScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
@@ -168,6 +170,22 @@ def img2img():
 def inpaint():
     """Inpainting (StableDiffusionInpaintPipeline: a 9-channel UNet)."""
     return StableDiffusionInpaintPipeline(**_sd_components(in_channels=9))
+
+
+def controlnet():
+    """ControlNet (StableDiffusionControlNetPipeline: its `image` is the
+    control image)."""
+    c = _sd_components()
+    torch.manual_seed(0)
+    net = ControlNetModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        in_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        cross_attention_dim=32,
+        conditioning_embedding_out_channels=(16, 32),
+    )
+    return StableDiffusionControlNetPipeline(controlnet=net, **c)
 
 
 def sdxl():
