@@ -57,6 +57,63 @@ pub struct RecipeInput<'a> {
     pub scheduler: &'a Value,
 }
 
+/// What every image of one call shares in its recipe: the call's arguments,
+/// model and scheduler. Each image adds its own prompts, seed and size.
+#[derive(Debug, Clone)]
+pub struct CallRecipe {
+    /// The run id.
+    pub run_id: String,
+    /// Every argument of the call, as recorded.
+    pub params: Map<String, Value>,
+    /// The model id.
+    pub model_id: String,
+    /// The weights digest, if known.
+    pub weights_digest: Option<String>,
+    /// The scheduler's configuration.
+    pub scheduler: Value,
+}
+
+/// One image's own prompts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowPrompts<'a> {
+    /// The prompt.
+    pub prompt: &'a str,
+    /// The negative prompt, if any.
+    pub negative_prompt: Option<&'a str>,
+    /// SDXL's second prompt, if any.
+    pub prompt_2: Option<&'a str>,
+    /// SDXL's second negative prompt, if any.
+    pub negative_prompt_2: Option<&'a str>,
+}
+
+impl CallRecipe {
+    /// The text chunks of the image in row `row` of call `call`.
+    pub fn chunks(
+        &self,
+        call: u32,
+        row: u32,
+        p: RowPrompts<'_>,
+        seed: u64,
+        size: (u32, u32),
+    ) -> Vec<TextChunk> {
+        chunks(&RecipeInput {
+            run_id: &self.run_id,
+            call,
+            row,
+            prompt: p.prompt,
+            negative_prompt: p.negative_prompt,
+            prompt_2: p.prompt_2,
+            negative_prompt_2: p.negative_prompt_2,
+            seed,
+            size,
+            params: &self.params,
+            model_id: &self.model_id,
+            weights_digest: self.weights_digest.as_deref(),
+            scheduler: &self.scheduler,
+        })
+    }
+}
+
 /// A1111's name for a scheduler, where one matches; else difflog's own.
 fn sampler_name(scheduler: &Value) -> Option<String> {
     let name = scheduler["name"].as_str()?;

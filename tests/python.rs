@@ -82,6 +82,24 @@ fn recording_problems_run_objects_disabled_mode_and_exit() {
     unittest("Lifecycle");
 }
 
+#[test]
+fn the_package_type_checks() {
+    // The API is typed inline (py.typed) and the extension in _native.pyi:
+    // mypy checks that the two agree with the code that uses them.
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let o = Command::new(python())
+        .args(["-m", "mypy", "--ignore-missing-imports", "difflog"])
+        .current_dir(&pkg)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "mypy: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 const LOOP: &str = "
 import difflog, tiny, torch
 torch.set_num_threads(1)

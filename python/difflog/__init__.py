@@ -25,14 +25,24 @@ import os
 import threading
 import warnings
 import weakref
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, TypedDict, Union
 
 from ._native import RecordingError, Recorder
 
-__all__ = ["Run", "autolog", "finish", "active_run", "RecordingError"]
+__all__ = ["Run", "InitArgs", "autolog", "finish", "active_run", "RecordingError"]
 __version__ = "0.1.0"
 
 log = logging.getLogger("difflog")
+
+
+class InitArgs(TypedDict, total=False):
+    """``autolog(init=...)``, as W&B's ``init``."""
+
+    project: str
+    name: str
+    tags: Iterable[str]
+    config: Dict[str, Any]
+
 
 # The run hooked pipelines record into: the innermost `with Run(...)` of this
 # thread or task, else the one `autolog()` started.
@@ -184,7 +194,7 @@ class Run:
 
 
 def autolog(
-    init: Optional[Dict[str, Any]] = None,
+    init: Optional[InitArgs] = None,
     root: Union[str, "os.PathLike[str]", None] = None,
     *,
     seed_images: bool = True,
@@ -198,8 +208,8 @@ def autolog(
     from . import _hook
 
     _hook.install()
-    init = dict(init or {})
-    unknown = set(init) - {"project", "name", "tags", "config"}
+    given: Dict[str, Any] = dict(init or {})
+    unknown = set(given) - {"project", "name", "tags", "config"}
     if unknown:
         raise TypeError(f"autolog(init=...): unknown keys {sorted(unknown)}")
     with _autolog_lock:
@@ -209,10 +219,10 @@ def autolog(
                 "call difflog.finish() first"
             )
         _autolog_run = Run(
-            project=init.get("project") or "diffusers_logging",
-            name=init.get("name"),
-            tags=init.get("tags") or (),
-            config=init.get("config"),
+            project=given.get("project") or "diffusers_logging",
+            name=given.get("name"),
+            tags=given.get("tags") or (),
+            config=given.get("config"),
             root=root,
             seed_images=seed_images,
         )

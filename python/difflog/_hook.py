@@ -55,7 +55,7 @@ def install() -> Hook:
             if original is not None:
                 original.__get__(None, cls)(**kw)
             else:
-                super(DiffusionPipeline, cls).__init_subclass__(**kw)
+                super(DiffusionPipeline, cls).__init_subclass__(**kw)  # type: ignore[misc]
             wrap(cls)
 
         DiffusionPipeline.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment]

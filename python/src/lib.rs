@@ -7,7 +7,7 @@
 //! written by the recorder's background threads; the GIL is released while
 //! a row waits for room in the writer's queue.
 
-use difflog::recipe::{chunks, RecipeInput};
+use difflog::recipe::{CallRecipe, RowPrompts, TextChunk};
 use difflog::run::{CallStart, Mode, OpenCall, RowValue};
 use difflog::{Init, PipelineInfo, Run};
 use image::RgbImage;
@@ -136,7 +136,7 @@ impl Recorder {
         let info = pipeline_info(parse_object("pipeline", info_json)?)?;
         let params = parse_object("params", params_json)?;
         let run = self.run()?;
-        let recipe = RecipeBase {
+        let recipe = CallRecipe {
             run_id: run.id().unwrap_or_default().to_string(),
             params: params.clone(),
             model_id: info.model_id.clone(),
@@ -282,44 +282,26 @@ impl Generated {
     }
 }
 
-/// What every image of a call shares in its recipe.
-struct RecipeBase {
-    run_id: String,
-    params: Map<String, Value>,
-    model_id: String,
-    weights_digest: Option<String>,
-    scheduler: Value,
-}
-
-impl RecipeBase {
-    fn chunks(
-        &self,
-        call: u32,
-        row: u32,
-        image: &RgbImage,
-        r: &Map<String, Value>,
-    ) -> Vec<difflog::recipe::TextChunk> {
-        let s = |k: &str| r.get(k).and_then(Value::as_str);
-        let (Some(prompt), Some(seed)) = (s("prompt"), r.get("seed").and_then(Value::as_u64))
-        else {
-            return Vec::new();
-        };
-        chunks(&RecipeInput {
-            run_id: &self.run_id,
-            call,
-            row,
-            prompt,
-            negative_prompt: s("negative_prompt"),
-            prompt_2: s("prompt_2"),
-            negative_prompt_2: s("negative_prompt_2"),
-            seed,
-            size: image.dimensions(),
-            params: &self.params,
-            model_id: &self.model_id,
-            weights_digest: self.weights_digest.as_deref(),
-            scheduler: &self.scheduler,
-        })
-    }
+/// The chunks of a generated image whose recipe names a prompt and a seed
+/// (none otherwise: a recipe without its seed would not make the image).
+fn recipe_chunks(
+    base: &CallRecipe,
+    call: u32,
+    row: u32,
+    image: &RgbImage,
+    r: &Map<String, Value>,
+) -> Vec<TextChunk> {
+    let s = |k: &str| r.get(k).and_then(Value::as_str);
+    let (Some(prompt), Some(seed)) = (s("prompt"), r.get("seed").and_then(Value::as_u64)) else {
+        return Vec::new();
+    };
+    let prompts = RowPrompts {
+        prompt,
+        negative_prompt: s("negative_prompt"),
+        prompt_2: s("prompt_2"),
+        negative_prompt_2: s("negative_prompt_2"),
+    };
+    base.chunks(call, row, prompts, seed, image.dimensions())
 }
 
 /// A call being recorded: `row` per image, then `finish`.
@@ -327,11 +309,11 @@ impl RecipeBase {
 struct Call {
     open: Option<OpenCall<Arc<Run>>>,
     number: u32,
-    recipe: RecipeBase,
+    recipe: CallRecipe,
 }
 
 /// A Python cell value as the recorder stores it.
-fn cell_value(call: u32, row: u32, base: &RecipeBase, v: &Bound<'_, PyAny>) -> PyResult<RowValue> {
+fn cell_value(call: u32, row: u32, base: &CallRecipe, v: &Bound<'_, PyAny>) -> PyResult<RowValue> {
     if v.is_none() {
         return Ok(RowValue::Null);
     }
@@ -360,7 +342,7 @@ fn cell_value(call: u32, row: u32, base: &RecipeBase, v: &Bound<'_, PyAny>) -> P
     if let Ok(g) = v.cast::<Generated>() {
         let g = g.get();
         let text = match &g.recipe {
-            Some(r) => base.chunks(call, row, &g.pixels, r),
+            Some(r) => recipe_chunks(base, call, row, &g.pixels, r),
             None => Vec::new(),
         };
         return Ok(RowValue::Generated {

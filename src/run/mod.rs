@@ -21,6 +21,7 @@ use crate::format::{
     new_run_id, now_rfc3339, RunMeta, FORMAT_VERSION, MEDIA_DIR, RUN_JSON, TMP_PREFIX,
 };
 use crate::pipeline::{CallContext, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use crate::recipe::{CallRecipe, RowPrompts};
 pub use call::{CallStart, OpenCall, RowValue};
 use image::RgbImage;
 use serde_json::{Map, Value};
@@ -378,7 +379,7 @@ impl Run {
             return pipeline.run(request, &mut CallContext::detached());
         };
         let info = pipeline.describe();
-        let recipe = RecipeBase {
+        let recipe = CallRecipe {
             run_id: a.id.clone(),
             params: spec.params.clone(),
             model_id: info.model_id.clone(),
@@ -540,21 +541,12 @@ impl Active {
     }
 }
 
-/// What every image of a call shares in its recipe (see [`crate::recipe`]).
-struct RecipeBase {
-    run_id: String,
-    params: Map<String, Value>,
-    model_id: String,
-    weights_digest: Option<String>,
-    scheduler: Value,
-}
-
 /// Hands the images of a [`Pipeline`]'s call to its [`OpenCall`] (inside
 /// [`CallContext`]): one row per image in the columns [`crate::CallSpec`]
 /// declared, with the image's recipe.
 struct CallRecorder<'a, 'r> {
     open: &'a mut OpenCall<&'r Run>,
-    recipe: RecipeBase,
+    recipe: CallRecipe,
     second_prompts: bool,
     input_image: bool,
     mask_image: bool,
@@ -584,24 +576,20 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
         if self.mask_image {
             cells.push(input("Mask-Image", &row.mask_image));
         }
-        let recipe = &self.recipe;
-        let chunks = crate::recipe::chunks(&crate::recipe::RecipeInput {
-            run_id: &recipe.run_id,
-            call: self.open.call(),
-            row: index,
-            prompt: &row.prompt,
-            negative_prompt: row.negative_prompt.as_deref(),
-            // Only what the table records, so the recipe is a function
-            // of the record (replay rebuilds it from there).
-            prompt_2: row.prompt_2.as_deref().filter(|_| second),
-            negative_prompt_2: row.negative_prompt_2.as_deref().filter(|_| second),
-            seed: row.seed,
-            size: row.image.dimensions(),
-            params: &recipe.params,
-            model_id: &recipe.model_id,
-            weights_digest: recipe.weights_digest.as_deref(),
-            scheduler: &recipe.scheduler,
-        });
+        let chunks = self.recipe.chunks(
+            self.open.call(),
+            index,
+            RowPrompts {
+                prompt: &row.prompt,
+                negative_prompt: row.negative_prompt.as_deref(),
+                // Only what the table records, so the recipe is a function
+                // of the record (replay rebuilds it from there).
+                prompt_2: row.prompt_2.as_deref().filter(|_| second),
+                negative_prompt_2: row.negative_prompt_2.as_deref().filter(|_| second),
+            },
+            row.seed,
+            row.image.dimensions(),
+        );
         cells.push((
             "Generated-Image".into(),
             RowValue::Generated {
