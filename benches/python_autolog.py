@@ -13,6 +13,8 @@ pipeline's own time (target <= 2 %).
 """
 
 import argparse
+import atexit
+import shutil
 import functools
 import json
 import os
@@ -47,6 +49,7 @@ def child(mode, calls, images, size):
 
     StableDiffusionPipeline.__call__ = timed
     work = tempfile.mkdtemp(prefix=f"difflog-bench-{mode}-")
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     finish = lambda: None  # noqa: E731
     if mode == "wandb":
         os.environ["WANDB_DIR"] = work

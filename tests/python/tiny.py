@@ -4,8 +4,10 @@ reach). Same seeds, same weights: every machine builds the same pipelines.
 The shapes follow the small configurations of diffusers' own test suite.
 """
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 import torch
@@ -49,6 +51,7 @@ def tokenizer():
     global _TOKENIZER_DIR
     if _TOKENIZER_DIR is None:
         d = tempfile.mkdtemp(prefix="difflog-tok-")
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
         chars = _bytes_to_unicode()
         vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
         for c in chars:
