@@ -14,7 +14,7 @@
 //! (`difflog::AutologCall`).
 
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 pub type PipelineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a pipeline instance is; recorded once per run as a `pipeline` event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// (Deserialize: the Python package hands it over as JSON.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineInfo {
     /// Class name (`StableDiffusionPipeline`, `StableDiffusionXLImg2ImgPipeline`, a user's own).
     pub class: String,
@@ -38,8 +39,10 @@ pub struct PipelineInfo {
     /// Device (`cpu`, `cuda:0`, …).
     pub device: String,
     /// Components: name → class.
+    #[serde(default)]
     pub components: Map<String, Value>,
     /// The full scheduler configuration.
+    #[serde(default)]
     pub scheduler: Value,
 }
 

@@ -855,16 +855,19 @@ fn max_rate_caps_the_upload_bandwidth_and_everything_still_arrives() {
         .map(|m| m.bytes)
         .sum();
     assert!(media > 600_000, "{media} bytes of media");
+    let upload = |rate: &str| {
+        sync(&[
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &mf::target(),
+            "--max-rate",
+            rate,
+        ])
+    };
     let rate = 256 * 1024;
     let t = Instant::now();
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-        "--max-rate",
-        "256KiB/s",
-    ]);
+    let o = upload("256KiB/s");
     let took = t.elapsed().as_secs_f64();
     assert!(o.status.success(), "{}", text(&o));
     assert_complete(&project, &dir, "FINISHED");
@@ -876,14 +879,7 @@ fn max_rate_caps_the_upload_bandwidth_and_everything_still_arrives() {
 
     // A rate that is not one is refused before anything is sent.
     for bad in ["fast", "0", "2XB/s"] {
-        let o = sync(&[
-            "upload",
-            root.path().to_str().unwrap(),
-            "--to",
-            &mf::target(),
-            "--max-rate",
-            bad,
-        ]);
+        let o = upload(bad);
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
         assert!(text(&o).contains("--max-rate"), "{}", text(&o));
     }

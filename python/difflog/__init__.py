@@ -27,6 +27,7 @@ import warnings
 import weakref
 from typing import Any, Dict, Iterable, Optional, TypedDict, Union
 
+from ._call import describe
 from ._native import RecordingError, Recorder
 
 __all__ = ["Run", "InitArgs", "autolog", "finish", "active_run", "RecordingError"]
@@ -81,7 +82,7 @@ class Run:
         seed_images: bool = True,
         disabled: bool = False,
     ) -> None:
-        config_json = json.dumps(_jsonable(config)) if config else None
+        config_json = json.dumps(describe(config)) if config else None
         self._recorder = Recorder(
             project,
             name,
@@ -117,7 +118,7 @@ class Run:
 
     def log_config(self, config: Dict[str, Any]) -> None:
         """Merges run-level config over what was recorded before."""
-        self._recorder.log_config(json.dumps(_jsonable(config)))
+        self._recorder.log_config(json.dumps(describe(config)))
 
     def call(self, pipeline: Any, *args: Any, **kwargs: Any) -> Any:
         """Calls ``pipeline(*args, **kwargs)`` and records the call into
@@ -248,10 +249,3 @@ def _finish_at_exit() -> None:
             run.finish()
         except Exception as e:  # nobody is left to raise it to
             log.error("difflog: %s", e)
-
-
-def _jsonable(v: Any, depth: int = 0) -> Any:
-    """A value as JSON can hold it (see _call.describe for call arguments)."""
-    from ._call import describe
-
-    return describe(v, depth)

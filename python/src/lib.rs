@@ -133,7 +133,8 @@ impl Recorder {
         seeds: Vec<u64>,
         columns: Vec<String>,
     ) -> PyResult<Call> {
-        let info = pipeline_info(parse_object("pipeline", info_json)?)?;
+        let info: PipelineInfo = serde_json::from_str(info_json)
+            .map_err(|e| PyValueError::new_err(format!("pipeline: {e}")))?;
         let params = parse_object("params", params_json)?;
         let run = self.run()?;
         let recipe = CallRecipe {
@@ -172,45 +173,6 @@ impl Recorder {
         let Some(run) = run else { return Ok(()) };
         py.detach(|| run.end(error)).map_err(recording_error)
     }
-}
-
-/// The pipeline description the Python side sends, checked field by field.
-fn pipeline_info(mut m: Map<String, Value>) -> PyResult<PipelineInfo> {
-    let mut text = |key: &str, required: bool| -> PyResult<Option<String>> {
-        match m.remove(key) {
-            Some(Value::String(s)) => Ok(Some(s)),
-            None | Some(Value::Null) if !required => Ok(None),
-            _ => Err(PyValueError::new_err(format!(
-                "pipeline: {key} must be a string"
-            ))),
-        }
-    };
-    let class = text("class", true)?.unwrap_or_default();
-    let model_id = text("model_id", true)?.unwrap_or_default();
-    let revision = text("revision", false)?;
-    let weights_digest = text("weights_digest", false)?;
-    let dtype = text("dtype", true)?.unwrap_or_default();
-    let device = text("device", true)?.unwrap_or_default();
-    let components = match m.remove("components") {
-        Some(Value::Object(c)) => c,
-        None => Map::new(),
-        Some(_) => {
-            return Err(PyValueError::new_err(
-                "pipeline: components must be an object",
-            ))
-        }
-    };
-    let scheduler = m.remove("scheduler").unwrap_or(Value::Null);
-    Ok(PipelineInfo {
-        class,
-        model_id,
-        revision,
-        weights_digest,
-        dtype,
-        device,
-        components,
-        scheduler,
-    })
 }
 
 /// RGB pixels (8 bits a channel) handed to the recorder: an input of the

@@ -72,8 +72,8 @@ impl<R: Borrow<Run>> OpenCall<R> {
     /// start. On a run that records nothing, every method does nothing.
     pub fn begin(run: R, start: CallStart) -> OpenCall<R> {
         let mut call = 0;
-        if let Some(a) = &run.borrow().active {
-            let r = run.borrow();
+        let r: &Run = run.borrow();
+        if let Some(a) = &r.active {
             let pipeline = r.pipeline_index(a, start.info);
             call = a.next_call.fetch_add(1, Ordering::Relaxed);
             r.emit_quiet(Event::CallStarted(CallStarted {
