@@ -642,6 +642,7 @@ fn resets_delays_server_errors_and_429s_still_deliver_everything_once() {
             server_error: 0.1,
             too_many: 0.08,
             lost_response: 0.1,
+            slow_down: 0.0,
         },
         42,
     );

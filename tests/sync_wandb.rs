@@ -737,6 +737,7 @@ fn resets_server_errors_429s_conflicts_and_lost_answers_deliver_everything_once(
             server_error: 0.06,
             too_many: 0.05,
             lost_response: 0.06,
+            slow_down: 0.0,
         },
         42,
     );

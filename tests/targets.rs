@@ -264,6 +264,7 @@ fn every_target_ends_whole_after_sigkills_of_the_uploader() {
             server_error: 0.0,
             too_many: 0.0,
             lost_response: 0.0,
+            slow_down: 0.0,
         };
         let proxy = common::proxy::Proxy::start(&b.server(), slow, 7);
         for _ in 0..6 {
@@ -311,6 +312,7 @@ fn every_target_delivers_everything_once_through_resets_errors_and_lost_answers(
             server_error: 0.05,
             too_many: 0.04,
             lost_response: 0.05,
+            slow_down: 0.0,
         };
         let proxy = common::proxy::Proxy::start(&b.server(), faults, 11);
         let mut c = Command::new(env!("CARGO_BIN_EXE_difflog-sync"));

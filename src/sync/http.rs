@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Files up to this size are read whole before sending; larger ones stream.
-const SMALL_FILE: u64 = 8 * 1024 * 1024;
+pub(crate) const SMALL_FILE: u64 = 8 * 1024 * 1024;
 
 /// The most read of any answer (JSON of an API call, an error page): a
 /// server's answer is untrusted, and one that never ends must not fill the
@@ -206,19 +206,33 @@ pub struct Http {
     /// When a server last answered anything (milliseconds since the Unix
     /// epoch; 0: never), over this client and its clones.
     answered_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// TLS certificates are not checked (`MLFLOW_S3_IGNORE_TLS`).
+    insecure: bool,
 }
 
 impl Http {
     /// A client for `base` (scheme, host, port, optional path prefix).
     pub fn new(base: &str, auth: Auth) -> SyncResult<Http> {
         Ok(Http {
-            client: std::sync::Arc::new(std::sync::RwLock::new(Self::build_client()?)),
+            client: std::sync::Arc::new(std::sync::RwLock::new(Self::build_client(false)?)),
             base: base.trim_end_matches('/').to_string(),
             auth,
             attempts: 4,
             failures_in_a_row: Default::default(),
             answered_ms: Default::default(),
+            insecure: false,
         })
+    }
+
+    /// This client, not checking TLS certificates when `insecure` (a store
+    /// the user told to trust: `MLFLOW_S3_IGNORE_TLS`).
+    pub fn accepting_invalid_certs(mut self, insecure: bool) -> SyncResult<Http> {
+        if insecure != self.insecure {
+            self.insecure = insecure;
+            self.client =
+                std::sync::Arc::new(std::sync::RwLock::new(Self::build_client(insecure)?));
+        }
+        Ok(self)
     }
 
     /// When a server last answered a request of this client (any status).
@@ -232,14 +246,15 @@ impl Http {
     /// wait for the read timeout instead of failing or succeeding at once.
     /// Requests in flight keep their connections.
     pub fn reset_connections(&self) {
-        match Self::build_client() {
+        match Self::build_client(self.insecure) {
             Ok(c) => *self.client.write().unwrap_or_else(|p| p.into_inner()) = c,
             Err(e) => tracing::warn!("{e}"),
         }
     }
 
-    fn build_client() -> SyncResult<reqwest::Client> {
+    fn build_client(insecure: bool) -> SyncResult<reqwest::Client> {
         reqwest::Client::builder()
+            .danger_accept_invalid_certs(insecure)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))
             // A server that stops answering mid-request is given up on long
@@ -305,6 +320,20 @@ impl Http {
         body: Body<'_>,
         want: Want,
     ) -> SyncResult<Value> {
+        self.retrying(|| self.attempt(method.clone(), path, headers, &body, want))
+            .await
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good: transient
+    /// failures are retried with backoff, counted over every request of
+    /// this client (any success resets the count) so that an outage is
+    /// retried by the pass, not by each of many concurrent requests; a
+    /// server that cannot be reached at all is not retried here.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> SyncResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = SyncResult<T>>,
+    {
         use std::sync::atomic::Ordering::Relaxed;
         let policy = Policy {
             base: Duration::from_millis(250),
@@ -313,19 +342,18 @@ impl Http {
         };
         retry(
             policy,
-            |_| async {
-                let result = self
-                    .attempt(method.clone(), path, headers, &body, want)
-                    .await;
-                // Concurrent requests share one count of failures in a row,
-                // so an outage is retried by the pass, not by every request.
-                match &result {
-                    Err(e) if e.class == Class::Transient => {
-                        self.failures_in_a_row.fetch_add(1, Relaxed);
+            |_| {
+                let fut = attempt();
+                async {
+                    let result = fut.await;
+                    match &result {
+                        Err(e) if e.class == Class::Transient => {
+                            self.failures_in_a_row.fetch_add(1, Relaxed);
+                        }
+                        _ => self.failures_in_a_row.store(0, Relaxed),
                     }
-                    _ => self.failures_in_a_row.store(0, Relaxed),
+                    result
                 }
-                result
             },
             |e: &SyncError| {
                 let in_a_row = self.failures_in_a_row.load(Relaxed);
@@ -337,6 +365,89 @@ impl Http {
                 }
             },
         )
+        .await
+    }
+
+    /// A request that got no answer: transient (unreachable when no
+    /// connection could be made), named by `what`.
+    fn no_answer(&self, what: &str, e: &reqwest::Error) -> SyncError {
+        let class = if e.is_builder() {
+            Class::Permanent
+        } else {
+            Class::Transient
+        };
+        SyncError {
+            class,
+            message: crate::redact::redact(&format!("{what}: {}", error_chain(e))),
+            unreachable: e.is_connect(),
+            ..SyncError::permanent(String::new())
+        }
+    }
+
+    /// Notes that the server answered now.
+    fn answered(&self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.answered_ms
+            .fetch_max(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One request that a storage client built and signed itself (the
+    /// object stores of `sync::objects`), sent as it is through this
+    /// client's connection pool, upload pacing and retries: transient
+    /// answers (5xx, 408, 429, honouring `Retry-After`) and broken
+    /// connections are tried again; any other answer, success or not, is
+    /// returned whole (at most [`MAX_ANSWER`] bytes) for the caller to read.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &reqwest::header::HeaderMap,
+        body: bytes::Bytes,
+    ) -> SyncResult<(StatusCode, reqwest::header::HeaderMap, bytes::Bytes)> {
+        let what = format!("{method} {}", url.split('?').next().unwrap_or(""));
+        self.retrying(|| async {
+            let client = self
+                .client
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let sent = if super::rate::active() {
+                super::rate::paced(body.to_vec())
+            } else {
+                body.clone().into()
+            };
+            let mut req = client.request(method.clone(), url).headers(headers.clone());
+            if !headers.contains_key(reqwest::header::CONTENT_LENGTH) {
+                // A paced body is a stream: stores want its length told.
+                req = req.header(reqwest::header::CONTENT_LENGTH, body.len());
+            }
+            let resp = req
+                .body(sent)
+                .send()
+                .await
+                .map_err(|e| self.no_answer(&what, &e))?;
+            self.answered();
+            let status = resp.status();
+            if classify_status(status.as_u16()) == Class::Transient {
+                return Err(answer(resp, &what, Want::Json)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| SyncError::transient(format!("{what}: {status}"))));
+            }
+            let headers = resp.headers().clone();
+            let bytes = read_capped(resp, MAX_ANSWER).await.map_err(|e| match e {
+                Capped::TooLong => SyncError::permanent(format!(
+                    "{what}: the server's answer is over {} MB",
+                    MAX_ANSWER / (1024 * 1024)
+                )),
+                Capped::Read(e) => {
+                    SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
+                }
+            })?;
+            Ok((status, headers, bytes::Bytes::from(bytes)))
+        })
         .await
     }
 
@@ -369,24 +480,8 @@ impl Http {
         let what = format!("{method} {}", url.split('?').next().unwrap_or(""));
         let req = self.request(method, &url, &what, headers, body).await?;
         let started = std::time::Instant::now();
-        let resp = req.send().await.map_err(|e| {
-            let class = if e.is_builder() {
-                Class::Permanent
-            } else {
-                Class::Transient
-            };
-            SyncError {
-                class,
-                message: crate::redact::redact(&format!("{what}: {}", error_chain(&e))),
-                unreachable: e.is_connect(),
-                ..SyncError::permanent(String::new())
-            }
-        })?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        self.answered_ms
-            .fetch_max(now_ms, std::sync::atomic::Ordering::Relaxed);
+        let resp = req.send().await.map_err(|e| self.no_answer(&what, &e))?;
+        self.answered();
         tracing::debug!(
             "{what}: {} in {:.1} ms",
             resp.status(),
@@ -551,6 +646,48 @@ fn with_type(req: reqwest::RequestBuilder, ct: Option<&str>) -> reqwest::Request
     }
 }
 
+/// The error for a media file that is not what the run recorded.
+pub(crate) fn damaged(path: &Path, what: String) -> SyncError {
+    SyncError::permanent(format!(
+        "{}: {what}; the run is damaged (see difflog verify), not uploaded",
+        path.display()
+    ))
+}
+
+/// Opens a media file for upload, checking its size against the record.
+pub(crate) async fn open_checked(path: &Path, len: u64) -> SyncResult<tokio::fs::File> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| {
+        SyncError::permanent(format!("{}: cannot open for upload: {e}", path.display()))
+    })?;
+    let size = file.metadata().await.map(|m| m.len()).unwrap_or(u64::MAX);
+    if size != len {
+        return Err(damaged(path, format!("size {size} but {len} recorded")));
+    }
+    Ok(file)
+}
+
+/// A small media file's bytes, read whole and checked against the recorded
+/// size and SHA-256 before anything is sent.
+pub(crate) async fn read_checked(path: &Path, digest: &str, len: u64) -> SyncResult<Vec<u8>> {
+    use sha2::Digest as _;
+    let mut file = open_checked(path, len).await?;
+    let mut buf = Vec::with_capacity(len.min(SMALL_FILE) as usize);
+    tokio::io::AsyncReadExt::read_to_end(
+        &mut tokio::io::AsyncReadExt::take(&mut file, len + 1),
+        &mut buf,
+    )
+    .await
+    .map_err(|e| SyncError::permanent(format!("{}: cannot read: {e}", path.display())))?;
+    let got = crate::format::hex(&sha2::Sha256::digest(&buf));
+    if buf.len() as u64 != len || got != digest {
+        return Err(damaged(
+            path,
+            format!("content digest {got} is not the recorded {digest}"),
+        ));
+    }
+    Ok(buf)
+}
+
 /// The body of a media upload: the file's bytes, checked against the
 /// recorded size and digest. Small files (generated images) are read and
 /// checked before anything is sent; larger ones are streamed with the last
@@ -558,35 +695,10 @@ fn with_type(req: reqwest::RequestBuilder, ct: Option<&str>) -> reqwest::Request
 /// receives a complete body of the wrong bytes.
 async fn checked_file_body(path: &Path, digest: &str, len: u64) -> SyncResult<reqwest::Body> {
     use sha2::Digest as _;
-    let mismatch = |what: String| {
-        SyncError::permanent(format!(
-            "{}: {what}; the run is damaged (see difflog verify), not uploaded",
-            path.display()
-        ))
-    };
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| {
-        SyncError::permanent(format!("{}: cannot open for upload: {e}", path.display()))
-    })?;
-    let size = file.metadata().await.map(|m| m.len()).unwrap_or(u64::MAX);
-    if size != len {
-        return Err(mismatch(format!("size {size} but {len} recorded")));
-    }
     if len <= SMALL_FILE {
-        let mut buf = Vec::with_capacity(len as usize);
-        tokio::io::AsyncReadExt::read_to_end(
-            &mut tokio::io::AsyncReadExt::take(&mut file, len + 1),
-            &mut buf,
-        )
-        .await
-        .map_err(|e| SyncError::permanent(format!("{}: cannot read: {e}", path.display())))?;
-        let got = crate::format::hex(&sha2::Sha256::digest(&buf));
-        if buf.len() as u64 != len || got != digest {
-            return Err(mismatch(format!(
-                "content digest {got} is not the recorded {digest}"
-            )));
-        }
-        return Ok(super::rate::paced(buf));
+        return Ok(super::rate::paced(read_checked(path, digest, len).await?));
     }
+    let file = open_checked(path, len).await?;
     struct Streaming {
         file: tokio::fs::File,
         hasher: sha2::Sha256,

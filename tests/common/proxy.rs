@@ -2,7 +2,7 @@
 //!
 //! It reads each HTTP/1.1 request (headers plus a Content-Length body),
 //! then, by a seeded coin, resets the connection, delays, answers 500 or 503,
-//! answers 429 with `Retry-After`, forwards and drops the answer, or forwards the request to the real server
+//! answers 429 with `Retry-After` or S3's 503 `SlowDown`, forwards and drops the answer, or forwards the request to the real server
 //! over a fresh connection and relays the response verbatim. During an
 //! "outage" it accepts and immediately closes every connection, like a
 //! stopped server behind a load balancer, and counts the attempts. While
@@ -32,6 +32,9 @@ pub struct Faults {
     /// Forward the request, then drop the server's answer (the server did
     /// the work; the client never hears of it).
     pub lost_response: f64,
+    /// Answer 503 `SlowDown` (S3's throttling answer, XML) with
+    /// `Retry-After: 1` without forwarding.
+    pub slow_down: f64,
 }
 
 /// Counters of what the proxy did.
@@ -47,6 +50,8 @@ pub struct Counts {
     pub puts_forwarded: AtomicUsize,
     /// PUT requests held (and then dropped) while PUTs were held.
     pub held: AtomicUsize,
+    /// Requests answered 503 SlowDown.
+    pub slowed: AtomicUsize,
     /// When each connection was accepted.
     pub accepted: Mutex<Vec<std::time::Instant>>,
 }
@@ -220,6 +225,20 @@ fn serve(client: TcpStream, upstream: &str, c: &Counts, sw: &Switches, seed: u64
             continue;
         }
         let x = x - f.server_error;
+        if x < f.slow_down {
+            c.faulted.fetch_add(1, Ordering::SeqCst);
+            let body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>\
+                        <Message>Please reduce your request rate.</Message></Error>";
+            let _ = write!(
+                w,
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+                 Content-Length: {}\r\nRetry-After: 1\r\n\r\n{body}",
+                body.len()
+            );
+            c.slowed.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        let x = x - f.slow_down;
         if x < f.too_many {
             c.faulted.fetch_add(1, Ordering::SeqCst);
             respond(&mut w, "429 Too Many Requests", "Retry-After: 1\r\n");

@@ -185,7 +185,7 @@ pub trait Target {
 pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
     match spec {
         TargetSpec::Mlflow { base, auth } => mlflow::Mlflow::new(base, auth.clone())
-            .map(AnyTarget::Mlflow)
+            .map(|m| AnyTarget::Mlflow(Box::new(m)))
             .map_err(|e| Error::Invalid(e.message)),
         TargetSpec::Wandb {
             base,
@@ -215,7 +215,7 @@ pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
 /// Any of the supported targets (what `--to` chose).
 pub enum AnyTarget {
     /// An MLflow tracking server.
-    Mlflow(mlflow::Mlflow),
+    Mlflow(Box<mlflow::Mlflow>),
     /// Weights & Biases (cloud or self-hosted W&B Server).
     Wandb(Box<wandb::Wandb>),
 }

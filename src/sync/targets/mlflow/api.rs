@@ -2,6 +2,7 @@
 //! of metrics, params and tags.
 
 use super::*;
+use crate::sync::objects::{Place, Stores};
 
 impl Mlflow {
     /// A target at `base` (`http://host:port`), with `auth`.
@@ -10,6 +11,7 @@ impl Mlflow {
             http: Http::new(base, auth)?,
             key: format!("mlflow+{}", base.trim_end_matches('/')),
             experiments: Mutex::new(HashMap::new()),
+            stores: Stores::new()?,
         })
     }
 
@@ -120,7 +122,7 @@ impl Mlflow {
         let id = str_field(info, "run_id")?;
         let exp = str_field(info, "experiment_id")?;
         let uri = str_field(info, "artifact_uri")?;
-        let prefix = match uri.strip_prefix("mlflow-artifacts:") {
+        let (prefix, direct) = match uri.strip_prefix("mlflow-artifacts:") {
             Some(rest) => {
                 // mlflow-artifacts:/1/<run>/artifacts or mlflow-artifacts://host/1/…
                 let rest = rest.trim_start_matches('/');
@@ -129,13 +131,15 @@ impl Mlflow {
                 } else {
                     rest
                 };
-                rest.trim_end_matches('/').to_string()
+                (rest.trim_end_matches('/').to_string(), None)
             }
             None => {
-                return Err(SyncError::permanent(format!(
-                    "MLflow run {id} stores artifacts at {uri}, which difflog-sync cannot reach: \
-                     start the server with artifact proxying (mlflow server --artifacts-destination …)"
-                )))
+                Place::parse(&uri).map_err(|why| {
+                    SyncError::permanent(format!(
+                        "MLflow run {id} stores artifacts at {uri}, which difflog-sync cannot write to: {why}"
+                    ))
+                })?;
+                (String::new(), Some(uri))
             }
         };
         let mut remote = Remote {
@@ -146,13 +150,10 @@ impl Mlflow {
             run_id: id,
             experiment_id: exp,
             artifact_prefix: prefix,
+            artifact_uri: direct,
         }
         .store(&mut remote);
         Ok(remote)
-    }
-
-    pub(super) fn prefix(remote: &Remote) -> SyncResult<String> {
-        Ok(RunAt::of(remote)?.artifact_prefix)
     }
 
     pub(super) async fn put_artifact(
@@ -161,9 +162,19 @@ impl Mlflow {
         path: &str,
         body: Body<'_>,
     ) -> SyncResult<()> {
+        let at = RunAt::of(remote)?;
+        if let Some(uri) = &at.artifact_uri {
+            let place = Place::parse(uri).map_err(|why| {
+                SyncError::permanent(format!(
+                    "MLflow run {}: artifact URI {uri}: {why}",
+                    at.run_id
+                ))
+            })?;
+            return self.stores.put(&place, path, body).await;
+        }
         let url = format!(
             "/api/2.0/mlflow-artifacts/artifacts/{}/{}",
-            Self::prefix(remote)?,
+            at.artifact_prefix,
             path.split('/')
                 .map(percent_encode)
                 .collect::<Vec<_>>()

@@ -9,7 +9,10 @@
 //! 8 MB read whole, larger ones streamed from disk); each call's table as MLflow table JSON at
 //! `Result-Table/Pipeline-Call-N.json` (listed in `mlflow.loggedArtifacts`
 //! like `mlflow.log_table` does); timings as metrics `timings/<phase>_ms`
-//! with the call number as step.
+//! with the call number as step. Artifacts go where the run's
+//! `artifact_uri` says, as MLflow's client sends them: through the server
+//! (`mlflow-artifacts:`) or straight to object storage (`s3://`, `gs://`,
+//! `wasbs://`, `abfss://`, a reachable `file://`; see `sync::objects`).
 //!
 //! Idempotence: artifacts are PUT to fixed paths, params resent with the same
 //! values, tags overwritten, metrics resent with the record's own timestamp
@@ -44,8 +47,12 @@ pub(super) struct RunAt {
     pub(super) run_id: String,
     /// The experiment it is in.
     pub(super) experiment_id: String,
-    /// Where its artifacts go under `mlflow-artifacts:`.
+    /// Where its artifacts go under `mlflow-artifacts:` (proxied runs).
     pub(super) artifact_prefix: String,
+    /// The run's artifact URI when it names a store written directly
+    /// (`s3://…`, `gs://…`, `wasbs://…`, `file://…`); absent for proxied runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) artifact_uri: Option<String>,
 }
 
 impl RemoteData for RunAt {
@@ -55,6 +62,8 @@ impl RemoteData for RunAt {
 /// An MLflow tracking server.
 pub struct Mlflow {
     http: Http,
+    /// Artifact stores written directly (runs whose artifact URI is a bucket).
+    stores: crate::sync::objects::Stores,
     key: String,
     experiments: Mutex<HashMap<String, String>>,
 }
@@ -70,6 +79,7 @@ impl Target for Mlflow {
 
     fn network_changed(&self) {
         self.http.reset_connections();
+        self.stores.network_changed();
     }
 
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {

@@ -1,0 +1,439 @@
+//! `difflog-sync` to an MLflow server whose artifacts live in object
+//! storage (`--default-artifact-root s3://… --no-serve-artifacts`): a real
+//! S3-compatible server (rclone serving a folder, started by scripts/test)
+//! and a real MLflow server configured that way. What the bucket holds is
+//! read from the served folder itself and through MLflow's own Python
+//! client (boto3), never through difflog.
+
+mod common;
+
+use common::proxy::{Faults, Proxy};
+use common::{Req, TestPipeline};
+use difflog::read::RunDir;
+use difflog::run::media::sha256_hex;
+use difflog::{Init, Run};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bucket the MLflow server's artifact root is in (scripts/test).
+const BUCKET: &str = "difflog-test";
+
+/// The S3 server: endpoint, the folder it serves, its keys.
+struct S3 {
+    url: String,
+    dir: PathBuf,
+    access: String,
+    secret: String,
+}
+
+fn s3() -> S3 {
+    let v = std::env::var("DIFFLOG_TEST_S3").unwrap_or_else(|_| {
+        panic!(
+            "this test needs an S3 server and an MLflow server storing artifacts there: run \
+             scripts/test (it sets DIFFLOG_TEST_S3=\"URL DIR ACCESS SECRET\" and \
+             DIFFLOG_TEST_MLFLOW_S3_URL)"
+        )
+    });
+    let f: Vec<&str> = v.split(' ').collect();
+    assert_eq!(f.len(), 4, "DIFFLOG_TEST_S3 is URL DIR ACCESS SECRET: {v}");
+    S3 {
+        url: f[0].into(),
+        dir: f[1].into(),
+        access: f[2].into(),
+        secret: f[3].into(),
+    }
+}
+
+fn mlflow_url() -> String {
+    let url = std::env::var("DIFFLOG_TEST_MLFLOW_S3_URL")
+        .expect("DIFFLOG_TEST_MLFLOW_S3_URL: an MLflow server with an s3:// artifact root (scripts/test starts one)");
+    assert!(
+        ureq::get(&format!("{url}/health")).call().is_ok(),
+        "the MLflow server at {url} does not answer"
+    );
+    url
+}
+
+/// `difflog-sync ARGS` with the S3 credentials and `endpoint`.
+fn sync_cmd(args: &[&str], endpoint: &str, secret: &str) -> Command {
+    let s = s3();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_difflog-sync"));
+    c.args(args)
+        .env("AWS_ACCESS_KEY_ID", &s.access)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("MLFLOW_S3_ENDPOINT_URL", endpoint)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("MLFLOW_TRACKING_TOKEN");
+    c
+}
+
+fn upload(root: &Path, endpoint: &str) -> Output {
+    let to = format!("mlflow+{}", mlflow_url());
+    sync_cmd(
+        &["upload", root.to_str().unwrap(), "--to", &to],
+        endpoint,
+        &s3().secret,
+    )
+    .output()
+    .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{prefix}-{}-{}", std::process::id(), t.subsec_nanos())
+}
+
+/// A finished run of `calls` calls, two images each, `size` pixels.
+fn record(root: &Path, project: &str, calls: u64, size: u32) -> PathBuf {
+    let run = Run::create(
+        Init::project(project)
+            .name("s3 test")
+            .config(serde_json::json!({"sampler": {"steps": 4}}))
+            .root(root),
+    )
+    .unwrap();
+    let mut p = TestPipeline::new();
+    p.size = size;
+    for c in 0..calls {
+        run.record(&mut p, &Req::new(&["a prompt", "another"], 1000 * c))
+            .unwrap();
+    }
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    dir
+}
+
+/// Every object in the bucket under the artifact roots of `runs` (MLflow
+/// run ids): key → (size, modification time), read from the served folder.
+fn objects(run_ids: &[String]) -> BTreeMap<String, (u64, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let bucket = s3().dir.join(BUCKET);
+    let mut stack = vec![bucket.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let key = p.strip_prefix(&bucket).unwrap().display().to_string();
+            if run_ids.iter().any(|r| key.contains(&format!("/{r}/"))) {
+                let md = e.metadata().unwrap();
+                out.insert(key, (md.len(), md.modified().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// What MLflow's own Python client (with boto3) reads of experiment
+/// `project`: its runs, and for each every artifact downloaded (path →
+/// SHA-256) and the first table through `load_table`.
+fn read_back(project: &str) -> Value {
+    let s = s3();
+    let script = r#"
+import hashlib, json, os, sys, tempfile
+import mlflow
+c = mlflow.MlflowClient()
+exp = c.get_experiment_by_name(sys.argv[1])
+out = []
+for run in c.search_runs([exp.experiment_id], run_view_type=3):
+    d = tempfile.mkdtemp()
+    p = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=d)
+    files = {}
+    for root, _, names in os.walk(p):
+        for n in names:
+            f = os.path.join(root, n)
+            files[os.path.relpath(f, p)] = hashlib.sha256(open(f, "rb").read()).hexdigest()
+    t = c.load_table(exp.experiment_id, "Result-Table/Pipeline-Call-1.json", run_ids=[run.info.run_id])
+    out.append({
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "artifact_uri": run.info.artifact_uri,
+        "difflog_run_id": run.data.tags.get("difflog.run_id"),
+        "steps": run.data.params.get("sampler.steps"),
+        "files": files,
+        "columns": list(t.columns),
+        "first_image": t.iloc[0]["Generated-Image"]["filepath"],
+    })
+print(json.dumps(out))
+"#;
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let o = Command::new(py)
+        .args(["-c", script, project])
+        .env("MLFLOW_TRACKING_URI", mlflow_url())
+        .env("MLFLOW_S3_ENDPOINT_URL", &s.url)
+        .env("AWS_ACCESS_KEY_ID", &s.access)
+        .env("AWS_SECRET_ACCESS_KEY", &s.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "MLflow's client could not read the runs back: {}",
+        text(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(out.lines().last().unwrap_or("")).unwrap()
+}
+
+/// Checks that MLflow holds each run of `dirs` once, complete, every
+/// artifact byte-identical to the run's media; returns the MLflow run ids.
+fn assert_complete(project: &str, dirs: &[&Path]) -> Vec<String> {
+    let back = read_back(project);
+    let runs = back.as_array().unwrap();
+    assert_eq!(runs.len(), dirs.len(), "MLflow runs: {back:#}");
+    let mut ids = Vec::new();
+    for dir in dirs {
+        let r = RunDir::open(dir).unwrap();
+        let view = r.view();
+        let found: Vec<&Value> = runs
+            .iter()
+            .filter(|x| x["difflog_run_id"] == r.meta.id.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "one MLflow run for {}: {back:#}", r.meta.id);
+        let run = found[0];
+        assert_eq!(run["status"], "FINISHED");
+        assert_eq!(run["steps"], "4");
+        assert!(
+            run["artifact_uri"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("s3://{BUCKET}/")),
+            "{run:#}"
+        );
+        let files = run["files"].as_object().unwrap();
+        let mut want = std::collections::BTreeSet::new();
+        for m in &view.media {
+            want.insert(format!("images/{}.png", m.digest));
+            let got = files.get(&format!("images/{}.png", m.digest));
+            assert_eq!(
+                got.and_then(Value::as_str),
+                Some(m.digest.as_str()),
+                "image {} in the bucket",
+                m.digest
+            );
+        }
+        let images: Vec<&String> = files.keys().filter(|k| k.starts_with("images/")).collect();
+        assert_eq!(images.len(), want.len(), "images: {images:?}");
+        let tables = files
+            .keys()
+            .filter(|k| k.starts_with("Result-Table/"))
+            .count();
+        assert_eq!(tables, view.calls.len());
+        for f in ["config", "workflow", "pipelines", "run"] {
+            assert!(files.contains_key(&format!("difflog/{f}.json")), "{f}");
+        }
+        assert_eq!(
+            run["columns"],
+            serde_json::json!(["Prompt", "Negative-Prompt", "Generated-Image", "Seed"])
+        );
+        assert!(files.contains_key(run["first_image"].as_str().unwrap()));
+        ids.push(run["run_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+#[test]
+fn artifacts_go_straight_to_the_bucket_once_and_mlflows_client_reads_them_back() {
+    let project = unique("s3-upload");
+    let root = tempfile::tempdir().unwrap();
+    let small = record(root.path(), &project, 3, 32);
+    // One image over 8 MiB: it goes up in parts.
+    let big = record(root.path(), &project, 1, 2600);
+    let largest = RunDir::open(&big)
+        .unwrap()
+        .view()
+        .media
+        .iter()
+        .map(|m| m.bytes)
+        .max()
+        .unwrap();
+    assert!(largest > 8 * 1024 * 1024, "the large image is {largest} B");
+    let o = upload(root.path(), &s3().url);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 uploaded, 0 failed"), "{}", text(&o));
+    let ids = assert_complete(&project, &[&small, &big]);
+    let before = objects(&ids);
+    assert!(before.len() >= 2 * 5 + 6, "{before:#?}");
+
+    // Again: nothing is written (same keys, same times).
+    let o = upload(root.path(), &s3().url);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(objects(&ids), before, "a second upload wrote to the bucket");
+
+    // The state lost: the runs are found again, and nothing is rewritten.
+    std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
+    let o = upload(root.path(), &s3().url);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        objects(&ids),
+        before,
+        "an upload without state wrote to the bucket"
+    );
+    assert_eq!(assert_complete(&project, &[&small, &big]), ids);
+}
+
+#[test]
+fn sigkills_mid_upload_then_a_restart_leave_every_object_once_and_intact() {
+    use std::sync::atomic::Ordering;
+    let project = unique("s3-kill");
+    let root = tempfile::tempdir().unwrap();
+    let first = record(root.path(), &project, 6, 96);
+    let second = record(root.path(), &project, 6, 96);
+    let proxy = Proxy::start(&s3().url, Faults::default(), 11);
+    let to = format!("mlflow+{}", mlflow_url());
+    let mut mid_way = 0;
+    for i in 0..10 {
+        let hold = i % 2 == 0;
+        proxy.hold_puts(hold);
+        let (puts, held) = (
+            proxy.counts.puts_forwarded.load(Ordering::SeqCst),
+            proxy.counts.held.load(Ordering::SeqCst),
+        );
+        let mut child = common::KillOnDrop(
+            sync_cmd(
+                &["upload", root.path().to_str().unwrap(), "--to", &to],
+                &proxy.url,
+                &s3().secret,
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        );
+        let after = 1 + i % 4;
+        let t = Instant::now();
+        let seen = |p: &Proxy| {
+            if hold {
+                p.counts.held.load(Ordering::SeqCst) - held
+            } else {
+                p.counts.puts_forwarded.load(Ordering::SeqCst) - puts
+            }
+        };
+        while seen(&proxy) < after
+            && child.try_wait().unwrap().is_none()
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let exited = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        proxy.hold_puts(false);
+        if !exited && seen(&proxy) > 0 {
+            mid_way += 1;
+        }
+        if i == 4 {
+            std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
+        }
+    }
+    assert!(mid_way >= 5, "only {mid_way} of 10 kills landed mid-upload");
+    let o = sync_cmd(
+        &["upload", root.path().to_str().unwrap(), "--to", &to],
+        &proxy.url,
+        &s3().secret,
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let ids = assert_complete(&project, &[&first, &second]);
+    // Nothing in the bucket but the runs' objects, each whole: every image
+    // key is its content's SHA-256.
+    for (key, _) in objects(&ids) {
+        if let Some(name) = key.split("/images/").nth(1) {
+            let bytes = std::fs::read(s3().dir.join(BUCKET).join(&key)).unwrap();
+            assert_eq!(format!("{}.png", sha256_hex(&bytes)), name, "{key}");
+        }
+    }
+    eprintln!("{mid_way} of 10 kills mid-upload; every object once and intact");
+}
+
+#[test]
+fn resets_server_errors_and_slow_down_answers_still_deliver_everything() {
+    let project = unique("s3-faults");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 4, 48);
+    let proxy = Proxy::start(
+        &s3().url,
+        Faults {
+            reset: 0.08,
+            delay: 0.1,
+            server_error: 0.08,
+            slow_down: 0.12,
+            lost_response: 0.08,
+            too_many: 0.0,
+        },
+        5,
+    );
+    let t = Instant::now();
+    let o = upload(root.path(), &proxy.url);
+    assert!(o.status.success(), "{}", text(&o));
+    let c = &proxy.counts;
+    let faulted = c.faulted.load(std::sync::atomic::Ordering::SeqCst);
+    let slowed = c.slowed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        faulted >= 5 && slowed >= 1,
+        "only {faulted} faults, {slowed} SlowDown"
+    );
+    // Each SlowDown asked for a second's pause: honoured.
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "{slowed} SlowDown answers with Retry-After: 1 were not waited for"
+    );
+    assert_complete(&project, &[&dir]);
+}
+
+#[test]
+fn wrong_credentials_are_one_clear_error_exit_3_and_no_retry_storm() {
+    let project = unique("s3-creds");
+    let root = tempfile::tempdir().unwrap();
+    record(root.path(), &project, 2, 16);
+    let proxy = Proxy::start(&s3().url, Faults::default(), 3);
+    let wrong = "wrong-secret-value-12345";
+    let to = format!("mlflow+{}", mlflow_url());
+    let o = sync_cmd(
+        &["upload", root.path().to_str().unwrap(), "--to", &to],
+        &proxy.url,
+        wrong,
+    )
+    .output()
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("refused the credentials"), "{out}");
+    assert!(out.contains("AWS_SECRET_ACCESS_KEY"), "{out}");
+    assert!(!out.contains(wrong), "the secret leaked: {out}");
+    let sent = proxy
+        .counts
+        .forwarded
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent <= 8, "{sent} requests with refused credentials");
+    // Nothing of it in the state either.
+    let state = root.path().join(".difflog-sync");
+    for e in std::fs::read_dir(&state).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(wrong),
+            "the secret is in {}",
+            e.path().display()
+        );
+    }
+    // Right credentials afterwards: everything goes up.
+    let o = upload(root.path(), &s3().url);
+    assert!(o.status.success(), "{}", text(&o));
+}
