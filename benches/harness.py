@@ -8,7 +8,9 @@ Python environments and starts the MLflow server.
 Sections: 1 recorder vs W&B offline autolog, 2 recorder vs the encode limit,
 3 sync vs MLflow's client and the keep-alive limit, 4 scale (ls, status,
 watch start-up), 5 crash and fault figures (from the test suite's own kill
-and fault tests, run with larger counts), 6 fuzzing (cargo fuzz).
+and fault tests, run with larger counts), 6 fuzzing (cargo fuzz), 7 compare,
+8 max-rate, 9 Python autolog, 10 fleet (N uploaders against one MLflow
+server, proxied and with an S3 artifact store).
 """
 import json
 import os
@@ -309,6 +311,24 @@ def python_autolog():
     row(s, "difflog / W&B", f["difflog_over_wandb"], "<= 0.025", f["difflog_over_wandb"] <= 0.025)
     row(s, f"difflog / the tiny pipeline's own {f['pipeline_own_ms_per_call']} ms", f["difflog_over_pipeline"],
         "<= 0.02", f["difflog_over_pipeline"] <= 0.02)
+    return f
+
+
+@section("10 fleet")
+def fleet():
+    # issue 15 item 4: N boxes (difflog-sync processes, own roots) against one
+    # MLflow server, proxied and with artifacts straight to an S3 store, vs
+    # the same bytes PUT by N keep-alive clients; 0 missing, 0 duplicated.
+    out = run(["python3", os.path.join(repo, "benches", "fleet_bench.py"), bin_dir, os.path.join(work, "fleet")]
+              + (["--quick"] if quick else [])).stdout
+    f = json.loads(out.strip().splitlines()[-1])
+    s = "10 fleet"
+    for r in f["results"]:
+        row(s, f"{r['mode']}, {r['boxes']} box(es), {r['megabytes']} MB: difflog-sync / keep-alive baseline, MB/s",
+            f"{r['difflog_mb_s']} / {r['baseline_mb_s']} (ratio {r['ratio']})")
+        row(s, f"{r['mode']}, {r['boxes']} box(es): server CPU during it, % of one core; missing / duplicated",
+            f"{r['server_cpu_percent']}; {r['missing']} / {r['duplicated']}", "0 / 0",
+            r["missing"] == 0 and r["duplicated"] == 0)
     return f
 
 

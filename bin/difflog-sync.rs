@@ -17,7 +17,13 @@ use std::process::ExitCode;
         them: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.\n\
         --to wandb://ENTITY[/PROJECT] (project defaults to each run's own). Key and server as\n\
         W&B's client reads them: WANDB_API_KEY, WANDB_BASE_URL (default https://api.wandb.ai).\n\
-        Or --config FILE (TOML, mode 0600) with `to` and `token` (MLflow) or `api_key` (W&B).\n\
+        Or --config FILE (TOML, mode 0600) with `to` and `token` (MLflow) or `api_key` (W&B),\n\
+        or several [[target]] tables. Several targets (--to repeated, and/or --config): each\n\
+        run is read once and fed to all of them; each keeps its own state and backoff, and one\n\
+        that is down or refuses the credentials holds back no other.\n\
+        An MLflow run whose artifact_uri is s3://, gs://, wasbs://, abfss:// or a reachable\n\
+        file:// path gets its artifacts written there directly, with credentials as MLflow's\n\
+        client reads them (AWS_*, MLFLOW_S3_ENDPOINT_URL, AZURE_STORAGE_*, GOOGLE_APPLICATION_CREDENTIALS).\n\
         State (what was uploaded) lives in ROOT/.difflog-sync/state.db, never inside a run.\n\n\
         Exit codes: 0 all uploaded, 1 something could not be uploaded, 2 usage or local\n\
         error, 3 credentials refused."
@@ -30,10 +36,12 @@ struct Cli {
 #[derive(clap::Args)]
 struct TargetArgs {
     /// Target URL: mlflow+http://127.0.0.1:5000 or wandb://ENTITY[/PROJECT].
+    /// Repeat for several targets.
     #[arg(long, required_unless_present = "config")]
-    to: Option<String>,
+    to: Vec<String>,
     /// TOML file with `to = "…"` and credentials (`token` or `username`/`password`
-    /// for MLflow, `api_key` and optional `base_url` for W&B); mode 0600.
+    /// for MLflow, `api_key` and optional `base_url` for W&B), or several
+    /// `[[target]]` tables of them; mode 0600.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Uploads at once per run.
@@ -43,6 +51,18 @@ struct TargetArgs {
     /// target): e.g. 2MiB/s, 500KB/s, 16Mbit/s. Default: no cap.
     #[arg(long, value_name = "RATE")]
     max_rate: Option<String>,
+    /// Thin links: send every pending run's metadata and tables before any
+    /// media, then the media one run at a time, oldest first. On whenever
+    /// --max-rate is given.
+    #[arg(long)]
+    metadata_first: bool,
+}
+
+impl TargetArgs {
+    /// Whether the metadata of every run goes before any media.
+    fn metadata_first(&self) -> bool {
+        self.metadata_first || self.max_rate.is_some()
+    }
 }
 
 #[derive(Subcommand)]
@@ -86,17 +106,11 @@ enum Command {
     },
 }
 
-fn spec(t: &TargetArgs) -> difflog::Result<TargetSpec> {
+fn specs(t: &TargetArgs) -> difflog::Result<Vec<TargetSpec>> {
     if let Some(r) = &t.max_rate {
         difflog::sync::rate::set_max_rate(difflog::sync::rate::parse_rate(r)?)?;
     }
-    match (&t.config, &t.to) {
-        (Some(c), _) => TargetSpec::from_config(c),
-        (None, Some(to)) => TargetSpec::parse(to),
-        (None, None) => Err(difflog::Error::Invalid(
-            "give --to URL or --config FILE".into(),
-        )),
-    }
+    TargetSpec::from_args(&t.to, t.config.as_deref())
 }
 
 fn main() -> ExitCode {
@@ -104,8 +118,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
-        Command::Watch { roots, target } => spec(&target).and_then(|s| {
-            watch::watch(&roots, &s, target.concurrency, &mut out).map(|stop| match stop {
+        Command::Watch { roots, target } => specs(&target).and_then(|s| {
+            watch::watch(
+                &roots,
+                &s,
+                target.concurrency,
+                target.metadata_first(),
+                &mut out,
+            )
+            .map(|stop| match stop {
                 watch::Stop::Signal => ExitCode::SUCCESS,
                 watch::Stop::Auth(msg) => {
                     eprintln!("difflog-sync: credentials refused, stopping: {msg}");
@@ -118,9 +139,18 @@ fn main() -> ExitCode {
             target,
             json,
             run_timeout,
-        } => spec(&target).and_then(|s| {
+        } => specs(&target).and_then(|s| {
             let limit = (run_timeout > 0).then(|| std::time::Duration::from_secs(run_timeout));
-            commands::upload(&paths, &s, json, target.concurrency, limit, &mut out).map(|o| {
+            commands::upload(
+                &paths,
+                &s,
+                json,
+                target.concurrency,
+                limit,
+                target.metadata_first(),
+                &mut out,
+            )
+            .map(|o| {
                 if o.auth_failed {
                     ExitCode::from(commands::EXIT_AUTH)
                 } else if o.ok {

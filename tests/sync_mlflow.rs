@@ -885,3 +885,68 @@ fn max_rate_caps_the_upload_bandwidth_and_everything_still_arrives() {
         assert!(text(&o).contains("--max-rate"), "{}", text(&o));
     }
 }
+
+#[test]
+fn on_a_thin_link_every_runs_metadata_and_tables_go_first_then_media_oldest_run_first() {
+    use common::proxy::{Faults, Proxy};
+    let project = mf::unique_project("thin");
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|_| record(root.path(), &project, 2, 4, 48))
+        .collect();
+    let proxy = Proxy::start(&mf::url(), Faults::default(), 21);
+    // --max-rate declares a thin link: metadata first is implied.
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &format!("mlflow+{}", proxy.url),
+        "--max-rate",
+        "8MiB/s",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for d in &dirs {
+        assert_complete(&project, d, "FINISHED");
+    }
+    // MLflow run id → the difflog run's position (creation order).
+    let order: std::collections::HashMap<String, usize> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let id = RunDir::open(d).unwrap().meta.id;
+            let run = mf::run_for(&project, &id);
+            (run["info"]["run_id"].as_str().unwrap().to_string(), i)
+        })
+        .collect();
+    let log = proxy.counts.log.lock().unwrap().clone();
+    let puts: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("PUT ") && l.contains("/mlflow-artifacts/"))
+        .collect();
+    let is_meta = |l: &str| l.contains("/Result-Table/") || l.contains("/difflog/");
+    let last_meta = puts.iter().rposition(|l| is_meta(l)).unwrap();
+    let first_image = puts.iter().position(|l| l.contains("/images/")).unwrap();
+    assert!(
+        last_meta < first_image,
+        "metadata and tables after media: {puts:#?}"
+    );
+    assert_eq!(
+        puts.iter().filter(|l| l.contains("/Result-Table/")).count(),
+        6,
+        "each table sent once: {puts:#?}"
+    );
+    let runs_of_images: Vec<usize> = puts
+        .iter()
+        .filter(|l| l.contains("/images/"))
+        .map(|l| {
+            *order
+                .iter()
+                .find(|(id, _)| l.contains(id.as_str()))
+                .map(|(_, i)| i)
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = runs_of_images.clone();
+    sorted.sort();
+    assert_eq!(runs_of_images, sorted, "media not oldest run first");
+}

@@ -1,11 +1,11 @@
 //! What `difflog-sync upload` and `status` do and print. The binary only
 //! parses arguments and calls these.
 
-use super::engine::{progress_for_key, sync_run, Progress};
+use super::engine::{progress_for_key, sync_run, sync_run_to_all, Phase, Progress};
 use super::http::SyncError;
 use super::retry::{retry, Class, Decision, Policy};
 use super::state::{Reachability, State};
-use super::targets::{target, AnyTarget, Target};
+use super::targets::{targets, AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::read::{find_runs, RunDir};
@@ -89,22 +89,34 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         })
 }
 
-/// Syncs one run, retrying transient failures up to `attempts` times.
-pub async fn sync_with_retries(
+/// Syncs one run to `t`, retrying transient failures up to `attempts`
+/// times in all; `first` is the failure of an attempt already made (the
+/// first wait is then its backoff).
+async fn sync_with_retries(
     t: &AnyTarget,
     state: &State,
     dir: &Path,
     concurrency: usize,
     attempts: u32,
+    first: Option<SyncError>,
 ) -> std::result::Result<Progress, SyncError> {
     let policy = Policy {
         base: Duration::from_millis(500),
         max: Duration::from_secs(30),
         attempts,
     };
+    let first = std::sync::Mutex::new(first);
     retry(
         policy,
-        |_| sync_run(t, state, dir, concurrency),
+        |_| {
+            let failed = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+            async move {
+                match failed {
+                    Some(e) => Err(e),
+                    None => sync_run(t, state, dir, concurrency).await,
+                }
+            }
+        },
         |e: &SyncError| match e.class {
             Class::Transient => {
                 tracing::warn!("{}: {e}; retrying", dir.display());
@@ -119,46 +131,73 @@ pub async fn sync_with_retries(
 /// The outcome of uploading one run.
 type RunResult = (PathBuf, std::result::Result<Progress, SyncError>);
 
-/// `difflog-sync upload`: one pass over the runs, with a progress bar and a
-/// summary; `json` prints one JSON object instead.
+/// `difflog-sync upload`: one pass over the runs to every target, with a
+/// progress bar and a summary per target; `json` prints one JSON object per
+/// target instead (one line each). `metadata_first` (thin links): every
+/// run's metadata and tables go first, then the media, one run at a time,
+/// oldest first.
 pub fn upload(
     paths: &[PathBuf],
-    spec: &TargetSpec,
+    specs: &[TargetSpec],
     json_out: bool,
     concurrency: usize,
     run_timeout: Option<Duration>,
+    metadata_first: bool,
     out: &mut dyn Write,
 ) -> Result<UploadOutcome> {
     // Archives are unpacked (and verified) first; kept until the end.
     let mut unpacked = Vec::new();
     let groups = runs_by_root_with(paths, &mut unpacked)?;
-    let t = target(spec)?;
+    let ts = targets(specs)?;
     let rt = runtime()?;
     let total: usize = groups.values().map(Vec::len).sum();
     let bar = progress_bar(total, json_out);
-    let mut results: Vec<RunResult> = Vec::new();
-    let mut auth_failed = false;
-    for (root, runs) in &groups {
-        let state = State::open(root)?;
-        auth_failed = rt.block_on(upload_runs(
-            &t,
-            &state,
+    let mut up = Uploads {
+        results: ts.iter().map(|_| Vec::new()).collect(),
+        refused: ts.iter().map(|_| false).collect(),
+    };
+    let mut states = Vec::new();
+    for root in groups.keys() {
+        states.push(State::open(root)?);
+    }
+    if metadata_first {
+        for (state, runs) in states.iter().zip(groups.values()) {
+            rt.block_on(metadata_pass(&ts, state, runs, concurrency));
+        }
+    }
+    let at_once = if metadata_first { 1 } else { RUNS_AT_ONCE };
+    for (state, runs) in states.iter().zip(groups.values()) {
+        rt.block_on(upload_runs(
+            &ts,
+            state,
             runs,
             &bar,
-            concurrency,
+            (concurrency, at_once),
             run_timeout,
-            &mut results,
+            &mut up,
         ));
-        if auth_failed {
+        if up.refused.iter().all(|r| *r) {
             break;
         }
     }
-    // Report in run order (creation order), whatever order they finished in.
-    results.sort_by(|a, b| a.0.cmp(&b.0));
     bar.finish_and_clear();
-    let ok = !auth_failed && results.iter().all(|(_, r)| r.is_ok());
-    print_upload(out, t.key(), &results, auth_failed, json_out)?;
+    let mut ok = true;
+    for (i, t) in ts.iter().enumerate() {
+        // Report in run order (creation order), whatever order they finished in.
+        up.results[i].sort_by(|a, b| a.0.cmp(&b.0));
+        ok &= !up.refused[i] && up.results[i].iter().all(|(_, r)| r.is_ok());
+        print_upload(out, t.key(), &up.results[i], up.refused[i], json_out)?;
+    }
+    let auth_failed = up.refused.iter().any(|r| *r);
     Ok(UploadOutcome { ok, auth_failed })
+}
+
+/// What an upload gathered, per target.
+struct Uploads {
+    /// Each target's outcomes.
+    results: Vec<Vec<RunResult>>,
+    /// Targets that refused the credentials (no more runs go to them).
+    refused: Vec<bool>,
 }
 
 fn progress_bar(total: usize, hidden: bool) -> indicatif::ProgressBar {
@@ -175,62 +214,120 @@ fn progress_bar(total: usize, hidden: bool) -> indicatif::ProgressBar {
 
 /// Uploads the runs of one root, several at once (a small run is mostly
 /// sequential round trips — find, create, finish — which overlap across
-/// runs), pushing each outcome to `results`; the future says whether the
-/// credentials were refused (then it stops: runs in flight are dropped,
-/// their state is behind, never ahead).
+/// runs), each read once and fed to every target that has not refused the
+/// credentials. A target that refuses them gets no further run (runs in
+/// flight to it are dropped, their state behind, never ahead); the others
+/// go on.
 async fn upload_runs(
-    t: &AnyTarget,
+    ts: &[AnyTarget],
     state: &State,
     runs: &[PathBuf],
     bar: &indicatif::ProgressBar,
-    concurrency: usize,
+    (concurrency, at_once): (usize, usize),
     run_timeout: Option<Duration>,
-    results: &mut Vec<RunResult>,
-) -> bool {
-    let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
-        let r = upload_one(t, state, dir, concurrency, run_timeout).await;
-        bar.set_message(
-            dir.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        bar.inc(1);
-        (dir.clone(), r)
+    up: &mut Uploads,
+) {
+    let refused = std::sync::Mutex::new(up.refused.clone());
+    let mut pending = futures_util::stream::iter(runs.iter().map(|dir| {
+        let refused = &refused;
+        async move {
+            let active: Vec<usize> = {
+                let r = refused.lock().unwrap_or_else(|p| p.into_inner());
+                (0..ts.len()).filter(|i| !r[*i]).collect()
+            };
+            let out = upload_one(ts, &active, state, dir, concurrency, run_timeout).await;
+            bar.set_message(
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            bar.inc(1);
+            (dir.clone(), out)
+        }
     }))
-    .buffer_unordered(RUNS_AT_ONCE);
-    while let Some((dir, r)) = pending.next().await {
-        let stop = matches!(&r, Err(e) if e.class == Class::Auth);
-        results.push((dir, r));
-        if stop {
-            return true;
+    .buffer_unordered(at_once);
+    while let Some((dir, outcomes)) = pending.next().await {
+        for (i, r) in outcomes {
+            if matches!(&r, Err(e) if e.class == Class::Auth) {
+                refused.lock().unwrap_or_else(|p| p.into_inner())[i] = true;
+            }
+            if !up.refused[i] {
+                up.results[i].push((dir.clone(), r));
+            }
+        }
+        up.refused = refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if up.refused.iter().all(|r| *r) {
+            return;
         }
     }
-    false
 }
 
-/// One run, retried as `upload` does. A server that accepts and never
-/// answers (or keeps asking to wait) holds it for at most `run_timeout`;
-/// what was acknowledged before is kept, the rest goes next time.
+/// The metadata and tables of every run, before any media (thin links).
+/// Failures are left to the full pass that follows, which sends whatever
+/// this one did not.
+async fn metadata_pass(ts: &[AnyTarget], state: &State, runs: &[PathBuf], concurrency: usize) {
+    let refs: Vec<&AnyTarget> = ts.iter().collect();
+    let refs = &refs;
+    let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
+        let r = sync_run_to_all(refs, state, dir, concurrency, Phase::Metadata).await;
+        (dir, r)
+    }))
+    .buffer_unordered(RUNS_AT_ONCE);
+    while let Some((dir, results)) = pending.next().await {
+        for e in results.into_iter().filter_map(|r| r.err()) {
+            tracing::debug!("{}: metadata first: {e}", dir.display());
+        }
+    }
+}
+
+/// One run to the targets `active` (indexes into `ts`): read once for all,
+/// then each target's transient failures retried as `upload` does (6
+/// attempts in all). A server that accepts and never answers (or keeps
+/// asking to wait) holds the run for at most `run_timeout`; what was
+/// acknowledged before is kept, the rest goes next time.
 async fn upload_one(
-    t: &AnyTarget,
+    ts: &[AnyTarget],
+    active: &[usize],
     state: &State,
     dir: &Path,
     concurrency: usize,
     run_timeout: Option<Duration>,
-) -> std::result::Result<Progress, SyncError> {
-    let attempt = sync_with_retries(t, state, dir, concurrency, 6);
+) -> Vec<(usize, std::result::Result<Progress, SyncError>)> {
+    let attempt = async {
+        let refs: Vec<&AnyTarget> = active.iter().map(|i| &ts[*i]).collect();
+        let first = sync_run_to_all(&refs, state, dir, concurrency, Phase::All).await;
+        let each = active.iter().zip(first).map(|(i, r)| async move {
+            match r {
+                Err(e) if e.class == Class::Transient => {
+                    tracing::warn!("{}: {e}; retrying", dir.display());
+                    let r = sync_with_retries(&ts[*i], state, dir, concurrency, 6, Some(e)).await;
+                    (*i, r)
+                }
+                r => (*i, r),
+            }
+        });
+        futures_util::future::join_all(each).await
+    };
     let Some(limit) = run_timeout else {
         return attempt.await;
     };
     tokio::time::timeout(limit, attempt)
         .await
         .unwrap_or_else(|_| {
-            Err(SyncError::transient(format!(
-                "{}: not uploaded within {} s (--run-timeout); what the server acknowledged \
-             is kept, the rest is tried on the next upload",
-                dir.display(),
-                limit.as_secs()
-            )))
+            active
+                .iter()
+                .map(|i| {
+                    (
+                        *i,
+                        Err(SyncError::transient(format!(
+                            "{}: not uploaded within {} s (--run-timeout); what the server \
+                         acknowledged is kept, the rest is tried on the next upload",
+                            dir.display(),
+                            limit.as_secs()
+                        ))),
+                    )
+                })
+                .collect()
         })
 }
 

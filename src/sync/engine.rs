@@ -18,6 +18,18 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
+/// What a pass over a run sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Everything that is due.
+    All,
+    /// Only the small things: the remote run, its run-level data and —
+    /// where the target takes a table before its images — the tables of
+    /// finished calls (thin links: every run's metadata and tables reach
+    /// the server before any run's media).
+    Metadata,
+}
+
 /// How many uploads run at once per run.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// Finished calls sent together (their metrics in one request).
@@ -98,25 +110,92 @@ pub async fn sync_run<T: Target>(
     dir: &Path,
     concurrency: usize,
 ) -> SyncResult<Progress> {
+    let mut all = sync_run_to_all(&[target], state, dir, concurrency, Phase::All).await;
+    all.pop()
+        .unwrap_or_else(|| Err(SyncError::permanent("no target to sync to")))
+}
+
+/// Syncs one run to several targets: the run is read once (when any of
+/// them needs it) and fed to every target at once; each target's outcome
+/// is its own (one failing holds back no other) and is recorded in its own
+/// state rows. One result per target, in order. With [`Phase::Metadata`]
+/// only the metadata and tables are sent (a full pass must follow).
+pub async fn sync_run_to_all<T: Target>(
+    targets: &[&T],
+    state: &State,
+    dir: &Path,
+    concurrency: usize,
+    phase: Phase,
+) -> Vec<SyncResult<Progress>> {
     // Taken before the run is read: if it grows during the pass, the next
     // check sees another fingerprint and reads it again.
     let fp = fingerprint(dir);
-    let meta = crate::read::read_meta(dir).map_err(|e| SyncError::local(&e))?;
-    if let Some((p, remote)) = unchanged(target.key(), state, dir, &meta.id, fp.as_deref())? {
-        if let (RunState::Live, Some(remote)) = (p.state, &remote) {
-            target.keep_alive(remote).await?;
-        }
-        return Ok(p);
+    let meta = match crate::read::read_meta(dir) {
+        Ok(m) => m,
+        Err(e) => return targets.iter().map(|_| Err(SyncError::local(&e))).collect(),
+    };
+    let mut results: Vec<Option<SyncResult<Progress>>> = Vec::new();
+    for t in targets {
+        results.push(
+            match unchanged(t.key(), state, dir, &meta.id, fp.as_deref()) {
+                Ok(Some((p, remote))) => Some(match (p.state, &remote) {
+                    (RunState::Live, Some(remote)) => t.keep_alive(remote).await.map(|()| p),
+                    _ => Ok(p),
+                }),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+        );
+    }
+    if results.iter().all(Option::is_some) {
+        return results.into_iter().flatten().collect();
     }
     // Parsing a log takes milliseconds to seconds: on the blocking pool, so
     // the daemon's other work (signals, network changes, the other runs of
     // `upload`) goes on meanwhile. State queries stay inline: each is one
     // indexed row in SQLite, microseconds.
     let owned = dir.to_path_buf();
-    let run = tokio::task::spawn_blocking(move || RunDir::open(&owned))
+    let read = tokio::task::spawn_blocking(move || RunDir::open(&owned))
         .await
-        .map_err(|e| SyncError::permanent(format!("{}: reading the run: {e}", dir.display())))?
-        .map_err(|e| SyncError::local(&e))?;
+        .map_err(|e| SyncError::permanent(format!("{}: reading the run: {e}", dir.display())))
+        .and_then(|r| r.map_err(|e| SyncError::local(&e)));
+    let run = match read {
+        Ok(run) => run,
+        Err(e) => {
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(e.clone())))
+                .collect()
+        }
+    };
+    let due = targets.iter().zip(&results).map(|(t, r)| async {
+        match r {
+            Some(_) => None,
+            None => Some(sync_read(*t, state, &run, fp.as_deref(), concurrency, phase).await),
+        }
+    });
+    let fresh = futures_util::future::join_all(due).await;
+    results
+        .into_iter()
+        .zip(fresh)
+        .map(|(old, new)| match (old, new) {
+            (Some(r), _) => r,
+            (None, Some(r)) => r,
+            (None, None) => Err(SyncError::permanent("no outcome")),
+        })
+        .collect()
+}
+
+/// One target's pass over a run already read; records the outcome.
+async fn sync_read<T: Target>(
+    target: &T,
+    state: &State,
+    run: &RunDir,
+    fp: Option<&str>,
+    concurrency: usize,
+    phase: Phase,
+) -> SyncResult<Progress> {
+    let dir = run.path.as_path();
     let id = run.meta.id.clone();
     let result = match &run.log.problem {
         // Damage is not a crash's torn tail: a record was altered, removed
@@ -131,15 +210,16 @@ pub async fn sync_run<T: Target>(
                 p.why
             ))
         }),
-        _ => sync_inner(target, state, &run, concurrency.max(1)).await,
+        _ => sync_inner(target, state, run, concurrency.max(1), phase).await,
     }
     .map_err(|e| e.in_run(target.key(), &id));
     let recorded = match &result {
+        // Only a full pass makes the run "unchanged since" (skipped).
         Ok(_) => state
             .set_error(target.key(), &id, None)
-            .and_then(|()| match &fp {
-                Some(fp) => state.set_fingerprint(target.key(), &id, fp),
-                None => Ok(()),
+            .and_then(|()| match (fp, phase) {
+                (Some(fp), Phase::All) => state.set_fingerprint(target.key(), &id, fp),
+                _ => Ok(()),
             }),
         Err(e) => state.set_error(target.key(), &id, Some(&e.message)),
     };
@@ -250,6 +330,7 @@ async fn sync_inner<T: Target>(
     state: &State,
     run: &RunDir,
     concurrency: usize,
+    phase: Phase,
 ) -> SyncResult<Progress> {
     // Decide the state first: a run seen as live is never marked finished.
     let run_state = run.state();
@@ -278,6 +359,10 @@ async fn sync_inner<T: Target>(
             .set_remote(p.key, p.id, &remote.id, &remote.data)
             .map_err(state_err)?;
     }
+    if phase == Phase::Metadata {
+        upload_metadata(&p, &remote, concurrency).await?;
+        return progress_for_key(p.key, state, run, &view, run_state, Some(remote.id));
+    }
     upload_calls(&p, &mut remote, concurrency).await?;
     send_metrics(&p, &mut remote).await?;
     send_status(&p, &mut remote, run_state, &opened).await?;
@@ -285,6 +370,59 @@ async fn sync_inner<T: Target>(
         target.keep_alive(&remote).await?;
     }
     progress_for_key(p.key, state, run, &view, run_state, Some(remote.id))
+}
+
+/// The item that marks the run-level data of this state of the run sent.
+fn meta_item<T>(p: &Pass<'_, T>) -> String {
+    format!(
+        "meta:{}",
+        meta_digest(p.snap.first_config, p.run, p.snap.view)
+    )
+}
+
+/// The item that marks a call's table sent ahead of its media.
+fn table_item(call: &crate::read::CallView) -> String {
+    format!("table:{}", call.started.call)
+}
+
+/// [`Phase::Metadata`]: run-level data and, where the target takes a table
+/// before its images, the tables of finished calls not yet sent (each
+/// marked `table:N`, so the full pass that follows does not send it again).
+async fn upload_metadata<T: Target>(
+    p: &Pass<'_, T>,
+    remote: &Remote,
+    concurrency: usize,
+) -> SyncResult<()> {
+    let (target, state, key, id) = (p.target, p.state, p.key, p.id);
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    let meta = meta_item(p);
+    if !state.is_done(key, id, &meta).map_err(state_err)? {
+        jobs.push(Box::pin(async move {
+            target.sync_meta(remote, &p.snap).await?;
+            state.mark_done(key, id, &meta).map_err(state_err)
+        }));
+    }
+    if target.tables_before_media() {
+        for call in p.snap.view.calls.values() {
+            let done = |item: &str| state.is_done(key, id, item).map_err(state_err);
+            let item = table_item(call);
+            if call.finished.is_none()
+                || done(&format!("call:{}", call.started.call))?
+                || done(&item)?
+            {
+                continue;
+            }
+            jobs.push(Box::pin(async move {
+                target.upload_table(remote, &p.snap, call).await?;
+                state.mark_done(key, id, &item).map_err(state_err)
+            }));
+        }
+    }
+    stream::iter(jobs)
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
 }
 
 /// Run-level data, media and every finished call not yet acknowledged.
@@ -309,7 +447,7 @@ async fn upload_calls<T: Target>(
     // Run-level data goes in the same stream of concurrent uploads as the
     // first media (each of its requests is a round trip worth overlapping).
     let mut first_jobs: Vec<Job<'_>> = Vec::new();
-    let meta_item = format!("meta:{}", meta_digest(p.snap.first_config, run, view));
+    let meta_item = meta_item(p);
     if !state.is_done(key, id, &meta_item).map_err(state_err)? {
         let (addr, snap, meta_item) = (&addr, &p.snap, meta_item.clone());
         first_jobs.push(Box::pin(async move {
@@ -360,10 +498,16 @@ async fn upload_calls<T: Target>(
                 target, state, run, &addr, &media, &acked, &mut due,
             )?);
             let (addr, snap) = (&addr, &p.snap);
-            jobs.extend(batch.iter().map(|call| {
-                let fut: Job<'_> = Box::pin(target.upload_table(addr, snap, call));
-                fut
-            }));
+            for call in batch {
+                // Sent ahead of its media by a metadata pass: not again.
+                if state
+                    .is_done(key, id, &table_item(call))
+                    .map_err(state_err)?
+                {
+                    continue;
+                }
+                jobs.push(Box::pin(target.upload_table(addr, snap, call)));
+            }
         }
         let addr_ref = &addr;
         let uploads = async move {

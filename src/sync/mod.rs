@@ -123,22 +123,27 @@ impl TargetSpec {
         }
     }
 
-    /// Reads a target from a TOML config file (which must not be readable by
-    /// others, since it may hold a token):
+    /// Reads the targets of a TOML config file (which must not be readable
+    /// by others, since it may hold a token): one target at the top level,
     ///
     /// ```toml
     /// to = "mlflow+https://mlflow.example.com"
     /// token = "…"            # or: username = "…" / password = "…"
     /// ```
     ///
-    /// or, for W&B:
+    /// or several, each with its own credentials:
     ///
     /// ```toml
+    /// [[target]]
+    /// to = "mlflow+https://mlflow.example.com"
+    /// token = "…"
+    ///
+    /// [[target]]
     /// to = "wandb://my-team/my-project"
     /// api_key = "…"
     /// base_url = "https://wandb.example.com"   # optional: W&B Server
     /// ```
-    pub fn from_config(path: &Path) -> Result<TargetSpec> {
+    pub fn from_config(path: &Path) -> Result<Vec<TargetSpec>> {
         let bad = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
         let text = read_private_file(path, "config", MAX_CONFIG_BYTES)?;
         // The parser's own message quotes the offending line, which may hold
@@ -153,8 +158,35 @@ impl TargetSpec {
                 e.message()
             ))
         })?;
+        let Some(list) = v.get("target") else {
+            return Ok(vec![TargetSpec::from_table(&v, &bad)?]);
+        };
+        if v.len() > 1 {
+            return Err(bad(
+                "give the targets as [[target]] tables only, or one target at the top level".into(),
+            ));
+        }
+        let tables = list
+            .as_array()
+            .ok_or_else(|| bad("`target` must be [[target]] tables".into()))?;
+        let mut specs = Vec::new();
+        for (i, t) in tables.iter().enumerate() {
+            let t = t
+                .as_table()
+                .ok_or_else(|| bad("`target` must be [[target]] tables".into()))?;
+            let bad_i = |why: String| bad(format!("target {}: {why}", i + 1));
+            specs.push(TargetSpec::from_table(t, &bad_i)?);
+        }
+        if specs.is_empty() {
+            return Err(bad("no target".into()));
+        }
+        Ok(specs)
+    }
+
+    /// One target from a config table.
+    fn from_table(v: &toml::Table, bad: &dyn Fn(String) -> Error) -> Result<TargetSpec> {
         let known: &[&str] = &["to", "token", "username", "password", "api_key", "base_url"];
-        for (k, val) in &v {
+        for (k, val) in v {
             if !known.contains(&k.as_str()) {
                 return Err(bad(format!(
                     "unknown setting {k:?} (known: {})",
@@ -209,6 +241,22 @@ impl TargetSpec {
         }
         spec.register_secrets();
         Ok(spec)
+    }
+
+    /// The targets of the command line: every target of `--config` and
+    /// every `--to` (credentials from the environment); at least one.
+    pub fn from_args(to: &[String], config: Option<&Path>) -> Result<Vec<TargetSpec>> {
+        let mut specs = Vec::new();
+        if let Some(c) = config {
+            specs.extend(TargetSpec::from_config(c)?);
+        }
+        for t in to {
+            specs.push(TargetSpec::parse(t)?);
+        }
+        if specs.is_empty() {
+            return Err(Error::Invalid("give --to URL or --config FILE".into()));
+        }
+        Ok(specs)
     }
 }
 
@@ -343,7 +391,7 @@ mod tests {
         let e = TargetSpec::from_config(&p).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let TargetSpec::Mlflow { auth, .. } = TargetSpec::from_config(&p).unwrap() else {
+        let TargetSpec::Mlflow { auth, .. } = TargetSpec::from_config(&p).unwrap().remove(0) else {
             panic!("not mlflow")
         };
         assert!(matches!(auth, Auth::Bearer(t) if t == "abc"));
@@ -352,7 +400,8 @@ mod tests {
             "to = \"wandb://team\"\napi_key = \"k1\"\nbase_url = \"http://127.0.0.1:9\"\n",
         )
         .unwrap();
-        let TargetSpec::Wandb { auth, base, .. } = TargetSpec::from_config(&p).unwrap() else {
+        let TargetSpec::Wandb { auth, base, .. } = TargetSpec::from_config(&p).unwrap().remove(0)
+        else {
             panic!("not wandb")
         };
         assert!(matches!(auth, Auth::Basic(u, k) if u == "api" && k == "k1"));
@@ -403,6 +452,43 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = TargetSpec::from_config(&fifo).unwrap_err().to_string();
         assert!(e.contains("a FIFO"), "{e}");
+    }
+
+    #[test]
+    fn a_config_lists_several_targets_each_with_its_own_credentials() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sync.toml");
+        let write = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        write(
+            "[[target]]\nto = \"mlflow+http://127.0.0.1:5000\"\ntoken = \"t-one\"\n\n\
+             [[target]]\nto = \"wandb://team/p\"\napi_key = \"k-two\"\n",
+        );
+        let specs = TargetSpec::from_config(&p).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert!(
+            matches!(&specs[0], TargetSpec::Mlflow { auth: Auth::Bearer(t), .. } if t == "t-one")
+        );
+        assert!(
+            matches!(&specs[1], TargetSpec::Wandb { auth: Auth::Basic(_, k), .. } if k == "k-two")
+        );
+        // With --to as well: all of them, config first.
+        let all =
+            TargetSpec::from_args(&["mlflow+http://127.0.0.1:6000".into()], Some(&p)).unwrap();
+        assert_eq!(all.len(), 3);
+        // A bad target names its place in the list.
+        write("[[target]]\nto = \"mlflow+http://h:1\"\n[[target]]\nto = \"mlflow+http://h:2\"\ntoken = 5\n");
+        let e = TargetSpec::from_config(&p).unwrap_err().to_string();
+        assert!(e.contains("target 2: token must be a string"), "{e}");
+        write("to = \"mlflow+http://h:1\"\n[[target]]\nto = \"mlflow+http://h:2\"\n");
+        let e = TargetSpec::from_config(&p).unwrap_err().to_string();
+        assert!(e.contains("[[target]] tables only"), "{e}");
+        write("target = 3\n");
+        assert!(TargetSpec::from_config(&p).is_err());
+        assert!(TargetSpec::from_args(&[], None).is_err());
     }
 
     #[test]

@@ -17,11 +17,11 @@
 //! only after the server acknowledged an item, and every item is idempotent
 //! on the server, so the next start redoes at most the interrupted item.
 
-use super::engine::sync_run;
+use super::engine::{sync_run_to_all, Phase};
 use super::netwatch::{self, Change, NetEvents};
 use super::retry::{Backoff, Class};
 use super::state::{State, STATE_DIR};
-use super::targets::{target, AnyTarget, Target};
+use super::targets::{targets, AnyTarget, Target};
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::format::rfc3339;
@@ -71,11 +71,14 @@ fn run_of(roots: &[PathBuf], path: &Path) -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-/// Runs the daemon until a signal or refused credentials.
+/// Runs the daemon until a signal, or until every target refused the
+/// credentials. `metadata_first` (thin links): each pass sends every due
+/// run's metadata and tables before any media.
 pub fn watch(
     roots: &[PathBuf],
-    spec: &TargetSpec,
+    specs: &[TargetSpec],
     concurrency: usize,
+    metadata_first: bool,
     out: &mut dyn Write,
 ) -> Result<Stop> {
     let mut canonical = Vec::new();
@@ -86,7 +89,7 @@ pub fn watch(
                 .map_err(|e| Error::io(r, "resolve watched root", e))?,
         );
     }
-    let t = target(spec)?;
+    let ts = targets(specs)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -132,15 +135,17 @@ pub fn watch(
                 why: format!("{}: {e}", r.display()),
             })?;
     }
+    let names: Vec<String> = ts.iter().map(|t| super::redact_url(t.key())).collect();
     let _ = writeln!(
         out,
         "watching {} for {}",
         display_roots(&canonical),
-        super::redact_url(Target::key(&t))
+        names.join(", ")
     );
     let _ = out.flush();
     rt.block_on(async {
-        let mut daemon = Daemon::new(&canonical, &t, states, concurrency)?;
+        let mut daemon = Daemon::new(&canonical, &ts, states, concurrency)?;
+        daemon.metadata_first = metadata_first;
         daemon.run(files).await
     })
 }
@@ -148,28 +153,61 @@ pub fn watch(
 /// The daemon's loop and what it remembers between passes.
 struct Daemon<'a> {
     roots: &'a [PathBuf],
-    t: &'a AnyTarget,
+    /// Each target with its own queue and backoff.
+    slots: Vec<Slot<'a>>,
     states: HashMap<PathBuf, State>,
     concurrency: usize,
-    /// Runs to sync, with the root each belongs to.
-    dirty: BTreeMap<PathBuf, PathBuf>,
+    /// Each pass sends every due run's metadata and tables first.
+    metadata_first: bool,
     /// Runs whose writer was alive at the last pass.
     live: BTreeSet<(PathBuf, PathBuf)>,
-    /// Permanent errors already reported, so each is said once per run.
-    reported: HashMap<PathBuf, String>,
+    /// When live runs are next checked for a writer that died.
+    next_liveness: Option<Instant>,
     /// The machine's network changes, where they can be followed.
     net: Option<NetEvents>,
+}
+
+/// One target of the daemon: what is due for it, and when it may be tried.
+/// A target that is down waits alone; the others keep uploading.
+struct Slot<'a> {
+    t: &'a AnyTarget,
+    /// Runs to sync to it, with the root each belongs to.
+    dirty: BTreeMap<PathBuf, PathBuf>,
+    /// Permanent errors already reported, so each is said once per run.
+    reported: HashMap<PathBuf, String>,
     backoff: Backoff,
-    /// While the target is unreachable: when to try again.
+    /// While it is unreachable: when to try again.
     retry_at: Option<Instant>,
     /// The last answer and next attempt written to the state.
     noted: (Option<String>, Option<String>),
+    /// It refused the credentials: nothing more goes to it.
+    refused: Option<String>,
+}
+
+impl Slot<'_> {
+    /// Whether a pass may send to it now.
+    fn ready(&self) -> bool {
+        self.retry_at.is_none() && self.refused.is_none()
+    }
+
+    /// Ends the wait for a retry: the network came up, so the target may
+    /// be reachable now. The backoff starts again from its first step.
+    fn try_now(&mut self) {
+        if self.retry_at.is_some() {
+            tracing::info!(
+                "network changed: trying {} now",
+                super::redact_url(self.t.key())
+            );
+        }
+        self.backoff.reset();
+        self.retry_at = None;
+    }
 }
 
 impl<'a> Daemon<'a> {
     fn new(
         roots: &'a [PathBuf],
-        t: &'a AnyTarget,
+        ts: &'a [AnyTarget],
         states: HashMap<PathBuf, State>,
         concurrency: usize,
     ) -> Result<Daemon<'a>> {
@@ -185,20 +223,29 @@ impl<'a> Daemon<'a> {
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(BACKOFF_MAX, |s| Duration::from_secs_f64(s).min(BACKOFF_MAX));
+        let slots = ts
+            .iter()
+            .map(|t| Slot {
+                t,
+                dirty: dirty.clone(),
+                reported: HashMap::new(),
+                // Not `retry::retry`: the daemon never gives up, and its waits
+                // are raced against file events, signals and network changes.
+                backoff: Backoff::new(Duration::from_secs(1), max),
+                retry_at: None,
+                noted: (None, None),
+                refused: None,
+            })
+            .collect();
         Ok(Daemon {
             roots,
-            t,
+            slots,
             states,
             concurrency,
-            dirty,
+            metadata_first: false,
             live: BTreeSet::new(),
-            reported: HashMap::new(),
+            next_liveness: None,
             net: None,
-            // Not `retry::retry`: the daemon never gives up, and its waits
-            // are raced against file events, signals and network changes.
-            backoff: Backoff::new(Duration::from_secs(1), max),
-            retry_at: None,
-            noted: (None, None),
         })
     }
 
@@ -239,141 +286,138 @@ impl<'a> Daemon<'a> {
                     while let Ok(Some(p)) = tokio::time::timeout_at(until, files.recv()).await {
                         self.mark(&p);
                     }
-                    if self.retry_at.is_some() { continue; } // wait out the backoff
+                    // A target in its backoff waits it out.
+                    if !self.slots.iter().any(|s| s.ready() && !s.dirty.is_empty()) { continue; }
                 }
                 _ = sleep_until(self.wake()) => {
-                    if self.retry_at.is_none() && self.dirty.is_empty() {
-                        // Liveness check: a silent crash ends a live run.
-                        for (run, root) in &self.live { self.dirty.insert(run.clone(), root.clone()); }
+                    let now = Instant::now();
+                    for s in &mut self.slots {
+                        if s.retry_at.is_some_and(|t| t <= now) { s.retry_at = None; }
                     }
-                    self.retry_at = None;
+                    if self.next_liveness.is_some_and(|t| t <= now) {
+                        // Liveness check: a silent crash ends a live run.
+                        self.next_liveness = None;
+                        for s in self.slots.iter_mut().filter(|s| s.ready()) {
+                            for (run, root) in &self.live { s.dirty.insert(run.clone(), root.clone()); }
+                        }
+                    }
                 }
                 change = next_change(&mut self.net) => {
-                    let up = take_change(&mut self.net, self.t, change) == Some(Change::Up);
-                    if !up || self.retry_at.is_none() { continue; }
-                    self.try_now();
+                    let up = take_change(&mut self.net, &self.slots, change) == Some(Change::Up);
+                    if !up || self.slots.iter().all(|s| s.retry_at.is_none()) { continue; }
+                    for s in &mut self.slots { s.try_now(); }
                 }
                 _ = stop.changed() => return Ok(Stop::Signal),
             }
             if let Some(s) = self.pass(&mut stop).await {
                 return Ok(s);
             }
+            if !self.live.is_empty() && self.next_liveness.is_none() {
+                self.next_liveness = Some(Instant::now() + LIVENESS);
+            }
         }
     }
 
-    /// Ends the wait for a retry: the network came up, so the target may
-    /// be reachable now. The backoff starts again from its first step.
-    fn try_now(&mut self) {
-        tracing::info!(
-            "network changed: trying {} now",
-            super::redact_url(self.t.key())
-        );
-        self.backoff.reset();
-        self.retry_at = None;
-    }
-
-    /// Marks the run an event path belongs to as dirty.
+    /// Marks the run an event path belongs to as dirty, for every target.
     fn mark(&mut self, p: &Path) {
         if let Some((root, run)) = run_of(self.roots, p) {
-            self.dirty.insert(run, root);
+            for s in self.slots.iter_mut().filter(|s| s.refused.is_none()) {
+                s.dirty.insert(run.clone(), root.clone());
+            }
         }
     }
 
-    /// When the loop must wake up without an event, if ever.
+    /// When the loop must wake up without an event, if ever: the earliest
+    /// of a ready target with work (now), a target's retry, the liveness
+    /// check.
     fn wake(&self) -> Option<Instant> {
-        match (self.retry_at, self.live.is_empty(), self.dirty.is_empty()) {
-            (Some(t), _, _) => Some(t),
-            (None, _, false) => Some(Instant::now()),
-            (None, false, true) => Some(Instant::now() + LIVENESS),
-            (None, true, true) => None,
-        }
+        let now = Instant::now();
+        self.slots
+            .iter()
+            .filter(|s| s.refused.is_none())
+            .filter_map(|s| match (s.retry_at, s.dirty.is_empty()) {
+                (Some(t), _) => Some(t),
+                (None, false) => Some(now),
+                (None, true) => None,
+            })
+            .chain(self.next_liveness)
+            .min()
     }
 
-    /// Syncs the dirty runs, one after another, until the target fails to
-    /// answer (the rest then waits for the retry). `Some` when the daemon
-    /// must stop.
+    /// Syncs the runs due to the ready targets, one run after another, each
+    /// read once and fed to all of them at once; a target that fails to
+    /// answer waits for its retry with the rest of its runs, and the others
+    /// go on. `Some` when the daemon must stop.
     ///
-    /// A network change during the pass drops the target's idle connections.
-    /// When something came up and the pass is stuck (the target has not
-    /// answered since the pass began, or a change took something down
-    /// meanwhile), the pass is dropped and started again at once: a
-    /// connection attempted while the link was down waits for its timeout
-    /// (10 s) long after the link is back. Dropping a pass is safe (see the
-    /// stop listener in `run`); a pass that is making progress is left alone.
+    /// A network change during the pass drops the targets' idle
+    /// connections. When something came up and the pass is stuck (no
+    /// target of the run has answered since the pass began, or a change
+    /// took something down meanwhile), the pass is dropped and started
+    /// again at once: a connection attempted while the link was down waits
+    /// for its timeout (10 s) long after the link is back. Dropping a pass
+    /// is safe (see the stop listener in `run`); a pass that is making
+    /// progress is left alone.
     async fn pass(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Stop> {
-        let mut batch = std::mem::take(&mut self.dirty).into_iter();
+        let mut batch: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+        for s in self.slots.iter().filter(|s| s.ready()) {
+            batch.extend(s.dirty.iter().map(|(a, b)| (a.clone(), b.clone())));
+        }
+        if self.metadata_first {
+            if let Some(stop) = self.metadata_pass(&batch, stop).await {
+                return Some(stop);
+            }
+        }
         let started = std::time::SystemTime::now();
         let mut went_down = false;
-        while let Some((run, root)) = batch.next() {
+        for (run, root) in batch {
+            // The ready targets this run is due to (one may have gone into
+            // its backoff earlier in this pass).
+            let due: Vec<usize> = (0..self.slots.len())
+                .filter(|i| self.slots[*i].ready() && self.slots[*i].dirty.contains_key(&run))
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            for i in &due {
+                self.slots[*i].dirty.remove(&run);
+            }
             if !run.join(crate::format::RUN_JSON).is_file() {
                 continue; // not (yet) a run: its run.json event will come
             }
             let Some(state) = self.states.get(&root) else {
                 continue;
             };
-            let t = self.t;
+            let ts: Vec<&AnyTarget> = due.iter().map(|i| self.slots[*i].t).collect();
             let result = {
-                let sync = sync_run(t, state, &run, self.concurrency);
+                let sync = sync_run_to_all(&ts, state, &run, self.concurrency, Phase::All);
                 tokio::pin!(sync);
                 loop {
                     tokio::select! {
                         r = &mut sync => break Some(r),
                         _ = stop.changed() => return Some(Stop::Signal),
                         change = next_change(&mut self.net) => {
-                            let Some(change) = take_change(&mut self.net, t, change) else { continue };
+                            let Some(change) = take_change(&mut self.net, &self.slots, change) else { continue };
                             went_down |= change == Change::Down;
-                            let stuck = went_down || t.last_answer().is_none_or(|a| a < started);
+                            let stuck = went_down
+                                || ts.iter().all(|t| t.last_answer().is_none_or(|a| a < started));
                             if change == Change::Up && stuck { break None; }
                         }
                     }
                 }
             };
-            let Some(result) = result else {
+            let Some(results) = result else {
                 // Start again now, on fresh connections, this run first.
-                self.dirty.insert(run, root);
-                self.dirty.extend(batch.by_ref());
-                self.try_now();
+                for i in &due {
+                    self.slots[*i].dirty.insert(run.clone(), root.clone());
+                }
+                for s in &mut self.slots {
+                    s.try_now();
+                }
                 return None;
             };
-            match result {
-                Ok(p) => {
-                    self.backoff.reset();
-                    let entry = (run.clone(), root.clone());
-                    if p.state == RunState::Live {
-                        self.live.insert(entry);
-                    } else {
-                        self.live.remove(&entry);
-                    }
-                    tracing::info!(
-                        "{}: calls {}/{} status {:?}",
-                        p.run_id,
-                        p.calls_uploaded,
-                        p.calls_recorded,
-                        p.status
-                    );
-                }
-                Err(e) if e.class == Class::Auth => return Some(Stop::Auth(e.message)),
-                Err(e) if e.class == Class::Transient => {
-                    let d = self.backoff.next_delay(e.retry_after);
-                    tracing::warn!(
-                        "{}: {e}; retrying in {:.1} s",
-                        run.display(),
-                        d.as_secs_f64()
-                    );
-                    self.dirty.insert(run, root);
-                    // The target is down for all runs: keep the rest for later.
-                    self.dirty.extend(batch.by_ref());
-                    self.retry_at = Some(Instant::now() + d);
-                    break;
-                }
-                Err(e) => {
-                    // Permanent: reported once (and kept in the state);
-                    // retried only when the run changes.
-                    if self.reported.get(&run) != Some(&e.message) {
-                        tracing::error!("{}: {e}", run.display());
-                        let _ = writeln!(std::io::stderr(), "difflog-sync: {}: {e}", run.display());
-                        self.reported.insert(run.clone(), e.message.clone());
-                    }
+            for (i, result) in due.into_iter().zip(results) {
+                if let Some(stop) = self.outcome(i, &run, &root, result) {
+                    return Some(stop);
                 }
             }
         }
@@ -381,41 +425,150 @@ impl<'a> Daemon<'a> {
         None
     }
 
-    /// Writes what `status` shows of the target: when it last answered and,
-    /// while it is unreachable, when the next attempt is due (only when
-    /// either changed).
-    fn note_reachability(&mut self) {
-        let answered = self.t.last_answer().map(rfc3339);
-        let next = self.retry_at.map(|at| {
-            rfc3339(std::time::SystemTime::now() + at.saturating_duration_since(Instant::now()))
-        });
-        let now = (answered, next);
-        if now == self.noted || now == (None, None) {
-            return;
-        }
-        for state in self.states.values() {
-            if let Err(e) = state.set_reachability(self.t.key(), now.0.as_deref(), now.1.as_deref())
-            {
-                tracing::warn!("{e}");
+    /// The metadata and tables of every run of `batch` to the ready targets
+    /// it is due to, before any media. Failures count as in a full pass
+    /// (a target that does not answer waits for its retry).
+    async fn metadata_pass(
+        &mut self,
+        batch: &BTreeMap<PathBuf, PathBuf>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Stop> {
+        for (run, root) in batch {
+            let due: Vec<usize> = (0..self.slots.len())
+                .filter(|i| self.slots[*i].ready() && self.slots[*i].dirty.contains_key(run))
+                .collect();
+            let Some(state) = self.states.get(root) else {
+                continue;
+            };
+            if due.is_empty() || !run.join(crate::format::RUN_JSON).is_file() {
+                continue;
+            }
+            let ts: Vec<&AnyTarget> = due.iter().map(|i| self.slots[*i].t).collect();
+            let results = tokio::select! {
+                r = sync_run_to_all(&ts, state, run, self.concurrency, Phase::Metadata) => r,
+                _ = stop.changed() => return Some(Stop::Signal),
+            };
+            for (i, r) in due.into_iter().zip(results) {
+                if let Err(e) = r {
+                    if let Some(stop) = self.outcome(i, run, root, Err(e)) {
+                        return Some(stop);
+                    }
+                }
             }
         }
-        self.noted = now;
+        None
+    }
+
+    /// Acts on one target's outcome for `run`. `Some` when the daemon must
+    /// stop (every target refused the credentials).
+    fn outcome(
+        &mut self,
+        i: usize,
+        run: &Path,
+        root: &Path,
+        result: std::result::Result<super::engine::Progress, super::http::SyncError>,
+    ) -> Option<Stop> {
+        let live = &mut self.live;
+        let slot = &mut self.slots[i];
+        match result {
+            Ok(p) => {
+                slot.backoff.reset();
+                let entry = (run.to_path_buf(), root.to_path_buf());
+                if p.state == RunState::Live {
+                    live.insert(entry);
+                } else {
+                    live.remove(&entry);
+                }
+                tracing::info!(
+                    "{}: {}: calls {}/{} status {:?}",
+                    super::redact_url(slot.t.key()),
+                    p.run_id,
+                    p.calls_uploaded,
+                    p.calls_recorded,
+                    p.status
+                );
+            }
+            Err(e) if e.class == Class::Auth => {
+                slot.dirty.clear();
+                slot.refused = Some(e.message.clone());
+                let refused: Vec<&str> = self
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.refused.as_deref())
+                    .collect();
+                if refused.len() == self.slots.len() {
+                    return Some(Stop::Auth(refused.join("; ")));
+                }
+                tracing::error!("credentials refused, no more uploads to this target: {e}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "difflog-sync: credentials refused, no more uploads to this target (the others go on): {e}"
+                );
+            }
+            Err(e) if e.class == Class::Transient => {
+                let d = slot.backoff.next_delay(e.retry_after);
+                tracing::warn!(
+                    "{}: {e}; retrying in {:.1} s",
+                    run.display(),
+                    d.as_secs_f64()
+                );
+                // The target is down for all runs: the rest of its runs wait.
+                slot.dirty.insert(run.to_path_buf(), root.to_path_buf());
+                slot.retry_at = Some(Instant::now() + d);
+            }
+            Err(e) => {
+                // Permanent: reported once (and kept in the state);
+                // retried only when the run changes.
+                if slot.reported.get(run) != Some(&e.message) {
+                    tracing::error!("{}: {e}", run.display());
+                    let _ = writeln!(std::io::stderr(), "difflog-sync: {}: {e}", run.display());
+                    slot.reported.insert(run.to_path_buf(), e.message.clone());
+                }
+            }
+        }
+        None
+    }
+
+    /// Writes what `status` shows of each target: when it last answered
+    /// and, while it is unreachable, when the next attempt is due (only
+    /// when either changed).
+    fn note_reachability(&mut self) {
+        for slot in &mut self.slots {
+            let answered = slot.t.last_answer().map(rfc3339);
+            let next = slot.retry_at.map(|at| {
+                rfc3339(std::time::SystemTime::now() + at.saturating_duration_since(Instant::now()))
+            });
+            let now = (answered, next);
+            if now == slot.noted || now == (None, None) {
+                continue;
+            }
+            for state in self.states.values() {
+                if let Err(e) =
+                    state.set_reachability(slot.t.key(), now.0.as_deref(), now.1.as_deref())
+                {
+                    tracing::warn!("{e}");
+                }
+            }
+            slot.noted = now;
+        }
     }
 }
 
 /// Acts on what [`next_change`] gave: forgets a listener that stopped (it
-/// said why), and after any change drops the target's idle connections,
+/// said why), and after any change drops every target's idle connections,
 /// which may be dead. Returns the change.
 fn take_change(
     net: &mut Option<NetEvents>,
-    t: &AnyTarget,
+    slots: &[Slot<'_>],
     change: Option<Change>,
 ) -> Option<Change> {
     let Some(change) = change else {
         *net = None;
         return None;
     };
-    t.network_changed();
+    for s in slots {
+        s.t.network_changed();
+    }
     Some(change)
 }
 

@@ -50,6 +50,9 @@ pub struct Counts {
     pub puts_forwarded: AtomicUsize,
     /// PUT requests held (and then dropped) while PUTs were held.
     pub held: AtomicUsize,
+    /// `METHOD path` of every request forwarded, in the order the server
+    /// answered them.
+    pub log: Mutex<Vec<String>>,
     /// Requests answered 503 SlowDown.
     pub slowed: AtomicUsize,
     /// When each connection was accepted.
@@ -259,6 +262,10 @@ fn serve(client: TcpStream, upstream: &str, c: &Counts, sw: &Switches, seed: u64
             return;
         }
         c.forwarded.fetch_add(1, Ordering::SeqCst);
+        c.log
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", request.method, request.path));
         if request.method == "PUT" {
             c.puts_forwarded.fetch_add(1, Ordering::SeqCst);
         }

@@ -131,6 +131,13 @@ pub trait Target {
         file: &Path,
     ) -> SyncResult<()>;
 
+    /// Whether a call's table may reach the server before its images (the
+    /// thin-link order: every run's metadata and tables first). A target
+    /// whose tables carry their images (W&B's table artifacts) says no.
+    fn tables_before_media(&self) -> bool {
+        false
+    }
+
     /// Uploads one finished call's table (its media may still be uploading).
     async fn upload_table(
         &self,
@@ -212,6 +219,23 @@ pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
     }
 }
 
+/// Builds the targets of `specs`, refusing one given twice (its state rows
+/// and uploads would collide).
+pub fn targets(specs: &[TargetSpec]) -> Result<Vec<AnyTarget>> {
+    let mut out: Vec<AnyTarget> = Vec::new();
+    for s in specs {
+        let t = target(s)?;
+        if out.iter().any(|o| o.key() == t.key()) {
+            return Err(Error::Invalid(format!(
+                "{} is given twice (--to and --config together list each target once)",
+                crate::sync::redact_url(t.key())
+            )));
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
 /// Any of the supported targets (what `--to` chose).
 pub enum AnyTarget {
     /// An MLflow tracking server.
@@ -259,6 +283,10 @@ impl Target for AnyTarget {
         file: &Path,
     ) -> SyncResult<()> {
         each!(self, t => t.upload_media(remote, media, file).await)
+    }
+
+    fn tables_before_media(&self) -> bool {
+        each!(self, t => t.tables_before_media())
     }
 
     async fn upload_table(

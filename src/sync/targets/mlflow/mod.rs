@@ -211,6 +211,12 @@ impl Target for Mlflow {
         self.put_artifact(remote, &path, body).await
     }
 
+    /// An MLflow table names its images by path: it may come first (its
+    /// image cells show once the images arrive).
+    fn tables_before_media(&self) -> bool {
+        true
+    }
+
     async fn upload_table(
         &self,
         remote: &Remote,
