@@ -4,8 +4,9 @@ upload at once to one MLflow server — proxied (artifacts through the
 server) and direct (artifacts straight to an S3-compatible store, the
 server started with --default-artifact-root s3://… --no-serve-artifacts).
 Beside each, the baseline measured in the same run: the same bytes PUT by
-N processes of a minimal keep-alive client (4 connections each) — to the
-server's artifact endpoint, or to the bucket with boto3. Printed per N:
+N processes of a minimal keep-alive client (4 connections each; the
+images and the tables) — to the server's artifact endpoint, or to the
+bucket with boto3. Printed per N:
 aggregate MB/s of both and their ratio, the server's CPU (MLflow, and the
 object store), and a check of every box's run: exactly one MLflow run,
 every image and table there once (0 duplicates, 0 missing).
@@ -32,6 +33,7 @@ py = os.path.join(repo, ".venv", "bin", "python")
 ACCESS, SECRET, BUCKET = "fleet-key", "fleet-secret-5c1e", "fleet"
 boxes_list = [1, 2, 4] if quick else [1, 2, 4, 8]
 calls = 8 if quick else 24
+rounds = 1 if quick else 3
 groups = []
 
 
@@ -87,8 +89,29 @@ def make_boxes(n, tag):
         for d, _, fs in os.walk(os.path.join(run_dir, "media")):
             pngs += [os.path.join(d, f) for f in fs if f.endswith(".png")]
         roots.append((root, run_dir))
-        files.append(pngs)
+        files.append(pngs + tables_of(run_dir, os.path.join(work, f"{tag}-tables{i}")))
     return roots, files
+
+
+def tables_of(run_dir, out):
+    """The run's tables as MLflow table JSON files (what difflog-sync sends
+    besides the images), for the baseline to send the same bytes."""
+    os.makedirs(out, exist_ok=True)
+    rows = {}
+    with open(os.path.join(run_dir, "events.log"), "rb") as f:
+        for line in f:
+            j = json.loads(line[9:])
+            if j["kind"] == "row":
+                cells = [c.get("value") if c["type"] != "image" else
+                         {"type": "image", "filepath": "images/" + c["digest"] + ".png"} for c in j["data"]["cells"]]
+                rows.setdefault(j["data"]["call"], []).append(cells)
+    paths = []
+    for call, data in rows.items():
+        p = os.path.join(out, f"Pipeline-Call-{call}.json")
+        with open(p, "w") as f:
+            json.dump({"columns": ["Prompt", "Negative-Prompt", "Generated-Image", "Seed"], "data": data}, f)
+        paths.append(p)
+    return paths
 
 
 LIMIT_CLIENT = r"""
@@ -103,7 +126,7 @@ if mode == "proxied":
         for f in fs:
             body = open(f, "rb").read()
             c.request("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{prefix}/limit/{os.path.basename(f)}",
-                      body=body, headers={"Content-Type": "image/png"})
+                      body=body, headers={"Content-Type": "image/png" if f.endswith(".png") else "application/json"})
             r = c.getresponse(); r.read()
             assert r.status == 200, r.status
         c.close()
@@ -114,7 +137,7 @@ else:
     def put_all(fs):
         for f in fs:
             s3.put_object(Bucket=bucket, Key=f"{key_prefix}/limit/{os.path.basename(f)}", Body=open(f, "rb").read(),
-                          ContentType="image/png")
+                          ContentType="image/png" if f.endswith(".png") else "application/json")
 ts = [threading.Thread(target=put_all, args=(ch,)) for ch in chunks]
 [t.start() for t in ts]
 [t.join() for t in ts]
@@ -190,25 +213,35 @@ try:
     for mode, url in (("proxied", proxied_url), ("direct", direct_url)):
         server_groups = [proxied_pgid] if mode == "proxied" else [direct_pgid, s3_pgid]
         for n in boxes_list:
-            roots, files = make_boxes(n, f"{mode}{n}")
-            total = sum(os.path.getsize(f) for fs in files for f in fs)
-            wall, cpu = timed_parallel([[sync, "upload", r, "--to", "mlflow+" + url] for r, _ in roots],
-                                       client_env, server_groups)
-            missing, duplicated = check(url, roots, mode, s3_dir)
-            # The baseline: the same image bytes, N processes of 4 keep-alive PUT connections each.
-            project = json.load(open(os.path.join(roots[0][1], "run.json")))["project"]
-            exp = api(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=" + project)
-            cmds = []
-            for i, fs in enumerate(files):
-                info = api(url, "/api/2.0/mlflow/runs/create",
-                           {"experiment_id": exp["experiment"]["experiment_id"]})["run"]["info"]
-                uri = info["artifact_uri"]
-                prefix = uri.split("mlflow-artifacts:", 1)[1].lstrip("/") if mode == "proxied" else \
-                    uri.split("s3://", 1)[1]
-                target = url if mode == "proxied" else s3_url
-                cmds.append([py, "-c", LIMIT_CLIENT, mode, target, prefix] + fs)
-            base_wall, base_cpu = timed_parallel(cmds, client_env, server_groups)
-            r = {"mode": mode, "boxes": n, "megabytes": round(total / 1e6, 1),
+            # Best of `rounds` for each contender (this machine is noisy),
+            # each round on fresh runs (a re-upload would send nothing).
+            best, base_best, missing, duplicated = None, None, 0, 0
+            for k in range(rounds):
+                roots, files = make_boxes(n, f"{mode}{n}-{k}")
+                total = sum(os.path.getsize(f) for fs in files for f in fs)
+                wall, cpu = timed_parallel([[sync, "upload", r, "--to", "mlflow+" + url] for r, _ in roots],
+                                           client_env, server_groups)
+                m, d = check(url, roots, mode, s3_dir)
+                missing, duplicated = missing + m, duplicated + d
+                if best is None or wall < best[0]:
+                    best = (wall, cpu)
+                # The baseline: the same bytes, N processes of 4 keep-alive PUT connections each.
+                project = json.load(open(os.path.join(roots[0][1], "run.json")))["project"]
+                exp = api(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=" + project)
+                cmds = []
+                for fs in files:
+                    info = api(url, "/api/2.0/mlflow/runs/create",
+                               {"experiment_id": exp["experiment"]["experiment_id"]})["run"]["info"]
+                    uri = info["artifact_uri"]
+                    prefix = uri.split("mlflow-artifacts:", 1)[1].lstrip("/") if mode == "proxied" else \
+                        uri.split("s3://", 1)[1]
+                    target = url if mode == "proxied" else s3_url
+                    cmds.append([py, "-c", LIMIT_CLIENT, mode, target, prefix] + fs)
+                base = timed_parallel(cmds, client_env, server_groups)
+                if base_best is None or base[0] < base_best[0]:
+                    base_best = base
+            (wall, cpu), (base_wall, base_cpu) = best, base_best
+            r = {"mode": mode, "boxes": n, "megabytes": round(total / 1e6, 1), "rounds": rounds,
                  "difflog_mb_s": round(total / 1e6 / wall, 2), "baseline_mb_s": round(total / 1e6 / base_wall, 2),
                  "ratio": round(base_wall / wall, 3),
                  "server_cpu_s": [round(c, 2) for c in cpu], "baseline_server_cpu_s": [round(c, 2) for c in base_cpu],
