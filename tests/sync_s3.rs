@@ -3,7 +3,8 @@
 //! S3-compatible server (rclone serving a folder, started by scripts/test)
 //! and a real MLflow server configured that way. What the bucket holds is
 //! read from the served folder itself and through MLflow's own Python
-//! client (boto3), never through difflog.
+//! client (boto3), never through difflog. Azure Blob storage the same way,
+//! through Azurite (Microsoft's emulator, from npm).
 
 mod common;
 
@@ -145,6 +146,20 @@ fn objects(run_ids: &[String]) -> BTreeMap<String, (u64, std::time::SystemTime)>
 /// SHA-256) and the first table through `load_table`.
 fn read_back(project: &str) -> Value {
     let s = s3();
+    read_back_from(
+        &mlflow_url(),
+        project,
+        &[
+            ("MLFLOW_S3_ENDPOINT_URL", s.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", s.access.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", s.secret.as_str()),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ],
+    )
+}
+
+/// [`read_back`] from the MLflow server at `url`, with `env` for the client.
+fn read_back_from(url: &str, project: &str, env: &[(&str, &str)]) -> Value {
     let script = r#"
 import hashlib, json, os, sys, tempfile
 import mlflow
@@ -175,11 +190,8 @@ print(json.dumps(out))
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let o = Command::new(py)
         .args(["-c", script, project])
-        .env("MLFLOW_TRACKING_URI", mlflow_url())
-        .env("MLFLOW_S3_ENDPOINT_URL", &s.url)
-        .env("AWS_ACCESS_KEY_ID", &s.access)
-        .env("AWS_SECRET_ACCESS_KEY", &s.secret)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("MLFLOW_TRACKING_URI", url)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -194,7 +206,12 @@ print(json.dumps(out))
 /// Checks that MLflow holds each run of `dirs` once, complete, every
 /// artifact byte-identical to the run's media; returns the MLflow run ids.
 fn assert_complete(project: &str, dirs: &[&Path]) -> Vec<String> {
-    let back = read_back(project);
+    assert_read_back(read_back(project), &format!("s3://{BUCKET}/"), dirs)
+}
+
+/// [`assert_complete`] of what MLflow's client read (`back`), the artifact
+/// URIs starting with `uri_prefix`.
+fn assert_read_back(back: Value, uri_prefix: &str, dirs: &[&Path]) -> Vec<String> {
     let runs = back.as_array().unwrap();
     assert_eq!(runs.len(), dirs.len(), "MLflow runs: {back:#}");
     let mut ids = Vec::new();
@@ -213,7 +230,7 @@ fn assert_complete(project: &str, dirs: &[&Path]) -> Vec<String> {
             run["artifact_uri"]
                 .as_str()
                 .unwrap()
-                .starts_with(&format!("s3://{BUCKET}/")),
+                .starts_with(uri_prefix),
             "{run:#}"
         );
         let files = run["files"].as_object().unwrap();
@@ -436,4 +453,90 @@ fn wrong_credentials_are_one_clear_error_exit_3_and_no_retry_storm() {
     // Right credentials afterwards: everything goes up.
     let o = upload(root.path(), &s3().url);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Azurite's development account (scripts/azurite-server): its published
+/// key, not a secret.
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The blobs of container `runs` under `prefix`: name → (ETag, last modified).
+fn blobs(conn: &str, prefix: &str) -> Value {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let script = r#"
+import json, os, sys
+from azure.storage.blob import BlobServiceClient
+s = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+c = s.get_container_client("runs")
+print(json.dumps({b.name: [b.etag, str(b.last_modified), b.size] for b in c.list_blobs(name_starts_with=sys.argv[1])}))
+"#;
+    let o = Command::new(py)
+        .args(["-c", script, prefix])
+        .env("AZURE_STORAGE_CONNECTION_STRING", conn)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn azure_blob_artifacts_through_azurite_once_and_mlflows_client_reads_them_back() {
+    let endpoint = std::env::var("DIFFLOG_TEST_AZURE").unwrap_or_else(|_| {
+        panic!("this test needs Azurite and an MLflow server storing artifacts there: run scripts/test (it sets DIFFLOG_TEST_AZURE and DIFFLOG_TEST_MLFLOW_AZURE_URL)")
+    });
+    let url = std::env::var("DIFFLOG_TEST_MLFLOW_AZURE_URL").unwrap();
+    let conn = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
+    );
+    let project = unique("azure");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 2, 32);
+    let upload = |conn: &str| {
+        Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+            .args([
+                "upload",
+                root.path().to_str().unwrap(),
+                "--to",
+                &format!("mlflow+{url}"),
+            ])
+            .env("AZURE_STORAGE_CONNECTION_STRING", conn)
+            .env_remove("AZURE_STORAGE_ACCESS_KEY")
+            .output()
+            .unwrap()
+    };
+    let o = upload(&conn);
+    assert!(o.status.success(), "{}", text(&o));
+    let back = read_back_from(
+        &url,
+        &project,
+        &[("AZURE_STORAGE_CONNECTION_STRING", conn.as_str())],
+    );
+    let ids = assert_read_back(
+        back,
+        "wasbs://runs@devstoreaccount1.blob.core.windows.net/",
+        &[&dir],
+    );
+    let of_run = || -> serde_json::Map<String, Value> {
+        blobs(&conn, "mlruns/")
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.contains(&ids[0]))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let before = of_run();
+    assert!(before.len() >= 4 + 5, "{before:#?}");
+    // The state lost: found again, nothing rewritten.
+    std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
+    let o = upload(&conn);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(of_run(), before, "a second upload rewrote blobs");
+    // A wrong key: one clear error, exit 3, the key never shown.
+    std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
+    let wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
+    let o = upload(&conn.replace(AZURITE_KEY, wrong_key));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("refused the credentials"), "{}", text(&o));
+    assert!(!text(&o).contains(wrong_key), "{}", text(&o));
 }

@@ -266,12 +266,6 @@ impl Stores {
             } => ct,
             Body::Empty => None,
         };
-        // A local filesystem has no content types (it refuses attributes).
-        if let (Some(ct), false) = (content_type, matches!(place, Place::File { .. })) {
-            let mut a = Attributes::new();
-            a.insert(Attribute::ContentType, ct.to_string().into());
-            opts.attributes = a;
-        }
         let bytes = match body {
             Body::Empty => Vec::new(),
             Body::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
@@ -289,6 +283,7 @@ impl Stores {
                         return Ok(());
                     }
                 }
+                opts.attributes = attributes(place, content_type, digest);
                 if len > SMALL_FILE {
                     return put_parts(&*store, &key, opts, file, digest, len, &what).await;
                 }
@@ -296,13 +291,11 @@ impl Stores {
             }
         };
         if !matches!(body, Body::File { .. }) {
-            let md5 = crate::format::hex(&md5_of(&bytes));
-            if let Some(meta) = head(&*store, &key, &what).await? {
-                let etag = meta.e_tag.as_deref().unwrap_or("").trim_matches('"');
-                if etag.eq_ignore_ascii_case(&md5) {
-                    return Ok(());
-                }
+            let sha = crate::format::sha256_hex(&bytes);
+            if already_there(&*store, place, &key, &bytes, &sha, &what).await? {
+                return Ok(());
             }
+            opts.attributes = attributes(place, content_type, &sha);
         }
         store
             .put_opts(&key, PutPayload::from(bytes), opts)
@@ -310,6 +303,66 @@ impl Stores {
             .map(|_| ())
             .map_err(|e| classify(e, &what))
     }
+}
+
+/// The metadata an object carries: its content type and SHA-256 (the
+/// digest tells a later upload that the same bytes are there on stores
+/// whose ETag is not an MD5: Azure, GCS). A local filesystem keeps none.
+fn attributes(place: &Place, content_type: Option<&str>, sha256: &str) -> Attributes {
+    let mut a = Attributes::new();
+    if matches!(place, Place::File { .. }) {
+        return a;
+    }
+    if let Some(ct) = content_type {
+        a.insert(Attribute::ContentType, ct.to_string().into());
+    }
+    a.insert(
+        Attribute::Metadata(DIGEST_META.into()),
+        sha256.to_string().into(),
+    );
+    a
+}
+
+/// The metadata key of an object's SHA-256 (Azure allows only identifier
+/// characters in metadata names).
+const DIGEST_META: &str = "difflog_sha256";
+
+/// Whether `bytes` are at `key` already: a file with these bytes; an
+/// object whose ETag is their MD5 (S3 and S3-compatible stores, single
+/// part) or whose metadata holds their SHA-256 (written by difflog).
+async fn already_there(
+    store: &dyn ObjectStore,
+    place: &Place,
+    key: &Key,
+    bytes: &[u8],
+    sha256: &str,
+    what: &str,
+) -> SyncResult<bool> {
+    let found = if matches!(place, Place::File { .. }) {
+        store.get(key).await
+    } else {
+        let opts = object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        store.get_opts(key, opts).await
+    };
+    let got = match found {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(classify(e, what)),
+    };
+    if got.meta.size != bytes.len() as u64 {
+        return Ok(false);
+    }
+    if matches!(place, Place::File { .. }) {
+        let there = got.bytes().await.map_err(|e| classify(e, what))?;
+        return Ok(there.as_ref() == bytes);
+    }
+    let md5 = crate::format::hex(&md5_of(bytes));
+    let etag = got.meta.e_tag.as_deref().unwrap_or("").trim_matches('"');
+    let digest = got.attributes.get(&Attribute::Metadata(DIGEST_META.into()));
+    Ok(etag.eq_ignore_ascii_case(&md5) || digest.is_some_and(|d| d.as_ref() == sha256))
 }
 
 fn md5_of(bytes: &[u8]) -> [u8; 16] {
@@ -856,6 +909,69 @@ mod tests {
             Some("SignatureDoesNotMatch: The request signature".into())
         );
         assert_eq!(storage_says("plain"), None);
+    }
+
+    #[test]
+    fn a_reachable_file_store_gets_the_bytes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("7/abc/artifacts");
+        let place = Place::parse(&format!("file://{}", run.display())).unwrap();
+        let media = dir.path().join("x.png");
+        std::fs::write(&media, b"not really a png").unwrap();
+        let digest = crate::format::sha256_hex(b"not really a png");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stores = Stores::new().unwrap();
+        let json = serde_json::json!({"a": 1});
+        let put_all = || {
+            rt.block_on(async {
+                stores
+                    .put(&place, "difflog/config.json", Body::Json(&json))
+                    .await
+                    .unwrap();
+                let file = Body::File {
+                    path: &media,
+                    content_type: Some("image/png"),
+                    digest: &digest,
+                    len: 16,
+                };
+                stores.put(&place, "images/x.png", file).await.unwrap();
+            })
+        };
+        put_all();
+        let config = run.join("difflog/config.json");
+        assert_eq!(std::fs::read(&config).unwrap(), br#"{"a":1}"#);
+        assert_eq!(
+            std::fs::read(run.join("images/x.png")).unwrap(),
+            b"not really a png"
+        );
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let before = (mtime(&config), mtime(&run.join("images/x.png")));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        put_all();
+        assert_eq!(
+            (mtime(&config), mtime(&run.join("images/x.png"))),
+            before,
+            "the same bytes were written again"
+        );
+        // A file that is not what the run recorded is not uploaded.
+        std::fs::write(&media, b"changed after rec").unwrap();
+        let e = rt
+            .block_on(stores.put(
+                &place,
+                "images/y.png",
+                Body::File {
+                    path: &media,
+                    content_type: None,
+                    digest: &digest,
+                    len: 16,
+                },
+            ))
+            .unwrap_err();
+        assert!(e.message.contains("size 17 but 16 recorded"), "{e}");
+        assert!(!run.join("images/y.png").exists());
     }
 
     #[test]
