@@ -24,6 +24,9 @@ import sys
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_tables import tables_of  # noqa: E402
+
 bin_dir, work = sys.argv[1], sys.argv[2]
 quick = "--quick" in sys.argv
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,27 +94,6 @@ def make_boxes(n, tag):
         roots.append((root, run_dir))
         files.append(pngs + tables_of(run_dir, os.path.join(work, f"{tag}-tables{i}")))
     return roots, files
-
-
-def tables_of(run_dir, out):
-    """The run's tables as MLflow table JSON files (what difflog-sync sends
-    besides the images), for the baseline to send the same bytes."""
-    os.makedirs(out, exist_ok=True)
-    rows = {}
-    with open(os.path.join(run_dir, "events.log"), "rb") as f:
-        for line in f:
-            j = json.loads(line[9:])
-            if j["kind"] == "row":
-                cells = [c.get("value") if c["type"] != "image" else
-                         {"type": "image", "filepath": "images/" + c["digest"] + ".png"} for c in j["data"]["cells"]]
-                rows.setdefault(j["data"]["call"], []).append(cells)
-    paths = []
-    for call, data in rows.items():
-        p = os.path.join(out, f"Pipeline-Call-{call}.json")
-        with open(p, "w") as f:
-            json.dump({"columns": ["Prompt", "Negative-Prompt", "Generated-Image", "Seed"], "data": data}, f)
-        paths.append(p)
-    return paths
 
 
 LIMIT_CLIENT = r"""

@@ -16,6 +16,9 @@ import time
 import urllib.parse
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_tables import tables_of  # noqa: E402
+
 url, bin_dir, work = sys.argv[1], sys.argv[2], sys.argv[3]
 quick = len(sys.argv) > 4 and sys.argv[4] == "--quick"
 difflog = os.path.join(bin_dir, "difflog")
@@ -53,21 +56,7 @@ pngs = []
 for d, _, files in os.walk(os.path.join(run_dir, "media")):
     pngs += [os.path.join(d, f) for f in files if f.endswith(".png")]
 # The same tables difflog-sync uploads, as files for the other contenders.
-tables_dir = os.path.join(work, "tables")
-os.makedirs(tables_dir, exist_ok=True)
-rows = {}
-with open(os.path.join(run_dir, "events.log"), "rb") as f:
-    for line in f:
-        j = json.loads(line[9:])
-        if j["kind"] == "row":
-            cells = [c.get("value") if c["type"] != "image" else {"type": "image", "filepath": "images/" + c["digest"] + ".png"} for c in j["data"]["cells"]]
-            rows.setdefault(j["data"]["call"], []).append(cells)
-tables = []
-for call, data in rows.items():
-    p = os.path.join(tables_dir, f"Pipeline-Call-{call}.json")
-    with open(p, "w") as f:
-        json.dump({"columns": ["Prompt", "Negative-Prompt", "Generated-Image", "Seed"], "data": data}, f)
-    tables.append(p)
+tables = tables_of(run_dir, os.path.join(work, "tables"))
 files = pngs + tables
 total_bytes = sum(os.path.getsize(p) for p in files)
 

@@ -437,15 +437,7 @@ impl Http {
                     .unwrap_or_else(|| SyncError::transient(format!("{what}: {status}"))));
             }
             let headers = resp.headers().clone();
-            let bytes = read_capped(resp, MAX_ANSWER).await.map_err(|e| match e {
-                Capped::TooLong => SyncError::permanent(format!(
-                    "{what}: the server's answer is over {} MB",
-                    MAX_ANSWER / (1024 * 1024)
-                )),
-                Capped::Read(e) => {
-                    SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
-                }
-            })?;
+            let bytes = read_answer(resp, &what).await?;
             Ok((status, headers, bytes::Bytes::from(bytes)))
         })
         .await
@@ -578,15 +570,7 @@ async fn answer(resp: reqwest::Response, what: &str, want: Want) -> SyncResult<V
         });
         return Ok(Value::Null);
     }
-    let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| match e {
-        Capped::TooLong => SyncError::permanent(format!(
-            "{what}: the server's answer is over {} MB; not an answer this client expects",
-            MAX_ANSWER / (1024 * 1024)
-        )),
-        Capped::Read(e) => {
-            SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
-        }
-    })?;
+    let body = read_answer(resp, what).await?;
     let text = String::from_utf8_lossy(&body).into_owned();
     if status.is_success() {
         if text.trim().is_empty() {
@@ -606,6 +590,19 @@ async fn answer(resp: reqwest::Response, what: &str, want: Want) -> SyncResult<V
         unreachable: false,
         local: None,
         context: None,
+    })
+}
+
+/// The body of an answer to `what`, at most [`MAX_ANSWER`] bytes.
+async fn read_answer(resp: reqwest::Response, what: &str) -> SyncResult<Vec<u8>> {
+    read_capped(resp, MAX_ANSWER).await.map_err(|e| match e {
+        Capped::TooLong => SyncError::permanent(format!(
+            "{what}: the server's answer is over {} MB; not an answer this client expects",
+            MAX_ANSWER / (1024 * 1024)
+        )),
+        Capped::Read(e) => {
+            SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
+        }
     })
 }
 
