@@ -85,7 +85,7 @@ enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         target: TargetArgs,
-        /// Print one JSON object instead.
+        /// Print one JSON object per target instead (one line each).
         #[arg(long)]
         json: bool,
         /// Give up on a run that is not uploaded within this many seconds
