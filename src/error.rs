@@ -113,6 +113,7 @@ pub enum Error {
     #[error("{0}")]
     Weights(String),
     /// The sync state database cannot be opened, read or written.
+    #[cfg(feature = "sync")]
     #[error("{path}: sync state: {source}")]
     State {
         /// The state database.
@@ -191,6 +192,7 @@ impl Error {
             Error::UnsafeFile { .. } => "unsafe_file",
             Error::Archive(_) => "archive",
             Error::Weights(_) => "weights",
+            #[cfg(feature = "sync")]
             Error::State { .. } => "state",
             Error::System { .. } => "system",
             Error::Invalid(_) => "invalid",

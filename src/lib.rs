@@ -48,6 +48,7 @@ pub mod redact;
 pub mod replay;
 pub mod report;
 pub mod run;
+#[cfg(feature = "sync")]
 pub mod sync;
 pub mod verify;
 

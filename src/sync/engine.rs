@@ -1,5 +1,6 @@
-//! Syncing one run to one target: what is due, in which order, and what the
-//! state records once the server has acknowledged it.
+//! Syncing one run to its targets: what is due, in which order, and what
+//! the state records once a server has acknowledged it. The run is read
+//! once per pass and each target's pass runs on its own.
 //!
 //! Order per pass: open (find or create) the remote run; run-level data when
 //! it changed; then every *finished* call in order — its media, then its

@@ -1,12 +1,16 @@
 //! `difflog-sync`: uploads run directories to a tracking server, once and
 //! completely, whenever the server is reachable.
 //!
-//! - [`engine`] syncs one run to one target, idempotently;
+//! - [`engine`] syncs one run to its targets (read once, fed to each),
+//!   idempotently;
 //! - [`state`] remembers what each target acknowledged (SQLite beside the runs);
 //! - [`targets`] speak each server's protocol behind one trait;
+//! - [`objects`] writes artifacts straight to the object store a tracker's
+//!   run points at (S3, GCS, Azure, a shared filesystem);
 //! - [`http`] and [`retry`] are the shared client and retry policy, and
 //!   [`rate`] the bandwidth cap every upload shares;
-//! - [`watch`] follows run directories as they grow;
+//! - [`watch`] follows run directories as they grow (one queue and backoff
+//!   per target);
 //! - [`commands`] is what `upload`, `status` and `watch` print.
 
 pub mod commands;
