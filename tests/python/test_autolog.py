@@ -59,6 +59,15 @@ def pixels(img):
     return img.convert("RGB").tobytes()
 
 
+def near(a, b):
+    """Same size, no channel value off by more than 2, and under 1 % of them
+    off at all."""
+    if len(a) != len(b):
+        return False
+    off = [abs(x - y) for x, y in zip(a, b) if x != y]
+    return (not off or max(off) <= 2) and len(off) <= len(a) // 100
+
+
 class Base(unittest.TestCase):
     def setUp(self):
         self.root = tempfile.mkdtemp(prefix="difflog-py-")
@@ -144,7 +153,12 @@ class TextToImage(Base):
             generator=torch.Generator().manual_seed(seeds[3]),
             **STEPS,
         ).images[0]
-        self.assertEqual(pixels(again), pixels(out.images[3]))
+        # The same image up to torch's CPU arithmetic: a batch of one and a
+        # batch of four take other kernel paths, which can move a channel
+        # value by one here and there (seen: 1 byte of 3072). Another seed
+        # gives another image.
+        self.assertTrue(near(pixels(again), pixels(out.images[3])), "the recorded seed does not reproduce the row")
+        self.assertFalse(near(pixels(again), pixels(out.images[2])), "another seed gave the same image")
 
     def test_a_list_of_generators_and_a_single_generator(self):
         pipe = tiny.sd()
