@@ -154,7 +154,7 @@ pub fn upload(
     let bar = progress_bar(total, json_out);
     let mut up = Uploads {
         results: ts.iter().map(|_| Vec::new()).collect(),
-        refused: ts.iter().map(|_| false).collect(),
+        refused: std::sync::Mutex::new(vec![false; ts.len()]),
     };
     let mut states = Vec::new();
     for root in groups.keys() {
@@ -176,19 +176,20 @@ pub fn upload(
             run_timeout,
             &mut up,
         ));
-        if up.refused.iter().all(|r| *r) {
+        if up.refused().iter().all(|r| *r) {
             break;
         }
     }
     bar.finish_and_clear();
+    let refused = up.refused();
     let mut ok = true;
     for (i, t) in ts.iter().enumerate() {
         // Report in run order (creation order), whatever order they finished in.
         up.results[i].sort_by(|a, b| a.0.cmp(&b.0));
-        ok &= !up.refused[i] && up.results[i].iter().all(|(_, r)| r.is_ok());
-        print_upload(out, t.key(), &up.results[i], up.refused[i], json_out)?;
+        ok &= !refused[i] && up.results[i].iter().all(|(_, r)| r.is_ok());
+        print_upload(out, t.key(), &up.results[i], refused[i], json_out)?;
     }
-    let auth_failed = up.refused.iter().any(|r| *r);
+    let auth_failed = refused.iter().any(|r| *r);
     Ok(UploadOutcome { ok, auth_failed })
 }
 
@@ -196,8 +197,19 @@ pub fn upload(
 struct Uploads {
     /// Each target's outcomes.
     results: Vec<Vec<RunResult>>,
-    /// Targets that refused the credentials (no more runs go to them).
-    refused: Vec<bool>,
+    /// Targets that refused the credentials (no more runs go to them);
+    /// read by the runs in flight as they start.
+    refused: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Uploads {
+    /// Which targets refused the credentials so far.
+    fn refused(&self) -> Vec<bool> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 fn progress_bar(total: usize, hidden: bool) -> indicatif::ProgressBar {
@@ -227,36 +239,34 @@ async fn upload_runs(
     run_timeout: Option<Duration>,
     up: &mut Uploads,
 ) {
-    let refused = std::sync::Mutex::new(up.refused.clone());
-    let mut pending = futures_util::stream::iter(runs.iter().map(|dir| {
-        let refused = &refused;
-        async move {
-            let active: Vec<usize> = {
-                let r = refused.lock().unwrap_or_else(|p| p.into_inner());
-                (0..ts.len()).filter(|i| !r[*i]).collect()
-            };
-            let out = upload_one(ts, &active, state, dir, concurrency, run_timeout).await;
-            bar.set_message(
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
-            bar.inc(1);
-            (dir.clone(), out)
-        }
+    let refused = &up.refused;
+    let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
+        let active: Vec<usize> = {
+            let r = refused.lock().unwrap_or_else(|p| p.into_inner());
+            (0..ts.len()).filter(|i| !r[*i]).collect()
+        };
+        let out = upload_one(ts, &active, state, dir, concurrency, run_timeout).await;
+        bar.set_message(
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        bar.inc(1);
+        (dir.clone(), out)
     }))
     .buffer_unordered(at_once);
     while let Some((dir, outcomes)) = pending.next().await {
+        let mut r_now = refused.lock().unwrap_or_else(|p| p.into_inner());
         for (i, r) in outcomes {
-            if matches!(&r, Err(e) if e.class == Class::Auth) {
-                refused.lock().unwrap_or_else(|p| p.into_inner())[i] = true;
+            // A target's outcomes end with its refusal: runs that were in
+            // flight to it when it refused are not reported.
+            if r_now[i] {
+                continue;
             }
-            if !up.refused[i] {
-                up.results[i].push((dir.clone(), r));
-            }
+            r_now[i] = matches!(&r, Err(e) if e.class == Class::Auth);
+            up.results[i].push((dir.clone(), r));
         }
-        up.refused = refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if up.refused.iter().all(|r| *r) {
+        if r_now.iter().all(|r| *r) {
             return;
         }
     }

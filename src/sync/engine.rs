@@ -169,22 +169,14 @@ pub async fn sync_run_to_all<T: Target>(
                 .collect()
         }
     };
-    let due = targets.iter().zip(&results).map(|(t, r)| async {
+    let (run, fp) = (&run, fp.as_deref());
+    let each = targets.iter().zip(results).map(|(t, r)| async move {
         match r {
-            Some(_) => None,
-            None => Some(sync_read(*t, state, &run, fp.as_deref(), concurrency, phase).await),
+            Some(r) => r,
+            None => sync_read(*t, state, run, fp, concurrency, phase).await,
         }
     });
-    let fresh = futures_util::future::join_all(due).await;
-    results
-        .into_iter()
-        .zip(fresh)
-        .map(|(old, new)| match (old, new) {
-            (Some(r), _) => r,
-            (None, Some(r)) => r,
-            (None, None) => Err(SyncError::permanent("no outcome")),
-        })
-        .collect()
+    futures_util::future::join_all(each).await
 }
 
 /// One target's pass over a run already read; records the outcome.
@@ -373,12 +365,21 @@ async fn sync_inner<T: Target>(
     progress_for_key(p.key, state, run, &view, run_state, Some(remote.id))
 }
 
-/// The item that marks the run-level data of this state of the run sent.
-fn meta_item<T>(p: &Pass<'_, T>) -> String {
-    format!(
+/// The upload of the run-level data, unless the state says this state of
+/// it was sent already; marked done once the target acknowledged it.
+fn meta_job<'a, T: Target>(p: &'a Pass<'a, T>, remote: &'a Remote) -> SyncResult<Option<Job<'a>>> {
+    let (target, state, key, id) = (p.target, p.state, p.key, p.id);
+    let item = format!(
         "meta:{}",
         meta_digest(p.snap.first_config, p.run, p.snap.view)
-    )
+    );
+    if state.is_done(key, id, &item).map_err(state_err)? {
+        return Ok(None);
+    }
+    Ok(Some(Box::pin(async move {
+        target.sync_meta(remote, &p.snap).await?;
+        state.mark_done(key, id, &item).map_err(state_err)
+    })))
 }
 
 /// The item that marks a call's table sent ahead of its media.
@@ -395,14 +396,7 @@ async fn upload_metadata<T: Target>(
     concurrency: usize,
 ) -> SyncResult<()> {
     let (target, state, key, id) = (p.target, p.state, p.key, p.id);
-    let mut jobs: Vec<Job<'_>> = Vec::new();
-    let meta = meta_item(p);
-    if !state.is_done(key, id, &meta).map_err(state_err)? {
-        jobs.push(Box::pin(async move {
-            target.sync_meta(remote, &p.snap).await?;
-            state.mark_done(key, id, &meta).map_err(state_err)
-        }));
-    }
+    let mut jobs: Vec<Job<'_>> = meta_job(p, remote)?.into_iter().collect();
     if target.tables_before_media() {
         for call in p.snap.view.calls.values() {
             let done = |item: &str| state.is_done(key, id, item).map_err(state_err);
@@ -447,15 +441,7 @@ async fn upload_calls<T: Target>(
     };
     // Run-level data goes in the same stream of concurrent uploads as the
     // first media (each of its requests is a round trip worth overlapping).
-    let mut first_jobs: Vec<Job<'_>> = Vec::new();
-    let meta_item = meta_item(p);
-    if !state.is_done(key, id, &meta_item).map_err(state_err)? {
-        let (addr, snap, meta_item) = (&addr, &p.snap, meta_item.clone());
-        first_jobs.push(Box::pin(async move {
-            target.sync_meta(addr, snap).await?;
-            state.mark_done(key, id, &meta_item).map_err(state_err)
-        }));
-    }
+    let mut first_jobs: Vec<Job<'_>> = meta_job(p, &addr)?.into_iter().collect();
     // Media outside calls (run.log_image).
     let loose: Vec<_> = view.media.iter().filter(|m| m.call.is_none()).collect();
     // The media each stream will upload, for `prepare_uploads`.
