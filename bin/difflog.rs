@@ -22,10 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate images with a Stable Diffusion model and record the run.
+    /// Generate images with a Stable Diffusion or FLUX.1 model and record the run.
     ///
     /// The default model is `tiny`, a small Stable-Diffusion-architecture
-    /// model with seeded weights that difflog generates itself (no download).
+    /// model with seeded weights that difflog generates itself (no download);
+    /// `tiny-flux` and `tiny-flux-dev` are the FLUX.1-shaped ones.
     Generate(Box<GenerateCli>),
     /// List the runs under ROOT: project, name, state, calls, images, size.
     Ls {
@@ -182,9 +183,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GenerateCli {
-    /// Model: tiny, tiny-xl, tiny-inpaint, sd15, sd21, sdxl, sd-turbo,
-    /// sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint, a Hugging Face id
-    /// (from the hub cache, HF_HOME) or a folder in the diffusers layout.
+    /// Model: tiny, tiny-xl, tiny-inpaint, tiny-flux, tiny-flux-dev, sd15,
+    /// sd21, sdxl, sd-turbo, sdxl-turbo, sd15-inpaint, sd2-inpaint,
+    /// sdxl-inpaint, flux-schnell, flux-dev, a Hugging Face id (from the hub
+    /// cache, HF_HOME) or a folder in the diffusers layout (the architecture
+    /// is read from its model_index.json).
     #[arg(long, default_value = "tiny")]
     model: String,
     /// Prompt; repeat for several.
@@ -193,7 +196,7 @@ struct GenerateCli {
     /// Negative prompt.
     #[arg(long)]
     negative_prompt: Option<String>,
-    /// Second prompt for SDXL's second text encoder (default: the prompt).
+    /// Second prompt: SDXL's second text encoder, FLUX.1's T5 (default: the prompt).
     #[arg(long)]
     prompt_2: Option<String>,
     /// Images per prompt.
@@ -202,19 +205,22 @@ struct GenerateCli {
     /// Inference steps (default: the model's).
     #[arg(long)]
     steps: Option<usize>,
-    /// Classifier-free guidance scale (default: the model's; ≤ 1 disables it).
+    /// Classifier-free guidance scale (default: the model's; ≤ 1 disables
+    /// it). FLUX.1 dev: the guidance value the model takes as an input
+    /// (default 3.5); FLUX.1 schnell takes none.
     #[arg(long)]
     guidance_scale: Option<f64>,
-    /// Width in pixels, a multiple of 8 (default: the model's).
+    /// Width in pixels, a multiple of 8; 16 for FLUX.1 (default: the model's).
     #[arg(long)]
     width: Option<usize>,
-    /// Height in pixels, a multiple of 8 (default: the model's).
+    /// Height in pixels, a multiple of 8; 16 for FLUX.1 (default: the model's).
     #[arg(long)]
     height: Option<usize>,
     /// Seed of the first image; image i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Scheduler: ddim, euler-a or unipc (default: the model's).
+    /// Scheduler: ddim, euler-a or unipc (default: the model's). FLUX.1
+    /// always samples with its flow-matching Euler sampler.
     #[arg(long)]
     scheduler: Option<String>,
     /// Input image for image-to-image and inpainting.

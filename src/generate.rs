@@ -9,9 +9,8 @@
 use crate::error::{Error, Result};
 use crate::event::Cell;
 use crate::pipeline::Pipeline;
-use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
-use crate::pipelines::weights::{refiner_for, resolve};
-use crate::pipelines::{InitImage, Request, StableDiffusion};
+use crate::pipelines::scheduler::SchedulerKind;
+use crate::pipelines::{Generator, InitImage, Request};
 use crate::read::RunDir;
 use crate::run::{Init, Run};
 use serde_json::json;
@@ -120,7 +119,8 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         Some(name) => {
             let name = match name {
                 Some(n) => n.clone(),
-                None => refiner_for(&args.model, base.config().family)
+                None => base
+                    .refiner(&args.model)
                     .ok_or_else(|| {
                         fail(format!(
                             "model {} has no refiner: --refiner works with SDXL base models (sdxl, tiny-xl) or names one (--refiner MODEL)",
@@ -196,12 +196,10 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn load(model: &str, device: &str, scheduler: Option<SchedulerKind>) -> Result<StableDiffusion> {
-    let resolved = resolve(model)?;
-    let mut p = StableDiffusion::load(resolved, device).map_err(fail)?;
+fn load(model: &str, device: &str, scheduler: Option<SchedulerKind>) -> Result<Generator> {
+    let mut p = Generator::load(model, device)?;
     if let Some(kind) = scheduler {
-        let cur = p.scheduler().clone();
-        p.set_scheduler(SchedulerSettings { kind, ..cur });
+        p.set_scheduler(kind).map_err(fail)?;
     }
     Ok(p)
 }

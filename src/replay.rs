@@ -10,8 +10,8 @@
 use crate::error::{Error, Result};
 use crate::event::{Cell, PipelineEvent, RowEvent};
 use crate::pipeline::Pipeline;
-use crate::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
-use crate::pipelines::{resolve, InitImage, Request, ResolvedModel, StableDiffusion};
+use crate::pipelines::scheduler::SchedulerKind;
+use crate::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request};
 use crate::read::{CallView, RunDir, RunView};
 use crate::run::media::{encode_png_with_text, sha256_hex};
 use image::RgbImage;
@@ -51,13 +51,19 @@ pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<V
     let run = RunDir::open(dir)?;
     let view = run.view();
     let (c, p) = find_call(&view, dir, call)?;
-    let model = resolve(&p.model_id)
+    let model = resolve_any(&p.model_id)
         .map_err(|e| bad(format!("the recorded model is not available: {e}")))?;
-    check_weights(p, &model)?;
-    let mut pipe = StableDiffusion::load(model, device).map_err(|e| bad(e.to_string()))?;
-    if let Some(kind) = p.scheduler["name"].as_str().and_then(SchedulerKind::parse) {
-        let cur = pipe.scheduler().clone();
-        pipe.set_scheduler(SchedulerSettings { kind, ..cur });
+    let (digest, files) = match &model {
+        AnyModel::Unet(m) => (&m.weights_digest, &m.files),
+        AnyModel::Flux(m) => (&m.weights_digest, &m.files),
+    };
+    check_weights(p, digest, files)?;
+    let mut pipe = Generator::load(&p.model_id, device)?;
+    if let (Generator::Sd(_), Some(kind)) = (
+        &pipe,
+        p.scheduler["name"].as_str().and_then(SchedulerKind::parse),
+    ) {
+        pipe.set_scheduler(kind).map_err(|e| bad(e.to_string()))?;
     }
     let mut results = Vec::new();
     for r in c
@@ -108,29 +114,44 @@ fn find_call<'v>(
 
 /// Refuses weights that differ from the recorded digest, naming the files
 /// that changed: a comparison against other weights proves nothing.
-fn check_weights(p: &PipelineEvent, model: &ResolvedModel) -> Result<()> {
+fn check_weights(
+    p: &PipelineEvent,
+    digest: &str,
+    files: &serde_json::Map<String, Value>,
+) -> Result<()> {
     let Some(recorded) = &p.weights_digest else {
         return Ok(());
     };
-    if *recorded == model.weights_digest {
+    if recorded == digest {
         return Ok(());
     }
+    // A component's files: one {file, sha256}, or a list of shards.
+    let each = |v: &Value| -> Vec<Value> {
+        match v {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        }
+    };
     let mut changed = Vec::new();
-    for (k, now) in &model.files {
-        let then = p.components.values().find_map(|comp| {
-            ["weights", "tokenizer"].iter().find_map(|w| {
-                let f = &comp[*w];
-                (f["file"] == now["file"]).then(|| f["sha256"].clone())
-            })
-        });
-        if then.as_ref() != Some(&now["sha256"]) {
-            changed.push(format!("{k} ({})", now["file"].as_str().unwrap_or("?")));
+    for (k, entry) in files {
+        for now in each(entry) {
+            let then = p.components.values().find_map(|comp| {
+                ["weights", "tokenizer"].iter().find_map(|w| {
+                    each(&comp[*w])
+                        .into_iter()
+                        .find(|f| f["file"] == now["file"])
+                        .map(|f| f["sha256"].clone())
+                })
+            });
+            if then.as_ref() != Some(&now["sha256"]) {
+                changed.push(format!("{k} ({})", now["file"].as_str().unwrap_or("?")));
+            }
         }
     }
     Err(bad(format!(
         "the weights of {} differ from the recorded ones ({recorded}, now {}); changed: {}",
         p.model_id,
-        model.weights_digest,
+        digest,
         if changed.is_empty() {
             "unknown".to_string()
         } else {
@@ -159,7 +180,7 @@ fn recorded_image(dir: &Path, r: &RowEvent, column: &str) -> Result<Option<Arc<R
 /// Regenerates one row from its seed and the call's arguments and compares
 /// the PNG with the recorded one.
 fn replay_row(
-    pipe: &mut StableDiffusion,
+    pipe: &mut Generator,
     dir: &Path,
     (run_id, p): (&str, &PipelineEvent),
     c: &CallView,

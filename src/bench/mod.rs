@@ -480,9 +480,9 @@ pub fn render_generate(f: &GenerateFigures) -> String {
 /// Runs the same generation calls with recording on and off, interleaved,
 /// and compares their times.
 pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
-    use crate::pipelines::{resolve, InitImage, Request, StableDiffusion};
+    use crate::pipelines::{Generator, InitImage, Request};
     let invalid = |e: PipelineError| crate::Error::Invalid(e.to_string());
-    let mut p = StableDiffusion::load(resolve(&opts.model)?, &opts.device).map_err(invalid)?;
+    let mut p = Generator::load(&opts.model, &opts.device)?;
     let recorded = Run::create(
         Init::project("difflog-bench")
             .name("bench generate")
@@ -495,7 +495,8 @@ pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
         .ok_or_else(|| crate::Error::Invalid("recording is disabled (DIFFLOG_MODE)".into()))?;
     // An inpainting model gets an image and a mask (its left half repainted).
     let side = u32::try_from(opts.size).unwrap_or(64);
-    let inpaint = p.config().inpaint.then(|| {
+    let is_inpaint = matches!(&p, Generator::Sd(sd) if sd.config().inpaint);
+    let inpaint = is_inpaint.then(|| {
         let mask = RgbImage::from_fn(side, side, |x, _| {
             Rgb(if x < side / 2 { [255; 3] } else { [0; 3] })
         });

@@ -18,6 +18,18 @@ use candle_transformers::models::stable_diffusion::{
 };
 use std::path::Path;
 
+/// A model's architecture: a UNet (Stable Diffusion families) or a flow
+/// transformer (FLUX.1).
+// Built once per model load: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Arch {
+    /// Stable Diffusion 1.x, 2.x, XL, their Turbo, refiner and inpainting models.
+    Unet(ModelConfig),
+    /// FLUX.1 schnell or dev.
+    Flux(Box<super::flux_model::FluxConfig>),
+}
+
 /// Which family a model belongs to; decides text encoders and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -491,7 +503,7 @@ impl Modules {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Shape;
     use candle_nn::var_builder::SimpleBackend;
@@ -503,7 +515,7 @@ mod tests {
     /// to its shape (nothing allocated): a real-size architecture is
     /// checked name by name and shape by shape in milliseconds.
     #[derive(Clone, Default)]
-    struct Lazy(Arc<Mutex<BTreeMap<String, Vec<usize>>>>);
+    pub(crate) struct Lazy(pub(crate) Arc<Mutex<BTreeMap<String, Vec<usize>>>>);
 
     impl SimpleBackend for Lazy {
         fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {

@@ -7,13 +7,14 @@
 //! latent sample, scheduler noise), so a recorded seed reproduces exactly
 //! that image, whatever else was in the call.
 
+use super::convert::{self, shorten};
 use super::latent_encoder::LatentEncoder;
 use super::model::{Family, ModelConfig, Modules};
 use super::noise::Noise;
 use super::scheduler::SchedulerSettings;
 use super::weights::ResolvedModel;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 use serde_json::{json, Map, Value};
@@ -285,23 +286,7 @@ impl StableDiffusion {
     /// Refuses a size whose attention cannot fit in the memory this machine
     /// has free (CPU): the allocator would abort the process mid-call.
     fn check_memory(&self, w: usize, h: usize) -> Result<(), PipelineError> {
-        if !self.device.is_cpu() {
-            // A GPU allocation failure is an error candle returns, not an abort.
-            return Ok(());
-        }
-        let need = self.attention_bytes(w, h);
-        let Some(avail) = available_memory() else {
-            return Ok(());
-        };
-        if need > u128::from(avail) {
-            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
-            return Err(err(format!(
-                "{w}×{h} needs about {:.1} GiB for the model's attention, and {:.1} GiB of memory are available: choose a smaller size",
-                gib(need),
-                gib(u128::from(avail))
-            )));
-        }
-        Ok(())
+        convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)
     }
 
     fn image_count(&self, r: &Request) -> usize {
@@ -317,23 +302,7 @@ impl StableDiffusion {
     }
 
     fn image_tensor(&self, img: &RgbImage, w: usize, h: usize) -> candle_core::Result<Tensor> {
-        let img = if (img.width() as usize, img.height() as usize) == (w, h) {
-            img.clone()
-        } else {
-            image::imageops::resize(
-                img,
-                w as u32,
-                h as u32,
-                image::imageops::FilterType::CatmullRom,
-            )
-        };
-        Tensor::from_vec(img.into_raw(), (h, w, 3), &Device::Cpu)?
-            .permute((2, 0, 1))?
-            .to_dtype(DType::F32)?
-            .affine(2. / 255., -1.)?
-            .unsqueeze(0)?
-            .to_device(&self.device)?
-            .to_dtype(self.dtype)
+        convert::image_tensor(img, w, h, &self.device, self.dtype)
     }
 
     /// Initial latents of pure noise from this image's stream, scaled by the
@@ -427,15 +396,7 @@ impl StableDiffusion {
             .modules
             .vae
             .decode(&(latents / self.model.config.vae_scale)?)?;
-        let img = ((img / 2.)? + 0.5)?.clamp(0f32, 1f32)?;
-        let img = (img.to_dtype(DType::F32)? * 255.)?
-            .round()?
-            .to_dtype(DType::U8)?;
-        let img = img.i(0)?.permute((1, 2, 0))?.to_device(&Device::Cpu)?;
-        let (h, w, _) = img.dims3()?;
-        let data = img.flatten_all()?.to_vec1::<u8>()?;
-        RgbImage::from_raw(w as u32, h as u32, data)
-            .ok_or_else(|| candle_core::Error::Msg("decoded image has the wrong size".into()))
+        convert::tensor_image(&img)
     }
 
     fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
@@ -455,14 +416,6 @@ impl StableDiffusion {
         self.latent_encoder
             .as_ref()
             .ok_or_else(|| err("latent encoder missing"))
-    }
-}
-
-fn shorten(s: &str) -> String {
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(59).collect::<String>())
-    } else {
-        s.to_string()
     }
 }
 
@@ -778,12 +731,4 @@ impl Pipeline for StableDiffusion {
         ctx.end_phase();
         Ok(out)
     }
-}
-
-/// Memory available to a new allocation (Linux `MemAvailable`), in bytes.
-fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

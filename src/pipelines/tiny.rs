@@ -7,7 +7,8 @@
 //! only), so the files are byte-identical on every machine. They are written
 //! in the diffusers folder layout and then loaded like any local model.
 
-use super::model::{ModelConfig, Modules};
+use super::flux_model::{transformer_vb, FluxConfig, FluxModules};
+use super::model::{Arch, ModelConfig, Modules};
 use crate::error::{Error, IoContext, Result};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -22,6 +23,9 @@ use std::sync::Mutex;
 
 /// Vocabulary size of the tiny tokenizer: 256 byte tokens plus start and end.
 pub const VOCAB_SIZE: usize = 258;
+/// Embedding rows of the tiny T5 encoder (its tokenizer uses fewer, as
+/// T5's own 32,100 tokens sit in 32,128 rows).
+pub const T5_VOCAB_SIZE: usize = 128;
 /// Bumped whenever the generated files change, so old caches are not reused.
 const TINY_VERSION: u32 = 1;
 
@@ -36,6 +40,10 @@ pub enum TinyModel {
     XlRefiner,
     /// SD 1.5 inpainting-shaped (9-channel UNet).
     Inpaint,
+    /// FLUX.1 schnell-shaped.
+    Flux,
+    /// FLUX.1 dev-shaped (guidance input, resolution-dependent shift).
+    FluxDev,
 }
 
 impl TinyModel {
@@ -46,16 +54,20 @@ impl TinyModel {
             TinyModel::Xl => "tiny-xl",
             TinyModel::XlRefiner => "tiny-xl-refiner",
             TinyModel::Inpaint => "tiny-inpaint",
+            TinyModel::Flux => "tiny-flux",
+            TinyModel::FluxDev => "tiny-flux-dev",
         }
     }
 
     /// Its architecture.
-    pub fn config(self) -> ModelConfig {
+    pub fn arch(self) -> Arch {
         match self {
-            TinyModel::Sd => ModelConfig::tiny(),
-            TinyModel::Xl => ModelConfig::tiny_xl(),
-            TinyModel::XlRefiner => ModelConfig::tiny_xl_refiner(),
-            TinyModel::Inpaint => ModelConfig::tiny_inpaint(),
+            TinyModel::Sd => Arch::Unet(ModelConfig::tiny()),
+            TinyModel::Xl => Arch::Unet(ModelConfig::tiny_xl()),
+            TinyModel::XlRefiner => Arch::Unet(ModelConfig::tiny_xl_refiner()),
+            TinyModel::Inpaint => Arch::Unet(ModelConfig::tiny_inpaint()),
+            TinyModel::Flux => Arch::Flux(Box::new(FluxConfig::tiny())),
+            TinyModel::FluxDev => Arch::Flux(Box::new(FluxConfig::tiny_dev())),
         }
     }
 
@@ -65,6 +77,8 @@ impl TinyModel {
             TinyModel::Xl => 0x5eed_0002,
             TinyModel::XlRefiner => 0x5eed_0003,
             TinyModel::Inpaint => 0x5eed_0004,
+            TinyModel::Flux => 0x5eed_0005,
+            TinyModel::FluxDev => 0x5eed_0006,
         }
     }
 }
@@ -88,7 +102,7 @@ pub fn cache_root() -> PathBuf {
 pub fn ensure(model: TinyModel) -> Result<PathBuf> {
     let root = cache_root();
     let dir = root.join(format!("{}-v{TINY_VERSION}", model.id()));
-    if dir.join(ModelConfig::VAE_FILE).is_file() {
+    if dir.join("model_index.json").is_file() {
         return Ok(dir);
     }
     std::fs::create_dir_all(&root).ctx(&root, "create model cache")?;
@@ -103,7 +117,7 @@ pub fn ensure(model: TinyModel) -> Result<PathBuf> {
     match std::fs::rename(&tmp_path, &dir) {
         Ok(()) => {}
         // Another process won the race with identical bytes.
-        Err(_) if dir.join(ModelConfig::VAE_FILE).is_file() => {
+        Err(_) if dir.join("model_index.json").is_file() => {
             let _ = std::fs::remove_dir_all(&tmp_path);
         }
         Err(e) => return Err(Error::io(&dir, "move generated model into place", e)),
@@ -111,30 +125,65 @@ pub fn ensure(model: TinyModel) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes the tiny model's files into `dir` (diffusers layout).
+/// Writes the tiny model's files into `dir` (diffusers layout); the model
+/// index is written last, so a folder that has it is complete.
 pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
-    let cfg = model.config();
     let seed = model.seed();
     let mk = |part: &str| SeededWeights::new(seed, part);
-    let text: Vec<SeededWeights> = (0..cfg.text.len())
-        .map(|i| mk(&format!("text{i}")))
-        .collect();
-    let unet = mk("unet");
-    let vae = mk("vae");
     let vb = |w: &SeededWeights| {
         VarBuilder::from_backend(Box::new(w.clone_handle()), DType::F32, Device::Cpu)
     };
-    Modules::build(&cfg, text.iter().map(vb).collect(), vb(&unet), vb(&vae))
-        .map_err(|e| Error::Weights(format!("building tiny model {}: {e}", model.id())))?;
-    for (i, w) in text.iter().enumerate() {
-        let (weights, tokenizer) = cfg.text_files(i);
-        w.save(&dir.join(weights))?;
-        write_file(&dir.join(tokenizer), tokenizer_json().as_bytes())?;
-    }
-    unet.save(&dir.join(ModelConfig::UNET_FILE))?;
-    vae.save(&dir.join(ModelConfig::VAE_FILE))?;
+    let building =
+        |e: candle_core::Error| Error::Weights(format!("building tiny model {}: {e}", model.id()));
+    let class = match model.arch() {
+        Arch::Unet(cfg) => {
+            let text: Vec<SeededWeights> = (0..cfg.text.len())
+                .map(|i| mk(&format!("text{i}")))
+                .collect();
+            let unet = mk("unet");
+            let vae = mk("vae");
+            Modules::build(&cfg, text.iter().map(vb).collect(), vb(&unet), vb(&vae))
+                .map_err(building)?;
+            for (i, w) in text.iter().enumerate() {
+                let (weights, tokenizer) = cfg.text_files(i);
+                w.save(&dir.join(weights))?;
+                write_file(&dir.join(tokenizer), tokenizer_json().as_bytes())?;
+            }
+            unet.save(&dir.join(ModelConfig::UNET_FILE))?;
+            vae.save(&dir.join(ModelConfig::VAE_FILE))?;
+            cfg.class
+        }
+        Arch::Flux(cfg) => {
+            let (clip, t5, transformer, vae) =
+                (mk("text0"), mk("text1"), mk("transformer"), mk("vae"));
+            let mut t5 = t5;
+            t5.unit_norms = true;
+            let mut transformer = transformer;
+            transformer.unit_norms = true;
+            let tvb = transformer_vb(
+                &cfg,
+                Box::new(transformer.clone_handle()),
+                DType::F32,
+                &Device::Cpu,
+            );
+            FluxModules::build(&cfg, vb(&clip), vb(&t5), tvb, vb(&vae)).map_err(building)?;
+            clip.save(&dir.join("text_encoder/model.safetensors"))?;
+            write_file(
+                &dir.join("tokenizer/tokenizer.json"),
+                tokenizer_json().as_bytes(),
+            )?;
+            t5.save(&dir.join("text_encoder_2/model.safetensors"))?;
+            write_file(
+                &dir.join("tokenizer_2/tokenizer.json"),
+                t5_tokenizer_json().as_bytes(),
+            )?;
+            transformer.save(&dir.join("transformer/diffusion_pytorch_model.safetensors"))?;
+            vae.save(&dir.join(ModelConfig::VAE_FILE))?;
+            cfg.class()
+        }
+    };
     let index = json!({
-        "_class_name": cfg.class,
+        "_class_name": class,
         "_difflog_tiny_model": model.id(),
         "_difflog_tiny_version": TINY_VERSION,
         "note": "generated by difflog: seeded weights, not a trained model",
@@ -193,6 +242,10 @@ struct SeededWeights {
     made: std::sync::Arc<Mutex<BTreeMap<String, Tensor>>>,
     /// Whether to remember the tensors (to save them as files).
     keep: bool,
+    /// Normalisation scales asked for without an initialisation (candle's
+    /// FLUX and T5 code) get values around 1 instead of 0, which would
+    /// silence the layer.
+    unit_norms: bool,
 }
 
 impl SeededWeights {
@@ -207,6 +260,7 @@ impl SeededWeights {
             seed: u64::from_le_bytes(b),
             made: Default::default(),
             keep: true,
+            unit_norms: false,
         }
     }
 
@@ -215,6 +269,7 @@ impl SeededWeights {
             seed: self.seed,
             made: std::sync::Arc::clone(&self.made),
             keep: self.keep,
+            unit_norms: self.unit_norms,
         }
     }
 
@@ -255,6 +310,14 @@ impl SimpleBackend for SeededWeights {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let n = s.elem_count();
+        let module = name.rsplit_once('.').map_or("", |(m, _)| m);
+        let last = module.rsplit('.').next().unwrap_or("");
+        let h = match h {
+            Init::Const(c) if c == 0.0 && self.unit_norms && last.contains("norm") => {
+                Init::Uniform { lo: 0.5, up: 1.5 }
+            }
+            h => h,
+        };
         // Uniform on [-1, 1) has standard deviation 1/sqrt(3).
         let (mean, half_width): (f64, f64) = match h {
             Init::Const(c) => (c, 0.0),
@@ -358,6 +421,58 @@ pub fn tokenizer_json() -> String {
     format!("{v:#}\n")
 }
 
+/// The tiny T5-style tokenizer: a SentencePiece-style unigram model (as
+/// T5's `tokenizer.json`) over letters, digits, punctuation, word-initial
+/// letters and a few whole words; `<pad>` = 0, `</s>` = 1 (appended to
+/// every text), `<unk>` = 2.
+pub fn t5_tokenizer_json() -> String {
+    let mut vocab: Vec<(String, f64)> = vec![
+        ("<pad>".into(), 0.0),
+        ("</s>".into(), 0.0),
+        ("<unk>".into(), 0.0),
+        ("\u{2581}".into(), -4.0),
+    ];
+    for w in [
+        "a", "the", "of", "in", "on", "cat", "dog", "photo", "red", "blue",
+    ] {
+        vocab.push((format!("\u{2581}{w}"), -3.0));
+    }
+    for c in 'a'..='z' {
+        vocab.push((format!("\u{2581}{c}"), -5.0));
+    }
+    let singles = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(".,!?'-:;()/&\"".chars());
+    for c in singles {
+        vocab.push((c.to_string(), -8.0));
+    }
+    let special = |id: u32, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": false, "special": true})
+    };
+    let metaspace = json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "always", "split": true});
+    let seq = |id: &str| json!({"Sequence": {"id": id, "type_id": 0}});
+    let eos = json!({"SpecialToken": {"id": "</s>", "type_id": 0}});
+    let v: Value = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(0, "<pad>"), special(1, "</s>"), special(2, "<unk>")],
+        "normalizer": {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+        "pre_tokenizer": metaspace,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [seq("A"), eos],
+            "pair": [seq("A"), eos, seq("B"), eos],
+            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}}
+        },
+        "decoder": metaspace,
+        "model": {"type": "Unigram", "unk_id": 2, "vocab": vocab, "byte_fallback": false}
+    });
+    format!("{v:#}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +498,25 @@ mod tests {
         );
         let ids = t.encode("é", true).unwrap().get_ids().to_vec();
         assert_eq!(ids, vec![256, 0xc3, 0xa9, 257]);
+    }
+
+    #[test]
+    fn the_t5_tokenizer_ends_with_eos_and_fits_the_embedding() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        std::fs::write(&p, t5_tokenizer_json()).unwrap();
+        let t = tokenizers::Tokenizer::from_file(&p).unwrap();
+        assert!(t.get_vocab_size(true) <= T5_VOCAB_SIZE);
+        let enc = t.encode("a red cat", true).unwrap();
+        assert_eq!(
+            enc.get_tokens(),
+            ["\u{2581}a", "\u{2581}red", "\u{2581}cat", "</s>"]
+        );
+        let ids = t.encode("Zebra 9", true).unwrap().get_ids().to_vec();
+        assert_eq!(ids.last(), Some(&1), "</s> closes every text");
+        assert!(ids.iter().all(|&i| i > 2 || i == 1), "no unknowns: {ids:?}");
+        let unk = t.encode("é", true).unwrap().get_ids().to_vec();
+        assert!(unk.contains(&2), "{unk:?}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Air-gapped boxes have no hub: when files are missing the error lists every
 //! one of them and says how to fill the cache on a connected machine.
 
-use super::model::{Family, ModelConfig};
+use super::flux_model::{FluxConfig, FluxFiles};
+use super::model::{Arch, Family, ModelConfig};
 use super::tiny::{self, TinyModel};
 use crate::error::{Error, Result};
 use crate::format::sha256_hex;
@@ -16,11 +17,15 @@ const CLIP_TOKENIZER: (&str, &str) = ("openai/clip-vit-base-patch32", "tokenizer
 const BIGG_TOKENIZER: (&str, &str) = ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "tokenizer.json");
 
 /// The model names `--model` knows besides hub ids and folders.
-pub const PRESETS: [&str; 13] = [
+pub const PRESETS: [&str; 17] = [
     "tiny",
     "tiny-xl",
     "tiny-xl-refiner",
     "tiny-inpaint",
+    "tiny-flux",
+    "tiny-flux-dev",
+    "flux-schnell",
+    "flux-dev",
     "sd15",
     "sd21",
     "sdxl",
@@ -56,11 +61,58 @@ pub struct ResolvedModel {
     pub seeded: Option<u64>,
 }
 
+/// A FLUX model's files and what they are.
+#[derive(Debug, Clone)]
+pub struct ResolvedFlux {
+    /// Architecture and defaults.
+    pub config: FluxConfig,
+    /// The id as recorded.
+    pub model_id: String,
+    /// Hub revision (commit), when loaded from the hub cache.
+    pub revision: Option<String>,
+    /// Where each component's files are.
+    pub paths: FluxFiles,
+    /// Per component: file(s) and SHA-256.
+    pub files: Map<String, Value>,
+    /// One digest over every weight and tokenizer file.
+    pub weights_digest: String,
+}
+
+/// A resolved model of any architecture.
+// Built once per model load: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum AnyModel {
+    /// A Stable Diffusion (UNet) model.
+    Unet(ResolvedModel),
+    /// A FLUX.1 model.
+    Flux(Box<ResolvedFlux>),
+}
+
 /// Seed of the `random:<preset>` models (one fixed seed: the same weights
 /// everywhere, so runs on different machines compare).
 pub const SEEDED_MODEL_SEED: u64 = 0x5eed_5eed;
 
-fn hub_preset(name: &str) -> Option<(&'static str, ModelConfig)> {
+fn hub_preset(name: &str) -> Option<(&'static str, Arch)> {
+    match name {
+        "flux-schnell" => {
+            return Some((
+                "black-forest-labs/FLUX.1-schnell",
+                Arch::Flux(Box::new(FluxConfig::schnell())),
+            ))
+        }
+        "flux-dev" => {
+            return Some((
+                "black-forest-labs/FLUX.1-dev",
+                Arch::Flux(Box::new(FluxConfig::dev())),
+            ))
+        }
+        _ => {}
+    }
+    unet_preset(name).map(|(r, c)| (r, Arch::Unet(c)))
+}
+
+fn unet_preset(name: &str) -> Option<(&'static str, ModelConfig)> {
     Some(match name {
         "sd15" => (
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -99,6 +151,8 @@ fn tiny_preset(name: &str) -> Option<TinyModel> {
         "tiny-xl" => Some(TinyModel::Xl),
         "tiny-xl-refiner" => Some(TinyModel::XlRefiner),
         "tiny-inpaint" => Some(TinyModel::Inpaint),
+        "tiny-flux" => Some(TinyModel::Flux),
+        "tiny-flux-dev" => Some(TinyModel::FluxDev),
         _ => None,
     }
 }
@@ -112,22 +166,34 @@ pub fn refiner_for(model: &str, family: Family) -> Option<&'static str> {
     }
 }
 
-/// Resolves `--model`: a preset, a local folder, or a hub id.
+/// Resolves `--model` to a Stable Diffusion (UNet) model; a FLUX model is
+/// refused with a pointer to [`resolve_any`].
 pub fn resolve(spec: &str) -> Result<ResolvedModel> {
+    match resolve_any(spec)? {
+        AnyModel::Unet(m) => Ok(m),
+        AnyModel::Flux(m) => Err(Error::Weights(format!(
+            "model {}: a FLUX.1 model, not a Stable Diffusion one",
+            m.model_id
+        ))),
+    }
+}
+
+/// Resolves `--model`: a preset, a local folder, or a hub id, of any architecture.
+pub fn resolve_any(spec: &str) -> Result<AnyModel> {
     if let Some(preset) = spec.strip_prefix("random:") {
-        return seeded_model(spec, preset);
+        return seeded_model(spec, preset).map(AnyModel::Unet);
     }
     if let Some(t) = tiny_preset(spec) {
         let dir = tiny::ensure(t)?;
-        return from_folder(&dir, t.config(), t.id().to_string());
+        return from_folder(&dir, t.arch(), t.id().to_string());
     }
-    if let Some((repo, cfg)) = hub_preset(spec) {
-        return from_hub(repo, cfg);
+    if let Some((repo, arch)) = hub_preset(spec) {
+        return from_hub_repo(repo, arch);
     }
     let path = Path::new(spec);
     if path.is_dir() {
-        let cfg = detect_config(path)?;
-        return from_folder(path, cfg, spec.to_string());
+        let arch = detect_config(path)?;
+        return from_folder(path, arch, spec.to_string());
     }
     if spec.contains('/')
         && !spec.starts_with('.')
@@ -136,7 +202,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
     {
         let cache = hf_hub::Cache::from_env();
         let index = cache.model(spec.to_string()).get("model_index.json");
-        let cfg = match index {
+        let arch = match index {
             Some(p) => detect_config(p.parent().unwrap_or(Path::new(".")))?,
             None => {
                 return Err(Error::Weights(format!(
@@ -146,7 +212,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
                 )))
             }
         };
-        return from_hub_repo(spec, cfg);
+        return from_hub_repo(spec, arch);
     }
     Err(Error::Weights(format!(
         "unknown model {spec:?}: expected one of {}, a Hugging Face id (org/name), or a folder in the diffusers layout",
@@ -154,10 +220,11 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
     )))
 }
 
-/// Reads a diffusers folder's `model_index.json` (and UNet config) to pick the architecture.
-fn detect_config(dir: &Path) -> Result<ModelConfig> {
+/// Reads a diffusers folder's `model_index.json` (and UNet or transformer
+/// config) to pick the architecture.
+fn detect_config(dir: &Path) -> Result<Arch> {
     let index_path = dir.join("model_index.json");
-    let text = std::fs::read_to_string(&index_path).map_err(|e| {
+    let text = read_small(&index_path).map_err(|e| {
         Error::Weights(format!(
             "{}: cannot read model_index.json ({e}); a model folder needs the diffusers layout",
             dir.display()
@@ -166,117 +233,301 @@ fn detect_config(dir: &Path) -> Result<ModelConfig> {
     let index: Value = serde_json::from_str(&text)
         .map_err(|e| Error::Weights(format!("{}: invalid JSON: {e}", index_path.display())))?;
     if let Some(t) = index["_difflog_tiny_model"].as_str().and_then(tiny_preset) {
-        return Ok(t.config());
+        return Ok(t.arch());
     }
     let class = index["_class_name"].as_str().unwrap_or("");
-    let unet = std::fs::read_to_string(dir.join("unet/config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .unwrap_or(Value::Null);
+    let config = |part: &str| {
+        read_small(&dir.join(part).join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    if class.starts_with("Flux") {
+        let transformer = config("transformer");
+        return match (class, transformer["guidance_embeds"].as_bool()) {
+            ("FluxPipeline" | "FluxImg2ImgPipeline", Some(true)) => Ok(Arch::Flux(Box::new(FluxConfig::dev()))),
+            ("FluxPipeline" | "FluxImg2ImgPipeline", Some(false)) => {
+                Ok(Arch::Flux(Box::new(FluxConfig::schnell())))
+            }
+            _ => Err(Error::Weights(format!(
+                "{}: pipeline class {class:?} with transformer config guidance_embeds = {}: \
+                 supported FLUX models are FLUX.1 schnell and dev (FluxPipeline, transformer/config.json)",
+                dir.display(),
+                transformer["guidance_embeds"]
+            ))),
+        };
+    }
+    let unet = config("unet");
     let cross = unet["cross_attention_dim"].as_u64();
     // An inpainting checkpoint is told by its UNet (9 input channels) as
     // much as by its pipeline class.
     let inpaint = class.contains("Inpaint") || unet["in_channels"].as_u64() == Some(9);
-    match (class, cross, inpaint) {
+    let cfg = match (class, cross, inpaint) {
         ("StableDiffusionXLPipeline" | "StableDiffusionXLInpaintPipeline", _, true) => {
-            Ok(ModelConfig::sdxl_inpaint())
+            ModelConfig::sdxl_inpaint()
         }
-        ("StableDiffusionXLPipeline", _, false) => Ok(ModelConfig::sdxl()),
-        ("StableDiffusionXLImg2ImgPipeline", _, _) => Ok(ModelConfig::sdxl_refiner()),
-        (_, Some(768), true) => Ok(ModelConfig::sd15_inpaint()),
-        (_, Some(1024), true) => Ok(ModelConfig::sd2_inpaint()),
-        (_, Some(768), false) => Ok(ModelConfig::sd15()),
-        (_, Some(1024), false) => Ok(ModelConfig::sd21()),
-        _ => Err(Error::Weights(format!(
+        ("StableDiffusionXLPipeline", _, false) => ModelConfig::sdxl(),
+        ("StableDiffusionXLImg2ImgPipeline", _, _) => ModelConfig::sdxl_refiner(),
+        (_, Some(768), true) => ModelConfig::sd15_inpaint(),
+        (_, Some(1024), true) => ModelConfig::sd2_inpaint(),
+        (_, Some(768), false) => ModelConfig::sd15(),
+        (_, Some(1024), false) => ModelConfig::sd21(),
+        _ => return Err(Error::Weights(format!(
             "{}: cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}); \
-             supported: SD 1.x, SD 2.x, SDXL base and refiner, and their inpainting checkpoints",
+             supported: SD 1.x, SD 2.x, SDXL base and refiner, their inpainting checkpoints, and FLUX.1",
             dir.display()
         ))),
+    };
+    Ok(Arch::Unet(cfg))
+}
+
+/// A small JSON file read with a bound (model folders can come from anyone).
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(16 << 20)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// One file (or sharded set) a model needs.
+struct Want {
+    /// Component key (`unet`, `text_encoder_0`, `tokenizer_1`, …).
+    key: String,
+    /// Path in the folder; for a sharded weight, the stem (`transformer/diffusion_pytorch_model`).
+    rel: String,
+    /// Weights that may be split into shards listed by `<stem>.safetensors.index.json`.
+    sharded: bool,
+}
+
+fn want(key: impl Into<String>, rel: impl Into<String>, sharded: bool) -> Want {
+    Want {
+        key: key.into(),
+        rel: rel.into(),
+        sharded,
     }
 }
 
-fn needed_files(cfg: &ModelConfig) -> Vec<(String, String)> {
+fn needed_files(arch: &Arch) -> Vec<Want> {
     let mut v = Vec::new();
-    for i in 0..cfg.text.len() {
-        let (w, t) = cfg.text_files(i);
-        v.push((format!("text_encoder_{i}"), w));
-        v.push((format!("tokenizer_{i}"), t));
+    match arch {
+        Arch::Unet(cfg) => {
+            for i in 0..cfg.text.len() {
+                let (w, t) = cfg.text_files(i);
+                v.push(want(format!("text_encoder_{i}"), w, false));
+                v.push(want(format!("tokenizer_{i}"), t, false));
+            }
+            v.push(want("unet", ModelConfig::UNET_FILE, false));
+        }
+        Arch::Flux(_) => {
+            v.push(want("text_encoder_0", "text_encoder/model", true));
+            v.push(want("tokenizer_0", "tokenizer/tokenizer.json", false));
+            v.push(want("text_encoder_1", "text_encoder_2/model", true));
+            v.push(want("tokenizer_1", "tokenizer_2/tokenizer.json", false));
+            v.push(want(
+                "transformer",
+                "transformer/diffusion_pytorch_model",
+                true,
+            ));
+        }
     }
-    v.push(("unet".into(), ModelConfig::UNET_FILE.into()));
-    v.push(("vae".into(), ModelConfig::VAE_FILE.into()));
+    v.push(want("vae", ModelConfig::VAE_FILE, false));
     v
 }
 
-fn from_folder(dir: &Path, cfg: ModelConfig, model_id: String) -> Result<ResolvedModel> {
-    let files = needed_files(&cfg);
-    let missing: Vec<String> = files
-        .iter()
-        .filter(|(_, f)| !dir.join(f).is_file())
-        .map(|(_, f)| f.clone())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::Weights(format!(
-            "model folder {} is missing {}: it needs the diffusers layout (text_encoder/, tokenizer/tokenizer.json, unet/, vae/ with .safetensors weights)",
-            dir.display(),
-            missing.join(", ")
-        )));
-    }
-    let paths: Vec<(String, PathBuf, String)> = files
-        .into_iter()
-        .map(|(k, f)| {
-            let p = dir.join(&f);
-            (k, p, f)
-        })
-        .collect();
-    let mut digests = Vec::new();
-    for (k, p, f) in &paths {
-        let bytes = std::fs::read(p).map_err(|e| Error::io(p, "read model file", e))?;
-        digests.push((k.clone(), f.clone(), sha256_hex(&bytes)));
-    }
-    assemble(cfg, model_id, None, &paths, digests)
-}
-
-fn from_hub(repo: &str, cfg: ModelConfig) -> Result<ResolvedModel> {
-    from_hub_repo(repo, cfg)
-}
-
-fn from_hub_repo(repo: &str, cfg: ModelConfig) -> Result<ResolvedModel> {
-    let cache = hf_hub::Cache::from_env();
-    let mut wanted: Vec<(String, String, String)> = Vec::new();
-    for (k, f) in needed_files(&cfg) {
-        let own = cache.model(repo.to_string()).get(&f).is_some();
-        if k.starts_with("tokenizer") && !own {
-            // The pipelines' repos ship vocab.json/merges.txt; tokenizer.json
-            // comes from the CLIP repos, as in candle's examples.
-            let big = cfg.family == Family::XlRefiner || k == "tokenizer_1";
-            let (r, p) = if big { BIGG_TOKENIZER } else { CLIP_TOKENIZER };
-            wanted.push((k, r.to_string(), p.to_string()));
-        } else {
-            wanted.push((k, repo.to_string(), f));
+/// The shard file names an index lists (`weight_map` values), in order,
+/// each a plain `.safetensors` name in the index's folder.
+fn shard_names(index: &Path) -> std::result::Result<Vec<String>, String> {
+    let text = read_small(index).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let map = v["weight_map"].as_object().ok_or("no weight_map object")?;
+    let mut names: Vec<String> = Vec::new();
+    for f in map.values() {
+        let f = f.as_str().ok_or("a weight_map value is not a string")?;
+        let plain =
+            !f.is_empty() && !f.contains(['/', '\\']) && f != ".." && f.ends_with(".safetensors");
+        if !plain {
+            return Err(format!(
+                "shard {f:?} is not a .safetensors file name in this folder"
+            ));
+        }
+        if !names.iter().any(|n| n == f) {
+            names.push(f.to_string());
         }
     }
+    names.sort();
+    if names.is_empty() {
+        return Err("it lists no shard".into());
+    }
+    Ok(names)
+}
+
+/// A file (or a sharded weight: its stem) that could not be found.
+struct Missing {
+    rel: String,
+    sharded: bool,
+}
+
+impl Missing {
+    fn describe(&self) -> String {
+        if self.sharded {
+            format!(
+                "{0}.safetensors (or {0}.safetensors.index.json and the shards it lists)",
+                self.rel
+            )
+        } else {
+            self.rel.clone()
+        }
+    }
+}
+
+/// Finds every wanted file with `get` (relative path → local file, if
+/// present): single files as they are, sharded weights as one file or the
+/// shards their index lists. Returns the files per key (with the name to
+/// record) and what is missing.
+#[allow(clippy::type_complexity)]
+fn find(
+    wants: &[Want],
+    get: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<(Vec<(String, Vec<(PathBuf, String)>)>, Vec<Missing>)> {
+    let missing_file = |rel: &str| Missing {
+        rel: rel.to_string(),
+        sharded: false,
+    };
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for w in wants {
+        if !w.sharded {
+            match get(&w.rel) {
+                Some(p) => found.push((w.key.clone(), vec![(p, w.rel.clone())])),
+                None => missing.push(missing_file(&w.rel)),
+            }
+            continue;
+        }
+        let single = format!("{}.safetensors", w.rel);
+        if let Some(p) = get(&single) {
+            found.push((w.key.clone(), vec![(p, single)]));
+            continue;
+        }
+        let index_rel = format!("{single}.index.json");
+        let Some(index) = get(&index_rel) else {
+            missing.push(Missing {
+                rel: w.rel.clone(),
+                sharded: true,
+            });
+            continue;
+        };
+        let names =
+            shard_names(&index).map_err(|e| Error::Weights(format!("{}: {e}", index.display())))?;
+        let folder = w.rel.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut files = Vec::new();
+        for n in names {
+            let rel = format!("{folder}/{n}");
+            match get(&rel) {
+                Some(p) => files.push((p, rel)),
+                None => missing.push(missing_file(&rel)),
+            }
+        }
+        found.push((w.key.clone(), files));
+    }
+    Ok((found, missing))
+}
+
+/// SHA-256 of a file, read in pieces (weights can be many gigabytes).
+fn file_sha256(p: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, "read model file", e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(p, "read model file", e))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn from_folder(dir: &Path, arch: Arch, model_id: String) -> Result<AnyModel> {
+    let wants = needed_files(&arch);
+    let get = |rel: &str| Some(dir.join(rel)).filter(|p| p.is_file());
+    let (found, missing) = find(&wants, &get)?;
+    if !missing.is_empty() {
+        return Err(Error::Weights(format!(
+            "model folder {} is missing {}: it needs the diffusers layout ({})",
+            dir.display(),
+            missing.iter().map(Missing::describe).collect::<Vec<_>>().join(", "),
+            match arch {
+                Arch::Unet(_) => "text_encoder/, tokenizer/tokenizer.json, unet/, vae/ with .safetensors weights",
+                Arch::Flux(_) => "text_encoder/, tokenizer/tokenizer.json, text_encoder_2/, tokenizer_2/tokenizer.json, transformer/, vae/ with .safetensors weights",
+            }
+        )));
+    }
+    let mut digests = Vec::new();
+    for (k, files) in &found {
+        for (p, rel) in files {
+            digests.push((k.clone(), rel.clone(), file_sha256(p)?));
+        }
+    }
+    assemble(arch, model_id, None, &found, digests)
+}
+
+fn from_hub_repo(repo: &str, arch: Arch) -> Result<AnyModel> {
+    let cache = hf_hub::Cache::from_env();
     let offline = std::env::var("HF_HUB_OFFLINE")
         .map(|v| v == "1" || v == "true")
         .unwrap_or(false);
-    let mut paths = Vec::new();
-    let mut missing = Vec::new();
-    for (k, r, f) in &wanted {
-        let cached = cache.model(r.clone()).get(f);
-        let found = match cached {
-            Some(p) => Some(p),
-            None if offline => None,
-            None => download(r, f),
+    let fetch = |r: &str, f: &str| match cache.model(r.to_string()).get(f) {
+        Some(p) => Some(p),
+        None if offline => None,
+        None => download(r, f),
+    };
+    let wants = needed_files(&arch);
+    // The pipelines' repos ship vocab.json/merges.txt for CLIP; its
+    // tokenizer.json comes from the CLIP repos, as in candle's examples.
+    let fallback = |rel: &str| -> Option<(&'static str, &'static str)> {
+        let k = wants.iter().find(|w| w.rel == rel)?.key.as_str();
+        let clip = match &arch {
+            Arch::Unet(_) => k.starts_with("tokenizer"),
+            Arch::Flux(_) => k == "tokenizer_0",
         };
-        match found {
-            Some(p) => paths.push((k.clone(), p, format!("{r}/{f}"))),
-            None => missing.push((r.clone(), f.clone())),
+        if !clip {
+            return None;
         }
-    }
+        let big =
+            matches!(&arch, Arch::Unet(c) if c.family == Family::XlRefiner || k == "tokenizer_1");
+        Some(if big { BIGG_TOKENIZER } else { CLIP_TOKENIZER })
+    };
+    let used_fallback = std::cell::RefCell::new(Vec::new());
+    let get = |rel: &str| -> Option<PathBuf> {
+        if let Some(p) = fetch(repo, rel) {
+            return Some(p);
+        }
+        let (r, f) = fallback(rel)?;
+        let p = fetch(r, f)?;
+        used_fallback
+            .borrow_mut()
+            .push((rel.to_string(), format!("{r}/{f}")));
+        Some(p)
+    };
+    let (mut found, missing) = find(&wants, &get)?;
     if !missing.is_empty() {
-        let list: Vec<String> = missing.iter().map(|(r, f)| format!("  {r}: {f}")).collect();
+        // What to download, from which repo: a sharded weight as its
+        // folder's files (`--include`), a tokenizer from its CLIP repo.
+        let lost: Vec<(String, String)> = missing
+            .iter()
+            .map(|m| match (m.sharded, fallback(&m.rel)) {
+                (true, _) => (repo.to_string(), format!("{}*", m.rel)),
+                (false, Some((r, f))) => (r.to_string(), f.to_string()),
+                (false, None) => (repo.to_string(), m.rel.clone()),
+            })
+            .collect();
+        let list: Vec<String> = missing
+            .iter()
+            .zip(&lost)
+            .map(|(m, (r, f))| match m.sharded {
+                true => format!("  {r}: {}", m.describe()),
+                false => format!("  {r}: {f}"),
+            })
+            .collect();
         return Err(Error::Weights(format!(
             "model {repo}: {} file(s) missing from the Hugging Face cache {}{}:\n{}\n{}",
-            missing.len(),
+            lost.len(),
             cache.path().display(),
             if offline {
                 " (HF_HUB_OFFLINE=1)"
@@ -284,26 +535,37 @@ fn from_hub_repo(repo: &str, cfg: ModelConfig) -> Result<ResolvedModel> {
                 " and the hub is unreachable"
             },
             list.join("\n"),
-            fill_cache_help(&missing)
+            fill_cache_help(&lost)
         )));
     }
-    let revision = paths
+    // Record the repo a file came from.
+    let used = used_fallback.into_inner();
+    for (_, files) in &mut found {
+        for (_, rel) in files.iter_mut() {
+            *rel = match used.iter().find(|(r, _)| r == rel) {
+                Some((_, from)) => from.clone(),
+                None => format!("{repo}/{rel}"),
+            };
+        }
+    }
+    let revision = found
         .iter()
-        .find(|(k, _, _)| k == "unet")
-        .and_then(|(_, p, _)| snapshot_revision(p));
+        .find(|(k, _)| k == "unet" || k == "transformer")
+        .and_then(|(_, f)| f.first())
+        .and_then(|(p, _)| snapshot_revision(p));
     // A hub file's blob is named after its SHA-256 (LFS) or git hash: record it
     // rather than re-hashing gigabytes on every start.
-    let digests = paths
-        .iter()
-        .map(|(k, p, f)| {
+    let mut digests = Vec::new();
+    for (k, files) in &found {
+        for (p, rel) in files {
             let blob = std::fs::read_link(p)
                 .ok()
                 .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_default();
-            (k.clone(), f.clone(), blob)
-        })
-        .collect();
-    assemble(cfg, repo.to_string(), revision, &paths, digests)
+            digests.push((k.clone(), rel.clone(), blob));
+        }
+    }
+    assemble(arch, repo.to_string(), revision, &found, digests)
 }
 
 fn download(repo: &str, file: &str) -> Option<PathBuf> {
@@ -336,7 +598,16 @@ fn fill_cache_help(missing: &[(String, String)]) -> String {
     }
     let cmds: Vec<String> = by_repo
         .iter()
-        .map(|(r, fs)| format!("  huggingface-cli download {r} {}", fs.join(" ")))
+        .map(|(r, fs)| {
+            let args: Vec<String> = fs
+                .iter()
+                .map(|f| match f.contains('*') {
+                    true => format!("--include '{f}'"),
+                    false => f.clone(),
+                })
+                .collect();
+            format!("  huggingface-cli download {r} {}", args.join(" "))
+        })
         .collect();
     format!(
         "on a machine with network, fill the cache:\n{}\nthen copy its hub folder (HF_HOME, default ~/.cache/huggingface) to this machine, \
@@ -345,43 +616,80 @@ fn fill_cache_help(missing: &[(String, String)]) -> String {
     )
 }
 
+#[allow(clippy::type_complexity)]
 fn assemble(
-    config: ModelConfig,
+    arch: Arch,
     model_id: String,
     revision: Option<String>,
-    paths: &[(String, PathBuf, String)],
+    found: &[(String, Vec<(PathBuf, String)>)],
     digests: Vec<(String, String, String)>,
-) -> Result<ResolvedModel> {
-    let get = |key: &str| {
-        paths
+) -> Result<AnyModel> {
+    let all_of = |key: &str| -> Result<Vec<PathBuf>> {
+        found
             .iter()
-            .find(|(k, _, _)| k == key)
-            .map(|(_, p, _)| p.clone())
+            .find(|(k, _)| k == key)
+            .map(|(_, f)| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>())
+            .filter(|f| !f.is_empty())
             .ok_or_else(|| Error::Weights(format!("model {model_id}: no {key} file")))
     };
-    let mut text = Vec::new();
-    for i in 0..config.text.len() {
-        text.push((
-            get(&format!("text_encoder_{i}"))?,
-            get(&format!("tokenizer_{i}"))?,
-        ));
-    }
+    let one = |key: &str| -> Result<PathBuf> {
+        all_of(key)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Weights(format!("model {model_id}: no {key} file")))
+    };
     let mut files = Map::new();
     let mut all = String::new();
     for (k, f, d) in &digests {
-        files.insert(k.clone(), json!({"file": f, "sha256": d}));
+        let entry = json!({"file": f, "sha256": d});
+        match files.get_mut(k) {
+            // Shards: the component's files as a list.
+            Some(Value::Array(list)) => list.push(entry),
+            Some(first) => *first = json!([first.clone(), entry]),
+            None => {
+                files.insert(k.clone(), entry);
+            }
+        }
         all.push_str(&format!("{f}={d}\n"));
     }
-    Ok(ResolvedModel {
-        unet: get("unet")?,
-        vae: get("vae")?,
-        config,
-        model_id,
-        revision,
-        text,
-        files,
-        weights_digest: format!("sha256:{}", sha256_hex(all.as_bytes())),
-        seeded: None,
+    let weights_digest = format!("sha256:{}", sha256_hex(all.as_bytes()));
+    Ok(match arch {
+        Arch::Unet(config) => {
+            let mut text = Vec::new();
+            for i in 0..config.text.len() {
+                text.push((
+                    one(&format!("text_encoder_{i}"))?,
+                    one(&format!("tokenizer_{i}"))?,
+                ));
+            }
+            AnyModel::Unet(ResolvedModel {
+                unet: one("unet")?,
+                vae: one("vae")?,
+                config,
+                model_id,
+                revision,
+                text,
+                files,
+                weights_digest,
+                seeded: None,
+            })
+        }
+        Arch::Flux(config) => {
+            let paths = FluxFiles {
+                clip: (all_of("text_encoder_0")?, one("tokenizer_0")?),
+                t5: (all_of("text_encoder_1")?, one("tokenizer_1")?),
+                transformer: all_of("transformer")?,
+                vae: all_of("vae")?,
+            };
+            AnyModel::Flux(Box::new(ResolvedFlux {
+                config: *config,
+                model_id,
+                revision,
+                paths,
+                files,
+                weights_digest,
+            }))
+        }
     })
 }
 
@@ -391,7 +699,7 @@ fn assemble(
 /// For measuring real-size generation where weights cannot be had; the
 /// images are noise.
 fn seeded_model(spec: &str, preset: &str) -> Result<ResolvedModel> {
-    let (_, config) = hub_preset(preset).ok_or_else(|| {
+    let (_, config) = unet_preset(preset).ok_or_else(|| {
         Error::Weights(format!(
             "model {spec}: unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint)"
         ))

@@ -1,0 +1,82 @@
+//! One pipeline type for whatever `--model` names: a Stable Diffusion
+//! (UNet) model or a FLUX.1 one. `generate`, `replay` and `bench` load a
+//! [`Generator`] and record it like any pipeline; what differs between the
+//! families stays inside their own modules.
+
+use super::flux::FluxPipeline;
+use super::scheduler::{SchedulerKind, SchedulerSettings};
+use super::stable_diffusion::{Output, Request, StableDiffusion};
+use super::weights::{refiner_for, resolve_any, AnyModel};
+use crate::pipeline::{CallContext, CallSpec, Pipeline, PipelineError, PipelineInfo};
+
+/// A loaded pipeline of either architecture.
+pub enum Generator {
+    /// Stable Diffusion 1.5, 2.1, XL, Turbo, refiner, inpainting.
+    Sd(Box<StableDiffusion>),
+    /// FLUX.1 schnell or dev.
+    Flux(Box<FluxPipeline>),
+}
+
+impl Generator {
+    /// Resolves `spec` (preset, hub id, folder) and loads it onto `device`.
+    pub fn load(spec: &str, device: &str) -> crate::error::Result<Generator> {
+        let invalid = |e: PipelineError| crate::error::Error::Invalid(e.to_string());
+        Ok(match resolve_any(spec)? {
+            AnyModel::Unet(m) => {
+                Generator::Sd(Box::new(StableDiffusion::load(m, device).map_err(invalid)?))
+            }
+            AnyModel::Flux(m) => {
+                Generator::Flux(Box::new(FluxPipeline::load(*m, device).map_err(invalid)?))
+            }
+        })
+    }
+
+    /// Uses another scheduler (`--scheduler`); FLUX's sampler is fixed.
+    pub fn set_scheduler(&mut self, kind: SchedulerKind) -> Result<(), PipelineError> {
+        match self {
+            Generator::Sd(p) => {
+                let cur = p.scheduler().clone();
+                p.set_scheduler(SchedulerSettings { kind, ..cur });
+                Ok(())
+            }
+            Generator::Flux(_) => Err(
+                "FLUX.1 samples with its own flow-matching Euler sampler: --scheduler applies to Stable Diffusion models only"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The refiner that goes with model `spec`, if it has one.
+    pub fn refiner(&self, spec: &str) -> Option<&'static str> {
+        match self {
+            Generator::Sd(p) => refiner_for(spec, p.config().family),
+            Generator::Flux(_) => None,
+        }
+    }
+}
+
+impl Pipeline for Generator {
+    type Request = Request;
+    type Output = Output;
+
+    fn describe(&self) -> PipelineInfo {
+        match self {
+            Generator::Sd(p) => p.describe(),
+            Generator::Flux(p) => p.describe(),
+        }
+    }
+
+    fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
+        match self {
+            Generator::Sd(p) => p.prepare(r),
+            Generator::Flux(p) => p.prepare(r),
+        }
+    }
+
+    fn run(&mut self, r: &Request, ctx: &mut CallContext<'_>) -> Result<Output, PipelineError> {
+        match self {
+            Generator::Sd(p) => p.run(r, ctx),
+            Generator::Flux(p) => p.run(r, ctx),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Images to tensors and back, and the few checks every pipeline makes on a
+//! request before it runs (memory, prompt length messages): shared by the
+//! Stable Diffusion and FLUX pipelines so both treat inputs the same way.
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use image::RgbImage;
+
+/// An RGB image as a (1, 3, h, w) tensor in [-1, 1] on `device`, resized
+/// (Catmull-Rom) to `w`×`h` when it has another size.
+pub fn image_tensor(
+    img: &RgbImage,
+    w: usize,
+    h: usize,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let img = if (img.width() as usize, img.height() as usize) == (w, h) {
+        img.clone()
+    } else {
+        image::imageops::resize(
+            img,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::CatmullRom,
+        )
+    };
+    Tensor::from_vec(img.into_raw(), (h, w, 3), &Device::Cpu)?
+        .permute((2, 0, 1))?
+        .to_dtype(DType::F32)?
+        .affine(2. / 255., -1.)?
+        .unsqueeze(0)?
+        .to_device(device)?
+        .to_dtype(dtype)
+}
+
+/// A decoded (1, 3, h, w) tensor in [-1, 1] as an RGB image (rounded, clamped).
+pub fn tensor_image(img: &Tensor) -> candle_core::Result<RgbImage> {
+    let img = ((img / 2.)? + 0.5)?.clamp(0f32, 1f32)?;
+    let img = (img.to_dtype(DType::F32)? * 255.)?
+        .round()?
+        .to_dtype(DType::U8)?;
+    let img = img.i(0)?.permute((1, 2, 0))?.to_device(&Device::Cpu)?;
+    let (h, w, _) = img.dims3()?;
+    let data = img.flatten_all()?.to_vec1::<u8>()?;
+    RgbImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| candle_core::Error::Msg("decoded image has the wrong size".into()))
+}
+
+/// A prompt cut to 60 characters for an error message.
+pub fn shorten(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(59).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// Memory available to a new allocation (Linux `MemAvailable`), in bytes.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a call whose largest attention (`need` bytes) cannot fit in the
+/// memory this CPU has free: the allocator would abort the process mid-call.
+/// GPU allocation failures are errors candle returns, so they are not checked.
+pub fn check_memory(device: &Device, need: u128, w: usize, h: usize) -> Result<(), String> {
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let Some(avail) = available_memory() else {
+        return Ok(());
+    };
+    if need > u128::from(avail) {
+        let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+        return Err(format!(
+            "{w}×{h} needs about {:.1} GiB for the model's attention, and {:.1} GiB of memory are available: choose a smaller size",
+            gib(need),
+            gib(u128::from(avail))
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The flow-matching Euler sampler of FLUX.1 and Stable Diffusion 3: a
+//! schedule of noise levels σ from 1 (pure noise) to 0, shifted toward the
+//! noisy end, and the step `x ← x + (σ_next − σ)·v`.
+//!
+//! Its settings are recorded as diffusers' `FlowMatchEulerDiscreteScheduler`
+//! config, so a run says exactly which schedule made its images; the
+//! resolution-dependent shift of FLUX.1 dev is computed here from the
+//! image's token count, as diffusers' FLUX pipeline does.
+
+use serde_json::{json, Value};
+
+/// How the schedule is shifted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shift {
+    /// A fixed shift (`σ' = s·σ / (1 + (s − 1)·σ)`); 1 is none.
+    Fixed(f64),
+    /// FLUX.1 dev's resolution-dependent shift: `mu` grows linearly from
+    /// `base` at `base_len` image tokens to `max` at `max_len`, and
+    /// `σ' = e^mu / (e^mu + 1/σ − 1)`.
+    Dynamic {
+        /// `base_shift`.
+        base: f64,
+        /// `max_shift`.
+        max: f64,
+        /// `base_image_seq_len`.
+        base_len: usize,
+        /// `max_image_seq_len`.
+        max_len: usize,
+    },
+}
+
+/// A flow-matching Euler sampler's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowMatch {
+    /// The shift.
+    pub shift: Shift,
+    /// Training timesteps (the model's time input is σ times this).
+    pub train_timesteps: usize,
+    /// Schedule spacing: FLUX uses σ = 1 … 1/n; SD3 spaces the timesteps
+    /// between the (already shifted) training extremes, as diffusers does.
+    pub sd3_spacing: bool,
+}
+
+impl FlowMatch {
+    /// FLUX.1 schnell: no shift.
+    pub fn flux_schnell() -> FlowMatch {
+        FlowMatch {
+            shift: Shift::Fixed(1.0),
+            train_timesteps: 1000,
+            sd3_spacing: false,
+        }
+    }
+
+    /// FLUX.1 dev: the resolution-dependent shift.
+    pub fn flux_dev() -> FlowMatch {
+        FlowMatch {
+            shift: Shift::Dynamic {
+                base: 0.5,
+                max: 1.15,
+                base_len: 256,
+                max_len: 4096,
+            },
+            train_timesteps: 1000,
+            sd3_spacing: false,
+        }
+    }
+
+    /// Stable Diffusion 3 / 3.5: a fixed shift of 3.
+    pub fn sd3() -> FlowMatch {
+        FlowMatch {
+            shift: Shift::Fixed(3.0),
+            train_timesteps: 1000,
+            sd3_spacing: true,
+        }
+    }
+
+    /// The `mu` of the dynamic shift for an image of `tokens` latent patches.
+    pub fn mu(&self, tokens: usize) -> Option<f64> {
+        match self.shift {
+            Shift::Fixed(_) => None,
+            Shift::Dynamic {
+                base,
+                max,
+                base_len,
+                max_len,
+            } => {
+                let m = (max - base) / (max_len as f64 - base_len as f64);
+                Some(base + m * (tokens as f64 - base_len as f64))
+            }
+        }
+    }
+
+    fn shifted(&self, sigma: f64, mu: Option<f64>) -> f64 {
+        match (self.shift, mu) {
+            (Shift::Dynamic { .. }, Some(mu)) => {
+                if sigma <= 0.0 {
+                    return 0.0;
+                }
+                let e = mu.exp();
+                e / (e + (1.0 / sigma - 1.0))
+            }
+            (Shift::Fixed(s), _) => s * sigma / (1.0 + (s - 1.0) * sigma),
+            (Shift::Dynamic { .. }, None) => sigma,
+        }
+    }
+
+    /// The noise levels of `steps` steps for an image of `tokens` latent
+    /// patches: `steps + 1` values from the first σ down to 0.
+    pub fn sigmas(&self, steps: usize, tokens: usize) -> Vec<f64> {
+        let n = steps.max(1) as f64;
+        let mu = self.mu(tokens);
+        let raw: Vec<f64> = if self.sd3_spacing {
+            // diffusers: timesteps spaced between the shifted training
+            // extremes (σ = 1 and σ = 1/T, shifted), then shifted again.
+            let t = self.train_timesteps as f64;
+            let hi = self.shifted(1.0, mu) * t;
+            let lo = self.shifted(1.0 / t, mu) * t;
+            (0..steps)
+                .map(|i| {
+                    let f = if steps > 1 { i as f64 / (n - 1.0) } else { 0.0 };
+                    (hi + (lo - hi) * f) / t
+                })
+                .collect()
+        } else {
+            (0..steps).map(|i| 1.0 - i as f64 / n).collect()
+        };
+        let mut sigmas: Vec<f64> = raw.into_iter().map(|s| self.shifted(s, mu)).collect();
+        sigmas.push(0.0);
+        sigmas
+    }
+
+    /// The recorded settings, as diffusers' scheduler config names them.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "name": "flow-match-euler",
+            "class": "FlowMatchEulerDiscreteScheduler",
+            "num_train_timesteps": self.train_timesteps,
+        });
+        match self.shift {
+            Shift::Fixed(s) => {
+                v["shift"] = json!(s);
+                v["use_dynamic_shifting"] = json!(false);
+            }
+            Shift::Dynamic {
+                base,
+                max,
+                base_len,
+                max_len,
+            } => {
+                v["shift"] = json!(1.0);
+                v["use_dynamic_shifting"] = json!(true);
+                v["base_shift"] = json!(base);
+                v["max_shift"] = json!(max);
+                v["base_image_seq_len"] = json!(base_len);
+                v["max_image_seq_len"] = json!(max_len);
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+    }
+
+    #[test]
+    fn schnell_is_an_unshifted_line_to_zero() {
+        let s = FlowMatch::flux_schnell().sigmas(4, 4096);
+        assert!(close(&s, &[1.0, 0.75, 0.5, 0.25, 0.0]), "{s:?}");
+    }
+
+    #[test]
+    fn dev_shifts_more_for_bigger_images() {
+        let f = FlowMatch::flux_dev();
+        // mu at the ends of the line are the base and max shifts.
+        assert!((f.mu(256).unwrap() - 0.5).abs() < 1e-12);
+        assert!((f.mu(4096).unwrap() - 1.15).abs() < 1e-12);
+        let small = f.sigmas(4, 256);
+        let big = f.sigmas(4, 4096);
+        assert_eq!(small.first(), Some(&1.0));
+        assert_eq!(big.last(), Some(&0.0));
+        // σ = 0.5 with mu = 1.15: e^1.15 / (e^1.15 + 1).
+        let e = 1.15f64.exp();
+        assert!((big[2] - e / (e + 1.0)).abs() < 1e-12, "{big:?}");
+        assert!(small[2] < big[2]);
+        assert!(big.windows(2).all(|w| w[0] > w[1]), "decreasing");
+    }
+
+    #[test]
+    fn sd3_spaces_between_the_shifted_extremes() {
+        let s = FlowMatch::sd3().sigmas(2, 4096);
+        // First: shift(1) = 1; last before 0: the training minimum 1/1000
+        // shifted twice (3/1002 ≈ 0.002994, then shifted again).
+        let lo = 3.0 * 0.001 / (1.0 + 2.0 * 0.001);
+        let again = 3.0 * lo / (1.0 + 2.0 * lo);
+        assert!(close(&s, &[1.0, again, 0.0]), "{s:?}");
+        assert_eq!(FlowMatch::sd3().to_json()["shift"], 3.0);
+        assert_eq!(
+            FlowMatch::flux_dev().to_json()["use_dynamic_shifting"],
+            true
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! FLUX.1 text-to-image and image-to-image on candle, recorded through the
+//! [`Pipeline`] trait like the Stable Diffusion pipelines.
+//!
+//! CLIP-L's pooled output and T5's hidden states condition candle's FLUX
+//! transformer; the flow-matching sampler runs from noise drawn from each
+//! image's own seed ([`Noise`]), so a recorded seed reproduces its image
+//! alone. FLUX has no classifier-free guidance: dev takes its guidance
+//! value as a model input, schnell takes none (asking for one is refused).
+
+use super::convert::{self, shorten};
+use super::flux_model::{FluxConfig, FluxModules};
+use super::latent_encoder::LatentEncoder;
+use super::noise::Noise;
+use super::stable_diffusion::{parse_device, InitImage, Output, Request};
+use super::weights::ResolvedFlux;
+use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::flux::sampling::{unpack, State};
+use candle_transformers::models::flux::WithForward;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use tokenizers::Tokenizer;
+
+/// A loaded FLUX.1 pipeline.
+pub struct FluxPipeline {
+    model: ResolvedFlux,
+    modules: FluxModules,
+    clip_tokenizer: Tokenizer,
+    clip_pad: u32,
+    clip_eos: u32,
+    t5_tokenizer: Tokenizer,
+    t5_pad: u32,
+    latent_encoder: Option<LatentEncoder>,
+    device: Device,
+    dtype: DType,
+    device_name: String,
+}
+
+fn err(msg: impl Into<String>) -> PipelineError {
+    msg.into().into()
+}
+
+fn load_tokenizer(path: &std::path::Path, pad: &str) -> Result<(Tokenizer, u32), PipelineError> {
+    let t = Tokenizer::from_file(path)
+        .map_err(|e| err(format!("{}: cannot load tokenizer: {e}", path.display())))?;
+    let id = t
+        .token_to_id(pad)
+        .ok_or_else(|| err(format!("{}: no token {pad:?}", path.display())))?;
+    Ok((t, id))
+}
+
+impl FluxPipeline {
+    /// Loads a resolved FLUX model onto `device` (`cpu`, `cuda:N`).
+    pub fn load(model: ResolvedFlux, device_name: &str) -> Result<FluxPipeline, PipelineError> {
+        let device = parse_device(device_name)?;
+        // FLUX is trained in bf16: GPUs run it so; the CPU (no bf16 matmul
+        // in candle) and the tiny models (reproducibility) use f32.
+        let dtype = if device.is_cpu() || model.model_id.starts_with("tiny") {
+            DType::F32
+        } else {
+            DType::BF16
+        };
+        let modules = FluxModules::load(&model.config, &model.paths, dtype, &device)
+            .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
+        let clip_pad_token = model.config.clip.pad_token();
+        let (clip_tokenizer, clip_pad) = load_tokenizer(&model.paths.clip.1, &clip_pad_token)?;
+        let (_, clip_eos) = load_tokenizer(&model.paths.clip.1, "<|endoftext|>")?;
+        let (t5_tokenizer, t5_pad) = load_tokenizer(&model.paths.t5.1, "<pad>")?;
+        Ok(FluxPipeline {
+            model,
+            modules,
+            clip_tokenizer,
+            clip_pad,
+            clip_eos,
+            t5_tokenizer,
+            t5_pad,
+            latent_encoder: None,
+            device,
+            dtype,
+            device_name: device_name.to_string(),
+        })
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &FluxConfig {
+        &self.model.config
+    }
+
+    /// CLIP tokens, padded to 77; a longer prompt is cut to 77 with its end
+    /// token kept, as diffusers does (T5 carries the long prompt).
+    fn clip_tokens(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
+        let max = self.model.config.clip.max_tokens();
+        let enc = self
+            .clip_tokenizer
+            .encode(text, true)
+            .map_err(|e| err(format!("tokenizing {text:?}: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > max {
+            ids.truncate(max - 1);
+            ids.push(self.clip_eos);
+        }
+        ids.resize(max, self.clip_pad);
+        Ok(ids)
+    }
+
+    /// T5 tokens, padded to `max_sequence_length`; longer is refused.
+    fn t5_tokens(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
+        let max = self.model.config.max_sequence_length;
+        let enc = self
+            .t5_tokenizer
+            .encode(text, true)
+            .map_err(|e| err(format!("tokenizing {text:?}: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > max {
+            return Err(err(format!(
+                "prompt is too long for T5: {} tokens, this model takes at most {max} (max_sequence_length, end token included): {:?}",
+                ids.len(),
+                shorten(text)
+            )));
+        }
+        ids.resize(max, self.t5_pad);
+        Ok(ids)
+    }
+
+    /// T5 hidden states (1, L, d) of `t5_text` and CLIP's pooled output
+    /// (1, d) of `clip_text`.
+    fn embed(&self, clip_text: &str, t5_text: &str) -> Result<(Tensor, Tensor), PipelineError> {
+        let ids = self.clip_tokens(clip_text)?;
+        let eos = ids.iter().position(|&i| i == self.clip_eos).unwrap_or(0);
+        let t = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let hidden = self.modules.clip.encode(&t)?;
+        let pooled = hidden.narrow(1, eos, 1)?.squeeze(1)?.to_dtype(self.dtype)?;
+        let ids = self.t5_tokens(t5_text)?;
+        let t = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let t5 = self.modules.t5.encode(&t, self.dtype)?;
+        Ok((t5, pooled))
+    }
+
+    fn size(&self, r: &Request) -> (usize, usize) {
+        let d = self.model.config.default_size;
+        let (iw, ih) = match &r.init {
+            Some(InitImage::Image(img)) => (
+                img.width() as usize / 16 * 16,
+                img.height() as usize / 16 * 16,
+            ),
+            _ => (d, d),
+        };
+        (r.width.unwrap_or(iw), r.height.unwrap_or(ih))
+    }
+
+    /// The largest attention matrix of a call (the transformer's joint
+    /// attention over text and image tokens, the VAE's at latent
+    /// resolution), in bytes, scores and softmax counted.
+    fn attention_bytes(&self, w: usize, h: usize) -> u128 {
+        let cfg = &self.model.config;
+        let elem = self.dtype.size_in_bytes() as u128;
+        let tokens = ((w / 16) * (h / 16) + cfg.max_sequence_length) as u128;
+        let joint = cfg.transformer.num_heads as u128 * tokens.pow(2) * elem;
+        let vae = ((w / 8) * (h / 8)) as u128;
+        2 * joint.max(vae.pow(2) * elem)
+    }
+
+    fn image_count(&self, r: &Request) -> usize {
+        r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
+    }
+
+    /// Steps skipped by image-to-image (diffusers' `int(steps · strength)`).
+    fn start_step(steps: usize, strength: f64) -> usize {
+        steps - ((steps as f64 * strength) as usize).min(steps)
+    }
+
+    fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
+        if self.latent_encoder.is_none() {
+            // SAFETY: read-only mapping of weight files difflog does not modify.
+            let st = unsafe {
+                candle_core::safetensors::MmapedSafetensors::multi(&self.model.paths.vae)?
+            };
+            let vb = VarBuilder::from_backend(Box::new(st), self.dtype, self.device.clone());
+            self.latent_encoder = Some(LatentEncoder::new(vb, &self.model.config.vae)?);
+        }
+        self.latent_encoder
+            .as_ref()
+            .ok_or_else(|| err("latent encoder missing"))
+    }
+}
+
+impl Pipeline for FluxPipeline {
+    type Request = Request;
+    type Output = Output;
+
+    fn describe(&self) -> PipelineInfo {
+        let cfg = &self.model.config;
+        let files = &self.model.files;
+        let with_files = |mut v: Value, keys: &[(&str, &str)]| {
+            for (field, key) in keys {
+                if let Some(f) = files.get(*key) {
+                    v[*field] = f.clone();
+                }
+            }
+            v
+        };
+        let mut components = Map::new();
+        let clip_class = match cfg.clip {
+            super::model::TextConfig::Sd(_) => "CLIPTextModel",
+            super::model::TextConfig::Small(_) => "CLIPTextModel (tiny)",
+        };
+        components.insert(
+            "text_encoder".into(),
+            with_files(
+                json!({"class": clip_class, "max_tokens": cfg.clip.max_tokens(), "output": "pooled"}),
+                &[("weights", "text_encoder_0"), ("tokenizer", "tokenizer_0")],
+            ),
+        );
+        components.insert(
+            "text_encoder_2".into(),
+            with_files(
+                json!({"class": "T5EncoderModel", "max_sequence_length": cfg.max_sequence_length,
+                       "config": format!("{:?}", cfg.t5)}),
+                &[("weights", "text_encoder_1"), ("tokenizer", "tokenizer_1")],
+            ),
+        );
+        components.insert(
+            "transformer".into(),
+            with_files(
+                json!({"class": "FluxTransformer2DModel", "config": format!("{:?}", cfg.transformer),
+                       "guidance_embeds": cfg.takes_guidance()}),
+                &[("weights", "transformer")],
+            ),
+        );
+        components.insert(
+            "vae".into(),
+            with_files(
+                json!({"class": "AutoencoderKL", "config": format!("{:?}", cfg.vae),
+                       "scaling_factor": cfg.vae_scale, "shift_factor": cfg.vae_shift}),
+                &[("weights", "vae")],
+            ),
+        );
+        let scheduler = cfg.sampler.to_json();
+        components.insert(
+            "scheduler".into(),
+            json!({"class": scheduler["class"].clone()}),
+        );
+        PipelineInfo {
+            class: cfg.class().to_string(),
+            model_id: self.model.model_id.clone(),
+            revision: self.model.revision.clone(),
+            weights_digest: Some(self.model.weights_digest.clone()),
+            dtype: format!("{:?}", self.dtype).to_lowercase(),
+            device: self.device_name.clone(),
+            components,
+            scheduler,
+        }
+    }
+
+    fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
+        let cfg = &self.model.config;
+        let id = &self.model.model_id;
+        if r.prompt.is_empty() {
+            return Err(err("no prompt given: pass at least one prompt"));
+        }
+        let per = r.num_images_per_prompt.unwrap_or(1);
+        if per == 0 {
+            return Err(err("num_images_per_prompt must be at least 1"));
+        }
+        if r.negative_prompt.is_some() || r.negative_prompt_2.is_some() {
+            return Err(err(format!(
+                "{id}: FLUX.1 takes no negative prompt (it has no classifier-free guidance)"
+            )));
+        }
+        if r.mask.is_some() {
+            return Err(err(format!(
+                "{id}: a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); FLUX.1 inpainting is not supported"
+            )));
+        }
+        if let Some(InitImage::Latents(_)) = &r.init {
+            return Err(err(format!(
+                "{id}: FLUX.1 has no refiner stage; give it an image instead"
+            )));
+        }
+        let (w, h) = self.size(r);
+        if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
+            return Err(err(format!(
+                "the input image is {}×{} pixels: FLUX needs at least 16×16 (its size, rounded down to multiples of 16, is the output size)",
+                img.width(),
+                img.height()
+            )));
+        }
+        for (name, v) in [("width", w), ("height", h)] {
+            if v == 0 || v % 16 != 0 || v > 4096 {
+                return Err(err(format!(
+                    "{name} {v}: FLUX.1 needs a positive multiple of 16, at most 4096"
+                )));
+            }
+        }
+        convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
+        let steps = r.steps.unwrap_or(cfg.default_steps);
+        if steps == 0 || steps > cfg.sampler.train_timesteps {
+            return Err(err(format!(
+                "steps {steps} must be between 1 and {}",
+                cfg.sampler.train_timesteps
+            )));
+        }
+        let guidance = match (r.guidance_scale, cfg.takes_guidance()) {
+            (Some(_), false) => {
+                return Err(err(format!(
+                    "{id} is FLUX.1 schnell-shaped: it has no guidance input; leave --guidance out (FLUX.1 dev takes one)"
+                )))
+            }
+            (g, true) => {
+                let g = g.unwrap_or(cfg.default_guidance);
+                if !g.is_finite() || g < 0.0 {
+                    return Err(err(format!(
+                        "guidance scale {g} must be a finite number ≥ 0"
+                    )));
+                }
+                Some(g)
+            }
+            (None, false) => None,
+        };
+        let strength = r.strength.unwrap_or(cfg.default_strength);
+        if r.init.is_some() {
+            if !(strength > 0.0 && strength <= 1.0) {
+                return Err(err(format!("strength {strength} must be in (0, 1]")));
+            }
+            if Self::start_step(steps, strength) >= steps {
+                return Err(err(format!(
+                    "strength {strength} × {steps} steps runs no step: raise --strength or --steps"
+                )));
+            }
+        }
+        for p in &r.prompt {
+            self.clip_tokens(p)?;
+            self.t5_tokens(r.prompt_2.as_deref().unwrap_or(p))?;
+        }
+        let mut params = Map::new();
+        params.insert("prompt".into(), json!(r.prompt));
+        params.insert("prompt_2".into(), json!(r.prompt_2));
+        params.insert("num_images_per_prompt".into(), json!(per));
+        params.insert("num_inference_steps".into(), json!(steps));
+        if let Some(g) = guidance {
+            params.insert("guidance_scale".into(), json!(g));
+        }
+        params.insert("width".into(), json!(w));
+        params.insert("height".into(), json!(h));
+        params.insert("seed".into(), json!(r.seed));
+        params.insert("max_sequence_length".into(), json!(cfg.max_sequence_length));
+        params.insert("scheduler".into(), json!("flow-match-euler"));
+        let tokens = (w / 16) * (h / 16);
+        if let Some(mu) = cfg.sampler.mu(tokens) {
+            params.insert("mu".into(), json!(mu));
+        }
+        if let Some(InitImage::Image(img)) = &r.init {
+            params.insert(
+                "image".into(),
+                json!({"width": img.width(), "height": img.height()}),
+            );
+            params.insert("strength".into(), json!(strength));
+        }
+        params.insert("output_type".into(), Value::from("pil"));
+        let n = self.image_count(r);
+        Ok(CallSpec {
+            params,
+            seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
+            second_prompts: true,
+            input_image: r.init.is_some(),
+            mask_image: false,
+        })
+    }
+
+    fn run(&mut self, r: &Request, ctx: &mut CallContext<'_>) -> Result<Output, PipelineError> {
+        let cfg = self.model.config.clone();
+        let (w, h) = self.size(r);
+        let steps = r.steps.unwrap_or(cfg.default_steps);
+        let guidance = cfg
+            .takes_guidance()
+            .then(|| r.guidance_scale.unwrap_or(cfg.default_guidance));
+        let strength = r.strength.unwrap_or(cfg.default_strength);
+        let (lh, lw) = (h / 8, w / 8);
+
+        ctx.phase("text_encoding");
+        let mut embeddings = Vec::new();
+        for p in &r.prompt {
+            embeddings.push(self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?);
+        }
+        let init = match &r.init {
+            Some(InitImage::Image(img)) => Some((
+                Arc::clone(img),
+                convert::image_tensor(img, w, h, &self.device, self.dtype)?,
+            )),
+            _ => None,
+        };
+        let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
+        let n = self.image_count(r);
+        let per = r.num_images_per_prompt.unwrap_or(1).max(1);
+        let mut out = Output {
+            images: Vec::with_capacity(n),
+            latents: Vec::new(),
+        };
+        for i in 0..n {
+            let seed = r.seed.wrapping_add(i as u64);
+            let mut noise = Noise::new(seed);
+            let (mut sigmas, mut latents) = (all_sigmas.as_slice(), None);
+            if let Some((_, tensor)) = &init {
+                ctx.phase("image_encoding");
+                let start = Self::start_step(steps, strength);
+                let x0 = self.latent_encoder()?.sample(tensor, &mut noise)?;
+                let x0 = ((x0 - cfg.vae_shift)? * cfg.vae_scale)?;
+                let sigma = all_sigmas[start];
+                let eps = noise
+                    .normal(&[1, 16, lh, lw], &self.device)?
+                    .to_dtype(self.dtype)?;
+                latents = Some(((eps * sigma)? + (x0 * (1.0 - sigma))?)?);
+                sigmas = &all_sigmas[start..];
+            }
+            let latents = match latents {
+                Some(l) => l,
+                None => noise
+                    .normal(&[1, 16, lh, lw], &self.device)?
+                    .to_dtype(self.dtype)?,
+            };
+            ctx.phase("denoising");
+            let (t5, pooled) = &embeddings[i / per];
+            let state = State::new(t5, pooled, &latents)?;
+            let g = match guidance {
+                Some(g) => Some(Tensor::full(g as f32, 1, &self.device)?.to_dtype(self.dtype)?),
+                None => None,
+            };
+            let mut img = state.img.clone();
+            for pair in sigmas.windows(2) {
+                let (s, next) = (pair[0], pair[1]);
+                let t = Tensor::full(s as f32, 1, &self.device)?.to_dtype(self.dtype)?;
+                let v = self.modules.transformer.forward(
+                    &img,
+                    &state.img_ids,
+                    &state.txt,
+                    &state.txt_ids,
+                    &t,
+                    &state.vec,
+                    g.as_ref(),
+                )?;
+                img = (img + (v * (next - s))?)?;
+            }
+            ctx.phase("decoding");
+            let latents = unpack(&img, h, w)?;
+            let decoded = self
+                .modules
+                .vae
+                .decode(&((latents / cfg.vae_scale)? + cfg.vae_shift)?)?;
+            let image = convert::tensor_image(&decoded)?;
+            let p = &r.prompt[i / per];
+            ctx.image(ImageRow {
+                image: image.clone(),
+                prompt: p.clone(),
+                negative_prompt: None,
+                prompt_2: Some(r.prompt_2.clone().unwrap_or_else(|| p.clone())),
+                negative_prompt_2: None,
+                input_image: init.as_ref().map(|(img, _)| Arc::clone(img)),
+                mask_image: None,
+                seed,
+            });
+            out.images.push(image);
+        }
+        ctx.end_phase();
+        Ok(out)
+    }
+}

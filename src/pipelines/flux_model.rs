@@ -1,0 +1,449 @@
+//! FLUX.1 architectures (schnell, dev and the tiny built-in ones) as plain
+//! configurations, and the modules built from them: CLIP-L (pooled), the T5
+//! encoder, candle's FLUX transformer and a 16-channel VAE.
+//!
+//! Weights are read from the diffusers folder layout people download
+//! (`text_encoder/`, `text_encoder_2/`, `transformer/`, `vae/`, sharded or
+//! not); the transformer's tensors are renamed on the fly by
+//! [`super::remap`] because candle's FLUX code uses the original names.
+
+use super::flow_match::FlowMatch;
+use super::model::{ModelConfig, TextConfig, TextEncoder};
+use super::remap::{flux_rule, Remap};
+use super::t5::{self, T5Encoder};
+use candle_core::{DType, Device, Result};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use candle_transformers::models::flux::model::{Config as FluxTransformerConfig, Flux};
+use candle_transformers::models::stable_diffusion::{
+    clip::Config as SdClipConfig,
+    vae::{AutoEncoderKL, AutoEncoderKLConfig},
+};
+use std::path::PathBuf;
+
+/// FLUX.1 schnell (distilled, no guidance input) or dev (guidance-distilled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FluxVariant {
+    /// `FLUX.1-schnell`: few steps, no guidance.
+    Schnell,
+    /// `FLUX.1-dev`: takes a guidance value as an input.
+    Dev,
+}
+
+/// A FLUX.1 model's complete architecture and defaults.
+#[derive(Debug, Clone)]
+pub struct FluxConfig {
+    /// Schnell or dev.
+    pub variant: FluxVariant,
+    /// CLIP-L (`text_encoder/`): its pooled output conditions the transformer.
+    pub clip: TextConfig,
+    /// T5 (`text_encoder_2/`): its hidden states are the text tokens.
+    pub t5: candle_transformers::models::t5::Config,
+    /// T5 tokens per prompt (`max_sequence_length`: 256 schnell, 512 dev).
+    pub max_sequence_length: usize,
+    /// The transformer, in candle's (Black Forest Labs') terms.
+    pub transformer: FluxTransformerConfig,
+    /// The VAE (16 latent channels, no quant convs).
+    pub vae: AutoEncoderKLConfig,
+    /// `scaling_factor` of the VAE.
+    pub vae_scale: f64,
+    /// `shift_factor` of the VAE.
+    pub vae_shift: f64,
+    /// Default image side in pixels.
+    pub default_size: usize,
+    /// Default number of steps.
+    pub default_steps: usize,
+    /// Default guidance (dev only).
+    pub default_guidance: f64,
+    /// Default image-to-image strength.
+    pub default_strength: f64,
+    /// The sampler.
+    pub sampler: FlowMatch,
+}
+
+/// The published FLUX.1 VAE: SD's shape with 16 latent channels.
+fn flux_vae(channels: Vec<usize>, layers: usize, groups: usize) -> AutoEncoderKLConfig {
+    AutoEncoderKLConfig {
+        block_out_channels: channels,
+        layers_per_block: layers,
+        latent_channels: 16,
+        norm_num_groups: groups,
+        use_quant_conv: false,
+        use_post_quant_conv: false,
+    }
+}
+
+impl FluxConfig {
+    /// FLUX.1 schnell (`black-forest-labs/FLUX.1-schnell`).
+    pub fn schnell() -> FluxConfig {
+        FluxConfig {
+            variant: FluxVariant::Schnell,
+            clip: TextConfig::Sd(SdClipConfig::v1_5()),
+            t5: t5::xxl(),
+            max_sequence_length: 256,
+            transformer: FluxTransformerConfig::schnell(),
+            vae: flux_vae(vec![128, 256, 512, 512], 2, 32),
+            vae_scale: 0.3611,
+            vae_shift: 0.1159,
+            default_size: 1024,
+            default_steps: 4,
+            default_guidance: 0.0,
+            default_strength: 0.6,
+            sampler: FlowMatch::flux_schnell(),
+        }
+    }
+
+    /// FLUX.1 dev (`black-forest-labs/FLUX.1-dev`).
+    pub fn dev() -> FluxConfig {
+        FluxConfig {
+            variant: FluxVariant::Dev,
+            max_sequence_length: 512,
+            transformer: FluxTransformerConfig::dev(),
+            default_steps: 28,
+            default_guidance: 3.5,
+            sampler: FlowMatch::flux_dev(),
+            ..FluxConfig::schnell()
+        }
+    }
+
+    /// The tiny built-in FLUX, shaped like schnell.
+    pub fn tiny() -> FluxConfig {
+        let clip = ModelConfig::tiny().text[0].clone();
+        FluxConfig {
+            variant: FluxVariant::Schnell,
+            clip,
+            t5: t5::config(super::tiny::T5_VOCAB_SIZE, 32, 8, 64, 2, 4),
+            max_sequence_length: 64,
+            transformer: FluxTransformerConfig {
+                in_channels: 64,
+                vec_in_dim: 32,
+                context_in_dim: 32,
+                hidden_size: 64,
+                mlp_ratio: 4.0,
+                num_heads: 2,
+                depth: 1,
+                depth_single_blocks: 2,
+                axes_dim: vec![8, 12, 12],
+                theta: 10_000,
+                qkv_bias: true,
+                guidance_embed: false,
+            },
+            vae: flux_vae(vec![16, 16, 32, 32], 1, 8),
+            vae_scale: 0.3611,
+            vae_shift: 0.1159,
+            default_size: 64,
+            default_steps: 4,
+            default_guidance: 0.0,
+            default_strength: 0.6,
+            sampler: FlowMatch::flux_schnell(),
+        }
+    }
+
+    /// The tiny built-in FLUX, shaped like dev (guidance input, dynamic shift).
+    pub fn tiny_dev() -> FluxConfig {
+        let mut c = FluxConfig::tiny();
+        c.variant = FluxVariant::Dev;
+        c.transformer.guidance_embed = true;
+        c.default_steps = 6;
+        c.default_guidance = 3.5;
+        c.sampler = FlowMatch::flux_dev();
+        c
+    }
+
+    /// The pipeline class diffusers gives this model.
+    pub fn class(&self) -> &'static str {
+        "FluxPipeline"
+    }
+
+    /// Whether the model takes a guidance value (dev).
+    pub fn takes_guidance(&self) -> bool {
+        self.transformer.guidance_embed
+    }
+}
+
+/// Where a FLUX model's files are (weights may be sharded).
+#[derive(Debug, Clone, Default)]
+pub struct FluxFiles {
+    /// CLIP weights and its tokenizer.
+    pub clip: (Vec<PathBuf>, PathBuf),
+    /// T5 weights and its tokenizer.
+    pub t5: (Vec<PathBuf>, PathBuf),
+    /// Transformer weights.
+    pub transformer: Vec<PathBuf>,
+    /// VAE weights.
+    pub vae: Vec<PathBuf>,
+}
+
+/// The neural parts of a FLUX pipeline.
+pub struct FluxModules {
+    /// CLIP-L.
+    pub clip: TextEncoder,
+    /// T5.
+    pub t5: T5Encoder,
+    /// The transformer.
+    pub transformer: Flux,
+    /// The VAE.
+    pub vae: AutoEncoderKL,
+}
+
+/// The transformer's var builder: candle's names served from `files`
+/// (diffusers' names) through [`flux_rule`].
+pub fn transformer_vb(
+    cfg: &FluxConfig,
+    files: Box<dyn SimpleBackend>,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    let remapped = Remap::new(files, flux_rule(cfg.transformer.hidden_size));
+    VarBuilder::from_backend(Box::new(remapped), dtype, device.clone())
+}
+
+impl FluxModules {
+    /// Builds every module of `cfg`; `transformer` asks in candle's names
+    /// (see [`transformer_vb`]).
+    pub fn build(
+        cfg: &FluxConfig,
+        clip: VarBuilder,
+        t5: VarBuilder,
+        transformer: VarBuilder,
+        vae: VarBuilder,
+    ) -> Result<FluxModules> {
+        Ok(FluxModules {
+            clip: TextEncoder::new(clip, &cfg.clip)?,
+            t5: T5Encoder::new(t5, &cfg.t5)?,
+            transformer: Flux::new(&cfg.transformer, transformer)?,
+            vae: AutoEncoderKL::new(vae, 3, 3, cfg.vae.clone())?,
+        })
+    }
+
+    /// Loads the modules from their files (memory-mapped safetensors).
+    pub fn load(
+        cfg: &FluxConfig,
+        files: &FluxFiles,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<FluxModules> {
+        // SAFETY: weight files are mapped read-only; difflog never writes
+        // them while they are mapped.
+        let mmap = |p: &[PathBuf]| unsafe { candle_core::safetensors::MmapedSafetensors::multi(p) };
+        let vb = |p: &[PathBuf]| -> Result<VarBuilder<'static>> {
+            Ok(VarBuilder::from_backend(
+                Box::new(mmap(p)?),
+                dtype,
+                device.clone(),
+            ))
+        };
+        FluxModules::build(
+            cfg,
+            vb(&files.clip.0)?,
+            vb(&files.t5.0)?,
+            transformer_vb(cfg, Box::new(mmap(&files.transformer)?), dtype, device),
+            vb(&files.vae)?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipelines::model::tests::Lazy;
+    use crate::pipelines::remap::reads;
+    use candle_core::{Shape, Tensor};
+    use candle_nn::Init;
+    use std::collections::BTreeMap;
+
+    /// Answers candle's requests with zero broadcasts and records, in
+    /// `files`, what the renaming rule reads from the files for each: the
+    /// real transformer's tensors are checked without allocating them.
+    struct Planned {
+        rule: crate::pipelines::remap::Rule,
+        files: Lazy,
+    }
+
+    impl SimpleBackend for Planned {
+        fn get(&self, s: Shape, name: &str, h: Init, dt: DType, dev: &Device) -> Result<Tensor> {
+            let source = (self.rule)(name, s.dims())?;
+            for (n, d) in reads(&source, s.dims()) {
+                self.files.get(Shape::from(d), &n, h, dt, dev)?;
+            }
+            Tensor::zeros((), dt, dev)?.broadcast_as(s)
+        }
+        fn get_unchecked(&self, n: &str, _: DType, _: &Device) -> Result<Tensor> {
+            candle_core::bail!("{n}")
+        }
+        fn contains_tensor(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// Every tensor a FLUX config loads, by component, under the names the
+    /// files hold (diffusers'), with the shapes asked for.
+    fn tensors(cfg: &FluxConfig) -> BTreeMap<String, BTreeMap<String, Vec<usize>>> {
+        let parts = ["clip", "t5", "transformer", "vae"];
+        let lazy: Vec<Lazy> = parts.iter().map(|_| Lazy::default()).collect();
+        let vb = |l: &Lazy| VarBuilder::from_backend(Box::new(l.clone()), DType::F32, Device::Cpu);
+        let planned = Planned {
+            rule: flux_rule(cfg.transformer.hidden_size),
+            files: lazy[2].clone(),
+        };
+        let tvb = VarBuilder::from_backend(Box::new(planned), DType::F32, Device::Cpu);
+        FluxModules::build(cfg, vb(&lazy[0]), vb(&lazy[1]), tvb, vb(&lazy[3])).unwrap();
+        parts
+            .iter()
+            .zip(&lazy)
+            .map(|(p, l)| (p.to_string(), l.0.lock().unwrap().clone()))
+            .collect()
+    }
+
+    fn count(t: &BTreeMap<String, Vec<usize>>) -> usize {
+        t.values().map(|d| d.iter().product::<usize>()).sum()
+    }
+
+    /// The tensors diffusers' `FluxTransformer2DModel` has for a published
+    /// `transformer/config.json`, written from diffusers' module structure
+    /// (not from candle's): name → shape.
+    fn diffusers_transformer(config: &serde_json::Value) -> BTreeMap<String, Vec<usize>> {
+        let n = |k: &str| config[k].as_u64().unwrap() as usize;
+        let inner = n("num_attention_heads") * n("attention_head_dim");
+        let head = n("attention_head_dim");
+        let mlp = inner * 4;
+        let mut t = BTreeMap::new();
+        let mut lin = |name: &str, i: usize, o: usize| {
+            t.insert(format!("{name}.weight"), vec![o, i]);
+            t.insert(format!("{name}.bias"), vec![o]);
+        };
+        lin("x_embedder", n("in_channels"), inner);
+        lin("context_embedder", n("joint_attention_dim"), inner);
+        lin("time_text_embed.timestep_embedder.linear_1", 256, inner);
+        lin("time_text_embed.timestep_embedder.linear_2", inner, inner);
+        if config["guidance_embeds"].as_bool().unwrap() {
+            lin("time_text_embed.guidance_embedder.linear_1", 256, inner);
+            lin("time_text_embed.guidance_embedder.linear_2", inner, inner);
+        }
+        lin(
+            "time_text_embed.text_embedder.linear_1",
+            n("pooled_projection_dim"),
+            inner,
+        );
+        lin("time_text_embed.text_embedder.linear_2", inner, inner);
+        for i in 0..n("num_layers") {
+            let p = format!("transformer_blocks.{i}");
+            lin(&format!("{p}.norm1.linear"), inner, 6 * inner);
+            lin(&format!("{p}.norm1_context.linear"), inner, 6 * inner);
+            for q in [
+                "to_q",
+                "to_k",
+                "to_v",
+                "add_q_proj",
+                "add_k_proj",
+                "add_v_proj",
+                "to_out.0",
+                "to_add_out",
+            ] {
+                lin(&format!("{p}.attn.{q}"), inner, inner);
+            }
+            lin(&format!("{p}.ff.net.0.proj"), inner, mlp);
+            lin(&format!("{p}.ff.net.2"), mlp, inner);
+            lin(&format!("{p}.ff_context.net.0.proj"), inner, mlp);
+            lin(&format!("{p}.ff_context.net.2"), mlp, inner);
+        }
+        for i in 0..n("num_single_layers") {
+            let p = format!("single_transformer_blocks.{i}");
+            lin(&format!("{p}.norm.linear"), inner, 3 * inner);
+            for q in ["to_q", "to_k", "to_v"] {
+                lin(&format!("{p}.attn.{q}"), inner, inner);
+            }
+            lin(&format!("{p}.proj_mlp"), inner, mlp);
+            lin(&format!("{p}.proj_out"), inner + mlp, inner);
+        }
+        lin("norm_out.linear", inner, 2 * inner);
+        lin("proj_out", inner, n("in_channels"));
+        for i in 0..n("num_layers") {
+            for q in ["norm_q", "norm_k", "norm_added_q", "norm_added_k"] {
+                t.insert(
+                    format!("transformer_blocks.{i}.attn.{q}.weight"),
+                    vec![head],
+                );
+            }
+        }
+        for i in 0..n("num_single_layers") {
+            for q in ["norm_q", "norm_k"] {
+                t.insert(
+                    format!("single_transformer_blocks.{i}.attn.{q}.weight"),
+                    vec![head],
+                );
+            }
+        }
+        t
+    }
+
+    /// `transformer/config.json` of black-forest-labs/FLUX.1-dev (schnell:
+    /// the same with `guidance_embeds: false`).
+    const FLUX_DEV_TRANSFORMER: &str = r#"{
+        "_class_name": "FluxTransformer2DModel", "attention_head_dim": 128,
+        "axes_dims_rope": [16, 56, 56], "guidance_embeds": true, "in_channels": 64,
+        "joint_attention_dim": 4096, "num_attention_heads": 24, "num_layers": 19,
+        "num_single_layers": 38, "patch_size": 1, "pooled_projection_dim": 768
+    }"#;
+
+    #[test]
+    fn real_flux_configs_load_every_published_tensor_with_its_shape() {
+        for (name, cfg, guidance) in [
+            ("dev", FluxConfig::dev(), true),
+            ("schnell", FluxConfig::schnell(), false),
+        ] {
+            let mut published: serde_json::Value =
+                serde_json::from_str(FLUX_DEV_TRANSFORMER).unwrap();
+            published["guidance_embeds"] = guidance.into();
+            let want = diffusers_transformer(&published);
+            let got = tensors(&cfg);
+            assert_eq!(got["transformer"], want, "{name}: transformer tensors");
+            let axes: Vec<usize> = published["axes_dims_rope"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(cfg.transformer.axes_dim, axes, "{name}");
+            if name == "dev" {
+                // diffusers' count for FLUX.1-dev's transformer.
+                assert_eq!(count(&got["transformer"]), 11_901_408_320);
+            }
+            // google/t5-v1_1-xxl's encoder; openai/clip-vit-large-patch14's
+            // text model; the FLUX VAE (diffusers' counts).
+            assert_eq!(count(&got["t5"]), 4_762_310_656, "{name}: T5 encoder");
+            assert_eq!(count(&got["clip"]), 123_060_480, "{name}: CLIP-L");
+            assert_eq!(count(&got["vae"]), 83_819_683, "{name}: VAE");
+            assert!(got["t5"].contains_key("shared.weight"));
+            assert!(got["t5"].contains_key(
+                "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+            ));
+            assert_eq!(got["vae"]["decoder.conv_in.weight"], [512, 16, 3, 3]);
+        }
+    }
+
+    #[test]
+    fn the_tiny_fluxes_have_the_real_tensor_names() {
+        let real = tensors(&FluxConfig::dev());
+        for cfg in [FluxConfig::tiny(), FluxConfig::tiny_dev()] {
+            let tiny = tensors(&cfg);
+            for part in ["transformer", "vae"] {
+                for k in tiny[part].keys() {
+                    let k0 = k.replace(
+                        "single_transformer_blocks.1.",
+                        "single_transformer_blocks.0.",
+                    );
+                    assert!(
+                        real[part].contains_key(&k0),
+                        "{part}: {k} is not a real name"
+                    );
+                }
+            }
+            assert_eq!(
+                tiny["transformer"]
+                    .contains_key("time_text_embed.guidance_embedder.linear_1.weight"),
+                cfg.takes_guidance()
+            );
+        }
+    }
+}

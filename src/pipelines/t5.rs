@@ -1,0 +1,72 @@
+//! The T5 text encoder of FLUX.1 and Stable Diffusion 3: Google's T5 v1.1
+//! XXL encoder as those pipelines ship it (`text_encoder_2/` for FLUX,
+//! `text_encoder_3/` for SD3, transformers' `T5EncoderModel` names), and the
+//! tiny one the built-in models use, on candle's `models::t5`.
+//!
+//! Prompts are tokenized to exactly `max_sequence_length` tokens (padded with
+//! `<pad>`), as diffusers does; a prompt longer than that is refused rather
+//! than cut, so what is recorded is what the model saw.
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::{Activation, VarBuilder};
+use candle_transformers::models::t5::{ActivationWithOptionalGating, Config, T5EncoderModel};
+use std::sync::Mutex;
+
+/// The T5 v1.1 XXL encoder (`google/t5-v1_1-xxl`'s published configuration).
+pub fn xxl() -> Config {
+    config(32128, 4096, 64, 10240, 24, 64)
+}
+
+/// A T5 encoder of the given size, v1.1-style (gated GELU, untied, 32
+/// relative-position buckets up to distance 128).
+pub fn config(
+    vocab: usize,
+    d_model: usize,
+    d_kv: usize,
+    d_ff: usize,
+    layers: usize,
+    heads: usize,
+) -> Config {
+    Config {
+        vocab_size: vocab,
+        d_model,
+        d_kv,
+        d_ff,
+        num_layers: layers,
+        num_decoder_layers: None,
+        num_heads: heads,
+        relative_attention_num_buckets: 32,
+        relative_attention_max_distance: 128,
+        dropout_rate: 0.1,
+        layer_norm_epsilon: 1e-6,
+        initializer_factor: 1.0,
+        feed_forward_proj: ActivationWithOptionalGating {
+            gated: true,
+            activation: Activation::NewGelu,
+        },
+        tie_word_embeddings: false,
+        is_decoder: false,
+        is_encoder_decoder: true,
+        use_cache: false,
+        pad_token_id: 0,
+        eos_token_id: 1,
+        decoder_start_token_id: Some(0),
+    }
+}
+
+/// A loaded T5 encoder (candle's keeps state between calls, hence the lock).
+pub struct T5Encoder(Mutex<T5EncoderModel>);
+
+impl T5Encoder {
+    /// Builds the encoder; `vb` is the root of its weight files.
+    pub fn new(vb: VarBuilder, cfg: &Config) -> Result<T5Encoder> {
+        Ok(T5Encoder(Mutex::new(T5EncoderModel::load(vb, cfg)?)))
+    }
+
+    /// Hidden states (batch, seq, d_model) for token ids (batch, seq), in `dtype`.
+    pub fn encode(&self, ids: &Tensor, dtype: DType) -> Result<Tensor> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.clear_kv_cache();
+        m.forward(ids)?.to_dtype(dtype)
+    }
+}
