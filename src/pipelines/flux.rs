@@ -15,7 +15,6 @@ use super::stable_diffusion::{parse_device, InitImage, Output, Request};
 use super::weights::ResolvedFlux;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use candle_transformers::models::flux::sampling::{unpack, State};
 use candle_transformers::models::flux::WithForward;
 use serde_json::{json, Map, Value};
@@ -172,12 +171,8 @@ impl FluxPipeline {
 
     fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
         if self.latent_encoder.is_none() {
-            // SAFETY: read-only mapping of weight files difflog does not modify.
-            let st = unsafe {
-                candle_core::safetensors::MmapedSafetensors::multi(&self.model.paths.vae)?
-            };
-            let vb = VarBuilder::from_backend(Box::new(st), self.dtype, self.device.clone());
-            self.latent_encoder = Some(LatentEncoder::new(vb, &self.model.config.vae)?);
+            let (files, cfg) = (&self.model.paths.vae, &self.model.config.vae);
+            self.latent_encoder = Some(LatentEncoder::load(files, cfg, self.dtype, &self.device)?);
         }
         self.latent_encoder
             .as_ref()
@@ -201,10 +196,7 @@ impl Pipeline for FluxPipeline {
             v
         };
         let mut components = Map::new();
-        let clip_class = match cfg.clip {
-            super::model::TextConfig::Sd(_) => "CLIPTextModel",
-            super::model::TextConfig::Small(_) => "CLIPTextModel (tiny)",
-        };
+        let clip_class = cfg.clip.class_name();
         components.insert(
             "text_encoder".into(),
             with_files(

@@ -91,6 +91,18 @@ impl LatentEncoder {
         })
     }
 
+    /// Loads the encoder half of a VAE from its weight files (memory-mapped).
+    pub fn load(
+        files: &[std::path::PathBuf],
+        cfg: &AutoEncoderKLConfig,
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+    ) -> Result<LatentEncoder> {
+        // SAFETY: read-only mapping of weight files difflog does not modify.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device)? };
+        LatentEncoder::new(vb, cfg)
+    }
+
     /// Encodes an image batch in [-1, 1] and samples its latents with `noise`.
     pub fn sample(&self, image: &Tensor, noise: &mut Noise) -> Result<Tensor> {
         let mut xs = image.apply(&self.conv_in)?;

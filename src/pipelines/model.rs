@@ -61,6 +61,14 @@ impl TextConfig {
         }
     }
 
+    /// The class recorded for it.
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            TextConfig::Sd(_) => "CLIPTextModel",
+            TextConfig::Small(_) => "CLIPTextModel (tiny)",
+        }
+    }
+
     /// The padding token (`<|endoftext|>` unless the config says otherwise).
     pub fn pad_token(&self) -> String {
         let pad = match self {

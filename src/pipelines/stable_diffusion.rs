@@ -15,7 +15,6 @@ use super::scheduler::SchedulerSettings;
 use super::weights::ResolvedModel;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use image::RgbImage;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex};
@@ -407,11 +406,9 @@ impl StableDiffusion {
             )));
         }
         if self.latent_encoder.is_none() {
-            // SAFETY: read-only mapping of a weight file difflog does not modify.
-            let vb = unsafe {
-                VarBuilder::from_mmaped_safetensors(&[&self.model.vae], self.dtype, &self.device)?
-            };
-            self.latent_encoder = Some(LatentEncoder::new(vb, &self.model.config.vae)?);
+            let files = [self.model.vae.clone()];
+            let cfg = &self.model.config.vae;
+            self.latent_encoder = Some(LatentEncoder::load(&files, cfg, self.dtype, &self.device)?);
         }
         self.latent_encoder
             .as_ref()
@@ -426,10 +423,7 @@ impl Pipeline for StableDiffusion {
     fn describe(&self) -> PipelineInfo {
         let cfg = &self.model.config;
         let mut components = Map::new();
-        let text_class = |i: usize| match &cfg.text[i] {
-            super::model::TextConfig::Sd(_) => "CLIPTextModel",
-            super::model::TextConfig::Small(_) => "CLIPTextModel (tiny)",
-        };
+        let text_class = |i: usize| cfg.text[i].class_name();
         for i in 0..cfg.text.len() {
             let n = if cfg.text_starts_at_2 { i + 2 } else { i + 1 };
             let suffix = if n == 1 {
