@@ -56,6 +56,7 @@ pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<V
     let (digest, files) = match &model {
         AnyModel::Unet(m) => (&m.weights_digest, &m.files),
         AnyModel::Flux(m) => (&m.weights_digest, &m.files),
+        AnyModel::Sd3(m) => (&m.weights_digest, &m.files),
     };
     check_weights(p, digest, files)?;
     let mut pipe = Generator::load(&p.model_id, device)?;

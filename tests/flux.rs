@@ -429,7 +429,7 @@ fn bad_flux_requests_are_refused_before_a_run_exists() {
         ),
         (
             vec!["--model", "tiny-flux", "--scheduler", "ddim"],
-            "--scheduler applies to Stable Diffusion",
+            "--scheduler applies to the UNet models",
         ),
         (
             vec!["--model", "tiny-flux", "--guidance-scale", "2"],

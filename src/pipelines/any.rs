@@ -1,20 +1,23 @@
 //! One pipeline type for whatever `--model` names: a Stable Diffusion
-//! (UNet) model or a FLUX.1 one. `generate`, `replay` and `bench` load a
+//! (UNet) model, a FLUX.1 or an SD3 / 3.5 one. `generate`, `replay` and `bench` load a
 //! [`Generator`] and record it like any pipeline; what differs between the
 //! families stays inside their own modules.
 
 use super::flux::FluxPipeline;
 use super::scheduler::{SchedulerKind, SchedulerSettings};
+use super::sd3::Sd3Pipeline;
 use super::stable_diffusion::{Output, Request, StableDiffusion};
 use super::weights::{refiner_for, resolve_any, AnyModel};
 use crate::pipeline::{CallContext, CallSpec, Pipeline, PipelineError, PipelineInfo};
 
-/// A loaded pipeline of either architecture.
+/// A loaded pipeline of any architecture.
 pub enum Generator {
     /// Stable Diffusion 1.5, 2.1, XL, Turbo, refiner, inpainting.
     Sd(Box<StableDiffusion>),
     /// FLUX.1 schnell or dev.
     Flux(Box<FluxPipeline>),
+    /// Stable Diffusion 3 / 3.5.
+    Sd3(Box<Sd3Pipeline>),
 }
 
 impl Generator {
@@ -28,6 +31,9 @@ impl Generator {
             AnyModel::Flux(m) => {
                 Generator::Flux(Box::new(FluxPipeline::load(*m, device).map_err(invalid)?))
             }
+            AnyModel::Sd3(m) => {
+                Generator::Sd3(Box::new(Sd3Pipeline::load(*m, device).map_err(invalid)?))
+            }
         })
     }
 
@@ -39,8 +45,8 @@ impl Generator {
                 p.set_scheduler(SchedulerSettings { kind, ..cur });
                 Ok(())
             }
-            Generator::Flux(_) => Err(
-                "FLUX.1 samples with its own flow-matching Euler sampler: --scheduler applies to Stable Diffusion models only"
+            Generator::Flux(_) | Generator::Sd3(_) => Err(
+                "FLUX.1 and SD3 sample with their flow-matching Euler sampler: --scheduler applies to the UNet models (SD 1.x, 2.x, XL) only"
                     .into(),
             ),
         }
@@ -50,7 +56,7 @@ impl Generator {
     pub fn refiner(&self, spec: &str) -> Option<&'static str> {
         match self {
             Generator::Sd(p) => refiner_for(spec, p.config().family),
-            Generator::Flux(_) => None,
+            Generator::Flux(_) | Generator::Sd3(_) => None,
         }
     }
 }
@@ -63,6 +69,7 @@ impl Pipeline for Generator {
         match self {
             Generator::Sd(p) => p.describe(),
             Generator::Flux(p) => p.describe(),
+            Generator::Sd3(p) => p.describe(),
         }
     }
 
@@ -70,6 +77,7 @@ impl Pipeline for Generator {
         match self {
             Generator::Sd(p) => p.prepare(r),
             Generator::Flux(p) => p.prepare(r),
+            Generator::Sd3(p) => p.prepare(r),
         }
     }
 
@@ -77,6 +85,7 @@ impl Pipeline for Generator {
         match self {
             Generator::Sd(p) => p.run(r, ctx),
             Generator::Flux(p) => p.run(r, ctx),
+            Generator::Sd3(p) => p.run(r, ctx),
         }
     }
 }

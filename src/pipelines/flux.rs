@@ -7,10 +7,11 @@
 //! alone. FLUX has no classifier-free guidance: dev takes its guidance
 //! value as a model input, schnell takes none (asking for one is refused).
 
-use super::convert::{self, shorten};
+use super::convert;
 use super::flux_model::{FluxConfig, FluxModules};
 use super::latent_encoder::LatentEncoder;
 use super::noise::Noise;
+use super::prompt::{ClipTokens, T5Tokens};
 use super::stable_diffusion::{parse_device, InitImage, Output, Request};
 use super::weights::ResolvedFlux;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
@@ -19,17 +20,13 @@ use candle_transformers::models::flux::sampling::{unpack, State};
 use candle_transformers::models::flux::WithForward;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
-use tokenizers::Tokenizer;
 
 /// A loaded FLUX.1 pipeline.
 pub struct FluxPipeline {
     model: ResolvedFlux,
     modules: FluxModules,
-    clip_tokenizer: Tokenizer,
-    clip_pad: u32,
-    clip_eos: u32,
-    t5_tokenizer: Tokenizer,
-    t5_pad: u32,
+    clip_tokens: ClipTokens,
+    t5_tokens: T5Tokens,
     latent_encoder: Option<LatentEncoder>,
     device: Device,
     dtype: DType,
@@ -38,15 +35,6 @@ pub struct FluxPipeline {
 
 fn err(msg: impl Into<String>) -> PipelineError {
     msg.into().into()
-}
-
-fn load_tokenizer(path: &std::path::Path, pad: &str) -> Result<(Tokenizer, u32), PipelineError> {
-    let t = Tokenizer::from_file(path)
-        .map_err(|e| err(format!("{}: cannot load tokenizer: {e}", path.display())))?;
-    let id = t
-        .token_to_id(pad)
-        .ok_or_else(|| err(format!("{}: no token {pad:?}", path.display())))?;
-    Ok((t, id))
 }
 
 impl FluxPipeline {
@@ -62,18 +50,18 @@ impl FluxPipeline {
         };
         let modules = FluxModules::load(&model.config, &model.paths, dtype, &device)
             .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
-        let clip_pad_token = model.config.clip.pad_token();
-        let (clip_tokenizer, clip_pad) = load_tokenizer(&model.paths.clip.1, &clip_pad_token)?;
-        let (_, clip_eos) = load_tokenizer(&model.paths.clip.1, "<|endoftext|>")?;
-        let (t5_tokenizer, t5_pad) = load_tokenizer(&model.paths.t5.1, "<pad>")?;
+        let cfg = &model.config;
+        let clip_tokens = ClipTokens::load(
+            &model.paths.clip.1,
+            &cfg.clip.pad_token(),
+            cfg.clip.max_tokens(),
+        )?;
+        let t5_tokens = T5Tokens::load(&model.paths.t5.1, cfg.max_sequence_length)?;
         Ok(FluxPipeline {
             model,
             modules,
-            clip_tokenizer,
-            clip_pad,
-            clip_eos,
-            t5_tokenizer,
-            t5_pad,
+            clip_tokens,
+            t5_tokens,
             latent_encoder: None,
             device,
             dtype,
@@ -86,51 +74,14 @@ impl FluxPipeline {
         &self.model.config
     }
 
-    /// CLIP tokens, padded to 77; a longer prompt is cut to 77 with its end
-    /// token kept, as diffusers does (T5 carries the long prompt).
-    fn clip_tokens(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
-        let max = self.model.config.clip.max_tokens();
-        let enc = self
-            .clip_tokenizer
-            .encode(text, true)
-            .map_err(|e| err(format!("tokenizing {text:?}: {e}")))?;
-        let mut ids = enc.get_ids().to_vec();
-        if ids.len() > max {
-            ids.truncate(max - 1);
-            ids.push(self.clip_eos);
-        }
-        ids.resize(max, self.clip_pad);
-        Ok(ids)
-    }
-
-    /// T5 tokens, padded to `max_sequence_length`; longer is refused.
-    fn t5_tokens(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
-        let max = self.model.config.max_sequence_length;
-        let enc = self
-            .t5_tokenizer
-            .encode(text, true)
-            .map_err(|e| err(format!("tokenizing {text:?}: {e}")))?;
-        let mut ids = enc.get_ids().to_vec();
-        if ids.len() > max {
-            return Err(err(format!(
-                "prompt is too long for T5: {} tokens, this model takes at most {max} (max_sequence_length, end token included): {:?}",
-                ids.len(),
-                shorten(text)
-            )));
-        }
-        ids.resize(max, self.t5_pad);
-        Ok(ids)
-    }
-
     /// T5 hidden states (1, L, d) of `t5_text` and CLIP's pooled output
     /// (1, d) of `clip_text`.
     fn embed(&self, clip_text: &str, t5_text: &str) -> Result<(Tensor, Tensor), PipelineError> {
-        let ids = self.clip_tokens(clip_text)?;
-        let eos = ids.iter().position(|&i| i == self.clip_eos).unwrap_or(0);
+        let (ids, eos) = self.clip_tokens.ids(clip_text)?;
         let t = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
         let hidden = self.modules.clip.encode(&t)?;
         let pooled = hidden.narrow(1, eos, 1)?.squeeze(1)?.to_dtype(self.dtype)?;
-        let ids = self.t5_tokens(t5_text)?;
+        let ids = self.t5_tokens.ids(t5_text)?;
         let t = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
         let t5 = self.modules.t5.encode(&t, self.dtype)?;
         Ok((t5, pooled))
@@ -322,8 +273,8 @@ impl Pipeline for FluxPipeline {
             }
         }
         for p in &r.prompt {
-            self.clip_tokens(p)?;
-            self.t5_tokens(r.prompt_2.as_deref().unwrap_or(p))?;
+            self.clip_tokens.ids(p)?;
+            self.t5_tokens.ids(r.prompt_2.as_deref().unwrap_or(p))?;
         }
         let mut params = Map::new();
         params.insert("prompt".into(), json!(r.prompt));

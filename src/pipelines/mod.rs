@@ -1,12 +1,14 @@
 //! Diffusion pipelines on candle: Stable Diffusion 1.5, 2.1, XL, SD-Turbo,
 //! SDXL-Turbo, the XL refiner and the inpainting checkpoints, FLUX.1
-//! schnell and dev, text-to-image and image-to-image, plus the tiny built-in
+//! schnell and dev, Stable Diffusion 3 medium and 3.5 medium, large and
+//! large turbo, text-to-image and image-to-image, plus the tiny built-in
 //! models the demo and the tests run.
 //!
 //! Everything here implements or feeds [`crate::Pipeline`], so every call is
 //! recorded like any user's pipeline would be.
 
 pub mod any;
+pub mod clip;
 pub mod convert;
 pub mod flow_match;
 pub mod flux;
@@ -14,8 +16,11 @@ pub mod flux_model;
 pub mod latent_encoder;
 pub mod model;
 pub mod noise;
+pub mod prompt;
 pub mod remap;
 pub mod scheduler;
+pub mod sd3;
+pub mod sd3_model;
 pub mod stable_diffusion;
 pub mod t5;
 pub mod tiny;
@@ -24,5 +29,6 @@ pub mod weights;
 pub use any::Generator;
 pub use flux::FluxPipeline;
 pub use scheduler::{SchedulerKind, SchedulerSettings};
+pub use sd3::Sd3Pipeline;
 pub use stable_diffusion::{InitImage, Output, Request, StableDiffusion, StageLatents};
-pub use weights::{resolve, resolve_any, AnyModel, ResolvedFlux, ResolvedModel};
+pub use weights::{resolve, resolve_any, AnyModel, ResolvedFlux, ResolvedModel, ResolvedSd3};

@@ -18,8 +18,8 @@ use candle_transformers::models::stable_diffusion::{
 };
 use std::path::Path;
 
-/// A model's architecture: a UNet (Stable Diffusion families) or a flow
-/// transformer (FLUX.1).
+/// A model's architecture: a UNet (Stable Diffusion 1.x, 2.x, XL) or a
+/// flow transformer (FLUX.1, Stable Diffusion 3 / 3.5).
 // Built once per model load: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub enum Arch {
     Unet(ModelConfig),
     /// FLUX.1 schnell or dev.
     Flux(Box<super::flux_model::FluxConfig>),
+    /// Stable Diffusion 3 / 3.5.
+    Sd3(Box<super::sd3_model::Sd3Config>),
 }
 
 /// Which family a model belongs to; decides text encoders and defaults.

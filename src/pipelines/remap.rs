@@ -211,6 +211,81 @@ pub fn flux_rule(hidden: usize) -> Rule {
     })
 }
 
+/// The Stable Diffusion 3 / 3.5 MMDiT: Stability AI's single-file names
+/// (what candle's `mmdit::model::MMDiT` asks for) → diffusers'
+/// `SD3Transformer2DModel` names (what `transformer/` holds). `hidden` is
+/// the model width, `depth` its number of joint blocks (the last one's
+/// context half only makes q, k and v, and its modulation is stored with
+/// the halves swapped, like the final layer's).
+pub fn mmdit_rule(hidden: usize, depth: usize) -> Rule {
+    Arc::new(move |name: &str, _dims: &[usize]| {
+        let unknown = || candle_core::Error::Msg(format!("SD3 transformer: no rule for {name}"));
+        if name == "pos_embed" {
+            return Ok(Source::Name("pos_embed.pos_embed".into()));
+        }
+        let (module, param) = split_param(name);
+        let to = |m: &str| Ok(Source::Name(format!("{m}.{param}")));
+        let fixed = match module {
+            "x_embedder.proj" => Some("pos_embed.proj"),
+            "t_embedder.mlp.0" => Some("time_text_embed.timestep_embedder.linear_1"),
+            "t_embedder.mlp.2" => Some("time_text_embed.timestep_embedder.linear_2"),
+            "y_embedder.mlp.0" => Some("time_text_embed.text_embedder.linear_1"),
+            "y_embedder.mlp.2" => Some("time_text_embed.text_embedder.linear_2"),
+            "context_embedder" => Some("context_embedder"),
+            "final_layer.linear" => Some("proj_out"),
+            _ => None,
+        };
+        if let Some(m) = fixed {
+            return to(m);
+        }
+        if module == "final_layer.adaLN_modulation.1" {
+            return Ok(Source::SwapHalves(format!("norm_out.linear.{param}")));
+        }
+        let Some((i, rest)) = indexed(name, "joint_blocks") else {
+            return Err(unknown());
+        };
+        let p = format!("transformer_blocks.{i}");
+        let (m, _) = split_param(rest);
+        let qkv = |attn: &str, q: &str, k: &str, v: &str| {
+            Ok(Source::Rows(
+                [q, k, v]
+                    .iter()
+                    .map(|x| (format!("{p}.{attn}.{x}.{param}"), hidden))
+                    .collect(),
+            ))
+        };
+        let local = match m {
+            "x_block.attn.qkv" => return qkv("attn", "to_q", "to_k", "to_v"),
+            "context_block.attn.qkv" => {
+                return qkv("attn", "add_q_proj", "add_k_proj", "add_v_proj")
+            }
+            "x_block.attn2.qkv" => return qkv("attn2", "to_q", "to_k", "to_v"),
+            "context_block.adaLN_modulation.1" if i + 1 == depth => {
+                return Ok(Source::SwapHalves(format!(
+                    "{p}.norm1_context.linear.{param}"
+                )))
+            }
+            "x_block.attn.ln_q" => "attn.norm_q",
+            "x_block.attn.ln_k" => "attn.norm_k",
+            "context_block.attn.ln_q" => "attn.norm_added_q",
+            "context_block.attn.ln_k" => "attn.norm_added_k",
+            "x_block.attn2.ln_q" => "attn2.norm_q",
+            "x_block.attn2.ln_k" => "attn2.norm_k",
+            "x_block.attn.proj" => "attn.to_out.0",
+            "context_block.attn.proj" => "attn.to_add_out",
+            "x_block.attn2.proj" => "attn2.to_out.0",
+            "x_block.adaLN_modulation.1" => "norm1.linear",
+            "context_block.adaLN_modulation.1" => "norm1_context.linear",
+            "x_block.mlp.fc1" => "ff.net.0.proj",
+            "x_block.mlp.fc2" => "ff.net.2",
+            "context_block.mlp.fc1" => "ff_context.net.0.proj",
+            "context_block.mlp.fc2" => "ff_context.net.2",
+            _ => return Err(unknown()),
+        };
+        Ok(Source::Name(format!("{p}.{local}.{param}")))
+    })
+}
+
 /// RMS-norm scales are `scale` in the originals and `weight` in diffusers.
 fn norm_param(module: &str, param: &str) -> String {
     let param = if param == "scale" { "weight" } else { param };
@@ -284,6 +359,38 @@ mod tests {
         );
         assert!(flux_rule(4)("double_blocks.0.nonsense.weight", &[1]).is_err());
         assert!(flux_rule(4)("something_else.weight", &[1]).is_err());
+    }
+
+    #[test]
+    fn mmdit_names_map_to_diffusers_names() {
+        let r = |n: &str| mmdit_rule(8, 3)(n, &[24, 8]).unwrap();
+        assert_eq!(r("pos_embed"), Source::Name("pos_embed.pos_embed".into()));
+        assert_eq!(
+            r("x_embedder.proj.weight"),
+            Source::Name("pos_embed.proj.weight".into())
+        );
+        assert_eq!(
+            r("joint_blocks.1.context_block.attn.ln_k.weight"),
+            Source::Name("transformer_blocks.1.attn.norm_added_k.weight".into())
+        );
+        assert_eq!(
+            r("joint_blocks.0.x_block.attn2.qkv.bias"),
+            Source::Rows(vec![
+                ("transformer_blocks.0.attn2.to_q.bias".into(), 8),
+                ("transformer_blocks.0.attn2.to_k.bias".into(), 8),
+                ("transformer_blocks.0.attn2.to_v.bias".into(), 8),
+            ])
+        );
+        // Only the last block's context modulation is stored swapped.
+        assert_eq!(
+            r("joint_blocks.1.context_block.adaLN_modulation.1.weight"),
+            Source::Name("transformer_blocks.1.norm1_context.linear.weight".into())
+        );
+        assert_eq!(
+            r("joint_blocks.2.context_block.adaLN_modulation.1.weight"),
+            Source::SwapHalves("transformer_blocks.2.norm1_context.linear.weight".into())
+        );
+        assert!(mmdit_rule(8, 3)("joint_blocks.0.x_block.nope.weight", &[1]).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use super::flux_model::{transformer_vb, FluxConfig, FluxModules};
 use super::model::{Arch, ModelConfig, Modules};
+use super::sd3_model::{transformer_vb as sd3_transformer_vb, Sd3Config, Sd3Modules};
 use crate::error::{Error, IoContext, Result};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -44,6 +45,8 @@ pub enum TinyModel {
     Flux,
     /// FLUX.1 dev-shaped (guidance input, resolution-dependent shift).
     FluxDev,
+    /// SD3.5 medium-shaped (three text encoders, MMDiT-X, skip-layer guidance).
+    Sd3,
 }
 
 impl TinyModel {
@@ -56,6 +59,7 @@ impl TinyModel {
             TinyModel::Inpaint => "tiny-inpaint",
             TinyModel::Flux => "tiny-flux",
             TinyModel::FluxDev => "tiny-flux-dev",
+            TinyModel::Sd3 => "tiny-sd3",
         }
     }
 
@@ -68,6 +72,7 @@ impl TinyModel {
             TinyModel::Inpaint => Arch::Unet(ModelConfig::tiny_inpaint()),
             TinyModel::Flux => Arch::Flux(Box::new(FluxConfig::tiny())),
             TinyModel::FluxDev => Arch::Flux(Box::new(FluxConfig::tiny_dev())),
+            TinyModel::Sd3 => Arch::Sd3(Box::new(Sd3Config::tiny())),
         }
     }
 
@@ -79,6 +84,7 @@ impl TinyModel {
             TinyModel::Inpaint => 0x5eed_0004,
             TinyModel::Flux => 0x5eed_0005,
             TinyModel::FluxDev => 0x5eed_0006,
+            TinyModel::Sd3 => 0x5eed_0007,
         }
     }
 }
@@ -177,6 +183,40 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
                 &dir.join("tokenizer_2/tokenizer.json"),
                 t5_tokenizer_json().as_bytes(),
             )?;
+            transformer.save(&dir.join("transformer/diffusion_pytorch_model.safetensors"))?;
+            vae.save(&dir.join(ModelConfig::VAE_FILE))?;
+            cfg.class()
+        }
+        Arch::Sd3(cfg) => {
+            let text: Vec<SeededWeights> = (0..3)
+                .map(|i| {
+                    let mut w = mk(&format!("text{i}"));
+                    w.unit_norms = i == 2;
+                    w
+                })
+                .collect();
+            let (mut transformer, vae) = (mk("transformer"), mk("vae"));
+            transformer.unit_norms = true;
+            let tvb = sd3_transformer_vb(&cfg, Box::new(transformer.clone_handle()), &Device::Cpu);
+            Sd3Modules::build(
+                &cfg,
+                [vb(&text[0]), vb(&text[1]), vb(&text[2])],
+                tvb,
+                vb(&vae),
+            )
+            .map_err(building)?;
+            for (i, n) in ["", "_2", "_3"].iter().enumerate() {
+                text[i].save(&dir.join(format!("text_encoder{n}/model.safetensors")))?;
+                let tok = if i == 2 {
+                    t5_tokenizer_json()
+                } else {
+                    tokenizer_json()
+                };
+                write_file(
+                    &dir.join(format!("tokenizer{n}/tokenizer.json")),
+                    tok.as_bytes(),
+                )?;
+            }
             transformer.save(&dir.join("transformer/diffusion_pytorch_model.safetensors"))?;
             vae.save(&dir.join(ModelConfig::VAE_FILE))?;
             cfg.class()

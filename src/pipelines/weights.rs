@@ -7,6 +7,7 @@
 
 use super::flux_model::{FluxConfig, FluxFiles};
 use super::model::{Arch, Family, ModelConfig};
+use super::sd3_model::{Sd3Config, Sd3Files};
 use super::tiny::{self, TinyModel};
 use crate::error::{Error, Result};
 use crate::format::sha256_hex;
@@ -17,15 +18,20 @@ const CLIP_TOKENIZER: (&str, &str) = ("openai/clip-vit-base-patch32", "tokenizer
 const BIGG_TOKENIZER: (&str, &str) = ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "tokenizer.json");
 
 /// The model names `--model` knows besides hub ids and folders.
-pub const PRESETS: [&str; 17] = [
+pub const PRESETS: [&str; 22] = [
     "tiny",
     "tiny-xl",
     "tiny-xl-refiner",
     "tiny-inpaint",
     "tiny-flux",
     "tiny-flux-dev",
+    "tiny-sd3",
     "flux-schnell",
     "flux-dev",
+    "sd3-medium",
+    "sd35-medium",
+    "sd35-large",
+    "sd35-large-turbo",
     "sd15",
     "sd21",
     "sdxl",
@@ -78,6 +84,23 @@ pub struct ResolvedFlux {
     pub weights_digest: String,
 }
 
+/// An SD3 / SD3.5 model's files and what they are.
+#[derive(Debug, Clone)]
+pub struct ResolvedSd3 {
+    /// Architecture and defaults.
+    pub config: Sd3Config,
+    /// The id as recorded.
+    pub model_id: String,
+    /// Hub revision (commit), when loaded from the hub cache.
+    pub revision: Option<String>,
+    /// Where each component's files are.
+    pub paths: Sd3Files,
+    /// Per component: file(s) and SHA-256.
+    pub files: Map<String, Value>,
+    /// One digest over every weight and tokenizer file.
+    pub weights_digest: String,
+}
+
 /// A resolved model of any architecture.
 // Built once per model load: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -87,6 +110,8 @@ pub enum AnyModel {
     Unet(ResolvedModel),
     /// A FLUX.1 model.
     Flux(Box<ResolvedFlux>),
+    /// An SD3 / SD3.5 model.
+    Sd3(Box<ResolvedSd3>),
 }
 
 /// Seed of the `random:<preset>` models (one fixed seed: the same weights
@@ -105,6 +130,30 @@ fn hub_preset(name: &str) -> Option<(&'static str, Arch)> {
             return Some((
                 "black-forest-labs/FLUX.1-dev",
                 Arch::Flux(Box::new(FluxConfig::dev())),
+            ))
+        }
+        "sd3-medium" => {
+            return Some((
+                "stabilityai/stable-diffusion-3-medium-diffusers",
+                Arch::Sd3(Box::new(Sd3Config::sd3_medium())),
+            ))
+        }
+        "sd35-medium" => {
+            return Some((
+                "stabilityai/stable-diffusion-3.5-medium",
+                Arch::Sd3(Box::new(Sd3Config::sd35_medium())),
+            ))
+        }
+        "sd35-large" => {
+            return Some((
+                "stabilityai/stable-diffusion-3.5-large",
+                Arch::Sd3(Box::new(Sd3Config::sd35_large())),
+            ))
+        }
+        "sd35-large-turbo" => {
+            return Some((
+                "stabilityai/stable-diffusion-3.5-large-turbo",
+                Arch::Sd3(Box::new(Sd3Config::sd35_large_turbo())),
             ))
         }
         _ => {}
@@ -153,6 +202,7 @@ fn tiny_preset(name: &str) -> Option<TinyModel> {
         "tiny-inpaint" => Some(TinyModel::Inpaint),
         "tiny-flux" => Some(TinyModel::Flux),
         "tiny-flux-dev" => Some(TinyModel::FluxDev),
+        "tiny-sd3" => Some(TinyModel::Sd3),
         _ => None,
     }
 }
@@ -172,7 +222,11 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
     match resolve_any(spec)? {
         AnyModel::Unet(m) => Ok(m),
         AnyModel::Flux(m) => Err(Error::Weights(format!(
-            "model {}: a FLUX.1 model, not a Stable Diffusion one",
+            "model {}: a FLUX.1 model, not a UNet one",
+            m.model_id
+        ))),
+        AnyModel::Sd3(m) => Err(Error::Weights(format!(
+            "model {}: a Stable Diffusion 3 model, not a UNet one",
             m.model_id
         ))),
     }
@@ -257,6 +311,36 @@ fn detect_config(dir: &Path) -> Result<Arch> {
             ))),
         };
     }
+    if class.starts_with("StableDiffusion3") {
+        let transformer = config("transformer");
+        let layers = transformer["num_layers"].as_u64();
+        let dual = transformer["dual_attention_layers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        let name = dir.to_string_lossy().to_lowercase();
+        return match (class, layers, dual) {
+            ("StableDiffusion3Pipeline", Some(24), false) => {
+                Ok(Arch::Sd3(Box::new(Sd3Config::sd3_medium())))
+            }
+            ("StableDiffusion3Pipeline", Some(24), true) => {
+                Ok(Arch::Sd3(Box::new(Sd3Config::sd35_medium())))
+            }
+            // Large and large turbo share the architecture; the turbo's
+            // defaults (4 steps, no guidance) go with its name.
+            ("StableDiffusion3Pipeline", Some(38), _) if name.contains("turbo") => {
+                Ok(Arch::Sd3(Box::new(Sd3Config::sd35_large_turbo())))
+            }
+            ("StableDiffusion3Pipeline", Some(38), _) => {
+                Ok(Arch::Sd3(Box::new(Sd3Config::sd35_large())))
+            }
+            _ => Err(Error::Weights(format!(
+                "{}: pipeline class {class:?} with a {} -layer transformer: supported are \
+                 StableDiffusion3Pipeline with SD3 medium, SD3.5 medium, large and large turbo",
+                dir.display(),
+                transformer["num_layers"]
+            ))),
+        };
+    }
     let unet = config("unet");
     let cross = unet["cross_attention_dim"].as_u64();
     // An inpainting checkpoint is told by its UNet (9 input channels) as
@@ -274,7 +358,7 @@ fn detect_config(dir: &Path) -> Result<Arch> {
         (_, Some(1024), false) => ModelConfig::sd21(),
         _ => return Err(Error::Weights(format!(
             "{}: cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}); \
-             supported: SD 1.x, SD 2.x, SDXL base and refiner, their inpainting checkpoints, and FLUX.1",
+             supported: SD 1.x, SD 2.x, SDXL base and refiner, their inpainting checkpoints, FLUX.1 and SD3 / 3.5",
             dir.display()
         ))),
     };
@@ -325,6 +409,25 @@ fn needed_files(arch: &Arch) -> Vec<Want> {
             v.push(want("tokenizer_0", "tokenizer/tokenizer.json", false));
             v.push(want("text_encoder_1", "text_encoder_2/model", true));
             v.push(want("tokenizer_1", "tokenizer_2/tokenizer.json", false));
+            v.push(want(
+                "transformer",
+                "transformer/diffusion_pytorch_model",
+                true,
+            ));
+        }
+        Arch::Sd3(_) => {
+            for (i, n) in ["", "_2", "_3"].iter().enumerate() {
+                v.push(want(
+                    format!("text_encoder_{i}"),
+                    format!("text_encoder{n}/model"),
+                    true,
+                ));
+                v.push(want(
+                    format!("tokenizer_{i}"),
+                    format!("tokenizer{n}/tokenizer.json"),
+                    false,
+                ));
+            }
             v.push(want(
                 "transformer",
                 "transformer/diffusion_pytorch_model",
@@ -455,6 +558,7 @@ fn from_folder(dir: &Path, arch: Arch, model_id: String) -> Result<AnyModel> {
             match arch {
                 Arch::Unet(_) => "text_encoder/, tokenizer/tokenizer.json, unet/, vae/ with .safetensors weights",
                 Arch::Flux(_) => "text_encoder/, tokenizer/tokenizer.json, text_encoder_2/, tokenizer_2/tokenizer.json, transformer/, vae/ with .safetensors weights",
+                Arch::Sd3(_) => "text_encoder/, text_encoder_2/, text_encoder_3/, tokenizer/, tokenizer_2/, tokenizer_3/ (tokenizer.json each), transformer/, vae/ with .safetensors weights",
             }
         )));
     }
@@ -485,12 +589,16 @@ fn from_hub_repo(repo: &str, arch: Arch) -> Result<AnyModel> {
         let clip = match &arch {
             Arch::Unet(_) => k.starts_with("tokenizer"),
             Arch::Flux(_) => k == "tokenizer_0",
+            Arch::Sd3(_) => k == "tokenizer_0" || k == "tokenizer_1",
         };
         if !clip {
             return None;
         }
-        let big =
-            matches!(&arch, Arch::Unet(c) if c.family == Family::XlRefiner || k == "tokenizer_1");
+        let big = match &arch {
+            Arch::Unet(c) => c.family == Family::XlRefiner || k == "tokenizer_1",
+            Arch::Flux(_) => false,
+            Arch::Sd3(_) => k == "tokenizer_1",
+        };
         Some(if big { BIGG_TOKENIZER } else { CLIP_TOKENIZER })
     };
     let used_fallback = std::cell::RefCell::new(Vec::new());
@@ -682,6 +790,28 @@ fn assemble(
                 vae: all_of("vae")?,
             };
             AnyModel::Flux(Box::new(ResolvedFlux {
+                config: *config,
+                model_id,
+                revision,
+                paths,
+                files,
+                weights_digest,
+            }))
+        }
+        Arch::Sd3(config) => {
+            let mut text = Vec::new();
+            for i in 0..3 {
+                text.push((
+                    all_of(&format!("text_encoder_{i}"))?,
+                    one(&format!("tokenizer_{i}"))?,
+                ));
+            }
+            let paths = Sd3Files {
+                text,
+                transformer: all_of("transformer")?,
+                vae: all_of("vae")?,
+            };
+            AnyModel::Sd3(Box::new(ResolvedSd3 {
                 config: *config,
                 model_id,
                 revision,

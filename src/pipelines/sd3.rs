@@ -1,0 +1,407 @@
+//! Stable Diffusion 3 / 3.5 text-to-image on candle, recorded through the
+//! [`Pipeline`] trait.
+//!
+//! Three text encoders condition candle's MMDiT as diffusers'
+//! `StableDiffusion3Pipeline` does: the penultimate hidden states of CLIP-L
+//! and CLIP-G side by side, padded to T5's width and followed by T5's
+//! tokens; the two CLIPs' projected pooled outputs as the vector input.
+//! Classifier-free guidance as usual, and SD3.5 medium's skip-layer guidance
+//! when the model uses it (recorded). Each image's noise comes from its own
+//! seed ([`Noise`]), so a recorded seed reproduces its image alone.
+
+use super::convert;
+use super::noise::Noise;
+use super::prompt::{ClipTokens, T5Tokens};
+use super::sd3_model::{Sd3Config, Sd3Modules};
+use super::stable_diffusion::{parse_device, Output, Request};
+use super::weights::ResolvedSd3;
+use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use candle_core::{DType, Device, Tensor, D};
+use serde_json::{json, Map, Value};
+
+/// A loaded SD3 / SD3.5 pipeline.
+pub struct Sd3Pipeline {
+    model: ResolvedSd3,
+    modules: Sd3Modules,
+    clip_tokens: [ClipTokens; 2],
+    t5_tokens: T5Tokens,
+    device: Device,
+    dtype: DType,
+    device_name: String,
+}
+
+fn err(msg: impl Into<String>) -> PipelineError {
+    msg.into().into()
+}
+
+/// The texts of one side of guidance (the prompt or the negative prompt)
+/// for CLIP-L, CLIP-G and T5.
+struct Texts<'a>(&'a str, &'a str, &'a str);
+
+impl Sd3Pipeline {
+    /// Loads a resolved SD3 model onto `device` (`cpu`, `cuda:N`).
+    pub fn load(model: ResolvedSd3, device_name: &str) -> Result<Sd3Pipeline, PipelineError> {
+        let device = parse_device(device_name)?;
+        // Text encoders and VAE: f32 on the CPU, f16 on GPUs; candle's
+        // MMDiT is f16 everywhere (see sd3_model).
+        let dtype = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::F16
+        };
+        let cfg = &model.config;
+        let modules = Sd3Modules::load(cfg, &model.paths, dtype, &device)
+            .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
+        let text = &model.paths.text;
+        let clip_tokens = [
+            ClipTokens::load(&text[0].1, cfg.clip_l.pad, cfg.clip_l.positions)?,
+            ClipTokens::load(&text[1].1, cfg.clip_g.pad, cfg.clip_g.positions)?,
+        ];
+        let t5_tokens = T5Tokens::load(&text[2].1, cfg.max_sequence_length)?;
+        Ok(Sd3Pipeline {
+            model,
+            modules,
+            clip_tokens,
+            t5_tokens,
+            device,
+            dtype,
+            device_name: device_name.to_string(),
+        })
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &Sd3Config {
+        &self.model.config
+    }
+
+    /// The MMDiT's context (1, 77 + L, T5 width) and pooled vector (1, 2048
+    /// for the real models) for one side of guidance.
+    fn embed(&self, t: &Texts<'_>) -> Result<(Tensor, Tensor), PipelineError> {
+        let mut hidden = Vec::new();
+        let mut pooled = Vec::new();
+        for (i, text) in [t.0, t.1].into_iter().enumerate() {
+            let (ids, eos) = self.clip_tokens[i].ids(text)?;
+            let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+            let out = self.modules.clips[i].encode(&ids, eos)?;
+            hidden.push(out.penultimate);
+            pooled.push(out.pooled);
+        }
+        let clip = Tensor::cat(&hidden, D::Minus1)?;
+        let ids = self.t5_tokens.ids(t.2)?;
+        let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let t5 = self.modules.t5.encode(&ids, self.dtype)?;
+        let (_, n, width) = clip.dims3()?;
+        let t5_width = t5.dim(D::Minus1)?;
+        if width > t5_width {
+            return Err(err(format!(
+                "the CLIP states ({width} wide) do not fit T5's width {t5_width}"
+            )));
+        }
+        let pad = Tensor::zeros((1, n, t5_width - width), self.dtype, &self.device)?;
+        let clip = Tensor::cat(&[clip, pad], D::Minus1)?;
+        Ok((
+            Tensor::cat(&[clip, t5], 1)?,
+            Tensor::cat(&pooled, D::Minus1)?,
+        ))
+    }
+
+    fn size(&self, r: &Request) -> (usize, usize) {
+        let d = self.model.config.default_size;
+        (r.width.unwrap_or(d), r.height.unwrap_or(d))
+    }
+
+    /// The largest attention of a call (the joint attention over text and
+    /// image tokens, guided: two at once; the VAE's), in bytes.
+    fn attention_bytes(&self, w: usize, h: usize) -> u128 {
+        let cfg = &self.model.config;
+        let tokens = ((w / 16) * (h / 16) + 77 + cfg.max_sequence_length) as u128;
+        let joint = 2 * cfg.mmdit.depth as u128 * tokens.pow(2) * 2;
+        let vae = ((w / 8) * (h / 8)) as u128;
+        2 * joint.max(vae.pow(2) * self.dtype.size_in_bytes() as u128)
+    }
+
+    fn image_count(&self, r: &Request) -> usize {
+        r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
+    }
+
+    /// Whether skip-layer guidance applies at step `i` of `steps`
+    /// (diffusers: strictly inside the start and stop fractions).
+    fn skips_at(&self, i: usize, steps: usize, guided: bool) -> Option<&[usize]> {
+        let slg = self.model.config.skip_layer_guidance.as_ref()?;
+        let (i, n) = (i as f64, steps as f64);
+        (guided && i > n * slg.start && i < n * slg.stop).then_some(slg.layers.as_slice())
+    }
+
+    fn predict(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        pooled: &Tensor,
+        context: &Tensor,
+        skip: Option<&[usize]>,
+    ) -> Result<Tensor, PipelineError> {
+        let b = x.dim(0)?;
+        let t = Tensor::full((sigma * 1000.0) as f32, b, &self.device)?;
+        let f16 = |t: &Tensor| t.to_dtype(DType::F16);
+        let v = self
+            .modules
+            .mmdit
+            .forward(&f16(x)?, &t, &f16(pooled)?, &f16(context)?, skip)?;
+        Ok(v.to_dtype(self.dtype)?)
+    }
+}
+
+impl Pipeline for Sd3Pipeline {
+    type Request = Request;
+    type Output = Output;
+
+    fn describe(&self) -> PipelineInfo {
+        let cfg = &self.model.config;
+        let files = &self.model.files;
+        let with_files = |mut v: Value, w: &str, t: &str| {
+            for (field, key) in [("weights", w), ("tokenizer", t)] {
+                if let Some(f) = files.get(key) {
+                    v[field] = f.clone();
+                }
+            }
+            v
+        };
+        let mut components = Map::new();
+        for (i, (name, c)) in [
+            ("text_encoder", &cfg.clip_l),
+            ("text_encoder_2", &cfg.clip_g),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            components.insert(
+                name.into(),
+                with_files(
+                    json!({"class": "CLIPTextModelWithProjection", "config": format!("{c:?}"),
+                           "output": "penultimate hidden states, projected pooled"}),
+                    &format!("text_encoder_{i}"),
+                    &format!("tokenizer_{i}"),
+                ),
+            );
+        }
+        components.insert(
+            "text_encoder_3".into(),
+            with_files(
+                json!({"class": "T5EncoderModel", "max_sequence_length": cfg.max_sequence_length,
+                       "config": format!("{:?}", cfg.t5)}),
+                "text_encoder_2",
+                "tokenizer_2",
+            ),
+        );
+        components.insert(
+            "transformer".into(),
+            with_files(
+                json!({"class": "SD3Transformer2DModel", "config": format!("{:?}", cfg.mmdit),
+                       "dtype": "f16"}),
+                "transformer",
+                "",
+            ),
+        );
+        components.insert(
+            "vae".into(),
+            with_files(
+                json!({"class": "AutoencoderKL", "config": format!("{:?}", cfg.vae),
+                       "scaling_factor": cfg.vae_scale, "shift_factor": cfg.vae_shift}),
+                "vae",
+                "",
+            ),
+        );
+        let scheduler = cfg.sampler.to_json();
+        components.insert(
+            "scheduler".into(),
+            json!({"class": scheduler["class"].clone()}),
+        );
+        PipelineInfo {
+            class: cfg.class().to_string(),
+            model_id: self.model.model_id.clone(),
+            revision: self.model.revision.clone(),
+            weights_digest: Some(self.model.weights_digest.clone()),
+            dtype: format!("{:?}", self.dtype).to_lowercase(),
+            device: self.device_name.clone(),
+            components,
+            scheduler,
+        }
+    }
+
+    fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
+        let cfg = &self.model.config;
+        let id = &self.model.model_id;
+        if r.prompt.is_empty() {
+            return Err(err("no prompt given: pass at least one prompt"));
+        }
+        let per = r.num_images_per_prompt.unwrap_or(1);
+        if per == 0 {
+            return Err(err("num_images_per_prompt must be at least 1"));
+        }
+        if r.mask.is_some() {
+            return Err(err(format!(
+                "{id}: a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); SD3 inpainting is not supported"
+            )));
+        }
+        if r.init.is_some() {
+            return Err(err(format!(
+                "{id}: SD3 image-to-image is not supported yet; SD3 here is text-to-image"
+            )));
+        }
+        let (w, h) = self.size(r);
+        let max = cfg.max_side().min(4096);
+        for (name, v) in [("width", w), ("height", h)] {
+            if v == 0 || v % 16 != 0 || v > max {
+                return Err(err(format!(
+                    "{name} {v}: {} needs a positive multiple of 16, at most {max} (its position embedding's reach)",
+                    cfg.variant
+                )));
+            }
+        }
+        convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
+        let steps = r.steps.unwrap_or(cfg.default_steps);
+        if steps == 0 || steps > cfg.sampler.train_timesteps {
+            return Err(err(format!(
+                "steps {steps} must be between 1 and {}",
+                cfg.sampler.train_timesteps
+            )));
+        }
+        let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
+        if !guidance.is_finite() || guidance < 0.0 {
+            return Err(err(format!(
+                "guidance scale {guidance} must be a finite number ≥ 0"
+            )));
+        }
+        let neg = r.negative_prompt.clone().unwrap_or_default();
+        let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
+        for p in &r.prompt {
+            self.clip_tokens[0].ids(p)?;
+            self.clip_tokens[1].ids(r.prompt_2.as_deref().unwrap_or(p))?;
+            self.t5_tokens.ids(p)?;
+        }
+        self.clip_tokens[0].ids(&neg)?;
+        self.clip_tokens[1].ids(&neg2)?;
+        self.t5_tokens.ids(&neg)?;
+        let mut params = Map::new();
+        params.insert("prompt".into(), json!(r.prompt));
+        params.insert("prompt_2".into(), json!(r.prompt_2));
+        params.insert("prompt_3".into(), Value::Null);
+        params.insert("negative_prompt".into(), json!(r.negative_prompt));
+        params.insert("negative_prompt_2".into(), json!(r.negative_prompt_2));
+        params.insert("negative_prompt_3".into(), Value::Null);
+        params.insert("num_images_per_prompt".into(), json!(per));
+        params.insert("num_inference_steps".into(), json!(steps));
+        params.insert("guidance_scale".into(), json!(guidance));
+        params.insert("width".into(), json!(w));
+        params.insert("height".into(), json!(h));
+        params.insert("seed".into(), json!(r.seed));
+        params.insert("max_sequence_length".into(), json!(cfg.max_sequence_length));
+        params.insert("scheduler".into(), json!("flow-match-euler"));
+        match (&cfg.skip_layer_guidance, guidance > 1.0) {
+            (Some(slg), true) => {
+                params.insert("skip_guidance_layers".into(), json!(slg.layers));
+                params.insert("skip_layer_guidance_scale".into(), json!(slg.scale));
+                params.insert("skip_layer_guidance_start".into(), json!(slg.start));
+                params.insert("skip_layer_guidance_stop".into(), json!(slg.stop));
+            }
+            _ => {
+                params.insert("skip_guidance_layers".into(), Value::Null);
+            }
+        }
+        params.insert("output_type".into(), Value::from("pil"));
+        let n = self.image_count(r);
+        Ok(CallSpec {
+            params,
+            seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
+            second_prompts: true,
+            input_image: false,
+            mask_image: false,
+        })
+    }
+
+    fn run(&mut self, r: &Request, ctx: &mut CallContext<'_>) -> Result<Output, PipelineError> {
+        let cfg = self.model.config.clone();
+        let (w, h) = self.size(r);
+        let steps = r.steps.unwrap_or(cfg.default_steps);
+        let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
+        let guided = guidance > 1.0;
+
+        ctx.phase("text_encoding");
+        let neg = r.negative_prompt.clone().unwrap_or_default();
+        let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
+        let uncond = if guided {
+            Some(self.embed(&Texts(&neg, &neg2, &neg))?)
+        } else {
+            None
+        };
+        let mut conds = Vec::new();
+        for p in &r.prompt {
+            conds.push(self.embed(&Texts(p, r.prompt_2.as_deref().unwrap_or(p), p))?);
+        }
+        let sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
+        let n = self.image_count(r);
+        let per = r.num_images_per_prompt.unwrap_or(1).max(1);
+        let mut out = Output {
+            images: Vec::with_capacity(n),
+            latents: Vec::new(),
+        };
+        for i in 0..n {
+            let seed = r.seed.wrapping_add(i as u64);
+            let mut noise = Noise::new(seed);
+            let mut x = noise
+                .normal(&[1, 16, h / 8, w / 8], &self.device)?
+                .to_dtype(self.dtype)?;
+            ctx.phase("denoising");
+            let (ctx_c, pooled_c) = &conds[i / per];
+            let both = match &uncond {
+                Some((ctx_u, pooled_u)) => Some((
+                    Tensor::cat(&[ctx_u, ctx_c], 0)?,
+                    Tensor::cat(&[pooled_u, pooled_c], 0)?,
+                )),
+                None => None,
+            };
+            for (step, pair) in sigmas.windows(2).enumerate() {
+                let (s, next) = (pair[0], pair[1]);
+                let v = match &both {
+                    Some((c2, p2)) => {
+                        let pred = self.predict(&Tensor::cat(&[&x, &x], 0)?, s, p2, c2, None)?;
+                        let parts = pred.chunk(2, 0)?;
+                        let (u, c) = (&parts[0], &parts[1]);
+                        let mut v = (u + ((c - u)? * guidance)?)?;
+                        if let Some(layers) = self.skips_at(step, steps, true) {
+                            let slg = cfg.skip_layer_guidance.as_ref().map_or(0.0, |g| g.scale);
+                            let skipped = self.predict(&x, s, pooled_c, ctx_c, Some(layers))?;
+                            v = (v + ((c - skipped)? * slg)?)?;
+                        }
+                        v
+                    }
+                    None => self.predict(&x, s, pooled_c, ctx_c, None)?,
+                };
+                x = (x + (v * (next - s))?)?;
+            }
+            ctx.phase("decoding");
+            let decoded = self
+                .modules
+                .vae
+                .decode(&((x / cfg.vae_scale)? + cfg.vae_shift)?)?;
+            let image = convert::tensor_image(&decoded)?;
+            let p = &r.prompt[i / per];
+            ctx.image(ImageRow {
+                image: image.clone(),
+                prompt: p.clone(),
+                negative_prompt: r.negative_prompt.clone(),
+                prompt_2: Some(r.prompt_2.clone().unwrap_or_else(|| p.clone())),
+                negative_prompt_2: r
+                    .negative_prompt_2
+                    .clone()
+                    .or_else(|| r.negative_prompt.clone()),
+                input_image: None,
+                mask_image: None,
+                seed,
+            });
+            out.images.push(image);
+        }
+        ctx.end_phase();
+        Ok(out)
+    }
+}

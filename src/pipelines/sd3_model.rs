@@ -1,0 +1,545 @@
+//! Stable Diffusion 3 and 3.5 architectures (SD3 medium, SD3.5 medium,
+//! large, large turbo, and the tiny built-in one) as plain configurations,
+//! and the modules built from them: CLIP-L and CLIP-G with their
+//! projections, the T5 encoder, candle's MMDiT and a 16-channel VAE.
+//!
+//! Weights come from the diffusers folder layout (`text_encoder/`,
+//! `text_encoder_2/`, `text_encoder_3/`, `transformer/`, `vae/`); the
+//! transformer's tensors are renamed on the fly by [`super::remap`]. candle's
+//! MMDiT computes in f16 (its timestep embedding is f16), so the transformer
+//! is always loaded in f16; the rest follows the device.
+
+use super::clip::{Clip, ClipConfig};
+use super::flow_match::FlowMatch;
+use super::remap::{mmdit_rule, Remap};
+use super::t5::{self, T5Encoder};
+use candle_core::{DType, Device, Result};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use candle_transformers::models::mmdit::model::{Config as MmditConfig, MMDiT};
+use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use std::path::PathBuf;
+
+/// Skip-layer guidance (SD3.5 medium's recommended setting): during part of
+/// the schedule the prediction also moves away from one made with some
+/// joint blocks skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkipLayerGuidance {
+    /// Joint blocks skipped.
+    pub layers: Vec<usize>,
+    /// Its scale.
+    pub scale: f64,
+    /// Fraction of the steps where it starts.
+    pub start: f64,
+    /// Fraction of the steps where it stops.
+    pub stop: f64,
+}
+
+/// An SD3 / SD3.5 model's complete architecture and defaults.
+#[derive(Debug, Clone)]
+pub struct Sd3Config {
+    /// The variant, as `--model` names it (`sd3-medium`, `sd35-large`, …).
+    pub variant: &'static str,
+    /// CLIP-L (`text_encoder/`, with projection).
+    pub clip_l: ClipConfig,
+    /// CLIP-G (`text_encoder_2/`, with projection).
+    pub clip_g: ClipConfig,
+    /// T5 (`text_encoder_3/`).
+    pub t5: candle_transformers::models::t5::Config,
+    /// T5 tokens per prompt.
+    pub max_sequence_length: usize,
+    /// The MMDiT, in candle's terms.
+    pub mmdit: MmditConfig,
+    /// The VAE.
+    pub vae: AutoEncoderKLConfig,
+    /// `scaling_factor` of the VAE.
+    pub vae_scale: f64,
+    /// `shift_factor` of the VAE.
+    pub vae_shift: f64,
+    /// Default image side in pixels.
+    pub default_size: usize,
+    /// Default number of steps.
+    pub default_steps: usize,
+    /// Default classifier-free guidance scale (≤ 1: none).
+    pub default_guidance: f64,
+    /// The sampler.
+    pub sampler: FlowMatch,
+    /// Skip-layer guidance by default (SD3.5 medium).
+    pub skip_layer_guidance: Option<SkipLayerGuidance>,
+}
+
+fn vae16(channels: Vec<usize>, layers: usize, groups: usize) -> AutoEncoderKLConfig {
+    AutoEncoderKLConfig {
+        block_out_channels: channels,
+        layers_per_block: layers,
+        latent_channels: 16,
+        norm_num_groups: groups,
+        use_quant_conv: false,
+        use_post_quant_conv: false,
+    }
+}
+
+fn small_clip(width: usize, quick_gelu: bool, pad: &'static str) -> ClipConfig {
+    ClipConfig {
+        vocab: super::tiny::VOCAB_SIZE,
+        width,
+        layers: 2,
+        heads: 2,
+        intermediate: width * 2,
+        positions: 77,
+        quick_gelu,
+        projection: width,
+        pad,
+    }
+}
+
+impl Sd3Config {
+    /// Stable Diffusion 3 medium (`stabilityai/stable-diffusion-3-medium-diffusers`).
+    pub fn sd3_medium() -> Sd3Config {
+        Sd3Config {
+            variant: "sd3-medium",
+            clip_l: ClipConfig::large(),
+            clip_g: ClipConfig::big_g(),
+            t5: t5::xxl(),
+            max_sequence_length: 256,
+            mmdit: MmditConfig::sd3_medium(),
+            vae: vae16(vec![128, 256, 512, 512], 2, 32),
+            vae_scale: 1.5305,
+            vae_shift: 0.0609,
+            default_size: 1024,
+            default_steps: 28,
+            default_guidance: 7.0,
+            sampler: FlowMatch::sd3(),
+            skip_layer_guidance: None,
+        }
+    }
+
+    /// Stable Diffusion 3.5 medium (MMDiT-X; skip-layer guidance on 7, 8, 9).
+    pub fn sd35_medium() -> Sd3Config {
+        Sd3Config {
+            variant: "sd35-medium",
+            mmdit: MmditConfig::sd3_5_medium(),
+            default_steps: 40,
+            default_guidance: 4.5,
+            skip_layer_guidance: Some(SkipLayerGuidance {
+                layers: vec![7, 8, 9],
+                scale: 2.8,
+                start: 0.01,
+                stop: 0.2,
+            }),
+            ..Sd3Config::sd3_medium()
+        }
+    }
+
+    /// Stable Diffusion 3.5 large.
+    pub fn sd35_large() -> Sd3Config {
+        Sd3Config {
+            variant: "sd35-large",
+            mmdit: MmditConfig::sd3_5_large(),
+            default_steps: 28,
+            default_guidance: 3.5,
+            ..Sd3Config::sd3_medium()
+        }
+    }
+
+    /// Stable Diffusion 3.5 large turbo: 4 steps, no guidance.
+    pub fn sd35_large_turbo() -> Sd3Config {
+        Sd3Config {
+            variant: "sd35-large-turbo",
+            default_steps: 4,
+            default_guidance: 0.0,
+            ..Sd3Config::sd35_large()
+        }
+    }
+
+    /// The tiny built-in SD3 (SD3.5 medium-shaped: dual attention, q/k
+    /// norms, skip-layer guidance on its first block).
+    pub fn tiny() -> Sd3Config {
+        Sd3Config {
+            variant: "tiny-sd3",
+            clip_l: small_clip(16, true, "<|endoftext|>"),
+            clip_g: small_clip(24, false, "!"),
+            t5: t5::config(super::tiny::T5_VOCAB_SIZE, 48, 12, 96, 2, 4),
+            max_sequence_length: 64,
+            mmdit: MmditConfig {
+                patch_size: 2,
+                in_channels: 16,
+                out_channels: 16,
+                depth: 3,
+                head_size: 16,
+                adm_in_channels: 40,
+                pos_embed_max_size: 16,
+                context_embed_size: 48,
+                frequency_embedding_size: 256,
+            },
+            vae: vae16(vec![16, 16, 32, 32], 1, 8),
+            default_size: 64,
+            default_steps: 4,
+            default_guidance: 4.5,
+            skip_layer_guidance: Some(SkipLayerGuidance {
+                layers: vec![0],
+                scale: 2.8,
+                start: 0.0,
+                stop: 0.5,
+            }),
+            ..Sd3Config::sd3_medium()
+        }
+    }
+
+    /// The pipeline class diffusers gives these models.
+    pub fn class(&self) -> &'static str {
+        "StableDiffusion3Pipeline"
+    }
+
+    /// Width of the transformer (candle: head size × depth).
+    pub fn hidden(&self) -> usize {
+        self.mmdit.head_size * self.mmdit.depth
+    }
+
+    /// The largest image side its position embedding covers.
+    pub fn max_side(&self) -> usize {
+        self.mmdit.pos_embed_max_size * self.mmdit.patch_size * 8
+    }
+}
+
+/// Where an SD3 model's files are (weights may be sharded).
+#[derive(Debug, Clone, Default)]
+pub struct Sd3Files {
+    /// CLIP-L, CLIP-G and T5: weights and tokenizer each.
+    pub text: Vec<(Vec<PathBuf>, PathBuf)>,
+    /// Transformer weights.
+    pub transformer: Vec<PathBuf>,
+    /// VAE weights.
+    pub vae: Vec<PathBuf>,
+}
+
+/// The neural parts of an SD3 pipeline.
+pub struct Sd3Modules {
+    /// CLIP-L and CLIP-G.
+    pub clips: [Clip; 2],
+    /// T5.
+    pub t5: T5Encoder,
+    /// The MMDiT (f16).
+    pub mmdit: MMDiT,
+    /// The VAE.
+    pub vae: AutoEncoderKL,
+}
+
+/// The transformer's var builder: candle's names served from `files`
+/// (diffusers' names) through [`mmdit_rule`], in f16.
+pub fn transformer_vb(
+    cfg: &Sd3Config,
+    files: Box<dyn SimpleBackend>,
+    device: &Device,
+) -> VarBuilder<'static> {
+    let remapped = Remap::new(files, mmdit_rule(cfg.hidden(), cfg.mmdit.depth));
+    VarBuilder::from_backend(Box::new(remapped), DType::F16, device.clone())
+}
+
+impl Sd3Modules {
+    /// Builds every module; `text` are CLIP-L, CLIP-G and T5's roots,
+    /// `transformer` asks in candle's names (see [`transformer_vb`]).
+    pub fn build(
+        cfg: &Sd3Config,
+        text: [VarBuilder; 3],
+        transformer: VarBuilder,
+        vae: VarBuilder,
+    ) -> Result<Sd3Modules> {
+        let [l, g, t] = text;
+        Ok(Sd3Modules {
+            clips: [Clip::new(l, &cfg.clip_l)?, Clip::new(g, &cfg.clip_g)?],
+            t5: T5Encoder::new(t, &cfg.t5)?,
+            mmdit: MMDiT::new(&cfg.mmdit, false, transformer)?,
+            vae: AutoEncoderKL::new(vae, 3, 3, cfg.vae.clone())?,
+        })
+    }
+
+    /// Loads the modules from their files (memory-mapped safetensors).
+    pub fn load(
+        cfg: &Sd3Config,
+        files: &Sd3Files,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Sd3Modules> {
+        // SAFETY: weight files are mapped read-only; difflog never writes
+        // them while they are mapped.
+        let mmap = |p: &[PathBuf]| unsafe { candle_core::safetensors::MmapedSafetensors::multi(p) };
+        let vb = |p: &[PathBuf]| -> Result<VarBuilder<'static>> {
+            Ok(VarBuilder::from_backend(
+                Box::new(mmap(p)?),
+                dtype,
+                device.clone(),
+            ))
+        };
+        if files.text.len() != 3 {
+            candle_core::bail!("SD3 needs three text encoders, got {}", files.text.len());
+        }
+        Sd3Modules::build(
+            cfg,
+            [
+                vb(&files.text[0].0)?,
+                vb(&files.text[1].0)?,
+                vb(&files.text[2].0)?,
+            ],
+            transformer_vb(cfg, Box::new(mmap(&files.transformer)?), device),
+            vb(&files.vae)?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipelines::model::tests::Lazy;
+    use crate::pipelines::remap::{reads, Rule};
+    use candle_core::{Shape, Tensor};
+    use candle_nn::Init;
+    use serde_json::{json, Value};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Answers candle's requests with zero broadcasts, records what the
+    /// rule reads from the files, and says a tensor exists when the
+    /// published layout has every file tensor it is made of.
+    struct Planned {
+        rule: Rule,
+        files: Lazy,
+        published: BTreeSet<String>,
+    }
+
+    impl SimpleBackend for Planned {
+        fn get(&self, s: Shape, name: &str, h: Init, dt: DType, dev: &Device) -> Result<Tensor> {
+            let source = (self.rule)(name, s.dims())?;
+            for (n, d) in reads(&source, s.dims()) {
+                self.files.get(Shape::from(d), &n, h, dt, dev)?;
+            }
+            Tensor::zeros((), dt, dev)?.broadcast_as(s)
+        }
+        fn get_unchecked(&self, n: &str, _: DType, _: &Device) -> Result<Tensor> {
+            candle_core::bail!("{n}")
+        }
+        fn contains_tensor(&self, name: &str) -> bool {
+            match (self.rule)(name, &[]) {
+                Ok(source) => reads(&source, &[0])
+                    .iter()
+                    .all(|(n, _)| self.published.contains(n)),
+                Err(_) => false,
+            }
+        }
+    }
+
+    /// diffusers' `SD3Transformer2DModel` tensors for a published
+    /// `transformer/config.json`, from diffusers' module structure: name → shape.
+    fn diffusers_transformer(c: &Value) -> BTreeMap<String, Vec<usize>> {
+        let n = |k: &str| c[k].as_u64().unwrap() as usize;
+        let (layers, head) = (n("num_layers"), n("attention_head_dim"));
+        let inner = n("num_attention_heads") * head;
+        let patch = n("patch_size");
+        let qk = c["qk_norm"].as_str() == Some("rms_norm");
+        let dual: Vec<usize> = c["dual_attention_layers"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap() as usize).collect())
+            .unwrap_or_default();
+        let mut t = BTreeMap::new();
+        let mut put = |name: String, shape: Vec<usize>| {
+            t.insert(name, shape);
+        };
+        let lin = |put: &mut dyn FnMut(String, Vec<usize>), name: &str, i: usize, o: usize| {
+            put(format!("{name}.weight"), vec![o, i]);
+            put(format!("{name}.bias"), vec![o]);
+        };
+        lin(
+            &mut put,
+            "time_text_embed.timestep_embedder.linear_1",
+            256,
+            inner,
+        );
+        lin(
+            &mut put,
+            "time_text_embed.timestep_embedder.linear_2",
+            inner,
+            inner,
+        );
+        lin(
+            &mut put,
+            "time_text_embed.text_embedder.linear_1",
+            n("pooled_projection_dim"),
+            inner,
+        );
+        lin(
+            &mut put,
+            "time_text_embed.text_embedder.linear_2",
+            inner,
+            inner,
+        );
+        lin(
+            &mut put,
+            "context_embedder",
+            n("joint_attention_dim"),
+            n("caption_projection_dim"),
+        );
+        put(
+            "pos_embed.proj.weight".into(),
+            vec![inner, n("in_channels"), patch, patch],
+        );
+        put("pos_embed.proj.bias".into(), vec![inner]);
+        let max = n("pos_embed_max_size");
+        put("pos_embed.pos_embed".into(), vec![1, max * max, inner]);
+        for i in 0..layers {
+            let p = format!("transformer_blocks.{i}");
+            let last = i + 1 == layers;
+            let mods = if dual.contains(&i) { 9 } else { 6 };
+            lin(&mut put, &format!("{p}.norm1.linear"), inner, mods * inner);
+            let cmods = if last { 2 } else { 6 };
+            lin(
+                &mut put,
+                &format!("{p}.norm1_context.linear"),
+                inner,
+                cmods * inner,
+            );
+            for q in [
+                "to_q",
+                "to_k",
+                "to_v",
+                "add_q_proj",
+                "add_k_proj",
+                "add_v_proj",
+                "to_out.0",
+            ] {
+                lin(&mut put, &format!("{p}.attn.{q}"), inner, inner);
+            }
+            lin(&mut put, &format!("{p}.ff.net.0.proj"), inner, 4 * inner);
+            lin(&mut put, &format!("{p}.ff.net.2"), 4 * inner, inner);
+            if !last {
+                lin(&mut put, &format!("{p}.attn.to_add_out"), inner, inner);
+                lin(
+                    &mut put,
+                    &format!("{p}.ff_context.net.0.proj"),
+                    inner,
+                    4 * inner,
+                );
+                lin(&mut put, &format!("{p}.ff_context.net.2"), 4 * inner, inner);
+            }
+            if qk {
+                for q in ["norm_q", "norm_k", "norm_added_q", "norm_added_k"] {
+                    put(format!("{p}.attn.{q}.weight"), vec![head]);
+                }
+            }
+            if dual.contains(&i) {
+                for q in ["to_q", "to_k", "to_v", "to_out.0"] {
+                    lin(&mut put, &format!("{p}.attn2.{q}"), inner, inner);
+                }
+                if qk {
+                    for q in ["norm_q", "norm_k"] {
+                        put(format!("{p}.attn2.{q}.weight"), vec![head]);
+                    }
+                }
+            }
+        }
+        lin(&mut put, "norm_out.linear", inner, 2 * inner);
+        lin(
+            &mut put,
+            "proj_out",
+            inner,
+            patch * patch * n("out_channels"),
+        );
+        t
+    }
+
+    fn tensors(
+        cfg: &Sd3Config,
+        published: &BTreeMap<String, Vec<usize>>,
+    ) -> Vec<BTreeMap<String, Vec<usize>>> {
+        let lazy: Vec<Lazy> = (0..5).map(|_| Lazy::default()).collect();
+        let vb = |l: &Lazy| VarBuilder::from_backend(Box::new(l.clone()), DType::F32, Device::Cpu);
+        let planned = Planned {
+            rule: mmdit_rule(cfg.hidden(), cfg.mmdit.depth),
+            files: lazy[3].clone(),
+            published: published.keys().cloned().collect(),
+        };
+        let tvb = VarBuilder::from_backend(Box::new(planned), DType::F16, Device::Cpu);
+        Sd3Modules::build(
+            cfg,
+            [vb(&lazy[0]), vb(&lazy[1]), vb(&lazy[2])],
+            tvb,
+            vb(&lazy[4]),
+        )
+        .unwrap();
+        lazy.iter().map(|l| l.0.lock().unwrap().clone()).collect()
+    }
+
+    fn count(t: &BTreeMap<String, Vec<usize>>) -> usize {
+        t.values().map(|d| d.iter().product::<usize>()).sum()
+    }
+
+    #[test]
+    fn real_sd3_configs_load_every_published_tensor_with_its_shape() {
+        // transformer/config.json of each published model (the fields that
+        // decide tensors).
+        let medium = json!({"attention_head_dim": 64, "caption_projection_dim": 1536,
+            "in_channels": 16, "joint_attention_dim": 4096, "num_attention_heads": 24,
+            "num_layers": 24, "out_channels": 16, "patch_size": 2,
+            "pooled_projection_dim": 2048, "pos_embed_max_size": 192});
+        let mut large = medium.clone();
+        for (k, v) in [
+            ("num_attention_heads", json!(38)),
+            ("num_layers", json!(38)),
+            ("caption_projection_dim", json!(2432)),
+            ("qk_norm", json!("rms_norm")),
+        ] {
+            large[k] = v;
+        }
+        let mut m35 = medium.clone();
+        m35["pos_embed_max_size"] = json!(384);
+        m35["qk_norm"] = json!("rms_norm");
+        m35["dual_attention_layers"] = json!((0..=12).collect::<Vec<usize>>());
+        for (cfg, published) in [
+            (Sd3Config::sd3_medium(), medium),
+            (Sd3Config::sd35_medium(), m35),
+            (Sd3Config::sd35_large(), large.clone()),
+            (Sd3Config::sd35_large_turbo(), large),
+        ] {
+            let want = diffusers_transformer(&published);
+            let got = tensors(&cfg, &want);
+            let name = cfg.variant;
+            // candle's last joint block makes the context's q, k, v without
+            // the q/k norms the 3.5 checkpoints have there: those two are
+            // the only published tensors it leaves unread.
+            let unread: Vec<&String> = want.keys().filter(|k| !got[3].contains_key(*k)).collect();
+            let last = published["num_layers"].as_u64().unwrap() - 1;
+            let expected: Vec<String> = if published["qk_norm"].is_string() {
+                ["norm_added_k", "norm_added_q"]
+                    .iter()
+                    .map(|q| format!("transformer_blocks.{last}.attn.{q}.weight"))
+                    .collect()
+            } else {
+                vec![]
+            };
+            assert_eq!(unread, expected.iter().collect::<Vec<_>>(), "{name}");
+            for (k, shape) in &got[3] {
+                assert_eq!(want.get(k), Some(shape), "{name}: {k}");
+            }
+            // openai/clip-vit-large-patch14 and laion's CLIP ViT-bigG text
+            // models with projection, the T5-XXL encoder, the SD3 VAE.
+            assert_eq!(count(&got[0]), 123_650_304, "{name}: CLIP-L");
+            assert_eq!(count(&got[1]), 694_659_840, "{name}: CLIP-G");
+            assert_eq!(count(&got[2]), 4_762_310_656, "{name}: T5");
+            assert_eq!(count(&got[4]), 83_819_683, "{name}: VAE");
+        }
+    }
+
+    #[test]
+    fn the_tiny_sd3_has_the_real_tensor_names() {
+        let tiny = Sd3Config::tiny();
+        let mut published = json!({"attention_head_dim": 16, "caption_projection_dim": 48,
+            "in_channels": 16, "joint_attention_dim": 48, "num_attention_heads": 3,
+            "num_layers": 3, "out_channels": 16, "patch_size": 2,
+            "pooled_projection_dim": 40, "pos_embed_max_size": 16, "qk_norm": "rms_norm"});
+        published["dual_attention_layers"] = json!([0, 1]);
+        let want = diffusers_transformer(&published);
+        let got = tensors(&tiny, &want);
+        for (k, shape) in &got[3] {
+            assert_eq!(want.get(k), Some(shape), "{k}");
+        }
+        assert_eq!(got[3].len() + 2, want.len());
+    }
+}
