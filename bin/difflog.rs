@@ -22,11 +22,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate images with a Stable Diffusion or FLUX.1 model and record the run.
+    /// Generate images with a Stable Diffusion 1.x/2.x/XL/3/3.5 or FLUX.1
+    /// model and record the run.
     ///
     /// The default model is `tiny`, a small Stable-Diffusion-architecture
     /// model with seeded weights that difflog generates itself (no download);
-    /// `tiny-flux` and `tiny-flux-dev` are the FLUX.1-shaped ones.
+    /// `tiny-flux`, `tiny-flux-dev` and `tiny-sd3` are the FLUX.1- and
+    /// SD3.5-shaped ones.
     Generate(Box<GenerateCli>),
     /// List the runs under ROOT: project, name, state, calls, images, size.
     Ls {
@@ -183,11 +185,12 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GenerateCli {
-    /// Model: tiny, tiny-xl, tiny-inpaint, tiny-flux, tiny-flux-dev, sd15,
-    /// sd21, sdxl, sd-turbo, sdxl-turbo, sd15-inpaint, sd2-inpaint,
-    /// sdxl-inpaint, flux-schnell, flux-dev, a Hugging Face id (from the hub
-    /// cache, HF_HOME) or a folder in the diffusers layout (the architecture
-    /// is read from its model_index.json).
+    /// Model: tiny, tiny-xl, tiny-inpaint, tiny-flux, tiny-flux-dev,
+    /// tiny-sd3, sd15, sd21, sdxl, sd-turbo, sdxl-turbo, sd15-inpaint,
+    /// sd2-inpaint, sdxl-inpaint, flux-schnell, flux-dev, sd3-medium,
+    /// sd35-medium, sd35-large, sd35-large-turbo, a Hugging Face id (from the
+    /// hub cache, HF_HOME) or a folder in the diffusers layout (the
+    /// architecture is read from its model_index.json).
     #[arg(long, default_value = "tiny")]
     model: String,
     /// Prompt; repeat for several.
@@ -196,7 +199,8 @@ struct GenerateCli {
     /// Negative prompt.
     #[arg(long)]
     negative_prompt: Option<String>,
-    /// Second prompt: SDXL's second text encoder, FLUX.1's T5 (default: the prompt).
+    /// Second prompt: SDXL's and SD3's second text encoder (CLIP-G),
+    /// FLUX.1's T5 (default: the prompt).
     #[arg(long)]
     prompt_2: Option<String>,
     /// Images per prompt.
@@ -210,17 +214,17 @@ struct GenerateCli {
     /// (default 3.5); FLUX.1 schnell takes none.
     #[arg(long)]
     guidance_scale: Option<f64>,
-    /// Width in pixels, a multiple of 8; 16 for FLUX.1 (default: the model's).
+    /// Width in pixels, a multiple of 8; 16 for FLUX.1 and SD3 (default: the model's).
     #[arg(long)]
     width: Option<usize>,
-    /// Height in pixels, a multiple of 8; 16 for FLUX.1 (default: the model's).
+    /// Height in pixels, a multiple of 8; 16 for FLUX.1 and SD3 (default: the model's).
     #[arg(long)]
     height: Option<usize>,
     /// Seed of the first image; image i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Scheduler: ddim, euler-a or unipc (default: the model's). FLUX.1
-    /// always samples with its flow-matching Euler sampler.
+    /// Scheduler: ddim, euler-a or unipc (default: the model's). FLUX.1 and
+    /// SD3 always sample with their flow-matching Euler sampler.
     #[arg(long)]
     scheduler: Option<String>,
     /// Input image for image-to-image and inpainting.
