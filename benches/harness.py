@@ -10,7 +10,8 @@ Sections: 1 recorder vs W&B offline autolog, 2 recorder vs the encode limit,
 watch start-up), 5 crash and fault figures (from the test suite's own kill
 and fault tests, run with larger counts), 6 fuzzing (cargo fuzz), 7 compare,
 8 max-rate, 9 Python autolog, 10 fleet (N uploaders against one MLflow
-server, proxied and with an S3 artifact store).
+server, proxied and with an S3 artifact store), 11 generate (recording vs
+recording disabled for each tiny model family).
 """
 import json
 import os
@@ -312,6 +313,25 @@ def python_autolog():
     row(s, f"difflog / the tiny pipeline's own {f['pipeline_own_ms_per_call']} ms", f["difflog_over_pipeline"],
         "<= 0.02", f["difflog_over_pipeline"] <= 0.02)
     return f
+
+
+@section("11 generate")
+def generate_overhead():
+    # issue 17: recording a generation vs the same generation with recording
+    # disabled (interleaved, one process), for each tiny model family.
+    s = "11 generate"
+    out = {}
+    for model, calls, steps in [("tiny", 60, 10), ("tiny-inpaint", 40, 10), ("tiny-flux", 60, 4),
+                                ("tiny-flux-dev", 60, 6), ("tiny-sd3", 30, 4)]:
+        calls = max(calls // 4, 5) if quick else calls
+        f = json.loads(run([difflog, "bench", "generate", "--model", model, "--calls", str(calls),
+                            "--steps", str(steps), "--root", os.path.join(work, "gen"),
+                            "--json"]).stdout.strip().splitlines()[-1])
+        ratio = f["ratio_recorded_to_disabled"]
+        row(s, f"{model}, {calls} calls of {f['disabled_ms_median']:.0f} ms: recorded / disabled",
+            round(ratio, 3), "<= 1.05", ratio <= 1.05)
+        out[model] = {k: v for k, v in f.items() if k != "run_dir"}
+    return out
 
 
 @section("10 fleet")
