@@ -83,3 +83,32 @@ pub fn check_memory(device: &Device, need: u128, w: usize, h: usize) -> Result<(
     }
     Ok(())
 }
+
+/// The checks every request gets: at least one prompt and one image per
+/// prompt. Returns the images per prompt.
+pub fn check_counts(prompts: usize, per: Option<usize>) -> Result<usize, String> {
+    if prompts == 0 {
+        return Err("no prompt given: pass at least one prompt".into());
+    }
+    let per = per.unwrap_or(1);
+    if per == 0 {
+        return Err("num_images_per_prompt must be at least 1".into());
+    }
+    Ok(per)
+}
+
+/// Steps between 1 and the sampler's training timesteps.
+pub fn check_steps(steps: usize, max: usize) -> Result<(), String> {
+    if steps == 0 || steps > max {
+        return Err(format!("steps {steps} must be between 1 and {max}"));
+    }
+    Ok(())
+}
+
+/// A guidance scale is a finite number ≥ 0.
+pub fn check_guidance(g: f64) -> Result<(), String> {
+    if !g.is_finite() || g < 0.0 {
+        return Err(format!("guidance scale {g} must be a finite number ≥ 0"));
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 //! value as a model input, schnell takes none (asking for one is refused).
 
 use super::convert;
+use super::describe::{self, Files, Identity};
 use super::flux_model::{FluxConfig, FluxModules};
 use super::latent_encoder::LatentEncoder;
 use super::noise::Noise;
@@ -137,75 +138,53 @@ impl Pipeline for FluxPipeline {
 
     fn describe(&self) -> PipelineInfo {
         let cfg = &self.model.config;
-        let files = &self.model.files;
-        let with_files = |mut v: Value, keys: &[(&str, &str)]| {
-            for (field, key) in keys {
-                if let Some(f) = files.get(*key) {
-                    v[*field] = f.clone();
-                }
-            }
-            v
-        };
+        let files = Files(&self.model.files);
         let mut components = Map::new();
-        let clip_class = cfg.clip.class_name();
         components.insert(
             "text_encoder".into(),
-            with_files(
-                json!({"class": clip_class, "max_tokens": cfg.clip.max_tokens(), "output": "pooled"}),
-                &[("weights", "text_encoder_0"), ("tokenizer", "tokenizer_0")],
+            files.attach(
+                json!({"class": cfg.clip.class_name(), "max_tokens": cfg.clip.max_tokens(), "output": "pooled"}),
+                "text_encoder_0",
+                Some("tokenizer_0"),
             ),
         );
         components.insert(
             "text_encoder_2".into(),
-            with_files(
+            files.attach(
                 json!({"class": "T5EncoderModel", "max_sequence_length": cfg.max_sequence_length,
                        "config": format!("{:?}", cfg.t5)}),
-                &[("weights", "text_encoder_1"), ("tokenizer", "tokenizer_1")],
+                "text_encoder_1",
+                Some("tokenizer_1"),
             ),
         );
         components.insert(
             "transformer".into(),
-            with_files(
+            files.attach(
                 json!({"class": "FluxTransformer2DModel", "config": format!("{:?}", cfg.transformer),
                        "guidance_embeds": cfg.takes_guidance()}),
-                &[("weights", "transformer")],
+                "transformer",
+                None,
             ),
         );
         components.insert(
             "vae".into(),
-            with_files(
-                json!({"class": "AutoencoderKL", "config": format!("{:?}", cfg.vae),
-                       "scaling_factor": cfg.vae_scale, "shift_factor": cfg.vae_shift}),
-                &[("weights", "vae")],
-            ),
+            files.vae(&cfg.vae, cfg.vae_scale, cfg.vae_shift),
         );
-        let scheduler = cfg.sampler.to_json();
-        components.insert(
-            "scheduler".into(),
-            json!({"class": scheduler["class"].clone()}),
-        );
-        PipelineInfo {
-            class: cfg.class().to_string(),
-            model_id: self.model.model_id.clone(),
-            revision: self.model.revision.clone(),
-            weights_digest: Some(self.model.weights_digest.clone()),
-            dtype: format!("{:?}", self.dtype).to_lowercase(),
-            device: self.device_name.clone(),
-            components,
-            scheduler,
-        }
+        let id = Identity {
+            class: cfg.class(),
+            model_id: &self.model.model_id,
+            revision: self.model.revision.as_deref(),
+            weights_digest: &self.model.weights_digest,
+            dtype: self.dtype,
+            device: &self.device_name,
+        };
+        describe::info(id, components, &cfg.sampler)
     }
 
     fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
         let cfg = &self.model.config;
         let id = &self.model.model_id;
-        if r.prompt.is_empty() {
-            return Err(err("no prompt given: pass at least one prompt"));
-        }
-        let per = r.num_images_per_prompt.unwrap_or(1);
-        if per == 0 {
-            return Err(err("num_images_per_prompt must be at least 1"));
-        }
+        let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
         if r.negative_prompt.is_some() || r.negative_prompt_2.is_some() {
             return Err(err(format!(
                 "{id}: FLUX.1 takes no negative prompt (it has no classifier-free guidance)"
@@ -238,12 +217,7 @@ impl Pipeline for FluxPipeline {
         }
         convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
         let steps = r.steps.unwrap_or(cfg.default_steps);
-        if steps == 0 || steps > cfg.sampler.train_timesteps {
-            return Err(err(format!(
-                "steps {steps} must be between 1 and {}",
-                cfg.sampler.train_timesteps
-            )));
-        }
+        convert::check_steps(steps, cfg.sampler.train_timesteps).map_err(err)?;
         let guidance = match (r.guidance_scale, cfg.takes_guidance()) {
             (Some(_), false) => {
                 return Err(err(format!(
@@ -252,11 +226,7 @@ impl Pipeline for FluxPipeline {
             }
             (g, true) => {
                 let g = g.unwrap_or(cfg.default_guidance);
-                if !g.is_finite() || g < 0.0 {
-                    return Err(err(format!(
-                        "guidance scale {g} must be a finite number ≥ 0"
-                    )));
-                }
+                convert::check_guidance(g).map_err(err)?;
                 Some(g)
             }
             (None, false) => None,

@@ -8,6 +8,7 @@
 //! [`super::remap`] because candle's FLUX code uses the original names.
 
 use super::flow_match::FlowMatch;
+use super::mapped::{mapped, mapped_vb};
 use super::model::{ModelConfig, TextConfig, TextEncoder};
 use super::remap::{flux_rule, Remap};
 use super::t5::{self, T5Encoder};
@@ -223,21 +224,12 @@ impl FluxModules {
         dtype: DType,
         device: &Device,
     ) -> Result<FluxModules> {
-        // SAFETY: weight files are mapped read-only; difflog never writes
-        // them while they are mapped.
-        let mmap = |p: &[PathBuf]| unsafe { candle_core::safetensors::MmapedSafetensors::multi(p) };
-        let vb = |p: &[PathBuf]| -> Result<VarBuilder<'static>> {
-            Ok(VarBuilder::from_backend(
-                Box::new(mmap(p)?),
-                dtype,
-                device.clone(),
-            ))
-        };
+        let vb = |p: &[PathBuf]| mapped_vb(p, dtype, device);
         FluxModules::build(
             cfg,
             vb(&files.clip.0)?,
             vb(&files.t5.0)?,
-            transformer_vb(cfg, Box::new(mmap(&files.transformer)?), dtype, device),
+            transformer_vb(cfg, Box::new(mapped(&files.transformer)?), dtype, device),
             vb(&files.vae)?,
         )
     }
@@ -247,34 +239,8 @@ impl FluxModules {
 mod tests {
     use super::*;
     use crate::pipelines::model::tests::Lazy;
-    use crate::pipelines::remap::reads;
-    use candle_core::{Shape, Tensor};
-    use candle_nn::Init;
+    use crate::pipelines::remap::tests::Planned;
     use std::collections::BTreeMap;
-
-    /// Answers candle's requests with zero broadcasts and records, in
-    /// `files`, what the renaming rule reads from the files for each: the
-    /// real transformer's tensors are checked without allocating them.
-    struct Planned {
-        rule: crate::pipelines::remap::Rule,
-        files: Lazy,
-    }
-
-    impl SimpleBackend for Planned {
-        fn get(&self, s: Shape, name: &str, h: Init, dt: DType, dev: &Device) -> Result<Tensor> {
-            let source = (self.rule)(name, s.dims())?;
-            for (n, d) in reads(&source, s.dims()) {
-                self.files.get(Shape::from(d), &n, h, dt, dev)?;
-            }
-            Tensor::zeros((), dt, dev)?.broadcast_as(s)
-        }
-        fn get_unchecked(&self, n: &str, _: DType, _: &Device) -> Result<Tensor> {
-            candle_core::bail!("{n}")
-        }
-        fn contains_tensor(&self, _: &str) -> bool {
-            true
-        }
-    }
 
     /// Every tensor a FLUX config loads, by component, under the names the
     /// files hold (diffusers'), with the shapes asked for.
@@ -285,6 +251,7 @@ mod tests {
         let planned = Planned {
             rule: flux_rule(cfg.transformer.hidden_size),
             files: lazy[2].clone(),
+            published: None,
         };
         let tvb = VarBuilder::from_backend(Box::new(planned), DType::F32, Device::Cpu);
         FluxModules::build(cfg, vb(&lazy[0]), vb(&lazy[1]), tvb, vb(&lazy[3])).unwrap();

@@ -98,9 +98,7 @@ impl LatentEncoder {
         dtype: candle_core::DType,
         device: &candle_core::Device,
     ) -> Result<LatentEncoder> {
-        // SAFETY: read-only mapping of weight files difflog does not modify.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device)? };
-        LatentEncoder::new(vb, cfg)
+        LatentEncoder::new(super::mapped::mapped_vb(files, dtype, device)?, cfg)
     }
 
     /// Encodes an image batch in [-1, 1] and samples its latents with `noise`.

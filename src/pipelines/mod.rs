@@ -10,10 +10,12 @@
 pub mod any;
 pub mod clip;
 pub mod convert;
+pub mod describe;
 pub mod flow_match;
 pub mod flux;
 pub mod flux_model;
 pub mod latent_encoder;
+pub mod mapped;
 pub mod model;
 pub mod noise;
 pub mod prompt;

@@ -499,11 +499,7 @@ impl Modules {
         dtype: DType,
         device: &Device,
     ) -> Result<Modules> {
-        let mmap = |p: &Path| -> Result<VarBuilder<'static>> {
-            // SAFETY: the files are memory-mapped read-only; difflog does not
-            // modify weight files while they are mapped.
-            unsafe { VarBuilder::from_mmaped_safetensors(&[p], dtype, device) }
-        };
+        let mmap = |p: &Path| super::mapped::mapped_vb(&[p], dtype, device);
         let text = text_files
             .iter()
             .map(|p| mmap(p))

@@ -293,10 +293,46 @@ fn norm_param(module: &str, param: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::pipelines::model::tests::Lazy;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
+
+    /// Answers candle's requests with zero broadcasts and records, in
+    /// `files`, what the rule reads from the files for each: a real-size
+    /// transformer is checked against its files' layout without allocating
+    /// it. A tensor exists when every file tensor it is made of is in
+    /// `published` (all exist when it is `None`).
+    pub(crate) struct Planned {
+        pub(crate) rule: Rule,
+        pub(crate) files: Lazy,
+        pub(crate) published: Option<BTreeSet<String>>,
+    }
+
+    impl SimpleBackend for Planned {
+        fn get(&self, s: Shape, name: &str, h: Init, dt: DType, dev: &Device) -> Result<Tensor> {
+            let source = (self.rule)(name, s.dims())?;
+            for (n, d) in reads(&source, s.dims()) {
+                self.files.get(Shape::from(d), &n, h, dt, dev)?;
+            }
+            Tensor::zeros((), dt, dev)?.broadcast_as(s)
+        }
+        fn get_unchecked(&self, n: &str, _: DType, _: &Device) -> Result<Tensor> {
+            candle_core::bail!("{n}")
+        }
+        fn contains_tensor(&self, name: &str) -> bool {
+            let Some(published) = &self.published else {
+                return true;
+            };
+            match (self.rule)(name, &[]) {
+                Ok(source) => reads(&source, &[0])
+                    .iter()
+                    .all(|(n, _)| published.contains(n)),
+                Err(_) => false,
+            }
+        }
+    }
 
     /// Tensors by name, each row filled with its row number plus an offset
     /// per name, so a concatenation's order is visible.

@@ -10,6 +10,7 @@
 //! seed ([`Noise`]), so a recorded seed reproduces its image alone.
 
 use super::convert;
+use super::describe::{self, Files, Identity};
 use super::noise::Noise;
 use super::prompt::{ClipTokens, T5Tokens};
 use super::sd3_model::{Sd3Config, Sd3Modules};
@@ -157,15 +158,7 @@ impl Pipeline for Sd3Pipeline {
 
     fn describe(&self) -> PipelineInfo {
         let cfg = &self.model.config;
-        let files = &self.model.files;
-        let with_files = |mut v: Value, w: &str, t: &str| {
-            for (field, key) in [("weights", w), ("tokenizer", t)] {
-                if let Some(f) = files.get(key) {
-                    v[field] = f.clone();
-                }
-            }
-            v
-        };
+        let files = Files(&self.model.files);
         let mut components = Map::new();
         for (i, (name, c)) in [
             ("text_encoder", &cfg.clip_l),
@@ -176,68 +169,51 @@ impl Pipeline for Sd3Pipeline {
         {
             components.insert(
                 name.into(),
-                with_files(
+                files.attach(
                     json!({"class": "CLIPTextModelWithProjection", "config": format!("{c:?}"),
                            "output": "penultimate hidden states, projected pooled"}),
                     &format!("text_encoder_{i}"),
-                    &format!("tokenizer_{i}"),
+                    Some(&format!("tokenizer_{i}")),
                 ),
             );
         }
         components.insert(
             "text_encoder_3".into(),
-            with_files(
+            files.attach(
                 json!({"class": "T5EncoderModel", "max_sequence_length": cfg.max_sequence_length,
                        "config": format!("{:?}", cfg.t5)}),
                 "text_encoder_2",
-                "tokenizer_2",
+                Some("tokenizer_2"),
             ),
         );
         components.insert(
             "transformer".into(),
-            with_files(
+            files.attach(
                 json!({"class": "SD3Transformer2DModel", "config": format!("{:?}", cfg.mmdit),
                        "dtype": "f16"}),
                 "transformer",
-                "",
+                None,
             ),
         );
         components.insert(
             "vae".into(),
-            with_files(
-                json!({"class": "AutoencoderKL", "config": format!("{:?}", cfg.vae),
-                       "scaling_factor": cfg.vae_scale, "shift_factor": cfg.vae_shift}),
-                "vae",
-                "",
-            ),
+            files.vae(&cfg.vae, cfg.vae_scale, cfg.vae_shift),
         );
-        let scheduler = cfg.sampler.to_json();
-        components.insert(
-            "scheduler".into(),
-            json!({"class": scheduler["class"].clone()}),
-        );
-        PipelineInfo {
-            class: cfg.class().to_string(),
-            model_id: self.model.model_id.clone(),
-            revision: self.model.revision.clone(),
-            weights_digest: Some(self.model.weights_digest.clone()),
-            dtype: format!("{:?}", self.dtype).to_lowercase(),
-            device: self.device_name.clone(),
-            components,
-            scheduler,
-        }
+        let id = Identity {
+            class: cfg.class(),
+            model_id: &self.model.model_id,
+            revision: self.model.revision.as_deref(),
+            weights_digest: &self.model.weights_digest,
+            dtype: self.dtype,
+            device: &self.device_name,
+        };
+        describe::info(id, components, &cfg.sampler)
     }
 
     fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
         let cfg = &self.model.config;
         let id = &self.model.model_id;
-        if r.prompt.is_empty() {
-            return Err(err("no prompt given: pass at least one prompt"));
-        }
-        let per = r.num_images_per_prompt.unwrap_or(1);
-        if per == 0 {
-            return Err(err("num_images_per_prompt must be at least 1"));
-        }
+        let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
         if r.mask.is_some() {
             return Err(err(format!(
                 "{id}: a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); SD3 inpainting is not supported"
@@ -260,18 +236,9 @@ impl Pipeline for Sd3Pipeline {
         }
         convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
         let steps = r.steps.unwrap_or(cfg.default_steps);
-        if steps == 0 || steps > cfg.sampler.train_timesteps {
-            return Err(err(format!(
-                "steps {steps} must be between 1 and {}",
-                cfg.sampler.train_timesteps
-            )));
-        }
+        convert::check_steps(steps, cfg.sampler.train_timesteps).map_err(err)?;
         let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
-        if !guidance.is_finite() || guidance < 0.0 {
-            return Err(err(format!(
-                "guidance scale {guidance} must be a finite number ≥ 0"
-            )));
-        }
+        convert::check_guidance(guidance).map_err(err)?;
         let neg = r.negative_prompt.clone().unwrap_or_default();
         let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
         for p in &r.prompt {

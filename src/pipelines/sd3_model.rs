@@ -11,6 +11,7 @@
 
 use super::clip::{Clip, ClipConfig};
 use super::flow_match::FlowMatch;
+use super::mapped::{mapped, mapped_vb};
 use super::remap::{mmdit_rule, Remap};
 use super::t5::{self, T5Encoder};
 use candle_core::{DType, Device, Result};
@@ -261,16 +262,7 @@ impl Sd3Modules {
         dtype: DType,
         device: &Device,
     ) -> Result<Sd3Modules> {
-        // SAFETY: weight files are mapped read-only; difflog never writes
-        // them while they are mapped.
-        let mmap = |p: &[PathBuf]| unsafe { candle_core::safetensors::MmapedSafetensors::multi(p) };
-        let vb = |p: &[PathBuf]| -> Result<VarBuilder<'static>> {
-            Ok(VarBuilder::from_backend(
-                Box::new(mmap(p)?),
-                dtype,
-                device.clone(),
-            ))
-        };
+        let vb = |p: &[PathBuf]| mapped_vb(p, dtype, device);
         if files.text.len() != 3 {
             candle_core::bail!("SD3 needs three text encoders, got {}", files.text.len());
         }
@@ -281,7 +273,7 @@ impl Sd3Modules {
                 vb(&files.text[1].0)?,
                 vb(&files.text[2].0)?,
             ],
-            transformer_vb(cfg, Box::new(mmap(&files.transformer)?), device),
+            transformer_vb(cfg, Box::new(mapped(&files.transformer)?), device),
             vb(&files.vae)?,
         )
     }
@@ -291,41 +283,9 @@ impl Sd3Modules {
 mod tests {
     use super::*;
     use crate::pipelines::model::tests::Lazy;
-    use crate::pipelines::remap::{reads, Rule};
-    use candle_core::{Shape, Tensor};
-    use candle_nn::Init;
+    use crate::pipelines::remap::tests::Planned;
     use serde_json::{json, Value};
-    use std::collections::{BTreeMap, BTreeSet};
-
-    /// Answers candle's requests with zero broadcasts, records what the
-    /// rule reads from the files, and says a tensor exists when the
-    /// published layout has every file tensor it is made of.
-    struct Planned {
-        rule: Rule,
-        files: Lazy,
-        published: BTreeSet<String>,
-    }
-
-    impl SimpleBackend for Planned {
-        fn get(&self, s: Shape, name: &str, h: Init, dt: DType, dev: &Device) -> Result<Tensor> {
-            let source = (self.rule)(name, s.dims())?;
-            for (n, d) in reads(&source, s.dims()) {
-                self.files.get(Shape::from(d), &n, h, dt, dev)?;
-            }
-            Tensor::zeros((), dt, dev)?.broadcast_as(s)
-        }
-        fn get_unchecked(&self, n: &str, _: DType, _: &Device) -> Result<Tensor> {
-            candle_core::bail!("{n}")
-        }
-        fn contains_tensor(&self, name: &str) -> bool {
-            match (self.rule)(name, &[]) {
-                Ok(source) => reads(&source, &[0])
-                    .iter()
-                    .all(|(n, _)| self.published.contains(n)),
-                Err(_) => false,
-            }
-        }
-    }
+    use std::collections::BTreeMap;
 
     /// diffusers' `SD3Transformer2DModel` tensors for a published
     /// `transformer/config.json`, from diffusers' module structure: name → shape.
@@ -454,7 +414,7 @@ mod tests {
         let planned = Planned {
             rule: mmdit_rule(cfg.hidden(), cfg.mmdit.depth),
             files: lazy[3].clone(),
-            published: published.keys().cloned().collect(),
+            published: Some(published.keys().cloned().collect()),
         };
         let tvb = VarBuilder::from_backend(Box::new(planned), DType::F16, Device::Cpu);
         Sd3Modules::build(

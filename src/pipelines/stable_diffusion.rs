@@ -469,13 +469,7 @@ impl Pipeline for StableDiffusion {
 
     fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
         let cfg = &self.model.config;
-        if r.prompt.is_empty() {
-            return Err(err("no prompt given: pass at least one prompt"));
-        }
-        let per = r.num_images_per_prompt.unwrap_or(1);
-        if per == 0 {
-            return Err(err("num_images_per_prompt must be at least 1"));
-        }
+        let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
         let (w, h) = self.size(r);
         if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
             return Err(err(format!(
@@ -493,18 +487,9 @@ impl Pipeline for StableDiffusion {
         }
         self.check_memory(w, h)?;
         let steps = r.steps.unwrap_or(cfg.default_steps);
-        if steps == 0 || steps > self.scheduler.train_timesteps {
-            return Err(err(format!(
-                "steps {steps} must be between 1 and {}",
-                self.scheduler.train_timesteps
-            )));
-        }
+        convert::check_steps(steps, self.scheduler.train_timesteps).map_err(err)?;
         let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
-        if !guidance.is_finite() || guidance < 0.0 {
-            return Err(err(format!(
-                "guidance scale {guidance} must be a finite number ≥ 0"
-            )));
-        }
+        convert::check_guidance(guidance).map_err(err)?;
         let strength = r.strength.unwrap_or(cfg.default_strength);
         if r.init.is_some() && !(strength > 0.0 && strength <= 1.0) {
             return Err(err(format!("strength {strength} must be in (0, 1]")));

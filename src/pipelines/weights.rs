@@ -119,76 +119,60 @@ pub enum AnyModel {
 pub const SEEDED_MODEL_SEED: u64 = 0x5eed_5eed;
 
 fn hub_preset(name: &str) -> Option<(&'static str, Arch)> {
-    match name {
-        "flux-schnell" => {
-            return Some((
-                "black-forest-labs/FLUX.1-schnell",
-                Arch::Flux(Box::new(FluxConfig::schnell())),
-            ))
-        }
-        "flux-dev" => {
-            return Some((
-                "black-forest-labs/FLUX.1-dev",
-                Arch::Flux(Box::new(FluxConfig::dev())),
-            ))
-        }
-        "sd3-medium" => {
-            return Some((
-                "stabilityai/stable-diffusion-3-medium-diffusers",
-                Arch::Sd3(Box::new(Sd3Config::sd3_medium())),
-            ))
-        }
-        "sd35-medium" => {
-            return Some((
-                "stabilityai/stable-diffusion-3.5-medium",
-                Arch::Sd3(Box::new(Sd3Config::sd35_medium())),
-            ))
-        }
-        "sd35-large" => {
-            return Some((
-                "stabilityai/stable-diffusion-3.5-large",
-                Arch::Sd3(Box::new(Sd3Config::sd35_large())),
-            ))
-        }
-        "sd35-large-turbo" => {
-            return Some((
-                "stabilityai/stable-diffusion-3.5-large-turbo",
-                Arch::Sd3(Box::new(Sd3Config::sd35_large_turbo())),
-            ))
-        }
-        _ => {}
-    }
-    unet_preset(name).map(|(r, c)| (r, Arch::Unet(c)))
-}
-
-fn unet_preset(name: &str) -> Option<(&'static str, ModelConfig)> {
+    let flux = |c: FluxConfig| Arch::Flux(Box::new(c));
+    let sd3 = |c: Sd3Config| Arch::Sd3(Box::new(c));
+    let unet = Arch::Unet;
     Some(match name {
         "sd15" => (
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
-            ModelConfig::sd15(),
+            unet(ModelConfig::sd15()),
         ),
-        "sd21" => ("stabilityai/stable-diffusion-2-1", ModelConfig::sd21()),
-        "sd-turbo" => ("stabilityai/sd-turbo", ModelConfig::sd_turbo()),
+        "sd21" => (
+            "stabilityai/stable-diffusion-2-1",
+            unet(ModelConfig::sd21()),
+        ),
+        "sd-turbo" => ("stabilityai/sd-turbo", unet(ModelConfig::sd_turbo())),
         "sdxl" => (
             "stabilityai/stable-diffusion-xl-base-1.0",
-            ModelConfig::sdxl(),
+            unet(ModelConfig::sdxl()),
         ),
-        "sdxl-turbo" => ("stabilityai/sdxl-turbo", ModelConfig::sdxl_turbo()),
+        "sdxl-turbo" => ("stabilityai/sdxl-turbo", unet(ModelConfig::sdxl_turbo())),
         "sdxl-refiner" => (
             "stabilityai/stable-diffusion-xl-refiner-1.0",
-            ModelConfig::sdxl_refiner(),
+            unet(ModelConfig::sdxl_refiner()),
         ),
         "sd15-inpaint" => (
             "stable-diffusion-v1-5/stable-diffusion-inpainting",
-            ModelConfig::sd15_inpaint(),
+            unet(ModelConfig::sd15_inpaint()),
         ),
         "sd2-inpaint" => (
             "stabilityai/stable-diffusion-2-inpainting",
-            ModelConfig::sd2_inpaint(),
+            unet(ModelConfig::sd2_inpaint()),
         ),
         "sdxl-inpaint" => (
             "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
-            ModelConfig::sdxl_inpaint(),
+            unet(ModelConfig::sdxl_inpaint()),
+        ),
+        "flux-schnell" => (
+            "black-forest-labs/FLUX.1-schnell",
+            flux(FluxConfig::schnell()),
+        ),
+        "flux-dev" => ("black-forest-labs/FLUX.1-dev", flux(FluxConfig::dev())),
+        "sd3-medium" => (
+            "stabilityai/stable-diffusion-3-medium-diffusers",
+            sd3(Sd3Config::sd3_medium()),
+        ),
+        "sd35-medium" => (
+            "stabilityai/stable-diffusion-3.5-medium",
+            sd3(Sd3Config::sd35_medium()),
+        ),
+        "sd35-large" => (
+            "stabilityai/stable-diffusion-3.5-large",
+            sd3(Sd3Config::sd35_large()),
+        ),
+        "sd35-large-turbo" => (
+            "stabilityai/stable-diffusion-3.5-large-turbo",
+            sd3(Sd3Config::sd35_large_turbo()),
         ),
         _ => return None,
     })
@@ -829,7 +813,11 @@ fn assemble(
 /// For measuring real-size generation where weights cannot be had; the
 /// images are noise.
 fn seeded_model(spec: &str, preset: &str) -> Result<ResolvedModel> {
-    let (_, config) = unet_preset(preset).ok_or_else(|| {
+    let config = match hub_preset(preset) {
+        Some((_, Arch::Unet(c))) => Some(c),
+        _ => None,
+    };
+    let config = config.ok_or_else(|| {
         Error::Weights(format!(
             "model {spec}: unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint)"
         ))
