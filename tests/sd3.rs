@@ -62,7 +62,10 @@ fn the_tiny_sd3_is_pinned_and_in_the_diffusers_layout() {
     let AnyModel::Sd3(m) = resolve_any("tiny-sd3").unwrap() else {
         panic!("tiny-sd3 is not an SD3 model");
     };
-    assert_eq!(m.weights_digest, "sha256:8d68c2368747f13faa036b2621b61fc4ba13acdf265a10b8bcd09dcd250f035b");
+    assert_eq!(
+        m.weights_digest,
+        "sha256:8d68c2368747f13faa036b2621b61fc4ba13acdf265a10b8bcd09dcd250f035b"
+    );
     let names = candle_core::safetensors::load(
         a.path()
             .join("transformer/diffusion_pytorch_model.safetensors"),
