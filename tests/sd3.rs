@@ -2,8 +2,8 @@
 //! medium-shaped: three text encoders, dual-attention blocks, q/k norms,
 //! skip-layer guidance; written in the diffusers layout with the real tensor
 //! names): pinned bytes, what a call records, reproducibility, that the
-//! guidance paths are used, replay, architecture detection of folders, and
-//! bad requests refused before a run exists.
+//! guidance paths are used, image-to-image, replay, architecture detection
+//! of folders, and bad requests refused before a run exists.
 
 mod common;
 
@@ -211,6 +211,53 @@ fn an_sd3_call_records_its_table_and_is_reproducible() {
 }
 
 #[test]
+fn sd3_image_to_image_records_its_input_and_replays() {
+    let root = tempfile::tempdir().unwrap();
+    let mut p = load();
+    let run = Run::create(Init::project("sd3-i2i").root(root.path())).unwrap();
+    let mut r = request("a red door", 2);
+    r.init = Some(InitImage::Image(Arc::new(difflog::bench::synthetic_image(
+        3, 72,
+    ))));
+    r.strength = Some(0.75);
+    let out = run.record(&mut p, &r).unwrap();
+    // 72 px rounded down to SD3's multiple of 16.
+    assert_eq!(out.images[0].dimensions(), (64, 64));
+    let again = run.record(&mut p, &r).unwrap();
+    assert_eq!(out.images, again.images);
+    let plain = run.record(&mut p, &request("a red door", 2)).unwrap();
+    assert_ne!(
+        out.images[0], plain.images[0],
+        "the input image changed nothing"
+    );
+    let mut other = r.clone();
+    other.init = Some(InitImage::Image(Arc::new(difflog::bench::synthetic_image(
+        9, 72,
+    ))));
+    let other = run.record(&mut p, &other).unwrap();
+    assert_ne!(out.images[0], other.images[0], "another input, same pixels");
+    run.finish().unwrap();
+
+    let dir = only_run(root.path());
+    Schemas::load().check_dir(&dir);
+    let v = RunDir::open(&dir).unwrap().view();
+    let call = &v.calls[&1];
+    assert!(call.started.columns.iter().any(|c| c == "Input-Image"));
+    let params = &call.started.params;
+    assert_eq!(params["strength"], 0.75);
+    assert_eq!(
+        params["image"],
+        serde_json::json!({"width": 72, "height": 72})
+    );
+    // diffusers' SD3 image-to-image has no skip-layer guidance.
+    assert!(params["skip_guidance_layers"].is_null(), "{params:?}");
+    let o = cli(&["replay", dir.to_str().unwrap(), "--call", "1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["rows"][0]["identical"], true, "{out}");
+}
+
+#[test]
 fn skip_layer_guidance_is_applied() {
     test_cache();
     let AnyModel::Sd3(with) = resolve_any("tiny-sd3").unwrap() else {
@@ -255,7 +302,11 @@ fn bad_sd3_requests_are_refused_before_a_run_exists() {
     r.init = Some(InitImage::Image(Arc::new(difflog::bench::synthetic_image(
         1, 64,
     ))));
-    fails(&mut p, &r, "SD3 image-to-image is not supported yet");
+    r.strength = Some(0.1);
+    fails(&mut p, &r, "runs no step");
+    r.strength = Some(0.5);
+    r.mask = Some(Arc::new(difflog::bench::synthetic_image(2, 64)));
+    fails(&mut p, &r, "SD3 inpainting is not supported");
     let mut r = request("x", 1);
     r.negative_prompt = Some("a ".repeat(80));
     fails(&mut p, &r, "prompt is too long for T5");

@@ -159,12 +159,50 @@ impl FlowMatch {
     }
 }
 
+/// The first step image-to-image runs: diffusers' `steps − int(steps ·
+/// strength)` (FLUX and SD3 image-to-image pipelines alike).
+pub fn start_step(steps: usize, strength: f64) -> usize {
+    steps - ((steps as f64 * strength) as usize).min(steps)
+}
+
+/// A strength in (0, 1] that leaves at least one step to run.
+pub fn check_strength(steps: usize, strength: f64) -> Result<(), String> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(format!("strength {strength} must be in (0, 1]"));
+    }
+    if start_step(steps, strength) >= steps {
+        return Err(format!(
+            "strength {strength} × {steps} steps runs no step: raise --strength or --steps"
+        ));
+    }
+    Ok(())
+}
+
+/// Clean latents `x0` noised to level σ with noise `eps`: `σ·eps + (1−σ)·x0`,
+/// the flow's forward process (where image-to-image starts).
+pub fn noised(
+    x0: &candle_core::Tensor,
+    eps: &candle_core::Tensor,
+    sigma: f64,
+) -> candle_core::Result<candle_core::Tensor> {
+    (eps * sigma)? + (x0 * (1.0 - sigma))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn close(a: &[f64], b: &[f64]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+    }
+
+    #[test]
+    fn image_to_image_starts_where_diffusers_does() {
+        assert_eq!(start_step(4, 0.6), 2);
+        assert_eq!(start_step(28, 1.0), 0);
+        assert!(check_strength(4, 0.1).unwrap_err().contains("runs no step"));
+        assert!(check_strength(4, 1.5).is_err());
+        assert!(check_strength(4, 0.5).is_ok());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use super::convert;
 use super::describe::{self, Files, Identity};
+use super::flow_match;
 use super::flux_model::{FluxConfig, FluxModules};
 use super::latent_encoder::LatentEncoder;
 use super::noise::Noise;
@@ -114,11 +115,6 @@ impl FluxPipeline {
 
     fn image_count(&self, r: &Request) -> usize {
         r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
-    }
-
-    /// Steps skipped by image-to-image (diffusers' `int(steps · strength)`).
-    fn start_step(steps: usize, strength: f64) -> usize {
-        steps - ((steps as f64 * strength) as usize).min(steps)
     }
 
     fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
@@ -233,14 +229,7 @@ impl Pipeline for FluxPipeline {
         };
         let strength = r.strength.unwrap_or(cfg.default_strength);
         if r.init.is_some() {
-            if !(strength > 0.0 && strength <= 1.0) {
-                return Err(err(format!("strength {strength} must be in (0, 1]")));
-            }
-            if Self::start_step(steps, strength) >= steps {
-                return Err(err(format!(
-                    "strength {strength} × {steps} steps runs no step: raise --strength or --steps"
-                )));
-            }
+            flow_match::check_strength(steps, strength).map_err(err)?;
         }
         for p in &r.prompt {
             self.clip_tokens.ids(p)?;
@@ -316,14 +305,14 @@ impl Pipeline for FluxPipeline {
             let (mut sigmas, mut latents) = (all_sigmas.as_slice(), None);
             if let Some((_, tensor)) = &init {
                 ctx.phase("image_encoding");
-                let start = Self::start_step(steps, strength);
+                let start = flow_match::start_step(steps, strength);
                 let x0 = self.latent_encoder()?.sample(tensor, &mut noise)?;
                 let x0 = ((x0 - cfg.vae_shift)? * cfg.vae_scale)?;
                 let sigma = all_sigmas[start];
                 let eps = noise
                     .normal(&[1, 16, lh, lw], &self.device)?
                     .to_dtype(self.dtype)?;
-                latents = Some(((eps * sigma)? + (x0 * (1.0 - sigma))?)?);
+                latents = Some(flow_match::noised(&x0, &eps, sigma)?);
                 sigmas = &all_sigmas[start..];
             }
             let latents = match latents {

@@ -11,14 +11,17 @@
 
 use super::convert;
 use super::describe::{self, Files, Identity};
+use super::flow_match;
+use super::latent_encoder::LatentEncoder;
 use super::noise::Noise;
 use super::prompt::{ClipTokens, T5Tokens};
 use super::sd3_model::{Sd3Config, Sd3Modules};
-use super::stable_diffusion::{parse_device, Output, Request};
+use super::stable_diffusion::{parse_device, InitImage, Output, Request};
 use super::weights::ResolvedSd3;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use candle_core::{DType, Device, Tensor, D};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// A loaded SD3 / SD3.5 pipeline.
 pub struct Sd3Pipeline {
@@ -26,6 +29,7 @@ pub struct Sd3Pipeline {
     modules: Sd3Modules,
     clip_tokens: [ClipTokens; 2],
     t5_tokens: T5Tokens,
+    latent_encoder: Option<LatentEncoder>,
     device: Device,
     dtype: DType,
     device_name: String,
@@ -64,6 +68,7 @@ impl Sd3Pipeline {
             modules,
             clip_tokens,
             t5_tokens,
+            latent_encoder: None,
             device,
             dtype,
             device_name: device_name.to_string(),
@@ -108,7 +113,24 @@ impl Sd3Pipeline {
 
     fn size(&self, r: &Request) -> (usize, usize) {
         let d = self.model.config.default_size;
-        (r.width.unwrap_or(d), r.height.unwrap_or(d))
+        let (iw, ih) = match &r.init {
+            Some(InitImage::Image(img)) => (
+                img.width() as usize / 16 * 16,
+                img.height() as usize / 16 * 16,
+            ),
+            _ => (d, d),
+        };
+        (r.width.unwrap_or(iw), r.height.unwrap_or(ih))
+    }
+
+    fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
+        if self.latent_encoder.is_none() {
+            let (files, cfg) = (&self.model.paths.vae, &self.model.config.vae);
+            self.latent_encoder = Some(LatentEncoder::load(files, cfg, self.dtype, &self.device)?);
+        }
+        self.latent_encoder
+            .as_ref()
+            .ok_or_else(|| err("latent encoder missing"))
     }
 
     /// The largest attention of a call (the joint attention over text and
@@ -125,12 +147,13 @@ impl Sd3Pipeline {
         r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
     }
 
-    /// Whether skip-layer guidance applies at step `i` of `steps`
-    /// (diffusers: strictly inside the start and stop fractions).
-    fn skips_at(&self, i: usize, steps: usize, guided: bool) -> Option<&[usize]> {
+    /// The blocks skip-layer guidance skips at step `i` of `steps`, if it
+    /// applies (`active`: a guided text-to-image call; diffusers: strictly
+    /// inside the start and stop fractions).
+    fn skips_at(&self, i: usize, steps: usize, active: bool) -> Option<&[usize]> {
         let slg = self.model.config.skip_layer_guidance.as_ref()?;
         let (i, n) = (i as f64, steps as f64);
-        (guided && i > n * slg.start && i < n * slg.stop).then_some(slg.layers.as_slice())
+        (active && i > n * slg.start && i < n * slg.stop).then_some(slg.layers.as_slice())
     }
 
     fn predict(
@@ -219,12 +242,19 @@ impl Pipeline for Sd3Pipeline {
                 "{id}: a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); SD3 inpainting is not supported"
             )));
         }
-        if r.init.is_some() {
+        if let Some(InitImage::Latents(_)) = &r.init {
             return Err(err(format!(
-                "{id}: SD3 image-to-image is not supported yet; SD3 here is text-to-image"
+                "{id}: SD3 has no refiner stage; give it an image instead"
             )));
         }
         let (w, h) = self.size(r);
+        if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
+            return Err(err(format!(
+                "the input image is {}×{} pixels: SD3 needs at least 16×16 (its size, rounded down to multiples of 16, is the output size)",
+                img.width(),
+                img.height()
+            )));
+        }
         let max = cfg.max_side().min(4096);
         for (name, v) in [("width", w), ("height", h)] {
             if v == 0 || v % 16 != 0 || v > max {
@@ -239,6 +269,10 @@ impl Pipeline for Sd3Pipeline {
         convert::check_steps(steps, cfg.sampler.train_timesteps).map_err(err)?;
         let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
         convert::check_guidance(guidance).map_err(err)?;
+        let strength = r.strength.unwrap_or(cfg.default_strength);
+        if r.init.is_some() {
+            flow_match::check_strength(steps, strength).map_err(err)?;
+        }
         let neg = r.negative_prompt.clone().unwrap_or_default();
         let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
         for p in &r.prompt {
@@ -264,7 +298,7 @@ impl Pipeline for Sd3Pipeline {
         params.insert("seed".into(), json!(r.seed));
         params.insert("max_sequence_length".into(), json!(cfg.max_sequence_length));
         params.insert("scheduler".into(), json!("flow-match-euler"));
-        match (&cfg.skip_layer_guidance, guidance > 1.0) {
+        match (&cfg.skip_layer_guidance, guidance > 1.0 && r.init.is_none()) {
             (Some(slg), true) => {
                 params.insert("skip_guidance_layers".into(), json!(slg.layers));
                 params.insert("skip_layer_guidance_scale".into(), json!(slg.scale));
@@ -275,13 +309,20 @@ impl Pipeline for Sd3Pipeline {
                 params.insert("skip_guidance_layers".into(), Value::Null);
             }
         }
+        if let Some(InitImage::Image(img)) = &r.init {
+            params.insert(
+                "image".into(),
+                json!({"width": img.width(), "height": img.height()}),
+            );
+            params.insert("strength".into(), json!(strength));
+        }
         params.insert("output_type".into(), Value::from("pil"));
         let n = self.image_count(r);
         Ok(CallSpec {
             params,
             seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
             second_prompts: true,
-            input_image: false,
+            input_image: r.init.is_some(),
             mask_image: false,
         })
     }
@@ -305,7 +346,15 @@ impl Pipeline for Sd3Pipeline {
         for p in &r.prompt {
             conds.push(self.embed(&Texts(p, r.prompt_2.as_deref().unwrap_or(p), p))?);
         }
-        let sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
+        let strength = r.strength.unwrap_or(cfg.default_strength);
+        let init = match &r.init {
+            Some(InitImage::Image(img)) => Some((
+                Arc::clone(img),
+                convert::image_tensor(img, w, h, &self.device, self.dtype)?,
+            )),
+            _ => None,
+        };
+        let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
         let n = self.image_count(r);
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
         let mut out = Output {
@@ -315,9 +364,22 @@ impl Pipeline for Sd3Pipeline {
         for i in 0..n {
             let seed = r.seed.wrapping_add(i as u64);
             let mut noise = Noise::new(seed);
-            let mut x = noise
+            let mut sigmas = all_sigmas.as_slice();
+            let mut start = None;
+            if let Some((_, tensor)) = &init {
+                ctx.phase("image_encoding");
+                let first = flow_match::start_step(steps, strength);
+                let x0 = self.latent_encoder()?.sample(tensor, &mut noise)?;
+                start = Some((((x0 - cfg.vae_shift)? * cfg.vae_scale)?, first));
+                sigmas = &all_sigmas[first..];
+            }
+            let eps = noise
                 .normal(&[1, 16, h / 8, w / 8], &self.device)?
                 .to_dtype(self.dtype)?;
+            let mut x = match start {
+                Some((x0, first)) => flow_match::noised(&x0, &eps, all_sigmas[first])?,
+                None => eps,
+            };
             ctx.phase("denoising");
             let (ctx_c, pooled_c) = &conds[i / per];
             let both = match &uncond {
@@ -335,7 +397,9 @@ impl Pipeline for Sd3Pipeline {
                         let parts = pred.chunk(2, 0)?;
                         let (u, c) = (&parts[0], &parts[1]);
                         let mut v = (u + ((c - u)? * guidance)?)?;
-                        if let Some(layers) = self.skips_at(step, steps, true) {
+                        // diffusers' SD3 image-to-image has no skip-layer guidance.
+                        let text_only = init.is_none();
+                        if let Some(layers) = self.skips_at(step, steps, text_only) {
                             let slg = cfg.skip_layer_guidance.as_ref().map_or(0.0, |g| g.scale);
                             let skipped = self.predict(&x, s, pooled_c, ctx_c, Some(layers))?;
                             v = (v + ((c - skipped)? * slg)?)?;
@@ -362,7 +426,7 @@ impl Pipeline for Sd3Pipeline {
                     .negative_prompt_2
                     .clone()
                     .or_else(|| r.negative_prompt.clone()),
-                input_image: None,
+                input_image: init.as_ref().map(|(img, _)| Arc::clone(img)),
                 mask_image: None,
                 seed,
             });

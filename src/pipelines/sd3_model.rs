@@ -63,6 +63,8 @@ pub struct Sd3Config {
     pub default_steps: usize,
     /// Default classifier-free guidance scale (≤ 1: none).
     pub default_guidance: f64,
+    /// Default image-to-image strength.
+    pub default_strength: f64,
     /// The sampler.
     pub sampler: FlowMatch,
     /// Skip-layer guidance by default (SD3.5 medium).
@@ -110,6 +112,7 @@ impl Sd3Config {
             default_size: 1024,
             default_steps: 28,
             default_guidance: 7.0,
+            default_strength: 0.6,
             sampler: FlowMatch::sd3(),
             skip_layer_guidance: None,
         }
