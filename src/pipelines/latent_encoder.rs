@@ -91,14 +91,21 @@ impl LatentEncoder {
         })
     }
 
-    /// Loads the encoder half of a VAE from its weight files (memory-mapped).
-    pub fn load(
-        files: &[std::path::PathBuf],
+    /// The encoder in `slot`, loaded there from the VAE's weight files
+    /// (memory-mapped) on first use: text-to-image calls never load it.
+    pub fn cached<'a, P: AsRef<std::path::Path>>(
+        slot: &'a mut Option<LatentEncoder>,
+        files: &[P],
         cfg: &AutoEncoderKLConfig,
         dtype: candle_core::DType,
         device: &candle_core::Device,
-    ) -> Result<LatentEncoder> {
-        LatentEncoder::new(super::mapped::mapped_vb(files, dtype, device)?, cfg)
+    ) -> Result<&'a LatentEncoder> {
+        if slot.is_none() {
+            let vb = super::mapped::mapped_vb(files, dtype, device)?;
+            *slot = Some(LatentEncoder::new(vb, cfg)?);
+        }
+        slot.as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("latent encoder missing".into()))
     }
 
     /// Encodes an image batch in [-1, 1] and samples its latents with `noise`.

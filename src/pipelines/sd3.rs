@@ -112,25 +112,19 @@ impl Sd3Pipeline {
     }
 
     fn size(&self, r: &Request) -> (usize, usize) {
-        let d = self.model.config.default_size;
-        let (iw, ih) = match &r.init {
-            Some(InitImage::Image(img)) => (
-                img.width() as usize / 16 * 16,
-                img.height() as usize / 16 * 16,
-            ),
-            _ => (d, d),
-        };
-        (r.width.unwrap_or(iw), r.height.unwrap_or(ih))
+        r.size(self.model.config.default_size, 16)
     }
 
     fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
-        if self.latent_encoder.is_none() {
-            let (files, cfg) = (&self.model.paths.vae, &self.model.config.vae);
-            self.latent_encoder = Some(LatentEncoder::load(files, cfg, self.dtype, &self.device)?);
-        }
-        self.latent_encoder
-            .as_ref()
-            .ok_or_else(|| err("latent encoder missing"))
+        let (files, cfg) = (&self.model.paths.vae, &self.model.config.vae);
+        let slot = &mut self.latent_encoder;
+        Ok(LatentEncoder::cached(
+            slot,
+            files,
+            cfg,
+            self.dtype,
+            &self.device,
+        )?)
     }
 
     /// The largest attention of a call (the joint attention over text and

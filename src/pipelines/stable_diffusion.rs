@@ -71,6 +71,27 @@ pub struct Request {
     pub mask: Option<Arc<RgbImage>>,
 }
 
+impl Request {
+    /// The output size: the asked width and height, else the input's size
+    /// rounded down to a multiple of `multiple` (8 for SD, 16 for FLUX and
+    /// SD3) or the handed-over latents' size, else `default` square.
+    pub fn size(&self, default: usize, multiple: usize) -> (usize, usize) {
+        let from_init = match &self.init {
+            Some(InitImage::Image(img)) => Some((
+                img.width() as usize / multiple * multiple,
+                img.height() as usize / multiple * multiple,
+            )),
+            Some(InitImage::Latents(l)) => l.first().and_then(|s| {
+                let dims = s.latents.dims();
+                (dims.len() == 4).then(|| (dims[3] * 8, dims[2] * 8))
+            }),
+            None => None,
+        };
+        let (iw, ih) = from_init.unwrap_or((default, default));
+        (self.width.unwrap_or(iw), self.height.unwrap_or(ih))
+    }
+}
+
 /// An inpainting call's extra UNet inputs at latent resolution: the mask
 /// and the masked image's latents (batch of one).
 struct InpaintInputs {
@@ -244,19 +265,7 @@ impl StableDiffusion {
     }
 
     fn size(&self, r: &Request) -> (usize, usize) {
-        let d = self.model.config.default_size;
-        let from_init = match &r.init {
-            Some(InitImage::Image(img)) => {
-                Some((img.width() as usize / 8 * 8, img.height() as usize / 8 * 8))
-            }
-            Some(InitImage::Latents(l)) => l.first().and_then(|s| {
-                let dims = s.latents.dims();
-                (dims.len() == 4).then(|| (dims[3] * 8, dims[2] * 8))
-            }),
-            None => None,
-        };
-        let (iw, ih) = from_init.unwrap_or((d, d));
-        (r.width.unwrap_or(iw), r.height.unwrap_or(ih))
+        r.size(self.model.config.default_size, 8)
     }
 
     /// The largest attention matrix a call of `w`×`h` materialises (UNet
@@ -405,14 +414,15 @@ impl StableDiffusion {
                 self.model.model_id
             )));
         }
-        if self.latent_encoder.is_none() {
-            let files = [self.model.vae.clone()];
-            let cfg = &self.model.config.vae;
-            self.latent_encoder = Some(LatentEncoder::load(&files, cfg, self.dtype, &self.device)?);
-        }
-        self.latent_encoder
-            .as_ref()
-            .ok_or_else(|| err("latent encoder missing"))
+        let (files, cfg) = ([&self.model.vae], &self.model.config.vae);
+        let slot = &mut self.latent_encoder;
+        Ok(LatentEncoder::cached(
+            slot,
+            &files,
+            cfg,
+            self.dtype,
+            &self.device,
+        )?)
     }
 }
 
