@@ -203,6 +203,10 @@ struct GenerateCli {
     /// FLUX.1's T5 (default: the prompt).
     #[arg(long)]
     prompt_2: Option<String>,
+    /// Third prompt: SD3's third text encoder (T5) (default: the prompt);
+    /// other models have none and refuse it.
+    #[arg(long)]
+    prompt_3: Option<String>,
     /// Images per prompt.
     #[arg(long, default_value_t = 1)]
     num_images_per_prompt: usize,
@@ -455,6 +459,7 @@ fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
         prompts: g.prompt,
         negative_prompt: g.negative_prompt,
         prompt_2: g.prompt_2,
+        prompt_3: g.prompt_3,
         num_images_per_prompt: g.num_images_per_prompt,
         steps: g.steps,
         guidance_scale: g.guidance_scale,

@@ -28,8 +28,10 @@ pub struct GenerateArgs {
     pub prompts: Vec<String>,
     /// Negative prompt.
     pub negative_prompt: Option<String>,
-    /// Second prompt (XL).
+    /// Second prompt (XL's and SD3's CLIP-G, FLUX.1's T5).
     pub prompt_2: Option<String>,
+    /// Third prompt (SD3's T5).
+    pub prompt_3: Option<String>,
     /// Images per prompt.
     pub num_images_per_prompt: usize,
     /// Inference steps (model default if `None`).
@@ -138,6 +140,8 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         negative_prompt: args.negative_prompt.clone(),
         prompt_2: args.prompt_2.clone(),
         negative_prompt_2: None,
+        prompt_3: args.prompt_3.clone(),
+        negative_prompt_3: None,
         num_images_per_prompt: Some(args.num_images_per_prompt),
         steps: args.steps,
         guidance_scale: args.guidance_scale,

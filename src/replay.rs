@@ -224,6 +224,8 @@ fn replay_row(
         negative_prompt: opt_text("negative_prompt"),
         prompt_2: opt_text("prompt_2"),
         negative_prompt_2: opt_text("negative_prompt_2"),
+        prompt_3: opt_text("prompt_3"),
+        negative_prompt_3: opt_text("negative_prompt_3"),
         num_images_per_prompt: Some(1),
         steps: num("num_inference_steps"),
         guidance_scale: params.get("guidance_scale").and_then(Value::as_f64),

@@ -149,6 +149,20 @@ fn an_sd3_call_records_its_table_and_is_reproducible() {
     plain.guidance_scale = Some(1.0);
     let plain = run.record(&mut p, &plain).unwrap();
     assert_ne!(plain.images[0], first.images[0]);
+    // T5's own prompt and negative prompt (diffusers' prompt_3 and
+    // negative_prompt_3) are used and recorded.
+    let mut p3 = request("a red cat", 5);
+    p3.prompt_3 = Some("a dog".into());
+    let p3 = run.record(&mut p, &p3).unwrap();
+    assert_ne!(p3.images[0], first.images[0], "prompt_3 changed nothing");
+    let mut n3 = request("a red cat", 5);
+    n3.negative_prompt = Some("blue".into());
+    n3.negative_prompt_3 = Some("green".into());
+    let n3 = run.record(&mut p, &n3).unwrap();
+    assert_ne!(
+        n3.images[0], neg.images[0],
+        "negative_prompt_3 changed nothing"
+    );
     run.finish().unwrap();
 
     let dir = only_run(root.path());
@@ -191,6 +205,9 @@ fn an_sd3_call_records_its_table_and_is_reproducible() {
     assert_eq!(params["max_sequence_length"], 64);
     let unguided = &v.calls[&6].started.params;
     assert!(unguided["skip_guidance_layers"].is_null(), "{unguided:?}");
+    assert!(params["prompt_3"].is_null() && params["negative_prompt_3"].is_null());
+    assert_eq!(v.calls[&7].started.params["prompt_3"], "a dog");
+    assert_eq!(v.calls[&8].started.params["negative_prompt_3"], "green");
 
     for c in 1..=v.calls.len() {
         let o = cli(&[
@@ -310,6 +327,12 @@ fn bad_sd3_requests_are_refused_before_a_run_exists() {
     let mut r = request("x", 1);
     r.negative_prompt = Some("a ".repeat(80));
     fails(&mut p, &r, "prompt is too long for T5");
+    let mut r = request("x", 1);
+    r.prompt_3 = Some("a ".repeat(80));
+    fails(&mut p, &r, "prompt is too long for T5");
+    let mut r = request("x", 1);
+    r.negative_prompt_3 = Some("a ".repeat(80));
+    fails(&mut p, &r, "prompt is too long for T5");
     let dir = run.dir().unwrap().to_path_buf();
     run.finish().unwrap();
     assert!(RunDir::open(&dir).unwrap().view().calls.is_empty());
@@ -326,6 +349,14 @@ fn bad_sd3_requests_are_refused_before_a_run_exists() {
             vec!["--model", "tiny-sd3", "--width", "40"],
             "multiple of 16",
         ),
+        (
+            vec!["--model", "tiny-flux", "--prompt-3", "a dog"],
+            "tiny-flux: a third prompt (prompt_3, negative_prompt_3) is for SD3's third text encoder (T5); this model has none",
+        ),
+        (
+            vec!["--model", "tiny", "--prompt-3", "a dog"],
+            "is for SD3's third text encoder",
+        ),
     ] {
         let mut all = vec!["generate", "--prompt", "x", "--runs", runs_s];
         all.extend(args);
@@ -334,6 +365,28 @@ fn bad_sd3_requests_are_refused_before_a_run_exists() {
         assert!(!o.status.success() && err.contains(want), "{want}: {err}");
         assert!(!runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none());
     }
+    // --prompt-3 reaches T5 and the record.
+    let o = cli(&[
+        "generate",
+        "--prompt",
+        "a red cat",
+        "--prompt-3",
+        "a dog",
+        "--runs",
+        runs_s,
+        "--model",
+        "tiny-sd3",
+        "--steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = RunDir::open(only_run(&runs)).unwrap().view();
+    assert_eq!(v.calls[&1].started.params["prompt_3"], "a dog");
+    std::fs::remove_dir_all(&runs).unwrap();
     // An SD3.5 preset whose files are not cached lists what to download.
     let o = Command::new(difflog_bin())
         .args([

@@ -5,6 +5,8 @@
 use candle_core::{DType, Device, IndexOp, Tensor};
 use image::RgbImage;
 
+use super::stable_diffusion::Request;
+
 /// An RGB image as a (1, 3, h, w) tensor in [-1, 1] on `device`, resized
 /// (Catmull-Rom) to `w`×`h` when it has another size.
 pub fn image_tensor(
@@ -79,6 +81,17 @@ pub fn check_memory(device: &Device, need: u128, w: usize, h: usize) -> Result<(
             "{w}×{h} needs about {:.1} GiB for the model's attention, and {:.1} GiB of memory are available: choose a smaller size",
             gib(need),
             gib(u128::from(avail))
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a third prompt on a model without a third text encoder (only
+/// SD3 has one, its T5), rather than ignoring it.
+pub fn no_third_prompt(r: &Request, model: &str) -> Result<(), String> {
+    if r.prompt_3.is_some() || r.negative_prompt_3.is_some() {
+        return Err(format!(
+            "{model}: a third prompt (prompt_3, negative_prompt_3) is for SD3's third text encoder (T5); this model has none"
         ));
     }
     Ok(())

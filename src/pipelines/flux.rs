@@ -175,6 +175,7 @@ impl Pipeline for FluxPipeline {
         let cfg = &self.model.config;
         let id = &self.model.model_id;
         let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
+        convert::no_third_prompt(r, id).map_err(err)?;
         if r.negative_prompt.is_some() || r.negative_prompt_2.is_some() {
             return Err(err(format!(
                 "{id}: FLUX.1 takes no negative prompt (it has no classifier-free guidance)"

@@ -268,22 +268,23 @@ impl Pipeline for Sd3Pipeline {
             flow_match::check_strength(steps, strength).map_err(err)?;
         }
         let neg = r.negative_prompt.clone().unwrap_or_default();
-        let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
+        let neg2 = r.negative_prompt_2.as_deref().unwrap_or(&neg);
+        let neg3 = r.negative_prompt_3.as_deref().unwrap_or(&neg);
         for p in &r.prompt {
             self.clip_tokens[0].ids(p)?;
             self.clip_tokens[1].ids(r.prompt_2.as_deref().unwrap_or(p))?;
-            self.t5_tokens.ids(p)?;
+            self.t5_tokens.ids(r.prompt_3.as_deref().unwrap_or(p))?;
         }
         self.clip_tokens[0].ids(&neg)?;
-        self.clip_tokens[1].ids(&neg2)?;
-        self.t5_tokens.ids(&neg)?;
+        self.clip_tokens[1].ids(neg2)?;
+        self.t5_tokens.ids(neg3)?;
         let mut params = Map::new();
         params.insert("prompt".into(), json!(r.prompt));
         params.insert("prompt_2".into(), json!(r.prompt_2));
-        params.insert("prompt_3".into(), Value::Null);
+        params.insert("prompt_3".into(), json!(r.prompt_3));
         params.insert("negative_prompt".into(), json!(r.negative_prompt));
         params.insert("negative_prompt_2".into(), json!(r.negative_prompt_2));
-        params.insert("negative_prompt_3".into(), Value::Null);
+        params.insert("negative_prompt_3".into(), json!(r.negative_prompt_3));
         params.insert("num_images_per_prompt".into(), json!(per));
         params.insert("num_inference_steps".into(), json!(steps));
         params.insert("guidance_scale".into(), json!(guidance));
@@ -330,15 +331,20 @@ impl Pipeline for Sd3Pipeline {
 
         ctx.phase("text_encoding");
         let neg = r.negative_prompt.clone().unwrap_or_default();
-        let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
+        let neg2 = r.negative_prompt_2.as_deref().unwrap_or(&neg);
+        let neg3 = r.negative_prompt_3.as_deref().unwrap_or(&neg);
         let uncond = if guided {
-            Some(self.embed(&Texts(&neg, &neg2, &neg))?)
+            Some(self.embed(&Texts(&neg, neg2, neg3))?)
         } else {
             None
         };
         let mut conds = Vec::new();
         for p in &r.prompt {
-            conds.push(self.embed(&Texts(p, r.prompt_2.as_deref().unwrap_or(p), p))?);
+            conds.push(self.embed(&Texts(
+                p,
+                r.prompt_2.as_deref().unwrap_or(p),
+                r.prompt_3.as_deref().unwrap_or(p),
+            ))?);
         }
         let strength = r.strength.unwrap_or(cfg.default_strength);
         let init = match &r.init {

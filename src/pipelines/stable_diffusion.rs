@@ -50,6 +50,11 @@ pub struct Request {
     pub prompt_2: Option<String>,
     /// Second negative prompt (defaults to the negative prompt).
     pub negative_prompt_2: Option<String>,
+    /// Third prompt: SD3's T5 encoder (defaults to the prompt); refused by
+    /// models without a third text encoder.
+    pub prompt_3: Option<String>,
+    /// Third negative prompt: SD3's T5 encoder (defaults to the negative prompt).
+    pub negative_prompt_3: Option<String>,
     /// Images per prompt (default 1).
     pub num_images_per_prompt: Option<usize>,
     /// Inference steps.
@@ -480,6 +485,7 @@ impl Pipeline for StableDiffusion {
     fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
         let cfg = &self.model.config;
         let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
+        convert::no_third_prompt(r, &self.model.model_id).map_err(err)?;
         let (w, h) = self.size(r);
         if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
             return Err(err(format!(
