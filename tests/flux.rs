@@ -385,7 +385,7 @@ fn bad_flux_requests_are_refused_before_a_run_exists() {
     fails(
         &mut p,
         &r,
-        "width 72: FLUX.1 needs a positive multiple of 16",
+        "width 72: tiny-flux needs a positive multiple of 16, at most 4096",
     );
     let mut r = request("x", 1);
     r.guidance_scale = Some(3.5);

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, IndexOp, Tensor};
 use image::RgbImage;
 
-use super::stable_diffusion::Request;
+use super::stable_diffusion::{InitImage, Request};
 
 /// An RGB image as a (1, 3, h, w) tensor in [-1, 1] on `device`, resized
 /// (Catmull-Rom) to `w`×`h` when it has another size.
@@ -82,6 +82,60 @@ pub fn check_memory(device: &Device, need: u128, w: usize, h: usize) -> Result<(
             gib(need),
             gib(u128::from(avail))
         ));
+    }
+    Ok(())
+}
+
+/// What a flow-transformer pipeline (FLUX.1, SD3) accepts for its image
+/// inputs and output size: its family's name for messages, the model's id,
+/// and the largest side (with why, when it is the model's own limit).
+pub struct FlowLimits<'a> {
+    /// "FLUX.1" or "SD3".
+    pub family: &'a str,
+    /// The model id, first in messages.
+    pub model: &'a str,
+    /// The largest width or height.
+    pub max_side: usize,
+    /// Why the largest side is what it is ("" when it is only a bound).
+    pub why_max: &'a str,
+}
+
+/// The flow-transformer pipelines' checks on a request's images and size
+/// `(w, h)`: no mask (no inpainting), no refiner latents, an input image of
+/// at least 16 px, sides in multiples of 16 up to the limit.
+pub fn check_flow_request(
+    r: &Request,
+    (w, h): (usize, usize),
+    l: &FlowLimits<'_>,
+) -> Result<(), String> {
+    let (family, model) = (l.family, l.model);
+    if r.mask.is_some() {
+        return Err(format!(
+            "{model}: a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); {family} inpainting is not supported"
+        ));
+    }
+    match &r.init {
+        Some(InitImage::Latents(_)) => {
+            return Err(format!(
+                "{model}: {family} has no refiner stage; give it an image instead"
+            ))
+        }
+        Some(InitImage::Image(img)) if w == 0 || h == 0 => {
+            return Err(format!(
+                "the input image is {}×{} pixels: {family} needs at least 16×16 (its size, rounded down to multiples of 16, is the output size)",
+                img.width(),
+                img.height()
+            ))
+        }
+        _ => {}
+    }
+    for (name, v) in [("width", w), ("height", h)] {
+        if v == 0 || v % 16 != 0 || v > l.max_side {
+            return Err(format!(
+                "{name} {v}: {model} needs a positive multiple of 16, at most {}{}",
+                l.max_side, l.why_max
+            ));
+        }
     }
     Ok(())
 }

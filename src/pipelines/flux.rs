@@ -7,7 +7,7 @@
 //! alone. FLUX has no classifier-free guidance: dev takes its guidance
 //! value as a model input, schnell takes none (asking for one is refused).
 
-use super::convert;
+use super::convert::{self, FlowLimits};
 use super::describe::{self, Files, Identity};
 use super::flow_match;
 use super::flux_model::{FluxConfig, FluxModules};
@@ -181,31 +181,14 @@ impl Pipeline for FluxPipeline {
                 "{id}: FLUX.1 takes no negative prompt (it has no classifier-free guidance)"
             )));
         }
-        if r.mask.is_some() {
-            return Err(err(format!(
-                "{id}: a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); FLUX.1 inpainting is not supported"
-            )));
-        }
-        if let Some(InitImage::Latents(_)) = &r.init {
-            return Err(err(format!(
-                "{id}: FLUX.1 has no refiner stage; give it an image instead"
-            )));
-        }
         let (w, h) = self.size(r);
-        if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
-            return Err(err(format!(
-                "the input image is {}×{} pixels: FLUX needs at least 16×16 (its size, rounded down to multiples of 16, is the output size)",
-                img.width(),
-                img.height()
-            )));
-        }
-        for (name, v) in [("width", w), ("height", h)] {
-            if v == 0 || v % 16 != 0 || v > 4096 {
-                return Err(err(format!(
-                    "{name} {v}: FLUX.1 needs a positive multiple of 16, at most 4096"
-                )));
-            }
-        }
+        let limits = FlowLimits {
+            family: "FLUX.1",
+            model: id,
+            max_side: 4096,
+            why_max: "",
+        };
+        convert::check_flow_request(r, (w, h), &limits).map_err(err)?;
         convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
         let steps = r.steps.unwrap_or(cfg.default_steps);
         convert::check_steps(steps, cfg.sampler.train_timesteps).map_err(err)?;

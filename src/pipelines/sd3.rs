@@ -9,7 +9,7 @@
 //! when the model uses it (recorded). Each image's noise comes from its own
 //! seed ([`Noise`]), so a recorded seed reproduces its image alone.
 
-use super::convert;
+use super::convert::{self, FlowLimits};
 use super::describe::{self, Files, Identity};
 use super::flow_match;
 use super::latent_encoder::LatentEncoder;
@@ -231,33 +231,14 @@ impl Pipeline for Sd3Pipeline {
         let cfg = &self.model.config;
         let id = &self.model.model_id;
         let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
-        if r.mask.is_some() {
-            return Err(err(format!(
-                "{id}: a mask needs an inpainting model (sd15-inpaint, sd2-inpaint, sdxl-inpaint, tiny-inpaint); SD3 inpainting is not supported"
-            )));
-        }
-        if let Some(InitImage::Latents(_)) = &r.init {
-            return Err(err(format!(
-                "{id}: SD3 has no refiner stage; give it an image instead"
-            )));
-        }
         let (w, h) = self.size(r);
-        if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
-            return Err(err(format!(
-                "the input image is {}×{} pixels: SD3 needs at least 16×16 (its size, rounded down to multiples of 16, is the output size)",
-                img.width(),
-                img.height()
-            )));
-        }
-        let max = cfg.max_side().min(4096);
-        for (name, v) in [("width", w), ("height", h)] {
-            if v == 0 || v % 16 != 0 || v > max {
-                return Err(err(format!(
-                    "{name} {v}: {} needs a positive multiple of 16, at most {max} (its position embedding's reach)",
-                    cfg.variant
-                )));
-            }
-        }
+        let limits = FlowLimits {
+            family: "SD3",
+            model: id,
+            max_side: cfg.max_side().min(4096),
+            why_max: " (its position embedding's reach)",
+        };
+        convert::check_flow_request(r, (w, h), &limits).map_err(err)?;
         convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
         let steps = r.steps.unwrap_or(cfg.default_steps);
         convert::check_steps(steps, cfg.sampler.train_timesteps).map_err(err)?;
