@@ -73,7 +73,7 @@ fn text_to_image_table_workflow_seeds_images_outputs_and_failures() {
 }
 
 #[test]
-fn sdxl_image_to_image_inpainting_sd3_and_a_class_defined_later() {
+fn sdxl_image_to_image_inpainting_sd3_flux_and_a_class_defined_later() {
     unittest("Families");
 }
 

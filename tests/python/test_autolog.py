@@ -296,6 +296,41 @@ class Families(Base):
         px, _, _ = stored(run.dir, cells(call["rows"][0])["Generated-Image"])
         self.assertEqual(px, pixels(out.images[0]))
 
+    def test_flux_is_recorded_without_a_class_list(self):
+        pipe = tiny.flux()
+        run = self.start()
+        out = pipe(
+            ["a red cat", "a dog"],
+            prompt_2="a blue cat",
+            height=32,
+            width=32,
+            guidance_scale=3.5,
+            max_sequence_length=16,
+            generator=torch.Generator().manual_seed(7),
+            **STEPS,
+        )
+        v = self.recorded(run)
+        [call] = v["calls"]
+        [pipeline] = v["pipelines"]
+        self.assertEqual(pipeline["class"], "FluxPipeline")
+        self.assertEqual(pipeline["scheduler"]["name"], "FlowMatchEulerDiscreteScheduler")
+        self.assertTrue(pipeline["scheduler"]["use_dynamic_shifting"])
+        self.assertEqual(pipeline["components"]["text_encoder_2"]["class"], "T5EncoderModel")
+        self.assertEqual(pipeline["components"]["transformer"]["class"], "FluxTransformer2DModel")
+        self.assertTrue(pipeline["components"]["transformer"]["config"]["guidance_embeds"])
+        params = call["started"]["params"]
+        self.assertEqual((params["guidance_scale"], params["max_sequence_length"]), (3.5, 16))
+        self.assertEqual(
+            call["started"]["columns"],
+            ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Generated-Image", "Seed"],
+        )
+        self.assertEqual(len(call["rows"]), 2)
+        for row, prompt, img in zip(call["rows"], ["a red cat", "a dog"], out.images):
+            c = cells(row)
+            self.assertEqual((value(c["Prompt"]), value(c["Prompt-2"])), (prompt, "a blue cat"))
+            self.assertEqual(stored(run.dir, c["Generated-Image"])[0], pixels(img))
+        self.assertEqual(verify(run.dir)[0], 0)
+
     def test_a_pipeline_class_defined_after_autolog(self):
         run = self.start()
 

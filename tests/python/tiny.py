@@ -18,6 +18,8 @@ from diffusers import (
     DDIMScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionImg2ImgPipeline,
@@ -26,7 +28,16 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
 
 
 def _bytes_to_unicode():
@@ -278,4 +289,65 @@ def sd3():
         tokenizer_2=tokenizer(),
         text_encoder_3=None,
         tokenizer_3=None,
+    )
+
+
+def t5_tokenizer():
+    """A T5-style unigram tokenizer (<pad> 0, </s> 1 appended, <unk> 2,
+    "▁" word starts) over single letters and the words below."""
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab += [(c, -3.0), ("\u2581" + c, -3.5)]
+    for word in ("cat", "dog", "red", "blue", "a"):
+        vocab.append(("\u2581" + word, -1.0))
+    t = Tokenizer(models.Unigram(vocab, unk_id=2))
+    t.pre_tokenizer = pre_tokenizers.Metaspace()
+    t.decoder = decoders.Metaspace()
+    t.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0)
+
+
+def flux():
+    """FLUX.1 (dev-shaped: a guidance input): CLIP pooled + T5, flow matching."""
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,
+    )
+    torch.manual_seed(0)
+    te = CLIPTextModel(_clip_config(hidden_act="gelu", projection_dim=32))
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(
+        T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1)
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
+        vae=vae,
+        text_encoder=te,
+        tokenizer=tokenizer(),
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer(),
+        transformer=transformer,
     )
