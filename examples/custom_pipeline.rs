@@ -73,6 +73,8 @@ impl Pipeline for Gradient {
                 negative_prompt: r.negative_prompt.clone(),
                 prompt_2: None,
                 negative_prompt_2: None,
+                prompt_3: None,
+                negative_prompt_3: None,
                 input_image: None,
                 mask_image: None,
                 seed,

@@ -55,6 +55,9 @@ pub struct CallSpec {
     pub seeds: Vec<u64>,
     /// Whether the table has SDXL's `Prompt-2` and `Negative-Prompt-2` columns.
     pub second_prompts: bool,
+    /// Whether the table has SD3's `Prompt-3` and `Negative-Prompt-3`
+    /// columns (its T5 encoder's), as difflog's Python recorder names them.
+    pub third_prompts: bool,
     /// Whether the table has an `Input-Image` column (image-to-image).
     pub input_image: bool,
     /// Whether the table has a `Mask-Image` column (inpainting).
@@ -69,6 +72,10 @@ impl CallSpec {
         if self.second_prompts {
             c.push("Prompt-2".into());
             c.push("Negative-Prompt-2".into());
+        }
+        if self.third_prompts {
+            c.push("Prompt-3".into());
+            c.push("Negative-Prompt-3".into());
         }
         if self.input_image {
             c.push("Input-Image".into());
@@ -95,6 +102,10 @@ pub struct ImageRow {
     pub prompt_2: Option<String>,
     /// SDXL's second negative prompt.
     pub negative_prompt_2: Option<String>,
+    /// SD3's third prompt (T5's), if the pipeline has one.
+    pub prompt_3: Option<String>,
+    /// SD3's third negative prompt.
+    pub negative_prompt_3: Option<String>,
     /// The input image of image-to-image calls (shared between rows: stored once).
     pub input_image: Option<Arc<RgbImage>>,
     /// The mask of inpainting calls (white: repaint; shared between rows).

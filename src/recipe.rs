@@ -43,6 +43,10 @@ pub struct RecipeInput<'a> {
     pub prompt_2: Option<&'a str>,
     /// SDXL's second negative prompt, if any.
     pub negative_prompt_2: Option<&'a str>,
+    /// SD3's third prompt (T5's), if any.
+    pub prompt_3: Option<&'a str>,
+    /// SD3's third negative prompt, if any.
+    pub negative_prompt_3: Option<&'a str>,
     /// The image's seed.
     pub seed: u64,
     /// Width and height in pixels.
@@ -84,6 +88,10 @@ pub struct RowPrompts<'a> {
     pub prompt_2: Option<&'a str>,
     /// SDXL's second negative prompt, if any.
     pub negative_prompt_2: Option<&'a str>,
+    /// SD3's third prompt (T5's), if any.
+    pub prompt_3: Option<&'a str>,
+    /// SD3's third negative prompt, if any.
+    pub negative_prompt_3: Option<&'a str>,
 }
 
 impl CallRecipe {
@@ -104,6 +112,8 @@ impl CallRecipe {
             negative_prompt: p.negative_prompt,
             prompt_2: p.prompt_2,
             negative_prompt_2: p.negative_prompt_2,
+            prompt_3: p.prompt_3,
+            negative_prompt_3: p.negative_prompt_3,
             seed,
             size,
             params: &self.params,
@@ -175,6 +185,12 @@ pub fn parameters(i: &RecipeInput<'_>) -> String {
     if let Some(p) = i.negative_prompt_2 {
         pairs.push(("Negative prompt 2", p.to_string()));
     }
+    if let Some(p) = i.prompt_3 {
+        pairs.push(("Prompt 3", p.to_string()));
+    }
+    if let Some(p) = i.negative_prompt_3 {
+        pairs.push(("Negative prompt 3", p.to_string()));
+    }
     let line: Vec<String> = pairs
         .iter()
         .map(|(k, v)| format!("{k}: {}", quote(v)))
@@ -186,7 +202,14 @@ pub fn parameters(i: &RecipeInput<'_>) -> String {
 
 /// The call's prompt arguments: each image's own are its recipe's fields,
 /// so a batch of many prompts is not copied into every image.
-const PER_ROW: [&str; 4] = ["prompt", "negative_prompt", "prompt_2", "negative_prompt_2"];
+const PER_ROW: [&str; 6] = [
+    "prompt",
+    "negative_prompt",
+    "prompt_2",
+    "negative_prompt_2",
+    "prompt_3",
+    "negative_prompt_3",
+];
 
 /// difflog's JSON recipe of an image.
 pub fn difflog_json(i: &RecipeInput<'_>) -> Value {
@@ -196,14 +219,30 @@ pub fn difflog_json(i: &RecipeInput<'_>) -> Value {
         .filter(|(k, _)| !PER_ROW.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    json!({
-        "run_id": i.run_id, "call": i.call, "row": i.row,
-        "prompt": i.prompt, "negative_prompt": i.negative_prompt,
-        "prompt_2": i.prompt_2, "negative_prompt_2": i.negative_prompt_2,
-        "seed": i.seed, "width": i.size.0, "height": i.size.1,
-        "model_id": i.model_id, "weights_digest": i.weights_digest,
-        "scheduler": i.scheduler, "params": params,
-    })
+    let mut v = Map::new();
+    let mut put = |k: &str, x: Value| {
+        v.insert(k.to_string(), x);
+    };
+    put("run_id", json!(i.run_id));
+    put("call", json!(i.call));
+    put("row", json!(i.row));
+    put("prompt", json!(i.prompt));
+    put("negative_prompt", json!(i.negative_prompt));
+    put("prompt_2", json!(i.prompt_2));
+    put("negative_prompt_2", json!(i.negative_prompt_2));
+    // Only SD3's images have third prompts: the others' recipes stay as they were.
+    if i.prompt_3.is_some() || i.negative_prompt_3.is_some() {
+        put("prompt_3", json!(i.prompt_3));
+        put("negative_prompt_3", json!(i.negative_prompt_3));
+    }
+    put("seed", json!(i.seed));
+    put("width", json!(i.size.0));
+    put("height", json!(i.size.1));
+    put("model_id", json!(i.model_id));
+    put("weights_digest", json!(i.weights_digest));
+    put("scheduler", i.scheduler.clone());
+    put("params", Value::Object(params));
+    Value::Object(v)
 }
 
 /// A text chunk to write: keyword, text, and whether it must be iTXt.
@@ -264,6 +303,8 @@ mod tests {
             negative_prompt: Some("blurry"),
             prompt_2: None,
             negative_prompt_2: None,
+            prompt_3: None,
+            negative_prompt_3: None,
             seed: 42,
             size: (64, 48),
             params,

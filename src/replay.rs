@@ -251,6 +251,10 @@ fn replay_row(
         text(&r.cells, "Prompt-2"),
         text(&r.cells, "Negative-Prompt-2"),
     );
+    let (prompt_3, negative_3) = (
+        text(&r.cells, "Prompt-3"),
+        text(&r.cells, "Negative-Prompt-3"),
+    );
     let chunks = crate::recipe::chunks(&crate::recipe::RecipeInput {
         run_id,
         call,
@@ -259,6 +263,8 @@ fn replay_row(
         negative_prompt: negative.as_deref(),
         prompt_2: prompt_2.as_deref(),
         negative_prompt_2: negative_2.as_deref(),
+        prompt_3: prompt_3.as_deref(),
+        negative_prompt_3: negative_3.as_deref(),
         seed,
         size: img.dimensions(),
         params,

@@ -11,6 +11,7 @@ use common::{difflog_bin, only_run, test_cache, Schemas};
 use difflog::pipelines::tiny::{write_model, TinyModel};
 use difflog::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request, Sd3Pipeline};
 use difflog::read::RunDir;
+use difflog::recipe::read_text_chunks;
 use difflog::verify::verify_run;
 use difflog::{Init, Run};
 use std::process::Command;
@@ -194,6 +195,8 @@ fn an_sd3_call_records_its_table_and_is_reproducible() {
             "Negative-Prompt",
             "Prompt-2",
             "Negative-Prompt-2",
+            "Prompt-3",
+            "Negative-Prompt-3",
             "Generated-Image",
             "Seed"
         ]
@@ -208,6 +211,46 @@ fn an_sd3_call_records_its_table_and_is_reproducible() {
     assert!(params["prompt_3"].is_null() && params["negative_prompt_3"].is_null());
     assert_eq!(v.calls[&7].started.params["prompt_3"], "a dog");
     assert_eq!(v.calls[&8].started.params["negative_prompt_3"], "green");
+    // Each row has T5's texts in the columns difflog's Python recorder gives
+    // diffusers' SD3 (the prompt and negative prompt when not given), and
+    // the PNG's recipe says them.
+    let texts = |call: u32, row: usize| -> Vec<Option<String>> {
+        let cells = &v.calls[&call].rows[row].cells;
+        ["Prompt-3", "Negative-Prompt-3"]
+            .iter()
+            .map(|col| {
+                cells.iter().find_map(|c| match c {
+                    difflog::event::Cell::Text { column, value } if column == col => {
+                        Some(value.clone())
+                    }
+                    _ => None,
+                })
+            })
+            .collect()
+    };
+    assert_eq!(texts(1, 3), [Some("a blue dog".into()), None]);
+    assert_eq!(texts(4, 0), [Some("a red cat".into()), Some("blue".into())]);
+    assert_eq!(texts(7, 0), [Some("a dog".into()), None]);
+    assert_eq!(
+        texts(8, 0),
+        [Some("a red cat".into()), Some("green".into())]
+    );
+    let png = v.calls[&8].rows[0]
+        .cells
+        .iter()
+        .find_map(|c| match c {
+            difflog::event::Cell::Image { column, path, .. } if column == "Generated-Image" => {
+                Some(dir.join(path))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let chunks = read_text_chunks(&std::fs::read(png).unwrap()).unwrap();
+    let parameters = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(
+        parameters.contains("Prompt 3: a red cat, Negative prompt 3: green"),
+        "{parameters}"
+    );
 
     for c in 1..=v.calls.len() {
         let o = cli(&[

@@ -194,6 +194,8 @@ class Recording:
                         "negative_prompt": _str(texts.get("negative_prompt")),
                         "prompt_2": _str(texts.get("prompt_2")),
                         "negative_prompt_2": _str(texts.get("negative_prompt_2")),
+                        "prompt_3": _str(texts.get("prompt_3")),
+                        "negative_prompt_3": _str(texts.get("negative_prompt_3")),
                         "seed": seed,
                     }
                 )

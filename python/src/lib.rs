@@ -227,7 +227,7 @@ struct Generated {
 #[pymethods]
 impl Generated {
     /// `recipe_json`: `{"prompt", "negative_prompt", "prompt_2",
-    /// "negative_prompt_2", "seed"}` (a recipe needs a prompt and a seed).
+    /// "negative_prompt_2", "prompt_3", "negative_prompt_3", "seed"}` (a recipe needs a prompt and a seed).
     #[new]
     #[pyo3(signature = (image, caption=None, recipe_json=None))]
     fn new(
@@ -262,6 +262,8 @@ fn recipe_chunks(
         negative_prompt: s("negative_prompt"),
         prompt_2: s("prompt_2"),
         negative_prompt_2: s("negative_prompt_2"),
+        prompt_3: s("prompt_3"),
+        negative_prompt_3: s("negative_prompt_3"),
     };
     base.chunks(call, row, prompts, seed, image.dimensions())
 }

@@ -162,6 +162,8 @@ impl Pipeline for SyntheticPipeline {
                 negative_prompt: None,
                 prompt_2: None,
                 negative_prompt_2: None,
+                prompt_3: None,
+                negative_prompt_3: None,
                 input_image: None,
                 mask_image: None,
                 seed: call * 1000 + i as u64,

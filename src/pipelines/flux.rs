@@ -243,6 +243,7 @@ impl Pipeline for FluxPipeline {
             params,
             seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
             second_prompts: true,
+            third_prompts: false,
             input_image: r.init.is_some(),
             mask_image: false,
         })
@@ -335,6 +336,8 @@ impl Pipeline for FluxPipeline {
                 negative_prompt: None,
                 prompt_2: Some(r.prompt_2.clone().unwrap_or_else(|| p.clone())),
                 negative_prompt_2: None,
+                prompt_3: None,
+                negative_prompt_3: None,
                 input_image: init.as_ref().map(|(img, _)| Arc::clone(img)),
                 mask_image: None,
                 seed,

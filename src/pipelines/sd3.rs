@@ -298,6 +298,7 @@ impl Pipeline for Sd3Pipeline {
             params,
             seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
             second_prompts: true,
+            third_prompts: true,
             input_image: r.init.is_some(),
             mask_image: false,
         })
@@ -405,6 +406,11 @@ impl Pipeline for Sd3Pipeline {
                 prompt_2: Some(r.prompt_2.clone().unwrap_or_else(|| p.clone())),
                 negative_prompt_2: r
                     .negative_prompt_2
+                    .clone()
+                    .or_else(|| r.negative_prompt.clone()),
+                prompt_3: Some(r.prompt_3.clone().unwrap_or_else(|| p.clone())),
+                negative_prompt_3: r
+                    .negative_prompt_3
                     .clone()
                     .or_else(|| r.negative_prompt.clone()),
                 input_image: init.as_ref().map(|(img, _)| Arc::clone(img)),

@@ -582,6 +582,7 @@ impl Pipeline for StableDiffusion {
             params,
             seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
             second_prompts: cfg.text.len() > 1,
+            third_prompts: false,
             input_image: r.init.is_some(),
             mask_image: cfg.inpaint,
         })
@@ -713,6 +714,8 @@ impl Pipeline for StableDiffusion {
                             .or_else(|| r.negative_prompt.clone())
                     })
                     .flatten(),
+                prompt_3: None,
+                negative_prompt_3: None,
                 input_image: input,
                 mask_image: r.mask.clone().filter(|_| cfg.inpaint),
                 seed,

@@ -399,6 +399,7 @@ impl Run {
             open: &mut open,
             recipe,
             second_prompts: spec.second_prompts,
+            third_prompts: spec.third_prompts,
             input_image: spec.input_image,
             mask_image: spec.mask_image,
         })));
@@ -548,6 +549,7 @@ struct CallRecorder<'a, 'r> {
     open: &'a mut OpenCall<&'r Run>,
     recipe: CallRecipe,
     second_prompts: bool,
+    third_prompts: bool,
     input_image: bool,
     mask_image: bool,
 }
@@ -563,6 +565,11 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
         if second {
             cells.push(text("Prompt-2", row.prompt_2.as_deref()));
             cells.push(text("Negative-Prompt-2", row.negative_prompt_2.as_deref()));
+        }
+        let third = self.third_prompts;
+        if third {
+            cells.push(text("Prompt-3", row.prompt_3.as_deref()));
+            cells.push(text("Negative-Prompt-3", row.negative_prompt_3.as_deref()));
         }
         let input = |column: &str, img: &Option<Arc<RgbImage>>| {
             let v = img
@@ -586,6 +593,8 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
                 // of the record (replay rebuilds it from there).
                 prompt_2: row.prompt_2.as_deref().filter(|_| second),
                 negative_prompt_2: row.negative_prompt_2.as_deref().filter(|_| second),
+                prompt_3: row.prompt_3.as_deref().filter(|_| third),
+                negative_prompt_3: row.negative_prompt_3.as_deref().filter(|_| third),
             },
             row.seed,
             row.image.dimensions(),

@@ -91,6 +91,7 @@ impl Pipeline for TestPipeline {
             params,
             seeds: (0..n as u64).map(|i| r.seed + i).collect(),
             second_prompts: self.second_prompts,
+            third_prompts: false,
             input_image: self.input.is_some(),
             mask_image: self.mask.is_some(),
         })
@@ -118,6 +119,8 @@ impl Pipeline for TestPipeline {
                     negative_prompt: r.negative.clone(),
                     prompt_2: self.second_prompts.then(|| format!("{p} (2)")),
                     negative_prompt_2: None,
+                    prompt_3: None,
+                    negative_prompt_3: None,
                     input_image: self.input.clone(),
                     mask_image: self.mask.clone(),
                     seed,

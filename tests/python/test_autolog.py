@@ -283,7 +283,7 @@ class Families(Base):
     def test_flow_matching_sd3_is_recorded_without_a_class_list(self):
         pipe = tiny.sd3()
         run = self.start()
-        out = pipe("a cat", negative_prompt="dog", height=32, width=32, **STEPS)
+        out = pipe("a cat", negative_prompt="dog", prompt_3="a red dog", height=32, width=32, **STEPS)
         v = self.recorded(run)
         [call] = v["calls"]
         self.assertEqual(v["pipelines"][0]["class"], "StableDiffusion3Pipeline")
@@ -293,8 +293,12 @@ class Families(Base):
             call["started"]["columns"],
             ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Prompt-3", "Negative-Prompt-3", "Generated-Image", "Seed"],
         )
-        px, _, _ = stored(run.dir, cells(call["rows"][0])["Generated-Image"])
+        self.assertEqual(value(cells(call["rows"][0])["Prompt-3"]), "a red dog")
+        px, _, text = stored(run.dir, cells(call["rows"][0])["Generated-Image"])
         self.assertEqual(px, pixels(out.images[0]))
+        # The image's recipe has T5's prompt, as the candle SD3 pipeline's do.
+        self.assertIn("Prompt 3: a red dog", text["parameters"])
+        self.assertEqual(json.loads(text["difflog"])["prompt_3"], "a red dog")
 
     def test_flux_is_recorded_without_a_class_list(self):
         pipe = tiny.flux()
