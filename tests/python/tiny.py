@@ -246,6 +246,24 @@ def sdxl():
     )
 
 
+def _flow_vae(latent_channels):
+    """The flow-matching families' small VAE (one block, shift and scale)."""
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
 def sd3():
     """Stable Diffusion 3 (MMDiT, flow matching; no T5, as SD3 allows)."""
     torch.manual_seed(0)
@@ -265,20 +283,7 @@ def sd3():
     te = CLIPTextModelWithProjection(_clip_config(hidden_act="gelu", projection_dim=32))
     torch.manual_seed(0)
     te2 = CLIPTextModelWithProjection(_clip_config(hidden_act="gelu", projection_dim=32))
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = _flow_vae(latent_channels=4)
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
@@ -328,20 +333,7 @@ def flux():
     t5 = T5EncoderModel(
         T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1)
     )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = _flow_vae(latent_channels=1)
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
         vae=vae,
