@@ -35,18 +35,8 @@ pub struct RecipeInput<'a> {
     pub call: u32,
     /// The image's row in the call's table.
     pub row: u32,
-    /// The prompt.
-    pub prompt: &'a str,
-    /// The negative prompt, if any.
-    pub negative_prompt: Option<&'a str>,
-    /// SDXL's second prompt, if any.
-    pub prompt_2: Option<&'a str>,
-    /// SDXL's second negative prompt, if any.
-    pub negative_prompt_2: Option<&'a str>,
-    /// SD3's third prompt (T5's), if any.
-    pub prompt_3: Option<&'a str>,
-    /// SD3's third negative prompt, if any.
-    pub negative_prompt_3: Option<&'a str>,
+    /// The image's own prompts.
+    pub prompts: RowPrompts<'a>,
     /// The image's seed.
     pub seed: u64,
     /// Width and height in pixels.
@@ -108,12 +98,7 @@ impl CallRecipe {
             run_id: &self.run_id,
             call,
             row,
-            prompt: p.prompt,
-            negative_prompt: p.negative_prompt,
-            prompt_2: p.prompt_2,
-            negative_prompt_2: p.negative_prompt_2,
-            prompt_3: p.prompt_3,
-            negative_prompt_3: p.negative_prompt_3,
+            prompts: p,
             seed,
             size,
             params: &self.params,
@@ -155,8 +140,9 @@ fn quote(v: &str) -> String {
 
 /// The A1111 `parameters` text of an image.
 pub fn parameters(i: &RecipeInput<'_>) -> String {
-    let mut text = i.prompt.to_string();
-    if let Some(n) = i.negative_prompt.filter(|n| !n.is_empty()) {
+    let p = &i.prompts;
+    let mut text = p.prompt.to_string();
+    if let Some(n) = p.negative_prompt.filter(|n| !n.is_empty()) {
         text.push_str("\nNegative prompt: ");
         text.push_str(n);
     }
@@ -179,17 +165,15 @@ pub fn parameters(i: &RecipeInput<'_>) -> String {
         }
     }
     pairs.push(("Model", i.model_id.to_string()));
-    if let Some(p) = i.prompt_2 {
-        pairs.push(("Prompt 2", p.to_string()));
-    }
-    if let Some(p) = i.negative_prompt_2 {
-        pairs.push(("Negative prompt 2", p.to_string()));
-    }
-    if let Some(p) = i.prompt_3 {
-        pairs.push(("Prompt 3", p.to_string()));
-    }
-    if let Some(p) = i.negative_prompt_3 {
-        pairs.push(("Negative prompt 3", p.to_string()));
+    for (label, text) in [
+        ("Prompt 2", p.prompt_2),
+        ("Negative prompt 2", p.negative_prompt_2),
+        ("Prompt 3", p.prompt_3),
+        ("Negative prompt 3", p.negative_prompt_3),
+    ] {
+        if let Some(t) = text {
+            pairs.push((label, t.to_string()));
+        }
     }
     let line: Vec<String> = pairs
         .iter()
@@ -219,30 +203,22 @@ pub fn difflog_json(i: &RecipeInput<'_>) -> Value {
         .filter(|(k, _)| !PER_ROW.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut v = Map::new();
-    let mut put = |k: &str, x: Value| {
-        v.insert(k.to_string(), x);
-    };
-    put("run_id", json!(i.run_id));
-    put("call", json!(i.call));
-    put("row", json!(i.row));
-    put("prompt", json!(i.prompt));
-    put("negative_prompt", json!(i.negative_prompt));
-    put("prompt_2", json!(i.prompt_2));
-    put("negative_prompt_2", json!(i.negative_prompt_2));
-    // Only SD3's images have third prompts: the others' recipes stay as they were.
-    if i.prompt_3.is_some() || i.negative_prompt_3.is_some() {
-        put("prompt_3", json!(i.prompt_3));
-        put("negative_prompt_3", json!(i.negative_prompt_3));
+    let p = &i.prompts;
+    let mut v = json!({
+        "run_id": i.run_id, "call": i.call, "row": i.row,
+        "prompt": p.prompt, "negative_prompt": p.negative_prompt,
+        "prompt_2": p.prompt_2, "negative_prompt_2": p.negative_prompt_2,
+        "seed": i.seed, "width": i.size.0, "height": i.size.1,
+        "model_id": i.model_id, "weights_digest": i.weights_digest,
+        "scheduler": i.scheduler, "params": params,
+    });
+    // Only SD3's images have third prompts (added last): the other
+    // families' recipes stay byte for byte as they were.
+    if p.prompt_3.is_some() || p.negative_prompt_3.is_some() {
+        v["prompt_3"] = json!(p.prompt_3);
+        v["negative_prompt_3"] = json!(p.negative_prompt_3);
     }
-    put("seed", json!(i.seed));
-    put("width", json!(i.size.0));
-    put("height", json!(i.size.1));
-    put("model_id", json!(i.model_id));
-    put("weights_digest", json!(i.weights_digest));
-    put("scheduler", i.scheduler.clone());
-    put("params", Value::Object(params));
-    Value::Object(v)
+    v
 }
 
 /// A text chunk to write: keyword, text, and whether it must be iTXt.
@@ -299,12 +275,11 @@ mod tests {
             run_id: "r1",
             call: 2,
             row: 3,
-            prompt: "a cat, sitting",
-            negative_prompt: Some("blurry"),
-            prompt_2: None,
-            negative_prompt_2: None,
-            prompt_3: None,
-            negative_prompt_3: None,
+            prompts: RowPrompts {
+                prompt: "a cat, sitting",
+                negative_prompt: Some("blurry"),
+                ..RowPrompts::default()
+            },
             seed: 42,
             size: (64, 48),
             params,

@@ -246,25 +246,26 @@ fn replay_row(
         .first()
         .ok_or_else(|| bad("the pipeline returned no image"))?;
     // The recipe the recorder wrote into the PNG, rebuilt from the record.
-    let negative = text(&r.cells, "Negative-Prompt");
-    let (prompt_2, negative_2) = (
-        text(&r.cells, "Prompt-2"),
-        text(&r.cells, "Negative-Prompt-2"),
-    );
-    let (prompt_3, negative_3) = (
-        text(&r.cells, "Prompt-3"),
-        text(&r.cells, "Negative-Prompt-3"),
-    );
+    let [negative, prompt_2, negative_2, prompt_3, negative_3] = [
+        "Negative-Prompt",
+        "Prompt-2",
+        "Negative-Prompt-2",
+        "Prompt-3",
+        "Negative-Prompt-3",
+    ]
+    .map(|column| text(&r.cells, column));
     let chunks = crate::recipe::chunks(&crate::recipe::RecipeInput {
         run_id,
         call,
         row: r.index,
-        prompt: &req.prompt[0],
-        negative_prompt: negative.as_deref(),
-        prompt_2: prompt_2.as_deref(),
-        negative_prompt_2: negative_2.as_deref(),
-        prompt_3: prompt_3.as_deref(),
-        negative_prompt_3: negative_3.as_deref(),
+        prompts: crate::recipe::RowPrompts {
+            prompt: &req.prompt[0],
+            negative_prompt: negative.as_deref(),
+            prompt_2: prompt_2.as_deref(),
+            negative_prompt_2: negative_2.as_deref(),
+            prompt_3: prompt_3.as_deref(),
+            negative_prompt_3: negative_3.as_deref(),
+        },
         seed,
         size: img.dimensions(),
         params,

@@ -227,7 +227,8 @@ struct Generated {
 #[pymethods]
 impl Generated {
     /// `recipe_json`: `{"prompt", "negative_prompt", "prompt_2",
-    /// "negative_prompt_2", "prompt_3", "negative_prompt_3", "seed"}` (a recipe needs a prompt and a seed).
+    /// "negative_prompt_2", "prompt_3", "negative_prompt_3", "seed"}` (a
+    /// recipe needs a prompt and a seed).
     #[new]
     #[pyo3(signature = (image, caption=None, recipe_json=None))]
     fn new(

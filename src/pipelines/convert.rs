@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use image::RgbImage;
+use std::sync::Arc;
 
 use super::stable_diffusion::{InitImage, Request};
 
@@ -33,6 +34,24 @@ pub fn image_tensor(
         .unsqueeze(0)?
         .to_device(device)?
         .to_dtype(dtype)
+}
+
+/// An image-to-image request's input image (`None` without one, or with
+/// refiner latents instead) and its tensor at the output size `w`×`h`.
+pub fn input_image(
+    r: &Request,
+    w: usize,
+    h: usize,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Option<(Arc<RgbImage>, Tensor)>> {
+    match &r.init {
+        Some(InitImage::Image(img)) => Ok(Some((
+            Arc::clone(img),
+            image_tensor(img, w, h, device, dtype)?,
+        ))),
+        _ => Ok(None),
+    }
 }
 
 /// A decoded (1, 3, h, w) tensor in [-1, 1] as an RGB image (rounded, clamped).

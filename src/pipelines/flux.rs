@@ -264,13 +264,7 @@ impl Pipeline for FluxPipeline {
         for p in &r.prompt {
             embeddings.push(self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?);
         }
-        let init = match &r.init {
-            Some(InitImage::Image(img)) => Some((
-                Arc::clone(img),
-                convert::image_tensor(img, w, h, &self.device, self.dtype)?,
-            )),
-            _ => None,
-        };
+        let init = convert::input_image(r, w, h, &self.device, self.dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
         let n = self.image_count(r);
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);

@@ -43,6 +43,28 @@ fn err(msg: impl Into<String>) -> PipelineError {
 /// for CLIP-L, CLIP-G and T5.
 struct Texts<'a>(&'a str, &'a str, &'a str);
 
+impl<'a> Texts<'a> {
+    /// Prompt `p`'s texts: `prompt_2` and `prompt_3` default to it.
+    fn prompt(r: &'a Request, p: &'a str) -> Texts<'a> {
+        Texts(
+            p,
+            r.prompt_2.as_deref().unwrap_or(p),
+            r.prompt_3.as_deref().unwrap_or(p),
+        )
+    }
+
+    /// The negative texts: the second and third default to the negative
+    /// prompt, which defaults to none ("").
+    fn negative(r: &'a Request) -> Texts<'a> {
+        let n = r.negative_prompt.as_deref().unwrap_or("");
+        Texts(
+            n,
+            r.negative_prompt_2.as_deref().unwrap_or(n),
+            r.negative_prompt_3.as_deref().unwrap_or(n),
+        )
+    }
+}
+
 impl Sd3Pipeline {
     /// Loads a resolved SD3 model onto `device` (`cpu`, `cuda:N`).
     pub fn load(model: ResolvedSd3, device_name: &str) -> Result<Sd3Pipeline, PipelineError> {
@@ -248,17 +270,14 @@ impl Pipeline for Sd3Pipeline {
         if r.init.is_some() {
             flow_match::check_strength(steps, strength).map_err(err)?;
         }
-        let neg = r.negative_prompt.clone().unwrap_or_default();
-        let neg2 = r.negative_prompt_2.as_deref().unwrap_or(&neg);
-        let neg3 = r.negative_prompt_3.as_deref().unwrap_or(&neg);
-        for p in &r.prompt {
-            self.clip_tokens[0].ids(p)?;
-            self.clip_tokens[1].ids(r.prompt_2.as_deref().unwrap_or(p))?;
-            self.t5_tokens.ids(r.prompt_3.as_deref().unwrap_or(p))?;
+        // Every text that goes through an encoder is checked here, so an
+        // over-long one is refused before the call, not failed in it.
+        let texts = r.prompt.iter().map(|p| Texts::prompt(r, p));
+        for Texts(l, g, t5) in texts.chain([Texts::negative(r)]) {
+            self.clip_tokens[0].ids(l)?;
+            self.clip_tokens[1].ids(g)?;
+            self.t5_tokens.ids(t5)?;
         }
-        self.clip_tokens[0].ids(&neg)?;
-        self.clip_tokens[1].ids(neg2)?;
-        self.t5_tokens.ids(neg3)?;
         let mut params = Map::new();
         params.insert("prompt".into(), json!(r.prompt));
         params.insert("prompt_2".into(), json!(r.prompt_2));
@@ -312,30 +331,17 @@ impl Pipeline for Sd3Pipeline {
         let guided = guidance > 1.0;
 
         ctx.phase("text_encoding");
-        let neg = r.negative_prompt.clone().unwrap_or_default();
-        let neg2 = r.negative_prompt_2.as_deref().unwrap_or(&neg);
-        let neg3 = r.negative_prompt_3.as_deref().unwrap_or(&neg);
         let uncond = if guided {
-            Some(self.embed(&Texts(&neg, neg2, neg3))?)
+            Some(self.embed(&Texts::negative(r))?)
         } else {
             None
         };
         let mut conds = Vec::new();
         for p in &r.prompt {
-            conds.push(self.embed(&Texts(
-                p,
-                r.prompt_2.as_deref().unwrap_or(p),
-                r.prompt_3.as_deref().unwrap_or(p),
-            ))?);
+            conds.push(self.embed(&Texts::prompt(r, p))?);
         }
         let strength = r.strength.unwrap_or(cfg.default_strength);
-        let init = match &r.init {
-            Some(InitImage::Image(img)) => Some((
-                Arc::clone(img),
-                convert::image_tensor(img, w, h, &self.device, self.dtype)?,
-            )),
-            _ => None,
-        };
+        let init = convert::input_image(r, w, h, &self.device, self.dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
         let n = self.image_count(r);
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
@@ -399,16 +405,17 @@ impl Pipeline for Sd3Pipeline {
                 .decode(&((x / cfg.vae_scale)? + cfg.vae_shift)?)?;
             let image = convert::tensor_image(&decoded)?;
             let p = &r.prompt[i / per];
+            let Texts(_, p2, p3) = Texts::prompt(r, p);
             ctx.image(ImageRow {
                 image: image.clone(),
                 prompt: p.clone(),
                 negative_prompt: r.negative_prompt.clone(),
-                prompt_2: Some(r.prompt_2.clone().unwrap_or_else(|| p.clone())),
+                prompt_2: Some(p2.to_string()),
                 negative_prompt_2: r
                     .negative_prompt_2
                     .clone()
                     .or_else(|| r.negative_prompt.clone()),
-                prompt_3: Some(r.prompt_3.clone().unwrap_or_else(|| p.clone())),
+                prompt_3: Some(p3.to_string()),
                 negative_prompt_3: r
                     .negative_prompt_3
                     .clone()

@@ -314,10 +314,6 @@ impl StableDiffusion {
         (i * r.prompt.len() / n).min(r.prompt.len().saturating_sub(1))
     }
 
-    fn image_tensor(&self, img: &RgbImage, w: usize, h: usize) -> candle_core::Result<Tensor> {
-        convert::image_tensor(img, w, h, &self.device, self.dtype)
-    }
-
     /// Initial latents of pure noise from this image's stream, scaled by the
     /// scheduler's initial sigma.
     fn noise_latents(
@@ -609,10 +605,7 @@ impl Pipeline for StableDiffusion {
             });
         }
 
-        let init_image = match &r.init {
-            Some(InitImage::Image(img)) => Some((Arc::clone(img), self.image_tensor(img, w, h)?)),
-            _ => None,
-        };
+        let init_image = convert::input_image(r, w, h, &self.device, self.dtype)?;
         let n = self.image_count(r);
         let mut out = Output {
             images: Vec::with_capacity(n),
