@@ -1,23 +1,35 @@
 """W&B's offline diffusers autolog (the real one) vs difflog.autolog, on the
-same 512x512 outputs of the same tiny StableDiffusionPipeline (issue 16).
+same 512x512 outputs of the same tiny StableDiffusionPipeline (issues 16, 30).
 
-Each side runs in a process of its own (both hook the same class). Before
-either hook is installed, the pipeline's own `__call__` is wrapped in a
-timer, so per call: time in the caller's thread for recording = the call's
-whole time minus the pipeline's own time. Printed: both times, and the two
-ratios the issue sets: difflog / W&B (target <= 1/40) and difflog / the
-pipeline's own time (target <= 2 %).
+Three processes -- no recorder (the baseline), W&B's autolog, difflog's --
+each hold the same pipeline, and take turns call by call (baseline, W&B,
+difflog, baseline, ...), so that the machine's load falls on all three
+alike. Before any hook is installed, the pipeline's own `__call__` is
+wrapped in a timer, so per call: time in the caller's thread for recording
+= the call's whole time minus the pipeline's own time. Each process also
+reports its whole CPU time (every thread: difflog's background encoding and
+W&B's included) over the measured calls and the run's finish; a side's
+recording CPU per call is its CPU minus the baseline's.
 
-    python benches/python_autolog.py [--calls 8] [--images 4] [--size 512] [--json]
+By default the calls pass no generator (the default path: difflog changes
+nothing, W&B passes nothing either); `--generator one` passes one seeded
+generator per call.
+
+Printed: the times and the issue's ratios -- difflog / W&B in the caller
+(target <= 1/40), difflog / the pipeline's own time (target <= 2 %), and
+whole-process recording CPU difflog / W&B (target <= 1).
+
+    python benches/python_autolog.py [--calls 8] [--images 4] [--size 512] [--generator none|one] [--json]
     (run with .venv-diffusers/bin/python; scripts/bench installs wandb there)
 """
 
 import argparse
 import atexit
-import shutil
 import functools
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,9 +38,17 @@ from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(HERE, "..", "tests", "python")
+SIDES = ("none", "wandb", "difflog")
 
 
-def child(mode, calls, images, size):
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def child(mode, images, size, generator):
+    """One side: answers each line on stdin ("call N" or "finish") with a
+    JSON line."""
     sys.path.insert(0, TESTS)
     import torch
     from diffusers import StableDiffusionPipeline
@@ -66,19 +86,28 @@ def child(mode, calls, images, size):
         difflog.autolog(init=dict(project="difflog-bench"), root=work)
         finish = difflog.finish
     pipe = tiny.sd_large()
-    whole = []
-    for i in range(calls + 1):
-        # One generator for the batch: W&B's resolver fails on a list.
-        g = torch.Generator().manual_seed(i)
-        t = time.perf_counter()
-        pipe("a cat", num_images_per_prompt=images, height=size, width=size, num_inference_steps=2, generator=g)
-        whole.append(time.perf_counter() - t)
-    t = time.perf_counter()
-    finish()
-    fin = time.perf_counter() - t
-    # The first call warms both up (imports, the W&B run's start): not counted.
-    rec = [w - o for w, o in zip(whole[1:], own[1:])]
-    print(json.dumps({"recording_s": rec, "own_s": own[1:], "finish_s": fin}))
+    cpu0 = None
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "call":
+            i = int(cmd[1])
+            if i == 1:
+                cpu0 = cpu_s()  # call 0 warms up (imports, the W&B run's start): not counted
+            kw = {}
+            if generator == "one":
+                # One generator for the batch: W&B's resolver fails on a list.
+                kw["generator"] = torch.Generator().manual_seed(i)
+            t = time.perf_counter()
+            pipe("a cat", num_images_per_prompt=images, height=size, width=size, num_inference_steps=2, **kw)
+            whole = time.perf_counter() - t
+            print(json.dumps({"whole_s": whole, "own_s": own[-1]}), flush=True)
+        elif cmd[0] == "finish":
+            t = time.perf_counter()
+            finish()
+            fin = time.perf_counter() - t
+            cpu = cpu_s() - (cpu0 if cpu0 is not None else 0.0)
+            print(json.dumps({"finish_s": fin, "cpu_s": cpu}), flush=True)
+            return
 
 
 def main():
@@ -86,47 +115,80 @@ def main():
     ap.add_argument("--calls", type=int, default=8)
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--generator", choices=["none", "one"], default="none")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--child", choices=["wandb", "difflog"])
+    ap.add_argument("--child", choices=SIDES)
     a = ap.parse_args()
     if a.child:
-        child(a.child, a.calls, a.images, a.size)
+        child(a.child, a.images, a.size, a.generator)
         return
-    got = {}
-    for mode in ("wandb", "difflog"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", mode, "--calls", str(a.calls), "--images", str(a.images), "--size", str(a.size)],
-            capture_output=True,
+    procs = {
+        mode: subprocess.Popen(
+            [sys.executable, __file__, "--child", mode, "--images", str(a.images), "--size", str(a.size), "--generator", a.generator],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             text=True,
         )
-        if out.returncode != 0:
-            sys.exit(f"{mode} side failed:\n{out.stderr[-3000:]}")
-        got[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        for mode in SIDES
+    }
+
+    def ask(mode, cmd):
+        p = procs[mode]
+        p.stdin.write(cmd + "\n")
+        p.stdin.flush()
+        line = p.stdout.readline()
+        if not line:
+            sys.exit(f"the {mode} side failed (exit {p.wait()})")
+        return json.loads(line)
+
+    got = {m: [] for m in SIDES}
+    for i in range(a.calls + 1):
+        for mode in SIDES:
+            r = ask(mode, f"call {i}")
+            if i > 0:
+                got[mode].append(r)
+    end = {m: ask(m, "finish") for m in SIDES}
+    for p in procs.values():
+        p.wait()
     # Medians: a call now and then waits on the machine (2 cores shared
-    # with torch's threads), on both sides.
-    w, d = median(got["wandb"]["recording_s"]), median(got["difflog"]["recording_s"])
-    own = median(got["difflog"]["own_s"])
+    # with torch's threads), on every side.
+    rec = {m: median(r["whole_s"] - r["own_s"] for r in got[m]) for m in SIDES}
+    own = median(r["own_s"] for r in got["difflog"])
+    cpu = {m: end[m]["cpu_s"] / a.calls for m in SIDES}
+    w, d = rec["wandb"], rec["difflog"]
+    cw, cd = cpu["wandb"] - cpu["none"], cpu["difflog"] - cpu["none"]
     figures = {
         "calls": a.calls,
         "images_per_call": a.images,
         "size": a.size,
+        "generator": a.generator,
         "wandb_caller_ms_per_call": round(w * 1000, 2),
         "difflog_caller_ms_per_call": round(d * 1000, 2),
         "pipeline_own_ms_per_call": round(own * 1000, 1),
         "difflog_over_wandb": round(d / w, 4),
         "difflog_over_pipeline": round(d / own, 4),
-        "wandb_finish_s": round(got["wandb"]["finish_s"], 2),
-        "difflog_finish_s": round(got["difflog"]["finish_s"], 2),
+        "cpu_ms_per_call": {m: round(cpu[m] * 1000, 1) for m in SIDES},
+        "wandb_recording_cpu_ms_per_call": round(cw * 1000, 1),
+        "difflog_recording_cpu_ms_per_call": round(cd * 1000, 1),
+        "difflog_over_wandb_cpu": round(cd / cw, 4) if cw > 0 else None,
+        "wandb_finish_s": round(end["wandb"]["finish_s"], 2),
+        "difflog_finish_s": round(end["difflog"]["finish_s"], 2),
     }
     if a.json:
         print(json.dumps(figures))
         return
-    print(f"{a.calls} calls x {a.images} images of {a.size}x{a.size}, tiny StableDiffusionPipeline, 2 steps")
+    print(f"{a.calls} calls x {a.images} images of {a.size}x{a.size}, tiny StableDiffusionPipeline, 2 steps, "
+          f"generator: {a.generator}; the three sides take turns call by call")
     print(f"median time in the caller's thread per call: W&B autolog {figures['wandb_caller_ms_per_call']} ms, "
           f"difflog {figures['difflog_caller_ms_per_call']} ms")
     print(f"difflog / W&B: {figures['difflog_over_wandb']} (target <= {1 / 40})")
     print(f"difflog / the pipeline's own {figures['pipeline_own_ms_per_call']} ms: "
           f"{figures['difflog_over_pipeline']} (target <= 0.02)")
+    print(f"whole-process CPU per call (all threads): none {figures['cpu_ms_per_call']['none']} ms, "
+          f"W&B {figures['cpu_ms_per_call']['wandb']} ms, difflog {figures['cpu_ms_per_call']['difflog']} ms")
+    print(f"recording CPU per call (side - none): W&B {figures['wandb_recording_cpu_ms_per_call']} ms, "
+          f"difflog {figures['difflog_recording_cpu_ms_per_call']} ms; difflog / W&B: "
+          f"{figures['difflog_over_wandb_cpu']} (target <= 1)")
     print(f"finish: W&B {figures['wandb_finish_s']} s, difflog {figures['difflog_finish_s']} s (waits for the writer)")
 
 

@@ -375,4 +375,10 @@ pub struct RunFinished {
     /// Error text, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The recorded program died (an uncaught exception ended it) and
+    /// recorded this on its way down: readers show the run as crashed,
+    /// with `error` saying why. Status is then `failed`, which is what a
+    /// reader that does not know this field shows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crashed: bool,
 }

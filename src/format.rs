@@ -205,6 +205,7 @@ mod tests {
         let ev = Event::RunFinished(RunFinished {
             status: RunStatus::Finished,
             error: None,
+            crashed: false,
         });
         let line = encode_record(1, "t", &ev).unwrap();
         let text = String::from_utf8(line).unwrap();

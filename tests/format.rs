@@ -170,6 +170,7 @@ fn every_kind() -> Vec<Event> {
         Event::RunFinished(RunFinished {
             status: RunStatus::Failed,
             error: Some("e".into()),
+            crashed: true,
         }),
     ]
 }

@@ -58,12 +58,14 @@ fn py(args: &[&str], envs: &[(&str, &Path)]) -> Output {
 }
 
 fn unittest(case: &str) {
-    let o = py(
-        &["-m", "unittest", "-v", &format!("test_autolog.{case}")],
-        &[],
-    );
+    let case = if case.contains('.') {
+        case.to_string()
+    } else {
+        format!("test_autolog.{case}")
+    };
+    let o = py(&["-m", "unittest", "-v", &case], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "test_autolog.{case} failed:\n{err}");
+    assert!(o.status.success(), "{case} failed:\n{err}");
     assert!(err.contains("\nOK"), "no unittest verdict:\n{err}");
 }
 
@@ -230,7 +232,8 @@ fn a_python_recorded_run_uploads_to_mlflow() {
             "Prompt",
             "Negative-Prompt",
             "Generated-Image",
-            "Seed"
+            "Seed",
+            "Remake"
         ]
     );
 }

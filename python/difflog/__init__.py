@@ -13,12 +13,17 @@ directory difflog's Rust recorder writes: ``difflog report`` shows it and
 
 For code that wants no global state, a :class:`Run` records the calls made
 inside its ``with`` block (or passed to :meth:`Run.call`) instead.
+
+Recording changes nothing the program can observe: outputs, exceptions and
+the states of torch's, numpy's and Python's random generators are what
+they are without difflog. :func:`remake` makes a recorded call again.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextvars
+import sys
 import json
 import logging
 import os
@@ -29,8 +34,9 @@ from typing import Any, Dict, Iterable, Optional, TypedDict, Union
 
 from ._call import describe
 from ._native import RecordingError, Recorder
+from ._remake import Remade, remake
 
-__all__ = ["Run", "InitArgs", "autolog", "finish", "active_run", "RecordingError"]
+__all__ = ["Run", "InitArgs", "autolog", "finish", "active_run", "remake", "Remade", "RecordingError"]
 __version__ = "0.1.0"
 
 log = logging.getLogger("difflog")
@@ -60,10 +66,17 @@ class Run:
 
     ``project``, ``name``, ``tags`` and ``config`` are those of W&B's
     ``init``; ``root`` is where run directories go (default ``DIFFLOG_DIR``
-    or ``./runs``). ``seed_images``: when a call passes no generator,
-    difflog passes one CPU generator per image, seeded from a recorded
-    random seed, so every image can be made again from its seed alone.
-    ``disabled=True`` (or ``DIFFLOG_MODE=disabled``) records nothing.
+    or ``./runs``). ``disabled=True`` (or ``DIFFLOG_MODE=disabled``) records
+    nothing.
+
+    ``seed_images=True`` (off by default: it changes the call) passes one
+    CPU generator per image, seeded from the system's entropy, to calls that
+    pass no generator, so that every image can be made again from its own
+    seed -- only where that is safe (the pipeline's signature takes a list
+    of generators, the number of images is known before the call, no
+    ``latents``); elsewhere the call is left alone and a warning says why.
+    Without it, a call that passes no generator draws from torch's global
+    generator, whose state at the call's start is recorded.
 
     Use it as a context manager (calls of hooked pipelines inside the block
     are recorded into it, in this thread or task), or call :meth:`call`.
@@ -79,7 +92,7 @@ class Run:
         config: Optional[Dict[str, Any]] = None,
         root: Union[str, "os.PathLike[str]", None] = None,
         *,
-        seed_images: bool = True,
+        seed_images: bool = False,
         disabled: bool = False,
     ) -> None:
         config_json = json.dumps(describe(config)) if config else None
@@ -93,6 +106,7 @@ class Run:
         )
         self.seed_images = bool(seed_images)
         self._errors: list = []
+        self._warned: set = set()
         self._notes: list = []
         self._lock = threading.Lock()
         self._tokens: list = []
@@ -135,9 +149,10 @@ class Run:
         """Waits until everything recorded so far is on disk."""
         self._recorder.flush()
 
-    def finish(self, error: Optional[str] = None) -> None:
-        """Ends the run (failed, with ``error``'s text, if given) and waits
-        until it is durable. A second call does nothing."""
+    def finish(self, error: Optional[str] = None, *, crashed: bool = False) -> None:
+        """Ends the run (failed, with ``error``'s text, if given; crashed,
+        when the program is dying of ``error``) and waits until it is
+        durable. A second call does nothing."""
         global _autolog_run
         with self._lock:
             if self._finished:
@@ -146,7 +161,7 @@ class Run:
         with _autolog_lock:
             if _autolog_run is self:
                 _autolog_run = None
-        self._recorder.finish(error)
+        self._recorder.finish(error, crashed and error is not None)
 
     def __enter__(self) -> "Run":
         from . import _hook
@@ -170,6 +185,14 @@ class Run:
             self._recorder.log_config(json.dumps({"notes": notes}))
         except Exception as e:
             log.warning("difflog: %s", e)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        """A warning about how a call was recorded, once per kind."""
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        warnings.warn(text, RuntimeWarning, stacklevel=4)
 
     def _report(self, what: str, error: BaseException) -> None:
         """A recording problem: warned once, logged, and kept in the run's
@@ -198,13 +221,15 @@ def autolog(
     init: Optional[InitArgs] = None,
     root: Union[str, "os.PathLike[str]", None] = None,
     *,
-    seed_images: bool = True,
+    seed_images: bool = False,
 ) -> Run:
     """Starts a run and records every diffusers pipeline call into it, as
     ``wandb.integration.diffusers.autolog(init=...)`` does. ``init`` takes
     ``project``, ``name``, ``tags`` and ``config``. Returns the run; it
-    finishes on :func:`finish` or at interpreter exit. Raises if an autolog
-    run is already active."""
+    finishes on :func:`finish` or at interpreter exit (crashed, with the
+    exception, when an uncaught exception ends the program).
+    ``seed_images``: see :class:`Run`. Raises if an autolog run is already
+    active."""
     global _autolog_run
     from . import _hook
 
@@ -242,10 +267,26 @@ def active_run() -> Optional[Run]:
     return _context_run.get() or _autolog_run
 
 
+# The exception that is ending the program, if one is: set by the hook
+# below, which then hands it on to the hook that was there before.
+_dying_of: Optional[str] = None
+_previous_excepthook = sys.excepthook
+
+
+def _excepthook(kind: Any, value: Any, tb: Any) -> None:
+    global _dying_of
+    _dying_of = f"{getattr(kind, '__name__', kind)}: {value}"
+    _previous_excepthook(kind, value, tb)
+
+
+sys.excepthook = _excepthook
+
+
 @atexit.register
 def _finish_at_exit() -> None:
+    # An uncaught exception ends the program: its runs end crashed, with it.
     for run in list(_open_runs):
         try:
-            run.finish()
+            run.finish(_dying_of, crashed=True)
         except Exception as e:  # nobody is left to raise it to
             log.error("difflog: %s", e)

@@ -1,27 +1,46 @@
 """One diffusers call turned into difflog's record of it.
 
-Before the call: every argument with diffusers' defaults filled in from the
-signature (the ``workflow`` entry's ``params``), the seed of every image,
-the table's columns, and two additions to the call's arguments -- one
-seeded CPU generator per image when the caller passed none (so each image
-has a seed that makes it again), and a step callback for the timings when
-the caller passed none. After it: one row per image, the images handed to
-the Rust recorder as RGB bytes.
+The rule: recording never changes the call. The arguments reach the
+pipeline as the caller passed them (one exception: a step callback for the
+timings, only for diffusers' own classes and only where the caller passed
+none; it returns what it is given). Nothing here draws from any random
+generator: torch's, numpy's or Python's global ones, or the caller's.
+
+Before the call: the arguments bound against the ``__call__`` the call
+really reaches (a subclass's ``__call__(*args, **kwargs)`` forwarding to
+diffusers' is followed down the class's MRO), every argument with the
+signature's defaults filled in (the ``workflow`` entry's ``params``), the
+names the caller passed (``difflog_passed``), and what makes the call
+re-makeable as it ran: the seed and, when it was used before, the state of
+every generator the caller passed, and of torch's global generators
+(``difflog_rng``). Tensors are recorded by shape, dtype and SHA-256,
+images by size, mode and the SHA-256 of their pixels.
+
+After it: one row per image the call returned -- the batch is what came
+back, not a guess from the arguments -- with each row's seed where it has
+its own generator and a ``Remake`` cell saying how it can be made again
+(``alone``: from its own generator and inputs; ``call``: only with its
+whole call; ``needs NAME``: the call was given a tensor or object that is
+not stored -- pass it to :func:`difflog.remake`; ``no``).
 
 Columns: W&B autolog's names where a pipeline takes a prompt
 (Source-Image, Mask-Image, Control-Image, Prompt, Negative-Prompt,
 Prompt-2, Negative-Prompt-2, Prompt-3, Negative-Prompt-3 -- those its
 signature has -- then Generated-Image and Seed), chosen from the signature,
 not from a list of class names; for any other pipeline, the text, number
-and image arguments it was called with.
+and image arguments the caller passed. Per-image list arguments (class
+labels, lists of images) give each row its own item; DiT's class labels
+get their names from the pipeline's ``id2label``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import inspect
 import json
 import math
-import random
+import secrets
 import sys
 import time
 import weakref
@@ -40,10 +59,23 @@ _TEXT_ARGS = [
     ("Prompt-3", "prompt_3"),
     ("Negative-Prompt-3", "negative_prompt_3"),
 ]
-# Arguments never shown as columns of a pipeline without a prompt.
-_NOT_COLUMNS = {"generator", "latents", "output_type", "return_dict", "callback_on_step_end"}
-_SEED_RANGE = 2**32
-
+# Arguments never shown as columns.
+_NOT_COLUMNS = {
+    "generator",
+    "latents",
+    "output_type",
+    "return_dict",
+    "callback",
+    "callback_steps",
+    "callback_on_step_end",
+    "callback_on_step_end_tensor_inputs",
+    "cross_attention_kwargs",
+    "joint_attention_kwargs",
+    "attention_kwargs",
+}
+_SEED_RANGE_BITS = 32
+# The columns every table ends with.
+TAIL_COLUMNS = ["Generated-Image", "Seed", "Remake"]
 
 _SIGNATURES: Dict[Any, inspect.Signature] = {}
 
@@ -55,6 +87,62 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
     return sig
 
 
+def _forwards(sig: inspect.Signature) -> bool:
+    return any(
+        p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) for p in sig.parameters.values()
+    )
+
+
+def _own_call(cls: type) -> Optional[Callable[..., Any]]:
+    """The ``__call__`` a class defines itself, unwrapped from the hook."""
+    f = cls.__dict__.get("__call__")
+    if f is None or not callable(f):
+        return None
+    return getattr(f, "__wrapped__", f)
+
+
+def bind(fn: Callable[..., Any], pipeline: Any, args: tuple, kwargs: dict) -> Tuple[Callable[..., Any], inspect.BoundArguments]:
+    """The ``__call__`` the arguments really reach and their binding to it.
+
+    A ``__call__`` taking ``*args`` / ``**kwargs`` is taken to forward them
+    to the next ``__call__`` in the class's MRO (``super().__call__``); the
+    arguments are bound against that one while they fit it."""
+    sig = _signature(fn)
+    bound = sig.bind(pipeline, *args, **kwargs)
+    if not _forwards(sig):
+        return fn, bound
+    mro = type(pipeline).__mro__
+    start = next((i + 1 for i, c in enumerate(mro) if _own_call(c) is fn), len(mro))
+    for cls in mro[start:]:
+        f = _own_call(cls)
+        if f is None:
+            continue
+        try:
+            b = _signature(f).bind(pipeline, *args, **kwargs)
+        except (TypeError, ValueError):
+            break
+        fn, bound = f, b
+        if not _forwards(_signature(f)):
+            break
+    return fn, bound
+
+
+def _flatten(sig: inspect.Signature, arguments: Dict[str, Any]) -> Dict[str, Any]:
+    """Bound arguments by name, ``**kwargs`` spread out, ``self`` left out."""
+    out: Dict[str, Any] = {}
+    for name, value in list(arguments.items())[1:]:
+        if sig.parameters[name].kind == inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _takes_generator_list(fn: Callable[..., Any]) -> bool:
+    p = _signature(fn).parameters.get("generator")
+    return p is not None and "list" in str(p.annotation).lower()
+
+
 class Recording:
     """A call being recorded (see the module's comment)."""
 
@@ -63,58 +151,65 @@ class Recording:
         self.run = run
         self.t0 = t0
         self.last_step: Optional[float] = None
-        sig = _signature(fn)
+        self.args, self.kwargs = args, kwargs
+        target, call = bind(fn, pipeline, args, kwargs)
+        sig = _signature(target)
         names = list(sig.parameters)[1:]
-        call = sig.bind(pipeline, *args, **kwargs)
-        bound = sig.bind(pipeline, *args, **kwargs)
-        bound.apply_defaults()
-        params: Dict[str, Any] = {}
-        for name, value in list(bound.arguments.items())[1:]:
-            kind = sig.parameters[name].kind
-            if kind == inspect.Parameter.VAR_KEYWORD:
-                params.update(value)
-            else:
-                params[name] = value
+        passed = _flatten(sig, call.arguments)
+        full = sig.bind(pipeline, *args, **kwargs)
+        full.apply_defaults()
+        params = _flatten(sig, full.arguments)
         self.params = params
+        self.passed = list(passed)
         self.per_prompt = _int(params.get("num_images_per_prompt"), 1)
         self.prompts = _count_prompts(params)
         batch = None if self.prompts is None else self.prompts * self.per_prompt
+        if "prompt" not in names and "prompt_embeds" not in names:
+            batch = _int(params.get("batch_size"), 1) if "batch_size" in names else None
 
-        # Seeds: the caller's generators, or one of ours per image.
+        # What decides the noise: the caller's generators (seed, and state
+        # when used before), else torch's global generators.
         gen = params.get("generator")
-        self.seeds: List[Optional[int]] = []
-        injected = False
-        if (
-            gen is None
-            and "generator" in names
-            and run.seed_images
-            and batch is not None
-            and params.get("latents") is None
-        ):
-            import torch
-
-            seeds = [random.randrange(_SEED_RANGE) for _ in range(batch)]
-            gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-            call.arguments["generator"] = gens
-            params["generator"] = gens
-            self.seeds = list(seeds)
-            injected = True
-        elif isinstance(gen, (list, tuple)):
-            self.seeds = [_seed_of(g) for g in gen]
-        elif gen is not None and batch is not None:
-            self.seeds = [_seed_of(gen)] * batch
+        self.generators: List[Any] = list(gen) if isinstance(gen, (list, tuple)) else ([] if gen is None else [gen])
         described = describe(params)
-        if injected:
-            # The call passed no generator: these are difflog's (see above).
-            described["generator_from"] = "difflog"
+        described["difflog_passed"] = self.passed
+        rng = _global_rng()
+        if rng:
+            described["difflog_rng"] = rng
+        self.injected = False
+        if run.seed_images and gen is None and "generator" in names:
+            why = self._inject_why_not(target, batch, params)
+            if why is None:
+                assert batch is not None
+                seeds = [secrets.randbits(_SEED_RANGE_BITS) for _ in range(batch)]
+                import torch
 
-        # Timings: our step callback, unless the caller has one.
-        if "callback_on_step_end" in names and params.get("callback_on_step_end") is None:
-            call.arguments["callback_on_step_end"] = self._step
-        self.args = call.args[1:]
-        self.kwargs = call.kwargs
+                gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+                self.kwargs = dict(kwargs)
+                self.kwargs["generator"] = gens
+                self.generators = gens
+                described["generator"] = [describe(g) for g in gens]
+                described["generator_from"] = "difflog"
+                self.injected = True
+            else:
+                described["difflog_seed_images"] = f"not applied: {why}"
+                run._warn_once(f"seed_images: {why}", f"difflog: seed_images was not applied to a {type(pipeline).__name__} call: {why}")
+        self.seeds: List[Optional[int]] = [_seed_of(g) for g in self.generators]
 
-        self.columns, self.inputs, self.texts = _columns(pipeline, names, params)
+        # Timings: our step callback, only in diffusers' own pipelines and
+        # only where the caller passed none (it returns what it is given).
+        if (
+            "callback_on_step_end" in names
+            and params.get("callback_on_step_end") is None
+            and getattr(target, "__module__", "").startswith("diffusers.")
+        ):
+            if self.kwargs is kwargs:
+                self.kwargs = dict(kwargs)
+            self.kwargs["callback_on_step_end"] = self._step
+
+        self.needs = [n for n in self.passed if _not_stored(described.get(n))]
+        self.labels = _label_names(pipeline) if "class_labels" in names else None
+        self.columns, self.inputs, self.texts = _columns(pipeline, names, params, self.passed, self.labels)
         self.output_type = params.get("output_type")
         if self.output_type == "latent":
             described["difflog_note"] = "output_type='latent': the images are not stored (latents are not media)"
@@ -122,14 +217,29 @@ class Recording:
         if not run._environment_logged:
             run._environment_logged = True
             run.log_config({"environment": environment()})
-        seeds = [s for s in self.seeds if s is not None]
+        known = [s for s in self.seeds if s is not None]
+        if len(known) == len(self.seeds) and len(known) == 1 and batch is not None:
+            known = known * batch
+        elif len(known) != len(self.seeds):
+            known = []
         self.call = run._recorder.begin_call(
             info,
             json.dumps(described),
-            seeds if len(seeds) == len(self.seeds) else [],
-            self.columns + ["Generated-Image", "Seed"],
+            known,
+            self.columns + TAIL_COLUMNS,
         )
         self.prepare_s = time.perf_counter() - t0
+
+    def _inject_why_not(self, target: Callable[..., Any], batch: Optional[int], params: Dict[str, Any]) -> Optional[str]:
+        """Why difflog's per-image generators cannot be passed to this call
+        safely (None: they can)."""
+        if not _takes_generator_list(target):
+            return "its signature does not take a list of generators"
+        if batch is None:
+            return "the number of images cannot be told before the call"
+        if params.get("latents") is not None:
+            return "it was given latents"
+        return None
 
     def _step(self, pipe: Any, step: int, timestep: Any, callback_kwargs: Dict[str, Any]) -> Dict[str, Any]:
         self.last_step = time.perf_counter()
@@ -161,7 +271,7 @@ class Recording:
             images = [] if kind is not None else output_images(out, self.output_type)
             inputs: Dict[int, Any] = {}
             for i, img in enumerate(images):
-                self.call.row(i, self._row(i, img, inputs))
+                self.call.row(i, self._row(i, len(images), img, inputs))
         except Exception as e:
             self.run._report("recording the call's images", e)
         timings["saving"] = (time.perf_counter() - end) * 1000.0 + self.prepare_s * 1000.0
@@ -170,16 +280,37 @@ class Recording:
         except Exception as e:
             self.run._report("recording a call's end", e)
 
-    def _row(self, i: int, img: Optional[Image], inputs: Dict[int, Any]) -> List[Tuple[str, Any]]:
+    def _remake(self, i: int, n: int) -> str:
+        """How row ``i`` of ``n`` can be made again."""
+        if self.needs:
+            return "needs " + ", ".join(self.needs)
+        if any(_generator_record(g) is None for g in self.generators):
+            return "no"
+        if len(self.generators) == n and self.prompts is not None:
+            return "alone"
+        return "call"
+
+    def _row(self, i: int, n: int, img: Optional[Image], inputs: Dict[int, Any]) -> List[Tuple[str, Any]]:
         p = i // self.per_prompt if self.prompts is not None else i
-        seed = self.seeds[i] if i < len(self.seeds) else None
+        seed = None
+        if len(self.seeds) == n:
+            seed = self.seeds[i]
+        elif len(self.seeds) == 1:
+            seed = self.seeds[0]
         cells: List[Tuple[str, Any]] = []
         for column, name in self.inputs:
-            cells.append((column, _input_image(_pick(self.params.get(name), p, self.prompts), inputs)))
+            cells.append((column, _input_image(_pick(self.params.get(name), i, p, n), inputs)))
         texts: Dict[str, Any] = {}
         for column, name in self.texts:
-            v = _pick(self.params.get(name), p, self.prompts)
-            v = v if isinstance(v, (str, int, float, bool)) or v is None else None
+            v = self.params.get(name)
+            if name == "class_labels:names":
+                label = _pick(self.params.get("class_labels"), i, p, n)
+                v = self.labels.get(label) if self.labels and isinstance(label, int) else None
+            elif _is_tensor(v):
+                v = _tensor_text(describe(v))
+            else:
+                v = _pick(v, i, p, n)
+                v = v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(describe(v))
             texts[name] = v
             cells.append((column, v))
         if img is None:
@@ -202,6 +333,7 @@ class Recording:
             caption = prompt if isinstance(prompt, str) else None
             cells.append(("Generated-Image", Generated(img, caption, recipe)))
         cells.append(("Seed", seed))
+        cells.append(("Remake", self._remake(i, n)))
         return cells
 
 
@@ -225,20 +357,20 @@ def _count_prompts(params: Dict[str, Any]) -> Optional[int]:
     shape = getattr(embeds, "shape", None)
     if prompt is None and shape is not None and len(shape) >= 1:
         return int(shape[0])
-    if "prompt" not in params:
-        return _int(params.get("batch_size"), 1)
     return None
 
 
-def _pick(value: Any, p: int, prompts: Optional[int]) -> Any:
-    """A row's value of an argument: the item for the row's prompt when the
-    argument is a list (one per prompt), else the argument."""
+def _pick(value: Any, i: int, p: int, n: int) -> Any:
+    """Row ``i``'s value of an argument: its item when the argument is a
+    list with one item per image (``n``) or per prompt, else the argument."""
     if isinstance(value, (list, tuple)):
         if not value:
             return None
-        if prompts is not None and len(value) == prompts:
+        if len(value) == n:
+            return value[i]
+        if p < len(value) and n % len(value) == 0:
             return value[p]
-        return value[p % len(value)]
+        return value
     return value
 
 
@@ -249,9 +381,24 @@ def _seed_of(g: Any) -> Optional[int]:
         return None
 
 
-def _columns(pipeline: Any, names: List[str], params: Dict[str, Any]) -> Tuple[List[str], list, list]:
-    """The table's columns before Generated-Image and Seed: (all, image
-    columns with their argument, text columns with their argument)."""
+def _label_names(pipeline: Any) -> Optional[Dict[int, str]]:
+    """Class id -> its names, from a DiT-style pipeline's ``labels``
+    (name -> id, built from ``id2label``)."""
+    labels = getattr(pipeline, "labels", None)
+    if not isinstance(labels, dict) or not labels:
+        return None
+    out: Dict[int, List[str]] = {}
+    for name, idx in labels.items():
+        if isinstance(idx, int):
+            out.setdefault(idx, []).append(str(name))
+    return {k: ", ".join(v) for k, v in out.items()}
+
+
+def _columns(
+    pipeline: Any, names: List[str], params: Dict[str, Any], passed: List[str], labels: Optional[Dict[int, str]]
+) -> Tuple[List[str], list, list]:
+    """The table's columns before the tail: (all, image columns with their
+    argument, text columns with their argument)."""
     inputs: List[Tuple[str, str]] = []
     texts: List[Tuple[str, str]] = []
     if "prompt" in names:
@@ -263,22 +410,65 @@ def _columns(pipeline: Any, names: List[str], params: Dict[str, Any]) -> Tuple[L
                 inputs.append((column, name))
         inputs.sort(key=lambda c: [a for a, _ in _IMAGE_ARGS].index(c[0]))
         texts = [(c, n) for c, n in _TEXT_ARGS if n in names]
+        taken = {n for _, n in inputs} | {n for _, n in texts}
+        # What the caller gave instead of prompts: embeddings, by digest.
+        for name in passed:
+            if name.endswith("_embeds") and name not in taken and _is_tensor(params.get(name)):
+                texts.append(("-".join(w.capitalize() for w in name.split("_")), name))
+        rest = [n for n in passed if n not in taken and not n.endswith("_embeds")]
     else:
-        for name in names:
-            v = params.get(name)
-            if name in _NOT_COLUMNS or v is None:
-                continue
-            if isinstance(v, (str, int, float, bool)):
-                texts.append((name, name))
-            elif _is_image(v):
-                inputs.append((name, name))
+        rest = passed
+    for name in rest:
+        v = params.get(name)
+        if name in _NOT_COLUMNS or v is None:
+            continue
+        if _is_image(v):
+            inputs.append((name, name))
+        elif _scalars(v) or ("prompt" not in names and isinstance(v, (str, int, float, bool))):
+            texts.append((name, name))
+            if name == "class_labels" and labels:
+                texts.append(("Class-Name", "class_labels:names"))
     return [c for c, _ in inputs] + [c for c, _ in texts], inputs, texts
+
+
+def _scalars(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, (str, int, float, bool)) for x in v)
 
 
 def _is_image(v: Any) -> bool:
     return type(v).__module__.startswith("PIL.") or (
         isinstance(v, (list, tuple)) and bool(v) and type(v[0]).__module__.startswith("PIL.")
     )
+
+
+def _is_tensor(v: Any) -> bool:
+    mod = type(v).__module__
+    return (mod.startswith("torch") or mod.startswith("numpy")) and getattr(v, "ndim", 0) > 0
+
+
+def _tensor_text(d: Any) -> Optional[str]:
+    """A tensor's record as one cell: ``tensor 1x77x32 float32 sha256:…``."""
+    if not isinstance(d, dict):
+        return None
+    shape = "x".join(str(s) for s in d.get("shape", []))
+    return f"{d.get('_type')} {shape} {d.get('dtype')} sha256:{d.get('sha256')}"
+
+
+def _not_stored(d: Any) -> bool:
+    """Whether a described argument is something difflog does not keep
+    (a tensor, an array, an arbitrary object): re-making needs it again."""
+    if isinstance(d, list):
+        return any(_not_stored(x) for x in d)
+    if isinstance(d, dict):
+        t = d.get("_type")
+        if t in ("tensor", "array"):
+            return True
+        if t in ("image", "generator"):
+            return False
+        if t is not None:
+            return True
+        return any(_not_stored(x) for x in d.values())
+    return False
 
 
 def _input_image(v: Any, cache: Dict[int, Any]) -> Any:
@@ -311,28 +501,40 @@ def _other_media(out: Any) -> Optional[str]:
 def output_images(out: Any, output_type: Any) -> List[Optional[Image]]:
     """The generated images of a call's output, as RGB images (None for
     each output that is not an image: latents)."""
-    if isinstance(out, tuple):
-        images = out[0] if out else None
-    else:
-        images = getattr(out, "images", None)
-    if images is None:
-        raise ValueError(f"no images in the output ({type(out).__name__})")
+    images = _output(out)
     if output_type == "latent":
         n = len(images) if hasattr(images, "__len__") else 0
         return [None] * n
     return list(_to_rgb(images))
 
 
+def _output(out: Any) -> Any:
+    """The images of a pipeline's output (``.images`` or the tuple's first)."""
+    if isinstance(out, tuple):
+        images = out[0] if out else None
+    else:
+        images = getattr(out, "images", None)
+    if images is None:
+        raise ValueError(f"no images in the output ({type(out).__name__})")
+    return images
+
+
 def _to_rgb(images: Any) -> List[Image]:
     """PIL images, numpy arrays (N,H,W,C or H,W,C, floats in [0, 1] or
     uint8) and torch tensors (N,C,H,W or C,H,W) as RGB images."""
+    return [Image(w, h, data) for w, h, data in rgb_pixels(images)]
+
+
+def rgb_pixels(images: Any) -> List[Tuple[int, int, bytes]]:
+    """:func:`_to_rgb`'s pixels: (width, height, RGB bytes) per image."""
     mod = type(images).__module__
     if mod.startswith("PIL."):
-        return [_pil(images)]
+        img = images if images.mode == "RGB" else images.convert("RGB")
+        return [(img.size[0], img.size[1], img.tobytes())]
     if isinstance(images, (list, tuple)):
-        out: List[Image] = []
+        out: List[Tuple[int, int, bytes]] = []
         for x in images:
-            out.extend(_to_rgb(x))
+            out.extend(rgb_pixels(x))
         return out
     if mod.startswith("torch"):
         t = images.detach().float().cpu()
@@ -343,14 +545,7 @@ def _to_rgb(images: Any) -> List[Image]:
     raise TypeError(f"cannot store {type(images).__name__} as an image")
 
 
-def _pil(img: Any) -> Image:
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    w, h = img.size
-    return Image(w, h, img.tobytes())
-
-
-def _numpy(a: Any) -> List[Image]:
+def _numpy(a: Any) -> List[Tuple[int, int, bytes]]:
     import numpy as np
 
     a = np.asarray(a)
@@ -368,7 +563,7 @@ def _numpy(a: Any) -> List[Image]:
         a = a[..., :3]
     elif c != 3:
         raise ValueError(f"an image has 1, 3 or 4 channels, not {c}")
-    return [Image(int(x.shape[1]), int(x.shape[0]), np.ascontiguousarray(x).tobytes()) for x in a]
+    return [(int(x.shape[1]), int(x.shape[0]), np.ascontiguousarray(x).tobytes()) for x in a]
 
 
 # By the pipeline object itself (weakly): an id could be reused by a new
@@ -488,9 +683,10 @@ def environment() -> Dict[str, Any]:
 
 def describe(v: Any, depth: int = 0) -> Any:
     """A value as JSON holds it: plain values as they are, generators as
-    their seed and device (and whether they were used before, when their
-    seed alone no longer gives their numbers), images and tensors by their
-    shape, anything else by its type and a short repr."""
+    their seed and device (and their state, when they were used before and
+    their seed alone no longer gives their numbers), images by size, mode
+    and the SHA-256 of their pixels, tensors and arrays by shape, dtype and
+    the SHA-256 of their bytes, anything else by its type and a short repr."""
     if v is None or isinstance(v, (bool, str)):
         return v
     if isinstance(v, int):
@@ -507,18 +703,32 @@ def describe(v: Any, depth: int = 0) -> Any:
     name = type(v).__name__
     if mod.startswith("torch"):
         if name == "Generator":
-            return _generator(v)
+            return _generator_record(v) or {"_type": "generator", "repr": repr(v)[:200]}
         if name in ("dtype", "device"):
             return str(v).replace("torch.", "")
         if hasattr(v, "shape"):
-            return {"_type": "tensor", "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
+            return {
+                "_type": "tensor",
+                "shape": list(v.shape),
+                "dtype": str(v.dtype).replace("torch.", ""),
+                "sha256": _tensor_digest(v),
+            }
     if mod.startswith("numpy"):
         if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0:
-            return {"_type": "array", "shape": list(v.shape), "dtype": str(v.dtype)}
+            import numpy as np
+
+            raw = np.ascontiguousarray(v).tobytes()
+            return {"_type": "array", "shape": list(v.shape), "dtype": str(v.dtype), "sha256": hashlib.sha256(raw).hexdigest()}
         if hasattr(v, "item"):
             return describe(v.item(), depth + 1)
     if mod.startswith("PIL."):
-        return {"_type": "image", "width": v.size[0], "height": v.size[1], "mode": v.mode}
+        return {
+            "_type": "image",
+            "width": v.size[0],
+            "height": v.size[1],
+            "mode": v.mode,
+            "sha256": image_digest(v),
+        }
     if hasattr(v, "__fspath__"):
         return str(v)
     if callable(v):
@@ -526,13 +736,55 @@ def describe(v: Any, depth: int = 0) -> Any:
     return {"_type": name, "repr": repr(v)[:200]}
 
 
-def _generator(g: Any) -> Dict[str, Any]:
+def image_digest(img: Any) -> str:
+    """SHA-256 of a PIL image's pixels (``tobytes()`` in its own mode)."""
+    return hashlib.sha256(img.tobytes()).hexdigest()
+
+
+def _tensor_digest(t: Any) -> Optional[str]:
+    """SHA-256 of a tensor's bytes (row-major, its own dtype); copied to
+    the CPU when it lives elsewhere. Reading it changes nothing."""
+    try:
+        import torch
+
+        b = t.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes()
+        return hashlib.sha256(b).hexdigest()
+    except Exception:
+        return None
+
+
+def _generator_record(g: Any) -> Optional[Dict[str, Any]]:
+    """A torch generator as it stood: seed, device, whether it was fresh
+    (its seed alone gives its numbers) and, when not, its state (base64),
+    which restores its stream exactly. None when it cannot be read."""
     import torch
 
-    d: Dict[str, Any] = {"seed": int(g.initial_seed()), "device": str(g.device)}
     try:
-        fresh = torch.Generator(device=g.device).manual_seed(g.initial_seed())
-        d["fresh"] = bool(torch.equal(fresh.get_state(), g.get_state()))
+        seed = int(g.initial_seed())
+        state = g.get_state()
+        fresh = torch.Generator(device=g.device).manual_seed(seed).get_state()
+    except Exception:
+        return None
+    d: Dict[str, Any] = {"_type": "generator", "seed": seed, "device": str(g.device)}
+    d["fresh"] = bool(torch.equal(fresh, state))
+    if not d["fresh"]:
+        d["state"] = base64.b64encode(state.numpy().tobytes()).decode("ascii")
+    return d
+
+
+def _global_rng() -> Dict[str, Any]:
+    """torch's global generators as they stand (CPU; CUDA devices only when
+    CUDA is already initialised: never initialised here)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    out: Dict[str, Any] = {}
+    cpu = _generator_record(torch.default_generator)
+    if cpu is not None:
+        out["torch_cpu"] = cpu
+    try:
+        if torch.cuda.is_initialized():
+            out["torch_cuda"] = [_generator_record(g) for g in torch.cuda.default_generators]
     except Exception:
         pass
-    return d
+    return out

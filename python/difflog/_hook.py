@@ -111,6 +111,15 @@ def record(fn: Callable[..., Any], pipeline: Any, args: tuple, kwargs: dict) -> 
     return out
 
 
+def unrecorded(pipeline: Any, kwargs: dict) -> Any:
+    """Calls ``pipeline(**kwargs)`` without recording it (a re-made call)."""
+    _state.depth = getattr(_state, "depth", 0) + 1
+    try:
+        return pipeline(**kwargs)
+    finally:
+        _state.depth -= 1
+
+
 def _inner(fn: Callable[..., Any], pipeline: Any, args: tuple, kwargs: dict) -> Any:
     _state.depth = getattr(_state, "depth", 0) + 1
     try:

@@ -165,13 +165,18 @@ impl Recorder {
         py.detach(|| run.flush()).map_err(recording_error)
     }
 
-    /// Ends the run (as failed when `error` is given), durably; raises the
+    /// Ends the run (as failed when `error` is given; as crashed when
+    /// `crashed`: the program is dying of `error`), durably; raises the
     /// first recording error, if any. A second call does nothing.
-    #[pyo3(signature = (error=None))]
-    fn finish(&self, py: Python<'_>, error: Option<String>) -> PyResult<()> {
+    #[pyo3(signature = (error=None, crashed=false))]
+    fn finish(&self, py: Python<'_>, error: Option<String>, crashed: bool) -> PyResult<()> {
         let run = self.run.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(run) = run else { return Ok(()) };
-        py.detach(|| run.end(error)).map_err(recording_error)
+        py.detach(|| match (error, crashed) {
+            (Some(e), true) => run.crash(e),
+            (error, _) => run.end(error),
+        })
+        .map_err(recording_error)
     }
 }
 
@@ -369,9 +374,40 @@ impl Call {
     }
 }
 
+/// One recorded call of the run directory `run_dir`, as JSON:
+/// `{"run", "started", "rows", "media", "finished", "pipeline"}` (the
+/// reader's view of it; image cells name their file inside the run). The
+/// run is read by difflog's reader, bounded and checked like every run;
+/// raises `ValueError` naming the run when it cannot be read or has no
+/// such call.
+#[pyfunction]
+fn read_call(py: Python<'_>, run_dir: PathBuf, call: u32) -> PyResult<String> {
+    let json = py.detach(|| -> Result<String, String> {
+        let run = difflog::read::RunDir::open(&run_dir).map_err(|e| e.to_string())?;
+        let view = run.view();
+        let c = view.calls.get(&call).ok_or_else(|| {
+            format!(
+                "{}: no call {call} (Pipeline-Call-{call}) in this run",
+                run_dir.display()
+            )
+        })?;
+        let v = serde_json::json!({
+            "run": run.meta.id,
+            "started": c.started,
+            "rows": c.rows,
+            "media": c.media,
+            "finished": c.finished,
+            "pipeline": view.pipelines.get(&c.started.pipeline),
+        });
+        Ok(v.to_string())
+    });
+    json.map_err(PyValueError::new_err)
+}
+
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(read_call, m)?)?;
     m.add_class::<Recorder>()?;
     m.add_class::<Call>()?;
     m.add_class::<Image>()?;

@@ -127,6 +127,7 @@ fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
     ev.push(Event::RunFinished(RunFinished {
         status: RunStatus::Finished,
         error: None,
+        crashed: false,
     }));
     ev
 }

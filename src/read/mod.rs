@@ -10,7 +10,7 @@ mod log;
 mod view;
 
 pub use log::{scan, LogProblem, LogProblemKind, LogScan};
-pub use view::{CallView, RunView};
+pub use view::{scheduler_name, CallView, RunView};
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{Event, Record};
@@ -29,7 +29,9 @@ pub enum RunState {
     Finished,
     /// `run_finished` with status `failed` is recorded.
     Failed,
-    /// No writer and no `run_finished`: the writer died.
+    /// No writer and no `run_finished`: the writer died; or a
+    /// `run_finished` marked `crashed` (the program died of an uncaught
+    /// error and said so).
     Crashed,
 }
 
@@ -185,6 +187,9 @@ impl RunDir {
         }
         for rec in self.log.records.iter().rev() {
             if let Event::RunFinished(f) = &rec.event {
+                if f.crashed {
+                    return RunState::Crashed;
+                }
                 return match f.status {
                     crate::event::RunStatus::Finished => RunState::Finished,
                     crate::event::RunStatus::Failed => RunState::Failed,

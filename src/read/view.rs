@@ -30,6 +30,44 @@ impl CallView {
     pub fn ok(&self) -> bool {
         matches!(&self.finished, Some(f) if f.status == CallStatus::Ok)
     }
+
+    /// The output size: the call's `width` × `height` params, else the
+    /// size of its first generated image (pipelines without size
+    /// arguments: unconditional, class-conditional, image variation).
+    pub fn size(&self) -> Option<(u64, u64)> {
+        let p = &self.started.params;
+        if let (Some(w), Some(h)) = (
+            p.get("width").and_then(Value::as_u64),
+            p.get("height").and_then(Value::as_u64),
+        ) {
+            return Some((w, h));
+        }
+        self.media
+            .iter()
+            .find(|m| m.key.starts_with("Generated-Image/"))
+            .map(|m| (u64::from(m.width), u64::from(m.height)))
+    }
+}
+
+/// [`RunView::scheduler_name`] from a call's params and its pipeline.
+pub fn scheduler_name(
+    params: &Map<String, Value>,
+    pipeline: Option<&PipelineEvent>,
+) -> Option<String> {
+    let plain = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    params
+        .get("scheduler")
+        .filter(|v| !v.is_null())
+        .map(plain)
+        .or_else(|| {
+            let s = &pipeline?.scheduler;
+            ["name", "kind", "class", "_class_name"]
+                .iter()
+                .find_map(|k| s.get(*k).filter(|v| !v.is_null()).map(plain))
+        })
 }
 
 /// A run's records folded into their meaning.
@@ -100,6 +138,17 @@ impl RunView {
         v
     }
 
+    /// The scheduler a call ran with, by name: its own `scheduler` param
+    /// (difflog's pipelines), else its pipeline's scheduler record
+    /// (`name`, as Python's recorder writes it, or `kind`/`class`/
+    /// `_class_name`).
+    pub fn scheduler_name(&self, call: &CallView) -> Option<String> {
+        scheduler_name(
+            &call.started.params,
+            self.pipelines.get(&call.started.pipeline),
+        )
+    }
+
     /// Number of generated images stored over all calls.
     pub fn image_count(&self) -> usize {
         // Stored images only: a row whose image could not be stored (a full
@@ -148,14 +197,19 @@ impl RunView {
                     }
                 }
                 let mut params = c.started.params.clone();
+                // Only where the call had a seed: a call without one (a
+                // Python call that passed no generator) is not given a
+                // `{seed: null}` it never had.
                 let seed = params
                     .get("seed")
+                    .filter(|s| !s.is_null())
                     .cloned()
-                    .or_else(|| c.started.seeds.first().map(|s| json!(s)))
-                    .unwrap_or(Value::Null);
-                params
-                    .entry("generator")
-                    .or_insert_with(|| json!({"seed": seed, "device": device}));
+                    .or_else(|| c.started.seeds.first().map(|s| json!(s)));
+                if let Some(seed) = seed {
+                    params
+                        .entry("generator")
+                        .or_insert_with(|| json!({"seed": seed, "device": device}));
+                }
                 json!({
                     "pipeline": pipeline,
                     "params": params,

@@ -254,15 +254,27 @@ fn write_call(
             .map(|v| v.to_string())
             .unwrap_or_else(|| "-".into())
     };
+    let size = call
+        .size()
+        .map(|(w, h)| format!("{w}×{h}"))
+        .unwrap_or_else(|| "-×-".into());
     let _ = write!(
         b,
-        "<p>size {}×{}, steps {}, guidance {}, scheduler {}</p>",
-        escape(&param("width")),
-        escape(&param("height")),
+        "<p>size {}, steps {}, guidance {}, scheduler {}</p>",
+        escape(&size),
         escape(&param("num_inference_steps")),
         escape(&param("guidance_scale")),
-        escape(&param("scheduler"))
+        escape(&view.scheduler_name(call).unwrap_or_else(|| "-".into()))
     );
+    if let Some(p) = view.pipelines.get(&s.pipeline) {
+        if p.scheduler.is_object() {
+            let _ = write!(
+                b,
+                "<details class=\"scheduler\"><summary>scheduler config</summary><pre>{}</pre></details>",
+                escape(&serde_json::to_string_pretty(&p.scheduler).unwrap_or_default())
+            );
+        }
+    }
     if let Some(f) = &call.finished {
         if let Some(e) = &f.error {
             let _ = write!(b, "<p class=\"error\">Error: {}</p>", escape(e));

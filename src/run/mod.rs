@@ -450,13 +450,32 @@ impl Run {
         }
     }
 
+    /// Ends the run as crashed: the program is dying of `error` (an
+    /// uncaught exception) and records so on its way down. Readers show the
+    /// run as crashed with that text.
+    pub fn crash(&self, error: String) -> Result<()> {
+        self.close_as(RunFinished {
+            status: RunStatus::Failed,
+            error: Some(error),
+            crashed: true,
+        })
+    }
+
     pub(crate) fn close(&self, status: RunStatus, error: Option<String>) -> Result<()> {
+        self.close_as(RunFinished {
+            status,
+            error,
+            crashed: false,
+        })
+    }
+
+    fn close_as(&self, finished: RunFinished) -> Result<()> {
         let Some(a) = &self.active else { return Ok(()) };
         let writer = a.writer.write().unwrap_or_else(|p| p.into_inner()).take();
         let Some(writer) = writer else { return Ok(()) };
         let sent = writer.send(Cmd::Event {
             ts: now_rfc3339(),
-            event: Box::new(Event::RunFinished(RunFinished { status, error })),
+            event: Box::new(Event::RunFinished(finished)),
         });
         let closed = writer.close();
         sent.and(closed).map_err(|source| Error::Recording {

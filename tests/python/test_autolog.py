@@ -40,6 +40,15 @@ def verify(run_dir):
     return out.returncode, out.stdout + out.stderr
 
 
+def report(run_dir, root):
+    """The HTML of ``difflog report`` for a run."""
+    out = os.path.join(root, "report-" + os.path.basename(run_dir))
+    p = subprocess.run([BIN, "report", run_dir, "-o", out], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    with open(os.path.join(out, "index.html"), encoding="utf-8") as f:
+        return f.read()
+
+
 def cells(row):
     return {c["column"]: c for c in row["cells"]}
 
@@ -85,7 +94,8 @@ class Base(unittest.TestCase):
 class TextToImage(Base):
     def test_table_workflow_seeds_images_and_reproduction(self):
         pipe = tiny.sd()
-        run = self.start()
+        # Opted in: one seeded generator per image, passed by difflog.
+        run = self.start(seed_images=True)
         out = pipe(["a cat", "a dog"], negative_prompt=["blue", "red"], num_images_per_prompt=2, height=32, width=32, **STEPS)
         v = self.recorded(run)
         self.assertEqual(v["state"], "finished")
@@ -98,7 +108,7 @@ class TextToImage(Base):
         [call] = v["calls"]
         started = call["started"]
         self.assertEqual(started["stage"], "Pipeline-Call-1")
-        self.assertEqual(started["columns"], ["Prompt", "Negative-Prompt", "Generated-Image", "Seed"])
+        self.assertEqual(started["columns"], ["Prompt", "Negative-Prompt", "Generated-Image", "Seed", "Remake"])
         params = started["params"]
         # Every argument, diffusers' defaults filled in from the signature.
         self.assertEqual(params["guidance_scale"], 7.5)
@@ -135,6 +145,7 @@ class TextToImage(Base):
         self.assertEqual([value(cells(r)["Prompt"]) for r in rows], ["a cat", "a cat", "a dog", "a dog"])
         self.assertEqual([value(cells(r)["Negative-Prompt"]) for r in rows], ["blue", "blue", "red", "red"])
         self.assertEqual([value(cells(r)["Seed"]) for r in rows], seeds)
+        self.assertEqual([value(cells(r)["Remake"]) for r in rows], ["alone"] * 4)
         for r, img in zip(rows, out.images):
             px, size, text = stored(run.dir, cells(r)["Generated-Image"])
             self.assertEqual(size, img.size)
@@ -175,17 +186,42 @@ class TextToImage(Base):
         # One generator for the batch: its seed on every row, and whether it
         # was fresh (its seed alone gives its numbers).
         self.assertEqual([value(cells(r)["Seed"]) for r in second["rows"]], [5, 5])
-        self.assertEqual(second["started"]["params"]["generator"], {"seed": 5, "device": "cpu", "fresh": True})
+        self.assertEqual(second["started"]["params"]["generator"], {"_type": "generator", "seed": 5, "device": "cpu", "fresh": True})
+        self.assertEqual([value(cells(r)["Remake"]) for r in first["rows"]], ["alone", "alone"])
+        self.assertEqual([value(cells(r)["Remake"]) for r in second["rows"]], ["call", "call"])
 
-    def test_no_seeds_when_turned_off(self):
+    def test_by_default_a_call_without_generator_is_left_alone(self):
         pipe = tiny.sd()
-        run = self.start(seed_images=False)
-        pipe("a cat", height=32, width=32, **STEPS)
+        torch.manual_seed(0)
+        want = pixels(pipe("a cat", height=32, width=32, **STEPS).images[0])
+        after = torch.get_rng_state()
+        run = self.start()
+        torch.manual_seed(0)
+        got = pipe("a cat", height=32, width=32, **STEPS).images[0]
+        # The same image and the same global generator state as unrecorded.
+        self.assertEqual(pixels(got), want)
+        self.assertTrue(torch.equal(torch.get_rng_state(), after))
+        pipe("a dog", height=32, width=32, **STEPS)
         v = self.recorded(run)
-        [call] = v["calls"]
-        self.assertIsNone(call["started"]["params"]["generator"])
-        self.assertEqual(call["started"]["seeds"], [])
-        self.assertEqual(cells(call["rows"][0])["Seed"]["type"], "null")
+        first, second = v["calls"]
+        params = first["started"]["params"]
+        self.assertIsNone(params["generator"])
+        self.assertNotIn("generator_from", params)
+        self.assertEqual(params["difflog_passed"], ["prompt", "height", "width", "num_inference_steps"])
+        # What decided the noise: torch's global generator, fresh from seed 0.
+        self.assertEqual(params["difflog_rng"]["torch_cpu"], {"_type": "generator", "seed": 0, "device": "cpu", "fresh": True})
+        # The second call drew from a used generator: its state is kept.
+        self.assertIn("state", second["started"]["params"]["difflog_rng"]["torch_cpu"])
+        self.assertEqual(first["started"]["seeds"], [])
+        self.assertEqual(cells(first["rows"][0])["Seed"]["type"], "null")
+        self.assertEqual(value(cells(first["rows"][0])["Remake"]), "call")
+        # Both calls made again from their records, pixel for pixel, and
+        # the caller's global generator state is untouched by re-making.
+        before = torch.get_rng_state()
+        for n in (1, 2):
+            again = difflog.remake(run.dir, n, pipe)
+            self.assertTrue(again.identical, f"call {n} was not re-made: {again.same}")
+        self.assertTrue(torch.equal(torch.get_rng_state(), before))
 
     def test_numpy_torch_and_latent_outputs(self):
         pipe = tiny.sd()
@@ -223,10 +259,10 @@ class Families(Base):
     def test_sdxl_two_prompts(self):
         pipe = tiny.sdxl()
         run = self.start()
-        out = pipe("a cat", prompt_2="a red cat", negative_prompt="dog", height=32, width=32, **STEPS)
+        out = pipe("a cat", prompt_2="a red cat", negative_prompt="dog", height=32, width=32, generator=torch.Generator().manual_seed(4), **STEPS)
         v = self.recorded(run)
         [call] = v["calls"]
-        cols = ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Generated-Image", "Seed"]
+        cols = ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Generated-Image", "Seed", "Remake"]
         self.assertEqual(call["started"]["columns"], cols)
         c = cells(call["rows"][0])
         self.assertEqual(value(c["Prompt-2"]), "a red cat")
@@ -246,10 +282,10 @@ class Families(Base):
         tiny.inpaint()("a cat", image=src, mask_image=mask, height=32, width=32, **STEPS)
         v = self.recorded(run)
         i2i, inp = v["calls"]
-        self.assertEqual(i2i["started"]["columns"], ["Source-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed"])
+        self.assertEqual(i2i["started"]["columns"], ["Source-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed", "Remake"])
         self.assertEqual(
             inp["started"]["columns"],
-            ["Source-Image", "Mask-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed"],
+            ["Source-Image", "Mask-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed", "Remake"],
         )
         digests = {cells(r)["Source-Image"]["digest"] for r in i2i["rows"]}
         self.assertEqual(len(digests), 1, "the source image is stored once per call")
@@ -273,7 +309,7 @@ class Families(Base):
         v = self.recorded(run)
         ctl, sd = v["calls"]
         self.assertEqual(
-            ctl["started"]["columns"], ["Control-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed"]
+            ctl["started"]["columns"], ["Control-Image", "Prompt", "Negative-Prompt", "Generated-Image", "Seed", "Remake"]
         )
         self.assertEqual(stored(run.dir, cells(ctl["rows"][0])["Control-Image"])[0], pixels(edges))
         self.assertEqual(v["pipelines"][0]["components"]["controlnet"]["class"], "ControlNetModel")
@@ -283,7 +319,7 @@ class Families(Base):
     def test_flow_matching_sd3_is_recorded_without_a_class_list(self):
         pipe = tiny.sd3()
         run = self.start()
-        out = pipe("a cat", negative_prompt="dog", prompt_3="a red dog", height=32, width=32, **STEPS)
+        out = pipe("a cat", negative_prompt="dog", prompt_3="a red dog", height=32, width=32, generator=torch.Generator().manual_seed(4), **STEPS)
         v = self.recorded(run)
         [call] = v["calls"]
         self.assertEqual(v["pipelines"][0]["class"], "StableDiffusion3Pipeline")
@@ -291,7 +327,7 @@ class Families(Base):
         self.assertIn("shift", v["pipelines"][0]["scheduler"])
         self.assertEqual(
             call["started"]["columns"],
-            ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Prompt-3", "Negative-Prompt-3", "Generated-Image", "Seed"],
+            ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Prompt-3", "Negative-Prompt-3", "Generated-Image", "Seed", "Remake"],
         )
         self.assertEqual(value(cells(call["rows"][0])["Prompt-3"]), "a red dog")
         px, _, text = stored(run.dir, cells(call["rows"][0])["Generated-Image"])
@@ -314,6 +350,9 @@ class Families(Base):
             **STEPS,
         )
         v = self.recorded(run)
+        html = report(run.dir, self.root)
+        self.assertIn("size 32×32, steps 2, guidance 3.5, scheduler FlowMatchEulerDiscreteScheduler", html)
+        self.assertIn("use_dynamic_shifting", html)
         [call] = v["calls"]
         [pipeline] = v["pipelines"]
         self.assertEqual(pipeline["class"], "FluxPipeline")
@@ -326,7 +365,7 @@ class Families(Base):
         self.assertEqual((params["guidance_scale"], params["max_sequence_length"]), (3.5, 16))
         self.assertEqual(
             call["started"]["columns"],
-            ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Generated-Image", "Seed"],
+            ["Prompt", "Negative-Prompt", "Prompt-2", "Negative-Prompt-2", "Generated-Image", "Seed", "Remake"],
         )
         self.assertEqual(len(call["rows"]), 2)
         for row, prompt, img in zip(call["rows"], ["a red cat", "a dog"], out.images):
@@ -357,15 +396,25 @@ class Families(Base):
         out = Stripes()(batch_size=2, label="x")
         Stripes2()(shade=7)
         v = self.recorded(run)
+        # The report shows the size of a pipeline without size arguments
+        # (from its images) and the scheduler of diffusers' pipelines.
+        html = report(run.dir, self.root)
+        self.assertIn("size 8×8", html)
+        self.assertNotIn("size -×-", html)
         first, second = v["calls"]
         self.assertEqual([p["class"] for p in v["pipelines"]], ["Stripes", "Stripes2"])
-        self.assertEqual(first["started"]["columns"], ["batch_size", "label", "shade", "Generated-Image", "Seed"])
+        # Only what the caller passed: shade's default is in params, not a column.
+        self.assertEqual(first["started"]["columns"], ["batch_size", "label", "Generated-Image", "Seed", "Remake"])
+        self.assertEqual(first["started"]["params"]["shade"], 100)
         self.assertEqual(value(cells(first["rows"][1])["label"]), "x")
-        self.assertEqual(len(first["started"]["seeds"]), 2)
+        self.assertEqual(first["started"]["seeds"], [])
         self.assertEqual(stored(run.dir, cells(first["rows"][1])["Generated-Image"])[0], pixels(out.images[1]))
-        # A subclass calling super().__call__ is one call, not two.
+        # A subclass calling super().__call__ is one call, not two, bound
+        # against the __call__ it forwards to (its defaults filled in).
         self.assertEqual(len(v["calls"]), 2)
         self.assertEqual(second["started"]["params"]["shade"], 7)
+        self.assertEqual(second["started"]["params"]["label"], "stripes")
+        self.assertEqual(second["started"]["columns"], ["shade", "Generated-Image", "Seed", "Remake"])
 
 
 class Lifecycle(Base):
@@ -386,6 +435,8 @@ class Lifecycle(Base):
         self.assertEqual(len(ours), 1, "warned once")
         v = self.recorded(run)
         self.assertEqual(len(v["config"]["recording_errors"]), 2)
+        # A pipeline without a generator argument gets no generator entry.
+        self.assertNotIn("generator", v["workflow"][0]["params"])
         self.assertEqual([c["finished"]["status"] for c in v["calls"]], ["ok", "ok"])
 
     def test_video_output_is_a_call_with_a_note(self):
@@ -464,6 +515,26 @@ class Lifecycle(Base):
         v = show(d)
         self.assertEqual(v["state"], "finished", "finished at interpreter exit")
         self.assertEqual(len(v["calls"]), 1)
+
+    def test_an_uncaught_exception_leaves_the_run_crashed(self):
+        script = (
+            "import difflog, tiny\n"
+            "run = difflog.autolog(init=dict(project='sub'))\n"
+            "print(run.dir, flush=True)\n"
+            "tiny.sd()('a cat', height=32, width=32, num_inference_steps=1)\n"
+            "raise KeyError('the config has no lr')\n"
+        )
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ, DIFFLOG_DIR=self.root, PYTHONPATH=here)
+        p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        # The program's own end is unchanged: its traceback, its exit code.
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("KeyError: 'the config has no lr'", p.stderr)
+        v = show(p.stdout.strip())
+        self.assertEqual(v["state"], "crashed")
+        self.assertEqual(v["finished"]["error"], "KeyError: 'the config has no lr'")
+        self.assertEqual(len(v["calls"]), 1)
+        self.assertEqual(verify(p.stdout.strip())[0], 0)
 
 
 if __name__ == "__main__":

@@ -249,14 +249,5 @@ pub(super) fn plain(v: &Value) -> String {
 }
 
 pub(super) fn scheduler_of(it: &Item) -> Option<String> {
-    it.params
-        .get("scheduler")
-        .filter(|v| !v.is_null())
-        .map(plain)
-        .or_else(|| {
-            let s = &it.pipeline.as_ref()?.scheduler;
-            ["name", "kind", "class", "_class_name"]
-                .iter()
-                .find_map(|k| s.get(*k).map(plain))
-        })
+    crate::read::scheduler_name(&it.params, it.pipeline.as_ref())
 }

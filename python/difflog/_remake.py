@@ -1,0 +1,193 @@
+"""Making a recorded call again: :func:`remake`.
+
+A call is re-made from what its record holds: the arguments the caller
+passed (``difflog_passed``; defaults are left to the pipeline, as in the
+original call), its generators rebuilt from their seed or recorded state,
+torch's global generators set to their recorded state for the call (and
+put back afterwards), input images read back from the run's media by the
+digest of their pixels. What the record does not hold (tensors such as
+``prompt_embeds`` or ``latents``, arbitrary objects, callbacks) must be
+passed again; a tensor passed again is checked against its recorded
+SHA-256. The re-made call is not recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import warnings
+from typing import Any, Dict, List, Optional
+
+from . import _call
+from ._native import read_call
+
+
+@dataclasses.dataclass
+class Remade:
+    """A re-made call: the pipeline's output, its images as RGB PIL images,
+    the recorded images of the same rows, and per row whether the two are
+    identical pixel for pixel."""
+
+    output: Any
+    images: List[Any]
+    recorded: List[Any]
+    same: List[bool]
+
+    @property
+    def identical(self) -> bool:
+        """Every row's pixels are the recorded ones."""
+        return bool(self.same) and all(self.same) and len(self.images) == len(self.recorded)
+
+
+def remake(run_dir: "str | os.PathLike[str]", call: int, pipeline: Any, **given: Any) -> Remade:
+    """Calls ``pipeline`` again as call ``call`` (``Pipeline-Call-N``) of the
+    run in ``run_dir`` was made, and compares the images with the recorded
+    ones. ``given``: arguments the record does not hold (named in the rows'
+    ``Remake`` cells as ``needs NAME``), or any argument to replace.
+    Raises ``ValueError`` when an argument the call needs is missing or
+    differs from the recorded one."""
+    import torch
+
+    rec = json.loads(read_call(os.fspath(run_dir), call))
+    params: Dict[str, Any] = rec["started"]["params"]
+    recorded_class = (rec.get("pipeline") or {}).get("class")
+    if recorded_class and recorded_class != type(pipeline).__name__:
+        warnings.warn(
+            f"difflog.remake: call {call} was made by a {recorded_class}, not a {type(pipeline).__name__}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    passed = params.get("difflog_passed")
+    if not isinstance(passed, list):
+        raise ValueError(
+            f"{os.fspath(run_dir)}: call {call} does not say which arguments were passed "
+            "(recorded by an older difflog): it cannot be re-made"
+        )
+    images = _input_images(os.fspath(run_dir), rec)
+    kwargs: Dict[str, Any] = {}
+    for name in passed:
+        if name in given:
+            _check_given(call, name, params.get(name), given[name])
+            kwargs[name] = given[name]
+        else:
+            kwargs[name] = _rebuild(call, name, params.get(name), images)
+    for name, value in given.items():
+        kwargs.setdefault(name, value)
+    if params.get("generator_from") == "difflog" and "generator" not in kwargs:
+        # seed_images=True: the generators difflog passed.
+        kwargs["generator"] = _rebuild(call, "generator", params.get("generator"), images)
+
+    rng = params.get("difflog_rng") or {}
+    saved = torch.get_rng_state()
+    cuda_saved = None
+    try:
+        cpu = rng.get("torch_cpu")
+        if cpu:
+            torch.set_rng_state(_state(cpu))
+        cuda = rng.get("torch_cuda")
+        if cuda and torch.cuda.is_available():
+            cuda_saved = torch.cuda.get_rng_state_all()
+            torch.cuda.set_rng_state_all([_state(g) for g in cuda])
+        from . import _hook
+
+        out = _hook.unrecorded(pipeline, kwargs)
+    finally:
+        torch.set_rng_state(saved)
+        if cuda_saved is not None:
+            torch.cuda.set_rng_state_all(cuda_saved)
+    from PIL import Image
+
+    made = [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(_call._output(out))]
+    recorded = [_recorded_image(os.fspath(run_dir), row) for row in rec["rows"]]
+    same = [a is not None and b is not None and a.tobytes() == b.tobytes() and a.size == b.size for a, b in zip(made, recorded)]
+    return Remade(output=out, images=made, recorded=recorded, same=same)
+
+
+def _state(g: Dict[str, Any]) -> Any:
+    """A recorded generator's state as torch takes it."""
+    import torch
+
+    if g.get("state"):
+        return torch.frombuffer(bytearray(base64.b64decode(g["state"])), dtype=torch.uint8)
+    return torch.Generator(device=g.get("device", "cpu")).manual_seed(int(g["seed"])).get_state()
+
+
+def _generator(g: Dict[str, Any]) -> Any:
+    import torch
+
+    gen = torch.Generator(device=g.get("device", "cpu"))
+    gen.manual_seed(int(g["seed"]))
+    if g.get("state"):
+        gen.set_state(_state(g))
+    return gen
+
+
+def _rebuild(call: int, name: str, d: Any, images: Dict[str, Any]) -> Any:
+    """An argument from its record."""
+    if isinstance(d, list):
+        return [_rebuild(call, name, x, images) for x in d]
+    if not isinstance(d, dict):
+        return d
+    kind = d.get("_type")
+    if kind is None:
+        return {k: _rebuild(call, name, v, images) for k, v in d.items()}
+    if kind == "generator" and "seed" in d:
+        return _generator(d)
+    if kind == "image":
+        img = images.get(str(d.get("sha256")))
+        if img is not None:
+            return img.convert(d["mode"]) if img.mode != d["mode"] else img
+        raise ValueError(
+            f"call {call}: the image passed as {name} ({d.get('width')}x{d.get('height')} {d.get('mode')}) is not "
+            f"among the run's stored images with its pixels; pass it: remake(..., {name}=...)"
+        )
+    what = _call._tensor_text(d) if kind in ("tensor", "array") else f"a {kind}"
+    raise ValueError(f"call {call} was given {name} ({what}), which is not stored in the run; pass it: remake(..., {name}=...)")
+
+
+def _check_given(call: int, name: str, d: Any, value: Any) -> None:
+    """A tensor passed again must be the recorded one."""
+    if isinstance(d, dict) and d.get("_type") in ("tensor", "array") and d.get("sha256"):
+        got = _call.describe(value)
+        if not isinstance(got, dict) or got.get("sha256") != d["sha256"]:
+            raise ValueError(
+                f"call {call}: {name} is not the recorded one (recorded {_call._tensor_text(d)}, "
+                f"given {_call._tensor_text(got) if isinstance(got, dict) else type(value).__name__})"
+            )
+
+
+def _input_images(run_dir: str, rec: Dict[str, Any]) -> Dict[str, Any]:
+    """The call's stored input images by the SHA-256 of their pixels, in
+    RGB and in the grey mode a mask is given in."""
+    from PIL import Image
+
+    out: Dict[str, Any] = {}
+    seen = set()
+    for row in rec["rows"]:
+        for cell in row.get("cells", []):
+            if cell.get("type") != "image" or cell.get("column") == "Generated-Image":
+                continue
+            path = cell.get("path")
+            if not isinstance(path, str) or path in seen:
+                continue
+            seen.add(path)
+            with Image.open(os.path.join(run_dir, path)) as im:
+                rgb = im.convert("RGB")
+            for mode in ("RGB", "L", "1"):
+                img = rgb if mode == "RGB" else rgb.convert(mode)
+                if mode != "RGB" and img.convert("RGB").tobytes() != rgb.tobytes():
+                    continue
+                out.setdefault(_call.image_digest(img), img)
+    return out
+
+
+def _recorded_image(run_dir: str, row: Dict[str, Any]) -> Optional[Any]:
+    from PIL import Image
+
+    for cell in row.get("cells", []):
+        if cell.get("column") == "Generated-Image" and cell.get("type") == "image":
+            with Image.open(os.path.join(run_dir, cell["path"])) as im:
+                return im.convert("RGB")
+    return None
