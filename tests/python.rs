@@ -85,6 +85,14 @@ fn recording_problems_run_objects_disabled_mode_and_exit() {
 }
 
 #[test]
+fn every_pipeline_of_the_zoo_is_unchanged_by_recording_and_remade_from_its_record() {
+    // Issue 30: each class of tests/python/zoo.py called with and without
+    // autolog under the same seeds (outputs, exceptions, global RNG states
+    // identical), its run verified, every image re-made by difflog.remake.
+    unittest("test_zoo.Zoo");
+}
+
+#[test]
 fn the_package_type_checks() {
     // The API is typed inline (py.typed) and the extension in _native.pyi:
     // mypy checks that the two agree with the code that uses them.

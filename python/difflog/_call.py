@@ -267,7 +267,7 @@ class Recording:
         try:
             kind = _other_media(out)
             if kind is not None:
-                self.run._note(f"Pipeline-Call-{self.call.number}: the output holds {kind}; that media kind is not stored yet")
+                self.run._note(f"Pipeline-Call-{self.call.number}: the output holds {kind}, not images: not stored (yet)")
             images = [] if kind is not None else output_images(out, self.output_type)
             inputs: Dict[int, Any] = {}
             for i, img in enumerate(images):
@@ -463,6 +463,8 @@ def _not_stored(d: Any) -> bool:
         t = d.get("_type")
         if t in ("tensor", "array"):
             return True
+        if t == "dict":
+            return _not_stored(d.get("items"))
         if t in ("image", "generator"):
             return False
         if t is not None:
@@ -488,11 +490,18 @@ def _input_image(v: Any, cache: Dict[int, Any]) -> Any:
     return cache[key]
 
 
+# Outputs that are not images: video, sound, the embeddings of a prior
+# pipeline (Kandinsky's, Würstchen's), which a decoder turns into images in
+# a call of its own, and Marigold's depth or normals predictions.
+_OTHER_OUTPUTS = ("frames", "audios", "image_embeds", "image_embeddings", "prediction")
+
+
 def _other_media(out: Any) -> Optional[str]:
-    """``frames`` or ``audios`` when the output holds video or sound."""
-    if isinstance(out, tuple) or getattr(out, "images", None) is not None:
+    """What the output holds when it is not images (``frames``,
+    ``audios``, ``image_embeds``, ...)."""
+    if isinstance(out, tuple) or getattr(out, "images", None) is not None or getattr(out, "rgb", None) is not None:
         return None
-    for kind in ("frames", "audios"):
+    for kind in _OTHER_OUTPUTS:
         if getattr(out, kind, None) is not None:
             return kind
     return None
@@ -514,6 +523,9 @@ def _output(out: Any) -> Any:
         images = out[0] if out else None
     else:
         images = getattr(out, "images", None)
+        if images is None:
+            # LDM3D: colour images in `rgb` (its depth maps are not stored).
+            images = getattr(out, "rgb", None)
     if images is None:
         raise ValueError(f"no images in the output ({type(out).__name__})")
     return images
@@ -696,7 +708,11 @@ def describe(v: Any, depth: int = 0) -> Any:
     if depth > 8:
         return repr(v)[:200]
     if isinstance(v, dict):
-        return {str(k): describe(x, depth + 1) for k, x in v.items()}
+        if all(isinstance(k, str) for k in v):
+            return {k: describe(x, depth + 1) for k, x in v.items()}
+        # Keys that are not text (Attend-and-Excite's {step: threshold})
+        # kept as they are: JSON would turn them into text.
+        return {"_type": "dict", "items": [[describe(k, depth + 1), describe(x, depth + 1)] for k, x in v.items()]}
     if isinstance(v, (list, tuple, set, frozenset)):
         return [describe(x, depth + 1) for x in list(v)[:10000]]
     mod = type(v).__module__

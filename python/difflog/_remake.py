@@ -135,6 +135,8 @@ def _rebuild(call: int, name: str, d: Any, images: Dict[str, Any]) -> Any:
         return {k: _rebuild(call, name, v, images) for k, v in d.items()}
     if kind == "generator" and "seed" in d:
         return _generator(d)
+    if kind == "dict" and isinstance(d.get("items"), list):
+        return {_key(_rebuild(call, name, k, images)): _rebuild(call, name, v, images) for k, v in d["items"]}
     if kind == "image":
         img = images.get(str(d.get("sha256")))
         if img is not None:
@@ -145,6 +147,11 @@ def _rebuild(call: int, name: str, d: Any, images: Dict[str, Any]) -> Any:
         )
     what = _call._tensor_text(d) if kind in ("tensor", "array") else f"a {kind}"
     raise ValueError(f"call {call} was given {name} ({what}), which is not stored in the run; pass it: remake(..., {name}=...)")
+
+
+def _key(k: Any) -> Any:
+    """A rebuilt dict key: lists (tuples before JSON) become tuples again."""
+    return tuple(_key(x) for x in k) if isinstance(k, list) else k
 
 
 def _check_given(call: int, name: str, d: Any, value: Any) -> None:

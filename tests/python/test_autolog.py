@@ -14,6 +14,7 @@ import sys
 import tempfile
 import unittest
 import warnings
+from typing import Optional
 
 import numpy as np
 import torch
@@ -222,6 +223,34 @@ class TextToImage(Base):
             again = difflog.remake(run.dir, n, pipe)
             self.assertTrue(again.identical, f"call {n} was not re-made: {again.same}")
         self.assertTrue(torch.equal(torch.get_rng_state(), before))
+
+    def test_seed_images_only_where_it_is_safe(self):
+        class Noise(DiffusionPipeline):
+            """Hands its generator straight to torch.randn, which takes one."""
+
+            def __call__(self, batch_size: int = 1, generator: Optional[torch.Generator] = None):
+                x = torch.randn((batch_size, 8, 8, 3), generator=generator)
+                return ImagePipelineOutput(images=((x.clamp(-1, 1) + 1) / 2).numpy())
+
+        torch.manual_seed(3)
+        want = Noise()(batch_size=2).images
+        run = self.start(seed_images=True)
+        torch.manual_seed(3)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = Noise()(batch_size=2).images
+            Noise()(batch_size=2)
+        # Not applied: the call is what it is without difflog, and says why once.
+        self.assertTrue(np.array_equal(got, want))
+        ours = [str(w.message) for w in caught if "seed_images" in str(w.message)]
+        self.assertEqual(len(ours), 1, ours)
+        self.assertIn("list of generators", ours[0])
+        v = self.recorded(run)
+        params = v["calls"][0]["started"]["params"]
+        self.assertEqual(params["difflog_seed_images"], "not applied: its signature does not take a list of generators")
+        self.assertIsNone(params["generator"])
+        self.assertEqual(len(v["calls"][0]["rows"]), 2)
+        self.assertEqual(verify(run.dir)[0], 0)
 
     def test_numpy_torch_and_latent_outputs(self):
         pipe = tiny.sd()
