@@ -112,6 +112,7 @@ class Run:
         self._tokens: list = []
         self._environment_logged = False
         self._finished = False
+        self._forked = False
         _open_runs.add(self)
 
     @property
@@ -186,6 +187,22 @@ class Run:
         except Exception as e:
             log.warning("difflog: %s", e)
 
+    def _abandon_after_fork(self) -> None:
+        """In a forked child: this process records nothing into the run
+        (its writer threads stayed in the parent), and lets go of the
+        run's event log, whose lock it inherited -- holding it would make
+        the parent's run look live for as long as the child lives. Closing
+        the inherited descriptors does not release the parent's lock."""
+        self._forked = True
+        self._finished = True
+        self._warned = set()
+        # A lock some thread of the parent held at the fork stays held here.
+        self._lock = threading.Lock()
+        self._recorder.abandon_after_fork()
+        d = self.dir
+        if d is not None:
+            _close_inherited(os.path.join(d, "events.log"))
+
     def _warn_once(self, key: str, text: str) -> None:
         """A warning about how a call was recorded, once per kind."""
         with self._lock:
@@ -239,7 +256,7 @@ def autolog(
     if unknown:
         raise TypeError(f"autolog(init=...): unknown keys {sorted(unknown)}")
     with _autolog_lock:
-        if _autolog_run is not None:
+        if _autolog_run is not None and not _autolog_run._forked:
             raise RuntimeError(
                 f"difflog.autolog is already active (run {_autolog_run.id}); "
                 "call difflog.finish() first"
@@ -265,6 +282,34 @@ def finish() -> None:
 def active_run() -> Optional[Run]:
     """The run a hooked pipeline call would record into now, if any."""
     return _context_run.get() or _autolog_run
+
+
+def _close_inherited(path: str) -> None:
+    """Closes this process's descriptors of ``path`` (Linux: /proc)."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == path:
+                os.close(int(fd))
+        except (OSError, ValueError):
+            pass
+
+
+def _after_fork_in_child() -> None:
+    global _autolog_lock
+    _autolog_lock = threading.Lock()
+    for run in list(_open_runs):
+        try:
+            run._abandon_after_fork()
+        except Exception as e:  # never the child's problem
+            log.warning("difflog: %s", e)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # The exception that is ending the program, if one is: set by the hook

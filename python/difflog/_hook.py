@@ -92,6 +92,12 @@ def record(fn: Callable[..., Any], pipeline: Any, args: tuple, kwargs: dict) -> 
 
     run = active_run()
     depth = getattr(_state, "depth", 0)
+    if run is not None and run._forked and depth == 0:
+        run._warn_once(
+            "fork",
+            f"difflog: this process was forked from the one recording run {run.id}; "
+            "its pipeline calls are not recorded (start a run of its own here to record them)",
+        )
     if run is None or depth > 0 or not run.recording:
         return _inner(fn, pipeline, args, kwargs)
     try:

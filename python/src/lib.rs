@@ -165,6 +165,20 @@ impl Recorder {
         py.detach(|| run.flush()).map_err(recording_error)
     }
 
+    /// In a child process after `fork()`: lets the run go without ending
+    /// it. The recorder's writer threads do not survive a fork, so ending
+    /// (or dropping) the run here would wait on threads that do not exist;
+    /// the parent goes on recording it. Later calls record nothing.
+    fn abandon_after_fork(&self) {
+        // try_lock: a lock held by a thread of the parent at the fork is
+        // held forever here; then the run is left where it is.
+        if let Ok(mut g) = self.run.try_lock() {
+            if let Some(run) = g.take() {
+                std::mem::forget(run);
+            }
+        }
+    }
+
     /// Ends the run (as failed when `error` is given; as crashed when
     /// `crashed`: the program is dying of `error`), durably; raises the
     /// first recording error, if any. A second call does nothing.

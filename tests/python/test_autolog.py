@@ -545,6 +545,52 @@ class Lifecycle(Base):
         self.assertEqual(v["state"], "finished", "finished at interpreter exit")
         self.assertEqual(len(v["calls"]), 1)
 
+    def test_forked_children_record_nothing_and_never_block(self):
+        script = (
+            "import json, os, subprocess, sys, time, warnings, multiprocessing as mp\n"
+            "import difflog\n"
+            "from diffusers import DiffusionPipeline, ImagePipelineOutput\n"
+            "from PIL import Image\n"
+            "class Tiles(DiffusionPipeline):\n"
+            "    def __call__(self, n=2, shade=0):\n"
+            "        return ImagePipelineOutput(images=[Image.new('RGB', (64, 64), (shade % 256, i, 0)) for i in range(n)])\n"
+            "def work(i):\n"
+            "    return len(Tiles()(n=4, shade=i).images)\n"
+            "run = difflog.autolog(init=dict(project='fork'))\n"
+            "print(run.dir, flush=True)\n"
+            "Tiles()(n=2, shade=1)\n"
+            "with mp.get_context('fork').Pool(2) as pool:\n"
+            "    print('pool', sum(pool.map(work, range(12))), flush=True)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    with warnings.catch_warnings(record=True) as w:\n"
+            "        warnings.simplefilter('always')\n"
+            "        Tiles()(n=2)\n"
+            "        Tiles()(n=2)\n"
+            "    print('child warnings', sum('forked' in str(x.message) for x in w), flush=True)\n"
+            "    time.sleep(2)\n"
+            "    sys.exit(0)\n"
+            "Tiles()(n=2, shade=2)\n"
+            "difflog.finish()\n"
+            "v = json.loads(subprocess.run([os.environ['DIFFLOG_BIN'], 'show', '--json', run.dir], capture_output=True, text=True).stdout)\n"
+            "print('parent state while the child lives', v['state'], flush=True)\n"
+            "print('child exit', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)\n"
+        )
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ, DIFFLOG_DIR=self.root, PYTHONPATH=here)
+        p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = p.stdout.splitlines()
+        self.assertIn("pool 48", lines, "48 images from fork-method pool workers: all returned")
+        self.assertIn("child warnings 1", lines)
+        self.assertIn("parent state while the child lives finished", lines)
+        self.assertIn("child exit 0", lines)
+        self.assertNotIn("panic", p.stderr)
+        v = show(lines[0])
+        self.assertEqual(v["state"], "finished")
+        self.assertEqual([len(c["rows"]) for c in v["calls"]], [2, 2], "only the parent's calls")
+        self.assertEqual(verify(lines[0])[0], 0)
+
     def test_an_uncaught_exception_leaves_the_run_crashed(self):
         script = (
             "import difflog, tiny\n"
