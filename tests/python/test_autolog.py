@@ -568,6 +568,10 @@ class Lifecycle(Base):
             "        Tiles()(n=2)\n"
             "        Tiles()(n=2)\n"
             "    print('child warnings', sum('forked' in str(x.message) for x in w), flush=True)\n"
+            "    own = difflog.autolog(init=dict(project='child'))\n"
+            "    Tiles()(n=3)\n"
+            "    difflog.finish()\n"
+            "    print('child run', own.dir, flush=True)\n"
             "    time.sleep(2)\n"
             "    sys.exit(0)\n"
             "Tiles()(n=2, shade=2)\n"
@@ -590,6 +594,10 @@ class Lifecycle(Base):
         self.assertEqual(v["state"], "finished")
         self.assertEqual([len(c["rows"]) for c in v["calls"]], [2, 2], "only the parent's calls")
         self.assertEqual(verify(lines[0])[0], 0)
+        # A run of the child's own records its calls.
+        [child] = [line.split(" ", 2)[2] for line in lines if line.startswith("child run ")]
+        c = show(child)
+        self.assertEqual((c["state"], [len(x["rows"]) for x in c["calls"]]), ("finished", [3]))
 
     def test_an_uncaught_exception_leaves_the_run_crashed(self):
         script = (
