@@ -769,6 +769,11 @@ def _tensor_digest(t: Any) -> Optional[str]:
         return None
 
 
+# A generator's state (bytes) right after manual_seed(seed), by (device,
+# seed): the test of whether a generator is fresh, computed once per seed.
+_FRESH: Dict[Tuple[str, int], bytes] = {}
+
+
 def _generator_record(g: Any) -> Optional[Dict[str, Any]]:
     """A torch generator as it stood: seed, device, whether it was fresh
     (its seed alone gives its numbers) and, when not, its state (base64),
@@ -777,14 +782,19 @@ def _generator_record(g: Any) -> Optional[Dict[str, Any]]:
 
     try:
         seed = int(g.initial_seed())
-        state = g.get_state()
-        fresh = torch.Generator(device=g.device).manual_seed(seed).get_state()
+        device = str(g.device)
+        state = g.get_state().numpy().tobytes()
+        fresh = _FRESH.get((device, seed))
+        if fresh is None:
+            fresh = torch.Generator(device=g.device).manual_seed(seed).get_state().numpy().tobytes()
+            if len(_FRESH) > 64:
+                _FRESH.clear()
+            _FRESH[(device, seed)] = fresh
     except Exception:
         return None
-    d: Dict[str, Any] = {"_type": "generator", "seed": seed, "device": str(g.device)}
-    d["fresh"] = bool(torch.equal(fresh, state))
+    d: Dict[str, Any] = {"_type": "generator", "seed": seed, "device": device, "fresh": state == fresh}
     if not d["fresh"]:
-        d["state"] = base64.b64encode(state.numpy().tobytes()).decode("ascii")
+        d["state"] = base64.b64encode(state).decode("ascii")
     return d
 
 

@@ -8,11 +8,12 @@
 //! a row waits for room in the writer's queue.
 
 use difflog::recipe::{CallRecipe, RowPrompts, TextChunk};
+use difflog::run::media::Pixels;
 use difflog::run::{CallStart, Mode, OpenCall, RowValue};
 use difflog::{Init, PipelineInfo, Run};
-use image::RgbImage;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
@@ -199,14 +200,34 @@ impl Recorder {
 /// generated image.
 #[pyclass(module = "difflog._native", frozen)]
 struct Image {
-    pixels: Arc<RgbImage>,
+    pixels: Arc<dyn Pixels>,
+}
+
+/// Pixels in a Python `bytes` object, kept alive and read in place: the
+/// caller's thread does not copy them (`bytes` are immutable, so what is
+/// encoded later is what was handed over).
+struct PyPixels {
+    width: u32,
+    height: u32,
+    data: PyBackedBytes,
+}
+
+impl Pixels for PyPixels {
+    fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    fn rgb(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 #[pymethods]
 impl Image {
-    /// `data`: `width * height * 3` bytes, rows top to bottom, RGB.
+    /// `data`: `width * height * 3` bytes, rows top to bottom, RGB (a
+    /// `bytes` object is kept as it is; anything else is copied).
     #[new]
-    fn new(width: u32, height: u32, data: &[u8]) -> PyResult<Image> {
+    fn new(width: u32, height: u32, data: PyBackedBytes) -> PyResult<Image> {
         let expected = width as usize * height as usize * 3;
         if width == 0 || height == 0 || data.len() != expected {
             return Err(PyValueError::new_err(format!(
@@ -214,23 +235,25 @@ impl Image {
                 data.len()
             )));
         }
-        let pixels = RgbImage::from_raw(width, height, data.to_vec())
-            .ok_or_else(|| PyValueError::new_err("pixel buffer does not match the size"))?;
         Ok(Image {
-            pixels: Arc::new(pixels),
+            pixels: Arc::new(PyPixels {
+                width,
+                height,
+                data,
+            }),
         })
     }
 
     /// Width in pixels.
     #[getter]
     fn width(&self) -> u32 {
-        self.pixels.width()
+        self.pixels.dimensions().0
     }
 
     /// Height in pixels.
     #[getter]
     fn height(&self) -> u32 {
-        self.pixels.height()
+        self.pixels.dimensions().1
     }
 }
 
@@ -238,7 +261,7 @@ impl Image {
 /// recipe its PNG carries (prompts and seed; the rest comes from the call).
 #[pyclass(module = "difflog._native", frozen)]
 struct Generated {
-    pixels: Arc<RgbImage>,
+    pixels: Arc<dyn Pixels>,
     caption: Option<String>,
     recipe: Option<Map<String, Value>>,
 }
@@ -270,7 +293,7 @@ fn recipe_chunks(
     base: &CallRecipe,
     call: u32,
     row: u32,
-    image: &RgbImage,
+    image: &dyn Pixels,
     r: &Map<String, Value>,
 ) -> Vec<TextChunk> {
     let s = |k: &str| r.get(k).and_then(Value::as_str);
@@ -326,7 +349,7 @@ fn cell_value(call: u32, row: u32, base: &CallRecipe, v: &Bound<'_, PyAny>) -> P
     if let Ok(g) = v.cast::<Generated>() {
         let g = g.get();
         let text = match &g.recipe {
-            Some(r) => recipe_chunks(base, call, row, &g.pixels, r),
+            Some(r) => recipe_chunks(base, call, row, g.pixels.as_ref(), r),
             None => Vec::new(),
         };
         return Ok(RowValue::Generated {

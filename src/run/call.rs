@@ -4,6 +4,7 @@
 //! a program that drives its own generation loop. `Run::record` records
 //! through it too, so a call's records come out the same whoever drives it.
 
+use super::media::Pixels;
 use super::writer::{Cmd, PendingCell, Slot};
 use super::{ms, Run};
 use crate::error::Result;
@@ -11,7 +12,6 @@ use crate::event::{CallFinished, CallStarted, CallStatus, Cell, Event};
 use crate::format::now_rfc3339;
 use crate::pipeline::PipelineInfo;
 use crate::recipe::TextChunk;
-use image::RgbImage;
 use serde_json::{Map, Number, Value};
 use std::borrow::Borrow;
 use std::sync::atomic::Ordering;
@@ -29,12 +29,12 @@ pub enum RowValue {
     /// An image the call was given (a source image, a mask, a control
     /// image): stored once per call however many rows show the same `Arc`,
     /// under `<column>/Pipeline-Call-N`.
-    Input(Arc<RgbImage>),
+    Input(Arc<dyn Pixels>),
     /// A generated image, stored under `<column>/Pipeline-Call-N` with its
     /// caption (the prompt) and the text chunks its PNG carries (its recipe).
     Generated {
         /// The pixels (shared: the caller may keep them).
-        image: Arc<RgbImage>,
+        image: Arc<dyn Pixels>,
         /// The media entry's caption.
         caption: Option<String>,
         /// PNG text chunks (see [`crate::recipe::chunks`]).
@@ -64,7 +64,7 @@ pub struct OpenCall<R: Borrow<Run>> {
     started: Instant,
     saving: Duration,
     images: u32,
-    inputs: Vec<(Arc<RgbImage>, Arc<Slot>)>,
+    inputs: Vec<(Arc<dyn Pixels>, Arc<Slot>)>,
 }
 
 impl<R: Borrow<Run>> OpenCall<R> {
@@ -137,7 +137,10 @@ impl<R: Borrow<Run>> OpenCall<R> {
                     RowValue::Number(value) => PendingCell::Ready(Cell::Number { column, value }),
                     RowValue::Null => PendingCell::Ready(Cell::Null { column }),
                     RowValue::Input(img) => {
-                        let known = inputs.iter().find(|(i, _)| Arc::ptr_eq(i, &img));
+                        // The same pixels object (the vtable is not compared).
+                        let known = inputs
+                            .iter()
+                            .find(|(i, _)| std::ptr::addr_eq(Arc::as_ptr(i), Arc::as_ptr(&img)));
                         let slot = match known {
                             Some((_, slot)) => Arc::clone(slot),
                             None => {

@@ -14,6 +14,27 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
+/// RGB pixels as the recorder takes them: 8 bits a channel, rows top to
+/// bottom, no padding. An [`RgbImage`] is one; the Python binding hands
+/// over Python's own bytes without copying them (the copy is then the
+/// encoder thread's, not the caller's).
+pub trait Pixels: Send + Sync {
+    /// Width and height in pixels.
+    fn dimensions(&self) -> (u32, u32);
+    /// The `width * height * 3` bytes.
+    fn rgb(&self) -> &[u8];
+}
+
+impl Pixels for RgbImage {
+    fn dimensions(&self) -> (u32, u32) {
+        image::ImageBuffer::dimensions(self)
+    }
+
+    fn rgb(&self) -> &[u8] {
+        self.as_raw()
+    }
+}
+
 /// A media file in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMedia {
@@ -32,20 +53,24 @@ pub struct StoredMedia {
 /// Encodes an RGB image as PNG with the settings difflog records with:
 /// the `image` crate's fast compression (fdeflate) with adaptive filtering,
 /// about 10× faster than default compression for ~10–20 % larger files.
-pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
+pub fn encode_png(img: &dyn Pixels) -> Result<Vec<u8>> {
     encode_png_with_text(img, &[])
 }
 
 /// [`encode_png`] with text chunks before the image data (the recipe of a
 /// generated image, see [`crate::recipe`]): each `(keyword, text, utf8)` as
 /// iTXt when `utf8`, else tEXt. The same settings as `image`'s encoder.
-pub fn encode_png_with_text(img: &RgbImage, text: &[crate::recipe::TextChunk]) -> Result<Vec<u8>> {
+pub fn encode_png_with_text(
+    img: &dyn Pixels,
+    text: &[crate::recipe::TextChunk],
+) -> Result<Vec<u8>> {
     let fail = |e: png::EncodingError| Error::Media {
         key: "png".into(),
         why: format!("PNG encoding failed: {e}"),
     };
-    let mut out = Vec::with_capacity(img.as_raw().len() / 2 + 1024);
-    let mut enc = png::Encoder::new(&mut out, img.width(), img.height());
+    let (width, height) = img.dimensions();
+    let mut out = Vec::with_capacity(img.rgb().len() / 2 + 1024);
+    let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Fast);
@@ -59,7 +84,7 @@ pub fn encode_png_with_text(img: &RgbImage, text: &[crate::recipe::TextChunk]) -
         .map_err(fail)?;
     }
     let mut w = enc.write_header().map_err(fail)?;
-    w.write_image_data(img.as_raw()).map_err(fail)?;
+    w.write_image_data(img.rgb()).map_err(fail)?;
     w.finish().map_err(fail)?;
     Ok(out)
 }

@@ -593,7 +593,7 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
         let input = |column: &str, img: &Option<Arc<RgbImage>>| {
             let v = img
                 .as_ref()
-                .map_or(RowValue::Null, |i| RowValue::Input(Arc::clone(i)));
+                .map_or(RowValue::Null, |i| RowValue::Input(i.clone()));
             (column.to_string(), v)
         };
         if self.input_image {

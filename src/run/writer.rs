@@ -19,11 +19,10 @@
 //! whose media could not be stored is recorded as failed with that error.
 
 use super::log::EventLog;
-use super::media::{encode_png_with_text, sha256_hex, store_png, StoredMedia};
+use super::media::{encode_png_with_text, sha256_hex, store_png, Pixels, StoredMedia};
 use crate::error::{Error, Result, WriteError};
 use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
 use crate::format::encode_record;
-use image::RgbImage;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,7 +105,7 @@ pub(crate) enum Cmd {
 }
 
 struct Job {
-    image: Arc<RgbImage>,
+    image: Arc<dyn Pixels>,
     /// Text chunks the PNG carries (a generated image's recipe).
     text: Vec<crate::recipe::TextChunk>,
     slot: Arc<Slot>,
@@ -201,14 +200,14 @@ impl Writer {
     }
 
     /// Queues an image for encoding; the slot will hold where it was stored.
-    pub(crate) fn encode(&self, image: Arc<RgbImage>) -> Result<Arc<Slot>, WriteError> {
+    pub(crate) fn encode(&self, image: Arc<dyn Pixels>) -> Result<Arc<Slot>, WriteError> {
         self.encode_with_text(image, Vec::new())
     }
 
     /// Queues an image for encoding with text chunks (its recipe).
     pub(crate) fn encode_with_text(
         &self,
-        image: Arc<RgbImage>,
+        image: Arc<dyn Pixels>,
         text: Vec<crate::recipe::TextChunk>,
     ) -> Result<Arc<Slot>, WriteError> {
         let slot = Slot::new();
@@ -311,7 +310,7 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>) {
             guard.recv()
         };
         let Ok(job) = job else { return };
-        match encode_png_with_text(&job.image, &job.text) {
+        match encode_png_with_text(job.image.as_ref(), &job.text) {
             Ok(png) => {
                 let (width, height) = job.image.dimensions();
                 drop(job.image);
