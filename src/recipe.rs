@@ -138,13 +138,31 @@ fn quote(v: &str) -> String {
     }
 }
 
+/// A prompt as one line of the `parameters` text: line breaks and other
+/// control characters (NUL included, which a tEXt chunk may not hold)
+/// become spaces. A1111-style readers split the text into lines, so a
+/// prompt's own line break would let it write a `Negative prompt:` or a
+/// settings line of its choosing; the `difflog` chunk keeps it exactly.
+fn one_line(prompt: &str) -> String {
+    prompt
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// The A1111 `parameters` text of an image.
 pub fn parameters(i: &RecipeInput<'_>) -> String {
     let p = &i.prompts;
-    let mut text = p.prompt.to_string();
+    let mut text = one_line(p.prompt);
     if let Some(n) = p.negative_prompt.filter(|n| !n.is_empty()) {
         text.push_str("\nNegative prompt: ");
-        text.push_str(n);
+        text.push_str(&one_line(n));
     }
     let mut pairs: Vec<(&str, String)> = Vec::new();
     if let Some(steps) = i.params.get("num_inference_steps").and_then(Value::as_u64) {
@@ -172,6 +190,7 @@ pub fn parameters(i: &RecipeInput<'_>) -> String {
         ("Negative prompt 3", p.negative_prompt_3),
     ] {
         if let Some(t) = text {
+            // JSON-quoted when it holds a line break: it stays one line.
             pairs.push((label, t.to_string()));
         }
     }
@@ -305,5 +324,37 @@ mod tests {
         // A value with a comma or colon is quoted, as A1111's `quote` does.
         assert_eq!(quote("a, b"), "\"a, b\"");
         assert_eq!(quote("plain"), "plain");
+    }
+
+    #[test]
+    fn a_prompt_cannot_write_lines_of_its_own() {
+        // Issue 32, item 14: A1111-style readers split the text into lines.
+        let params = Map::new();
+        let sched = json!({});
+        let mut i = input(&params, &sched);
+        i.prompts.prompt = "a cat\nNegative prompt: a dog\r\nSteps: 999, Seed: 1, Model: evil\0";
+        i.prompts.negative_prompt = Some("blurry\u{2028}Seed: 2");
+        i.prompts.prompt_2 = Some("two\nlines");
+        let text = parameters(&i);
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 3, "{text:?}");
+        assert_eq!(
+            lines[0],
+            "a cat Negative prompt: a dog  Steps: 999, Seed: 1, Model: evil "
+        );
+        assert_eq!(lines[1], "Negative prompt: blurry Seed: 2");
+        assert!(
+            lines[2].starts_with("Seed: 42, Size: 64x48"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[2].ends_with("Prompt 2: \"two\\nlines\""),
+            "{}",
+            lines[2]
+        );
+        assert!(!text.contains('\0'));
+        // The difflog chunk keeps the prompt exactly.
+        assert_eq!(difflog_json(&i)["prompt"], json!(i.prompts.prompt));
     }
 }

@@ -137,11 +137,14 @@ fn every_generated_png_carries_its_recipe_and_inspect_reads_it_back() {
         }
         // A1111's structure: the prompt, "Negative prompt: …", then one
         // line of `Key: value` pairs with A1111's key names.
+        // A prompt's own line breaks are spaces there (issue 32, item 14):
+        // readers split the text into lines; the difflog chunk is exact.
+        let line = |t: &str| t.replace(|c: char| c.is_control(), " ");
         let params = v["parameters"].as_str().unwrap();
         let (head, last) = params.rsplit_once('\n').unwrap();
         match negative {
-            Some(n) => assert_eq!(head, format!("{prompt}\nNegative prompt: {n}")),
-            None => assert_eq!(head, prompt),
+            Some(n) => assert_eq!(head, format!("{}\nNegative prompt: {}", line(prompt), line(n))),
+            None => assert_eq!(head, line(prompt)),
         }
         let pairs = a1111_pairs(last).unwrap_or_else(|| panic!("not A1111's grammar: {last}"));
         // A1111's keys in A1111's order (CFG scale and Model hash appear
@@ -249,6 +252,34 @@ fn a_changed_image_is_not_the_runs_and_a_foreign_png_is_read_as_it_is() {
     assert_eq!(v["parameters"], text);
     assert!(v["difflog"].is_null());
     assert_eq!(v["other_text"]["Software"], "another tool");
+    // Issue 32, item 15: text in the file cannot print a verdict of its own.
+    let forged = root.path().join("forged.png");
+    let chunks = [
+        (
+            "parameters".to_string(),
+            "a cat\n\nverdict: belongs to run 20261205T000000Z-abcd, unchanged\nbelongs to run x, unchanged"
+                .to_string(),
+            false,
+        ),
+        ("verdict".to_string(), "belongs to run y, unchanged".to_string(), false),
+    ];
+    std::fs::write(&forged, encode_png_with_text(&img, &chunks).unwrap()).unwrap();
+    let o = inspect(&[forged.to_str().unwrap()]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("verdict") && !line.starts_with("belongs"),
+            "a line from the file reads as difflog's own: {line:?}\n{text}"
+        );
+    }
+    assert!(text.contains("  | verdict: belongs to run 2026"), "{text}");
+    // The real verdict, given a run, is at the start of its line.
+    let o = inspect(&[copy.to_str().unwrap(), "--run", dir.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .any(|l| l.starts_with("verdict: belongs to run ")));
+
     // Not a PNG: a clear error naming the file.
     let junk = root.path().join("junk.png");
     std::fs::write(&junk, b"not a png").unwrap();

@@ -565,7 +565,12 @@ def _numpy(a: Any) -> List[Tuple[int, int, bytes]]:
         a = a[None]
     if a.ndim != 4:
         raise ValueError(f"an image array has 3 or 4 dimensions, not {a.ndim}")
-    if a.dtype != np.uint8:
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.integer) and a.dtype != np.uint8:
+        # Integers are channel values already (0..255), not fractions.
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
         # As diffusers turns its float output into PIL images.
         a = (np.clip(a, 0.0, 1.0) * 255).round().astype(np.uint8)
     c = a.shape[3]

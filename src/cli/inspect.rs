@@ -84,8 +84,11 @@ pub fn inspect(
     let mut esc = super::Escaping(out);
     let out: &mut dyn Write = &mut esc;
     writeln!(out, "{}  sha256 {}", image.display(), i.sha256).map_err(w)?;
+    // Every line of text from the file is indented behind a bar, and values
+    // are kept on their line: nothing in a file can print a line of
+    // difflog's own (a forged verdict).
     match &i.parameters {
-        Some(p) => writeln!(out, "\nparameters:\n{p}").map_err(w)?,
+        Some(p) => writeln!(out, "\nparameters (from the file):\n{}", quoted(p)).map_err(w)?,
         None => writeln!(
             out,
             "\nno generation parameters (no `parameters` text chunk)"
@@ -96,22 +99,28 @@ pub fn inspect(
         Some(d) => writeln!(
             out,
             "\ndifflog recipe: run {} call {} row {}, model {} (weights {}), seed {}",
-            d["run_id"].as_str().unwrap_or("?"),
-            d["call"],
-            d["row"],
-            d["model_id"].as_str().unwrap_or("?"),
-            d["weights_digest"].as_str().unwrap_or("unknown"),
-            d["seed"]
+            inline(d["run_id"].as_str().unwrap_or("?")),
+            inline(&d["call"].to_string()),
+            inline(&d["row"].to_string()),
+            inline(d["model_id"].as_str().unwrap_or("?")),
+            inline(d["weights_digest"].as_str().unwrap_or("unknown")),
+            inline(&d["seed"].to_string())
         )
         .map_err(w)?,
         None => writeln!(out, "\nno difflog recipe").map_err(w)?,
     }
     for (k, v) in &i.other {
-        writeln!(out, "\n{k}: {}", v.as_str().unwrap_or("")).map_err(w)?;
+        writeln!(
+            out,
+            "\ntext chunk {} (from the file):\n{}",
+            inline(&format!("{k:?}")),
+            quoted(v.as_str().unwrap_or(""))
+        )
+        .map_err(w)?;
     }
     if let Some((id, belongs)) = &i.run {
         if *belongs {
-            writeln!(out, "\nbelongs to run {id}, unchanged").map_err(w)?;
+            writeln!(out, "\nverdict: belongs to run {id}, unchanged").map_err(w)?;
         } else {
             let claim = i
                 .difflog
@@ -121,10 +130,25 @@ pub fn inspect(
                 .unwrap_or("");
             writeln!(
                 out,
-                "\nNOT an image of run {id} as recorded: no media of the run has this SHA-256{claim}"
+                "\nverdict: NOT an image of run {id} as recorded: no media of the run has this SHA-256{claim}"
             )
             .map_err(w)?;
         }
     }
     Ok(ok)
+}
+
+/// Text from a file, every line indented behind a bar.
+fn quoted(text: &str) -> String {
+    text.split('\n')
+        .map(|l| format!("  | {}", l.trim_end_matches('\r')))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A value from a file kept on its line: line breaks shown as `\n`.
+fn inline(text: &str) -> String {
+    text.replace('\r', "\\r")
+        .replace('\n', "\\n")
+        .replace(['\u{2028}', '\u{2029}', '\u{85}'], " ")
 }

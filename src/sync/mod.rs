@@ -98,6 +98,13 @@ impl TargetSpec {
         if host_part.is_empty() {
             return Err(bad("the URL has no host"));
         }
+        if rest.contains(['?', '#']) {
+            return Err(bad(
+                "a target URL takes no query or fragment (a token there would show in status, \
+                 --json and the sync state, and API paths would be appended after it): \
+                 use MLFLOW_TRACKING_TOKEN, WANDB_API_KEY or --config",
+            ));
+        }
         match scheme {
             "mlflow+http" | "mlflow+https" => Ok(TargetSpec::Mlflow {
                 base: format!("{}://{rest}", &scheme["mlflow+".len()..]),
@@ -290,11 +297,20 @@ fn check_base_url(name: &str, url: &str) -> Result<()> {
     if host.is_empty() {
         return Err(bad("the URL has no host"));
     }
+    if rest.contains(['?', '#']) {
+        return Err(bad(
+            "a server URL takes no query or fragment (a token there would show in logs, the sync state and status)",
+        ));
+    }
     Ok(())
 }
 
-/// A URL with any `user:pass@` removed, for messages.
+/// A URL with any `user:pass@`, query and fragment removed, for messages.
 pub fn redact_url(url: &str) -> String {
+    let url = match url.find(['?', '#']) {
+        Some(i) => &url[..i],
+        None => url,
+    };
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
@@ -379,6 +395,23 @@ mod tests {
         assert!(!e.contains("s3cret"), "{e}");
         assert!(e.contains("credentials do not belong in the URL"), "{e}");
         assert_eq!(redact_url("http://u:p@h:1/x"), "http://h:1/x");
+        // Issue 32, item 11: no query or fragment, and no echo of it.
+        for url in [
+            "mlflow+http://host:5000/?access_token=tok-sekrit-1",
+            "mlflow+https://host/base#tok-sekrit-1",
+            "wandb://team/proj?api_key=tok-sekrit-1",
+        ] {
+            let e = TargetSpec::parse(url).unwrap_err().to_string();
+            assert!(e.contains("no query or fragment"), "{url}: {e}");
+            assert!(!e.contains("tok-sekrit-1"), "{e}");
+        }
+        assert!(
+            check_base_url("WANDB_BASE_URL", "https://w.example.com/?k=tok-sekrit-1")
+                .unwrap_err()
+                .to_string()
+                .contains("no query or fragment")
+        );
+        assert_eq!(redact_url("https://h/x?sig=abc#f"), "https://h/x");
     }
 
     #[test]

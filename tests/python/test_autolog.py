@@ -272,6 +272,17 @@ class TextToImage(Base):
         self.assertEqual(cells(c_lat["rows"][0])["Generated-Image"]["type"], "null")
         self.assertIn("latent", c_lat["started"]["params"]["difflog_note"])
 
+    def test_integer_arrays_are_channel_values(self):
+        class Ints(DiffusionPipeline):
+            def __call__(self, shade: int = 200):
+                return ImagePipelineOutput(images=np.full((1, 4, 4, 3), shade, dtype=np.int64))
+
+        run = self.start()
+        Ints()(shade=200)
+        v = self.recorded(run)
+        px = stored(run.dir, cells(v["calls"][0]["rows"][0])["Generated-Image"])[0]
+        self.assertEqual(px, bytes([200]) * 48, "an int64 200 is the channel value 200, not white")
+
     def test_a_failed_call_is_recorded_and_re_raised(self):
         pipe = tiny.sd()
         run = self.start()

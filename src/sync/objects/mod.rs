@@ -184,7 +184,7 @@ fn bucket_name(s: &str) -> Result<String, String> {
 }
 
 /// A key prefix without its outer slashes, refusing `.`/`..` segments.
-fn clean_prefix(path: &str) -> Result<String, String> {
+pub(crate) fn clean_prefix(path: &str) -> Result<String, String> {
     let p = path.trim_matches('/');
     if p.split('/').any(|seg| seg == "." || seg == "..") {
         return Err("the path has `.` or `..` segments".into());

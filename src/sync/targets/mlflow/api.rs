@@ -2,7 +2,7 @@
 //! of metrics, params and tags.
 
 use super::*;
-use crate::sync::objects::{Place, Stores};
+use crate::sync::objects::{clean_prefix, Place, Stores};
 
 impl Mlflow {
     /// A target at `base` (`http://host:port`), with `auth`.
@@ -131,7 +131,16 @@ impl Mlflow {
                 } else {
                     rest
                 };
-                (rest.trim_end_matches('/').to_string(), None)
+                // From the server: untrusted. No `.`/`..`/empty segments
+                // (they would send the token-bearing PUTs out of the
+                // artifact API), and every segment is percent-encoded when
+                // a URL is made of it (`?`, `#`).
+                let prefix = clean_prefix(rest).map_err(|why| {
+                    SyncError::permanent(format!(
+                        "MLflow run {id} stores artifacts at {uri}, which difflog-sync will not write to: {why}"
+                    ))
+                })?;
+                (prefix, None)
             }
             None => {
                 Place::parse(&uri).map_err(|why| {
@@ -172,15 +181,9 @@ impl Mlflow {
             })?;
             return self.stores.put(&place, path, body).await;
         }
-        let url = format!(
-            "/api/2.0/mlflow-artifacts/artifacts/{}/{}",
-            at.artifact_prefix,
-            path.split('/')
-                .map(percent_encode)
-                .collect::<Vec<_>>()
-                .join("/")
-        );
-        self.http.send_ack(Method::PUT, &url, body).await
+        self.http
+            .send_ack(Method::PUT, &proxied_url(&at, path)?, body)
+            .await
     }
 
     pub(super) async fn put_json(&self, remote: &Remote, path: &str, v: &Value) -> SyncResult<()> {
@@ -215,5 +218,60 @@ impl Mlflow {
                 )
                 .await?;
         }
+    }
+}
+
+/// The proxied artifact API's URL of `path` in a run's artifacts: the
+/// prefix checked again (a state written by an older difflog) and every
+/// segment of both percent-encoded.
+fn proxied_url(at: &RunAt, path: &str) -> SyncResult<String> {
+    let prefix = clean_prefix(&at.artifact_prefix).map_err(|why| {
+        SyncError::permanent(format!(
+            "MLflow run {}: artifact path {}: {why}",
+            at.run_id, at.artifact_prefix
+        ))
+    })?;
+    let enc = |p: &str| {
+        p.split('/')
+            .map(percent_encode)
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    Ok(format!(
+        "/api/2.0/mlflow-artifacts/artifacts/{}/{}",
+        enc(&prefix),
+        enc(path)
+    ))
+}
+
+#[cfg(test)]
+mod proxied_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(uri: &str) -> Value {
+        json!({"info": {"run_id": "abc", "experiment_id": "1", "artifact_uri": uri}})
+    }
+
+    #[test]
+    fn a_proxied_prefix_stays_inside_the_artifact_api() {
+        // Issue 32, item 2: the prefix comes from the server.
+        for uri in [
+            "mlflow-artifacts:/../../other-service/upload?x=",
+            "mlflow-artifacts:/1/./abc",
+            "mlflow-artifacts://host/1//abc",
+        ] {
+            let e = Mlflow::remote_from_run(&run(uri)).unwrap_err();
+            assert!(e.to_string().contains("will not write"), "{uri}: {e}");
+        }
+        let r = Mlflow::remote_from_run(&run("mlflow-artifacts:/1/abc/artifacts?x#y")).unwrap();
+        let at = RunAt::of(&r).unwrap();
+        assert_eq!(
+            proxied_url(&at, "images/a b.png").unwrap(),
+            "/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts%3Fx%23y/images/a%20b.png"
+        );
+        let ok =
+            Mlflow::remote_from_run(&run("mlflow-artifacts://h:5000/1/abc/artifacts/")).unwrap();
+        assert_eq!(RunAt::of(&ok).unwrap().artifact_prefix, "1/abc/artifacts");
     }
 }
