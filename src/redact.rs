@@ -12,7 +12,12 @@
 //!   with [`register_secret`] when they are read), also in the base64 forms
 //!   HTTP Basic authentication sends them in;
 //! - `user:password@` in URLs;
-//! - the query string of URLs (signed URLs carry their signature there);
+//! - the query string of URLs (signed URLs carry their signature there),
+//!   and of any path-like word (`/container/blob?sv=…&sig=…`: a storage
+//!   error echoing the request path without its scheme and host);
+//! - the values of signing parameters wherever they appear (`sig=`,
+//!   `signature=`, `token=`, `access_token=`, `api_key=`, `X-Amz-*=`,
+//!   `X-Goog-*=`, and those names as `Name: value` headers);
 //! - the value after `Bearer ` / `Basic ` (an echoed `Authorization` header).
 
 use std::sync::RwLock;
@@ -58,6 +63,8 @@ pub fn redact(text: &str) -> String {
         }
     }
     out = redact_urls(&out);
+    out = redact_path_queries(&out);
+    out = redact_signing_params(&out);
     for scheme in ["Bearer ", "Basic ", "bearer ", "basic "] {
         out = redact_after(&out, scheme);
     }
@@ -113,6 +120,75 @@ fn redact_urls(text: &str) -> String {
             None => out.push_str(path),
         }
         rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a word of a message ends.
+fn ends_word(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '(' | ')' | ',' | ';' | '`')
+}
+
+/// Removes the query of every path-like word (one holding a `/` before
+/// its `?`), with or without a scheme.
+fn redact_path_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(q) = rest.find('?') {
+        let start = rest[..q].rfind(ends_word).map_or(0, |i| i + 1);
+        let word = &rest[start..q];
+        let after = &rest[q + 1..];
+        let end = after.find(ends_word).unwrap_or(after.len());
+        out.push_str(&rest[..=q]);
+        if word.contains('/') && end > 0 && !after[..end].starts_with(REDACTED) {
+            out.push_str(REDACTED);
+            rest = &after[end..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether a parameter or header name carries a signature or a token.
+fn is_signing_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "sig" | "signature" | "token" | "access_token" | "api_key" | "apikey" | "googleaccessid"
+    ) || n.starts_with("x-amz-")
+        || n.starts_with("x-goog-")
+}
+
+/// Replaces the value of every `name=value` / `Name: value` whose name
+/// carries a signature or a token.
+fn redact_signing_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let Some(i) = rest.find(['=', ':']) else {
+            break;
+        };
+        let sep = &rest[i..];
+        let value_at = if sep.starts_with(": ") { i + 2 } else { i + 1 };
+        let name_start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .map_or(0, |j| j + 1);
+        let name = &rest[name_start..i];
+        let value = &rest[value_at..];
+        let end = value
+            .find(|c: char| ends_word(c) || c == '&' || c == '}' || c == ']')
+            .unwrap_or(value.len());
+        if is_signing_name(name) && end > 0 && !value.starts_with(REDACTED) {
+            out.push_str(&rest[..value_at]);
+            out.push_str(REDACTED);
+            rest = &value[end..];
+        } else {
+            out.push_str(&rest[..=i]);
+            rest = &rest[i + 1..];
+        }
     }
     out.push_str(rest);
     out
@@ -184,5 +260,32 @@ mod tests {
             redact("run 20261127T103219.482Z-5f2c1a: 3 calls"),
             "run 20261127T103219.482Z-5f2c1a: 3 calls"
         );
+        assert_eq!(
+            redact("what? a cat: 3 images, x=1 (ok)"),
+            "what? a cat: 3 images, x=1 (ok)"
+        );
+    }
+
+    #[test]
+    fn echoed_queries_and_signing_parameters_are_removed_wherever_they_appear() {
+        // Issue 32, item 12: a storage error echoing its request path with
+        // an Azure SAS, W&B's signed URLs, S3's and GCS's signing fields.
+        let t = redact(
+            "AuthenticationFailed: /runs/mlruns/1/a.png?sv=2023-01-03&se=2030&sp=w&sig=SAS-SEKRIT1 \
+             <Detail>X-Amz-Signature=S3-SEKRIT2&X-Amz-Security-Token=S3-SEKRIT3</Detail> \
+             x-goog-signature: GCS-SEKRIT4, {\"token\":\"x\", \"url\": \"storage/upload?sig=W-SEKRIT5\"} \
+             signature=SEKRIT6",
+        );
+        for leak in [
+            "SAS-SEKRIT1",
+            "S3-SEKRIT2",
+            "S3-SEKRIT3",
+            "GCS-SEKRIT4",
+            "W-SEKRIT5",
+            "SEKRIT6",
+        ] {
+            assert!(!t.contains(leak), "{leak} in {t}");
+        }
+        assert!(t.contains("/runs/mlruns/1/a.png?[redacted]"), "{t}");
     }
 }

@@ -143,7 +143,10 @@ fn every_generated_png_carries_its_recipe_and_inspect_reads_it_back() {
         let params = v["parameters"].as_str().unwrap();
         let (head, last) = params.rsplit_once('\n').unwrap();
         match negative {
-            Some(n) => assert_eq!(head, format!("{}\nNegative prompt: {}", line(prompt), line(n))),
+            Some(n) => assert_eq!(
+                head,
+                format!("{}\nNegative prompt: {}", line(prompt), line(n))
+            ),
             None => assert_eq!(head, line(prompt)),
         }
         let pairs = a1111_pairs(last).unwrap_or_else(|| panic!("not A1111's grammar: {last}"));
