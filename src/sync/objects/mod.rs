@@ -514,7 +514,7 @@ fn build(place: &Place, env: Env<'_>, http: &Http) -> SyncResult<Arc<dyn ObjectS
             let keys = aws_keys(env).map_err(fail)?;
             let mut b = object_store::aws::AmazonS3Builder::new()
                 .with_bucket_name(bucket)
-                .with_region(aws_region(env))
+                .with_region(aws_region(env).map_err(fail)?)
                 .with_access_key_id(&keys.id)
                 .with_secret_access_key(&keys.secret)
                 .with_retry(no_retries())
@@ -667,8 +667,30 @@ fn aws_keys(env: Env<'_>) -> Result<AwsKeys, String> {
 }
 
 /// The region: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`
-/// in `~/.aws/config` (`AWS_CONFIG_FILE`), else `us-east-1`.
-fn aws_region(env: Env<'_>) -> String {
+/// in `~/.aws/config` (`AWS_CONFIG_FILE`), else `us-east-1` — checked as
+/// AWS's clients check it (a host label: letters, digits and `-`), since it
+/// becomes part of the endpoint's host name: `x@127.0.0.1:PORT/` would send
+/// every signed request to another address.
+fn aws_region(env: Env<'_>) -> Result<String, String> {
+    let r = aws_region_unchecked(env);
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if label(&r) {
+        Ok(r)
+    } else {
+        Err(format!(
+            "the AWS region {r:?} (AWS_REGION, AWS_DEFAULT_REGION or the profile's region in ~/.aws/config) \
+             is not a region name: letters, digits and '-' only"
+        ))
+    }
+}
+
+fn aws_region_unchecked(env: Env<'_>) -> String {
     if let Some(r) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
         return r;
     }
@@ -847,7 +869,7 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "secretenv".into()),
         ]);
         assert_eq!(aws_keys(&env).unwrap().id, "AKIDENV");
-        assert_eq!(aws_region(&env), "us-east-1");
+        assert_eq!(aws_region(&env).unwrap(), "us-east-1");
         let env = with(vec![
             ("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string()),
             ("AWS_CONFIG_FILE", config.display().to_string()),
@@ -861,7 +883,20 @@ mod tests {
                 token: Some("tok1234".into())
             }
         );
-        assert_eq!(aws_region(&env), "eu-west-3");
+        assert_eq!(aws_region(&env).unwrap(), "eu-west-3");
+        // Issue 32, item 3: a region is a host label, never an address.
+        for bad in ["x@127.0.0.1:9000/", "eu-west-1.evil.example", "a/b", "-x"] {
+            let env = with(vec![("AWS_REGION", bad.to_string())]);
+            let e = aws_region(&env).unwrap_err();
+            assert!(e.contains("is not a region name"), "{bad}: {e}");
+        }
+        std::fs::write(&config, "[profile team]\nregion = x@127.0.0.1:1/\n").unwrap();
+        let env = with(vec![
+            ("AWS_CONFIG_FILE", config.display().to_string()),
+            ("AWS_PROFILE", "team".into()),
+        ]);
+        assert!(aws_region(&env).is_err());
+        std::fs::write(&config, "[profile team]\nregion = eu-west-3\n").unwrap();
         let env = with(vec![
             ("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string()),
             ("AWS_PROFILE", "nope".into()),
