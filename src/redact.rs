@@ -167,10 +167,7 @@ fn is_signing_name(name: &str) -> bool {
 fn redact_signing_params(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    loop {
-        let Some(i) = rest.find(['=', ':']) else {
-            break;
-        };
+    while let Some(i) = rest.find(['=', ':']) {
         let sep = &rest[i..];
         let value_at = if sep.starts_with(": ") { i + 2 } else { i + 1 };
         let name_start = rest[..i]
