@@ -24,6 +24,8 @@ pub const PARAMETERS: &str = "parameters";
 pub const DIFFLOG: &str = "difflog";
 /// The largest PNG `difflog inspect` reads.
 pub const MAX_PNG_BYTES: u64 = 512 << 20;
+/// The most text (all chunks together, inflated) read from one PNG.
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
 
 /// What the recipe of one image is made from: the call's record and the
 /// image's row.
@@ -263,28 +265,52 @@ pub fn read_text_chunks(png_bytes: &[u8]) -> Result<Vec<(String, String)>, Strin
         .map_err(|e| format!("not a readable PNG: {e}"))?;
     let info = reader.info();
     let mut out = Vec::new();
+    // One budget for all text, compressed chunks inflated within what is
+    // left of it: a few hundred KB of zTXt could otherwise inflate to GBs.
+    let mut left = MAX_TEXT_BYTES;
+    let over = || {
+        format!(
+            "its text chunks hold more than {} MiB of text (a compression bomb?): not read",
+            MAX_TEXT_BYTES >> 20
+        )
+    };
+    let mut take = |keyword: &str, text: String, left: &mut usize| -> Result<(), String> {
+        *left = left
+            .checked_sub(text.len() + keyword.len())
+            .ok_or_else(over)?;
+        out.push((keyword.to_string(), text));
+        Ok(())
+    };
     for t in &info.uncompressed_latin1_text {
-        out.push((t.keyword.clone(), t.text.clone()));
+        take(&t.keyword, t.text.clone(), &mut left)?;
     }
+    // A chunk that does not fit in what is left is the budget's end; a
+    // chunk that does not inflate at all is skipped, as before.
+    let too_big = |e: &png::DecodingError| e.to_string().contains("decompression space");
     for t in &info.compressed_latin1_text {
         let mut t = t.clone();
-        if t.decompress_text().is_ok() {
-            if let Ok(text) = t.get_text() {
-                out.push((t.keyword.clone(), text));
-            }
+        match t.decompress_text_with_limit(left + 1) {
+            Err(e) if too_big(&e) => return Err(over()),
+            Err(_) => continue,
+            Ok(()) => {}
+        }
+        if let Ok(text) = t.get_text() {
+            take(&t.keyword, text, &mut left)?;
         }
     }
     for t in &info.utf8_text {
         let mut t = t.clone();
-        if t.decompress_text().is_ok() {
-            if let Ok(text) = t.get_text() {
-                out.push((t.keyword.clone(), text));
-            }
+        match t.decompress_text_with_limit(left + 1) {
+            Err(e) if too_big(&e) => return Err(over()),
+            Err(_) => continue,
+            Ok(()) => {}
+        }
+        if let Ok(text) = t.get_text() {
+            take(&t.keyword, text, &mut left)?;
         }
     }
     Ok(out)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -283,6 +283,32 @@ fn a_changed_image_is_not_the_runs_and_a_foreign_png_is_read_as_it_is() {
         .lines()
         .any(|l| l.starts_with("verdict: belongs to run ")));
 
+    // Issue 32, item 6: a few KB of zTXt inflating to 24 MiB is refused
+    // with a message, within one text budget (16 MiB), not kept.
+    let bomb = root.path().join("bomb.png");
+    {
+        let mut bytes = Vec::new();
+        let mut enc = png::Encoder::new(&mut bytes, 16, 16);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let big = "a".repeat(2 << 20);
+        for i in 0..12 {
+            enc.add_ztxt_chunk(format!("k{i}"), big.clone()).unwrap();
+        }
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(img.as_raw()).unwrap();
+        w.finish().unwrap();
+        assert!(bytes.len() < 200_000, "{}", bytes.len());
+        std::fs::write(&bomb, bytes).unwrap();
+    }
+    let o = inspect(&[bomb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bomb.png") && err.contains("more than 16 MiB of text"),
+        "{err}"
+    );
+
     // Not a PNG: a clear error naming the file.
     let junk = root.path().join("junk.png");
     std::fs::write(&junk, b"not a png").unwrap();
