@@ -622,6 +622,57 @@ fn fifos_in_runs_block_nothing_and_stop_no_other_run() {
     }
 }
 
+/// Issue 32, item 7: a 6 GiB sparse `events.log` (a few KB on disk) is
+/// that run's error: `ls`, `show`, `verify` and `difflog-sync status` name
+/// it and go on with the other runs, instead of reading it whole and
+/// aborting.
+#[test]
+fn a_huge_sparse_log_is_one_runs_error_not_an_abort() {
+    let root = tempfile::tempdir().unwrap();
+    let good = record(root.path(), "hostile-sparse", 1);
+    let bad = record(root.path(), "hostile-sparse", 1);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(bad.join("events.log"))
+        .unwrap();
+    f.set_len(6 << 30).unwrap();
+    drop(f);
+    let r = root.path().to_str().unwrap();
+    let good_id = good.file_name().unwrap().to_str().unwrap();
+    let run = |prog: &str, args: &[&str]| {
+        let mut c = Command::new(prog);
+        c.args(args).env_remove("MLFLOW_TRACKING_TOKEN");
+        output_within(c, 60)
+    };
+    let b = difflog_bin();
+    let b = b.to_str().unwrap();
+    let sync_bin = env!("CARGO_BIN_EXE_difflog-sync");
+    for (prog, args) in [
+        (b, vec!["ls", r]),
+        (b, vec!["verify", r]),
+        (sync_bin, vec!["status", r]),
+    ] {
+        let o = run(prog, &args);
+        let t = text(&o);
+        assert!(
+            o.status.code().is_some_and(|c| c < 100),
+            "{args:?} died: {:?}\n{t}",
+            o.status
+        );
+        assert!(
+            t.contains(good_id),
+            "{args:?}: the good run is missing\n{t}"
+        );
+        assert!(
+            t.contains("more than the"),
+            "{args:?}: the big log is not named\n{t}"
+        );
+    }
+    let o = run(b, &["show", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("events.log"), "{}", text(&o));
+}
+
 /// Finding 13: `verify` calls damage what it used to pass: a flipped bit in
 /// the last record of a finished run, garbage after `run_finished` (with or
 /// without line ends), a valid record after `run_finished`, an edited

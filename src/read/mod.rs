@@ -111,7 +111,10 @@ pub fn read_regular_into(path: &Path, max: u64, out: &mut Vec<u8>) -> std::io::R
         )));
     }
     out.clear();
-    out.reserve(len as usize);
+    // What the file says its size is may be a lie (a sparse file, a file
+    // growing meanwhile): room is reserved for at most 64 MiB up front,
+    // the rest grows with what is really read, up to `max`.
+    out.reserve(len.min(64 << 20) as usize);
     file.take(max + 1).read_to_end(out)?;
     if out.len() as u64 > max {
         return Err(std::io::Error::other(format!(
@@ -153,8 +156,10 @@ pub fn decode_image(path: &Path) -> std::result::Result<image::RgbImage, String>
 
 /// Largest `run.json` read (it holds a few identity fields).
 const MAX_RUN_JSON: u64 = 1024 * 1024;
-/// Largest event log read into memory.
-const MAX_EVENTS_LOG: u64 = 8 * 1024 * 1024 * 1024;
+/// Largest event log read into memory: ~1 M rows with their media records.
+/// A larger one (a hostile sparse file says it is 6 GiB) is that run's
+/// error, never the process's: it is refused before anything is read.
+pub const MAX_EVENTS_LOG: u64 = 512 * 1024 * 1024;
 
 impl RunDir {
     /// Reads `run.json` and the event log of the run at `path`.
