@@ -234,16 +234,17 @@ fn check_records(run: &RunDir, rep: &mut Report, hash_media: bool) -> HashSet<St
                 referenced.insert(m.path.clone());
                 if !stored.contains_key(&m.digest) {
                     rep.media_checked += 1;
-                    let ok = match check_media_file(
-                        &run.path, &m.path, &m.digest, m.bytes, hash_media,
-                    ) {
-                        Ok(()) => true,
-                        Err(why) => {
-                            rep.findings
-                                .push(damage(format!("{}: {why} ({at})", m.path)));
-                            false
-                        }
-                    };
+                    let ok =
+                        match check_media_file(&run.path, &m.path, &m.digest, m.bytes, hash_media)
+                            .and_then(|content| png_size_matches(content.as_deref(), m))
+                        {
+                            Ok(()) => true,
+                            Err(why) => {
+                                rep.findings
+                                    .push(damage(format!("{}: {why} ({at})", m.path)));
+                                false
+                            }
+                        };
                     stored.insert(m.digest.clone(), ok);
                 }
             }
@@ -293,13 +294,35 @@ fn check_records(run: &RunDir, rep: &mut Report, hash_media: bool) -> HashSet<St
     referenced
 }
 
+/// A PNG whose header gives another size than its media record (issue 32,
+/// item 5: a record saying 64×64 for a 16384² image makes readers that
+/// trust the record allocate for one and decode the other).
+fn png_size_matches(content: Option<&[u8]>, m: &crate::event::MediaEvent) -> Result<(), String> {
+    let Some(c) = content else { return Ok(()) };
+    if m.format != "png" || c.len() < 24 || &c[..8] != b"\x89PNG\r\n\x1a\n" || &c[12..16] != b"IHDR"
+    {
+        return Ok(());
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let (w, h) = (be(&c[16..20]), be(&c[20..24]));
+    if (w, h) != (m.width, m.height) {
+        return Err(format!(
+            "its PNG is {w}×{h}, but its record says {}×{}",
+            m.width, m.height
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a media file; with `hash`, also its digest, and gives back its
+/// bytes.
 fn check_media_file(
     run: &Path,
     rel: &str,
     digest: &str,
     bytes: u64,
     hash: bool,
-) -> Result<(), String> {
+) -> Result<Option<Vec<u8>>, String> {
     // The same answer as sync, pack and report: only a regular file really
     // inside the run (no link, no FIFO, no linked shard folder) is media.
     let path = crate::read::run_file(run, rel).map_err(|e| match e {
@@ -314,7 +337,7 @@ fn check_media_file(
         return Err(format!("size {} but {bytes} recorded", md.len()));
     }
     if !hash {
-        return Ok(());
+        return Ok(None);
     }
     let content =
         crate::read::read_regular(&path, bytes).map_err(|e| format!("cannot read: {e}"))?;
@@ -322,7 +345,7 @@ fn check_media_file(
     if got != digest {
         return Err(format!("content digest {got} does not match its name"));
     }
-    Ok(())
+    Ok(Some(content))
 }
 
 fn check_media_dir(

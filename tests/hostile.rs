@@ -622,6 +622,62 @@ fn fifos_in_runs_block_nothing_and_stop_no_other_run() {
     }
 }
 
+/// Issue 32, item 5: a media record whose size lies about its PNG (right
+/// digest, so nothing else notices): `verify` reports it, `compare` refuses
+/// that image before allocating for it and compares the others.
+#[test]
+fn an_image_whose_record_lies_about_its_size_is_refused_before_decoding() {
+    let root = tempfile::tempdir().unwrap();
+    let honest = record(root.path(), "hostile-size", 1);
+    let liar = record(root.path(), "hostile-size", 1);
+    let real = RunDir::open(&liar).unwrap().view().media[0].clone();
+    // The media record and the row's image cell both say 200×200 (larger
+    // than a thumbnail: compare decodes it to make one).
+    rewrite_log(&liar, |e| match e {
+        Event::Media(m) => {
+            m.width = 200;
+            m.height = 200;
+        }
+        Event::Row(r) => {
+            for c in &mut r.cells {
+                if let Cell::Image { width, height, .. } = c {
+                    *width = 200;
+                    *height = 200;
+                }
+            }
+        }
+        _ => {}
+    });
+    let o = difflog(&["verify", liar.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let want = format!(
+        "its PNG is {}×{}, but its record says 200×200",
+        real.width, real.height
+    );
+    assert!(text(&o).contains(&want), "{}", text(&o));
+    let out = root.path().join("cmp");
+    let o = difflog(&[
+        "compare",
+        honest.to_str().unwrap(),
+        liar.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "its pixels are {}×{}, not the 200×200 its media record says",
+            real.width, real.height
+        )),
+        "{err}\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["problems"].as_array().unwrap().len(), 1, "{s}");
+}
+
 /// Issue 32, item 7: a 6 GiB sparse `events.log` (a few KB on disk) is
 /// that run's error: `ls`, `show`, `verify` and `difflog-sync status` name
 /// it and go on with the other runs, instead of reading it whole and

@@ -26,10 +26,14 @@ pub struct Decoder {
 impl Decoder {
     /// Decodes the image at `path` (bounded as [`decode`]) into `pixels`'
     /// allocation; give the buffer back with `RgbImage::into_raw` for the next.
+    /// `recorded`: the size its media record gives; an image whose header
+    /// says another size is refused before anything is allocated for it
+    /// (a record saying 64×64 for a 16384² PNG with the right digest).
     pub fn decode_into(
         &mut self,
         path: &Path,
         mut pixels: Vec<u8>,
+        recorded: (u32, u32),
     ) -> std::result::Result<RgbImage, String> {
         use image::ImageDecoder;
         crate::read::read_regular_into(path, MAX_IMAGE_BYTES, &mut self.file)
@@ -39,6 +43,21 @@ impl Decoder {
             std::io::Cursor::new(&self.file),
             crate::read::image_limits(),
         );
+        if let Ok(d) = &png {
+            let (w, h) = d.dimensions();
+            if (w, h) != recorded {
+                return Err(format!(
+                    "its pixels are {w}×{h}, not the {}×{} its media record says",
+                    recorded.0, recorded.1
+                ));
+            }
+            if d.total_bytes() > MAX_DECODED_BYTES {
+                return Err(format!(
+                    "{w}×{h} pixels decode to more than the {} MiB an image may take",
+                    MAX_DECODED_BYTES >> 20
+                ));
+            }
+        }
         match png {
             Ok(d) if d.color_type() == image::ColorType::Rgb8 => {
                 let (w, h) = d.dimensions();
@@ -51,6 +70,10 @@ impl Decoder {
         }
     }
 }
+
+/// The most a decoded image may take (`image`'s own default cap, which
+/// the RGB fast path above would otherwise skip).
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 
 /// Whether an image of this size gets a thumbnail of its own.
 pub fn needs_thumb(width: u32, height: u32) -> bool {

@@ -83,7 +83,13 @@ pub(super) struct Work {
     /// Each thumbnailed item's place: (task index, column).
     pub(super) thumb_of: HashMap<usize, (usize, usize)>,
     pub(super) digests: Vec<String>,
+    /// Each item's size as its media record gives it.
+    pub(super) sizes: Vec<(u32, u32)>,
 }
+
+/// The most memory one row's heat-map strip may take (one byte a pixel
+/// of each member): past it, the row's differences are not drawn.
+const MAX_STRIP_BYTES: usize = 256 << 20;
 
 /// What the work produced.
 pub(super) struct Done {
@@ -184,6 +190,7 @@ impl Work {
             strip_of,
             thumb_of,
             digests: items.iter().map(|it| it.digest.clone()).collect(),
+            sizes: items.iter().map(|it| (it.width, it.height)).collect(),
         })
     }
 
@@ -267,13 +274,37 @@ impl Work {
             let Ok(p) = &self.paths[k] else {
                 return None; // refused: reported once, by `run`
             };
-            match decoder.decode_into(p, spare) {
+            match decoder.decode_into(p, spare, self.sizes[k]) {
                 Ok(img) => Some(img),
                 Err(why) => {
                     res.unreadable.push((k, format!("{}: {why}", p.display())));
                     None
                 }
             }
+        };
+        // A row whose strip would take more than MAX_STRIP_BYTES gets no
+        // differences (said once per row), before anything is decoded.
+        let strip = match strip {
+            Some(s) => {
+                let (w, h) = self.sizes[s.base];
+                let need = (w as usize)
+                    .saturating_mul(h as usize)
+                    .saturating_mul(s.members.len());
+                if need > MAX_STRIP_BYTES {
+                    res.unreadable.push((
+                        s.base,
+                        format!(
+                            "the differences of its row would take {} MiB (more than {} MiB): not drawn",
+                            need >> 20,
+                            MAX_STRIP_BYTES >> 20
+                        ),
+                    ));
+                    None
+                } else {
+                    Some(s)
+                }
+            }
+            None => None,
         };
         let base = strip.and_then(|s| read(s.base, std::mem::take(base_pixels), &mut res));
         let (bw, bh) = base.as_ref().map_or((0, 0), |b| b.dimensions());
