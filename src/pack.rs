@@ -134,16 +134,12 @@ fn refuse_output_inside(out: &Path, roots: &[PathBuf], runs: &[PathBuf]) -> Resu
     let Some(target) = resolve(out) else {
         return Ok(()); // its folder does not exist: creating the archive fails, naming it
     };
-    for r in runs {
-        if let Ok(run) = r.canonicalize() {
-            if target.starts_with(&run) {
-                return Err(Error::Invalid(format!(
-                    "{}: the archive would be written inside run {}; choose a path outside the runs",
-                    out.display(),
-                    r.display()
-                )));
-            }
-        }
+    if let Some(r) = crate::read::run_containing(out, runs.iter().map(PathBuf::as_path)) {
+        return Err(Error::Invalid(format!(
+            "{}: the archive would be written inside run {}; choose a path outside the runs",
+            out.display(),
+            r.display()
+        )));
     }
     for root in roots {
         if let Ok(root) = root.canonicalize() {

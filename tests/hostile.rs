@@ -678,6 +678,54 @@ fn an_image_whose_record_lies_about_its_size_is_refused_before_decoding() {
     assert_eq!(s["problems"].as_array().unwrap().len(), 1, "{s}");
 }
 
+/// Issue 32, smaller findings: `compare -o` inside a run is refused (as
+/// `pack -o` is), and a damaged run is compared with a warning, not
+/// silently.
+#[test]
+fn compare_writes_into_no_run_and_says_when_a_run_is_damaged() {
+    let root = tempfile::tempdir().unwrap();
+    let one = record(root.path(), "hostile-cmp", 1);
+    let two = record(root.path(), "hostile-cmp", 1);
+    let inside = one.join("media").join("page");
+    let o = difflog(&[
+        "compare",
+        one.to_str().unwrap(),
+        two.to_str().unwrap(),
+        "-o",
+        inside.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("would be written inside run"),
+        "{}",
+        text(&o)
+    );
+    assert!(!inside.exists());
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(two.join("events.log"))
+        .unwrap()
+        .write_all(b"garbage after the end\n")
+        .unwrap();
+    let out = root.path().join("cmp");
+    let o = difflog(&[
+        "compare",
+        one.to_str().unwrap(),
+        two.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = s["problems"].to_string();
+    assert!(
+        problems.contains("events.log is damaged at byte"),
+        "{problems}"
+    );
+}
+
 /// Issue 32, item 7: a 6 GiB sparse `events.log` (a few KB on disk) is
 /// that run's error: `ls`, `show`, `verify` and `difflog-sync status` name
 /// it and go on with the other runs, instead of reading it whole and

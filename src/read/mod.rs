@@ -154,6 +154,34 @@ pub fn decode_image(path: &Path) -> std::result::Result<image::RgbImage, String>
     Ok(img.into_rgb8())
 }
 
+/// The run among `runs` that the output path `out` (which may not exist
+/// yet) would be written inside, if any: `pack -o` and `compare -o` must
+/// never write into a run.
+pub fn run_containing<'a>(
+    out: &Path,
+    runs: impl IntoIterator<Item = &'a Path>,
+) -> Option<&'a Path> {
+    // The output may not exist yet: resolve the nearest folder that does.
+    let mut probe = out.to_path_buf();
+    let mut tail = Vec::new();
+    let target = loop {
+        if let Ok(p) = probe.canonicalize() {
+            break tail
+                .iter()
+                .rev()
+                .fold(p, |acc: PathBuf, t: &std::ffi::OsString| acc.join(t));
+        }
+        let name = probe.file_name()?.to_os_string();
+        tail.push(name);
+        probe = match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+    };
+    runs.into_iter()
+        .find(|r| r.canonicalize().is_ok_and(|run| target.starts_with(&run)))
+}
+
 /// Largest `run.json` read (it holds a few identity fields).
 const MAX_RUN_JSON: u64 = 1024 * 1024;
 /// Largest event log read into memory: ~1 M rows with their media records.

@@ -108,6 +108,13 @@ pub fn compare(paths: &[PathBuf], out: &Path, opts: &CompareOptions) -> Result<C
     for axis in [&opts.rows, &opts.cols].into_iter().chain(&opts.align) {
         check_axis(axis, &items)?;
     }
+    if let Some(r) = crate::read::run_containing(out, runs.dirs.iter().map(|d| d.path.as_path())) {
+        return Err(Error::Invalid(format!(
+            "{}: the comparison would be written inside run {}; choose a folder outside the runs",
+            out.display(),
+            r.display()
+        )));
+    }
     std::fs::create_dir_all(out).ctx(out, "create comparison folder")?;
     let out = out.canonicalize().ctx(out, "resolve comparison folder")?;
     let grid = Grid::build(&items, &runs, opts);
@@ -153,6 +160,15 @@ fn load_runs(paths: &[PathBuf], problems: &mut Vec<String>) -> Result<Runs> {
         for dir in found {
             match RunDir::open(&dir) {
                 Ok(run) => {
+                    if let Some(p) = &run.log.problem {
+                        // Compared all the same, but not silently.
+                        problems.push(format!(
+                            "{}: events.log is damaged at byte {} ({}): only the records before it are compared",
+                            dir.display(),
+                            p.offset,
+                            p.why
+                        ));
+                    }
                     if seen.insert(run.meta.id.clone()) {
                         dirs.push(run);
                     }
