@@ -775,6 +775,8 @@ fn a_huge_sparse_log_is_one_runs_error_not_an_abort() {
     let o = run(b, &["show", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("events.log"), "{}", text(&o));
+    // `status` only reads: a root never synced gets no state folder.
+    assert!(!root.path().join(".difflog-sync").exists());
 }
 
 /// Finding 13: `verify` calls damage what it used to pass: a flipped bit in

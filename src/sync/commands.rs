@@ -461,7 +461,7 @@ pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<
     let mut rows = Vec::new();
     let mut reach: BTreeMap<String, Reachability> = BTreeMap::new();
     for (root, runs) in &groups {
-        let state = State::open(root)?;
+        let state = State::open_for_reading(root)?;
         // Runs are read on all cores (parsing dominates over thousands).
         for r in crate::read::par_map(runs, |dir| status_rows(&state, dir)) {
             rows.extend(r?);

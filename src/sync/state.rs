@@ -65,6 +65,22 @@ impl State {
             .map_err(|e| crate::Error::io(&dir, "create sync state folder", e))?;
         let path = dir.join("state.db");
         let conn = Connection::open(&path).map_err(|e| err(&path, e))?;
+        State::init(conn, path)
+    }
+
+    /// The state of the runs under `root` for reading: the one there, or
+    /// an empty one in memory when nothing was ever synced from it
+    /// (`status` creates no files).
+    pub fn open_for_reading(root: &Path) -> crate::Result<State> {
+        let path = root.join(STATE_DIR).join("state.db");
+        if path.is_file() {
+            return State::open(root);
+        }
+        let conn = Connection::open_in_memory().map_err(|e| err(&path, e))?;
+        State::init(conn, path)
+    }
+
+    fn init(conn: Connection, path: PathBuf) -> crate::Result<State> {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| err(&path, e))?;
         conn.execute_batch(
