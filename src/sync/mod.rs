@@ -210,7 +210,20 @@ impl TargetSpec {
         }
         let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         let to = get("to").ok_or_else(|| bad("no `to = \"…\"` target".into()))?;
-        let mut spec = TargetSpec::parse_url(&to)?;
+        // The URL's errors are this table's: named by the file and the
+        // target's number, not as if `--to` had been typed.
+        let in_table = |e: Error| match e {
+            Error::Setting { name, value, why } => {
+                let name = if name == "--to" {
+                    "to".to_string()
+                } else {
+                    name
+                };
+                bad(format!("{name} = {value:?}: {why}"))
+            }
+            other => other,
+        };
+        let mut spec = TargetSpec::parse_url(&to).map_err(in_table)?;
         match &mut spec {
             TargetSpec::Mlflow { auth, .. } => {
                 for k in ["api_key", "base_url"] {
@@ -245,7 +258,7 @@ impl TargetSpec {
                     *auth = Auth::Basic("api".into(), k);
                 }
                 if let Some(b) = get("base_url") {
-                    check_base_url("base_url", &b)?;
+                    check_base_url("base_url", &b).map_err(in_table)?;
                     *base = b;
                 }
             }
@@ -467,6 +480,9 @@ mod tests {
             ("number.toml", "to = \"mlflow+http://h:1\"\ntoken = 12345678\n", "token must be a string"),
             ("broken.toml", "to = \"mlflow+http://h:1\"\ntoken = \"sekrit-broken\n", "invalid TOML on line 2"),
             ("creds.toml", "to = \"wandb://team\"\nbase_url = \"https://me:sekrit-pw@wandb.example.com\"\n", "credentials do not belong in the URL"),
+            // Issue 32: an error in the second table names it, not `--to`.
+            ("second.toml", "[[target]]\nto = \"mlflow+http://h:1\"\n[[target]]\nto = \"ftp://h\"\n", "second.toml: target 2: to = \"ftp://h\": unknown target scheme"),
+            ("query.toml", "[[target]]\nto = \"mlflow+http://h:1/?token=sekrit-q\"\n", "query.toml: target 1: to = \"mlflow+http://h:1\": a target URL takes no query"),
         ];
         for (name, text, want) in cases {
             let e = TargetSpec::from_config(&write(name, text))
