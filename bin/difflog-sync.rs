@@ -129,7 +129,10 @@ fn main() -> ExitCode {
             .map(|stop| match stop {
                 watch::Stop::Signal => ExitCode::SUCCESS,
                 watch::Stop::Auth(msg) => {
-                    eprintln!("difflog-sync: credentials refused, stopping: {msg}");
+                    eprintln!(
+                        "difflog-sync: credentials refused, stopping: {}",
+                        difflog::terminal::escape(&msg)
+                    );
                     ExitCode::from(commands::EXIT_AUTH)
                 }
             })

@@ -50,6 +50,7 @@ pub mod report;
 pub mod run;
 #[cfg(feature = "sync")]
 pub mod sync;
+pub mod terminal;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -432,6 +432,73 @@ fn terminal_escapes_in_a_run_never_reach_the_terminal() {
     assert_eq!(v["run"]["name"], evil);
 }
 
+/// Issue 32, item 13: raw ESC/BEL bytes and bidirectional controls in a
+/// server's error body reach neither `upload`'s output nor, later,
+/// `status`'s (the error is stored); a run's parameter names in `compare`'s
+/// error are escaped too.
+#[test]
+fn escapes_from_servers_and_runs_never_reach_the_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), "p", 1);
+    let addr = fake_server("400 Bad Request", |_| {
+        "{\"error_code\": \"BAD\u{1b}[2J\", \"message\": \"no\u{7}\u{1b}]0;owned\u{7} \u{202e}gnp.exe\"}".to_string()
+    });
+    let sync_bin = env!("CARGO_BIN_EXE_difflog-sync");
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t') || ('\u{202a}'..='\u{202e}').contains(&c)
+    };
+    let target = format!("mlflow+http://{addr}");
+    for args in [
+        vec!["upload", root.path().to_str().unwrap(), "--to", &target],
+        vec![
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &target,
+            "--json",
+        ],
+        vec!["status", root.path().to_str().unwrap()],
+        vec!["status", root.path().to_str().unwrap(), "--json"],
+    ] {
+        let o = Command::new(sync_bin)
+            .args(&args)
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert!(
+            out.contains("400") || args[0] == "status",
+            "{args:?}: {out}"
+        );
+        assert!(
+            !out.chars().any(unsafe_char),
+            "{args:?}: reached the terminal: {out:?}"
+        );
+        assert!(
+            out.contains("202e"),
+            "{args:?}: the server's text is not shown at all: {out}"
+        );
+    }
+    // A parameter name from a run, quoted in compare's error.
+    rewrite_log(&dir, |e| {
+        if let Event::CallStarted(c) = e {
+            c.params
+                .insert("evil\u{1b}[2J\u{202e}".into(), serde_json::json!(1));
+        }
+    });
+    let out = root.path().join("cmp");
+    let o = difflog(&[
+        "compare",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--rows",
+        "nope",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!text(&o).chars().any(unsafe_char), "{:?}", text(&o));
+}
+
 /// Finding 8: a server that answers with a body without end makes the
 /// upload fail with a clear error, after reading a bounded amount — never a
 /// process that buffers until the allocator aborts.

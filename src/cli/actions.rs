@@ -10,8 +10,11 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// One line of output, by the one escaping rule (JSON lines as JSON).
 fn line(out: &mut dyn Write, s: &str) -> Result<()> {
-    writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
+    let json = s.starts_with(['{', '[']);
+    writeln!(crate::terminal::Escaping::new(out, json), "{s}")
+        .map_err(|e| Error::io("<stdout>", "write", e))
 }
 
 /// `difflog report`: writes the pages, then says where.

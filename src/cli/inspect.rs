@@ -77,11 +77,11 @@ pub fn inspect(
             "difflog": i.difflog, "other_text": i.other,
             "run": i.run.as_ref().map(|(id, belongs)| json!({"id": id, "belongs": belongs})),
         });
-        writeln!(out, "{v}").map_err(w)?;
+        writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
         return Ok(ok);
     }
     // Text from the file is shown as text: control characters escaped.
-    let mut esc = super::Escaping(out);
+    let mut esc = super::Escaping::text(out);
     let out: &mut dyn Write = &mut esc;
     writeln!(out, "{}  sha256 {}", image.display(), i.sha256).map_err(w)?;
     // Every line of text from the file is indented behind a bar, and values

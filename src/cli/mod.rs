@@ -27,43 +27,8 @@ pub fn resolve_run(arg: &Path, root: &Path) -> PathBuf {
     }
 }
 
-/// Human output passes through here: control characters that came from a
-/// run (a prompt or name holding terminal escape sequences that would clear
-/// the screen or retitle the window) are shown escaped (`\u{1b}`), never sent
-/// to the terminal. JSON output is not wrapped: it stays exact (JSON escapes
-/// control characters itself).
-pub struct Escaping<'a>(pub &'a mut dyn Write);
-
-impl Write for Escaping<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_all(buf)?;
-        Ok(buf.len())
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let text = String::from_utf8_lossy(buf);
-        if !text
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
-            return self.0.write_all(text.as_bytes());
-        }
-        let mut safe = String::with_capacity(text.len() + 8);
-        for c in text.chars() {
-            if c.is_control() && c != '\n' && c != '\t' {
-                safe.extend(c.escape_default());
-            } else {
-                safe.push(c);
-            }
-        }
-        self.0.write_all(safe.as_bytes())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
+/// Human output passes through the one escaping rule ([`crate::terminal`]).
+pub use crate::terminal::Escaping;
 /// `difflog ls`: one line per run under `root`.
 pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
     let runs = find_runs(root)?;
@@ -88,7 +53,7 @@ pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
         writeln!(out, "{}", Value::Array(rows)).map_err(out_err)?;
         return Ok(());
     }
-    let mut esc = Escaping(out);
+    let mut esc = Escaping::text(out);
     let out: &mut dyn Write = &mut esc;
     if rows.is_empty() {
         writeln!(out, "no runs under {}", root.display()).map_err(out_err)?;
@@ -145,10 +110,10 @@ pub fn show(out: &mut dyn Write, dir: &Path, as_json: bool) -> Result<()> {
             "finished": view.finished,
             "log_problem": run.log.problem.as_ref().map(|p| json!({"offset": p.offset, "why": p.why})),
         });
-        writeln!(out, "{v}").map_err(out_err)?;
+        writeln!(Escaping::json(out), "{v}").map_err(out_err)?;
         return Ok(());
     }
-    let mut esc = Escaping(out);
+    let mut esc = Escaping::text(out);
     let out: &mut dyn Write = &mut esc;
     let m = &run.meta;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(out_err);
@@ -258,10 +223,10 @@ pub fn verify(out: &mut dyn Write, path: &Path, as_json: bool) -> Result<bool> {
     let damaged = reports.iter().any(|r| r.damaged());
     if as_json {
         let v = json!({ "damaged": damaged, "runs": reports });
-        writeln!(out, "{v}").map_err(out_err)?;
+        writeln!(Escaping::json(out), "{v}").map_err(out_err)?;
         return Ok(damaged);
     }
-    let mut esc = Escaping(out);
+    let mut esc = Escaping::text(out);
     let out: &mut dyn Write = &mut esc;
     for r in &reports {
         let verdict = if r.damaged() { "DAMAGED" } else { "ok" };
@@ -323,12 +288,13 @@ pub fn view(dir: &Path) -> Result<RunView> {
 /// code stable across releases ([`crate::Error::code`]) — so a script reading
 /// the JSON sees the failure.
 pub fn report_failure(program: &str, error: &crate::Error, json: bool) {
-    eprintln!("{program}: {error}");
+    // Errors quote what came from elsewhere (a run's names, a server's
+    // answer): printed by the one escaping rule.
+    eprintln!("{program}: {}", crate::terminal::escape(&error.to_string()));
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"error": error.to_string(), "error_code": error.code()})
-        );
+        let v = serde_json::json!({"error": error.to_string(), "error_code": error.code()});
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(Escaping::json(&mut out), "{v}");
     }
 }
 
@@ -339,6 +305,23 @@ pub fn init_logging() {
             tracing_subscriber::EnvFilter::try_from_env("DIFFLOG_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
+        .with_ansi(false)
         .init();
+}
+
+/// Log lines to stderr through the one escaping rule (no colours: their
+/// escape sequences would be escaped too).
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        Escaping::text(&mut err).write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -145,6 +145,9 @@ pub fn upload(
     metadata_first: bool,
     out: &mut dyn Write,
 ) -> Result<UploadOutcome> {
+    // Server answers reach these lines: printed by the one escaping rule.
+    let mut esc = crate::terminal::Escaping::new(out, json_out);
+    let out: &mut dyn Write = &mut esc;
     // Archives are unpacked (and verified) first; kept until the end.
     let mut unpacked = Vec::new();
     let groups = runs_by_root_with(paths, &mut unpacked)?;
@@ -457,6 +460,9 @@ fn target_line(r: &Reachability) -> String {
 /// `difflog-sync status`: per run and target, recorded vs uploaded, pending,
 /// the last error. Reads only local files; talks to no server.
 pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<()> {
+    // Stored errors quote servers: printed by the one escaping rule.
+    let mut esc = crate::terminal::Escaping::new(out, json_out);
+    let out: &mut dyn Write = &mut esc;
     let groups = runs_by_root(paths)?;
     let mut rows = Vec::new();
     let mut reach: BTreeMap<String, Reachability> = BTreeMap::new();

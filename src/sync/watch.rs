@@ -81,6 +81,9 @@ pub fn watch(
     metadata_first: bool,
     out: &mut dyn Write,
 ) -> Result<Stop> {
+    // Server answers reach these lines: printed by the one escaping rule.
+    let mut esc = crate::terminal::Escaping::text(out);
+    let out: &mut dyn Write = &mut esc;
     let mut canonical = Vec::new();
     for r in roots {
         std::fs::create_dir_all(r).map_err(|e| Error::io(r, "create watched root", e))?;
