@@ -499,6 +499,73 @@ fn escapes_from_servers_and_runs_never_reach_the_terminal() {
     assert!(!text(&o).chars().any(unsafe_char), "{:?}", text(&o));
 }
 
+/// A server that accepts connections and never answers (bounded: it
+/// holds them until the test process ends).
+fn silent_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten().take(1000) {
+            held.push(s);
+        }
+    });
+    format!("127.0.0.1:{}", addr.port())
+}
+
+/// Issue 32, items 8 and 9: with a target that accepts and never answers
+/// beside one that works, `upload --run-timeout` bounds each target on its
+/// own (the working one gets every run and reports them uploaded), and the
+/// bound holds for the metadata pass of `--metadata-first` too.
+#[test]
+fn a_stalled_target_holds_no_other_and_the_timeout_bounds_both_passes() {
+    const KEY: &str = "0123456789abcdef-stall-key";
+    let emu = common::wandb::Emulator::start(KEY, "team");
+    let silent = silent_server();
+    for extra in [vec![], vec!["--metadata-first"]] {
+        let root = tempfile::tempdir().unwrap();
+        for _ in 0..3 {
+            record(root.path(), "stall", 1);
+        }
+        let project = if extra.is_empty() {
+            "stall-a"
+        } else {
+            "stall-b"
+        };
+        let t = std::time::Instant::now();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_difflog-sync"));
+        c.args([
+            "upload",
+            root.path().to_str().unwrap(),
+            "--to",
+            &format!("mlflow+http://{silent}"),
+            "--to",
+            &format!("wandb://team/{project}"),
+            "--run-timeout",
+            "2",
+        ])
+        .args(&extra)
+        .env("WANDB_BASE_URL", &emu.url)
+        .env("WANDB_API_KEY", KEY)
+        .env_remove("MLFLOW_TRACKING_TOKEN");
+        let o = output_within(c, 120);
+        let secs = t.elapsed().as_secs();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {out}");
+        assert!(
+            out.contains(&format!("/team/{project}: 3 uploaded, 0 failed")),
+            "{extra:?}: the working target was held by the stalled one:\n{out}"
+        );
+        assert!(
+            out.contains("not uploaded within 2 s (--run-timeout)"),
+            "{extra:?}: {out}"
+        );
+        assert_eq!(emu.runs(project).len(), 3, "{extra:?}");
+        // Three runs at most 2 s each (plus the second pass's), not minutes.
+        assert!(secs < 40, "{extra:?}: {secs} s\n{out}");
+    }
+}
+
 /// Finding 8: a server that answers with a body without end makes the
 /// upload fail with a clear error, after reading a bounded amount — never a
 /// process that buffers until the allocator aborts.

@@ -1,7 +1,9 @@
 //! What `difflog-sync upload` and `status` do and print. The binary only
 //! parses arguments and calls these.
 
-use super::engine::{progress_for_key, sync_run, sync_run_to_all, Phase, Progress};
+use super::engine::{
+    bounded_by, progress_for_key, sync_run, sync_run_to_all_until, Phase, Progress,
+};
 use super::http::SyncError;
 use super::retry::{retry, Class, Decision, Policy};
 use super::state::{Reachability, State};
@@ -165,7 +167,7 @@ pub fn upload(
     }
     if metadata_first {
         for (state, runs) in states.iter().zip(groups.values()) {
-            rt.block_on(metadata_pass(&ts, state, runs, concurrency));
+            rt.block_on(metadata_pass(&ts, state, runs, concurrency, run_timeout));
         }
     }
     let at_once = if metadata_first { 1 } else { RUNS_AT_ONCE };
@@ -277,12 +279,21 @@ async fn upload_runs(
 
 /// The metadata and tables of every run, before any media (thin links).
 /// Failures are left to the full pass that follows, which sends whatever
-/// this one did not.
-async fn metadata_pass(ts: &[AnyTarget], state: &State, runs: &[PathBuf], concurrency: usize) {
+/// this one did not. `run_timeout` bounds each run's part for each target
+/// here too.
+async fn metadata_pass(
+    ts: &[AnyTarget],
+    state: &State,
+    runs: &[PathBuf],
+    concurrency: usize,
+    run_timeout: Option<Duration>,
+) {
     let refs: Vec<&AnyTarget> = ts.iter().collect();
     let refs = &refs;
     let mut pending = futures_util::stream::iter(runs.iter().map(|dir| async move {
-        let r = sync_run_to_all(refs, state, dir, concurrency, Phase::Metadata).await;
+        let deadline = run_timeout.map(|l| (tokio::time::Instant::now() + l, l));
+        let r =
+            sync_run_to_all_until(refs, state, dir, concurrency, Phase::Metadata, deadline).await;
         (dir, r)
     }))
     .buffer_unordered(RUNS_AT_ONCE);
@@ -296,8 +307,10 @@ async fn metadata_pass(ts: &[AnyTarget], state: &State, runs: &[PathBuf], concur
 /// One run to the targets `active` (indexes into `ts`): read once for all,
 /// then each target's transient failures retried as `upload` does (6
 /// attempts in all). A server that accepts and never answers (or keeps
-/// asking to wait) holds the run for at most `run_timeout`; what was
-/// acknowledged before is kept, the rest goes next time.
+/// asking to wait) holds the run for at most `run_timeout` — each target on
+/// its own deadline: a stalled target fails alone, and the others' results
+/// are theirs. What was acknowledged before is kept, the rest goes next
+/// time.
 async fn upload_one(
     ts: &[AnyTarget],
     active: &[usize],
@@ -306,42 +319,25 @@ async fn upload_one(
     concurrency: usize,
     run_timeout: Option<Duration>,
 ) -> Vec<(usize, std::result::Result<Progress, SyncError>)> {
-    let attempt = async {
-        let refs: Vec<&AnyTarget> = active.iter().map(|i| &ts[*i]).collect();
-        let first = sync_run_to_all(&refs, state, dir, concurrency, Phase::All).await;
-        let each = active.iter().zip(first).map(|(i, r)| async move {
-            match r {
-                Err(e) if e.class == Class::Transient => {
-                    tracing::warn!("{}: {e}; retrying", dir.display());
-                    let r = sync_with_retries(&ts[*i], state, dir, concurrency, 6, Some(e)).await;
-                    (*i, r)
-                }
-                r => (*i, r),
+    let deadline = run_timeout.map(|l| (tokio::time::Instant::now() + l, l));
+    let refs: Vec<&AnyTarget> = active.iter().map(|i| &ts[*i]).collect();
+    let first = sync_run_to_all_until(&refs, state, dir, concurrency, Phase::All, deadline).await;
+    let each = active.iter().zip(first).map(|(i, r)| async move {
+        match r {
+            Err(e) if e.class == Class::Transient && !is_deadline(&e) => {
+                tracing::warn!("{}: {e}; retrying", dir.display());
+                let retry = sync_with_retries(&ts[*i], state, dir, concurrency, 6, Some(e));
+                (*i, bounded_by(deadline, dir, retry).await)
             }
-        });
-        futures_util::future::join_all(each).await
-    };
-    let Some(limit) = run_timeout else {
-        return attempt.await;
-    };
-    tokio::time::timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|_| {
-            active
-                .iter()
-                .map(|i| {
-                    (
-                        *i,
-                        Err(SyncError::transient(format!(
-                            "{}: not uploaded within {} s (--run-timeout); what the server \
-                         acknowledged is kept, the rest is tried on the next upload",
-                            dir.display(),
-                            limit.as_secs()
-                        ))),
-                    )
-                })
-                .collect()
-        })
+            r => (*i, r),
+        }
+    });
+    futures_util::future::join_all(each).await
+}
+
+/// Whether a failure is the run's deadline passing (not retried).
+fn is_deadline(e: &SyncError) -> bool {
+    e.to_string().contains("(--run-timeout)")
 }
 
 /// The upload's report: a line per run and a summary, or one JSON object.

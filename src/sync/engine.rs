@@ -128,6 +128,21 @@ pub async fn sync_run_to_all<T: Target>(
     concurrency: usize,
     phase: Phase,
 ) -> Vec<SyncResult<Progress>> {
+    sync_run_to_all_until(targets, state, dir, concurrency, phase, None).await
+}
+
+/// [`sync_run_to_all`] where each target's part must end by `deadline`
+/// (`--run-timeout`): a target that does not answer in time fails alone
+/// (transient: what it acknowledged is kept), and the others' results are
+/// theirs — a stalled target never holds or fails another.
+pub async fn sync_run_to_all_until<T: Target>(
+    targets: &[&T],
+    state: &State,
+    dir: &Path,
+    concurrency: usize,
+    phase: Phase,
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+) -> Vec<SyncResult<Progress>> {
     // Taken before the run is read: if it grows during the pass, the next
     // check sees another fingerprint and reads it again.
     let fp = fingerprint(dir);
@@ -140,7 +155,12 @@ pub async fn sync_run_to_all<T: Target>(
         results.push(
             match unchanged(t.key(), state, dir, &meta.id, fp.as_deref()) {
                 Ok(Some((p, remote))) => Some(match (p.state, &remote) {
-                    (RunState::Live, Some(remote)) => t.keep_alive(remote).await.map(|()| p),
+                    (RunState::Live, Some(remote)) => {
+                        bounded_by(deadline, dir, async {
+                            t.keep_alive(remote).await.map(|()| p)
+                        })
+                        .await
+                    }
                     _ => Ok(p),
                 }),
                 Ok(None) => None,
@@ -173,10 +193,36 @@ pub async fn sync_run_to_all<T: Target>(
     let each = targets.iter().zip(results).map(|(t, r)| async move {
         match r {
             Some(r) => r,
-            None => sync_read(*t, state, run, fp, concurrency, phase).await,
+            None => {
+                bounded_by(
+                    deadline,
+                    dir,
+                    sync_read(*t, state, run, fp, concurrency, phase),
+                )
+                .await
+            }
         }
     });
     futures_util::future::join_all(each).await
+}
+
+/// `fut`, failed as transient when `deadline` passes first.
+pub async fn bounded_by<T>(
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    dir: &Path,
+    fut: impl std::future::Future<Output = SyncResult<T>>,
+) -> SyncResult<T> {
+    let Some((at, limit)) = deadline else {
+        return fut.await;
+    };
+    tokio::time::timeout_at(at, fut).await.unwrap_or_else(|_| {
+        Err(SyncError::transient(format!(
+            "{}: not uploaded within {} s (--run-timeout); what the server \
+             acknowledged is kept, the rest is tried on the next upload",
+            dir.display(),
+            limit.as_secs()
+        )))
+    })
 }
 
 /// One target's pass over a run already read; records the outcome.
