@@ -207,6 +207,9 @@ pub fn process_env(k: &str) -> Option<String> {
 pub struct Stores {
     http: Http,
     built: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// Folders `file:` artifact stores may be written under
+    /// (`DIFFLOG_SYNC_FILE_ROOTS`); none unless the user allows some.
+    file_roots: Vec<PathBuf>,
 }
 
 impl Stores {
@@ -225,7 +228,14 @@ impl Stores {
             http: Http::new("", crate::sync::http::Auth::None)?
                 .accepting_invalid_certs(insecure)?,
             built: Mutex::new(HashMap::new()),
+            file_roots: file_roots(&process_env),
         })
+    }
+
+    /// The same stores allowing `file:` artifact stores under `roots` only.
+    pub fn with_file_roots(mut self, roots: Vec<PathBuf>) -> Stores {
+        self.file_roots = roots;
+        self
     }
 
     /// Drops pooled connections (the network changed).
@@ -243,7 +253,7 @@ impl Stores {
         {
             return Ok(s.clone());
         }
-        let store = build(place, &process_env, &self.http)?;
+        let store = build(place, &process_env, &self.http, &self.file_roots)?;
         self.built
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -504,7 +514,12 @@ fn no_retries() -> object_store::RetryConfig {
 }
 
 /// Builds the store of `place` with the credentials `env` gives.
-fn build(place: &Place, env: Env<'_>, http: &Http) -> SyncResult<Arc<dyn ObjectStore>> {
+fn build(
+    place: &Place,
+    env: Env<'_>,
+    http: &Http,
+    file_roots: &[PathBuf],
+) -> SyncResult<Arc<dyn ObjectStore>> {
     let fail = |why: String| SyncError {
         class: Class::Auth,
         ..SyncError::permanent(format!("{}: {why}", place.store_key()))
@@ -572,7 +587,7 @@ fn build(place: &Place, env: Env<'_>, http: &Http) -> SyncResult<Arc<dyn ObjectS
             b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
         Place::File { dir } => {
-            file_root(dir).map_err(SyncError::permanent)?;
+            file_root(dir, file_roots).map_err(SyncError::permanent)?;
             object_store::local::LocalFileSystem::new_with_prefix(dir)
                 .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
@@ -580,11 +595,64 @@ fn build(place: &Place, env: Env<'_>, http: &Http) -> SyncResult<Arc<dyn ObjectS
     built.map_err(|e| SyncError::permanent(format!("{}: {e}", place.store_key())))
 }
 
-/// A `file:` artifact directory is written only where this machine reaches
-/// it: its artifact root (the run folder's parent's parent, or nearer)
-/// must exist already — on a shared filesystem, mounted — else nothing is
-/// created and the error says so.
-fn file_root(dir: &Path) -> Result<(), String> {
+/// The folders `file:` stores may be written under: `DIFFLOG_SYNC_FILE_ROOTS`,
+/// `:`-separated absolute paths.
+fn file_roots(env: Env<'_>) -> Vec<PathBuf> {
+    env("DIFFLOG_SYNC_FILE_ROOTS")
+        .map(|v| {
+            v.split(':')
+                .filter(|p| Path::new(p).is_absolute())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `file:` artifact directory named by a server (untrusted: it could name
+/// any folder this user can write) is written only under a folder the user
+/// allowed (`DIFFLOG_SYNC_FILE_ROOTS`), never inside a run or a root of
+/// runs, and only where this machine reaches it: its artifact root (the
+/// run folder's parent's parent, or nearer) must exist already — on a
+/// shared filesystem, mounted — else nothing is created and the error says
+/// so.
+fn file_root(dir: &Path, allowed: &[PathBuf]) -> Result<(), String> {
+    // The nearest folder that exists, resolved (links followed), then the
+    // rest of the path (which has no `..`: Place::parse refuses it).
+    let mut existing = dir;
+    let mut rest = Vec::new();
+    while !existing.is_dir() {
+        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+            break;
+        };
+        rest.push(name);
+        existing = parent;
+    }
+    let resolved = existing
+        .canonicalize()
+        .map(|p| rest.iter().rev().fold(p, |acc, n| acc.join(n)))
+        .unwrap_or_else(|_| dir.to_path_buf());
+    let inside_allowed = allowed.iter().any(|root| {
+        root.canonicalize()
+            .is_ok_and(|root| resolved.starts_with(&root))
+    });
+    if !inside_allowed {
+        return Err(format!(
+            "the MLflow server keeps this run's artifacts in the folder {} (a file: URI); \
+             difflog-sync writes such folders only under the ones you allow: \
+             DIFFLOG_SYNC_FILE_ROOTS=/path/to/mlruns (or serve artifacts through the server: \
+             mlflow server --serve-artifacts)",
+            dir.display()
+        ));
+    }
+    if let Some(runs) = resolved.ancestors().find(|a| {
+        a.join(crate::format::RUN_JSON).is_file() || a.join(crate::sync::state::STATE_DIR).is_dir()
+    }) {
+        return Err(format!(
+            "the artifact folder {} is inside {}, a run or a root of runs: refused",
+            dir.display(),
+            runs.display()
+        ));
+    }
     let reachable = dir.ancestors().take(4).skip(1).any(|a| a.is_dir());
     if !reachable {
         return Err(format!(
@@ -951,6 +1019,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("7/abc/artifacts");
         let place = Place::parse(&format!("file://{}", run.display())).unwrap();
+        // Issue 32, item 1: refused unless its folder is allowed.
+        let rt0 = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt0
+            .block_on(Stores::new().unwrap().put(
+                &place,
+                "a.json",
+                Body::Json(&serde_json::json!({})),
+            ))
+            .unwrap_err();
+        assert!(e.to_string().contains("DIFFLOG_SYNC_FILE_ROOTS"), "{e}");
+        assert!(!run.exists());
         let media = dir.path().join("x.png");
         std::fs::write(&media, b"not really a png").unwrap();
         let digest = crate::format::sha256_hex(b"not really a png");
@@ -958,7 +1040,9 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let stores = Stores::new().unwrap();
+        let stores = Stores::new()
+            .unwrap()
+            .with_file_roots(vec![dir.path().to_path_buf()]);
         let json = serde_json::json!({"a": 1});
         let put_all = || {
             rt.block_on(async {
@@ -1012,12 +1096,44 @@ mod tests {
     #[test]
     fn file_stores_need_a_reachable_root() {
         let dir = tempfile::tempdir().unwrap();
+        let allowed = [dir.path().to_path_buf()];
         let run = dir.path().join("1/abc/artifacts");
-        file_root(&run).unwrap();
+        file_root(&run, &allowed).unwrap();
         assert!(run.is_dir());
         let far = dir.path().join("missing/a/b/c/1/abc/artifacts");
-        let e = file_root(&far).unwrap_err();
+        let e = file_root(&far, &allowed).unwrap_err();
         assert!(e.contains("not reachable from this machine"), "{e}");
         assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn file_stores_only_under_allowed_folders_and_never_in_runs() {
+        // Issue 32, item 1: a server answering artifact_uri = file:///ANY
+        // made difflog-sync create it and write tables and images there.
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let allowed = [dir.path().join("mlruns")];
+        std::fs::create_dir_all(&allowed[0]).unwrap();
+        let e = file_root(&other.path().join("1/abc/artifacts"), &allowed).unwrap_err();
+        assert!(e.contains("DIFFLOG_SYNC_FILE_ROOTS"), "{e}");
+        assert!(!other.path().join("1").exists());
+        let e = file_root(&dir.path().join("1/abc/artifacts"), &[]).unwrap_err();
+        assert!(e.contains("DIFFLOG_SYNC_FILE_ROOTS"), "{e}");
+        // An allowed folder that is (or is inside) a root of runs: refused.
+        let runs = dir.path().join("mlruns/runs");
+        std::fs::create_dir_all(runs.join(crate::sync::state::STATE_DIR)).unwrap();
+        let e = file_root(&runs.join("1/abc/artifacts"), &allowed).unwrap_err();
+        assert!(e.contains("a run or a root of runs"), "{e}");
+        let run = dir.path().join("mlruns/r1");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join(crate::format::RUN_JSON), "{}").unwrap();
+        let e = file_root(&run.join("media"), &allowed).unwrap_err();
+        assert!(e.contains("a run or a root of runs"), "{e}");
+        // `..` never reaches here (the URI is refused), and a link out of
+        // the allowed folder is resolved before the check.
+        std::os::unix::fs::symlink(other.path(), dir.path().join("mlruns/out")).unwrap();
+        let e = file_root(&dir.path().join("mlruns/out/1/a"), &allowed).unwrap_err();
+        assert!(e.contains("DIFFLOG_SYNC_FILE_ROOTS"), "{e}");
+        file_root(&dir.path().join("mlruns/1/abc/artifacts"), &allowed).unwrap();
     }
 }
