@@ -31,7 +31,29 @@ struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let _ = sh("dpkg --purge difflog >/dev/null 2>&1; rm -rf /var/lib/difflog");
+        let _ = sh(
+            "dpkg --purge difflog >/dev/null 2>&1; rm -rf /var/lib/difflog /var/lib/difflog-sync",
+        );
+    }
+}
+
+/// A member of group difflog with no other rights, for the attacks; removed
+/// however the test ends.
+const MALLORY: &str = "difflog-test-mallory";
+
+struct Mallory;
+
+impl Mallory {
+    fn add() -> Mallory {
+        let o = sh(&format!("useradd -M -s /bin/sh -G difflog {MALLORY}"));
+        assert!(o.status.success(), "useradd: {}", text(&o));
+        Mallory
+    }
+}
+
+impl Drop for Mallory {
+    fn drop(&mut self) {
+        let _ = sh(&format!("userdel {MALLORY} >/dev/null 2>&1"));
     }
 }
 
@@ -122,6 +144,67 @@ fn the_deb_installs_runs_and_purges_to_nothing_but_the_runs() {
         "not a conffile: {}",
         text(&o)
     );
+    // Issue 32, item 4: the daemon's home private, the runs folder sticky,
+    // its parent root's, the unit tightened; then the attacks a member of
+    // group difflog could make, made.
+    let mode = |p: &str| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode("/var/lib/difflog/runs"),
+        0o3775,
+        "runs: setgid and sticky"
+    );
+    assert_eq!(
+        mode("/var/lib/difflog-sync"),
+        0o700,
+        "the daemon's home is its own"
+    );
+    assert_eq!(std::fs::metadata("/var/lib/difflog").unwrap().uid(), 0);
+    assert_eq!(mode("/var/lib/difflog") & 0o022, 0);
+    assert!(text(&sh("getent passwd difflog")).contains(":/var/lib/difflog-sync:"));
+    let unit = std::fs::read_to_string("/lib/systemd/system/difflog-sync.service").unwrap();
+    for d in [
+        "StateDirectory=difflog-sync",
+        "StateDirectoryMode=0700",
+        "UMask=0027",
+        "ProtectHome=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        "SystemCallFilter=@system-service",
+        "ReadWritePaths=/var/lib/difflog/runs",
+    ] {
+        assert!(unit.contains(d), "{d} missing from the unit");
+    }
+    let _mallory = Mallory::add();
+    let as_mallory = |cmd: &str| sh(&format!("su -s /bin/sh {MALLORY} -c '{cmd}'"));
+    let o = sh("su -s /bin/sh difflog -c 'mkdir /var/lib/difflog/runs/victim'");
+    assert!(o.status.success(), "{}", text(&o));
+    as_mallory("rm -rf /var/lib/difflog/runs/victim; mv /var/lib/difflog/runs/victim /var/lib/difflog/runs/v2");
+    assert!(
+        Path::new("/var/lib/difflog/runs/victim").is_dir(),
+        "a member removed or renamed another's run"
+    );
+    let o = as_mallory(
+        "mkdir -p /var/lib/difflog-sync/.aws && echo x > /var/lib/difflog-sync/.aws/config",
+    );
+    assert!(!o.status.success(), "a member wrote into the daemon's home");
+    let o = as_mallory(
+        "mv /var/lib/difflog/runs /var/lib/difflog/x || ln -s /tmp /var/lib/difflog/runs2",
+    );
+    assert!(!o.status.success(), "a member changed /var/lib/difflog");
+    assert!(Path::new("/var/lib/difflog/runs").is_dir());
+    // A state folder planted by a member: the daemon refuses it.
+    let o = as_mallory("mkdir -m 0777 /var/lib/difflog/runs/.difflog-sync");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sh("su -s /bin/sh difflog -c \
+        '/usr/bin/difflog-sync upload /var/lib/difflog/runs --to mlflow+http://127.0.0.1:9'");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the sync state folder is refused"),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_dir("/var/lib/difflog/runs/.difflog-sync").unwrap();
+    std::fs::remove_dir("/var/lib/difflog/runs/victim").unwrap();
+
     // The service's user reads its config; the template names no target yet.
     let o = sh("su -s /bin/sh difflog -c \
         '/usr/bin/difflog-sync watch /var/lib/difflog/runs --config /etc/difflog/sync.toml'");
@@ -136,7 +219,12 @@ fn the_deb_installs_runs_and_purges_to_nothing_but_the_runs() {
     run.finish().unwrap();
     let o = sh("dpkg --purge difflog");
     assert!(o.status.success(), "dpkg --purge: {}", text(&o));
-    for gone in ["/usr/bin/difflog", "/usr/bin/difflog-sync", "/etc/difflog"] {
+    for gone in [
+        "/usr/bin/difflog",
+        "/usr/bin/difflog-sync",
+        "/etc/difflog",
+        "/var/lib/difflog-sync",
+    ] {
         assert!(!Path::new(gone).exists(), "{gone} left after purge");
     }
     assert!(

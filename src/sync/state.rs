@@ -50,6 +50,44 @@ pub struct State {
     path: PathBuf,
 }
 
+/// A state folder found already there must be this user's own folder and
+/// writable by nobody else: in a runs folder others may write to (the
+/// Debian package's group-writable one), someone could create it first,
+/// and then the state — what was uploaded, where — would live in a folder
+/// they control. A link is refused as well.
+fn check_own_folder(dir: &Path) -> crate::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = match std::fs::symlink_metadata(dir) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(crate::Error::io(dir, "read sync state folder", e)),
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let why = if !md.is_dir() {
+        Some("it is not a folder (a link or a file)".to_string())
+    } else if md.uid() != me {
+        Some(format!(
+            "it belongs to user id {}, not to this user ({me})",
+            md.uid()
+        ))
+    } else if md.permissions().mode() & 0o022 != 0 {
+        Some(format!(
+            "others may write to it (mode {:o})",
+            md.permissions().mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(crate::Error::Invalid(format!(
+            "{}: the sync state folder is refused: {why}; remove it (or fix it) and start again",
+            dir.display()
+        ))),
+    }
+}
+
 fn err(path: &Path, e: rusqlite::Error) -> crate::Error {
     crate::Error::State {
         path: path.to_path_buf(),
@@ -61,6 +99,7 @@ impl State {
     /// Opens (creating if needed) the state of the runs under `root`.
     pub fn open(root: &Path) -> crate::Result<State> {
         let dir = root.join(STATE_DIR);
+        check_own_folder(&dir)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| crate::Error::io(&dir, "create sync state folder", e))?;
         let path = dir.join("state.db");
@@ -322,6 +361,25 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_state_folder_others_may_write_to_or_that_is_a_link_is_refused() {
+        // Issue 32, item 4: a group member pre-creating .difflog-sync.
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(STATE_DIR);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = State::open(root.path()).err().unwrap().to_string();
+        assert!(e.contains("others may write to it"), "{e}");
+        std::fs::remove_dir(&dir).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &dir).unwrap();
+        let e = State::open(root.path()).err().unwrap().to_string();
+        assert!(e.contains("not a folder"), "{e}");
+        std::fs::remove_file(&dir).unwrap();
+        State::open(root.path()).unwrap();
+    }
+
     use super::*;
 
     /// Issue 12: the remote id and its data are written in one statement: a
