@@ -158,6 +158,28 @@ fn a_run_id_that_is_a_path_is_refused_everywhere() {
         assert!(!Path::new("/tmp/difflog-hostile-abs/index.html").exists());
         let o = difflog(&["verify", dir.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        // Issue 32: compare too: the run is listed as a problem, the others
+        // are compared, nothing is written outside the output folder.
+        let good = record(&root, "p", 1);
+        let cmp = tmp.path().join("a/b/cmp");
+        let o = difflog(&[
+            "compare",
+            root.to_str().unwrap(),
+            "-o",
+            cmp.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["runs"], 1, "{s}");
+        assert!(s["problems"].to_string().contains("not a run id"), "{s}");
+        assert!(!tmp.path().join("a/escaped-report").exists());
+        let written: Vec<PathBuf> = walk(tmp.path())
+            .into_iter()
+            .filter(|p| !p.starts_with(&cmp) && !p.starts_with(&root) && !p.starts_with(&out))
+            .collect();
+        assert!(written.is_empty(), "written outside: {written:?}");
+        std::fs::remove_dir_all(&good).unwrap();
         // The same run carried in an archive made by other tools.
         let archive = tmp.path().join("evil.tar.zst");
         common::tar_zst_by_hand(&dir, &archive);
