@@ -818,6 +818,33 @@ mod tests {
         assert_eq!(t.requests(), sent, "the second pass sent something");
     }
 
+    /// Issue 32: several targets, each complete. A target added later gets
+    /// the whole run although another has it already (the state is kept
+    /// per target), and a second pass sends nothing to either.
+    #[tokio::test]
+    async fn several_targets_each_get_the_whole_run_and_nothing_twice() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, _) = record(root.path(), 3, false);
+        let state = State::open(root.path()).unwrap();
+        let a = Memory::named("memory://a");
+        let b = Memory::named("memory://b");
+        sync_run(&a, &state, &dir, 4).await.unwrap();
+        let whole = a.runs();
+        assert_eq!(whole.len(), 1);
+        let sent_a = a.requests();
+        for r in sync_run_to_all(&[&a, &b], &state, &dir, 4, Phase::All).await {
+            r.unwrap();
+        }
+        assert_eq!(a.requests(), sent_a, "A was sent the run again");
+        let shown = |m: &Memory| -> Vec<Shown> { m.runs().into_values().collect() };
+        assert_eq!(shown(&b), shown(&a), "B did not get the whole run");
+        let sent_b = b.requests();
+        for r in sync_run_to_all(&[&a, &b], &state, &dir, 4, Phase::All).await {
+            r.unwrap();
+        }
+        assert_eq!((a.requests(), b.requests()), (sent_a, sent_b));
+    }
+
     #[tokio::test]
     async fn a_lost_state_finds_the_same_remote_run_and_shows_nothing_twice() {
         let root = tempfile::tempdir().unwrap();

@@ -49,9 +49,20 @@ pub struct Server {
 pub struct Memory {
     /// The server; tests read and change it.
     pub server: Mutex<Server>,
+    /// Its key (default `memory://test`): several in-memory targets are
+    /// several targets to the engine and the state.
+    pub name: Option<String>,
 }
 
 impl Memory {
+    /// An in-memory target with its own key.
+    pub fn named(key: &str) -> Memory {
+        Memory {
+            name: Some(key.to_string()),
+            ..Memory::default()
+        }
+    }
+
     fn request(&self, op: &'static str, work: impl FnOnce(&mut Server)) -> SyncResult<()> {
         let mut s = self.server.lock().unwrap_or_else(|p| p.into_inner());
         let n = s.requests.len();
@@ -97,7 +108,7 @@ impl Memory {
 
 impl Target for Memory {
     fn key(&self) -> &str {
-        "memory://test"
+        self.name.as_deref().unwrap_or("memory://test")
     }
 
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
