@@ -115,6 +115,9 @@ pub struct WArtifact {
     pub creates: usize,
 }
 
+/// How long the emulator takes to store an artifact's file.
+const ARTIFACT_FILE_DELAY: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// What an upload URL the emulator issued writes to.
 #[derive(Debug, Clone)]
 enum Slot {
@@ -292,6 +295,20 @@ fn serve(stream: TcpStream, server: &Mutex<Server>) {
                 None => (route, false),
             }
         };
+        // An artifact's file is stored only after a fixed delay (without
+        // holding the server): a client that commits the artifact before
+        // its uploads have finished has its commit arrive first, which the
+        // commit's check counts as a violation — every time, not by chance.
+        if route == "PUT" {
+            let token = req.path.trim_start_matches("/storage/").to_string();
+            let artifact = matches!(
+                server.lock().unwrap().tokens.get(&token),
+                Some(Slot::ArtifactFile(..))
+            );
+            if artifact {
+                std::thread::sleep(ARTIFACT_FILE_DELAY);
+            }
+        }
         let out = {
             let mut s = server.lock().unwrap();
             handle(&mut s, &req, &route)
