@@ -303,6 +303,49 @@ fn artifacts_go_straight_to_the_bucket_once_and_mlflows_client_reads_them_back()
         "an upload without state wrote to the bucket"
     );
     assert_eq!(assert_complete(&project, &[&small, &big]), ids);
+
+    // Issue 32: changed bytes of the same size are written again. A later
+    // config record sets 4 → 5 (the params, from the first value, stay;
+    // config.json keeps its length), every record re-encoded with a valid
+    // checksum: config.json must hold the new bytes; the objects whose
+    // bytes did not change are still not rewritten.
+    let run = RunDir::open(&small).unwrap();
+    let mut log = Vec::new();
+    let mut seq = run.records().first().map_or(1, |r| r.seq);
+    for r in run.records() {
+        if matches!(r.event, difflog::event::Event::RunFinished(_)) {
+            let c = difflog::event::Event::Config(difflog::event::ConfigEvent {
+                values: serde_json::Map::from_iter([(
+                    "sampler".to_string(),
+                    serde_json::json!({"steps": 5}),
+                )]),
+            });
+            log.extend(difflog::format::encode_record(seq, &r.ts, &c).unwrap());
+            seq += 1;
+        }
+        log.extend(difflog::format::encode_record(seq, &r.ts, &r.event).unwrap());
+        seq += 1;
+    }
+    std::fs::write(small.join("events.log"), log).unwrap();
+    let o = upload(root.path(), &s3().url);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = objects(&ids);
+    let read = |k: &String| {
+        String::from_utf8_lossy(&std::fs::read(s3().dir.join(BUCKET).join(k)).unwrap()).into_owned()
+    };
+    let changed: Vec<&String> = after
+        .keys()
+        .filter(|k| k.ends_with("difflog/config.json") && read(k).contains("\"steps\": 5"))
+        .collect();
+    let [key] = changed[..] else {
+        panic!("the changed config was not written: {after:#?}")
+    };
+    assert_eq!(after[key].0, before[key].0, "the test needs the same size");
+    for (k, v) in &before {
+        if !k.ends_with(".json") {
+            assert_eq!(after.get(k), Some(v), "{k}: unchanged bytes rewritten");
+        }
+    }
 }
 
 #[test]
