@@ -287,28 +287,24 @@ pub fn read_text_chunks(png_bytes: &[u8]) -> Result<Vec<(String, String)>, Strin
     // A chunk that does not fit in what is left is the budget's end; a
     // chunk that does not inflate at all is skipped, as before.
     let too_big = |e: &png::DecodingError| e.to_string().contains("decompression space");
-    for t in &info.compressed_latin1_text {
-        let mut t = t.clone();
-        match t.decompress_text_with_limit(left + 1) {
-            Err(e) if too_big(&e) => return Err(over()),
-            Err(_) => continue,
-            Ok(()) => {}
-        }
-        if let Ok(text) = t.get_text() {
-            take(&t.keyword, text, &mut left)?;
-        }
+    // zTXt and iTXt alike (two types with the same two methods).
+    macro_rules! inflated {
+        ($chunks:expr) => {
+            for t in $chunks {
+                let mut t = t.clone();
+                match t.decompress_text_with_limit(left + 1) {
+                    Err(e) if too_big(&e) => return Err(over()),
+                    Err(_) => continue,
+                    Ok(()) => {}
+                }
+                if let Ok(text) = t.get_text() {
+                    take(&t.keyword, text, &mut left)?;
+                }
+            }
+        };
     }
-    for t in &info.utf8_text {
-        let mut t = t.clone();
-        match t.decompress_text_with_limit(left + 1) {
-            Err(e) if too_big(&e) => return Err(over()),
-            Err(_) => continue,
-            Ok(()) => {}
-        }
-        if let Ok(text) = t.get_text() {
-            take(&t.keyword, text, &mut left)?;
-        }
-    }
+    inflated!(&info.compressed_latin1_text);
+    inflated!(&info.utf8_text);
     Ok(out)
 }
 #[cfg(test)]
