@@ -318,10 +318,14 @@ class Recording:
         else:
             prompt = texts.get("prompt")
             recipe = None
-            if isinstance(prompt, str) and seed is not None:
+            # Embeddings given instead of a prompt are said as such in the
+            # recipe: by shape, dtype and digest, never as a made-up text.
+            embeds = texts.get("prompt_embeds")
+            said = prompt if isinstance(prompt, str) else (f"[prompt_embeds: {embeds}]" if isinstance(embeds, str) else None)
+            if said is not None and seed is not None:
                 recipe = json.dumps(
                     {
-                        "prompt": prompt,
+                        "prompt": said,
                         "negative_prompt": _str(texts.get("negative_prompt")),
                         "prompt_2": _str(texts.get("prompt_2")),
                         "negative_prompt_2": _str(texts.get("negative_prompt_2")),

@@ -248,13 +248,20 @@ class Specifics(unittest.TestCase):
 
     def test_embeddings_instead_of_a_prompt(self):
         c = case("StableDiffusionPipeline[prompt_embeds]")
-        run, pipe, out, call = self.record(c.name)
+        run, pipe, out, call = self.record(c.name, generator=torch.Generator().manual_seed(3))
         embeds = c.inputs()["prompt_embeds"]
         row = cells(call["rows"][0])
         self.assertEqual(row["Prompt"]["type"], "null")
         described = call["started"]["params"]["prompt_embeds"]
         self.assertEqual(described["shape"], list(embeds.shape))
         self.assertIn(described["sha256"], row["Prompt-Embeds"]["value"])
+        # The PNG's recipe says the embeddings, not a prompt it never had.
+        from PIL import Image as PILImage
+
+        with PILImage.open(os.path.join(run.dir, row["Generated-Image"]["path"])) as im:
+            params = im.text["parameters"]
+        self.assertTrue(params.startswith("[prompt_embeds: tensor "), params)
+        self.assertIn(described["sha256"], params)
         self.assertTrue(row["Remake"]["value"].startswith("needs "), row["Remake"])
         self.assertIn("prompt_embeds", row["Remake"]["value"])
         with self.assertRaisesRegex(ValueError, "prompt_embeds"):
