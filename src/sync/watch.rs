@@ -597,3 +597,41 @@ fn display_roots(roots: &[PathBuf]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 32 (tests that catch their bug): the link comes up while the
+    /// server still refuses: the next wait is the backoff's first step again,
+    /// not the pre-outage one.
+    #[test]
+    fn the_backoff_starts_again_when_the_link_comes_up() {
+        let spec = crate::sync::TargetSpec::parse("mlflow+http://127.0.0.1:9").unwrap();
+        let ts = crate::sync::targets::targets(&[spec]).unwrap();
+        let base = Duration::from_secs(1);
+        let mut slot = Slot {
+            t: &ts[0],
+            dirty: BTreeMap::new(),
+            reported: HashMap::new(),
+            backoff: Backoff::new(base, Duration::from_secs(300)),
+            retry_at: None,
+            noted: (None, None),
+            refused: None,
+        };
+        // The outage: attempt after attempt fails, each wait longer.
+        for _ in 0..6 {
+            slot.backoff.next_delay(None);
+        }
+        slot.retry_at = Some(Instant::now() + Duration::from_secs(60));
+        assert!(slot.backoff.next_delay(None) >= Duration::from_secs(32));
+        slot.try_now();
+        assert!(slot.ready());
+        // The server still refuses: the wait is the first step (base/2..base).
+        let d = slot.backoff.next_delay(None);
+        assert!(
+            d <= base,
+            "after the link came up the wait was {d:?}, not the first step"
+        );
+    }
+}
