@@ -116,7 +116,7 @@ pub struct WArtifact {
 }
 
 /// How long the emulator takes to store an artifact's file.
-const ARTIFACT_FILE_DELAY: std::time::Duration = std::time::Duration::from_millis(150);
+const ARTIFACT_FILE_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// What an upload URL the emulator issued writes to.
 #[derive(Debug, Clone)]
