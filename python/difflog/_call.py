@@ -156,7 +156,8 @@ class Recording:
         sig = _signature(target)
         names = list(sig.parameters)[1:]
         passed = _flatten(sig, call.arguments)
-        full = sig.bind(pipeline, *args, **kwargs)
+        # The same binding with the defaults filled in (not bound twice).
+        full = inspect.BoundArguments(sig, dict(call.arguments))  # type: ignore[arg-type]
         full.apply_defaults()
         params = _flatten(sig, full.arguments)
         self.params = params
