@@ -539,6 +539,14 @@ def _output(out: Any) -> Any:
 def _to_rgb(images: Any) -> List[Image]:
     """PIL images, numpy arrays (N,H,W,C or H,W,C, floats in [0, 1] or
     uint8) and torch tensors (N,C,H,W or C,H,W) as RGB images."""
+    if isinstance(images, (list, tuple)):
+        return [x for one in images for x in _to_rgb(one)]
+    if type(images).__module__.startswith("PIL.") and images.mode == "RGB":
+        # Pipelines' usual output: read through Pillow's Arrow export (one
+        # copy of the image's memory, no packing here) where it has one.
+        fast = Image.from_pil(images)
+        if fast is not None:
+            return [fast]
     return [Image(w, h, data) for w, h, data in rgb_pixels(images)]
 
 
@@ -668,10 +676,12 @@ def pipeline_info(p: Any) -> Dict[str, Any]:
 def _placement(obj: Any) -> Dict[str, str]:
     """dtype and device of a torch module (its first parameter's: diffusers'
     own properties walk every module), or of a pipeline (its first module)."""
-    params = getattr(obj, "parameters", None)
-    if callable(params):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        # Not `getattr(obj, "parameters")` on anything else: on a pipeline
+        # that is diffusers' property, which reads its signature each time.
         try:
-            p = next(iter(params()), None)
+            p = next(iter(obj.parameters()), None)
         except Exception:
             p = None
         if p is not None:
@@ -679,7 +689,7 @@ def _placement(obj: Any) -> Dict[str, str]:
         return {}
     for name in ("unet", "transformer", "prior", "decoder", "vae", "text_encoder"):
         comp = getattr(obj, name, None)
-        if comp is not None and callable(getattr(comp, "parameters", None)):
+        if torch is not None and isinstance(comp, torch.nn.Module):
             found = _placement(comp)
             if found:
                 return found

@@ -7,6 +7,8 @@
 //! written by the recorder's background threads; the GIL is released while
 //! a row waits for room in the writer's queue.
 
+mod arrow;
+
 use difflog::recipe::{CallRecipe, RowPrompts, TextChunk};
 use difflog::run::media::Pixels;
 use difflog::run::{CallStart, Mode, OpenCall, RowValue};
@@ -45,11 +47,29 @@ fn parse_object(what: &str, json: &str) -> PyResult<Map<String, Value>> {
 #[pyclass(module = "difflog._native", frozen)]
 struct Recorder {
     run: std::sync::Mutex<Option<Arc<Run>>>,
+    /// The last pipeline description as given and as read: a pipeline
+    /// called again (the usual case) is neither parsed nor compared anew.
+    last_info: std::sync::Mutex<Option<(String, Arc<PipelineInfo>)>>,
     id: Option<String>,
     dir: Option<PathBuf>,
 }
 
 impl Recorder {
+    fn pipeline_info(&self, info_json: &str) -> PyResult<Arc<PipelineInfo>> {
+        let mut last = self.last_info.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((text, info)) = last.as_ref() {
+            if text == info_json {
+                return Ok(Arc::clone(info));
+            }
+        }
+        let info: Arc<PipelineInfo> = Arc::new(
+            serde_json::from_str(info_json)
+                .map_err(|e| PyValueError::new_err(format!("pipeline: {e}")))?,
+        );
+        *last = Some((info_json.to_string(), Arc::clone(&info)));
+        Ok(info)
+    }
+
     fn run(&self) -> PyResult<Arc<Run>> {
         let g = self.run.lock().unwrap_or_else(|p| p.into_inner());
         g.clone()
@@ -94,6 +114,7 @@ impl Recorder {
             id: run.id().map(str::to_string),
             dir: run.dir().map(|d| d.to_path_buf()),
             run: std::sync::Mutex::new(Some(Arc::new(run))),
+            last_info: std::sync::Mutex::new(None),
         })
     }
 
@@ -134,8 +155,7 @@ impl Recorder {
         seeds: Vec<u64>,
         columns: Vec<String>,
     ) -> PyResult<Call> {
-        let info: PipelineInfo = serde_json::from_str(info_json)
-            .map_err(|e| PyValueError::new_err(format!("pipeline: {e}")))?;
+        let info = self.pipeline_info(info_json)?;
         let params = parse_object("params", params_json)?;
         let run = self.run()?;
         let recipe = CallRecipe {
@@ -242,6 +262,21 @@ impl Image {
                 data,
             }),
         })
+    }
+
+    /// The pixels of a PIL image in mode `RGB`, copied from its Arrow
+    /// export (one copy of its memory, no packing in this thread); `None`
+    /// when Pillow has no such export for it (then pass `tobytes()` to
+    /// `Image(...)`).
+    #[staticmethod]
+    fn from_pil(image: &Bound<'_, PyAny>) -> PyResult<Option<Image>> {
+        let (width, height): (u32, u32) = image.getattr("size")?.extract()?;
+        if image.getattr("mode")?.extract::<String>()? != "RGB" {
+            return Ok(None);
+        }
+        Ok(arrow::rgb_from_pil(image, width, height).map(|p| Image {
+            pixels: Arc::new(p),
+        }))
     }
 
     /// Width in pixels.

@@ -44,8 +44,9 @@ pub enum RowValue {
 
 /// What a call is, known when it begins.
 pub struct CallStart {
-    /// The pipeline that runs it (recorded once per run).
-    pub info: PipelineInfo,
+    /// The pipeline that runs it (recorded once per run; the same `Arc`
+    /// again is known without comparing its contents).
+    pub info: Arc<PipelineInfo>,
     /// Every argument, defaults filled in.
     pub params: Map<String, Value>,
     /// The seed of every image, in row order (empty when unknown).

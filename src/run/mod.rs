@@ -164,8 +164,11 @@ struct Active {
     dir: PathBuf,
     writer: RwLock<Option<Writer>>,
     next_call: AtomicU32,
-    pipelines: Mutex<(Vec<(PipelineInfo, u32)>, u32)>,
+    pipelines: Mutex<Pipelines>,
 }
+
+/// The pipelines a run has recorded, with their numbers, and the next number.
+type Pipelines = (Vec<(Arc<PipelineInfo>, u32)>, u32);
 
 impl Run {
     /// Creates a new run directory under the root and starts recording.
@@ -389,7 +392,7 @@ impl Run {
         let mut open = OpenCall::begin(
             self,
             CallStart {
-                info,
+                info: Arc::new(info),
                 params: spec.params.clone(),
                 seeds: spec.seeds.clone(),
                 columns: spec.columns(),
@@ -484,14 +487,18 @@ impl Run {
         })
     }
 
-    fn pipeline_index(&self, a: &Active, info: PipelineInfo) -> u32 {
+    fn pipeline_index(&self, a: &Active, info: Arc<PipelineInfo>) -> u32 {
         let mut g = a.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, idx)) = g.0.iter().find(|(i, _)| *i == info) {
+        if let Some((_, idx)) =
+            g.0.iter()
+                .find(|(i, _)| Arc::ptr_eq(i, &info) || *i == info)
+        {
             return *idx;
         }
         let idx = g.1;
         g.1 += 1;
-        g.0.push((info.clone(), idx));
+        g.0.push((Arc::clone(&info), idx));
+        let info = Arc::unwrap_or_clone(info);
         // Queued while the lock is held: a thread that finds this pipeline
         // already listed waits here, so its call_started cannot overtake
         // the pipeline record (the order the contract promises).

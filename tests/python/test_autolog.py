@@ -283,6 +283,57 @@ class TextToImage(Base):
         px = stored(run.dir, cells(v["calls"][0]["rows"][0])["Generated-Image"])[0]
         self.assertEqual(px, bytes([200]) * 48, "an int64 200 is the channel value 200, not white")
 
+    def test_a_pipeline_is_recorded_once_and_again_when_it_changes(self):
+        from diffusers import EulerDiscreteScheduler
+
+        pipe = tiny.sd()
+        first = pipe.scheduler
+        run = self.start()
+        for scheduler in (first, first, EulerDiscreteScheduler.from_config(first.config), first):
+            pipe.scheduler = scheduler
+            pipe("a cat", height=32, width=32, **STEPS)
+        v = self.recorded(run)
+        self.assertEqual([p["scheduler"]["name"] for p in v["pipelines"]], ["DDIMScheduler", "EulerDiscreteScheduler"])
+        self.assertEqual([c["started"]["pipeline"] for c in v["calls"]], [1, 1, 2, 1])
+
+    def test_pil_outputs_are_stored_exactly_whichever_way_they_are_read(self):
+        # RGB images are read through Pillow's Arrow export (one copy of
+        # their memory); an image Pillow keeps in several blocks, and other
+        # modes, through tobytes(). Every way stores the exact pixels, as
+        # they were when the call returned, whatever the caller does to the
+        # images afterwards.
+        rng = np.random.default_rng(5)
+
+        def rgb(w, h):
+            return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+        old = Image.core.get_block_size()
+        Image.core.set_block_size(4096)  # 40 rows of 33 RGB pixels a block
+        try:
+            split = rgb(33, 90)
+        finally:
+            Image.core.set_block_size(old)
+        self.assertIsNone(difflog._native.Image.from_pil(split), "an image in several blocks has no Arrow export")
+        made = [rgb(37, 23), split, rgb(8, 8).convert("RGBA"), rgb(9, 7).convert("L"), rgb(1, 1)]
+        self.assertIsNotNone(difflog._native.Image.from_pil(made[0]))
+        want = [pixels(im) for im in made]
+
+        class Many(DiffusionPipeline):
+            def __call__(self, n: int = 5):
+                return ImagePipelineOutput(images=list(made))
+
+        run = self.start()
+        out = Many()()
+        for im in out.images:  # the caller draws on its images at once
+            im.paste(0 if im.mode == "L" else (0,) * len(im.mode), (0, 0, im.size[0], im.size[1]))
+        v = self.recorded(run)
+        rows = v["calls"][0]["rows"]
+        self.assertEqual(len(rows), len(want))
+        for row, w, im in zip(rows, want, made):
+            px, size, _ = stored(run.dir, cells(row)["Generated-Image"])
+            self.assertEqual(size, im.size)
+            self.assertEqual(px, w, f"{im.mode} {im.size}")
+
     def test_a_failed_call_is_recorded_and_re_raised(self):
         pipe = tiny.sd()
         run = self.start()
