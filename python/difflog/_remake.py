@@ -27,13 +27,15 @@ from ._native import read_call
 @dataclasses.dataclass
 class Remade:
     """A re-made call: the pipeline's output, its images as RGB PIL images,
-    the recorded images of the same rows, and per row whether the two are
-    identical pixel for pixel."""
+    the recorded images of the same rows, per row whether the two are
+    identical pixel for pixel, and how many channel values differ (None
+    when the sizes differ or the row has no stored image)."""
 
     output: Any
     images: List[Any]
     recorded: List[Any]
     same: List[bool]
+    differ: List[Optional[int]]
 
     @property
     def identical(self) -> bool:
@@ -41,13 +43,16 @@ class Remade:
         return bool(self.same) and all(self.same) and len(self.images) == len(self.recorded)
 
 
-def remake(run_dir: "str | os.PathLike[str]", call: int, pipeline: Any, **given: Any) -> Remade:
+def remake(run_dir: "str | os.PathLike[str]", call: int, pipeline: Any, row: Optional[int] = None, **given: Any) -> Remade:
     """Calls ``pipeline`` again as call ``call`` (``Pipeline-Call-N``) of the
     run in ``run_dir`` was made, and compares the images with the recorded
-    ones. ``given``: arguments the record does not hold (named in the rows'
-    ``Remake`` cells as ``needs NAME``), or any argument to replace.
-    Raises ``ValueError`` when an argument the call needs is missing or
-    differs from the recorded one."""
+    ones. ``row``: only that row's image, in a call of one image (rows whose
+    ``Remake`` cell says ``alone``: its own generator, its own prompts and
+    input images). ``given``: arguments the record does not hold (named in
+    the rows' ``Remake`` cells as ``needs NAME``), or any argument to
+    replace. Raises ``ValueError`` when an argument the call needs is
+    missing or differs from the recorded one, or the row cannot be re-made
+    alone."""
     import torch
 
     rec = json.loads(read_call(os.fspath(run_dir), call))
@@ -78,6 +83,10 @@ def remake(run_dir: "str | os.PathLike[str]", call: int, pipeline: Any, **given:
     if params.get("generator_from") == "difflog" and "generator" not in kwargs:
         # seed_images=True: the generators difflog passed.
         kwargs["generator"] = _rebuild(call, "generator", params.get("generator"), images)
+    rows = rec["rows"]
+    if row is not None:
+        kwargs = _alone(os.fspath(run_dir), call, row, rows, params, kwargs)
+        rows = [rows[row]]
 
     rng = params.get("difflog_rng") or {}
     saved = torch.get_rng_state()
@@ -100,9 +109,55 @@ def remake(run_dir: "str | os.PathLike[str]", call: int, pipeline: Any, **given:
     from PIL import Image
 
     made = [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(_call._output(out))]
-    recorded = [_recorded_image(os.fspath(run_dir), row) for row in rec["rows"]]
-    same = [a is not None and b is not None and a.tobytes() == b.tobytes() and a.size == b.size for a, b in zip(made, recorded)]
-    return Remade(output=out, images=made, recorded=recorded, same=same)
+    recorded = [_recorded_image(os.fspath(run_dir), r) for r in rows]
+    differ = [_differ(a, b) for a, b in zip(made, recorded)]
+    return Remade(output=out, images=made, recorded=recorded, same=[d == 0 for d in differ], differ=differ)
+
+
+def _differ(a: Any, b: Any) -> Optional[int]:
+    """How many channel values of two RGB images differ (None: not comparable)."""
+    if a is None or b is None or a.size != b.size:
+        return None
+    import numpy as np
+
+    x = np.frombuffer(a.tobytes(), dtype=np.uint8)
+    y = np.frombuffer(b.tobytes(), dtype=np.uint8)
+    return int(np.count_nonzero(x != y))
+
+
+# Arguments with one item per prompt or per image, picked for one row.
+_PER_ROW = [name for _, name in _call._TEXT_ARGS + _call._IMAGE_ARGS]
+
+
+def _alone(run_dir: str, call: int, row: int, rows: List[Any], params: Dict[str, Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The arguments of a call of one image that makes row ``row`` again:
+    its generator, its prompts and input images, one image per prompt."""
+    n = len(rows)
+    if not 0 <= row < n:
+        raise ValueError(f"{run_dir}: call {call} has {n} rows; there is no row {row}")
+    how = next((c.get("value") for c in rows[row].get("cells", []) if c.get("column") == "Remake"), None)
+    if how != "alone":
+        raise ValueError(
+            f"{run_dir}: row {row} of call {call} cannot be re-made alone (its Remake cell says {how!r}); "
+            "re-make the whole call: remake(run_dir, call, pipeline)"
+        )
+    out = dict(kwargs)
+    gens = out.get("generator")
+    if isinstance(gens, (list, tuple)):
+        if len(gens) != n:
+            raise ValueError(f"{run_dir}: call {call} has {len(gens)} generators for {n} images")
+        out["generator"] = [gens[row]]
+    elif n != 1:
+        raise ValueError(f"{run_dir}: call {call} has no generator per image")
+    per = params.get("num_images_per_prompt")
+    per = per if isinstance(per, int) and not isinstance(per, bool) and per > 0 else 1
+    for name in _PER_ROW:
+        v = out.get(name)
+        if isinstance(v, (list, tuple)):
+            out[name] = _call._pick(v, row, row // per, n)
+    if "num_images_per_prompt" in params:
+        out["num_images_per_prompt"] = 1
+    return out
 
 
 def _state(g: Dict[str, Any]) -> Any:

@@ -190,6 +190,21 @@ class TextToImage(Base):
         self.assertEqual(second["started"]["params"]["generator"], {"_type": "generator", "seed": 5, "device": "cpu", "fresh": True})
         self.assertEqual([value(cells(r)["Remake"]) for r in first["rows"]], ["alone", "alone"])
         self.assertEqual([value(cells(r)["Remake"]) for r in second["rows"]], ["call", "call"])
+        # A row that says `alone` re-made in a call of one image: its own
+        # generator and prompt. Up to torch's CPU arithmetic (a batch of one
+        # takes other kernel paths than a batch of two: a channel value off
+        # by one here and there), the recorded image, not its neighbour's.
+        alone = difflog.remake(run.dir, 1, pipe, row=1)
+        self.assertEqual(len(alone.images), 1)
+        self.assertEqual(alone.output.images[0].size, (32, 32))
+        self.assertTrue(near(pixels(alone.images[0]), pixels(alone.recorded[0])), alone.differ)
+        self.assertLessEqual(alone.differ[0], 32 * 32 * 3 // 100)
+        first_row = stored(run.dir, cells(first["rows"][0])["Generated-Image"])[0]
+        self.assertFalse(near(pixels(alone.images[0]), first_row), "row 1 re-made as row 0")
+        with self.assertRaisesRegex(ValueError, "row 0 of call 2 cannot be re-made alone .*'call'"):
+            difflog.remake(run.dir, 2, pipe, row=0)
+        with self.assertRaisesRegex(ValueError, "no row 5"):
+            difflog.remake(run.dir, 1, pipe, row=5)
 
     def test_by_default_a_call_without_generator_is_left_alone(self):
         pipe = tiny.sd()
