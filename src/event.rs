@@ -4,6 +4,12 @@
 //! every reader (sync, report, verify). Their JSON shape is specified by
 //! `schemas/event.schema.json`; a field added here must be added there, and a
 //! field may only be added as optional within format v1.
+//!
+//! The framing of a record is here too: one record per line,
+//! `CCCCCCCC {json}\n`, where `CCCCCCCC` is the CRC-32C of the JSON bytes in
+//! lower-case hex and the JSON is `{"seq":N,"ts":"…","kind":"…","data":{…}}`.
+//! A line is self-delimiting (JSON text never holds a raw newline),
+//! checksummed, and readable with `cut -c10- events.log | jq`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
@@ -381,4 +387,99 @@ pub struct RunFinished {
     /// reader that does not know this field shows.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub crashed: bool,
+}
+
+#[derive(Serialize)]
+struct OutRecord<'a> {
+    seq: u64,
+    ts: &'a str,
+    kind: &'static str,
+    data: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct InRecord<'a> {
+    seq: u64,
+    ts: String,
+    kind: &'a str,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+/// Encodes one record as a framed line (with its trailing newline).
+pub fn encode_record(seq: u64, ts: &str, event: &Event) -> serde_json::Result<Vec<u8>> {
+    let json = serde_json::to_vec(&OutRecord {
+        seq,
+        ts,
+        kind: event.kind(),
+        data: event.data()?,
+    })?;
+    let mut line = Vec::with_capacity(json.len() + 10);
+    line.extend_from_slice(format!("{:08x} ", crc32c::crc32c(&json)).as_bytes());
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Decodes one framed line (without its newline). The error says what is wrong.
+pub fn decode_record(line: &[u8]) -> Result<Record, String> {
+    if line.len() < 11 || line[8] != b' ' {
+        return Err("not a record line (expected 8 hex digits, a space, JSON)".into());
+    }
+    let crc_text = std::str::from_utf8(&line[..8]).map_err(|_| "checksum is not hex")?;
+    let want = u32::from_str_radix(crc_text, 16).map_err(|_| "checksum is not hex")?;
+    let json = &line[9..];
+    let got = crc32c::crc32c(json);
+    if got != want {
+        return Err(format!(
+            "checksum mismatch (stored {want:08x}, computed {got:08x})"
+        ));
+    }
+    let raw: InRecord = serde_json::from_slice(json).map_err(|e| format!("bad JSON: {e}"))?;
+    let event = Event::from_kind_and_data(raw.kind, raw.data.get())
+        .map_err(|e| format!("bad {} event: {e}", raw.kind))?;
+    Ok(Record {
+        seq: raw.seq,
+        ts: raw.ts,
+        event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_line_round_trips_and_detects_flips() {
+        let ev = Event::Metric(MetricEvent {
+            name: "loss".into(),
+            value: 0.5,
+            step: Some(3),
+        });
+        let line = encode_record(7, "2026-11-27T10:00:00.000000Z", &ev).unwrap();
+        assert_eq!(*line.last().unwrap(), b'\n');
+        let rec = decode_record(&line[..line.len() - 1]).unwrap();
+        assert_eq!(rec.seq, 7);
+        assert_eq!(rec.event, ev);
+        for i in 0..line.len() - 1 {
+            let mut bad = line[..line.len() - 1].to_vec();
+            bad[i] ^= 0x01;
+            assert!(decode_record(&bad).is_err(), "flip at {i} not detected");
+        }
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error_not_a_panic() {
+        let ev = Event::RunFinished(RunFinished {
+            status: RunStatus::Finished,
+            error: None,
+            crashed: false,
+        });
+        let line = encode_record(1, "t", &ev).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        let json = text[9..].trim_end().replace("run_finished", "run_exploded");
+        let forged = format!("{:08x} {json}", crc32c::crc32c(json.as_bytes()));
+        let err = decode_record(forged.as_bytes()).unwrap_err();
+        assert!(err.contains("unknown event kind"), "{err}");
+    }
 }

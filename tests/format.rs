@@ -5,7 +5,8 @@ mod common;
 
 use common::{copy_dir, only_run, Req, Schemas, TestPipeline};
 use difflog::event::*;
-use difflog::format::{decode_record, encode_record, RunMeta};
+use difflog::event::{decode_record, encode_record};
+use difflog::format::RunMeta;
 use difflog::read::{LogProblemKind, RunDir, RunState};
 use difflog::verify::{verify_run, Severity};
 use difflog::{Init, Run};

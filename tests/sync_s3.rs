@@ -320,10 +320,10 @@ fn artifacts_go_straight_to_the_bucket_once_and_mlflows_client_reads_them_back()
                     serde_json::json!({"steps": 5}),
                 )]),
             });
-            log.extend(difflog::format::encode_record(seq, &r.ts, &c).unwrap());
+            log.extend(difflog::event::encode_record(seq, &r.ts, &c).unwrap());
             seq += 1;
         }
-        log.extend(difflog::format::encode_record(seq, &r.ts, &r.event).unwrap());
+        log.extend(difflog::event::encode_record(seq, &r.ts, &r.event).unwrap());
         seq += 1;
     }
     std::fs::write(small.join("events.log"), log).unwrap();

@@ -12,7 +12,8 @@ use crate::event::{
     CallFinished, CallStarted, CallStatus, Cell, ConfigEvent, Event, MetricEvent, PipelineEvent,
     RowEvent, RunFinished, RunStarted, RunStatus,
 };
-use crate::format::{encode_record, RunMeta, EVENTS_LOG, FORMAT_VERSION, RUN_JSON};
+use crate::event::encode_record;
+use crate::format::{RunMeta, EVENTS_LOG, FORMAT_VERSION, RUN_JSON};
 use serde::Serialize;
 use serde_json::{json, Map};
 use std::io::Write;

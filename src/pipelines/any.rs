@@ -6,7 +6,8 @@
 use super::flux::FluxPipeline;
 use super::scheduler::{SchedulerKind, SchedulerSettings};
 use super::sd3::Sd3Pipeline;
-use super::stable_diffusion::{Output, Request, StableDiffusion};
+use super::request::{Output, Request};
+use super::stable_diffusion::StableDiffusion;
 use super::weights::{refiner_for, resolve_any, AnyModel};
 use crate::pipeline::{CallContext, CallSpec, Pipeline, PipelineError, PipelineInfo};
 

@@ -14,7 +14,7 @@ use super::flux_model::{FluxConfig, FluxModules};
 use super::latent_encoder::LatentEncoder;
 use super::noise::Noise;
 use super::prompt::{ClipTokens, T5Tokens};
-use super::stable_diffusion::{parse_device, InitImage, Output, Request};
+use super::request::{parse_device, InitImage, Output, Request};
 use super::weights::ResolvedFlux;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use candle_core::{DType, Device, Tensor};

@@ -16,7 +16,7 @@ use super::latent_encoder::LatentEncoder;
 use super::noise::Noise;
 use super::prompt::{ClipTokens, T5Tokens};
 use super::sd3_model::{Sd3Config, Sd3Modules};
-use super::stable_diffusion::{parse_device, InitImage, Output, Request};
+use super::request::{parse_device, InitImage, Output, Request};
 use super::weights::ResolvedSd3;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use candle_core::{DType, Device, Tensor, D};

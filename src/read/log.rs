@@ -10,7 +10,7 @@
 //! reports it.
 
 use crate::event::Record;
-use crate::format::decode_record;
+use crate::event::decode_record;
 
 /// What is wrong after the valid prefix of a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +120,7 @@ fn count_valid_lines(bytes: &[u8]) -> usize {
 mod tests {
     use super::*;
     use crate::event::{Event, MetricEvent};
-    use crate::format::encode_record;
+    use crate::event::encode_record;
 
     fn log(n: u64) -> Vec<u8> {
         (1..=n)
