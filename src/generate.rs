@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::event::Cell;
 use crate::pipeline::Pipeline;
-use crate::pipelines::scheduler::SchedulerKind;
+use crate::pipelines::SchedulerKind;
 use crate::pipelines::{Generator, InitImage, Request};
 use crate::read::RunDir;
 use crate::run::{Init, Run};

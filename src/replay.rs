@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::event::{Cell, PipelineEvent, RowEvent};
 use crate::pipeline::Pipeline;
-use crate::pipelines::scheduler::SchedulerKind;
+use crate::pipelines::SchedulerKind;
 use crate::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request};
 use crate::read::{CallView, RunDir, RunView};
 use crate::run::media::{encode_png_with_text, sha256_hex};

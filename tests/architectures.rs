@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use difflog::pipelines::model::{ModelConfig, Modules};
+use difflog::pipelines::sd::model::{ModelConfig, Modules};
 
 fn run_preset(name: &str, cfg: ModelConfig) {
     let t = std::time::Instant::now();

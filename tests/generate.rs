@@ -6,9 +6,9 @@ mod common;
 
 use common::{only_run, test_cache, Schemas};
 use difflog::event::{CallStatus, Cell};
-use difflog::pipelines::scheduler::{SchedulerKind, SchedulerSettings};
 use difflog::pipelines::tiny::{write_model, TinyModel};
 use difflog::pipelines::{resolve, InitImage, Request, StableDiffusion};
+use difflog::pipelines::{SchedulerKind, SchedulerSettings};
 use difflog::read::RunDir;
 use difflog::verify::verify_run;
 use difflog::{Init, Run};
@@ -377,7 +377,7 @@ fn bad_requests_are_clear_errors() {
     let m = resolve("random:sd-turbo").unwrap();
     assert_eq!(
         m.seeded,
-        Some(difflog::pipelines::weights::SEEDED_MODEL_SEED)
+        Some(difflog::pipelines::load::weights::SEEDED_MODEL_SEED)
     );
     assert_eq!(m.model_id, "random:sd-turbo");
     assert!(m.weights_digest.starts_with("seeded:"));

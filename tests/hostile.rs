@@ -7,8 +7,8 @@ mod common;
 
 use common::mlflow as mf;
 use common::{difflog_bin, Req, TestPipeline};
-use difflog::event::{Cell, Event};
 use difflog::event::encode_record;
+use difflog::event::{Cell, Event};
 use difflog::read::RunDir;
 use difflog::{Init, Run};
 use std::path::{Path, PathBuf};

@@ -8,11 +8,11 @@
 //! valid format-v1 record, so the readers do the work they do on real runs.
 
 use crate::error::{Error, Result};
+use crate::event::encode_record;
 use crate::event::{
     CallFinished, CallStarted, CallStatus, Cell, ConfigEvent, Event, MetricEvent, PipelineEvent,
     RowEvent, RunFinished, RunStarted, RunStatus,
 };
-use crate::event::encode_record;
 use crate::format::{RunMeta, EVENTS_LOG, FORMAT_VERSION, RUN_JSON};
 use serde::Serialize;
 use serde_json::{json, Map};

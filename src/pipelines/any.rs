@@ -3,13 +3,13 @@
 //! [`Generator`] and record it like any pipeline; what differs between the
 //! families stays inside their own modules.
 
-use super::flux::FluxPipeline;
-use super::scheduler::{SchedulerKind, SchedulerSettings};
-use super::sd3::Sd3Pipeline;
-use super::request::{Output, Request};
-use super::stable_diffusion::StableDiffusion;
-use super::weights::{refiner_for, resolve_any, AnyModel};
 use crate::pipeline::{CallContext, CallSpec, Pipeline, PipelineError, PipelineInfo};
+use crate::pipelines::flow::flux::FluxPipeline;
+use crate::pipelines::flow::sd3::Sd3Pipeline;
+use crate::pipelines::load::weights::{refiner_for, resolve_any, AnyModel};
+use crate::pipelines::parts::scheduler::{SchedulerKind, SchedulerSettings};
+use crate::pipelines::request::{Output, Request};
+use crate::pipelines::sd::pipeline::StableDiffusion;
 
 /// A loaded pipeline of any architecture.
 pub enum Generator {

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use image::RgbImage;
 use std::sync::Arc;
 
-use super::request::{InitImage, Request};
+use crate::pipelines::request::{InitImage, Request};
 
 /// An RGB image as a (1, 3, h, w) tensor in [-1, 1] on `device`, resized
 /// (Catmull-Rom) to `w`×`h` when it has another size.

@@ -8,31 +8,19 @@
 //! recorded like any user's pipeline would be.
 
 pub mod any;
-pub mod clip;
+pub mod arch;
 pub mod convert;
-pub mod describe;
-pub mod flow_match;
-pub mod flux;
-pub mod flux_model;
-pub mod latent_encoder;
-pub mod mapped;
-pub mod model;
-pub mod noise;
-pub mod prompt;
-pub mod remap;
+pub mod flow;
+pub mod load;
+pub mod parts;
 pub mod request;
-pub mod scheduler;
-pub mod sd3;
-pub mod sd3_model;
-pub mod stable_diffusion;
-pub mod t5;
+pub mod sd;
 pub mod tiny;
-pub mod weights;
 
 pub use any::Generator;
-pub use flux::FluxPipeline;
-pub use scheduler::{SchedulerKind, SchedulerSettings};
-pub use sd3::Sd3Pipeline;
+pub use flow::flux::FluxPipeline;
+pub use flow::sd3::Sd3Pipeline;
+pub use load::weights::{resolve, resolve_any, AnyModel, ResolvedFlux, ResolvedModel, ResolvedSd3};
+pub use parts::scheduler::{SchedulerKind, SchedulerSettings};
 pub use request::{InitImage, Output, Request, StageLatents};
-pub use stable_diffusion::StableDiffusion;
-pub use weights::{resolve, resolve_any, AnyModel, ResolvedFlux, ResolvedModel, ResolvedSd3};
+pub use sd::pipeline::StableDiffusion;

@@ -9,8 +9,8 @@
 //! followed by valid records is *corruption*; readers stop at it and `verify`
 //! reports it.
 
-use crate::event::Record;
 use crate::event::decode_record;
+use crate::event::Record;
 
 /// What is wrong after the valid prefix of a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,8 +119,8 @@ fn count_valid_lines(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, MetricEvent};
     use crate::event::encode_record;
+    use crate::event::{Event, MetricEvent};
 
     fn log(n: u64) -> Vec<u8> {
         (1..=n)

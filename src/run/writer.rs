@@ -21,8 +21,8 @@
 use super::log::EventLog;
 use super::media::{encode_png_with_text, sha256_hex, store_png, Pixels, StoredMedia};
 use crate::error::{Error, Result, WriteError};
-use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
 use crate::event::encode_record;
+use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -394,7 +394,7 @@ impl Http {
     }
 
     /// One request that a storage client built and signed itself (the
-    /// object stores of `sync::objects`), sent as it is through this
+    /// object stores of the MLflow target), sent as it is through this
     /// client's connection pool, upload pacing and retries: transient
     /// answers (5xx, 408, 429, honouring `Retry-After`) and broken
     /// connections are tried again; any other answer, success or not, is

@@ -4,9 +4,8 @@
 //! - [`engine`] syncs one run to its targets (read once, fed to each),
 //!   idempotently;
 //! - [`state`] remembers what each target acknowledged (SQLite beside the runs);
-//! - [`targets`] speak each server's protocol behind one trait;
-//! - [`objects`] writes artifacts straight to the object store a tracker's
-//!   run points at (S3, GCS, Azure, a shared filesystem);
+//! - [`targets`] speak each server's protocol behind one trait (the MLflow
+//!   target with its object stores: S3, GCS, Azure, a shared filesystem);
 //! - [`http`] and [`retry`] are the shared client and retry policy, and
 //!   [`rate`] the bandwidth cap every upload shares;
 //! - [`watch`] follows run directories as they grow (one queue and backoff
@@ -17,7 +16,6 @@ pub mod commands;
 pub mod engine;
 pub mod http;
 pub mod netwatch;
-pub mod objects;
 pub mod rate;
 pub mod retry;
 pub mod state;

@@ -1,8 +1,8 @@
 //! Talking to MLflow's REST API: experiments, runs, artifacts and batches
 //! of metrics, params and tags.
 
+use super::objects::{clean_prefix, Place, Stores};
 use super::*;
-use crate::sync::objects::{clean_prefix, Place, Stores};
 
 impl Mlflow {
     /// A target at `base` (`http://host:port`), with `auth`.

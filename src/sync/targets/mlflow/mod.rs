@@ -12,7 +12,7 @@
 //! with the call number as step. Artifacts go where the run's
 //! `artifact_uri` says, as MLflow's client sends them: through the server
 //! (`mlflow-artifacts:`) or straight to object storage (`s3://`, `gs://`,
-//! `wasbs://`, `abfss://`, a reachable `file://`; see `sync::objects`).
+//! `wasbs://`, `abfss://`, a reachable `file://`; see [`objects`]).
 //!
 //! Idempotence: artifacts are PUT to fixed paths, params resent with the same
 //! values, tags overwritten, metrics resent with the record's own timestamp
@@ -20,6 +20,7 @@
 //! shows twice.
 
 mod api;
+pub mod objects;
 mod payload;
 
 use super::{Remote, RemoteData, RemoteStatus, Snapshot, Target};
@@ -63,7 +64,7 @@ impl RemoteData for RunAt {
 pub struct Mlflow {
     http: Http,
     /// Artifact stores written directly (runs whose artifact URI is a bucket).
-    stores: crate::sync::objects::Stores,
+    stores: objects::Stores,
     key: String,
     experiments: Mutex<HashMap<String, String>>,
 }

@@ -7,16 +7,16 @@
 //! alone. FLUX has no classifier-free guidance: dev takes its guidance
 //! value as a model input, schnell takes none (asking for one is refused).
 
-use super::convert::{self, FlowLimits};
-use super::describe::{self, Files, Identity};
-use super::flow_match;
-use super::flux_model::{FluxConfig, FluxModules};
-use super::latent_encoder::LatentEncoder;
-use super::noise::Noise;
-use super::prompt::{ClipTokens, T5Tokens};
-use super::request::{parse_device, InitImage, Output, Request};
-use super::weights::ResolvedFlux;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use crate::pipelines::convert::{self, FlowLimits};
+use crate::pipelines::flow::flux_model::{FluxConfig, FluxModules};
+use crate::pipelines::load::weights::ResolvedFlux;
+use crate::pipelines::parts::describe::{self, Files, Identity};
+use crate::pipelines::parts::flow_match;
+use crate::pipelines::parts::latent_encoder::LatentEncoder;
+use crate::pipelines::parts::noise::Noise;
+use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
+use crate::pipelines::request::{parse_device, InitImage, Output, Request};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::flux::sampling::{unpack, State};
 use candle_transformers::models::flux::WithForward;

@@ -9,16 +9,16 @@
 //! when the model uses it (recorded). Each image's noise comes from its own
 //! seed ([`Noise`]), so a recorded seed reproduces its image alone.
 
-use super::convert::{self, FlowLimits};
-use super::describe::{self, Files, Identity};
-use super::flow_match;
-use super::latent_encoder::LatentEncoder;
-use super::noise::Noise;
-use super::prompt::{ClipTokens, T5Tokens};
-use super::sd3_model::{Sd3Config, Sd3Modules};
-use super::request::{parse_device, InitImage, Output, Request};
-use super::weights::ResolvedSd3;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use crate::pipelines::convert::{self, FlowLimits};
+use crate::pipelines::flow::sd3_model::{Sd3Config, Sd3Modules};
+use crate::pipelines::load::weights::ResolvedSd3;
+use crate::pipelines::parts::describe::{self, Files, Identity};
+use crate::pipelines::parts::flow_match;
+use crate::pipelines::parts::latent_encoder::LatentEncoder;
+use crate::pipelines::parts::noise::Noise;
+use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
+use crate::pipelines::request::{parse_device, InitImage, Output, Request};
 use candle_core::{DType, Device, Tensor, D};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;

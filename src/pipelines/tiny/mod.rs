@@ -7,10 +7,13 @@
 //! only), so the files are byte-identical on every machine. They are written
 //! in the diffusers folder layout and then loaded like any local model.
 
-use super::flux_model::{transformer_vb, FluxConfig, FluxModules};
-use super::model::{Arch, ModelConfig, Modules};
-use super::sd3_model::{transformer_vb as sd3_transformer_vb, Sd3Config, Sd3Modules};
 use crate::error::{Error, IoContext, Result};
+use crate::pipelines::arch::Arch;
+use crate::pipelines::flow::flux_model::{transformer_vb, FluxConfig, FluxModules};
+use crate::pipelines::flow::sd3_model::{
+    transformer_vb as sd3_transformer_vb, Sd3Config, Sd3Modules,
+};
+use crate::pipelines::sd::model::{ModelConfig, Modules};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
@@ -22,11 +25,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Vocabulary size of the tiny tokenizer: 256 byte tokens plus start and end.
-pub const VOCAB_SIZE: usize = 258;
-/// Embedding rows of the tiny T5 encoder (its tokenizer uses fewer, as
-/// T5's own 32,100 tokens sit in 32,128 rows).
-pub const T5_VOCAB_SIZE: usize = 128;
+pub mod vocab;
+
+pub use vocab::{T5_VOCAB_SIZE, VOCAB_SIZE};
+
 /// Bumped whenever the generated files change, so old caches are not reused.
 const TINY_VERSION: u32 = 1;
 

@@ -3,8 +3,8 @@
 //! scaling and shift, the sampler, and the model's identity — built in one
 //! place so both families record the same way.
 
-use super::flow_match::FlowMatch;
 use crate::pipeline::PipelineInfo;
+use crate::pipelines::parts::flow_match::FlowMatch;
 use candle_core::DType;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 use serde_json::{json, Map, Value};

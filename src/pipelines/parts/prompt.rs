@@ -4,8 +4,8 @@
 //! carries long prompts), and a T5 prompt over `max_sequence_length` is
 //! refused, so what is recorded is what the model saw.
 
-use super::convert::shorten;
 use crate::pipeline::PipelineError;
+use crate::pipelines::convert::shorten;
 use std::path::Path;
 use tokenizers::Tokenizer;
 

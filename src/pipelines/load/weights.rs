@@ -5,12 +5,13 @@
 //! Air-gapped boxes have no hub: when files are missing the error lists every
 //! one of them and says how to fill the cache on a connected machine.
 
-use super::flux_model::{FluxConfig, FluxFiles};
-use super::model::{Arch, Family, ModelConfig};
-use super::sd3_model::{Sd3Config, Sd3Files};
-use super::tiny::{self, TinyModel};
 use crate::error::{Error, Result};
 use crate::format::sha256_hex;
+use crate::pipelines::arch::Arch;
+use crate::pipelines::flow::flux_model::{FluxConfig, FluxFiles};
+use crate::pipelines::flow::sd3_model::{Sd3Config, Sd3Files};
+use crate::pipelines::sd::model::{Family, ModelConfig};
+use crate::pipelines::tiny::{self, TinyModel};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 

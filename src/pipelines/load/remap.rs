@@ -295,7 +295,7 @@ fn norm_param(module: &str, param: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pipelines::model::tests::Lazy;
+    use crate::pipelines::sd::model::tests::Lazy;
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 

@@ -5,13 +5,13 @@
 //! Weights are read from the diffusers folder layout people download
 //! (`text_encoder/`, `text_encoder_2/`, `transformer/`, `vae/`, sharded or
 //! not); the transformer's tensors are renamed on the fly by
-//! [`super::remap`] because candle's FLUX code uses the original names.
+//! [`crate::pipelines::load::remap`] because candle's FLUX code uses the original names.
 
-use super::flow_match::FlowMatch;
-use super::mapped::{mapped, mapped_vb};
-use super::model::{ModelConfig, TextConfig, TextEncoder};
-use super::remap::{flux_rule, Remap};
-use super::t5::{self, T5Encoder};
+use crate::pipelines::load::mapped::{mapped, mapped_vb};
+use crate::pipelines::load::remap::{flux_rule, Remap};
+use crate::pipelines::parts::flow_match::FlowMatch;
+use crate::pipelines::parts::t5::{self, T5Encoder};
+use crate::pipelines::sd::model::{ModelConfig, TextConfig, TextEncoder};
 use candle_core::{DType, Device, Result};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -113,7 +113,14 @@ impl FluxConfig {
         FluxConfig {
             variant: FluxVariant::Schnell,
             clip,
-            t5: t5::config(super::tiny::T5_VOCAB_SIZE, 32, 8, 64, 2, 4),
+            t5: t5::config(
+                crate::pipelines::tiny::vocab::T5_VOCAB_SIZE,
+                32,
+                8,
+                64,
+                2,
+                4,
+            ),
             max_sequence_length: 64,
             transformer: FluxTransformerConfig {
                 in_channels: 64,
@@ -238,8 +245,8 @@ impl FluxModules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipelines::model::tests::Lazy;
-    use crate::pipelines::remap::tests::Planned;
+    use crate::pipelines::load::remap::tests::Planned;
+    use crate::pipelines::sd::model::tests::Lazy;
     use std::collections::BTreeMap;
 
     /// Every tensor a FLUX config loads, by component, under the names the

@@ -5,7 +5,7 @@
 //! loaded by [`Modules::load`] from the same diffusers folder layout with
 //! `VarBuilder::from_mmaped_safetensors`.
 
-use super::scheduler::{Prediction, SchedulerKind, SchedulerSettings, Spacing};
+use crate::pipelines::parts::scheduler::{Prediction, SchedulerKind, SchedulerSettings, Spacing};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::text_model::{
@@ -17,20 +17,6 @@ use candle_transformers::models::stable_diffusion::{
     vae::{AutoEncoderKL, AutoEncoderKLConfig},
 };
 use std::path::Path;
-
-/// A model's architecture: a UNet (Stable Diffusion 1.x, 2.x, XL) or a
-/// flow transformer (FLUX.1, Stable Diffusion 3 / 3.5).
-// Built once per model load: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum Arch {
-    /// Stable Diffusion 1.x, 2.x, XL, their Turbo, refiner and inpainting models.
-    Unet(ModelConfig),
-    /// FLUX.1 schnell or dev.
-    Flux(Box<super::flux_model::FluxConfig>),
-    /// Stable Diffusion 3 / 3.5.
-    Sd3(Box<super::sd3_model::Sd3Config>),
-}
 
 /// Which family a model belongs to; decides text encoders and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +147,7 @@ fn vae(channels: Vec<usize>, layers: usize, groups: usize) -> AutoEncoderKLConfi
 
 fn small_clip(width: usize, heads: usize) -> TextConfig {
     TextConfig::Small(ClipTextConfig {
-        vocab_size: super::tiny::VOCAB_SIZE,
+        vocab_size: crate::pipelines::tiny::vocab::VOCAB_SIZE,
         embed_dim: width,
         activation: SmallActivation::QuickGelu,
         intermediate_size: width * 2,
@@ -499,7 +485,7 @@ impl Modules {
         dtype: DType,
         device: &Device,
     ) -> Result<Modules> {
-        let mmap = |p: &Path| super::mapped::mapped_vb(&[p], dtype, device);
+        let mmap = |p: &Path| crate::pipelines::load::mapped::mapped_vb(&[p], dtype, device);
         let text = text_files
             .iter()
             .map(|p| mmap(p))

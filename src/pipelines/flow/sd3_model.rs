@@ -5,15 +5,15 @@
 //!
 //! Weights come from the diffusers folder layout (`text_encoder/`,
 //! `text_encoder_2/`, `text_encoder_3/`, `transformer/`, `vae/`); the
-//! transformer's tensors are renamed on the fly by [`super::remap`]. candle's
+//! transformer's tensors are renamed on the fly by [`crate::pipelines::load::remap`]. candle's
 //! MMDiT computes in f16 (its timestep embedding is f16), so the transformer
 //! is always loaded in f16; the rest follows the device.
 
-use super::clip::{Clip, ClipConfig};
-use super::flow_match::FlowMatch;
-use super::mapped::{mapped, mapped_vb};
-use super::remap::{mmdit_rule, Remap};
-use super::t5::{self, T5Encoder};
+use crate::pipelines::load::mapped::{mapped, mapped_vb};
+use crate::pipelines::load::remap::{mmdit_rule, Remap};
+use crate::pipelines::parts::clip::{Clip, ClipConfig};
+use crate::pipelines::parts::flow_match::FlowMatch;
+use crate::pipelines::parts::t5::{self, T5Encoder};
 use candle_core::{DType, Device, Result};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -84,7 +84,7 @@ fn vae16(channels: Vec<usize>, layers: usize, groups: usize) -> AutoEncoderKLCon
 
 fn small_clip(width: usize, quick_gelu: bool, pad: &'static str) -> ClipConfig {
     ClipConfig {
-        vocab: super::tiny::VOCAB_SIZE,
+        vocab: crate::pipelines::tiny::vocab::VOCAB_SIZE,
         width,
         layers: 2,
         heads: 2,
@@ -163,7 +163,14 @@ impl Sd3Config {
             variant: "tiny-sd3",
             clip_l: small_clip(16, true, "<|endoftext|>"),
             clip_g: small_clip(24, false, "!"),
-            t5: t5::config(super::tiny::T5_VOCAB_SIZE, 48, 12, 96, 2, 4),
+            t5: t5::config(
+                crate::pipelines::tiny::vocab::T5_VOCAB_SIZE,
+                48,
+                12,
+                96,
+                2,
+                4,
+            ),
             max_sequence_length: 64,
             mmdit: MmditConfig {
                 patch_size: 2,
@@ -285,8 +292,8 @@ impl Sd3Modules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipelines::model::tests::Lazy;
-    use crate::pipelines::remap::tests::Planned;
+    use crate::pipelines::load::remap::tests::Planned;
+    use crate::pipelines::sd::model::tests::Lazy;
     use serde_json::{json, Value};
     use std::collections::BTreeMap;
 

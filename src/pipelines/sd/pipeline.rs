@@ -7,14 +7,14 @@
 //! latent sample, scheduler noise), so a recorded seed reproduces exactly
 //! that image, whatever else was in the call.
 
-use super::convert::{self, shorten};
-use super::latent_encoder::LatentEncoder;
-use super::model::{Family, ModelConfig, Modules};
-use super::noise::Noise;
-use super::request::{parse_device, InitImage, Output, Request, StageLatents};
-use super::scheduler::SchedulerSettings;
-use super::weights::ResolvedModel;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use crate::pipelines::convert::{self, shorten};
+use crate::pipelines::load::weights::ResolvedModel;
+use crate::pipelines::parts::latent_encoder::LatentEncoder;
+use crate::pipelines::parts::noise::Noise;
+use crate::pipelines::parts::scheduler::SchedulerSettings;
+use crate::pipelines::request::{parse_device, InitImage, Output, Request, StageLatents};
+use crate::pipelines::sd::model::{Family, ModelConfig, Modules};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use serde_json::{json, Map, Value};
@@ -61,7 +61,7 @@ impl StableDiffusion {
         let text_files: Vec<&std::path::Path> =
             model.text.iter().map(|(w, _)| w.as_path()).collect();
         let modules = match model.seeded {
-            Some(seed) => super::tiny::seeded_modules(cfg, seed, dtype, &device),
+            Some(seed) => crate::pipelines::tiny::seeded_modules(cfg, seed, dtype, &device),
             None => Modules::load(cfg, &text_files, &model.unet, &model.vae, dtype, &device),
         }
         .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;

@@ -6,7 +6,7 @@
 //! [`Noise`] stream. Settings are plain data ([`SchedulerSettings`]) so that
 //! the `pipeline` record holds the complete configuration.
 
-use super::noise::Noise;
+use crate::pipelines::parts::noise::Noise;
 use candle_core::{Result, Tensor};
 use candle_transformers::models::stable_diffusion::{
     ddim::DDIMSchedulerConfig,

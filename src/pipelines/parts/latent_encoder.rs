@@ -6,7 +6,7 @@
 //! weights (`encoder.*`, `quant_conv.*` of the VAE file) and samples
 //! `mean + std · noise` with the image's own [`Noise`].
 
-use super::noise::Noise;
+use crate::pipelines::parts::noise::Noise;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::{
@@ -101,7 +101,7 @@ impl LatentEncoder {
         device: &candle_core::Device,
     ) -> Result<&'a LatentEncoder> {
         if slot.is_none() {
-            let vb = super::mapped::mapped_vb(files, dtype, device)?;
+            let vb = crate::pipelines::load::mapped::mapped_vb(files, dtype, device)?;
             *slot = Some(LatentEncoder::new(vb, cfg)?);
         }
         slot.as_ref()

@@ -1,0 +1,7 @@
+//! The flow-matching transformers: FLUX.1 and Stable Diffusion 3 / 3.5,
+//! each a pipeline and its model description.
+
+pub mod flux;
+pub mod flux_model;
+pub mod sd3;
+pub mod sd3_model;

@@ -1,0 +1,5 @@
+//! Stable Diffusion 1.x, 2.x and XL with their Turbo, refiner and
+//! inpainting models: the pipeline and the model description.
+
+pub mod model;
+pub mod pipeline;
