@@ -4,7 +4,7 @@
 use super::engine::{
     bounded_by, progress_for_key, sync_run, sync_run_to_all_until, Phase, Progress,
 };
-use super::http::SyncError;
+use super::error::SyncError;
 use super::retry::{retry, Class, Decision, Policy};
 use super::state::{Reachability, State};
 use super::targets::{targets, AnyTarget, Target};

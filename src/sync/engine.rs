@@ -9,7 +9,7 @@
 //! RUNNING; FINISHED, FAILED or KILLED once the log says so). A run with a
 //! torn tail syncs up to the tear.
 
-use super::http::{SyncError, SyncResult};
+use super::error::{SyncError, SyncResult};
 use super::state::State;
 use super::targets::{Remote, RemoteStatus, Snapshot, Target};
 use crate::event::{Event, MetricEvent};

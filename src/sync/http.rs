@@ -2,6 +2,7 @@
 //! credentials that never reach a message, per-request retries for transient
 //! failures, and uploads streamed from disk.
 
+use super::error::{SyncError, SyncResult};
 use super::retry::{classify_status, parse_retry_after, retry, Class, Decision, Policy};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -38,100 +39,6 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
     }
     Ok(out)
 }
-
-/// A failed sync operation: what happened and whether retrying can help.
-#[derive(Debug, Clone)]
-pub struct SyncError {
-    /// Transient, permanent, or bad credentials.
-    pub class: Class,
-    /// What failed, naming the request; passed through
-    /// [`crate::redact::redact`] when built, so it never holds a secret.
-    pub message: String,
-    /// How long the server asked us to wait.
-    pub retry_after: Option<Duration>,
-    /// The HTTP status, when the server answered.
-    pub status: Option<u16>,
-    /// No connection could be made (refused, unreachable): the server is
-    /// down, so retrying this one request at once is pointless — the caller
-    /// backs off for the whole target instead.
-    pub unreachable: bool,
-    /// The code of the local error this one wraps (a damaged run, the
-    /// state database), see [`crate::Error::code`].
-    pub local: Option<&'static str>,
-    /// The target (its state key) and the run id it concerns, once known.
-    pub context: Option<(String, String)>,
-}
-
-impl SyncError {
-    /// A permanent error with `message`.
-    pub fn permanent(message: impl Into<String>) -> SyncError {
-        SyncError {
-            class: Class::Permanent,
-            message: crate::redact::redact(&message.into()),
-            retry_after: None,
-            status: None,
-            unreachable: false,
-            local: None,
-            context: None,
-        }
-    }
-
-    /// A transient error with `message`.
-    pub fn transient(message: impl Into<String>) -> SyncError {
-        SyncError {
-            class: Class::Transient,
-            ..SyncError::permanent(message)
-        }
-    }
-
-    /// A permanent error wrapping a local one (reading the run, the state),
-    /// keeping its code.
-    pub fn local(e: &crate::Error) -> SyncError {
-        SyncError {
-            local: Some(e.code()),
-            ..SyncError::permanent(e.to_string())
-        }
-    }
-
-    /// This error, noting the target and run it concerns.
-    pub fn in_run(mut self, target: &str, run: &str) -> SyncError {
-        self.context
-            .get_or_insert_with(|| (target.to_string(), run.to_string()));
-        self
-    }
-
-    /// A stable code naming the kind of error, for `--json` output
-    /// (`"error_code"`): `credentials`, `unreachable`, `rate_limited`,
-    /// `server_error`, `refused` (another 4xx), `network` (no answer),
-    /// a local error's own code, or `failed`.
-    pub fn code(&self) -> &'static str {
-        if self.class == Class::Auth {
-            return "credentials";
-        }
-        if self.unreachable {
-            return "unreachable";
-        }
-        match (self.status, self.local) {
-            (Some(429), _) => "rate_limited",
-            (Some(s), _) if s >= 500 => "server_error",
-            (Some(_), _) => "refused",
-            (None, Some(code)) => code,
-            (None, None) if self.class == Class::Transient => "network",
-            (None, None) => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for SyncError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SyncError {}
-
-/// Result of a sync operation.
-pub type SyncResult<T> = Result<T, SyncError>;
 
 /// How requests authenticate.
 #[derive(Clone, Default)]

@@ -6,7 +6,8 @@
 //! - [`state`] remembers what each target acknowledged (SQLite beside the runs);
 //! - [`targets`] speak each server's protocol behind one trait (the MLflow
 //!   target with its object stores: S3, GCS, Azure, a shared filesystem);
-//! - [`http`] and [`retry`] are the shared client and retry policy, and
+//! - [`error`] is what every operation fails with; [`http`] and [`retry`]
+//!   are the shared client and retry policy, and
 //!   [`rate`] the bandwidth cap every upload shares;
 //! - [`watch`] follows run directories as they grow (one queue and backoff
 //!   per target);
@@ -14,6 +15,7 @@
 
 pub mod commands;
 pub mod engine;
+pub mod error;
 pub mod http;
 pub mod netwatch;
 pub mod rate;

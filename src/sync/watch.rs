@@ -469,7 +469,7 @@ impl<'a> Daemon<'a> {
         i: usize,
         run: &Path,
         root: &Path,
-        result: std::result::Result<super::engine::Progress, super::http::SyncError>,
+        result: std::result::Result<super::engine::Progress, super::error::SyncError>,
     ) -> Option<Stop> {
         let live = &mut self.live;
         let slot = &mut self.slots[i];

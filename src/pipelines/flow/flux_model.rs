@@ -11,6 +11,7 @@ use crate::pipelines::load::mapped::{mapped, mapped_vb};
 use crate::pipelines::load::remap::{flux_rule, Remap};
 use crate::pipelines::parts::flow_match::FlowMatch;
 use crate::pipelines::parts::t5::{self, T5Encoder};
+use crate::pipelines::parts::vae::vae16;
 use crate::pipelines::sd::model::{ModelConfig, TextConfig, TextEncoder};
 use candle_core::{DType, Device, Result};
 use candle_nn::var_builder::SimpleBackend;
@@ -62,18 +63,6 @@ pub struct FluxConfig {
     pub sampler: FlowMatch,
 }
 
-/// The published FLUX.1 VAE: SD's shape with 16 latent channels.
-fn flux_vae(channels: Vec<usize>, layers: usize, groups: usize) -> AutoEncoderKLConfig {
-    AutoEncoderKLConfig {
-        block_out_channels: channels,
-        layers_per_block: layers,
-        latent_channels: 16,
-        norm_num_groups: groups,
-        use_quant_conv: false,
-        use_post_quant_conv: false,
-    }
-}
-
 impl FluxConfig {
     /// FLUX.1 schnell (`black-forest-labs/FLUX.1-schnell`).
     pub fn schnell() -> FluxConfig {
@@ -83,7 +72,7 @@ impl FluxConfig {
             t5: t5::xxl(),
             max_sequence_length: 256,
             transformer: FluxTransformerConfig::schnell(),
-            vae: flux_vae(vec![128, 256, 512, 512], 2, 32),
+            vae: vae16(vec![128, 256, 512, 512], 2, 32),
             vae_scale: 0.3611,
             vae_shift: 0.1159,
             default_size: 1024,
@@ -136,7 +125,7 @@ impl FluxConfig {
                 qkv_bias: true,
                 guidance_embed: false,
             },
-            vae: flux_vae(vec![16, 16, 32, 32], 1, 8),
+            vae: vae16(vec![16, 16, 32, 32], 1, 8),
             vae_scale: 0.3611,
             vae_shift: 0.1159,
             default_size: 64,

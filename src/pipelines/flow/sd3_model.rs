@@ -14,6 +14,7 @@ use crate::pipelines::load::remap::{mmdit_rule, Remap};
 use crate::pipelines::parts::clip::{Clip, ClipConfig};
 use crate::pipelines::parts::flow_match::FlowMatch;
 use crate::pipelines::parts::t5::{self, T5Encoder};
+use crate::pipelines::parts::vae::vae16;
 use candle_core::{DType, Device, Result};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -69,17 +70,6 @@ pub struct Sd3Config {
     pub sampler: FlowMatch,
     /// Skip-layer guidance by default (SD3.5 medium).
     pub skip_layer_guidance: Option<SkipLayerGuidance>,
-}
-
-fn vae16(channels: Vec<usize>, layers: usize, groups: usize) -> AutoEncoderKLConfig {
-    AutoEncoderKLConfig {
-        block_out_channels: channels,
-        layers_per_block: layers,
-        latent_channels: 16,
-        norm_num_groups: groups,
-        use_quant_conv: false,
-        use_post_quant_conv: false,
-    }
 }
 
 fn small_clip(width: usize, quick_gelu: bool, pad: &'static str) -> ClipConfig {

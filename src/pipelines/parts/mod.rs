@@ -10,3 +10,4 @@ pub mod noise;
 pub mod prompt;
 pub mod scheduler;
 pub mod t5;
+pub mod vae;

@@ -6,7 +6,7 @@
 use super::{Remote, RemoteStatus, Snapshot, Target};
 use crate::event::{MediaEvent, MetricEvent};
 use crate::read::CallView;
-use crate::sync::http::{SyncError, SyncResult};
+use crate::sync::error::{SyncError, SyncResult};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;

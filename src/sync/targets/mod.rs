@@ -15,7 +15,8 @@ pub mod memory;
 pub mod mlflow;
 pub mod wandb;
 
-use super::http::{Auth, SyncResult};
+use super::error::SyncResult;
+use super::http::Auth;
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::event::{MediaEvent, MetricEvent, Record};
@@ -57,7 +58,7 @@ pub(crate) trait RemoteData: serde::Serialize + serde::de::DeserializeOwned {
     /// Reads the data kept in `remote`.
     fn of(remote: &Remote) -> SyncResult<Self> {
         serde_json::from_str(&remote.data).map_err(|e| {
-            crate::sync::http::SyncError::permanent(format!(
+            crate::sync::error::SyncError::permanent(format!(
                 "corrupt {} data in the sync state for remote run {}: {e}",
                 Self::TARGET,
                 remote.id

@@ -4,7 +4,8 @@
 //! `Retry-After`, bounded answers and redacted errors as every other upload.
 //! object_store builds and signs each request; this only carries it.
 
-use crate::sync::http::{Http, SyncError};
+use crate::sync::error::SyncError;
+use crate::sync::http::Http;
 use http_body_util::BodyExt;
 use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse,

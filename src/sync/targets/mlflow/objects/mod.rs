@@ -16,9 +16,8 @@
 
 mod connector;
 
-use crate::sync::http::{
-    open_checked, read_checked, Body, Http, SyncError, SyncResult, SMALL_FILE,
-};
+use crate::sync::error::{SyncError, SyncResult};
+use crate::sync::http::{open_checked, read_checked, Body, Http, SMALL_FILE};
 use crate::sync::retry::Class;
 use object_store::path::Path as Key;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload, WriteMultipart};
