@@ -265,6 +265,31 @@ fn assert_read_back(back: Value, uri_prefix: &str, dirs: &[&Path]) -> Vec<String
     ids
 }
 
+/// Rewrites a run's log with a later config record setting the sampler's
+/// steps 4 → 5 before its end (every record re-encoded with a valid
+/// checksum): the params, from the first value, stay; `config.json`
+/// changes its bytes but not its length.
+fn later_config_of_the_same_size(dir: &Path) {
+    let run = RunDir::open(dir).unwrap();
+    let mut log = Vec::new();
+    let mut seq = run.records().first().map_or(1, |r| r.seq);
+    for r in run.records() {
+        if matches!(r.event, difflog::event::Event::RunFinished(_)) {
+            let c = difflog::event::Event::Config(difflog::event::ConfigEvent {
+                values: serde_json::Map::from_iter([(
+                    "sampler".to_string(),
+                    serde_json::json!({"steps": 5}),
+                )]),
+            });
+            log.extend(difflog::event::encode_record(seq, &r.ts, &c).unwrap());
+            seq += 1;
+        }
+        log.extend(difflog::event::encode_record(seq, &r.ts, &r.event).unwrap());
+        seq += 1;
+    }
+    std::fs::write(dir.join("events.log"), log).unwrap();
+}
+
 #[test]
 fn artifacts_go_straight_to_the_bucket_once_and_mlflows_client_reads_them_back() {
     let project = unique("s3-upload");
@@ -309,24 +334,7 @@ fn artifacts_go_straight_to_the_bucket_once_and_mlflows_client_reads_them_back()
     // config.json keeps its length), every record re-encoded with a valid
     // checksum: config.json must hold the new bytes; the objects whose
     // bytes did not change are still not rewritten.
-    let run = RunDir::open(&small).unwrap();
-    let mut log = Vec::new();
-    let mut seq = run.records().first().map_or(1, |r| r.seq);
-    for r in run.records() {
-        if matches!(r.event, difflog::event::Event::RunFinished(_)) {
-            let c = difflog::event::Event::Config(difflog::event::ConfigEvent {
-                values: serde_json::Map::from_iter([(
-                    "sampler".to_string(),
-                    serde_json::json!({"steps": 5}),
-                )]),
-            });
-            log.extend(difflog::event::encode_record(seq, &r.ts, &c).unwrap());
-            seq += 1;
-        }
-        log.extend(difflog::event::encode_record(seq, &r.ts, &r.event).unwrap());
-        seq += 1;
-    }
-    std::fs::write(small.join("events.log"), log).unwrap();
+    later_config_of_the_same_size(&small);
     let o = upload(root.path(), &s3().url);
     assert!(o.status.success(), "{}", text(&o));
     let after = objects(&ids);
@@ -522,6 +530,24 @@ print(json.dumps({b.name: [b.etag, str(b.last_modified), b.size] for b in c.list
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// The bytes of blob `name` of container `runs`, as text.
+fn blob_text(conn: &str, name: &str) -> String {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let script = r#"
+import os, sys
+from azure.storage.blob import BlobServiceClient
+s = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+sys.stdout.buffer.write(s.get_container_client("runs").download_blob(sys.argv[1]).readall())
+"#;
+    let o = Command::new(py)
+        .args(["-c", script, name])
+        .env("AZURE_STORAGE_CONNECTION_STRING", conn)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn azure_blob_artifacts_through_azurite_once_and_mlflows_client_reads_them_back() {
     let endpoint = std::env::var("DIFFLOG_TEST_AZURE").unwrap_or_else(|_| {
@@ -575,6 +601,30 @@ fn azure_blob_artifacts_through_azurite_once_and_mlflows_client_reads_them_back(
     let o = upload(&conn);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(of_run(), before, "a second upload rewrote blobs");
+    // Issue 32, as on S3: changed bytes of the same size are written again
+    // (config.json), and blobs whose bytes did not change are not.
+    later_config_of_the_same_size(&dir);
+    let o = upload(&conn);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = of_run();
+    let changed: Vec<&String> = after
+        .keys()
+        .filter(|k| {
+            k.ends_with("difflog/config.json") && blob_text(&conn, k).contains("\"steps\": 5")
+        })
+        .collect();
+    let [key] = changed[..] else {
+        panic!("the changed config was not written: {after:#?}")
+    };
+    assert_eq!(
+        after[key][2], before[key][2],
+        "the test needs the same size"
+    );
+    for (k, v) in &before {
+        if !k.ends_with(".json") {
+            assert_eq!(after.get(k), Some(v), "{k}: unchanged bytes rewritten");
+        }
+    }
     // A wrong key: one clear error, exit 3, the key never shown.
     std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
     let wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
