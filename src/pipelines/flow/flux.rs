@@ -10,17 +10,16 @@
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::flux_model::{FluxConfig, FluxModules};
+use crate::pipelines::flow::shared::{self, err, Common, Placement};
 use crate::pipelines::load::weights::ResolvedFlux;
-use crate::pipelines::parts::describe::{self, Files, Identity};
-use crate::pipelines::parts::flow_match;
-use crate::pipelines::parts::latent_encoder::LatentEncoder;
+use crate::pipelines::parts::describe::{self, Files};
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
-use crate::pipelines::request::{parse_device, InitImage, Output, Request};
-use candle_core::{DType, Device, Tensor};
+use crate::pipelines::request::{Output, Request};
+use candle_core::{DType, Tensor};
 use candle_transformers::models::flux::sampling::{unpack, State};
 use candle_transformers::models::flux::WithForward;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use std::sync::Arc;
 
 /// A loaded FLUX.1 pipeline.
@@ -29,28 +28,23 @@ pub struct FluxPipeline {
     modules: FluxModules,
     clip_tokens: ClipTokens,
     t5_tokens: T5Tokens,
-    latent_encoder: Option<LatentEncoder>,
-    device: Device,
-    dtype: DType,
-    device_name: String,
-}
-
-fn err(msg: impl Into<String>) -> PipelineError {
-    msg.into().into()
+    place: Placement,
 }
 
 impl FluxPipeline {
     /// Loads a resolved FLUX model onto `device` (`cpu`, `cuda:N`).
     pub fn load(model: ResolvedFlux, device_name: &str) -> Result<FluxPipeline, PipelineError> {
-        let device = parse_device(device_name)?;
         // FLUX is trained in bf16: GPUs run it so; the CPU (no bf16 matmul
         // in candle) and the tiny models (reproducibility) use f32.
-        let dtype = if device.is_cpu() || model.model_id.starts_with("tiny") {
-            DType::F32
-        } else {
-            DType::BF16
-        };
-        let modules = FluxModules::load(&model.config, &model.paths, dtype, &device)
+        let tiny = model.model_id.starts_with("tiny");
+        let place = Placement::new(device_name, |device| {
+            if device.is_cpu() || tiny {
+                DType::F32
+            } else {
+                DType::BF16
+            }
+        })?;
+        let modules = FluxModules::load(&model.config, &model.paths, place.dtype, &place.device)
             .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
         let cfg = &model.config;
         let clip_tokens = ClipTokens::load(
@@ -64,10 +58,7 @@ impl FluxPipeline {
             modules,
             clip_tokens,
             t5_tokens,
-            latent_encoder: None,
-            device,
-            dtype,
-            device_name: device_name.to_string(),
+            place,
         })
     }
 
@@ -80,17 +71,14 @@ impl FluxPipeline {
     /// (1, d) of `clip_text`.
     fn embed(&self, clip_text: &str, t5_text: &str) -> Result<(Tensor, Tensor), PipelineError> {
         let (ids, eos) = self.clip_tokens.ids(clip_text)?;
-        let t = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let (device, dtype) = (&self.place.device, self.place.dtype);
+        let t = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
         let hidden = self.modules.clip.encode(&t)?;
-        let pooled = hidden.narrow(1, eos, 1)?.squeeze(1)?.to_dtype(self.dtype)?;
+        let pooled = hidden.narrow(1, eos, 1)?.squeeze(1)?.to_dtype(dtype)?;
         let ids = self.t5_tokens.ids(t5_text)?;
-        let t = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        let t5 = self.modules.t5.encode(&t, self.dtype)?;
+        let t = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
+        let t5 = self.modules.t5.encode(&t, dtype)?;
         Ok((t5, pooled))
-    }
-
-    fn size(&self, r: &Request) -> (usize, usize) {
-        r.size(self.model.config.default_size, 16)
     }
 
     /// The largest attention matrix of a call (the transformer's joint
@@ -98,27 +86,11 @@ impl FluxPipeline {
     /// resolution), in bytes, scores and softmax counted.
     fn attention_bytes(&self, w: usize, h: usize) -> u128 {
         let cfg = &self.model.config;
-        let elem = self.dtype.size_in_bytes() as u128;
+        let elem = self.place.dtype.size_in_bytes() as u128;
         let tokens = ((w / 16) * (h / 16) + cfg.max_sequence_length) as u128;
         let joint = cfg.transformer.num_heads as u128 * tokens.pow(2) * elem;
         let vae = ((w / 8) * (h / 8)) as u128;
         2 * joint.max(vae.pow(2) * elem)
-    }
-
-    fn image_count(&self, r: &Request) -> usize {
-        r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
-    }
-
-    fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
-        let (files, cfg) = (&self.model.paths.vae, &self.model.config.vae);
-        let slot = &mut self.latent_encoder;
-        Ok(LatentEncoder::cached(
-            slot,
-            files,
-            cfg,
-            self.dtype,
-            &self.device,
-        )?)
     }
 }
 
@@ -160,14 +132,13 @@ impl Pipeline for FluxPipeline {
             "vae".into(),
             files.vae(&cfg.vae, cfg.vae_scale, cfg.vae_shift),
         );
-        let id = Identity {
-            class: cfg.class(),
-            model_id: &self.model.model_id,
-            revision: self.model.revision.as_deref(),
-            weights_digest: &self.model.weights_digest,
-            dtype: self.dtype,
-            device: &self.device_name,
-        };
+        let m = &self.model;
+        let id = self.place.identity(
+            cfg.class(),
+            &m.model_id,
+            m.revision.as_deref(),
+            &m.weights_digest,
+        );
         describe::info(id, components, &cfg.sampler)
     }
 
@@ -181,17 +152,17 @@ impl Pipeline for FluxPipeline {
                 "{id}: FLUX.1 takes no negative prompt (it has no classifier-free guidance)"
             )));
         }
-        let (w, h) = self.size(r);
         let limits = FlowLimits {
             family: "FLUX.1",
             model: id,
             max_side: 4096,
             why_max: "",
         };
-        convert::check_flow_request(r, (w, h), &limits).map_err(err)?;
-        convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
-        let steps = r.steps.unwrap_or(cfg.default_steps);
-        convert::check_steps(steps, cfg.sampler.train_timesteps).map_err(err)?;
+        let c = Common::from(cfg);
+        let checked = shared::check(&c, r, &limits, &self.place.device, |w, h| {
+            self.attention_bytes(w, h)
+        })?;
+        let (steps, (w, h)) = (checked.steps, checked.size);
         let guidance = match (r.guidance_scale, cfg.takes_guidance()) {
             (Some(_), false) => {
                 return Err(err(format!(
@@ -205,10 +176,7 @@ impl Pipeline for FluxPipeline {
             }
             (None, false) => None,
         };
-        let strength = r.strength.unwrap_or(cfg.default_strength);
-        if r.init.is_some() {
-            flow_match::check_strength(steps, strength).map_err(err)?;
-        }
+        let strength = shared::strength(&c, r, steps)?;
         for p in &r.prompt {
             self.clip_tokens.ids(p)?;
             self.t5_tokens.ids(r.prompt_2.as_deref().unwrap_or(p))?;
@@ -221,52 +189,33 @@ impl Pipeline for FluxPipeline {
         if let Some(g) = guidance {
             params.insert("guidance_scale".into(), json!(g));
         }
-        params.insert("width".into(), json!(w));
-        params.insert("height".into(), json!(h));
-        params.insert("seed".into(), json!(r.seed));
-        params.insert("max_sequence_length".into(), json!(cfg.max_sequence_length));
-        params.insert("scheduler".into(), json!("flow-match-euler"));
+        shared::size_params(&mut params, &c, r, (w, h));
         let tokens = (w / 16) * (h / 16);
         if let Some(mu) = cfg.sampler.mu(tokens) {
             params.insert("mu".into(), json!(mu));
         }
-        if let Some(InitImage::Image(img)) = &r.init {
-            params.insert(
-                "image".into(),
-                json!({"width": img.width(), "height": img.height()}),
-            );
-            params.insert("strength".into(), json!(strength));
-        }
-        params.insert("output_type".into(), Value::from("pil"));
-        let n = self.image_count(r);
-        Ok(CallSpec {
-            params,
-            seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
-            second_prompts: true,
-            third_prompts: false,
-            input_image: r.init.is_some(),
-            mask_image: false,
-        })
+        Ok(shared::spec(params, r, strength, false))
     }
 
     fn run(&mut self, r: &Request, ctx: &mut CallContext<'_>) -> Result<Output, PipelineError> {
         let cfg = self.model.config.clone();
-        let (w, h) = self.size(r);
+        let c = Common::from(&cfg);
+        let (w, h) = shared::size(&c, r);
         let steps = r.steps.unwrap_or(cfg.default_steps);
         let guidance = cfg
             .takes_guidance()
             .then(|| r.guidance_scale.unwrap_or(cfg.default_guidance));
         let strength = r.strength.unwrap_or(cfg.default_strength);
-        let (lh, lw) = (h / 8, w / 8);
 
         ctx.phase("text_encoding");
         let mut embeddings = Vec::new();
         for p in &r.prompt {
             embeddings.push(self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?);
         }
-        let init = convert::input_image(r, w, h, &self.device, self.dtype)?;
+        let (device, dtype) = (self.place.device.clone(), self.place.dtype);
+        let init = convert::input_image(r, w, h, &device, dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
-        let n = self.image_count(r);
+        let n = shared::image_count(r);
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
         let mut out = Output {
             images: Vec::with_capacity(n),
@@ -275,36 +224,29 @@ impl Pipeline for FluxPipeline {
         for i in 0..n {
             let seed = r.seed.wrapping_add(i as u64);
             let mut noise = Noise::new(seed);
-            let (mut sigmas, mut latents) = (all_sigmas.as_slice(), None);
-            if let Some((_, tensor)) = &init {
-                ctx.phase("image_encoding");
-                let start = flow_match::start_step(steps, strength);
-                let x0 = self.latent_encoder()?.sample(tensor, &mut noise)?;
-                let x0 = ((x0 - cfg.vae_shift)? * cfg.vae_scale)?;
-                let sigma = all_sigmas[start];
-                let eps = noise
-                    .normal(&[1, 16, lh, lw], &self.device)?
-                    .to_dtype(self.dtype)?;
-                latents = Some(flow_match::noised(&x0, &eps, sigma)?);
-                sigmas = &all_sigmas[start..];
-            }
-            let latents = match latents {
-                Some(l) => l,
-                None => noise
-                    .normal(&[1, 16, lh, lw], &self.device)?
-                    .to_dtype(self.dtype)?,
-            };
+            let (latents, first) = shared::start(
+                &mut self.place,
+                &c,
+                &self.model.paths.vae,
+                init.as_ref().map(|(_, t)| t),
+                &mut noise,
+                &all_sigmas,
+                (steps, strength),
+                (w, h),
+                ctx,
+            )?;
+            let sigmas = &all_sigmas[first..];
             ctx.phase("denoising");
             let (t5, pooled) = &embeddings[i / per];
             let state = State::new(t5, pooled, &latents)?;
             let g = match guidance {
-                Some(g) => Some(Tensor::full(g as f32, 1, &self.device)?.to_dtype(self.dtype)?),
+                Some(g) => Some(Tensor::full(g as f32, 1, &device)?.to_dtype(dtype)?),
                 None => None,
             };
             let mut img = state.img.clone();
             for pair in sigmas.windows(2) {
                 let (s, next) = (pair[0], pair[1]);
-                let t = Tensor::full(s as f32, 1, &self.device)?.to_dtype(self.dtype)?;
+                let t = Tensor::full(s as f32, 1, &device)?.to_dtype(dtype)?;
                 let v = self.modules.transformer.forward(
                     &img,
                     &state.img_ids,
@@ -317,12 +259,7 @@ impl Pipeline for FluxPipeline {
                 img = (img + (v * (next - s))?)?;
             }
             ctx.phase("decoding");
-            let latents = unpack(&img, h, w)?;
-            let decoded = self
-                .modules
-                .vae
-                .decode(&((latents / cfg.vae_scale)? + cfg.vae_shift)?)?;
-            let image = convert::tensor_image(&decoded)?;
+            let image = shared::decode(&self.modules.vae, &c, &unpack(&img, h, w)?)?;
             let p = &r.prompt[i / per];
             ctx.image(ImageRow {
                 image: image.clone(),

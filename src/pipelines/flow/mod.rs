@@ -5,3 +5,4 @@ pub mod flux;
 pub mod flux_model;
 pub mod sd3;
 pub mod sd3_model;
+pub(crate) mod shared;

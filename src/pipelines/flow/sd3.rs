@@ -12,14 +12,13 @@
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::sd3_model::{Sd3Config, Sd3Modules};
+use crate::pipelines::flow::shared::{self, err, Common, Placement};
 use crate::pipelines::load::weights::ResolvedSd3;
-use crate::pipelines::parts::describe::{self, Files, Identity};
-use crate::pipelines::parts::flow_match;
-use crate::pipelines::parts::latent_encoder::LatentEncoder;
+use crate::pipelines::parts::describe::{self, Files};
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
-use crate::pipelines::request::{parse_device, InitImage, Output, Request};
-use candle_core::{DType, Device, Tensor, D};
+use crate::pipelines::request::{Output, Request};
+use candle_core::{DType, Tensor, D};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -29,14 +28,7 @@ pub struct Sd3Pipeline {
     modules: Sd3Modules,
     clip_tokens: [ClipTokens; 2],
     t5_tokens: T5Tokens,
-    latent_encoder: Option<LatentEncoder>,
-    device: Device,
-    dtype: DType,
-    device_name: String,
-}
-
-fn err(msg: impl Into<String>) -> PipelineError {
-    msg.into().into()
+    place: Placement,
 }
 
 /// The texts of one side of guidance (the prompt or the negative prompt)
@@ -68,16 +60,17 @@ impl<'a> Texts<'a> {
 impl Sd3Pipeline {
     /// Loads a resolved SD3 model onto `device` (`cpu`, `cuda:N`).
     pub fn load(model: ResolvedSd3, device_name: &str) -> Result<Sd3Pipeline, PipelineError> {
-        let device = parse_device(device_name)?;
         // Text encoders and VAE: f32 on the CPU, f16 on GPUs; candle's
         // MMDiT is f16 everywhere (see sd3_model).
-        let dtype = if device.is_cpu() {
-            DType::F32
-        } else {
-            DType::F16
-        };
+        let place = Placement::new(device_name, |device| {
+            if device.is_cpu() {
+                DType::F32
+            } else {
+                DType::F16
+            }
+        })?;
         let cfg = &model.config;
-        let modules = Sd3Modules::load(cfg, &model.paths, dtype, &device)
+        let modules = Sd3Modules::load(cfg, &model.paths, place.dtype, &place.device)
             .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
         let text = &model.paths.text;
         let clip_tokens = [
@@ -90,10 +83,7 @@ impl Sd3Pipeline {
             modules,
             clip_tokens,
             t5_tokens,
-            latent_encoder: None,
-            device,
-            dtype,
-            device_name: device_name.to_string(),
+            place,
         })
     }
 
@@ -109,15 +99,15 @@ impl Sd3Pipeline {
         let mut pooled = Vec::new();
         for (i, text) in [t.0, t.1].into_iter().enumerate() {
             let (ids, eos) = self.clip_tokens[i].ids(text)?;
-            let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+            let ids = Tensor::new(ids.as_slice(), &self.place.device)?.unsqueeze(0)?;
             let out = self.modules.clips[i].encode(&ids, eos)?;
             hidden.push(out.penultimate);
             pooled.push(out.pooled);
         }
         let clip = Tensor::cat(&hidden, D::Minus1)?;
         let ids = self.t5_tokens.ids(t.2)?;
-        let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        let t5 = self.modules.t5.encode(&ids, self.dtype)?;
+        let ids = Tensor::new(ids.as_slice(), &self.place.device)?.unsqueeze(0)?;
+        let t5 = self.modules.t5.encode(&ids, self.place.dtype)?;
         let (_, n, width) = clip.dims3()?;
         let t5_width = t5.dim(D::Minus1)?;
         if width > t5_width {
@@ -125,28 +115,16 @@ impl Sd3Pipeline {
                 "the CLIP states ({width} wide) do not fit T5's width {t5_width}"
             )));
         }
-        let pad = Tensor::zeros((1, n, t5_width - width), self.dtype, &self.device)?;
+        let pad = Tensor::zeros(
+            (1, n, t5_width - width),
+            self.place.dtype,
+            &self.place.device,
+        )?;
         let clip = Tensor::cat(&[clip, pad], D::Minus1)?;
         Ok((
             Tensor::cat(&[clip, t5], 1)?,
             Tensor::cat(&pooled, D::Minus1)?,
         ))
-    }
-
-    fn size(&self, r: &Request) -> (usize, usize) {
-        r.size(self.model.config.default_size, 16)
-    }
-
-    fn latent_encoder(&mut self) -> Result<&LatentEncoder, PipelineError> {
-        let (files, cfg) = (&self.model.paths.vae, &self.model.config.vae);
-        let slot = &mut self.latent_encoder;
-        Ok(LatentEncoder::cached(
-            slot,
-            files,
-            cfg,
-            self.dtype,
-            &self.device,
-        )?)
     }
 
     /// The largest attention of a call (the joint attention over text and
@@ -156,11 +134,7 @@ impl Sd3Pipeline {
         let tokens = ((w / 16) * (h / 16) + 77 + cfg.max_sequence_length) as u128;
         let joint = 2 * cfg.mmdit.depth as u128 * tokens.pow(2) * 2;
         let vae = ((w / 8) * (h / 8)) as u128;
-        2 * joint.max(vae.pow(2) * self.dtype.size_in_bytes() as u128)
-    }
-
-    fn image_count(&self, r: &Request) -> usize {
-        r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
+        2 * joint.max(vae.pow(2) * self.place.dtype.size_in_bytes() as u128)
     }
 
     /// The blocks skip-layer guidance skips at step `i` of `steps`, if it
@@ -181,13 +155,13 @@ impl Sd3Pipeline {
         skip: Option<&[usize]>,
     ) -> Result<Tensor, PipelineError> {
         let b = x.dim(0)?;
-        let t = Tensor::full((sigma * 1000.0) as f32, b, &self.device)?;
+        let t = Tensor::full((sigma * 1000.0) as f32, b, &self.place.device)?;
         let f16 = |t: &Tensor| t.to_dtype(DType::F16);
         let v = self
             .modules
             .mmdit
             .forward(&f16(x)?, &t, &f16(pooled)?, &f16(context)?, skip)?;
-        Ok(v.to_dtype(self.dtype)?)
+        Ok(v.to_dtype(self.place.dtype)?)
     }
 }
 
@@ -238,14 +212,13 @@ impl Pipeline for Sd3Pipeline {
             "vae".into(),
             files.vae(&cfg.vae, cfg.vae_scale, cfg.vae_shift),
         );
-        let id = Identity {
-            class: cfg.class(),
-            model_id: &self.model.model_id,
-            revision: self.model.revision.as_deref(),
-            weights_digest: &self.model.weights_digest,
-            dtype: self.dtype,
-            device: &self.device_name,
-        };
+        let m = &self.model;
+        let id = self.place.identity(
+            cfg.class(),
+            &m.model_id,
+            m.revision.as_deref(),
+            &m.weights_digest,
+        );
         describe::info(id, components, &cfg.sampler)
     }
 
@@ -253,23 +226,20 @@ impl Pipeline for Sd3Pipeline {
         let cfg = &self.model.config;
         let id = &self.model.model_id;
         let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
-        let (w, h) = self.size(r);
         let limits = FlowLimits {
             family: "SD3",
             model: id,
             max_side: cfg.max_side().min(4096),
             why_max: " (its position embedding's reach)",
         };
-        convert::check_flow_request(r, (w, h), &limits).map_err(err)?;
-        convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)?;
-        let steps = r.steps.unwrap_or(cfg.default_steps);
-        convert::check_steps(steps, cfg.sampler.train_timesteps).map_err(err)?;
+        let c = Common::from(cfg);
+        let checked = shared::check(&c, r, &limits, &self.place.device, |w, h| {
+            self.attention_bytes(w, h)
+        })?;
+        let (steps, (w, h)) = (checked.steps, checked.size);
         let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
         convert::check_guidance(guidance).map_err(err)?;
-        let strength = r.strength.unwrap_or(cfg.default_strength);
-        if r.init.is_some() {
-            flow_match::check_strength(steps, strength).map_err(err)?;
-        }
+        let strength = shared::strength(&c, r, steps)?;
         // Every text that goes through an encoder is checked here, so an
         // over-long one is refused before the call, not failed in it.
         let texts = r.prompt.iter().map(|p| Texts::prompt(r, p));
@@ -288,11 +258,7 @@ impl Pipeline for Sd3Pipeline {
         params.insert("num_images_per_prompt".into(), json!(per));
         params.insert("num_inference_steps".into(), json!(steps));
         params.insert("guidance_scale".into(), json!(guidance));
-        params.insert("width".into(), json!(w));
-        params.insert("height".into(), json!(h));
-        params.insert("seed".into(), json!(r.seed));
-        params.insert("max_sequence_length".into(), json!(cfg.max_sequence_length));
-        params.insert("scheduler".into(), json!("flow-match-euler"));
+        shared::size_params(&mut params, &c, r, (w, h));
         match (&cfg.skip_layer_guidance, guidance > 1.0 && r.init.is_none()) {
             (Some(slg), true) => {
                 params.insert("skip_guidance_layers".into(), json!(slg.layers));
@@ -304,28 +270,13 @@ impl Pipeline for Sd3Pipeline {
                 params.insert("skip_guidance_layers".into(), Value::Null);
             }
         }
-        if let Some(InitImage::Image(img)) = &r.init {
-            params.insert(
-                "image".into(),
-                json!({"width": img.width(), "height": img.height()}),
-            );
-            params.insert("strength".into(), json!(strength));
-        }
-        params.insert("output_type".into(), Value::from("pil"));
-        let n = self.image_count(r);
-        Ok(CallSpec {
-            params,
-            seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
-            second_prompts: true,
-            third_prompts: true,
-            input_image: r.init.is_some(),
-            mask_image: false,
-        })
+        Ok(shared::spec(params, r, strength, true))
     }
 
     fn run(&mut self, r: &Request, ctx: &mut CallContext<'_>) -> Result<Output, PipelineError> {
         let cfg = self.model.config.clone();
-        let (w, h) = self.size(r);
+        let c = Common::from(&cfg);
+        let (w, h) = shared::size(&c, r);
         let steps = r.steps.unwrap_or(cfg.default_steps);
         let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
         let guided = guidance > 1.0;
@@ -341,9 +292,9 @@ impl Pipeline for Sd3Pipeline {
             conds.push(self.embed(&Texts::prompt(r, p))?);
         }
         let strength = r.strength.unwrap_or(cfg.default_strength);
-        let init = convert::input_image(r, w, h, &self.device, self.dtype)?;
+        let init = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
-        let n = self.image_count(r);
+        let n = shared::image_count(r);
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
         let mut out = Output {
             images: Vec::with_capacity(n),
@@ -352,22 +303,18 @@ impl Pipeline for Sd3Pipeline {
         for i in 0..n {
             let seed = r.seed.wrapping_add(i as u64);
             let mut noise = Noise::new(seed);
-            let mut sigmas = all_sigmas.as_slice();
-            let mut start = None;
-            if let Some((_, tensor)) = &init {
-                ctx.phase("image_encoding");
-                let first = flow_match::start_step(steps, strength);
-                let x0 = self.latent_encoder()?.sample(tensor, &mut noise)?;
-                start = Some((((x0 - cfg.vae_shift)? * cfg.vae_scale)?, first));
-                sigmas = &all_sigmas[first..];
-            }
-            let eps = noise
-                .normal(&[1, 16, h / 8, w / 8], &self.device)?
-                .to_dtype(self.dtype)?;
-            let mut x = match start {
-                Some((x0, first)) => flow_match::noised(&x0, &eps, all_sigmas[first])?,
-                None => eps,
-            };
+            let (mut x, first) = shared::start(
+                &mut self.place,
+                &c,
+                &self.model.paths.vae,
+                init.as_ref().map(|(_, t)| t),
+                &mut noise,
+                &all_sigmas,
+                (steps, strength),
+                (w, h),
+                ctx,
+            )?;
+            let sigmas = &all_sigmas[first..];
             ctx.phase("denoising");
             let (ctx_c, pooled_c) = &conds[i / per];
             let both = match &uncond {
@@ -399,11 +346,7 @@ impl Pipeline for Sd3Pipeline {
                 x = (x + (v * (next - s))?)?;
             }
             ctx.phase("decoding");
-            let decoded = self
-                .modules
-                .vae
-                .decode(&((x / cfg.vae_scale)? + cfg.vae_shift)?)?;
-            let image = convert::tensor_image(&decoded)?;
+            let image = shared::decode(&self.modules.vae, &c, &x)?;
             let p = &r.prompt[i / per];
             let Texts(_, p2, p3) = Texts::prompt(r, p);
             ctx.image(ImageRow {

@@ -1,0 +1,249 @@
+//! What the flow-matching pipelines (FLUX.1, SD3 / 3.5) do alike, written
+//! once: where they run, the checks every request passes before a call,
+//! the params every call records, each image's starting latents (from its
+//! seed, or from an input image part-way down the schedule) and decoding.
+//! What differs — text encoders, guidance, the transformer's inputs — stays
+//! in each family's file.
+
+use crate::pipeline::{CallContext, CallSpec, PipelineError};
+use crate::pipelines::convert::{self, FlowLimits};
+use crate::pipelines::flow::flux_model::FluxConfig;
+use crate::pipelines::flow::sd3_model::Sd3Config;
+use crate::pipelines::parts::describe::Identity;
+use crate::pipelines::parts::flow_match::{self, FlowMatch};
+use crate::pipelines::parts::latent_encoder::LatentEncoder;
+use crate::pipelines::parts::noise::Noise;
+use crate::pipelines::request::{parse_device, InitImage, Request};
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use image::RgbImage;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+
+pub(crate) fn err(msg: impl Into<String>) -> PipelineError {
+    msg.into().into()
+}
+
+/// The numbers both families' configs hold under the same names.
+pub(crate) struct Common<'a> {
+    pub vae: &'a AutoEncoderKLConfig,
+    pub vae_scale: f64,
+    pub vae_shift: f64,
+    pub default_size: usize,
+    pub default_steps: usize,
+    pub default_strength: f64,
+    pub sampler: &'a FlowMatch,
+    pub max_sequence_length: usize,
+}
+
+macro_rules! common_of {
+    ($config:ty) => {
+        impl<'a> From<&'a $config> for Common<'a> {
+            fn from(c: &'a $config) -> Common<'a> {
+                Common {
+                    vae: &c.vae,
+                    vae_scale: c.vae_scale,
+                    vae_shift: c.vae_shift,
+                    default_size: c.default_size,
+                    default_steps: c.default_steps,
+                    default_strength: c.default_strength,
+                    sampler: &c.sampler,
+                    max_sequence_length: c.max_sequence_length,
+                }
+            }
+        }
+    };
+}
+common_of!(FluxConfig);
+common_of!(Sd3Config);
+
+/// Where a pipeline runs, and its latent encoder, loaded on the first
+/// image-to-image call.
+pub(crate) struct Placement {
+    pub device: Device,
+    pub dtype: DType,
+    pub device_name: String,
+    latent_encoder: Option<LatentEncoder>,
+}
+
+impl Placement {
+    /// `device_name` parsed; `dtype` chosen for the device.
+    pub fn new(
+        device_name: &str,
+        dtype: impl FnOnce(&Device) -> DType,
+    ) -> Result<Placement, PipelineError> {
+        let device = parse_device(device_name)?;
+        Ok(Placement {
+            dtype: dtype(&device),
+            device,
+            device_name: device_name.to_string(),
+            latent_encoder: None,
+        })
+    }
+
+    /// The identity a pipeline's description starts from.
+    pub fn identity<'a>(
+        &'a self,
+        class: &'static str,
+        model_id: &'a str,
+        revision: Option<&'a str>,
+        weights_digest: &'a str,
+    ) -> Identity<'a> {
+        Identity {
+            class,
+            model_id,
+            revision,
+            weights_digest,
+            dtype: self.dtype,
+            device: &self.device_name,
+        }
+    }
+
+    fn latent_encoder(
+        &mut self,
+        files: &[PathBuf],
+        cfg: &AutoEncoderKLConfig,
+    ) -> Result<&LatentEncoder, PipelineError> {
+        Ok(LatentEncoder::cached(
+            &mut self.latent_encoder,
+            files,
+            cfg,
+            self.dtype,
+            &self.device,
+        )?)
+    }
+}
+
+/// What the checks settled: the size and the steps.
+pub(crate) struct Checked {
+    pub size: (usize, usize),
+    pub steps: usize,
+}
+
+/// The output size: the asked one, else the input's (a multiple of 16),
+/// else the model's default.
+pub(crate) fn size(c: &Common<'_>, r: &Request) -> (usize, usize) {
+    r.size(c.default_size, 16)
+}
+
+/// The number of images a call makes.
+pub(crate) fn image_count(r: &Request) -> usize {
+    r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
+}
+
+/// The checks every flow-matching request passes after the family's own
+/// on its prompts: size within `limits`, memory for the call's largest
+/// attention (`attention(w, h)` bytes), steps.
+pub(crate) fn check(
+    c: &Common<'_>,
+    r: &Request,
+    limits: &FlowLimits<'_>,
+    device: &Device,
+    attention: impl Fn(usize, usize) -> u128,
+) -> Result<Checked, PipelineError> {
+    let (w, h) = size(c, r);
+    convert::check_flow_request(r, (w, h), limits).map_err(err)?;
+    convert::check_memory(device, attention(w, h), w, h).map_err(err)?;
+    let steps = r.steps.unwrap_or(c.default_steps);
+    convert::check_steps(steps, c.sampler.train_timesteps).map_err(err)?;
+    Ok(Checked {
+        size: (w, h),
+        steps,
+    })
+}
+
+/// The strength of an image-to-image call, checked against its steps
+/// (the model's default strength for text-to-image, unchecked).
+pub(crate) fn strength(c: &Common<'_>, r: &Request, steps: usize) -> Result<f64, PipelineError> {
+    let strength = r.strength.unwrap_or(c.default_strength);
+    if r.init.is_some() {
+        flow_match::check_strength(steps, strength).map_err(err)?;
+    }
+    Ok(strength)
+}
+
+/// Records the size, seed, sequence length and sampler of a call.
+pub(crate) fn size_params(
+    params: &mut Map<String, Value>,
+    c: &Common<'_>,
+    r: &Request,
+    (w, h): (usize, usize),
+) {
+    params.insert("width".into(), json!(w));
+    params.insert("height".into(), json!(h));
+    params.insert("seed".into(), json!(r.seed));
+    params.insert("max_sequence_length".into(), json!(c.max_sequence_length));
+    params.insert("scheduler".into(), json!("flow-match-euler"));
+}
+
+/// The call's spec: its params closed with the input image and strength
+/// (image-to-image) and the output type; one seed per image from the
+/// request's.
+pub(crate) fn spec(
+    mut params: Map<String, Value>,
+    r: &Request,
+    strength: f64,
+    third_prompts: bool,
+) -> CallSpec {
+    if let Some(InitImage::Image(img)) = &r.init {
+        params.insert(
+            "image".into(),
+            json!({"width": img.width(), "height": img.height()}),
+        );
+        params.insert("strength".into(), json!(strength));
+    }
+    params.insert("output_type".into(), Value::from("pil"));
+    let n = image_count(r);
+    CallSpec {
+        params,
+        seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),
+        second_prompts: true,
+        third_prompts,
+        input_image: r.init.is_some(),
+        mask_image: false,
+    }
+}
+
+/// Where one image's sampling starts: noise from its seed; with an input
+/// image (its tensor in `init`), the image's latents (sampled with the same
+/// noise first) noised to the sigma where `strength` starts. Returns the
+/// latents and the index of that sigma.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start(
+    place: &mut Placement,
+    c: &Common<'_>,
+    vae_files: &[PathBuf],
+    init: Option<&Tensor>,
+    noise: &mut Noise,
+    sigmas: &[f64],
+    (steps, strength): (usize, f64),
+    (w, h): (usize, usize),
+    ctx: &mut CallContext<'_>,
+) -> Result<(Tensor, usize), PipelineError> {
+    let mut from = None;
+    if let Some(tensor) = init {
+        ctx.phase("image_encoding");
+        let first = flow_match::start_step(steps, strength);
+        let x0 = place
+            .latent_encoder(vae_files, c.vae)?
+            .sample(tensor, noise)?;
+        from = Some((((x0 - c.vae_shift)? * c.vae_scale)?, first));
+    }
+    let eps = noise
+        .normal(&[1, 16, h / 8, w / 8], &place.device)?
+        .to_dtype(place.dtype)?;
+    Ok(match from {
+        Some((x0, first)) => (flow_match::noised(&x0, &eps, sigmas[first])?, first),
+        None => (eps, 0),
+    })
+}
+
+/// Final latents (1, 16, h/8, w/8) decoded to an image.
+pub(crate) fn decode(
+    vae: &AutoEncoderKL,
+    c: &Common<'_>,
+    latents: &Tensor,
+) -> Result<RgbImage, PipelineError> {
+    let decoded = vae.decode(&((latents / c.vae_scale)? + c.vae_shift)?)?;
+    Ok(convert::tensor_image(&decoded)?)
+}
