@@ -9,7 +9,8 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 use std::sync::Arc;
 
-fn err(msg: impl Into<String>) -> PipelineError {
+/// A pipeline error from a message.
+pub(crate) fn err(msg: impl Into<String>) -> PipelineError {
     msg.into().into()
 }
 

@@ -10,10 +10,11 @@
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::flux_model::{FluxConfig, FluxModules};
-use crate::pipelines::flow::shared::{self, err, Common, Placement};
+use crate::pipelines::flow::shared::{self, err, Common};
 use crate::pipelines::load::weights::ResolvedFlux;
 use crate::pipelines::parts::describe::{self, Files};
 use crate::pipelines::parts::noise::Noise;
+use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
 use crate::pipelines::request::{Output, Request};
 use candle_core::{DType, Tensor};

@@ -12,10 +12,11 @@
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::sd3_model::{Sd3Config, Sd3Modules};
-use crate::pipelines::flow::shared::{self, err, Common, Placement};
+use crate::pipelines::flow::shared::{self, err, Common};
 use crate::pipelines::load::weights::ResolvedSd3;
 use crate::pipelines::parts::describe::{self, Files};
 use crate::pipelines::parts::noise::Noise;
+use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
 use crate::pipelines::request::{Output, Request};
 use candle_core::{DType, Tensor, D};

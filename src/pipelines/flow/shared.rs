@@ -9,20 +9,17 @@ use crate::pipeline::{CallContext, CallSpec, PipelineError};
 use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::flux_model::FluxConfig;
 use crate::pipelines::flow::sd3_model::Sd3Config;
-use crate::pipelines::parts::describe::Identity;
 use crate::pipelines::parts::flow_match::{self, FlowMatch};
-use crate::pipelines::parts::latent_encoder::LatentEncoder;
 use crate::pipelines::parts::noise::Noise;
-use crate::pipelines::request::{parse_device, InitImage, Request};
-use candle_core::{DType, Device, Tensor};
+use crate::pipelines::parts::placement::Placement;
+use crate::pipelines::request::{InitImage, Request};
+use candle_core::{Device, Tensor};
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use image::RgbImage;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
-pub(crate) fn err(msg: impl Into<String>) -> PipelineError {
-    msg.into().into()
-}
+pub(crate) use crate::pipelines::request::err;
 
 /// The numbers both families' configs hold under the same names.
 pub(crate) struct Common<'a> {
@@ -56,63 +53,6 @@ macro_rules! common_of {
 }
 common_of!(FluxConfig);
 common_of!(Sd3Config);
-
-/// Where a pipeline runs, and its latent encoder, loaded on the first
-/// image-to-image call.
-pub(crate) struct Placement {
-    pub device: Device,
-    pub dtype: DType,
-    pub device_name: String,
-    latent_encoder: Option<LatentEncoder>,
-}
-
-impl Placement {
-    /// `device_name` parsed; `dtype` chosen for the device.
-    pub fn new(
-        device_name: &str,
-        dtype: impl FnOnce(&Device) -> DType,
-    ) -> Result<Placement, PipelineError> {
-        let device = parse_device(device_name)?;
-        Ok(Placement {
-            dtype: dtype(&device),
-            device,
-            device_name: device_name.to_string(),
-            latent_encoder: None,
-        })
-    }
-
-    /// The identity a pipeline's description starts from.
-    pub fn identity<'a>(
-        &'a self,
-        class: &'static str,
-        model_id: &'a str,
-        revision: Option<&'a str>,
-        weights_digest: &'a str,
-    ) -> Identity<'a> {
-        Identity {
-            class,
-            model_id,
-            revision,
-            weights_digest,
-            dtype: self.dtype,
-            device: &self.device_name,
-        }
-    }
-
-    fn latent_encoder(
-        &mut self,
-        files: &[PathBuf],
-        cfg: &AutoEncoderKLConfig,
-    ) -> Result<&LatentEncoder, PipelineError> {
-        Ok(LatentEncoder::cached(
-            &mut self.latent_encoder,
-            files,
-            cfg,
-            self.dtype,
-            &self.device,
-        )?)
-    }
-}
 
 /// What the checks settled: the size and the steps.
 pub(crate) struct Checked {

@@ -7,6 +7,7 @@ pub mod describe;
 pub mod flow_match;
 pub mod latent_encoder;
 pub mod noise;
+pub mod placement;
 pub mod prompt;
 pub mod scheduler;
 pub mod t5;

@@ -12,8 +12,9 @@ use crate::pipelines::convert::{self, shorten};
 use crate::pipelines::load::weights::ResolvedModel;
 use crate::pipelines::parts::latent_encoder::LatentEncoder;
 use crate::pipelines::parts::noise::Noise;
+use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::scheduler::SchedulerSettings;
-use crate::pipelines::request::{parse_device, InitImage, Output, Request, StageLatents};
+use crate::pipelines::request::{err, InitImage, Output, Request, StageLatents};
 use crate::pipelines::sd::model::{Family, ModelConfig, Modules};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
@@ -34,35 +35,30 @@ pub struct StableDiffusion {
     modules: Modules,
     tokenizers: Vec<Tokenizer>,
     pad_ids: Vec<u32>,
-    latent_encoder: Option<LatentEncoder>,
     scheduler: SchedulerSettings,
-    device: Device,
-    dtype: DType,
-    device_name: String,
-}
-
-fn err(msg: impl Into<String>) -> PipelineError {
-    msg.into().into()
+    place: Placement,
 }
 
 impl StableDiffusion {
     /// Loads a resolved model onto `device` (`cpu`, `cuda:N`).
     pub fn load(model: ResolvedModel, device_name: &str) -> Result<StableDiffusion, PipelineError> {
-        let device = parse_device(device_name)?;
         // Half precision on GPUs for real models; f32 on the CPU (candle has
         // no bf16 matmul there) and for the tiny models (reproducibility).
         let tiny = model.model_id.starts_with("tiny");
-        let dtype = if device.is_cpu() || tiny {
-            DType::F32
-        } else {
-            DType::F16
-        };
+        let place = Placement::new(device_name, |device| {
+            if device.is_cpu() || tiny {
+                DType::F32
+            } else {
+                DType::F16
+            }
+        })?;
+        let (device, dtype) = (&place.device, place.dtype);
         let cfg = &model.config;
         let text_files: Vec<&std::path::Path> =
             model.text.iter().map(|(w, _)| w.as_path()).collect();
         let modules = match model.seeded {
-            Some(seed) => crate::pipelines::tiny::seeded_modules(cfg, seed, dtype, &device),
-            None => Modules::load(cfg, &text_files, &model.unet, &model.vae, dtype, &device),
+            Some(seed) => crate::pipelines::tiny::seeded_modules(cfg, seed, dtype, device),
+            None => Modules::load(cfg, &text_files, &model.unet, &model.vae, dtype, device),
         }
         .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
         let mut tokenizers = Vec::new();
@@ -87,10 +83,7 @@ impl StableDiffusion {
             modules,
             tokenizers,
             pad_ids,
-            latent_encoder: None,
-            device,
-            dtype,
-            device_name: device_name.to_string(),
+            place,
         })
     }
 
@@ -132,8 +125,12 @@ impl StableDiffusion {
         for i in 0..self.modules.text.len() {
             let text = if i == 0 { first } else { second };
             let ids = self.tokens(i, text)?;
-            let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-            parts.push(self.modules.text[i].encode(&ids)?.to_dtype(self.dtype)?);
+            let ids = Tensor::new(ids.as_slice(), &self.place.device)?.unsqueeze(0)?;
+            parts.push(
+                self.modules.text[i]
+                    .encode(&ids)?
+                    .to_dtype(self.place.dtype)?,
+            );
         }
         Ok(Tensor::cat(&parts, candle_core::D::Minus1)?)
     }
@@ -149,7 +146,7 @@ impl StableDiffusion {
     /// a size the model can run at 512 px may need terabytes at 4096 px.
     fn attention_bytes(&self, w: usize, h: usize) -> u128 {
         let cfg = &self.model.config;
-        let elem = self.dtype.size_in_bytes() as u128;
+        let elem = self.place.dtype.size_in_bytes() as u128;
         let tokens = |level: usize| ((w / 8) >> level) as u128 * ((h / 8) >> level) as u128;
         // Classifier-free guidance runs the UNet on two copies.
         let unet = cfg
@@ -168,7 +165,7 @@ impl StableDiffusion {
     /// Refuses a size whose attention cannot fit in the memory this machine
     /// has free (CPU): the allocator would abort the process mid-call.
     fn check_memory(&self, w: usize, h: usize) -> Result<(), PipelineError> {
-        convert::check_memory(&self.device, self.attention_bytes(w, h), w, h).map_err(err)
+        convert::check_memory(&self.place.device, self.attention_bytes(w, h), w, h).map_err(err)
     }
 
     fn image_count(&self, r: &Request) -> usize {
@@ -195,8 +192,8 @@ impl StableDiffusion {
         let x = noise
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .normal(&[1, 4, h / 8, w / 8], &self.device)?;
-        (x * sigma)?.to_dtype(self.dtype)
+            .normal(&[1, 4, h / 8, w / 8], &self.place.device)?;
+        (x * sigma)?.to_dtype(self.place.dtype)
     }
 
     /// An inpainting model needs an image and a mask of its size; any other
@@ -256,8 +253,8 @@ impl StableDiffusion {
             .map(|v| if v >= 128 { 1.0 } else { 0.0 })
             .collect();
         let full = Tensor::from_vec(bits, (1, 1, h, w), &Device::Cpu)?
-            .to_device(&self.device)?
-            .to_dtype(self.dtype)?;
+            .to_device(&self.place.device)?
+            .to_dtype(self.place.dtype)?;
         let keep = full.affine(-1.0, 1.0)?;
         let masked_image = image.broadcast_mul(&keep)?;
         let scale = self.model.config.vae_scale;
@@ -285,14 +282,7 @@ impl StableDiffusion {
             )));
         }
         let (files, cfg) = ([&self.model.vae], &self.model.config.vae);
-        let slot = &mut self.latent_encoder;
-        Ok(LatentEncoder::cached(
-            slot,
-            &files,
-            cfg,
-            self.dtype,
-            &self.device,
-        )?)
+        self.place.latent_encoder(&files, cfg)
     }
 }
 
@@ -340,8 +330,8 @@ impl Pipeline for StableDiffusion {
             model_id: self.model.model_id.clone(),
             revision: self.model.revision.clone(),
             weights_digest: Some(self.model.weights_digest.clone()),
-            dtype: format!("{:?}", self.dtype).to_lowercase(),
-            device: self.device_name.clone(),
+            dtype: format!("{:?}", self.place.dtype).to_lowercase(),
+            device: self.place.device_name.clone(),
             components,
             scheduler: self.scheduler.to_json(),
         }
@@ -474,7 +464,7 @@ impl Pipeline for StableDiffusion {
             });
         }
 
-        let init_image = convert::input_image(r, w, h, &self.device, self.dtype)?;
+        let init_image = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;
         let n = self.image_count(r);
         let mut out = Output {
             images: Vec::with_capacity(n),
@@ -504,7 +494,10 @@ impl Pipeline for StableDiffusion {
                 ),
                 (Some(InitImage::Latents(l)), _) => {
                     let t_start = steps - ((steps as f64 * strength) as usize).min(steps);
-                    let base = l[i].latents.to_device(&self.device)?.to_dtype(self.dtype)?;
+                    let base = l[i]
+                        .latents
+                        .to_device(&self.place.device)?
+                        .to_dtype(self.place.dtype)?;
                     (base, t_start, Some(Arc::clone(&l[i].preview)))
                 }
                 (_, Some((img, tensor))) => {
@@ -528,8 +521,8 @@ impl Pipeline for StableDiffusion {
                 let eps = noise
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .normal(latents.dims(), &self.device)?
-                    .to_dtype(self.dtype)?;
+                    .normal(latents.dims(), &self.place.device)?
+                    .to_dtype(self.place.dtype)?;
                 latents = scheduler.add_noise(&latents, eps, timesteps[t_start])?;
             }
             ctx.phase("denoising");
