@@ -93,6 +93,13 @@ fn every_pipeline_of_the_zoo_is_unchanged_by_recording_and_remade_from_its_recor
 }
 
 #[test]
+fn the_stubs_say_what_the_extension_is() {
+    // Issue 31: _native.pyi against the built extension (names, kinds,
+    // parameters), so the stubs mypy reads cannot drift from the binding.
+    unittest("test_stubs.Stubs");
+}
+
+#[test]
 fn the_package_type_checks() {
     // The API is typed inline (py.typed) and the extension in _native.pyi:
     // mypy checks that the two agree with the code that uses them.
