@@ -114,9 +114,101 @@ pub fn is_run_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The names a run's stages, tables, media and columns carry: W&B's
+/// diffusers autolog's, kept so that runs from either tool read alike.
+/// Written here once; the recorder, the readers, the targets and the
+/// Python package (as `difflog._native.NAMES`) take them from here.
+pub mod names {
+    /// The prompt column.
+    pub const PROMPT: &str = "Prompt";
+    /// The negative prompt column.
+    pub const NEGATIVE_PROMPT: &str = "Negative-Prompt";
+    /// The second prompt (SDXL's and SD3's CLIP-G, FLUX.1's T5).
+    pub const PROMPT_2: &str = "Prompt-2";
+    /// The second negative prompt.
+    pub const NEGATIVE_PROMPT_2: &str = "Negative-Prompt-2";
+    /// The third prompt (SD3's T5).
+    pub const PROMPT_3: &str = "Prompt-3";
+    /// The third negative prompt.
+    pub const NEGATIVE_PROMPT_3: &str = "Negative-Prompt-3";
+    /// An image-to-image call's input image (difflog's pipelines).
+    pub const INPUT_IMAGE: &str = "Input-Image";
+    /// An image-to-image call's input image as diffusers names it (W&B's
+    /// column, the Python package's).
+    pub const SOURCE_IMAGE: &str = "Source-Image";
+    /// An inpainting call's mask.
+    pub const MASK_IMAGE: &str = "Mask-Image";
+    /// A ControlNet call's control image.
+    pub const CONTROL_IMAGE: &str = "Control-Image";
+    /// The generated image of a row.
+    pub const GENERATED_IMAGE: &str = "Generated-Image";
+    /// The seed of a row's image.
+    pub const SEED: &str = "Seed";
+    /// How a row's image can be made again (Python runs).
+    pub const REMAKE: &str = "Remake";
+    /// The prefix of a call's stage name.
+    pub const STAGE_PREFIX: &str = "Pipeline-Call-";
+    /// The folder of the calls' tables.
+    pub const TABLES: &str = "Result-Table";
+
+    /// Every name above by its constant's name, for the Python package.
+    pub const ALL: [(&str, &str); 15] = [
+        ("PROMPT", PROMPT),
+        ("NEGATIVE_PROMPT", NEGATIVE_PROMPT),
+        ("PROMPT_2", PROMPT_2),
+        ("NEGATIVE_PROMPT_2", NEGATIVE_PROMPT_2),
+        ("PROMPT_3", PROMPT_3),
+        ("NEGATIVE_PROMPT_3", NEGATIVE_PROMPT_3),
+        ("INPUT_IMAGE", INPUT_IMAGE),
+        ("SOURCE_IMAGE", SOURCE_IMAGE),
+        ("MASK_IMAGE", MASK_IMAGE),
+        ("CONTROL_IMAGE", CONTROL_IMAGE),
+        ("GENERATED_IMAGE", GENERATED_IMAGE),
+        ("SEED", SEED),
+        ("REMAKE", REMAKE),
+        ("STAGE_PREFIX", STAGE_PREFIX),
+        ("TABLES", TABLES),
+    ];
+
+    /// Call `n`'s stage: `Pipeline-Call-N`.
+    pub fn stage(call: u32) -> String {
+        format!("{STAGE_PREFIX}{call}")
+    }
+
+    /// The key of a stage's table: `Result-Table/Pipeline-Call-N`.
+    pub fn table(stage: &str) -> String {
+        format!("{TABLES}/{stage}")
+    }
+
+    /// The key of a column's media in a stage: `Generated-Image/Pipeline-Call-N`.
+    pub fn media_key(column: &str, stage: &str) -> String {
+        format!("{column}/{stage}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_autologs_and_listed_once() {
+        assert_eq!(names::stage(3), "Pipeline-Call-3");
+        assert_eq!(
+            names::table("Pipeline-Call-3"),
+            "Result-Table/Pipeline-Call-3"
+        );
+        assert_eq!(
+            names::media_key(names::GENERATED_IMAGE, "Pipeline-Call-3"),
+            "Generated-Image/Pipeline-Call-3"
+        );
+        let keys: std::collections::BTreeSet<_> = names::ALL.iter().map(|(k, _)| *k).collect();
+        let values: std::collections::BTreeSet<_> = names::ALL.iter().map(|(_, v)| *v).collect();
+        assert_eq!(
+            (keys.len(), values.len()),
+            (names::ALL.len(), names::ALL.len())
+        );
+        assert!(names::ALL.contains(&("SEED", "Seed")));
+    }
 
     #[test]
     fn run_ids_sort_by_time_and_are_safe_names() {

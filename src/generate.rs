@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::event::Cell;
+use crate::format::names;
 use crate::pipeline::Pipeline;
 use crate::pipelines::SchedulerKind;
 use crate::pipelines::{Generator, InitImage, Request};
@@ -229,7 +230,7 @@ fn report(
         for row in &call.rows {
             for cell in &row.cells {
                 if let Cell::Image { column, path, .. } = cell {
-                    if column == "Generated-Image" {
+                    if column == names::GENERATED_IMAGE {
                         w(out, format!("  {}", dir.join(path).display()))?;
                     }
                 }

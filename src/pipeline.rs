@@ -13,6 +13,7 @@
 //! into the active run is the recorder's extension of this trait
 //! (`difflog::AutologCall`).
 
+use crate::format::names;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -68,23 +69,26 @@ impl CallSpec {
     /// The columns of this call's table, in order: W&B autolog's columns,
     /// then the seed difflog adds.
     pub fn columns(&self) -> Vec<String> {
-        let mut c = vec!["Prompt".to_string(), "Negative-Prompt".to_string()];
+        let mut c = vec![
+            names::PROMPT.to_string(),
+            names::NEGATIVE_PROMPT.to_string(),
+        ];
         if self.second_prompts {
-            c.push("Prompt-2".into());
-            c.push("Negative-Prompt-2".into());
+            c.push(names::PROMPT_2.into());
+            c.push(names::NEGATIVE_PROMPT_2.into());
         }
         if self.third_prompts {
-            c.push("Prompt-3".into());
-            c.push("Negative-Prompt-3".into());
+            c.push(names::PROMPT_3.into());
+            c.push(names::NEGATIVE_PROMPT_3.into());
         }
         if self.input_image {
-            c.push("Input-Image".into());
+            c.push(names::INPUT_IMAGE.into());
         }
         if self.mask_image {
-            c.push("Mask-Image".into());
+            c.push(names::MASK_IMAGE.into());
         }
-        c.push("Generated-Image".into());
-        c.push("Seed".into());
+        c.push(names::GENERATED_IMAGE.into());
+        c.push(names::SEED.into());
         c
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::event::{Cell, PipelineEvent, RowEvent};
+use crate::format::names;
 use crate::pipeline::Pipeline;
 use crate::pipelines::SchedulerKind;
 use crate::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request};
@@ -195,7 +196,7 @@ fn replay_row(
         .cells
         .iter()
         .find_map(|x| match x {
-            Cell::Number { column, value } if column == "Seed" => value.as_u64(),
+            Cell::Number { column, value } if column == names::SEED => value.as_u64(),
             _ => None,
         })
         .ok_or_else(|| bad(format!("row {} has no seed", r.index)))?;
@@ -203,13 +204,13 @@ fn replay_row(
         .cells
         .iter()
         .find_map(|x| match x {
-            Cell::Image { column, digest, .. } if column == "Generated-Image" => {
+            Cell::Image { column, digest, .. } if column == names::GENERATED_IMAGE => {
                 Some(digest.clone())
             }
             _ => None,
         })
         .ok_or_else(|| bad(format!("row {} has no generated image", r.index)))?;
-    let init = match recorded_image(dir, r, "Input-Image")? {
+    let init = match recorded_image(dir, r, names::INPUT_IMAGE)? {
         None => None,
         Some(_) if params.get("image").and_then(|i| i.get("latents")).is_some() => {
             return Err(bad(format!(
@@ -218,9 +219,9 @@ fn replay_row(
         }
         Some(img) => Some(InitImage::Image(img)),
     };
-    let mask = recorded_image(dir, r, "Mask-Image")?;
+    let mask = recorded_image(dir, r, names::MASK_IMAGE)?;
     let req = Request {
-        prompt: vec![text(&r.cells, "Prompt").unwrap_or_default()],
+        prompt: vec![text(&r.cells, names::PROMPT).unwrap_or_default()],
         negative_prompt: opt_text("negative_prompt"),
         prompt_2: opt_text("prompt_2"),
         negative_prompt_2: opt_text("negative_prompt_2"),
@@ -247,11 +248,11 @@ fn replay_row(
         .ok_or_else(|| bad("the pipeline returned no image"))?;
     // The recipe the recorder wrote into the PNG, rebuilt from the record.
     let [negative, prompt_2, negative_2, prompt_3, negative_3] = [
-        "Negative-Prompt",
-        "Prompt-2",
-        "Negative-Prompt-2",
-        "Prompt-3",
-        "Negative-Prompt-3",
+        names::NEGATIVE_PROMPT,
+        names::PROMPT_2,
+        names::NEGATIVE_PROMPT_2,
+        names::PROMPT_3,
+        names::NEGATIVE_PROMPT_3,
     ]
     .map(|column| text(&r.cells, column));
     let chunks = crate::recipe::chunks(&crate::recipe::RecipeInput {

@@ -46,18 +46,21 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._native import Generated, Image
+from ._native import NAMES, Generated, Image
 
 # Arguments shown as image columns, in autolog's column order.
-_IMAGE_ARGS = [("Source-Image", "image"), ("Mask-Image", "mask_image"), ("Control-Image", "control_image")]
+# Column names come from the Rust side (difflog::format::names), the one
+# place every reader of a run takes them from.
+GENERATED_IMAGE, SEED, REMAKE = NAMES["GENERATED_IMAGE"], NAMES["SEED"], NAMES["REMAKE"]
+_IMAGE_ARGS = [(NAMES["SOURCE_IMAGE"], "image"), (NAMES["MASK_IMAGE"], "mask_image"), (NAMES["CONTROL_IMAGE"], "control_image")]
 # Prompt arguments and their columns.
 _TEXT_ARGS = [
-    ("Prompt", "prompt"),
-    ("Negative-Prompt", "negative_prompt"),
-    ("Prompt-2", "prompt_2"),
-    ("Negative-Prompt-2", "negative_prompt_2"),
-    ("Prompt-3", "prompt_3"),
-    ("Negative-Prompt-3", "negative_prompt_3"),
+    (NAMES["PROMPT"], "prompt"),
+    (NAMES["NEGATIVE_PROMPT"], "negative_prompt"),
+    (NAMES["PROMPT_2"], "prompt_2"),
+    (NAMES["NEGATIVE_PROMPT_2"], "negative_prompt_2"),
+    (NAMES["PROMPT_3"], "prompt_3"),
+    (NAMES["NEGATIVE_PROMPT_3"], "negative_prompt_3"),
 ]
 # Arguments never shown as columns.
 _NOT_COLUMNS = {
@@ -75,7 +78,7 @@ _NOT_COLUMNS = {
 }
 _SEED_RANGE_BITS = 32
 # The columns every table ends with.
-TAIL_COLUMNS = ["Generated-Image", "Seed", "Remake"]
+TAIL_COLUMNS = [GENERATED_IMAGE, SEED, REMAKE]
 
 _SIGNATURES: Dict[Any, inspect.Signature] = {}
 
@@ -268,7 +271,7 @@ class Recording:
         try:
             kind = _other_media(out)
             if kind is not None:
-                self.run._note(f"Pipeline-Call-{self.call.number}: the output holds {kind}, not images: not stored (yet)")
+                self.run._note(f"{NAMES['STAGE_PREFIX']}{self.call.number}: the output holds {kind}, not images: not stored (yet)")
             images = [] if kind is not None else output_images(out, self.output_type)
             inputs: Dict[int, Any] = {}
             for i, img in enumerate(images):
@@ -315,7 +318,7 @@ class Recording:
             texts[name] = v
             cells.append((column, v))
         if img is None:
-            cells.append(("Generated-Image", None))
+            cells.append((GENERATED_IMAGE, None))
         else:
             prompt = texts.get("prompt")
             recipe = None
@@ -336,9 +339,9 @@ class Recording:
                     }
                 )
             caption = prompt if isinstance(prompt, str) else None
-            cells.append(("Generated-Image", Generated(img, caption, recipe)))
-        cells.append(("Seed", seed))
-        cells.append(("Remake", self._remake(i, n)))
+            cells.append((GENERATED_IMAGE, Generated(img, caption, recipe)))
+        cells.append((SEED, seed))
+        cells.append((REMAKE, self._remake(i, n)))
         return cells
 
 
@@ -410,7 +413,7 @@ def _columns(
         controlnet = getattr(pipeline, "controlnet", None) is not None
         for column, name in _IMAGE_ARGS:
             if controlnet and name == "image" and "control_image" not in names:
-                column = "Control-Image"
+                column = NAMES["CONTROL_IMAGE"]
             if name in names and params.get(name) is not None:
                 inputs.append((column, name))
         inputs.sort(key=lambda c: [a for a, _ in _IMAGE_ARGS].index(c[0]))

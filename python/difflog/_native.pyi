@@ -4,6 +4,7 @@ from os import PathLike
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 __version__: str
+NAMES: Dict[str, str]
 
 def read_call(run_dir: Union[str, PathLike[str]], call: int) -> str: ...
 

@@ -135,7 +135,7 @@ def _alone(run_dir: str, call: int, row: int, rows: List[Any], params: Dict[str,
     n = len(rows)
     if not 0 <= row < n:
         raise ValueError(f"{run_dir}: call {call} has {n} rows; there is no row {row}")
-    how = next((c.get("value") for c in rows[row].get("cells", []) if c.get("column") == "Remake"), None)
+    how = next((c.get("value") for c in rows[row].get("cells", []) if c.get("column") == _call.REMAKE), None)
     if how != "alone":
         raise ValueError(
             f"{run_dir}: row {row} of call {call} cannot be re-made alone (its Remake cell says {how!r}); "
@@ -229,7 +229,7 @@ def _input_images(run_dir: str, rec: Dict[str, Any]) -> Dict[str, Any]:
     seen = set()
     for row in rec["rows"]:
         for cell in row.get("cells", []):
-            if cell.get("type") != "image" or cell.get("column") == "Generated-Image":
+            if cell.get("type") != "image" or cell.get("column") == _call.GENERATED_IMAGE:
                 continue
             path = cell.get("path")
             if not isinstance(path, str) or path in seen:
@@ -249,7 +249,7 @@ def _recorded_image(run_dir: str, row: Dict[str, Any]) -> Optional[Any]:
     from PIL import Image
 
     for cell in row.get("cells", []):
-        if cell.get("column") == "Generated-Image" and cell.get("type") == "image":
+        if cell.get("column") == _call.GENERATED_IMAGE and cell.get("type") == "image":
             with Image.open(os.path.join(run_dir, cell["path"])) as im:
                 return im.convert("RGB")
     return None

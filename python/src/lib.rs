@@ -486,5 +486,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Generated>()?;
     m.add("RecordingError", m.py().get_type::<RecordingError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The names of columns, stages and tables, from the one place the
+    // Rust side takes them (difflog::format::names).
+    let names = pyo3::types::PyDict::new(m.py());
+    for (k, v) in difflog::format::names::ALL {
+        names.set_item(k, v)?;
+    }
+    m.add("NAMES", names)?;
     Ok(())
 }

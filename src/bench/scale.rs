@@ -13,6 +13,7 @@ use crate::event::{
     CallFinished, CallStarted, CallStatus, Cell, ConfigEvent, Event, MetricEvent, PipelineEvent,
     RowEvent, RunFinished, RunStarted, RunStatus,
 };
+use crate::format::names;
 use crate::format::{RunMeta, EVENTS_LOG, FORMAT_VERSION, RUN_JSON};
 use serde::Serialize;
 use serde_json::{json, Map};
@@ -76,9 +77,9 @@ fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
             scheduler: json!({"name": "ddim"}),
         }),
     ];
-    let columns = vec!["Prompt".to_string(), "Seed".to_string()];
+    let columns = vec![names::PROMPT.to_string(), names::SEED.to_string()];
     for c in 1..=calls as u32 {
-        let stage = format!("Pipeline-Call-{c}");
+        let stage = names::stage(c);
         ev.push(Event::CallStarted(CallStarted {
             call: c,
             stage: stage.clone(),
@@ -92,15 +93,15 @@ fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
         }));
         ev.push(Event::Row(RowEvent {
             call: c,
-            table: format!("Result-Table/{stage}"),
+            table: names::table(&stage),
             index: 0,
             cells: vec![
                 Cell::Text {
-                    column: "Prompt".into(),
+                    column: names::PROMPT.into(),
                     value: format!("prompt {i}/{c}"),
                 },
                 Cell::Number {
-                    column: "Seed".into(),
+                    column: names::SEED.into(),
                     value: c.into(),
                 },
             ],

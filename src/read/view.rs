@@ -6,6 +6,7 @@ use crate::event::{
     CallFinished, CallStarted, CallStatus, Cell, Event, MediaEvent, MetricEvent, PipelineEvent,
     Record, RowEvent, RunFinished,
 };
+use crate::format::names;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -157,9 +158,9 @@ impl RunView {
             .values()
             .flat_map(|c| &c.rows)
             .filter(|r| {
-                r.cells
-                    .iter()
-                    .any(|c| matches!(c, Cell::Image { column, .. } if column == "Generated-Image"))
+                r.cells.iter().any(
+                    |c| matches!(c, Cell::Image { column, .. } if column == names::GENERATED_IMAGE),
+                )
             })
             .count()
     }

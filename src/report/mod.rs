@@ -16,6 +16,7 @@ pub use html::escape;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::Cell;
+use crate::format::names;
 use crate::format::percent_encode;
 use crate::read::{find_runs, par_map, CallView, RunDir, RunView};
 use html::{href, page, relative, viewer, ViewerItem};
@@ -288,7 +289,7 @@ fn write_call(
     b.push_str("</tr>\n");
     for row in &call.rows {
         let prompt = row.cells.iter().find_map(|c| match c {
-            Cell::Text { column, value } if column == "Prompt" => Some(value.as_str()),
+            Cell::Text { column, value } if column == names::PROMPT => Some(value.as_str()),
             _ => None,
         });
         let _ = write!(

@@ -9,6 +9,7 @@ use super::writer::{Cmd, PendingCell, Slot};
 use super::{ms, Run};
 use crate::error::Result;
 use crate::event::{CallFinished, CallStarted, CallStatus, Cell, Event};
+use crate::format::names;
 use crate::format::now_rfc3339;
 use crate::pipeline::PipelineInfo;
 use crate::recipe::TextChunk;
@@ -79,7 +80,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
             call = a.next_call.fetch_add(1, Ordering::Relaxed);
             r.emit_quiet(Event::CallStarted(CallStarted {
                 call,
-                stage: format!("Pipeline-Call-{call}"),
+                stage: names::stage(call),
                 pipeline,
                 params: start.params,
                 seeds: start.seeds,
@@ -148,7 +149,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                                 let slot = w.encode(Arc::clone(&img))?;
                                 w.send(Cmd::Media {
                                     ts: ts.clone(),
-                                    key: format!("{column}/Pipeline-Call-{call}"),
+                                    key: names::media_key(&column, &names::stage(call)),
                                     caption: None,
                                     call: Some(call),
                                     slot: Arc::clone(&slot),
@@ -167,7 +168,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         let slot = w.encode_with_text(image, text)?;
                         w.send(Cmd::Media {
                             ts: ts.clone(),
-                            key: format!("{column}/Pipeline-Call-{call}"),
+                            key: names::media_key(&column, &names::stage(call)),
                             caption,
                             call: Some(call),
                             slot: Arc::clone(&slot),
@@ -180,7 +181,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
             w.send(Cmd::Row {
                 ts,
                 call,
-                table: format!("Result-Table/Pipeline-Call-{call}"),
+                table: names::table(&names::stage(call)),
                 index,
                 cells: out,
             })

@@ -17,6 +17,7 @@ use crate::error::{Error, IoContext, Result, WriteError};
 use crate::event::{
     ConfigEvent, Event, MetricEvent, PipelineEvent, RunFinished, RunResumed, RunStarted, RunStatus,
 };
+use crate::format::names;
 use crate::format::{
     new_run_id, now_rfc3339, RunMeta, FORMAT_VERSION, MEDIA_DIR, RUN_JSON, TMP_PREFIX,
 };
@@ -585,17 +586,23 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
         let second = self.second_prompts;
         let text = |column: &str, v: Option<&str>| (column.to_string(), text_value(v));
         let mut cells = vec![
-            text("Prompt", Some(&row.prompt)),
-            text("Negative-Prompt", row.negative_prompt.as_deref()),
+            text(names::PROMPT, Some(&row.prompt)),
+            text(names::NEGATIVE_PROMPT, row.negative_prompt.as_deref()),
         ];
         if second {
-            cells.push(text("Prompt-2", row.prompt_2.as_deref()));
-            cells.push(text("Negative-Prompt-2", row.negative_prompt_2.as_deref()));
+            cells.push(text(names::PROMPT_2, row.prompt_2.as_deref()));
+            cells.push(text(
+                names::NEGATIVE_PROMPT_2,
+                row.negative_prompt_2.as_deref(),
+            ));
         }
         let third = self.third_prompts;
         if third {
-            cells.push(text("Prompt-3", row.prompt_3.as_deref()));
-            cells.push(text("Negative-Prompt-3", row.negative_prompt_3.as_deref()));
+            cells.push(text(names::PROMPT_3, row.prompt_3.as_deref()));
+            cells.push(text(
+                names::NEGATIVE_PROMPT_3,
+                row.negative_prompt_3.as_deref(),
+            ));
         }
         let input = |column: &str, img: &Option<Arc<RgbImage>>| {
             let v = img
@@ -604,10 +611,10 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
             (column.to_string(), v)
         };
         if self.input_image {
-            cells.push(input("Input-Image", &row.input_image));
+            cells.push(input(names::INPUT_IMAGE, &row.input_image));
         }
         if self.mask_image {
-            cells.push(input("Mask-Image", &row.mask_image));
+            cells.push(input(names::MASK_IMAGE, &row.mask_image));
         }
         let chunks = self.recipe.chunks(
             self.open.call(),
@@ -626,14 +633,14 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
             row.image.dimensions(),
         );
         cells.push((
-            "Generated-Image".into(),
+            names::GENERATED_IMAGE.into(),
             RowValue::Generated {
                 image: Arc::new(row.image),
                 caption: Some(row.prompt),
                 text: chunks,
             },
         ));
-        cells.push(("Seed".into(), RowValue::Number(row.seed.into())));
+        cells.push((names::SEED.into(), RowValue::Number(row.seed.into())));
         if let Err(e) = self.open.row(index, cells) {
             tracing::warn!("{e}");
         }

@@ -17,6 +17,7 @@ pub use grid::AXES;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{Cell, PipelineEvent};
+use crate::format::names;
 use crate::read::{find_runs, RunDir};
 use grid::{check_axis, Grid};
 use serde::Serialize;
@@ -227,21 +228,21 @@ fn items_of(runs: &Runs) -> Vec<Item> {
                         path,
                         width,
                         height,
-                    } if column == "Generated-Image" => {
+                    } if column == names::GENERATED_IMAGE => {
                         Some((digest.clone(), path.clone(), *width, *height))
                     }
                     _ => None,
                 }) else {
                     continue;
                 };
-                let seed = text_cell(&row.cells, "Seed")
+                let seed = text_cell(&row.cells, names::SEED)
                     .or_else(|| s.seeds.get(row.index as usize).map(|v| v.to_string()));
                 items.push(Item {
                     run: r,
                     stage: s.stage.clone(),
                     row: row.index,
-                    prompt: text_cell(&row.cells, "Prompt"),
-                    negative: text_cell(&row.cells, "Negative-Prompt"),
+                    prompt: text_cell(&row.cells, names::PROMPT),
+                    negative: text_cell(&row.cells, names::NEGATIVE_PROMPT),
                     seed,
                     digest,
                     rel,

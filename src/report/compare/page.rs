@@ -5,6 +5,7 @@
 use super::grid::{Grid, GridRow};
 use super::work::{pair_key, Done, Work};
 use super::{plain, scheduler_of, CompareOptions, Item, Runs};
+use crate::format::names;
 use crate::report::diff::{describe, Figures};
 use crate::report::html::{escape, page, viewer, DiffView, ViewerItem};
 use crate::report::thumbs::{shown_size, THUMB};
@@ -20,9 +21,9 @@ fn record_of(it: &Item, runs: &Runs) -> Vec<(String, String)> {
             format!("{} ({})", run.meta.name, run.meta.id),
         ),
         ("Call, row".into(), format!("{}, row {}", it.stage, it.row)),
-        ("Prompt".into(), opt(it.prompt.clone())),
+        (names::PROMPT.into(), opt(it.prompt.clone())),
         ("Negative prompt".into(), opt(it.negative.clone())),
-        ("Seed".into(), opt(it.seed.clone())),
+        (names::SEED.into(), opt(it.seed.clone())),
         ("Model".into(), opt(p.map(|p| p.model_id.clone()))),
         (
             "Model digest".into(),

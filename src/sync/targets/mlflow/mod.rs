@@ -25,6 +25,7 @@ mod payload;
 
 use super::{Remote, RemoteData, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, MediaEvent, MetricEvent};
+use crate::format::names;
 use crate::read::CallView;
 use crate::sync::error::{SyncError, SyncResult};
 use crate::sync::http::{percent_encode, Auth, Body, Http};
@@ -225,7 +226,7 @@ impl Target for Mlflow {
         _run: &Snapshot<'_>,
         call: &CallView,
     ) -> SyncResult<()> {
-        let path = format!("Result-Table/{}.json", call.started.stage);
+        let path = format!("{}.json", names::table(&call.started.stage));
         self.put_json(remote, &path, &table_json(call)).await
     }
 
@@ -245,7 +246,7 @@ impl Target for Mlflow {
             .calls
             .values()
             .filter(|c| c.finished.is_some() && c.started.call <= last)
-            .map(|c| json!({"path": format!("Result-Table/{}.json", c.started.stage), "type": "table"}))
+            .map(|c| json!({"path": format!("{}.json", names::table(&c.started.stage)), "type": "table"}))
             .collect();
         let mut tags = vec![
             json!({"key": "mlflow.loggedArtifacts", "value": Value::Array(logged).to_string()}),

@@ -13,6 +13,7 @@
 //! copy: an upload again, or after a lost state, creates no second version.
 
 use super::*;
+use crate::format::names;
 use base64::Engine;
 use md5::{Digest, Md5};
 
@@ -245,7 +246,7 @@ impl Wandb {
         run: &Snapshot<'_>,
         call: &CallView,
     ) -> SyncResult<()> {
-        let key = format!("Result-Table/{}", call.started.stage);
+        let key = names::table(&call.started.stage);
         let entries = entries(run, call, &key)?;
         let policy = Policy {
             base: Duration::from_millis(500),

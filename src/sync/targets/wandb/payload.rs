@@ -3,6 +3,7 @@
 //! the run files W&B's client writes.
 
 use super::*;
+use crate::format::names;
 
 /// The W&B run id of a difflog run: its id in lower case, with every
 /// character W&B does not take in run ids (`/ \ # ? % :` and others) turned
@@ -43,7 +44,7 @@ pub(super) fn image_file(m: &MediaEvent) -> Value {
 /// `Source-Image` of autolog's image-to-image and inpainting tables.
 pub(super) fn column_name(column: &str) -> &str {
     match column {
-        "Input-Image" => "Source-Image",
+        names::INPUT_IMAGE => names::SOURCE_IMAGE,
         c => c,
     }
 }
@@ -118,7 +119,7 @@ pub(super) struct Line {
 /// Autolog's caption for an image of a pipeline with two prompts:
 /// `Prompt-1: …\nPrompt-2: …` (from the image's row); `None` otherwise.
 pub(super) fn sdxl_caption(call: &CallView, digest: &str) -> Option<String> {
-    if !call.started.columns.iter().any(|c| c == "Prompt-2") {
+    if !call.started.columns.iter().any(|c| c == names::PROMPT_2) {
         return None;
     }
     let row = call.rows.iter().find(|r| {
@@ -134,8 +135,8 @@ pub(super) fn sdxl_caption(call: &CallView, digest: &str) -> Option<String> {
     };
     Some(format!(
         "Prompt-1: {}\nPrompt-2: {}",
-        text("Prompt").unwrap_or_default(),
-        text("Prompt-2").unwrap_or_default()
+        text(names::PROMPT).unwrap_or_default(),
+        text(names::PROMPT_2).unwrap_or_default()
     ))
 }
 
@@ -268,7 +269,7 @@ pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                     push(v, vec![image_path(m)], Some(f.call), at);
                 }
                 let table = table_file(call);
-                let key = format!("Result-Table/{}", call.started.stage);
+                let key = names::table(&call.started.stage);
                 let mut reference = table.reference;
                 for (k, val) in artifact::artifact_fields(&run_name(&run.meta.id), &key) {
                     reference[k] = val;
