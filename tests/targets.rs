@@ -1,7 +1,11 @@
 //! One conformance suite for every sync target (issue 12): the same
 //! scenarios, the same expectations, run against MLflow (the suite's real
-//! server) and W&B (the protocol emulator). A new target (an object store, a
-//! fleet's second server) gets its `Backend` here and inherits them all.
+//! server), W&B (the protocol emulator), and MLflow servers whose artifacts
+//! live in an object store written to directly (S3 through rclone, Azure
+//! Blob through Azurite; issue 31): there the proxies, the SIGKILLs and the
+//! refusing server stand in front of the object store, where the images go.
+//! A new target (a fleet's second server) gets its `Backend` here and
+//! inherits them all.
 //!
 //! What every target must show for a run, read back from the server in one
 //! shape (`Holdings`): one remote run, marked finished; every image once,
@@ -50,8 +54,9 @@ trait Backend {
     fn to(&self, base: &str) -> String;
     /// Credentials and server settings for a `difflog-sync` command.
     fn env(&self, c: &mut Command, base: &str);
-    /// Sets `secret` as the credential towards `base`; returns the user name
-    /// it travels with (for the leak check).
+    /// Sets `secret` as the credential towards `base` (as it is, or base64
+    /// where the protocol wants a key in base64); returns the user name it
+    /// travels with (for the leak check).
     fn credential(&self, c: &mut Command, base: &str, secret: &str) -> &'static str;
     /// What the server holds of the difflog run `dir` (project `project`).
     fn holdings(&self, project: &str, dir: &Path) -> Holdings;
@@ -81,38 +86,204 @@ impl Backend for Mlflow {
     }
     fn holdings(&self, project: &str, dir: &Path) -> Holdings {
         use common::mlflow as mf;
-        let id = RunDir::open(dir).unwrap().meta.id;
-        let runs = mf::runs(project);
-        let mut h = Holdings {
-            runs: runs.len(),
-            ..Default::default()
-        };
-        let Some(run) = runs
-            .iter()
-            .find(|r| mf::tag(r, "difflog.run_id").as_deref() == Some(id.as_str()))
-        else {
-            return h;
-        };
-        h.finished = run["info"]["status"] == "FINISHED";
-        for (path, _) in mf::artifacts(run) {
-            if let Some(name) = path.strip_prefix("images/") {
-                let bytes = mf::artifact(run, &path);
-                assert_eq!(format!("{}.png", sha256_hex(&bytes)), name, "{path}");
-                h.images.insert(sha256_hex(&bytes));
-            }
-            if let Some(t) = path
-                .strip_prefix("Result-Table/")
-                .and_then(|t| t.strip_suffix(".json"))
-            {
-                h.tables.insert(t.to_string());
-            }
+        mlflow_holdings(&mf::url(), project, dir, |run| {
+            mf::artifacts(run)
+                .into_iter()
+                .map(|(path, _)| {
+                    let digest = sha256_hex(&mf::artifact(run, &path));
+                    (path, digest)
+                })
+                .collect()
+        })
+    }
+}
+
+/// What the MLflow server at `server` holds of the difflog run `dir`:
+/// its runs and status from the server, its artifacts (path → SHA-256 of
+/// the bytes held) from `files` of the MLflow run.
+fn mlflow_holdings(
+    server: &str,
+    project: &str,
+    dir: &Path,
+    files: impl Fn(&serde_json::Value) -> Vec<(String, String)>,
+) -> Holdings {
+    use common::mlflow as mf;
+    let id = RunDir::open(dir).unwrap().meta.id;
+    let runs = mf::runs_at(server, project);
+    let mut h = Holdings {
+        runs: runs.len(),
+        ..Default::default()
+    };
+    let Some(run) = runs
+        .iter()
+        .find(|r| mf::tag(r, "difflog.run_id").as_deref() == Some(id.as_str()))
+    else {
+        return h;
+    };
+    h.finished = run["info"]["status"] == "FINISHED";
+    for (path, digest) in files(run) {
+        if let Some(name) = path.strip_prefix("images/") {
+            assert_eq!(format!("{digest}.png"), name, "{path}");
+            h.images.insert(digest);
         }
-        let run_id = run["info"]["run_id"].as_str().unwrap();
-        for m in mf::history(run_id, "timings/total_ms") {
-            let stage = format!("Pipeline-Call-{}", m["step"]);
-            *h.entries.entry(stage).or_default() += 1;
+        if let Some(t) = path
+            .strip_prefix("Result-Table/")
+            .and_then(|t| t.strip_suffix(".json"))
+        {
+            h.tables.insert(t.to_string());
         }
-        h
+    }
+    let run_id = run["info"]["run_id"].as_str().unwrap();
+    for m in mf::history_at(server, run_id, "timings/total_ms") {
+        let stage = format!("Pipeline-Call-{}", m["step"]);
+        *h.entries.entry(stage).or_default() += 1;
+    }
+    h
+}
+
+/// The S3 server of `scripts/test`: endpoint, the folder it serves, keys.
+fn s3_env() -> (String, PathBuf, String, String) {
+    let v = std::env::var("DIFFLOG_TEST_S3").unwrap_or_else(|_| {
+        panic!("this test needs the S3 server and the MLflow server storing artifacts there: run scripts/test (it sets DIFFLOG_TEST_S3 and DIFFLOG_TEST_MLFLOW_S3_URL)")
+    });
+    let f: Vec<&str> = v.split(' ').collect();
+    assert_eq!(f.len(), 4, "DIFFLOG_TEST_S3 is URL DIR ACCESS SECRET: {v}");
+    (f[0].into(), f[1].into(), f[2].into(), f[3].into())
+}
+
+/// `name`'s value, or a failure saying scripts/test sets it.
+fn env_var(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("this test needs {name}: run scripts/test, which sets it"))
+}
+
+/// MLflow with an `s3://` artifact root; images written to S3 directly.
+struct S3;
+
+impl Backend for S3 {
+    fn name(&self) -> &'static str {
+        "MLflow + S3"
+    }
+    fn server(&self) -> String {
+        s3_env().0
+    }
+    fn to(&self, _base: &str) -> String {
+        format!("mlflow+{}", env_var("DIFFLOG_TEST_MLFLOW_S3_URL"))
+    }
+    fn env(&self, c: &mut Command, base: &str) {
+        let (_, _, access, secret) = s3_env();
+        self.credential(c, base, &secret);
+        c.env("AWS_ACCESS_KEY_ID", access);
+    }
+    fn credential(&self, c: &mut Command, base: &str, secret: &str) -> &'static str {
+        c.env("AWS_ACCESS_KEY_ID", "difflog-conformance")
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("MLFLOW_S3_ENDPOINT_URL", base)
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("MLFLOW_TRACKING_TOKEN");
+        ""
+    }
+    fn holdings(&self, project: &str, dir: &Path) -> Holdings {
+        let served = s3_env().1;
+        let server = env_var("DIFFLOG_TEST_MLFLOW_S3_URL");
+        mlflow_holdings(&server, project, dir, |run| {
+            let uri = run["info"]["artifact_uri"].as_str().unwrap();
+            let root = served.join(uri.strip_prefix("s3://").unwrap());
+            let mut out = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        let rel = p.strip_prefix(&root).unwrap().display().to_string();
+                        out.push((rel, sha256_hex(&std::fs::read(&p).unwrap())));
+                    }
+                }
+            }
+            out
+        })
+    }
+}
+
+/// Azurite's development account (scripts/azurite-server): its published
+/// key, not a secret.
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A connection string for Azurite's account at `endpoint` (scheme, host
+/// and port) with `key`.
+fn azure_connection(endpoint: &str, key: &str) -> String {
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={}/devstoreaccount1;",
+        endpoint.trim_end_matches('/')
+    )
+}
+
+/// MLflow with a `wasbs://` artifact root; images written to Azure Blob
+/// storage (Azurite) directly.
+struct Azure;
+
+impl Backend for Azure {
+    fn name(&self) -> &'static str {
+        "MLflow + Azure"
+    }
+    fn server(&self) -> String {
+        let url = env_var("DIFFLOG_TEST_AZURE");
+        url.trim_end_matches('/')
+            .trim_end_matches("/devstoreaccount1")
+            .to_string()
+    }
+    fn to(&self, _base: &str) -> String {
+        format!("mlflow+{}", env_var("DIFFLOG_TEST_MLFLOW_AZURE_URL"))
+    }
+    fn env(&self, c: &mut Command, base: &str) {
+        c.env(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            azure_connection(base, AZURITE_KEY),
+        )
+        .env_remove("AZURE_STORAGE_ACCESS_KEY")
+        .env_remove("MLFLOW_TRACKING_TOKEN");
+    }
+    fn credential(&self, c: &mut Command, base: &str, secret: &str) -> &'static str {
+        use base64::Engine;
+        // An account key is base64: the secret travels as such.
+        let key = base64::engine::general_purpose::STANDARD.encode(secret);
+        self.env(c, base);
+        c.env(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            azure_connection(base, &key),
+        );
+        ""
+    }
+    fn holdings(&self, project: &str, dir: &Path) -> Holdings {
+        let server = env_var("DIFFLOG_TEST_MLFLOW_AZURE_URL");
+        let conn = azure_connection(&self.server(), AZURITE_KEY);
+        mlflow_holdings(&server, project, dir, |run| {
+            let uri = run["info"]["artifact_uri"].as_str().unwrap();
+            let prefix = uri
+                .split_once(".blob.core.windows.net/")
+                .map(|(_, p)| format!("{}/", p.trim_end_matches('/')))
+                .unwrap();
+            let script = r#"
+import hashlib, json, os, sys
+from azure.storage.blob import BlobServiceClient
+c = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client("runs")
+p = sys.argv[1]
+print(json.dumps({b.name[len(p):]: hashlib.sha256(c.download_blob(b.name).readall()).hexdigest() for b in c.list_blobs(name_starts_with=p)}))
+"#;
+            let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+            let o = Command::new(py)
+                .args(["-c", script, &prefix])
+                .env("AZURE_STORAGE_CONNECTION_STRING", &conn)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+            let v: BTreeMap<String, String> = serde_json::from_slice(&o.stdout).unwrap();
+            v.into_iter().collect()
+        })
     }
 }
 
@@ -224,6 +395,8 @@ fn backends() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(Mlflow),
         Box::new(Wandb(Emulator::start(KEY, "team"))),
+        Box::new(S3),
+        Box::new(Azure),
     ]
 }
 
@@ -334,7 +507,8 @@ fn every_target_delivers_everything_once_through_resets_errors_and_lost_answers(
     }
 }
 
-/// A server that answers every request with 401; counts them.
+/// A server that answers every request with 401; counts them (those that
+/// send one: connections closed unused are not requests).
 fn refusing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -344,9 +518,13 @@ fn refusing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
-            c.fetch_add(1, Ordering::SeqCst);
             let mut buf = [0u8; 8192];
-            let _ = std::io::Read::read(&mut s, &mut buf);
+            // Requests, not connections: a client may open connections for
+            // requests it then drops once the first answer is a 401.
+            if std::io::Read::read(&mut s, &mut buf).unwrap_or(0) == 0 {
+                continue;
+            }
+            c.fetch_add(1, Ordering::SeqCst);
             let body = r#"{"errors":[{"message":"not logged in"}],"error_code":"UNAUTHENTICATED"}"#;
             let resp = format!(
                 "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

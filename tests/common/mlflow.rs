@@ -24,7 +24,11 @@ pub fn target() -> String {
 }
 
 fn post(path: &str, body: Value) -> Value {
-    ureq::post(&format!("{}{path}", url()))
+    post_at(&url(), path, body)
+}
+
+fn post_at(base: &str, path: &str, body: Value) -> Value {
+    ureq::post(&format!("{base}{path}"))
         .send_json(body)
         .unwrap_or_else(|e| panic!("POST {path}: {e}"))
         .into_json()
@@ -32,7 +36,11 @@ fn post(path: &str, body: Value) -> Value {
 }
 
 fn get(path: &str) -> Option<Value> {
-    ureq::get(&format!("{}{path}", url()))
+    get_at(&url(), path)
+}
+
+fn get_at(base: &str, path: &str) -> Option<Value> {
+    ureq::get(&format!("{base}{path}"))
         .call()
         .ok()?
         .into_json()
@@ -41,18 +49,30 @@ fn get(path: &str) -> Option<Value> {
 
 /// The experiment id of `name`, if it exists.
 pub fn experiment(name: &str) -> Option<String> {
-    get(&format!(
-        "/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"
-    ))
+    experiment_at(&url(), name)
+}
+
+/// [`experiment`] on the server at `base`.
+pub fn experiment_at(base: &str, name: &str) -> Option<String> {
+    get_at(
+        base,
+        &format!("/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"),
+    )
     .and_then(|v| v["experiment"]["experiment_id"].as_str().map(String::from))
 }
 
 /// Every run of experiment `name` (all lifecycle stages).
 pub fn runs(name: &str) -> Vec<Value> {
-    let Some(exp) = experiment(name) else {
+    runs_at(&url(), name)
+}
+
+/// [`runs`] on the server at `base`.
+pub fn runs_at(base: &str, name: &str) -> Vec<Value> {
+    let Some(exp) = experiment_at(base, name) else {
         return Vec::new();
     };
-    let v = post(
+    let v = post_at(
+        base,
         "/api/2.0/mlflow/runs/search",
         json!({"experiment_ids": [exp], "max_results": 1000, "run_view_type": "ALL"}),
     );
@@ -94,10 +114,18 @@ pub fn param(run: &Value, key: &str) -> Option<String> {
 
 /// The full history of one metric.
 pub fn history(run_id: &str, key: &str) -> Vec<Value> {
-    get(&format!(
-        "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={}",
-        key.replace('/', "%2F")
-    ))
+    history_at(&url(), run_id, key)
+}
+
+/// [`history`] on the server at `base`.
+pub fn history_at(base: &str, run_id: &str, key: &str) -> Vec<Value> {
+    get_at(
+        base,
+        &format!(
+            "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={}",
+            key.replace('/', "%2F")
+        ),
+    )
     .and_then(|v| v["metrics"].as_array().cloned())
     .unwrap_or_default()
 }
