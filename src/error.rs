@@ -107,8 +107,15 @@ pub enum Error {
     },
     /// A `difflog pack` archive cannot be made or unpacked (a damaged or
     /// hostile archive, a run that cannot be packed as it is).
-    #[error("{0}")]
-    Archive(String),
+    #[error("{}", archive_text(path, entry.as_deref(), why))]
+    Archive {
+        /// The archive, or the run or file being packed.
+        path: PathBuf,
+        /// The archive's entry concerned (a file or a run folder), if one is.
+        entry: Option<PathBuf>,
+        /// What is wrong ("is larger than …" after an entry).
+        why: String,
+    },
     /// Model weights or their index cannot be found or used.
     #[error("{0}")]
     Weights(String),
@@ -175,7 +182,38 @@ pub enum WriteError {
     Log(std::sync::Arc<Error>),
 }
 
+fn archive_text(path: &std::path::Path, entry: Option<&std::path::Path>, why: &str) -> String {
+    match entry {
+        Some(e) => format!("{}: entry {} {why}", path.display(), e.display()),
+        None => format!("{}: {why}", path.display()),
+    }
+}
+
 impl Error {
+    /// An archive error about `path` itself (the archive, a run or file
+    /// being packed).
+    pub fn archive(path: impl Into<PathBuf>, why: impl Into<String>) -> Error {
+        Error::Archive {
+            path: path.into(),
+            entry: None,
+            why: why.into(),
+        }
+    }
+
+    /// An archive error about `entry` of the archive at `path`; `why`
+    /// continues the sentence "entry E …".
+    pub fn archive_entry(
+        path: impl Into<PathBuf>,
+        entry: impl Into<PathBuf>,
+        why: impl Into<String>,
+    ) -> Error {
+        Error::Archive {
+            path: path.into(),
+            entry: Some(entry.into()),
+            why: why.into(),
+        }
+    }
+
     /// A stable code naming the kind of error, for scripts reading `--json`
     /// output (`"error_code"`): it does not change with the message's words.
     pub fn code(&self) -> &'static str {
@@ -190,7 +228,7 @@ impl Error {
             Error::Recording { .. } => "recording",
             Error::Setting { .. } => "setting",
             Error::UnsafeFile { .. } => "unsafe_file",
-            Error::Archive(_) => "archive",
+            Error::Archive { .. } => "archive",
             Error::Weights(_) => "weights",
             #[cfg(feature = "sync")]
             Error::State { .. } => "state",

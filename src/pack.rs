@@ -69,10 +69,10 @@ fn files_of(run: &Path) -> Result<Vec<PathBuf>> {
             } else if ft.is_file() {
                 out.push(e.path());
             } else {
-                return Err(Error::Archive(format!(
-                    "{}: not a regular file (a link?); a run directory holds only its own files",
-                    e.path().display()
-                )));
+                return Err(Error::archive(
+                    e.path(),
+                    "not a regular file (a link?); a run directory holds only its own files",
+                ));
             }
         }
     }
@@ -93,19 +93,18 @@ pub fn pack(paths: &[PathBuf], out: &Path) -> Result<PackSummary> {
     for r in &runs {
         let rd = RunDir::open(r)?;
         if rd.state() == RunState::Live {
-            return Err(Error::Archive(format!(
-                "{}: run is still being written; pack it once it ends",
-                r.display()
-            )));
+            return Err(Error::archive(
+                r,
+                "run is still being written; pack it once it ends",
+            ));
         }
         // Digests are checked while packing (the bytes are read once).
         let rep = verify_run_with(r, false);
         if rep.damaged() {
-            return Err(Error::Archive(format!(
-                "{}: damaged, not packed: {}",
-                r.display(),
-                first_damage(&rep)
-            )));
+            return Err(Error::archive(
+                r,
+                format!("damaged, not packed: {}", first_damage(&rep)),
+            ));
         }
     }
     let tmp = out.with_extension("partial");
@@ -174,11 +173,11 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
         let name = r
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::Archive(format!("{}: no directory name", r.display())))?;
+            .ok_or_else(|| Error::archive(r, "no directory name"))?;
         for f in files_of(r)? {
             let rel = f
                 .strip_prefix(r)
-                .map_err(|_| Error::Archive(format!("{}: outside its run", f.display())))?;
+                .map_err(|_| Error::archive(&f, "outside its run"))?;
             let in_archive = Path::new(&name).join(rel);
             if entry_cap(&in_archive).is_none() {
                 // Not a file of the run (verify calls it a stray file):
@@ -207,10 +206,10 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
                     let got = crate::format::hex(&reader.hash.finalize());
                     if got != stem {
                         let _ = std::fs::remove_file(tmp);
-                        return Err(Error::Archive(format!(
-                            "{}: content digest {got} does not match its name; not packed",
-                            f.display()
-                        )));
+                        return Err(Error::archive(
+                            &f,
+                            format!("content digest {got} does not match its name; not packed"),
+                        ));
                     }
                 }
             }
@@ -231,17 +230,18 @@ fn write_archive(runs: &[PathBuf], tmp: &Path, out: &Path) -> Result<PackSummary
     Ok(summary)
 }
 
-/// Checks that an archive path is `<run>/…` with no way out.
-fn safe_entry(path: &Path) -> Result<()> {
+/// Checks that entry `path` of `archive` is `<run>/…` with no way out.
+fn safe_entry(archive: &Path, path: &Path) -> Result<()> {
     let mut comps = path.components();
     let first = comps.next();
     let inside = matches!(first, Some(Component::Normal(_)))
         && comps.all(|c| matches!(c, Component::Normal(_)));
     if !inside {
-        return Err(Error::Archive(format!(
-            "archive entry {:?} points outside its run; refused",
-            path.display()
-        )));
+        return Err(Error::archive_entry(
+            archive,
+            path,
+            "points outside its run; refused",
+        ));
     }
     // Only run-id-shaped top-level folders are runs: nothing else (such as
     // `.difflog-sync`, where the sync state lives) lands in the root.
@@ -249,10 +249,11 @@ fn safe_entry(path: &Path) -> Result<()> {
         Some(Component::Normal(top)) if top.to_str().is_some_and(crate::format::is_run_id) => {
             Ok(())
         }
-        _ => Err(Error::Archive(format!(
-            "archive entry {:?} is not inside a run folder (the top-level folder must be a run id); refused",
-            path.display()
-        ))),
+        _ => Err(Error::archive_entry(
+            archive,
+            path,
+            "is not inside a run folder (the top-level folder must be a run id); refused",
+        )),
     }
 }
 
@@ -263,10 +264,10 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     // A missing archive creates nothing.
     let md = std::fs::metadata(archive).ctx(archive, "open archive")?;
     if !md.is_file() {
-        return Err(Error::Archive(format!(
-            "{}: not a regular file; an archive is a file made by difflog pack",
-            archive.display()
-        )));
+        return Err(Error::archive(
+            archive,
+            "not a regular file; an archive is a file made by difflog pack",
+        ));
     }
     std::fs::create_dir_all(dest).ctx(dest, "create destination")?;
     remove_stale_staging(dest);
@@ -287,10 +288,10 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
                 out.push(target);
                 continue;
             }
-            return Err(Error::Archive(format!(
-                "{}: a different run with this id already exists; nothing was unpacked",
-                target.display()
-            )));
+            return Err(Error::archive(
+                &target,
+                "a different run with this id already exists; nothing was unpacked",
+            ));
         }
         moves.push((run, target));
     }
@@ -369,25 +370,22 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
     let dec = zstd::Decoder::new(file).ctx(archive, "read archive")?;
     let mut tar = tar::Archive::new(dec);
     let bad = |e: std::io::Error| {
-        Error::Archive(format!(
-            "{}: not a complete difflog archive ({e})",
-            archive.display()
-        ))
+        Error::archive(archive, format!("not a complete difflog archive ({e})"))
     };
     let mut runs = std::collections::BTreeSet::new();
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let path = entry.path().map_err(bad)?.into_owned();
-        safe_entry(&path)?;
+        safe_entry(archive, &path)?;
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Directory => continue,
             other => {
-                return Err(Error::Archive(format!(
-                    "{}: entry {} is a {other:?}, not a file; refused",
-                    archive.display(),
-                    path.display()
-                )))
+                return Err(Error::archive_entry(
+                    archive,
+                    path,
+                    format!("is a {other:?}, not a file; refused"),
+                ))
             }
         }
         let target = into.join(&path);
@@ -395,11 +393,11 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
             std::fs::create_dir_all(parent).ctx(parent, "create folder")?;
         }
         let cap = entry_cap(&path).ok_or_else(|| {
-            Error::Archive(format!(
-                "{}: entry {} is not a file of a run (run.json, events.log, media/xx/<sha256>.png); refused",
-                archive.display(),
-                path.display()
-            ))
+            Error::archive_entry(
+                archive,
+                &path,
+                "is not a file of a run (run.json, events.log, media/xx/<sha256>.png); refused",
+            )
         })?;
         let mut out = File::create(&target).ctx(&target, "write unpacked file")?;
         // Read errors are the archive's, write errors the destination's; and
@@ -414,11 +412,11 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
             }
             total += n as u64;
             if total > cap {
-                return Err(Error::Archive(format!(
-                    "{}: entry {} is larger than {cap} bytes, more than such a file can be; refused",
-                    archive.display(),
-                    path.display()
-                )));
+                return Err(Error::archive_entry(
+                    archive,
+                    path,
+                    format!("is larger than {cap} bytes, more than such a file can be; refused"),
+                ));
             }
             out.write_all(&buf[..n])
                 .ctx(&target, "write unpacked file")?;
@@ -429,29 +427,20 @@ pub fn extract(archive: &Path, into: &Path) -> Result<Vec<PathBuf>> {
     }
     let runs: Vec<PathBuf> = runs.into_iter().collect();
     if runs.is_empty() {
-        return Err(Error::Archive(format!(
-            "{}: the archive holds no runs",
-            archive.display()
-        )));
+        return Err(Error::archive(archive, "the archive holds no runs"));
     }
     for r in &runs {
+        let name = r.file_name().map(PathBuf::from).unwrap_or_default();
         if !r.join(RUN_JSON).is_file() {
-            return Err(Error::Archive(format!(
-                "{}: {} has no run.json",
-                archive.display(),
-                r.display()
-            )));
+            return Err(Error::archive_entry(archive, name, "has no run.json"));
         }
         let rep = verify_run(r);
         if rep.damaged() {
-            return Err(Error::Archive(format!(
-                "{}: run {} is damaged in the archive: {}",
-                archive.display(),
-                r.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                first_damage(&rep)
-            )));
+            return Err(Error::archive_entry(
+                archive,
+                name,
+                format!("is damaged in the archive: {}", first_damage(&rep)),
+            ));
         }
     }
     Ok(runs)

@@ -95,10 +95,23 @@ fn truncated_or_hostile_archives_are_refused_and_leave_nothing() {
         t.append(&h, &b"bad"[..]).unwrap();
         t.into_inner().unwrap();
     }
-    let e = unpack(&evil, &tmp.path().join("d"))
-        .unwrap_err()
-        .to_string();
+    let err = unpack(&evil, &tmp.path().join("d")).unwrap_err();
+    // The error names the archive and its entry as such (issue 31), not
+    // only in its words.
+    match &err {
+        difflog::Error::Archive { path, entry, .. } => {
+            assert_eq!(path, &evil);
+            assert_eq!(
+                entry.as_deref(),
+                Some(std::path::Path::new("../escaped.txt"))
+            );
+        }
+        other => panic!("not an archive error: {other:?}"),
+    }
+    assert_eq!(err.code(), "archive");
+    let e = err.to_string();
     assert!(e.contains("outside its run"), "{e}");
+    assert!(e.contains("entry ../escaped.txt"), "{e}");
     assert!(!tmp.path().join("escaped.txt").exists());
 }
 
