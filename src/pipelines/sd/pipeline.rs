@@ -17,6 +17,7 @@ use crate::pipelines::parts::scheduler::SchedulerSettings;
 use crate::pipelines::request::{err, InitImage, Output, Request, StageLatents};
 use crate::pipelines::sd::model::{Family, ModelConfig, Modules};
 use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::stable_diffusion::schedulers::Scheduler;
 use image::RgbImage;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex};
@@ -266,6 +267,98 @@ impl StableDiffusion {
         Ok(InpaintInputs { mask, masked })
     }
 
+    /// Each prompt's text embeddings, preceded by the negative prompt's
+    /// when guided (one batch of two, as the UNet takes it).
+    fn embed_prompts(&self, r: &Request, guided: bool) -> Result<Vec<Tensor>, PipelineError> {
+        let neg = r.negative_prompt.clone().unwrap_or_default();
+        let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
+        let mut embeddings = Vec::new();
+        for p in &r.prompt {
+            let cond = self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?;
+            embeddings.push(if guided {
+                Tensor::cat(&[self.embed(&neg, &neg2)?, cond], 0)?
+            } else {
+                cond
+            });
+        }
+        Ok(embeddings)
+    }
+
+    /// The denoising loop over `timesteps` from `latents`: classifier-free
+    /// guidance at scale `guidance` when given, the inpainting model's
+    /// 9-channel input when `inpaint` is.
+    fn denoise(
+        &self,
+        scheduler: &mut dyn Scheduler,
+        mut latents: Tensor,
+        timesteps: &[usize],
+        text: &Tensor,
+        guidance: Option<f64>,
+        inpaint: Option<&InpaintInputs>,
+    ) -> Result<Tensor, PipelineError> {
+        for &t in timesteps {
+            let x = if guidance.is_some() {
+                Tensor::cat(&[&latents, &latents], 0)?
+            } else {
+                latents.clone()
+            };
+            let x = scheduler.scale_model_input(x, t)?;
+            let x = match inpaint {
+                // The 9-channel input: latents, mask, masked image latents.
+                Some(ii) => {
+                    let b = x.dims()[0];
+                    let mask = ii.mask.repeat((b, 1, 1, 1))?;
+                    let masked = ii.masked.repeat((b, 1, 1, 1))?;
+                    Tensor::cat(&[&x, &mask, &masked], 1)?
+                }
+                None => x,
+            };
+            let pred = self.modules.unet.forward(&x, t as f64, text)?;
+            let pred = match guidance {
+                Some(g) => {
+                    let parts = pred.chunk(2, 0)?;
+                    (&parts[0] + ((&parts[1] - &parts[0])? * g)?)?
+                }
+                None => pred,
+            };
+            latents = scheduler.step(&pred, t, &latents)?;
+        }
+        Ok(latents)
+    }
+
+    /// Row `i` of a call: its image, prompts as the model read them, input
+    /// and mask images, seed.
+    fn row(
+        &self,
+        r: &Request,
+        i: usize,
+        image: RgbImage,
+        input: Option<Arc<RgbImage>>,
+        seed: u64,
+    ) -> ImageRow {
+        let cfg = &self.model.config;
+        let p = &r.prompt[self.prompt_of(r, i)];
+        let two = cfg.text.len() > 1;
+        ImageRow {
+            image,
+            prompt: p.clone(),
+            negative_prompt: r.negative_prompt.clone(),
+            prompt_2: two.then(|| r.prompt_2.clone().unwrap_or_else(|| p.clone())),
+            negative_prompt_2: two
+                .then(|| {
+                    r.negative_prompt_2
+                        .clone()
+                        .or_else(|| r.negative_prompt.clone())
+                })
+                .flatten(),
+            prompt_3: None,
+            negative_prompt_3: None,
+            input_image: input,
+            mask_image: r.mask.clone().filter(|_| cfg.inpaint),
+            seed,
+        }
+    }
+
     fn decode(&self, latents: &Tensor) -> candle_core::Result<RgbImage> {
         let img = self
             .modules
@@ -452,17 +545,7 @@ impl Pipeline for StableDiffusion {
         let cfg_guided = guidance > 1.0;
 
         ctx.phase("text_encoding");
-        let neg = r.negative_prompt.clone().unwrap_or_default();
-        let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
-        let mut embeddings = Vec::new();
-        for p in &r.prompt {
-            let cond = self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?;
-            embeddings.push(if cfg_guided {
-                Tensor::cat(&[self.embed(&neg, &neg2)?, cond], 0)?
-            } else {
-                cond
-            });
-        }
+        let embeddings = self.embed_prompts(r, cfg_guided)?;
 
         let init_image = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;
         let n = self.image_count(r);
@@ -527,54 +610,19 @@ impl Pipeline for StableDiffusion {
             }
             ctx.phase("denoising");
             let text = &embeddings[self.prompt_of(r, i)];
-            for &t in &timesteps[t_start.min(timesteps.len())..] {
-                let x = if cfg_guided {
-                    Tensor::cat(&[&latents, &latents], 0)?
-                } else {
-                    latents.clone()
-                };
-                let x = scheduler.scale_model_input(x, t)?;
-                let x = match &inpaint {
-                    // The 9-channel input: latents, mask, masked image latents.
-                    Some(ii) => {
-                        let b = x.dims()[0];
-                        let mask = ii.mask.repeat((b, 1, 1, 1))?;
-                        let masked = ii.masked.repeat((b, 1, 1, 1))?;
-                        Tensor::cat(&[&x, &mask, &masked], 1)?
-                    }
-                    None => x,
-                };
-                let pred = self.modules.unet.forward(&x, t as f64, text)?;
-                let pred = if cfg_guided {
-                    let parts = pred.chunk(2, 0)?;
-                    (&parts[0] + ((&parts[1] - &parts[0])? * guidance)?)?
-                } else {
-                    pred
-                };
-                latents = scheduler.step(&pred, t, &latents)?;
-            }
+            let guide = cfg_guided.then_some(guidance);
+            let from = t_start.min(timesteps.len());
+            let latents = self.denoise(
+                scheduler.as_mut(),
+                latents,
+                &timesteps[from..],
+                text,
+                guide,
+                inpaint.as_ref(),
+            )?;
             ctx.phase("decoding");
             let image = self.decode(&latents)?;
-            let p = &r.prompt[self.prompt_of(r, i)];
-            ctx.image(ImageRow {
-                image: image.clone(),
-                prompt: p.clone(),
-                negative_prompt: r.negative_prompt.clone(),
-                prompt_2: (cfg.text.len() > 1)
-                    .then(|| r.prompt_2.clone().unwrap_or_else(|| p.clone())),
-                negative_prompt_2: (cfg.text.len() > 1)
-                    .then(|| {
-                        r.negative_prompt_2
-                            .clone()
-                            .or_else(|| r.negative_prompt.clone())
-                    })
-                    .flatten(),
-                prompt_3: None,
-                negative_prompt_3: None,
-                input_image: input,
-                mask_image: r.mask.clone().filter(|_| cfg.inpaint),
-                seed,
-            });
+            ctx.image(self.row(r, i, image.clone(), input, seed));
             out.latents.push(StageLatents {
                 latents,
                 preview: Arc::new(image.clone()),
