@@ -14,6 +14,7 @@ use crate::pipelines::SchedulerKind;
 use crate::pipelines::{Generator, InitImage, Request};
 use crate::read::RunDir;
 use crate::run::{Init, Run};
+use image::RgbImage;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -82,77 +83,12 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
             ))
         })?),
     };
-    let read = |p: &PathBuf, what: &str| {
-        image::open(p)
-            .map(|i| Arc::new(i.to_rgb8()))
-            .map_err(|e| fail(format!("{}: cannot read {what}: {e}", p.display())))
-    };
-    let init = match &args.image {
-        None => None,
-        Some(p) => Some(InitImage::Image(read(p, "input image")?)),
-    };
-    let mask = match (&args.mask, &args.image) {
-        (Some(_), None) => {
-            return Err(fail(
-                "--mask needs --image: the mask says which part of the image to repaint",
-            ))
-        }
-        (Some(p), Some(_)) => Some(read(p, "mask image")?),
-        (None, _) => None,
-    };
-    // Fail before loading a model when the images would have nowhere to go.
-    if crate::run::Mode::from_env()? == crate::run::Mode::Disabled && args.out.is_none() {
-        return Err(fail(
-            "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
-        ));
-    }
-    // The output folder is made (or found unusable) before anything is
-    // generated or recorded.
-    if let Some(o) = &args.out {
-        std::fs::create_dir_all(o).map_err(|e| {
-            fail(format!(
-                "--out {}: cannot use it as the output folder ({e})",
-                o.display()
-            ))
-        })?;
-    }
+    let (init, mask) = input_images(args)?;
+    check_destinations(args)?;
     let mut base = load(&args.model, &args.device, scheduler)?;
-    let refiner = match &args.refiner {
-        None => None,
-        Some(name) => {
-            let name = match name {
-                Some(n) => n.clone(),
-                None => base
-                    .refiner(&args.model)
-                    .ok_or_else(|| {
-                        fail(format!(
-                            "model {} has no refiner: --refiner works with SDXL base models (sdxl, tiny-xl) or names one (--refiner MODEL)",
-                            args.model
-                        ))
-                    })?
-                    .to_string(),
-            };
-            Some(load(&name, &args.device, scheduler)?)
-        }
-    };
+    let refiner = load_refiner(args, &base, scheduler)?;
     let load_s = started.elapsed().as_secs_f64();
-    let request = Request {
-        prompt: args.prompts.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        prompt_2: args.prompt_2.clone(),
-        negative_prompt_2: None,
-        prompt_3: args.prompt_3.clone(),
-        negative_prompt_3: None,
-        num_images_per_prompt: Some(args.num_images_per_prompt),
-        steps: args.steps,
-        guidance_scale: args.guidance_scale,
-        width: args.width,
-        height: args.height,
-        seed: args.seed,
-        init,
-        strength: args.strength,
-        mask,
-    };
+    let request = request_of(args, init, mask);
     // An invalid request never starts a run.
     base.prepare(&request).map_err(fail)?;
 
@@ -179,14 +115,7 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
     run.finish()?;
 
     if let Some(o) = &args.out {
-        std::fs::create_dir_all(o).map_err(|e| Error::io(o, "create output folder", e))?;
-        for (i, img) in images.iter().enumerate() {
-            let p = o.join(format!("image-{i}.png"));
-            std::fs::write(&p, crate::run::media::encode_png(img)?)
-                .map_err(|e| Error::io(&p, "write image", e))?;
-            writeln!(out, "wrote {}", p.display())
-                .map_err(|e| Error::io("<stdout>", "write", e))?;
-        }
+        write_images(o, &images, out)?;
     }
     let Some(dir) = dir else {
         return Ok(PathBuf::new());
@@ -199,6 +128,110 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         out,
     )?;
     Ok(dir)
+}
+
+/// The input image (`--image`) and mask (`--mask`, which needs an image).
+fn input_images(args: &GenerateArgs) -> Result<(Option<InitImage>, Option<Arc<RgbImage>>)> {
+    let read = |p: &PathBuf, what: &str| {
+        image::open(p)
+            .map(|i| Arc::new(i.to_rgb8()))
+            .map_err(|e| fail(format!("{}: cannot read {what}: {e}", p.display())))
+    };
+    let init = match &args.image {
+        None => None,
+        Some(p) => Some(InitImage::Image(read(p, "input image")?)),
+    };
+    let mask = match (&args.mask, &args.image) {
+        (Some(_), None) => {
+            return Err(fail(
+                "--mask needs --image: the mask says which part of the image to repaint",
+            ))
+        }
+        (Some(p), Some(_)) => Some(read(p, "mask image")?),
+        (None, _) => None,
+    };
+    Ok((init, mask))
+}
+
+/// Fails before a model is loaded when the images would have nowhere to
+/// go; makes the output folder (or finds it unusable) before anything is
+/// generated or recorded.
+fn check_destinations(args: &GenerateArgs) -> Result<()> {
+    if crate::run::Mode::from_env()? == crate::run::Mode::Disabled && args.out.is_none() {
+        return Err(fail(
+            "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
+        ));
+    }
+    if let Some(o) = &args.out {
+        std::fs::create_dir_all(o).map_err(|e| {
+            fail(format!(
+                "--out {}: cannot use it as the output folder ({e})",
+                o.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The refiner `--refiner` asks for: the one named, or the base model's own.
+fn load_refiner(
+    args: &GenerateArgs,
+    base: &Generator,
+    scheduler: Option<SchedulerKind>,
+) -> Result<Option<Generator>> {
+    let Some(name) = &args.refiner else {
+        return Ok(None);
+    };
+    let name = match name {
+        Some(n) => n.clone(),
+        None => base
+            .refiner(&args.model)
+            .ok_or_else(|| {
+                fail(format!(
+                    "model {} has no refiner: --refiner works with SDXL base models (sdxl, tiny-xl) or names one (--refiner MODEL)",
+                    args.model
+                ))
+            })?
+            .to_string(),
+    };
+    Ok(Some(load(&name, &args.device, scheduler)?))
+}
+
+/// The first stage's request from the arguments.
+fn request_of(
+    args: &GenerateArgs,
+    init: Option<InitImage>,
+    mask: Option<Arc<RgbImage>>,
+) -> Request {
+    Request {
+        prompt: args.prompts.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        prompt_2: args.prompt_2.clone(),
+        negative_prompt_2: None,
+        prompt_3: args.prompt_3.clone(),
+        negative_prompt_3: None,
+        num_images_per_prompt: Some(args.num_images_per_prompt),
+        steps: args.steps,
+        guidance_scale: args.guidance_scale,
+        width: args.width,
+        height: args.height,
+        seed: args.seed,
+        init,
+        strength: args.strength,
+        mask,
+    }
+}
+
+/// `--out`: the final images as `image-N.png`, each said on `out`.
+fn write_images(o: &std::path::Path, images: &[RgbImage], out: &mut dyn Write) -> Result<()> {
+    std::fs::create_dir_all(o).map_err(|e| Error::io(o, "create output folder", e))?;
+    for (i, img) in images.iter().enumerate() {
+        let p = o.join(format!("image-{i}.png"));
+        std::fs::write(&p, crate::run::media::encode_png(img)?)
+            .map_err(|e| Error::io(&p, "write image", e))?;
+        writeln!(out, "wrote {}", p.display()).map_err(|e| Error::io("<stdout>", "write", e))?;
+    }
+    Ok(())
 }
 
 fn load(model: &str, device: &str, scheduler: Option<SchedulerKind>) -> Result<Generator> {
