@@ -12,7 +12,7 @@ use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::flux_model::{FluxConfig, FluxModules};
 use crate::pipelines::flow::shared::{self, err, Common};
 use crate::pipelines::load::weights::ResolvedFlux;
-use crate::pipelines::parts::describe::{self, Files};
+use crate::pipelines::parts::describe::Files;
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
@@ -120,19 +120,8 @@ impl Pipeline for FluxPipeline {
                 Some("tokenizer_1"),
             ),
         );
-        components.insert(
-            "transformer".into(),
-            files.attach(
-                json!({"class": "FluxTransformer2DModel", "config": format!("{:?}", cfg.transformer),
-                       "guidance_embeds": cfg.takes_guidance()}),
-                "transformer",
-                None,
-            ),
-        );
-        components.insert(
-            "vae".into(),
-            files.vae(&cfg.vae, cfg.vae_scale, cfg.vae_shift),
-        );
+        let transformer = json!({"class": "FluxTransformer2DModel", "config": format!("{:?}", cfg.transformer),
+                       "guidance_embeds": cfg.takes_guidance()});
         let m = &self.model;
         let id = self.place.identity(
             cfg.class(),
@@ -140,7 +129,7 @@ impl Pipeline for FluxPipeline {
             m.revision.as_deref(),
             &m.weights_digest,
         );
-        describe::info(id, components, &cfg.sampler)
+        shared::describe(components, &files, transformer, &Common::from(cfg), id)
     }
 
     fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {

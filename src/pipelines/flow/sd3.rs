@@ -14,7 +14,7 @@ use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::sd3_model::{Sd3Config, Sd3Modules};
 use crate::pipelines::flow::shared::{self, err, Common};
 use crate::pipelines::load::weights::ResolvedSd3;
-use crate::pipelines::parts::describe::{self, Files};
+use crate::pipelines::parts::describe::Files;
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
@@ -200,19 +200,8 @@ impl Pipeline for Sd3Pipeline {
                 Some("tokenizer_2"),
             ),
         );
-        components.insert(
-            "transformer".into(),
-            files.attach(
-                json!({"class": "SD3Transformer2DModel", "config": format!("{:?}", cfg.mmdit),
-                       "dtype": "f16"}),
-                "transformer",
-                None,
-            ),
-        );
-        components.insert(
-            "vae".into(),
-            files.vae(&cfg.vae, cfg.vae_scale, cfg.vae_shift),
-        );
+        let transformer = json!({"class": "SD3Transformer2DModel", "config": format!("{:?}", cfg.mmdit),
+                       "dtype": "f16"});
         let m = &self.model;
         let id = self.place.identity(
             cfg.class(),
@@ -220,7 +209,7 @@ impl Pipeline for Sd3Pipeline {
             m.revision.as_deref(),
             &m.weights_digest,
         );
-        describe::info(id, components, &cfg.sampler)
+        shared::describe(components, &files, transformer, &Common::from(cfg), id)
     }
 
     fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {

@@ -5,10 +5,11 @@
 //! What differs — text encoders, guidance, the transformer's inputs — stays
 //! in each family's file.
 
-use crate::pipeline::{CallContext, CallSpec, PipelineError};
+use crate::pipeline::{CallContext, CallSpec, PipelineError, PipelineInfo};
 use crate::pipelines::convert::{self, FlowLimits};
 use crate::pipelines::flow::flux_model::FluxConfig;
 use crate::pipelines::flow::sd3_model::Sd3Config;
+use crate::pipelines::parts::describe::{self, Files, Identity};
 use crate::pipelines::parts::flow_match::{self, FlowMatch};
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::placement::Placement;
@@ -53,6 +54,24 @@ macro_rules! common_of {
 }
 common_of!(FluxConfig);
 common_of!(Sd3Config);
+
+/// A flow pipeline's description: its text encoders (`components`), its
+/// transformer (`transformer`: class and config) and VAE added, under the
+/// identity `id`.
+pub(crate) fn describe(
+    mut components: Map<String, Value>,
+    files: &Files<'_>,
+    transformer: Value,
+    c: &Common<'_>,
+    id: Identity<'_>,
+) -> PipelineInfo {
+    components.insert(
+        "transformer".into(),
+        files.attach(transformer, "transformer", None),
+    );
+    components.insert("vae".into(), files.vae(c.vae, c.vae_scale, c.vae_shift));
+    describe::info(id, components, c.sampler)
+}
 
 /// What the checks settled: the size and the steps.
 pub(crate) struct Checked {
