@@ -105,29 +105,13 @@ impl TargetSpec {
                  use MLFLOW_TRACKING_TOKEN, WANDB_API_KEY or --config",
             ));
         }
+        // Each target reads its own URL and environment.
         match scheme {
-            "mlflow+http" | "mlflow+https" => Ok(TargetSpec::Mlflow {
-                base: format!("{}://{rest}", &scheme["mlflow+".len()..]),
-                auth: targets::mlflow::Mlflow::auth_from_env(),
-            }),
-            "wandb" => {
-                let mut parts = rest.trim_end_matches('/').split('/');
-                let entity = parts.next().unwrap_or("").to_string();
-                let project = parts.next().map(str::to_string);
-                if parts.next().is_some() || project.as_deref() == Some("") {
-                    return Err(bad("expected wandb://ENTITY or wandb://ENTITY/PROJECT"));
-                }
-                let auth = match targets::wandb::Wandb::api_key_from_env() {
-                    Some(k) => Auth::Basic("api".into(), k),
-                    None => Auth::None,
-                };
-                Ok(TargetSpec::Wandb {
-                    base: targets::wandb::Wandb::base_from_env(),
-                    entity,
-                    project,
-                    auth,
-                })
-            }
+            "mlflow+http" | "mlflow+https" => Ok(targets::mlflow::Mlflow::spec(
+                &scheme["mlflow+".len()..],
+                rest,
+            )),
+            "wandb" => targets::wandb::Wandb::spec(rest).map_err(bad),
             other => Err(bad(&format!(
                 "unknown target scheme {other:?}: supported are mlflow+http, mlflow+https and wandb"
             ))),
@@ -224,40 +208,13 @@ impl TargetSpec {
             other => other,
         };
         let mut spec = TargetSpec::parse_url(&to).map_err(in_table)?;
+        // Each target reads its own settings.
         match &mut spec {
             TargetSpec::Mlflow { auth, .. } => {
-                for k in ["api_key", "base_url"] {
-                    if v.contains_key(k) {
-                        return Err(bad(format!(
-                            "{k} is a W&B setting; this config's target is MLflow"
-                        )));
-                    }
-                }
-                match (get("token"), get("username"), get("password")) {
-                    (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                        return Err(bad(
-                            "give either token or username and password, not both".into()
-                        ))
-                    }
-                    (Some(t), None, None) => *auth = Auth::Bearer(t),
-                    (None, Some(u), Some(p)) => *auth = Auth::Basic(u, p),
-                    (None, Some(_), None) => return Err(bad("username without password".into())),
-                    (None, None, Some(_)) => return Err(bad("password without username".into())),
-                    (None, None, None) => {}
-                }
+                targets::mlflow::Mlflow::configure(auth, &get).map_err(&bad)?
             }
             TargetSpec::Wandb { auth, base, .. } => {
-                for k in ["token", "username", "password"] {
-                    if v.contains_key(k) {
-                        return Err(bad(format!(
-                            "{k} is an MLflow setting; W&B takes api_key (this config's target is W&B)"
-                        )));
-                    }
-                }
-                if let Some(k) = get("api_key") {
-                    *auth = Auth::Basic("api".into(), k);
-                }
-                if let Some(b) = get("base_url") {
+                if let Some(b) = targets::wandb::Wandb::configure(auth, &get).map_err(&bad)? {
                     check_base_url("base_url", &b).map_err(in_table)?;
                     *base = b;
                 }

@@ -31,6 +31,39 @@ impl Mlflow {
         }
     }
 
+    /// The target `mlflow+http(s)://…` names (`http` or `https`, and what
+    /// follows `://`): its base URL, with the environment's credentials.
+    pub fn spec(http: &str, rest: &str) -> crate::sync::TargetSpec {
+        crate::sync::TargetSpec::Mlflow {
+            base: format!("{http}://{rest}"),
+            auth: Mlflow::auth_from_env(),
+        }
+    }
+
+    /// A config file's MLflow settings (`get`: a setting's value) over
+    /// `auth`: `token`, or `username` and `password`. W&B's settings are an
+    /// error, said in words.
+    pub fn configure(auth: &mut Auth, get: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+        for k in ["api_key", "base_url"] {
+            if get(k).is_some() {
+                return Err(format!(
+                    "{k} is a W&B setting; this config's target is MLflow"
+                ));
+            }
+        }
+        match (get("token"), get("username"), get("password")) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err("give either token or username and password, not both".into())
+            }
+            (Some(t), None, None) => *auth = Auth::Bearer(t),
+            (None, Some(u), Some(p)) => *auth = Auth::Basic(u, p),
+            (None, Some(_), None) => return Err("username without password".into()),
+            (None, None, Some(_)) => return Err("password without username".into()),
+            (None, None, None) => {}
+        }
+        Ok(())
+    }
+
     pub(super) async fn call(
         &self,
         method: Method,

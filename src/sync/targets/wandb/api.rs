@@ -41,6 +41,47 @@ impl Wandb {
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
     }
 
+    /// The target `wandb://ENTITY[/PROJECT]` names (what follows `://`),
+    /// with the environment's API key and server.
+    pub fn spec(rest: &str) -> Result<crate::sync::TargetSpec, &'static str> {
+        let mut parts = rest.trim_end_matches('/').split('/');
+        let entity = parts.next().unwrap_or("").to_string();
+        let project = parts.next().map(str::to_string);
+        if parts.next().is_some() || project.as_deref() == Some("") {
+            return Err("expected wandb://ENTITY or wandb://ENTITY/PROJECT");
+        }
+        let auth = match Wandb::api_key_from_env() {
+            Some(k) => Auth::Basic("api".into(), k),
+            None => Auth::None,
+        };
+        Ok(crate::sync::TargetSpec::Wandb {
+            base: Wandb::base_from_env(),
+            entity,
+            project,
+            auth,
+        })
+    }
+
+    /// A config file's W&B settings (`get`: a setting's value) over `auth`:
+    /// `api_key`; returns its `base_url`, if any, for the caller to check.
+    /// MLflow's settings are an error, said in words.
+    pub fn configure(
+        auth: &mut Auth,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, String> {
+        for k in ["token", "username", "password"] {
+            if get(k).is_some() {
+                return Err(format!(
+                    "{k} is an MLflow setting; W&B takes api_key (this config's target is W&B)"
+                ));
+            }
+        }
+        if let Some(k) = get("api_key") {
+            *auth = Auth::Basic("api".into(), k);
+        }
+        Ok(get("base_url"))
+    }
+
     /// Runs a GraphQL operation; GraphQL errors in a 200 answer are errors.
     pub(super) async fn gql(&self, op: &str, query: &str, variables: Value) -> SyncResult<Value> {
         let body = json!({"operationName": op, "query": query, "variables": variables});
