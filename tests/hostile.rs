@@ -588,6 +588,60 @@ fn a_stalled_target_holds_no_other_and_the_timeout_bounds_both_passes() {
     }
 }
 
+/// Issue 32, item 9, `watch`'s half: with a target that accepts connections
+/// and never answers beside one that works, the daemon's pass feeds the
+/// working one every due run at once instead of one run per stalled
+/// attempt (before: 1 of 8 runs in 150 s; a stalled attempt is a 60 s read
+/// timeout, retried).
+#[test]
+fn watch_feeds_a_working_target_while_another_stalls() {
+    const KEY: &str = "0123456789abcdef-stall-watch";
+    let emu = common::wandb::Emulator::start(KEY, "team");
+    let silent = silent_server();
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..6).map(|_| record(root.path(), "stall-w", 1)).collect();
+    let mut daemon = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+            .args([
+                "watch",
+                root.path().to_str().unwrap(),
+                "--to",
+                &format!("mlflow+http://{silent}"),
+                "--to",
+                "wandb://team/stall-w",
+            ])
+            .env("WANDB_BASE_URL", &emu.url)
+            .env("WANDB_API_KEY", KEY)
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let arrived = || {
+        dirs.iter()
+            .filter(|d| {
+                let id = RunDir::open(d).unwrap().meta.id;
+                emu.run("stall-w", &difflog::sync::targets::wandb::run_name(&id))
+                    .is_some_and(|r| r.state == "finished")
+            })
+            .count()
+    };
+    let t = std::time::Instant::now();
+    while arrived() < dirs.len() && t.elapsed() < std::time::Duration::from_secs(45) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        arrived(),
+        dirs.len(),
+        "the working target got {} of {} runs in {:?}",
+        arrived(),
+        dirs.len(),
+        t.elapsed()
+    );
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon stopped");
+}
+
 /// Finding 8: a server that answers with a body without end makes the
 /// upload fail with a clear error, after reading a bounded amount — never a
 /// process that buffers until the allocator aborts.

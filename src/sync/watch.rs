@@ -47,6 +47,29 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// outage longer than the cap without waiting minutes.
 pub const BACKOFF_MAX_ENV: &str = "DIFFLOG_WATCH_BACKOFF_MAX_SECONDS";
 
+/// One target's result for one run in a pass (`None`: not synced, the
+/// folder is not a run yet or has no state).
+struct Done {
+    slot: usize,
+    run: PathBuf,
+    root: PathBuf,
+    result: Option<std::result::Result<super::engine::Progress, super::error::SyncError>>,
+}
+
+/// A run due to a target, with the root it belongs to.
+type Due = (PathBuf, PathBuf);
+
+/// How a pass's uploads ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Every target went through its runs (or stopped at an error).
+    Done,
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// A network change found the pass stuck: start again.
+    Restart,
+}
+
 /// Why `watch` stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -347,119 +370,137 @@ impl<'a> Daemon<'a> {
             .min()
     }
 
-    /// Syncs the runs due to the ready targets, one run after another, each
-    /// read once and fed to all of them at once; a target that fails to
-    /// answer waits for its retry with the rest of its runs, and the others
-    /// go on. `Some` when the daemon must stop.
+    /// Syncs the runs due to the ready targets: each target works through
+    /// its own runs, one after another, and the targets go side by side, so
+    /// a target that stalls (accepts connections and never answers) holds
+    /// only itself; one that fails to answer waits for its retry with the
+    /// rest of its runs, and the others go on. `Some` when the daemon must
+    /// stop.
     ///
     /// A network change during the pass drops the targets' idle
     /// connections. When something came up and the pass is stuck (no
-    /// target of the run has answered since the pass began, or a change
-    /// took something down meanwhile), the pass is dropped and started
-    /// again at once: a connection attempted while the link was down waits
-    /// for its timeout (10 s) long after the link is back. Dropping a pass
-    /// is safe (see the stop listener in `run`); a pass that is making
-    /// progress is left alone.
+    /// target has answered since the pass began, or a change took something
+    /// down meanwhile), the pass is dropped and started again at once: a
+    /// connection attempted while the link was down waits for its timeout
+    /// (10 s) long after the link is back. Dropping a pass is safe (see the
+    /// stop listener in `run`); what it finished counts, what it did not
+    /// stays due.
     async fn pass(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Stop> {
-        let mut batch: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
-        for s in self.slots.iter().filter(|s| s.ready()) {
-            batch.extend(s.dirty.iter().map(|(a, b)| (a.clone(), b.clone())));
-        }
         if self.metadata_first {
-            if let Some(stop) = self.metadata_pass(&batch, stop).await {
+            // Every due run's metadata and tables before any media; only
+            // the failures count here (the full pass follows).
+            let done = std::sync::Mutex::new(Vec::new());
+            let ended = self.by_target(Phase::Metadata, stop, &done).await;
+            if ended == Ended::Signal {
+                return Some(Stop::Signal);
+            }
+            for d in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                if let Some(Err(e)) = d.result {
+                    if let Some(stop) = self.outcome(d.slot, &d.run, &d.root, Err(e)) {
+                        return Some(stop);
+                    }
+                }
+            }
+            if ended == Ended::Restart {
+                return self.restart();
+            }
+        }
+        let done = std::sync::Mutex::new(Vec::new());
+        let ended = self.by_target(Phase::All, stop, &done).await;
+        if ended == Ended::Signal {
+            return Some(Stop::Signal);
+        }
+        for d in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            self.slots[d.slot].dirty.remove(&d.run);
+            // None: not (yet) a run: its run.json event will come.
+            let Some(result) = d.result else { continue };
+            if let Some(stop) = self.outcome(d.slot, &d.run, &d.root, result) {
                 return Some(stop);
             }
         }
-        let started = std::time::SystemTime::now();
-        let mut went_down = false;
-        for (run, root) in batch {
-            // The ready targets this run is due to (one may have gone into
-            // its backoff earlier in this pass).
-            let due: Vec<usize> = (0..self.slots.len())
-                .filter(|i| self.slots[*i].ready() && self.slots[*i].dirty.contains_key(&run))
-                .collect();
-            if due.is_empty() {
-                continue;
-            }
-            for i in &due {
-                self.slots[*i].dirty.remove(&run);
-            }
-            if !run.join(crate::format::RUN_JSON).is_file() {
-                continue; // not (yet) a run: its run.json event will come
-            }
-            let Some(state) = self.states.get(&root) else {
-                continue;
-            };
-            let ts: Vec<&AnyTarget> = due.iter().map(|i| self.slots[*i].t).collect();
-            let result = {
-                let sync = sync_run_to_all(&ts, state, &run, self.concurrency, Phase::All);
-                tokio::pin!(sync);
-                loop {
-                    tokio::select! {
-                        r = &mut sync => break Some(r),
-                        _ = stop.changed() => return Some(Stop::Signal),
-                        change = next_change(&mut self.net) => {
-                            let Some(change) = take_change(&mut self.net, &self.slots, change) else { continue };
-                            went_down |= change == Change::Down;
-                            let stuck = went_down
-                                || ts.iter().all(|t| t.last_answer().is_none_or(|a| a < started));
-                            if change == Change::Up && stuck { break None; }
-                        }
-                    }
-                }
-            };
-            let Some(results) = result else {
-                // Start again now, on fresh connections, this run first.
-                for i in &due {
-                    self.slots[*i].dirty.insert(run.clone(), root.clone());
-                }
-                for s in &mut self.slots {
-                    s.try_now();
-                }
-                return None;
-            };
-            for (i, result) in due.into_iter().zip(results) {
-                if let Some(stop) = self.outcome(i, &run, &root, result) {
-                    return Some(stop);
-                }
-            }
+        if ended == Ended::Restart {
+            return self.restart();
         }
         self.note_reachability();
         None
     }
 
-    /// The metadata and tables of every run of `batch` to the ready targets
-    /// it is due to, before any media. Failures count as in a full pass
-    /// (a target that does not answer waits for its retry).
-    async fn metadata_pass(
+    /// After a dropped pass: every target may be tried again now.
+    fn restart(&mut self) -> Option<Stop> {
+        for s in &mut self.slots {
+            s.try_now();
+        }
+        None
+    }
+
+    /// `phase` of every run due to each ready target, the targets side by
+    /// side, each through its runs in order; a target stops at its first
+    /// error that is not the run's own (unreachable, refused, a server
+    /// error): the rest of its runs wait. What ends is put in `done` as it
+    /// ends, so a pass dropped half way keeps what it finished.
+    async fn by_target(
         &mut self,
-        batch: &BTreeMap<PathBuf, PathBuf>,
+        phase: Phase,
         stop: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Option<Stop> {
-        for (run, root) in batch {
-            let due: Vec<usize> = (0..self.slots.len())
-                .filter(|i| self.slots[*i].ready() && self.slots[*i].dirty.contains_key(run))
-                .collect();
-            let Some(state) = self.states.get(root) else {
-                continue;
-            };
-            if due.is_empty() || !run.join(crate::format::RUN_JSON).is_file() {
-                continue;
+        done: &std::sync::Mutex<Vec<Done>>,
+    ) -> Ended {
+        let work: Vec<(usize, &AnyTarget, Vec<Due>)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.ready() && !s.dirty.is_empty())
+            .map(|(i, s)| {
+                let runs = s.dirty.iter().map(|(a, b)| (a.clone(), b.clone()));
+                (i, s.t, runs.collect())
+            })
+            .collect();
+        if work.is_empty() {
+            return Ended::Done;
+        }
+        let ts: Vec<&AnyTarget> = work.iter().map(|w| w.1).collect();
+        let (states, concurrency) = (&self.states, self.concurrency);
+        let sequences = work.into_iter().map(|(slot, t, runs)| async move {
+            for (run, root) in runs {
+                let state = states.get(&root);
+                let result = match state {
+                    Some(state) if run.join(crate::format::RUN_JSON).is_file() => {
+                        sync_run_to_all(&[t], state, &run, concurrency, phase)
+                            .await
+                            .pop()
+                    }
+                    _ => None,
+                };
+                let halt = matches!(&result, Some(Err(e)) if e.class != Class::Permanent);
+                done.lock().unwrap_or_else(|p| p.into_inner()).push(Done {
+                    slot,
+                    run,
+                    root,
+                    result,
+                });
+                if halt {
+                    break;
+                }
             }
-            let ts: Vec<&AnyTarget> = due.iter().map(|i| self.slots[*i].t).collect();
-            let results = tokio::select! {
-                r = sync_run_to_all(&ts, state, run, self.concurrency, Phase::Metadata) => r,
-                _ = stop.changed() => return Some(Stop::Signal),
-            };
-            for (i, r) in due.into_iter().zip(results) {
-                if let Err(e) = r {
-                    if let Some(stop) = self.outcome(i, run, root, Err(e)) {
-                        return Some(stop);
+        });
+        let all = futures_util::future::join_all(sequences);
+        tokio::pin!(all);
+        let started = std::time::SystemTime::now();
+        let mut went_down = false;
+        loop {
+            tokio::select! {
+                _ = &mut all => return Ended::Done,
+                _ = stop.changed() => return Ended::Signal,
+                change = next_change(&mut self.net) => {
+                    let Some(change) = take_change(&mut self.net, &self.slots, change) else { continue };
+                    went_down |= change == Change::Down;
+                    let stuck = went_down
+                        || ts.iter().all(|t| t.last_answer().is_none_or(|a| a < started));
+                    if change == Change::Up && stuck {
+                        return Ended::Restart;
                     }
                 }
             }
         }
-        None
     }
 
     /// Acts on one target's outcome for `run`. `Some` when the daemon must
