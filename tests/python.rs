@@ -93,6 +93,14 @@ fn every_pipeline_of_the_zoo_is_unchanged_by_recording_and_remade_from_its_recor
 }
 
 #[test]
+fn torch_randn_reimplemented_bit_for_bit() {
+    // Issue 33's groundwork: PyTorch's CPU randn (generator, uniforms,
+    // Box-Muller blocks with their tail, float16/bfloat16, the state) in
+    // tests/python/torch_randn.py, held against torch itself.
+    unittest("test_torch_randn.TorchRandn");
+}
+
+#[test]
 fn the_stubs_say_what_the_extension_is() {
     // Issue 31: _native.pyi against the built extension (names, kinds,
     // parameters), so the stubs mypy reads cannot drift from the binding.
