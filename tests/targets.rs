@@ -164,6 +164,17 @@ fn env_var(name: &str) -> String {
         .unwrap_or_else(|_| panic!("this test needs {name}: run scripts/test, which sets it"))
 }
 
+/// The S3 endpoint `base` and keys for a `difflog-sync` command (no other
+/// AWS or MLflow credentials).
+fn s3_keys(c: &mut Command, base: &str, access: &str, secret: &str) {
+    c.env("AWS_ACCESS_KEY_ID", access)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("MLFLOW_S3_ENDPOINT_URL", base)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("MLFLOW_TRACKING_TOKEN");
+}
+
 /// MLflow with an `s3://` artifact root; images written to S3 directly.
 struct S3;
 
@@ -182,16 +193,10 @@ impl Backend for S3 {
     }
     fn env(&self, c: &mut Command, base: &str) {
         let (_, _, access, secret) = s3_env();
-        self.credential(c, base, &secret);
-        c.env("AWS_ACCESS_KEY_ID", access);
+        s3_keys(c, base, &access, &secret);
     }
     fn credential(&self, c: &mut Command, base: &str, secret: &str) -> &'static str {
-        c.env("AWS_ACCESS_KEY_ID", "difflog-conformance")
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env("MLFLOW_S3_ENDPOINT_URL", base)
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("MLFLOW_TRACKING_TOKEN");
+        s3_keys(c, base, "difflog-conformance", secret);
         ""
     }
     fn holdings(&self, project: &str, dir: &Path) -> Holdings {

@@ -71,6 +71,15 @@ pub struct Request {
 }
 
 impl Request {
+    /// The number of images the call makes: one per handed-over latents
+    /// (a next stage), else `num_images_per_prompt` per prompt.
+    pub fn image_count(&self) -> usize {
+        match &self.init {
+            Some(InitImage::Latents(l)) => l.len(),
+            _ => self.prompt.len() * self.num_images_per_prompt.unwrap_or(1),
+        }
+    }
+
     /// The output size: the asked width and height, else the input's size
     /// rounded down to a multiple of `multiple` (8 for SD, 16 for FLUX and
     /// SD3) or the handed-over latents' size, else `default` square.

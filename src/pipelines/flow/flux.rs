@@ -205,7 +205,7 @@ impl Pipeline for FluxPipeline {
         let (device, dtype) = (self.place.device.clone(), self.place.dtype);
         let init = convert::input_image(r, w, h, &device, dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
-        let n = shared::image_count(r);
+        let n = r.image_count();
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
         let mut out = Output {
             images: Vec::with_capacity(n),

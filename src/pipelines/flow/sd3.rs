@@ -284,7 +284,7 @@ impl Pipeline for Sd3Pipeline {
         let strength = r.strength.unwrap_or(cfg.default_strength);
         let init = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
-        let n = shared::image_count(r);
+        let n = r.image_count();
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
         let mut out = Output {
             images: Vec::with_capacity(n),

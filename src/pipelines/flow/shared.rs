@@ -85,11 +85,6 @@ pub(crate) fn size(c: &Common<'_>, r: &Request) -> (usize, usize) {
     r.size(c.default_size, 16)
 }
 
-/// The number of images a call makes.
-pub(crate) fn image_count(r: &Request) -> usize {
-    r.prompt.len() * r.num_images_per_prompt.unwrap_or(1)
-}
-
 /// The checks every flow-matching request passes after the family's own
 /// on its prompts: size within `limits`, memory for the call's largest
 /// attention (`attention(w, h)` bytes), steps.
@@ -152,7 +147,7 @@ pub(crate) fn spec(
         params.insert("strength".into(), json!(strength));
     }
     params.insert("output_type".into(), Value::from("pil"));
-    let n = image_count(r);
+    let n = r.image_count();
     CallSpec {
         params,
         seeds: (0..n as u64).map(|i| r.seed.wrapping_add(i)).collect(),

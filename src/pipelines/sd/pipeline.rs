@@ -169,15 +169,8 @@ impl StableDiffusion {
         convert::check_memory(&self.place.device, self.attention_bytes(w, h), w, h).map_err(err)
     }
 
-    fn image_count(&self, r: &Request) -> usize {
-        match &r.init {
-            Some(InitImage::Latents(l)) => l.len(),
-            _ => r.prompt.len() * r.num_images_per_prompt.unwrap_or(1),
-        }
-    }
-
     fn prompt_of(&self, r: &Request, i: usize) -> usize {
-        let n = self.image_count(r).max(1);
+        let n = r.image_count().max(1);
         (i * r.prompt.len() / n).min(r.prompt.len().saturating_sub(1))
     }
 
@@ -487,7 +480,7 @@ impl Pipeline for StableDiffusion {
         if let (Some(n2), true) = (&r.negative_prompt_2, self.tokenizers.len() > 1) {
             self.tokens(1, n2)?;
         }
-        let n = self.image_count(r);
+        let n = r.image_count();
         let mut params = Map::new();
         params.insert("prompt".into(), json!(r.prompt));
         params.insert("negative_prompt".into(), json!(r.negative_prompt));
@@ -548,7 +541,7 @@ impl Pipeline for StableDiffusion {
         let embeddings = self.embed_prompts(r, cfg_guided)?;
 
         let init_image = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;
-        let n = self.image_count(r);
+        let n = r.image_count();
         let mut out = Output {
             images: Vec::with_capacity(n),
             latents: Vec::with_capacity(n),
