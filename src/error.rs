@@ -117,8 +117,59 @@ pub enum Error {
         why: String,
     },
     /// Model weights or their index cannot be found or used.
-    #[error("{0}")]
-    Weights(String),
+    #[error("{model}: {why}")]
+    Weights {
+        /// The model concerned: its preset or hub id, its folder, or the
+        /// weight file or index.
+        model: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A pipeline could not be loaded or run (a model that does not fit the
+    /// request, a computation that failed).
+    #[error("{model}: {why}")]
+    Pipeline {
+        /// The model's id or folder.
+        model: String,
+        /// The pipeline's error.
+        why: String,
+    },
+    /// A recorded call cannot be replayed (no such call, other weights, a
+    /// row that lacks what regenerating it needs, a pipeline that failed).
+    #[error("{run}: {why}")]
+    Replay {
+        /// The run directory.
+        run: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A file given to difflog that is not part of a run (a sync config, an
+    /// image to inspect) cannot be used.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Something difflog made could not be encoded (a PNG, a JSON document).
+    #[error("cannot encode {what}: {why}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        why: String,
+    },
+    /// A sync operation failed; `code` keeps its kind (a sync error's own
+    /// code: `credentials`, `unreachable`, `rate_limited`, …).
+    #[cfg(feature = "sync")]
+    #[error("{why}")]
+    Sync {
+        /// What failed (never a secret).
+        why: String,
+        /// The sync error's code: `credentials`, `unreachable`, …
+        code: &'static str,
+    },
     /// The sync state database cannot be opened, read or written.
     #[cfg(feature = "sync")]
     #[error("{path}: sync state: {source}")]
@@ -214,6 +265,38 @@ impl Error {
         }
     }
 
+    /// A [`Error::Weights`] about `model`.
+    pub fn weights(model: impl std::fmt::Display, why: impl Into<String>) -> Error {
+        Error::Weights {
+            model: model.to_string(),
+            why: why.into(),
+        }
+    }
+
+    /// A [`Error::Pipeline`] of `model`.
+    pub fn pipeline(model: impl std::fmt::Display, why: impl std::fmt::Display) -> Error {
+        Error::Pipeline {
+            model: model.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    /// A [`Error::File`] about `path`.
+    pub fn file(path: impl Into<PathBuf>, why: impl Into<String>) -> Error {
+        Error::File {
+            path: path.into(),
+            why: why.into(),
+        }
+    }
+
+    /// A [`Error::Encode`] of `what`.
+    pub fn encode(what: &'static str, why: impl std::fmt::Display) -> Error {
+        Error::Encode {
+            what,
+            why: why.to_string(),
+        }
+    }
+
     /// A stable code naming the kind of error, for scripts reading `--json`
     /// output (`"error_code"`): it does not change with the message's words.
     pub fn code(&self) -> &'static str {
@@ -229,7 +312,13 @@ impl Error {
             Error::Setting { .. } => "setting",
             Error::UnsafeFile { .. } => "unsafe_file",
             Error::Archive { .. } => "archive",
-            Error::Weights(_) => "weights",
+            Error::Weights { .. } => "weights",
+            Error::Pipeline { .. } => "pipeline",
+            Error::File { .. } => "bad_file",
+            Error::Replay { .. } => "replay",
+            Error::Encode { .. } => "encode",
+            #[cfg(feature = "sync")]
+            Error::Sync { code, .. } => code,
             #[cfg(feature = "sync")]
             Error::State { .. } => "state",
             Error::System { .. } => "system",

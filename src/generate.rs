@@ -90,7 +90,8 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
     let load_s = started.elapsed().as_secs_f64();
     let request = request_of(args, init, mask);
     // An invalid request never starts a run.
-    base.prepare(&request).map_err(fail)?;
+    base.prepare(&request)
+        .map_err(|e| Error::pipeline(&args.model, e))?;
 
     let run = Run::create(Init::project(&args.project).root(&args.runs).config(json!({
         "command": "difflog generate",
@@ -98,7 +99,9 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         "refiner": args.refiner.as_ref().map(|r| r.clone().unwrap_or_else(|| "default".into())),
         "device": args.device,
     })))?;
-    let first = run.record(&mut base, &request).map_err(fail)?;
+    let first = run
+        .record(&mut base, &request)
+        .map_err(|e| Error::pipeline(&args.model, e))?;
     let mut images = first.images.clone();
     if let Some(mut refiner) = refiner {
         let req = Request {
@@ -109,7 +112,10 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
             steps: args.steps,
             ..request.clone()
         };
-        images = run.record(&mut refiner, &req).map_err(fail)?.images;
+        images = run
+            .record(&mut refiner, &req)
+            .map_err(|e| Error::pipeline(refiner_name(args), e))?
+            .images;
     }
     let dir = run.dir().map(PathBuf::from);
     run.finish()?;
@@ -130,12 +136,20 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The refiner's name, as `--refiner` gave it.
+fn refiner_name(args: &GenerateArgs) -> String {
+    match &args.refiner {
+        Some(Some(n)) => n.clone(),
+        _ => format!("{}'s refiner", args.model),
+    }
+}
+
 /// The input image (`--image`) and mask (`--mask`, which needs an image).
 fn input_images(args: &GenerateArgs) -> Result<(Option<InitImage>, Option<Arc<RgbImage>>)> {
     let read = |p: &PathBuf, what: &str| {
         image::open(p)
             .map(|i| Arc::new(i.to_rgb8()))
-            .map_err(|e| fail(format!("{}: cannot read {what}: {e}", p.display())))
+            .map_err(|e| Error::file(p, format!("cannot read the {what}: {e}")))
     };
     let init = match &args.image {
         None => None,
@@ -164,10 +178,10 @@ fn check_destinations(args: &GenerateArgs) -> Result<()> {
     }
     if let Some(o) = &args.out {
         std::fs::create_dir_all(o).map_err(|e| {
-            fail(format!(
-                "--out {}: cannot use it as the output folder ({e})",
-                o.display()
-            ))
+            Error::file(
+                o,
+                format!("--out: cannot use it as the output folder ({e})"),
+            )
         })?;
     }
     Ok(())
@@ -237,7 +251,8 @@ fn write_images(o: &std::path::Path, images: &[RgbImage], out: &mut dyn Write) -
 fn load(model: &str, device: &str, scheduler: Option<SchedulerKind>) -> Result<Generator> {
     let mut p = Generator::load(model, device)?;
     if let Some(kind) = scheduler {
-        p.set_scheduler(kind).map_err(fail)?;
+        p.set_scheduler(kind)
+            .map_err(|e| Error::pipeline(model, e))?;
     }
     Ok(p)
 }

@@ -134,21 +134,23 @@ fn refuse_output_inside(out: &Path, roots: &[PathBuf], runs: &[PathBuf]) -> Resu
         return Ok(()); // its folder does not exist: creating the archive fails, naming it
     };
     if let Some(r) = crate::read::run_containing(out, runs.iter().map(PathBuf::as_path)) {
-        return Err(Error::Invalid(format!(
-            "{}: the archive would be written inside run {}; choose a path outside the runs",
-            out.display(),
-            r.display()
-        )));
+        return Err(Error::archive(
+            out,
+            format!(
+                "the archive would be written inside run {}; choose a path outside the runs",
+                r.display()
+            ),
+        ));
     }
     for root in roots {
         if let Ok(root) = root.canonicalize() {
             if target.parent() == Some(root.as_path())
                 && target.join(crate::format::RUN_JSON).exists()
             {
-                return Err(Error::Invalid(format!(
-                    "{}: is a run directory; choose an archive path outside the runs",
-                    out.display()
-                )));
+                return Err(Error::archive(
+                    out,
+                    "is a run directory; choose an archive path outside the runs",
+                ));
             }
         }
     }

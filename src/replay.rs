@@ -36,8 +36,11 @@ pub struct RowResult {
     pub identical: bool,
 }
 
-fn bad(msg: impl Into<String>) -> Error {
-    Error::Invalid(msg.into())
+fn bad(run: &Path, why: impl Into<String>) -> Error {
+    Error::Replay {
+        run: run.to_path_buf(),
+        why: why.into(),
+    }
 }
 
 fn text(cells: &[Cell], column: &str) -> Option<String> {
@@ -53,19 +56,20 @@ pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<V
     let view = run.view();
     let (c, p) = find_call(&view, dir, call)?;
     let model = resolve_any(&p.model_id)
-        .map_err(|e| bad(format!("the recorded model is not available: {e}")))?;
+        .map_err(|e| bad(dir, format!("the recorded model is not available: {e}")))?;
     let (digest, files) = match &model {
         AnyModel::Unet(m) => (&m.weights_digest, &m.files),
         AnyModel::Flux(m) => (&m.weights_digest, &m.files),
         AnyModel::Sd3(m) => (&m.weights_digest, &m.files),
     };
-    check_weights(p, digest, files)?;
+    check_weights(dir, p, digest, files)?;
     let mut pipe = Generator::load(&p.model_id, device)?;
     if let (Generator::Sd(_), Some(kind)) = (
         &pipe,
         p.scheduler["name"].as_str().and_then(SchedulerKind::parse),
     ) {
-        pipe.set_scheduler(kind).map_err(|e| bad(e.to_string()))?;
+        pipe.set_scheduler(kind)
+            .map_err(|e| Error::pipeline(&p.model_id, e))?;
     }
     let mut results = Vec::new();
     for r in c
@@ -76,10 +80,13 @@ pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<V
         results.push(replay_row(&mut pipe, dir, (&run.meta.id, p), c, r)?);
     }
     if results.is_empty() {
-        return Err(bad(format!(
-            "call {call} has no row {}",
-            row.map_or("at all".into(), |r| r.to_string())
-        )));
+        return Err(bad(
+            dir,
+            format!(
+                "call {call} has no row {}",
+                row.map_or("at all".into(), |r| r.to_string())
+            ),
+        ));
     }
     Ok(results)
 }
@@ -92,24 +99,25 @@ fn find_call<'v>(
     call: u32,
 ) -> Result<(&'v CallView, &'v PipelineEvent)> {
     let c = view.calls.get(&call).ok_or_else(|| {
-        bad(format!(
-            "{}: no call {call} (the run has {} call(s))",
-            dir.display(),
-            view.calls.len()
-        ))
+        bad(
+            dir,
+            format!("no call {call} (the run has {} call(s))", view.calls.len()),
+        )
     })?;
     if !c.ok() {
-        return Err(bad(format!(
-            "{}: call {call} did not finish successfully; nothing to compare",
-            dir.display()
-        )));
+        return Err(bad(
+            dir,
+            format!("call {call} did not finish successfully; nothing to compare"),
+        ));
     }
     let p = view.pipelines.get(&c.started.pipeline).ok_or_else(|| {
-        bad(format!(
-            "{}: call {call} names pipeline {} that is not recorded",
-            dir.display(),
-            c.started.pipeline
-        ))
+        bad(
+            dir,
+            format!(
+                "call {call} names pipeline {} that is not recorded",
+                c.started.pipeline
+            ),
+        )
     })?;
     Ok((c, p))
 }
@@ -117,6 +125,7 @@ fn find_call<'v>(
 /// Refuses weights that differ from the recorded digest, naming the files
 /// that changed: a comparison against other weights proves nothing.
 fn check_weights(
+    dir: &Path,
     p: &PipelineEvent,
     digest: &str,
     files: &serde_json::Map<String, Value>,
@@ -150,16 +159,19 @@ fn check_weights(
             }
         }
     }
-    Err(bad(format!(
-        "the weights of {} differ from the recorded ones ({recorded}, now {}); changed: {}",
-        p.model_id,
-        digest,
-        if changed.is_empty() {
-            "unknown".to_string()
-        } else {
-            changed.join(", ")
-        }
-    )))
+    Err(bad(
+        dir,
+        format!(
+            "the weights of {} differ from the recorded ones ({recorded}, now {}); changed: {}",
+            p.model_id,
+            digest,
+            if changed.is_empty() {
+                "unknown".to_string()
+            } else {
+                changed.join(", ")
+            }
+        ),
+    ))
 }
 
 /// The image a row's `column` cell refers to (the input image, the mask),
@@ -176,7 +188,7 @@ fn recorded_image(dir: &Path, r: &RowEvent, column: &str) -> Result<Option<Arc<R
     let path = crate::read::run_file(dir, &rel)?;
     crate::read::decode_image(&path)
         .map(|img| Some(Arc::new(img)))
-        .map_err(|e| bad(format!("{}: the recorded {column}: {e}", path.display())))
+        .map_err(|e| Error::file(&path, format!("the recorded {column}: {e}")))
 }
 
 /// Regenerates one row from its seed and the call's arguments and compares
@@ -199,7 +211,7 @@ fn replay_row(
             Cell::Number { column, value } if column == names::SEED => value.as_u64(),
             _ => None,
         })
-        .ok_or_else(|| bad(format!("row {} has no seed", r.index)))?;
+        .ok_or_else(|| bad(dir, format!("call {call}, row {} has no seed", r.index)))?;
     let recorded = r
         .cells
         .iter()
@@ -209,11 +221,16 @@ fn replay_row(
             }
             _ => None,
         })
-        .ok_or_else(|| bad(format!("row {} has no generated image", r.index)))?;
+        .ok_or_else(|| {
+            bad(
+                dir,
+                format!("call {call}, row {} has no generated image", r.index),
+            )
+        })?;
     let init = match recorded_image(dir, r, names::INPUT_IMAGE)? {
         None => None,
         Some(_) if params.get("image").and_then(|i| i.get("latents")).is_some() => {
-            return Err(bad(format!(
+            return Err(bad(dir, format!(
                 "call {call} refined latents handed over from a previous stage; replay that stage's call instead"
             )))
         }
@@ -238,14 +255,14 @@ fn replay_row(
         mask,
     };
     pipe.prepare(&req)
-        .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
+        .map_err(|e| Error::pipeline(&p.model_id, format!("call {call}, row {}: {e}", r.index)))?;
     let out = pipe
         .run(&req, &mut crate::pipeline::CallContext::detached())
-        .map_err(|e| bad(format!("row {}: {e}", r.index)))?;
+        .map_err(|e| Error::pipeline(&p.model_id, format!("call {call}, row {}: {e}", r.index)))?;
     let img = out
         .images
         .first()
-        .ok_or_else(|| bad("the pipeline returned no image"))?;
+        .ok_or_else(|| Error::pipeline(&p.model_id, "the pipeline returned no image"))?;
     // The recipe the recorder wrote into the PNG, rebuilt from the record.
     let [negative, prompt_2, negative_2, prompt_3, negative_3] = [
         names::NEGATIVE_PROMPT,

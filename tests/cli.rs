@@ -321,7 +321,7 @@ fn generate_rejects_bad_arguments_clearly() {
         (vec!["--prompt", "x", "--refiner"], "has no refiner"),
         (
             vec!["--prompt", "x", "--model", "nope"],
-            "unknown model \"nope\"",
+            "nope: unknown model",
         ),
         (
             vec!["--prompt", "x", "--image", "/no/such.png"],
@@ -457,4 +457,33 @@ fn json_failures_carry_a_stable_error_code() {
         .collect();
     assert_eq!(bad.len(), 1, "{rows}");
     assert_eq!(bad[0]["error_code"], "bad_run_json", "{rows}");
+}
+
+/// Issue 31: errors are typed by what they concern, so their codes tell a
+/// file given to difflog, a call that cannot be replayed and a bad argument
+/// apart (all three were `invalid` before).
+#[test]
+fn error_codes_name_what_the_error_concerns() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = recorded(root.path());
+    let code = |args: &[&str]| -> (Value, String) {
+        let o = difflog(args, root.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        (
+            v["error_code"].clone(),
+            v["error"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let not_png = root.path().join("notes.png");
+    std::fs::write(&not_png, "plain text").unwrap();
+    let (c, e) = code(&["inspect", not_png.to_str().unwrap(), "--json"]);
+    assert_eq!(c, "bad_file", "{e}");
+    assert!(e.contains("notes.png"), "{e}");
+    let (c, e) = code(&["replay", dir.to_str().unwrap(), "--call", "9", "--json"]);
+    assert_eq!(c, "replay", "{e}");
+    assert!(
+        e.contains(dir.to_str().unwrap()) && e.contains("no call 9"),
+        "{e}"
+    );
 }

@@ -419,10 +419,7 @@ fn bad_flux_requests_are_refused_before_a_run_exists() {
     let runs = tmp.path().join("cli-runs");
     let runs_s = runs.to_str().unwrap();
     for (args, want) in [
-        (
-            vec!["--model", "flux-turbo"],
-            "unknown model \"flux-turbo\"",
-        ),
+        (vec!["--model", "flux-turbo"], "flux-turbo: unknown model"),
         (
             vec!["--model", "tiny-flux", "--width", "40"],
             "multiple of 16",

@@ -385,7 +385,7 @@ fn bad_requests_are_clear_errors() {
     assert!(e.contains("unknown preset \"sd99\""), "{e}");
     let e = resolve("sd99").unwrap_err().to_string();
     assert!(
-        e.contains("unknown model \"sd99\"") && e.contains("tiny"),
+        e.contains("sd99: unknown model") && e.contains("tiny"),
         "{e}"
     );
     let e = StableDiffusion::load(resolve("tiny").unwrap(), "cuda:0")

@@ -383,7 +383,7 @@ fn bad_sd3_requests_are_refused_before_a_run_exists() {
     let runs = tmp.path().join("cli-runs");
     let runs_s = runs.to_str().unwrap();
     for (args, want) in [
-        (vec!["--model", "sd4"], "unknown model \"sd4\""),
+        (vec!["--model", "sd4"], "sd4: unknown model"),
         (
             vec!["--model", "tiny-sd3", "--scheduler", "unipc"],
             "--scheduler applies to the UNet models",

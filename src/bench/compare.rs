@@ -88,7 +88,7 @@ fn setup(opts: &CompareBench) -> Result<f64> {
         )?;
         for c in 0..calls as u64 {
             run.record(&mut p, &c)
-                .map_err(|e| Error::Invalid(format!("synthetic call failed: {e}")))?;
+                .map_err(|e| Error::pipeline("synthetic", e))?;
         }
         run.finish()?;
     }

@@ -212,7 +212,10 @@ fn baseline(images: &[RgbImage], threads: usize, write_to: Option<&Path>) -> Res
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(crate::Error::Invalid("encoder thread panicked".into()))
+                    Err(crate::Error::encode(
+                        "a synthetic image",
+                        "the encoder thread panicked",
+                    ))
                 })
             })
             .collect()
@@ -281,7 +284,7 @@ pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
         let waits_before = run.backpressure_waits();
         let t = Instant::now();
         run.record(&mut pipeline, &call)
-            .map_err(|e| crate::Error::Invalid(format!("synthetic call failed: {e}")))?;
+            .map_err(|e| crate::Error::pipeline("synthetic", e))?;
         let d = t.elapsed();
         if run.backpressure_waits() == waits_before {
             room.push(d);
@@ -483,7 +486,7 @@ pub fn render_generate(f: &GenerateFigures) -> String {
 /// and compares their times.
 pub fn generate_overhead(opts: &GenerateBench) -> Result<GenerateFigures> {
     use crate::pipelines::{Generator, InitImage, Request};
-    let invalid = |e: PipelineError| crate::Error::Invalid(e.to_string());
+    let invalid = |e: PipelineError| crate::Error::pipeline(&opts.model, e);
     let mut p = Generator::load(&opts.model, &opts.device)?;
     let recorded = Run::create(
         Init::project("difflog-bench")

@@ -156,12 +156,12 @@ pub fn generate(opts: &ScaleRoot) -> Result<ScaleFigures> {
             difflog_version: env!("CARGO_PKG_VERSION").into(),
         };
         let meta_path = dir.join(RUN_JSON);
-        let text = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(&meta).map_err(|e| Error::encode("run.json", e))?;
         std::fs::write(&meta_path, text).map_err(|e| Error::io(&meta_path, "write", e))?;
         let mut buf = Vec::new();
         for (seq, ev) in events_of(&id, i, opts).iter().enumerate() {
             let line = encode_record(seq as u64 + 1, ts, ev)
-                .map_err(|e| Error::Invalid(format!("encode: {e}")))?;
+                .map_err(|e| Error::encode("a synthetic image", e))?;
             buf.extend_from_slice(&line);
             events += 1;
         }

@@ -45,7 +45,7 @@ pub fn compare(
         eprintln!("warning: {p}");
     }
     if json {
-        let v = serde_json::to_string_pretty(&s).map_err(|e| Error::Invalid(e.to_string()))?;
+        let v = serde_json::to_string_pretty(&s).map_err(|e| Error::encode("the status", e))?;
         return line(out, &v);
     }
     line(

@@ -31,9 +31,8 @@ pub struct Inspection {
 /// Reads `image` (and `run`, if given) and says what the PNG carries.
 pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
     let bytes = crate::read::read_regular(image, MAX_PNG_BYTES)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", image.display())))?;
-    let chunks = read_text_chunks(&bytes)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", image.display())))?;
+        .map_err(|e| Error::file(image, e.to_string()))?;
+    let chunks = read_text_chunks(&bytes).map_err(|e| Error::file(image, e.to_string()))?;
     let mut found = Inspection {
         sha256: sha256_hex(&bytes),
         parameters: None,

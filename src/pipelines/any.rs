@@ -24,7 +24,7 @@ pub enum Generator {
 impl Generator {
     /// Resolves `spec` (preset, hub id, folder) and loads it onto `device`.
     pub fn load(spec: &str, device: &str) -> crate::error::Result<Generator> {
-        let invalid = |e: PipelineError| crate::error::Error::Invalid(e.to_string());
+        let invalid = |e: PipelineError| crate::error::Error::pipeline(spec, e);
         Ok(match resolve_any(spec)? {
             AnyModel::Unet(m) => {
                 Generator::Sd(Box::new(StableDiffusion::load(m, device).map_err(invalid)?))

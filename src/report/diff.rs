@@ -135,7 +135,7 @@ pub fn heat_png_into(
     enc.set_palette(palette);
     enc.set_compression(png::Compression::Fast);
     enc.set_filter(png::Filter::NoFilter);
-    let fail = |e: png::EncodingError| crate::Error::Invalid(format!("PNG encoding failed: {e}"));
+    let fail = |e: png::EncodingError| crate::Error::encode("a PNG", e);
     let mut wr = enc.write_header().map_err(fail)?;
     wr.write_image_data(packed).map_err(fail)?;
     wr.finish().map_err(fail)

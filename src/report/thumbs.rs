@@ -206,7 +206,7 @@ pub fn encode_rgb_into(img: &RgbImage, out: &mut Vec<u8>) -> Result<()> {
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Fast);
     enc.set_filter(png::Filter::Paeth);
-    let fail = |e: png::EncodingError| crate::Error::Invalid(format!("PNG encoding failed: {e}"));
+    let fail = |e: png::EncodingError| crate::Error::encode("a PNG", e);
     let mut w = enc.write_header().map_err(fail)?;
     w.write_image_data(img.as_raw()).map_err(fail)?;
     w.finish().map_err(fail)

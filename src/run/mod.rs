@@ -661,8 +661,10 @@ fn ms(d: std::time::Duration) -> Value {
 fn write_json_atomic<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> Result<String> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::Invalid(format!("cannot serialize {name}: {e}")))?;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Encode {
+        what: "a run's JSON file",
+        why: format!("{name}: {e}"),
+    })?;
     bytes.push(b'\n');
     {
         use std::io::Write;

@@ -426,8 +426,8 @@ fn status_rows(state: &State, dir: &Path) -> Result<Vec<serde_json::Value>> {
         );
     }
     for key in targets {
-        let p = progress_for_key(&key, state, &run, &view, st, None)
-            .map_err(|e| Error::Invalid(e.message))?;
+        let p =
+            progress_for_key(&key, state, &run, &view, st, None).map_err(SyncError::into_error)?;
         let rec = state.run(&key, &run.meta.id)?;
         rows.push(json!({
             "run_id": p.run_id, "path": dir, "state": st, "target": key,

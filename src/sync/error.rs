@@ -66,6 +66,14 @@ impl SyncError {
         self
     }
 
+    /// The same failure as a difflog error, its code kept.
+    pub fn into_error(self) -> crate::Error {
+        crate::Error::Sync {
+            code: self.code(),
+            why: self.message,
+        }
+    }
+
     /// A stable code naming the kind of error, for `--json` output
     /// (`"error_code"`): `credentials`, `unreachable`, `rate_limited`,
     /// `server_error`, `refused` (another 4xx), `network` (no answer),

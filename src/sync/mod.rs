@@ -139,7 +139,7 @@ impl TargetSpec {
     /// base_url = "https://wandb.example.com"   # optional: W&B Server
     /// ```
     pub fn from_config(path: &Path) -> Result<Vec<TargetSpec>> {
-        let bad = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
+        let bad = |why: String| Error::file(path, why);
         let text = read_private_file(path, "config", MAX_CONFIG_BYTES)?;
         // The parser's own message quotes the offending line, which may hold
         // a token: only its reason and the line number are shown.
@@ -301,7 +301,7 @@ pub fn redact_url(url: &str) -> String {
 /// most `max` bytes. `what` names it in errors.
 pub(crate) fn read_private_file(path: &Path, what: &'static str, max: u64) -> Result<String> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let bad = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
+    let bad = |why: String| Error::file(path, why);
     let md = std::fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
     if !md.is_file() {
         let kind = if md.is_dir() {

@@ -81,10 +81,12 @@ fn check_own_folder(dir: &Path) -> crate::Result<()> {
     };
     match why {
         None => Ok(()),
-        Some(why) => Err(crate::Error::Invalid(format!(
-            "{}: the sync state folder is refused: {why}; remove it (or fix it) and start again",
-            dir.display()
-        ))),
+        Some(why) => Err(crate::Error::file(
+            dir,
+            format!(
+                "the sync state folder is refused: {why}; remove it (or fix it) and start again"
+            ),
+        )),
     }
 }
 

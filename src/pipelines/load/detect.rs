@@ -17,13 +17,15 @@ use std::path::Path;
 pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
     let index_path = dir.join("model_index.json");
     let text = read_small(&index_path).map_err(|e| {
-        Error::Weights(format!(
-            "{}: cannot read model_index.json ({e}); a model folder needs the diffusers layout",
-            dir.display()
-        ))
+        Error::weights(
+            dir.display(),
+            format!(
+                "cannot read model_index.json ({e}); a model folder needs the diffusers layout"
+            ),
+        )
     })?;
     let index: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Weights(format!("{}: invalid JSON: {e}", index_path.display())))?;
+        .map_err(|e| Error::weights(index_path.display(), format!("invalid JSON: {e}")))?;
     if let Some(t) = index["_difflog_tiny_model"].as_str().and_then(tiny_preset) {
         return Ok(t.arch());
     }
@@ -41,10 +43,9 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
             ("FluxPipeline" | "FluxImg2ImgPipeline", Some(false)) => {
                 Ok(Arch::Flux(Box::new(FluxConfig::schnell())))
             }
-            _ => Err(Error::Weights(format!(
-                "{}: pipeline class {class:?} with transformer config guidance_embeds = {}: \
+            _ => Err(Error::weights(dir.display(), format!(
+                "pipeline class {class:?} with transformer config guidance_embeds = {}: \
                  supported FLUX models are FLUX.1 schnell and dev (FluxPipeline, transformer/config.json)",
-                dir.display(),
                 transformer["guidance_embeds"]
             ))),
         };
@@ -71,12 +72,14 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
             ("StableDiffusion3Pipeline", Some(38), _) => {
                 Ok(Arch::Sd3(Box::new(Sd3Config::sd35_large())))
             }
-            _ => Err(Error::Weights(format!(
-                "{}: pipeline class {class:?} with a {} -layer transformer: supported are \
-                 StableDiffusion3Pipeline with SD3 medium, SD3.5 medium, large and large turbo",
+            _ => Err(Error::weights(
                 dir.display(),
-                transformer["num_layers"]
-            ))),
+                format!(
+                    "pipeline class {class:?} with a {} -layer transformer: supported are \
+                 StableDiffusion3Pipeline with SD3 medium, SD3.5 medium, large and large turbo",
+                    transformer["num_layers"]
+                ),
+            )),
         };
     }
     let unet = config("unet");
@@ -94,10 +97,9 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
         (_, Some(1024), true) => ModelConfig::sd2_inpaint(),
         (_, Some(768), false) => ModelConfig::sd15(),
         (_, Some(1024), false) => ModelConfig::sd21(),
-        _ => return Err(Error::Weights(format!(
-            "{}: cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}); \
-             supported: SD 1.x, SD 2.x, SDXL base and refiner, their inpainting checkpoints, FLUX.1 and SD3 / 3.5",
-            dir.display()
+        _ => return Err(Error::weights(dir.display(), format!(
+            "cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}); \
+             supported: SD 1.x, SD 2.x, SDXL base and refiner, their inpainting checkpoints, FLUX.1 and SD3 / 3.5"
         ))),
     };
     Ok(Arch::Unet(cfg))

@@ -163,8 +163,7 @@ pub(crate) fn find(
             });
             continue;
         };
-        let names =
-            shard_names(&index).map_err(|e| Error::Weights(format!("{}: {e}", index.display())))?;
+        let names = shard_names(&index).map_err(|e| Error::weights(index.display(), e))?;
         let folder = w.rel.rsplit_once('/').map_or("", |(d, _)| d);
         let mut files = Vec::new();
         for n in names {

@@ -93,18 +93,21 @@ pub(crate) fn from_hub_repo(repo: &str, arch: &Arch) -> Result<HubFiles> {
                 false => format!("  {r}: {f}"),
             })
             .collect();
-        return Err(Error::Weights(format!(
-            "model {repo}: {} file(s) missing from the Hugging Face cache {}{}:\n{}\n{}",
-            lost.len(),
-            cache.path().display(),
-            if offline {
-                " (HF_HUB_OFFLINE=1)"
-            } else {
-                " and the hub is unreachable"
-            },
-            list.join("\n"),
-            fill_cache_help(&lost)
-        )));
+        return Err(Error::weights(
+            repo,
+            format!(
+                "{} file(s) missing from the Hugging Face cache {}{}:\n{}\n{}",
+                lost.len(),
+                cache.path().display(),
+                if offline {
+                    " (HF_HUB_OFFLINE=1)"
+                } else {
+                    " and the hub is unreachable"
+                },
+                list.join("\n"),
+                fill_cache_help(&lost)
+            ),
+        ));
     }
     // Record the repo a file came from.
     let used = used_fallback.into_inner();

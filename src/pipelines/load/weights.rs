@@ -102,14 +102,14 @@ pub const SEEDED_MODEL_SEED: u64 = 0x5eed_5eed;
 pub fn resolve(spec: &str) -> Result<ResolvedModel> {
     match resolve_any(spec)? {
         AnyModel::Unet(m) => Ok(m),
-        AnyModel::Flux(m) => Err(Error::Weights(format!(
-            "model {}: a FLUX.1 model, not a UNet one",
-            m.model_id
-        ))),
-        AnyModel::Sd3(m) => Err(Error::Weights(format!(
-            "model {}: a Stable Diffusion 3 model, not a UNet one",
-            m.model_id
-        ))),
+        AnyModel::Flux(m) => Err(Error::weights(
+            &m.model_id,
+            "a FLUX.1 model, not a UNet one",
+        )),
+        AnyModel::Sd3(m) => Err(Error::weights(
+            &m.model_id,
+            "a Stable Diffusion 3 model, not a UNet one",
+        )),
     }
 }
 
@@ -140,17 +140,20 @@ pub fn resolve_any(spec: &str) -> Result<AnyModel> {
         let arch = match index {
             Some(p) => detect_config(p.parent().unwrap_or(Path::new(".")))?,
             None => {
-                return Err(Error::Weights(format!(
-                    "model {spec}: not in the Hugging Face cache ({}); {}",
-                    cache.path().display(),
-                    fill_cache_help(&[(spec.to_string(), "model_index.json".to_string())])
-                )))
+                return Err(Error::weights(
+                    spec,
+                    format!(
+                        "not in the Hugging Face cache ({}); {}",
+                        cache.path().display(),
+                        fill_cache_help(&[(spec.to_string(), "model_index.json".to_string())])
+                    ),
+                ))
             }
         };
         return from_hub_repo(spec, arch);
     }
-    Err(Error::Weights(format!(
-        "unknown model {spec:?}: expected one of {}, a Hugging Face id (org/name), or a folder in the diffusers layout",
+    Err(Error::weights(spec, format!(
+        "unknown model: expected one of {}, a Hugging Face id (org/name), or a folder in the diffusers layout",
         PRESETS.join(", ")
     )))
 }
@@ -161,9 +164,8 @@ fn from_folder(dir: &Path, arch: Arch, model_id: String) -> Result<AnyModel> {
     let get = |rel: &str| Some(dir.join(rel)).filter(|p| p.is_file());
     let (found, missing) = find(&wants, &get)?;
     if !missing.is_empty() {
-        return Err(Error::Weights(format!(
-            "model folder {} is missing {}: it needs the diffusers layout ({})",
-            dir.display(),
+        return Err(Error::weights(dir.display(), format!(
+            "the model folder is missing {}: it needs the diffusers layout ({})",
             missing.iter().map(Missing::describe).collect::<Vec<_>>().join(", "),
             match arch {
                 Arch::Unet(_) => "text_encoder/, tokenizer/tokenizer.json, unet/, vae/ with .safetensors weights",
@@ -207,13 +209,13 @@ fn assemble(
             .find(|(k, _)| k == key)
             .map(|(_, f)| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>())
             .filter(|f| !f.is_empty())
-            .ok_or_else(|| Error::Weights(format!("model {model_id}: no {key} file")))
+            .ok_or_else(|| Error::weights(&model_id, format!("no {key} file")))
     };
     let one = |key: &str| -> Result<PathBuf> {
         all_of(key)?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Weights(format!("model {model_id}: no {key} file")))
+            .ok_or_else(|| Error::weights(&model_id, format!("no {key} file")))
     };
     let mut files = Map::new();
     let mut all = String::new();
@@ -303,8 +305,8 @@ fn seeded_model(spec: &str, preset: &str) -> Result<ResolvedModel> {
         _ => None,
     };
     let config = config.ok_or_else(|| {
-        Error::Weights(format!(
-            "model {spec}: unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint)"
+        Error::weights(spec, format!(
+            "unknown preset {preset:?} (random: takes sd15, sd21, sdxl, sdxl-refiner, sd-turbo, sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint)"
         ))
     })?;
     let tokenizer = tiny::ensure_tokenizer()?;

@@ -142,7 +142,7 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
         VarBuilder::from_backend(Box::new(w.clone_handle()), DType::F32, Device::Cpu)
     };
     let building =
-        |e: candle_core::Error| Error::Weights(format!("building tiny model {}: {e}", model.id()));
+        |e: candle_core::Error| Error::weights(model.id(), format!("building the tiny model: {e}"));
     let class = match model.arch() {
         Arch::Unet(cfg) => {
             let text: Vec<SeededWeights> = (0..cfg.text.len())
@@ -323,7 +323,7 @@ impl SeededWeights {
         let map: std::collections::HashMap<String, Tensor> =
             made.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         candle_core::safetensors::save(&map, path)
-            .map_err(|e| Error::Weights(format!("{}: writing safetensors: {e}", path.display())))
+            .map_err(|e| Error::weights(path.display(), format!("writing safetensors: {e}")))
     }
 
     /// Uniform values in [-1, 1) from the tensor's own stream, exactly

@@ -110,11 +110,13 @@ pub fn compare(paths: &[PathBuf], out: &Path, opts: &CompareOptions) -> Result<C
         check_axis(axis, &items)?;
     }
     if let Some(r) = crate::read::run_containing(out, runs.dirs.iter().map(|d| d.path.as_path())) {
-        return Err(Error::Invalid(format!(
-            "{}: the comparison would be written inside run {}; choose a folder outside the runs",
-            out.display(),
-            r.display()
-        )));
+        return Err(Error::file(
+            out,
+            format!(
+                "the comparison would be written inside run {}; choose a folder outside the runs",
+                r.display()
+            ),
+        ));
     }
     std::fs::create_dir_all(out).ctx(out, "create comparison folder")?;
     let out = out.canonicalize().ctx(out, "resolve comparison folder")?;

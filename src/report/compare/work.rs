@@ -403,7 +403,8 @@ impl Work {
         }
         let dir = self.out.join("diffs");
         std::fs::create_dir_all(&dir).ctx(&dir, "create differences folder")?;
-        let json = serde_json::to_vec(&done.diffs).map_err(|e| Error::Invalid(e.to_string()))?;
+        let json = serde_json::to_vec(&done.diffs)
+            .map_err(|e| Error::encode("the comparison's JSON", e))?;
         write_atomic(&dir.join("index.json"), &json)
     }
 }

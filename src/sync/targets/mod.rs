@@ -194,7 +194,7 @@ pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
     match spec {
         TargetSpec::Mlflow { base, auth } => mlflow::Mlflow::new(base, auth.clone())
             .map(|m| AnyTarget::Mlflow(Box::new(m)))
-            .map_err(|e| Error::Invalid(e.message)),
+            .map_err(crate::sync::error::SyncError::into_error),
         TargetSpec::Wandb {
             base,
             entity,
@@ -215,7 +215,7 @@ pub fn target(spec: &TargetSpec) -> Result<AnyTarget> {
             }
             wandb::Wandb::new(base, auth.clone(), entity, project.as_deref())
                 .map(|w| AnyTarget::Wandb(Box::new(w)))
-                .map_err(|e| Error::Invalid(e.message))
+                .map_err(crate::sync::error::SyncError::into_error)
         }
     }
 }
