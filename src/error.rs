@@ -134,6 +134,15 @@ pub enum Error {
         /// The pipeline's error.
         why: String,
     },
+    /// A file of a run is not what the run recorded (its size or digest
+    /// changed since): the run is damaged, and nothing of that file is used.
+    #[error("{path}: {why}; the run is damaged (see difflog verify)")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
     /// A recorded call cannot be replayed (no such call, other weights, a
     /// row that lacks what regenerating it needs, a pipeline that failed).
     #[error("{run}: {why}")]
@@ -316,6 +325,7 @@ impl Error {
             Error::Pipeline { .. } => "pipeline",
             Error::File { .. } => "bad_file",
             Error::Replay { .. } => "replay",
+            Error::Damaged { .. } => "damaged",
             Error::Encode { .. } => "encode",
             #[cfg(feature = "sync")]
             Error::Sync { code, .. } => code,

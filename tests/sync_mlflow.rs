@@ -547,27 +547,9 @@ fn bad_targets_and_refused_credentials_are_clear_and_do_not_storm() {
             let _ = std::io::Write::write_all(&mut s, resp.as_bytes());
         }
     });
-    let o = Command::new(sync_bin())
-        .args([
-            "upload",
-            root.path().to_str().unwrap(),
-            "--to",
-            &format!("mlflow+http://{addr}"),
-        ])
-        .env("MLFLOW_TRACKING_TOKEN", "sekrit-token-value")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("401"), "{}", text(&o));
-    common::assert_no_leak(root.path(), &text(&o), "", "sekrit-token-value");
-    assert!(
-        count.load(std::sync::atomic::Ordering::SeqCst) <= 2,
-        "{} requests after a 401",
-        count.load(std::sync::atomic::Ordering::SeqCst)
-    );
-
-    // Username and password (HTTP Basic): neither, nor base64(user:password).
-    count.store(0, std::sync::atomic::Ordering::SeqCst);
+    // A refused token is the conformance suite's (tests/targets.rs); what
+    // is MLflow's own: username and password (HTTP Basic) leak neither,
+    // nor base64(user:password).
     let o = Command::new(sync_bin())
         .args([
             "upload",
@@ -626,46 +608,6 @@ fn bad_targets_and_refused_credentials_are_clear_and_do_not_storm() {
         let o = sync(&["status", root.path().to_str().unwrap()]);
         common::assert_no_leak(root.path(), &text(&o), user, secret);
     }
-}
-
-#[test]
-fn resets_delays_server_errors_and_429s_still_deliver_everything_once() {
-    use common::proxy::{Faults, Proxy};
-    let project = mf::unique_project("faults");
-    let root = tempfile::tempdir().unwrap();
-    let dir = record(root.path(), &project, 4, 4, 48);
-    let proxy = Proxy::start(
-        &mf::url(),
-        Faults {
-            reset: 0.1,
-            delay: 0.1,
-            server_error: 0.1,
-            too_many: 0.08,
-            lost_response: 0.1,
-            slow_down: 0.0,
-        },
-        42,
-    );
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &format!("mlflow+{}", proxy.url),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let faulted = proxy
-        .counts
-        .faulted
-        .load(std::sync::atomic::Ordering::SeqCst);
-    assert!(faulted >= 8, "the proxy injected only {faulted} faults");
-    assert_complete(&project, &dir, "FINISHED");
-    eprintln!(
-        "faults injected: {faulted}, requests forwarded: {}",
-        proxy
-            .counts
-            .forwarded
-            .load(std::sync::atomic::Ordering::SeqCst)
-    );
 }
 
 #[test]

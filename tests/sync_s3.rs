@@ -11,12 +11,11 @@ mod common;
 use common::proxy::{Faults, Proxy};
 use common::{Req, TestPipeline};
 use difflog::read::RunDir;
-use difflog::run::media::sha256_hex;
 use difflog::{Init, Run};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// The bucket the MLflow server's artifact root is in (scripts/test).
@@ -354,81 +353,6 @@ fn artifacts_go_straight_to_the_bucket_once_and_mlflows_client_reads_them_back()
             assert_eq!(after.get(k), Some(v), "{k}: unchanged bytes rewritten");
         }
     }
-}
-
-#[test]
-fn sigkills_mid_upload_then_a_restart_leave_every_object_once_and_intact() {
-    use std::sync::atomic::Ordering;
-    let project = unique("s3-kill");
-    let root = tempfile::tempdir().unwrap();
-    let first = record(root.path(), &project, 6, 96);
-    let second = record(root.path(), &project, 6, 96);
-    let proxy = Proxy::start(&s3().url, Faults::default(), 11);
-    let to = format!("mlflow+{}", mlflow_url());
-    let mut mid_way = 0;
-    for i in 0..10 {
-        let hold = i % 2 == 0;
-        proxy.hold_puts(hold);
-        let (puts, held) = (
-            proxy.counts.puts_forwarded.load(Ordering::SeqCst),
-            proxy.counts.held.load(Ordering::SeqCst),
-        );
-        let mut child = common::KillOnDrop(
-            sync_cmd(
-                &["upload", root.path().to_str().unwrap(), "--to", &to],
-                &proxy.url,
-                &s3().secret,
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        );
-        let after = 1 + i % 4;
-        let t = Instant::now();
-        let seen = |p: &Proxy| {
-            if hold {
-                p.counts.held.load(Ordering::SeqCst) - held
-            } else {
-                p.counts.puts_forwarded.load(Ordering::SeqCst) - puts
-            }
-        };
-        while seen(&proxy) < after
-            && child.try_wait().unwrap().is_none()
-            && t.elapsed() < Duration::from_secs(20)
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let exited = child.try_wait().unwrap().is_some();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        proxy.hold_puts(false);
-        if !exited && seen(&proxy) > 0 {
-            mid_way += 1;
-        }
-        if i == 4 {
-            std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
-        }
-    }
-    assert!(mid_way >= 5, "only {mid_way} of 10 kills landed mid-upload");
-    let o = sync_cmd(
-        &["upload", root.path().to_str().unwrap(), "--to", &to],
-        &proxy.url,
-        &s3().secret,
-    )
-    .output()
-    .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let ids = assert_complete(&project, &[&first, &second]);
-    // Nothing in the bucket but the runs' objects, each whole: every image
-    // key is its content's SHA-256.
-    for (key, _) in objects(&ids) {
-        if let Some(name) = key.split("/images/").nth(1) {
-            let bytes = std::fs::read(s3().dir.join(BUCKET).join(&key)).unwrap();
-            assert_eq!(format!("{}.png", sha256_hex(&bytes)), name, "{key}");
-        }
-    }
-    eprintln!("{mid_way} of 10 kills mid-upload; every object once and intact");
 }
 
 #[test]

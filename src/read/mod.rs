@@ -7,6 +7,7 @@
 //! through here, so they agree on what a run contains.
 
 mod log;
+pub mod media;
 mod view;
 
 pub use log::{scan, LogProblem, LogProblemKind, LogScan};

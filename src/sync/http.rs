@@ -4,13 +4,11 @@
 
 use super::error::{SyncError, SyncResult};
 use super::retry::{classify_status, parse_retry_after, retry, Class, Decision, Policy};
+use crate::read::media::{open_checked, read_checked, Checker, SMALL_FILE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-
-/// Files up to this size are read whole before sending; larger ones stream.
-pub(crate) const SMALL_FILE: u64 = 8 * 1024 * 1024;
 
 /// The most read of any answer (JSON of an API call, an error page): a
 /// server's answer is untrusted, and one that never ends must not fill the
@@ -550,46 +548,10 @@ fn with_type(req: reqwest::RequestBuilder, ct: Option<&str>) -> reqwest::Request
     }
 }
 
-/// The error for a media file that is not what the run recorded.
-pub(crate) fn damaged(path: &Path, what: String) -> SyncError {
-    SyncError::permanent(format!(
-        "{}: {what}; the run is damaged (see difflog verify), not uploaded",
-        path.display()
-    ))
-}
-
-/// Opens a media file for upload, checking its size against the record.
-pub(crate) async fn open_checked(path: &Path, len: u64) -> SyncResult<tokio::fs::File> {
-    let file = tokio::fs::File::open(path).await.map_err(|e| {
-        SyncError::permanent(format!("{}: cannot open for upload: {e}", path.display()))
-    })?;
-    let size = file.metadata().await.map(|m| m.len()).unwrap_or(u64::MAX);
-    if size != len {
-        return Err(damaged(path, format!("size {size} but {len} recorded")));
-    }
-    Ok(file)
-}
-
-/// A small media file's bytes, read whole and checked against the recorded
-/// size and SHA-256 before anything is sent.
-pub(crate) async fn read_checked(path: &Path, digest: &str, len: u64) -> SyncResult<Vec<u8>> {
-    use sha2::Digest as _;
-    let mut file = open_checked(path, len).await?;
-    let mut buf = Vec::with_capacity(len.min(SMALL_FILE) as usize);
-    tokio::io::AsyncReadExt::read_to_end(
-        &mut tokio::io::AsyncReadExt::take(&mut file, len + 1),
-        &mut buf,
-    )
-    .await
-    .map_err(|e| SyncError::permanent(format!("{}: cannot read: {e}", path.display())))?;
-    let got = crate::format::hex(&sha2::Sha256::digest(&buf));
-    if buf.len() as u64 != len || got != digest {
-        return Err(damaged(
-            path,
-            format!("content digest {got} is not the recorded {digest}"),
-        ));
-    }
-    Ok(buf)
+/// A media file's read failure as an upload error (permanent: the file is
+/// damaged or gone, retrying sends nothing better), its code kept.
+pub(crate) fn not_uploaded(e: crate::Error) -> SyncError {
+    SyncError::local(&e)
 }
 
 /// The body of a media upload: the file's bytes, checked against the
@@ -598,28 +560,28 @@ pub(crate) async fn read_checked(path: &Path, digest: &str, len: u64) -> SyncRes
 /// chunk held back until the whole file checked out, so a server never
 /// receives a complete body of the wrong bytes.
 async fn checked_file_body(path: &Path, digest: &str, len: u64) -> SyncResult<reqwest::Body> {
-    use sha2::Digest as _;
     if len <= SMALL_FILE {
-        return Ok(super::rate::paced(read_checked(path, digest, len).await?));
+        let bytes = read_checked(path, digest, len)
+            .await
+            .map_err(not_uploaded)?;
+        return Ok(super::rate::paced(bytes));
     }
-    let file = open_checked(path, len).await?;
+    let file = open_checked(path, len).await.map_err(not_uploaded)?;
     struct Streaming {
         file: tokio::fs::File,
-        hasher: sha2::Sha256,
+        check: Checker,
         held: Option<Vec<u8>>,
-        seen: u64,
         done: bool,
     }
     let first = Streaming {
         file,
-        hasher: sha2::Sha256::new(),
+        check: Checker::new(path, digest, len),
         held: None,
-        seen: 0,
         done: false,
     };
-    let (path, digest) = (path.to_path_buf(), digest.to_string());
+    let path = path.to_path_buf();
     let stream = futures_util::stream::unfold(first, move |mut st| {
-        let (path, digest) = (path.clone(), digest.clone());
+        let path = path.clone();
         async move {
             if st.done {
                 return None;
@@ -635,21 +597,14 @@ async fn checked_file_body(path: &Path, digest: &str, len: u64) -> SyncResult<re
             };
             if n == 0 {
                 st.done = true;
-                let got = crate::format::hex(&st.hasher.clone().finalize());
-                if st.seen != len || got != digest {
-                    let e = std::io::Error::other(format!(
-                        "{}: changed while uploading ({} bytes, digest {got}; recorded {len}, {digest})",
-                        path.display(),
-                        st.seen
-                    ));
-                    return Some((Err(e), st));
+                if let Err(e) = st.check.finish() {
+                    return Some((Err(std::io::Error::other(e.to_string())), st));
                 }
                 return st.held.take().map(|b| (Ok(b), st));
             }
             buf.truncate(n);
             super::rate::take(n).await;
-            st.hasher.update(&buf);
-            st.seen += n as u64;
+            st.check.update(&buf);
             // Hand over the chunk before this one: the last stays held
             // until the end of the file is reached and checked.
             let out = st.held.replace(buf).unwrap_or_default();

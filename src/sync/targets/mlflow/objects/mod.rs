@@ -16,8 +16,9 @@
 
 mod connector;
 
+use crate::read::media::{open_checked, read_checked, Checker, SMALL_FILE};
 use crate::sync::error::{SyncError, SyncResult};
-use crate::sync::http::{open_checked, read_checked, Body, Http, SMALL_FILE};
+use crate::sync::http::{not_uploaded, Body, Http};
 use crate::sync::retry::Class;
 use object_store::path::Path as Key;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload, WriteMultipart};
@@ -296,7 +297,9 @@ impl Stores {
                 if len > SMALL_FILE {
                     return put_parts(&*store, &key, opts, file, digest, len, &what).await;
                 }
-                read_checked(file, digest, len).await?
+                read_checked(file, digest, len)
+                    .await
+                    .map_err(not_uploaded)?
             }
         };
         if !matches!(body, Body::File { .. }) {
@@ -404,15 +407,13 @@ async fn put_parts(
     len: u64,
     what: &str,
 ) -> SyncResult<()> {
-    use sha2::Digest as _;
-    let mut f = open_checked(file, len).await?;
+    let mut f = open_checked(file, len).await.map_err(not_uploaded)?;
     let upload = store
         .put_multipart_opts(key, opts.attributes.into())
         .await
         .map_err(|e| classify(e, what))?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-    let mut hasher = sha2::Sha256::new();
-    let mut seen = 0u64;
+    let mut check = Checker::new(file, digest, len);
     let mut buf = vec![0u8; 1024 * 1024];
     let failed = loop {
         let n = match tokio::io::AsyncReadExt::read(&mut f, &mut buf).await {
@@ -425,9 +426,8 @@ async fn put_parts(
                 )))
             }
         };
-        hasher.update(&buf[..n]);
-        seen += n as u64;
-        if seen > len {
+        check.update(&buf[..n]);
+        if check.past_end() {
             break None;
         }
         if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
@@ -435,15 +435,7 @@ async fn put_parts(
         }
         w.write(&buf[..n]);
     };
-    let got = crate::format::hex(&hasher.finalize());
-    let failed = failed.or_else(|| {
-        (seen != len || got != digest).then(|| {
-            crate::sync::http::damaged(
-                file,
-                format!("changed while uploading ({seen} bytes, digest {got}; recorded {len}, {digest})"),
-            )
-        })
-    });
+    let failed = failed.or_else(|| check.finish().err().map(not_uploaded));
     if let Some(e) = failed {
         let _ = w.abort().await;
         return Err(e);
