@@ -100,6 +100,87 @@ fn torch_randn_reimplemented_bit_for_bit() {
     unittest("test_torch_randn.TorchRandn");
 }
 
+/// Issue 33: difflog's Rust port of torch's CPU generator and `torch.randn`
+/// (src/pipelines/parts/torch_rng.rs) draws what torch draws, bit for bit:
+/// every seed, count (around the 16-value block and its redrawn tail, up to
+/// a 64×64 latent), dtype, a stream drawn in turn, and a recorded state
+/// restored; the state after each draw is torch's byte for byte.
+#[test]
+fn the_rust_torch_generator_draws_what_torch_draws() {
+    use difflog::pipelines::parts::torch_rng::{Dtype, TorchGenerator};
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("torch.json");
+    let o = py(&["torch_randn_dump.py", dump.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    let vector = v["vector"].as_bool().unwrap();
+    let hex = |s: &serde_json::Value| {
+        let s = s.as_str().unwrap();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+    };
+    let (mut compared, mut values) = (0, 0);
+    for case in v["cases"].as_array().unwrap() {
+        let seed = case["seed"].as_u64().unwrap();
+        let mut g = TorchGenerator::new(seed);
+        for (i, d) in case["draws"].as_array().unwrap().iter().enumerate() {
+            if case.get("restored_state").is_some() && i == 1 {
+                let s = hex(&case["restored_state"]);
+                assert_eq!(g.state(), s, "seed {seed}: the state before draw {i}");
+                g = TorchGenerator::from_state(&s).unwrap();
+            }
+            let n = d["n"].as_u64().unwrap() as usize;
+            let dtype = d["dtype"].as_str().unwrap();
+            let got: Vec<u8> = match dtype {
+                "float32" => g
+                    .randn_as(n, Dtype::F32)
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+                "float16" => g
+                    .randn_as(n, Dtype::F16)
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+                _ => g
+                    .randn_as(n, Dtype::Bf16)
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            };
+            if n >= 16 && !vector {
+                // torch's vectorized kernel here is not the AVX2 one.
+                continue;
+            }
+            let want = hex(&d["bits"]);
+            let width = want.len() / n;
+            let differ = got
+                .chunks(width)
+                .zip(want.chunks(width))
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!(
+                differ, 0,
+                "seed {seed}, draw {i}: {differ} of {n} {dtype} values differ"
+            );
+            assert_eq!(
+                g.state(),
+                hex(&d["state"]),
+                "seed {seed}, draw {i}: the state after it"
+            );
+            compared += 1;
+            values += n;
+        }
+    }
+    eprintln!(
+        "torch {}: {compared} draws, {values} values, bit for bit (AVX2 kernel compared: {vector})",
+        v["torch"]
+    );
+    assert!(compared >= 40, "only {compared} draws compared");
+}
+
 #[test]
 fn the_stubs_say_what_the_extension_is() {
     // Issue 31: _native.pyi against the built extension (names, kinds,

@@ -11,4 +11,5 @@ pub mod placement;
 pub mod prompt;
 pub mod scheduler;
 pub mod t5;
+pub mod torch_rng;
 pub mod vae;
