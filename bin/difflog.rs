@@ -227,6 +227,12 @@ struct GenerateCli {
     /// Seed of the first image; image i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The random generator the seed drives: `difflog` (its own, the same
+    /// on every machine) or `torch-cpu` (PyTorch's CPU generator: image i's
+    /// noise is what torch.Generator("cpu").manual_seed(seed + i) draws in
+    /// diffusers). Recorded with the call; replay uses it again.
+    #[arg(long, default_value = "difflog", value_parser = ["difflog", "torch-cpu"])]
+    rng: String,
     /// Scheduler: ddim, euler-a or unipc (default: the model's). FLUX.1 and
     /// SD3 always sample with their flow-matching Euler sampler.
     #[arg(long)]
@@ -466,6 +472,7 @@ fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
         width: g.width,
         height: g.height,
         seed: g.seed,
+        rng: difflog::pipelines::Rng::parse(&g.rng).unwrap_or_default(),
         scheduler: g.scheduler,
         image: g.image,
         strength: g.strength,

@@ -11,7 +11,7 @@ use crate::event::Cell;
 use crate::format::names;
 use crate::pipeline::Pipeline;
 use crate::pipelines::SchedulerKind;
-use crate::pipelines::{Generator, InitImage, Request};
+use crate::pipelines::{Generator, InitImage, Request, Rng};
 use crate::read::RunDir;
 use crate::run::{Init, Run};
 use image::RgbImage;
@@ -46,6 +46,8 @@ pub struct GenerateArgs {
     pub height: Option<usize>,
     /// Seed of the first image.
     pub seed: u64,
+    /// The random generator the seed drives.
+    pub rng: Rng,
     /// `ddim`, `euler-a` or `unipc` (model default if `None`).
     pub scheduler: Option<String>,
     /// Input image for image-to-image.
@@ -230,6 +232,7 @@ fn request_of(
         width: args.width,
         height: args.height,
         seed: args.seed,
+        rng: args.rng,
         init,
         strength: args.strength,
         mask,

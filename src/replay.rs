@@ -12,7 +12,7 @@ use crate::event::{Cell, PipelineEvent, RowEvent};
 use crate::format::names;
 use crate::pipeline::Pipeline;
 use crate::pipelines::SchedulerKind;
-use crate::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request};
+use crate::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request, Rng};
 use crate::read::{CallView, RunDir, RunView};
 use crate::run::media::{encode_png_with_text, sha256_hex};
 use image::RgbImage;
@@ -250,6 +250,15 @@ fn replay_row(
         width: num("width"),
         height: num("height"),
         seed,
+        rng: match params.get("rng").and_then(Value::as_str) {
+            None => Rng::Difflog,
+            Some(name) => Rng::parse(name).ok_or_else(|| {
+                bad(
+                    dir,
+                    format!("call {call} records random generator {name:?}, which this difflog does not know (it knows {})", Rng::NAMES.join(", ")),
+                )
+            })?,
+        },
         init,
         strength: params.get("strength").and_then(Value::as_f64),
         mask,

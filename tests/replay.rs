@@ -125,6 +125,106 @@ fn recorded_calls_replay_byte_identically() {
     assert!(text(&o).contains("no call 9"), "{}", text(&o));
 }
 
+/// Issue 33: `--rng torch-cpu` draws the noise from PyTorch's CPU
+/// generator (other noise than difflog's own for the same seed), records
+/// the generator with the call, and replay draws from it again; an
+/// unknown recorded generator is refused, not silently replaced.
+#[test]
+fn torch_cpu_noise_is_recorded_and_replayed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generate = |root: &Path, rng: &str| {
+        let o = difflog(
+            &[
+                "generate",
+                "--prompt",
+                "a fox",
+                "--num-images-per-prompt",
+                "2",
+                "--steps",
+                "3",
+                "--scheduler",
+                "euler-a",
+                "--seed",
+                "11",
+                "--rng",
+                rng,
+            ],
+            root,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        only_run(root)
+    };
+    let (a, b) = (tmp.path().join("torch"), tmp.path().join("difflog"));
+    let torch = generate(&a, "torch-cpu");
+    let own = generate(&b, "difflog");
+    let params = |dir: &Path| {
+        let o = difflog(&["show", dir.to_str().unwrap(), "--json"], tmp.path());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["calls"][0]["started"]["params"].clone()
+    };
+    assert_eq!(params(&torch)["rng"], "torch-cpu", "{}", params(&torch));
+    assert!(params(&own).get("rng").is_none(), "{}", params(&own));
+    let images = |dir: &Path| {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for e in walk(&dir.join("media")) {
+            out.push(image::open(e).unwrap().to_rgb8().into_raw());
+        }
+        out.sort();
+        out
+    };
+    assert_ne!(
+        images(&torch),
+        images(&own),
+        "the generator made no difference"
+    );
+    let o = difflog(
+        &["replay", torch.to_str().unwrap(), "--call", "1"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("2/2 image(s) byte-identical"),
+        "{}",
+        text(&o)
+    );
+    // A generator this difflog does not know: refused by name.
+    let log = torch.join("events.log");
+    let bytes = std::fs::read(&log).unwrap();
+    let mut changed = Vec::new();
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let json = String::from_utf8_lossy(&line[9..line.len() - 1]);
+        let json = json.replace("\"rng\":\"torch-cpu\"", "\"rng\":\"philox\"");
+        changed.extend_from_slice(
+            format!("{:08x} {json}\n", crc32c::crc32c(json.as_bytes())).as_bytes(),
+        );
+    }
+    assert_ne!(changed, bytes, "the call records no rng");
+    std::fs::write(&log, changed).unwrap();
+    let o = difflog(
+        &["replay", torch.to_str().unwrap(), "--call", "1"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("\"philox\""), "{}", text(&o));
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn changed_weights_are_refused_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -33,6 +33,49 @@ pub enum InitImage {
     Latents(Vec<StageLatents>),
 }
 
+/// Which random generator a seed drives: the noise a seed means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rng {
+    /// difflog's own: a ChaCha8 stream per image (the default; the same on
+    /// every machine and device).
+    #[default]
+    Difflog,
+    /// PyTorch's CPU generator: image `i`'s noise is what
+    /// `torch.Generator("cpu").manual_seed(seed + i)` draws, as diffusers'
+    /// `randn_tensor` draws it with one generator per image.
+    TorchCpu,
+}
+
+impl Rng {
+    /// The names `--rng` takes and a call records.
+    pub const NAMES: [&'static str; 2] = ["difflog", "torch-cpu"];
+
+    /// `difflog` or `torch-cpu`.
+    pub fn parse(name: &str) -> Option<Rng> {
+        match name {
+            "difflog" => Some(Rng::Difflog),
+            "torch-cpu" => Some(Rng::TorchCpu),
+            _ => None,
+        }
+    }
+
+    /// Records the generator with a call's parameters (`rng`), when it is
+    /// not difflog's own (a record without `rng` was drawn by difflog's).
+    pub fn record(self, params: &mut serde_json::Map<String, serde_json::Value>) {
+        if self != Rng::Difflog {
+            params.insert("rng".into(), self.name().into());
+        }
+    }
+
+    /// Its name, as `--rng` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rng::Difflog => "difflog",
+            Rng::TorchCpu => "torch-cpu",
+        }
+    }
+}
+
 /// The arguments of one call; `None` means the model's default.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -61,6 +104,8 @@ pub struct Request {
     pub height: Option<usize>,
     /// Seed of the first image; image `i` uses `seed + i`.
     pub seed: u64,
+    /// The generator the seeds drive.
+    pub rng: Rng,
     /// Image-to-image start.
     pub init: Option<InitImage>,
     /// How much of the schedule image-to-image runs, in (0, 1].

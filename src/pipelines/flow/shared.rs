@@ -126,6 +126,7 @@ pub(crate) fn size_params(
     params.insert("width".into(), json!(w));
     params.insert("height".into(), json!(h));
     params.insert("seed".into(), json!(r.seed));
+    r.rng.record(params);
     params.insert("max_sequence_length".into(), json!(c.max_sequence_length));
     params.insert("scheduler".into(), json!("flow-match-euler"));
 }

@@ -6,7 +6,14 @@
 //! the CPU from a ChaCha8 stream seeded with the image's seed, then moved to
 //! the device. The same seed gives the same numbers on every machine, so a
 //! recorded seed reproduces its image.
+//!
+//! With [`Rng::TorchCpu`] the stream is PyTorch's CPU generator instead
+//! ([`super::torch_rng`]): a seed then draws what
+//! `torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))`
+//! draws, block after block, as diffusers draws a pipeline's noise.
 
+use super::torch_rng::TorchGenerator;
+use crate::pipelines::request::Rng;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -14,27 +21,40 @@ use rand_distr::{Distribution, StandardNormal};
 
 /// A stream of standard-normal noise for one image.
 #[derive(Debug, Clone)]
-pub struct Noise {
-    rng: ChaCha8Rng,
+pub enum Noise {
+    /// difflog's own stream.
+    Difflog(Box<ChaCha8Rng>),
+    /// PyTorch's CPU generator.
+    Torch(Box<TorchGenerator>),
 }
 
 impl Noise {
-    /// The stream of the image generated with `seed`.
+    /// difflog's stream of the image generated with `seed`.
     pub fn new(seed: u64) -> Noise {
-        Noise {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+        Noise::Difflog(Box::new(ChaCha8Rng::seed_from_u64(seed)))
+    }
+
+    /// The stream of the image generated with `seed` by generator `rng`.
+    pub fn of(rng: Rng, seed: u64) -> Noise {
+        match rng {
+            Rng::Difflog => Noise::new(seed),
+            Rng::TorchCpu => Noise::Torch(Box::new(TorchGenerator::new(seed))),
         }
     }
 
-    /// The next `shape`-sized block of N(0, 1) samples, as an f32 tensor on `device`.
+    /// The next `shape`-sized block of N(0, 1) samples, as an f32 tensor on
+    /// `device` (one `torch.randn(shape)` for PyTorch's generator).
     pub fn normal(&mut self, shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                let v: f32 = StandardNormal.sample(&mut self.rng);
-                v
-            })
-            .collect();
+        let values: Vec<f32> = match self {
+            Noise::Difflog(rng) => (0..n)
+                .map(|_| {
+                    let v: f32 = StandardNormal.sample(rng.as_mut());
+                    v
+                })
+                .collect(),
+            Noise::Torch(g) => g.randn(n),
+        };
         Tensor::from_vec(values, shape, &Device::Cpu)?.to_device(device)
     }
 }
@@ -55,5 +75,20 @@ mod tests {
         let first = v(&s.normal(&[4], &Device::Cpu).unwrap());
         let second = v(&s.normal(&[4], &Device::Cpu).unwrap());
         assert_ne!(first, second, "the stream moves on");
+    }
+
+    #[test]
+    fn torchs_generator_draws_torch_randn_block_after_block() {
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut n = Noise::of(Rng::TorchCpu, 0);
+        let first = v(&n.normal(&[1, 4], &Device::Cpu).unwrap());
+        let mut g = TorchGenerator::new(0);
+        assert_eq!(first, g.randn(4));
+        let second = v(&n.normal(&[2, 16], &Device::Cpu).unwrap());
+        assert_eq!(second, g.randn(32));
+        assert_ne!(
+            first,
+            v(&Noise::new(0).normal(&[1, 4], &Device::Cpu).unwrap())
+        );
     }
 }

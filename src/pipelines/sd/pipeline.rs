@@ -494,6 +494,7 @@ impl Pipeline for StableDiffusion {
         params.insert("width".into(), json!(w));
         params.insert("height".into(), json!(h));
         params.insert("seed".into(), json!(r.seed));
+        r.rng.record(&mut params);
         params.insert("scheduler".into(), json!(self.scheduler.kind.name()));
         match &r.init {
             Some(InitImage::Image(img)) => {
@@ -548,7 +549,7 @@ impl Pipeline for StableDiffusion {
         };
         for i in 0..n {
             let seed = r.seed.wrapping_add(i as u64);
-            let noise = Arc::new(Mutex::new(Noise::new(seed)));
+            let noise = Arc::new(Mutex::new(Noise::of(r.rng, seed)));
             let mut scheduler = self.scheduler.build(steps, Arc::clone(&noise))?;
             let timesteps = scheduler.timesteps().to_vec();
             // Inpainting: the mask and the masked image's latents, and at
