@@ -35,7 +35,7 @@ fn run_preset(name: &str, cfg: ModelConfig) {
         "{name}: text width != UNet cross-attention dim"
     );
     let latents = Tensor::zeros((1, 4, 8, 8), DType::F32, &dev).unwrap();
-    let noise = m.unet.forward(&latents, 999.0, &text).unwrap();
+    let noise = m.unet.forward(&latents, 999.0, &text, None).unwrap();
     assert_eq!(noise.dims(), [1, 4, 8, 8], "{name}");
     let image = m.vae.decode(&latents).unwrap();
     assert_eq!(image.dims(), [1, 3, 64, 64], "{name}");

@@ -16,46 +16,9 @@ use difflog::event::Cell;
 use difflog::read::RunDir;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 
-fn here() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
-}
-
-/// The venv's python, set up once per test process.
-fn python() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let bin = BIN.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/python-env");
-        let o = Command::new(&script).output().map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
-        }
-        let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        Ok(PathBuf::from(dir).join("python"))
-    });
-    match bin {
-        Ok(p) => p.clone(),
-        Err(e) => {
-            panic!("cannot set up diffusers and difflog's Python package (scripts/python-env): {e}")
-        }
-    }
-}
-
-fn py(args: &[&str], envs: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(python());
-    c.args(args)
-        .current_dir(here())
-        .env("DIFFLOG_BIN", common::difflog_bin())
-        .env("PYTHONPATH", here())
-        .env("OMP_NUM_THREADS", "1")
-        .env("PYTHONWARNINGS", "ignore::FutureWarning");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
+use common::pyenv::{here, py, python};
 
 fn unittest(case: &str) {
     let case = if case.contains('.') {

@@ -240,6 +240,7 @@ pub mod browser;
 pub mod http;
 pub mod mlflow;
 pub mod proxy;
+pub mod pyenv;
 pub mod wandb;
 
 /// A child process killed (SIGKILL) when the test lets go of it, also when

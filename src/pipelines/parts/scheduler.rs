@@ -127,6 +127,46 @@ impl SchedulerSettings {
         }
     }
 
+    /// The scheduler's configuration as diffusers writes it
+    /// (`scheduler/scheduler_config.json`): DDIM and Euler ancestral as
+    /// diffusers' `DDIMScheduler` and `EulerAncestralDiscreteScheduler`
+    /// with these settings. (difflog's UniPC is candle's, which is not
+    /// diffusers' `UniPCMultistepScheduler`: named for what it is.)
+    pub fn to_diffusers(&self) -> Value {
+        let spacing = match self.timestep_spacing {
+            Spacing::Leading => "leading",
+            Spacing::Trailing => "trailing",
+            Spacing::Linspace => "linspace",
+        };
+        let prediction = match self.prediction_type {
+            Prediction::Epsilon => "epsilon",
+            Prediction::VPrediction => "v_prediction",
+        };
+        let mut v = json!({
+            "num_train_timesteps": self.train_timesteps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "beta_schedule": "scaled_linear",
+            "timestep_spacing": spacing,
+            "steps_offset": self.steps_offset,
+            "prediction_type": prediction,
+        });
+        match self.kind {
+            SchedulerKind::Ddim => {
+                v["_class_name"] = json!("DDIMScheduler");
+                v["clip_sample"] = json!(false);
+                v["set_alpha_to_one"] = json!(false);
+            }
+            SchedulerKind::EulerAncestral => {
+                v["_class_name"] = json!("EulerAncestralDiscreteScheduler");
+            }
+            SchedulerKind::UniPc => {
+                v["_class_name"] = json!("candle UniPC (EDM DPM multistep, Karras sigmas)");
+            }
+        }
+        v
+    }
+
     /// The full configuration as recorded in the `pipeline` event.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);

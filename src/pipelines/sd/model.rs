@@ -5,6 +5,7 @@
 //! loaded by [`Modules::load`] from the same diffusers folder layout with
 //! `VarBuilder::from_mmaped_safetensors`.
 
+use super::unet::{Unet, UnetBlock, UnetConfig};
 use crate::pipelines::parts::scheduler::{Prediction, SchedulerKind, SchedulerSettings, Spacing};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -13,7 +14,6 @@ use candle_transformers::models::clip::text_model::{
 };
 use candle_transformers::models::stable_diffusion::{
     clip::{ClipTextTransformer as SdClip, Config as SdClipConfig},
-    unet_2d::{BlockConfig, UNet2DConditionModel, UNet2DConditionModelConfig},
     vae::{AutoEncoderKL, AutoEncoderKLConfig},
 };
 use std::path::Path;
@@ -78,8 +78,9 @@ pub struct ModelConfig {
     pub text: Vec<TextConfig>,
     /// Whether the first text encoder lives in `text_encoder_2/` (the refiner).
     pub text_starts_at_2: bool,
-    /// UNet.
-    pub unet: UNet2DConditionModelConfig,
+    /// UNet (4 input channels; [`ModelConfig::unet_config`] gives an
+    /// inpainting model's 9).
+    pub unet: UnetConfig,
     /// VAE.
     pub vae: AutoEncoderKLConfig,
     /// Latent scaling factor of the VAE.
@@ -99,38 +100,36 @@ pub struct ModelConfig {
     pub inpaint: bool,
 }
 
-fn bc(
-    out_channels: usize,
-    use_cross_attn: Option<usize>,
-    attention_head_dim: usize,
-) -> BlockConfig {
-    BlockConfig {
+fn bc(out_channels: usize, cross_attention: Option<usize>, heads: usize) -> UnetBlock {
+    UnetBlock {
         out_channels,
-        use_cross_attn,
-        attention_head_dim,
+        cross_attention,
+        heads,
     }
 }
 
 fn unet(
-    blocks: Vec<BlockConfig>,
+    blocks: Vec<UnetBlock>,
     cross: usize,
     layers: usize,
     groups: usize,
     linear: bool,
-) -> UNet2DConditionModelConfig {
-    UNet2DConditionModelConfig {
+) -> UnetConfig {
+    UnetConfig {
+        in_channels: 4,
+        out_channels: 4,
         blocks,
-        center_input_sample: false,
+        layers_per_block: layers,
         cross_attention_dim: cross,
-        downsample_padding: 1,
+        norm_num_groups: groups,
+        norm_eps: 1e-5,
+        use_linear_projection: linear,
         flip_sin_to_cos: true,
         freq_shift: 0.,
-        layers_per_block: layers,
+        downsample_padding: 1,
         mid_block_scale_factor: 1.,
-        norm_eps: 1e-5,
-        norm_num_groups: groups,
-        sliced_attention_size: None,
-        use_linear_projection: linear,
+        center_input_sample: false,
+        text_time: None,
     }
 }
 
@@ -401,6 +400,15 @@ impl ModelConfig {
         }
     }
 
+    /// The UNet's configuration as built: 9 input channels for an
+    /// inpainting model (latents, mask, masked image's latents).
+    pub fn unet_config(&self) -> UnetConfig {
+        UnetConfig {
+            in_channels: if self.inpaint { 9 } else { 4 },
+            ..self.unet.clone()
+        }
+    }
+
     /// Folder and file name of text encoder `i` and its tokenizer, relative to the model folder.
     pub fn text_files(&self, i: usize) -> (String, String) {
         let n = if self.text_starts_at_2 { i + 2 } else { i + 1 };
@@ -452,7 +460,7 @@ pub struct Modules {
     /// Text encoders, in order.
     pub text: Vec<TextEncoder>,
     /// The UNet.
-    pub unet: UNet2DConditionModel,
+    pub unet: Unet,
     /// The VAE.
     pub vae: AutoEncoderKL,
 }
@@ -470,8 +478,7 @@ impl Modules {
             .zip(&cfg.text)
             .map(|(vb, c)| TextEncoder::new(vb, c))
             .collect::<Result<Vec<_>>>()?;
-        let in_channels = if cfg.inpaint { 9 } else { 4 };
-        let unet = UNet2DConditionModel::new(unet_vb, in_channels, 4, false, cfg.unet.clone())?;
+        let unet = Unet::new(unet_vb, &cfg.unet_config())?;
         let vae = AutoEncoderKL::new(vae_vb, 3, 3, cfg.vae.clone())?;
         Ok(Modules { text, unet, vae })
     }

@@ -155,8 +155,8 @@ impl StableDiffusion {
             .blocks
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.use_cross_attn.is_some())
-            .map(|(i, b)| 2 * b.attention_head_dim as u128 * tokens(i).pow(2) * elem)
+            .filter(|(_, b)| b.cross_attention.is_some())
+            .map(|(i, b)| 2 * b.heads as u128 * tokens(i).pow(2) * elem)
             .max()
             .unwrap_or(0);
         let vae = tokens(0).pow(2) * elem;
@@ -306,7 +306,7 @@ impl StableDiffusion {
                 }
                 None => x,
             };
-            let pred = self.modules.unet.forward(&x, t as f64, text)?;
+            let pred = self.modules.unet.forward(&x, t as f64, text, None)?;
             let pred = match guidance {
                 Some(g) => {
                     let parts = pred.chunk(2, 0)?;
@@ -397,7 +397,7 @@ impl Pipeline for StableDiffusion {
             components.insert(format!("text_encoder{suffix}"), c);
         }
         let mut unet =
-            json!({"class": "UNet2DConditionModel", "config": format!("{:?}", cfg.unet)});
+            json!({"class": "UNet2DConditionModel", "config": cfg.unet_config().to_diffusers()});
         if let Some(f) = self.model.files.get("unet") {
             unet["weights"] = f.clone();
         }
@@ -552,17 +552,13 @@ impl Pipeline for StableDiffusion {
             let noise = Arc::new(Mutex::new(Noise::of(r.rng, seed)));
             let mut scheduler = self.scheduler.build(steps, Arc::clone(&noise))?;
             let timesteps = scheduler.timesteps().to_vec();
-            // Inpainting: the mask and the masked image's latents, and at
-            // full strength the start is pure noise (as diffusers does).
-            let inpaint = match (&r.mask, &init_image) {
-                (Some(mask), Some((_, tensor))) if cfg.inpaint => {
-                    ctx.phase("image_encoding");
-                    let mut nz = noise.lock().unwrap_or_else(|p| p.into_inner());
-                    Some(self.inpaint_inputs(tensor, mask, w, h, &mut nz)?)
-                }
-                _ => None,
-            };
-            let from_noise = inpaint.is_some() && strength >= 1.0;
+            // Inpainting at full strength starts from pure noise (as
+            // diffusers does); the mask and the masked image's latents are
+            // made after the start latents, drawing from the stream in
+            // diffusers' order (start latents, their noise, then the masked
+            // image's latent sample).
+            let inpainting = cfg.inpaint && r.mask.is_some() && init_image.is_some();
+            let from_noise = inpainting && strength >= 1.0;
             let (mut latents, t_start, input) = match (&r.init, &init_image) {
                 (_, Some((img, _))) if from_noise => (
                     self.noise_latents(&noise, scheduler.init_noise_sigma(), w, h)?,
@@ -602,6 +598,14 @@ impl Pipeline for StableDiffusion {
                     .to_dtype(self.place.dtype)?;
                 latents = scheduler.add_noise(&latents, eps, timesteps[t_start])?;
             }
+            let inpaint = match (&r.mask, &init_image) {
+                (Some(mask), Some((_, tensor))) if inpainting => {
+                    ctx.phase("image_encoding");
+                    let mut nz = noise.lock().unwrap_or_else(|p| p.into_inner());
+                    Some(self.inpaint_inputs(tensor, mask, w, h, &mut nz)?)
+                }
+                _ => None,
+            };
             ctx.phase("denoising");
             let text = &embeddings[self.prompt_of(r, i)];
             let guide = cfg_guided.then_some(guidance);

@@ -1,0 +1,315 @@
+//! Parity with diffusers (issue 33): the same weights, prompts and seeds
+//! give the same images in `difflog generate --rng torch-cpu` as in
+//! diffusers' own pipelines, loaded with `from_pretrained` from the very
+//! folder difflog runs (its tiny models are written in diffusers' layout,
+//! configs included). tests/python/parity.py is diffusers' side; each
+//! module (text encoder, UNet, VAE) is also compared alone on the same
+//! inputs.
+//!
+//! Tolerances, float32 on the CPU. Images: difflog's PNG against
+//! diffusers' float output × 255: at most 1 level of 255 anywhere (the PNG
+//! rounds to the nearest level, up to 0.5; the two computations differ in
+//! summation order and kernels, about 1e-5 of the range here, which can
+//! tip a rounding), a mean under 0.3 levels and a PSNR of at least 50 dB.
+//! Modules: at most 5e-5 absolute difference on outputs of magnitude 1–5
+//! (float32 rounding over a few hundred operations is ~1e-6 here; an
+//! approximate GELU in place of the exact one already differs by 5e-4,
+//! wrong norm groups by 2).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::pyenv::py;
+use common::test_cache;
+use difflog::pipelines::sd::model::{ModelConfig, Modules};
+use difflog::pipelines::tiny::{ensure, TinyModel};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One call, as both sides make it.
+struct Case {
+    name: &'static str,
+    model: TinyModel,
+    prompts: Vec<&'static str>,
+    negative: Option<&'static str>,
+    per_prompt: usize,
+    scheduler: &'static str,
+    seed: u64,
+    steps: usize,
+    guidance: f64,
+    image: Option<PathBuf>,
+    mask: Option<PathBuf>,
+    strength: Option<f64>,
+}
+
+impl Case {
+    fn to_json(&self) -> Value {
+        json!({
+            "model": ensure(self.model).unwrap(),
+            "prompt": self.prompts,
+            "negative_prompt": self.negative,
+            "images_per_prompt": self.per_prompt,
+            "scheduler": self.scheduler,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": 64,
+            "height": 64,
+            "image": self.image,
+            "mask": self.mask,
+            "strength": self.strength,
+        })
+    }
+
+    /// difflog's images for the case, as RGB bytes.
+    fn difflog(&self, out: &Path) -> Vec<Vec<u8>> {
+        let mut args: Vec<String> =
+            vec!["generate".into(), "--model".into(), self.model.id().into()];
+        for p in &self.prompts {
+            args.extend(["--prompt".into(), p.to_string()]);
+        }
+        if let Some(n) = self.negative {
+            args.extend(["--negative-prompt".into(), n.into()]);
+        }
+        for (flag, v) in [
+            ("--num-images-per-prompt", self.per_prompt.to_string()),
+            ("--scheduler", self.scheduler.into()),
+            ("--seed", self.seed.to_string()),
+            ("--steps", self.steps.to_string()),
+            ("--guidance-scale", self.guidance.to_string()),
+            ("--width", "64".into()),
+            ("--height", "64".into()),
+            ("--rng", "torch-cpu".into()),
+        ] {
+            args.extend([flag.into(), v]);
+        }
+        if let Some(i) = &self.image {
+            args.extend(["--image".into(), i.display().to_string()]);
+        }
+        if let Some(m) = &self.mask {
+            args.extend(["--mask".into(), m.display().to_string()]);
+        }
+        if let Some(s) = self.strength {
+            args.extend(["--strength".into(), s.to_string()]);
+        }
+        args.extend(["--out".into(), out.display().to_string()]);
+        let o = Command::new(common::difflog_bin())
+            .args(&args)
+            .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
+            .env("DIFFLOG_MODE", "disabled")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let n = self.prompts.len() * self.per_prompt;
+        (0..n)
+            .map(|i| {
+                image::open(out.join(format!("image-{i}.png")))
+                    .unwrap()
+                    .to_rgb8()
+                    .into_raw()
+            })
+            .collect()
+    }
+}
+
+/// What the comparison of two images found, in levels of 255.
+struct Diff {
+    max: f64,
+    mean: f64,
+    psnr: f64,
+}
+
+fn compare(ours: &[u8], theirs: &[f32]) -> Diff {
+    assert_eq!(ours.len(), theirs.len());
+    let (mut max, mut sum, mut sq) = (0f64, 0f64, 0f64);
+    for (a, b) in ours.iter().zip(theirs) {
+        let d = (*a as f64 - *b as f64 * 255.0).abs();
+        max = max.max(d);
+        sum += d;
+        sq += d * d;
+    }
+    let n = ours.len() as f64;
+    let mse = sq / n;
+    Diff {
+        max,
+        mean: sum / n,
+        psnr: 10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10(),
+    }
+}
+
+/// A 64×64 input picture (a gradient with a square) and a mask (white
+/// repaints the right half).
+fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
+    let img = image::RgbImage::from_fn(64, 64, |x, y| {
+        let inside = (16..40).contains(&x) && (20..44).contains(&y);
+        if inside {
+            image::Rgb([220, 40, 40])
+        } else {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, 128])
+        }
+    });
+    let mask = image::RgbImage::from_fn(64, 64, |x, _| {
+        if x >= 32 {
+            image::Rgb([255, 255, 255])
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    });
+    let (i, m) = (dir.join("input.png"), dir.join("mask.png"));
+    img.save(&i).unwrap();
+    mask.save(&m).unwrap();
+    (i, m)
+}
+
+#[test]
+fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
+    test_cache();
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, mask) = inputs(tmp.path());
+    let base = |name, scheduler, seed, steps| Case {
+        name,
+        model: TinyModel::Sd,
+        prompts: vec!["a red circle"],
+        negative: None,
+        per_prompt: 1,
+        scheduler,
+        seed,
+        steps,
+        guidance: 7.5,
+        image: None,
+        mask: None,
+        strength: None,
+    };
+    let cases = [
+        base("text-to-image, DDIM", "ddim", 3, 4),
+        Case {
+            prompts: vec!["a red circle", "a blue square on green"],
+            negative: Some("blurry"),
+            per_prompt: 2,
+            ..base(
+                "two prompts × 2 images, negative prompt, Euler ancestral",
+                "euler-a",
+                10,
+                3,
+            )
+        },
+        Case {
+            image: Some(input.clone()),
+            strength: Some(0.6),
+            ..base("image-to-image, strength 0.6, DDIM", "ddim", 7, 5)
+        },
+        Case {
+            model: TinyModel::Inpaint,
+            image: Some(input.clone()),
+            mask: Some(mask.clone()),
+            ..base("inpainting, DDIM", "ddim", 4, 4)
+        },
+    ];
+    let model = ensure(TinyModel::Sd).unwrap();
+    let spec = json!({
+        "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
+        "components": {"model": model, "seed": 0, "prompt": "a red circle",
+                       "latent_size": 8, "timestep": 501},
+    });
+    let spec_path = tmp.path().join("cases.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let out = tmp.path().join("diffusers.safetensors");
+    let o = py(
+        &[
+            "parity.py",
+            spec_path.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+
+    let mut failed = Vec::new();
+    for (k, case) in cases.iter().enumerate() {
+        let ours = case.difflog(&tmp.path().join(format!("case{k}")));
+        let t = &theirs[&format!("case{k}")];
+        assert_eq!(t.dim(0).unwrap(), ours.len(), "{}: image count", case.name);
+        for (i, img) in ours.iter().enumerate() {
+            let want: Vec<f32> = t.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let d = compare(img, &want);
+            eprintln!(
+                "{} (model {}), image {i}: max {:.3} levels, mean {:.4}, PSNR {:.1} dB",
+                case.name,
+                case.model.id(),
+                d.max,
+                d.mean,
+                d.psnr
+            );
+            if d.max > 1.0 || d.mean > 0.3 || d.psnr < 50.0 {
+                failed.push(format!(
+                    "{} image {i}: max {:.2}, mean {:.3}, PSNR {:.1}",
+                    case.name, d.max, d.mean, d.psnr
+                ));
+            }
+        }
+    }
+    failed.extend(modules(&theirs, &model));
+    assert!(failed.is_empty(), "differs from diffusers: {failed:#?}");
+}
+
+/// Each module on the inputs diffusers' modules were given.
+fn modules(theirs: &HashMap<String, Tensor>, model: &Path) -> Vec<String> {
+    let get = |k: &str| theirs[&format!("components_{k}")].clone();
+    let cfg = ModelConfig::tiny();
+    let te = model.join("text_encoder/model.safetensors");
+    let m = Modules::load(
+        &cfg,
+        &[te.as_path()],
+        &model.join(ModelConfig::UNET_FILE),
+        &model.join(ModelConfig::VAE_FILE),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = get("ids").to_dtype(DType::U32).unwrap();
+    let t = get("t").to_vec0::<f32>().unwrap() as f64;
+    let ours = [
+        ("text", m.text[0].encode(&ids).unwrap()),
+        (
+            "unet",
+            m.unet.forward(&get("x"), t, &get("ctx"), None).unwrap(),
+        ),
+        ("vae", m.vae.decode(&get("z")).unwrap()),
+    ];
+    let mut failed = Vec::new();
+    for (name, ours) in ours {
+        let want = get(name);
+        let diff = (&ours - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_vec0::<f32>()
+            .unwrap();
+        let scale = want
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_vec0::<f32>()
+            .unwrap();
+        eprintln!("module {name}: max abs difference {diff:.2e} (outputs up to {scale:.2})");
+        if diff > 5e-5 {
+            failed.push(format!("module {name}: max abs difference {diff:.2e}"));
+        }
+    }
+    failed
+}

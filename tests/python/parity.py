@@ -1,0 +1,104 @@
+"""diffusers' side of the parity tests (issue 33), run by tests/python.rs.
+
+    python parity.py CASES.json OUT.safetensors
+
+CASES.json: {"cases": [...], "components": {...}}. Each case is one call
+as `difflog generate` makes it — a diffusers-layout model folder (difflog's
+tiny models are written as diffusers writes a pipeline), prompts, seed,
+steps, guidance, size, scheduler, optional input image / mask / strength —
+run here through diffusers' own pipeline, loaded with `from_pretrained`,
+with one `torch.Generator("cpu").manual_seed(seed + i)` per image (as
+`difflog generate --rng torch-cpu` draws). Written: `case{k}` the images
+(N, H, W, 3, float32 in [0, 1], diffusers' `output_type="np"`), and in
+`case{k}_timesteps` the scheduler's timesteps.
+
+"components": one model folder and the seed of fixed random inputs; each
+module is run on them alone: `text` (the text encoder's last hidden state
+for the tokenized prompt), `unet` (the UNet's prediction for random latents,
+a timestep and random text states) and `vae` (the VAE's decoding of random
+latents); inputs and outputs are written for Rust to run its own modules on
+the same inputs.
+"""
+
+import json
+import sys
+
+import numpy as np
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    EulerAncestralDiscreteScheduler,
+    StableDiffusionImg2ImgPipeline,
+)
+from PIL import Image
+from safetensors.torch import save_file
+
+torch.set_num_threads(1)
+SCHEDULERS = {"ddim": DDIMScheduler, "euler-a": EulerAncestralDiscreteScheduler}
+
+
+def run_case(c):
+    pipe = DiffusionPipeline.from_pretrained(c["model"])
+    if c.get("scheduler"):
+        pipe.scheduler = SCHEDULERS[c["scheduler"]].from_config(pipe.scheduler.config)
+    kw = {}
+    if c.get("image"):
+        kw["image"] = Image.open(c["image"]).convert("RGB")
+        if c.get("mask"):
+            kw["mask_image"] = Image.open(c["mask"]).convert("RGB")
+        elif "Inpaint" not in type(pipe).__name__:
+            pipe = StableDiffusionImg2ImgPipeline.from_pipe(pipe)
+        if c.get("strength") is not None:
+            kw["strength"] = c["strength"]
+    n = len(c["prompt"]) * c["images_per_prompt"]
+    generators = [torch.Generator("cpu").manual_seed(c["seed"] + i) for i in range(n)]
+    out = pipe(
+        c["prompt"],
+        negative_prompt=[c["negative_prompt"]] * len(c["prompt"]) if c.get("negative_prompt") else None,
+        num_images_per_prompt=c["images_per_prompt"],
+        num_inference_steps=c["steps"],
+        guidance_scale=c["guidance"],
+        height=c["height"],
+        width=c["width"],
+        generator=generators,
+        output_type="np",
+        **kw,
+    )
+    return torch.from_numpy(np.ascontiguousarray(out.images, dtype=np.float32)), pipe.scheduler.timesteps.float()
+
+
+def components(c):
+    pipe = DiffusionPipeline.from_pretrained(c["model"])
+    g = torch.Generator("cpu").manual_seed(c["seed"])
+    ids = pipe.tokenizer(
+        c["prompt"], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    size = c["latent_size"]
+    ch = pipe.unet.config.in_channels
+    x = torch.randn((2, ch, size, size), generator=g)
+    ctx = torch.randn((2, ids.shape[1], pipe.unet.config.cross_attention_dim), generator=g)
+    z = torch.randn((1, pipe.vae.config.latent_channels, size, size), generator=g)
+    t = torch.tensor(float(c["timestep"]))
+    with torch.no_grad():
+        text = pipe.text_encoder(ids)[0]
+        unet = pipe.unet(x, t, encoder_hidden_states=ctx).sample
+        vae = pipe.vae.decode(z).sample
+    return {"ids": ids.to(torch.int64), "x": x, "ctx": ctx, "z": z, "t": t, "text": text, "unet": unet, "vae": vae}
+
+
+def main():
+    spec = json.load(open(sys.argv[1]))
+    out = {}
+    for k, c in enumerate(spec["cases"]):
+        images, timesteps = run_case(c)
+        out[f"case{k}"] = images
+        out[f"case{k}_timesteps"] = timesteps
+    if spec.get("components"):
+        for name, t in components(spec["components"]).items():
+            out[f"components_{name}"] = t.contiguous()
+    save_file(out, sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()
