@@ -6,6 +6,14 @@
 //! the same weights give the same bytes. Weights that differ from the
 //! recorded digest are refused up front (naming the file), since a
 //! comparison against other weights proves nothing.
+//!
+//! A call recorded from Python (diffusers, through difflog's Python
+//! package) is re-made on candle too, when each of its images had a fresh
+//! CPU `torch.Generator` (difflog then draws the same noise, `--rng
+//! torch-cpu`) and its scheduler is one difflog has: its PNG cannot be
+//! byte-identical (diffusers computed it), so its pixels are compared, and
+//! match when no value differs by more than one level of 255 (the parity
+//! tolerance of tests/parity.rs).
 
 use crate::error::{Error, Result};
 use crate::event::{Cell, PipelineEvent, RowEvent};
@@ -34,6 +42,81 @@ pub struct RowResult {
     pub replayed: String,
     /// Whether they are byte-identical.
     pub identical: bool,
+    /// The largest difference of any pixel value, in levels of 255 (0 when
+    /// identical).
+    pub max_difference: f64,
+    /// The verdict: byte-identical for a call difflog's pipelines made;
+    /// pixels within one level for a call recorded from Python.
+    pub matches: bool,
+}
+
+/// Parameters only difflog's Python recorder writes (the arguments the
+/// caller passed): the call was made by diffusers, not by difflog.
+const FROM_PYTHON: &str = "difflog_passed";
+
+/// The most a pixel value may differ, in levels of 255, for an image
+/// diffusers made to match its re-making on candle.
+pub const PIXEL_TOLERANCE: f64 = 1.0;
+
+/// The scheduler a call recorded, as difflog's kind: its own names, or the
+/// diffusers class the Python recorder wrote.
+fn scheduler_kind(recorded: &Value) -> Option<std::result::Result<SchedulerKind, String>> {
+    let name = recorded["name"]
+        .as_str()
+        .or(recorded["_class_name"].as_str())?;
+    Some(match name {
+        "DDIMScheduler" => Ok(SchedulerKind::Ddim),
+        "EulerAncestralDiscreteScheduler" => Ok(SchedulerKind::EulerAncestral),
+        other => SchedulerKind::parse(other).ok_or_else(|| other.to_string()),
+    })
+}
+
+/// The random generator of row `index` of a call: the recorded `rng`; for
+/// a call recorded from Python, PyTorch's when that image had a fresh CPU
+/// `torch.Generator` of its own (the row's seed is its seed).
+fn row_rng(
+    params: &serde_json::Map<String, Value>,
+    index: u32,
+    images: usize,
+) -> std::result::Result<Rng, String> {
+    if !params.contains_key(FROM_PYTHON) {
+        return match params.get("rng").and_then(Value::as_str) {
+            None => Ok(Rng::Difflog),
+            Some(name) => Rng::parse(name).ok_or_else(|| {
+                format!(
+                    "it records random generator {name:?}, which this difflog does not know (it knows {})",
+                    Rng::NAMES.join(", ")
+                )
+            }),
+        };
+    }
+    let generator = match params.get("generator") {
+        Some(Value::Array(list)) => list.get(index as usize),
+        Some(g @ Value::Object(_)) if images == 1 => Some(g),
+        Some(Value::Object(_)) => {
+            return Err("one generator made all its images (a stream difflog draws per image): pass one generator per image, generator=[torch.Generator().manual_seed(s) for s in seeds]".into())
+        }
+        _ => None,
+    };
+    let Some(g) = generator else {
+        return Err(
+            "its noise came from torch's global generator, not from a generator of the image's own"
+                .into(),
+        );
+    };
+    if g["device"].as_str() != Some("cpu") {
+        return Err(format!(
+            "its generator was on {} (difflog draws PyTorch's CPU generator's noise)",
+            g["device"]
+        ));
+    }
+    if g["fresh"].as_bool() != Some(true) {
+        return Err(
+            "its generator had been used before the call (difflog re-makes from a fresh seed)"
+                .into(),
+        );
+    }
+    Ok(Rng::TorchCpu)
 }
 
 fn bad(run: &Path, why: impl Into<String>) -> Error {
@@ -64,10 +147,13 @@ pub fn replay(dir: &Path, call: u32, row: Option<u32>, device: &str) -> Result<V
     };
     check_weights(dir, p, digest, files)?;
     let mut pipe = Generator::load(&p.model_id, device)?;
-    if let (Generator::Sd(_), Some(kind)) = (
-        &pipe,
-        p.scheduler["name"].as_str().and_then(SchedulerKind::parse),
-    ) {
+    if let (Generator::Sd(_), Some(kind)) = (&pipe, scheduler_kind(&p.scheduler)) {
+        let kind = kind.map_err(|name| {
+            bad(
+                dir,
+                format!("call {call} used the scheduler {name}, which difflog does not have (it has DDIM, Euler ancestral and UniPC); nothing to compare"),
+            )
+        })?;
         pipe.set_scheduler(kind)
             .map_err(|e| Error::pipeline(&p.model_id, e))?;
     }
@@ -204,6 +290,12 @@ fn replay_row(
     let params = &c.started.params;
     let num = |k: &str| params.get(k).and_then(Value::as_u64).map(|v| v as usize);
     let opt_text = |k: &str| params.get(k).and_then(Value::as_str).map(str::to_string);
+    let rng = row_rng(params, r.index, c.rows.len()).map_err(|why| {
+        bad(
+            dir,
+            format!("call {call}, row {} cannot be re-made: {why}", r.index),
+        )
+    })?;
     let seed = r
         .cells
         .iter()
@@ -239,7 +331,8 @@ fn replay_row(
     let mask = recorded_image(dir, r, names::MASK_IMAGE)?;
     let req = Request {
         prompt: vec![text(&r.cells, names::PROMPT).unwrap_or_default()],
-        negative_prompt: opt_text("negative_prompt"),
+        negative_prompt: text(&r.cells, names::NEGATIVE_PROMPT)
+            .or_else(|| opt_text("negative_prompt")),
         prompt_2: opt_text("prompt_2"),
         negative_prompt_2: opt_text("negative_prompt_2"),
         prompt_3: opt_text("prompt_3"),
@@ -250,15 +343,7 @@ fn replay_row(
         width: num("width"),
         height: num("height"),
         seed,
-        rng: match params.get("rng").and_then(Value::as_str) {
-            None => Rng::Difflog,
-            Some(name) => Rng::parse(name).ok_or_else(|| {
-                bad(
-                    dir,
-                    format!("call {call} records random generator {name:?}, which this difflog does not know (it knows {})", Rng::NAMES.join(", ")),
-                )
-            })?,
-        },
+        rng,
         init,
         strength: params.get("strength").and_then(Value::as_f64),
         mask,
@@ -301,10 +386,28 @@ fn replay_row(
         scheduler: &p.scheduler,
     });
     let replayed = sha256_hex(&encode_png_with_text(img, &chunks)?);
+    let identical = replayed == recorded;
+    let max_difference = if identical {
+        0.0
+    } else {
+        match recorded_image(dir, r, names::GENERATED_IMAGE)? {
+            Some(then) if then.dimensions() == img.dimensions() => then
+                .as_raw()
+                .iter()
+                .zip(img.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .map_or(0.0, f64::from),
+            _ => 255.0,
+        }
+    };
+    let from_python = params.contains_key(FROM_PYTHON);
     Ok(RowResult {
         row: r.index,
         seed,
-        identical: replayed == recorded,
+        identical,
+        max_difference,
+        matches: identical || (from_python && max_difference <= PIXEL_TOLERANCE),
         recorded,
         replayed,
     })

@@ -144,6 +144,22 @@ fn the_rust_torch_generator_draws_what_torch_draws() {
     assert!(compared >= 40, "only {compared} draws compared");
 }
 
+/// Issue 33: a run recorded from Python is re-made by `difflog replay` on
+/// candle, and one made by `difflog generate --rng torch-cpu` by
+/// `difflog.remake` in diffusers, the pixels within one level of 255.
+#[test]
+fn runs_recorded_on_either_side_are_remade_on_the_other() {
+    common::test_cache();
+    let model = difflog::pipelines::tiny::ensure(difflog::pipelines::tiny::TinyModel::Sd).unwrap();
+    let o = py(
+        &["-m", "unittest", "-v", "test_cross"],
+        &[("DIFFLOG_TINY_SD", &model)],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "test_cross failed:\n{err}");
+    assert!(err.contains("\nOK"), "no unittest verdict:\n{err}");
+}
+
 #[test]
 fn the_stubs_say_what_the_extension_is() {
     // Issue 31: _native.pyi against the built extension (names, kinds,

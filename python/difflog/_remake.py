@@ -9,6 +9,15 @@ digest of their pixels. What the record does not hold (tensors such as
 ``prompt_embeds`` or ``latents``, arbitrary objects, callbacks) must be
 passed again; a tensor passed again is checked against its recorded
 SHA-256. The re-made call is not recorded.
+
+A call made by ``difflog generate --rng torch-cpu`` (candle, from Rust) is
+re-made the same way in diffusers: its arguments come from difflog's own
+record (prompts, negative prompt, images per prompt, steps, guidance,
+size, input image, mask, strength) and each image gets
+``torch.Generator("cpu").manual_seed(seed)`` with its recorded seed, the
+noise difflog drew for it. Its pixels then equal the recorded ones within
+a level or two of 255 (``Remade.largest``), not bit for bit: the two
+computations differ in the last float bits.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import warnings
 from typing import Any, Dict, List, Optional
 
 from . import _call
-from ._native import read_call
+from ._native import NAMES, read_call
 
 
 @dataclasses.dataclass
@@ -36,6 +45,9 @@ class Remade:
     recorded: List[Any]
     same: List[bool]
     differ: List[Optional[int]]
+    largest: List[Optional[int]] = dataclasses.field(default_factory=list)
+    """Per row, the largest difference of any channel value, in levels of
+    255 (None when not comparable)."""
 
     @property
     def identical(self) -> bool:
@@ -65,12 +77,15 @@ def remake(run_dir: "str | os.PathLike[str]", call: int, pipeline: Any, row: Opt
             stacklevel=2,
         )
     passed = params.get("difflog_passed")
-    if not isinstance(passed, list):
-        raise ValueError(
-            f"{os.fspath(run_dir)}: call {call} does not say which arguments were passed "
-            "(recorded by an older difflog): it cannot be re-made"
-        )
     images = _input_images(os.fspath(run_dir), rec)
+    if not isinstance(passed, list):
+        if params.get("rng") != "torch-cpu":
+            raise ValueError(
+                f"{os.fspath(run_dir)}: call {call} does not say which arguments were passed "
+                "(recorded by an older difflog, or by difflog generate without --rng torch-cpu, "
+                "whose noise torch cannot draw): it cannot be re-made"
+            )
+        return _remade(run_dir, rec, pipeline, _from_generate(os.fspath(run_dir), call, rec, pipeline, images, row, given), row)
     kwargs: Dict[str, Any] = {}
     for name in passed:
         if name in given:
@@ -106,12 +121,103 @@ def remake(run_dir: "str | os.PathLike[str]", call: int, pipeline: Any, row: Opt
         torch.set_rng_state(saved)
         if cuda_saved is not None:
             torch.cuda.set_rng_state_all(cuda_saved)
+    return _compared(run_dir, rows, out)
+
+
+def _compared(run_dir: Any, rows: List[Any], out: Any) -> Remade:
+    """The pipeline's output beside the recorded images of ``rows``."""
     from PIL import Image
 
     made = [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(_call._output(out))]
     recorded = [_recorded_image(os.fspath(run_dir), r) for r in rows]
     differ = [_differ(a, b) for a, b in zip(made, recorded)]
-    return Remade(output=out, images=made, recorded=recorded, same=[d == 0 for d in differ], differ=differ)
+    largest = [_largest(a, b) for a, b in zip(made, recorded)]
+    return Remade(output=out, images=made, recorded=recorded, same=[d == 0 for d in differ], differ=differ, largest=largest)
+
+
+def _remade(run_dir: Any, rec: Dict[str, Any], pipeline: Any, kwargs: Dict[str, Any], row: Optional[int]) -> Remade:
+    """Calls ``pipeline`` with ``kwargs`` (torch's global generators left
+    alone: every image has its own) and compares."""
+    from . import _hook
+
+    rows = rec["rows"] if row is None else [rec["rows"][row]]
+    return _compared(run_dir, rows, _hook.unrecorded(pipeline, kwargs))
+
+
+# difflog's schedulers and the diffusers classes that compute them.
+_SCHEDULERS = {"ddim": "DDIMScheduler", "euler-a": "EulerAncestralDiscreteScheduler"}
+
+
+def _from_generate(
+    run_dir: str, call: int, rec: Dict[str, Any], pipeline: Any, images: Dict[str, Any], row: Optional[int], given: Dict[str, Any]
+) -> Dict[str, Any]:
+    """The diffusers arguments of a call ``difflog generate --rng
+    torch-cpu`` made, from its record: one CPU generator per image, seeded
+    as difflog seeded that image's noise."""
+    import torch
+
+    params: Dict[str, Any] = rec["started"]["params"]
+    rows = rec["rows"]
+    want = _SCHEDULERS.get(str((rec.get("pipeline") or {}).get("scheduler", {}).get("name")))
+    have = type(getattr(pipeline, "scheduler", None)).__name__
+    if want is not None and want != have:
+        warnings.warn(
+            f"difflog.remake: call {call} sampled with diffusers' {want}; the pipeline has a {have}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    seeds = rec["started"].get("seeds") or []
+    if len(seeds) != len(rows):
+        raise ValueError(f"{run_dir}: call {call} records {len(seeds)} seeds for {len(rows)} images")
+    prompts = params.get("prompt")
+    prompts = prompts if isinstance(prompts, list) else [prompts]
+    per = int(params.get("num_images_per_prompt") or 1)
+    kwargs: Dict[str, Any] = {
+        "num_inference_steps": params.get("num_inference_steps"),
+        "guidance_scale": params.get("guidance_scale"),
+        "height": params.get("height"),
+        "width": params.get("width"),
+    }
+    for name in ("prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3"):
+        if params.get(name) is not None:
+            kwargs[name] = params[name]
+    if params.get("strength") is not None:
+        kwargs["strength"] = params["strength"]
+    for column, name in ((NAMES["INPUT_IMAGE"], "image"), (NAMES["MASK_IMAGE"], "mask_image")):
+        cell = next((c for c in rows[0].get("cells", []) if c.get("column") == column and c.get("type") == "image"), None)
+        if cell is not None:
+            from PIL import Image
+
+            with Image.open(os.path.join(run_dir, cell["path"])) as im:
+                kwargs[name] = im.convert("RGB")
+    picked = range(len(rows)) if row is None else [row]
+    if row is not None and not 0 <= row < len(rows):
+        raise ValueError(f"{run_dir}: call {call} has {len(rows)} rows; there is no row {row}")
+    if row is None:
+        kwargs["prompt"] = prompts
+        kwargs["num_images_per_prompt"] = per
+        negative = params.get("negative_prompt")
+        if negative is not None:
+            kwargs["negative_prompt"] = [negative] * len(prompts)
+    else:
+        kwargs["prompt"] = prompts[row // per]
+        kwargs["num_images_per_prompt"] = 1
+        if params.get("negative_prompt") is not None:
+            kwargs["negative_prompt"] = params["negative_prompt"]
+    kwargs["generator"] = [torch.Generator("cpu").manual_seed(int(seeds[i])) for i in picked]
+    kwargs.update(given)
+    return kwargs
+
+
+def _largest(a: Any, b: Any) -> Optional[int]:
+    """The largest difference of any channel value of two RGB images."""
+    if a is None or b is None or a.size != b.size:
+        return None
+    import numpy as np
+
+    x = np.frombuffer(a.tobytes(), dtype=np.uint8).astype(np.int16)
+    y = np.frombuffer(b.tobytes(), dtype=np.uint8).astype(np.int16)
+    return int(np.abs(x - y).max()) if x.size else 0
 
 
 def _differ(a: Any, b: Any) -> Optional[int]:

@@ -101,15 +101,24 @@ pub fn replay(
 ) -> Result<bool> {
     let results = crate::replay::replay(dir, call, row, device)?;
     let all = results.iter().all(|x| x.identical);
+    let matching = results.iter().all(|x| x.matches);
     if json {
         line(
             out,
-            &serde_json::json!({"identical": all, "rows": results}).to_string(),
+            &serde_json::json!({"identical": all, "matches": matching, "rows": results})
+                .to_string(),
         )?;
-        return Ok(all);
+        return Ok(matching);
     }
     for x in &results {
-        let verdict = if x.identical { "identical" } else { "DIFFERS" };
+        let verdict = match (x.identical, x.matches) {
+            (true, _) => "identical".to_string(),
+            (false, true) => format!(
+                "pixels match (largest difference {} of 255; made by diffusers, so not byte-identical)",
+                x.max_difference
+            ),
+            (false, false) => format!("DIFFERS (largest pixel difference {} of 255)", x.max_difference),
+        };
         line(
             out,
             &format!(
@@ -119,11 +128,13 @@ pub fn replay(
         )?;
     }
     let same = results.iter().filter(|x| x.identical).count();
-    line(
-        out,
-        &format!("{same}/{} image(s) byte-identical", results.len()),
-    )?;
-    Ok(all)
+    let close = results.iter().filter(|x| x.matches && !x.identical).count();
+    let mut summary = format!("{same}/{} image(s) byte-identical", results.len());
+    if close > 0 {
+        summary.push_str(&format!(", {close} with matching pixels"));
+    }
+    line(out, &summary)?;
+    Ok(matching)
 }
 
 fn json_or(out: &mut dyn Write, value: &impl serde::Serialize, text: Option<String>) -> Result<()> {
