@@ -28,10 +28,35 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Which model a case runs.
+#[derive(Clone)]
+enum Model {
+    /// One of difflog's tiny models.
+    Tiny(TinyModel),
+    /// A folder diffusers saved (made by parity.py).
+    Folder(PathBuf),
+}
+
+impl Model {
+    fn dir(&self) -> PathBuf {
+        match self {
+            Model::Tiny(t) => ensure(*t).unwrap(),
+            Model::Folder(p) => p.clone(),
+        }
+    }
+
+    fn arg(&self) -> String {
+        match self {
+            Model::Tiny(t) => t.id().to_string(),
+            Model::Folder(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// One call, as both sides make it.
 struct Case {
     name: &'static str,
-    model: TinyModel,
+    model: Model,
     prompts: Vec<&'static str>,
     negative: Option<&'static str>,
     per_prompt: usize,
@@ -47,7 +72,7 @@ struct Case {
 impl Case {
     fn to_json(&self) -> Value {
         json!({
-            "model": ensure(self.model).unwrap(),
+            "model": self.model.dir(),
             "prompt": self.prompts,
             "negative_prompt": self.negative,
             "images_per_prompt": self.per_prompt,
@@ -65,8 +90,7 @@ impl Case {
 
     /// difflog's images for the case, as RGB bytes.
     fn difflog(&self, out: &Path) -> Vec<Vec<u8>> {
-        let mut args: Vec<String> =
-            vec!["generate".into(), "--model".into(), self.model.id().into()];
+        let mut args: Vec<String> = vec!["generate".into(), "--model".into(), self.model.arg()];
         for p in &self.prompts {
             args.extend(["--prompt".into(), p.to_string()]);
         }
@@ -173,9 +197,10 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
     test_cache();
     let tmp = tempfile::tempdir().unwrap();
     let (input, mask) = inputs(tmp.path());
+    let foreign = tmp.path().join("saved-by-diffusers");
     let base = |name, scheduler, seed, steps| Case {
         name,
-        model: TinyModel::Sd,
+        model: Model::Tiny(TinyModel::Sd),
         prompts: vec!["a red circle"],
         negative: None,
         per_prompt: 1,
@@ -206,7 +231,16 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             ..base("image-to-image, strength 0.6, DDIM", "ddim", 7, 5)
         },
         Case {
-            model: TinyModel::Inpaint,
+            model: Model::Folder(foreign.clone()),
+            ..base(
+                "a folder diffusers saved (no preset's sizes: built from its configs), DDIM",
+                "ddim",
+                12,
+                4,
+            )
+        },
+        Case {
+            model: Model::Tiny(TinyModel::Inpaint),
             image: Some(input.clone()),
             mask: Some(mask.clone()),
             ..base("inpainting, DDIM", "ddim", 4, 4)
@@ -214,6 +248,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
     ];
     let model = ensure(TinyModel::Sd).unwrap();
     let spec = json!({
+        "folders": [{"kind": "sd", "path": foreign}],
         "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
         "components": {"model": model, "seed": 0, "prompt": "a red circle",
                        "latent_size": 8, "timestep": 501},
@@ -243,7 +278,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             eprintln!(
                 "{} (model {}), image {i}: max {:.3} levels, mean {:.4}, PSNR {:.1} dB",
                 case.name,
-                case.model.id(),
+                case.model.arg(),
                 d.max,
                 d.mean,
                 d.psnr

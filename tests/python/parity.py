@@ -12,6 +12,12 @@ with one `torch.Generator("cpu").manual_seed(seed + i)` per image (as
 (N, H, W, 3, float32 in [0, 1], diffusers' `output_type="np"`), and in
 `case{k}_timesteps` the scheduler's timesteps.
 
+"folders": diffusers pipelines made here with random weights and saved
+with `save_pretrained` before the cases run (`sd`: tests/python/tiny.py's
+SD pipeline, whose UNet, VAE and text encoder have no preset's sizes, with
+a VAE that scales by 8 and its tokenizer saved in the fast format a `tokenizer.json` holds), so that a
+folder difflog did not write is built from its own configs.
+
 "components": one model folder and the seed of fixed random inputs; each
 module is run on them alone: `text` (the text encoder's last hidden state
 for the tokenized prompt), `unet` (the UNet's prediction for random latents,
@@ -22,6 +28,7 @@ the same inputs.
 
 import json
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -87,8 +94,36 @@ def components(c):
     return {"ids": ids.to(torch.int64), "x": x, "ctx": ctx, "z": z, "t": t, "text": text, "unet": unet, "vae": vae}
 
 
+def make_folder(kind, path):
+    import tiny
+    from transformers import CLIPTokenizerFast
+
+    from diffusers import AutoencoderKL
+
+    assert kind == "sd", kind
+    pipe = tiny.sd()
+    # A VAE that scales by 8, as every Stable Diffusion VAE does (tiny.py's
+    # scales by 2), with its own sizes.
+    torch.manual_seed(1)
+    pipe.vae = AutoencoderKL(
+        block_out_channels=[16, 24, 24, 32],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+    )
+    slow = pipe.tokenizer
+    with tempfile.TemporaryDirectory() as d:
+        slow.save_pretrained(d)
+        pipe.tokenizer = CLIPTokenizerFast.from_pretrained(d)
+    pipe.save_pretrained(path)
+
+
 def main():
     spec = json.load(open(sys.argv[1]))
+    for f in spec.get("folders", []):
+        make_folder(f["kind"], f["path"])
     out = {}
     for k, c in enumerate(spec["cases"]):
         images, timesteps = run_case(c)

@@ -87,7 +87,7 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
     // An inpainting checkpoint is told by its UNet (9 input channels) as
     // much as by its pipeline class.
     let inpaint = class.contains("Inpaint") || unet["in_channels"].as_u64() == Some(9);
-    let cfg = match (class, cross, inpaint) {
+    let preset = match (class, cross, inpaint) {
         ("StableDiffusionXLPipeline" | "StableDiffusionXLInpaintPipeline", _, true) => {
             ModelConfig::sdxl_inpaint()
         }
@@ -97,12 +97,89 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
         (_, Some(1024), true) => ModelConfig::sd2_inpaint(),
         (_, Some(768), false) => ModelConfig::sd15(),
         (_, Some(1024), false) => ModelConfig::sd21(),
+        // No preset's size: the folder's own configs decide, over its
+        // family's defaults.
+        _ if !unet["block_out_channels"].is_null() => {
+            let base = match (class.contains("XL"), class.contains("Img2Img"), inpaint) {
+                (true, true, _) => ModelConfig::sdxl_refiner(),
+                (true, false, true) => ModelConfig::sdxl_inpaint(),
+                (true, false, false) => ModelConfig::sdxl(),
+                (false, _, true) => ModelConfig::sd15_inpaint(),
+                (false, _, false) => ModelConfig::sd15(),
+            };
+            return own_configs(dir, base, true).map(Arch::Unet);
+        }
         _ => return Err(Error::weights(dir.display(), format!(
-            "cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}); \
+            "cannot tell the architecture (pipeline class {class:?}, UNet cross-attention dim {cross:?}, no unet/config.json to build it from); \
              supported: SD 1.x, SD 2.x, SDXL base and refiner, their inpainting checkpoints, FLUX.1 and SD3 / 3.5"
         ))),
     };
-    Ok(Arch::Unet(cfg))
+    own_configs(dir, preset, false).map(Arch::Unet)
+}
+
+/// `cfg` with what the folder's own configs say: its UNet, VAE and
+/// scheduler, and its text encoders when `own_text` (no preset's size: a
+/// preset's real CLIP encoders are kept). A config that is there but that
+/// difflog cannot build is an error naming the file; a missing or partial
+/// one leaves `cfg`'s, except an own text encoder's, which is needed.
+fn own_configs(dir: &Path, mut cfg: ModelConfig, own_text: bool) -> Result<ModelConfig> {
+    use crate::pipelines::sd::diffusers as d;
+    let bad = |rel: &str, why: String| Error::weights(dir.join(rel).display(), why);
+    let json = |rel: &str| -> Result<Option<Value>> {
+        let path = dir.join(rel);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = read_small(&path).map_err(|e| bad(rel, format!("cannot read: {e}")))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| bad(rel, format!("invalid JSON: {e}")))
+    };
+    if let Some(u) = json("unet/config.json")?.filter(|u| !u["block_out_channels"].is_null()) {
+        let rel = "unet/config.json";
+        let mut unet = d::unet_from_config(&u).map_err(|e| bad(rel, e))?;
+        // The class or 9 input channels make an inpainting model.
+        cfg.inpaint = match unet.in_channels {
+            4 => cfg.inpaint,
+            9 => true,
+            n => {
+                return Err(bad(
+                    rel,
+                    format!("in_channels = {n}: difflog runs 4 (or 9, inpainting)"),
+                ))
+            }
+        };
+        unet.in_channels = 4;
+        // The SDXL pipeline does not feed the micro-conditioning yet
+        // (issue 33): its add_embedding stays unread, as it always was.
+        unet.text_time = None;
+        if let Some(s) = u["sample_size"].as_u64() {
+            cfg.default_size = s as usize * 8;
+        }
+        cfg.unet = unet;
+    }
+    if let Some(v) = json("vae/config.json")?.filter(|v| !v["block_out_channels"].is_null()) {
+        let (vae, scale) = d::vae_from_config(&v).map_err(|e| bad("vae/config.json", e))?;
+        cfg.vae = vae;
+        cfg.vae_scale = scale;
+    }
+    if own_text {
+        for i in 0..cfg.text.len() {
+            let rel = format!("text_encoder{}/config.json", d::text_suffix(&cfg, i));
+            let v = json(&rel)?.ok_or_else(|| {
+                bad(
+                    &rel,
+                    "missing: the text encoder is built from its config".into(),
+                )
+            })?;
+            cfg.text[i] = d::text_from_config(&v).map_err(|e| bad(&rel, e))?;
+        }
+    }
+    if let Some(v) = json("scheduler/scheduler_config.json")? {
+        cfg.scheduler = d::scheduler_from_config(&v, &cfg.scheduler)
+            .map_err(|e| bad("scheduler/scheduler_config.json", e))?;
+    }
+    Ok(cfg)
 }
 
 /// A small JSON file read with a bound (model folders can come from anyone).
@@ -388,10 +465,12 @@ mod tests {
         assert!(e.contains("cannot tell the architecture"), "{e}");
         assert!(e.contains("\"KandinskyV22Pipeline\""), "{e}");
         assert!(e.contains("cross-attention dim None"), "{e}");
-        // A UNet of an unknown width is no better.
+        // A UNet of no preset's width is built from its own config, and
+        // its text encoder from its own: without that config, refused
+        // naming it.
         let (_t, d) = unet_folder("odd", "StableDiffusionPipeline", 512, 4);
         let e = refused(&d);
-        assert!(e.contains("cross-attention dim Some(512)"), "{e}");
+        assert!(e.contains("text_encoder/config.json: missing"), "{e}");
     }
 
     #[test]

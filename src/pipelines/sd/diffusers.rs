@@ -1,11 +1,16 @@
 //! A Stable Diffusion model's configs as diffusers and transformers write
 //! them (`model_index.json`, each component's `config.json`, the
-//! tokenizer's and scheduler's), so that a folder difflog writes — the tiny
-//! models — loads in diffusers with `from_pretrained` and runs the same
-//! computation there (issue 33's parity tests).
+//! tokenizer's and scheduler's): written, so that a folder difflog writes —
+//! the tiny models — loads in diffusers with `from_pretrained` and runs the
+//! same computation there (issue 33's parity tests); and read, so that any
+//! diffusers-layout folder of a supported family is built from its own
+//! configs, not only the presets.
 
 use super::model::{ModelConfig, TextConfig};
-use candle_transformers::models::clip::text_model::Activation;
+use super::unet::{TextTime, UnetBlock, UnetConfig};
+use crate::pipelines::parts::scheduler::{Prediction, SchedulerKind, SchedulerSettings, Spacing};
+use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 use serde_json::{json, Value};
 
 /// The diffusers version whose layout these configs follow (diffusers
@@ -170,4 +175,322 @@ mod tests {
         assert!(refiner.get("text_encoder").is_none());
         assert_eq!(vae_config(&cfg)["norm_num_groups"], 8);
     }
+
+    #[test]
+    fn configs_read_back_what_they_write_and_refuse_what_difflog_cannot_build() {
+        for cfg in [
+            ModelConfig::tiny(),
+            ModelConfig::tiny_inpaint(),
+            ModelConfig::sd15(),
+            ModelConfig::sd21(),
+            ModelConfig::sdxl(),
+            ModelConfig::sdxl_refiner(),
+        ] {
+            assert_eq!(
+                unet_from_config(&unet_config(&cfg)).unwrap(),
+                cfg.unet_config(),
+                "{}",
+                cfg.class
+            );
+            let (vae, scale) = vae_from_config(&vae_config(&cfg)).unwrap();
+            assert_eq!(vae.block_out_channels, cfg.vae.block_out_channels);
+            assert_eq!(scale, cfg.vae_scale);
+            let s = scheduler_from_config(&scheduler_config(&cfg), &cfg.scheduler).unwrap();
+            assert_eq!(s, cfg.scheduler, "{}", cfg.class);
+        }
+        let mut u = unet_config(&ModelConfig::tiny());
+        // One number for every block, as SD 1.5's config writes it.
+        u["attention_head_dim"] = json!(4);
+        u["transformer_layers_per_block"] = json!(1);
+        assert_eq!(unet_from_config(&u).unwrap(), ModelConfig::tiny().unet);
+        for (field, value, says) in [
+            ("class_embed_type", json!("timestep"), "class_embed_type"),
+            (
+                "resnet_time_scale_shift",
+                json!("scale_shift"),
+                "resnet_time_scale_shift",
+            ),
+            (
+                "up_block_types",
+                json!(["CrossAttnUpBlock2D", "UpBlock2D"]),
+                "not the mirror",
+            ),
+            (
+                "down_block_types",
+                json!(["SimpleCrossAttnDownBlock2D", "DownBlock2D"]),
+                "not supported",
+            ),
+            ("attention_head_dim", json!([3, 4]), "attention heads"),
+            ("only_cross_attention", json!(true), "only_cross_attention"),
+            ("block_out_channels", json!("wide"), "block_out_channels"),
+        ] {
+            let mut bad = unet_config(&ModelConfig::tiny());
+            bad[field] = value;
+            let e = unet_from_config(&bad).unwrap_err();
+            assert!(e.contains(says), "{field}: {e}");
+        }
+        let mut v = vae_config(&ModelConfig::tiny());
+        v["block_out_channels"] = json!([32, 64]);
+        assert!(vae_from_config(&v).unwrap_err().contains("scales by 8"));
+        let t = json!({"hidden_act": "gelu", "hidden_size": 32});
+        assert!(text_from_config(&t).unwrap_err().contains("gelu"));
+        let s = json!({"_class_name": "PNDMScheduler", "beta_schedule": "linear"});
+        assert!(scheduler_from_config(&s, &ModelConfig::tiny().scheduler).is_err());
+    }
+}
+
+/// A field of a config, as the given type, or an error naming it.
+fn field<T: serde::de::DeserializeOwned>(v: &Value, name: &str) -> Result<T, String> {
+    serde_json::from_value(v[name].clone()).map_err(|e| format!("{name}: {e}"))
+}
+
+/// A field that may be missing or null (then `default`).
+fn field_or<T: serde::de::DeserializeOwned>(
+    v: &Value,
+    name: &str,
+    default: T,
+) -> Result<T, String> {
+    match &v[name] {
+        Value::Null => Ok(default),
+        _ => field(v, name),
+    }
+}
+
+/// One number per block, or one number for all (`attention_head_dim`,
+/// `transformer_layers_per_block`).
+fn per_block(v: &Value, name: &str, n: usize, default: usize) -> Result<Vec<usize>, String> {
+    match &v[name] {
+        Value::Null => Ok(vec![default; n]),
+        Value::Array(_) => {
+            let list: Vec<usize> = field(v, name)?;
+            if list.len() != n {
+                return Err(format!("{name} has {} entries for {n} blocks", list.len()));
+            }
+            Ok(list)
+        }
+        _ => Ok(vec![field(v, name)?; n]),
+    }
+}
+
+/// A UNet's architecture from its diffusers `config.json`; refuses what
+/// difflog's UNet does not compute (naming the field) rather than build
+/// something else.
+pub fn unet_from_config(v: &Value) -> Result<UnetConfig, String> {
+    let channels: Vec<usize> = field(v, "block_out_channels")?;
+    let n = channels.len();
+    if n == 0 {
+        return Err("block_out_channels is empty".into());
+    }
+    // diffusers' defaults, when a config leaves them out.
+    let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let cross_down = "CrossAttnDownBlock2D";
+    let down: Vec<String> = field_or(
+        v,
+        "down_block_types",
+        strings(&[cross_down, cross_down, cross_down, "DownBlock2D"]),
+    )?;
+    let cross_up = "CrossAttnUpBlock2D";
+    let up: Vec<String> = field_or(
+        v,
+        "up_block_types",
+        strings(&["UpBlock2D", cross_up, cross_up, cross_up]),
+    )?;
+    if down.len() != n || up.len() != n {
+        return Err(format!(
+            "{} down and {} up block types for {n} blocks",
+            down.len(),
+            up.len()
+        ));
+    }
+    let heads = match &v["num_attention_heads"] {
+        Value::Null => per_block(v, "attention_head_dim", n, 8)?,
+        _ => per_block(v, "num_attention_heads", n, 8)?,
+    };
+    let layers = per_block(v, "transformer_layers_per_block", n, 1)?;
+    let mut blocks = Vec::with_capacity(n);
+    for i in 0..n {
+        let cross = match down[i].as_str() {
+            "CrossAttnDownBlock2D" => true,
+            "DownBlock2D" => false,
+            other => return Err(format!("down block type {other:?} is not supported")),
+        };
+        let mirror = if cross {
+            "CrossAttnUpBlock2D"
+        } else {
+            "UpBlock2D"
+        };
+        if up[n - 1 - i] != mirror {
+            return Err(format!(
+                "up block {} is {:?}, not the mirror of down block {i} ({mirror})",
+                n - 1 - i,
+                up[n - 1 - i]
+            ));
+        }
+        if heads[i] == 0 || channels[i] % heads[i] != 0 {
+            return Err(format!(
+                "block {i}: {} channels do not split into {} attention heads",
+                channels[i], heads[i]
+            ));
+        }
+        blocks.push(UnetBlock {
+            out_channels: channels[i],
+            cross_attention: cross.then_some(layers[i]),
+            heads: heads[i],
+        });
+    }
+    let unsupported: [(&str, Value); 11] = [
+        ("mid_block_type", json!("UNetMidBlock2DCrossAttn")),
+        ("class_embed_type", Value::Null),
+        ("encoder_hid_dim", Value::Null),
+        ("time_cond_proj_dim", Value::Null),
+        ("num_class_embeds", Value::Null),
+        ("resnet_time_scale_shift", json!("default")),
+        ("act_fn", json!("silu")),
+        ("time_embedding_type", json!("positional")),
+        ("reverse_transformer_layers_per_block", Value::Null),
+        ("conv_in_kernel", json!(3)),
+        ("conv_out_kernel", json!(3)),
+    ];
+    for (name, wanted) in unsupported {
+        let got = &v[name];
+        if !got.is_null() && *got != wanted {
+            return Err(format!(
+                "{name} = {got} is not supported (difflog's UNet has {wanted})"
+            ));
+        }
+    }
+    for name in ["only_cross_attention", "dual_cross_attention"] {
+        if v[name] == json!(true) {
+            return Err(format!("{name} = true is not supported"));
+        }
+    }
+    let text_time = match v["addition_embed_type"].as_str() {
+        None => None,
+        Some("text_time") => Some(TextTime {
+            time_embed_dim: field(v, "addition_time_embed_dim")?,
+            input_dim: field(v, "projection_class_embeddings_input_dim")?,
+        }),
+        Some(other) => return Err(format!("addition_embed_type {other:?} is not supported")),
+    };
+    Ok(UnetConfig {
+        in_channels: field_or(v, "in_channels", 4)?,
+        out_channels: field_or(v, "out_channels", 4)?,
+        blocks,
+        layers_per_block: field_or(v, "layers_per_block", 2)?,
+        cross_attention_dim: field_or(v, "cross_attention_dim", 1280)?,
+        norm_num_groups: field_or(v, "norm_num_groups", 32)?,
+        norm_eps: field_or(v, "norm_eps", 1e-5)?,
+        use_linear_projection: field_or(v, "use_linear_projection", false)?,
+        flip_sin_to_cos: field_or(v, "flip_sin_to_cos", true)?,
+        freq_shift: field_or(v, "freq_shift", 0.0)?,
+        downsample_padding: field_or(v, "downsample_padding", 1)?,
+        mid_block_scale_factor: field_or(v, "mid_block_scale_factor", 1.0)?,
+        center_input_sample: field_or(v, "center_input_sample", false)?,
+        text_time,
+    })
+}
+
+/// A VAE's architecture and latent scale from its diffusers `config.json`.
+pub fn vae_from_config(v: &Value) -> Result<(AutoEncoderKLConfig, f64), String> {
+    let channels: Vec<usize> = field(v, "block_out_channels")?;
+    if channels.len() != 4 {
+        return Err(format!(
+            "a VAE of {} blocks scales latents by {}: difflog's Stable Diffusion pipelines take one that scales by 8 (4 blocks)",
+            channels.len(),
+            1usize << channels.len().saturating_sub(1).min(16)
+        ));
+    }
+    for (name, block) in [
+        ("down_block_types", "DownEncoderBlock2D"),
+        ("up_block_types", "UpDecoderBlock2D"),
+    ] {
+        let types: Vec<String> = field_or(v, name, vec![block.to_string(); channels.len()])?;
+        if types.len() != channels.len() || types.iter().any(|t| t != block) {
+            return Err(format!("{name} must be {} × {block}", channels.len()));
+        }
+    }
+    for (name, wanted) in [("in_channels", 3), ("out_channels", 3)] {
+        let got: usize = field_or(v, name, wanted)?;
+        if got != wanted {
+            return Err(format!("{name} = {got} is not supported (RGB: {wanted})"));
+        }
+    }
+    if !v["shift_factor"].is_null() || v["mid_block_add_attention"] == json!(false) {
+        return Err(
+            "shift_factor / mid_block_add_attention: not a Stable Diffusion 1.x/2.x/XL VAE".into(),
+        );
+    }
+    Ok((
+        AutoEncoderKLConfig {
+            block_out_channels: channels,
+            layers_per_block: field_or(v, "layers_per_block", 1)?,
+            latent_channels: field_or(v, "latent_channels", 4)?,
+            norm_num_groups: field_or(v, "norm_num_groups", 32)?,
+            use_quant_conv: field_or(v, "use_quant_conv", true)?,
+            use_post_quant_conv: field_or(v, "use_post_quant_conv", true)?,
+        },
+        field_or(v, "scaling_factor", 0.18215)?,
+    ))
+}
+
+/// A CLIP text encoder from its transformers `config.json`, for sizes no
+/// preset has (the presets' own encoders are kept as they are). difflog
+/// builds those with quick GELU only.
+pub fn text_from_config(v: &Value) -> Result<TextConfig, String> {
+    let act: String = field_or(v, "hidden_act", "quick_gelu".to_string())?;
+    if act != "quick_gelu" {
+        return Err(format!(
+            "a text encoder with hidden_act {act:?} and these sizes is not supported (quick_gelu is)"
+        ));
+    }
+    let hidden: usize = field(v, "hidden_size")?;
+    Ok(TextConfig::Small(ClipTextConfig {
+        vocab_size: field(v, "vocab_size")?,
+        embed_dim: hidden,
+        activation: Activation::QuickGelu,
+        intermediate_size: field(v, "intermediate_size")?,
+        max_position_embeddings: field_or(v, "max_position_embeddings", 77)?,
+        pad_with: None,
+        num_hidden_layers: field(v, "num_hidden_layers")?,
+        num_attention_heads: field(v, "num_attention_heads")?,
+        projection_dim: field_or(v, "projection_dim", hidden)?,
+    }))
+}
+
+/// A scheduler's settings from its diffusers `scheduler_config.json`: its
+/// betas, spacing, offset and prediction; the kind when difflog has it
+/// (DDIM, Euler ancestral, UniPC), else `fallback`'s.
+pub fn scheduler_from_config(
+    v: &Value,
+    fallback: &SchedulerSettings,
+) -> Result<SchedulerSettings, String> {
+    let schedule: String = field_or(v, "beta_schedule", "scaled_linear".to_string())?;
+    if schedule != "scaled_linear" {
+        return Err(format!(
+            "beta_schedule {schedule:?} is not supported (scaled_linear is)"
+        ));
+    }
+    let kind = match v["_class_name"].as_str() {
+        Some("DDIMScheduler") => SchedulerKind::Ddim,
+        Some("EulerAncestralDiscreteScheduler") => SchedulerKind::EulerAncestral,
+        Some("UniPCMultistepScheduler") => SchedulerKind::UniPc,
+        _ => fallback.kind,
+    };
+    let spacing = match v["timestep_spacing"].as_str() {
+        None | Some("leading") => Spacing::Leading,
+        Some("trailing") => Spacing::Trailing,
+        Some("linspace") => Spacing::Linspace,
+        Some(other) => return Err(format!("timestep_spacing {other:?} is not supported")),
+    };
+    let prediction = match v["prediction_type"].as_str() {
+        None | Some("epsilon") => Prediction::Epsilon,
+        Some("v_prediction") => Prediction::VPrediction,
+        Some(other) => return Err(format!("prediction_type {other:?} is not supported")),
+    };
+    let mut s = SchedulerSettings::new(kind, prediction, spacing);
+    s.train_timesteps = field_or(v, "num_train_timesteps", 1000)?;
+    s.beta_start = field_or(v, "beta_start", 0.0001)?;
+    s.beta_end = field_or(v, "beta_end", 0.02)?;
+    s.steps_offset = field_or(v, "steps_offset", 0)?;
+    Ok(s)
 }

@@ -438,8 +438,17 @@ pub enum TextEncoder {
 }
 
 impl TextEncoder {
-    /// Builds the encoder; `vb` is the root of its weight file.
+    /// Builds the encoder; `vb` is the root of its weight file. Files
+    /// saved by transformers 5 name the tensors without the `text_model.`
+    /// prefix earlier versions (and the hub's checkpoints) have; both load.
     pub fn new(vb: VarBuilder, cfg: &TextConfig) -> Result<TextEncoder> {
+        let vb = if !vb.contains_tensor("text_model.embeddings.token_embedding.weight")
+            && vb.contains_tensor("embeddings.token_embedding.weight")
+        {
+            vb.rename_f(|name| name.strip_prefix("text_model.").unwrap_or(name).to_string())
+        } else {
+            vb
+        };
         Ok(match cfg {
             TextConfig::Sd(c) => TextEncoder::Sd(SdClip::new(vb, c)?),
             TextConfig::Small(c) => TextEncoder::Small(SmallClip::new(vb.pp("text_model"), c)?),
