@@ -143,102 +143,6 @@ pub fn with_projection(cfg: &ModelConfig, i: usize) -> bool {
     text_suffix(cfg, i) == "_2"
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tiny_models_configs_name_their_parts_as_diffusers_does() {
-        let cfg = ModelConfig::tiny();
-        let u = unet_config(&cfg);
-        assert_eq!(
-            u["down_block_types"],
-            json!(["CrossAttnDownBlock2D", "DownBlock2D"])
-        );
-        assert_eq!(
-            u["up_block_types"],
-            json!(["UpBlock2D", "CrossAttnUpBlock2D"])
-        );
-        assert_eq!(u["norm_num_groups"], 8);
-        assert_eq!(u["sample_size"], 8);
-        assert_eq!(unet_config(&ModelConfig::tiny_inpaint())["in_channels"], 9);
-        let i = model_index(&cfg);
-        assert_eq!(i["scheduler"], json!(["diffusers", "DDIMScheduler"]));
-        assert_eq!(i["text_encoder"], json!(["transformers", "CLIPTextModel"]));
-        let xl = model_index(&ModelConfig::tiny_xl());
-        assert_eq!(
-            xl["text_encoder_2"],
-            json!(["transformers", "CLIPTextModelWithProjection"])
-        );
-        assert!(xl.get("safety_checker").is_none());
-        let refiner = model_index(&ModelConfig::tiny_xl_refiner());
-        assert!(refiner.get("text_encoder").is_none());
-        assert_eq!(vae_config(&cfg)["norm_num_groups"], 8);
-    }
-
-    #[test]
-    fn configs_read_back_what_they_write_and_refuse_what_difflog_cannot_build() {
-        for cfg in [
-            ModelConfig::tiny(),
-            ModelConfig::tiny_inpaint(),
-            ModelConfig::sd15(),
-            ModelConfig::sd21(),
-            ModelConfig::sdxl(),
-            ModelConfig::sdxl_refiner(),
-        ] {
-            assert_eq!(
-                unet_from_config(&unet_config(&cfg)).unwrap(),
-                cfg.unet_config(),
-                "{}",
-                cfg.class
-            );
-            let (vae, scale) = vae_from_config(&vae_config(&cfg)).unwrap();
-            assert_eq!(vae.block_out_channels, cfg.vae.block_out_channels);
-            assert_eq!(scale, cfg.vae_scale);
-            let s = scheduler_from_config(&scheduler_config(&cfg), &cfg.scheduler).unwrap();
-            assert_eq!(s, cfg.scheduler, "{}", cfg.class);
-        }
-        let mut u = unet_config(&ModelConfig::tiny());
-        // One number for every block, as SD 1.5's config writes it.
-        u["attention_head_dim"] = json!(4);
-        u["transformer_layers_per_block"] = json!(1);
-        assert_eq!(unet_from_config(&u).unwrap(), ModelConfig::tiny().unet);
-        for (field, value, says) in [
-            ("class_embed_type", json!("timestep"), "class_embed_type"),
-            (
-                "resnet_time_scale_shift",
-                json!("scale_shift"),
-                "resnet_time_scale_shift",
-            ),
-            (
-                "up_block_types",
-                json!(["CrossAttnUpBlock2D", "UpBlock2D"]),
-                "not the mirror",
-            ),
-            (
-                "down_block_types",
-                json!(["SimpleCrossAttnDownBlock2D", "DownBlock2D"]),
-                "not supported",
-            ),
-            ("attention_head_dim", json!([3, 4]), "attention heads"),
-            ("only_cross_attention", json!(true), "only_cross_attention"),
-            ("block_out_channels", json!("wide"), "block_out_channels"),
-        ] {
-            let mut bad = unet_config(&ModelConfig::tiny());
-            bad[field] = value;
-            let e = unet_from_config(&bad).unwrap_err();
-            assert!(e.contains(says), "{field}: {e}");
-        }
-        let mut v = vae_config(&ModelConfig::tiny());
-        v["block_out_channels"] = json!([32, 64]);
-        assert!(vae_from_config(&v).unwrap_err().contains("scales by 8"));
-        let t = json!({"hidden_act": "gelu", "hidden_size": 32});
-        assert!(text_from_config(&t).unwrap_err().contains("gelu"));
-        let s = json!({"_class_name": "PNDMScheduler", "beta_schedule": "linear"});
-        assert!(scheduler_from_config(&s, &ModelConfig::tiny().scheduler).is_err());
-    }
-}
-
 /// A field of a config, as the given type, or an error naming it.
 fn field<T: serde::de::DeserializeOwned>(v: &Value, name: &str) -> Result<T, String> {
     serde_json::from_value(v[name].clone()).map_err(|e| format!("{name}: {e}"))
@@ -326,7 +230,7 @@ pub fn unet_from_config(v: &Value) -> Result<UnetConfig, String> {
                 up[n - 1 - i]
             ));
         }
-        if heads[i] == 0 || channels[i] % heads[i] != 0 {
+        if heads[i] == 0 || !channels[i].is_multiple_of(heads[i]) {
             return Err(format!(
                 "block {i}: {} channels do not split into {} attention heads",
                 channels[i], heads[i]
@@ -493,4 +397,100 @@ pub fn scheduler_from_config(
     s.beta_end = field_or(v, "beta_end", 0.02)?;
     s.steps_offset = field_or(v, "steps_offset", 0)?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tiny_models_configs_name_their_parts_as_diffusers_does() {
+        let cfg = ModelConfig::tiny();
+        let u = unet_config(&cfg);
+        assert_eq!(
+            u["down_block_types"],
+            json!(["CrossAttnDownBlock2D", "DownBlock2D"])
+        );
+        assert_eq!(
+            u["up_block_types"],
+            json!(["UpBlock2D", "CrossAttnUpBlock2D"])
+        );
+        assert_eq!(u["norm_num_groups"], 8);
+        assert_eq!(u["sample_size"], 8);
+        assert_eq!(unet_config(&ModelConfig::tiny_inpaint())["in_channels"], 9);
+        let i = model_index(&cfg);
+        assert_eq!(i["scheduler"], json!(["diffusers", "DDIMScheduler"]));
+        assert_eq!(i["text_encoder"], json!(["transformers", "CLIPTextModel"]));
+        let xl = model_index(&ModelConfig::tiny_xl());
+        assert_eq!(
+            xl["text_encoder_2"],
+            json!(["transformers", "CLIPTextModelWithProjection"])
+        );
+        assert!(xl.get("safety_checker").is_none());
+        let refiner = model_index(&ModelConfig::tiny_xl_refiner());
+        assert!(refiner.get("text_encoder").is_none());
+        assert_eq!(vae_config(&cfg)["norm_num_groups"], 8);
+    }
+
+    #[test]
+    fn configs_read_back_what_they_write_and_refuse_what_difflog_cannot_build() {
+        for cfg in [
+            ModelConfig::tiny(),
+            ModelConfig::tiny_inpaint(),
+            ModelConfig::sd15(),
+            ModelConfig::sd21(),
+            ModelConfig::sdxl(),
+            ModelConfig::sdxl_refiner(),
+        ] {
+            assert_eq!(
+                unet_from_config(&unet_config(&cfg)).unwrap(),
+                cfg.unet_config(),
+                "{}",
+                cfg.class
+            );
+            let (vae, scale) = vae_from_config(&vae_config(&cfg)).unwrap();
+            assert_eq!(vae.block_out_channels, cfg.vae.block_out_channels);
+            assert_eq!(scale, cfg.vae_scale);
+            let s = scheduler_from_config(&scheduler_config(&cfg), &cfg.scheduler).unwrap();
+            assert_eq!(s, cfg.scheduler, "{}", cfg.class);
+        }
+        let mut u = unet_config(&ModelConfig::tiny());
+        // One number for every block, as SD 1.5's config writes it.
+        u["attention_head_dim"] = json!(4);
+        u["transformer_layers_per_block"] = json!(1);
+        assert_eq!(unet_from_config(&u).unwrap(), ModelConfig::tiny().unet);
+        for (field, value, says) in [
+            ("class_embed_type", json!("timestep"), "class_embed_type"),
+            (
+                "resnet_time_scale_shift",
+                json!("scale_shift"),
+                "resnet_time_scale_shift",
+            ),
+            (
+                "up_block_types",
+                json!(["CrossAttnUpBlock2D", "UpBlock2D"]),
+                "not the mirror",
+            ),
+            (
+                "down_block_types",
+                json!(["SimpleCrossAttnDownBlock2D", "DownBlock2D"]),
+                "not supported",
+            ),
+            ("attention_head_dim", json!([3, 4]), "attention heads"),
+            ("only_cross_attention", json!(true), "only_cross_attention"),
+            ("block_out_channels", json!("wide"), "block_out_channels"),
+        ] {
+            let mut bad = unet_config(&ModelConfig::tiny());
+            bad[field] = value;
+            let e = unet_from_config(&bad).unwrap_err();
+            assert!(e.contains(says), "{field}: {e}");
+        }
+        let mut v = vae_config(&ModelConfig::tiny());
+        v["block_out_channels"] = json!([32, 64]);
+        assert!(vae_from_config(&v).unwrap_err().contains("scales by 8"));
+        let t = json!({"hidden_act": "gelu", "hidden_size": 32});
+        assert!(text_from_config(&t).unwrap_err().contains("gelu"));
+        let s = json!({"_class_name": "PNDMScheduler", "beta_schedule": "linear"});
+        assert!(scheduler_from_config(&s, &ModelConfig::tiny().scheduler).is_err());
+    }
 }
