@@ -198,6 +198,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let (input, mask) = inputs(tmp.path());
     let foreign = tmp.path().join("saved-by-diffusers");
+    let foreign_v = tmp.path().join("saved-by-diffusers-v");
     let base = |name, scheduler, seed, steps| Case {
         name,
         model: Model::Tiny(TinyModel::Sd),
@@ -240,6 +241,15 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             )
         },
         Case {
+            model: Model::Folder(foreign_v.clone()),
+            ..base(
+                "SD 2.x traits (v-prediction, linear projections, per-block heads and depths, trailing), a folder diffusers saved",
+                "ddim",
+                13,
+                3,
+            )
+        },
+        Case {
             model: Model::Tiny(TinyModel::Inpaint),
             image: Some(input.clone()),
             mask: Some(mask.clone()),
@@ -248,7 +258,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
     ];
     let model = ensure(TinyModel::Sd).unwrap();
     let spec = json!({
-        "folders": [{"kind": "sd", "path": foreign}],
+        "folders": [{"kind": "sd", "path": foreign}, {"kind": "sd2", "path": foreign_v}],
         "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
         "components": {"model": model, "seed": 0, "prompt": "a red circle",
                        "latent_size": 8, "timestep": 501},

@@ -15,7 +15,9 @@ with one `torch.Generator("cpu").manual_seed(seed + i)` per image (as
 "folders": diffusers pipelines made here with random weights and saved
 with `save_pretrained` before the cases run (`sd`: tests/python/tiny.py's
 SD pipeline, whose UNet, VAE and text encoder have no preset's sizes, with
-a VAE that scales by 8 and its tokenizer saved in the fast format a `tokenizer.json` holds), so that a
+a VAE that scales by 8 and its tokenizer saved in the fast format a `tokenizer.json` holds;
+`sd2`: the same with SD 2.x's traits — v-prediction, linear projections,
+per-block heads and transformer depths — and a trailing DDIM schedule), so that a
 folder difflog did not write is built from its own configs.
 
 "components": one model folder and the seed of fixed random inputs; each
@@ -100,8 +102,30 @@ def make_folder(kind, path):
 
     from diffusers import AutoencoderKL
 
-    assert kind == "sd", kind
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    assert kind in ("sd", "sd2"), kind
     pipe = tiny.sd()
+    if kind == "sd2":
+        # SD 2.x's traits: v-prediction, linear projections, heads and
+        # transformer depths per block; a trailing schedule (as the Turbo
+        # models').
+        torch.manual_seed(2)
+        pipe.unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=8,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=[2, 4],
+            transformer_layers_per_block=[1, 2],
+            use_linear_projection=True,
+            norm_num_groups=16,
+        )
+        pipe.scheduler = DDIMScheduler.from_config(
+            pipe.scheduler.config, prediction_type="v_prediction", timestep_spacing="trailing"
+        )
     # A VAE that scales by 8, as every Stable Diffusion VAE does (tiny.py's
     # scales by 2), with its own sizes.
     torch.manual_seed(1)

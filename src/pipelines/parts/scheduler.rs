@@ -1,16 +1,16 @@
 //! Schedulers: which one, with which settings, recorded in full.
 //!
-//! DDIM (eta 0) and UniPC are candle's own and deterministic. Euler ancestral
-//! adds fresh noise at every step; candle's version draws it from the
-//! unseedable CPU generator, so difflog has its own, drawing from the image's
-//! [`Noise`] stream. Settings are plain data ([`SchedulerSettings`]) so that
+//! DDIM and Euler ancestral are difflog's own, computed as diffusers'
+//! `DDIMScheduler` and `EulerAncestralDiscreteScheduler` compute them
+//! (candle's DDIM spaces a trailing schedule otherwise, and its Euler
+//! ancestral draws from the unseedable CPU generator); their noise comes from
+//! the image's [`Noise`] stream. UniPC is candle's. Settings are plain data ([`SchedulerSettings`]) so that
 //! the `pipeline` record holds the complete configuration.
 
 use crate::pipelines::parts::noise::Noise;
 use candle_core::{Result, Tensor};
 use candle_transformers::models::stable_diffusion::{
-    ddim::DDIMSchedulerConfig,
-    schedulers::{BetaSchedule, PredictionType, Scheduler, SchedulerConfig, TimestepSpacing},
+    schedulers::{PredictionType, Scheduler, SchedulerConfig},
     uni_pc::UniPCSchedulerConfig,
 };
 use serde::Serialize;
@@ -191,26 +191,148 @@ impl SchedulerSettings {
                 self.train_timesteps
             );
         }
-        let spacing = match self.timestep_spacing {
-            Spacing::Leading => TimestepSpacing::Leading,
-            Spacing::Trailing => TimestepSpacing::Trailing,
-            Spacing::Linspace => TimestepSpacing::Linspace,
-        };
         match self.kind {
-            SchedulerKind::Ddim => DDIMSchedulerConfig {
-                beta_start: self.beta_start,
-                beta_end: self.beta_end,
-                beta_schedule: BetaSchedule::ScaledLinear,
-                eta: self.eta,
-                steps_offset: self.steps_offset,
-                prediction_type: self.candle_prediction(),
-                train_timesteps: self.train_timesteps,
-                timestep_spacing: spacing,
-            }
-            .build(steps),
+            SchedulerKind::Ddim => Ok(Box::new(Ddim::new(self, steps, noise))),
             SchedulerKind::UniPc => self.unipc_config().build(steps),
             SchedulerKind::EulerAncestral => Ok(Box::new(EulerAncestral::new(self, steps, noise)?)),
         }
+    }
+}
+
+/// The inference timesteps of `steps` steps, spread as diffusers spreads
+/// them (`leading`: multiples of T / steps plus the offset; `trailing`:
+/// rounded down from T; `linspace`: evenly over [0, T − 1]), first to last.
+fn spaced_timesteps(s: &SchedulerSettings, steps: usize) -> Vec<usize> {
+    let t = s.train_timesteps;
+    match s.timestep_spacing {
+        Spacing::Leading => {
+            let ratio = t / steps;
+            (0..steps)
+                .rev()
+                .map(|i| (i * ratio + s.steps_offset).min(t - 1))
+                .collect()
+        }
+        Spacing::Trailing => {
+            let ratio = t as f64 / steps as f64;
+            (0..steps)
+                .map(|i| ((t as f64 - i as f64 * ratio).round() as usize).saturating_sub(1))
+                .collect()
+        }
+        Spacing::Linspace => (0..steps)
+            .rev()
+            .map(|i| {
+                let x = if steps > 1 {
+                    i as f64 * (t - 1) as f64 / (steps - 1) as f64
+                } else {
+                    0.0
+                };
+                x.round() as usize
+            })
+            .collect(),
+    }
+}
+
+/// The cumulative products of 1 − beta over the scaled-linear schedule,
+/// in float32 as diffusers computes them (betas from a float32 linspace of
+/// their square roots, squared; a float32 running product).
+fn alphas_cumprod(s: &SchedulerSettings) -> Vec<f64> {
+    let t = s.train_timesteps;
+    let (b0, b1) = (s.beta_start.sqrt(), s.beta_end.sqrt());
+    let mut acc = 1f32;
+    (0..t)
+        .map(|i| {
+            let frac = if t > 1 {
+                i as f64 / (t - 1) as f64
+            } else {
+                0.0
+            };
+            let root = (b0 + (b1 - b0) * frac) as f32;
+            acc *= 1.0 - root * root;
+            f64::from(acc)
+        })
+        .collect()
+}
+
+/// DDIM (diffusers' `DDIMScheduler`, `clip_sample` and `set_alpha_to_one`
+/// off as Stable Diffusion ships it): deterministic at eta 0, else noise
+/// from the image's stream.
+struct Ddim {
+    timesteps: Vec<usize>,
+    alphas_cumprod: Vec<f64>,
+    /// T / steps, by which each step goes back.
+    ratio: usize,
+    prediction: Prediction,
+    eta: f64,
+    noise: Arc<Mutex<Noise>>,
+}
+
+impl Ddim {
+    fn new(s: &SchedulerSettings, steps: usize, noise: Arc<Mutex<Noise>>) -> Ddim {
+        Ddim {
+            timesteps: spaced_timesteps(s, steps),
+            alphas_cumprod: alphas_cumprod(s),
+            ratio: s.train_timesteps / steps,
+            prediction: s.prediction_type,
+            eta: s.eta,
+            noise,
+        }
+    }
+
+    fn alpha(&self, t: usize) -> f64 {
+        self.alphas_cumprod[t.min(self.alphas_cumprod.len() - 1)]
+    }
+}
+
+impl Scheduler for Ddim {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn add_noise(&self, original: &Tensor, noise: Tensor, timestep: usize) -> Result<Tensor> {
+        let a = self.alpha(timestep);
+        (original * a.sqrt())? + (noise * (1.0 - a).sqrt())?
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    fn scale_model_input(&self, sample: Tensor, _timestep: usize) -> Result<Tensor> {
+        Ok(sample)
+    }
+
+    fn step(&mut self, model_output: &Tensor, timestep: usize, sample: &Tensor) -> Result<Tensor> {
+        let a_t = self.alpha(timestep);
+        // Before the first training step: alpha of step 0 (set_alpha_to_one off).
+        let a_prev = match timestep.checked_sub(self.ratio) {
+            Some(p) => self.alpha(p),
+            None => self.alphas_cumprod[0],
+        };
+        let b_t = 1.0 - a_t;
+        let (x0, eps) = match self.prediction {
+            Prediction::Epsilon => (
+                ((sample - (model_output * b_t.sqrt())?)? / a_t.sqrt())?,
+                model_output.clone(),
+            ),
+            Prediction::VPrediction => (
+                ((sample * a_t.sqrt())? - (model_output * b_t.sqrt())?)?,
+                ((model_output * a_t.sqrt())? + (sample * b_t.sqrt())?)?,
+            ),
+        };
+        let variance = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
+        let std = self.eta * variance.max(0.0).sqrt();
+        let direction = (eps * (1.0 - a_prev - std * std).max(0.0).sqrt())?;
+        let prev = ((x0 * a_prev.sqrt())? + direction)?;
+        if self.eta > 0.0 {
+            let z = self
+                .noise
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .normal(prev.dims(), prev.device())?
+                .to_dtype(prev.dtype())?;
+            return prev + (z * std)?;
+        }
+        Ok(prev)
     }
 }
 
@@ -242,32 +364,7 @@ impl EulerAncestral {
             alpha_cumprod *= 1.0 - beta;
             train_sigmas.push(((1.0 - alpha_cumprod) / alpha_cumprod).sqrt());
         }
-        let timesteps: Vec<usize> = match s.timestep_spacing {
-            Spacing::Leading => {
-                let ratio = t / steps;
-                (0..steps)
-                    .rev()
-                    .map(|i| (i * ratio + s.steps_offset).min(t - 1))
-                    .collect()
-            }
-            Spacing::Trailing => {
-                let ratio = t as f64 / steps as f64;
-                (0..steps)
-                    .map(|i| ((t as f64 - i as f64 * ratio).round() as usize).saturating_sub(1))
-                    .collect()
-            }
-            Spacing::Linspace => (0..steps)
-                .rev()
-                .map(|i| {
-                    let x = if steps > 1 {
-                        i as f64 * (t - 1) as f64 / (steps - 1) as f64
-                    } else {
-                        0.0
-                    };
-                    x.round() as usize
-                })
-                .collect(),
-        };
+        let timesteps = spaced_timesteps(s, steps);
         let mut sigmas: Vec<f64> = timesteps.iter().map(|&ts| train_sigmas[ts]).collect();
         sigmas.push(0.0);
         let max_sigma = sigmas.iter().cloned().fold(0.0, f64::max);
