@@ -231,6 +231,13 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             strength: Some(0.6),
             ..base("image-to-image, strength 0.6, DDIM", "ddim", 7, 5)
         },
+        base("text-to-image, UniPC", "unipc", 5, 6),
+        Case {
+            image: Some(input.clone()),
+            strength: Some(0.7),
+            negative: Some("blurry"),
+            ..base("image-to-image, strength 0.7, negative prompt, UniPC", "unipc", 8, 6)
+        },
         Case {
             model: Model::Folder(foreign.clone()),
             ..base(

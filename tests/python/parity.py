@@ -39,12 +39,17 @@ from diffusers import (
     DiffusionPipeline,
     EulerAncestralDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
+    UniPCMultistepScheduler,
 )
 from PIL import Image
 from safetensors.torch import save_file
 
 torch.set_num_threads(1)
-SCHEDULERS = {"ddim": DDIMScheduler, "euler-a": EulerAncestralDiscreteScheduler}
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
 
 
 def run_case(c):

@@ -4,15 +4,14 @@
 //! `DDIMScheduler` and `EulerAncestralDiscreteScheduler` compute them
 //! (candle's DDIM spaces a trailing schedule otherwise, and its Euler
 //! ancestral draws from the unseedable CPU generator); their noise comes from
-//! the image's [`Noise`] stream. UniPC is candle's. Settings are plain data ([`SchedulerSettings`]) so that
+//! the image's [`Noise`] stream. UniPC is difflog's too, as diffusers'
+//! `UniPCMultistepScheduler` (candle's "UniPC" is an EDM DPM-Solver with
+//! Karras sigmas, another sampler). Settings are plain data ([`SchedulerSettings`]) so that
 //! the `pipeline` record holds the complete configuration.
 
 use crate::pipelines::parts::noise::Noise;
 use candle_core::{Result, Tensor};
-use candle_transformers::models::stable_diffusion::{
-    schedulers::{PredictionType, Scheduler, SchedulerConfig},
-    uni_pc::UniPCSchedulerConfig,
-};
+use candle_transformers::models::stable_diffusion::schedulers::Scheduler;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -112,26 +111,12 @@ impl SchedulerSettings {
         }
     }
 
-    fn candle_prediction(&self) -> PredictionType {
-        match self.prediction_type {
-            Prediction::Epsilon => PredictionType::Epsilon,
-            Prediction::VPrediction => PredictionType::VPrediction,
-        }
-    }
-
-    fn unipc_config(&self) -> UniPCSchedulerConfig {
-        UniPCSchedulerConfig {
-            prediction_type: self.candle_prediction(),
-            num_training_timesteps: self.train_timesteps,
-            ..UniPCSchedulerConfig::default()
-        }
-    }
-
     /// The scheduler's configuration as diffusers writes it
     /// (`scheduler/scheduler_config.json`): DDIM and Euler ancestral as
     /// diffusers' `DDIMScheduler` and `EulerAncestralDiscreteScheduler`
-    /// with these settings. (difflog's UniPC is candle's, which is not
-    /// diffusers' `UniPCMultistepScheduler`: named for what it is.)
+    /// with these settings, and
+    /// UniPC as diffusers' `UniPCMultistepScheduler`: order 2, bh2, x0
+    /// prediction, lower order at the end.)
     pub fn to_diffusers(&self) -> Value {
         let spacing = match self.timestep_spacing {
             Spacing::Leading => "leading",
@@ -161,7 +146,11 @@ impl SchedulerSettings {
                 v["_class_name"] = json!("EulerAncestralDiscreteScheduler");
             }
             SchedulerKind::UniPc => {
-                v["_class_name"] = json!("candle UniPC (EDM DPM multistep, Karras sigmas)");
+                v["_class_name"] = json!("UniPCMultistepScheduler");
+                v["solver_order"] = json!(2);
+                v["solver_type"] = json!("bh2");
+                v["predict_x0"] = json!(true);
+                v["lower_order_final"] = json!(true);
             }
         }
         v
@@ -173,8 +162,10 @@ impl SchedulerSettings {
         v["name"] = json!(self.kind.name());
         v["beta_schedule"] = json!("scaled_linear");
         if self.kind == SchedulerKind::UniPc {
-            // UniPC takes its own schedule; keep candle's complete settings.
-            v["unipc"] = json!(format!("{:?}", self.unipc_config()));
+            v["solver_order"] = json!(2);
+            v["solver_type"] = json!("bh2");
+            v["predict_x0"] = json!(true);
+            v["lower_order_final"] = json!(true);
         }
         v
     }
@@ -193,7 +184,7 @@ impl SchedulerSettings {
         }
         match self.kind {
             SchedulerKind::Ddim => Ok(Box::new(Ddim::new(self, steps, noise))),
-            SchedulerKind::UniPc => self.unipc_config().build(steps),
+            SchedulerKind::UniPc => Ok(Box::new(UniPc::new(self, steps))),
             SchedulerKind::EulerAncestral => Ok(Box::new(EulerAncestral::new(self, steps, noise)?)),
         }
     }
@@ -332,6 +323,196 @@ impl Scheduler for Ddim {
                 .to_dtype(prev.dtype())?;
             return prev + (z * std)?;
         }
+        Ok(prev)
+    }
+}
+
+/// UniPC, as diffusers' `UniPCMultistepScheduler` computes it with the
+/// settings Stable Diffusion pipelines use: solver order 2, the bh2
+/// variant, predicting x0, the corrector on every step but the first,
+/// lower order on the last step. Deterministic.
+struct UniPc {
+    timesteps: Vec<usize>,
+    /// sigma per inference step, plus a final 0.
+    sigmas: Vec<f64>,
+    alphas_cumprod: Vec<f64>,
+    prediction: Prediction,
+    /// The last two converted model outputs (x0 predictions), oldest first.
+    outputs: [Option<Tensor>; 2],
+    last_sample: Option<Tensor>,
+    this_order: usize,
+    lower_order_nums: usize,
+    step_index: Option<usize>,
+}
+
+/// alpha_t and sigma_t of a sigma.
+fn alpha_sigma(sigma: f64) -> (f64, f64) {
+    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    (alpha, sigma * alpha)
+}
+
+/// log alpha − log sigma.
+fn lambda(sigma: f64) -> f64 {
+    let (a, s) = alpha_sigma(sigma);
+    a.ln() - s.ln()
+}
+
+/// UniPC's coefficients for `order` with step `hh` (−h): e^hh − 1, the bh2
+/// B(h), and b_1..b_order.
+fn unipc_b(hh: f64, order: usize) -> (f64, f64, Vec<f64>) {
+    let h_phi_1 = hh.exp_m1();
+    let b_h = hh.exp_m1();
+    let mut h_phi_k = h_phi_1 / hh - 1.0;
+    let mut factorial = 1.0;
+    let mut b = Vec::with_capacity(order);
+    for i in 1..=order {
+        b.push(h_phi_k * factorial / b_h);
+        factorial *= (i + 1) as f64;
+        h_phi_k = h_phi_k / hh - 1.0 / factorial;
+    }
+    (h_phi_1, b_h, b)
+}
+
+impl UniPc {
+    fn new(s: &SchedulerSettings, steps: usize) -> UniPc {
+        let t = s.train_timesteps;
+        // UniPC spreads steps + 1 points and drops the last (diffusers).
+        let timesteps: Vec<usize> = match s.timestep_spacing {
+            Spacing::Leading => {
+                let ratio = t / (steps + 1);
+                (1..=steps)
+                    .rev()
+                    .map(|i| (i * ratio + s.steps_offset).min(t - 1))
+                    .collect()
+            }
+            Spacing::Trailing => spaced_timesteps(s, steps),
+            Spacing::Linspace => (1..=steps)
+                .rev()
+                .map(|i| (i as f64 * (t - 1) as f64 / steps as f64).round() as usize)
+                .collect(),
+        };
+        let alphas_cumprod = alphas_cumprod(s);
+        let mut sigmas: Vec<f64> = timesteps
+            .iter()
+            .map(|&ts| {
+                let a = alphas_cumprod[ts.min(t - 1)];
+                // float32, as diffusers keeps them
+                f64::from(((1.0 - a) / a).sqrt() as f32)
+            })
+            .collect();
+        sigmas.push(0.0);
+        UniPc {
+            timesteps,
+            sigmas,
+            alphas_cumprod,
+            prediction: s.prediction_type,
+            outputs: [None, None],
+            last_sample: None,
+            this_order: 1,
+            lower_order_nums: 0,
+            step_index: None,
+        }
+    }
+
+    /// The model's output as a prediction of x0 at step `k`.
+    fn to_x0(&self, model_output: &Tensor, sample: &Tensor, k: usize) -> Result<Tensor> {
+        let (alpha, sigma) = alpha_sigma(self.sigmas[k]);
+        match self.prediction {
+            Prediction::Epsilon => (sample - (model_output * sigma)?)? / alpha,
+            Prediction::VPrediction => (sample * alpha)? - (model_output * sigma)?,
+        }
+    }
+
+    /// The predictor: from `sample` at step `k` to step `k + 1`.
+    fn predict(&self, sample: &Tensor, k: usize, order: usize) -> Result<Tensor> {
+        let Some(m0) = &self.outputs[1] else {
+            candle_core::bail!("UniPC: no model output to step from");
+        };
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[k + 1]);
+        let (_, sigma_s0) = alpha_sigma(self.sigmas[k]);
+        let lambda_s0 = lambda(self.sigmas[k]);
+        let h = lambda(self.sigmas[k + 1]) - lambda_s0;
+        let hh = -h;
+        let (h_phi_1, b_h, _) = unipc_b(hh, order);
+        let base = ((sample * (sigma_t / sigma_s0))? - (m0 * (alpha_t * h_phi_1))?)?;
+        match (order, &self.outputs[0]) {
+            (2, Some(m1)) if k >= 1 => {
+                let rk = (lambda(self.sigmas[k - 1]) - lambda_s0) / h;
+                let d1 = ((m1 - m0)? / rk)?;
+                base - (d1 * (alpha_t * b_h * 0.5))?
+            }
+            _ => Ok(base),
+        }
+    }
+
+    /// The corrector: `this_x0` at step `k` corrects the step taken from
+    /// `last` at step `k − 1` with `order`.
+    fn correct(&self, this_x0: &Tensor, last: &Tensor, k: usize, order: usize) -> Result<Tensor> {
+        let Some(m0) = &self.outputs[1] else {
+            candle_core::bail!("UniPC: no model output to correct from");
+        };
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[k]);
+        let (_, sigma_s0) = alpha_sigma(self.sigmas[k - 1]);
+        let lambda_s0 = lambda(self.sigmas[k - 1]);
+        let h = lambda(self.sigmas[k]) - lambda_s0;
+        let hh = -h;
+        let (h_phi_1, b_h, b) = unipc_b(hh, order);
+        let base = ((last * (sigma_t / sigma_s0))? - (m0 * (alpha_t * h_phi_1))?)?;
+        let d1_t = (this_x0 - m0)?;
+        match (order, &self.outputs[0]) {
+            (2, Some(m1)) if k >= 2 => {
+                let rk = (lambda(self.sigmas[k - 2]) - lambda_s0) / h;
+                let d1 = ((m1 - m0)? / rk)?;
+                // Solve [[1, 1], [rk, 1]] rho = b.
+                let rho0 = (b[0] - b[1]) / (1.0 - rk);
+                let rho1 = b[0] - rho0;
+                let res = ((d1 * rho0)? + (d1_t * rho1)?)?;
+                base - (res * (alpha_t * b_h))?
+            }
+            _ => base - (d1_t * (alpha_t * b_h * 0.5))?,
+        }
+    }
+}
+
+impl Scheduler for UniPc {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn add_noise(&self, original: &Tensor, noise: Tensor, timestep: usize) -> Result<Tensor> {
+        let a = self.alphas_cumprod[timestep.min(self.alphas_cumprod.len() - 1)];
+        (original * a.sqrt())? + (noise * (1.0 - a).sqrt())?
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    fn scale_model_input(&self, sample: Tensor, _timestep: usize) -> Result<Tensor> {
+        Ok(sample)
+    }
+
+    fn step(&mut self, model_output: &Tensor, timestep: usize, sample: &Tensor) -> Result<Tensor> {
+        let k = match self.step_index {
+            Some(k) => k,
+            None => match self.timesteps.iter().position(|&t| t == timestep) {
+                Some(i) => i,
+                None => candle_core::bail!("timestep {timestep} is not one of this schedule's"),
+            },
+        };
+        let x0 = self.to_x0(model_output, sample, k)?;
+        let sample = match &self.last_sample {
+            Some(last) if k > 0 => self.correct(&x0, last, k, self.this_order)?,
+            _ => sample.clone(),
+        };
+        self.outputs[0] = self.outputs[1].take();
+        self.outputs[1] = Some(x0);
+        let order = 2.min(self.timesteps.len() - k);
+        self.this_order = order.min(self.lower_order_nums + 1);
+        self.last_sample = Some(sample.clone());
+        let prev = self.predict(&sample, k, self.this_order)?;
+        self.lower_order_nums = (self.lower_order_nums + 1).min(2);
+        self.step_index = Some(k + 1);
         Ok(prev)
     }
 }
