@@ -22,12 +22,21 @@ fn run_preset(name: &str, cfg: ModelConfig) {
     )
     .unwrap_or_else(|e| panic!("{name}: build failed: {e}"));
     let mut parts = Vec::new();
+    let mut pooled = None;
     for (enc, tc) in m.text.iter().zip(&cfg.text) {
         let ids = Tensor::zeros((1, tc.max_tokens()), DType::U32, &dev).unwrap();
-        let h = enc.encode(&ids).unwrap();
+        let (h, p) = enc.encode_pooled(&ids, tc.max_tokens() - 1).unwrap();
         assert_eq!(h.dims()[..2], [1, tc.max_tokens()], "{name}");
         parts.push(h);
+        pooled = p;
     }
+    // SDXL's micro-conditioning: the pooled output and its size numbers,
+    // as wide as the UNet's add_embedding takes them.
+    let added = cfg.unet.text_time.map(|tt| {
+        let p = pooled.clone().expect("an SDXL UNet's last encoder pools");
+        let n = (tt.input_dim - p.dims()[1]) / tt.time_embed_dim;
+        (p, Tensor::zeros((1, n), DType::F32, &dev).unwrap())
+    });
     let text = Tensor::cat(&parts, candle_core::D::Minus1).unwrap();
     assert_eq!(
         text.dims()[2],
@@ -35,7 +44,10 @@ fn run_preset(name: &str, cfg: ModelConfig) {
         "{name}: text width != UNet cross-attention dim"
     );
     let latents = Tensor::zeros((1, 4, 8, 8), DType::F32, &dev).unwrap();
-    let noise = m.unet.forward(&latents, 999.0, &text, None).unwrap();
+    let noise = m
+        .unet
+        .forward(&latents, 999.0, &text, added.as_ref().map(|(p, s)| (p, s)))
+        .unwrap();
     assert_eq!(noise.dims(), [1, 4, 8, 8], "{name}");
     let image = m.vae.decode(&latents).unwrap();
     assert_eq!(image.dims(), [1, 3, 64, 64], "{name}");

@@ -18,9 +18,9 @@ use std::sync::Arc;
 /// Pinned digests of the generated tiny models: byte-identical on every machine.
 const TINY_DIGEST: &str = "sha256:806cec6c747e08a27fab02e29014d604357d0547dbed5bc983d4c90b60388e66";
 const TINY_XL_DIGEST: &str =
-    "sha256:0b9c6b0e4a6aa2c1252d725759cdbe989b25b339814dd169cc2cd0c1791329a2";
+    "sha256:060d22c7b7488b522f49d0d50e50e0aac4cfcdbad4fcc3835937e6c6b7c68c6b";
 const TINY_REFINER_DIGEST: &str =
-    "sha256:bd81c4b67e2ae418ef9bf24abf4e79f12b5083801b589509aff91ba084bcdc4f";
+    "sha256:4f863b35a644e9439316c2b43c4fc426c31e74792b6363a10dd07f058073f097";
 const TINY_INPAINT_DIGEST: &str =
     "sha256:57b82f86319c601fbfa3dbec60ee2262ab715e207f888fca3c9fe56f646ca3fc";
 

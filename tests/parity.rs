@@ -67,6 +67,8 @@ struct Case {
     image: Option<PathBuf>,
     mask: Option<PathBuf>,
     strength: Option<f64>,
+    /// Refine with this model (`--refiner`).
+    refiner: Option<TinyModel>,
 }
 
 impl Case {
@@ -85,6 +87,7 @@ impl Case {
             "image": self.image,
             "mask": self.mask,
             "strength": self.strength,
+            "refiner": self.refiner.map(|r| ensure(r).unwrap()),
         })
     }
 
@@ -117,6 +120,9 @@ impl Case {
         }
         if let Some(s) = self.strength {
             args.extend(["--strength".into(), s.to_string()]);
+        }
+        if let Some(r) = self.refiner {
+            args.extend(["--refiner".into(), r.id().into()]);
         }
         args.extend(["--out".into(), out.display().to_string()]);
         let o = Command::new(common::difflog_bin())
@@ -212,6 +218,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
         image: None,
         mask: None,
         strength: None,
+        refiner: None,
     };
     let cases = [
         base("text-to-image, DDIM", "ddim", 3, 4),
@@ -255,6 +262,20 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
                 13,
                 3,
             )
+        },
+        Case {
+            model: Model::Tiny(TinyModel::Xl),
+            ..base("SDXL base: two encoders, pooled output, size numbers, zero negative", "ddim", 14, 4)
+        },
+        Case {
+            model: Model::Tiny(TinyModel::Xl),
+            negative: Some("blurry"),
+            ..base("SDXL base with a negative prompt", "euler-a", 15, 3)
+        },
+        Case {
+            model: Model::Tiny(TinyModel::Xl),
+            refiner: Some(TinyModel::XlRefiner),
+            ..base("SDXL base → refiner (latents handed over, aesthetic score)", "ddim", 16, 4)
         },
         Case {
             model: Model::Tiny(TinyModel::Inpaint),

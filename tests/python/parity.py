@@ -66,19 +66,34 @@ def run_case(c):
         if c.get("strength") is not None:
             kw["strength"] = c["strength"]
     n = len(c["prompt"]) * c["images_per_prompt"]
-    generators = [torch.Generator("cpu").manual_seed(c["seed"] + i) for i in range(n)]
-    out = pipe(
-        c["prompt"],
+
+    def generators():
+        return [torch.Generator("cpu").manual_seed(c["seed"] + i) for i in range(n)]
+
+    common = dict(
         negative_prompt=[c["negative_prompt"]] * len(c["prompt"]) if c.get("negative_prompt") else None,
         num_images_per_prompt=c["images_per_prompt"],
         num_inference_steps=c["steps"],
         guidance_scale=c["guidance"],
+    )
+    refiner = c.get("refiner")
+    out = pipe(
+        c["prompt"],
         height=c["height"],
         width=c["width"],
-        generator=generators,
-        output_type="np",
+        generator=generators(),
+        output_type="latent" if refiner else "np",
+        **common,
         **kw,
     )
+    if refiner:
+        # The base's latents to the refiner, which draws from fresh
+        # generators of the same seeds (as difflog generate --refiner).
+        ref = DiffusionPipeline.from_pretrained(refiner)
+        if c.get("scheduler"):
+            ref.scheduler = SCHEDULERS[c["scheduler"]].from_config(ref.scheduler.config)
+        out = ref(c["prompt"], image=out.images, generator=generators(), output_type="np", **common)
+        pipe = ref
     return torch.from_numpy(np.ascontiguousarray(out.images, dtype=np.float32)), pipe.scheduler.timesteps.float()
 
 

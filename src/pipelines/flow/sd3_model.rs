@@ -82,6 +82,7 @@ fn small_clip(width: usize, quick_gelu: bool, pad: &'static str) -> ClipConfig {
         positions: 77,
         quick_gelu,
         projection: width,
+        projected: true,
         pad,
     }
 }

@@ -8,7 +8,7 @@ use crate::pipelines::arch::Arch;
 use crate::pipelines::flow::flux_model::FluxConfig;
 use crate::pipelines::flow::sd3_model::Sd3Config;
 use crate::pipelines::load::presets::tiny_preset;
-use crate::pipelines::sd::model::ModelConfig;
+use crate::pipelines::sd::model::{Family, ModelConfig};
 use serde_json::Value;
 use std::path::Path;
 
@@ -150,9 +150,6 @@ fn own_configs(dir: &Path, mut cfg: ModelConfig, own_text: bool) -> Result<Model
             }
         };
         unet.in_channels = 4;
-        // The SDXL pipeline does not feed the micro-conditioning yet
-        // (issue 33): its add_embedding stays unread, as it always was.
-        unet.text_time = None;
         if let Some(s) = u["sample_size"].as_u64() {
             cfg.default_size = s as usize * 8;
         }
@@ -172,7 +169,8 @@ fn own_configs(dir: &Path, mut cfg: ModelConfig, own_text: bool) -> Result<Model
                     "missing: the text encoder is built from its config".into(),
                 )
             })?;
-            cfg.text[i] = d::text_from_config(&v).map_err(|e| bad(&rel, e))?;
+            let xl = matches!(cfg.family, Family::Xl | Family::XlRefiner);
+            cfg.text[i] = d::text_from_config(&v, xl).map_err(|e| bad(&rel, e))?;
         }
     }
     if let Some(v) = json("scheduler/scheduler_config.json")? {

@@ -1,7 +1,7 @@
-//! The CLIP text encoders of Stable Diffusion 3 (CLIP-L and CLIP-G, with
-//! their text projections), one implementation for the real sizes and the
-//! tiny one. SD3 reads the *penultimate* layer's hidden states and the
-//! projected pooled output, which candle's CLIP models do not both give for
+//! The CLIP text encoders of Stable Diffusion XL and 3 (CLIP-L and CLIP-G,
+//! with their text projections where they have one), one implementation for
+//! the real sizes and the tiny one. Both read the *penultimate* layer's
+//! hidden states and the (projected) pooled output, which candle's CLIP models do not both give for
 //! both activations (candle's configurable CLIP has no exact GELU, its
 //! Stable Diffusion CLIP cannot be configured to a small size); the layout
 //! is transformers' `CLIPTextModelWithProjection`, so real files load as
@@ -30,6 +30,9 @@ pub struct ClipConfig {
     pub quick_gelu: bool,
     /// `projection_dim` of the text projection.
     pub projection: usize,
+    /// Whether it has the text projection (`CLIPTextModelWithProjection`;
+    /// SDXL's first encoder is a plain `CLIPTextModel`).
+    pub projected: bool,
     /// The padding token (`<|endoftext|>` for CLIP-L, `!` for CLIP-G).
     pub pad: &'static str,
 }
@@ -46,6 +49,7 @@ impl ClipConfig {
             positions: 77,
             quick_gelu: true,
             projection: 768,
+            projected: true,
             pad: "<|endoftext|>",
         }
     }
@@ -61,6 +65,7 @@ impl ClipConfig {
             positions: 77,
             quick_gelu: false,
             projection: 1280,
+            projected: true,
             pad: "!",
         }
     }
@@ -84,7 +89,7 @@ pub struct Clip {
     positions: Embedding,
     layers: Vec<Layer>,
     final_ln: LayerNorm,
-    projection: Linear,
+    projection: Option<Linear>,
 }
 
 /// What SD3 takes from one CLIP: the penultimate layer's hidden states
@@ -92,7 +97,8 @@ pub struct Clip {
 pub struct ClipOutput {
     /// Hidden states after the second-to-last layer (not normalised).
     pub penultimate: Tensor,
-    /// The final-normalised state at the end token, projected.
+    /// The final-normalised state at the end token, projected (when the
+    /// encoder has a projection).
     pub pooled: Tensor,
 }
 
@@ -121,7 +127,11 @@ impl Clip {
             positions: embedding(cfg.positions, w, t.pp("embeddings.position_embedding"))?,
             layers,
             final_ln: layer_norm(w, 1e-5, t.pp("final_layer_norm"))?,
-            projection: linear_no_bias(w, cfg.projection, vb.pp("text_projection"))?,
+            projection: if cfg.projected {
+                Some(linear_no_bias(w, cfg.projection, vb.pp("text_projection"))?)
+            } else {
+                None
+            },
             cfg: cfg.clone(),
         })
     }
@@ -173,9 +183,11 @@ impl Clip {
             }
         }
         let last = self.final_ln.forward(&x)?;
-        let pooled = self
-            .projection
-            .forward(&last.narrow(1, eos, 1)?.squeeze(1)?)?;
+        let end = last.narrow(1, eos, 1)?.squeeze(1)?;
+        let pooled = match &self.projection {
+            Some(p) => p.forward(&end)?,
+            None => end,
+        };
         Ok(ClipOutput {
             penultimate,
             pooled,

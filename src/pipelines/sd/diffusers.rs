@@ -21,11 +21,31 @@ pub const DIFFUSERS_VERSION: &str = "0.30.0";
 /// for the tiny models' small CLIP; `None` for the real presets (their
 /// folders carry their own).
 pub fn text_encoder_config(c: &TextConfig, with_projection: bool) -> Option<Value> {
-    let TextConfig::Small(c) = c else {
-        return None;
-    };
-    let act = match c.activation {
-        Activation::QuickGelu => "quick_gelu",
+    // (vocab, width, intermediate, layers, heads, positions, act, projection)
+    let (vocab, width, inter, layers, heads, positions, act, projection) = match c {
+        TextConfig::Small(c) => (
+            c.vocab_size,
+            c.embed_dim,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.max_position_embeddings,
+            match c.activation {
+                Activation::QuickGelu => "quick_gelu",
+            },
+            c.projection_dim,
+        ),
+        TextConfig::Clip(c) if c.vocab == crate::pipelines::tiny::vocab::VOCAB_SIZE => (
+            c.vocab,
+            c.width,
+            c.intermediate,
+            c.layers,
+            c.heads,
+            c.positions,
+            if c.quick_gelu { "quick_gelu" } else { "gelu" },
+            c.projection,
+        ),
+        _ => return None,
     };
     let class = if with_projection {
         "CLIPTextModelWithProjection"
@@ -35,14 +55,14 @@ pub fn text_encoder_config(c: &TextConfig, with_projection: bool) -> Option<Valu
     Some(json!({
         "architectures": [class],
         "model_type": "clip_text_model",
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.embed_dim,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "max_position_embeddings": c.max_position_embeddings,
+        "vocab_size": vocab,
+        "hidden_size": width,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": positions,
         "hidden_act": act,
-        "projection_dim": c.projection_dim,
+        "projection_dim": projection,
         "layer_norm_eps": 1e-5,
         "bos_token_id": crate::pipelines::tiny::vocab::VOCAB_SIZE - 2,
         "eos_token_id": crate::pipelines::tiny::vocab::VOCAB_SIZE - 1,
@@ -126,6 +146,18 @@ pub fn model_index(cfg: &ModelConfig) -> Value {
         v["safety_checker"] = json!([null, null]);
         v["feature_extractor"] = json!([null, null]);
         v["requires_safety_checker"] = json!(false);
+    } else {
+        // SDXL: no negative prompt means zero embeddings for the base, the
+        // empty text's for the refiner, which also takes an aesthetic score.
+        let refiner = cfg.text_starts_at_2;
+        v["force_zeros_for_empty_prompt"] = json!(!refiner);
+        if refiner {
+            v["requires_aesthetics_score"] = json!(true);
+            v["text_encoder"] = json!([null, null]);
+            v["tokenizer"] = json!([null, null]);
+        }
+        v["image_encoder"] = json!([null, null]);
+        v["feature_extractor"] = json!([null, null]);
     }
     v
 }
@@ -338,16 +370,40 @@ pub fn vae_from_config(v: &Value) -> Result<(AutoEncoderKLConfig, f64), String> 
 }
 
 /// A CLIP text encoder from its transformers `config.json`, for sizes no
-/// preset has (the presets' own encoders are kept as they are). difflog
-/// builds those with quick GELU only.
-pub fn text_from_config(v: &Value) -> Result<TextConfig, String> {
+/// preset has (the presets' own encoders are kept as they are). For SDXL
+/// (`xl`) as SDXL reads it (penultimate layer, pooled output; quick or
+/// exact GELU); else with quick GELU only.
+pub fn text_from_config(v: &Value, xl: bool) -> Result<TextConfig, String> {
     let act: String = field_or(v, "hidden_act", "quick_gelu".to_string())?;
+    let hidden: usize = field(v, "hidden_size")?;
+    if xl {
+        let projected = v["architectures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c == "CLIPTextModelWithProjection"));
+        return Ok(TextConfig::Clip(
+            crate::pipelines::parts::clip::ClipConfig {
+                vocab: field(v, "vocab_size")?,
+                width: hidden,
+                layers: field(v, "num_hidden_layers")?,
+                heads: field(v, "num_attention_heads")?,
+                intermediate: field(v, "intermediate_size")?,
+                positions: field_or(v, "max_position_embeddings", 77)?,
+                quick_gelu: match act.as_str() {
+                    "quick_gelu" => true,
+                    "gelu" => false,
+                    other => return Err(format!("hidden_act {other:?} is not supported")),
+                },
+                projection: field_or(v, "projection_dim", hidden)?,
+                projected,
+                pad: "<|endoftext|>",
+            },
+        ));
+    }
     if act != "quick_gelu" {
         return Err(format!(
             "a text encoder with hidden_act {act:?} and these sizes is not supported (quick_gelu is)"
         ));
     }
-    let hidden: usize = field(v, "hidden_size")?;
     Ok(TextConfig::Small(ClipTextConfig {
         vocab_size: field(v, "vocab_size")?,
         embed_dim: hidden,
@@ -427,8 +483,11 @@ mod tests {
             json!(["transformers", "CLIPTextModelWithProjection"])
         );
         assert!(xl.get("safety_checker").is_none());
+        assert_eq!(xl["force_zeros_for_empty_prompt"], true);
         let refiner = model_index(&ModelConfig::tiny_xl_refiner());
-        assert!(refiner.get("text_encoder").is_none());
+        // The refiner has no first text encoder (diffusers' null entry).
+        assert_eq!(refiner["text_encoder"], json!([null, null]));
+        assert_eq!(refiner["requires_aesthetics_score"], true);
         assert_eq!(vae_config(&cfg)["norm_num_groups"], 8);
     }
 
@@ -489,7 +548,7 @@ mod tests {
         v["block_out_channels"] = json!([32, 64]);
         assert!(vae_from_config(&v).unwrap_err().contains("scales by 8"));
         let t = json!({"hidden_act": "gelu", "hidden_size": 32});
-        assert!(text_from_config(&t).unwrap_err().contains("gelu"));
+        assert!(text_from_config(&t, false).unwrap_err().contains("gelu"));
         let s = json!({"_class_name": "PNDMScheduler", "beta_schedule": "linear"});
         assert!(scheduler_from_config(&s, &ModelConfig::tiny().scheduler).is_err());
     }

@@ -5,7 +5,8 @@
 //! loaded by [`Modules::load`] from the same diffusers folder layout with
 //! `VarBuilder::from_mmaped_safetensors`.
 
-use super::unet::{Unet, UnetBlock, UnetConfig};
+use super::unet::{TextTime, Unet, UnetBlock, UnetConfig};
+use crate::pipelines::parts::clip::{Clip, ClipConfig};
 use crate::pipelines::parts::scheduler::{Prediction, SchedulerKind, SchedulerSettings, Spacing};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -38,6 +39,9 @@ pub enum TextConfig {
     Sd(SdClipConfig),
     /// A small CLIP text encoder (the tiny models), same tensor names.
     Small(ClipTextConfig),
+    /// SDXL's encoders: CLIP read at its penultimate layer, with its pooled
+    /// (projected) output for the UNet's micro-conditioning.
+    Clip(ClipConfig),
 }
 
 impl TextConfig {
@@ -46,6 +50,7 @@ impl TextConfig {
         match self {
             TextConfig::Sd(c) => c.max_position_embeddings,
             TextConfig::Small(c) => c.max_position_embeddings,
+            TextConfig::Clip(c) => c.positions,
         }
     }
 
@@ -54,6 +59,8 @@ impl TextConfig {
         match self {
             TextConfig::Sd(_) => "CLIPTextModel",
             TextConfig::Small(_) => "CLIPTextModel (tiny)",
+            TextConfig::Clip(c) if c.projected => "CLIPTextModelWithProjection",
+            TextConfig::Clip(_) => "CLIPTextModel",
         }
     }
 
@@ -62,6 +69,7 @@ impl TextConfig {
         let pad = match self {
             TextConfig::Sd(c) => c.pad_with.clone(),
             TextConfig::Small(c) => c.pad_with.clone(),
+            TextConfig::Clip(c) => Some(c.pad.to_string()),
         };
         pad.unwrap_or_else(|| "<|endoftext|>".into())
     }
@@ -158,6 +166,22 @@ fn small_clip(width: usize, heads: usize) -> TextConfig {
     })
 }
 
+/// A tiny XL text encoder: SDXL's CLIP at the tiny sizes.
+fn xl_clip(width: usize, projected: bool) -> TextConfig {
+    TextConfig::Clip(ClipConfig {
+        vocab: crate::pipelines::tiny::vocab::VOCAB_SIZE,
+        width,
+        layers: 2,
+        heads: 4,
+        intermediate: width * 2,
+        positions: 77,
+        quick_gelu: true,
+        projection: width,
+        projected,
+        pad: "<|endoftext|>",
+    })
+}
+
 fn ddim(prediction: Prediction) -> SchedulerSettings {
     SchedulerSettings::new(SchedulerKind::Ddim, prediction, Spacing::Leading)
 }
@@ -249,21 +273,30 @@ impl ModelConfig {
             family: Family::Xl,
             class: "StableDiffusionXLPipeline",
             text: vec![
-                TextConfig::Sd(SdClipConfig::sdxl()),
-                TextConfig::Sd(SdClipConfig::sdxl2()),
+                TextConfig::Clip(ClipConfig {
+                    projected: false,
+                    ..ClipConfig::large()
+                }),
+                TextConfig::Clip(ClipConfig::big_g()),
             ],
             text_starts_at_2: false,
-            unet: unet(
-                vec![
-                    bc(320, None, 5),
-                    bc(640, Some(2), 10),
-                    bc(1280, Some(10), 20),
-                ],
-                2048,
-                2,
-                32,
-                true,
-            ),
+            unet: UnetConfig {
+                text_time: Some(TextTime {
+                    time_embed_dim: 256,
+                    input_dim: 1280 + 6 * 256,
+                }),
+                ..unet(
+                    vec![
+                        bc(320, None, 5),
+                        bc(640, Some(2), 10),
+                        bc(1280, Some(10), 20),
+                    ],
+                    2048,
+                    2,
+                    32,
+                    true,
+                )
+            },
             vae: vae(vec![128, 256, 512, 512], 2, 32),
             vae_scale: 0.13025,
             default_size: 1024,
@@ -292,20 +325,28 @@ impl ModelConfig {
         ModelConfig {
             family: Family::XlRefiner,
             class: "StableDiffusionXLImg2ImgPipeline",
-            text: vec![TextConfig::Sd(SdClipConfig::sdxl2())],
+            text: vec![TextConfig::Clip(ClipConfig::big_g())],
             text_starts_at_2: true,
-            unet: unet(
-                vec![
-                    bc(384, None, 6),
-                    bc(768, Some(4), 12),
-                    bc(1536, Some(4), 24),
-                    bc(1536, None, 24),
-                ],
-                1280,
-                2,
-                32,
-                true,
-            ),
+            unet: UnetConfig {
+                // Five numbers: the original size, the crop and the
+                // aesthetic score.
+                text_time: Some(TextTime {
+                    time_embed_dim: 256,
+                    input_dim: 1280 + 5 * 256,
+                }),
+                ..unet(
+                    vec![
+                        bc(384, None, 6),
+                        bc(768, Some(4), 12),
+                        bc(1536, Some(4), 24),
+                        bc(1536, None, 24),
+                    ],
+                    1280,
+                    2,
+                    32,
+                    true,
+                )
+            },
             ..ModelConfig::sdxl()
         }
     }
@@ -379,9 +420,15 @@ impl ModelConfig {
         ModelConfig {
             family: Family::Xl,
             class: "StableDiffusionXLPipeline",
-            text: vec![small_clip(32, 4), small_clip(48, 4)],
+            text: vec![xl_clip(32, false), xl_clip(48, true)],
             text_starts_at_2: false,
-            unet: unet(vec![bc(32, None, 4), bc(64, Some(1), 4)], 80, 1, 8, true),
+            unet: UnetConfig {
+                text_time: Some(TextTime {
+                    time_embed_dim: 8,
+                    input_dim: 48 + 6 * 8,
+                }),
+                ..unet(vec![bc(32, None, 4), bc(64, Some(1), 4)], 80, 1, 8, true)
+            },
             vae_scale: 0.13025,
             default_strength: 0.3,
             ..ModelConfig::tiny()
@@ -393,9 +440,15 @@ impl ModelConfig {
         ModelConfig {
             family: Family::XlRefiner,
             class: "StableDiffusionXLImg2ImgPipeline",
-            text: vec![small_clip(48, 4)],
+            text: vec![xl_clip(48, true)],
             text_starts_at_2: true,
-            unet: unet(vec![bc(32, Some(1), 4), bc(64, Some(1), 4)], 48, 1, 8, true),
+            unet: UnetConfig {
+                text_time: Some(TextTime {
+                    time_embed_dim: 8,
+                    input_dim: 48 + 5 * 8,
+                }),
+                ..unet(vec![bc(32, Some(1), 4), bc(64, Some(1), 4)], 48, 1, 8, true)
+            },
             ..ModelConfig::tiny_xl()
         }
     }
@@ -435,6 +488,8 @@ pub enum TextEncoder {
     Sd(SdClip),
     /// The small CLIP of the tiny models.
     Small(SmallClip),
+    /// SDXL's CLIP (penultimate layer and pooled output).
+    Clip(Clip),
 }
 
 impl TextEncoder {
@@ -452,7 +507,21 @@ impl TextEncoder {
         Ok(match cfg {
             TextConfig::Sd(c) => TextEncoder::Sd(SdClip::new(vb, c)?),
             TextConfig::Small(c) => TextEncoder::Small(SmallClip::new(vb.pp("text_model"), c)?),
+            TextConfig::Clip(c) => TextEncoder::Clip(Clip::new(vb, c)?),
         })
+    }
+
+    /// The hidden states the UNet attends to for token ids (batch, seq),
+    /// and the pooled output when the encoder gives one (SDXL's: the
+    /// penultimate layer, and the state at `eos`, the end token's position).
+    pub fn encode_pooled(&self, ids: &Tensor, eos: usize) -> Result<(Tensor, Option<Tensor>)> {
+        match self {
+            TextEncoder::Clip(m) => {
+                let out = m.encode(ids, eos)?;
+                Ok((out.penultimate, Some(out.pooled)))
+            }
+            other => Ok((other.encode(ids)?, None)),
+        }
     }
 
     /// Hidden states of the last layer for token ids of shape (batch, seq).
@@ -460,6 +529,7 @@ impl TextEncoder {
         match self {
             TextEncoder::Sd(m) => m.forward(ids),
             TextEncoder::Small(m) => m.forward_with_mask(ids, usize::MAX),
+            TextEncoder::Clip(m) => m.encode(ids, ids.dim(1)? - 1).map(|o| o.penultimate),
         }
     }
 }

@@ -23,6 +23,14 @@ use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex};
 use tokenizers::Tokenizer;
 
+/// What the UNet is conditioned on for one prompt: the text hidden states
+/// (negative first when guided) and SDXL's pooled embedding and size
+/// numbers, batched the same way.
+struct Cond {
+    text: Tensor,
+    added: Option<(Tensor, Tensor)>,
+}
+
 /// An inpainting call's extra UNet inputs at latent resolution: the mask
 /// and the masked image's latents (batch of one).
 struct InpaintInputs {
@@ -104,6 +112,15 @@ impl StableDiffusion {
     }
 
     fn tokens(&self, encoder: usize, text: &str) -> Result<Vec<u32>, PipelineError> {
+        self.tokens_and_end(encoder, text).map(|(ids, _)| ids)
+    }
+
+    /// The padded token ids and the end token's position.
+    fn tokens_and_end(
+        &self,
+        encoder: usize,
+        text: &str,
+    ) -> Result<(Vec<u32>, usize), PipelineError> {
         let max = self.model.config.text[encoder].max_tokens();
         let enc = self.tokenizers[encoder]
             .encode(text, true)
@@ -116,24 +133,40 @@ impl StableDiffusion {
                 shorten(text)
             )));
         }
+        let end = ids.len().saturating_sub(1);
         ids.resize(max, self.pad_ids[encoder]);
-        Ok(ids)
+        Ok((ids, end))
     }
 
-    /// Hidden states of all text encoders for one text (XL: concatenated).
-    fn embed(&self, first: &str, second: &str) -> Result<Tensor, PipelineError> {
+    /// Hidden states of all text encoders for one text (XL: concatenated),
+    /// and the last encoder's pooled output when it gives one (XL).
+    fn embed(&self, first: &str, second: &str) -> Result<(Tensor, Option<Tensor>), PipelineError> {
         let mut parts = Vec::new();
+        let mut pooled = None;
         for i in 0..self.modules.text.len() {
             let text = if i == 0 { first } else { second };
-            let ids = self.tokens(i, text)?;
+            let (ids, end) = self.tokens_and_end(i, text)?;
             let ids = Tensor::new(ids.as_slice(), &self.place.device)?.unsqueeze(0)?;
-            parts.push(
-                self.modules.text[i]
-                    .encode(&ids)?
-                    .to_dtype(self.place.dtype)?,
-            );
+            let (hidden, pool) = self.modules.text[i].encode_pooled(&ids, end)?;
+            parts.push(hidden.to_dtype(self.place.dtype)?);
+            pooled = pool.map(|p| p.to_dtype(self.place.dtype)).transpose()?;
         }
-        Ok(Tensor::cat(&parts, candle_core::D::Minus1)?)
+        Ok((Tensor::cat(&parts, candle_core::D::Minus1)?, pooled))
+    }
+
+    /// SDXL's six size numbers for an image of `w`×`h` (original size, crop
+    /// corner, target size: `(h, w, 0, 0, h, w)`), or the refiner's five
+    /// (original size, crop corner, aesthetic score 6, or 2.5 for the
+    /// negative prompt), as diffusers' pipelines make them by default.
+    fn size_numbers(&self, w: usize, h: usize, negative: bool) -> Result<Tensor, PipelineError> {
+        let (w, h) = (w as f32, h as f32);
+        let v = if self.model.config.family == Family::XlRefiner {
+            vec![h, w, 0.0, 0.0, if negative { 2.5 } else { 6.0 }]
+        } else {
+            vec![h, w, 0.0, 0.0, h, w]
+        };
+        let n = v.len();
+        Ok(Tensor::from_vec(v, (1, n), &self.place.device)?.to_dtype(self.place.dtype)?)
     }
 
     fn size(&self, r: &Request) -> (usize, usize) {
@@ -262,17 +295,64 @@ impl StableDiffusion {
 
     /// Each prompt's text embeddings, preceded by the negative prompt's
     /// when guided (one batch of two, as the UNet takes it).
-    fn embed_prompts(&self, r: &Request, guided: bool) -> Result<Vec<Tensor>, PipelineError> {
+    fn embed_prompts(
+        &self,
+        r: &Request,
+        guided: bool,
+        (w, h): (usize, usize),
+    ) -> Result<Vec<Cond>, PipelineError> {
         let neg = r.negative_prompt.clone().unwrap_or_default();
         let neg2 = r.negative_prompt_2.clone().unwrap_or_else(|| neg.clone());
+        // SDXL base: no negative prompt means zero embeddings
+        // (force_zeros_for_empty_prompt), not the empty text's.
+        let zeros = self.model.config.family == Family::Xl
+            && r.negative_prompt.is_none()
+            && r.negative_prompt_2.is_none();
+        let negative = match guided {
+            false => None,
+            true => {
+                let (text, pooled) = self.embed(&neg, &neg2)?;
+                Some(match zeros {
+                    true => (
+                        text.zeros_like()?,
+                        pooled.map(|p| p.zeros_like()).transpose()?,
+                    ),
+                    false => (text, pooled),
+                })
+            }
+        };
         let mut embeddings = Vec::new();
         for p in &r.prompt {
-            let cond = self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?;
-            embeddings.push(if guided {
-                Tensor::cat(&[self.embed(&neg, &neg2)?, cond], 0)?
-            } else {
-                cond
-            });
+            let (text, pooled) = self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?;
+            let added = |pooled: Option<Tensor>,
+                         negative: bool|
+             -> Result<Option<(Tensor, Tensor)>, PipelineError> {
+                Ok(match pooled {
+                    Some(p) if self.modules.unet.config().text_time.is_some() => {
+                        Some((p, self.size_numbers(w, h, negative)?))
+                    }
+                    _ => None,
+                })
+            };
+            let cond = match &negative {
+                None => Cond {
+                    text,
+                    added: added(pooled, false)?,
+                },
+                Some((nt, np)) => {
+                    let a = match (added(np.clone(), true)?, added(pooled, false)?) {
+                        (Some((p0, s0)), Some((p1, s1))) => {
+                            Some((Tensor::cat(&[p0, p1], 0)?, Tensor::cat(&[s0, s1], 0)?))
+                        }
+                        _ => None,
+                    };
+                    Cond {
+                        text: Tensor::cat(&[nt, &text], 0)?,
+                        added: a,
+                    }
+                }
+            };
+            embeddings.push(cond);
         }
         Ok(embeddings)
     }
@@ -285,7 +365,7 @@ impl StableDiffusion {
         scheduler: &mut dyn Scheduler,
         mut latents: Tensor,
         timesteps: &[usize],
-        text: &Tensor,
+        cond: &Cond,
         guidance: Option<f64>,
         inpaint: Option<&InpaintInputs>,
     ) -> Result<Tensor, PipelineError> {
@@ -306,7 +386,8 @@ impl StableDiffusion {
                 }
                 None => x,
             };
-            let pred = self.modules.unet.forward(&x, t as f64, text, None)?;
+            let added = cond.added.as_ref().map(|(p, s)| (p, s));
+            let pred = self.modules.unet.forward(&x, t as f64, &cond.text, added)?;
             let pred = match guidance {
                 Some(g) => {
                     let parts = pred.chunk(2, 0)?;
@@ -539,7 +620,7 @@ impl Pipeline for StableDiffusion {
         let cfg_guided = guidance > 1.0;
 
         ctx.phase("text_encoding");
-        let embeddings = self.embed_prompts(r, cfg_guided)?;
+        let embeddings = self.embed_prompts(r, cfg_guided, (w, h))?;
 
         let init_image = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;
         let n = r.image_count();
@@ -607,14 +688,14 @@ impl Pipeline for StableDiffusion {
                 _ => None,
             };
             ctx.phase("denoising");
-            let text = &embeddings[self.prompt_of(r, i)];
+            let cond = &embeddings[self.prompt_of(r, i)];
             let guide = cfg_guided.then_some(guidance);
             let from = t_start.min(timesteps.len());
             let latents = self.denoise(
                 scheduler.as_mut(),
                 latents,
                 &timesteps[from..],
-                text,
+                cond,
                 guide,
                 inpaint.as_ref(),
             )?;

@@ -31,7 +31,7 @@ pub mod vocab;
 pub use vocab::{T5_VOCAB_SIZE, VOCAB_SIZE};
 
 /// Bumped whenever the generated files change, so old caches are not reused.
-const TINY_VERSION: u32 = 2;
+const TINY_VERSION: u32 = 3;
 
 /// The tiny models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
