@@ -232,7 +232,7 @@ fn request_of(
         width: args.width,
         height: args.height,
         seed: args.seed,
-        rng: args.rng,
+        rng: args.rng.clone(),
         init,
         strength: args.strength,
         mask,

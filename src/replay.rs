@@ -8,9 +8,9 @@
 //! comparison against other weights proves nothing.
 //!
 //! A call recorded from Python (diffusers, through difflog's Python
-//! package) is re-made on candle too, when each of its images had a fresh
-//! CPU `torch.Generator` (difflog then draws the same noise, `--rng
-//! torch-cpu`) and its scheduler is one difflog has: its PNG cannot be
+//! package) is re-made on candle too, when each of its images had a CPU
+//! `torch.Generator` of its own, fresh or with its state recorded (difflog
+//! then draws the same noise, `--rng torch-cpu`) and its scheduler is one difflog has: its PNG cannot be
 //! byte-identical (diffusers computed it), so its pixels are compared, and
 //! match when no value differs by more than one level of 255 (the parity
 //! tolerance of tests/parity.rs).
@@ -72,8 +72,9 @@ fn scheduler_kind(recorded: &Value) -> Option<std::result::Result<SchedulerKind,
 }
 
 /// The random generator of row `index` of a call: the recorded `rng`; for
-/// a call recorded from Python, PyTorch's when that image had a fresh CPU
-/// `torch.Generator` of its own (the row's seed is its seed).
+/// a call recorded from Python, PyTorch's when that image had a CPU
+/// `torch.Generator` of its own: fresh (the row's seed is its seed) or
+/// restored from the state the recorder kept.
 fn row_rng(
     params: &serde_json::Map<String, Value>,
     index: u32,
@@ -110,13 +111,18 @@ fn row_rng(
             g["device"]
         ));
     }
-    if g["fresh"].as_bool() != Some(true) {
-        return Err(
-            "its generator had been used before the call (difflog re-makes from a fresh seed)"
-                .into(),
-        );
+    if g["fresh"].as_bool() == Some(true) {
+        return Ok(Rng::TorchCpu);
     }
-    Ok(Rng::TorchCpu)
+    // Used before the call: its state then, as the recorder kept it.
+    use base64::Engine as _;
+    let state = g["state"]
+        .as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or("its generator had been used before the call and its state was not recorded")?;
+    crate::pipelines::parts::torch_rng::TorchGenerator::from_state(&state)
+        .map_err(|e| format!("its generator's recorded state: {e}"))?;
+    Ok(Rng::TorchCpuState(state.into()))
 }
 
 fn bad(run: &Path, why: impl Into<String>) -> Error {

@@ -34,7 +34,7 @@ pub enum InitImage {
 }
 
 /// Which random generator a seed drives: the noise a seed means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Rng {
     /// difflog's own: a ChaCha8 stream per image (the default; the same on
     /// every machine and device).
@@ -44,6 +44,10 @@ pub enum Rng {
     /// `torch.Generator("cpu").manual_seed(seed + i)` draws, as diffusers'
     /// `randn_tensor` draws it with one generator per image.
     TorchCpu,
+    /// PyTorch's CPU generator restored from a state `get_state()` gave
+    /// (5056 bytes; a call recorded from Python whose generator had been
+    /// used before): one image's noise, continuing that stream.
+    TorchCpuState(Arc<[u8]>),
 }
 
 impl Rng {
@@ -61,17 +65,17 @@ impl Rng {
 
     /// Records the generator with a call's parameters (`rng`), when it is
     /// not difflog's own (a record without `rng` was drawn by difflog's).
-    pub fn record(self, params: &mut serde_json::Map<String, serde_json::Value>) {
-        if self != Rng::Difflog {
+    pub fn record(&self, params: &mut serde_json::Map<String, serde_json::Value>) {
+        if *self != Rng::Difflog {
             params.insert("rng".into(), self.name().into());
         }
     }
 
     /// Its name, as `--rng` takes it.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Rng::Difflog => "difflog",
-            Rng::TorchCpu => "torch-cpu",
+            Rng::TorchCpu | Rng::TorchCpuState(_) => "torch-cpu",
         }
     }
 }

@@ -54,9 +54,13 @@ class Cross(unittest.TestCase):
                 run.call(pipe, prompt="a green line", num_inference_steps=3, height=64, width=64, generator=torch.Generator().manual_seed(9))
                 # torch's global generator: nothing of the image's own to draw from.
                 run.call(pipe, prompt="no generator", num_inference_steps=2, height=64, width=64)
+                # A generator used before the call: its recorded state.
+                g = torch.Generator().manual_seed(11)
+                torch.randn(37, generator=g)
+                run.call(pipe, prompt="a used generator", num_inference_steps=3, height=64, width=64, generator=[g])
             run.finish()
             d = only_run(root)
-            for call, rows in ((1, 2), (2, 1)):
+            for call, rows in ((1, 2), (2, 1), (4, 1)):
                 o = subprocess.run([BIN, "replay", d, "--call", str(call), "--json"], capture_output=True, text=True)
                 self.assertEqual(o.returncode, 0, o.stdout + o.stderr)
                 v = json.loads(o.stdout)

@@ -213,7 +213,7 @@ impl Pipeline for FluxPipeline {
         };
         for i in 0..n {
             let seed = r.seed.wrapping_add(i as u64);
-            let mut noise = Noise::of(r.rng, seed);
+            let mut noise = Noise::of(&r.rng, seed)?;
             let (latents, first) = shared::start(
                 &mut self.place,
                 &c,

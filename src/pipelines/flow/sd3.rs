@@ -292,7 +292,7 @@ impl Pipeline for Sd3Pipeline {
         };
         for i in 0..n {
             let seed = r.seed.wrapping_add(i as u64);
-            let mut noise = Noise::of(r.rng, seed);
+            let mut noise = Noise::of(&r.rng, seed)?;
             let (mut x, first) = shared::start(
                 &mut self.place,
                 &c,

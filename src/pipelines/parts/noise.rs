@@ -34,12 +34,16 @@ impl Noise {
         Noise::Difflog(Box::new(ChaCha8Rng::seed_from_u64(seed)))
     }
 
-    /// The stream of the image generated with `seed` by generator `rng`.
-    pub fn of(rng: Rng, seed: u64) -> Noise {
-        match rng {
+    /// The stream of the image generated with `seed` by generator `rng`
+    /// (a restored torch state continues its own stream, whatever the seed).
+    pub fn of(rng: &Rng, seed: u64) -> candle_core::Result<Noise> {
+        Ok(match rng {
             Rng::Difflog => Noise::new(seed),
             Rng::TorchCpu => Noise::Torch(Box::new(TorchGenerator::new(seed))),
-        }
+            Rng::TorchCpuState(state) => Noise::Torch(Box::new(
+                TorchGenerator::from_state(state).map_err(candle_core::Error::msg)?,
+            )),
+        })
     }
 
     /// The next `shape`-sized block of N(0, 1) samples, as an f32 tensor on
@@ -80,7 +84,7 @@ mod tests {
     #[test]
     fn torchs_generator_draws_torch_randn_block_after_block() {
         let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let mut n = Noise::of(Rng::TorchCpu, 0);
+        let mut n = Noise::of(&Rng::TorchCpu, 0).unwrap();
         let first = v(&n.normal(&[1, 4], &Device::Cpu).unwrap());
         let mut g = TorchGenerator::new(0);
         assert_eq!(first, g.randn(4));
@@ -90,5 +94,12 @@ mod tests {
             first,
             v(&Noise::new(0).normal(&[1, 4], &Device::Cpu).unwrap())
         );
+        // A recorded state continues its stream.
+        let mut g = TorchGenerator::new(3);
+        g.randn(5);
+        let state: std::sync::Arc<[u8]> = g.state().into();
+        let mut n = Noise::of(&Rng::TorchCpuState(state), 99).unwrap();
+        assert_eq!(v(&n.normal(&[20], &Device::Cpu).unwrap()), g.randn(20));
+        assert!(Noise::of(&Rng::TorchCpuState(vec![0u8; 7].into()), 0).is_err());
     }
 }

@@ -244,6 +244,17 @@ fn alphas_cumprod(s: &SchedulerSettings) -> Vec<f64> {
         .collect()
 }
 
+/// `original` noised to training step `timestep`: sqrt(ᾱ)·x + sqrt(1 − ᾱ)·ε.
+fn vp_add_noise(
+    alphas_cumprod: &[f64],
+    original: &Tensor,
+    noise: Tensor,
+    timestep: usize,
+) -> Result<Tensor> {
+    let a = alphas_cumprod[timestep.min(alphas_cumprod.len() - 1)];
+    (original * a.sqrt())? + (noise * (1.0 - a).sqrt())?
+}
+
 /// DDIM (diffusers' `DDIMScheduler`, `clip_sample` and `set_alpha_to_one`
 /// off as Stable Diffusion ships it): deterministic at eta 0, else noise
 /// from the image's stream.
@@ -280,8 +291,7 @@ impl Scheduler for Ddim {
     }
 
     fn add_noise(&self, original: &Tensor, noise: Tensor, timestep: usize) -> Result<Tensor> {
-        let a = self.alpha(timestep);
-        (original * a.sqrt())? + (noise * (1.0 - a).sqrt())?
+        vp_add_noise(&self.alphas_cumprod, original, noise, timestep)
     }
 
     fn init_noise_sigma(&self) -> f64 {
@@ -480,8 +490,7 @@ impl Scheduler for UniPc {
     }
 
     fn add_noise(&self, original: &Tensor, noise: Tensor, timestep: usize) -> Result<Tensor> {
-        let a = self.alphas_cumprod[timestep.min(self.alphas_cumprod.len() - 1)];
-        (original * a.sqrt())? + (noise * (1.0 - a).sqrt())?
+        vp_add_noise(&self.alphas_cumprod, original, noise, timestep)
     }
 
     fn init_noise_sigma(&self) -> f64 {

@@ -630,7 +630,7 @@ impl Pipeline for StableDiffusion {
         };
         for i in 0..n {
             let seed = r.seed.wrapping_add(i as u64);
-            let noise = Arc::new(Mutex::new(Noise::of(r.rng, seed)));
+            let noise = Arc::new(Mutex::new(Noise::of(&r.rng, seed)?));
             let mut scheduler = self.scheduler.build(steps, Arc::clone(&noise))?;
             let timesteps = scheduler.timesteps().to_vec();
             // Inpainting at full strength starts from pure noise (as

@@ -241,6 +241,29 @@ fn transformer(
     SpatialTransformer::new(vb, tc)
 }
 
+/// Layer `j` of a block: a resnet from `cin` channels to the block's, and
+/// its transformer in a cross-attention block.
+fn layer(
+    vb: &VarBuilder,
+    cfg: &UnetConfig,
+    b: &UnetBlock,
+    j: usize,
+    cin: usize,
+) -> Result<(ResnetBlock2D, Option<SpatialTransformer>)> {
+    let r = resnet(vb.pp("resnets").pp(j), cfg, cin, b.out_channels, 1.0)?;
+    let a = match b.cross_attention {
+        Some(depth) => Some(transformer(
+            vb.pp("attentions").pp(j),
+            cfg,
+            b.out_channels,
+            b,
+            depth,
+        )?),
+        None => None,
+    };
+    Ok((r, a))
+}
+
 /// difflog's UNet (see the module's comment).
 pub struct Unet {
     config: UnetConfig,
@@ -299,22 +322,9 @@ impl Unet {
             let mut attentions = Vec::new();
             for j in 0..cfg.layers_per_block {
                 let cin = if j == 0 { channels } else { b.out_channels };
-                resnets.push(resnet(
-                    vb.pp("resnets").pp(j),
-                    cfg,
-                    cin,
-                    b.out_channels,
-                    1.0,
-                )?);
-                if let Some(depth) = b.cross_attention {
-                    attentions.push(transformer(
-                        vb.pp("attentions").pp(j),
-                        cfg,
-                        b.out_channels,
-                        b,
-                        depth,
-                    )?);
-                }
+                let (r, a) = layer(&vb, cfg, b, j, cin)?;
+                resnets.push(r);
+                attentions.extend(a);
             }
             let sampler = (i + 1 < n)
                 .then(|| {
@@ -365,22 +375,9 @@ impl Unet {
                     b.out_channels
                 };
                 let cin = if j == 0 { prev } else { b.out_channels };
-                resnets.push(resnet(
-                    vb.pp("resnets").pp(j),
-                    cfg,
-                    cin + skip,
-                    b.out_channels,
-                    1.0,
-                )?);
-                if let Some(depth) = b.cross_attention {
-                    attentions.push(transformer(
-                        vb.pp("attentions").pp(j),
-                        cfg,
-                        b.out_channels,
-                        b,
-                        depth,
-                    )?);
-                }
+                let (r, a) = layer(&vb, cfg, b, j, cin + skip)?;
+                resnets.push(r);
+                attentions.extend(a);
             }
             let sampler = (i + 1 < n)
                 .then(|| Upsample::new(vb.pp("upsamplers").pp(0), b.out_channels))
