@@ -185,13 +185,15 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GenerateCli {
-    /// Model: tiny, tiny-xl, tiny-inpaint, tiny-flux, tiny-flux-dev,
-    /// tiny-sd3, sd15, sd21, sdxl, sd-turbo, sdxl-turbo, sd15-inpaint,
-    /// sd2-inpaint, sdxl-inpaint, flux-schnell, flux-dev, sd3-medium,
-    /// sd35-medium, sd35-large, sd35-large-turbo, a Hugging Face id (from the
-    /// hub cache, HF_HOME) or a folder in the diffusers layout (the
-    /// architecture is read from its model_index.json).
-    #[arg(long, default_value = "tiny")]
+    /// Model: tiny-shapes (the default: a tiny trained model built into
+    /// difflog that draws "a red circle on the left, blue background" and
+    /// the like), tiny, tiny-xl, tiny-inpaint, tiny-flux, tiny-flux-dev,
+    /// tiny-sd3 (seeded random weights: noise), sd15, sd21, sdxl, sd-turbo,
+    /// sdxl-turbo, sd15-inpaint, sd2-inpaint, sdxl-inpaint, flux-schnell,
+    /// flux-dev, sd3-medium, sd35-medium, sd35-large, sd35-large-turbo, a
+    /// Hugging Face id (from the hub cache, HF_HOME) or a folder in the
+    /// diffusers layout (built from its own configs).
+    #[arg(long, default_value = "tiny-shapes")]
     model: String,
     /// Prompt; repeat for several.
     #[arg(long, required = true)]

@@ -246,7 +246,7 @@ fn generate_records_a_run_and_says_where_the_images_are() {
         "{shown}"
     );
     assert!(
-        shown.contains("pipeline 1  StableDiffusionPipeline (tiny, f32, cpu)"),
+        shown.contains("pipeline 1  StableDiffusionPipeline (tiny-shapes, f32, cpu)"),
         "{shown}"
     );
 

@@ -35,6 +35,8 @@ enum Model {
     Tiny(TinyModel),
     /// A folder diffusers saved (made by parity.py).
     Folder(PathBuf),
+    /// The trained demo model.
+    Shapes,
 }
 
 impl Model {
@@ -42,6 +44,7 @@ impl Model {
         match self {
             Model::Tiny(t) => ensure(*t).unwrap(),
             Model::Folder(p) => p.clone(),
+            Model::Shapes => difflog::pipelines::tiny::shapes::ensure().unwrap(),
         }
     }
 
@@ -49,6 +52,7 @@ impl Model {
         match self {
             Model::Tiny(t) => t.id().to_string(),
             Model::Folder(p) => p.display().to_string(),
+            Model::Shapes => difflog::pipelines::tiny::shapes::NAME.to_string(),
         }
     }
 }
@@ -278,6 +282,11 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             ..base("SDXL base → refiner (latents handed over, aesthetic score)", "ddim", 16, 4)
         },
         Case {
+            model: Model::Shapes,
+            prompts: vec!["a red circle on the left, blue background"],
+            ..base("the trained demo model (tiny-shapes)", "ddim", 17, 8)
+        },
+        Case {
             model: Model::Tiny(TinyModel::Inpaint),
             image: Some(input.clone()),
             mask: Some(mask.clone()),
@@ -333,6 +342,15 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
     assert!(failed.is_empty(), "differs from diffusers: {failed:#?}");
 }
 
+/// The largest absolute value of a tensor.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .and_then(|a| a.flatten_all())
+        .and_then(|a| a.max(0))
+        .and_then(|a| a.to_vec0::<f32>())
+        .unwrap()
+}
+
 /// Each module on the inputs diffusers' modules were given.
 fn modules(theirs: &HashMap<String, Tensor>, model: &Path) -> Vec<String> {
     let get = |k: &str| theirs[&format!("components_{k}")].clone();
@@ -360,25 +378,8 @@ fn modules(theirs: &HashMap<String, Tensor>, model: &Path) -> Vec<String> {
     let mut failed = Vec::new();
     for (name, ours) in ours {
         let want = get(name);
-        let diff = (&ours - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_vec0::<f32>()
-            .unwrap();
-        let scale = want
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_vec0::<f32>()
-            .unwrap();
+        let diff = max_abs(&(&ours - &want).unwrap());
+        let scale = max_abs(&want);
         eprintln!("module {name}: max abs difference {diff:.2e} (outputs up to {scale:.2})");
         if diff > 5e-5 {
             failed.push(format!("module {name}: max abs difference {diff:.2e}"));

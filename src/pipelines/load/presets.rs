@@ -10,7 +10,8 @@ use crate::pipelines::sd::model::{Family, ModelConfig};
 use crate::pipelines::tiny::TinyModel;
 
 /// The model names `--model` knows besides hub ids and folders.
-pub const PRESETS: [&str; 22] = [
+pub const PRESETS: [&str; 23] = [
+    "tiny-shapes",
     "tiny",
     "tiny-xl",
     "tiny-xl-refiner",
@@ -135,6 +136,11 @@ mod tests {
     #[test]
     fn every_preset_is_a_tiny_model_or_a_hub_repo_and_not_both() {
         for name in PRESETS {
+            if name == crate::pipelines::tiny::shapes::NAME {
+                // The trained demo model, shipped in the binary.
+                assert!(tiny_preset(name).is_none() && hub_preset(name).is_none());
+                continue;
+            }
             let tiny = tiny_preset(name).is_some();
             let hub = hub_preset(name).is_some();
             assert!(tiny != hub, "{name}: tiny {tiny}, hub {hub}");
@@ -151,7 +157,7 @@ mod tests {
                 "tiny-sd3"
             ]
         );
-        assert_eq!(names(false).len(), 15);
+        assert_eq!(names(false).len(), 16);
     }
 
     #[test]
@@ -163,7 +169,10 @@ mod tests {
 
     #[test]
     fn hub_presets_point_at_org_name_repos_of_their_architecture() {
-        for name in names(false) {
+        for name in names(false)
+            .into_iter()
+            .filter(|n| *n != crate::pipelines::tiny::shapes::NAME)
+        {
             let (repo, arch) = hub_preset(name).unwrap();
             assert_eq!(repo.split('/').count(), 2, "{name}: {repo}");
             assert!(!repo.starts_with('/') && !repo.ends_with('/'), "{repo}");

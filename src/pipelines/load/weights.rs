@@ -118,6 +118,10 @@ pub fn resolve_any(spec: &str) -> Result<AnyModel> {
     if let Some(preset) = spec.strip_prefix("random:") {
         return seeded_model(spec, preset).map(AnyModel::Unet);
     }
+    if spec == crate::pipelines::tiny::shapes::NAME {
+        let dir = crate::pipelines::tiny::shapes::ensure()?;
+        return from_folder(&dir, detect_config(&dir)?, spec.to_string());
+    }
     if let Some(t) = tiny_preset(spec) {
         let dir = tiny::ensure(t)?;
         return from_folder(&dir, t.arch(), t.id().to_string());

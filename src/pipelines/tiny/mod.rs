@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub mod shapes;
 pub mod vocab;
 
 pub use vocab::{T5_VOCAB_SIZE, VOCAB_SIZE};
