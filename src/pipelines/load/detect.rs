@@ -162,7 +162,7 @@ fn own_configs(dir: &Path, mut cfg: ModelConfig, own_text: bool) -> Result<Model
     }
     if own_text {
         for i in 0..cfg.text.len() {
-            let rel = format!("text_encoder{}/config.json", d::text_suffix(&cfg, i));
+            let rel = format!("text_encoder{}/config.json", cfg.text_suffix(i));
             let v = json(&rel)?.ok_or_else(|| {
                 bad(
                     &rel,

@@ -133,8 +133,8 @@ pub fn model_index(cfg: &ModelConfig) -> Value {
         "scheduler": ["diffusers", cfg.scheduler.to_diffusers()["_class_name"]],
     });
     for i in 0..cfg.text.len() {
-        let n = text_suffix(cfg, i);
-        let class = if with_projection(cfg, i) {
+        let n = cfg.text_suffix(i);
+        let class = if cfg.text_projected(i) {
             "CLIPTextModelWithProjection"
         } else {
             "CLIPTextModel"
@@ -160,19 +160,6 @@ pub fn model_index(cfg: &ModelConfig) -> Value {
         v["feature_extractor"] = json!([null, null]);
     }
     v
-}
-
-/// `""` or `"_2"`: the folder suffix of text encoder `i`.
-pub fn text_suffix(cfg: &ModelConfig, i: usize) -> String {
-    match if cfg.text_starts_at_2 { i + 2 } else { i + 1 } {
-        1 => String::new(),
-        n => format!("_{n}"),
-    }
-}
-
-/// Whether text encoder `i` is SDXL's second (with its projection).
-pub fn with_projection(cfg: &ModelConfig, i: usize) -> bool {
-    text_suffix(cfg, i) == "_2"
 }
 
 /// A field of a config, as the given type, or an error naming it.

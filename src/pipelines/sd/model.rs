@@ -462,14 +462,24 @@ impl ModelConfig {
         }
     }
 
+    /// `""` or `"_2"`: the folder suffix of text encoder `i`
+    /// (`text_encoder`, `text_encoder_2`; the refiner's only one is `_2`).
+    pub fn text_suffix(&self, i: usize) -> String {
+        match if self.text_starts_at_2 { i + 2 } else { i + 1 } {
+            1 => String::new(),
+            n => format!("_{n}"),
+        }
+    }
+
+    /// Whether text encoder `i` has a text projection
+    /// (`CLIPTextModelWithProjection`: SDXL's second encoder).
+    pub fn text_projected(&self, i: usize) -> bool {
+        matches!(&self.text[i], TextConfig::Clip(c) if c.projected)
+    }
+
     /// Folder and file name of text encoder `i` and its tokenizer, relative to the model folder.
     pub fn text_files(&self, i: usize) -> (String, String) {
-        let n = if self.text_starts_at_2 { i + 2 } else { i + 1 };
-        let suffix = if n == 1 {
-            String::new()
-        } else {
-            format!("_{n}")
-        };
+        let suffix = self.text_suffix(i);
         (
             format!("text_encoder{suffix}/model.safetensors"),
             format!("tokenizer{suffix}/tokenizer.json"),

@@ -462,12 +462,7 @@ impl Pipeline for StableDiffusion {
         let mut components = Map::new();
         let text_class = |i: usize| cfg.text[i].class_name();
         for i in 0..cfg.text.len() {
-            let n = if cfg.text_starts_at_2 { i + 2 } else { i + 1 };
-            let suffix = if n == 1 {
-                String::new()
-            } else {
-                format!("_{n}")
-            };
+            let suffix = cfg.text_suffix(i);
             let mut c = json!({"class": text_class(i), "max_tokens": cfg.text[i].max_tokens()});
             if let Some(f) = self.model.files.get(&format!("text_encoder_{i}")) {
                 c["weights"] = f.clone();

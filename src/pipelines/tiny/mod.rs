@@ -159,8 +159,8 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
                 let (weights, tokenizer) = cfg.text_files(i);
                 w.save(&dir.join(weights))?;
                 write_file(&dir.join(tokenizer), tokenizer_json().as_bytes())?;
-                let n = sd_configs::text_suffix(&cfg, i);
-                let projection = sd_configs::with_projection(&cfg, i);
+                let n = cfg.text_suffix(i);
+                let projection = cfg.text_projected(i);
                 if let Some(c) = sd_configs::text_encoder_config(&cfg.text[i], projection) {
                     write_json(&dir.join(format!("text_encoder{n}/config.json")), &c)?;
                 }

@@ -37,17 +37,25 @@ const FILES: [(&str, &[u8]); 11] = shipped!(
 /// The preset's name.
 pub const NAME: &str = "tiny-shapes";
 
+/// The digest of the built-in files (names, sizes, bytes), hashed once a
+/// process: it names the folder in the cache.
+fn digest() -> &'static str {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let mut h = Sha256::new();
+        for (rel, bytes) in FILES {
+            h.update(rel.as_bytes());
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        crate::format::hex(&h.finalize())
+    })
+}
+
 /// The folder of the demo model in the cache, written first if missing.
 pub fn ensure() -> Result<PathBuf> {
-    let mut h = Sha256::new();
-    for (rel, bytes) in FILES {
-        h.update(rel.as_bytes());
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    }
-    let digest = crate::format::hex(&h.finalize());
     let root = super::cache_root();
-    let dir = root.join(format!("{NAME}-{}", &digest[..12]));
+    let dir = root.join(format!("{NAME}-{}", &digest()[..12]));
     if dir.join("model_index.json").is_file() {
         return Ok(dir);
     }
