@@ -267,16 +267,21 @@ fn watch_keeps_feeding_one_target_while_the_other_is_down_then_catches_up() {
             .load(std::sync::atomic::Ordering::SeqCst)
             > 0
     );
-    // `status` says which target is unreachable.
-    let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
-        .args(["status", root.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        text(&o).contains(&format!("target {to_m}: unreachable")),
-        "{}",
+    // `status` says which target is unreachable (once its attempt failed:
+    // W&B's runs do not wait for MLflow's attempts to end).
+    let status = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+            .args(["status", root.path().to_str().unwrap()])
+            .output()
+            .unwrap();
         text(&o)
-    );
+    };
+    let unreachable = format!("target {to_m}: unreachable");
+    let t = std::time::Instant::now();
+    while !status().contains(&unreachable) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(status().contains(&unreachable), "{}", status());
     // MLflow back: it catches up with both runs.
     proxy.set_outage(false);
     wait_for("MLflow to catch up", Duration::from_secs(60), || {

@@ -350,6 +350,19 @@ fn a_flapping_link_costs_one_attempt_per_change_at_most() {
         "{text}"
     );
 
+    // Let the backoff grow: once a wait over 2 s was announced, the next
+    // would be 4–8 s without a reset.
+    while !lines(&log, "retrying in", t)
+        .iter()
+        .any(|(_, l)| announced(l) > 2.0)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the backoff never grew"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     let flaps = Instant::now();
     let connections = proxy.counts.accepted.lock().unwrap().len();
     for _ in 0..10 {
@@ -368,6 +381,16 @@ fn a_flapping_link_costs_one_attempt_per_change_at_most() {
         flaps.elapsed().as_secs_f64()
     );
     assert!(tried_now >= 1, "no change was acted on");
+    // The link came up while the server still refused: the wait after that
+    // attempt is the backoff's first step again (0.5–1 s), not the next
+    // step of the outage before it.
+    let (changed, _) = lines(&log, "network changed", flaps)[0].clone();
+    let next = lines(&log, "retrying in", changed);
+    let wait = next.first().map(|(_, l)| announced(l));
+    assert!(
+        wait.is_some_and(|w| w <= 1.0),
+        "after the link came up the next wait was {wait:?} s, not the first step\n{next:?}"
+    );
     assert!(
         attempts <= changes,
         "{attempts} attempts for {changes} changes: a retry storm"

@@ -324,7 +324,7 @@ async fn upload_one(
     let first = sync_run_to_all_until(&refs, state, dir, concurrency, Phase::All, deadline).await;
     let each = active.iter().zip(first).map(|(i, r)| async move {
         match r {
-            Err(e) if e.class == Class::Transient && !is_deadline(&e) => {
+            Err(e) if e.class == Class::Transient && !e.deadline => {
                 tracing::warn!("{}: {e}; retrying", dir.display());
                 let retry = sync_with_retries(&ts[*i], state, dir, concurrency, 6, Some(e));
                 (*i, bounded_by(deadline, dir, retry).await)
@@ -333,11 +333,6 @@ async fn upload_one(
         }
     });
     futures_util::future::join_all(each).await
-}
-
-/// Whether a failure is the run's deadline passing (not retried).
-fn is_deadline(e: &SyncError) -> bool {
-    e.to_string().contains("(--run-timeout)")
 }
 
 /// The upload's report: a line per run and a summary, or one JSON object.

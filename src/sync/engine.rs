@@ -216,12 +216,15 @@ pub async fn bounded_by<T>(
         return fut.await;
     };
     tokio::time::timeout_at(at, fut).await.unwrap_or_else(|_| {
-        Err(SyncError::transient(format!(
-            "{}: not uploaded within {} s (--run-timeout); what the server \
-             acknowledged is kept, the rest is tried on the next upload",
-            dir.display(),
-            limit.as_secs()
-        )))
+        Err(SyncError {
+            deadline: true,
+            ..SyncError::transient(format!(
+                "{}: not uploaded within {} s (--run-timeout); what the server \
+                 acknowledged is kept, the rest is tried on the next upload",
+                dir.display(),
+                limit.as_secs()
+            ))
+        })
     })
 }
 
@@ -924,5 +927,28 @@ mod tests {
         run.finish().unwrap();
         sync_run(&t, &state, &dir, 4).await.unwrap();
         complete(&t.runs().into_values().next().unwrap(), 3, 6);
+    }
+
+    /// A run's deadline passing is said by a flag (not recognised by its
+    /// text): `upload` does not retry it; any other failure is not one.
+    #[tokio::test(start_paused = true)]
+    async fn a_passed_deadline_is_flagged_as_one() {
+        let dir = Path::new("run");
+        let limit = std::time::Duration::from_secs(5);
+        let at = Some((tokio::time::Instant::now() + limit, limit));
+        let stalled = bounded_by(at, dir, std::future::pending::<SyncResult<()>>()).await;
+        let e = stalled.unwrap_err();
+        assert!(
+            e.deadline && e.class == crate::sync::retry::Class::Transient,
+            "{e}"
+        );
+        let at = Some((tokio::time::Instant::now() + limit, limit));
+        let failed = bounded_by(at, dir, async {
+            Err::<(), _>(SyncError::transient(
+                "not uploaded within 5 s (--run-timeout)",
+            ))
+        })
+        .await;
+        assert!(!failed.unwrap_err().deadline);
     }
 }

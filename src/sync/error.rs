@@ -26,6 +26,9 @@ pub struct SyncError {
     pub local: Option<&'static str>,
     /// The target (its state key) and the run id it concerns, once known.
     pub context: Option<(String, String)>,
+    /// The run's deadline (`--run-timeout`) passed: retrying within the
+    /// same deadline cannot help.
+    pub deadline: bool,
 }
 
 impl SyncError {
@@ -39,6 +42,7 @@ impl SyncError {
             unreachable: false,
             local: None,
             context: None,
+            deadline: false,
         }
     }
 

@@ -492,9 +492,7 @@ async fn answer(resp: reqwest::Response, what: &str, want: Want) -> SyncResult<V
         )),
         retry_after,
         status: Some(status.as_u16()),
-        unreachable: false,
-        local: None,
-        context: None,
+        ..SyncError::permanent("")
     })
 }
 

@@ -12,8 +12,12 @@
 //! uses no CPU, except a liveness check every few seconds while some run is
 //! live (a writer killed with SIGKILL leaves no event behind).
 //!
+//! Each target works through its due runs in a sequence of its own (see
+//! [`Daemon::run`]): one that is down or stalled holds only itself.
+//!
 //! # Cancel safety
-//! SIGINT/SIGTERM drop the pass in flight. That is safe: the state advances
+//! SIGINT/SIGTERM (and a network change that finds a target stuck) drop
+//! the sequences in flight. That is safe: the state advances
 //! only after the server acknowledged an item, and every item is idempotent
 //! on the server, so the next start redoes at most the interrupted item.
 
@@ -26,12 +30,16 @@ use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::format::rfc3339;
 use crate::read::{find_runs, RunState};
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use notify::{RecursiveMode, Watcher};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
 /// How long to wait for more events before syncing.
@@ -47,28 +55,21 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// outage longer than the cap without waiting minutes.
 pub const BACKOFF_MAX_ENV: &str = "DIFFLOG_WATCH_BACKOFF_MAX_SECONDS";
 
-/// One target's result for one run in a pass (`None`: not synced, the
-/// folder is not a run yet or has no state).
+/// One target's result for one run in its sequence (`None`: not synced,
+/// the folder is not a run yet or has no state).
 struct Done {
     slot: usize,
     run: PathBuf,
     root: PathBuf,
+    phase: Phase,
     result: Option<std::result::Result<super::engine::Progress, super::error::SyncError>>,
 }
 
 /// A run due to a target, with the root it belongs to.
 type Due = (PathBuf, PathBuf);
 
-/// How a pass's uploads ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    /// Every target went through its runs (or stopped at an error).
-    Done,
-    /// SIGINT or SIGTERM.
-    Signal,
-    /// A network change found the pass stuck: start again.
-    Restart,
-}
+/// The targets' sequences in flight; each ends with its slot's index.
+type Sequences<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = usize> + 'a>>>;
 
 /// Why `watch` stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,8 +96,8 @@ fn run_of(roots: &[PathBuf], path: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Runs the daemon until a signal, or until every target refused the
-/// credentials. `metadata_first` (thin links): each pass sends every due
-/// run's metadata and tables before any media.
+/// credentials. `metadata_first` (thin links): each target's sequence
+/// sends every due run's metadata and tables before any media.
 pub fn watch(
     roots: &[PathBuf],
     specs: &[TargetSpec],
@@ -170,22 +171,22 @@ pub fn watch(
     );
     let _ = out.flush();
     rt.block_on(async {
-        let mut daemon = Daemon::new(&canonical, &ts, states, concurrency)?;
+        let mut daemon = Daemon::new(&canonical, &ts, &states, concurrency)?;
         daemon.metadata_first = metadata_first;
         daemon.run(files).await
     })
 }
 
-/// The daemon's loop and what it remembers between passes.
+/// The daemon's loop and what it remembers between sequences.
 struct Daemon<'a> {
     roots: &'a [PathBuf],
-    /// Each target with its own queue and backoff.
+    /// Each target with its own queue, backoff and sequence.
     slots: Vec<Slot<'a>>,
-    states: HashMap<PathBuf, State>,
+    states: &'a HashMap<PathBuf, State>,
     concurrency: usize,
-    /// Each pass sends every due run's metadata and tables first.
+    /// Each sequence sends its runs' metadata and tables first.
     metadata_first: bool,
-    /// Runs whose writer was alive at the last pass.
+    /// Runs whose writer was alive when last synced.
     live: BTreeSet<(PathBuf, PathBuf)>,
     /// When live runs are next checked for a writer that died.
     next_liveness: Option<Instant>,
@@ -194,7 +195,7 @@ struct Daemon<'a> {
 }
 
 /// One target of the daemon: what is due for it, and when it may be tried.
-/// A target that is down waits alone; the others keep uploading.
+/// A target that is down or stalled waits alone; the others keep uploading.
 struct Slot<'a> {
     t: &'a AnyTarget,
     /// Runs to sync to it, with the root each belongs to.
@@ -208,10 +209,25 @@ struct Slot<'a> {
     noted: (Option<String>, Option<String>),
     /// It refused the credentials: nothing more goes to it.
     refused: Option<String>,
+    /// Its sequence in flight, if any.
+    running: Option<Running>,
+}
+
+/// A target's sequence in flight: the runs it took and how it began.
+struct Running {
+    /// Runs it took whose outcome has not come yet: due again if it ends
+    /// without them (it stopped at an error, or was dropped).
+    taken: BTreeMap<PathBuf, PathBuf>,
+    /// When it began (a target that has not answered since is stuck).
+    started: SystemTime,
+    /// A network change took something down while it ran.
+    went_down: bool,
+    /// Drops it (a network change found it stuck).
+    abort: AbortHandle,
 }
 
 impl Slot<'_> {
-    /// Whether a pass may send to it now.
+    /// Whether a sequence may send to it now.
     fn ready(&self) -> bool {
         self.retry_at.is_none() && self.refused.is_none()
     }
@@ -228,13 +244,23 @@ impl Slot<'_> {
         self.backoff.reset();
         self.retry_at = None;
     }
+
+    /// Whether its sequence is stuck: no answer from the target since it
+    /// began, or something went down meanwhile. A connection attempted
+    /// while the link was down waits for its timeout (10 s) long after the
+    /// link is back.
+    fn stuck(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.went_down || self.t.last_answer().is_none_or(|a| a < r.started))
+    }
 }
 
 impl<'a> Daemon<'a> {
     fn new(
         roots: &'a [PathBuf],
         ts: &'a [AnyTarget],
-        states: HashMap<PathBuf, State>,
+        states: &'a HashMap<PathBuf, State>,
         concurrency: usize,
     ) -> Result<Daemon<'a>> {
         // Everything already there is due once at start.
@@ -261,6 +287,7 @@ impl<'a> Daemon<'a> {
                 retry_at: None,
                 noted: (None, None),
                 refused: None,
+                running: None,
             })
             .collect();
         Ok(Daemon {
@@ -275,6 +302,11 @@ impl<'a> Daemon<'a> {
         })
     }
 
+    /// The loop. Each target works through its due runs in a sequence of
+    /// its own, and a target whose sequence ended starts the next with
+    /// whatever became due meanwhile — so a target that stalls (accepts
+    /// connections and never answers) holds only itself, and runs recorded
+    /// while it stalls reach the others at once.
     async fn run(&mut self, mut files: UnboundedReceiver<PathBuf>) -> Result<Stop> {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::System {
@@ -282,9 +314,9 @@ impl<'a> Daemon<'a> {
                 why: e.to_string(),
             })?;
         // One listener for the daemon's life (a `ctrl_c()` made anew each
-        // loop could miss a signal that came in between), which also ends a
-        // pass in the middle: state is committed per acknowledged batch and
-        // every request is idempotent, so dropping a pass loses nothing.
+        // loop could miss a signal that came in between). Returning drops
+        // the sequences in flight: state is committed per acknowledged
+        // batch and every request is idempotent, so that loses nothing.
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             tokio::select! {
@@ -302,7 +334,11 @@ impl<'a> Daemon<'a> {
                 None
             }
         };
+        let (tx, mut done) = tokio::sync::mpsc::unbounded_channel::<Done>();
+        let mut running: Sequences<'a> = FuturesUnordered::new();
         loop {
+            self.start(&mut running, &tx);
+            let wake = self.wake();
             tokio::select! {
                 ev = files.recv() => {
                     let Some(p) = ev else { return Ok(Stop::Signal) };
@@ -312,10 +348,18 @@ impl<'a> Daemon<'a> {
                     while let Ok(Some(p)) = tokio::time::timeout_at(until, files.recv()).await {
                         self.mark(&p);
                     }
-                    // A target in its backoff waits it out.
-                    if !self.slots.iter().any(|s| s.ready() && !s.dirty.is_empty()) { continue; }
                 }
-                _ = sleep_until(self.wake()) => {
+                Some(d) = done.recv() => {
+                    if let Some(s) = self.take(d) {
+                        return Ok(s);
+                    }
+                }
+                Some(i) = running.next(), if !running.is_empty() => {
+                    if let Some(s) = self.ended(i, &mut done) {
+                        return Ok(s);
+                    }
+                }
+                _ = sleep_until(wake) => {
                     let now = Instant::now();
                     for s in &mut self.slots {
                         if s.retry_at.is_some_and(|t| t <= now) { s.retry_at = None; }
@@ -329,17 +373,138 @@ impl<'a> Daemon<'a> {
                     }
                 }
                 change = next_change(&mut self.net) => {
-                    let up = take_change(&mut self.net, &self.slots, change) == Some(Change::Up);
-                    if !up || self.slots.iter().all(|s| s.retry_at.is_none()) { continue; }
-                    for s in &mut self.slots { s.try_now(); }
+                    let Some(change) = take_change(&mut self.net, &self.slots, change) else { continue };
+                    self.network_changed(change);
                 }
                 _ = stop.changed() => return Ok(Stop::Signal),
             }
-            if let Some(s) = self.pass(&mut stop).await {
-                return Ok(s);
-            }
             if !self.live.is_empty() && self.next_liveness.is_none() {
                 self.next_liveness = Some(Instant::now() + LIVENESS);
+            }
+        }
+    }
+
+    /// Starts a sequence for every ready target that has runs due and none
+    /// in flight: it takes those runs and goes through them in order (with
+    /// `metadata_first`, every run's metadata and tables before any
+    /// media), stopping at its first error that is not the run's own
+    /// (unreachable, refused, a server error). Each outcome reaches `tx`
+    /// as it comes, so a sequence dropped half way keeps what it finished.
+    fn start(&mut self, running: &mut Sequences<'a>, tx: &UnboundedSender<Done>) {
+        let phases: &'static [Phase] = if self.metadata_first {
+            &[Phase::Metadata, Phase::All]
+        } else {
+            &[Phase::All]
+        };
+        let (states, concurrency) = (self.states, self.concurrency);
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            if !s.ready() || s.running.is_some() || s.dirty.is_empty() {
+                continue;
+            }
+            let taken = std::mem::take(&mut s.dirty);
+            let runs: Vec<Due> = taken.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+            let (abort, registration) = AbortHandle::new_pair();
+            s.running = Some(Running {
+                taken,
+                started: SystemTime::now(),
+                went_down: false,
+                abort,
+            });
+            let (t, tx) = (s.t, tx.clone());
+            let sequence = async move {
+                for &phase in phases {
+                    for (run, root) in &runs {
+                        let result = match states.get(root) {
+                            Some(state) if run.join(crate::format::RUN_JSON).is_file() => {
+                                sync_run_to_all(&[t], state, run, concurrency, phase)
+                                    .await
+                                    .pop()
+                            }
+                            _ => None,
+                        };
+                        let halt = matches!(&result, Some(Err(e)) if e.class != Class::Permanent);
+                        let (run, root) = (run.clone(), root.clone());
+                        let _ = tx.send(Done {
+                            slot,
+                            run,
+                            root,
+                            phase,
+                            result,
+                        });
+                        if halt {
+                            return;
+                        }
+                    }
+                }
+            };
+            running.push(Box::pin(async move {
+                let _ = Abortable::new(sequence, registration).await;
+                slot
+            }));
+        }
+    }
+
+    /// Acts on one outcome of a sequence. `Some` when the daemon must stop.
+    fn take(&mut self, d: Done) -> Option<Stop> {
+        let error = matches!(&d.result, Some(Err(_)));
+        let halted = matches!(&d.result, Some(Err(e)) if e.class != Class::Permanent);
+        if d.phase == Phase::All || halted {
+            if let Some(r) = &mut self.slots[d.slot].running {
+                r.taken.remove(&d.run);
+            }
+        }
+        // The metadata part counts only when it failed (the rest follows).
+        if d.phase == Phase::Metadata && !error {
+            return None;
+        }
+        // None: not (yet) a run: its run.json event will come.
+        let result = d.result?;
+        let stop = self.outcome(d.slot, &d.run, &d.root, result);
+        self.note_reachability();
+        stop
+    }
+
+    /// Slot `i`'s sequence ended (went through its runs, stopped at an
+    /// error, or was dropped): its outcomes are taken first, then the runs
+    /// it did not finish are due again.
+    fn ended(&mut self, i: usize, done: &mut UnboundedReceiver<Done>) -> Option<Stop> {
+        while let Ok(d) = done.try_recv() {
+            if let Some(s) = self.take(d) {
+                return Some(s);
+            }
+        }
+        let s = &mut self.slots[i];
+        if let Some(r) = s.running.take() {
+            if s.refused.is_none() {
+                for (run, root) in r.taken {
+                    s.dirty.entry(run).or_insert(root);
+                }
+            }
+        }
+        self.note_reachability();
+        None
+    }
+
+    /// After a settled network change: something came up, so a target
+    /// waiting for its retry is tried now and a stuck sequence is dropped
+    /// (its runs are due again and it starts afresh at once).
+    fn network_changed(&mut self, change: Change) {
+        for s in &mut self.slots {
+            if let Some(r) = &mut s.running {
+                r.went_down |= change == Change::Down;
+            }
+        }
+        if change != Change::Up {
+            return;
+        }
+        for s in &mut self.slots {
+            if s.stuck() {
+                if let Some(r) = &s.running {
+                    r.abort.abort();
+                }
+                s.try_now();
+            } else if s.retry_at.is_some() {
+                s.try_now();
             }
         }
     }
@@ -354,13 +519,14 @@ impl<'a> Daemon<'a> {
     }
 
     /// When the loop must wake up without an event, if ever: the earliest
-    /// of a ready target with work (now), a target's retry, the liveness
-    /// check.
+    /// of an idle ready target with work (now), a target's retry, the
+    /// liveness check. A target with a sequence in flight wakes the loop
+    /// when it ends.
     fn wake(&self) -> Option<Instant> {
         let now = Instant::now();
         self.slots
             .iter()
-            .filter(|s| s.refused.is_none())
+            .filter(|s| s.refused.is_none() && s.running.is_none())
             .filter_map(|s| match (s.retry_at, s.dirty.is_empty()) {
                 (Some(t), _) => Some(t),
                 (None, false) => Some(now),
@@ -368,139 +534,6 @@ impl<'a> Daemon<'a> {
             })
             .chain(self.next_liveness)
             .min()
-    }
-
-    /// Syncs the runs due to the ready targets: each target works through
-    /// its own runs, one after another, and the targets go side by side, so
-    /// a target that stalls (accepts connections and never answers) holds
-    /// only itself; one that fails to answer waits for its retry with the
-    /// rest of its runs, and the others go on. `Some` when the daemon must
-    /// stop.
-    ///
-    /// A network change during the pass drops the targets' idle
-    /// connections. When something came up and the pass is stuck (no
-    /// target has answered since the pass began, or a change took something
-    /// down meanwhile), the pass is dropped and started again at once: a
-    /// connection attempted while the link was down waits for its timeout
-    /// (10 s) long after the link is back. Dropping a pass is safe (see the
-    /// stop listener in `run`); what it finished counts, what it did not
-    /// stays due.
-    async fn pass(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Stop> {
-        if self.metadata_first {
-            // Every due run's metadata and tables before any media; only
-            // the failures count here (the full pass follows).
-            let done = std::sync::Mutex::new(Vec::new());
-            let ended = self.by_target(Phase::Metadata, stop, &done).await;
-            if ended == Ended::Signal {
-                return Some(Stop::Signal);
-            }
-            for d in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                if let Some(Err(e)) = d.result {
-                    if let Some(stop) = self.outcome(d.slot, &d.run, &d.root, Err(e)) {
-                        return Some(stop);
-                    }
-                }
-            }
-            if ended == Ended::Restart {
-                return self.restart();
-            }
-        }
-        let done = std::sync::Mutex::new(Vec::new());
-        let ended = self.by_target(Phase::All, stop, &done).await;
-        if ended == Ended::Signal {
-            return Some(Stop::Signal);
-        }
-        for d in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            self.slots[d.slot].dirty.remove(&d.run);
-            // None: not (yet) a run: its run.json event will come.
-            let Some(result) = d.result else { continue };
-            if let Some(stop) = self.outcome(d.slot, &d.run, &d.root, result) {
-                return Some(stop);
-            }
-        }
-        if ended == Ended::Restart {
-            return self.restart();
-        }
-        self.note_reachability();
-        None
-    }
-
-    /// After a dropped pass: every target may be tried again now.
-    fn restart(&mut self) -> Option<Stop> {
-        for s in &mut self.slots {
-            s.try_now();
-        }
-        None
-    }
-
-    /// `phase` of every run due to each ready target, the targets side by
-    /// side, each through its runs in order; a target stops at its first
-    /// error that is not the run's own (unreachable, refused, a server
-    /// error): the rest of its runs wait. What ends is put in `done` as it
-    /// ends, so a pass dropped half way keeps what it finished.
-    async fn by_target(
-        &mut self,
-        phase: Phase,
-        stop: &mut tokio::sync::watch::Receiver<bool>,
-        done: &std::sync::Mutex<Vec<Done>>,
-    ) -> Ended {
-        let work: Vec<(usize, &AnyTarget, Vec<Due>)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.ready() && !s.dirty.is_empty())
-            .map(|(i, s)| {
-                let runs = s.dirty.iter().map(|(a, b)| (a.clone(), b.clone()));
-                (i, s.t, runs.collect())
-            })
-            .collect();
-        if work.is_empty() {
-            return Ended::Done;
-        }
-        let ts: Vec<&AnyTarget> = work.iter().map(|w| w.1).collect();
-        let (states, concurrency) = (&self.states, self.concurrency);
-        let sequences = work.into_iter().map(|(slot, t, runs)| async move {
-            for (run, root) in runs {
-                let state = states.get(&root);
-                let result = match state {
-                    Some(state) if run.join(crate::format::RUN_JSON).is_file() => {
-                        sync_run_to_all(&[t], state, &run, concurrency, phase)
-                            .await
-                            .pop()
-                    }
-                    _ => None,
-                };
-                let halt = matches!(&result, Some(Err(e)) if e.class != Class::Permanent);
-                done.lock().unwrap_or_else(|p| p.into_inner()).push(Done {
-                    slot,
-                    run,
-                    root,
-                    result,
-                });
-                if halt {
-                    break;
-                }
-            }
-        });
-        let all = futures_util::future::join_all(sequences);
-        tokio::pin!(all);
-        let started = std::time::SystemTime::now();
-        let mut went_down = false;
-        loop {
-            tokio::select! {
-                _ = &mut all => return Ended::Done,
-                _ = stop.changed() => return Ended::Signal,
-                change = next_change(&mut self.net) => {
-                    let Some(change) = take_change(&mut self.net, &self.slots, change) else { continue };
-                    went_down |= change == Change::Down;
-                    let stuck = went_down
-                        || ts.iter().all(|t| t.last_answer().is_none_or(|a| a < started));
-                    if change == Change::Up && stuck {
-                        return Ended::Restart;
-                    }
-                }
-            }
-        }
     }
 
     /// Acts on one target's outcome for `run`. `Some` when the daemon must
@@ -659,6 +692,7 @@ mod tests {
             retry_at: None,
             noted: (None, None),
             refused: None,
+            running: None,
         };
         // The outage: attempt after attempt fails, each wait longer.
         for _ in 0..6 {
