@@ -50,26 +50,60 @@ pub struct StoredMedia {
     pub height: u32,
 }
 
-/// Encodes an RGB image as PNG with the settings difflog records with:
-/// the `image` crate's fast compression (fdeflate) with adaptive filtering,
-/// about 10× faster than default compression for ~10–20 % larger files.
+/// How difflog compresses the image data of a PNG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PngEncoding {
+    /// The `png` crate's fast setting (fdeflate, adaptive filters): what
+    /// difflog writes.
+    #[default]
+    Fast,
+    /// Rows filtered by least entropy, dynamic Huffman codes, matches only
+    /// for runs ([`super::idat`]): ~20 % smaller than [`PngEncoding::Fast`]
+    /// on natural images, no larger than PIL's default, but slower — not
+    /// the default yet (issue 38). `replay` accepts either.
+    Compact,
+}
+
+/// Encodes an RGB image as PNG the way difflog records it.
 pub fn encode_png(img: &dyn Pixels) -> Result<Vec<u8>> {
     encode_png_with_text(img, &[])
 }
 
 /// [`encode_png`] with text chunks before the image data (the recipe of a
 /// generated image, see [`crate::recipe`]): each `(keyword, text, utf8)` as
-/// iTXt when `utf8`, else tEXt. The same settings as `image`'s encoder.
+/// iTXt when `utf8`, else tEXt.
 pub fn encode_png_with_text(
     img: &dyn Pixels,
     text: &[crate::recipe::TextChunk],
+) -> Result<Vec<u8>> {
+    encode_png_using(img, text, PngEncoding::default())
+}
+
+/// [`encode_png_with_text`] with the image data compressed by `encoding`.
+/// The `png` crate writes the signature, header, text chunks and end; the
+/// image data is ours with [`PngEncoding::Compact`].
+pub fn encode_png_using(
+    img: &dyn Pixels,
+    text: &[crate::recipe::TextChunk],
+    encoding: PngEncoding,
 ) -> Result<Vec<u8>> {
     let fail = |e: png::EncodingError| Error::Media {
         key: "png".into(),
         why: format!("PNG encoding failed: {e}"),
     };
     let (width, height) = img.dimensions();
-    let mut out = Vec::with_capacity(img.rgb().len() / 2 + 1024);
+    let pixels = img.rgb();
+    let expected = width as usize * height as usize * 3;
+    if pixels.len() != expected {
+        return Err(Error::Media {
+            key: "png".into(),
+            why: format!(
+                "PNG encoding failed: {width}x{height} RGB needs {expected} bytes, got {}",
+                pixels.len()
+            ),
+        });
+    }
+    let mut out = Vec::with_capacity(pixels.len() / 2 + 1024);
     let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
@@ -84,7 +118,16 @@ pub fn encode_png_with_text(
         .map_err(fail)?;
     }
     let mut w = enc.write_header().map_err(fail)?;
-    w.write_image_data(img.rgb()).map_err(fail)?;
+    match encoding {
+        PngEncoding::Fast => w.write_image_data(pixels).map_err(fail)?,
+        PngEncoding::Compact => {
+            let data = super::idat::image_data(pixels, width as usize, height as usize, 3);
+            // Chunks of at most 1 MiB (a chunk's length must stay below 2³¹).
+            for part in data.chunks(1 << 20) {
+                w.write_chunk(png::chunk::IDAT, part).map_err(fail)?;
+            }
+        }
+    }
     w.finish().map_err(fail)?;
     Ok(out)
 }
@@ -173,6 +216,47 @@ pub(crate) fn remove_leftovers(run_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A compact PNG is a PNG every reader takes: the `png` crate decodes
+    /// it to the same pixels, with the text chunks kept, for a smooth image
+    /// with grain (where it is smaller than the fast encoding), a flat one,
+    /// an odd size and a one-pixel image.
+    #[test]
+    fn compact_pngs_decode_to_their_pixels() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let smooth = RgbImage::from_fn(96, 64, |x, y| {
+            let g: u8 = rng.random_range(0..3);
+            image::Rgb([
+                (x * 2) as u8 + g,
+                (y * 3) as u8 + g,
+                ((x + y) as u8) / 2 + g,
+            ])
+        });
+        let flat = RgbImage::from_fn(80, 80, |x, _| {
+            image::Rgb(if x < 30 { [200, 40, 40] } else { [30, 60, 150] })
+        });
+        let odd = RgbImage::from_fn(13, 7, |x, y| image::Rgb([x as u8 * 19, y as u8 * 31, 255]));
+        let one = RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3]));
+        let text = vec![("parameters".to_string(), "a cat".to_string(), false)];
+        for img in [&smooth, &flat, &odd, &one] {
+            let png = encode_png_using(img, &text, PngEncoding::Compact).unwrap();
+            let decoded = image::load_from_memory(&png).unwrap().to_rgb8();
+            assert_eq!(&decoded, img, "{:?}", img.dimensions());
+            let d = png::Decoder::new(std::io::Cursor::new(&png))
+                .read_info()
+                .unwrap();
+            assert_eq!(d.info().uncompressed_latin1_text[0].text, "a cat");
+        }
+        let compact = encode_png_using(&smooth, &[], PngEncoding::Compact).unwrap();
+        let fast = encode_png_using(&smooth, &[], PngEncoding::Fast).unwrap();
+        assert!(
+            compact.len() < fast.len(),
+            "{} vs {}",
+            compact.len(),
+            fast.len()
+        );
+    }
 
     #[test]
     fn same_bytes_are_stored_once() {

@@ -9,6 +9,7 @@
 
 pub mod autolog;
 pub mod call;
+mod idat;
 mod log;
 pub mod media;
 mod writer;
