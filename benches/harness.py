@@ -357,6 +357,31 @@ def fleet():
     return f
 
 
+@section("12 png")
+def png_bench():
+    # issue 38: the compact PNG encoding against the fast one, zlib level 6
+    # and PIL's default (the .venv-bench Pillow), on the same natural-looking
+    # 512x512 images; then the recorder with each encoding (DIFFLOG_PNG).
+    f = json.loads(run([difflog, "bench", "png", "--count", "8" if quick else "24", "--size", "512",
+                        "--python", bench_py, "--json"]).stdout)
+    s = "12 png"
+    for e in f["encodings"]:
+        row(s, f"{e['name']}: bytes, ms an image (one thread)", f"{e['bytes']}, {e['ms_per_image']:.2f}")
+    row(s, "PIL's default: bytes", f["pil_bytes"])
+    row(s, "compact / PIL bytes", round(f["compact_over_pil"], 3), "<= 1", f["compact_over_pil"] <= 1)
+    row(s, "compact / fast encoding time", round(f["compact_time_over_fast"], 2), "<= 1.1",
+        f["compact_time_over_fast"] <= 1.1)
+    rec = {}
+    for enc in ("fast", "compact"):
+        rec[enc] = json.loads(run([difflog, "bench", "record", "--calls", "50" if quick else "200", "--size", "512",
+                                   "--root", os.path.join(work, "png-" + enc), "--json"],
+                                  env={**os.environ, "DIFFLOG_PNG": enc}).stdout)
+    ratio = rec["compact"]["images_per_s"] / rec["fast"]["images_per_s"]
+    row(s, "recording images/s with compact / with fast (bench record, grain images)", round(ratio, 3),
+        ">= 0.9", ratio >= 0.9)
+    return {"encodings": f, "record": rec}
+
+
 with open(out_path, "w") as f:
     json.dump({**results, "rows": rows, "failed_sections": failed}, f, indent=2)
 print(f"difflog benchmark ({results['mode']} mode), {results['date']}, {results['machine']}\n")

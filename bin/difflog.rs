@@ -338,6 +338,29 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// The PNG encodings compared on the same images: bytes and time of
+    /// difflog's fast and compact encodings and zlib's default level, and
+    /// PIL's default bytes when a Python with Pillow is given
+    /// (`DIFFLOG_PNG` picks the recorder's).
+    Png {
+        /// Number of images.
+        #[arg(long, default_value_t = 24)]
+        count: usize,
+        /// Image width and height in pixels.
+        #[arg(long, default_value_t = 512)]
+        size: u32,
+        /// Which images: natural (natural-looking structure, shapes, fine
+        /// grain) or grain (`bench record`'s gradients with strong noise).
+        #[arg(long, default_value = "natural")]
+        images: String,
+        /// A Python with Pillow, to measure PIL's default PNG bytes for the
+        /// same pixels (and check that PIL reads the compact PNGs).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record synthetic calls (one deterministic RGB image each) into a new
     /// run and compare with PNG-encoding the same images on all cores.
     Record {
@@ -539,6 +562,21 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
                 size,
             };
             actions::bench_compare(out, &opts, json)
+        }
+        Bench::Png {
+            count,
+            size,
+            images,
+            python,
+            json,
+        } => {
+            let opts = difflog::bench::png::PngBench {
+                count,
+                size,
+                images,
+                python,
+            };
+            actions::bench_png(out, &opts, json)
         }
         Bench::Record {
             calls,

@@ -125,6 +125,79 @@ fn recorded_calls_replay_byte_identically() {
     assert!(text(&o).contains("no call 9"), "{}", text(&o));
 }
 
+/// Issue 38: with `DIFFLOG_PNG=compact` the recorder writes the compact
+/// encoding: the same pixels as the fast one, the run verifies, and replay
+/// re-makes its bytes exactly; a value it does not know is refused, naming
+/// the setting.
+#[test]
+fn compact_pngs_are_recorded_verified_and_replayed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generate = |root: &Path, png: &str| {
+        test_cache();
+        Command::new(common::difflog_bin())
+            .args([
+                "generate",
+                "--prompt",
+                "a red circle",
+                "--steps",
+                "3",
+                "--seed",
+                "4",
+            ])
+            .args(["--num-images-per-prompt", "2"])
+            .env("DIFFLOG_DIR", root)
+            .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
+            .env("DIFFLOG_PNG", png)
+            .env_remove("DIFFLOG_MODE")
+            .output()
+            .unwrap()
+    };
+    let (a, b) = (tmp.path().join("compact"), tmp.path().join("fast"));
+    let o = generate(&a, "compact");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = generate(&b, "fast");
+    assert!(o.status.success(), "{}", text(&o));
+    let (compact, fast) = (only_run(&a), only_run(&b));
+    let files = |dir: &Path| {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = walk(&dir.join("media"))
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (
+                    image::load_from_memory(&bytes)
+                        .unwrap()
+                        .to_rgb8()
+                        .into_raw(),
+                    bytes,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let (c, f) = (files(&compact), files(&fast));
+    assert_eq!(c.len(), 2);
+    for ((cp, cb), (fp, fb)) in c.iter().zip(&f) {
+        assert_eq!(cp, fp, "the same pixels");
+        assert_ne!(cb, fb, "the compact encoding was not used");
+    }
+    let o = difflog(&["verify", compact.to_str().unwrap()], tmp.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = difflog(
+        &["replay", compact.to_str().unwrap(), "--call", "1"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("2/2 image(s) byte-identical"),
+        "{}",
+        text(&o)
+    );
+    let o = generate(&tmp.path().join("bad"), "smallest");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("DIFFLOG_PNG"), "{}", text(&o));
+}
+
 /// Issue 33: `--rng torch-cpu` draws the noise from PyTorch's CPU
 /// generator (other noise than difflog's own for the same seed), records
 /// the generator with the call, and replay draws from it again; an

@@ -6,6 +6,7 @@
 //! hands over a pre-made image), so the figure is what a user's pipeline pays.
 
 pub mod compare;
+pub mod png;
 pub mod scale;
 
 use crate::error::Result;
@@ -93,6 +94,70 @@ pub fn synthetic_image(index: u64, size: u32) -> RgbImage {
         let n: i16 = rng.random_range(-12..=12);
         let c = |v: f32| (v * 255.0 + n as f32).clamp(0.0, 255.0) as u8;
         *px = Rgb([c(fx), c(fy), c(0.5 + 0.5 * ((fx + fy) * 6.0 + phase).sin())]);
+    }
+    img
+}
+
+/// A deterministic natural-looking image: structure at every scale (value
+/// noise whose amplitude halves with each octave, as in photographs), the
+/// channels correlated as colours are, a few shaded shapes with hard
+/// edges, and a fine grain of ±1.5 levels (what a diffusion model's output
+/// has, unlike the strong noise of [`synthetic_image`]).
+pub fn natural_image(index: u64, size: u32) -> RgbImage {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(index);
+    let n = size.max(1) as usize;
+    let mut field = vec![[0f32; 3]; n * n];
+    let (mut cell, mut amp) = (n as f32 / 2.0, 0.5f32);
+    while cell >= 1.0 {
+        let g = (n as f32 / cell).ceil() as usize + 2;
+        let grid: Vec<[f32; 3]> = (0..g * g)
+            .map(|_| std::array::from_fn(|_| rng.random::<f32>() - 0.5))
+            .collect();
+        for y in 0..n {
+            for x in 0..n {
+                let (fx, fy) = (x as f32 / cell, y as f32 / cell);
+                let (ix, iy) = (fx as usize, fy as usize);
+                let (tx, ty) = (fx - ix as f32, fy - iy as f32);
+                let (sx, sy) = (tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty));
+                for c in 0..3 {
+                    let top = grid[iy * g + ix][c] * (1.0 - sx) + grid[iy * g + ix + 1][c] * sx;
+                    let bottom = grid[(iy + 1) * g + ix][c] * (1.0 - sx)
+                        + grid[(iy + 1) * g + ix + 1][c] * sx;
+                    field[y * n + x][c] += amp * (top * (1.0 - sy) + bottom * sy);
+                }
+            }
+        }
+        cell /= 2.0;
+        amp *= 0.5;
+    }
+    let base: [f32; 3] = std::array::from_fn(|_| rng.random());
+    let mix: [[f32; 3]; 3] =
+        std::array::from_fn(|_| std::array::from_fn(|_| rng.random::<f32>() * 0.8 + 0.2));
+    let shapes: Vec<(f32, f32, f32, [f32; 3])> = (0..4)
+        .map(|_| {
+            (
+                rng.random::<f32>() * n as f32,
+                rng.random::<f32>() * n as f32,
+                (0.08 + rng.random::<f32>() * 0.2) * n as f32,
+                std::array::from_fn(|_| rng.random()),
+            )
+        })
+        .collect();
+    let mut img = RgbImage::new(size, size);
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        let v = field[y as usize * n + x as usize];
+        let mut c: [f32; 3] = std::array::from_fn(|k| {
+            base[k] + mix[k][0] * v[0] + mix[k][1] * v[1] + mix[k][2] * v[2]
+        });
+        for (cx, cy, r, colour) in &shapes {
+            let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+            if d < *r {
+                let shade = 1.0 - 0.4 * d / r;
+                c = std::array::from_fn(|k| colour[k] * shade + 0.3 * v[k]);
+            }
+        }
+        let grain = (rng.random::<f32>() - 0.5) * 3.0;
+        *px = Rgb(c.map(|v| (v * 255.0 + grain).clamp(0.0, 255.0) as u8));
     }
     img
 }

@@ -153,6 +153,17 @@ pub fn bench_generate(out: &mut dyn Write, opts: &GenerateBench, json: bool) -> 
     json_or(out, &f, text)
 }
 
+/// `difflog bench png`: the figures as a table, or JSON.
+pub fn bench_png(
+    out: &mut dyn Write,
+    opts: &crate::bench::png::PngBench,
+    json: bool,
+) -> Result<()> {
+    let f = crate::bench::png::run(opts)?;
+    let text = (!json).then(|| crate::bench::png::render(&f));
+    json_or(out, &f, text)
+}
+
 /// `difflog bench record`: the figures as a table, or JSON.
 pub fn bench_record(out: &mut dyn Write, opts: &RecordBench, json: bool) -> Result<()> {
     let f = crate::bench::record(opts)?;

@@ -345,52 +345,6 @@ fn length_code(len: usize) -> (usize, u32, u32) {
 /// value, which literals alone would code at a bit a byte or more.
 const MIN_RUN: usize = 4;
 
-/// What a block codes.
-#[derive(Clone, Copy)]
-enum Token {
-    /// One byte.
-    Literal(u8),
-    /// The eight bytes at this offset, each a literal.
-    Eight(usize),
-    /// This many (3..=258) repeats of the byte before (this one): a match
-    /// at distance 1.
-    Run(usize, u8),
-}
-
-/// The tokens of `data` from `i` on, in order (the careful path).
-#[inline(always)]
-fn tokens_from(data: &[u8], mut i: usize, end: usize, emit: &mut impl FnMut(Token)) -> usize {
-    let n = data.len();
-    while i < end {
-        let b = data[i];
-        emit(Token::Literal(b));
-        i += 1;
-        if i + MIN_RUN <= n
-            && data[i] == b
-            && data[i + 1] == b
-            && data[i + 2] == b
-            && data[i + 3] == b
-        {
-            let mut r = data[i..].iter().take_while(|x| **x == b).count();
-            i += r;
-            while r >= 3 {
-                // Never leave 1 or 2 bytes, which no match can take.
-                let m = if r > 258 && r - 258 < 3 {
-                    r - 3
-                } else {
-                    r.min(258)
-                };
-                emit(Token::Run(m, b));
-                r -= m;
-            }
-            for _ in 0..r {
-                emit(Token::Literal(b));
-            }
-        }
-    }
-    i
-}
-
 /// The 8 bytes at `i`, little-endian.
 #[inline(always)]
 fn word(data: &[u8], i: usize) -> u64 {
@@ -406,30 +360,83 @@ fn zero_bytes(v: u64) -> u64 {
     !(((v & LOW7) + LOW7) | v | LOW7)
 }
 
-/// Whether a run begins in the 8 bytes at `i`: a byte followed by
-/// [`MIN_RUN`] copies of itself. Needs 12 bytes from `i`.
+/// Whether a run may begin in the 8 bytes at `i`: a byte followed by
+/// [`MIN_RUN`] copies of itself. Needs `8 + MIN_RUN` bytes from `i`.
 #[inline(always)]
 fn run_begins(data: &[u8], i: usize) -> bool {
     let a = word(data, i);
     (1..=MIN_RUN).fold(u64::MAX, |m, k| m & zero_bytes(a ^ word(data, i + k))) != 0
 }
 
-/// The tokens of `data`, in order: literals, and runs of one byte (more
-/// than [`MIN_RUN`] repeats) as matches at distance 1. Eight bytes at a
-/// time where no run begins (most of a natural image).
+/// Calls `run(start, len)` for each run of `data`, in order: `len` ≥
+/// [`MIN_RUN`] bytes from `start` that repeat the byte before them. Eight
+/// bytes at a time where none begins (most of a natural image).
 #[inline(always)]
-fn tokens(data: &[u8], mut emit: impl FnMut(Token)) {
+fn runs(data: &[u8], mut run: impl FnMut(usize, usize)) {
     let n = data.len();
     let mut i = 0;
-    while i + 12 <= n {
-        if run_begins(data, i) {
-            i = tokens_from(data, i, i + 8, &mut emit);
-        } else {
-            emit(Token::Eight(i));
+    while i < n {
+        if i + 8 + MIN_RUN <= n && !run_begins(data, i) {
             i += 8;
+            continue;
+        }
+        // Byte by byte through these eight (or the tail).
+        let end = (i + 8).min(n);
+        while i < end {
+            let b = data[i];
+            i += 1;
+            if i + MIN_RUN <= n
+                && data[i] == b
+                && data[i + 1] == b
+                && data[i + 2] == b
+                && data[i + 3] == b
+            {
+                let r = data[i..].iter().take_while(|x| **x == b).count();
+                run(i, r);
+                i += r;
+                break;
+            }
         }
     }
-    tokens_from(data, i, n, &mut emit);
+}
+
+/// The match lengths (each 3..=258) a run of `r` bytes is coded as, and
+/// the bytes left over (0..=2), coded as literals.
+#[inline]
+fn run_matches(mut r: usize, mut each: impl FnMut(usize)) -> usize {
+    while r >= 3 {
+        // Never leave 1 or 2 bytes, which no match can take.
+        let m = if r > 258 && r - 258 < 3 {
+            r - 3
+        } else {
+            r.min(258)
+        };
+        each(m);
+        r -= m;
+    }
+    r
+}
+
+/// Literal codes and lengths (`code | len << 16`) for the bytes.
+type Table = [u32; 256];
+
+/// Codes `bytes` as literals.
+#[inline(always)]
+fn literals(bits: &mut Bits, table: &Table, bytes: &[u8]) {
+    // Three codes of ≤ 15 bits fit the accumulator between spills.
+    let mut triples = bytes.chunks_exact(3);
+    for t in &mut triples {
+        for b in t {
+            let e = table[usize::from(*b)];
+            bits.add(e & 0xffff, e >> 16);
+        }
+        bits.spill();
+    }
+    for b in triples.remainder() {
+        let e = table[usize::from(*b)];
+        bits.add(e & 0xffff, e >> 16);
+    }
+    bits.spill();
 }
 
 /// One dynamic-Huffman block: literals, and runs as matches at distance 1.
@@ -453,12 +460,11 @@ fn block(bits: &mut Bits, data: &[u8], last: bool) {
         *f = f4[0][i] + f4[1][i] + f4[2][i] + f4[3][i];
     }
     let mut runs_used = false;
-    tokens(data, |t| {
-        if let Token::Run(m, b) = t {
-            freq[usize::from(b)] -= m as u32;
-            freq[length_code(m).0] += 1;
-            runs_used = true;
-        }
+    runs(data, |start, r| {
+        let b = usize::from(data[start]);
+        let left = run_matches(r, |m| freq[length_code(m).0] += 1);
+        freq[b] -= (r - left) as u32;
+        runs_used = true;
     });
     freq[256] = 1; // end of block
     let ll = lengths(&freq, 15);
@@ -491,35 +497,25 @@ fn block(bits: &mut Bits, data: &[u8], last: bool) {
         bits.add(cc[usize::from(*s)], u32::from(cl[usize::from(*s)]));
         bits.put(*extra, *n);
     }
-    let mut table = [0u32; 256];
+    let mut table: Table = [0; 256];
     for (s, t) in table.iter_mut().enumerate() {
         *t = lc[s] | (u32::from(ll[s]) << 16);
     }
-    // The distance code, when used, is the only one: a single 0 bit.
-    tokens(data, |t| match t {
-        Token::Literal(b) => {
-            let e = table[usize::from(b)];
-            bits.add(e & 0xffff, e >> 16);
-            bits.spill();
-        }
-        Token::Eight(i) => {
-            // Three codes of ≤ 15 bits fit the accumulator between spills.
-            for part in data[i..i + 8].chunks(3) {
-                for b in part {
-                    let e = table[usize::from(*b)];
-                    bits.add(e & 0xffff, e >> 16);
-                }
-                bits.spill();
-            }
-        }
-        Token::Run(m, _) => {
+    let mut done = 0;
+    runs(data, |start, r| {
+        literals(bits, &table, &data[done..start]);
+        let left = run_matches(r, |m| {
             let (sym, extra_bits, extra) = length_code(m);
             bits.add(lc[sym], u32::from(ll[sym]));
             bits.add(extra, extra_bits);
+            // The distance code, the only one: a single 0 bit.
             bits.add(0, 1);
             bits.spill();
-        }
+        });
+        literals(bits, &table, &data[start + r - left..start + r]);
+        done = start + r;
     });
+    literals(bits, &table, &data[done..]);
     bits.put(lc[256], u32::from(ll[256]));
 }
 

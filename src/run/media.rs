@@ -64,7 +64,25 @@ pub enum PngEncoding {
     Compact,
 }
 
-/// Encodes an RGB image as PNG the way difflog records it.
+impl PngEncoding {
+    /// Reads `DIFFLOG_PNG` (`fast` or unset, or `compact`).
+    pub fn from_env() -> Result<PngEncoding> {
+        match std::env::var("DIFFLOG_PNG") {
+            Err(_) => Ok(PngEncoding::default()),
+            Ok(v) => match v.as_str() {
+                "" | "fast" => Ok(PngEncoding::Fast),
+                "compact" => Ok(PngEncoding::Compact),
+                _ => Err(Error::Setting {
+                    name: "DIFFLOG_PNG".into(),
+                    value: v,
+                    why: "expected \"fast\" or \"compact\"".into(),
+                }),
+            },
+        }
+    }
+}
+
+/// Encodes an RGB image as PNG the way difflog records it by default.
 pub fn encode_png(img: &dyn Pixels) -> Result<Vec<u8>> {
     encode_png_with_text(img, &[])
 }

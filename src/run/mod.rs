@@ -81,6 +81,7 @@ pub struct Init {
     mode: Option<Mode>,
     queue_capacity: usize,
     encoders: Option<usize>,
+    png: Option<media::PngEncoding>,
 }
 
 impl Init {
@@ -95,6 +96,7 @@ impl Init {
             mode: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             encoders: None,
+            png: None,
         }
     }
 
@@ -130,6 +132,12 @@ impl Init {
     /// Overrides `DIFFLOG_MODE`.
     pub fn mode(mut self, mode: Mode) -> Init {
         self.mode = Some(mode);
+        self
+    }
+
+    /// How PNGs are compressed; overrides `DIFFLOG_PNG`.
+    pub fn png(mut self, encoding: media::PngEncoding) -> Init {
+        self.png = Some(encoding);
         self
     }
 
@@ -183,6 +191,10 @@ impl Run {
         if mode == Mode::Disabled {
             return Ok(Run { active: None });
         }
+        let png = match init.png {
+            Some(p) => p,
+            None => media::PngEncoding::from_env()?,
+        };
         if init.project.trim().is_empty() {
             return Err(Error::Invalid(
                 "a run needs a non-empty project name".into(),
@@ -215,6 +227,7 @@ impl Run {
             1,
             init.queue_capacity,
             init.encoders.unwrap_or_else(default_encoders),
+            png,
         );
         let run = Run {
             active: Some(Active {
@@ -280,7 +293,8 @@ impl Run {
         let next_call = view.calls.keys().max().map_or(1, |n| n + 1);
         let next_pipeline = view.pipelines.keys().max().map_or(1, |n| n + 1);
         let next_seq = read.log.records.len() as u64 + 1;
-        let writer = Writer::start(dir.clone(), log, next_seq, capacity, encoders);
+        let png = media::PngEncoding::from_env()?;
+        let writer = Writer::start(dir.clone(), log, next_seq, capacity, encoders, png);
         let run = Run {
             active: Some(Active {
                 id: read.meta.id.clone(),

@@ -19,7 +19,7 @@
 //! whose media could not be stored is recorded as failed with that error.
 
 use super::log::EventLog;
-use super::media::{encode_png_with_text, sha256_hex, store_png, Pixels, StoredMedia};
+use super::media::{encode_png_using, sha256_hex, store_png, Pixels, PngEncoding, StoredMedia};
 use crate::error::{Error, Result, WriteError};
 use crate::event::encode_record;
 use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
@@ -143,6 +143,7 @@ impl Writer {
         next_seq: u64,
         capacity: usize,
         encoders: usize,
+        png: PngEncoding,
     ) -> Writer {
         let (jobs, job_rx) = sync_channel::<Job>(capacity.max(1));
         let (cmds, cmd_rx) = sync_channel::<Cmd>(capacity.max(1) * 4 + 16);
@@ -158,7 +159,7 @@ impl Writer {
             let tx = stores.clone();
             let spawn = std::thread::Builder::new()
                 .name(format!("difflog-encode-{i}"))
-                .spawn(move || encoder_loop(&rx, &tx));
+                .spawn(move || encoder_loop(&rx, &tx, png));
             if let Ok(h) = spawn {
                 threads.push(h);
             }
@@ -302,7 +303,7 @@ fn lower_priority() {
     }
 }
 
-fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>) {
+fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>, png: PngEncoding) {
     lower_priority();
     loop {
         let job = {
@@ -310,7 +311,7 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>) {
             guard.recv()
         };
         let Ok(job) = job else { return };
-        match encode_png_with_text(job.image.as_ref(), &job.text) {
+        match encode_png_using(job.image.as_ref(), &job.text, png) {
             Ok(png) => {
                 let (width, height) = job.image.dimensions();
                 drop(job.image);
