@@ -618,53 +618,30 @@ fn watch_feeds_a_working_target_while_another_stalls() {
             .spawn()
             .unwrap(),
     );
-    let arrived = || {
-        dirs.iter()
-            .filter(|d| {
-                let id = RunDir::open(d).unwrap().meta.id;
-                emu.run("stall-w", &difflog::sync::targets::wandb::run_name(&id))
-                    .is_some_and(|r| r.state == "finished")
-            })
-            .count()
+    // Waits until all of `dirs` are finished at W&B, up to `limit`.
+    let all_arrive = |dirs: &[PathBuf], limit: u64, what: &str| {
+        let arrived = || {
+            dirs.iter()
+                .filter(|d| {
+                    let id = RunDir::open(d).unwrap().meta.id;
+                    emu.run("stall-w", &difflog::sync::targets::wandb::run_name(&id))
+                        .is_some_and(|r| r.state == "finished")
+                })
+                .count()
+        };
+        let t = std::time::Instant::now();
+        while arrived() < dirs.len() && t.elapsed() < std::time::Duration::from_secs(limit) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let (n, took) = (arrived(), t.elapsed());
+        assert_eq!(n, dirs.len(), "{what}: {n} of {} in {took:?}", dirs.len());
     };
-    let t = std::time::Instant::now();
-    while arrived() < dirs.len() && t.elapsed() < std::time::Duration::from_secs(45) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(
-        arrived(),
-        dirs.len(),
-        "the working target got {} of {} runs in {:?}",
-        arrived(),
-        dirs.len(),
-        t.elapsed()
-    );
+    all_arrive(&dirs, 45, "the working target's runs");
     // Runs recorded while the silent target's attempt still hangs (its read
     // timeout is 60 s) reach the working target at once: each target goes
     // on with its own runs, it does not wait for the other's to end.
     let later: Vec<PathBuf> = (0..2).map(|_| record(root.path(), "stall-w", 1)).collect();
-    let t = std::time::Instant::now();
-    let arrived_later = || {
-        later
-            .iter()
-            .filter(|d| {
-                let id = RunDir::open(d).unwrap().meta.id;
-                emu.run("stall-w", &difflog::sync::targets::wandb::run_name(&id))
-                    .is_some_and(|r| r.state == "finished")
-            })
-            .count()
-    };
-    while arrived_later() < later.len() && t.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(
-        arrived_later(),
-        later.len(),
-        "runs recorded during the other target's stall: {} of {} at the working target in {:?}",
-        arrived_later(),
-        later.len(),
-        t.elapsed()
-    );
+    all_arrive(&later, 20, "runs recorded during the other target's stall");
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon stopped");
 }
 

@@ -31,6 +31,14 @@ fn text(o: &ProcOutput) -> String {
     )
 }
 
+/// Replays call 1 of `run`: all `n` images byte-identical.
+fn replays_identically(run: &Path, n: usize, root: &Path) {
+    let o = difflog(&["replay", run.to_str().unwrap(), "--call", "1"], root);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let said = format!("{n}/{n} image(s) byte-identical");
+    assert!(text(&o).contains(&said), "{}", text(&o));
+}
+
 #[test]
 fn recorded_calls_replay_byte_identically() {
     let tmp = tempfile::tempdir().unwrap();
@@ -183,16 +191,7 @@ fn compact_pngs_are_recorded_verified_and_replayed() {
     }
     let o = difflog(&["verify", compact.to_str().unwrap()], tmp.path());
     assert!(o.status.success(), "{}", text(&o));
-    let o = difflog(
-        &["replay", compact.to_str().unwrap(), "--call", "1"],
-        tmp.path(),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        text(&o).contains("2/2 image(s) byte-identical"),
-        "{}",
-        text(&o)
-    );
+    replays_identically(&compact, 2, tmp.path());
     let o = generate(&tmp.path().join("bad"), "smallest");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("DIFFLOG_PNG"), "{}", text(&o));
@@ -250,16 +249,7 @@ fn torch_cpu_noise_is_recorded_and_replayed() {
         images(&own),
         "the generator made no difference"
     );
-    let o = difflog(
-        &["replay", torch.to_str().unwrap(), "--call", "1"],
-        tmp.path(),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        text(&o).contains("2/2 image(s) byte-identical"),
-        "{}",
-        text(&o)
-    );
+    replays_identically(&torch, 2, tmp.path());
     // A generator this difflog does not know: refused by name.
     let log = torch.join("events.log");
     let bytes = std::fs::read(&log).unwrap();
