@@ -27,19 +27,18 @@ pub fn image_data(pixels: &[u8], width: usize, height: usize, bpp: usize) -> Vec
     zlib(&filtered)
 }
 
-/// PNG's Paeth predictor.
-#[inline]
+/// PNG's Paeth predictor (without branches, so loops over it vectorise).
+#[inline(always)]
 fn paeth(a: u8, b: u8, c: u8) -> u8 {
     let (ia, ib, ic) = (i16::from(a), i16::from(b), i16::from(c));
     let pa = (ib - ic).abs();
     let pb = (ia - ic).abs();
     let pc = (ia + ib - 2 * ic).abs();
+    let bc = if pb <= pc { b } else { c };
     if pa <= pb && pa <= pc {
         a
-    } else if pb <= pc {
-        b
     } else {
-        c
+        bc
     }
 }
 
@@ -99,8 +98,14 @@ fn choose(row: &[u8], prev: &[u8], bpp: usize, nlogn: &[f32], samples: usize) ->
     }
     let mut best = (f32::MAX, 0u8);
     for (k, hk) in h.iter().enumerate() {
-        // Bits to code the samples: n·log2(n) − Σ c·log2(c).
-        let bits = nlogn[samples] - hk.iter().map(|c| nlogn[usize::from(*c)]).sum::<f32>();
+        // Bits to code the samples: n·log2(n) − Σ c·log2(c), the sum over
+        // the bins that occur.
+        let sum: f32 = hk
+            .iter()
+            .filter(|c| **c > 0)
+            .map(|c| nlogn[usize::from(*c)])
+            .sum();
+        let bits = nlogn[samples] - sum;
         if bits < best.0 {
             best = (bits, k as u8);
         }
@@ -420,18 +425,33 @@ fn run_matches(mut r: usize, mut each: impl FnMut(usize)) -> usize {
 /// Literal codes and lengths (`code | len << 16`) for the bytes.
 type Table = [u32; 256];
 
-/// Codes `bytes` as literals.
+/// Codes `bytes` as literals. The accumulator lives in locals here (the
+/// compiler cannot keep it in registers through `bits`, whose buffer it
+/// cannot tell apart from the fields).
 #[inline(always)]
 fn literals(bits: &mut Bits, table: &Table, bytes: &[u8]) {
+    // Codes are at most 15 bits: at most 2 bytes each, and a word of slack.
+    let need = bits.pos + bytes.len() * 2 + 16;
+    if need > bits.out.len() {
+        bits.out.resize(need + bits.out.len(), 0);
+    }
+    let (mut acc, mut n, mut pos) = (bits.acc, bits.n, bits.pos);
+    let out = &mut bits.out[..];
     // Three codes of ≤ 15 bits fit the accumulator between spills.
     let mut triples = bytes.chunks_exact(3);
     for t in &mut triples {
         for b in t {
             let e = table[usize::from(*b)];
-            bits.add(e & 0xffff, e >> 16);
+            acc |= u64::from(e & 0xffff) << n;
+            n += e >> 16;
         }
-        bits.spill();
+        out[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+        let whole = n / 8;
+        pos += whole as usize;
+        acc >>= whole * 8;
+        n -= whole * 8;
     }
+    (bits.acc, bits.n, bits.pos) = (acc, n, pos);
     for b in triples.remainder() {
         let e = table[usize::from(*b)];
         bits.add(e & 0xffff, e >> 16);
@@ -459,13 +479,14 @@ fn block(bits: &mut Bits, data: &[u8], last: bool) {
     for (i, f) in freq.iter_mut().take(256).enumerate() {
         *f = f4[0][i] + f4[1][i] + f4[2][i] + f4[3][i];
     }
-    let mut runs_used = false;
+    let mut found = Vec::new();
     runs(data, |start, r| {
         let b = usize::from(data[start]);
         let left = run_matches(r, |m| freq[length_code(m).0] += 1);
         freq[b] -= (r - left) as u32;
-        runs_used = true;
+        found.push((start, r));
     });
+    let runs_used = !found.is_empty();
     freq[256] = 1; // end of block
     let ll = lengths(&freq, 15);
     let lc = codes(&ll);
@@ -502,7 +523,7 @@ fn block(bits: &mut Bits, data: &[u8], last: bool) {
         *t = lc[s] | (u32::from(ll[s]) << 16);
     }
     let mut done = 0;
-    runs(data, |start, r| {
+    for (start, r) in found {
         literals(bits, &table, &data[done..start]);
         let left = run_matches(r, |m| {
             let (sym, extra_bits, extra) = length_code(m);
@@ -514,7 +535,7 @@ fn block(bits: &mut Bits, data: &[u8], last: bool) {
         });
         literals(bits, &table, &data[start + r - left..start + r]);
         done = start + r;
-    });
+    }
     literals(bits, &table, &data[done..]);
     bits.put(lc[256], u32::from(ll[256]));
 }
