@@ -14,7 +14,7 @@ use crate::event::Event;
 use crate::format::MEDIA_DIR;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use crate::read::{dir_size, RunDir};
-use crate::run::media::encode_png;
+use crate::run::media::{encode_png_using, PngEncoding};
 use crate::run::{Init, Run};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -249,10 +249,13 @@ fn threads() -> usize {
 /// given also write each PNG to a plain file there (no hashing, no fsync, no
 /// log); returns seconds.
 fn baseline(images: &[RgbImage], threads: usize, write_to: Option<&Path>) -> Result<f64> {
+    // The encoding the recorder uses (`DIFFLOG_PNG`), so the ratios compare
+    // like with like.
+    let encoding = PngEncoding::from_env()?;
     let start = Instant::now();
     let chunk = images.len().div_ceil(threads.max(1)).max(1);
     let encode_one = |(n, img): (usize, &RgbImage)| -> Result<usize> {
-        let png = encode_png(img)?;
+        let png = encode_png_using(img, &[], encoding)?;
         if let Some(dir) = write_to {
             let path = dir.join(format!("{n}.png"));
             std::fs::write(&path, &png)
