@@ -8,6 +8,33 @@ use std::path::PathBuf;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Reads the environment variable `name` as one of `choices` (unset, empty
+/// or not Unicode: `default`); any other value is an [`Error::Setting`]
+/// naming the choices.
+pub fn env_choice<T: Copy>(name: &str, default: T, choices: &[(&str, T)]) -> Result<T> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(default);
+    };
+    if v.is_empty() {
+        return Ok(default);
+    }
+    match choices.iter().find(|(text, _)| *text == v) {
+        Some((_, choice)) => Ok(*choice),
+        None => Err(Error::Setting {
+            name: name.into(),
+            value: v,
+            why: format!(
+                "expected {}",
+                choices
+                    .iter()
+                    .map(|(text, _)| format!("\"{text}\""))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        }),
+    }
+}
+
 /// Everything that can go wrong while recording or reading a run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -22,7 +22,7 @@ use crate::pipeline::Pipeline;
 use crate::pipelines::SchedulerKind;
 use crate::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request, Rng};
 use crate::read::{CallView, RunDir, RunView};
-use crate::run::media::{encode_png_using, encode_png_with_text, sha256_hex, PngEncoding};
+use crate::run::media::{encode_png_using, sha256_hex, PngEncoding};
 use image::RgbImage;
 use serde::Serialize;
 use serde_json::Value;
@@ -391,13 +391,18 @@ fn replay_row(
         weights_digest: p.weights_digest.as_deref(),
         scheduler: &p.scheduler,
     });
-    let mut replayed = sha256_hex(&encode_png_with_text(img, &chunks)?);
-    if replayed != recorded {
-        // Recorded with the other PNG encoding: the same pixels give its
-        // bytes.
-        let then = sha256_hex(&encode_png_using(img, &chunks, PngEncoding::Compact)?);
-        if then == recorded {
-            replayed = then;
+    // The run may have been recorded with any PNG encoding: the same pixels
+    // give that encoding's bytes. The default's digest is reported when none
+    // matches.
+    let default = PngEncoding::default();
+    let mut replayed = sha256_hex(&encode_png_using(img, &chunks, default)?);
+    for other in PngEncoding::ALL.into_iter().filter(|e| *e != default) {
+        if replayed == recorded {
+            break;
+        }
+        let digest = sha256_hex(&encode_png_using(img, &chunks, other)?);
+        if digest == recorded {
+            replayed = digest;
         }
     }
     let identical = replayed == recorded;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::run::media::{encode_png_using, PngEncoding};
 use image::RgbImage;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Settings of `bench png`.
@@ -111,7 +111,7 @@ print(total)
 "#;
 
 /// PIL's default bytes for `images` (and its check of the compact PNGs).
-fn pil_bytes(python: &PathBuf, images: &[RgbImage], size: u32) -> Result<u64> {
+fn pil_bytes(python: &Path, images: &[RgbImage], size: u32) -> Result<u64> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("<temp>", "create a folder", e))?;
     for (i, img) in images.iter().enumerate() {
         let raw = dir.path().join(format!("{i}.rgb"));

@@ -65,20 +65,19 @@ pub enum PngEncoding {
 }
 
 impl PngEncoding {
+    /// Every encoding.
+    pub const ALL: [PngEncoding; 2] = [PngEncoding::Fast, PngEncoding::Compact];
+
     /// Reads `DIFFLOG_PNG` (`fast` or unset, or `compact`).
     pub fn from_env() -> Result<PngEncoding> {
-        match std::env::var("DIFFLOG_PNG") {
-            Err(_) => Ok(PngEncoding::default()),
-            Ok(v) => match v.as_str() {
-                "" | "fast" => Ok(PngEncoding::Fast),
-                "compact" => Ok(PngEncoding::Compact),
-                _ => Err(Error::Setting {
-                    name: "DIFFLOG_PNG".into(),
-                    value: v,
-                    why: "expected \"fast\" or \"compact\"".into(),
-                }),
-            },
-        }
+        crate::error::env_choice(
+            "DIFFLOG_PNG",
+            PngEncoding::default(),
+            &[
+                ("fast", PngEncoding::Fast),
+                ("compact", PngEncoding::Compact),
+            ],
+        )
     }
 }
 

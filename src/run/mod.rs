@@ -47,18 +47,11 @@ pub enum Mode {
 impl Mode {
     /// Reads `DIFFLOG_MODE` (`offline` or unset, or `disabled`).
     pub fn from_env() -> Result<Mode> {
-        match std::env::var("DIFFLOG_MODE") {
-            Err(_) => Ok(Mode::Offline),
-            Ok(v) => match v.as_str() {
-                "" | "offline" => Ok(Mode::Offline),
-                "disabled" => Ok(Mode::Disabled),
-                _ => Err(Error::Setting {
-                    name: "DIFFLOG_MODE".into(),
-                    value: v,
-                    why: "expected \"offline\" or \"disabled\"".into(),
-                }),
-            },
-        }
+        crate::error::env_choice(
+            "DIFFLOG_MODE",
+            Mode::Offline,
+            &[("offline", Mode::Offline), ("disabled", Mode::Disabled)],
+        )
     }
 }
 
