@@ -357,6 +357,15 @@ enum Bench {
         /// same pixels (and check that PIL reads the compact PNGs).
         #[arg(long)]
         python: Option<PathBuf>,
+        /// Also measure other compressors (fdeflate, miniz, zlib-rs,
+        /// libdeflate at several levels), each with no per-row filter
+        /// choice, the least-sum choice and difflog's entropy choice.
+        #[arg(long)]
+        candidates: bool,
+        /// Take the images from the PNG files under this folder instead (a
+        /// run's media folder, say): the first --count, in name order.
+        #[arg(long)]
+        from: Option<PathBuf>,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -385,6 +394,18 @@ enum Bench {
         /// Sleep this many ms between calls (to generate a paced live run).
         #[arg(long, default_value_t = 0)]
         pace_ms: u64,
+        /// Which images: grain (gradients with strong noise) or natural
+        /// (natural-looking structure, shapes, fine grain).
+        #[arg(long, default_value = "grain")]
+        images: String,
+        /// Record the same images with each PNG encoding (fast, compact),
+        /// twice in turns, and print them side by side (runs removed after).
+        #[arg(long)]
+        compare_png: bool,
+        /// With --compare-png: a Python with Pillow, to measure PIL's
+        /// default PNG bytes for the same pixels.
+        #[arg(long, requires = "compare_png")]
+        python: Option<PathBuf>,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -568,6 +589,8 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
             size,
             images,
             python,
+            candidates,
+            from,
             json,
         } => {
             let opts = difflog::bench::png::PngBench {
@@ -575,6 +598,8 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
                 size,
                 images,
                 python,
+                candidates,
+                from,
             };
             actions::bench_png(out, &opts, json)
         }
@@ -586,18 +611,24 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
             queue,
             no_baseline,
             pace_ms,
+            images,
+            compare_png,
+            python,
             json,
         } => {
             let opts = difflog::bench::RecordBench {
-                calls,
-                size,
                 images_per_call,
-                root: root(r),
                 queue,
                 no_baseline,
                 pace_ms,
+                images,
+                ..difflog::bench::RecordBench::new(calls, size, root(r))
             };
-            actions::bench_record(out, &opts, json)
+            if compare_png {
+                actions::bench_record_png(out, &opts, python.as_deref(), json)
+            } else {
+                actions::bench_record(out, &opts, json)
+            }
         }
     }
 }

@@ -180,6 +180,117 @@ fn bench_record_prints_every_figure() {
     assert!(stdout(&o).contains("recording / encode-only"));
 }
 
+/// Issue 38: `bench record --compare-png` records the same images with
+/// each PNG encoding and reports them side by side: the compact PNGs are
+/// smaller than the fast ones on natural-looking images, and the measured
+/// runs are removed.
+#[test]
+fn bench_record_compares_the_png_encodings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = difflog(
+        &[
+            "bench",
+            "record",
+            "--calls",
+            "4",
+            "--size",
+            "96",
+            "--images",
+            "natural",
+            "--compare-png",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    let png: Vec<&str> = runs.iter().map(|r| r["png"].as_str().unwrap()).collect();
+    assert_eq!(png, ["fast", "compact"]);
+    let bytes: Vec<u64> = runs
+        .iter()
+        .map(|r| r["png_bytes"].as_u64().unwrap())
+        .collect();
+    assert!(bytes[1] < bytes[0], "compact {bytes:?} not smaller");
+    assert!(v["compact_throughput_over_fast"].as_f64().unwrap() > 0.0);
+    assert!(v["pil_bytes"].is_null());
+    for r in runs {
+        assert_eq!(r["images"], 4);
+        assert!(!Path::new(r["run_dir"].as_str().unwrap()).exists());
+    }
+    let o = difflog(
+        &["bench", "record", "--calls", "2", "--images", "noise"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--images noise"), "{}", stderr(&o));
+}
+
+/// Issue 38: `bench png --candidates` measures every compressor with each
+/// way of choosing the rows' filters, and difflog's own compressor with
+/// its own filter choice is exactly the compact encoding; `--from` takes
+/// the images from PNG files and names a file it cannot read.
+#[test]
+fn bench_png_measures_the_candidates_and_reads_pngs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = difflog(
+        &[
+            "bench",
+            "png",
+            "--count",
+            "2",
+            "--size",
+            "48",
+            "--candidates",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let candidates = v["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 33, "3 filter choices × 11 compressors");
+    for name in ["fdeflate", "miniz_oxide", "zlib-rs", "libdeflate"] {
+        assert!(
+            candidates
+                .iter()
+                .any(|c| c["compressor"].as_str().unwrap().starts_with(name)),
+            "{name} missing"
+        );
+    }
+    let own = candidates
+        .iter()
+        .find(|c| {
+            c["filter"] == "least entropy per row"
+                && c["compressor"].as_str().unwrap().starts_with("difflog")
+        })
+        .unwrap();
+    let compact = v["encodings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "compact")
+        .unwrap();
+    assert_eq!(own["bytes"], compact["bytes"]);
+
+    let pngs = tmp.path().join("pngs");
+    std::fs::create_dir_all(pngs.join("sub")).unwrap();
+    for (i, side) in [16u32, 40].iter().enumerate() {
+        let img = difflog::bench::natural_image(i as u64, *side);
+        let bytes = difflog::run::media::encode_png(&img).unwrap();
+        std::fs::write(pngs.join("sub").join(format!("{i}.png")), bytes).unwrap();
+    }
+    let from = pngs.to_str().unwrap();
+    let o = difflog(&["bench", "png", "--from", from, "--json"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["count"], 2);
+    std::fs::write(pngs.join("broken.png"), b"not a png").unwrap();
+    let o = difflog(&["bench", "png", "--from", from], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("broken.png"), "{}", stderr(&o));
+}
+
 #[test]
 fn help_explains_the_commands() {
     let o = difflog(&["--help"], Path::new("."));

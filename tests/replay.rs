@@ -133,39 +133,47 @@ fn recorded_calls_replay_byte_identically() {
     assert!(text(&o).contains("no call 9"), "{}", text(&o));
 }
 
-/// Issue 38: with `DIFFLOG_PNG=compact` the recorder writes the compact
-/// encoding: the same pixels as the fast one, the run verifies, and replay
-/// re-makes its bytes exactly; a value it does not know is refused, naming
-/// the setting.
+/// Issue 38: the recorder writes the compact encoding by default (and
+/// with `DIFFLOG_PNG=compact`), the fast one with `DIFFLOG_PNG=fast`: the
+/// same pixels, different bytes; runs of either encoding verify and replay
+/// re-makes their bytes exactly; a value it does not know is refused,
+/// naming the setting.
 #[test]
 fn compact_pngs_are_recorded_verified_and_replayed() {
     let tmp = tempfile::tempdir().unwrap();
-    let generate = |root: &Path, png: &str| {
+    let generate = |root: &Path, png: Option<&str>| {
         test_cache();
-        Command::new(common::difflog_bin())
-            .args([
-                "generate",
-                "--prompt",
-                "a red circle",
-                "--steps",
-                "3",
-                "--seed",
-                "4",
-            ])
-            .args(["--num-images-per-prompt", "2"])
-            .env("DIFFLOG_DIR", root)
-            .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
-            .env("DIFFLOG_PNG", png)
-            .env_remove("DIFFLOG_MODE")
-            .output()
-            .unwrap()
+        let mut c = Command::new(common::difflog_bin());
+        match png {
+            Some(p) => c.env("DIFFLOG_PNG", p),
+            None => c.env_remove("DIFFLOG_PNG"),
+        };
+        c.args([
+            "generate",
+            "--prompt",
+            "a red circle",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+        ])
+        .args(["--num-images-per-prompt", "2"])
+        .env("DIFFLOG_DIR", root)
+        .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
+        .env_remove("DIFFLOG_MODE")
+        .output()
+        .unwrap()
     };
-    let (a, b) = (tmp.path().join("compact"), tmp.path().join("fast"));
-    let o = generate(&a, "compact");
-    assert!(o.status.success(), "{}", text(&o));
-    let o = generate(&b, "fast");
-    assert!(o.status.success(), "{}", text(&o));
-    let (compact, fast) = (only_run(&a), only_run(&b));
+    let (a, b, d) = (
+        tmp.path().join("compact"),
+        tmp.path().join("fast"),
+        tmp.path().join("default"),
+    );
+    for (root, png) in [(&a, Some("compact")), (&b, Some("fast")), (&d, None)] {
+        let o = generate(root, png);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let (compact, fast, default) = (only_run(&a), only_run(&b), only_run(&d));
     let files = |dir: &Path| {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = walk(&dir.join("media"))
             .into_iter()
@@ -189,10 +197,34 @@ fn compact_pngs_are_recorded_verified_and_replayed() {
         assert_eq!(cp, fp, "the same pixels");
         assert_ne!(cb, fb, "the compact encoding was not used");
     }
-    let o = difflog(&["verify", compact.to_str().unwrap()], tmp.path());
-    assert!(o.status.success(), "{}", text(&o));
-    replays_identically(&compact, 2, tmp.path());
-    let o = generate(&tmp.path().join("bad"), "smallest");
+    // The recipe in the text chunks names the run: the image data is what
+    // the encoding decides.
+    let image_data = |png: &[u8]| {
+        let (mut at, mut data) = (8, Vec::new());
+        while at + 12 <= png.len() {
+            let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+            if &png[at + 4..at + 8] == b"IDAT" {
+                data.extend_from_slice(&png[at + 8..at + 8 + len]);
+            }
+            at += 12 + len;
+        }
+        data
+    };
+    let d = files(&default);
+    assert_eq!(d.len(), 2);
+    for ((dp, db), (cp, cb)) in d.iter().zip(&c) {
+        assert!(dp == cp, "the same pixels");
+        assert!(
+            image_data(db) == image_data(cb),
+            "the default is not the compact encoding"
+        );
+    }
+    for run in [&compact, &fast] {
+        let o = difflog(&["verify", run.to_str().unwrap()], tmp.path());
+        assert!(o.status.success(), "{}", text(&o));
+        replays_identically(run, 2, tmp.path());
+    }
+    let o = generate(&tmp.path().join("bad"), Some("smallest"));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("DIFFLOG_PNG"), "{}", text(&o));
 }

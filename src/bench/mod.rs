@@ -41,6 +41,29 @@ pub struct RecordBench {
     pub no_baseline: bool,
     /// Sleep this long between calls (load generation for live-run tests).
     pub pace_ms: u64,
+    /// `grain` (gradients with strong noise, the default) or `natural`
+    /// (see [`natural_image`]).
+    pub images: String,
+    /// The PNG encoding recorded with; `None`: `DIFFLOG_PNG`'s.
+    pub png: Option<PngEncoding>,
+}
+
+impl RecordBench {
+    /// The benchmark's settings with their defaults, `calls` calls of one
+    /// `size`² image recorded under `root`.
+    pub fn new(calls: usize, size: u32, root: PathBuf) -> RecordBench {
+        RecordBench {
+            calls,
+            size,
+            images_per_call: 1,
+            root,
+            queue: crate::run::DEFAULT_QUEUE_CAPACITY,
+            no_baseline: false,
+            pace_ms: 0,
+            images: "grain".into(),
+            png: None,
+        }
+    }
 }
 
 /// Figures measured by `bench record`.
@@ -77,6 +100,10 @@ pub struct RecordFigures {
     pub encode_only_s: f64,
     /// Threads used by the baseline and by the recorder's encoder pool.
     pub threads: usize,
+    /// The PNG encoding recorded with.
+    pub png: PngEncoding,
+    /// Bytes of the distinct PNG files recorded.
+    pub png_bytes: u64,
     /// Images recorded.
     pub images: usize,
     /// The run directory written.
@@ -248,10 +275,13 @@ fn threads() -> usize {
 /// Baseline: PNG-encode `images` on `threads` threads, and if `write_to` is
 /// given also write each PNG to a plain file there (no hashing, no fsync, no
 /// log); returns seconds.
-fn baseline(images: &[RgbImage], threads: usize, write_to: Option<&Path>) -> Result<f64> {
-    // The encoding the recorder uses (`DIFFLOG_PNG`), so the ratios compare
-    // like with like.
-    let encoding = PngEncoding::from_env()?;
+/// The recorder's `encoding`, so that the ratios compare like with like.
+fn baseline(
+    images: &[RgbImage],
+    threads: usize,
+    write_to: Option<&Path>,
+    encoding: PngEncoding,
+) -> Result<f64> {
     let start = Instant::now();
     let chunk = images.len().div_ceil(threads.max(1)).max(1);
     let encode_one = |(n, img): (usize, &RgbImage)| -> Result<usize> {
@@ -302,22 +332,72 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// Runs `bench record` and returns its figures.
-pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
+/// What makes the images `--images NAME` names: `grain`
+/// ([`synthetic_image`]) or `natural` ([`natural_image`]).
+pub fn image_maker(name: &str) -> Result<fn(u64, u32) -> RgbImage> {
+    match name {
+        "grain" => Ok(synthetic_image),
+        "natural" => Ok(natural_image),
+        other => Err(crate::Error::Invalid(format!(
+            "--images {}: expected grain or natural",
+            crate::terminal::escape(other)
+        ))),
+    }
+}
+
+/// The images `opts` asks for (made on all cores).
+fn bench_images(opts: &RecordBench) -> Result<Vec<RgbImage>> {
     if opts.calls == 0 || opts.size == 0 {
         return Err(crate::Error::Invalid(
             "--calls and --size must be at least 1".into(),
         ));
     }
-    let n = opts.calls * opts.images_per_call.max(1);
-    let images: Vec<RgbImage> = (0..n as u64)
-        .map(|i| synthetic_image(i, opts.size))
-        .collect();
+    let make = image_maker(&opts.images)?;
+    let n = (opts.calls * opts.images_per_call.max(1)) as u64;
+    let threads = threads() as u64;
+    let size = opts.size;
+    Ok(std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..n)
+                        .step_by(threads as usize)
+                        .map(|i| (i, make(i, size)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(u64, RgbImage)> = parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, img)| img).collect()
+    }))
+}
+
+/// Runs `bench record` and returns its figures.
+pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
+    let encoding = match opts.png {
+        Some(e) => e,
+        None => PngEncoding::from_env()?,
+    };
+    record_images(opts, bench_images(opts)?, encoding)
+}
+
+/// Records `images` as `bench record` does, with PNGs encoded as
+/// `encoding`.
+fn record_images(
+    opts: &RecordBench,
+    images: Vec<RgbImage>,
+    encoding: PngEncoding,
+) -> Result<RecordFigures> {
+    let n = images.len();
     let threads = threads();
     let (encode_only_s, encode_write_s) = if opts.no_baseline {
         (f64::NAN, f64::NAN)
     } else {
-        let encode_only_s = baseline(&images, threads, None)?;
+        let encode_only_s = baseline(&images, threads, None, encoding)?;
         std::fs::create_dir_all(&opts.root)
             .map_err(|e| crate::Error::io(&opts.root, "create root", e))?;
         let scratch = tempfile::Builder::new()
@@ -326,7 +406,7 @@ pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
             .map_err(|e| crate::Error::io(&opts.root, "create baseline directory", e))?;
         (
             encode_only_s,
-            baseline(&images, threads, Some(scratch.path()))?,
+            baseline(&images, threads, Some(scratch.path()), encoding)?,
         )
     };
 
@@ -335,7 +415,8 @@ pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
         Init::project("difflog-bench")
             .name(format!("bench record {}x{}px", opts.calls, opts.size))
             .root(&opts.root)
-            .queue_capacity(opts.queue),
+            .queue_capacity(opts.queue)
+            .png(encoding),
     )?;
     let run_dir = run
         .dir()
@@ -395,9 +476,89 @@ pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
         record_s,
         encode_only_s,
         threads,
+        png: encoding,
+        png_bytes,
         images: n,
         run_dir,
     })
+}
+
+/// Figures of `bench record --compare-png`: the same images recorded with
+/// each PNG encoding, side by side (issue 38).
+#[derive(Debug, Clone, Serialize)]
+pub struct PngRecordFigures {
+    /// The recording with each encoding (the faster of two rounds).
+    pub runs: Vec<RecordFigures>,
+    /// PIL's default PNG bytes for the same pixels, when measured.
+    pub pil_bytes: Option<u64>,
+    /// Compact PNG bytes / PIL's (the goal: ≤ 1).
+    pub compact_over_pil: Option<f64>,
+    /// Images a second with compact / with fast (the goal: ≥ 0.9).
+    pub compact_throughput_over_fast: f64,
+}
+
+/// Records the same images with the fast and the compact PNG encodings,
+/// twice each in turns (a noisy machine hits both alike), keeps each
+/// encoding's faster round, and measures PIL's bytes for the same pixels
+/// with `python` when given.
+pub fn record_png_compare(opts: &RecordBench, python: Option<&Path>) -> Result<PngRecordFigures> {
+    let images = bench_images(opts)?;
+    let mut best: Vec<Option<RecordFigures>> = vec![None; PngEncoding::ALL.len()];
+    for _ in 0..2 {
+        for (k, encoding) in PngEncoding::ALL.iter().enumerate() {
+            let f = record_images(opts, images.clone(), *encoding)?;
+            // The run is measured; its directory is not needed again.
+            let _ = std::fs::remove_dir_all(&f.run_dir);
+            if best[k]
+                .as_ref()
+                .is_none_or(|b| f.images_per_s > b.images_per_s)
+            {
+                best[k] = Some(f);
+            }
+        }
+    }
+    let runs: Vec<RecordFigures> = best.into_iter().flatten().collect();
+    let of = |e: PngEncoding| runs.iter().find(|f| f.png == e);
+    let (Some(fast), Some(compact)) = (of(PngEncoding::Fast), of(PngEncoding::Compact)) else {
+        return Err(crate::Error::Invalid("no recording was measured".into()));
+    };
+    let pil_bytes = match python {
+        Some(py) => Some(png::pil_bytes(py, &images)?),
+        None => None,
+    };
+    Ok(PngRecordFigures {
+        compact_over_pil: pil_bytes.map(|p| compact.png_bytes as f64 / p.max(1) as f64),
+        compact_throughput_over_fast: compact.images_per_s / fast.images_per_s.max(1e-9),
+        pil_bytes,
+        runs,
+    })
+}
+
+/// The text `bench record --compare-png` prints.
+pub fn render_png_compare(f: &PngRecordFigures, calls: usize, size: u32) -> String {
+    let mut s = String::new();
+    for r in &f.runs {
+        s.push_str(&format!("PNG encoding: {:?}\n", r.png).to_lowercase());
+        // Each run was removed once measured: no path to show.
+        for line in render(r, calls, size).lines() {
+            if !line.starts_with("  run: ") {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+        s.push_str(&format!("  PNG bytes {:>57}\n\n", r.png_bytes));
+    }
+    s.push_str(&format!(
+        "compact / fast images a second {:.3} (goal ≥ 0.9)\n",
+        f.compact_throughput_over_fast
+    ));
+    match (f.pil_bytes, f.compact_over_pil) {
+        (Some(p), Some(r)) => s.push_str(&format!(
+            "PIL's default bytes {p}; compact / PIL {r:.3} (goal ≤ 1)\n"
+        )),
+        _ => s.push_str("PIL's default bytes: not measured (--python)\n"),
+    }
+    s
 }
 
 fn count_files(dir: &std::path::Path) -> usize {

@@ -5,9 +5,9 @@
 //! in the same process so a noisy machine shows in every figure alike
 //! (issue 38).
 
-use super::{natural_image, synthetic_image};
 use crate::error::{Error, Result};
-use crate::run::media::{encode_png_using, PngEncoding};
+use crate::run::idat::{self, RowFilter};
+use crate::run::media::{encode_png_using, png_around, PngEncoding};
 use image::RgbImage;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,51 @@ pub struct PngBench {
     /// A Python with Pillow: its default PNG bytes for the same pixels, and
     /// a check that it decodes every compact PNG to its pixels.
     pub python: Option<PathBuf>,
+    /// Also measure the other compressors at several levels, with each way
+    /// of choosing the rows' filters.
+    pub candidates: bool,
+    /// PNG files to take the images from instead (a run's `media`, say):
+    /// the first `count` under this folder, in name order.
+    pub from: Option<PathBuf>,
+}
+
+/// The first `count` PNG files under `dir` (in name order, never through a
+/// link), decoded to RGB; an unreadable one is an error naming it.
+fn images_from(dir: &Path, count: usize) -> Result<Vec<RgbImage>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, "read the folder", e))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::io(&d, "read the folder", e))?;
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() && e.path().extension().is_some_and(|x| x == "png") => {
+                    files.push(e.path())
+                }
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    files.truncate(count);
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--from {}: no PNG files there",
+            dir.display()
+        )));
+    }
+    files
+        .iter()
+        .map(|p| {
+            crate::read::decode_image(p).map_err(|why| {
+                Error::Invalid(format!(
+                    "{}: {why}",
+                    crate::terminal::escape(&p.display().to_string())
+                ))
+            })
+        })
+        .collect()
 }
 
 /// One encoding's figures.
@@ -58,28 +103,133 @@ pub struct PngFigures {
     pub compact_over_fast: f64,
     /// Compact time / fast time (the goal: close to 1).
     pub compact_time_over_fast: f64,
+    /// The other compressors with each filter choice (`--candidates`).
+    pub candidates: Vec<Candidate>,
 }
 
-/// The `png` crate at zlib's default level: the reference for "default".
-fn zlib_default(img: &RgbImage) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, img.width(), img.height());
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.set_compression(png::Compression::Balanced);
-    enc.set_filter(png::Filter::Adaptive);
-    let fail = |e: png::EncodingError| Error::encode("a benchmark image", e.to_string());
-    let mut w = enc.write_header().map_err(fail)?;
-    w.write_image_data(img.as_raw()).map_err(fail)?;
-    w.finish().map_err(fail)?;
-    Ok(out)
+/// A compressor at a level, with a way of choosing the rows' filters.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// How the rows' filters were chosen.
+    pub filter: String,
+    /// Which compressor, at which level.
+    pub compressor: String,
+    /// Bytes of all the PNG files.
+    pub bytes: u64,
+    /// Milliseconds per image (filtering included), one thread.
+    pub ms_per_image: f64,
+    /// Time / the fast encoding's time.
+    pub time_over_fast: f64,
+    /// Bytes / PIL's bytes, when measured.
+    pub bytes_over_pil: Option<f64>,
 }
 
-/// Encodes every image with `f`, best of three rounds: (bytes, ms each).
+/// A deflate compressor the candidates use.
+#[derive(Debug, Clone, Copy)]
+enum Compressor {
+    /// fdeflate (what the `png` crate's fast setting runs).
+    Fdeflate,
+    /// miniz_oxide at a level (the `png` crate's other settings).
+    Miniz(u8),
+    /// zlib-rs (zlib's algorithms in Rust) at a level.
+    ZlibRs(i32),
+    /// libdeflate (vendored C) at a level.
+    Libdeflate(i32),
+    /// difflog's own ([`idat::deflate`]): Huffman codes and runs only.
+    Difflog,
+}
+
+impl Compressor {
+    /// Every compressor and level measured.
+    const ALL: [Compressor; 11] = [
+        Compressor::Fdeflate,
+        Compressor::Miniz(1),
+        Compressor::Miniz(6),
+        Compressor::ZlibRs(1),
+        Compressor::ZlibRs(3),
+        Compressor::ZlibRs(6),
+        Compressor::Libdeflate(1),
+        Compressor::Libdeflate(3),
+        Compressor::Libdeflate(6),
+        Compressor::Libdeflate(9),
+        Compressor::Difflog,
+    ];
+
+    fn name(self) -> String {
+        match self {
+            Compressor::Fdeflate => "fdeflate".into(),
+            Compressor::Miniz(l) => format!("miniz_oxide level {l}"),
+            Compressor::ZlibRs(l) => format!("zlib-rs level {l}"),
+            Compressor::Libdeflate(l) => format!("libdeflate level {l}"),
+            Compressor::Difflog => "difflog (Huffman + runs)".into(),
+        }
+    }
+
+    /// The zlib stream of `filtered`.
+    fn zlib(self, filtered: &[u8]) -> Result<Vec<u8>> {
+        let fail = |why: String| Error::encode("a benchmark image", why);
+        Ok(match self {
+            Compressor::Fdeflate => fdeflate::compress_to_vec(filtered),
+            Compressor::Miniz(l) => miniz_oxide::deflate::compress_to_vec_zlib(filtered, l),
+            Compressor::ZlibRs(l) => {
+                let mut out = vec![0u8; zlib_rs::compress_bound(filtered.len())];
+                let config = zlib_rs::DeflateConfig {
+                    level: l,
+                    ..zlib_rs::DeflateConfig::default()
+                };
+                let (z, rc) = zlib_rs::compress_slice(&mut out, filtered, config);
+                if rc != zlib_rs::ReturnCode::Ok {
+                    return Err(fail(format!("zlib-rs failed: {rc:?}")));
+                }
+                z.to_vec()
+            }
+            Compressor::Libdeflate(l) => {
+                let level = libdeflater::CompressionLvl::new(l)
+                    .map_err(|e| fail(format!("libdeflate level {l}: {e:?}")))?;
+                let mut c = libdeflater::Compressor::new(level);
+                let mut out = vec![0u8; c.zlib_compress_bound(filtered.len())];
+                let n = c
+                    .zlib_compress(filtered, &mut out)
+                    .map_err(|e| fail(format!("libdeflate failed: {e:?}")))?;
+                out.truncate(n);
+                out
+            }
+            Compressor::Difflog => idat::deflate(filtered),
+        })
+    }
+}
+
+/// The ways of choosing the rows' filters, with their names.
+const FILTERS: [(&str, RowFilter); 3] = [
+    ("Paeth, every row", RowFilter::Fixed(4)),
+    ("least sum per row", RowFilter::MinSum),
+    ("least entropy per row", RowFilter::Entropy),
+];
+
+/// A PNG of `img`: rows filtered as `filter` says, compressed by `c`.
+fn candidate_png(img: &RgbImage, filter: RowFilter, c: Compressor) -> Result<Vec<u8>> {
+    let (w, h) = img.dimensions();
+    let rows = idat::filter_rows(img.as_raw(), w as usize * 3, h as usize, 3, filter);
+    png_around(w, h, &c.zlib(&rows)?)
+}
+
+/// Whether `png` decodes to the pixels of `img`.
+fn decodes_to(png: &[u8], img: &RgbImage) -> bool {
+    image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .map(|d| d.to_rgb8().as_raw() == img.as_raw())
+        .unwrap_or(false)
+}
+
+/// Encodes every image with `f`, best of three rounds (fewer when a round
+/// takes over a second): (bytes, ms each).
 fn measure(images: &[RgbImage], f: impl Fn(&RgbImage) -> Result<Vec<u8>>) -> Result<(u64, f64)> {
     let mut best = f64::MAX;
     let mut bytes = 0;
+    let start = Instant::now();
     for _ in 0..3 {
+        if best < f64::MAX && start.elapsed().as_secs_f64() > 1.0 {
+            break;
+        }
         let t = Instant::now();
         bytes = 0;
         for img in images {
@@ -95,11 +245,12 @@ fn measure(images: &[RgbImage], f: impl Fn(&RgbImage) -> Result<Vec<u8>>) -> Res
 const PIL_SCRIPT: &str = r#"
 import io, sys
 from PIL import Image
-size, n, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+folder = sys.argv[1]
+sizes = [tuple(map(int, line.split())) for line in open(f"{folder}/sizes.txt")]
 total = 0
-for i in range(n):
+for i, size in enumerate(sizes):
     raw = open(f"{folder}/{i}.rgb", "rb").read()
-    im = Image.frombytes("RGB", (size, size), raw)
+    im = Image.frombytes("RGB", size, raw)
     b = io.BytesIO()
     im.save(b, "PNG")
     total += len(b.getvalue())
@@ -111,8 +262,14 @@ print(total)
 "#;
 
 /// PIL's default bytes for `images` (and its check of the compact PNGs).
-fn pil_bytes(python: &Path, images: &[RgbImage], size: u32) -> Result<u64> {
+pub(crate) fn pil_bytes(python: &Path, images: &[RgbImage]) -> Result<u64> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("<temp>", "create a folder", e))?;
+    let sizes: String = images
+        .iter()
+        .map(|i| format!("{} {}\n", i.width(), i.height()))
+        .collect();
+    let list = dir.path().join("sizes.txt");
+    std::fs::write(&list, sizes).map_err(|e| Error::io(&list, "write", e))?;
     for (i, img) in images.iter().enumerate() {
         let raw = dir.path().join(format!("{i}.rgb"));
         std::fs::write(&raw, img.as_raw()).map_err(|e| Error::io(&raw, "write", e))?;
@@ -122,8 +279,6 @@ fn pil_bytes(python: &Path, images: &[RgbImage], size: u32) -> Result<u64> {
     }
     let o = std::process::Command::new(python)
         .args(["-c", PIL_SCRIPT])
-        .arg(size.to_string())
-        .arg(images.len().to_string())
         .arg(dir.path())
         .output()
         .map_err(|e| Error::io(python, "run", e))?;
@@ -141,6 +296,12 @@ fn pil_bytes(python: &Path, images: &[RgbImage], size: u32) -> Result<u64> {
     }
 }
 
+/// The images `--images` names.
+fn generated(opts: &PngBench) -> Result<Vec<RgbImage>> {
+    let make = super::image_maker(&opts.images)?;
+    Ok((0..opts.count as u64).map(|i| make(i, opts.size)).collect())
+}
+
 /// Runs `bench png`.
 pub fn run(opts: &PngBench) -> Result<PngFigures> {
     if opts.count == 0 || opts.size == 0 {
@@ -148,18 +309,13 @@ pub fn run(opts: &PngBench) -> Result<PngFigures> {
             "--count and --size must be at least 1".into(),
         ));
     }
-    let images: Vec<RgbImage> = match opts.images.as_str() {
-        "natural" => (0..opts.count as u64)
-            .map(|i| natural_image(i, opts.size))
-            .collect(),
-        "grain" => (0..opts.count as u64)
-            .map(|i| synthetic_image(i, opts.size))
-            .collect(),
-        other => {
-            return Err(Error::Invalid(format!(
-                "--images {other}: expected natural or grain"
-            )))
+    let (images, label, size) = match &opts.from {
+        Some(dir) => {
+            let images = images_from(dir, opts.count)?;
+            let size = images.first().map_or(0, |i| i.width());
+            (images, format!("PNGs under {}", dir.display()), size)
         }
+        None => (generated(opts)?, opts.images.clone(), opts.size),
     };
     let mut encodings = Vec::new();
     for (name, encoding) in [
@@ -173,26 +329,55 @@ pub fn run(opts: &PngBench) -> Result<PngFigures> {
             ms_per_image: ms,
         });
     }
-    let (bytes, ms) = measure(&images, zlib_default)?;
+    // zlib's default level with the usual filter choice: what "default"
+    // means to most PNG writers.
+    let (bytes, ms) = measure(&images, |img| {
+        candidate_png(img, RowFilter::MinSum, Compressor::Miniz(6))
+    })?;
     encodings.push(Encoded {
-        name: "zlib level 6 (png crate)".into(),
+        name: "zlib level 6 (miniz_oxide, least-sum filters)".into(),
         bytes,
         ms_per_image: ms,
     });
     let pil = match &opts.python {
-        Some(p) => Some(pil_bytes(p, &images, opts.size)?),
+        Some(p) => Some(pil_bytes(p, &images)?),
         None => None,
     };
     let (fast, compact) = (&encodings[0], &encodings[1]);
+    let mut candidates = Vec::new();
+    if opts.candidates {
+        for (filter_name, filter) in FILTERS {
+            for c in Compressor::ALL {
+                if let Some(first) = images.first() {
+                    if !decodes_to(&candidate_png(first, filter, c)?, first) {
+                        return Err(Error::encode(
+                            "a benchmark image",
+                            format!("{} with {filter_name} decodes to other pixels", c.name()),
+                        ));
+                    }
+                }
+                let (bytes, ms) = measure(&images, |img| candidate_png(img, filter, c))?;
+                candidates.push(Candidate {
+                    filter: filter_name.into(),
+                    compressor: c.name(),
+                    bytes,
+                    ms_per_image: ms,
+                    time_over_fast: ms / fast.ms_per_image.max(1e-9),
+                    bytes_over_pil: pil.map(|p| bytes as f64 / p.max(1) as f64),
+                });
+            }
+        }
+    }
     Ok(PngFigures {
-        count: opts.count,
-        size: opts.size,
-        images: opts.images.clone(),
+        count: images.len(),
+        size,
+        images: label,
         compact_over_pil: pil.map(|p| compact.bytes as f64 / p.max(1) as f64),
         compact_over_fast: compact.bytes as f64 / fast.bytes.max(1) as f64,
         compact_time_over_fast: compact.ms_per_image / fast.ms_per_image.max(1e-9),
         encodings,
         pil_bytes: pil,
+        candidates,
     })
 }
 
@@ -220,5 +405,43 @@ pub fn render(f: &PngFigures) -> String {
             .map_or("-".to_string(), |r| format!("{r:.3}")),
         f.compact_time_over_fast
     ));
+    if !f.candidates.is_empty() {
+        s.push_str(
+            "\ncandidates (filtering included):\n\
+             | rows' filters | compressor | bytes | / PIL | ms an image | time / fast |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for c in &f.candidates {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {:.2} |\n",
+                c.filter,
+                c.compressor,
+                c.bytes,
+                c.bytes_over_pil
+                    .map_or("-".to_string(), |r| format!("{r:.3}")),
+                c.ms_per_image,
+                c.time_over_fast
+            ));
+        }
+        // The choice: the fastest no larger than PIL's (or than zlib's
+        // default level, without a Python).
+        let limit = f.pil_bytes.or_else(|| f.encodings.get(2).map(|e| e.bytes));
+        let best = f
+            .candidates
+            .iter()
+            .filter(|c| limit.is_some_and(|l| c.bytes <= l))
+            .min_by(|a, b| a.ms_per_image.total_cmp(&b.ms_per_image));
+        match best {
+            Some(c) => s.push_str(&format!(
+                "fastest no larger than {}: {} with {} ({:.2} ms an image, {:.2}× the fast encoding's time)\n",
+                if f.pil_bytes.is_some() { "PIL's" } else { "zlib level 6's" },
+                c.compressor,
+                c.filter,
+                c.ms_per_image,
+                c.time_over_fast
+            )),
+            None => s.push_str("no candidate is as small as the reference\n"),
+        }
+    }
     s
 }

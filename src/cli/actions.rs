@@ -171,6 +171,18 @@ pub fn bench_record(out: &mut dyn Write, opts: &RecordBench, json: bool) -> Resu
     json_or(out, &f, text)
 }
 
+/// `difflog bench record --compare-png`: the figures as a table, or JSON.
+pub fn bench_record_png(
+    out: &mut dyn Write,
+    opts: &RecordBench,
+    python: Option<&std::path::Path>,
+    json: bool,
+) -> Result<()> {
+    let f = crate::bench::record_png_compare(opts, python)?;
+    let text = (!json).then(|| crate::bench::render_png_compare(&f, opts.calls, opts.size));
+    json_or(out, &f, text)
+}
+
 /// `difflog bench compare`: records the runs (once), compares, prints the
 /// figures against the targets (≤ 10 s uncached, ≤ 1 s cached).
 pub fn bench_compare(

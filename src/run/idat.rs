@@ -1,6 +1,6 @@
-//! Compact PNG image data (issue 38, in progress: not yet the default):
-//! every byte a run stores is a byte a thin link has to carry, and the
-//! fast encoder difflog uses writes ~20 % more than PIL's default.
+//! Compact PNG image data, the recorder's default (issue 38): every byte
+//! a run stores is a byte a thin link has to carry, and the fast encoder
+//! difflog used before (fdeflate) writes ~20 % more than PIL's default.
 //!
 //! After PNG's per-row filters, natural images are small residuals whose
 //! size is set by entropy coding, while LZ77 string matching costs most of
@@ -9,9 +9,9 @@
 //! deflated with a dynamic Huffman code per block, matches only for runs
 //! of one byte (distance 1: flat areas). Measured on natural-looking
 //! 512² images: 1.8 % smaller than PIL's default (zlib level 6), 19 %
-//! smaller than the fast encoder — but 1.2–2.4× its time (`difflog bench
-//! png`), which is why it is not the default yet. The stream is standard zlib: every PNG reader
-//! reads it.
+//! smaller than the fast encoder, in about its time; every library tried
+//! at PIL's size took 4× or more (`difflog bench png --candidates`). The
+//! stream is standard zlib: every PNG reader reads it.
 
 /// Every this-many bytes of a row (a stride that is not a multiple of 3 or
 /// 4, so every channel is sampled) decide its filter.
@@ -23,8 +23,26 @@ const BLOCK: usize = 128 * 1024;
 /// The zlib stream of `pixels` (`height` rows of `width × bpp` bytes)
 /// filtered as PNG filters them.
 pub fn image_data(pixels: &[u8], width: usize, height: usize, bpp: usize) -> Vec<u8> {
-    let filtered = filter(pixels, width * bpp, height, bpp);
+    let filtered = filter_rows(pixels, width * bpp, height, bpp, RowFilter::Entropy);
     zlib(&filtered)
+}
+
+/// How each row's PNG filter is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFilter {
+    /// The least entropy of sampled residuals (the compact encoding's).
+    Entropy,
+    /// The least sum of absolute residuals (libpng's, PIL's and the png
+    /// crate's adaptive filtering).
+    MinSum,
+    /// The same filter for every row (0 none … 4 Paeth): no choice.
+    Fixed(u8),
+}
+
+/// The zlib stream difflog's own deflater makes of `filtered` (rows as
+/// [`filter_rows`] gives them).
+pub fn deflate(filtered: &[u8]) -> Vec<u8> {
+    zlib(filtered)
 }
 
 /// PNG's Paeth predictor (without branches, so loops over it vectorise).
@@ -42,8 +60,15 @@ fn paeth(a: u8, b: u8, c: u8) -> u8 {
     }
 }
 
-/// Each row as its filter type byte and the filtered bytes.
-fn filter(pixels: &[u8], stride: usize, height: usize, bpp: usize) -> Vec<u8> {
+/// Each row of `pixels` (`height` rows of `stride` bytes, `bpp` bytes a
+/// pixel) as its filter type byte and the filtered bytes.
+pub fn filter_rows(
+    pixels: &[u8],
+    stride: usize,
+    height: usize,
+    bpp: usize,
+    how: RowFilter,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity((stride + 1) * height);
     if stride == 0 {
         out.resize(height, 0);
@@ -51,17 +76,17 @@ fn filter(pixels: &[u8], stride: usize, height: usize, bpp: usize) -> Vec<u8> {
     }
     let zero = vec![0u8; stride];
     let samples = stride.div_ceil(SAMPLE_STEP);
-    // n·log2(n) for every count a sampled histogram can hold.
-    let nlogn: Vec<f32> = (0..=samples)
-        .map(|c| {
-            let c = c as f32;
-            if c > 0.0 {
-                c * c.log2()
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    // (c+1)·log2(c+1) − c·log2(c) for every count a row's samples reach.
+    let nlogn = |c: usize| {
+        let c = c as f32;
+        if c > 0.0 {
+            c * c.log2()
+        } else {
+            0.0
+        }
+    };
+    let gain: Vec<f32> = (0..=samples).map(|c| nlogn(c + 1) - nlogn(c)).collect();
+    let mut h = [[0u16; 256]; 5];
     let mut line = vec![0u8; stride];
     for y in 0..height {
         let row = &pixels[y * stride..(y + 1) * stride];
@@ -70,7 +95,14 @@ fn filter(pixels: &[u8], stride: usize, height: usize, bpp: usize) -> Vec<u8> {
         } else {
             &pixels[(y - 1) * stride..y * stride]
         };
-        let kind = choose(row, prev, bpp, &nlogn, samples);
+        let kind = match how {
+            // A row like the one above (flat areas, a plain background):
+            // "up" leaves nothing but zeros.
+            RowFilter::Entropy if y > 0 && row == prev => 2,
+            RowFilter::Entropy => choose(row, prev, bpp, &gain, &mut h),
+            RowFilter::MinSum => least_sum(row, prev, bpp, &mut line),
+            RowFilter::Fixed(k) => k.min(4),
+        };
         apply(kind, row, prev, bpp, &mut line);
         out.push(kind);
         out.extend_from_slice(&line);
@@ -79,9 +111,20 @@ fn filter(pixels: &[u8], stride: usize, height: usize, bpp: usize) -> Vec<u8> {
 }
 
 /// The filter (0 none, 1 sub, 2 up, 3 average, 4 Paeth) whose sampled
-/// residuals have the least entropy.
-fn choose(row: &[u8], prev: &[u8], bpp: usize, nlogn: &[f32], samples: usize) -> u8 {
-    let mut h = [[0u16; 256]; 5];
+/// residuals have the least entropy. The bits to code n samples are
+/// n·log2(n) − Σ c·log2(c) over their counts c, so the filter with the
+/// largest Σ c·log2(c) wins; the sum grows by `gain[c]` as a count goes
+/// from c to c + 1, so it is kept as the samples are counted.
+fn choose(row: &[u8], prev: &[u8], bpp: usize, gain: &[f32], h: &mut [[u16; 256]; 5]) -> u8 {
+    for hk in h.iter_mut() {
+        hk.fill(0);
+    }
+    let mut sum = [0f32; 5];
+    let mut count = |k: usize, v: u8| {
+        let c = &mut h[k][usize::from(v)];
+        sum[k] += gain[usize::from(*c)];
+        *c += 1;
+    };
     for i in (0..row.len()).step_by(SAMPLE_STEP) {
         let x = row[i];
         let (a, c) = if i >= bpp {
@@ -90,24 +133,36 @@ fn choose(row: &[u8], prev: &[u8], bpp: usize, nlogn: &[f32], samples: usize) ->
             (0, 0)
         };
         let b = prev[i];
-        h[0][usize::from(x)] += 1;
-        h[1][usize::from(x.wrapping_sub(a))] += 1;
-        h[2][usize::from(x.wrapping_sub(b))] += 1;
-        h[3][usize::from(x.wrapping_sub(((u16::from(a) + u16::from(b)) >> 1) as u8))] += 1;
-        h[4][usize::from(x.wrapping_sub(paeth(a, b, c)))] += 1;
+        count(0, x);
+        count(1, x.wrapping_sub(a));
+        count(2, x.wrapping_sub(b));
+        count(
+            3,
+            x.wrapping_sub(((u16::from(a) + u16::from(b)) >> 1) as u8),
+        );
+        count(4, x.wrapping_sub(paeth(a, b, c)));
     }
-    let mut best = (f32::MAX, 0u8);
-    for (k, hk) in h.iter().enumerate() {
-        // Bits to code the samples: n·log2(n) − Σ c·log2(c), the sum over
-        // the bins that occur.
-        let sum: f32 = hk
+    let mut best = (f32::MIN, 0u8);
+    for (k, s) in sum.iter().enumerate() {
+        if *s > best.0 {
+            best = (*s, k as u8);
+        }
+    }
+    best.1
+}
+
+/// The filter whose residuals, as signed bytes, have the least sum of
+/// absolute values (`line` is scratch space).
+fn least_sum(row: &[u8], prev: &[u8], bpp: usize, line: &mut [u8]) -> u8 {
+    let mut best = (u64::MAX, 0u8);
+    for k in 0..5u8 {
+        apply(k, row, prev, bpp, line);
+        let sum: u64 = line
             .iter()
-            .filter(|c| **c > 0)
-            .map(|c| nlogn[usize::from(*c)])
+            .map(|v| u64::from((*v as i8).unsigned_abs()))
             .sum();
-        let bits = nlogn[samples] - sum;
-        if bits < best.0 {
-            best = (bits, k as u8);
+        if sum < best.0 {
+            best = (sum, k);
         }
     }
     best.1
@@ -327,28 +382,44 @@ fn length_runs(all: &[u8]) -> Vec<(u8, u32, u32)> {
 /// Deflate's length code for a match of `len` (3..=258) bytes: the
 /// symbol, its extra bits' count and value (RFC 1951, 3.2.5).
 fn length_code(len: usize) -> (usize, u32, u32) {
-    const BASE: [u16; 29] = [
-        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
-        131, 163, 195, 227, 258,
-    ];
-    const EXTRA: [u8; 29] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-    ];
-    let k = BASE
-        .iter()
-        .rposition(|b| usize::from(*b) <= len)
-        .unwrap_or(0);
+    let k = usize::from(LENGTH_SLOT[len]);
     (
         257 + k,
-        u32::from(EXTRA[k]),
-        (len - usize::from(BASE[k])) as u32,
+        u32::from(LENGTH_EXTRA[k]),
+        (len - usize::from(LENGTH_BASE[k])) as u32,
     )
 }
+
+/// The first match length of each length code.
+const LENGTH_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+/// The extra bits of each length code.
+const LENGTH_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+/// The length code (less 257) of every match length 0..=258 (0 below 3).
+const LENGTH_SLOT: [u8; 259] = {
+    let mut t = [0u8; 259];
+    let mut len = 3;
+    while len <= 258 {
+        let mut k = 28;
+        while LENGTH_BASE[k] as usize > len {
+            k -= 1;
+        }
+        t[len] = k as u8;
+        len += 1;
+    }
+    t
+};
 
 /// The shortest run of one byte coded as a match (distance 1) instead of
 /// literals: flat areas (a plain background) filter to long runs of one
 /// value, which literals alone would code at a bit a byte or more.
-const MIN_RUN: usize = 4;
+const MIN_RUN: usize = 8;
+// [`runs`] finds no run between two differing bytes of one word.
+const _: () = assert!(MIN_RUN > 6);
 
 /// The 8 bytes at `i`, little-endian.
 #[inline(always)]
@@ -365,43 +436,46 @@ fn zero_bytes(v: u64) -> u64 {
     !(((v & LOW7) + LOW7) | v | LOW7)
 }
 
-/// Whether a run may begin in the 8 bytes at `i`: a byte followed by
-/// [`MIN_RUN`] copies of itself. Needs `8 + MIN_RUN` bytes from `i`.
-#[inline(always)]
-fn run_begins(data: &[u8], i: usize) -> bool {
-    let a = word(data, i);
-    (1..=MIN_RUN).fold(u64::MAX, |m, k| m & zero_bytes(a ^ word(data, i + k))) != 0
-}
-
 /// Calls `run(start, len)` for each run of `data`, in order: `len` ≥
 /// [`MIN_RUN`] bytes from `start` that repeat the byte before them. Eight
-/// bytes at a time where none begins (most of a natural image).
+/// bytes at a time: which of them equal the byte before, as one word.
 #[inline(always)]
 fn runs(data: &[u8], mut run: impl FnMut(usize, usize)) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
     let n = data.len();
-    let mut i = 0;
-    while i < n {
-        if i + 8 + MIN_RUN <= n && !run_begins(data, i) {
-            i += 8;
-            continue;
-        }
-        // Byte by byte through these eight (or the tail).
-        let end = (i + 8).min(n);
-        while i < end {
-            let b = data[i];
-            i += 1;
-            if i + MIN_RUN <= n
-                && data[i] == b
-                && data[i + 1] == b
-                && data[i + 2] == b
-                && data[i + 3] == b
-            {
-                let r = data[i..].iter().take_while(|x| **x == b).count();
-                run(i, r);
-                i += r;
-                break;
+    // Bytes equal to the one before them, ending just before `i`.
+    let mut cur = 0usize;
+    let mut i = 1;
+    while i + 8 <= n {
+        // 0x80 in each of the eight bytes that differs from the one before.
+        let differ = !zero_bytes(word(data, i) ^ word(data, i - 1)) & HIGH;
+        if differ == 0 {
+            cur += 8;
+        } else {
+            // A run that ends here: the equal bytes before, and those at the
+            // start of this word. None fits between two differing bytes of
+            // one word (MIN_RUN > 6).
+            let head = (differ.trailing_zeros() / 8) as usize;
+            if cur + head >= MIN_RUN {
+                run(i + head - (cur + head), cur + head);
             }
+            cur = (differ.leading_zeros() / 8) as usize;
         }
+        i += 8;
+    }
+    while i < n {
+        if data[i] == data[i - 1] {
+            cur += 1;
+        } else {
+            if cur >= MIN_RUN {
+                run(i - cur, cur);
+            }
+            cur = 0;
+        }
+        i += 1;
+    }
+    if cur >= MIN_RUN {
+        run(n - cur, cur);
     }
 }
 
@@ -430,15 +504,16 @@ type Table = [u32; 256];
 /// cannot tell apart from the fields).
 #[inline(always)]
 fn literals(bits: &mut Bits, table: &Table, bytes: &[u8]) {
-    // Codes are at most 15 bits: at most 2 bytes each, and a word of slack.
+    // Codes are at most 14 bits: at most 2 bytes each, and a word of slack.
     let need = bits.pos + bytes.len() * 2 + 16;
     if need > bits.out.len() {
         bits.out.resize(need + bits.out.len(), 0);
     }
     let (mut acc, mut n, mut pos) = (bits.acc, bits.n, bits.pos);
     let out = &mut bits.out[..];
-    // Three codes of ≤ 15 bits fit the accumulator between spills.
-    let mut triples = bytes.chunks_exact(3);
+    // Four codes of ≤ 14 bits (the literal code's limit) fit the
+    // accumulator between spills.
+    let mut triples = bytes.chunks_exact(4);
     for t in &mut triples {
         for b in t {
             let e = table[usize::from(*b)];
@@ -459,13 +534,11 @@ fn literals(bits: &mut Bits, table: &Table, bytes: &[u8]) {
     bits.spill();
 }
 
-/// One dynamic-Huffman block: literals, and runs as matches at distance 1.
-fn block(bits: &mut Bits, data: &[u8], last: bool) {
-    // Every byte counted as a literal (four histograms, so repeats of a
-    // byte do not wait on each other), then the bytes runs cover moved to
-    // their length codes.
-    let mut f4 = [[0u32; 256]; 4];
-    let mut quads = data.chunks_exact(4);
+/// Counts `bytes` into four histograms (so that repeats of a byte do not
+/// wait on each other).
+#[inline(always)]
+fn count(f4: &mut [[u32; 256]; 4], bytes: &[u8]) {
+    let mut quads = bytes.chunks_exact(4);
     for q in &mut quads {
         f4[0][usize::from(q[0])] += 1;
         f4[1][usize::from(q[1])] += 1;
@@ -475,20 +548,33 @@ fn block(bits: &mut Bits, data: &[u8], last: bool) {
     for b in quads.remainder() {
         f4[0][usize::from(*b)] += 1;
     }
-    let mut freq = [0u32; 286];
-    for (i, f) in freq.iter_mut().take(256).enumerate() {
-        *f = f4[0][i] + f4[1][i] + f4[2][i] + f4[3][i];
-    }
+}
+
+/// One dynamic-Huffman block: literals, and runs as matches at distance 1.
+fn block(bits: &mut Bits, data: &[u8], last: bool) {
+    // The runs first, then the bytes between them counted as literals (a
+    // flat image is mostly runs: little left to count).
     let mut found = Vec::new();
-    runs(data, |start, r| {
-        let b = usize::from(data[start]);
+    runs(data, |start, r| found.push((start, r)));
+    let mut f4 = [[0u32; 256]; 4];
+    let mut freq = [0u32; 286];
+    let mut done = 0;
+    for &(start, r) in &found {
+        count(&mut f4, &data[done..start]);
         let left = run_matches(r, |m| freq[length_code(m).0] += 1);
-        freq[b] -= (r - left) as u32;
-        found.push((start, r));
-    });
+        // The bytes no match takes are literals.
+        freq[usize::from(data[start])] += left as u32;
+        done = start + r;
+    }
+    count(&mut f4, &data[done..]);
+    for (i, f) in freq.iter_mut().take(256).enumerate() {
+        *f += f4[0][i] + f4[1][i] + f4[2][i] + f4[3][i];
+    }
     let runs_used = !found.is_empty();
     freq[256] = 1; // end of block
-    let ll = lengths(&freq, 15);
+
+    // 14 bits at most, so that four codes fit between spills ([`literals`]).
+    let ll = lengths(&freq, 14);
     let lc = codes(&ll);
     let hlit = (257..=286).rev().find(|n| ll[n - 1] != 0).unwrap_or(257);
     // One distance code (distance 1) when there are runs; else one of
@@ -615,6 +701,45 @@ mod tests {
         }
     }
 
+    /// The word-at-a-time scan finds exactly the runs a byte-by-byte scan
+    /// finds: every length around [`MIN_RUN`] and the word size, at every
+    /// offset in a word, touching the start and the end of the data.
+    #[test]
+    fn runs_are_those_a_byte_by_byte_scan_finds() {
+        fn slow(data: &[u8]) -> Vec<(usize, usize)> {
+            let mut out = Vec::new();
+            let mut i = 1;
+            while i < data.len() {
+                let r = data[i..].iter().take_while(|x| **x == data[i - 1]).count();
+                if r >= MIN_RUN {
+                    out.push((i, r));
+                }
+                i += r.max(1);
+            }
+            out
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for case in 0..400 {
+            let mut data = Vec::new();
+            while data.len() < 200 + case {
+                // A run of one byte, then a few bytes that differ.
+                let len = rng.random_range(1..=2 * MIN_RUN + 9);
+                let v = rng.random_range(0..4u8);
+                data.extend(std::iter::repeat_n(v, len));
+                for _ in 0..rng.random_range(0..4) {
+                    data.push(rng.random());
+                }
+            }
+            let mut fast = Vec::new();
+            runs(&data, |start, len| fast.push((start, len)));
+            assert_eq!(fast, slow(&data), "case {case}");
+        }
+        let flat = vec![7u8; 1000];
+        let mut fast = Vec::new();
+        runs(&flat, |start, len| fast.push((start, len)));
+        assert_eq!(fast, vec![(1, 999)]);
+    }
+
     /// The code lengths respect their limit and form a complete prefix
     /// code (Kraft sum exactly 1 when two or more symbols occur).
     #[test]
@@ -635,21 +760,28 @@ mod tests {
     }
 
     /// Filtering is what PNG's decoders undo: a PNG made with this image
-    /// data decodes to the same pixels (odd widths, 1 to 4 bytes a pixel).
+    /// data decodes to the same pixels (odd widths, 1 to 4 bytes a pixel),
+    /// whichever way the rows' filters are chosen.
     #[test]
     fn filtered_rows_decode_to_the_pixels() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        for (w, h, bpp) in [
-            (1usize, 1usize, 3usize),
-            (5, 3, 3),
-            (17, 9, 4),
-            (33, 20, 1),
-            (64, 64, 3),
-        ] {
+        let hows = [RowFilter::Entropy, RowFilter::MinSum]
+            .into_iter()
+            .chain((0..5).map(RowFilter::Fixed));
+        for (how, (w, h, bpp)) in hows.flat_map(|how| {
+            [
+                (1usize, 1usize, 3usize),
+                (5, 3, 3),
+                (17, 9, 4),
+                (33, 20, 1),
+                (64, 64, 3),
+            ]
+            .map(|shape| (how, shape))
+        }) {
             let px: Vec<u8> = (0..w * h * bpp)
                 .map(|i| (i as u32 / 7 + rng.random_range(0..3)) as u8)
                 .collect();
-            let f = filter(&px, w * bpp, h, bpp);
+            let f = filter_rows(&px, w * bpp, h, bpp, how);
             assert_eq!(f.len(), (w * bpp + 1) * h);
             // Undo the filters as a decoder does.
             let stride = w * bpp;
@@ -679,7 +811,7 @@ mod tests {
                     back[y * stride + i] = v.wrapping_add(p);
                 }
             }
-            assert_eq!(back, px, "{w}x{h}x{bpp}");
+            assert_eq!(back, px, "{how:?} {w}x{h}x{bpp}");
         }
     }
 }

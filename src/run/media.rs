@@ -51,16 +51,17 @@ pub struct StoredMedia {
 }
 
 /// How difflog compresses the image data of a PNG.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PngEncoding {
-    /// The `png` crate's fast setting (fdeflate, adaptive filters): what
-    /// difflog writes.
-    #[default]
+    /// The `png` crate's fast setting (fdeflate, least-sum filters): what
+    /// difflog wrote before the compact encoding (`DIFFLOG_PNG=fast`).
     Fast,
     /// Rows filtered by least entropy, dynamic Huffman codes, matches only
-    /// for runs ([`super::idat`]): ~20 % smaller than [`PngEncoding::Fast`]
-    /// on natural images, no larger than PIL's default, but slower — not
-    /// the default yet (issue 38). `replay` accepts either.
+    /// for runs ([`super::idat`]): ~19 % smaller than [`PngEncoding::Fast`]
+    /// on natural images and no larger than PIL's default, in about the
+    /// same time (issue 38). The default; `replay` accepts either.
+    #[default]
     Compact,
 }
 
@@ -68,7 +69,7 @@ impl PngEncoding {
     /// Every encoding.
     pub const ALL: [PngEncoding; 2] = [PngEncoding::Fast, PngEncoding::Compact];
 
-    /// Reads `DIFFLOG_PNG` (`fast` or unset, or `compact`).
+    /// Reads `DIFFLOG_PNG` (`compact` or unset, or `fast`).
     pub fn from_env() -> Result<PngEncoding> {
         crate::error::env_choice(
             "DIFFLOG_PNG",
@@ -104,10 +105,6 @@ pub fn encode_png_using(
     text: &[crate::recipe::TextChunk],
     encoding: PngEncoding,
 ) -> Result<Vec<u8>> {
-    let fail = |e: png::EncodingError| Error::Media {
-        key: "png".into(),
-        why: format!("PNG encoding failed: {e}"),
-    };
     let (width, height) = img.dimensions();
     let pixels = img.rgb();
     let expected = width as usize * height as usize * 3;
@@ -120,7 +117,41 @@ pub fn encode_png_using(
             ),
         });
     }
-    let mut out = Vec::with_capacity(pixels.len() / 2 + 1024);
+    match encoding {
+        PngEncoding::Fast => write_png(width, height, text, ImageData::Pixels(pixels)),
+        PngEncoding::Compact => {
+            let data = super::idat::image_data(pixels, width as usize, height as usize, 3);
+            write_png(width, height, text, ImageData::Zlib(&data))
+        }
+    }
+}
+
+/// A PNG (RGB, 8 bits a channel, no text) whose image data is `zlib`, a
+/// zlib stream of filtered rows made elsewhere: the benchmarks' other
+/// compressors.
+pub fn png_around(width: u32, height: u32, zlib: &[u8]) -> Result<Vec<u8>> {
+    write_png(width, height, &[], ImageData::Zlib(zlib))
+}
+
+/// What goes into a PNG's image data.
+enum ImageData<'a> {
+    /// Pixels the `png` crate filters and compresses (fast).
+    Pixels(&'a [u8]),
+    /// A finished zlib stream, written as it is.
+    Zlib(&'a [u8]),
+}
+
+fn write_png(
+    width: u32,
+    height: u32,
+    text: &[crate::recipe::TextChunk],
+    data: ImageData<'_>,
+) -> Result<Vec<u8>> {
+    let fail = |e: png::EncodingError| Error::Media {
+        key: "png".into(),
+        why: format!("PNG encoding failed: {e}"),
+    };
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3 / 2 + 1024);
     let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
@@ -135,12 +166,11 @@ pub fn encode_png_using(
         .map_err(fail)?;
     }
     let mut w = enc.write_header().map_err(fail)?;
-    match encoding {
-        PngEncoding::Fast => w.write_image_data(pixels).map_err(fail)?,
-        PngEncoding::Compact => {
-            let data = super::idat::image_data(pixels, width as usize, height as usize, 3);
+    match data {
+        ImageData::Pixels(pixels) => w.write_image_data(pixels).map_err(fail)?,
+        ImageData::Zlib(z) => {
             // Chunks of at most 1 MiB (a chunk's length must stay below 2³¹).
-            for part in data.chunks(1 << 20) {
+            for part in z.chunks(1 << 20) {
                 w.write_chunk(png::chunk::IDAT, part).map_err(fail)?;
             }
         }

@@ -9,7 +9,7 @@
 
 pub mod autolog;
 pub mod call;
-mod idat;
+pub(crate) mod idat;
 mod log;
 pub mod media;
 mod writer;
