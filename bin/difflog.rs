@@ -406,6 +406,11 @@ enum Bench {
         /// default PNG bytes for the same pixels.
         #[arg(long, requires = "compare_png")]
         python: Option<PathBuf>,
+        /// With --compare-png: also encode and write the same images with
+        /// the other compressors (fdeflate, miniz, zlib-rs, libdeflate at
+        /// several levels, each with three filter choices) on all cores.
+        #[arg(long, requires = "compare_png")]
+        candidates: bool,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -614,6 +619,7 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
             images,
             compare_png,
             python,
+            candidates,
             json,
         } => {
             let opts = difflog::bench::RecordBench {
@@ -625,7 +631,7 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
                 ..difflog::bench::RecordBench::new(calls, size, root(r))
             };
             if compare_png {
-                actions::bench_record_png(out, &opts, python.as_deref(), json)
+                actions::bench_record_png(out, &opts, python.as_deref(), candidates, json)
             } else {
                 actions::bench_record(out, &opts, json)
             }

@@ -183,7 +183,8 @@ fn bench_record_prints_every_figure() {
 /// Issue 38: `bench record --compare-png` records the same images with
 /// each PNG encoding and reports them side by side: the compact PNGs are
 /// smaller than the fast ones on natural-looking images, and the measured
-/// runs are removed.
+/// runs are removed; `--candidates` adds every other compressor's encode
+/// and write figures on the same images.
 #[test]
 fn bench_record_compares_the_png_encodings() {
     let tmp = tempfile::tempdir().unwrap();
@@ -198,12 +199,19 @@ fn bench_record_compares_the_png_encodings() {
             "--images",
             "natural",
             "--compare-png",
+            "--candidates",
             "--json",
         ],
         tmp.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let candidates = v["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 33, "3 filter choices × 11 compressors");
+    for c in candidates {
+        assert!(c["images_per_s"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["bytes"].as_u64().unwrap() > 0, "{c}");
+    }
     let runs = v["runs"].as_array().unwrap();
     let png: Vec<&str> = runs.iter().map(|r| r["png"].as_str().unwrap()).collect();
     assert_eq!(png, ["fast", "compact"]);

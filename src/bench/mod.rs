@@ -272,28 +272,30 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
-/// Baseline: PNG-encode `images` on `threads` threads, and if `write_to` is
-/// given also write each PNG to a plain file there (no hashing, no fsync, no
-/// log); returns seconds.
-/// The recorder's `encoding`, so that the ratios compare like with like.
+/// What encodes one image for a baseline.
+type Encode<'a> = &'a (dyn Fn(&RgbImage) -> Result<Vec<u8>> + Sync);
+
+/// Baseline: PNG-encode `images` with `encode` on `threads` threads, and if
+/// `write_to` is given also write each PNG to a plain file there (no
+/// hashing, no fsync, no log); returns seconds and the PNGs' bytes.
 fn baseline(
     images: &[RgbImage],
     threads: usize,
     write_to: Option<&Path>,
-    encoding: PngEncoding,
-) -> Result<f64> {
+    encode: Encode<'_>,
+) -> Result<(f64, u64)> {
     let start = Instant::now();
     let chunk = images.len().div_ceil(threads.max(1)).max(1);
-    let encode_one = |(n, img): (usize, &RgbImage)| -> Result<usize> {
-        let png = encode_png_using(img, &[], encoding)?;
+    let encode_one = |(n, img): (usize, &RgbImage)| -> Result<u64> {
+        let png = encode(img)?;
         if let Some(dir) = write_to {
             let path = dir.join(format!("{n}.png"));
             std::fs::write(&path, &png)
                 .map_err(|e| crate::Error::io(&path, "write baseline file", e))?;
         }
-        Ok(png.len())
+        Ok(png.len() as u64)
     };
-    let results: Vec<Result<usize>> = std::thread::scope(|s| {
+    let results: Vec<Result<u64>> = std::thread::scope(|s| {
         let handles: Vec<_> = images
             .chunks(chunk)
             .enumerate()
@@ -318,10 +320,11 @@ fn baseline(
             })
             .collect()
     });
+    let mut bytes = 0;
     for r in results {
-        r?;
+        bytes += r?;
     }
-    Ok(start.elapsed().as_secs_f64())
+    Ok((start.elapsed().as_secs_f64(), bytes))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -397,7 +400,9 @@ fn record_images(
     let (encode_only_s, encode_write_s) = if opts.no_baseline {
         (f64::NAN, f64::NAN)
     } else {
-        let encode_only_s = baseline(&images, threads, None, encoding)?;
+        // The recorder's encoding, so that the ratios compare like with like.
+        let encode = |img: &RgbImage| encode_png_using(img, &[], encoding);
+        let encode_only_s = baseline(&images, threads, None, &encode)?.0;
         std::fs::create_dir_all(&opts.root)
             .map_err(|e| crate::Error::io(&opts.root, "create root", e))?;
         let scratch = tempfile::Builder::new()
@@ -406,7 +411,7 @@ fn record_images(
             .map_err(|e| crate::Error::io(&opts.root, "create baseline directory", e))?;
         (
             encode_only_s,
-            baseline(&images, threads, Some(scratch.path()), encoding)?,
+            baseline(&images, threads, Some(scratch.path()), &encode)?.0,
         )
     };
 
@@ -495,13 +500,42 @@ pub struct PngRecordFigures {
     pub compact_over_pil: Option<f64>,
     /// Images a second with compact / with fast (the goal: ≥ 0.9).
     pub compact_throughput_over_fast: f64,
+    /// The other compressors on the same images, encoded and written on all
+    /// cores as the encode + write baseline is (`--candidates`).
+    pub candidates: Vec<RecordCandidate>,
+}
+
+/// A candidate compressor in `bench record --compare-png --candidates`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordCandidate {
+    /// How the rows' filters were chosen.
+    pub filter: String,
+    /// Which compressor, at which level.
+    pub compressor: String,
+    /// Bytes of its PNGs.
+    pub bytes: u64,
+    /// Bytes / PIL's, when measured.
+    pub bytes_over_pil: Option<f64>,
+    /// Seconds to encode the images and write each to a plain file, all
+    /// cores.
+    pub encode_write_s: f64,
+    /// Images a second of that.
+    pub images_per_s: f64,
+    /// The same with the fast encoding (its run's baseline) / this: how
+    /// much slower than the fast encoding's floor.
+    pub time_over_fast: f64,
 }
 
 /// Records the same images with the fast and the compact PNG encodings,
 /// twice each in turns (a noisy machine hits both alike), keeps each
 /// encoding's faster round, and measures PIL's bytes for the same pixels
-/// with `python` when given.
-pub fn record_png_compare(opts: &RecordBench, python: Option<&Path>) -> Result<PngRecordFigures> {
+/// with `python` when given; with `candidates`, the other compressors'
+/// encode + plain write baselines on the same images.
+pub fn record_png_compare(
+    opts: &RecordBench,
+    python: Option<&Path>,
+    candidates: bool,
+) -> Result<PngRecordFigures> {
     let images = bench_images(opts)?;
     let mut best: Vec<Option<RecordFigures>> = vec![None; PngEncoding::ALL.len()];
     for _ in 0..2 {
@@ -526,11 +560,32 @@ pub fn record_png_compare(opts: &RecordBench, python: Option<&Path>) -> Result<P
         Some(py) => Some(png::pil_bytes(py, &images)?),
         None => None,
     };
+    let mut measured = Vec::new();
+    if candidates {
+        let scratch = tempfile::Builder::new()
+            .prefix(".bench-candidates-")
+            .tempdir_in(&opts.root)
+            .map_err(|e| crate::Error::io(&opts.root, "create baseline directory", e))?;
+        for (filter_name, filter, c) in png::candidate_list() {
+            let encode = |img: &RgbImage| png::candidate_png(img, filter, c);
+            let (s, bytes) = baseline(&images, threads(), Some(scratch.path()), &encode)?;
+            measured.push(RecordCandidate {
+                filter: filter_name.into(),
+                compressor: c.name(),
+                bytes,
+                bytes_over_pil: pil_bytes.map(|p| bytes as f64 / p.max(1) as f64),
+                encode_write_s: s,
+                images_per_s: images.len() as f64 / s,
+                time_over_fast: s / fast.encode_write_s,
+            });
+        }
+    }
     Ok(PngRecordFigures {
         compact_over_pil: pil_bytes.map(|p| compact.png_bytes as f64 / p.max(1) as f64),
         compact_throughput_over_fast: compact.images_per_s / fast.images_per_s.max(1e-9),
         pil_bytes,
         runs,
+        candidates: measured,
     })
 }
 
@@ -557,6 +612,25 @@ pub fn render_png_compare(f: &PngRecordFigures, calls: usize, size: u32) -> Stri
             "PIL's default bytes {p}; compact / PIL {r:.3} (goal ≤ 1)\n"
         )),
         _ => s.push_str("PIL's default bytes: not measured (--python)\n"),
+    }
+    if !f.candidates.is_empty() {
+        s.push_str(
+            "\ncandidates, encoded and written on all cores (the encode + plain write baseline):\n\
+             | rows' filters | compressor | bytes | / PIL | images/s | time / fast's |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for c in &f.candidates {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {:.1} | {:.2} |\n",
+                c.filter,
+                c.compressor,
+                c.bytes,
+                c.bytes_over_pil
+                    .map_or("-".to_string(), |r| format!("{r:.3}")),
+                c.images_per_s,
+                c.time_over_fast
+            ));
+        }
     }
     s
 }

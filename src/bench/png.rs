@@ -126,7 +126,7 @@ pub struct Candidate {
 
 /// A deflate compressor the candidates use.
 #[derive(Debug, Clone, Copy)]
-enum Compressor {
+pub(crate) enum Compressor {
     /// fdeflate (what the `png` crate's fast setting runs).
     Fdeflate,
     /// miniz_oxide at a level (the `png` crate's other settings).
@@ -155,7 +155,8 @@ impl Compressor {
         Compressor::Difflog,
     ];
 
-    fn name(self) -> String {
+    /// Its name and level, as the tables print them.
+    pub(crate) fn name(self) -> String {
         match self {
             Compressor::Fdeflate => "fdeflate".into(),
             Compressor::Miniz(l) => format!("miniz_oxide level {l}"),
@@ -206,8 +207,16 @@ const FILTERS: [(&str, RowFilter); 3] = [
     ("least entropy per row", RowFilter::Entropy),
 ];
 
+/// Every candidate: each way of choosing the filters with each compressor.
+pub(crate) fn candidate_list() -> Vec<(&'static str, RowFilter, Compressor)> {
+    FILTERS
+        .iter()
+        .flat_map(|(name, f)| Compressor::ALL.iter().map(move |c| (*name, *f, *c)))
+        .collect()
+}
+
 /// A PNG of `img`: rows filtered as `filter` says, compressed by `c`.
-fn candidate_png(img: &RgbImage, filter: RowFilter, c: Compressor) -> Result<Vec<u8>> {
+pub(crate) fn candidate_png(img: &RgbImage, filter: RowFilter, c: Compressor) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();
     let rows = idat::filter_rows(img.as_raw(), w as usize * 3, h as usize, 3, filter);
     png_around(w, h, &c.zlib(&rows)?)
@@ -346,8 +355,8 @@ pub fn run(opts: &PngBench) -> Result<PngFigures> {
     let (fast, compact) = (&encodings[0], &encodings[1]);
     let mut candidates = Vec::new();
     if opts.candidates {
-        for (filter_name, filter) in FILTERS {
-            for c in Compressor::ALL {
+        for (filter_name, filter, c) in candidate_list() {
+            {
                 if let Some(first) = images.first() {
                     if !decodes_to(&candidate_png(first, filter, c)?, first) {
                         return Err(Error::encode(

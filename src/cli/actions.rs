@@ -176,9 +176,10 @@ pub fn bench_record_png(
     out: &mut dyn Write,
     opts: &RecordBench,
     python: Option<&std::path::Path>,
+    candidates: bool,
     json: bool,
 ) -> Result<()> {
-    let f = crate::bench::record_png_compare(opts, python)?;
+    let f = crate::bench::record_png_compare(opts, python, candidates)?;
     let text = (!json).then(|| crate::bench::render_png_compare(&f, opts.calls, opts.size));
     json_or(out, &f, text)
 }
