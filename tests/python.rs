@@ -63,6 +63,214 @@ fn torch_randn_reimplemented_bit_for_bit() {
     unittest("test_torch_randn.TorchRandn");
 }
 
+/// `difflog inspect --json FILE`'s `generation`.
+fn generation_of(file: &Path) -> serde_json::Value {
+    let o = Command::new(common::difflog_bin())
+        .args(["inspect", "--json"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["generation"].clone()
+}
+
+/// A number, or a string that is one (sd-parsers keeps A1111's as text).
+fn number(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// What sd-parsers reads of `files`, by file name.
+fn sd_parsers(files: &[PathBuf]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut args = vec!["sd_parsers_read.py".to_string()];
+    args.extend(files.iter().map(|f| f.to_string_lossy().into_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = py(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["file"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// The fields where sd-parsers' reading (`theirs`) and difflog's
+/// (`ours`, the normalised generation) both have a value: each must agree.
+/// Returns how many were compared.
+fn agree_with_sd_parsers(
+    name: &str,
+    theirs: &serde_json::Value,
+    ours: &serde_json::Value,
+) -> usize {
+    let mut compared = 0;
+    let mut same = |what: &str, a: Option<String>, b: Option<String>| {
+        if let (Some(a), Some(b)) = (a, b) {
+            assert_eq!(a, b, "{name}: {what}: sd-parsers read {a:?}, difflog {b:?}");
+            compared += 1;
+        }
+    };
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let num = |v: &serde_json::Value| number(v).map(|n| n.to_string());
+    same("prompt", text(&theirs["prompt"]), text(&ours["prompt"]));
+    same(
+        "negative prompt",
+        text(&theirs["negative_prompt"]),
+        text(&ours["negative_prompt"]),
+    );
+    let p = &theirs["params"];
+    same("seed", num(&p["seed"]), num(&ours["seed"]));
+    same("steps", num(&p["steps"]), num(&ours["steps"]));
+    same("cfg", num(&p["cfg_scale"]), num(&ours["cfg"]));
+    same("scheduler", text(&p["scheduler"]), text(&ours["scheduler"]));
+    same(
+        "denoise",
+        num(&p["denoise"]).or_else(|| num(&p["strength"])),
+        num(&ours["denoise"]),
+    );
+    // InvokeAI names its scheduler where others name a sampler; sd-parsers
+    // takes it as the sampler's name.
+    let sampler = if theirs["generator"] == "InvokeAI" {
+        "scheduler"
+    } else {
+        "sampler"
+    };
+    same("sampler", text(&theirs["sampler"]), text(&ours[sampler]));
+    same("model", text(&theirs["model"]), text(&ours["model"]));
+    same(
+        "model hash",
+        text(&theirs["model_hash"]),
+        text(&ours["model_hash"]),
+    );
+    let size = match (ours["width"].as_u64(), ours["height"].as_u64()) {
+        (Some(w), Some(h)) => Some(format!("{w}x{h}")),
+        _ => None,
+    };
+    same("size", text(&theirs["size"]), size);
+    let tool = match ours["tool"].as_str() {
+        Some("Forge") => Some("AUTOMATIC1111".to_string()),
+        other => other.map(str::to_string),
+    };
+    same("tool", text(&theirs["generator"]), tool);
+    compared
+}
+
+/// Issue 35: PNGs written the way ComfyUI, AUTOMATIC1111, Forge, Fooocus,
+/// InvokeAI, SwarmUI and NovelAI write them (tests/python/tool_pngs.py,
+/// each writer following its tool's source) are read by `difflog inspect`
+/// to the values they were written with, in one schema; and the
+/// independent reader, sd-parsers, agrees with difflog wherever both read
+/// a field (it reads all but SwarmUI's, which it does not know).
+#[test]
+fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = py(&["tool_pngs.py", tmp.path().to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("expected.json")).unwrap()).unwrap();
+    let expected = expected.as_object().unwrap();
+    assert_eq!(expected.len(), 8);
+    let mut files = Vec::new();
+    let mut ours = std::collections::BTreeMap::new();
+    for (name, want) in expected {
+        let file = tmp.path().join(name);
+        let got = generation_of(&file);
+        for (k, v) in want.as_object().unwrap() {
+            assert_eq!(&got[k], v, "{name}: {k} in {got}");
+        }
+        assert!(got["unresolved"].is_null(), "{name}: {got}");
+        files.push(file);
+        ours.insert(name.clone(), got);
+    }
+    let theirs = sd_parsers(&files);
+    let mut read = Vec::new();
+    for (name, t) in &theirs {
+        if t["read"] == true {
+            let n = agree_with_sd_parsers(name, t, &ours[name]);
+            assert!(n >= 6, "{name}: only {n} fields to compare: {t}");
+            read.push(ours[name]["tool"].as_str().unwrap().to_string());
+        }
+    }
+    read.sort();
+    read.dedup();
+    assert_eq!(
+        read,
+        [
+            "AUTOMATIC1111",
+            "ComfyUI",
+            "Fooocus",
+            "Forge",
+            "InvokeAI",
+            "NovelAI"
+        ]
+    );
+}
+
+/// Issue 35: sd-parsers reads difflog's own PNGs back to what was recorded:
+/// prompt, negative prompt, seed, steps, sampler, CFG and size.
+#[test]
+fn sd_parsers_reads_difflogs_own_pngs() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::test_cache();
+    let o = Command::new(common::difflog_bin())
+        .args([
+            "generate",
+            "--prompt",
+            "a red circle, on the left",
+            "--negative-prompt",
+            "blurry",
+        ])
+        .args(["--steps", "3", "--seed", "11", "--guidance-scale", "6.5"])
+        .env("DIFFLOG_DIR", tmp.path())
+        .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
+        .env_remove("DIFFLOG_MODE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = common::only_run(tmp.path());
+    let mut pngs: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![run.join("media")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "png") {
+                pngs.push(e.path());
+            }
+        }
+    }
+    assert_eq!(pngs.len(), 1);
+    let ours = generation_of(&pngs[0]);
+    assert_eq!(ours["tool"], "difflog");
+    assert_eq!(ours["prompt"], "a red circle, on the left");
+    assert_eq!(ours["negative_prompt"], "blurry");
+    assert_eq!(
+        (ours["seed"].as_u64(), ours["steps"].as_u64()),
+        (Some(11), Some(3))
+    );
+    assert_eq!(ours["cfg"].as_f64(), Some(6.5));
+    let name = pngs[0].file_name().unwrap().to_string_lossy().into_owned();
+    let theirs = &sd_parsers(&pngs)[&name];
+    assert_eq!(theirs["generator"], "AUTOMATIC1111", "{theirs}");
+    let mut ours = ours.clone();
+    ours["tool"] = "AUTOMATIC1111".into();
+    // difflog's model hash and name are in its parameters text too.
+    let n = agree_with_sd_parsers(&name, theirs, &ours);
+    assert!(n >= 8, "only {n} fields compared: {theirs}");
+    for field in ["seed", "steps", "cfg_scale"] {
+        assert!(
+            !theirs["params"][field].is_null(),
+            "sd-parsers did not read {field}: {theirs}"
+        );
+    }
+    assert!(
+        theirs["sampler"].is_string() && theirs["size"].is_string(),
+        "{theirs}"
+    );
+}
+
 /// Issue 38: on natural-looking images difflog's compact PNG encoding is
 /// no larger than PIL's default for the same pixels (what W&B's client and
 /// diffusers users write), ~20 % smaller than the fast encoding, and PIL

@@ -23,6 +23,9 @@ pub struct Inspection {
     pub difflog: Option<Value>,
     /// Every other text chunk, keyword → text.
     pub other: Map<String, Value>,
+    /// What the tool that wrote the chunks says of how the image was made,
+    /// in one schema (see [`crate::meta`]), if any tool's metadata is there.
+    pub generation: Option<crate::meta::Generation>,
     /// The run checked against: its id, and whether the file is one of its
     /// images unchanged.
     pub run: Option<(String, bool)>,
@@ -38,6 +41,7 @@ pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
         parameters: None,
         difflog: None,
         other: Map::new(),
+        generation: crate::meta::read(&chunks),
         run: None,
     };
     for (keyword, text) in chunks {
@@ -73,7 +77,7 @@ pub fn inspect(
     if as_json {
         let v = json!({
             "path": image, "sha256": i.sha256, "parameters": i.parameters,
-            "difflog": i.difflog, "other_text": i.other,
+            "difflog": i.difflog, "other_text": i.other, "generation": i.generation,
             "run": i.run.as_ref().map(|(id, belongs)| json!({"id": id, "belongs": belongs})),
         });
         writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
@@ -108,6 +112,10 @@ pub fn inspect(
         .map_err(w)?,
         None => writeln!(out, "\nno difflog recipe").map_err(w)?,
     }
+    match &i.generation {
+        Some(g) => write_generation(out, g).map_err(w)?,
+        None => writeln!(out, "\nno tool's generation metadata found").map_err(w)?,
+    }
     for (k, v) in &i.other {
         writeln!(
             out,
@@ -135,6 +143,64 @@ pub fn inspect(
         }
     }
     Ok(ok)
+}
+
+/// The normalised generation metadata, a field a line, values from the
+/// file kept on their line.
+fn write_generation(out: &mut dyn Write, g: &crate::meta::Generation) -> std::io::Result<()> {
+    let version = g
+        .tool_version
+        .as_deref()
+        .map(|v| format!(" {}", inline(v)))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "\ngeneration, as {}{version} wrote it:",
+        inline(&g.tool)
+    )?;
+    let text = |v: &Option<String>| v.as_deref().map(inline);
+    let num = |v: Option<u64>| v.map(|n| n.to_string());
+    let float = |v: Option<f64>| v.map(|n| n.to_string());
+    let size = match (g.width, g.height) {
+        (Some(w), Some(h)) => Some(format!("{w}x{h}")),
+        _ => None,
+    };
+    let model = match (&g.model, &g.model_hash) {
+        (Some(m), Some(h)) => Some(format!("{} (hash {})", inline(m), inline(h))),
+        (Some(m), None) => Some(inline(m)),
+        (None, Some(h)) => Some(format!("hash {}", inline(h))),
+        (None, None) => None,
+    };
+    let rows = [
+        ("prompt", text(&g.prompt)),
+        ("negative prompt", text(&g.negative_prompt)),
+        ("seed", num(g.seed)),
+        ("steps", num(g.steps)),
+        ("sampler", text(&g.sampler)),
+        ("scheduler", text(&g.scheduler)),
+        ("cfg", float(g.cfg)),
+        ("size", size),
+        ("model", model),
+        ("denoise", float(g.denoise)),
+    ];
+    for (name, value) in rows {
+        if let Some(v) = value {
+            writeln!(out, "  {name:<16} {v}")?;
+        }
+    }
+    for l in &g.loras {
+        let weight = l.weight.map(|w| format!(" weight {w}")).unwrap_or_default();
+        let hash = l
+            .hash
+            .as_deref()
+            .map(|h| format!(" hash {}", inline(h)))
+            .unwrap_or_default();
+        writeln!(out, "  {:<16} {}{weight}{hash}", "lora", inline(&l.name))?;
+    }
+    for u in &g.unresolved {
+        writeln!(out, "  {:<16} {}", "not resolved", inline(u))?;
+    }
+    Ok(())
 }
 
 /// Text from a file, every line indented behind a bar.

@@ -1,0 +1,36 @@
+"""What sd-parsers (the independent reader, PyPI `sd-parsers`) reads from
+each PNG given: one JSON object per line, keyed by file name.
+
+    usage: python sd_parsers_read.py FILE...
+"""
+
+import json
+import os
+import sys
+
+from sd_parsers import ParserManager
+
+
+def main():
+    manager = ParserManager()
+    for path in sys.argv[1:]:
+        info = manager.parse(path)
+        out = {"file": os.path.basename(path), "read": info is not None}
+        if info is not None:
+            sampler = info.samplers[0] if info.samplers else None
+            model = sampler.model if sampler else None
+            out.update({
+                "generator": info.generator.value,
+                "prompt": "\n".join(p.value for p in sampler.prompts) if sampler else None,
+                "negative_prompt": "\n".join(p.value for p in sampler.negative_prompts) if sampler else None,
+                "sampler": sampler.name if sampler else None,
+                "params": sampler.parameters if sampler else {},
+                "model": model.name if model else None,
+                "model_hash": model.hash if model else None,
+                "size": info.metadata.get("Size"),
+            })
+        print(json.dumps(out, default=str, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
