@@ -85,8 +85,10 @@ enum Command {
     },
     /// Print the generation recipe a PNG carries: the `parameters` text
     /// (Automatic1111's format, which A1111, ComfyUI and civitai read) and
-    /// difflog's recipe (run, call, row, model, seed). Any PNG can be
-    /// inspected. With --run, say whether the image is one of that run's
+    /// difflog's recipe (run, call, row, model, seed), and what ComfyUI,
+    /// A1111/Forge, InvokeAI, Fooocus, SwarmUI and NovelAI write, in one
+    /// schema (prompt, seed, steps, sampler, CFG, size, model, LoRAs…). Any
+    /// PNG can be inspected. With --run, say whether the image is one of that run's
     /// images unchanged (exit code 1 if not).
     Inspect {
         /// The PNG file.
@@ -95,6 +97,27 @@ enum Command {
         #[arg(long)]
         run: Option<PathBuf>,
         /// Root to look a run id up in (default: DIFFLOG_DIR or ./runs).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record another tool's output folder as a run: every PNG under DIR
+    /// (never through a link), kept byte for byte, its metadata read as
+    /// `inspect` reads it; one call per generation batch (files in a row
+    /// whose settings agree but for the seed), one row per image (prompt,
+    /// negative prompt, seed, source file). Importing the folder again adds
+    /// only files no earlier import of it holds (none: no run is made).
+    Import {
+        /// The output folder.
+        dir: PathBuf,
+        /// Whose images: auto (all of them, with whatever metadata they
+        /// carry), or only one tool's: comfyui, a1111 (and Forge),
+        /// invokeai, fooocus, swarmui, novelai, difflog.
+        #[arg(long, default_value = "auto")]
+        from: String,
+        /// Root to create the run in (default: DIFFLOG_DIR or ./runs).
         #[arg(long)]
         root: Option<PathBuf>,
         /// Print JSON.
@@ -473,6 +496,19 @@ fn main() -> ExitCode {
         } => {
             let dir = cli::resolve_run(&run, &root(r));
             actions::replay(&mut out, &dir, call, row, &device, json)
+        }
+        Command::Import {
+            dir,
+            from,
+            root: r,
+            json,
+        } => {
+            let opts = difflog::import::ImportOpts {
+                from,
+                dir,
+                root: root(r),
+            };
+            ok(actions::import(&mut out, &opts, json))
         }
         Command::Inspect {
             image,

@@ -37,6 +37,7 @@ pub mod event;
 pub mod format;
 #[cfg(feature = "models")]
 pub mod generate;
+pub mod import;
 pub mod meta;
 pub mod pack;
 pub mod pipeline;

@@ -171,7 +171,7 @@ fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("expected.json")).unwrap()).unwrap();
     let expected = expected.as_object().unwrap();
-    assert_eq!(expected.len(), 8);
+    assert_eq!(expected.len(), 10);
     let mut files = Vec::new();
     let mut ours = std::collections::BTreeMap::new();
     for (name, want) in expected {
@@ -206,6 +206,120 @@ fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
             "NovelAI"
         ]
     );
+}
+
+/// `difflog import …` with `args`, its JSON report.
+fn import(args: &[&str], root: &Path) -> (std::process::ExitStatus, serde_json::Value, String) {
+    let o = Command::new(common::difflog_bin())
+        .arg("import")
+        .args(args)
+        .args(["--json", "--root"])
+        .arg(root)
+        .env_remove("DIFFLOG_MODE")
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status, v, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Issue 35: a folder of other tools' images becomes a run: one call per
+/// batch (ComfyUI's batch of two is one call), one row per image with its
+/// prompt and seed, each file kept byte for byte; a broken file is named
+/// and skipped, a link is not followed; importing again adds nothing, a
+/// new file makes a run of its own; `--from` takes one tool's images.
+#[test]
+fn a_tools_output_folder_is_imported_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("outputs");
+    let o = py(&["tool_pngs.py", out.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(out.join("expected.json")).unwrap();
+    std::fs::write(out.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let outside = tmp.path().join("outside.png");
+    std::fs::copy(out.join("novelai.png"), &outside).unwrap();
+    std::fs::remove_file(out.join("novelai.png")).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("link.png")).unwrap();
+    let root = tmp.path().join("runs");
+    let dir = out.to_str().unwrap();
+
+    let (status, r, err) = import(&[dir], &root);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        (r["imported"].as_u64(), r["calls"].as_u64()),
+        (Some(9), Some(8)),
+        "{r}"
+    );
+    let unreadable = r["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{r}");
+    assert!(
+        unreadable[0][0].as_str().unwrap().ends_with("broken.png"),
+        "{r}"
+    );
+    let run = PathBuf::from(r["run_dir"].as_str().unwrap());
+    let o = Command::new(common::difflog_bin())
+        .arg("verify")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let read = RunDir::open(&run).unwrap();
+    let view = read.view();
+    // Every file byte for byte: its SHA-256 is a media digest of the run.
+    let digests: std::collections::HashSet<String> =
+        view.media.iter().map(|m| m.digest.clone()).collect();
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("broken") || name.starts_with("link") {
+            continue;
+        }
+        let sha = difflog::format::sha256_hex(&std::fs::read(e.path()).unwrap());
+        assert!(digests.contains(&sha), "{name} not stored as it is");
+    }
+    assert!(!digests.contains(&difflog::format::sha256_hex(
+        &std::fs::read(&outside).unwrap()
+    )));
+    // The batch: one call, two rows, seed 77 each.
+    let batch: Vec<_> = view.calls.values().filter(|c| c.rows.len() == 2).collect();
+    assert_eq!(batch.len(), 1);
+    for row in &batch[0].rows {
+        let seed = row.cells.iter().find_map(|c| match c {
+            Cell::Number { column, value } if column == "Seed" => value.as_u64(),
+            _ => None,
+        });
+        assert_eq!(seed, Some(77));
+    }
+
+    let (status, r, err) = import(&[dir], &root);
+    assert!(status.success(), "{err}");
+    assert!(r["run_dir"].is_null(), "{r}");
+    assert_eq!(r["already_imported"].as_u64(), Some(9), "{r}");
+
+    let plain = difflog::bench::natural_image(1, 32);
+    std::fs::write(
+        out.join("new.png"),
+        difflog::run::media::encode_png(&plain).unwrap(),
+    )
+    .unwrap();
+    let (status, r, err) = import(&[dir], &root);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        (r["imported"].as_u64(), r["without_metadata"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+
+    let (status, r, err) = import(&["--from", "comfyui", dir], &tmp.path().join("comfy"));
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        (r["imported"].as_u64(), r["calls"].as_u64()),
+        (Some(4), Some(3)),
+        "{r}"
+    );
+    assert_eq!(r["other_tool"].as_u64(), Some(5), "{r}");
+
+    let (status, _, err) = import(&["--from", "photoshop", dir], &root);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("--from photoshop"), "{err}");
 }
 
 /// Issue 35: sd-parsers reads difflog's own PNGs back to what was recorded:

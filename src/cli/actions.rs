@@ -146,6 +146,50 @@ fn json_or(out: &mut dyn Write, value: &impl serde::Serialize, text: Option<Stri
         .map_err(|e| Error::io("<stdout>", "write", e))
 }
 
+/// `difflog import`: what was imported, as text or JSON.
+pub fn import(out: &mut dyn Write, opts: &crate::import::ImportOpts, json: bool) -> Result<()> {
+    let r = crate::import::import(opts)?;
+    let text = (!json).then(|| {
+        let mut s = match &r.run_dir {
+            Some(dir) => format!(
+                "imported {} image(s) in {} call(s) into {}\n",
+                r.imported,
+                r.calls,
+                dir.display()
+            ),
+            None => "nothing new to import: no run made\n".to_string(),
+        };
+        for (n, what) in [
+            (
+                r.already_imported,
+                "already imported (an earlier import of this folder holds them)",
+            ),
+            (r.other_tool, "with another tool's metadata: skipped"),
+            (
+                r.without_metadata,
+                if opts.from == "auto" {
+                    "without any tool's metadata: imported with the image only"
+                } else {
+                    "without any tool's metadata: skipped"
+                },
+            ),
+        ] {
+            if n > 0 {
+                s.push_str(&format!("  {n} file(s) {what}\n"));
+            }
+        }
+        for (path, why) in &r.unreadable {
+            s.push_str(&format!(
+                "  not read: {}: {}\n",
+                crate::terminal::escape(&path.display().to_string()),
+                crate::terminal::escape(why)
+            ));
+        }
+        s
+    });
+    json_or(out, &r, text)
+}
+
 /// `difflog bench generate`: the figures as a table, or JSON.
 pub fn bench_generate(out: &mut dyn Write, opts: &GenerateBench, json: bool) -> Result<()> {
     let f = crate::bench::generate_overhead(opts)?;

@@ -41,6 +41,18 @@ pub enum RowValue {
         /// PNG text chunks (see [`crate::recipe::chunks`]).
         text: Vec<TextChunk>,
     },
+    /// A PNG file kept byte for byte (an imported image: the metadata its
+    /// tool wrote stays in it), stored like a generated image.
+    Encoded {
+        /// The file's bytes.
+        png: Vec<u8>,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The media entry's caption.
+        caption: Option<String>,
+    },
 }
 
 /// What a call is, known when it begins.
@@ -116,7 +128,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
         // Counted as handed over, whether or not they could be stored.
         let generated = cells
             .iter()
-            .filter(|(_, v)| matches!(v, RowValue::Generated { .. }))
+            .filter(|(_, v)| matches!(v, RowValue::Generated { .. } | RowValue::Encoded { .. }))
             .count();
         self.images += generated as u32;
         let result = self.row_inner(index, cells);
@@ -132,6 +144,17 @@ impl<R: Borrow<Run>> OpenCall<R> {
         };
         a.with_writer(|w| {
             let ts = now_rfc3339();
+            // An image the call made: its media entry, then its cell.
+            let output = |column: String, slot: Arc<Slot>, caption: Option<String>| {
+                w.send(Cmd::Media {
+                    ts: ts.clone(),
+                    key: names::media_key(&column, &names::stage(call)),
+                    caption,
+                    call: Some(call),
+                    slot: Arc::clone(&slot),
+                })
+                .map(|()| PendingCell::Image { column, slot })
+            };
             let mut out = Vec::with_capacity(cells.len());
             for (column, value) in cells {
                 let cell = match value {
@@ -166,14 +189,16 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         text,
                     } => {
                         let slot = w.encode_with_text(image, text)?;
-                        w.send(Cmd::Media {
-                            ts: ts.clone(),
-                            key: names::media_key(&column, &names::stage(call)),
-                            caption,
-                            call: Some(call),
-                            slot: Arc::clone(&slot),
-                        })?;
-                        PendingCell::Image { column, slot }
+                        output(column, slot, caption)?
+                    }
+                    RowValue::Encoded {
+                        png,
+                        width,
+                        height,
+                        caption,
+                    } => {
+                        let slot = w.store_encoded(png, width, height)?;
+                        output(column, slot, caption)?
                     }
                 };
                 out.push(cell);

@@ -105,10 +105,18 @@ pub(crate) enum Cmd {
 }
 
 struct Job {
-    image: Arc<dyn Pixels>,
-    /// Text chunks the PNG carries (a generated image's recipe).
-    text: Vec<crate::recipe::TextChunk>,
+    what: JobImage,
     slot: Arc<Slot>,
+}
+
+/// What an encoder thread gets.
+enum JobImage {
+    /// Pixels to encode, with the text chunks the PNG carries (a generated
+    /// image's recipe).
+    Pixels(Arc<dyn Pixels>, Vec<crate::recipe::TextChunk>),
+    /// A PNG file's bytes, stored as they are (an imported image): only
+    /// its digest is computed.
+    Encoded(Vec<u8>, u32, u32),
 }
 
 /// An encoded image on its way to the media store.
@@ -211,10 +219,24 @@ impl Writer {
         image: Arc<dyn Pixels>,
         text: Vec<crate::recipe::TextChunk>,
     ) -> Result<Arc<Slot>, WriteError> {
+        self.queue(JobImage::Pixels(image, text))
+    }
+
+    /// Queues a PNG file's bytes (`width` × `height`) to be stored as they
+    /// are.
+    pub(crate) fn store_encoded(
+        &self,
+        png: Vec<u8>,
+        width: u32,
+        height: u32,
+    ) -> Result<Arc<Slot>, WriteError> {
+        self.queue(JobImage::Encoded(png, width, height))
+    }
+
+    fn queue(&self, what: JobImage) -> Result<Arc<Slot>, WriteError> {
         let slot = Slot::new();
         let job = Job {
-            image,
-            text,
+            what,
             slot: Arc::clone(&slot),
         };
         match self.jobs.try_send(job) {
@@ -311,10 +333,15 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>, png: PngEnc
             guard.recv()
         };
         let Ok(job) = job else { return };
-        match encode_png_using(job.image.as_ref(), &job.text, png) {
-            Ok(png) => {
-                let (width, height) = job.image.dimensions();
-                drop(job.image);
+        let encoded = match job.what {
+            JobImage::Pixels(image, text) => {
+                let (width, height) = image.dimensions();
+                encode_png_using(image.as_ref(), &text, png).map(|png| (png, width, height))
+            }
+            JobImage::Encoded(png, width, height) => Ok((png, width, height)),
+        };
+        match encoded {
+            Ok((png, width, height)) => {
                 let stored = Stored {
                     digest: sha256_hex(&png),
                     png,

@@ -99,13 +99,13 @@ def comfyui(out):
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
     }
-    expected = {"tool": "ComfyUI", "prompt": "masterpiece best quality girl, \u00e9t\u00e9",
+    base = {"tool": "ComfyUI", "prompt": "masterpiece best quality girl, \u00e9t\u00e9",
                 "negative_prompt": "bad hands", "seed": 8566257, "steps": 20, "cfg": 8.0, "sampler": "euler",
                 "scheduler": "normal", "width": 512, "height": 512,
                 "model": "v1-5-pruned-emaonly.safetensors", "denoise": 1.0}
     yield save(out, "ComfyUI_00001_.png",
                [("prompt", json.dumps(prompt)), ("workflow", json.dumps(litegraph(prompt)))],
-               expected, compress_level=4, seed=1)
+               base, compress_level=4, seed=1)
     # The same with two LoRAs between the checkpoint and the sampler.
     lora = json.loads(json.dumps(prompt))
     lora["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
@@ -117,11 +117,20 @@ def comfyui(out):
     lora["3"]["inputs"]["model"] = ["11", 0]
     lora["6"]["inputs"]["clip"] = ["11", 1]
     lora["7"]["inputs"]["clip"] = ["11", 1]
-    expected = dict(expected, loras=[{"name": "add_detail.safetensors", "weight": 0.6},
+    expected = dict(base, loras=[{"name": "add_detail.safetensors", "weight": 0.6},
                                      {"name": "film.safetensors", "weight": 1.0}])
     yield save(out, "ComfyUI_00002_.png",
                [("prompt", json.dumps(lora)), ("workflow", json.dumps(litegraph(lora)))],
                expected, compress_level=4, seed=2)
+    # A batch of two: one graph (batch_size 2, one seed), two files.
+    batch = json.loads(json.dumps(prompt))
+    batch["5"]["inputs"]["batch_size"] = 2
+    batch["3"]["inputs"]["seed"] = 77
+    expected = dict(base, seed=77)
+    for n in (3, 4):
+        yield save(out, f"ComfyUI_0000{n}_.png",
+                   [("prompt", json.dumps(batch)), ("workflow", json.dumps(litegraph(batch)))],
+                   expected, compress_level=4, seed=10 + n)
 
 
 def quote(text):
