@@ -180,7 +180,9 @@ fn batch_key(g: Option<&Generation>) -> Value {
     }
 }
 
-/// The call's parameters: the generation settings, in the tool's words.
+/// The call's parameters: the generation settings (steps, CFG and denoise
+/// under diffusers' names, as difflog's own calls record them, so that
+/// `compare` and `report` read them alike).
 fn params(g: Option<&Generation>, folder: &str) -> Map<String, Value> {
     let mut p = match batch_key(g) {
         Value::Object(o) => o,
@@ -189,6 +191,15 @@ fn params(g: Option<&Generation>, folder: &str) -> Map<String, Value> {
     // Row values, not call parameters.
     p.remove("prompt");
     p.remove("negative_prompt");
+    for (ours, diffusers) in [
+        ("steps", "num_inference_steps"),
+        ("cfg", "guidance_scale"),
+        ("denoise", "strength"),
+    ] {
+        if let Some(v) = p.remove(ours) {
+            p.insert(diffusers.into(), v);
+        }
+    }
     p.insert("source_folder".into(), json!(folder));
     p
 }

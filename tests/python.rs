@@ -289,6 +289,21 @@ fn a_tools_output_folder_is_imported_once() {
         assert_eq!(seed, Some(77));
     }
 
+    // compare takes the run like any other: the tools' settings as axes.
+    let o = Command::new(common::difflog_bin())
+        .arg("compare")
+        .arg(&run)
+        .args(["--rows", "sampler", "--cols", "steps", "-o"])
+        .arg(tmp.path().join("page"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(tmp.path().join("page/index.html")).unwrap();
+    assert!(
+        page.contains("dpmpp_2m_sde_gpu") && page.contains("28"),
+        "sampler and steps axes"
+    );
+
     let (status, r, err) = import(&[dir], &root);
     assert!(status.success(), "{err}");
     assert!(r["run_dir"].is_null(), "{r}");
