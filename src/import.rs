@@ -73,6 +73,8 @@ pub struct ImportReport {
     pub other_tool: usize,
     /// Files with no tool's metadata (recorded with `auto`, else skipped).
     pub without_metadata: usize,
+    /// JPEG and WebP files (not imported yet: the media store keeps PNGs).
+    pub not_png: usize,
     /// Files that could not be read, with why.
     pub unreadable: Vec<(PathBuf, String)>,
 }
@@ -88,8 +90,9 @@ struct Found {
 }
 
 /// Every PNG file under `dir` (not through links), by modification time
-/// then path.
-fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// then path, and how many JPEG and WebP files there are besides.
+fn png_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
+    let mut others = 0;
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -99,8 +102,12 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
                 Ok(t) if t.is_file() => {
                     let p = e.path();
-                    let png = p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png"));
-                    if png {
+                    let ext = p.extension().map(|x| x.to_ascii_lowercase());
+                    let ext = ext.as_ref().and_then(|x| x.to_str()).unwrap_or("");
+                    if matches!(ext, "jpg" | "jpeg" | "webp") {
+                        others += 1;
+                    }
+                    if ext == "png" {
                         let mtime = e.metadata().and_then(|m| m.modified()).ok();
                         files.push((mtime, p));
                     }
@@ -116,7 +123,7 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     files.sort();
-    Ok(files.into_iter().map(|(_, p)| p).collect())
+    Ok((files.into_iter().map(|(_, p)| p).collect(), others))
 }
 
 /// Reads one file: its bytes, size and metadata.
@@ -235,7 +242,9 @@ pub fn import(opts: &ImportOpts) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut found = Vec::new();
     let mut digests = HashSet::new();
-    for path in png_files(&folder)? {
+    let (files, others) = png_files(&folder)?;
+    report.not_png = others;
+    for path in files {
         let f = match read_file(&path) {
             Ok(f) => f,
             Err(why) => {

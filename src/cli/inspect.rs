@@ -1,13 +1,15 @@
-//! `difflog inspect IMAGE.png [--run RUN] [--json]`: what a PNG says about
-//! how it was made — the A1111 `parameters` and difflog's recipe its text
-//! chunks carry (see [`crate::recipe`]) — and, given a run, whether the file
-//! is one of that run's images, unchanged (its SHA-256 is a media digest of
-//! the run). Works on any PNG: one from another tool simply has no recipe.
+//! `difflog inspect IMAGE [--run RUN] [--json]`: what an image says about
+//! how it was made — the A1111 `parameters` and difflog's recipe a PNG's
+//! text chunks carry (see [`crate::recipe`]), other tools' metadata in
+//! PNG, JPEG and WebP files (see [`crate::meta`]) — and, given a run,
+//! whether the file is one of that run's images, unchanged (its SHA-256 is
+//! a media digest of the run). A file from another tool simply has no
+//! recipe.
 
 use crate::error::{Error, Result};
 use crate::format::sha256_hex;
 use crate::read::RunDir;
-use crate::recipe::{read_text_chunks, DIFFLOG, MAX_PNG_BYTES, PARAMETERS};
+use crate::recipe::{DIFFLOG, MAX_PNG_BYTES, PARAMETERS};
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::Path;
@@ -35,7 +37,8 @@ pub struct Inspection {
 pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
     let bytes = crate::read::read_regular(image, MAX_PNG_BYTES)
         .map_err(|e| Error::file(image, e.to_string()))?;
-    let chunks = read_text_chunks(&bytes).map_err(|e| Error::file(image, e.to_string()))?;
+    let chunks =
+        crate::meta::texts_of_file(&bytes).map_err(|e| Error::file(image, e.to_string()))?;
     let mut found = Inspection {
         sha256: sha256_hex(&bytes),
         parameters: None,

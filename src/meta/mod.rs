@@ -16,6 +16,7 @@
 mod a1111;
 mod apps;
 mod comfyui;
+pub mod exif;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -87,6 +88,16 @@ pub struct Lora {
     /// Its hash, where the tool writes one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+}
+
+/// The text an image file carries, as (keyword, text) pairs: a PNG's text
+/// chunks, a JPEG's or WebP's EXIF texts and comments (see [`exif`]).
+pub fn texts_of_file(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    match exif::format_of(bytes) {
+        Some(exif::Format::Png) => crate::recipe::read_text_chunks(bytes),
+        Some(f) => Ok(exif::texts(bytes, f)),
+        None => Err("not a PNG, JPEG or WebP file".into()),
+    }
 }
 
 /// The text of the chunk named `keyword`, if any.

@@ -23,6 +23,13 @@ writer) in `expected.json`:
 - SwarmUI (062407c, `T2IParamInput.GenRawMetadata`, ImageSharp): an
   uncompressed tEXt `parameters` holding Newtonsoft's indented JSON
   (two-space indent, non-ASCII escaped) with `sui_image_params`.
+- AUTOMATIC1111's JPEG and WebP (`images.save_image_with_geninfo`, v1.10):
+  the image saved, then `piexif.insert` of `piexif.dump({"Exif":
+  {UserComment: piexif.helper.UserComment.dump(geninfo,
+  encoding="unicode")}})` (piexif 1.1.3: "UNICODE\0" and UTF-16BE).
+- Fooocus's JPEG (v2.5.5 `private_logger.log`): `image.getexif()` with
+  0x9286 (UserComment) the parameters, 0x927C (MakerNote) the scheme,
+  0x0131 (Software) "Fooocus v2.5.5", saved with `exif=`.
 - NovelAI: `Title`, `Description` (the prompt), `Software` "NovelAI",
   `Source` (model and hash), `Comment` (JSON) — the chunk set sd-parsers'
   NovelAI parser and its test images use.
@@ -225,6 +232,42 @@ def swarmui(out):
                compress_level=1, seed=7)
 
 
+def exif_files(out):
+    import piexif
+    import piexif.helper
+
+    prompt = "a watercolor fox, <lora:wc:0.5>"
+    params = {"Steps": 24, "Sampler": "Euler a", "Schedule type": "Automatic", "CFG scale": 5,
+              "Seed": 987654321, "Size": "64x48", "Model hash": "31e35c80fc", "Model": "sd_xl_base_1.0",
+              "Version": "v1.10.1"}
+    expected = {"tool": "AUTOMATIC1111", "tool_version": "v1.10.1", "prompt": prompt, "negative_prompt": "muddy",
+                "seed": 987654321, "steps": 24, "cfg": 5.0, "sampler": "Euler a", "scheduler": "Automatic",
+                "width": 64, "height": 48, "model": "sd_xl_base_1.0", "model_hash": "31e35c80fc",
+                "loras": [{"name": "wc", "weight": 0.5}]}
+    geninfo = infotext(prompt, "muddy", params)
+    for name, fmt in (("00002-987654321.jpg", "JPEG"), ("00003-987654321.webp", "WEBP")):
+        path = os.path.join(out, name)
+        picture(9).save(path, format=fmt, quality=80, lossless=False)
+        exif_bytes = piexif.dump({"Exif": {piexif.ExifIFD.UserComment:
+                                           piexif.helper.UserComment.dump(geninfo, encoding="unicode")}})
+        piexif.insert(exif_bytes, path)
+        yield name, expected
+    res = {"prompt": "a paper boat", "negative_prompt": "", "steps": 30, "resolution": "(64, 48)",
+           "guidance_scale": 4.0, "base_model": "juggernautXL_v8Rundiffusion", "base_model_hash": "aeb7e9e689",
+           "sampler": "dpmpp_2m_sde_gpu", "scheduler": "karras", "seed": "555", "metadata_scheme": "fooocus",
+           "version": "Fooocus v2.5.5", "loras": []}
+    img = picture(10)
+    exif = img.getexif()
+    exif[0x9286] = json.dumps(dict(sorted(res.items())))
+    exif[0x927C] = "fooocus"
+    exif[0x0131] = "Fooocus v2.5.5"
+    img.save(os.path.join(out, "2026-12-05_18-00-01_5678.jpg"), quality=95, optimize=True, progressive=True,
+             exif=exif)
+    yield "2026-12-05_18-00-01_5678.jpg", {"tool": "Fooocus", "tool_version": "v2.5.5", "prompt": "a paper boat",
+                                           "seed": 555, "steps": 30, "cfg": 4.0, "width": 64, "height": 48,
+                                           "model": "juggernautXL_v8Rundiffusion", "model_hash": "aeb7e9e689"}
+
+
 def novelai(out):
     comment = {"prompt": "1girl, cherry blossoms", "steps": 28, "height": 832, "width": 1216, "scale": 5.0,
                "uncond_scale": 1.0, "cfg_rescale": 0.0, "seed": 2283921781, "n_samples": 1, "strength": 0.7,
@@ -244,7 +287,7 @@ def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     expected = {}
-    for writer in (comfyui, a1111, fooocus, invokeai, swarmui, novelai):
+    for writer in (comfyui, a1111, fooocus, invokeai, swarmui, novelai, exif_files):
         for name, values in writer(out):
             expected[name] = values
     with open(os.path.join(out, "expected.json"), "w") as f:
