@@ -40,19 +40,20 @@ window.addEventListener('load', () => {
     .then(() => {
       const loaded = imgs.filter(i => i.naturalWidth > 0).length;
       const rows = document.querySelectorAll('tr.row').length;
-      document.body.setAttribute('data-check', [imgs.length, loaded, rows, window.__pwned ? 1 : 0].join(','));
+      const tiles = document.querySelectorAll('figure.tile a[data-item]').length;
+      document.body.setAttribute('data-check', [imgs.length, loaded, rows, window.__pwned ? 1 : 0, tiles].join(','));
     });
 });
 </script>"#;
 
 /// Opens `page` in Chromium with the checking script; returns
-/// (images, loaded, rows, script-ran).
-fn check_in_browser(page: &Path, profile: &Path) -> (usize, usize, usize, usize) {
+/// (images, loaded, rows, script-ran, gallery tiles).
+fn check_in_browser(page: &Path, profile: &Path) -> (usize, usize, usize, usize, usize) {
     let v: Vec<usize> = probe(page, CHECK, profile)
         .split(',')
         .map(|x| x.parse().unwrap())
         .collect();
-    (v[0], v[1], v[2], v[3])
+    (v[0], v[1], v[2], v[3], v[4])
 }
 
 #[test]
@@ -94,9 +95,24 @@ fn the_report_opens_in_a_browser_with_every_image_and_row() {
     )));
 
     let profile = tmp.path().join("profile");
-    let (imgs, loaded, rows, pwned) = check_in_browser(&run_page, &profile);
+    let (imgs, loaded, rows, pwned, tiles) = check_in_browser(&run_page, &profile);
     // 4 rows of the first call, 1 of the failed one: 5 generated images.
     assert_eq!(rows, 5, "table rows != recorded images");
+    // Issue 35: each generated image in its call's gallery too, opening the
+    // same viewer item as its table cell, captioned with prompt and seed.
+    assert_eq!(tiles, 5, "gallery tiles != generated images");
+    for k in 0..5 {
+        let needle = format!("data-item=\"{k}\"");
+        assert_eq!(
+            html.matches(&needle).count(),
+            2,
+            "viewer item {k}: table and gallery"
+        );
+    }
+    assert!(
+        html.contains("&lt;script&gt;window.__pwned=1&lt;/script&gt; · seed "),
+        "a caption with the prompt (escaped) and seed"
+    );
     assert_eq!(imgs, 5);
     assert_eq!(
         loaded,
@@ -110,7 +126,7 @@ fn the_report_opens_in_a_browser_with_every_image_and_row() {
     let alone = tmp.path().join("alone");
     difflog::report::report(&dir, &alone, true).unwrap();
     std::fs::rename(&root, tmp.path().join("moved-away")).unwrap();
-    let (imgs, loaded, _, _) = check_in_browser(&alone.join("index.html"), &profile);
+    let (imgs, loaded, _, _, _) = check_in_browser(&alone.join("index.html"), &profile);
     assert_eq!((imgs, loaded), (5, 5));
 
     // A screenshot that is not blank.

@@ -66,7 +66,10 @@ section{margin-top:1.5em}td.missing{background:repeating-linear-gradient(45deg,#
 #viewer table td,#viewer table th{border-color:#555;background:transparent;color:#eee}#viewer td{word-break:break-word;max-width:60em}#viewer img{image-rendering:pixelated;background:#333}\
 #v-full{max-width:min(90vw,1024px);min-width:256px}.stack{position:relative;display:inline-block}\
 .stack img{display:block;width:min(80vw,512px);min-width:256px}.stack img#v-a{position:absolute;left:0;top:0}\
-#v-diffbox{width:min(80vw,512px);min-width:256px;overflow:hidden;background:#000}#v-diff{width:100%;display:block}#viewer button{margin:.3em}#filter{font-size:1em;padding:.3em;width:24em}";
+#v-diffbox{width:min(80vw,512px);min-width:256px;overflow:hidden;background:#000}#v-diff{width:100%;display:block}#viewer button{margin:.3em}#filter{font-size:1em;padding:.3em;width:24em}\
+.tiles{display:flex;flex-wrap:wrap;gap:8px;margin:.5em 0}.tiles figure{margin:0;width:160px}\
+.tiles img{width:160px;height:auto;image-rendering:pixelated;background:#eee;cursor:zoom-in}\
+.tiles figcaption{font-size:.8em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}";
 
 /// A whole page: `body` inside the shared head and style.
 pub fn page(title: &str, body: &str) -> String {
@@ -199,7 +202,7 @@ document.addEventListener('keydown', e => { if (e.key === 'Escape') $('viewer').
 const f = $('filter');
 if (f) f.oninput = () => {
   const q = f.value.toLowerCase();
-  document.querySelectorAll('tr[data-prompt]').forEach(r => { r.hidden = q !== '' && !r.dataset.prompt.toLowerCase().includes(q); });
+  document.querySelectorAll('[data-prompt]').forEach(r => { r.hidden = q !== '' && !r.dataset.prompt.toLowerCase().includes(q); });
 };
 })();"#;
 

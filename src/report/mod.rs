@@ -282,6 +282,11 @@ fn write_call(
         }
         let _ = write!(b, "<p>Timings: {}</p>", escape(&f.timings_text()));
     }
+    // The table is written aside: the gallery, made from the same cells,
+    // comes before it.
+    let before = std::mem::take(b);
+    let mut tiles = String::new();
+    let mut n_tiles = 0;
     let _ = write!(b, "<table class=\"rows\"><tr><th>#</th>");
     for c in &s.columns {
         let _ = write!(b, "<th>{}</th>", escape(c));
@@ -290,6 +295,10 @@ fn write_call(
     for row in &call.rows {
         let prompt = row.cells.iter().find_map(|c| match c {
             Cell::Text { column, value } if column == names::PROMPT => Some(value.as_str()),
+            _ => None,
+        });
+        let seed = row.cells.iter().find_map(|c| match c {
+            Cell::Number { column, value } if column == names::SEED => Some(value.to_string()),
             _ => None,
         });
         let _ = write!(
@@ -332,6 +341,21 @@ fn write_call(
                         "<td><a href=\"{full}\" data-item=\"{k}\"><img class=\"thumb\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\" data-size=\"{width}x{height}\"></a></td>",
                         escape(col)
                     );
+                    if col == names::GENERATED_IMAGE {
+                        let caption = match &seed {
+                            Some(seed) => format!("{} · seed {seed}", prompt.unwrap_or("")),
+                            None => prompt.unwrap_or("").to_string(),
+                        };
+                        let _ = write!(
+                            tiles,
+                            "<figure class=\"tile\" data-prompt=\"{}\"><a href=\"{full}\" data-item=\"{k}\"><img class=\"tile\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\"></a><figcaption title=\"{}\">{}</figcaption></figure>",
+                            escape(prompt.unwrap_or("")),
+                            escape(col),
+                            escape(&caption),
+                            escape(&caption)
+                        );
+                        n_tiles += 1;
+                    }
                 }
                 Some(Cell::Null { .. }) | None => b.push_str("<td>-</td>"),
             }
@@ -339,8 +363,22 @@ fn write_call(
         b.push_str("</tr>\n");
     }
     b.push_str("</table></section>\n");
+    // A call's generated images as a grid too (open for a big batch, an
+    // imported folder): captions with prompt and seed, the viewer on click.
+    let rows = std::mem::replace(b, before);
+    if n_tiles > 0 {
+        let _ = writeln!(
+            b,
+            "<details class=\"gallery\"{}><summary>gallery: {n_tiles} image(s)</summary><div class=\"tiles\">{tiles}</div></details>",
+            if n_tiles >= GALLERY_OPEN { " open" } else { "" }
+        );
+    }
+    b.push_str(&rows);
     Ok(call.rows.len())
 }
+
+/// A call with this many images or more shows its gallery open.
+const GALLERY_OPEN: usize = 8;
 
 /// The viewer's record of one image of a call's table: its row's cells and
 /// the call's settings.
