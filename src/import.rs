@@ -240,10 +240,13 @@ pub fn import(opts: &ImportOpts) -> Result<ImportReport> {
     let folder_text = folder.to_string_lossy().into_owned();
     let before = imported_before(&opts.root, &folder_text)?;
     let mut report = ImportReport::default();
-    let mut found = Vec::new();
     let mut digests = HashSet::new();
     let (files, others) = png_files(&folder)?;
     report.not_png = others;
+    // Streamed: each image goes to the run's writer as it is read (its
+    // queue bounds the memory), the run made at the first new file.
+    let mut run: Option<Arc<Run>> = None;
+    let mut batch: Option<Batch> = None;
     for path in files {
         let f = match read_file(&path) {
             Ok(f) => f,
@@ -268,81 +271,105 @@ pub fn import(opts: &ImportOpts) -> Result<ImportReport> {
             }
             _ => {}
         }
-        found.push(f);
+        let run = match &run {
+            Some(r) => Arc::clone(r),
+            None => {
+                let r = Arc::new(create_run(opts, &folder, &folder_text)?);
+                report.run_dir = r.dir().map(Path::to_path_buf);
+                run = Some(Arc::clone(&r));
+                r
+            }
+        };
+        let key = batch_key(f.generation.as_ref());
+        if batch.as_ref().is_none_or(|b| b.key != key) {
+            if let Some(done) = batch.take() {
+                done.call.finish(None, Map::new());
+            }
+            batch = Some(Batch::begin(run, key, f.generation.as_ref(), &folder_text));
+            report.calls += 1;
+        }
+        if let Some(b) = batch.as_mut() {
+            b.row(f, &folder)?;
+            report.imported += 1;
+        }
     }
-    if found.is_empty() {
-        return Ok(report);
+    if let Some(done) = batch.take() {
+        done.call.finish(None, Map::new());
     }
-    let name = folder
-        .file_name()
-        .map_or(folder_text.clone(), |n| n.to_string_lossy().into_owned());
+    if let Some(run) = run {
+        Arc::try_unwrap(run)
+            .map_err(|_| Error::Invalid("the import run is still in use".into()))?
+            .finish()?;
+    }
+    Ok(report)
+}
+
+/// The run an import records into.
+fn create_run(opts: &ImportOpts, folder: &Path, folder_text: &str) -> Result<Run> {
+    let name = folder.file_name().map_or(folder_text.to_string(), |n| {
+        n.to_string_lossy().into_owned()
+    });
     let run = Run::create(
         Init::project(PROJECT)
             .name(name)
             .root(&opts.root)
             .config(json!({"import": {"folder": folder_text, "from": opts.from}})),
     )?;
-    report.run_dir = Some(run.dir().map(Path::to_path_buf).ok_or_else(|| {
-        Error::Invalid("recording is disabled (DIFFLOG_MODE=disabled): unset it to import".into())
-    })?);
-    let mut start = 0;
-    while start < found.len() {
-        let key = batch_key(found[start].generation.as_ref());
-        let end = (start..found.len())
-            .find(|i| batch_key(found[*i].generation.as_ref()) != key)
-            .unwrap_or(found.len());
-        record_call(&run, &mut found[start..end], &folder, &folder_text)?;
-        report.calls += 1;
-        report.imported += end - start;
-        start = end;
+    if run.dir().is_none() {
+        return Err(Error::Invalid(
+            "recording is disabled (DIFFLOG_MODE=disabled): unset it to import".into(),
+        ));
     }
-    run.finish()?;
-    Ok(report)
+    Ok(run)
 }
 
-/// Records one batch as a call.
-fn record_call(run: &Run, batch: &mut [Found], folder: &Path, folder_text: &str) -> Result<()> {
-    let first = batch[0].generation.as_ref();
-    let tool = first.map_or("unknown", |g| g.tool.as_str());
-    let info = Arc::new(PipelineInfo {
-        class: format!("{tool} (imported)"),
-        model_id: first
-            .and_then(|g| g.model.clone())
-            .unwrap_or_else(|| "unknown".into()),
-        revision: None,
-        weights_digest: None,
-        dtype: "unknown".into(),
-        device: "unknown".into(),
-        components: Map::new(),
-        scheduler: json!({"name": first.and_then(|g| g.scheduler.clone())}),
-    });
-    let seeds = batch
-        .iter()
-        .filter_map(|f| f.generation.as_ref().and_then(|g| g.seed))
-        .collect::<Vec<_>>();
-    let columns = [
-        names::PROMPT,
-        names::NEGATIVE_PROMPT,
-        names::GENERATED_IMAGE,
-        names::SEED,
-        SOURCE_FILE,
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut call = OpenCall::begin(
-        run,
-        CallStart {
-            info,
-            params: params(first, folder_text),
-            seeds: if seeds.len() == batch.len() {
-                seeds
-            } else {
-                Vec::new()
+/// The call of a batch being recorded.
+struct Batch {
+    key: Value,
+    call: OpenCall<Arc<Run>>,
+    rows: u32,
+}
+
+impl Batch {
+    /// Begins a call for the batch whose first image says `first`.
+    fn begin(run: Arc<Run>, key: Value, first: Option<&Generation>, folder_text: &str) -> Batch {
+        let tool = first.map_or("unknown", |g| g.tool.as_str());
+        let info = Arc::new(PipelineInfo {
+            class: format!("{tool} (imported)"),
+            model_id: first
+                .and_then(|g| g.model.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            revision: None,
+            weights_digest: None,
+            dtype: "unknown".into(),
+            device: "unknown".into(),
+            components: Map::new(),
+            scheduler: json!({"name": first.and_then(|g| g.scheduler.clone())}),
+        });
+        let columns = [
+            names::PROMPT,
+            names::NEGATIVE_PROMPT,
+            names::GENERATED_IMAGE,
+            names::SEED,
+            SOURCE_FILE,
+        ]
+        .map(String::from)
+        .to_vec();
+        let call = OpenCall::begin(
+            run,
+            CallStart {
+                info,
+                params: params(first, folder_text),
+                // Not known before the batch is read to its end.
+                seeds: Vec::new(),
+                columns,
             },
-            columns,
-        },
-    );
-    for (i, f) in batch.iter_mut().enumerate() {
+        );
+        Batch { key, call, rows: 0 }
+    }
+
+    /// Records one image as the batch's next row.
+    fn row(&mut self, f: Found, folder: &Path) -> Result<()> {
         let g = f.generation.as_ref();
         let text = |v: Option<&String>| v.map_or(RowValue::Null, |s| RowValue::Text(s.clone()));
         let source = f
@@ -363,10 +390,10 @@ fn record_call(run: &Run, batch: &mut [Found], folder: &Path, folder_text: &str)
             (
                 names::GENERATED_IMAGE.to_string(),
                 RowValue::Encoded {
-                    png: std::mem::take(&mut f.png),
+                    caption: g.and_then(|g| g.prompt.clone()),
+                    png: f.png,
                     width: f.width,
                     height: f.height,
-                    caption: g.and_then(|g| g.prompt.clone()),
                 },
             ),
             (
@@ -376,10 +403,10 @@ fn record_call(run: &Run, batch: &mut [Found], folder: &Path, folder_text: &str)
             ),
             (SOURCE_FILE.to_string(), RowValue::Text(source)),
         ];
-        call.row(i as u32, cells)?;
+        self.call.row(self.rows, cells)?;
+        self.rows += 1;
+        Ok(())
     }
-    call.finish(None, Map::new());
-    Ok(())
 }
 
 /// The column naming the file a row's image came from (relative to the
