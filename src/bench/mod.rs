@@ -613,24 +613,24 @@ pub fn render_png_compare(f: &PngRecordFigures, calls: usize, size: u32) -> Stri
         )),
         _ => s.push_str("PIL's default bytes: not measured (--python)\n"),
     }
-    if !f.candidates.is_empty() {
-        s.push_str(
-            "\ncandidates, encoded and written on all cores (the encode + plain write baseline):\n\
-             | rows' filters | compressor | bytes | / PIL | images/s | time / fast's |\n\
-             |---|---|---|---|---|---|\n",
-        );
-        for c in &f.candidates {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.1} | {:.2} |\n",
-                c.filter,
-                c.compressor,
-                c.bytes,
-                c.bytes_over_pil
-                    .map_or("-".to_string(), |r| format!("{r:.3}")),
-                c.images_per_s,
-                c.time_over_fast
-            ));
-        }
+    let rows: Vec<png::CandidateRow> = f
+        .candidates
+        .iter()
+        .map(|c| png::CandidateRow {
+            filter: &c.filter,
+            compressor: &c.compressor,
+            bytes: c.bytes,
+            over_pil: c.bytes_over_pil,
+            speed: format!("{:.1}", c.images_per_s),
+            over_fast: c.time_over_fast,
+        })
+        .collect();
+    if !rows.is_empty() {
+        s.push_str(&png::candidate_table(
+            "candidates, encoded and written on all cores (the encode + plain write baseline)",
+            "images/s",
+            &rows,
+        ));
     }
     s
 }

@@ -390,6 +390,41 @@ pub fn run(opts: &PngBench) -> Result<PngFigures> {
     })
 }
 
+/// One line of a candidates table.
+pub(crate) struct CandidateRow<'a> {
+    /// How the rows' filters were chosen.
+    pub filter: &'a str,
+    /// The compressor and level.
+    pub compressor: &'a str,
+    /// Bytes of its PNGs.
+    pub bytes: u64,
+    /// Bytes / PIL's, when measured.
+    pub over_pil: Option<f64>,
+    /// Its speed, as the table's unit says.
+    pub speed: String,
+    /// Its time / the fast encoding's.
+    pub over_fast: f64,
+}
+
+/// A table of candidates under `title`, their speed in `unit`.
+pub(crate) fn candidate_table(title: &str, unit: &str, rows: &[CandidateRow<'_>]) -> String {
+    let mut s = format!(
+        "\n{title}:\n| rows' filters | compressor | bytes | / PIL | {unit} | time / fast |\n|---|---|---|---|---|---|\n"
+    );
+    for c in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.2} |\n",
+            c.filter,
+            c.compressor,
+            c.bytes,
+            c.over_pil.map_or("-".to_string(), |r| format!("{r:.3}")),
+            c.speed,
+            c.over_fast
+        ));
+    }
+    s
+}
+
 /// The text `bench png` prints.
 pub fn render(f: &PngFigures) -> String {
     let mut s = format!(
@@ -415,23 +450,23 @@ pub fn render(f: &PngFigures) -> String {
         f.compact_time_over_fast
     ));
     if !f.candidates.is_empty() {
-        s.push_str(
-            "\ncandidates (filtering included):\n\
-             | rows' filters | compressor | bytes | / PIL | ms an image | time / fast |\n\
-             |---|---|---|---|---|---|\n",
-        );
-        for c in &f.candidates {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {:.2} |\n",
-                c.filter,
-                c.compressor,
-                c.bytes,
-                c.bytes_over_pil
-                    .map_or("-".to_string(), |r| format!("{r:.3}")),
-                c.ms_per_image,
-                c.time_over_fast
-            ));
-        }
+        let rows: Vec<CandidateRow> = f
+            .candidates
+            .iter()
+            .map(|c| CandidateRow {
+                filter: &c.filter,
+                compressor: &c.compressor,
+                bytes: c.bytes,
+                over_pil: c.bytes_over_pil,
+                speed: format!("{:.2}", c.ms_per_image),
+                over_fast: c.time_over_fast,
+            })
+            .collect();
+        s.push_str(&candidate_table(
+            "candidates (filtering included)",
+            "ms an image",
+            &rows,
+        ));
         // The choice: the fastest no larger than PIL's (or than zlib's
         // default level, without a Python).
         let limit = f.pil_bytes.or_else(|| f.encodings.get(2).map(|e| e.bytes));
