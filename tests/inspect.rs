@@ -309,14 +309,23 @@ fn a_changed_image_is_not_the_runs_and_a_foreign_png_is_read_as_it_is() {
         "{err}"
     );
 
-    // Not a PNG: a clear error naming the file.
+    // Not an image: a clear error naming the file; a PNG cut short too.
     let junk = root.path().join("junk.png");
     std::fs::write(&junk, b"not a png").unwrap();
     let o = inspect(&[junk.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("junk.png") && err.contains("not a readable PNG"),
+        err.contains("junk.png") && err.contains("not a PNG, JPEG or WebP file"),
+        "{err}"
+    );
+    let cut = root.path().join("cut.png");
+    std::fs::write(&cut, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let o = inspect(&[cut.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cut.png") && err.contains("not a readable PNG"),
         "{err}"
     );
 }
