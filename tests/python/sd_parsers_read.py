@@ -9,11 +9,17 @@ import os
 import sys
 
 from sd_parsers import ParserManager
+from sd_parsers.extractors import _jpeg_usercomment
 
 
 def main():
     manager = ParserManager()
     for path in sys.argv[1:]:
+        # sd-parsers 0.6 keeps the last JPEG/WebP UserComment in a module
+        # global keyed by id(image); Python reuses an id once an image is
+        # freed, so a later file could be given an earlier file's text.
+        # Each file starts with that cache cleared.
+        _jpeg_usercomment._image_id = None
         info = manager.parse(path)
         out = {"file": os.path.basename(path), "read": info is not None}
         if info is not None:
