@@ -242,6 +242,21 @@ fn a_tools_output_folder_is_imported_once() {
     std::os::unix::fs::symlink(&outside, out.join("link.png")).unwrap();
     let root = tmp.path().join("runs");
     let dir = out.to_str().unwrap();
+    // Files are taken by modification time: a second apart in name order
+    // here (written in one burst, some would share a clock tick).
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.is_symlink())
+        .collect();
+    names.sort();
+    let start = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for (i, p) in names.iter().enumerate() {
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(start + std::time::Duration::from_secs(i as u64))
+            .unwrap();
+    }
 
     let (status, r, err) = import(&[dir], &root);
     assert!(status.success(), "{err}");
