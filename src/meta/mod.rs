@@ -221,6 +221,83 @@ mod tests {
         assert_eq!(utf8_fallback("plain"), "plain");
     }
 
+    /// Random graphs (links anywhere, to missing nodes, to themselves),
+    /// random settings lines and random bytes behind each image signature:
+    /// every reading ends, none panics.
+    #[test]
+    fn random_input_is_read_without_a_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(35);
+        let classes = [
+            "KSampler",
+            "CLIPTextEncode",
+            "LoraLoader",
+            "SaveImage",
+            "VAEDecode",
+            "X",
+        ];
+        let keys = [
+            "model",
+            "positive",
+            "negative",
+            "latent_image",
+            "samples",
+            "images",
+            "conditioning",
+            "text",
+            "seed",
+            "steps",
+            "cfg",
+            "sampler_name",
+            "width",
+            "height",
+        ];
+        for _ in 0..300 {
+            let mut graph = serde_json::Map::new();
+            let n = rng.random_range(1..12);
+            for id in 0..n {
+                let mut inputs = serde_json::Map::new();
+                for _ in 0..rng.random_range(0..6) {
+                    let key = keys[rng.random_range(0..keys.len())];
+                    let v = match rng.random_range(0..4) {
+                        0 => serde_json::json!([
+                            rng.random_range(0..n + 2).to_string(),
+                            rng.random_range(0..3)
+                        ]),
+                        1 => serde_json::json!(rng.random_range(-5i64..100)),
+                        2 => serde_json::json!("a text"),
+                        _ => serde_json::json!([1, 2, 3]),
+                    };
+                    inputs.insert(key.into(), v);
+                }
+                let class = classes[rng.random_range(0..classes.len())];
+                graph.insert(
+                    id.to_string(),
+                    serde_json::json!({"class_type": class, "inputs": inputs}),
+                );
+            }
+            let text = serde_json::Value::Object(graph).to_string();
+            let _ = read(&[("prompt".into(), text)]);
+            let line: String = (0..rng.random_range(0..200))
+                .map(|_| {
+                    [' ', ',', ':', '"', '\\', 'a', 'B', '1', '\n', '<'][rng.random_range(0..10)]
+                })
+                .collect();
+            let _ = read(&[("parameters".into(), line)]);
+            for sig in [
+                &b"\x89PNG\r\n\x1a\n"[..],
+                &[0xff, 0xd8, 0xff],
+                b"RIFF\0\0\0\0WEBP",
+            ] {
+                let mut bytes = sig.to_vec();
+                bytes.extend((0..rng.random_range(0..300)).map(|_| rng.random::<u8>()));
+                if let Ok(chunks) = texts_of_file(&bytes) {
+                    let _ = read(&chunks);
+                }
+            }
+        }
+    }
+
     #[test]
     fn numbers_come_from_numbers_and_digit_strings_only() {
         assert_eq!(as_u64(&serde_json::json!("123")), Some(123));
