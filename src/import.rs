@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::{names, sha256_hex};
 use crate::meta::{self, Generation};
 use crate::pipeline::PipelineInfo;
-use crate::read::{find_runs, read_meta, read_regular, RunDir};
+use crate::read::{files_under, find_runs, has_extension, read_meta, read_regular, RunDir};
 use crate::recipe::{read_text_chunks, MAX_PNG_BYTES};
 use crate::run::{CallStart, Init, OpenCall, RowValue, Run};
 use serde::Serialize;
@@ -92,38 +92,22 @@ struct Found {
 /// Every PNG file under `dir` (not through links), by modification time
 /// then path, and how many JPEG and WebP files there are besides.
 fn png_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
-    let mut others = 0;
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, "read the folder", e))?;
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => {
-                    let p = e.path();
-                    let ext = p.extension().map(|x| x.to_ascii_lowercase());
-                    let ext = ext.as_ref().and_then(|x| x.to_str()).unwrap_or("");
-                    if matches!(ext, "jpg" | "jpeg" | "webp") {
-                        others += 1;
-                    }
-                    if ext == "png" {
-                        let mtime = e.metadata().and_then(|m| m.modified()).ok();
-                        files.push((mtime, p));
-                    }
-                }
-                _ => {}
-            }
-            if files.len() > MAX_FILES {
-                return Err(Error::Invalid(format!(
-                    "{}: more than {MAX_FILES} PNG files; import a part of it",
-                    dir.display()
-                )));
-            }
-        }
-    }
+    let all = files_under(dir, &["png", "jpg", "jpeg", "webp"], MAX_FILES)?;
+    let (pngs, others): (Vec<PathBuf>, Vec<PathBuf>) =
+        all.into_iter().partition(|p| has_extension(p, &["png"]));
+    let mut files: Vec<_> = pngs
+        .into_iter()
+        .map(|p| {
+            (
+                std::fs::symlink_metadata(&p)
+                    .and_then(|m| m.modified())
+                    .ok(),
+                p,
+            )
+        })
+        .collect();
     files.sort();
-    Ok((files.into_iter().map(|(_, p)| p).collect(), others))
+    Ok((files.into_iter().map(|(_, p)| p).collect(), others.len()))
 }
 
 /// Reads one file: its bytes, size and metadata.

@@ -37,21 +37,7 @@ pub struct PngBench {
 /// The first `count` PNG files under `dir` (in name order, never through a
 /// link), decoded to RGB; an unreadable one is an error naming it.
 fn images_from(dir: &Path, count: usize) -> Result<Vec<RgbImage>> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, "read the folder", e))?;
-        for e in entries {
-            let e = e.map_err(|e| Error::io(&d, "read the folder", e))?;
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() && e.path().extension().is_some_and(|x| x == "png") => {
-                    files.push(e.path())
-                }
-                _ => {}
-            }
-        }
-    }
+    let mut files = crate::read::files_under(dir, &["png"], usize::MAX)?;
     files.sort();
     files.truncate(count);
     if files.is_empty() {
@@ -356,25 +342,23 @@ pub fn run(opts: &PngBench) -> Result<PngFigures> {
     let mut candidates = Vec::new();
     if opts.candidates {
         for (filter_name, filter, c) in candidate_list() {
-            {
-                if let Some(first) = images.first() {
-                    if !decodes_to(&candidate_png(first, filter, c)?, first) {
-                        return Err(Error::encode(
-                            "a benchmark image",
-                            format!("{} with {filter_name} decodes to other pixels", c.name()),
-                        ));
-                    }
+            if let Some(first) = images.first() {
+                if !decodes_to(&candidate_png(first, filter, c)?, first) {
+                    return Err(Error::encode(
+                        "a benchmark image",
+                        format!("{} with {filter_name} decodes to other pixels", c.name()),
+                    ));
                 }
-                let (bytes, ms) = measure(&images, |img| candidate_png(img, filter, c))?;
-                candidates.push(Candidate {
-                    filter: filter_name.into(),
-                    compressor: c.name(),
-                    bytes,
-                    ms_per_image: ms,
-                    time_over_fast: ms / fast.ms_per_image.max(1e-9),
-                    bytes_over_pil: pil.map(|p| bytes as f64 / p.max(1) as f64),
-                });
             }
+            let (bytes, ms) = measure(&images, |img| candidate_png(img, filter, c))?;
+            candidates.push(Candidate {
+                filter: filter_name.into(),
+                compressor: c.name(),
+                bytes,
+                ms_per_image: ms,
+                time_over_fast: ms / fast.ms_per_image.max(1e-9),
+                bytes_over_pil: pil.map(|p| bytes as f64 / p.max(1) as f64),
+            });
         }
     }
     Ok(PngFigures {

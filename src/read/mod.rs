@@ -377,6 +377,41 @@ pub fn find_runs(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(runs)
 }
 
+/// The regular files under `dir` (its folders walked, never through a
+/// link) whose extension is one of `extensions` (any case), in no order;
+/// more than `max` of them is an error naming the folder.
+pub fn files_under(dir: &Path, extensions: &[&str], max: usize) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ctx(&d, "read the folder")? {
+            let e = e.ctx(&d, "read the folder")?;
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() && has_extension(&e.path(), extensions) => {
+                    files.push(e.path())
+                }
+                _ => {}
+            }
+            if files.len() > max {
+                return Err(Error::Invalid(format!(
+                    "{}: more than {max} {} files; take a part of it",
+                    dir.display(),
+                    extensions.join("/")
+                )));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Whether `path`'s extension is one of `extensions` (any case).
+pub fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| extensions.iter().any(|e| x.eq_ignore_ascii_case(e)))
+}
+
 /// The path of the file `rel` (relative, as recorded) inside the run `run_dir`,
 /// checked to be a regular file that is really inside the run: not a
 /// symbolic link, not a FIFO or device, and not reached through a linked

@@ -513,9 +513,9 @@ fn literals(bits: &mut Bits, table: &Table, bytes: &[u8]) {
     let out = &mut bits.out[..];
     // Four codes of ≤ 14 bits (the literal code's limit) fit the
     // accumulator between spills.
-    let mut triples = bytes.chunks_exact(4);
-    for t in &mut triples {
-        for b in t {
+    let mut quads = bytes.chunks_exact(4);
+    for q in &mut quads {
+        for b in q {
             let e = table[usize::from(*b)];
             acc |= u64::from(e & 0xffff) << n;
             n += e >> 16;
@@ -527,7 +527,7 @@ fn literals(bits: &mut Bits, table: &Table, bytes: &[u8]) {
         n -= whole * 8;
     }
     (bits.acc, bits.n, bits.pos) = (acc, n, pos);
-    for b in triples.remainder() {
+    for b in quads.remainder() {
         let e = table[usize::from(*b)];
         bits.add(e & 0xffff, e >> 16);
     }
