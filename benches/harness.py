@@ -395,7 +395,17 @@ def png_bench():
         row(s, "bench record: fastest candidate (encode + write, all cores) no larger than PIL's",
             f"{best['compressor']}, {best['filter']}: {best['images_per_s']:.0f} images/s "
             f"({best['time_over_fast']:.2f}x fast's time)")
-    return {"encodings": f, "record": rec}
+    # and how the media are made durable: an fsync per file against one syncfs
+    # per commit, in turns, medians of five rounds.
+    sy = json.loads(run([difflog, "bench", "record", "--calls", "200" if quick else "600", "--size", "512",
+                         "--images", "natural", "--compare-sync", "--rounds", "3" if quick else "5",
+                         "--root", os.path.join(work, "sync-record"), "--json"]).stdout)
+    for m in sy["modes"]:
+        r = m["median_ratio"]
+        goal = m["sync"] == "group"
+        row(s, f"recording / (encode + plain write), compact, {m['sync']} syncs (median)", round(r, 2),
+            "<= 1.3" if goal else "", r <= 1.3 if goal else "")
+    return {"encodings": f, "record": rec, "sync": sy}
 
 
 with open(out_path, "w") as f:

@@ -434,6 +434,19 @@ enum Bench {
         /// several levels, each with three filter choices) on all cores.
         #[arg(long, requires = "compare_png")]
         candidates: bool,
+        /// How stored images are made durable: group (one syncfs before the
+        /// records that name them; the default on Linux) or file (an fsync
+        /// per file and its folder). Default: DIFFLOG_SYNC's.
+        #[arg(long, value_parser = ["group", "file"])]
+        sync: Option<String>,
+        /// Record the same images with each sync mode (file, group), in
+        /// turns for --rounds rounds, and print them side by side with
+        /// their medians (runs removed after).
+        #[arg(long, conflicts_with_all = ["compare_png", "sync"])]
+        compare_sync: bool,
+        /// With --compare-sync: rounds.
+        #[arg(long, default_value_t = 3, requires = "compare_sync")]
+        rounds: usize,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -656,18 +669,28 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
             compare_png,
             python,
             candidates,
+            sync,
+            compare_sync,
+            rounds,
             json,
         } => {
+            let sync = sync.map(|s| match s.as_str() {
+                "file" => difflog::run::durable::SyncMode::File,
+                _ => difflog::run::durable::SyncMode::Group,
+            });
             let opts = difflog::bench::RecordBench {
                 images_per_call,
                 queue,
                 no_baseline,
                 pace_ms,
                 images,
+                sync,
                 ..difflog::bench::RecordBench::new(calls, size, root(r))
             };
             if compare_png {
                 actions::bench_record_png(out, &opts, python.as_deref(), candidates, json)
+            } else if compare_sync {
+                actions::bench_record_sync(out, &opts, rounds, json)
             } else {
                 actions::bench_record(out, &opts, json)
             }

@@ -234,6 +234,85 @@ fn bench_record_compares_the_png_encodings() {
     assert!(stderr(&o).contains("--images noise"), "{}", stderr(&o));
 }
 
+/// Issue 38: `bench record --compare-sync` records the same images with an
+/// fsync per file and with group syncs, in turns, and reports each round
+/// and the medians; runs recorded either way (`DIFFLOG_SYNC`) verify; a
+/// value the setting does not know is refused, naming it.
+#[test]
+fn bench_record_compares_the_sync_modes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = difflog(
+        &[
+            "bench",
+            "record",
+            "--calls",
+            "3",
+            "--size",
+            "48",
+            "--compare-sync",
+            "--rounds",
+            "2",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rounds"], 2);
+    let modes = v["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["sync"].as_str().unwrap()).collect();
+    assert_eq!(names, ["file", "group"]);
+    for m in modes {
+        assert_eq!(m["ratios"].as_array().unwrap().len(), 2, "{m}");
+        assert!(m["median_ratio"].as_f64().unwrap() > 0.0, "{m}");
+        let run = &m["median_run"];
+        assert_eq!(run["sync"], m["sync"]);
+        assert_eq!(run["images"], 3);
+        assert!(!Path::new(run["run_dir"].as_str().unwrap()).exists());
+    }
+    assert!(v["group_throughput_over_file"].as_f64().unwrap() > 0.0);
+    let o = difflog(
+        &["bench", "record", "--compare-sync", "--sync", "file"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    for mode in ["file", "group"] {
+        let root = tmp.path().join(mode);
+        let o = Command::new(difflog_bin())
+            .args(["bench", "record", "--calls", "3", "--size", "32", "--json"])
+            .args(["--no-baseline"])
+            .env("DIFFLOG_DIR", &root)
+            .env("DIFFLOG_SYNC", mode)
+            .env_remove("DIFFLOG_MODE")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["sync"], mode);
+        let run = only_run(&root);
+        let o = difflog(&["verify", run.to_str().unwrap()], tmp.path());
+        assert!(o.status.success(), "{mode}: {}", stdout(&o));
+    }
+    let o = Command::new(difflog_bin())
+        .args([
+            "bench",
+            "record",
+            "--calls",
+            "1",
+            "--size",
+            "16",
+            "--no-baseline",
+        ])
+        .env("DIFFLOG_DIR", tmp.path().join("bad"))
+        .env("DIFFLOG_SYNC", "never")
+        .env_remove("DIFFLOG_MODE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("DIFFLOG_SYNC"), "{}", stderr(&o));
+}
+
 /// Issue 38: `bench png --candidates` measures every compressor with each
 /// way of choosing the rows' filters, and difflog's own compressor with
 /// its own filter choice is exactly the compact encoding; `--from` takes

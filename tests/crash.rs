@@ -177,7 +177,10 @@ fn child_records_large_images_until_killed() {
 /// verifies. Each kill lands the instant the child's first new image of the
 /// round appears in the media folders (as a temporary file, or — for a
 /// writer that writes in place — under its final name, while it is being
-/// written).
+/// written). The child syncs each file (`DIFFLOG_SYNC=file`): the fsync
+/// holds the temporary file open long enough for kills to land in it; with
+/// group syncs the same write happens without it, and the rename follows
+/// the whole write in both modes.
 #[test]
 fn a_kill_mid_write_never_leaves_a_partial_file_under_its_final_name() {
     use difflog::run::media::sha256_hex;
@@ -222,6 +225,7 @@ fn a_kill_mid_write_never_leaves_a_partial_file_under_its_final_name() {
                 ])
                 .env("DIFFLOG_TEST_CHILD_ROOT", &root)
                 .env("DIFFLOG_TEST_CHILD_SEED", seed.to_string())
+                .env("DIFFLOG_SYNC", "file")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -8,12 +8,14 @@
 pub mod compare;
 pub mod png;
 pub mod scale;
+pub mod sync;
 
 use crate::error::Result;
 use crate::event::Event;
 use crate::format::MEDIA_DIR;
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use crate::read::{dir_size, RunDir};
+use crate::run::durable::SyncMode;
 use crate::run::media::{encode_png_using, PngEncoding};
 use crate::run::{Init, Run};
 use image::{Rgb, RgbImage};
@@ -46,6 +48,8 @@ pub struct RecordBench {
     pub images: String,
     /// The PNG encoding recorded with; `None`: `DIFFLOG_PNG`'s.
     pub png: Option<PngEncoding>,
+    /// How stored media are made durable; `None`: `DIFFLOG_SYNC`'s.
+    pub sync: Option<SyncMode>,
 }
 
 impl RecordBench {
@@ -62,6 +66,26 @@ impl RecordBench {
             pace_ms: 0,
             images: "grain".into(),
             png: None,
+            sync: None,
+        }
+    }
+
+    /// The encoding and the sync mode to record with: the settings', else
+    /// the environment's.
+    fn recording(&self) -> Result<(PngEncoding, SyncMode)> {
+        let png = self.recording_png()?;
+        let sync = match self.sync {
+            Some(s) => s.check()?,
+            None => SyncMode::from_env()?,
+        };
+        Ok((png, sync))
+    }
+
+    /// The encoding to record with: the settings', else `DIFFLOG_PNG`'s.
+    fn recording_png(&self) -> Result<PngEncoding> {
+        match self.png {
+            Some(e) => Ok(e),
+            None => PngEncoding::from_env(),
         }
     }
 }
@@ -102,6 +126,8 @@ pub struct RecordFigures {
     pub threads: usize,
     /// The PNG encoding recorded with.
     pub png: PngEncoding,
+    /// How the media were made durable.
+    pub sync: SyncMode,
     /// Bytes of the distinct PNG files recorded.
     pub png_bytes: u64,
     /// Images recorded.
@@ -349,7 +375,7 @@ pub fn image_maker(name: &str) -> Result<fn(u64, u32) -> RgbImage> {
 }
 
 /// The images `opts` asks for (made on all cores).
-fn bench_images(opts: &RecordBench) -> Result<Vec<RgbImage>> {
+pub(crate) fn bench_images(opts: &RecordBench) -> Result<Vec<RgbImage>> {
     if opts.calls == 0 || opts.size == 0 {
         return Err(crate::Error::Invalid(
             "--calls and --size must be at least 1".into(),
@@ -381,19 +407,15 @@ fn bench_images(opts: &RecordBench) -> Result<Vec<RgbImage>> {
 
 /// Runs `bench record` and returns its figures.
 pub fn record(opts: &RecordBench) -> Result<RecordFigures> {
-    let encoding = match opts.png {
-        Some(e) => e,
-        None => PngEncoding::from_env()?,
-    };
-    record_images(opts, bench_images(opts)?, encoding)
+    record_images(opts, bench_images(opts)?, opts.recording()?)
 }
 
 /// Records `images` as `bench record` does, with PNGs encoded as
-/// `encoding`.
-fn record_images(
+/// `encoding` and media made durable as `sync` says.
+pub(crate) fn record_images(
     opts: &RecordBench,
     images: Vec<RgbImage>,
-    encoding: PngEncoding,
+    (encoding, sync): (PngEncoding, SyncMode),
 ) -> Result<RecordFigures> {
     let n = images.len();
     let threads = threads();
@@ -421,7 +443,8 @@ fn record_images(
             .name(format!("bench record {}x{}px", opts.calls, opts.size))
             .root(&opts.root)
             .queue_capacity(opts.queue)
-            .png(encoding),
+            .png(encoding)
+            .sync(sync),
     )?;
     let run_dir = run
         .dir()
@@ -482,6 +505,7 @@ fn record_images(
         encode_only_s,
         threads,
         png: encoding,
+        sync,
         png_bytes,
         images: n,
         run_dir,
@@ -537,10 +561,11 @@ pub fn record_png_compare(
     candidates: bool,
 ) -> Result<PngRecordFigures> {
     let images = bench_images(opts)?;
+    let sync = opts.recording()?.1;
     let mut best: Vec<Option<RecordFigures>> = vec![None; PngEncoding::ALL.len()];
     for _ in 0..2 {
         for (k, encoding) in PngEncoding::ALL.iter().enumerate() {
-            let f = record_images(opts, images.clone(), *encoding)?;
+            let f = record_images(opts, images.clone(), (*encoding, sync))?;
             // The run is measured; its directory is not needed again.
             let _ = std::fs::remove_dir_all(&f.run_dir);
             if best[k]
@@ -697,6 +722,11 @@ pub fn render(f: &RecordFigures, calls: usize, size: u32) -> String {
                 f.files_per_image, f.total_files
             ),
             "≤ 1",
+        ),
+        (
+            "PNG encoding, media synced",
+            format!("{:?}, {:?}", f.png, f.sync).to_lowercase(),
+            "",
         ),
         ("recording time, s", format!("{:.3}", f.record_s), ""),
         (

@@ -229,6 +229,18 @@ pub fn bench_record_png(
     json_or(out, &f, text)
 }
 
+/// `difflog bench record --compare-sync`: the figures as a table, or JSON.
+pub fn bench_record_sync(
+    out: &mut dyn Write,
+    opts: &RecordBench,
+    rounds: usize,
+    json: bool,
+) -> Result<()> {
+    let f = crate::bench::sync::compare(opts, rounds)?;
+    let text = (!json).then(|| crate::bench::sync::render(&f, opts.calls, opts.size));
+    json_or(out, &f, text)
+}
+
 /// `difflog bench compare`: records the runs (once), compares, prints the
 /// figures against the targets (≤ 10 s uncached, ≤ 1 s cached).
 pub fn bench_compare(

@@ -1,18 +1,21 @@
 //! The content-addressed media store: PNG encoding and crash-safe placement
 //! of files under `media/<sha256[..2]>/<sha256>.png`.
 //!
-//! A file is written to a temporary name, fsynced, renamed into place and its
-//! directory fsynced — only then may an event reference it. The same image
+//! A file is written to a temporary name, made durable (by an fsync of its
+//! own, or with the others of its group, [`super::durable`]), renamed into
+//! place and the rename made durable — only then may an event reference
+//! it. A final name only ever holds complete bytes. The same image
 //! twice is stored once: a name that already exists is trusted only after its
 //! size and digest are checked, and replaced (atomically, by rename) when
 //! they differ.
 
+use super::durable::SyncMode;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{media_rel_path, MEDIA_DIR, TMP_PREFIX};
 use image::RgbImage;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// RGB pixels as the recorder takes them: 8 bits a channel, rows top to
 /// bottom, no padding. An [`RgbImage`] is one; the Python binding hands
@@ -181,8 +184,9 @@ fn write_png(
 
 pub use crate::format::{hex, sha256_hex};
 
-/// Stores PNG bytes whose SHA-256 is `digest` in the run's media store;
-/// returns where they are.
+/// Stores PNG bytes whose SHA-256 is `digest` in the run's media store,
+/// durably: the file is synced, renamed into place and its folder synced
+/// before this returns ([`SyncMode::File`]).
 pub fn store_png(
     run_dir: &Path,
     digest: &str,
@@ -190,33 +194,96 @@ pub fn store_png(
     width: u32,
     height: u32,
 ) -> Result<StoredMedia> {
-    let digest = digest.to_string();
-    let rel = media_rel_path(&digest, "png");
-    let final_path = run_dir.join(&rel);
-    let shard = run_dir.join(MEDIA_DIR).join(&digest[..2]);
-    if !holds_exactly(&final_path, &digest, png.len()) {
-        std::fs::create_dir_all(&shard).ctx(&shard, "create media directory")?;
-        let tmp = shard.join(format!(
-            "{TMP_PREFIX}{digest}-{:08x}",
-            rand::random::<u32>()
-        ));
-        let written = write_synced(&tmp, png).and_then(|()| {
-            std::fs::rename(&tmp, &final_path).ctx(&final_path, "move media file into place")
-        });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+    let staged = stage_png(run_dir, digest, png, (width, height), SyncMode::File)?;
+    let shard = staged.tmp.as_ref().map(|_| staged.shard.clone());
+    let media = staged.place()?;
+    if let Some(shard) = shard {
         File::open(&shard)
             .and_then(|d| d.sync_all())
             .ctx(&shard, "sync media directory")?;
     }
-    Ok(StoredMedia {
-        digest,
-        path: rel,
-        bytes: png.len() as u64,
-        width,
-        height,
+    Ok(media)
+}
+
+/// A media file written under a temporary name, waiting to be renamed to
+/// its final one — or already there.
+pub(crate) struct Staged {
+    /// Where the file will be, once placed.
+    pub(crate) media: StoredMedia,
+    /// The temporary file; `None` when the final name already holds these
+    /// bytes.
+    tmp: Option<PathBuf>,
+    final_path: PathBuf,
+    shard: PathBuf,
+}
+
+impl Staged {
+    /// Renames the file to its final name (nothing to do when it was
+    /// there already); the temporary file is removed if that fails.
+    pub(crate) fn place(self) -> Result<StoredMedia> {
+        if let Some(tmp) = &self.tmp {
+            if let Err(e) = std::fs::rename(tmp, &self.final_path) {
+                let _ = std::fs::remove_file(tmp);
+                return Err(Error::io(&self.final_path, "move media file into place", e));
+            }
+        }
+        Ok(self.media)
+    }
+
+    /// The temporary file, when a new file was written (else the final
+    /// name held the bytes already).
+    pub(crate) fn tmp_path(&self) -> Option<&Path> {
+        self.tmp.as_deref()
+    }
+
+    /// Removes the temporary file (the file will not be placed).
+    pub(crate) fn discard(self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Writes PNG bytes whose SHA-256 is `digest` to a temporary name in the
+/// run's media store, synced with [`SyncMode::File`] only (with group syncs
+/// the caller makes a batch durable before placing it: a final name only
+/// ever holds complete, durable bytes). Nothing is written when the final
+/// name holds these bytes already.
+pub(crate) fn stage_png(
+    run_dir: &Path,
+    digest: &str,
+    png: &[u8],
+    (width, height): (u32, u32),
+    sync: SyncMode,
+) -> Result<Staged> {
+    let digest = digest.to_string();
+    let rel = media_rel_path(&digest, "png");
+    let final_path = run_dir.join(&rel);
+    let shard = run_dir.join(MEDIA_DIR).join(&digest[..2]);
+    let mut tmp = None;
+    if !holds_exactly(&final_path, &digest, png.len()) {
+        std::fs::create_dir_all(&shard).ctx(&shard, "create media directory")?;
+        let path = shard.join(format!(
+            "{TMP_PREFIX}{digest}-{:08x}",
+            rand::random::<u32>()
+        ));
+        if let Err(e) = write_new(&path, png, sync.per_file()) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        tmp = Some(path);
+    }
+    Ok(Staged {
+        media: StoredMedia {
+            digest,
+            path: rel,
+            bytes: png.len() as u64,
+            width,
+            height,
+        },
+        tmp,
+        final_path,
+        shard,
     })
 }
 
@@ -233,14 +300,17 @@ fn holds_exactly(path: &Path, digest: &str, len: usize) -> bool {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .ctx(path, "create media file")?;
     f.write_all(bytes).ctx(path, "write media file")?;
-    f.sync_all().ctx(path, "sync media file")
+    if sync {
+        f.sync_all().ctx(path, "sync media file")?;
+    }
+    Ok(())
 }
 
 /// Removes temporary files a crashed writer left in the media store.

@@ -9,6 +9,7 @@
 
 pub mod autolog;
 pub mod call;
+pub mod durable;
 pub(crate) mod idat;
 mod log;
 pub mod media;
@@ -75,6 +76,7 @@ pub struct Init {
     queue_capacity: usize,
     encoders: Option<usize>,
     png: Option<media::PngEncoding>,
+    sync: Option<durable::SyncMode>,
 }
 
 impl Init {
@@ -90,6 +92,7 @@ impl Init {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             encoders: None,
             png: None,
+            sync: None,
         }
     }
 
@@ -131,6 +134,12 @@ impl Init {
     /// How PNGs are compressed; overrides `DIFFLOG_PNG`.
     pub fn png(mut self, encoding: media::PngEncoding) -> Init {
         self.png = Some(encoding);
+        self
+    }
+
+    /// How stored media are made durable; overrides `DIFFLOG_SYNC`.
+    pub fn sync(mut self, mode: durable::SyncMode) -> Init {
+        self.sync = Some(mode);
         self
     }
 
@@ -188,6 +197,10 @@ impl Run {
             Some(p) => p,
             None => media::PngEncoding::from_env()?,
         };
+        let sync = match init.sync {
+            Some(s) => s.check()?,
+            None => durable::SyncMode::from_env()?,
+        };
         if init.project.trim().is_empty() {
             return Err(Error::Invalid(
                 "a run needs a non-empty project name".into(),
@@ -221,6 +234,7 @@ impl Run {
             init.queue_capacity,
             init.encoders.unwrap_or_else(default_encoders),
             png,
+            sync,
         );
         let run = Run {
             active: Some(Active {
@@ -287,7 +301,8 @@ impl Run {
         let next_pipeline = view.pipelines.keys().max().map_or(1, |n| n + 1);
         let next_seq = read.log.records.len() as u64 + 1;
         let png = media::PngEncoding::from_env()?;
-        let writer = Writer::start(dir.clone(), log, next_seq, capacity, encoders, png);
+        let sync = durable::SyncMode::from_env()?;
+        let writer = Writer::start(dir.clone(), log, next_seq, capacity, encoders, png, sync);
         let run = Run {
             active: Some(Active {
                 id: read.meta.id.clone(),

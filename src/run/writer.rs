@@ -5,8 +5,9 @@
 //! (a full queue blocks the caller: back-pressure, never unbounded growth):
 //!
 //! * an encoder pool (one thread per core) turns raw images into PNG bytes
-//!   and their digest; a few storage threads write, fsync and rename them
-//!   into the media store and fill a [`Slot`] with the result;
+//!   and their digest; a few storage threads write and rename them into
+//!   the media store (syncing each with `DIFFLOG_SYNC=file`) and fill a
+//!   [`Slot`] with the result;
 //! * one appender thread takes commands in submission order, waits for the
 //!   slots a command needs, and only then appends its records. So a `media`
 //!   record always follows its file's rename, a `row` its media, and a
@@ -15,11 +16,18 @@
 //!
 //! The appender batches records into one `write` and syncs the log when its
 //! queue runs empty (group commit), so a fast producer pays for few fsyncs.
+//! Before it writes records that name media files not yet durable, it makes
+//! them durable with one barrier ([`super::durable`]), and it holds such
+//! records back until a commit (or a full buffer) rather than pay a barrier
+//! for each image.
 //! The first error is sticky: it is reported by `flush`/`finish`, and a call
 //! whose media could not be stored is recorded as failed with that error.
 
+use super::durable::{Barrier, SyncFs, SyncMode};
 use super::log::EventLog;
-use super::media::{encode_png_using, sha256_hex, store_png, Pixels, PngEncoding, StoredMedia};
+use super::media::{
+    encode_png_using, sha256_hex, stage_png, store_png, Pixels, PngEncoding, Staged, StoredMedia,
+};
 use crate::error::{Error, Result, WriteError};
 use crate::event::encode_record;
 use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
@@ -29,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Why an image was not stored: the encoder's or the store's error, or
 /// its threads being gone.
@@ -128,9 +137,9 @@ struct Stored {
     slot: Arc<Slot>,
 }
 
-/// Threads that write, fsync and rename media files. fsync waits on the
-/// disk, not the CPU: with storage on threads of its own, the encoders keep
-/// every core busy while several fsyncs are in flight.
+/// Threads that write and rename media files (and fsync them, per file).
+/// I/O waits on the disk, not the CPU: with storage on threads of its own,
+/// the encoders keep every core busy while several writes are in flight.
 const STORE_THREADS: usize = 4;
 
 /// Handle to the background threads of one run.
@@ -152,9 +161,31 @@ impl Writer {
         capacity: usize,
         encoders: usize,
         png: PngEncoding,
+        sync: SyncMode,
     ) -> Writer {
+        let barriers: Option<Barriers> = match sync {
+            SyncMode::File => None,
+            SyncMode::Group => Some((Box::new(SyncFs::new(&dir)), Box::new(SyncFs::new(&dir)))),
+        };
+        Writer::start_with(dir, log, next_seq, (capacity, encoders), png, barriers)
+    }
+
+    /// [`Writer::start`] with the barriers that make stored media durable
+    /// (`None`: each file is synced as it is stored).
+    fn start_with(
+        dir: PathBuf,
+        log: EventLog,
+        next_seq: u64,
+        (capacity, encoders): (usize, usize),
+        png: PngEncoding,
+        barriers: Option<Barriers>,
+    ) -> Writer {
+        let (placer, barrier) = match barriers {
+            Some((p, a)) => (Some(p), Some(a)),
+            None => (None, None),
+        };
         let (jobs, job_rx) = sync_channel::<Job>(capacity.max(1));
-        let (cmds, cmd_rx) = sync_channel::<Cmd>(capacity.max(1) * 4 + 16);
+        let (cmds, cmd_rx) = sync_channel::<Cmd>(CMD_QUEUE.max(capacity * 4 + 16));
         // Encoded files wait here for a storage thread: bounded, so at most
         // this many PNGs are held in memory besides those being written.
         let (stores, store_rx) = sync_channel::<Stored>(STORE_THREADS * 2);
@@ -173,22 +204,39 @@ impl Writer {
             }
         }
         drop(stores);
+        // With group syncs, staged files wait here for the placer.
+        let place = placer.map(|barrier| {
+            let (tx, rx) = sync_channel::<Placing>(PLACE_BATCH);
+            let spawn = std::thread::Builder::new()
+                .name("difflog-place".into())
+                .spawn(move || place_loop(&rx, barrier));
+            if let Ok(h) = spawn {
+                threads.push(h);
+            }
+            tx
+        });
         for i in 0..STORE_THREADS {
             let rx = Arc::clone(&store_rx);
             let dir = dir.clone();
+            let place = place.clone();
             let spawn = std::thread::Builder::new()
                 .name(format!("difflog-store-{i}"))
-                .spawn(move || store_loop(&rx, &dir));
+                .spawn(move || store_loop(&rx, &dir, place.as_ref()));
             if let Ok(h) = spawn {
                 threads.push(h);
             }
         }
+        drop(place);
         let err = Arc::clone(&error);
         let appender = Appender {
             log,
             seq: next_seq,
             buf: Vec::new(),
             needs_sync: false,
+            barrier,
+            unsynced: false,
+            dir: dir.clone(),
+            folders: Default::default(),
             failed_calls: HashMap::new(),
             error: err,
             dead: false,
@@ -358,24 +406,127 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>, png: PngEnc
     }
 }
 
-fn store_loop(rx: &Mutex<Receiver<Stored>>, dir: &std::path::Path) {
+/// Stores each encoded file: durably, or (given the placer) under a
+/// temporary name, handed on to the placer.
+fn store_loop(
+    rx: &Mutex<Receiver<Stored>>,
+    dir: &std::path::Path,
+    place: Option<&SyncSender<Placing>>,
+) {
     loop {
         let item = {
             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
             guard.recv()
         };
         let Ok(item) = item else { return };
-        let result = store_png(dir, &item.digest, &item.png, item.width, item.height)
-            .map_err(|e| Ok(Arc::new(e)));
-        item.slot.fill(result);
+        let (digest, png, slot) = (&item.digest, &item.png, item.slot);
+        let Some(place) = place else {
+            let stored = store_png(dir, digest, png, item.width, item.height);
+            slot.fill(stored.map_err(|e| Ok(Arc::new(e))));
+            continue;
+        };
+        let size = (item.width, item.height);
+        match stage_png(dir, digest, png, size, SyncMode::Group) {
+            Ok(staged) => {
+                if let Err(e) = place.send(Placing { staged, slot }) {
+                    e.0.staged.discard();
+                    e.0.slot.fill(Err(Err(WriteError::StorageStopped)));
+                }
+            }
+            Err(e) => slot.fill(Err(Ok(Arc::new(e)))),
+        }
     }
 }
+
+/// A file under its temporary name, waiting for the placer.
+struct Placing {
+    staged: Staged,
+    slot: Arc<Slot>,
+}
+
+/// The placer's barriers and the appender's, in that order.
+type Barriers = (Box<dyn Barrier>, Box<dyn Barrier>);
+
+/// Commands the appender may fall behind by before a caller waits. They
+/// are small (the pixels wait in the bounded job queue): room for the
+/// appender to wait for a batch the placer gathers without holding the
+/// caller up — with room for 80, the caller waited, and recording took
+/// ~2.8× encode + write with batches gathered for 60 ms.
+const CMD_QUEUE: usize = 1024;
+
+/// Most files one barrier of the placer covers.
+const PLACE_BATCH: usize = 256;
+
+/// Least time between two barriers of the placer.
+const PLACE_GAP: Duration = Duration::from_millis(20);
+
+/// Group syncs: takes every staged file waiting, makes all of them durable
+/// with one barrier, then renames each into place and fills its slot.
+/// While the barrier runs, the next batch gathers. (The renames become
+/// durable at the appender's barrier, before any record names them.)
+fn place_loop(rx: &Receiver<Placing>, mut barrier: Box<dyn Barrier>) {
+    let mut last = Instant::now() - PLACE_GAP;
+    loop {
+        let Ok(first) = rx.recv() else { return };
+        let mut batch = vec![first];
+        // Gather until PLACE_GAP after the last barrier: a barrier has a
+        // fixed cost, so one for each file would cost almost what an fsync
+        // each did.
+        let until = last + PLACE_GAP;
+        while batch.len() < PLACE_BATCH {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let new: Vec<PathBuf> = batch
+            .iter()
+            .filter_map(|p| p.staged.tmp_path().map(PathBuf::from))
+            .collect();
+        let synced = if new.is_empty() {
+            Ok(())
+        } else {
+            barrier.make_durable(&new)
+        };
+        last = Instant::now();
+        match synced {
+            Ok(()) => {
+                for p in batch {
+                    p.slot.fill(p.staged.place().map_err(|e| Ok(Arc::new(e))));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for p in batch {
+                    p.staged.discard();
+                    p.slot.fill(Err(Ok(Arc::clone(&e))));
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of records the appender buffers before it writes them whatever
+/// else is pending.
+const FULL_BUFFER: usize = 1 << 16;
 
 struct Appender {
     log: EventLog,
     seq: u64,
     buf: Vec<u8>,
     needs_sync: bool,
+    /// Makes stored media durable before records name them; `None` when
+    /// each file was synced as it was stored.
+    barrier: Option<Box<dyn Barrier>>,
+    /// Whether `buf` holds records naming media the barrier has not yet
+    /// covered.
+    unsynced: bool,
+    /// The run directory.
+    dir: PathBuf,
+    /// The media folders of those media (whose renames the barrier makes
+    /// durable).
+    folders: std::collections::BTreeSet<PathBuf>,
     /// Calls whose media could not be stored, with the first error.
     failed_calls: HashMap<u32, String>,
     error: Arc<Mutex<Option<WriteError>>>,
@@ -423,6 +574,7 @@ impl Appender {
                 slot,
             } => match self.wait(&slot) {
                 Ok(m) => {
+                    self.named(&m.path);
                     let ev = Event::Media(MediaEvent {
                         key,
                         digest: m.digest,
@@ -459,13 +611,16 @@ impl Appender {
                     out.push(match c {
                         PendingCell::Ready(c) => c,
                         PendingCell::Image { column, slot } => match self.wait(&slot) {
-                            Ok(m) => Cell::Image {
-                                column,
-                                digest: m.digest,
-                                path: m.path,
-                                width: m.width,
-                                height: m.height,
-                            },
+                            Ok(m) => {
+                                self.named(&m.path);
+                                Cell::Image {
+                                    column,
+                                    digest: m.digest,
+                                    path: m.path,
+                                    width: m.width,
+                                    height: m.height,
+                                }
+                            }
                             Err(_) => Cell::Null { column },
                         },
                     });
@@ -514,6 +669,16 @@ impl Appender {
         f
     }
 
+    /// Notes that `buf` names the media file at `path` (relative to the run).
+    fn named(&mut self, path: &str) {
+        if self.barrier.is_some() {
+            self.unsynced = true;
+            if let Some(folder) = self.dir.join(path).parent() {
+                self.folders.insert(folder.to_path_buf());
+            }
+        }
+    }
+
     fn wait(&mut self, slot: &Slot) -> Result<StoredMedia, SlotError> {
         if !slot.is_ready() {
             // Put what is ready on disk before blocking on the encoder.
@@ -539,15 +704,31 @@ impl Appender {
                 },
             ),
         }
-        if self.buf.len() >= 1 << 16 {
+        if self.buf.len() >= FULL_BUFFER {
             self.commit(false);
         }
     }
 
     /// Writes the buffered records; syncs if asked and something needs it.
+    /// Records naming media not yet durable wait for a commit that syncs
+    /// (or a full buffer), and go out after one barrier for all of them.
     fn commit(&mut self, sync: bool) {
         if self.dead {
             return;
+        }
+        if !self.buf.is_empty() && self.unsynced {
+            if !sync && self.buf.len() < FULL_BUFFER {
+                return;
+            }
+            if let Some(b) = self.barrier.as_mut() {
+                let folders: Vec<PathBuf> = std::mem::take(&mut self.folders).into_iter().collect();
+                if let Err(e) = b.make_durable(&folders) {
+                    self.dead = true;
+                    set_error(&self.error, WriteError::Log(Arc::new(e)));
+                    return;
+                }
+            }
+            self.unsynced = false;
         }
         if !self.buf.is_empty() {
             if let Err(e) = self.log.append(&self.buf) {
@@ -565,5 +746,170 @@ impl Appender {
             }
             self.needs_sync = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CallFinished, CallStatus};
+    use crate::format::{EVENTS_LOG, MEDIA_DIR, TMP_PREFIX};
+    use image::RgbImage;
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    /// What a barrier saw when it ran.
+    struct Seen {
+        /// The placer's barrier (else the appender's).
+        placer: bool,
+        /// Digests of the files under temporary names.
+        staged: HashSet<String>,
+        /// Digests of the files under their final names.
+        placed: HashSet<String>,
+        /// Digests the event log names.
+        named: HashSet<String>,
+    }
+
+    /// A barrier that notes what the media store and the log hold each
+    /// time it runs.
+    struct Probe {
+        dir: PathBuf,
+        placer: bool,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    /// (staged, placed) digests in the media store.
+    fn media_files(dir: &Path) -> (HashSet<String>, HashSet<String>) {
+        let (mut staged, mut placed) = (HashSet::new(), HashSet::new());
+        for shard in std::fs::read_dir(dir.join(MEDIA_DIR)).into_iter().flatten() {
+            let Ok(shard) = shard else { continue };
+            for f in std::fs::read_dir(shard.path()).into_iter().flatten() {
+                let Ok(f) = f else { continue };
+                let name = f.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix(TMP_PREFIX) {
+                    staged.insert(rest.split('-').next().unwrap_or("").to_string());
+                } else if let Some(digest) = name.strip_suffix(".png") {
+                    placed.insert(digest.to_string());
+                }
+            }
+        }
+        (staged, placed)
+    }
+
+    fn named_in_log(dir: &Path, files: &HashSet<String>) -> HashSet<String> {
+        let log = std::fs::read_to_string(dir.join(EVENTS_LOG)).unwrap_or_default();
+        files
+            .iter()
+            .filter(|d| log.contains(d.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    impl Barrier for Probe {
+        fn make_durable(&mut self, _paths: &[PathBuf]) -> Result<()> {
+            let (staged, placed) = media_files(&self.dir);
+            let named = named_in_log(&self.dir, &placed);
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Seen {
+                    placer: self.placer,
+                    staged,
+                    placed,
+                    named,
+                });
+            Ok(())
+        }
+    }
+
+    /// Issue 38: with group syncs a file gets its final name only after a
+    /// barrier that ran while it was under its temporary name (a final name
+    /// only ever holds durable bytes), and no record names a file before a
+    /// barrier that ran after its rename; at the end every image is named.
+    #[test]
+    fn group_syncs_keep_the_crash_rule() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let log = EventLog::create(&dir).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let probe = |placer| {
+            Box::new(Probe {
+                dir: dir.clone(),
+                placer,
+                seen: Arc::clone(&seen),
+            }) as Box<dyn Barrier>
+        };
+        let w = Writer::start_with(
+            dir.clone(),
+            log,
+            1,
+            (4, 2),
+            PngEncoding::Compact,
+            Some((probe(true), probe(false))),
+        );
+        let images = 60u32;
+        for i in 0..images {
+            let img = RgbImage::from_fn(24, 24, |x, y| {
+                image::Rgb([(x * 9 + i) as u8, (y * 7) as u8, (i * 31) as u8])
+            });
+            let slot = w.encode(Arc::new(img)).unwrap();
+            w.send(Cmd::Media {
+                ts: "t".into(),
+                key: format!("image-{i}"),
+                caption: None,
+                call: Some(i + 1),
+                slot,
+            })
+            .unwrap();
+            w.send(Cmd::Event {
+                ts: "t".into(),
+                event: Box::new(Event::CallFinished(CallFinished {
+                    call: i + 1,
+                    status: CallStatus::Ok,
+                    error: None,
+                    images: 1,
+                    timings_ms: Default::default(),
+                })),
+            })
+            .unwrap();
+            if i % 20 == 19 {
+                w.flush().unwrap();
+            }
+        }
+        w.close().unwrap();
+
+        let seen = seen.lock().unwrap();
+        assert!(seen.iter().any(|s| s.placer) && seen.iter().any(|s| !s.placer));
+        // Staged at a placer's barrier; placed as of a barrier (any).
+        let (mut synced, mut placed_then): (HashSet<String>, HashSet<String>) = Default::default();
+        for (k, s) in seen.iter().enumerate() {
+            let unsynced: Vec<_> = s.placed.difference(&synced).collect();
+            assert!(
+                unsynced.is_empty(),
+                "barrier {k}: {unsynced:?} got their final names before a barrier covered their bytes"
+            );
+            let early: Vec<_> = s.named.difference(&placed_then).collect();
+            assert!(
+                early.is_empty(),
+                "barrier {k}: the log named {early:?} before a barrier covered their renames"
+            );
+            if s.placer {
+                synced.extend(s.staged.iter().cloned());
+            }
+            placed_then.extend(s.placed.iter().cloned());
+        }
+        let (staged, placed) = media_files(&dir);
+        assert!(staged.is_empty(), "temporary files left: {staged:?}");
+        assert_eq!(placed.len(), images as usize);
+        assert!(placed.is_subset(&synced));
+        assert_eq!(
+            named_in_log(&dir, &placed),
+            placed,
+            "every image is recorded"
+        );
+        assert!(
+            placed.is_subset(&placed_then),
+            "the last renames were not covered"
+        );
     }
 }
