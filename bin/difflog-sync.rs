@@ -100,9 +100,15 @@ enum Command {
         /// Run directories or roots of runs.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Print JSON instead.
+        /// Print JSON instead (every run and target, a summary entry,
+        /// the targets' reachability).
         #[arg(long)]
         json: bool,
+        /// List every run and target; by default, past 20 rows, only the
+        /// runs with something pending or an error are listed, under the
+        /// summary.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -163,8 +169,8 @@ fn main() -> ExitCode {
                 }
             })
         }),
-        Command::Status { paths, json } => {
-            commands::status(&paths, json, &mut out).map(|()| ExitCode::SUCCESS)
+        Command::Status { paths, json, all } => {
+            commands::status(&paths, json, all, &mut out).map(|()| ExitCode::SUCCESS)
         }
     };
     match result {

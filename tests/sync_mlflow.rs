@@ -892,3 +892,61 @@ fn on_a_thin_link_every_runs_metadata_and_tables_go_first_then_media_oldest_run_
     sorted.sort();
     assert_eq!(runs_of_images, sorted, "media not oldest run first");
 }
+
+/// Issue 34 (5): over more runs than it lists one by one, `status` prints
+/// a summary per target and lists only the runs that need a look (here the
+/// one not uploaded anywhere); `--all` lists every run, and `--json` has
+/// the same summary.
+#[test]
+fn status_summarises_a_fleet_and_lists_what_needs_a_look() {
+    let project = mf::unique_project("fleet");
+    let root = tempfile::tempdir().unwrap();
+    let uploaded = 22;
+    for _ in 0..uploaded {
+        record(root.path(), &project, 1, 1, 16);
+    }
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let late = record(root.path(), &project, 2, 1, 16);
+    let late_id = late.file_name().unwrap().to_str().unwrap().to_string();
+
+    let o = sync(&["status", root.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("23 runs (23 finished)"), "{t}");
+    assert!(
+        t.contains(&format!(": {uploaded} runs, {uploaded} complete")),
+        "{t}"
+    );
+    assert!(t.contains("not uploaded anywhere: 1 runs, 2 calls"), "{t}");
+    assert!(t.contains("runs that need a look (1;"), "{t}");
+    let run_lines: Vec<&str> = t.lines().filter(|l| l.contains("calls ")).collect();
+    assert_eq!(run_lines.len(), 1, "{t}");
+    assert!(run_lines[0].starts_with(&late_id), "{t}");
+
+    let o = sync(&["status", root.path().to_str().unwrap(), "--all"]);
+    let t = text(&o);
+    let run_lines = t.lines().filter(|l| l.contains(" uploaded, ")).count();
+    assert_eq!(run_lines, 23, "{t}");
+
+    let o = sync(&["status", root.path().to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let summary = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "summary")
+        .expect("no summary")["summary"]
+        .clone();
+    assert_eq!(summary["runs"], 23);
+    assert_eq!(summary["not_uploaded"]["runs"], 1);
+    let targets = summary["targets"].as_object().unwrap();
+    assert_eq!(targets.len(), 1);
+    let (_, m) = targets.iter().next().unwrap();
+    assert_eq!(m["complete"], uploaded);
+}

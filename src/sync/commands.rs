@@ -5,6 +5,7 @@ use super::engine::{
     bounded_by, progress_for_key, sync_run, sync_run_to_all_until, Phase, Progress,
 };
 use super::error::SyncError;
+use super::fleet;
 use super::retry::{retry, Class, Decision, Policy};
 use super::state::{Reachability, State};
 use super::targets::{targets, AnyTarget, Target};
@@ -449,8 +450,10 @@ fn target_line(r: &Reachability) -> String {
 }
 
 /// `difflog-sync status`: per run and target, recorded vs uploaded, pending,
-/// the last error. Reads only local files; talks to no server.
-pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<()> {
+/// the last error, under a summary of the whole fleet; past
+/// [`fleet::LIST_AT_MOST`] rows only the runs that need a look are listed,
+/// unless `all`. Reads only local files; talks to no server.
+pub fn status(paths: &[PathBuf], json_out: bool, all: bool, out: &mut dyn Write) -> Result<()> {
     // Stored errors quote servers: printed by the one escaping rule.
     let mut esc = crate::terminal::Escaping::new(out, json_out);
     let out: &mut dyn Write = &mut esc;
@@ -477,7 +480,9 @@ pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<
         writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", "write", e))
     };
     let targets: Vec<_> = reach.into_values().collect();
+    let summary = fleet::summarize(&rows);
     if json_out {
+        rows.push(json!({"kind": "summary", "summary": summary}));
         rows.extend(targets.iter().map(|r| {
             json!({"kind": "target", "target": r.target, "reachable": r.next_attempt.is_none(),
                    "last_reachable": r.last_reachable, "next_attempt": r.next_attempt})
@@ -490,7 +495,29 @@ pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<
     if rows.is_empty() {
         return w(out, "no runs".into());
     }
-    for r in &rows {
+    for line in fleet::render(&summary) {
+        w(out, line)?;
+    }
+    let listed: Vec<&serde_json::Value> = if all || rows.len() <= fleet::LIST_AT_MOST {
+        rows.iter().collect()
+    } else {
+        rows.iter().filter(|r| fleet::needs_attention(r)).collect()
+    };
+    let shown = if all {
+        listed.len()
+    } else {
+        listed.len().min(fleet::LIST_AT_MOST)
+    };
+    if !all && rows.len() > fleet::LIST_AT_MOST {
+        w(
+            out,
+            match listed.len() {
+                0 => "every run is complete (--all lists them)".into(),
+                n => format!("runs that need a look ({n}; --all lists every run):"),
+            },
+        )?;
+    }
+    for r in &listed[..shown] {
         if let Some(e) = r.get("error") {
             w(
                 out,
@@ -522,6 +549,12 @@ pub fn status(paths: &[PathBuf], json_out: bool, out: &mut dyn Write) -> Result<
             line.push_str(&format!("\n    last error: {e}"));
         }
         w(out, line)?;
+    }
+    if shown < listed.len() {
+        w(
+            out,
+            format!("… and {} more (--all lists them)", listed.len() - shown),
+        )?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod netwatch;
 pub mod rate;
