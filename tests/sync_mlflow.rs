@@ -43,6 +43,11 @@ fn watch_daemon(root: &Path, target: &str, stderr: Stdio) -> common::KillOnDrop 
     )
 }
 
+/// `difflog-sync upload ROOT --to` the test server.
+fn upload(root: &Path) -> Output {
+    sync(&["upload", root.to_str().unwrap(), "--to", &mf::target()])
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -177,12 +182,7 @@ fn upload_puts_a_finished_run_on_the_server_once_and_again_changes_nothing() {
     let project = mf::unique_project("upload");
     let root = tempfile::tempdir().unwrap();
     let dir = record(root.path(), &project, 3, 2, 32);
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-    ]);
+    let o = upload(root.path());
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("1 uploaded, 0 failed"), "{}", text(&o));
     assert_complete(&project, &dir, "FINISHED");
@@ -206,12 +206,7 @@ fn upload_puts_a_finished_run_on_the_server_once_and_again_changes_nothing() {
 
     // A lost state finds the remote run again instead of creating another.
     std::fs::remove_dir_all(root.path().join(".difflog-sync")).unwrap();
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-    ]);
+    let o = upload(root.path());
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         snapshot(&project),
@@ -905,12 +900,7 @@ fn status_summarises_a_fleet_and_lists_what_needs_a_look() {
     for _ in 0..uploaded {
         record(root.path(), &project, 1, 1, 16);
     }
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-    ]);
+    let o = upload(root.path());
     assert!(o.status.success(), "{}", text(&o));
     let late = record(root.path(), &project, 2, 1, 16);
     let late_id = late.file_name().unwrap().to_str().unwrap().to_string();
