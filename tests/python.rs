@@ -619,10 +619,46 @@ fn a_python_process_killed_mid_run_leaves_a_run_that_verify_accepts() {
         .filter(|c| c.finished.is_some())
         .collect();
     assert!(done.len() >= 2, "{} calls finished", done.len());
-    for c in done {
+    for c in &done {
         assert_eq!(c.rows.len(), 2);
     }
+
+    // Issue 34 (3): the job starts again and resumes the run by its id.
+    let id = run.meta.id.clone();
+    let calls_before = view.calls.len();
+    let o = py(
+        &["-c", RESUME, &id, dir.to_str().unwrap()],
+        &[("DIFFLOG_DIR", root.path())],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = RunDir::open(&dir).unwrap();
+    let view = run.view();
+    assert!(view.finished.is_some());
+    assert_eq!(view.calls.len(), calls_before + 1);
+    let last = view.calls.values().last().unwrap();
+    assert!(last.finished.is_some());
+    assert_eq!(last.rows.len(), 1);
+    assert!(run
+        .records()
+        .iter()
+        .any(|r| matches!(r.event, difflog::event::Event::RunResumed(_))));
+    assert_eq!(common::only_run(root.path()), dir);
+    let o = Command::new(common::difflog_bin())
+        .arg("verify")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+const RESUME: &str = "
+import difflog, tiny, torch, sys
+torch.set_num_threads(1)
+run = difflog.autolog(init=dict(project='kill', resume=sys.argv[1]))
+assert run.dir == sys.argv[2], (run.dir, sys.argv[2])
+tiny.sd()('after the kill', height=32, width=32, num_inference_steps=1)
+difflog.finish()
+";
 
 const RECORD: &str = "
 import difflog, tiny, torch, sys

@@ -940,3 +940,106 @@ fn status_summarises_a_fleet_and_lists_what_needs_a_look() {
     let (_, m) = targets.iter().next().unwrap();
     assert_eq!(m["complete"], uploaded);
 }
+
+/// `difflog bench record` recording into the run `DIFFLOG_RESUME` names.
+fn bench_segment(root: &Path, id: &str, calls: &str, pace_ms: &str) -> Command {
+    let mut c = Command::new(common::difflog_bin());
+    c.args(["bench", "record", "--calls", calls, "--size", "16"])
+        .args(["--no-baseline", "--pace-ms", pace_ms])
+        .env("DIFFLOG_DIR", root)
+        .env("DIFFLOG_RESUME", id)
+        .env_remove("DIFFLOG_MODE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Issue 34 (3): a job killed by its scheduler (SIGKILL) and started again
+/// with the same `DIFFLOG_RESUME` records into the same run, and the sync
+/// appends the new calls to the same MLflow run: KILLED after the first
+/// segment's upload, FINISHED with every call after the second's. A
+/// finished run is not resumed, and a resume id that is not a run id is
+/// refused, naming the setting.
+#[test]
+fn a_job_killed_and_started_again_resumes_its_run_on_disk_and_on_mlflow() {
+    let root = tempfile::tempdir().unwrap();
+    let id = format!("job-{:08x}", rand::rng().random::<u32>());
+    let dir = root.path().join(&id);
+    let mut child = common::KillOnDrop(
+        bench_segment(root.path(), &id, "100000", "20")
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    let finished_calls = |dir: &Path| {
+        RunDir::open(dir)
+            .map(|r| {
+                r.view()
+                    .calls
+                    .values()
+                    .filter(|c| c.finished.is_some())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while finished_calls(&dir) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no calls recorded");
+        assert!(child.try_wait().unwrap().is_none(), "the job exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let first = finished_calls(&dir);
+    assert_eq!(RunDir::open(&dir).unwrap().meta.id, id);
+
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run = mf::run_for("difflog-bench", &id);
+    assert_eq!(run["info"]["status"], "KILLED");
+    assert_complete_basic("difflog-bench", &dir);
+
+    // The job starts again: the same run goes on.
+    let o = bench_segment(root.path(), &id, "2", "0").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let read = RunDir::open(&dir).unwrap();
+    let view = read.view();
+    assert_eq!(
+        view.calls.len(),
+        first + 2,
+        "a call of the killed job is lost or doubled"
+    );
+    assert!(view.finished.is_some());
+    assert!(read
+        .records()
+        .iter()
+        .any(|r| matches!(r.event, difflog::event::Event::RunResumed(_))));
+    assert_eq!(common::only_run(root.path()), dir);
+    let o = Command::new(common::difflog_bin())
+        .args(["verify", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run = mf::run_for("difflog-bench", &id);
+    assert_eq!(run["info"]["status"], "FINISHED");
+    assert_complete_basic("difflog-bench", &dir);
+    let arts = mf::artifacts(&run);
+    let tables = arts
+        .iter()
+        .filter(|(p, _)| p.starts_with("Result-Table/"))
+        .count();
+    assert_eq!(tables, first + 2, "{arts:?}");
+
+    // A finished run is not resumed; a path is not a run id.
+    let o = bench_segment(root.path(), &id, "1", "0").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("already finished"), "{}", text(&o));
+    let o = bench_segment(root.path(), "../elsewhere", "1", "0")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("DIFFLOG_RESUME"), "{}", text(&o));
+    assert!(!root.path().parent().unwrap().join("elsewhere").exists());
+}

@@ -49,6 +49,7 @@ class InitArgs(TypedDict, total=False):
     name: str
     tags: Iterable[str]
     config: Dict[str, Any]
+    resume: str
 
 
 # The run hooked pipelines record into: the innermost `with Run(...)` of this
@@ -67,7 +68,10 @@ class Run:
     ``project``, ``name``, ``tags`` and ``config`` are those of W&B's
     ``init``; ``root`` is where run directories go (default ``DIFFLOG_DIR``
     or ``./runs``). ``disabled=True`` (or ``DIFFLOG_MODE=disabled``) records
-    nothing.
+    nothing. ``resume="ID"`` (or ``DIFFLOG_RESUME=ID``) goes on recording
+    into the run ``ID`` under the root -- a job killed by its scheduler and
+    started again -- and starts it under that id when it is not there; a
+    finished run, or one another process records, is an error.
 
     ``seed_images=True`` (off by default: it changes the call) passes one
     CPU generator per image, seeded from the system's entropy, to calls that
@@ -94,6 +98,7 @@ class Run:
         *,
         seed_images: bool = False,
         disabled: bool = False,
+        resume: Optional[str] = None,
     ) -> None:
         config_json = json.dumps(describe(config)) if config else None
         self._recorder = Recorder(
@@ -103,6 +108,7 @@ class Run:
             config_json,
             os.fspath(root) if root is not None else None,
             bool(disabled),
+            None if resume is None else str(resume),
         )
         self.seed_images = bool(seed_images)
         self._errors: list = []
@@ -242,7 +248,8 @@ def autolog(
 ) -> Run:
     """Starts a run and records every diffusers pipeline call into it, as
     ``wandb.integration.diffusers.autolog(init=...)`` does. ``init`` takes
-    ``project``, ``name``, ``tags`` and ``config``. Returns the run; it
+    ``project``, ``name``, ``tags``, ``config`` and ``resume`` (a run id:
+    see :class:`Run`). Returns the run; it
     finishes on :func:`finish` or at interpreter exit (crashed, with the
     exception, when an uncaught exception ends the program).
     ``seed_images``: see :class:`Run`. Raises if an autolog run is already
@@ -252,7 +259,7 @@ def autolog(
 
     _hook.install()
     given: Dict[str, Any] = dict(init or {})
-    unknown = set(given) - {"project", "name", "tags", "config"}
+    unknown = set(given) - {"project", "name", "tags", "config", "resume"}
     if unknown:
         raise TypeError(f"autolog(init=...): unknown keys {sorted(unknown)}")
     with _autolog_lock:
@@ -268,6 +275,7 @@ def autolog(
             config=given.get("config"),
             root=root,
             seed_images=seed_images,
+            resume=given.get("resume"),
         )
         return _autolog_run
 

@@ -44,6 +44,7 @@ class Recorder:
         config_json: Optional[str] = None,
         root: Union[str, PathLike[str], None] = None,
         disabled: bool = False,
+        resume: Optional[str] = None,
     ) -> None: ...
     @property
     def run_id(self) -> Optional[str]: ...

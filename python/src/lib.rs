@@ -80,10 +80,13 @@ impl Recorder {
 #[pymethods]
 impl Recorder {
     /// Creates a run directory under `root` (default: `DIFFLOG_DIR` or
-    /// `./runs`); with `disabled` (or `DIFFLOG_MODE=disabled`) nothing is
-    /// created and every method records nothing.
+    /// `./runs`) — or, with `resume` (or `DIFFLOG_RESUME`), goes on
+    /// recording into the run with that id there, creating it under that id
+    /// when it is not; with `disabled` (or `DIFFLOG_MODE=disabled`) nothing
+    /// is created and every method records nothing.
     #[new]
-    #[pyo3(signature = (project, name=None, tags=Vec::new(), config_json=None, root=None, disabled=false))]
+    #[pyo3(signature = (project, name=None, tags=Vec::new(), config_json=None, root=None, disabled=false, resume=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         project: String,
@@ -92,6 +95,7 @@ impl Recorder {
         config_json: Option<String>,
         root: Option<PathBuf>,
         disabled: bool,
+        resume: Option<String>,
     ) -> PyResult<Recorder> {
         let mut init = Init::project(project);
         if let Some(n) = name {
@@ -108,6 +112,9 @@ impl Recorder {
         }
         if disabled {
             init = init.mode(Mode::Disabled);
+        }
+        if let Some(id) = resume {
+            init = init.resume(id);
         }
         let run = py.detach(|| Run::create(init)).map_err(recording_error)?;
         Ok(Recorder {

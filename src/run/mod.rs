@@ -77,6 +77,7 @@ pub struct Init {
     encoders: Option<usize>,
     png: Option<media::PngEncoding>,
     sync: Option<durable::SyncMode>,
+    resume: Option<String>,
 }
 
 impl Init {
@@ -93,6 +94,7 @@ impl Init {
             encoders: None,
             png: None,
             sync: None,
+            resume: None,
         }
     }
 
@@ -137,6 +139,15 @@ impl Init {
         self
     }
 
+    /// Records into the run with this id under the root: resumes it when it
+    /// is there (a job stopped by a scheduler's time limit, started again),
+    /// else starts it under this id. Overrides `DIFFLOG_RESUME`. A finished
+    /// run, or one another writer holds, is an error.
+    pub fn resume(mut self, id: impl Into<String>) -> Init {
+        self.resume = Some(id.into());
+        self
+    }
+
     /// How stored media are made durable; overrides `DIFFLOG_SYNC`.
     pub fn sync(mut self, mode: durable::SyncMode) -> Init {
         self.sync = Some(mode);
@@ -154,6 +165,28 @@ impl Init {
         self.encoders = Some(n.max(1));
         self
     }
+}
+
+/// The id of the run to resume or start: `Init::resume`'s, else
+/// `DIFFLOG_RESUME`'s (unset or empty: none); one that is not a run id (a
+/// path, say) is an error naming the setting.
+fn resume_id(init: &Init) -> Result<Option<String>> {
+    let (name, id) = match &init.resume {
+        Some(id) => ("resume", id.clone()),
+        None => match std::env::var("DIFFLOG_RESUME") {
+            Ok(v) if !v.is_empty() => ("DIFFLOG_RESUME", v),
+            _ => return Ok(None),
+        },
+    };
+    if !crate::format::is_run_id(&id) {
+        return Err(Error::Setting {
+            name: name.into(),
+            value: id,
+            why: "not a run id: letters, digits, '-', '_' and '.', at most 128, not starting with '.'"
+                .into(),
+        });
+    }
+    Ok(Some(id))
 }
 
 fn default_encoders() -> usize {
@@ -208,14 +241,32 @@ impl Run {
         }
         let root = init.root.clone().unwrap_or_else(default_root);
         std::fs::create_dir_all(&root).ctx(&root, "create runs root directory")?;
-        let (id, dir) = loop {
-            let id = new_run_id();
-            let dir = root.join(&id);
-            match std::fs::create_dir(&dir) {
-                Ok(()) => break (id, dir),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(&dir, "create run directory", e)),
+        let (id, dir) = match resume_id(&init)? {
+            Some(id) => {
+                let dir = root.join(&id);
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => (id, dir),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let capacity = init.queue_capacity;
+                        let encoders = init.encoders.unwrap_or_else(default_encoders);
+                        let run = Run::reopen_with(&dir, (capacity, encoders), png, sync)?;
+                        if !init.config.is_empty() {
+                            run.log_config(Value::Object(init.config))?;
+                        }
+                        return Ok(run);
+                    }
+                    Err(e) => return Err(Error::io(&dir, "create run directory", e)),
+                }
             }
+            None => loop {
+                let id = new_run_id();
+                let dir = root.join(&id);
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => break (id, dir),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(Error::io(&dir, "create run directory", e)),
+                }
+            },
         };
         // Until its log exists, a half-created run folder (a full disk) is
         // removed rather than left behind holding only a temporary file.
@@ -283,10 +334,20 @@ impl Run {
     /// cuts a torn tail, removes leftover temporary files, and continues the
     /// sequence and the call numbering.
     pub fn reopen(dir: impl AsRef<Path>) -> Result<Run> {
-        Run::reopen_with(dir, DEFAULT_QUEUE_CAPACITY, default_encoders())
+        Run::reopen_with(
+            dir,
+            (DEFAULT_QUEUE_CAPACITY, default_encoders()),
+            media::PngEncoding::from_env()?,
+            durable::SyncMode::from_env()?,
+        )
     }
 
-    fn reopen_with(dir: impl AsRef<Path>, capacity: usize, encoders: usize) -> Result<Run> {
+    fn reopen_with(
+        dir: impl AsRef<Path>,
+        (capacity, encoders): (usize, usize),
+        png: media::PngEncoding,
+        sync: durable::SyncMode,
+    ) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
         let (log, read, cut) = log::EventLog::reopen(&dir)?;
         let view = read.view();
@@ -300,8 +361,6 @@ impl Run {
         let next_call = view.calls.keys().max().map_or(1, |n| n + 1);
         let next_pipeline = view.pipelines.keys().max().map_or(1, |n| n + 1);
         let next_seq = read.log.records.len() as u64 + 1;
-        let png = media::PngEncoding::from_env()?;
-        let sync = durable::SyncMode::from_env()?;
         let writer = Writer::start(dir.clone(), log, next_seq, capacity, encoders, png, sync);
         let run = Run {
             active: Some(Active {
