@@ -56,6 +56,12 @@ struct TargetArgs {
     /// --max-rate is given.
     #[arg(long)]
     metadata_first: bool,
+    /// A remote run deleted on the server (MLflow: in its trash, or gone)
+    /// is made again as a new remote run and the whole run uploaded to it.
+    /// Without it such a run is reported (error code remote_deleted) and
+    /// left alone.
+    #[arg(long)]
+    recreate_deleted: bool,
 }
 
 impl TargetArgs {
@@ -113,6 +119,7 @@ enum Command {
 }
 
 fn specs(t: &TargetArgs) -> difflog::Result<Vec<TargetSpec>> {
+    difflog::sync::set_recreate_deleted(t.recreate_deleted);
     if let Some(r) = &t.max_rate {
         difflog::sync::rate::set_max_rate(difflog::sync::rate::parse_rate(r)?)?;
     }

@@ -954,22 +954,11 @@ fn bench_segment(root: &Path, id: &str, calls: &str, pace_ms: &str) -> Command {
     c
 }
 
-/// Issue 34 (3): a job killed by its scheduler (SIGKILL) and started again
-/// with the same `DIFFLOG_RESUME` records into the same run, and the sync
-/// appends the new calls to the same MLflow run: KILLED after the first
-/// segment's upload, FINISHED with every call after the second's. A
-/// finished run is not resumed, and a resume id that is not a run id is
-/// refused, naming the setting.
-#[test]
-fn a_job_killed_and_started_again_resumes_its_run_on_disk_and_on_mlflow() {
-    let root = tempfile::tempdir().unwrap();
-    let id = format!("job-{:08x}", rand::rng().random::<u32>());
-    let dir = root.path().join(&id);
-    let mut child = common::KillOnDrop(
-        bench_segment(root.path(), &id, "100000", "20")
-            .spawn()
-            .unwrap(),
-    );
+/// Runs a job that records into run `id` under `root` until it has
+/// finished three calls, then SIGKILLs it; returns the calls it finished.
+fn killed_segment(root: &Path, id: &str) -> usize {
+    let dir = root.join(id);
+    let mut child = common::KillOnDrop(bench_segment(root, id, "100000", "20").spawn().unwrap());
     let t = Instant::now();
     let finished_calls = |dir: &Path| {
         RunDir::open(dir)
@@ -989,7 +978,21 @@ fn a_job_killed_and_started_again_resumes_its_run_on_disk_and_on_mlflow() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let first = finished_calls(&dir);
+    finished_calls(&dir)
+}
+
+/// Issue 34 (3): a job killed by its scheduler (SIGKILL) and started again
+/// with the same `DIFFLOG_RESUME` records into the same run, and the sync
+/// appends the new calls to the same MLflow run: KILLED after the first
+/// segment's upload, FINISHED with every call after the second's. A
+/// finished run is not resumed, and a resume id that is not a run id is
+/// refused, naming the setting.
+#[test]
+fn a_job_killed_and_started_again_resumes_its_run_on_disk_and_on_mlflow() {
+    let root = tempfile::tempdir().unwrap();
+    let id = format!("job-{:08x}", rand::rng().random::<u32>());
+    let dir = root.path().join(&id);
+    let first = killed_segment(root.path(), &id);
     assert_eq!(RunDir::open(&dir).unwrap().meta.id, id);
 
     let o = upload(root.path());
@@ -1042,4 +1045,84 @@ fn a_job_killed_and_started_again_resumes_its_run_on_disk_and_on_mlflow() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("DIFFLOG_RESUME"), "{}", text(&o));
     assert!(!root.path().parent().unwrap().join("elsewhere").exists());
+}
+
+/// Issue 34 (2): a remote run deleted on the server (MLflow's trash) while
+/// its difflog run goes on is reported — error code `remote_deleted`,
+/// naming the MLflow run and the way out, in `status` too — and nothing is
+/// created; `--recreate-deleted` makes a new MLflow run and uploads the
+/// whole run to it, the deleted one left as it was.
+#[test]
+fn a_remote_run_deleted_on_the_server_is_reported_and_recreated_only_when_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let id = format!("job-{:08x}", rand::rng().random::<u32>());
+    let dir = root.path().join(&id);
+    killed_segment(root.path(), &id);
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let old = mf::run_for("difflog-bench", &id)["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    mf::delete_run(&old);
+
+    // The job goes on; its next upload finds the MLflow run deleted.
+    let o = bench_segment(root.path(), &id, "2", "0").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+        "--json",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"][0]["error_code"], "remote_deleted", "{v}");
+    assert!(
+        text(&o).contains(&old) && text(&o).contains("--recreate-deleted"),
+        "{}",
+        text(&o)
+    );
+    let of_run = |id: &str| -> Vec<Value> {
+        mf::runs("difflog-bench")
+            .into_iter()
+            .filter(|r| mf::tag(r, "difflog.run_id").as_deref() == Some(id))
+            .collect()
+    };
+    assert_eq!(of_run(&id).len(), 1, "a run was made without being asked");
+    let o = sync(&["status", root.path().to_str().unwrap()]);
+    assert!(
+        text(&o).contains("was deleted on the server"),
+        "{}",
+        text(&o)
+    );
+
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+        "--recreate-deleted",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let runs = of_run(&id);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let new: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["info"]["lifecycle_stage"] == "active")
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0]["info"]["run_id"], old.as_str());
+    assert_eq!(new[0]["info"]["status"], "FINISHED");
+    let calls = RunDir::open(&dir).unwrap().view().calls.len();
+    let tables = mf::artifacts(new[0])
+        .iter()
+        .filter(|(p, _)| p.starts_with("Result-Table/"))
+        .count();
+    assert_eq!(tables, calls, "the whole run is on the new MLflow run");
+    // And from then on the new one is the run's: a plain upload is fine.
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(of_run(&id).len(), 2);
 }

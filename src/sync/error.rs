@@ -29,6 +29,8 @@ pub struct SyncError {
     /// The run's deadline (`--run-timeout`) passed: retrying within the
     /// same deadline cannot help.
     pub deadline: bool,
+    /// The remote run was deleted on the server (or is in its trash).
+    pub remote_deleted: bool,
 }
 
 impl SyncError {
@@ -43,6 +45,16 @@ impl SyncError {
             local: None,
             context: None,
             deadline: false,
+            remote_deleted: false,
+        }
+    }
+
+    /// The remote run was deleted on the server: permanent, never retried;
+    /// it is re-created only when asked (`--recreate-deleted`).
+    pub fn remote_deleted(message: impl Into<String>) -> SyncError {
+        SyncError {
+            remote_deleted: true,
+            ..SyncError::permanent(message)
         }
     }
 
@@ -81,10 +93,13 @@ impl SyncError {
     /// A stable code naming the kind of error, for `--json` output
     /// (`"error_code"`): `credentials`, `unreachable`, `rate_limited`,
     /// `server_error`, `refused` (another 4xx), `network` (no answer),
-    /// a local error's own code, or `failed`.
+    /// `remote_deleted`, a local error's own code, or `failed`.
     pub fn code(&self) -> &'static str {
         if self.class == Class::Auth {
             return "credentials";
+        }
+        if self.remote_deleted {
+            return "remote_deleted";
         }
         if self.unreachable {
             return "unreachable";

@@ -28,6 +28,23 @@ pub mod watch;
 use crate::error::{Error, Result};
 use http::Auth;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether a remote run deleted on the server is made again
+/// (`--recreate-deleted`); set once by the command line, read by the
+/// targets.
+static RECREATE_DELETED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the targets to re-create remote runs deleted on the server (a new
+/// remote run, everything uploaded again) instead of reporting them.
+pub fn set_recreate_deleted(on: bool) {
+    RECREATE_DELETED.store(on, Ordering::Relaxed);
+}
+
+/// Whether remote runs deleted on the server are re-created.
+pub fn recreate_deleted() -> bool {
+    RECREATE_DELETED.load(Ordering::Relaxed)
+}
 
 /// A parsed `--to` target.
 #[derive(Debug, Clone)]

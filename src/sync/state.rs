@@ -214,6 +214,9 @@ impl State {
     }
 
     /// Records the remote run (after the server created or returned it).
+    /// A remote run that replaces another (the old one was deleted on the
+    /// server and re-created when asked) starts from nothing: what was
+    /// uploaded to the old one is forgotten, in the same transaction.
     pub fn set_remote(
         &self,
         target: &str,
@@ -221,10 +224,29 @@ impl State {
         remote_id: &str,
         data: &str,
     ) -> crate::Result<()> {
-        // One statement: the id and its data change together or not at all.
         let now = crate::format::now_rfc3339();
         self.with(|c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            let old: Option<String> = tx
+                .query_row(
+                    "SELECT remote_id FROM runs WHERE target=?1 AND run_id=?2",
+                    params![target, run_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            if old.as_deref().is_some_and(|o| o != remote_id) {
+                tx.execute(
+                    "DELETE FROM done WHERE target=?1 AND run_id=?2",
+                    params![target, run_id],
+                )?;
+                tx.execute(
+                    "UPDATE runs SET status_sent=NULL, synced_seq=0, fingerprint=NULL
+                     WHERE target=?1 AND run_id=?2",
+                    params![target, run_id],
+                )?;
+            }
+            tx.execute(
                 "INSERT INTO runs (target, run_id, remote_id, remote_data, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(target, run_id) DO UPDATE
@@ -234,7 +256,7 @@ impl State {
                     OR remote_data IS NOT excluded.remote_data",
                 params![target, run_id, remote_id, data, now],
             )?;
-            Ok(())
+            tx.commit()
         })
     }
 

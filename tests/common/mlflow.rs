@@ -27,6 +27,12 @@ fn post(path: &str, body: Value) -> Value {
     post_at(&url(), path, body)
 }
 
+/// Deletes MLflow run `run_id` on the server (to its trash), as a user
+/// would in MLflow's UI.
+pub fn delete_run(run_id: &str) {
+    post("/api/2.0/mlflow/runs/delete", json!({"run_id": run_id}));
+}
+
 fn post_at(base: &str, path: &str, body: Value) -> Value {
     ureq::post(&format!("{base}{path}"))
         .send_json(body)

@@ -133,6 +133,9 @@ impl Mlflow {
         }
     }
 
+    /// The MLflow run of difflog run `run_id` in `experiment`: an active
+    /// one when there is one, else one deleted on the server (trash), else
+    /// none.
     pub(super) async fn find_run(
         &self,
         experiment: &str,
@@ -141,13 +144,30 @@ impl Mlflow {
         let body = json!({
             "experiment_ids": [experiment],
             "filter": format!("tags.`difflog.run_id` = '{}'", run_id.replace('\'', "")),
-            "max_results": 2,
+            "max_results": 20,
             "run_view_type": "ALL",
         });
         let v = self
             .call(Method::POST, "/api/2.0/mlflow/runs/search", Some(&body))
             .await?;
-        Ok(v["runs"].as_array().and_then(|r| r.first()).cloned())
+        let runs = v["runs"].as_array().cloned().unwrap_or_default();
+        let active = runs.iter().find(|r| !is_deleted(r)).cloned();
+        Ok(active.or_else(|| runs.into_iter().next()))
+    }
+
+    /// The MLflow run `id` as the server has it now; `None` when the server
+    /// has no such run (deleted for good).
+    pub(super) async fn get_run(&self, id: &str) -> SyncResult<Option<Value>> {
+        let path = format!("/api/2.0/mlflow/runs/get?run_id={}", percent_encode(id));
+        match self.call(Method::GET, &path, None).await {
+            Ok(v) => Ok(Some(v["run"].clone())),
+            Err(e)
+                if e.class == Class::Permanent && e.message.contains("RESOURCE_DOES_NOT_EXIST") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) fn remote_from_run(run: &Value) -> SyncResult<Remote> {
@@ -275,6 +295,13 @@ fn proxied_url(at: &RunAt, path: &str) -> SyncResult<String> {
         enc(&prefix),
         enc(path)
     ))
+}
+
+/// Whether an MLflow run (as `runs/get` or `runs/search` give it) was
+/// deleted on the server (it is in the trash until the garbage collector
+/// removes it).
+pub(super) fn is_deleted(run: &Value) -> bool {
+    run["info"]["lifecycle_stage"].as_str() == Some("deleted")
 }
 
 #[cfg(test)]

@@ -86,12 +86,35 @@ impl Target for Mlflow {
     }
 
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
+        // Deleted on the server since: reported, or made again when asked.
+        let deleted = |id: &str| {
+            SyncError::remote_deleted(format!(
+                "the MLflow run {id} of difflog run {} was deleted on the server; \
+                 restore it there, or upload with --recreate-deleted to upload the run again as a new MLflow run",
+                run.meta.id
+            ))
+        };
         if let Some(k) = known {
-            return Ok(k.clone());
+            let gone = match self.get_run(&k.id).await? {
+                Some(r) => api::is_deleted(&r),
+                None => true,
+            };
+            if !gone {
+                return Ok(k.clone());
+            }
+            if !crate::sync::recreate_deleted() {
+                return Err(deleted(&k.id));
+            }
         }
         let exp = self.experiment_id(&run.meta.project).await?;
         if let Some(found) = self.find_run(&exp, &run.meta.id).await? {
-            return Self::remote_from_run(&found);
+            if !api::is_deleted(&found) {
+                return Self::remote_from_run(&found);
+            }
+            if !crate::sync::recreate_deleted() {
+                let id = found["info"]["run_id"].as_str().unwrap_or("?");
+                return Err(deleted(id));
+            }
         }
         let start = crate::format::rfc3339_ms(&run.meta.created);
         let body = json!({
@@ -117,7 +140,9 @@ impl Target for Mlflow {
                 async move {
                     if attempt > 0 {
                         if let Some(found) = self.find_run(exp, &run.meta.id).await? {
-                            return Ok(found);
+                            if !api::is_deleted(&found) {
+                                return Ok(found);
+                            }
                         }
                     }
                     let v = self
