@@ -385,6 +385,29 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A remote run replaced by another (re-created after a delete on the
+    /// server) starts from nothing; the same remote with new data keeps
+    /// what was done.
+    #[test]
+    fn a_replaced_remote_forgets_what_went_to_the_old_one() {
+        let root = tempfile::tempdir().unwrap();
+        let s = State::open(root.path()).unwrap();
+        s.set_remote("t", "r", "old", "{}").unwrap();
+        s.mark_done("t", "r", "call:1").unwrap();
+        s.set_status("t", "r", "KILLED").unwrap();
+        s.set_synced_seq("t", "r", 9).unwrap();
+        s.set_remote("t", "r", "old", "{\"x\":1}").unwrap();
+        assert!(s.is_done("t", "r", "call:1").unwrap());
+        s.set_remote("t", "r", "new", "{}").unwrap();
+        assert!(!s.is_done("t", "r", "call:1").unwrap());
+        let rec = s.run("t", "r").unwrap();
+        assert_eq!(rec.remote_id.as_deref(), Some("new"));
+        assert_eq!(rec.status_sent, None);
+        assert_eq!(rec.synced_seq, 0);
+    }
+
     #[test]
     fn a_state_folder_others_may_write_to_or_that_is_a_link_is_refused() {
         // Issue 32, item 4: a group member pre-creating .difflog-sync.
