@@ -427,8 +427,6 @@ mod tests {
         State::open(root.path()).unwrap();
     }
 
-    use super::*;
-
     /// Issue 12: the remote id and its data are written in one statement: a
     /// failure in the middle leaves the old pair, never a new id with old data.
     #[test]
