@@ -1126,3 +1126,40 @@ fn a_remote_run_deleted_on_the_server_is_reported_and_recreated_only_when_asked(
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(of_run(&id).len(), 2);
 }
+
+/// Issue 34 (2): what a user edits on the server — the run's description,
+/// a tag of their own, its name — is never overwritten when the run goes
+/// on and syncs again.
+#[test]
+fn edits_made_on_the_server_are_never_overwritten() {
+    let root = tempfile::tempdir().unwrap();
+    let id = format!("job-{:08x}", rand::rng().random::<u32>());
+    killed_segment(root.path(), &id);
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let mlflow_id = mf::run_for("difflog-bench", &id)["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    mf::set_tag(&mlflow_id, "mlflow.note.content", "seed sweep, keep");
+    mf::set_tag(&mlflow_id, "team", "vision");
+    mf::rename_run(&mlflow_id, "renamed by hand");
+
+    let o = bench_segment(root.path(), &id, "2", "0").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run = mf::run_for("difflog-bench", &id);
+    assert_eq!(run["info"]["status"], "FINISHED");
+    assert_eq!(run["info"]["run_id"], mlflow_id.as_str());
+    assert_eq!(run["info"]["run_name"], "renamed by hand");
+    assert_eq!(
+        mf::tag(&run, "mlflow.note.content").as_deref(),
+        Some("seed sweep, keep")
+    );
+    assert_eq!(mf::tag(&run, "team").as_deref(), Some("vision"));
+    assert_eq!(
+        mf::tag(&run, "difflog.run_id").as_deref(),
+        Some(id.as_str())
+    );
+}

@@ -33,6 +33,23 @@ pub fn delete_run(run_id: &str) {
     post("/api/2.0/mlflow/runs/delete", json!({"run_id": run_id}));
 }
 
+/// Sets a tag on MLflow run `run_id`, as a user would in MLflow's UI (the
+/// description is the tag `mlflow.note.content`).
+pub fn set_tag(run_id: &str, key: &str, value: &str) {
+    post(
+        "/api/2.0/mlflow/runs/set-tag",
+        json!({"run_id": run_id, "key": key, "value": value}),
+    );
+}
+
+/// Renames MLflow run `run_id`, as a user would in MLflow's UI.
+pub fn rename_run(run_id: &str, name: &str) {
+    post(
+        "/api/2.0/mlflow/runs/update",
+        json!({"run_id": run_id, "run_name": name}),
+    );
+}
+
 fn post_at(base: &str, path: &str, body: Value) -> Value {
     ureq::post(&format!("{base}{path}"))
         .send_json(body)
