@@ -62,6 +62,12 @@ struct TargetArgs {
     /// left alone.
     #[arg(long)]
     recreate_deleted: bool,
+    /// A remote run ended on the server by someone else (MLflow: its status
+    /// set to FINISHED, FAILED or KILLED) while the run goes on is uploaded
+    /// to again, its status difflog's once more. Without it such a run is
+    /// reported (error code remote_ended) and left alone.
+    #[arg(long)]
+    reopen_ended: bool,
 }
 
 impl TargetArgs {
@@ -120,6 +126,7 @@ enum Command {
 
 fn specs(t: &TargetArgs) -> difflog::Result<Vec<TargetSpec>> {
     difflog::sync::set_recreate_deleted(t.recreate_deleted);
+    difflog::sync::set_reopen_ended(t.reopen_ended);
     if let Some(r) = &t.max_rate {
         difflog::sync::rate::set_max_rate(difflog::sync::rate::parse_rate(r)?)?;
     }

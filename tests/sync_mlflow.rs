@@ -1163,3 +1163,87 @@ fn edits_made_on_the_server_are_never_overwritten() {
         Some(id.as_str())
     );
 }
+
+/// Issue 34 (2): a run ended on the server by someone else while it is
+/// still being recorded is reported — error code `remote_ended`, nothing
+/// more sent, the server's status kept — and uploaded to again only with
+/// `--reopen-ended`; the status difflog-sync set itself (KILLED for a
+/// crash) never counts as someone else's.
+#[test]
+fn a_run_ended_on_the_server_is_reported_and_reopened_only_when_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let id = format!("job-{:08x}", rand::rng().random::<u32>());
+    let dir = root.path().join(&id);
+    let mut child = common::KillOnDrop(
+        bench_segment(root.path(), &id, "100000", "20")
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while RunDir::open(&dir).map_or(0, |r| r.view().calls.len()) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no calls recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run = mf::run_for("difflog-bench", &id);
+    assert_eq!(run["info"]["status"], "RUNNING");
+    let mlflow_id = run["info"]["run_id"].as_str().unwrap().to_string();
+    mf::end_run(&mlflow_id, "FINISHED");
+
+    // Still recording: the next upload reports it and sends nothing.
+    std::thread::sleep(Duration::from_millis(200));
+    let tables = |run: &Value| {
+        mf::artifacts(run)
+            .iter()
+            .filter(|(p, _)| p.starts_with("Result-Table/"))
+            .count()
+    };
+    let before = tables(&mf::run_for("difflog-bench", &id));
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+        "--json",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"][0]["error_code"], "remote_ended", "{v}");
+    assert!(text(&o).contains("--reopen-ended"), "{}", text(&o));
+    let run = mf::run_for("difflog-bench", &id);
+    assert_eq!(run["info"]["status"], "FINISHED");
+    assert_eq!(tables(&run), before);
+
+    // The job dies; asked to, the upload goes on into the same MLflow run.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = sync(&[
+        "upload",
+        root.path().to_str().unwrap(),
+        "--to",
+        &mf::target(),
+        "--reopen-ended",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = mf::run_for("difflog-bench", &id);
+    assert_eq!(run["info"]["run_id"], mlflow_id.as_str());
+    assert_eq!(run["info"]["status"], "KILLED");
+    let finished = RunDir::open(&dir)
+        .unwrap()
+        .view()
+        .calls
+        .values()
+        .filter(|c| c.finished.is_some())
+        .count();
+    assert_eq!(tables(&run), finished);
+    // KILLED was difflog-sync's own: a resumed job syncs without a flag.
+    let o = bench_segment(root.path(), &id, "1", "0").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        mf::run_for("difflog-bench", &id)["info"]["status"],
+        "FINISHED"
+    );
+}

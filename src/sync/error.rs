@@ -29,8 +29,29 @@ pub struct SyncError {
     /// The run's deadline (`--run-timeout`) passed: retrying within the
     /// same deadline cannot help.
     pub deadline: bool,
-    /// The remote run was deleted on the server (or is in its trash).
-    pub remote_deleted: bool,
+    /// The remote run was changed on the server in a way difflog-sync
+    /// leaves to the user.
+    pub on_server: Option<OnServer>,
+}
+
+/// What was done to a remote run on the server that difflog-sync leaves to
+/// the user to settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnServer {
+    /// Deleted (MLflow: in the trash, or gone).
+    Deleted,
+    /// Ended by someone else while the run goes on.
+    Ended,
+}
+
+impl OnServer {
+    /// The error code: `remote_deleted` or `remote_ended`.
+    pub fn code(self) -> &'static str {
+        match self {
+            OnServer::Deleted => "remote_deleted",
+            OnServer::Ended => "remote_ended",
+        }
+    }
 }
 
 impl SyncError {
@@ -45,7 +66,7 @@ impl SyncError {
             local: None,
             context: None,
             deadline: false,
-            remote_deleted: false,
+            on_server: None,
         }
     }
 
@@ -53,7 +74,17 @@ impl SyncError {
     /// it is re-created only when asked (`--recreate-deleted`).
     pub fn remote_deleted(message: impl Into<String>) -> SyncError {
         SyncError {
-            remote_deleted: true,
+            on_server: Some(OnServer::Deleted),
+            ..SyncError::permanent(message)
+        }
+    }
+
+    /// The remote run was ended on the server (by someone else) while the
+    /// run goes on: permanent; it is re-opened only when asked
+    /// (`--reopen-ended`).
+    pub fn remote_ended(message: impl Into<String>) -> SyncError {
+        SyncError {
+            on_server: Some(OnServer::Ended),
             ..SyncError::permanent(message)
         }
     }
@@ -93,13 +124,14 @@ impl SyncError {
     /// A stable code naming the kind of error, for `--json` output
     /// (`"error_code"`): `credentials`, `unreachable`, `rate_limited`,
     /// `server_error`, `refused` (another 4xx), `network` (no answer),
-    /// `remote_deleted`, a local error's own code, or `failed`.
+    /// `remote_deleted`, `remote_ended`, a local error's own code, or
+    /// `failed`.
     pub fn code(&self) -> &'static str {
         if self.class == Class::Auth {
             return "credentials";
         }
-        if self.remote_deleted {
-            return "remote_deleted";
+        if let Some(change) = self.on_server {
+            return change.code();
         }
         if self.unreachable {
             return "unreachable";

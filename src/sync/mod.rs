@@ -46,6 +46,22 @@ pub fn recreate_deleted() -> bool {
     RECREATE_DELETED.load(Ordering::Relaxed)
 }
 
+/// Whether a remote run ended on the server by someone else is re-opened
+/// (`--reopen-ended`); set once by the command line.
+static REOPEN_ENDED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the targets to go on uploading into remote runs that were ended
+/// on the server by someone else (their status is then difflog's again)
+/// instead of reporting them.
+pub fn set_reopen_ended(on: bool) {
+    REOPEN_ENDED.store(on, Ordering::Relaxed);
+}
+
+/// Whether remote runs ended on the server are re-opened.
+pub fn reopen_ended() -> bool {
+    REOPEN_ENDED.load(Ordering::Relaxed)
+}
+
 /// A parsed `--to` target.
 #[derive(Debug, Clone)]
 pub enum TargetSpec {

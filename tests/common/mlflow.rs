@@ -42,6 +42,15 @@ pub fn set_tag(run_id: &str, key: &str, value: &str) {
     );
 }
 
+/// Ends MLflow run `run_id` with `status` (FINISHED, FAILED, KILLED), as
+/// another client would (`MlflowClient().set_terminated`).
+pub fn end_run(run_id: &str, status: &str) {
+    post(
+        "/api/2.0/mlflow/runs/update",
+        json!({"run_id": run_id, "status": status}),
+    );
+}
+
 /// Renames MLflow run `run_id`, as a user would in MLflow's UI.
 pub fn rename_run(run_id: &str, name: &str) {
     post(

@@ -213,6 +213,7 @@ impl Mlflow {
             experiment_id: exp,
             artifact_prefix: prefix,
             artifact_uri: direct,
+            sent_status: None,
         }
         .store(&mut remote);
         Ok(remote)

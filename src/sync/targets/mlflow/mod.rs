@@ -56,6 +56,11 @@ pub(super) struct RunAt {
     /// (`s3://…`, `gs://…`, `wasbs://…`, `file://…`); absent for proxied runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) artifact_uri: Option<String>,
+    /// The status difflog-sync last set (`RUNNING`, `KILLED`, …): another
+    /// status on the server was set by someone else. Absent in state from
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) sent_status: Option<String>,
 }
 
 impl RemoteData for RunAt {
@@ -95,11 +100,26 @@ impl Target for Mlflow {
             ))
         };
         if let Some(k) = known {
-            let gone = match self.get_run(&k.id).await? {
-                Some(r) => api::is_deleted(&r),
-                None => true,
-            };
-            if !gone {
+            let now = self.get_run(&k.id).await?;
+            let gone = now.as_ref().is_none_or(api::is_deleted);
+            if let (false, Some(now)) = (gone, &now) {
+                let status = now["info"]["status"].as_str().unwrap_or("");
+                let sent = RunAt::of(k)?.sent_status;
+                let ended = matches!(status, "FINISHED" | "FAILED" | "KILLED");
+                // Ended on the server by someone else (not the status we
+                // set): reported, not silently re-opened.
+                if ended
+                    && sent.as_deref().is_some_and(|s| s != status)
+                    && !crate::sync::reopen_ended()
+                {
+                    return Err(SyncError::remote_ended(format!(
+                        "the MLflow run {} of difflog run {} was ended on the server ({status}; difflog-sync had set {}); \
+                         nothing more is uploaded to it unless you upload with --reopen-ended",
+                        k.id,
+                        run.meta.id,
+                        sent.as_deref().unwrap_or("?")
+                    )));
+                }
                 return Ok(k.clone());
             }
             if !crate::sync::recreate_deleted() {
@@ -326,7 +346,12 @@ impl Target for Mlflow {
                 "/api/2.0/mlflow/runs/update",
                 Body::Json(&body),
             )
-            .await
+            .await?;
+        // Kept, so that a status someone else sets is told from ours.
+        let mut at = RunAt::of(remote)?;
+        at.sent_status = Some(status.as_str().to_string());
+        at.store(remote);
+        Ok(())
     }
 }
 
