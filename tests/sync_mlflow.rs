@@ -48,6 +48,26 @@ fn upload(root: &Path) -> Output {
     sync(&["upload", root.to_str().unwrap(), "--to", &mf::target()])
 }
 
+/// [`upload`] with one more flag.
+fn upload_with(root: &Path, flag: &str) -> Output {
+    sync(&[
+        "upload",
+        root.to_str().unwrap(),
+        "--to",
+        &mf::target(),
+        flag,
+    ])
+}
+
+/// [`upload`] of a root whose one run must fail with error `code` (JSON).
+fn upload_refused(root: &Path, code: &str) -> Output {
+    let o = upload_with(root, "--json");
+    assert!(!o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"][0]["error_code"], code, "{v}");
+    o
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -1069,16 +1089,7 @@ fn a_remote_run_deleted_on_the_server_is_reported_and_recreated_only_when_asked(
     // The job goes on; its next upload finds the MLflow run deleted.
     let o = bench_segment(root.path(), &id, "2", "0").output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-        "--json",
-    ]);
-    assert!(!o.status.success(), "{}", text(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["runs"][0]["error_code"], "remote_deleted", "{v}");
+    let o = upload_refused(root.path(), "remote_deleted");
     assert!(
         text(&o).contains(&old) && text(&o).contains("--recreate-deleted"),
         "{}",
@@ -1098,13 +1109,7 @@ fn a_remote_run_deleted_on_the_server_is_reported_and_recreated_only_when_asked(
         text(&o)
     );
 
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-        "--recreate-deleted",
-    ]);
+    let o = upload_with(root.path(), "--recreate-deleted");
     assert!(o.status.success(), "{}", text(&o));
     let runs = of_run(&id);
     assert_eq!(runs.len(), 2, "{runs:?}");
@@ -1200,16 +1205,7 @@ fn a_run_ended_on_the_server_is_reported_and_reopened_only_when_asked() {
             .count()
     };
     let before = tables(&mf::run_for("difflog-bench", &id));
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-        "--json",
-    ]);
-    assert!(!o.status.success(), "{}", text(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["runs"][0]["error_code"], "remote_ended", "{v}");
+    let o = upload_refused(root.path(), "remote_ended");
     assert!(text(&o).contains("--reopen-ended"), "{}", text(&o));
     let run = mf::run_for("difflog-bench", &id);
     assert_eq!(run["info"]["status"], "FINISHED");
@@ -1218,13 +1214,7 @@ fn a_run_ended_on_the_server_is_reported_and_reopened_only_when_asked() {
     // The job dies; asked to, the upload goes on into the same MLflow run.
     child.kill().unwrap();
     child.wait().unwrap();
-    let o = sync(&[
-        "upload",
-        root.path().to_str().unwrap(),
-        "--to",
-        &mf::target(),
-        "--reopen-ended",
-    ]);
+    let o = upload_with(root.path(), "--reopen-ended");
     assert!(o.status.success(), "{}", text(&o));
     let run = mf::run_for("difflog-bench", &id);
     assert_eq!(run["info"]["run_id"], mlflow_id.as_str());
