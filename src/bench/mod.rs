@@ -73,12 +73,7 @@ impl RecordBench {
     /// The encoding and the sync mode to record with: the settings', else
     /// the environment's.
     fn recording(&self) -> Result<(PngEncoding, SyncMode)> {
-        let png = self.recording_png()?;
-        let sync = match self.sync {
-            Some(s) => s.check()?,
-            None => SyncMode::from_env()?,
-        };
-        Ok((png, sync))
+        Ok((self.recording_png()?, SyncMode::given_or_env(self.sync)?))
     }
 
     /// The encoding to record with: the settings', else `DIFFLOG_PNG`'s.

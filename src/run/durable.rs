@@ -1,13 +1,16 @@
 //! When the media files a run stores reach the disk for good.
 //!
 //! The crash rule says a record may name a media file only once that file
-//! is durable. difflog used to fsync each file and its folder as it was
-//! stored: two journal commits an image, the largest part of what recording
-//! costs over encoding and writing the files (issue 38). By default the
-//! files are now written and renamed into place without a sync, and the
-//! appender makes all of them durable at once, with one `syncfs` of the
-//! run's file system, before it writes any record that names one of them
-//! ([`SyncMode::Group`]). `DIFFLOG_SYNC=file` keeps the sync per file.
+//! is durable, and a final name only ever holds complete bytes. difflog
+//! used to fsync each file and its folder as it was stored: two journal
+//! commits an image, the largest part of what recording costs over
+//! encoding and writing the files (issue 38). By default
+//! ([`SyncMode::Group`]) the files are now written under temporary names
+//! without a sync; the writer's placer makes a batch of them durable with
+//! one `syncfs` of the run's file system and renames them into place, and
+//! the appender makes the renames durable with one more before it writes
+//! any record that names one of them. `DIFFLOG_SYNC=file` keeps the sync
+//! per file.
 //!
 //! A `syncfs` also writes what other programs wrote to the same file
 //! system. When one is slow (seconds: another program's large files), the
@@ -17,11 +20,9 @@
 //! (`sync_file_range`) was measured slower — many small writes instead of
 //! one merged batch.
 //!
-//! What a power loss can leave changes only among files no record names:
-//! a file renamed into place whose bytes never reached the disk. Such a
-//! file is never trusted — the store checks the size and digest of a file
-//! already under its final name before reusing it ([`super::media`]) — and
-//! `verify` reports it as stored but not recorded.
+//! What a power loss can leave is what it left before: temporary files
+//! (removed when the run is reopened) and, at worst, files under their
+//! final names that no record names yet.
 
 use crate::error::{IoContext, Result};
 use std::fs::File;
@@ -36,9 +37,9 @@ pub enum SyncMode {
     /// journal commits an image): `DIFFLOG_SYNC=file`, and the only mode
     /// where `syncfs` does not exist (not Linux).
     File,
-    /// Files are stored without a sync; one `syncfs` before the records
-    /// that name them makes all of them durable at once. The default on
-    /// Linux. It also flushes what other programs wrote to the same file
+    /// Files are stored under temporary names without a sync; one `syncfs`
+    /// makes a batch durable before the renames, one more the renames
+    /// before the records that name them. The default on Linux. It also flushes what other programs wrote to the same file
     /// system, so a box that writes much else there may prefer `file`.
     Group,
 }
@@ -66,6 +67,14 @@ impl SyncMode {
             &[("file", SyncMode::File), ("group", SyncMode::Group)],
         )?;
         mode.check()
+    }
+
+    /// `given`, checked, else `DIFFLOG_SYNC`'s.
+    pub fn given_or_env(given: Option<SyncMode>) -> Result<SyncMode> {
+        match given {
+            Some(s) => s.check(),
+            None => SyncMode::from_env(),
+        }
     }
 
     /// `self`, or an error when this system cannot do it.

@@ -195,7 +195,11 @@ pub fn store_png(
     height: u32,
 ) -> Result<StoredMedia> {
     let staged = stage_png(run_dir, digest, png, (width, height), SyncMode::File)?;
-    let shard = staged.tmp.as_ref().map(|_| staged.shard.clone());
+    // The folder holds a new name only when a file was written.
+    let shard = staged
+        .tmp_path()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
     let media = staged.place()?;
     if let Some(shard) = shard {
         File::open(&shard)
@@ -214,7 +218,6 @@ pub(crate) struct Staged {
     /// bytes.
     tmp: Option<PathBuf>,
     final_path: PathBuf,
-    shard: PathBuf,
 }
 
 impl Staged {
@@ -283,7 +286,6 @@ pub(crate) fn stage_png(
         },
         tmp,
         final_path,
-        shard,
     })
 }
 

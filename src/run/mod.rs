@@ -230,10 +230,7 @@ impl Run {
             Some(p) => p,
             None => media::PngEncoding::from_env()?,
         };
-        let sync = match init.sync {
-            Some(s) => s.check()?,
-            None => durable::SyncMode::from_env()?,
-        };
+        let sync = durable::SyncMode::given_or_env(init.sync)?;
         if init.project.trim().is_empty() {
             return Err(Error::Invalid(
                 "a run needs a non-empty project name".into(),

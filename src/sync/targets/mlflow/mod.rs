@@ -100,30 +100,25 @@ impl Target for Mlflow {
             ))
         };
         if let Some(k) = known {
-            let now = self.get_run(&k.id).await?;
-            let gone = now.as_ref().is_none_or(api::is_deleted);
-            if let (false, Some(now)) = (gone, &now) {
-                let status = now["info"]["status"].as_str().unwrap_or("");
-                let sent = RunAt::of(k)?.sent_status;
-                let ended = matches!(status, "FINISHED" | "FAILED" | "KILLED");
-                // Ended on the server by someone else (not the status we
-                // set): reported, not silently re-opened.
-                if ended
-                    && sent.as_deref().is_some_and(|s| s != status)
-                    && !crate::sync::reopen_ended()
-                {
-                    return Err(SyncError::remote_ended(format!(
-                        "the MLflow run {} of difflog run {} was ended on the server ({status}; difflog-sync had set {}); \
-                         nothing more is uploaded to it unless you upload with --reopen-ended",
-                        k.id,
-                        run.meta.id,
-                        sent.as_deref().unwrap_or("?")
-                    )));
+            match self.get_run(&k.id).await? {
+                Some(now) if !api::is_deleted(&now) => {
+                    let status = now["info"]["status"].as_str().unwrap_or("");
+                    let ended = matches!(status, "FINISHED" | "FAILED" | "KILLED");
+                    // Ended on the server by someone else (not the status
+                    // we set): reported, not silently re-opened.
+                    if let Some(sent) = RunAt::of(k)?.sent_status.filter(|s| ended && s != status) {
+                        if !crate::sync::reopen_ended() {
+                            return Err(SyncError::remote_ended(format!(
+                                "the MLflow run {} of difflog run {} was ended on the server ({status}; difflog-sync had set {sent}); \
+                                 nothing more is uploaded to it unless you upload with --reopen-ended",
+                                k.id, run.meta.id
+                            )));
+                        }
+                    }
+                    return Ok(k.clone());
                 }
-                return Ok(k.clone());
-            }
-            if !crate::sync::recreate_deleted() {
-                return Err(deleted(&k.id));
+                _ if !crate::sync::recreate_deleted() => return Err(deleted(&k.id)),
+                _ => {}
             }
         }
         let exp = self.experiment_id(&run.meta.project).await?;
