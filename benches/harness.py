@@ -115,6 +115,8 @@ def sync_bench():
         f["ratio_to_python_client"] <= 0.4)
     row(s, "difflog-sync / 4 keep-alive connections", f["ratio_to_limit"], "≤ 1.25", f["ratio_to_limit"] <= 1.25)
     row(s, f"same, median of {f['rounds']} per-round ratios", f["ratio_to_limit_median_round"])
+    row(s, f"verify (read back) / upload, median of {f['rounds']} rounds", f["ratio_verify_to_upload_median_round"],
+        "≤ 2", f["ratio_verify_to_upload_median_round"] <= 2)
     row(s, "watch latency p95, s", f["watch_latency_p95_s"], "≤ 1", f["watch_latency_p95_s"] <= 1)
     row(s, f"idle daemon CPU over {f['idle_window_s']} s, % / RSS, MB", f"{f['idle_cpu_percent']} / {f['rss_mb']}",
         "≤ 0.1 / ≤ 50", f["idle_cpu_percent"] <= 0.1 and f["rss_mb"] <= 50)

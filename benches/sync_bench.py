@@ -1,8 +1,10 @@
 """difflog-sync benchmark: the same 200-image run uploaded to the same local
 MLflow server by difflog-sync, by MLflow's own Python client (log_artifact),
 and by a minimal client that PUTs the same bytes over 4 persistent
-keep-alive connections (the limit). Then watch latency (call_finished on
-disk to its table on the server) and the idle daemon's CPU and RSS.
+keep-alive connections (the limit); after each upload, `difflog-sync
+verify` reads the run back (issue 34: at most 2x the upload). Then watch
+latency (call_finished on disk to its table on the server) and the idle
+daemon's CPU and RSS.
 
 Run by benches/sync.sh, which starts the server and builds the binaries.
 """
@@ -82,6 +84,14 @@ def run_sync():
     ru1 = os.times()
     return time.perf_counter() - t, (ru1.children_user - ru0.children_user) + (ru1.children_system - ru0.children_system)
 
+# 2b. difflog-sync verify of the run just uploaded: every image downloaded
+# and digested, every table, metric history and file read back.
+def run_verify():
+    t = time.perf_counter()
+    subprocess.run([sync, "verify", runs, "--to", "mlflow+" + url], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
 # 3. MLflow's own client, same files, same server.
 client_code = f"""
 import mlflow, sys, time
@@ -131,9 +141,9 @@ def run_limit():
     return time.perf_counter() - t
 
 
-sync_times, py_times, limit_times = [], [], []
-contenders = [lambda: sync_times.append(run_sync()), lambda: py_times.append(run_python()),
-              lambda: limit_times.append(run_limit())]
+sync_times, py_times, limit_times, verify_times = [], [], [], []
+contenders = [lambda: (sync_times.append(run_sync()), verify_times.append(run_verify())),
+              lambda: py_times.append(run_python()), lambda: limit_times.append(run_limit())]
 rounds = 3 if quick else 5
 for r in range(rounds):
     # Each round in another order, so that no contender always runs first
@@ -145,6 +155,8 @@ py_s = min(py_times)
 limit_s = min(limit_times)
 round_ratios = sorted(a[0] / b for a, b in zip(sync_times, limit_times))
 median_round_ratio = round_ratios[len(round_ratios) // 2]
+verify_ratios = sorted(v / s[0] for v, s in zip(verify_times, sync_times))
+verify_ratio = verify_ratios[len(verify_ratios) // 2]
 
 # 5. Watch latency: call_finished on disk -> its table visible on the server,
 # for the calls of one live run recorded one every 300 ms.
@@ -209,10 +221,11 @@ figures = {
     "sync_s": round(sync_s, 3), "python_client_s": round(py_s, 3), "keepalive_limit_s": round(limit_s, 3),
     "ratio_to_python_client": round(sync_s / py_s, 3), "ratio_to_limit": round(sync_s / limit_s, 3),
     "ratio_to_limit_median_round": round(median_round_ratio, 3), "rounds": rounds,
+    "verify_s": round(min(verify_times), 3), "ratio_verify_to_upload_median_round": round(verify_ratio, 3),
     "sync_cpu_s": round(sync_cpu, 3), "watch_latency_p50_s": round(p50, 3), "watch_latency_p95_s": round(p95, 3),
     "watch_latency_samples": len(latencies),
     "samples_s": {"sync": [round(t, 3) for t, _ in sync_times], "python_client": [round(t, 3) for t in py_times],
-                  "limit": [round(t, 3) for t in limit_times]},
+                  "limit": [round(t, 3) for t in limit_times], "verify": [round(t, 3) for t in verify_times]},
     "idle_cpu_percent": round(idle_cpu_pct, 3), "idle_window_s": window, "rss_mb": round(rss, 1),
 }
 rows = [
@@ -223,6 +236,8 @@ rows = [
     ("difflog-sync / Python client", figures["ratio_to_python_client"], "<= 0.4"),
     ("difflog-sync / limit", figures["ratio_to_limit"], "<= 1.25"),
     (f"difflog-sync / limit, median of {rounds} rounds", figures["ratio_to_limit_median_round"], ""),
+    ("difflog-sync verify (read back), s", figures["verify_s"], ""),
+    (f"verify / upload, median of {rounds} rounds", figures["ratio_verify_to_upload_median_round"], "<= 2"),
     ("difflog-sync CPU time, s", figures["sync_cpu_s"], ""),
     ("watch latency p50 / p95, s", f"{figures['watch_latency_p50_s']} / {figures['watch_latency_p95_s']} ({len(latencies)} calls)", "p95 <= 1"),
     (f"idle daemon CPU over {window} s, %", figures["idle_cpu_percent"], "<= 0.1"),

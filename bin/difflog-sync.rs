@@ -2,7 +2,7 @@
 //! Parses arguments and calls the library; nothing else.
 
 use clap::{Parser, Subcommand};
-use difflog::sync::{commands, watch, TargetSpec};
+use difflog::sync::{commands, verify, watch, TargetSpec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -106,6 +106,28 @@ enum Command {
         #[arg(long, default_value_t = 600, value_name = "SECONDS")]
         run_timeout: u64,
     },
+    /// Read each run back from the server and compare it with the run on
+    /// disk: every image (the SHA-256 of the bytes the server returns), every
+    /// table by content, params, difflog's tags, every metric's history, the
+    /// run-level files and the status. Prints per run `complete` or exactly
+    /// what is missing, extra or different. Exit code 1 if anything differs.
+    /// MLflow only for now (proxied artifacts and every object store).
+    Verify {
+        /// Run directories, roots of runs, or .tar.zst archives.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print one JSON object per run and target, and a summary object
+        /// per target (one line each).
+        #[arg(long)]
+        json: bool,
+        /// Upload again what is missing or different (only that), then read
+        /// the run back once more. What is extra on the server is reported,
+        /// never deleted.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Per run and target: recorded vs uploaded calls and media, pending, the
     /// last error. Reads local state only.
     Status {
@@ -174,6 +196,22 @@ fn main() -> ExitCode {
                 &mut out,
             )
             .map(|o| {
+                if o.auth_failed {
+                    ExitCode::from(commands::EXIT_AUTH)
+                } else if o.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
+        }),
+        Command::Verify {
+            paths,
+            target,
+            json,
+            repair,
+        } => specs(&target).and_then(|s| {
+            verify::verify(&paths, &s, json, repair, target.concurrency, &mut out).map(|o| {
                 if o.auth_failed {
                     ExitCode::from(commands::EXIT_AUTH)
                 } else if o.ok {

@@ -1237,3 +1237,135 @@ fn a_run_ended_on_the_server_is_reported_and_reopened_only_when_asked() {
         "FINISHED"
     );
 }
+
+/// `difflog-sync verify ROOT --to` the test server `--json` and `more`,
+/// logging each request (`DIFFLOG_LOG=debug`): its output and the JSON
+/// lines (one per run, then the summary).
+fn verify(root: &Path, more: &[&str]) -> (Output, Vec<Value>) {
+    let o = Command::new(sync_bin())
+        .args([
+            "verify",
+            root.to_str().unwrap(),
+            "--to",
+            &mf::target(),
+            "--json",
+        ])
+        .args(more)
+        .env("DIFFLOG_LOG", "difflog=debug")
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (o, lines)
+}
+
+/// The (kind, what) of every difference `verify` listed for a run.
+fn differences(line: &Value) -> std::collections::BTreeSet<(String, String)> {
+    line["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["what"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 34 (1): `verify` reads an uploaded run back — images by the
+/// digest of the bytes the server returns, tables by content, tags,
+/// metric histories — and names exactly what another client changed
+/// there: an image deleted, one overwritten, a table edited, a stray file,
+/// a tag of difflog's edited, a metric point added. `--repair` sends again
+/// only what is missing or different (two images of six), never deletes
+/// what is extra, and the run reads back complete but for the extras.
+#[test]
+fn verify_reads_every_part_back_and_repair_sends_only_what_differs() {
+    let project = mf::unique_project("verify");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 3, 2, 32);
+    let o = upload(root.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, lines) = verify(root.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["complete"], true, "{}", lines[0]);
+    assert_eq!(lines[1]["kind"], "summary");
+    assert_eq!(lines[1]["complete"], 1);
+    // Every image was downloaded to be checked.
+    let r = RunDir::open(&dir).unwrap();
+    let view = r.view();
+    let gets = text(&o)
+        .lines()
+        .filter(|l| l.contains("GET ") && l.contains("/images/"))
+        .count();
+    assert_eq!(gets, view.media.len(), "{}", text(&o));
+
+    let run = mf::run_for(&project, &r.meta.id);
+    let run_id = run["info"]["run_id"].as_str().unwrap().to_string();
+    let d0 = view.calls[&1].media[0].digest.clone();
+    let d1 = view.calls[&3].media[1].digest.clone();
+    let table = "Result-Table/Pipeline-Call-2.json";
+    let original: Value = serde_json::from_slice(&mf::artifact(&run, table)).unwrap();
+    let mut edited = original.clone();
+    edited["data"][1][0] = serde_json::json!("edited on the server");
+    mf::delete_artifact(&run, &format!("images/{d0}.png"));
+    mf::put_artifact(&run, &format!("images/{d1}.png"), b"not the image");
+    mf::put_artifact(&run, table, &serde_json::to_vec(&edited).unwrap());
+    mf::put_artifact(&run, "images/stray.png", b"stray");
+    mf::set_tag(&run_id, "difflog.tags", "edited");
+    mf::log_metric(&run_id, "clip_score", 0.5, 5, 9);
+
+    let (o, lines) = verify(root.path(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let s = |k: &str, w: &str| (k.to_string(), w.to_string());
+    let extras = [
+        s("extra", "file images/stray.png"),
+        s("extra", "metric clip_score step 9 at 5 = 0.5"),
+    ];
+    let mut want: std::collections::BTreeSet<_> = extras.iter().cloned().collect();
+    want.insert(s("missing", &format!("file images/{d0}.png")));
+    want.insert(s("different", &format!("file images/{d1}.png")));
+    want.insert(s("different", &format!("file {table}")));
+    want.insert(s("different", "tag difflog.tags"));
+    assert_eq!(differences(&lines[0]), want, "{}", lines[0]);
+    assert_eq!(lines[1]["differ"], 1);
+
+    let (o, lines) = verify(root.path(), &["--repair"]);
+    assert_eq!(o.status.code(), Some(1), "extras stay: {}", text(&o));
+    let puts = text(&o)
+        .lines()
+        .filter(|l| l.contains("PUT ") && l.contains("/images/"))
+        .count();
+    assert_eq!(puts, 2, "only the two images that differ: {}", text(&o));
+    assert_eq!(lines[0]["repaired"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        differences(&lines[0]),
+        extras.iter().cloned().collect(),
+        "{}",
+        lines[0]
+    );
+    // Read back through the server, not difflog.
+    let run = mf::run_for(&project, &r.meta.id);
+    for d in [&d0, &d1] {
+        assert_eq!(
+            &sha256_hex(&mf::artifact(&run, &format!("images/{d}.png"))),
+            d
+        );
+    }
+    let back: Value = serde_json::from_slice(&mf::artifact(&run, table)).unwrap();
+    assert_eq!(back, original);
+    assert_eq!(mf::tag(&run, "difflog.tags").as_deref(), Some("t1"));
+    assert_eq!(
+        mf::history(&run_id, "clip_score").len(),
+        2,
+        "nothing deleted"
+    );
+    let arts = mf::artifacts(&run);
+    assert!(arts.iter().any(|(p, _)| p == "images/stray.png"));
+}

@@ -2,16 +2,16 @@
 //! parses arguments and calls these.
 
 use super::engine::{
-    bounded_by, progress_for_key, sync_run, sync_run_to_all_until, Phase, Progress,
+    bounded_by, progress_for_key, runtime, sync_run, sync_run_to_all_until, Phase, Progress,
 };
 use super::error::SyncError;
 use super::fleet;
 use super::retry::{retry, Class, Decision, Policy};
 use super::state::{Reachability, State};
 use super::targets::{targets, AnyTarget, Target};
-use super::TargetSpec;
+use super::{runs_by_root, runs_by_root_with, TargetSpec};
 use crate::error::{Error, Result};
-use crate::read::{find_runs, RunDir};
+use crate::read::RunDir;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -25,71 +25,12 @@ pub const RUNS_AT_ONCE: usize = 4;
 /// Exit code when credentials were refused.
 pub const EXIT_AUTH: u8 = 3;
 
-/// Groups the given paths (runs or roots of runs) by the root whose state
-/// they use: a run's parent, or the root itself.
-pub fn runs_by_root(paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>> {
-    runs_by_root_with(paths, &mut Vec::new())
-}
-
-/// Like [`runs_by_root`], also accepting `difflog pack` archives: each is
-/// extracted (completely, and verified) into a temporary folder kept in
-/// `keep`, and its runs use the state beside the archive. A truncated or
-/// corrupt archive is an error before anything is uploaded.
-pub fn runs_by_root_with(
-    paths: &[PathBuf],
-    keep: &mut Vec<tempfile::TempDir>,
-) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>> {
-    let mut out: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-    for p in paths {
-        if !p.exists() {
-            return Err(Error::Invalid(format!(
-                "{}: no such run or directory",
-                p.display()
-            )));
-        }
-        if p.is_file() {
-            let parent = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::Builder::new()
-                .prefix(".difflog-sync-unpack-")
-                .tempdir_in(parent)
-                .map_err(|e| Error::io(parent, "create unpack folder", e))?;
-            let runs = crate::pack::extract(p, tmp.path())?;
-            out.entry(parent.to_path_buf()).or_default().extend(runs);
-            keep.push(tmp);
-        } else if p.join(crate::format::RUN_JSON).is_file() {
-            let root = p
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."));
-            out.entry(root).or_default().push(p.clone());
-        } else {
-            let runs = find_runs(p)?;
-            out.entry(p.clone()).or_default().extend(runs);
-        }
-    }
-    Ok(out)
-}
-
 /// The outcome of `upload`.
 pub struct UploadOutcome {
     /// Whether every run was uploaded completely.
     pub ok: bool,
     /// Whether credentials were refused.
     pub auth_failed: bool,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::System {
-            what: "start the async runtime",
-            why: e.to_string(),
-        })
 }
 
 /// Syncs one run to `t`, retrying transient failures up to `attempts`

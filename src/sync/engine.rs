@@ -59,6 +59,19 @@ pub struct Progress {
     pub remote_id: Option<String>,
 }
 
+/// The async runtime every sync command runs on (two workers: uploads
+/// wait on the network, not the CPU).
+pub fn runtime() -> crate::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| crate::Error::System {
+            what: "start the async runtime",
+            why: e.to_string(),
+        })
+}
+
 /// The first value each config key was recorded with.
 pub fn first_config(run: &RunDir) -> Map<String, Value> {
     let mut m = Map::new();
@@ -85,7 +98,8 @@ fn meta_digest(first: &Map<String, Value>, run: &RunDir, view: &crate::read::Run
     crate::format::sha256_hex(v.to_string().as_bytes())
 }
 
-fn remote_status(state: RunState) -> RemoteStatus {
+/// The status a run in `state` has on a tracker.
+pub(crate) fn remote_status(state: RunState) -> RemoteStatus {
     match state {
         RunState::Live => RemoteStatus::Running,
         RunState::Finished => RemoteStatus::Finished,
@@ -653,7 +667,7 @@ async fn send_status<T: Target>(
 }
 
 /// The remote run the state remembers, if any.
-fn known_remote(rec: &crate::sync::state::RunRecord) -> Option<Remote> {
+pub(crate) fn known_remote(rec: &crate::sync::state::RunRecord) -> Option<Remote> {
     match (&rec.remote_id, &rec.remote_data) {
         (Some(i), Some(d)) => Some(Remote {
             id: i.clone(),

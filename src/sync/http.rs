@@ -348,6 +348,42 @@ impl Http {
         .await
     }
 
+    /// Downloads `path` (a GET), retrying transient failures: the body, at
+    /// most `cap` bytes (a longer one is an error, never read whole).
+    pub async fn download(&self, path: &str, cap: usize) -> SyncResult<Vec<u8>> {
+        let url = format!("{}{}", self.base, path);
+        let what = format!("GET {}", url.split('?').next().unwrap_or(""));
+        self.retrying(|| async {
+            let req = self
+                .request(Method::GET, &url, &what, &[], &Body::Empty)
+                .await?;
+            let started = std::time::Instant::now();
+            let resp = req.send().await.map_err(|e| self.no_answer(&what, &e))?;
+            self.answered();
+            tracing::debug!(
+                "{what}: {} in {:.1} ms",
+                resp.status(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            if !resp.status().is_success() {
+                let status = resp.status();
+                return Err(answer(resp, &what, Want::Json)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| SyncError::permanent(format!("{what}: {status}"))));
+            }
+            read_capped(resp, cap).await.map_err(|e| match e {
+                Capped::TooLong => SyncError::permanent(format!(
+                    "{what}: the server sent more than the {cap} bytes expected"
+                )),
+                Capped::Read(e) => {
+                    SyncError::transient(format!("{what}: reading response: {}", error_chain(&e)))
+                }
+            })
+        })
+        .await
+    }
+
     /// Sends once, no retry.
     pub async fn send_once(
         &self,

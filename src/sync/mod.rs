@@ -23,11 +23,14 @@ pub mod rate;
 pub mod retry;
 pub mod state;
 pub mod targets;
+pub mod verify;
 pub mod watch;
 
 use crate::error::{Error, Result};
+use crate::read::find_runs;
 use http::Auth;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether a remote run deleted on the server is made again
@@ -362,6 +365,54 @@ pub(crate) fn read_private_file(path: &Path, what: &'static str, max: u64) -> Re
         )));
     }
     std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))
+}
+
+/// Groups the given paths (runs or roots of runs) by the root whose state
+/// they use: a run's parent, or the root itself.
+pub fn runs_by_root(paths: &[PathBuf]) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>> {
+    runs_by_root_with(paths, &mut Vec::new())
+}
+
+/// Like [`runs_by_root`], also accepting `difflog pack` archives: each is
+/// extracted (completely, and verified) into a temporary folder kept in
+/// `keep`, and its runs use the state beside the archive. A truncated or
+/// corrupt archive is an error before anything is uploaded.
+pub fn runs_by_root_with(
+    paths: &[PathBuf],
+    keep: &mut Vec<tempfile::TempDir>,
+) -> Result<BTreeMap<PathBuf, Vec<PathBuf>>> {
+    let mut out: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for p in paths {
+        if !p.exists() {
+            return Err(Error::Invalid(format!(
+                "{}: no such run or directory",
+                p.display()
+            )));
+        }
+        if p.is_file() {
+            let parent = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new()
+                .prefix(".difflog-sync-unpack-")
+                .tempdir_in(parent)
+                .map_err(|e| Error::io(parent, "create unpack folder", e))?;
+            let runs = crate::pack::extract(p, tmp.path())?;
+            out.entry(parent.to_path_buf()).or_default().extend(runs);
+            keep.push(tmp);
+        } else if p.join(crate::format::RUN_JSON).is_file() {
+            let root = p
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            out.entry(root).or_default().push(p.clone());
+        } else {
+            let runs = find_runs(p)?;
+            out.entry(p.clone()).or_default().extend(runs);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

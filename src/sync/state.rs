@@ -97,6 +97,19 @@ fn err(path: &Path, e: rusqlite::Error) -> crate::Error {
     }
 }
 
+/// What [`State::forget`] forgets.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Forget {
+    /// Done items (`call:3`, `media:<digest>`, `table:3`).
+    pub items: Vec<String>,
+    /// Done items starting with these (`meta:`).
+    pub prefixes: Vec<String>,
+    /// How far the log's metrics were sent (all are sent again).
+    pub metrics: bool,
+    /// The status sent.
+    pub status: bool,
+}
+
 impl State {
     /// Opens (creating if needed) the state of the runs under `root`.
     pub fn open(root: &Path) -> crate::Result<State> {
@@ -278,6 +291,35 @@ impl State {
     /// Records the run's fingerprint after a pass without error.
     pub fn set_fingerprint(&self, target: &str, run_id: &str, fp: &str) -> crate::Result<()> {
         self.upsert(target, run_id, "fingerprint", &fp)
+    }
+
+    /// Forgets what `forget` names as sent, so that the next pass sends it
+    /// again (`verify --repair`), and the run's fingerprint (so that the
+    /// pass reads the run), in one transaction.
+    pub fn forget(&self, target: &str, run_id: &str, forget: &Forget) -> crate::Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            for item in &forget.items {
+                tx.execute(
+                    "DELETE FROM done WHERE target=?1 AND run_id=?2 AND item=?3",
+                    params![target, run_id, item],
+                )?;
+            }
+            for prefix in &forget.prefixes {
+                tx.execute(
+                    "DELETE FROM done WHERE target=?1 AND run_id=?2 AND substr(item, 1, length(?3))=?3",
+                    params![target, run_id, prefix],
+                )?;
+            }
+            tx.execute(
+                "UPDATE runs SET fingerprint=NULL,
+                    synced_seq=CASE WHEN ?3 THEN 0 ELSE synced_seq END,
+                    status_sent=CASE WHEN ?4 THEN NULL ELSE status_sent END
+                 WHERE target=?1 AND run_id=?2",
+                params![target, run_id, forget.metrics, forget.status],
+            )?;
+            tx.commit()
+        })
     }
 
     /// Whether `item` (`call:3`, `media:<digest>`, …) is done.

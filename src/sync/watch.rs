@@ -117,14 +117,7 @@ pub fn watch(
         );
     }
     let ts = targets(specs)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::System {
-            what: "start the async runtime",
-            why: e.to_string(),
-        })?;
+    let rt = super::engine::runtime()?;
     let mut states = HashMap::new();
     for r in &canonical {
         states.insert(r.clone(), State::open(r)?);

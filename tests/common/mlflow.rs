@@ -215,6 +215,40 @@ pub fn artifact(run: &Value, path: &str) -> Vec<u8> {
     buf
 }
 
+/// Writes `bytes` to a run's artifact `path` through the server, as
+/// another client would (`mlflow.log_artifact` over the proxied API).
+pub fn put_artifact(run: &Value, path: &str, bytes: &[u8]) {
+    let url = format!(
+        "{}/api/2.0/mlflow-artifacts/artifacts/{}/{path}",
+        url(),
+        prefix(run)
+    );
+    ureq::put(&url)
+        .send_bytes(bytes)
+        .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+}
+
+/// Deletes a run's artifact `path` through the server, as a user of the
+/// proxied artifact API can.
+pub fn delete_artifact(run: &Value, path: &str) {
+    let url = format!(
+        "{}/api/2.0/mlflow-artifacts/artifacts/{}/{path}",
+        url(),
+        prefix(run)
+    );
+    ureq::delete(&url)
+        .call()
+        .unwrap_or_else(|e| panic!("DELETE {path}: {e}"));
+}
+
+/// Logs one metric point to MLflow run `run_id`, as another client would.
+pub fn log_metric(run_id: &str, key: &str, value: f64, timestamp: i64, step: i64) {
+    post(
+        "/api/2.0/mlflow/runs/log-metric",
+        json!({"run_id": run_id, "key": key, "value": value, "timestamp": timestamp, "step": step}),
+    );
+}
+
 /// A project name no other test uses.
 pub fn unique_project(prefix: &str) -> String {
     format!("{prefix}-{}-{:08x}", std::process::id(), rand_u32())

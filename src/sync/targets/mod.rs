@@ -10,18 +10,20 @@
 //! the methods that send take `&mut Remote`, change it only after the
 //! server acknowledged, and the engine stores every change in the state.
 
+pub mod differences;
 #[cfg(test)]
 pub mod memory;
 pub mod mlflow;
 pub mod wandb;
 
-use super::error::SyncResult;
+use super::error::{SyncError, SyncResult};
 use super::http::Auth;
 use super::TargetSpec;
 use crate::error::{Error, Result};
 use crate::event::{MediaEvent, MetricEvent, Record};
 use crate::format::RunMeta;
 use crate::read::{CallView, RunView};
+use differences::Difference;
 use std::path::Path;
 
 /// A run as the engine hands it to a target.
@@ -181,6 +183,41 @@ pub trait Target {
         Ok(())
     }
 
+    /// Finds the remote run of `run` without creating one (`verify`):
+    /// `known` first (what the state remembered), else the run the target
+    /// would find after a lost state. `None` when the server has none (or
+    /// only one it deleted).
+    async fn find_remote(
+        &self,
+        _run: &Snapshot<'_>,
+        _known: Option<&Remote>,
+    ) -> SyncResult<Option<Remote>> {
+        Err(self.cannot_verify())
+    }
+
+    /// Reads the remote run back, `concurrency` downloads at once, and
+    /// lists how it differs from `run`: every image (the digest of the
+    /// bytes the server returns), table, param, tag, metric, file, and the
+    /// status against `status`. Empty when the server holds the run
+    /// completely.
+    async fn read_back(
+        &self,
+        _remote: &Remote,
+        _run: &Snapshot<'_>,
+        _status: RemoteStatus,
+        _concurrency: usize,
+    ) -> SyncResult<Vec<Difference>> {
+        Err(self.cannot_verify())
+    }
+
+    /// The error of a target that cannot read runs back.
+    fn cannot_verify(&self) -> SyncError {
+        SyncError::permanent(format!(
+            "{}: reading runs back is not supported for this target yet (MLflow only)",
+            super::redact_url(self.key())
+        ))
+    }
+
     /// The machine's network changed: drop the connections this target
     /// holds (they may be dead), so the next request opens a fresh one.
     fn network_changed(&self);
@@ -329,6 +366,24 @@ impl Target for AnyTarget {
 
     async fn keep_alive(&self, remote: &Remote) -> SyncResult<()> {
         each!(self, t => t.keep_alive(remote).await)
+    }
+
+    async fn find_remote(
+        &self,
+        run: &Snapshot<'_>,
+        known: Option<&Remote>,
+    ) -> SyncResult<Option<Remote>> {
+        each!(self, t => t.find_remote(run, known).await)
+    }
+
+    async fn read_back(
+        &self,
+        remote: &Remote,
+        run: &Snapshot<'_>,
+        status: RemoteStatus,
+        concurrency: usize,
+    ) -> SyncResult<Vec<Difference>> {
+        each!(self, t => t.read_back(remote, run, status, concurrency).await)
     }
 
     fn network_changed(&self) {

@@ -278,7 +278,7 @@ impl Mlflow {
 /// The proxied artifact API's URL of `path` in a run's artifacts: the
 /// prefix checked again (a state written by an older difflog) and every
 /// segment of both percent-encoded.
-fn proxied_url(at: &RunAt, path: &str) -> SyncResult<String> {
+pub(super) fn proxied_url(at: &RunAt, path: &str) -> SyncResult<String> {
     let prefix = clean_prefix(&at.artifact_prefix).map_err(|why| {
         SyncError::permanent(format!(
             "MLflow run {}: artifact path {}: {why}",

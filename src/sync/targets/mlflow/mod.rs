@@ -22,6 +22,7 @@
 mod api;
 pub mod objects;
 mod payload;
+mod readback;
 
 use super::{Remote, RemoteData, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, MediaEvent, MetricEvent};
@@ -182,58 +183,20 @@ impl Target for Mlflow {
     }
 
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {
-        let mut params = Vec::new();
-        let mut flat = Vec::new();
-        flatten("", &Value::Object(run.first_config.clone()), &mut flat);
-        for p in run.view.pipelines.values() {
-            let pre = format!("pipeline.{}", p.pipeline);
-            flat.push((format!("{pre}.class"), p.class.clone()));
-            flat.push((format!("{pre}.model_id"), p.model_id.clone()));
-            flat.push((format!("{pre}.dtype"), p.dtype.clone()));
-            flat.push((format!("{pre}.device"), p.device.clone()));
-            if let Some(r) = &p.revision {
-                flat.push((format!("{pre}.revision"), r.clone()));
-            }
-            if let Some(d) = &p.weights_digest {
-                flat.push((format!("{pre}.weights_digest"), d.clone()));
-            }
-            if let Some(name) = p.scheduler.get("name").and_then(|n| n.as_str()) {
-                flat.push((format!("{pre}.scheduler"), name.to_string()));
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (k, v) in flat {
-            let key = sanitize_key(&k);
-            // Long values live in difflog/config.json only.
-            if v.chars().count() <= MAX_PARAM && !key.is_empty() && seen.insert(key.clone()) {
-                params.push(json!({"key": key, "value": v}));
-            }
-        }
-        let mut tags = vec![
-            json!({"key": "difflog.run_id", "value": run.meta.id}),
-            json!({"key": "difflog.host", "value": run.meta.host}),
-            json!({"key": "difflog.version", "value": run.meta.difflog_version}),
-        ];
-        if !run.meta.tags.is_empty() {
-            tags.push(json!({"key": "difflog.tags", "value": truncate(&run.meta.tags.join(", "), MAX_TAG)}));
-        }
-        let pipelines: Vec<Value> = run
-            .view
-            .pipelines
-            .values()
-            .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
+        let params: Vec<Value> = run_params(run)
+            .into_iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
-        let config = Value::Object(run.view.config.clone());
-        let workflow = Value::Array(run.view.workflow());
-        let pipelines = Value::Array(pipelines);
-        let meta = serde_json::to_value(run.meta).unwrap_or(Value::Null);
+        let tags: Vec<Value> = run_tags(run)
+            .into_iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        let files = run_files(run);
+        let puts = files.iter().map(|(path, v)| self.put_json(remote, path, v));
         // Independent requests: one round trip for all of them.
         futures_util::try_join!(
             self.log_batch(remote, Vec::new(), params, tags),
-            self.put_json(remote, "difflog/config.json", &config),
-            self.put_json(remote, "difflog/workflow.json", &workflow),
-            self.put_json(remote, "difflog/pipelines.json", &pipelines),
-            self.put_json(remote, "difflog/run.json", &meta),
+            futures_util::future::try_join_all(puts),
         )
         .map(|_| ())
     }
@@ -266,8 +229,8 @@ impl Target for Mlflow {
         _run: &Snapshot<'_>,
         call: &CallView,
     ) -> SyncResult<()> {
-        let path = format!("{}.json", names::table(&call.started.stage));
-        self.put_json(remote, &path, &table_json(call)).await
+        self.put_json(remote, &table_path(call), &table_json(call))
+            .await
     }
 
     async fn finish_calls(
@@ -281,31 +244,14 @@ impl Target for Mlflow {
         };
         // One log-batch for all their timings and tags: MLflow answers
         // it with a small body, and each such answer costs a round trip.
-        let logged: Vec<Value> = run
-            .view
-            .calls
-            .values()
-            .filter(|c| c.finished.is_some() && c.started.call <= last)
-            .map(|c| json!({"path": format!("{}.json", names::table(&c.started.stage)), "type": "table"}))
-            .collect();
-        let mut tags = vec![
-            json!({"key": "mlflow.loggedArtifacts", "value": Value::Array(logged).to_string()}),
-        ];
+        let mut tags = vec![json!({"key": LOGGED_ARTIFACTS, "value": logged_artifacts(run, last)})];
         let mut metrics = Vec::new();
         for call in calls {
-            let Some(f) = &call.finished else { continue };
-            let ts =
-                crate::format::rfc3339_ms(call.finished_ts.as_deref().unwrap_or(&run.meta.created));
-            for (phase, v) in &f.timings_ms {
-                if let Some(x) = v.as_f64() {
-                    metrics.push(json!({
-                        "key": sanitize_key(&format!("timings/{phase}_ms")),
-                        "value": x, "timestamp": ts, "step": call.started.call,
-                    }));
-                }
+            for p in call_timings(run, call) {
+                metrics.push(p.json());
             }
-            if let Some(e) = &f.error {
-                tags.push(json!({"key": format!("difflog.{}.error", call.started.stage), "value": truncate(e, MAX_TAG)}));
+            if let Some((k, v)) = call_error_tag(call) {
+                tags.push(json!({"key": k, "value": v}));
             }
         }
         self.log_batch(remote, metrics, Vec::new(), tags).await
@@ -319,9 +265,27 @@ impl Target for Mlflow {
     ) -> SyncResult<()> {
         let m: Vec<Value> = metrics
             .iter()
-            .map(|(m, ts)| json!({"key": sanitize_key(&m.name), "value": m.value, "timestamp": ts, "step": m.step.unwrap_or(0)}))
+            .map(|(m, ts)| Point::of(m, *ts).json())
             .collect();
         self.log_batch(remote, m, Vec::new(), Vec::new()).await
+    }
+
+    async fn find_remote(
+        &self,
+        run: &Snapshot<'_>,
+        known: Option<&Remote>,
+    ) -> SyncResult<Option<Remote>> {
+        self.find(run, known).await
+    }
+
+    async fn read_back(
+        &self,
+        remote: &Remote,
+        run: &Snapshot<'_>,
+        status: RemoteStatus,
+        concurrency: usize,
+    ) -> SyncResult<Vec<crate::sync::targets::differences::Difference>> {
+        self.compare(remote, run, status, concurrency).await
     }
 
     async fn set_status(
@@ -369,6 +333,18 @@ mod tests {
             ]
         );
         assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
+        // The table list stays JSON within a tag value, however many calls.
+        let few = table_list((1..=2).map(|n| format!("T/{n}.json")));
+        assert_eq!(
+            few,
+            r#"[{"path":"T/1.json","type":"table"},{"path":"T/2.json","type":"table"}]"#
+        );
+        let many = table_list((1..=500).map(|n| format!("Result-Table/Pipeline-Call-{n}.json")));
+        assert!(many.len() <= MAX_TAG, "{}", many.len());
+        let v: Value = serde_json::from_str(&many).unwrap();
+        let listed = v.as_array().unwrap();
+        assert!(listed.len() > 80, "{}", listed.len());
+        assert_eq!(listed[0]["path"], "Result-Table/Pipeline-Call-1.json");
         assert_eq!(truncate("ééé", 5), "é...");
     }
 }

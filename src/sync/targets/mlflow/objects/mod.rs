@@ -286,12 +286,12 @@ impl Stores {
                 len,
                 ..
             } => {
-                // Media keys are their SHA-256: an object of the recorded
-                // size there is this file (uploads are all-or-nothing).
-                if let Some(meta) = head(&*store, &key, &what).await? {
-                    if meta.size == len {
-                        return Ok(());
-                    }
+                // Media keys are their SHA-256, but what is there may have
+                // been overwritten by someone else (`verify --repair`
+                // writes it again): it is this file only when its bytes
+                // say so.
+                if media_there(&*store, place, &key, (file, digest, len), &what).await? {
+                    return Ok(());
                 }
                 opts.attributes = attributes(place, content_type, digest);
                 if len > SMALL_FILE {
@@ -314,6 +314,54 @@ impl Stores {
             .await
             .map(|_| ())
             .map_err(|e| classify(e, &what))
+    }
+}
+
+impl Stores {
+    /// The objects directly in the folder `dir` under `place`: each name
+    /// (the last part of its key) and size.
+    pub async fn list(&self, place: &Place, dir: &str) -> SyncResult<Vec<(String, u64)>> {
+        let what = place.describe(dir);
+        let store = self.store(place)?;
+        let key = place.key(dir)?;
+        let listed = store
+            .list_with_delimiter(Some(&key))
+            .await
+            .map_err(|e| classify(e, &what))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|o| Some((o.location.filename()?.to_string(), o.size)))
+            .collect())
+    }
+
+    /// The bytes at `path` under `place`, at most `cap` of them (a larger
+    /// object is an error, never read whole); `None` when nothing is there.
+    pub async fn get(&self, place: &Place, path: &str, cap: u64) -> SyncResult<Option<Vec<u8>>> {
+        use futures_util::StreamExt;
+        let what = place.describe(path);
+        let store = self.store(place)?;
+        let key = place.key(path)?;
+        let got = match store.get(&key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(classify(e, &what)),
+        };
+        let too_big =
+            || SyncError::permanent(format!("{what}: larger than the {cap} bytes expected"));
+        if got.meta.size > cap {
+            return Err(too_big());
+        }
+        let mut out = Vec::new();
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(e, &what))?;
+            if (out.len() + chunk.len()) as u64 > cap {
+                return Err(too_big());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out))
     }
 }
 
@@ -377,22 +425,52 @@ async fn already_there(
     Ok(etag.eq_ignore_ascii_case(&md5) || digest.is_some_and(|d| d.as_ref() == sha256))
 }
 
+/// Whether the media file `(file, sha256, len)` is at `key` already: an
+/// object of its size whose metadata holds its SHA-256 (written by
+/// difflog), or whose ETag is its MD5 (single-part S3 uploads, by any
+/// client); on a filesystem store, a file with its SHA-256.
+async fn media_there(
+    store: &dyn ObjectStore,
+    place: &Place,
+    key: &Key,
+    (file, sha256, len): (&Path, &str, u64),
+    what: &str,
+) -> SyncResult<bool> {
+    let local = matches!(place, Place::File { .. });
+    let opts = object_store::GetOptions {
+        head: !local,
+        ..Default::default()
+    };
+    let got = match store.get_opts(key, opts).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(classify(e, what)),
+    };
+    if got.meta.size != len {
+        return Ok(false);
+    }
+    if local {
+        let there = got.bytes().await.map_err(|e| classify(e, what))?;
+        return Ok(crate::format::sha256_hex(&there) == sha256);
+    }
+    let digest = got.attributes.get(&Attribute::Metadata(DIGEST_META.into()));
+    if digest.is_some_and(|d| d.as_ref() == sha256) {
+        return Ok(true);
+    }
+    let etag = got.meta.e_tag.as_deref().unwrap_or("").trim_matches('"');
+    if len > SMALL_FILE || etag.contains('-') {
+        // A multipart ETag is no MD5 of the bytes: written again.
+        return Ok(false);
+    }
+    let bytes = read_checked(file, sha256, len)
+        .await
+        .map_err(not_uploaded)?;
+    Ok(etag.eq_ignore_ascii_case(&crate::format::hex(&md5_of(&bytes))))
+}
+
 fn md5_of(bytes: &[u8]) -> [u8; 16] {
     use md5::Digest as _;
     md5::Md5::digest(bytes).into()
-}
-
-/// The object at `key`, if there is one.
-async fn head(
-    store: &dyn ObjectStore,
-    key: &Key,
-    what: &str,
-) -> SyncResult<Option<object_store::ObjectMeta>> {
-    match store.head(key).await {
-        Ok(m) => Ok(Some(m)),
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(classify(e, what)),
-    }
 }
 
 /// A large media file in parts, several in flight; completed only when the
