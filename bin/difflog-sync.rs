@@ -56,8 +56,9 @@ struct TargetArgs {
     /// --max-rate is given.
     #[arg(long)]
     metadata_first: bool,
-    /// A remote run deleted on the server (MLflow: in its trash, or gone)
-    /// is made again as a new remote run and the whole run uploaded to it.
+    /// A remote run deleted on the server (MLflow: in its trash, or gone;
+    /// W&B: deleted, its id refused for good) is made again as a new remote
+    /// run (on W&B named `<id>-2`, …) and the whole run uploaded to it.
     /// Without it such a run is reported (error code remote_deleted) and
     /// left alone.
     #[arg(long)]

@@ -1008,3 +1008,102 @@ fn live_upload_to_real_wandb_when_asked() {
         "{back}"
     );
 }
+
+/// One more call recorded into the run at `dir`, as a job killed before
+/// it finished and started again does: the log cut before `run_finished`,
+/// the run reopened, a call, the end.
+fn one_more_call(dir: &Path, seed: u64) {
+    let log = std::fs::read(dir.join("events.log")).unwrap();
+    let at = String::from_utf8_lossy(&log)
+        .find("\"kind\":\"run_finished\"")
+        .unwrap();
+    let line = log[..at]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    std::fs::write(dir.join("events.log"), &log[..line]).unwrap();
+    let run = Run::reopen(dir).unwrap();
+    let mut p = TestPipeline::new();
+    run.record(&mut p, &Req::new(&["one more"], seed)).unwrap();
+    run.finish().unwrap();
+}
+
+/// Issue 34 (2) for W&B: the run's name and tags edited in W&B stay
+/// edited when the run goes on and is uploaded again; a W&B run deleted
+/// by a user is reported (error code `remote_deleted`, after one request:
+/// W&B never gives a deleted run's name again, so retrying is pointless)
+/// and nothing is made behind the user's back; `--recreate-deleted`
+/// uploads the whole run again as a new W&B run (`<name>-2`).
+#[test]
+fn a_wandb_run_edited_or_deleted_on_the_server_is_kept_or_reported_and_recreated_only_when_asked() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 2, 1, 16);
+    let to = target("edits");
+    let upload = |more: &[&str]| {
+        let mut args = vec!["upload", dir.to_str().unwrap(), "--to", &to, "--json"];
+        args.extend_from_slice(more);
+        sync(&emu.url, &args)
+    };
+    let o = upload(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let name = run_name(&RunDir::open(&dir).unwrap().meta.id);
+    assert_eq!(
+        emu.run("edits", &name).unwrap().display_name.as_deref(),
+        Some("wandb test")
+    );
+    emu.edit_run("edits", &name, "renamed by hand", &["mine"]);
+
+    one_more_call(&dir, 11);
+    let o = upload(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = emu.run("edits", &name).unwrap();
+    assert_eq!(r.display_name.as_deref(), Some("renamed by hand"));
+    assert_eq!(r.tags, vec!["mine".to_string()]);
+    assert_eq!(r.history.len(), expected_lines(&dir).len());
+
+    emu.delete_run("edits", &name);
+    one_more_call(&dir, 12);
+    let before = emu.requests().len();
+    let o = upload(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"][0]["error_code"], "remote_deleted", "{v}");
+    assert!(
+        v["runs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("--recreate-deleted"),
+        "{v}"
+    );
+    let upserts = emu.requests()[before..]
+        .iter()
+        .filter(|r| r.contains("UpsertBucket"))
+        .count();
+    assert_eq!(upserts, 1, "{:?}", &emu.requests()[before..]);
+    assert!(
+        emu.runs("edits").is_empty(),
+        "nothing made behind the user's back"
+    );
+
+    let o = upload(&["--recreate-deleted"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = format!("{name}-2");
+    let r = emu.run("edits", &again).unwrap();
+    assert_eq!(r.display_name.as_deref(), Some("wandb test"));
+    assert_eq!(
+        r.history.len(),
+        expected_lines(&dir).len(),
+        "the whole run again"
+    );
+    assert_eq!((r.completes, r.exitcode), (1, Some(0)));
+    assert_eq!(emu.runs("edits").len(), 1);
+    // And it stays that run: nothing more to send.
+    let o = upload(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        emu.run("edits", &again).unwrap().history.len(),
+        r.history.len()
+    );
+    assert_eq!(emu.violations(), Vec::<String>::new());
+}

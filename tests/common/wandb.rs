@@ -149,6 +149,9 @@ struct Server {
     requests: Vec<String>,
     faults: VecDeque<(String, Fault)>,
     next_id: u64,
+    /// Runs deleted by a user, (project, name): W&B refuses their names
+    /// for good ("previously created and deleted").
+    deleted: std::collections::BTreeSet<(String, String)>,
 }
 
 /// A running emulator.
@@ -221,6 +224,28 @@ impl Emulator {
             .filter(|(p, _)| p == project)
             .map(|(_, h)| h.clone())
             .collect()
+    }
+
+    /// Deletes run `name` of `project`, as a user does in W&B's UI (or
+    /// `wandb.Api().run(path).delete()`): it is gone, and its name can no
+    /// longer be used.
+    pub fn delete_run(&self, project: &str, name: &str) {
+        let mut s = self.inner.lock().unwrap();
+        let key = (project.to_string(), name.to_string());
+        s.runs.remove(&key);
+        s.deleted.insert(key);
+    }
+
+    /// Renames run `name` of `project` and sets its tags, as a user does in
+    /// W&B's UI.
+    pub fn edit_run(&self, project: &str, name: &str, display_name: &str, tags: &[&str]) {
+        let mut s = self.inner.lock().unwrap();
+        let run = s
+            .runs
+            .get_mut(&(project.to_string(), name.to_string()))
+            .unwrap();
+        run.display_name = Some(display_name.to_string());
+        run.tags = tags.iter().map(|t| t.to_string()).collect();
     }
 
     /// Requests seen, as `"<route> <operation>"` strings.
@@ -652,6 +677,16 @@ fn graphql(s: &mut Server, req: &Request, route: &str) -> Response {
             let Some(name) = str_arg(&a, "name") else {
                 return gql_err(s, "no run name".into());
             };
+            if s.deleted.contains(&(project.clone(), name.clone())) {
+                // What W&B answers for the id of a deleted run (409, as
+                // W&B's client reports it: "… (<Response [409]>)").
+                return resp(
+                    409,
+                    json!({"errors": [{"message": format!(
+                        "run {entity}/{project}/{name} was previously created and deleted; try a new run name"
+                    ), "path": ["upsertBucket"]}], "data": {"upsertBucket": null}}),
+                );
+            }
             let mut config = None;
             if let Some(c) = str_arg(&a, "config") {
                 let parsed: Map<String, Value> = match serde_json::from_str(&c) {

@@ -116,7 +116,7 @@ impl Wandb {
             policy,
             |_| self.gql("UpsertBucket", UPSERT_BUCKET, variables.clone()),
             |e: &SyncError| match e.status {
-                Some(409) => Decision::Retry(e.retry_after),
+                Some(409) if !deleted_on_server(e) => Decision::Retry(e.retry_after),
                 _ => Decision::Stop,
             },
         )
@@ -400,4 +400,11 @@ impl Wandb {
         )
         .await
     }
+}
+
+/// Whether W&B refused a run name because its run was deleted (W&B keeps
+/// the name of a deleted run for good: 409, "… was previously created and
+/// deleted; try a new run name").
+pub(super) fn deleted_on_server(e: &SyncError) -> bool {
+    e.status == Some(409) && e.message.contains("previously created and deleted")
 }

@@ -6,7 +6,9 @@
 //!
 //! - `POST {base}/graphql`, HTTP Basic `api:<key>`. `UpsertBucket` creates or
 //!   finds the run (its name is derived from the difflog run id, so a lost
-//!   state never makes a second run), sets the display name, tags and config
+//!   state never makes a second run; a run deleted in W&B is reported, or
+//!   made again as `<name>-2` when asked), sets the display name and tags
+//!   once (when it makes the run: edits in W&B stay) and the config
 //!   (`{"key": {"value": …}}`, with autolog's `workflow` list); its answer's
 //!   `historyLineCount` says where the history continues.
 //! - Files: `CreateRunFiles` hands out an upload URL (and headers) per file —
@@ -64,6 +66,8 @@ use std::time::Duration;
 pub const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
 /// History lines sent per file-stream request at most.
 const LINES_PER_REQUEST: usize = 200;
+/// New names tried for a run whose W&B names were all deleted.
+const MAX_RECREATED: usize = 20;
 
 const UPSERT_BUCKET: &str = "mutation UpsertBucket($id: String, $name: String, $project: String, \
 $entity: String, $displayName: String, $notes: String, $state: String, $tags: [String!], \
@@ -169,27 +173,62 @@ impl Target for Wandb {
 
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
         let project = self.project_of(run);
-        let name = run_name(&run.meta.id);
-        let bucket = self
-            .upsert(json!({
-                "name": name, "project": project, "entity": self.entity,
-                "displayName": run.meta.name, "tags": run.meta.tags,
-            }))
-            .await?;
+        let base = run_name(&run.meta.id);
         let known = known.and_then(|k| Cursor::of(k).ok());
+        let mut name = known
+            .as_ref()
+            .map_or_else(|| base.clone(), |k| k.run.clone());
+        // The display name and tags go with the upsert that makes the run
+        // (no state yet) and never again: edited in W&B, they stay edited.
+        let mut fresh = known.is_none();
+        let mut tries = 0;
+        let bucket = loop {
+            let mut vars = json!({"name": name, "project": project, "entity": self.entity});
+            if fresh {
+                vars["displayName"] = json!(run.meta.name);
+                vars["tags"] = json!(run.meta.tags);
+            }
+            match self.upsert(vars).await {
+                Ok(b) => break b,
+                Err(e) if api::deleted_on_server(&e) => {
+                    if !crate::sync::recreate_deleted() {
+                        return Err(SyncError::remote_deleted(format!(
+                            "the W&B run {}/{project}/{name} of difflog run {} was deleted on the server \
+                             (W&B never gives its name again); upload with --recreate-deleted to upload \
+                             the run again as a new W&B run",
+                            self.entity, run.meta.id
+                        )));
+                    }
+                    tries += 1;
+                    if tries > MAX_RECREATED {
+                        return Err(SyncError::permanent(format!(
+                            "W&B refuses every name tried for difflog run {} ({base}-2 … {name}): all deleted",
+                            run.meta.id
+                        )));
+                    }
+                    name = recreated_name(&base, tries + 1);
+                    fresh = true;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let server_lines = bucket["historyLineCount"].as_u64().unwrap_or(0);
         let ended = matches!(bucket["state"].as_str(), Some("finished" | "failed"));
         let entity = bucket["project"]["entity"]["name"]
             .as_str()
             .unwrap_or(&self.entity)
             .to_string();
+        let run_now = bucket["name"].as_str().unwrap_or(&name).to_string();
+        // What the state knew is about this W&B run only (a re-created run
+        // starts from nothing).
+        let known = known.filter(|k| k.run == run_now);
         let cur = Cursor {
             entity,
             project: bucket["project"]["name"]
                 .as_str()
                 .unwrap_or(&project)
                 .to_string(),
-            run: bucket["name"].as_str().unwrap_or(&name).to_string(),
+            run: run_now,
             // The state is advanced only after the server's answer, so it is
             // never ahead of the server; the server may lag in what it reports.
             history: server_lines.max(known.as_ref().map_or(0, |k| k.history)),
@@ -218,9 +257,9 @@ impl Target for Wandb {
             json!({"value": {"run_id": run.meta.id, "host": run.meta.host, "version": run.meta.difflog_version}}),
         );
         let files = run_files(run, &config);
+        // Config only: the name and tags were set when the run was made.
         self.upsert(json!({
             "name": cur.run, "project": cur.project, "entity": cur.entity,
-            "displayName": run.meta.name, "tags": run.meta.tags,
             "config": Value::Object(config).to_string(),
         }))
         .await?;

@@ -23,6 +23,15 @@ pub fn run_name(difflog_id: &str) -> String {
         .collect()
 }
 
+/// The W&B run name of the `n`th run made for a difflog run whose earlier
+/// W&B runs were deleted (`--recreate-deleted`): `<name>-<n>`, within W&B's
+/// 64 characters.
+pub(super) fn recreated_name(base: &str, n: usize) -> String {
+    let suffix = format!("-{n}");
+    let keep: String = base.chars().take(64 - suffix.len()).collect();
+    format!("{keep}{suffix}")
+}
+
 /// Where an image goes in the W&B run.
 pub(super) fn image_path(m: &MediaEvent) -> String {
     format!("media/images/{}.{}", m.digest, m.format)
