@@ -201,12 +201,11 @@ async fn read_back(
     let Some(remote) = t.find_remote(&snap, known.as_ref()).await? else {
         let detail = match &known {
             Some(k) => format!("{} was deleted on the server", k.id),
-            None => "never uploaded".to_string(),
+            None => "the server has none for this run (never uploaded there?)".to_string(),
         };
-        return Ok((
-            None,
-            vec![Difference::different("remote run", detail, Part::Run)],
-        ));
+        let mut missing = Difference::missing("remote run", Part::Run);
+        missing.detail = detail;
+        return Ok((None, vec![missing]));
     };
     let status = remote_status(run.state());
     let diffs = t.read_back(&remote, &snap, status, concurrency).await?;
