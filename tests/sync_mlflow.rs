@@ -1369,3 +1369,45 @@ fn verify_reads_every_part_back_and_repair_sends_only_what_differs() {
     let arts = mf::artifacts(&run);
     assert!(arts.iter().any(|(p, _)| p == "images/stray.png"));
 }
+
+/// A `runs/create` sent by an uploader that is then killed may reach the
+/// server after the next uploader started and found no run: that one waits
+/// for it (the state marks a search or create in progress) and uploads
+/// into it — one MLflow run, not two. (Seen in CI: the SIGKILL test found
+/// two MLflow runs for one difflog run.)
+#[test]
+fn a_create_from_a_killed_uploader_that_lands_late_makes_no_second_run() {
+    use common::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering;
+    let project = mf::unique_project("late-create");
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), &project, 1, 2, 16);
+    let proxy = Proxy::start(&mf::url(), Faults::default(), 3);
+    let to = format!("mlflow+{}", proxy.url);
+    let upload = || {
+        Command::new(sync_bin())
+            .args(["upload", root.path().to_str().unwrap(), "--to", &to])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    proxy.delay_creates(true);
+    let mut first = common::KillOnDrop(upload());
+    let t = Instant::now();
+    while proxy.counts.creates_delayed.load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no runs/create came");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.0.kill().unwrap(); // SIGKILL, its create still on its way
+    first.0.wait().unwrap();
+    let second = upload();
+    // The killed uploader's create lands a second later.
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.delay_creates(false);
+    let o = second.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let runs = mf::runs(&project);
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_complete_basic(&project, &dir);
+}

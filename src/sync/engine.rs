@@ -408,6 +408,13 @@ async fn sync_inner<T: Target>(
         rec: state.run(target.key(), &run.meta.id).map_err(state_err)?,
     };
     let known = known_remote(&p.rec);
+    if known.is_none() && !target.create_is_idempotent() {
+        settle_interrupted_open(p.rec.opening.as_deref()).await;
+        let mark = format!("{} {}", crate::format::now_rfc3339(), std::process::id());
+        state
+            .set_opening(p.key, p.id, Some(&mark))
+            .map_err(state_err)?;
+    }
     let mut remote = target.open_run(&p.snap, known.as_ref()).await?;
     let opened = remote.data.clone();
     if known.as_ref() != Some(&remote) {
@@ -426,6 +433,33 @@ async fn sync_inner<T: Target>(
         target.keep_alive(&remote).await?;
     }
     progress_for_key(p.key, state, run, &view, run_state, Some(remote.id))
+}
+
+/// How long a create sent by a process that was killed may take to land.
+const OPEN_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits, when another process was looking for or making this run's remote
+/// run less than [`OPEN_SETTLE`] ago (`opening`: `<rfc3339> <pid>`) and
+/// never recorded one — killed, its create may still be on its way to the
+/// server — until that create has had time to land, so that the search
+/// that follows finds it instead of making a second remote run.
+async fn settle_interrupted_open(opening: Option<&str>) {
+    let Some((at, pid)) = opening.and_then(|o| o.split_once(' ')) else {
+        return;
+    };
+    if pid == std::process::id().to_string() {
+        return;
+    }
+    let now_ms = crate::format::rfc3339_ms(&crate::format::now_rfc3339());
+    let since = now_ms - crate::format::rfc3339_ms(at);
+    let settle = OPEN_SETTLE.as_millis() as i64;
+    if (0..settle).contains(&since) {
+        let wait = std::time::Duration::from_millis((settle - since) as u64);
+        tracing::info!(
+            "another uploader was opening this run {since} ms ago and stopped: waiting {wait:?} for its request to land"
+        );
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// The upload of the run-level data, unless the state says this state of

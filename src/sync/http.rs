@@ -357,14 +357,7 @@ impl Http {
             let req = self
                 .request(Method::GET, &url, &what, &[], &Body::Empty)
                 .await?;
-            let started = std::time::Instant::now();
-            let resp = req.send().await.map_err(|e| self.no_answer(&what, &e))?;
-            self.answered();
-            tracing::debug!(
-                "{what}: {} in {:.1} ms",
-                resp.status(),
-                started.elapsed().as_secs_f64() * 1000.0
-            );
+            let resp = self.sent(req, &what).await?;
             if !resp.status().is_success() {
                 let status = resp.status();
                 return Err(answer(resp, &what, Want::Json)
@@ -412,15 +405,26 @@ impl Http {
         // never goes into a message.
         let what = format!("{method} {}", url.split('?').next().unwrap_or(""));
         let req = self.request(method, &url, &what, headers, body).await?;
+        let resp = self.sent(req, &what).await?;
+        answer(resp, &what, want).await
+    }
+
+    /// Sends `req` (named `what`): the server's answer, noted and logged
+    /// with how long it took.
+    async fn sent(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> SyncResult<reqwest::Response> {
         let started = std::time::Instant::now();
-        let resp = req.send().await.map_err(|e| self.no_answer(&what, &e))?;
+        let resp = req.send().await.map_err(|e| self.no_answer(what, &e))?;
         self.answered();
         tracing::debug!(
             "{what}: {} in {:.1} ms",
             resp.status(),
             started.elapsed().as_secs_f64() * 1000.0
         );
-        answer(resp, &what, want).await
+        Ok(resp)
     }
 
     /// The request with its credentials, body and the extra headers a

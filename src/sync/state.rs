@@ -31,6 +31,11 @@ pub struct RunRecord {
     /// The run's files (sizes, modification times) when a pass last
     /// completed without error.
     pub fingerprint: Option<String>,
+    /// Set while a pass looks for or makes the remote run without knowing
+    /// it (`<rfc3339> <pid>`), cleared when the remote run is recorded: a
+    /// process killed in between may have a create in flight that lands
+    /// later.
+    pub opening: Option<String>,
 }
 
 /// What `watch` last knew of a target's reachability.
@@ -153,14 +158,16 @@ impl State {
                 last_reachable TEXT, next_attempt TEXT);",
         )
         .map_err(|e| err(&path, e))?;
-        // Added after the first release: older state files get the column.
-        let has_fingerprint = conn
-            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name='fingerprint'")
-            .and_then(|mut st| st.exists([]))
-            .map_err(|e| err(&path, e))?;
-        if !has_fingerprint {
-            conn.execute("ALTER TABLE runs ADD COLUMN fingerprint TEXT", [])
+        // Added after the first release: older state files get the columns.
+        for column in ["fingerprint", "opening"] {
+            let has = conn
+                .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name=?1")
+                .and_then(|mut st| st.exists([column]))
                 .map_err(|e| err(&path, e))?;
+            if !has {
+                conn.execute(&format!("ALTER TABLE runs ADD COLUMN {column} TEXT"), [])
+                    .map_err(|e| err(&path, e))?;
+            }
         }
         Ok(State {
             conn: Mutex::new(conn),
@@ -183,7 +190,7 @@ impl State {
         self.with(|c| {
             c.query_row(
                 "SELECT remote_id, remote_data, status_sent, synced_seq, last_error, updated,
-                        fingerprint
+                        fingerprint, opening
                  FROM runs WHERE target=?1 AND run_id=?2",
                 params![target, run_id],
                 |r| {
@@ -195,6 +202,7 @@ impl State {
                         last_error: r.get(4)?,
                         updated: r.get(5)?,
                         fingerprint: r.get(6)?,
+                        opening: r.get(7)?,
                     })
                 },
             )
@@ -264,13 +272,24 @@ impl State {
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(target, run_id) DO UPDATE
                  SET remote_id=excluded.remote_id, remote_data=excluded.remote_data,
-                     updated=excluded.updated
+                     updated=excluded.updated, opening=NULL
                  WHERE remote_id IS NOT excluded.remote_id
                     OR remote_data IS NOT excluded.remote_data",
                 params![target, run_id, remote_id, data, now],
             )?;
             tx.commit()
         })
+    }
+
+    /// Marks (or clears) a pass looking for or making the remote run
+    /// without knowing it (`<rfc3339> <pid>`).
+    pub fn set_opening(
+        &self,
+        target: &str,
+        run_id: &str,
+        opening: Option<&str>,
+    ) -> crate::Result<()> {
+        self.upsert(target, run_id, "opening", &opening)
     }
 
     /// Records the status the server acknowledged.

@@ -50,6 +50,8 @@ pub struct Counts {
     pub puts_forwarded: AtomicUsize,
     /// PUT requests held (and then dropped) while PUTs were held.
     pub held: AtomicUsize,
+    /// `runs/create` requests delayed (and then forwarded).
+    pub creates_delayed: AtomicUsize,
     /// `METHOD path` of every request forwarded, in the order the server
     /// answered them.
     pub log: Mutex<Vec<String>>,
@@ -69,6 +71,7 @@ pub struct Proxy {
     faults: Arc<Mutex<Faults>>,
     lose_next_create: Arc<AtomicBool>,
     hold_puts: Arc<AtomicBool>,
+    delay_creates: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -92,12 +95,14 @@ impl Proxy {
         let faults = Arc::new(Mutex::new(faults));
         let lose_next_create = Arc::new(AtomicBool::new(false));
         let hold_puts = Arc::new(AtomicBool::new(false));
-        let (c, o, f, l, h) = (
+        let delay_creates = Arc::new(AtomicBool::new(false));
+        let (c, o, f, l, h, d) = (
             Arc::clone(&counts),
             Arc::clone(&outage),
             Arc::clone(&faults),
             Arc::clone(&lose_next_create),
             Arc::clone(&hold_puts),
+            Arc::clone(&delay_creates),
         );
         std::thread::spawn(move || {
             for (i, stream) in listener.incoming().enumerate() {
@@ -113,6 +118,7 @@ impl Proxy {
                     faults: Arc::clone(&f),
                     lose_create: Arc::clone(&l),
                     hold_puts: Arc::clone(&h),
+                    delay_creates: Arc::clone(&d),
                 };
                 let (c, up) = (Arc::clone(&c), up.clone());
                 std::thread::spawn(move || {
@@ -127,7 +133,15 @@ impl Proxy {
             faults,
             lose_next_create,
             hold_puts,
+            delay_creates,
         }
+    }
+
+    /// Starts or ends delaying `runs/create`: a delayed create is forwarded
+    /// when the delay ends, whether or not its client is still there (a
+    /// request in flight when its uploader was killed).
+    pub fn delay_creates(&self, on: bool) {
+        self.delay_creates.store(on, Ordering::SeqCst);
     }
 
     /// Starts or ends holding PUTs: held uploads are dropped when it ends.
@@ -180,6 +194,7 @@ struct Switches {
     faults: Arc<Mutex<Faults>>,
     lose_create: Arc<AtomicBool>,
     hold_puts: Arc<AtomicBool>,
+    delay_creates: Arc<AtomicBool>,
 }
 
 fn serve(client: TcpStream, upstream: &str, c: &Counts, sw: &Switches, seed: u64) {
@@ -205,6 +220,12 @@ fn serve(client: TcpStream, upstream: &str, c: &Counts, sw: &Switches, seed: u64
             // Dropped: the server never sees it.
             let _ = w.shutdown(Shutdown::Both);
             return;
+        }
+        if request.path.contains("/runs/create") && sw.delay_creates.load(Ordering::SeqCst) {
+            c.creates_delayed.fetch_add(1, Ordering::SeqCst);
+            while sw.delay_creates.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
         let f = *faults.lock().unwrap();
         let x: f64 = rng.random();

@@ -110,6 +110,14 @@ pub trait Target {
     /// before creating one, so a lost state never creates a second run.
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote>;
 
+    /// Whether making the remote run twice makes it once (W&B: an upsert
+    /// by a name derived from the run id). Otherwise (MLflow: each create
+    /// makes a new run) a create in flight from a killed process is waited
+    /// for before a new search. Default: no.
+    fn create_is_idempotent(&self) -> bool {
+        false
+    }
+
     /// Sends run-level data: params, tags, config and workflow.
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()>;
 
@@ -299,6 +307,10 @@ impl Target for AnyTarget {
 
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
         each!(self, t => t.open_run(run, known).await)
+    }
+
+    fn create_is_idempotent(&self) -> bool {
+        each!(self, t => t.create_is_idempotent())
     }
 
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {
