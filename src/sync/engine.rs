@@ -11,7 +11,7 @@
 
 use super::error::{SyncError, SyncResult};
 use super::state::State;
-use super::targets::{Remote, RemoteStatus, Snapshot, Target};
+use super::targets::{CreateGate, Remote, RemoteStatus, Snapshot, Target};
 use crate::event::{Event, MetricEvent};
 use crate::read::{RunDir, RunState};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -392,6 +392,13 @@ async fn sync_inner<T: Target>(
     let run_state = run.state();
     let view = run.view();
     let first = first_config(run);
+    let rec = state.run(target.key(), &run.meta.id).map_err(state_err)?;
+    let gate = Gate {
+        state,
+        key: target.key(),
+        id: run.meta.id.as_str(),
+        opening: rec.opening.clone(),
+    };
     let p = Pass {
         target,
         state,
@@ -404,17 +411,11 @@ async fn sync_inner<T: Target>(
             records: run.records(),
             view: &view,
             first_config: &first,
+            create_gate: Some(&gate),
         },
-        rec: state.run(target.key(), &run.meta.id).map_err(state_err)?,
+        rec,
     };
     let known = known_remote(&p.rec);
-    if known.is_none() && !target.create_is_idempotent() {
-        settle_interrupted_open(p.rec.opening.as_deref()).await;
-        let mark = format!("{} {}", crate::format::now_rfc3339(), std::process::id());
-        state
-            .set_opening(p.key, p.id, Some(&mark))
-            .map_err(state_err)?;
-    }
     let mut remote = target.open_run(&p.snap, known.as_ref()).await?;
     let opened = remote.data.clone();
     if known.as_ref() != Some(&remote) {
@@ -438,27 +439,46 @@ async fn sync_inner<T: Target>(
 /// How long a create sent by a process that was killed may take to land.
 const OPEN_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Waits, when another process was looking for or making this run's remote
-/// run less than [`OPEN_SETTLE`] ago (`opening`: `<rfc3339> <pid>`) and
-/// never recorded one — killed, its create may still be on its way to the
-/// server — until that create has had time to land, so that the search
-/// that follows finds it instead of making a second remote run.
-async fn settle_interrupted_open(opening: Option<&str>) {
-    let Some((at, pid)) = opening.and_then(|o| o.split_once(' ')) else {
-        return;
-    };
-    if pid == std::process::id().to_string() {
-        return;
-    }
-    let now_ms = crate::format::rfc3339_ms(&crate::format::now_rfc3339());
-    let since = now_ms - crate::format::rfc3339_ms(at);
-    let settle = OPEN_SETTLE.as_millis() as i64;
-    if (0..settle).contains(&since) {
+/// The state's side of [`CreateGate`]: a create about to be sent is marked
+/// (`<rfc3339> <pid>`, cleared when the remote run is recorded); a mark
+/// another process left less than [`OPEN_SETTLE`] ago — killed, its create
+/// may still be on its way to the server — means waiting until that create
+/// has had time to land, so that the search that follows finds it instead
+/// of making a second remote run.
+struct Gate<'a> {
+    state: &'a State,
+    key: &'a str,
+    id: &'a str,
+    /// The mark the state held when the pass began.
+    opening: Option<String>,
+}
+
+impl CreateGate for Gate<'_> {
+    fn wait_before_create(&self) -> std::time::Duration {
+        let Some((at, pid)) = self.opening.as_deref().and_then(|o| o.split_once(' ')) else {
+            return std::time::Duration::ZERO;
+        };
+        if pid == std::process::id().to_string() {
+            return std::time::Duration::ZERO;
+        }
+        let now_ms = crate::format::rfc3339_ms(&crate::format::now_rfc3339());
+        let since = now_ms - crate::format::rfc3339_ms(at);
+        let settle = OPEN_SETTLE.as_millis() as i64;
+        if !(0..settle).contains(&since) {
+            return std::time::Duration::ZERO;
+        }
         let wait = std::time::Duration::from_millis((settle - since) as u64);
         tracing::info!(
-            "another uploader was opening this run {since} ms ago and stopped: waiting {wait:?} for its request to land"
+            "another uploader began making this run's remote run {since} ms ago and stopped: waiting {wait:?} for its request to land"
         );
-        tokio::time::sleep(wait).await;
+        wait
+    }
+
+    fn creating(&self) -> SyncResult<()> {
+        let mark = format!("{} {}", crate::format::now_rfc3339(), std::process::id());
+        self.state
+            .set_opening(self.key, self.id, Some(&mark))
+            .map_err(state_err)
     }
 }
 

@@ -193,6 +193,7 @@ async fn read_back(
         records: run.records(),
         view,
         first_config: &first,
+        create_gate: None,
     };
     let rec = state
         .run(t.key(), &run.meta.id)

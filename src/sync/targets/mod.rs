@@ -39,6 +39,23 @@ pub struct Snapshot<'a> {
     /// Config keys with the *first* value each was recorded with (what a
     /// tracker with immutable params gets, identical on every resend).
     pub first_config: &'a serde_json::Map<String, serde_json::Value>,
+    /// Told before the target makes a remote run a search did not find;
+    /// `None`: no one to tell (`verify` makes none).
+    pub create_gate: Option<&'a dyn CreateGate>,
+}
+
+/// What a target asks before it makes a remote run that its search did not
+/// find (MLflow: each create makes a new run). A create sent by a process
+/// killed before it recorded the answer may still be on its way to the
+/// server; the gate says how long to wait for it before searching again,
+/// and notes that a create is about to be sent.
+pub trait CreateGate: Sync {
+    /// How long to wait, then search again, before creating (zero: create
+    /// now).
+    fn wait_before_create(&self) -> std::time::Duration;
+
+    /// Notes that a create is about to be sent.
+    fn creating(&self) -> SyncResult<()>;
 }
 
 /// A remote run: its id and whatever else the target needs to find it again.
@@ -109,14 +126,6 @@ pub trait Target {
     /// remembered; without it the target must find an existing remote run
     /// before creating one, so a lost state never creates a second run.
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote>;
-
-    /// Whether making the remote run twice makes it once (W&B: an upsert
-    /// by a name derived from the run id). Otherwise (MLflow: each create
-    /// makes a new run) a create in flight from a killed process is waited
-    /// for before a new search. Default: no.
-    fn create_is_idempotent(&self) -> bool {
-        false
-    }
 
     /// Sends run-level data: params, tags, config and workflow.
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()>;
@@ -307,10 +316,6 @@ impl Target for AnyTarget {
 
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
         each!(self, t => t.open_run(run, known).await)
-    }
-
-    fn create_is_idempotent(&self) -> bool {
-        each!(self, t => t.create_is_idempotent())
     }
 
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {

@@ -132,6 +132,17 @@ impl Target for Mlflow {
                 return Err(deleted(id));
             }
         }
+        if let Some(gate) = run.create_gate {
+            let wait = gate.wait_before_create();
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                if let Some(found) = self.find_run(&exp, &run.meta.id).await? {
+                    if !api::is_deleted(&found) {
+                        return Self::remote_from_run(&found);
+                    }
+                }
+            }
+        }
         let start = crate::format::rfc3339_ms(&run.meta.created);
         let body = json!({
             "experiment_id": exp,
@@ -160,6 +171,9 @@ impl Target for Mlflow {
                                 return Ok(found);
                             }
                         }
+                    }
+                    if let Some(gate) = run.create_gate {
+                        gate.creating()?;
                     }
                     let v = self
                         .http

@@ -171,11 +171,6 @@ impl Target for Wandb {
         self.storage.reset_connections();
     }
 
-    /// `UpsertBucket` by a name derived from the run id.
-    fn create_is_idempotent(&self) -> bool {
-        true
-    }
-
     async fn open_run(&self, run: &Snapshot<'_>, known: Option<&Remote>) -> SyncResult<Remote> {
         let project = self.project_of(run);
         let base = run_name(&run.meta.id);
