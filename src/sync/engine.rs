@@ -477,7 +477,7 @@ impl CreateGate for Gate<'_> {
     fn creating(&self) -> SyncResult<()> {
         let mark = format!("{} {}", crate::format::now_rfc3339(), std::process::id());
         self.state
-            .set_opening(self.key, self.id, Some(&mark))
+            .set_opening(self.key, self.id, &mark)
             .map_err(state_err)
     }
 }

@@ -31,8 +31,8 @@ pub struct RunRecord {
     /// The run's files (sizes, modification times) when a pass last
     /// completed without error.
     pub fingerprint: Option<String>,
-    /// Set while a pass looks for or makes the remote run without knowing
-    /// it (`<rfc3339> <pid>`), cleared when the remote run is recorded: a
+    /// Set right before a pass sends a request that makes the remote run
+    /// (`<rfc3339> <pid>`), cleared when the remote run is recorded: a
     /// process killed in between may have a create in flight that lands
     /// later.
     pub opening: Option<String>,
@@ -281,15 +281,10 @@ impl State {
         })
     }
 
-    /// Marks (or clears) a pass looking for or making the remote run
-    /// without knowing it (`<rfc3339> <pid>`).
-    pub fn set_opening(
-        &self,
-        target: &str,
-        run_id: &str,
-        opening: Option<&str>,
-    ) -> crate::Result<()> {
-        self.upsert(target, run_id, "opening", &opening)
+    /// Marks a request that makes the remote run as about to be sent
+    /// (`<rfc3339> <pid>`; [`State::set_remote`] clears the mark).
+    pub fn set_opening(&self, target: &str, run_id: &str, mark: &str) -> crate::Result<()> {
+        self.upsert(target, run_id, "opening", &mark)
     }
 
     /// Records the status the server acknowledged.

@@ -155,6 +155,19 @@ impl Mlflow {
         Ok(active.or_else(|| runs.into_iter().next()))
     }
 
+    /// The MLflow run of difflog run `run_id` in `experiment` that is not
+    /// deleted, if there is one.
+    pub(super) async fn find_active(
+        &self,
+        experiment: &str,
+        run_id: &str,
+    ) -> SyncResult<Option<Value>> {
+        Ok(self
+            .find_run(experiment, run_id)
+            .await?
+            .filter(|r| !is_deleted(r)))
+    }
+
     /// The MLflow run `id` as the server has it now; `None` when the server
     /// has no such run (deleted for good).
     pub(super) async fn get_run(&self, id: &str) -> SyncResult<Option<Value>> {

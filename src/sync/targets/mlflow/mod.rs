@@ -136,10 +136,8 @@ impl Target for Mlflow {
             let wait = gate.wait_before_create();
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
-                if let Some(found) = self.find_run(&exp, &run.meta.id).await? {
-                    if !api::is_deleted(&found) {
-                        return Self::remote_from_run(&found);
-                    }
+                if let Some(found) = self.find_active(&exp, &run.meta.id).await? {
+                    return Self::remote_from_run(&found);
                 }
             }
         }
@@ -166,10 +164,8 @@ impl Target for Mlflow {
                 let (exp, body) = (&exp, &body);
                 async move {
                     if attempt > 0 {
-                        if let Some(found) = self.find_run(exp, &run.meta.id).await? {
-                            if !api::is_deleted(&found) {
-                                return Ok(found);
-                            }
+                        if let Some(found) = self.find_active(exp, &run.meta.id).await? {
+                            return Ok(found);
                         }
                     }
                     if let Some(gate) = run.create_gate {

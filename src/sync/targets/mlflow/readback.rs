@@ -36,10 +36,10 @@ impl Mlflow {
         let Some(exp) = self.get_experiment(&run.meta.project).await? else {
             return Ok(None);
         };
-        match self.find_run(&exp, &run.meta.id).await? {
-            Some(found) if !api::is_deleted(&found) => Self::remote_from_run(&found).map(Some),
-            _ => Ok(None),
-        }
+        self.find_active(&exp, &run.meta.id)
+            .await?
+            .map(|found| Self::remote_from_run(&found))
+            .transpose()
     }
 
     /// Everything that differs between `run` and MLflow's copy of it.

@@ -290,11 +290,11 @@ impl Stores {
                 // been overwritten by someone else (`verify --repair`
                 // writes it again): it is this file only when its bytes
                 // say so.
-                if media_there(&*store, place, &key, (file, digest, len), &what).await? {
-                    return Ok(());
-                }
-                opts.attributes = attributes(place, content_type, digest);
                 if len > SMALL_FILE {
+                    if already_there(&*store, place, &key, (len, digest, None), &what).await? {
+                        return Ok(());
+                    }
+                    opts.attributes = attributes(place, content_type, digest);
                     return put_parts(&*store, &key, opts, file, digest, len, &what).await;
                 }
                 read_checked(file, digest, len)
@@ -302,13 +302,15 @@ impl Stores {
                     .map_err(not_uploaded)?
             }
         };
-        if !matches!(body, Body::File { .. }) {
-            let sha = crate::format::sha256_hex(&bytes);
-            if already_there(&*store, place, &key, &bytes, &sha, &what).await? {
-                return Ok(());
-            }
-            opts.attributes = attributes(place, content_type, &sha);
+        let sha = match body {
+            Body::File { digest, .. } => digest.to_string(),
+            _ => crate::format::sha256_hex(&bytes),
+        };
+        let len = bytes.len() as u64;
+        if already_there(&*store, place, &key, (len, &sha, Some(&bytes)), &what).await? {
+            return Ok(());
         }
+        opts.attributes = attributes(place, content_type, &sha);
         store
             .put_opts(&key, PutPayload::from(bytes), opts)
             .await
@@ -387,53 +389,16 @@ fn attributes(place: &Place, content_type: Option<&str>, sha256: &str) -> Attrib
 /// characters in metadata names).
 const DIGEST_META: &str = "difflog_sha256";
 
-/// Whether `bytes` are at `key` already: a file with these bytes; an
-/// object whose ETag is their MD5 (S3 and S3-compatible stores, single
-/// part) or whose metadata holds their SHA-256 (written by difflog).
+/// Whether the bytes `(len, sha256, bytes)` are at `key` already: on a
+/// filesystem store, a file with their SHA-256; elsewhere an object of
+/// their size whose metadata holds their SHA-256 (written by difflog) or,
+/// when the bytes are at hand, whose ETag is their MD5 (S3 and
+/// S3-compatible stores, single part, written by any client).
 async fn already_there(
     store: &dyn ObjectStore,
     place: &Place,
     key: &Key,
-    bytes: &[u8],
-    sha256: &str,
-    what: &str,
-) -> SyncResult<bool> {
-    let found = if matches!(place, Place::File { .. }) {
-        store.get(key).await
-    } else {
-        let opts = object_store::GetOptions {
-            head: true,
-            ..Default::default()
-        };
-        store.get_opts(key, opts).await
-    };
-    let got = match found {
-        Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => return Ok(false),
-        Err(e) => return Err(classify(e, what)),
-    };
-    if got.meta.size != bytes.len() as u64 {
-        return Ok(false);
-    }
-    if matches!(place, Place::File { .. }) {
-        let there = got.bytes().await.map_err(|e| classify(e, what))?;
-        return Ok(there.as_ref() == bytes);
-    }
-    let md5 = crate::format::hex(&md5_of(bytes));
-    let etag = got.meta.e_tag.as_deref().unwrap_or("").trim_matches('"');
-    let digest = got.attributes.get(&Attribute::Metadata(DIGEST_META.into()));
-    Ok(etag.eq_ignore_ascii_case(&md5) || digest.is_some_and(|d| d.as_ref() == sha256))
-}
-
-/// Whether the media file `(file, sha256, len)` is at `key` already: an
-/// object of its size whose metadata holds its SHA-256 (written by
-/// difflog), or whose ETag is its MD5 (single-part S3 uploads, by any
-/// client); on a filesystem store, a file with its SHA-256.
-async fn media_there(
-    store: &dyn ObjectStore,
-    place: &Place,
-    key: &Key,
-    (file, sha256, len): (&Path, &str, u64),
+    (len, sha256, bytes): (u64, &str, Option<&[u8]>),
     what: &str,
 ) -> SyncResult<bool> {
     let local = matches!(place, Place::File { .. });
@@ -457,15 +422,9 @@ async fn media_there(
     if digest.is_some_and(|d| d.as_ref() == sha256) {
         return Ok(true);
     }
+    // A multipart ETag (`…-N`) is no MD5 of the bytes, and never equal.
     let etag = got.meta.e_tag.as_deref().unwrap_or("").trim_matches('"');
-    if len > SMALL_FILE || etag.contains('-') {
-        // A multipart ETag is no MD5 of the bytes: written again.
-        return Ok(false);
-    }
-    let bytes = read_checked(file, sha256, len)
-        .await
-        .map_err(not_uploaded)?;
-    Ok(etag.eq_ignore_ascii_case(&crate::format::hex(&md5_of(&bytes))))
+    Ok(bytes.is_some_and(|b| etag.eq_ignore_ascii_case(&crate::format::hex(&md5_of(b)))))
 }
 
 fn md5_of(bytes: &[u8]) -> [u8; 16] {
