@@ -109,10 +109,12 @@ enum Command {
     },
     /// Read each run back from the server and compare it with the run on
     /// disk: every image (the SHA-256 of the bytes the server returns), every
-    /// table by content, params, difflog's tags, every metric's history, the
-    /// run-level files and the status. Prints per run `complete` or exactly
-    /// what is missing, extra or different. Exit code 1 if anything differs.
-    /// MLflow only for now (proxied artifacts and every object store).
+    /// table by content, params or config, difflog's tags, every metric's
+    /// history (W&B: every history line, the summary and each table's
+    /// artifact), the run-level files and the status. Prints per run
+    /// `complete` or exactly what is missing, extra or different. Exit code
+    /// 1 if anything differs. MLflow (proxied artifacts and every object
+    /// store) and W&B.
     Verify {
         /// Run directories, roots of runs, or .tar.zst archives.
         #[arg(required = true)]

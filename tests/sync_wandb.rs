@@ -1106,12 +1106,174 @@ fn a_wandb_run_edited_or_deleted_on_the_server_is_kept_or_reported_and_recreated
         r.history.len()
     );
     assert_eq!(emu.violations(), Vec::<String>::new());
-    // W&B runs cannot be read back yet: `verify` says so, never "complete".
+    // The re-made run is the one read back, whole.
     let o = sync(&emu.url, &["verify", dir.to_str().unwrap(), "--to", &to]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("not supported for this target yet"),
-        "{}",
-        text(&o)
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("  complete"), "{}", text(&o));
+}
+
+/// `verify --json` of `dir` at `to`: the exit code, the run's object and
+/// its differences' `kind what` strings, sorted.
+fn verify_json(base: &str, dir: &Path, to: &str, more: &[&str]) -> (i32, Value, Vec<String>) {
+    let mut args = vec!["verify", dir.to_str().unwrap(), "--to", to, "--json"];
+    args.extend_from_slice(more);
+    let o = sync(base, &args);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let run: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["kind"] == "run")
+        .unwrap_or_else(|| panic!("no run line: {}", text(&o)));
+    let mut found: Vec<String> = run["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["kind"].as_str().unwrap(),
+                d["what"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    (o.status.code().unwrap_or(-1), run, found)
+}
+
+/// Issue 34 (1): a W&B run read back whole — state, config, every history
+/// line, every file's bytes, each table's artifact — proves complete; what
+/// changes on the server is listed exactly, and a repair sends only that
+/// again (and says what it cannot: an acknowledged history line).
+#[test]
+fn verify_reads_a_wandb_run_back_and_repair_sends_only_what_differs() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 2, 2, 16);
+    let to = target("verify");
+    let (code, run, found) = verify_json(&emu.url, &dir, &to, &[]);
+    assert_eq!(code, 1, "{run}");
+    assert_eq!(
+        found,
+        vec!["missing remote run".to_string()],
+        "never uploaded"
     );
+
+    let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, run, found) = verify_json(&emu.url, &dir, &to, &[]);
+    assert_eq!((code, found.len()), (0, 0), "{run}");
+    assert_eq!(run["complete"], true);
+    // Without the state (another box, or it was lost) the run is found by
+    // its id and read back the same.
+    let moved = tempfile::tempdir().unwrap();
+    let copy = moved.path().join(dir.file_name().unwrap());
+    common::copy_dir(&dir, &copy);
+    let (code, run, _) = verify_json(&emu.url, &copy, &to, &[]);
+    assert_eq!(code, 0, "{run}");
+
+    // What a server, a user or another client may change.
+    let name = run_name(&RunDir::open(&dir).unwrap().meta.id);
+    let before = emu.run("verify", &name).unwrap();
+    let images: Vec<String> = before
+        .files
+        .keys()
+        .filter(|k| k.starts_with("media/images/"))
+        .cloned()
+        .collect();
+    let tables: Vec<String> = before
+        .files
+        .keys()
+        .filter(|k| k.starts_with("media/table/"))
+        .cloned()
+        .collect();
+    let (gone, swapped, table) = (&images[0], &images[1], &tables[0]);
+    emu.change_run("verify", &name, |r| {
+        r.files.remove(gone);
+        let b = r.files.get_mut(swapped).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        let t = r.files.get_mut(table).unwrap();
+        let text = String::from_utf8(t.clone())
+            .unwrap()
+            .replace("a prompt", "b prompt");
+        *t = text.into_bytes();
+        r.files.insert("stray.txt".into(), b"x".to_vec());
+        r.files.remove("wandb-summary.json");
+        r.config
+            .insert("seed".into(), serde_json::json!({"value": 8}));
+        r.history[1]["_runtime"] = serde_json::json!(12345.5);
+    });
+    let artifact = emu.artifacts("verify")[0].collection.clone();
+    emu.change_artifacts("verify", |arts| {
+        for a in arts.into_iter().filter(|a| a.collection == artifact) {
+            a.digest = "0123".into();
+        }
+    });
+    let (code, run, found) = verify_json(&emu.url, &dir, &to, &[]);
+    assert_eq!(code, 1, "{run}");
+    let mut expected = vec![
+        format!("different artifact {artifact}"),
+        "different config seed".to_string(),
+        format!("different file {swapped}"),
+        format!("different file {table}"),
+        "different history line 1".to_string(),
+        "extra file stray.txt".to_string(),
+        format!("missing file {gone}"),
+        "missing file wandb-summary.json".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(found, expected, "{run}");
+
+    let puts = emu.put_files("verify").len();
+    let (code, run, found) = verify_json(&emu.url, &dir, &to, &["--repair"]);
+    assert_eq!(code, 1, "the history line stays different: {run}");
+    assert_eq!(
+        found,
+        vec![
+            "different history line 1".to_string(),
+            "extra file stray.txt".to_string()
+        ],
+        "{run}"
+    );
+    let line = run["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["what"] == "history line 1")
+        .map(|d| d["detail"].clone())
+        .unwrap();
+    assert!(
+        line.as_str()
+            .unwrap()
+            .starts_with("_runtime: \"12345.5\" on the server"),
+        "{line}"
+    );
+    assert_eq!(run["repaired"].as_array().unwrap().len(), 6, "{run}");
+    let mut sent = emu.put_files("verify")[puts..].to_vec();
+    sent.sort();
+    sent.dedup();
+    // The two images, the changed table and the run-level files (the
+    // config's part), plus the tables a call's repair sends with it; no
+    // other image.
+    for f in [gone, swapped, table] {
+        assert!(sent.contains(f), "{f} not sent again: {sent:?}");
+    }
+    let other_images = sent
+        .iter()
+        .filter(|f| f.starts_with("media/images/") && *f != gone && *f != swapped)
+        .count();
+    assert_eq!(other_images, 0, "{sent:?}");
+    let after = emu.run("verify", &name).unwrap();
+    assert_eq!(after.files[gone], before.files[gone]);
+    assert_eq!(after.files[table], before.files[table]);
+    assert_eq!(
+        after.files["wandb-summary.json"],
+        before.files["wandb-summary.json"]
+    );
+    assert_eq!(after.config["seed"], before.config["seed"]);
+    assert!(
+        after.files.contains_key("stray.txt"),
+        "extras are never deleted"
+    );
+    assert_eq!(emu.violations(), Vec::<String>::new());
 }

@@ -351,11 +351,17 @@ impl Http {
     /// Downloads `path` (a GET), retrying transient failures: the body, at
     /// most `cap` bytes (a longer one is an error, never read whole).
     pub async fn download(&self, path: &str, cap: usize) -> SyncResult<Vec<u8>> {
-        let url = format!("{}{}", self.base, path);
+        self.download_url(&format!("{}{}", self.base, path), cap)
+            .await
+    }
+
+    /// [`Http::download`] of a whole URL (one a server handed out, which
+    /// may point at another host).
+    pub async fn download_url(&self, url: &str, cap: usize) -> SyncResult<Vec<u8>> {
         let what = format!("GET {}", url.split('?').next().unwrap_or(""));
         self.retrying(|| async {
             let req = self
-                .request(Method::GET, &url, &what, &[], &Body::Empty)
+                .request(Method::GET, url, &what, &[], &Body::Empty)
                 .await?;
             let resp = self.sent(req, &what).await?;
             if !resp.status().is_success() {

@@ -144,6 +144,8 @@ struct Server {
     artifacts: Vec<WArtifact>,
     /// The header names of every storage PUT, by project.
     put_headers: Vec<(String, Vec<String>)>,
+    /// The run files PUT, as (project, path), in order.
+    put_files: Vec<(String, String)>,
     manifests: HashMap<String, String>,
     violations: Vec<String>,
     requests: Vec<String>,
@@ -226,6 +228,16 @@ impl Emulator {
             .collect()
     }
 
+    /// The run files of `project` PUT so far, by path, in order.
+    pub fn put_files(&self, project: &str) -> Vec<String> {
+        let s = self.inner.lock().unwrap();
+        s.put_files
+            .iter()
+            .filter(|(p, _)| p == project)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
     /// Deletes run `name` of `project`, as a user does in W&B's UI (or
     /// `wandb.Api().run(path).delete()`): it is gone, and its name can no
     /// longer be used.
@@ -248,6 +260,29 @@ impl Emulator {
         run.tags = tags.iter().map(|t| t.to_string()).collect();
     }
 
+    /// Changes run `name` of `project` on the server, as a user or another
+    /// client could (a file removed or replaced, history lost, config
+    /// edited).
+    pub fn change_run(&self, project: &str, name: &str, change: impl FnOnce(&mut WRun)) {
+        let mut s = self.inner.lock().unwrap();
+        change(
+            s.runs
+                .get_mut(&(project.to_string(), name.to_string()))
+                .unwrap(),
+        );
+    }
+
+    /// Changes the artifacts of `project` on the server.
+    pub fn change_artifacts(&self, project: &str, change: impl FnOnce(Vec<&mut WArtifact>)) {
+        let mut s = self.inner.lock().unwrap();
+        change(
+            s.artifacts
+                .iter_mut()
+                .filter(|a| a.project == project)
+                .collect(),
+        );
+    }
+
     /// Requests seen, as `"<route> <operation>"` strings.
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
@@ -268,6 +303,8 @@ struct Response {
     status: u16,
     body: Value,
     retry_after: Option<u32>,
+    /// Bytes sent instead of `body` (a downloaded file).
+    raw: Option<Vec<u8>>,
 }
 
 fn resp(status: u16, body: Value) -> Response {
@@ -275,6 +312,7 @@ fn resp(status: u16, body: Value) -> Response {
         status,
         body,
         retry_after: None,
+        raw: None,
     }
 }
 
@@ -349,19 +387,24 @@ fn serve(stream: TcpStream, server: &Mutex<Server>) {
 }
 
 fn write_response(w: &mut TcpStream, r: &Response) -> std::io::Result<()> {
-    let body = r.body.to_string();
+    let (body, ct) = match &r.raw {
+        Some(b) => (b.clone(), "application/octet-stream"),
+        None => (r.body.to_string().into_bytes(), "application/json"),
+    };
     let ra = r
         .retry_after
         .map(|s| format!("Retry-After: {s}\r\n"))
         .unwrap_or_default();
     // One write: pieces written one by one would each wait for the
     // client's delayed ACK (Nagle), ~40 ms per answer.
-    let out = format!(
-        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{ra}\r\n{body}",
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n{ra}\r\n",
         r.status,
         body.len()
-    );
-    w.write_all(out.as_bytes())
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    w.write_all(&out)
 }
 
 /// The route a request belongs to, for faults and the request log.
@@ -381,7 +424,11 @@ fn route_of(req: &Request) -> String {
 }
 
 fn operation_name(q: &str) -> Option<String> {
-    let q = q.trim_start();
+    // Comment lines (`#graphql`, which W&B's public API starts with) first.
+    let mut q = q.trim_start();
+    while q.starts_with('#') {
+        q = q.split_once('\n').map_or("", |(_, rest)| rest).trim_start();
+    }
     let rest = q
         .strip_prefix("mutation")
         .or_else(|| q.strip_prefix("query"))?;
@@ -396,6 +443,36 @@ fn operation_name(q: &str) -> Option<String> {
 fn handle(s: &mut Server, req: &Request, route: &str) -> Response {
     if req.method == "PUT" && req.path.starts_with("/storage/") {
         return put_file(s, req);
+    }
+    // A manifest's and an artifact file's `directUrl` are storage's
+    // (signed, no API key).
+    if req.method == "GET" && req.path.starts_with("/artifact-files/") {
+        let rest = req.path.trim_start_matches("/artifact-files/");
+        let (id, name) = rest.split_once('/').unwrap_or((rest, ""));
+        return match s
+            .artifacts
+            .iter()
+            .find(|a| a.id == id)
+            .and_then(|a| a.files.get(name))
+        {
+            Some(b) => Response {
+                raw: Some(b.clone()),
+                ..resp(200, Value::Null)
+            },
+            None => resp(404, json!({"error": "not found"})),
+        };
+    }
+    if req.method == "GET" && req.path.starts_with("/artifact-manifests/") {
+        let id = req.path.trim_start_matches("/artifact-manifests/");
+        return match s
+            .artifacts
+            .iter()
+            .find(|a| a.id == id)
+            .and_then(|a| a.manifest.clone())
+        {
+            Some(m) => resp(200, m),
+            None => resp(404, json!({"error": "not found"})),
+        };
     }
     let want = format!(
         "Basic {}",
@@ -413,6 +490,10 @@ fn handle(s: &mut Server, req: &Request, route: &str) -> Response {
     if req.method == "POST" && req.path.ends_with("/file_stream") {
         return file_stream(s, req);
     }
+    if req.method == "GET" && req.path.starts_with("/files/") {
+        return get_file(s, req);
+    }
+
     // wandb-core exports its own metrics (OpenTelemetry over HTTP) to the
     // server; the real server takes them, and they are not the run's data.
     if req.method == "POST" && req.path.starts_with("/sdk/otel/v1/") {
@@ -457,6 +538,18 @@ fn arg_type(field: &str, arg: &str) -> Option<&'static str> {
         ("createArtifactFiles", "input") => "CreateArtifactFilesInput!",
         ("commitArtifact", "artifactID") => "ID!",
         ("clientIDMapping", "clientID") => "ID!",
+        // What reading a run back uses (W&B's public API).
+        ("project", "name" | "entityName") => "String",
+        ("run", "name") => "String!",
+        ("history", "minStep" | "maxStep") => "Int64",
+        ("history", "samples") => "Int",
+        ("files", "names") => "[String]",
+        ("files", "after" | "pattern") => "String",
+        ("files", "first") => "Int",
+        ("url", "upload") => "Boolean",
+        ("outputArtifacts", "after") => "String",
+        ("outputArtifacts", "first") => "Int",
+        ("parquetHistory", "liveKeys") => "[String!]!",
         _ => return None,
     })
 }
@@ -486,6 +579,7 @@ fn coerces(v: Option<&Value>, ty: &str) -> bool {
             .is_some_and(|t| serde_json::from_str::<Value>(t).is_ok()),
         "Boolean" => v.is_boolean(),
         "Int" => v.is_i64(),
+        "Int64" => v.is_i64() || v.as_str().is_some_and(|t| t.parse::<i64>().is_ok()),
         "ID" => v.is_string(),
         "ArtifactManifestType" => matches!(v.as_str(), Some("FULL" | "INCREMENTAL" | "PATCH")),
         "ArtifactStorageLayout" => matches!(v.as_str(), Some("V1" | "V2")),
@@ -584,6 +678,8 @@ fn arguments(
             .trim()
             .strip_prefix('$')
             .ok_or(format!("bad variable {name:?}"))?;
+        // `$x: Int = 50`: the type, then a default.
+        let ty = ty.split('=').next().unwrap_or(ty);
         declared.insert(name.to_string(), ty.trim().replace(' ', ""));
     }
     for (name, ty) in &declared {
@@ -832,7 +928,315 @@ fn graphql(s: &mut Server, req: &Request, route: &str) -> Response {
                 None => gql_err(s, format!("UseArtifact of unknown artifact {id}")),
             }
         }
+        // Who the key belongs to: W&B's public API checks the key with it.
+        "Viewer" | "GetDefaultEntity" => resp(
+            200,
+            json!({"data": {"viewer": {"id": "VXNlcjox", "entity": s.entity, "username": "test",
+                "email": null, "flags": "{}", "teams": {"edges": [{"node": {"name": s.entity}}]}}}}),
+        ),
+        // An artifact's manifest: where it is served from.
+        "FetchArtifactManifest" => {
+            let id = vars.get("id").and_then(Value::as_str).unwrap_or("");
+            let host = req.header("host").unwrap_or("127.0.0.1");
+            let found = s
+                .artifacts
+                .iter()
+                .any(|a| a.id == id && a.manifest.is_some());
+            let artifact = found.then(|| {
+                json!({"currentManifest": {"file": {
+                    "directUrl": format!("http://{host}/artifact-manifests/{id}")}}})
+            });
+            resp(200, json!({"data": {"artifact": artifact}}))
+        }
+        // An artifact version's files (by collection and `vN` or
+        // `latest`), each with the URL it downloads from.
+        "GetArtifactMembershipFileUrls" => {
+            let var = |k: &str| {
+                vars.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (collection, alias) = (var("collection"), var("alias"));
+            let host = req.header("host").unwrap_or("127.0.0.1");
+            let versions: Vec<&WArtifact> = s
+                .artifacts
+                .iter()
+                .filter(|a| a.collection == collection && a.state == "COMMITTED")
+                .collect();
+            let version = match alias
+                .strip_prefix('v')
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(n) => versions.get(n).copied(),
+                None if alias == "latest" => versions.last().copied(),
+                None => None,
+            };
+            let membership = version.map(|a| {
+                let edges: Vec<Value> = a
+                    .files
+                    .keys()
+                    .map(|name| {
+                        json!({"node": {"__typename": "File", "name": name,
+                        "directUrl": format!("http://{host}/artifact-files/{}/{name}", a.id)}})
+                    })
+                    .collect();
+                json!({"files": {"pageInfo": {"__typename": "PageInfo", "endCursor": null,
+                    "hasNextPage": false}, "edges": edges}})
+            });
+            resp(
+                200,
+                json!({"data": {"project": {"artifactCollection": {
+                    "__typename": "ArtifactSequence", "artifactMembership": membership}}}}),
+            )
+        }
+        "Run" | "RunHistoryKeys" | "HistoryPage" | "RunParquetHistory" | "RunFiles"
+        | "RunOutputArtifacts" => read_query(s, req, &query, &vars, route),
         other => gql_err(s, format!("unknown operation {other}")),
+    }
+}
+
+/// The queries W&B's public API (`wandb.Api()`) and `difflog-sync verify`
+/// read a run back with: `Run`, `HistoryPage`, `RunFiles` and
+/// `RunOutputArtifacts`. Each answers with the fields either asks for (a
+/// GraphQL server answers only those asked; extra ones are harmless to
+/// both clients).
+fn read_query(
+    s: &mut Server,
+    req: &Request,
+    query: &str,
+    vars: &Map<String, Value>,
+    route: &str,
+) -> Response {
+    let project_args = match arguments(query, vars, "project") {
+        Ok(a) => a,
+        Err(e) => return gql_fail(s, route, e),
+    };
+    let run_args = match arguments(query, vars, "run") {
+        Ok(a) => a,
+        Err(e) => return gql_fail(s, route, e),
+    };
+    let entity = str_arg(&project_args, "entityName").unwrap_or_else(|| s.entity.clone());
+    if entity != s.entity {
+        return resp(
+            200,
+            json!({"errors": [{"message": format!("permission denied for entity {entity}")}], "data": null}),
+        );
+    }
+    let project = str_arg(&project_args, "name").unwrap_or_default();
+    let name = str_arg(&run_args, "name").unwrap_or_default();
+    let project_of = |run: Value| json!({"data": {"project": {"id": "UHJvamVjdDox", "internalId": "1", "name": project, "run": run}}});
+    let Some(run) = s.runs.get(&(project.clone(), name.clone())).cloned() else {
+        return resp(200, project_of(Value::Null));
+    };
+    let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+    let page = |args: &Map<String, Value>, cursor: &str, first: &str, default: usize| {
+        let start = args
+            .get(cursor)
+            .and_then(Value::as_str)
+            .and_then(|c| c.parse::<usize>().ok())
+            .unwrap_or(0);
+        let n = args
+            .get(first)
+            .and_then(Value::as_u64)
+            .map_or(default, |n| n as usize);
+        (start, n)
+    };
+    // W&B's summary of the history: the last step and each key's types.
+    let mut keys = Map::new();
+    for line in &run.history {
+        for (k, v) in line.as_object().into_iter().flatten() {
+            let ty = match v {
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Object(o) => o.get("_type").and_then(Value::as_str).unwrap_or("object"),
+                _ => "other",
+            };
+            let counts = keys
+                .entry(k.clone())
+                .or_insert_with(|| json!({"typeCounts": []}));
+            let list = counts["typeCounts"].as_array_mut().unwrap();
+            match list.iter_mut().find(|c| c["type"] == ty) {
+                Some(c) => c["count"] = json!(c["count"].as_u64().unwrap_or(0) + 1),
+                None => list.push(json!({"type": ty, "count": 1})),
+            }
+        }
+    }
+    let history_keys = json!({"lastStep": run.history.len() as i64 - 1, "keys": keys});
+    match route {
+        "RunHistoryKeys" => resp(200, project_of(json!({"historyKeys": history_keys}))),
+        // wandb-core's history scan: exported parquet files, then the rows
+        // not exported yet ("live"); here nothing is exported.
+        "RunParquetHistory" => {
+            if let Err(e) = arguments(query, vars, "parquetHistory") {
+                return gql_fail(s, route, e);
+            }
+            resp(
+                200,
+                project_of(json!({"parquetHistory": {"parquetUrls": [], "liveData": run.history}})),
+            )
+        }
+        "Run" => {
+            let last_step = run.history.len() as i64 - 1;
+            let summary = run.summary.to_string();
+            resp(
+                200,
+                project_of(json!({
+                    "id": run.id, "name": run.name, "displayName": run.display_name,
+                    "state": run.state, "tags": run.tags, "projectId": "1",
+                    "config": Value::Object(run.config.clone()).to_string(),
+                    "summaryMetrics": summary, "systemMetrics": "{}",
+                    "historyLineCount": run.history.len(), "historyKeys": history_keys,
+                    "lastHistoryStep": last_step, "description": null, "notes": null,
+                    "group": null, "jobType": null, "sweepName": null, "commit": null,
+                    "readOnly": false, "createdAt": "2026-01-01T00:00:00",
+                    "heartbeatAt": "2026-01-01T00:00:00", "host": null,
+                    "user": {"name": "test", "username": "test"},
+                })),
+            )
+        }
+        "HistoryPage" => {
+            let a = match arguments(query, vars, "history") {
+                Ok(a) => a,
+                Err(e) => return gql_fail(s, route, e),
+            };
+            let step = |k: &str| {
+                a.get(k).and_then(|v| {
+                    v.as_i64()
+                        .or_else(|| v.as_str().and_then(|t| t.parse().ok()))
+                })
+            };
+            let (lo, hi) = (
+                step("minStep").unwrap_or(0),
+                step("maxStep").unwrap_or(i64::MAX),
+            );
+            let n = a.get("samples").and_then(Value::as_u64).unwrap_or(500) as usize;
+            let rows: Vec<String> = run
+                .history
+                .iter()
+                .filter(|h| h["_step"].as_i64().is_some_and(|st| st >= lo && st < hi))
+                .take(n)
+                .map(Value::to_string)
+                .collect();
+            resp(200, project_of(json!({"history": rows})))
+        }
+        "RunFiles" => {
+            let a = match arguments(query, vars, "files") {
+                Ok(a) => a,
+                Err(e) => return gql_fail(s, route, e),
+            };
+            if let Err(e) = arguments(query, vars, "url") {
+                return gql_fail(s, route, e);
+            }
+            let (start, n) = page(&a, "after", "first", 50);
+            let only: Vec<&str> = a
+                .get("names")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let files: Vec<(&String, &Vec<u8>)> = run
+                .files
+                .iter()
+                .filter(|(k, _)| only.is_empty() || only.contains(&k.as_str()))
+                .collect();
+            let edges: Vec<Value> = files
+                .iter()
+                .enumerate()
+                .skip(start)
+                .take(n)
+                .map(|(i, (name, bytes))| {
+                    let url = format!("http://{host}/files/{entity}/{project}/{}/{name}", run.name);
+                    json!({"cursor": (i + 1).to_string(), "node": {
+                        "id": format!("RmlsZTp{i}"), "name": name, "url": url, "directUrl": url,
+                        "sizeBytes": bytes.len(), "mimetype": "application/octet-stream",
+                        "updatedAt": "2026-01-01T00:00:00", "md5": b64_md5(bytes),
+                    }})
+                })
+                .collect();
+            let end = (start + n).min(files.len());
+            resp(
+                200,
+                project_of(json!({"fileCount": files.len(), "files": {
+                    "edges": edges,
+                    "pageInfo": {"endCursor": end.to_string(), "hasNextPage": end < files.len()},
+                }})),
+            )
+        }
+        _ => {
+            let a = match arguments(query, vars, "outputArtifacts") {
+                Ok(a) => a,
+                Err(e) => return gql_fail(s, route, e),
+            };
+            let (start, n) = page(&a, "after", "first", 50);
+            let arts: Vec<&WArtifact> = s
+                .artifacts
+                .iter()
+                .filter(|x| x.project == project && x.run == run.name)
+                .collect();
+            let edges: Vec<Value> = arts
+                .iter()
+                .enumerate()
+                .skip(start)
+                .take(n)
+                .map(|(i, x)| {
+                    let index = s
+                        .artifacts
+                        .iter()
+                        .filter(|y| y.collection == x.collection)
+                        .position(|y| y.id == x.id)
+                        .unwrap_or(0);
+                    json!({"cursor": (i + 1).to_string(), "node": {
+                        "__typename": "Artifact", "id": x.id, "versionIndex": index,
+                        "artifactSequence": {"__typename": "ArtifactSequence", "name": x.collection,
+                            "project": {"id": "UHJvamVjdDox", "internalId": "1", "name": project,
+                                        "entity": {"name": entity}}},
+                        "artifactType": {"name": x.type_name}, "description": null,
+                        "metadata": "{}", "ttlDurationSeconds": -1, "ttlIsInherited": true,
+                        "tags": [], "historyStep": null, "state": x.state, "size": 0,
+                        "digest": x.digest, "digestAlgorithm": "MANIFEST_MD5",
+                        "commitHash": null, "fileCount": x.files.len(),
+                        "createdAt": "2026-01-01T00:00:00", "updatedAt": null, "aliases": [],
+                    }})
+                })
+                .collect();
+            let end = (start + n).min(arts.len());
+            resp(
+                200,
+                project_of(json!({"artifacts": {
+                    "totalCount": arts.len(), "edges": edges,
+                    "pageInfo": {"__typename": "PageInfo", "endCursor": end.to_string(),
+                                 "hasNextPage": end < arts.len()},
+                }})),
+            )
+        }
+    }
+}
+
+/// `GET /files/ENTITY/PROJECT/RUN/PATH`: a run file's bytes, as the URL
+/// `RunFiles` lists serves them (with the API key).
+fn get_file(s: &mut Server, req: &Request) -> Response {
+    let path = req.path.split('?').next().unwrap_or("");
+    let mut parts = path.trim_start_matches("/files/").splitn(4, '/');
+    let (Some(e), Some(p), Some(r), Some(name)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return violation(s, 404, format!("bad file path {}", req.path));
+    };
+    if e != s.entity {
+        return resp(403, json!({"error": "permission denied"}));
+    }
+    match s
+        .runs
+        .get(&(p.to_string(), r.to_string()))
+        .and_then(|run| run.files.get(name))
+    {
+        Some(bytes) => Response {
+            raw: Some(bytes.clone()),
+            ..resp(200, Value::Null)
+        },
+        None => resp(404, json!({"error": "not found"})),
     }
 }
 
@@ -1155,9 +1559,10 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
     names.sort();
     s.put_headers.push((project, names));
     match slot {
-        Slot::RunFile(p, r, name) => match s.runs.get_mut(&(p, r)) {
+        Slot::RunFile(p, r, name) => match s.runs.get_mut(&(p.clone(), r)) {
             Some(run) => {
-                run.files.insert(name, req.body.clone());
+                run.files.insert(name.clone(), req.body.clone());
+                s.put_files.push((p, name));
                 resp(200, Value::Null)
             }
             None => violation(

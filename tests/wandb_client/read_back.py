@@ -1,7 +1,8 @@
 """Reads a run back through W&B's public API (`wandb.Api`), as a W&B user's
 script would: its history, its files, and each logged table through its
 `run_table` artifact. Used by the opt-in live test in tests/sync_wandb.rs
-(it needs real W&B: the emulator does not serve the public API's queries).
+against real W&B, and by tests/sync_wandb_client.rs against the emulator
+(which proves the emulator answers these queries as W&B's client expects).
 
 usage: python read_back.py ENTITY PROJECT RUN   (prints a JSON summary)
 """

@@ -4,6 +4,7 @@
 //! send that part again when asked to repair.
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// How the server's copy differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,4 +103,33 @@ impl std::fmt::Display for Difference {
         }
         Ok(())
     }
+}
+
+/// A value in a message: quoted, and cut when long.
+pub fn quote(s: &str) -> String {
+    format!("{:?}", super::truncate(s, 80))
+}
+
+/// How a JSON file differs from what it must be (`None`: the same). For a
+/// table, the first row that differs.
+pub fn json_difference(have: &Value, want: &Value) -> Option<String> {
+    if have == want {
+        return None;
+    }
+    if let (Some(h), Some(w)) = (have["data"].as_array(), want["data"].as_array()) {
+        if have["columns"] != want["columns"] {
+            return Some("its columns differ".into());
+        }
+        if h.len() != w.len() {
+            return Some(format!(
+                "{} rows on the server, {} recorded",
+                h.len(),
+                w.len()
+            ));
+        }
+        if let Some(i) = h.iter().zip(w).position(|(a, b)| a != b) {
+            return Some(format!("row {} differs", i + 1));
+        }
+    }
+    Some("its content differs".into())
 }

@@ -44,6 +44,39 @@ pub struct Snapshot<'a> {
     pub create_gate: Option<&'a dyn CreateGate>,
 }
 
+impl Snapshot<'_> {
+    /// The finished calls: those whose data an upload sends.
+    pub fn finished_calls(&self) -> impl Iterator<Item = &CallView> {
+        self.view.calls.values().filter(|c| c.finished.is_some())
+    }
+
+    /// The media an upload sends: those outside calls and those of
+    /// finished calls, each digest once.
+    pub fn sent_media(&self) -> Vec<&MediaEvent> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.view
+            .media
+            .iter()
+            .filter(|m| m.call.is_none())
+            .chain(self.finished_calls().flat_map(|c| c.media.iter()))
+            .filter(|m| seen.insert(m.digest.clone()))
+            .collect()
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), ending in
+/// `...` when cut: values in tags and messages.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 /// What a target asks before it makes a remote run that its search did not
 /// find (MLflow: each create makes a new run). A create sent by a process
 /// killed before it recorded the answer may still be on its way to the

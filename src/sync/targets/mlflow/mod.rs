@@ -355,6 +355,6 @@ mod tests {
         let listed = v.as_array().unwrap();
         assert!(listed.len() > 80, "{}", listed.len());
         assert_eq!(listed[0]["path"], "Result-Table/Pipeline-Call-1.json");
-        assert_eq!(truncate("ééé", 5), "é...");
+        assert_eq!(crate::sync::targets::truncate("ééé", 5), "é...");
     }
 }

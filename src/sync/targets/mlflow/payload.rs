@@ -4,6 +4,7 @@
 //! them, so both agree by construction.
 
 use super::*;
+use crate::sync::targets::truncate;
 
 /// The tag MLflow's UI reads to list a run's tables.
 pub(super) const LOGGED_ARTIFACTS: &str = "mlflow.loggedArtifacts";
@@ -219,17 +220,6 @@ pub fn sanitize_key(k: &str) -> String {
         })
         .collect();
     s.chars().take(250).collect()
-}
-
-pub(super) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }
 
 /// Flattens nested objects into `a.b.c` keys; other values become JSON text.

@@ -9,7 +9,7 @@
 use super::objects::Place;
 use super::*;
 use crate::event::Event;
-use crate::sync::targets::differences::{Difference, Part};
+use crate::sync::targets::differences::{json_difference, quote, Difference, Part};
 use futures_util::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -99,7 +99,7 @@ impl Mlflow {
     ) -> SyncResult<()> {
         // Expected points by key, each with the part that sends it.
         let mut want: BTreeMap<String, Vec<(Point, Part)>> = BTreeMap::new();
-        for c in finished_calls(run) {
+        for c in run.finished_calls() {
             for p in call_timings(run, c) {
                 want.entry(p.key.clone())
                     .or_default()
@@ -219,12 +219,12 @@ impl Mlflow {
         let place = place.as_ref();
         // Every file expected, by folder: name -> what it must be.
         let mut want: BTreeMap<&str, BTreeMap<String, Want<'_>>> = BTreeMap::new();
-        for m in run_media(run) {
+        for m in run.sent_media() {
             want.entry("images")
                 .or_default()
                 .insert(format!("{}.{}", m.digest, m.format), Want::Image(m));
         }
-        for c in finished_calls(run) {
+        for c in run.finished_calls() {
             let path = table_path(c);
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
             want.entry(names::TABLES)
@@ -381,28 +381,10 @@ impl Want<'_> {
     }
 }
 
-/// The finished calls: those whose data the upload has sent.
-fn finished_calls<'a>(run: &'a Snapshot<'_>) -> impl Iterator<Item = &'a CallView> {
-    run.view.calls.values().filter(|c| c.finished.is_some())
-}
-
-/// The media the upload sends: outside calls, and of finished calls; each
-/// digest once.
-fn run_media<'a>(run: &'a Snapshot<'_>) -> Vec<&'a MediaEvent> {
-    let mut seen = BTreeSet::new();
-    run.view
-        .media
-        .iter()
-        .filter(|m| m.call.is_none())
-        .chain(finished_calls(run).flat_map(|c| c.media.iter()))
-        .filter(|m| seen.insert(m.digest.clone()))
-        .collect()
-}
-
 /// The tags difflog sets on a run that is uploaded so far.
 fn expected_tags(run: &Snapshot<'_>) -> Vec<(String, String)> {
     let mut tags = run_tags(run);
-    let calls: Vec<&CallView> = finished_calls(run).collect();
+    let calls: Vec<&CallView> = run.finished_calls().collect();
     if let Some(last) = calls.iter().map(|c| c.started.call).max() {
         tags.push((LOGGED_ARTIFACTS.to_string(), logged_artifacts(run, last)));
     }
@@ -415,11 +397,11 @@ fn expected_tags(run: &Snapshot<'_>) -> Vec<(String, String)> {
 /// rest the run-level data.
 fn tag_part(run: &Snapshot<'_>, key: &str) -> Part {
     if key == LOGGED_ARTIFACTS {
-        if let Some(last) = finished_calls(run).map(|c| c.started.call).max() {
+        if let Some(last) = run.finished_calls().map(|c| c.started.call).max() {
             return Part::Call(last);
         }
     }
-    for c in finished_calls(run) {
+    for c in run.finished_calls() {
         if key == format!("difflog.{}.error", c.started.stage) {
             return Part::Call(c.started.call);
         }
@@ -466,11 +448,6 @@ fn compare_pairs(
     }
 }
 
-/// A value in a message: quoted, and cut when long.
-fn quote(s: &str) -> String {
-    format!("{:?}", truncate(s, 80))
-}
-
 /// A JSON number (or a number in a string, as MLflow sends int64s).
 fn number(v: &Value) -> Option<f64> {
     match v {
@@ -486,28 +463,4 @@ fn same_point(have: &Point, want: &Point) -> bool {
     have.step == want.step
         && have.timestamp == want.timestamp
         && (have.value == want.value || (have.value.is_nan() && want.value.is_nan()))
-}
-
-/// How a JSON file differs from what it must be (`None`: the same). For a
-/// table, the first row that differs.
-fn json_difference(have: &Value, want: &Value) -> Option<String> {
-    if have == want {
-        return None;
-    }
-    if let (Some(h), Some(w)) = (have["data"].as_array(), want["data"].as_array()) {
-        if have["columns"] != want["columns"] {
-            return Some("its columns differ".into());
-        }
-        if h.len() != w.len() {
-            return Some(format!(
-                "{} rows on the server, {} recorded",
-                h.len(),
-                w.len()
-            ));
-        }
-        if let Some(i) = h.iter().zip(w).position(|(a, b)| a != b) {
-            return Some(format!("row {} differs", i + 1));
-        }
-    }
-    Some("its content differs".into())
 }

@@ -232,6 +232,21 @@ fn manifest_digest(entries: &[Entry]) -> String {
     crate::format::hex(&h.finalize())
 }
 
+/// The collection and digest of `call`'s table artifact in W&B run `run`:
+/// what `verify` expects the server to hold, committed.
+pub(super) fn expected_table_artifact(
+    run: &Snapshot<'_>,
+    call: &CallView,
+    wandb_run: &str,
+) -> SyncResult<(String, String)> {
+    let key = names::table(&call.started.stage);
+    let entries = entries(run, call, &key)?;
+    Ok((
+        table_artifact_name(wandb_run, &key),
+        manifest_digest(&entries),
+    ))
+}
+
 impl Wandb {
     /// Logs `call`'s table as its run's `run_table` artifact (see the module
     /// comment); nothing new when the server has it committed already.

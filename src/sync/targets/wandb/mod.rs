@@ -42,7 +42,9 @@ mod api;
 mod artifact;
 mod cursor;
 mod payload;
+mod readback;
 
+use super::differences::Difference;
 use super::{Remote, RemoteData, RemoteStatus, Snapshot, Target};
 use crate::event::{Cell, Event, MediaEvent, MetricEvent};
 use crate::format::rfc3339_ms;
@@ -244,18 +246,7 @@ impl Target for Wandb {
 
     async fn sync_meta(&self, remote: &Remote, run: &Snapshot<'_>) -> SyncResult<()> {
         let cur = Cursor::of(remote)?;
-        let mut config = Map::new();
-        for (k, v) in &run.view.config {
-            config.insert(k.clone(), json!({"value": v}));
-        }
-        config.insert(
-            "workflow".into(),
-            json!({"value": Value::Array(run.view.workflow())}),
-        );
-        config.insert(
-            "difflog".into(),
-            json!({"value": {"run_id": run.meta.id, "host": run.meta.host, "version": run.meta.difflog_version}}),
-        );
+        let config = run_config(run);
         let files = run_files(run, &config);
         // Config only: the name and tags were set when the run was made.
         self.upsert(json!({
@@ -366,25 +357,24 @@ impl Target for Wandb {
             }
             return Ok(());
         }
-        if !cur.complete {
-            // W&B's client leaves the final summary as a run file too (the
-            // Files tab); sent before `complete`, so a kill between the two
-            // sends it again (same name: replaced, not doubled).
-            if let Some(summary) = summary_line(&self.lines_for(run)) {
-                let name = "wandb-summary.json".to_string();
-                let urls = self
-                    .create_run_files(&cur, std::slice::from_ref(&name))
+        // W&B's client leaves the final summary as a run file too (the
+        // Files tab); sent before `complete`, so a kill between the two
+        // sends it again (same name: replaced, not doubled), and whenever
+        // the end is sent (a repair sends the end of a completed run again).
+        if let Some(summary) = summary_line(&self.lines_for(run)) {
+            let name = "wandb-summary.json".to_string();
+            let urls = self
+                .create_run_files(&cur, std::slice::from_ref(&name))
+                .await?;
+            for u in &urls {
+                self.storage
+                    .send_with(
+                        Method::PUT,
+                        &u.url,
+                        &u.headers,
+                        Body::Bytes(summary.as_bytes(), None),
+                    )
                     .await?;
-                for u in &urls {
-                    self.storage
-                        .send_with(
-                            Method::PUT,
-                            &u.url,
-                            &u.headers,
-                            Body::Bytes(summary.as_bytes(), None),
-                        )
-                        .await?;
-                }
             }
         }
         let code = exitcode(status);
@@ -403,6 +393,24 @@ impl Target for Wandb {
             remote,
         )
         .await
+    }
+
+    async fn find_remote(
+        &self,
+        run: &Snapshot<'_>,
+        known: Option<&Remote>,
+    ) -> SyncResult<Option<Remote>> {
+        self.find(run, known).await
+    }
+
+    async fn read_back(
+        &self,
+        remote: &Remote,
+        run: &Snapshot<'_>,
+        status: RemoteStatus,
+        concurrency: usize,
+    ) -> SyncResult<Vec<Difference>> {
+        self.compare(remote, run, status, concurrency).await
     }
 
     async fn keep_alive(&self, remote: &Remote) -> SyncResult<()> {

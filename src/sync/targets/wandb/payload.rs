@@ -149,6 +149,24 @@ pub(super) fn sdxl_caption(call: &CallView, digest: &str) -> Option<String> {
     ))
 }
 
+/// The run's W&B config: each key as `{"value": …}`, autolog's
+/// `workflow` list, and where the run came from (`difflog`).
+pub(super) fn run_config(run: &Snapshot<'_>) -> Map<String, Value> {
+    let mut config = Map::new();
+    for (k, v) in &run.view.config {
+        config.insert(k.clone(), json!({"value": v}));
+    }
+    config.insert(
+        "workflow".into(),
+        json!({"value": Value::Array(run.view.workflow())}),
+    );
+    config.insert(
+        "difflog".into(),
+        json!({"value": {"run_id": run.meta.id, "host": run.meta.host, "version": run.meta.difflog_version}}),
+    );
+    config
+}
+
 /// The run files W&B's client writes beside the history: `wandb-metadata.json`
 /// (what recorded the run, where and when, on which device), `config.yaml`
 /// (the config in W&B's YAML form; JSON values are valid YAML) and
