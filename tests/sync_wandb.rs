@@ -1277,3 +1277,25 @@ fn verify_reads_a_wandb_run_back_and_repair_sends_only_what_differs() {
     );
     assert_eq!(emu.violations(), Vec::<String>::new());
 }
+
+/// Issue 34 (4): a `CreateArtifactFiles` refused because another uploader
+/// committed the same version meanwhile is "ask `CreateArtifact` again"
+/// (its digest lookup finds the committed version), not a failed pass.
+#[test]
+fn an_artifact_committed_meanwhile_is_found_by_its_digest_not_a_failed_pass() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let dir = record(root.path(), 1, 1, 16);
+    emu.inject("CreateArtifactFiles", Fault::CommitMeanwhile);
+    let to = target("meanwhile");
+    let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    let arts = emu.artifacts("meanwhile");
+    let collections: std::collections::BTreeSet<&str> =
+        arts.iter().map(|a| a.collection.as_str()).collect();
+    assert_eq!(arts.len(), collections.len(), "one version per table");
+    assert!(arts.iter().all(|a| a.state == "COMMITTED"));
+    assert_eq!(emu.violations(), Vec::<String>::new());
+    let (code, run, _) = verify_json(&emu.url, &dir, &to, &[]);
+    assert_eq!(code, 0, "{run}");
+}

@@ -133,6 +133,9 @@ pub enum Fault {
     LoseAnswer,
     /// Answer with this status (and `Retry-After` seconds) without doing it.
     Status(u16, Option<u32>),
+    /// `CreateArtifactFiles` only: another uploader commits the artifact
+    /// version first, so the server refuses files for it (a GraphQL error).
+    CommitMeanwhile,
 }
 
 #[derive(Default)]
@@ -349,6 +352,28 @@ fn serve(stream: TcpStream, server: &Mutex<Server>) {
                     drop(s);
                     let mut out = resp(code, json!({"error": "injected fault"}));
                     out.retry_after = ra;
+                    if write_response(&mut w, &out).is_err() || close {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Fault::CommitMeanwhile) => {
+                    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                    let ids: Vec<String> = body["variables"]["input"]["artifactFiles"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["artifactID"].as_str().map(str::to_string))
+                        .collect();
+                    for a in s.artifacts.iter_mut().filter(|a| ids.contains(&a.id)) {
+                        a.state = "COMMITTED".into();
+                    }
+                    drop(s);
+                    let out = resp(
+                        200,
+                        json!({"errors": [{"message": "artifact is not in a PENDING state",
+                            "path": ["createArtifactFiles"]}], "data": null}),
+                    );
                     if write_response(&mut w, &out).is_err() || close {
                         return;
                     }

@@ -287,10 +287,36 @@ impl Wandb {
         let Some(art) = self.create_artifact(cur, key, &collection, entries).await? else {
             return Ok(()); // committed already: the same table, uploaded before
         };
-        let first = self.artifact_manifest(cur, &art, "", false).await?;
+        match self.fill_artifact(cur, &art, &collection, entries).await {
+            Ok(()) => Ok(()),
+            // A step refused: the version may have been committed meanwhile
+            // (another uploader of the same run, a pass whose answer was
+            // lost). The digest lookup says; only then is it done.
+            Err(e) if e.class == crate::sync::retry::Class::Permanent => {
+                match self.create_artifact(cur, key, &collection, entries).await {
+                    Ok(None) => {
+                        tracing::debug!("{collection}: committed meanwhile ({e})");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The manifest, the files and the commit of the pending version `art`.
+    async fn fill_artifact(
+        &self,
+        cur: &Cursor,
+        art: &Pending,
+        collection: &str,
+        entries: &[Entry],
+    ) -> SyncResult<()> {
+        let first = self.artifact_manifest(cur, art, "", false).await?;
         let manifest_id = first["createArtifactManifest"]["artifactManifest"]["id"].clone();
         let contents = self
-            .upload_artifact_files(&art, &manifest_id, &collection, entries)
+            .upload_artifact_files(art, &manifest_id, collection, entries)
             .await?;
         let manifest_json = serde_json::to_vec(&json!({
             "version": 1, "storagePolicy": "wandb-storage-policy-v1",
@@ -298,7 +324,7 @@ impl Wandb {
         }))
         .unwrap_or_default();
         let second = self
-            .artifact_manifest(cur, &art, &b64_md5(&manifest_json), true)
+            .artifact_manifest(cur, art, &b64_md5(&manifest_json), true)
             .await?;
         let file = &second["createArtifactManifest"]["artifactManifest"]["file"];
         let url = file["uploadUrl"].as_str().ok_or_else(|| {
