@@ -1299,3 +1299,67 @@ fn an_artifact_committed_meanwhile_is_found_by_its_digest_not_a_failed_pass() {
     let (code, run, _) = verify_json(&emu.url, &dir, &to, &[]);
     assert_eq!(code, 0, "{run}");
 }
+
+/// Issue 34 (2): a W&B run stopped from W&B's UI, or ended there by
+/// someone else, while it is still being recorded is reported — error
+/// code `remote_ended`, nothing more sent — and uploaded to again only
+/// with `--reopen-ended` (a stop overridden once is not reported again).
+#[test]
+fn a_wandb_run_stopped_or_ended_on_the_server_is_reported_and_reopened_only_when_asked() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("p").root(root.path())).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    let mut p = TestPipeline::new();
+    let mut call = |seed: u64| run.record(&mut p, &Req::new(&["a prompt"], seed)).unwrap();
+    call(1);
+    let to = target("stops");
+    let upload = |more: &[&str]| {
+        let mut args = vec!["upload", dir.to_str().unwrap(), "--to", &to, "--json"];
+        args.extend_from_slice(more);
+        sync(&emu.url, &args)
+    };
+    let o = upload(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let name = run_name(&RunDir::open(&dir).unwrap().meta.id);
+    let lines = || emu.run("stops", &name).unwrap().history.len();
+    let sent = lines();
+
+    // Stopped from the UI: reported, nothing sent, until overridden.
+    emu.change_run("stops", &name, |r| r.stopped = true);
+    call(2);
+    let refused = |o: &Output, why: &str| {
+        assert_eq!(o.status.code(), Some(1), "{}", text(o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["runs"][0]["error_code"], "remote_ended", "{v}");
+        let e = v["runs"][0]["error"].as_str().unwrap();
+        assert!(e.contains(why) && e.contains("--reopen-ended"), "{e}");
+    };
+    refused(&upload(&[]), "stopped from W&B's UI");
+    assert_eq!(lines(), sent);
+    let o = upload(&["--reopen-ended"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(lines(), expected_lines(&dir).len());
+    call(3);
+    let o = upload(&[]);
+    assert!(o.status.success(), "the override is kept: {}", text(&o));
+    assert_eq!(lines(), expected_lines(&dir).len());
+
+    // Ended there by someone else while still recorded: the same.
+    emu.change_run("stops", &name, |r| r.state = "finished".into());
+    call(4);
+    let sent = lines();
+    refused(&upload(&[]), "ended on the server (finished)");
+    assert_eq!(lines(), sent);
+    assert_eq!(emu.run("stops", &name).unwrap().state, "finished");
+    let o = upload(&["--reopen-ended"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(lines(), expected_lines(&dir).len());
+    assert_eq!(emu.run("stops", &name).unwrap().state, "running");
+    drop(call);
+    run.finish().unwrap();
+    let o = upload(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(emu.run("stops", &name).unwrap().state, "finished");
+    assert_eq!(emu.violations(), Vec::<String>::new());
+}

@@ -76,6 +76,8 @@ pub struct WRun {
     pub tags: Vec<String>,
     pub config: Map<String, Value>,
     pub state: String,
+    /// Stopped from W&B's UI (`Run.stopped`).
+    pub stopped: bool,
     pub history: Vec<Value>,
     pub summary: Value,
     /// Files by run path, with their bytes.
@@ -854,7 +856,8 @@ fn graphql(s: &mut Server, req: &Request, route: &str) -> Response {
                 200,
                 json!({"data": {"upsertBucket": {"inserted": inserted, "bucket": {
                     "id": run.id, "name": run.name, "displayName": run.display_name,
-                    "state": run.state, "historyLineCount": run.history.len(),
+                    "state": run.state, "stopped": run.stopped,
+                    "historyLineCount": run.history.len(),
                     "project": {"name": project, "entity": {"name": entity}},
                 }}}}),
             )

@@ -12,6 +12,10 @@ pub(super) struct Cursor {
     pub(super) history: u64,
     /// Whether the run was marked complete.
     pub(super) complete: bool,
+    /// Whether a stop asked for in W&B's UI was overridden
+    /// (`--reopen-ended`): it is not reported again.
+    #[serde(default)]
+    pub(super) stop_accepted: bool,
 }
 
 impl RemoteData for Cursor {

@@ -10,7 +10,9 @@
 //!   made again as `<name>-2` when asked), sets the display name and tags
 //!   once (when it makes the run: edits in W&B stay) and the config
 //!   (`{"key": {"value": …}}`, with autolog's `workflow` list); its answer's
-//!   `historyLineCount` says where the history continues.
+//!   `historyLineCount` says where the history continues, and its `state`
+//!   and `stopped` whether someone else ended or stopped the run (reported
+//!   as `remote_ended`, not re-opened unless asked).
 //! - Files: `CreateRunFiles` hands out an upload URL (and headers) per file —
 //!   asked for all files of a batch of calls at once, as W&B's client does,
 //!   and again for one file whose URL storage refuses (an expired signature)
@@ -75,7 +77,7 @@ const UPSERT_BUCKET: &str = "mutation UpsertBucket($id: String, $name: String, $
 $entity: String, $displayName: String, $notes: String, $state: String, $tags: [String!], \
 $config: JSONString) { upsertBucket(input: {id: $id, name: $name, modelName: $project, \
 entityName: $entity, displayName: $displayName, notes: $notes, state: $state, tags: $tags, \
-config: $config}) { bucket { id name displayName state historyLineCount \
+config: $config}) { bucket { id name displayName state stopped historyLineCount \
 project { name entity { name } } } inserted } }";
 
 const CREATE_RUN_FILES: &str = "mutation CreateRunFiles($entity: String!, $project: String!, \
@@ -139,6 +141,23 @@ fn exitcode(status: RemoteStatus) -> i32 {
         // crash is not).
         RemoteStatus::Killed => 1,
     }
+}
+
+/// The W&B state difflog-sync's own end leaves a run in: `None` while the
+/// run is being recorded (difflog-sync ends no live run).
+fn own_end_state(run: &Snapshot<'_>) -> Option<&'static str> {
+    if crate::read::is_live(run.dir) {
+        return None;
+    }
+    let finished = run.records.iter().rev().find_map(|r| match &r.event {
+        Event::RunFinished(f) => Some(!f.crashed && f.status == crate::event::RunStatus::Finished),
+        _ => None,
+    });
+    Some(if finished == Some(true) {
+        "finished"
+    } else {
+        "failed"
+    })
 }
 
 /// The heartbeat interval: `DIFFLOG_HEARTBEAT_SECONDS`, else W&B's 30 s.
@@ -224,6 +243,31 @@ impl Target for Wandb {
         // What the state knew is about this W&B run only (a re-created run
         // starts from nothing).
         let known = known.filter(|k| k.run == run_now);
+        let mut stop_accepted = known.as_ref().is_some_and(|k| k.stop_accepted);
+        if let Some(k) = known.as_ref().filter(|k| !k.complete) {
+            let state = bucket["state"].as_str().unwrap_or("");
+            // Ended there by someone else: an end difflog-sync had not
+            // sent (nor one it may have sent whose answer was lost: the
+            // run ended here, with the state that end gives).
+            let ended = matches!(state, "finished" | "failed" | "killed")
+                && own_end_state(run) != Some(state);
+            let stopped = bucket["stopped"] == true && !k.stop_accepted;
+            if ended || stopped {
+                if !crate::sync::reopen_ended() {
+                    let how = if stopped {
+                        "stopped from W&B's UI".to_string()
+                    } else {
+                        format!("ended on the server ({state})")
+                    };
+                    return Err(SyncError::remote_ended(format!(
+                        "the W&B run {}/{project}/{run_now} of difflog run {} was {how} while difflog-sync had not ended it; \
+                         nothing more is uploaded to it unless you upload with --reopen-ended",
+                        self.entity, run.meta.id
+                    )));
+                }
+                stop_accepted |= stopped;
+            }
+        }
         let cur = Cursor {
             entity,
             project: bucket["project"]["name"]
@@ -235,6 +279,7 @@ impl Target for Wandb {
             // never ahead of the server; the server may lag in what it reports.
             history: server_lines.max(known.as_ref().map_or(0, |k| k.history)),
             complete: ended || known.as_ref().is_some_and(|k| k.complete),
+            stop_accepted,
         };
         let mut remote = Remote {
             id: cur.run.clone(),

@@ -91,6 +91,7 @@ impl Wandb {
                 run: run_name(&run.meta.id),
                 history: 0,
                 complete: false,
+                stop_accepted: false,
             },
         };
         let Some(found) = self.run_info(&cur).await? else {
