@@ -1356,7 +1356,6 @@ fn a_wandb_run_stopped_or_ended_on_the_server_is_reported_and_reopened_only_when
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(lines(), expected_lines(&dir).len());
     assert_eq!(emu.run("stops", &name).unwrap().state, "running");
-    drop(call);
     run.finish().unwrap();
     let o = upload(&[]);
     assert!(o.status.success(), "{}", text(&o));
