@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -147,6 +148,15 @@ def scale():
         round(gen["seconds"], 2))
     row(s, "difflog ls, s (RSS MB)", f"{ls_s:.2f} ({ls_rss:.0f})", "≤ 1", ls_s <= 1)
     row(s, "difflog-sync status, s (RSS MB)", f"{st_s:.2f} ({st_rss:.0f})", "≤ 1", st_s <= 1)
+    # The same fleet uploaded to two targets (the state as uploads leave it).
+    root2 = os.path.join(work, "scale-2-targets")
+    gen2 = json.loads(run([difflog, "bench", "scale", "--root", root2, "--runs", str(runs),
+                           "--events-per-run", "100", "--targets", "2"]).stdout)
+    st2_s, st2_rss = timed([sync, "status", root2])
+    st2j_s, _ = timed([sync, "status", root2, "--json"])
+    row(s, f"difflog-sync status, {runs} runs × 2 targets, s (RSS MB); --json, s",
+        f"{st2_s:.2f} ({st2_rss:.0f}); {st2j_s:.2f}", "≤ 1", max(st2_s, st2j_s) <= 1)
+    shutil.rmtree(root2, ignore_errors=True)
     # watch start-up over runs that are already uploaded: the daemon opens
     # every run, finds nothing due and goes idle. Full mode uploads the whole
     # root first (~0.1 s per run here, ~16 min for 10,000); quick mode a
@@ -187,6 +197,7 @@ def scale():
             "yes (extrapolated)" if per_run * 10000 <= 5 else "NO (extrapolated)")
     row(s, f"difflog-sync upload of those {sub_n} runs to MLflow, s per run", round(upload_s / sub_n, 3))
     return {"generated": gen, "ls_s": ls_s, "ls_rss_mb": ls_rss, "status_s": st_s, "status_rss_mb": st_rss,
+            "status_2_targets_s": st2_s, "status_2_targets_json_s": st2j_s, "state_seconds": gen2["state_seconds"],
             "watch_runs": sub_n, "watch_startup_s": startup, "watch_rss_mb": rss,
             "watch_startup_10k_extrapolated_s": per_run * 10000, "upload_s_per_run": upload_s / sub_n}
 

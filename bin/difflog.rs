@@ -340,6 +340,10 @@ enum Bench {
         /// Calls per run (three events each; the rest are metrics).
         #[arg(long, default_value_t = 4)]
         calls_per_run: usize,
+        /// Record every run as uploaded to this many (made-up) targets in
+        /// the root's sync state, for `difflog-sync status` over a fleet.
+        #[arg(long, default_value_t = 0)]
+        targets: usize,
     },
     /// `difflog compare` over many runs × many images (recorded once with
     /// synthetic images under --root, reused after), with nothing cached
@@ -614,12 +618,14 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
             runs,
             events_per_run,
             calls_per_run,
+            targets,
         } => {
             let opts = difflog::bench::scale::ScaleRoot {
                 root: r,
                 runs,
                 events_per_run,
                 calls_per_run,
+                targets,
             };
             actions::bench_scale(out, &opts)
         }

@@ -31,6 +31,10 @@ pub struct ScaleRoot {
     pub events_per_run: usize,
     /// Calls per run.
     pub calls_per_run: usize,
+    /// Targets every run is recorded as uploaded to, in the root's sync
+    /// state (as `difflog-sync upload` leaves it), for `status` over a
+    /// fleet of several targets; 0: none (runs uploaded nowhere).
+    pub targets: usize,
 }
 
 /// What was generated.
@@ -44,6 +48,8 @@ pub struct ScaleFigures {
     pub log_bytes: u64,
     /// Seconds it took.
     pub seconds: f64,
+    /// Seconds of that spent writing the sync state (`targets` > 0).
+    pub state_seconds: f64,
 }
 
 fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
@@ -171,12 +177,47 @@ pub fn generate(opts: &ScaleRoot) -> Result<ScaleFigures> {
             .and_then(|mut f| f.write_all(&buf))
             .map_err(|e| Error::io(&log, "write", e))?;
     }
+    let state_started = std::time::Instant::now();
+    if opts.targets > 0 {
+        seed_state(opts)?;
+    }
     Ok(ScaleFigures {
         runs: opts.runs,
         events,
         log_bytes,
         seconds: started.elapsed().as_secs_f64(),
+        state_seconds: state_started.elapsed().as_secs_f64(),
     })
+}
+
+/// The name of bench target `k` (a server that does not exist: `status`
+/// reads the state only).
+pub fn target_key(k: usize) -> String {
+    format!("mlflow+http://bench-target-{k}.invalid")
+}
+
+/// Records every run as completely uploaded to each bench target: its
+/// remote run, every call done, the status and the log position sent.
+fn seed_state(opts: &ScaleRoot) -> Result<()> {
+    let state = crate::sync::state::State::open(&opts.root)?;
+    let calls = opts
+        .calls_per_run
+        .min(opts.events_per_run.saturating_sub(4) / 3);
+    let items: Vec<String> = (1..=calls)
+        .flat_map(|c| [format!("call:{c}"), format!("table:{c}")])
+        .collect();
+    let seq = opts.events_per_run.max(7) as u64;
+    for k in 0..opts.targets {
+        let key = target_key(k);
+        for i in 0..opts.runs {
+            let id = format!("20260101T000000.000Z-{i:06x}");
+            state.set_remote(&key, &id, &format!("bench{k:02}{i:06x}"), "{}")?;
+            state.mark_done_many(&key, &id, &items)?;
+            state.set_status(&key, &id, "FINISHED")?;
+            state.set_synced_seq(&key, &id, seq)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where [`generate`] puts run `i` (for tests).
@@ -196,9 +237,17 @@ mod tests {
             runs: 3,
             events_per_run: 100,
             calls_per_run: 4,
+            targets: 2,
         })
         .unwrap();
         assert_eq!((f.runs, f.events), (3, 300));
+        // Every run is complete at both targets, as after an upload.
+        let state = crate::sync::state::State::open_for_reading(d.path()).unwrap();
+        let id = "20260101T000000.000Z-000002";
+        assert_eq!(state.targets_of(id).unwrap().len(), 2);
+        let rec = state.run(&target_key(1), id).unwrap();
+        assert_eq!(rec.status_sent.as_deref(), Some("FINISHED"));
+        assert_eq!(state.count_done(&target_key(0), id, "call:").unwrap(), 4);
         let run = crate::read::RunDir::open(run_path(d.path(), 2)).unwrap();
         assert_eq!(run.records().len(), 100);
         assert_eq!(run.state(), crate::read::RunState::Finished);

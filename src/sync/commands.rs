@@ -2,12 +2,12 @@
 //! parses arguments and calls these.
 
 use super::engine::{
-    bounded_by, progress_for_key, runtime, sync_run, sync_run_to_all_until, Phase, Progress,
+    bounded_by, progress_from, runtime, sync_run, sync_run_to_all_until, Phase, Progress,
 };
 use super::error::SyncError;
 use super::fleet;
 use super::retry::{retry, Class, Decision, Policy};
-use super::state::{Reachability, State};
+use super::state::{Reachability, State, Summary};
 use super::targets::{targets, AnyTarget, Target};
 use super::{runs_by_root, runs_by_root_with, TargetSpec};
 use crate::error::{Error, Result};
@@ -341,8 +341,12 @@ fn print_upload(
     )
 }
 
-/// The status rows of one run: one per target it has state for.
-fn status_rows(state: &State, dir: &Path) -> Result<Vec<serde_json::Value>> {
+/// The status rows of one run: one per target it has state for (from
+/// `known`, the root's state by run id).
+fn status_rows(
+    known: &std::collections::HashMap<String, Vec<Summary>>,
+    dir: &Path,
+) -> Result<Vec<serde_json::Value>> {
     let run = match RunDir::open(dir) {
         Ok(r) => r,
         Err(e) => {
@@ -353,7 +357,10 @@ fn status_rows(state: &State, dir: &Path) -> Result<Vec<serde_json::Value>> {
     };
     let view = run.view();
     let st = run.state();
-    let targets = state.targets_of(&run.meta.id)?;
+    let targets = known
+        .get(&run.meta.id)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let mut rows = Vec::new();
     if targets.is_empty() {
         let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
@@ -362,12 +369,11 @@ fn status_rows(state: &State, dir: &Path) -> Result<Vec<serde_json::Value>> {
             "calls_recorded": finished, "calls_uploaded": 0, "pending_calls": finished}),
         );
     }
-    for key in targets {
-        let p =
-            progress_for_key(&key, state, &run, &view, st, None).map_err(SyncError::into_error)?;
-        let rec = state.run(&key, &run.meta.id)?;
+    for t in targets {
+        let p = progress_from(t, &run, &view, st);
+        let rec = &t.record;
         rows.push(json!({
-            "run_id": p.run_id, "path": dir, "state": st, "target": key,
+            "run_id": p.run_id, "path": dir, "state": st, "target": t.target,
             "calls_recorded": p.calls_recorded, "calls_uploaded": p.calls_uploaded,
             "pending_calls": p.calls_recorded.saturating_sub(p.calls_uploaded),
             "media_recorded": p.media_recorded, "media_uploaded": p.media_uploaded,
@@ -403,8 +409,9 @@ pub fn status(paths: &[PathBuf], json_out: bool, all: bool, out: &mut dyn Write)
     let mut reach: BTreeMap<String, Reachability> = BTreeMap::new();
     for (root, runs) in &groups {
         let state = State::open_for_reading(root)?;
+        let known = state.summaries()?;
         // Runs are read on all cores (parsing dominates over thousands).
-        for r in crate::read::par_map(runs, |dir| status_rows(&state, dir)) {
+        for r in crate::read::par_map(runs, |dir| status_rows(&known, dir)) {
             rows.extend(r?);
         }
         for r in state.reachability()? {

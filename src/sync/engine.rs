@@ -801,31 +801,45 @@ pub fn progress_for_key(
 ) -> SyncResult<Progress> {
     let id = run.meta.id.as_str();
     let rec = state.run(key, id).map_err(state_err)?;
-    let finished: Vec<_> = view
-        .calls
-        .values()
-        .filter(|c| c.finished.is_some())
-        .collect();
+    let summary = crate::sync::state::Summary {
+        target: key.to_string(),
+        calls_done: state.count_done(key, id, "call:").map_err(state_err)?,
+        media_done: state.count_done(key, id, "media:").map_err(state_err)?,
+        record: rec,
+    };
+    let mut p = progress_from(&summary, run, view, run_state);
+    p.remote_id = remote_id.or(p.remote_id);
+    Ok(p)
+}
+
+/// A run's progress at one target from what the state holds of it there.
+pub fn progress_from(
+    summary: &crate::sync::state::Summary,
+    run: &RunDir,
+    view: &crate::read::RunView,
+    run_state: RunState,
+) -> Progress {
+    let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
     let mut digests = std::collections::HashSet::new();
     for m in &view.media {
         let in_finished = m
             .call
             .is_none_or(|c| view.calls.get(&c).is_some_and(|cv| cv.finished.is_some()));
         if in_finished {
-            digests.insert(m.digest.clone());
+            digests.insert(m.digest.as_str());
         }
     }
-    Ok(Progress {
-        run_id: id.to_string(),
+    Progress {
+        run_id: run.meta.id.clone(),
         path: run.path.clone(),
         state: run_state,
-        calls_recorded: finished.len(),
-        calls_uploaded: state.count_done(key, id, "call:").map_err(state_err)? as usize,
+        calls_recorded: finished,
+        calls_uploaded: summary.calls_done as usize,
         media_recorded: digests.len(),
-        media_uploaded: state.count_done(key, id, "media:").map_err(state_err)? as usize,
-        status: rec.status_sent,
-        remote_id: remote_id.or(rec.remote_id),
-    })
+        media_uploaded: summary.media_done as usize,
+        status: summary.record.status_sent.clone(),
+        remote_id: summary.record.remote_id.clone(),
+    }
 }
 
 #[cfg(test)]

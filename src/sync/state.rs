@@ -7,6 +7,7 @@
 //! idempotent on the server side, so catching up never duplicates anything.
 
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -115,6 +116,19 @@ pub struct Forget {
     pub status: bool,
 }
 
+/// One run at one target, as [`State::summaries`] reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The target's key.
+    pub target: String,
+    /// The run's record there.
+    pub record: RunRecord,
+    /// Calls done there (`call:` items).
+    pub calls_done: u64,
+    /// Media done there (`media:` items).
+    pub media_done: u64,
+}
+
 impl State {
     /// Opens (creating if needed) the state of the runs under `root`.
     pub fn open(root: &Path) -> crate::Result<State> {
@@ -155,7 +169,10 @@ impl State {
                 PRIMARY KEY (target, run_id, item));
              CREATE TABLE IF NOT EXISTS targets (
                 target TEXT PRIMARY KEY NOT NULL,
-                last_reachable TEXT, next_attempt TEXT);",
+                last_reachable TEXT, next_attempt TEXT);
+             -- A run's targets (`status`): without it each lookup reads
+             -- every row, quadratic over a fleet with several targets.
+             CREATE INDEX IF NOT EXISTS runs_by_run_id ON runs (run_id);",
         )
         .map_err(|e| err(&path, e))?;
         // Added after the first release: older state files get the columns.
@@ -188,24 +205,23 @@ impl State {
     /// The record of `run_id` at `target`.
     pub fn run(&self, target: &str, run_id: &str) -> crate::Result<RunRecord> {
         self.with(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT remote_id, remote_data, status_sent, synced_seq, last_error, updated,
                         fingerprint, opening
                  FROM runs WHERE target=?1 AND run_id=?2",
-                params![target, run_id],
-                |r| {
-                    Ok(RunRecord {
-                        remote_id: r.get(0)?,
-                        remote_data: r.get(1)?,
-                        status_sent: r.get(2)?,
-                        synced_seq: r.get::<_, i64>(3)? as u64,
-                        last_error: r.get(4)?,
-                        updated: r.get(5)?,
-                        fingerprint: r.get(6)?,
-                        opening: r.get(7)?,
-                    })
-                },
-            )
+            )?
+            .query_row(params![target, run_id], |r| {
+                Ok(RunRecord {
+                    remote_id: r.get(0)?,
+                    remote_data: r.get(1)?,
+                    status_sent: r.get(2)?,
+                    synced_seq: r.get::<_, i64>(3)? as u64,
+                    last_error: r.get(4)?,
+                    updated: r.get(5)?,
+                    fingerprint: r.get(6)?,
+                    opening: r.get(7)?,
+                })
+            })
             .optional()
             .map(|o| o.unwrap_or_default())
         })
@@ -382,11 +398,10 @@ impl State {
     /// Number of done items of `run_id` at `target` whose name starts with `prefix`.
     pub fn count_done(&self, target: &str, run_id: &str, prefix: &str) -> crate::Result<u64> {
         self.with(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT COUNT(*) FROM done WHERE target=?1 AND run_id=?2 AND item LIKE ?3 || '%'",
-                params![target, run_id, prefix],
-                |r| r.get::<_, i64>(0),
-            )
+            )?
+            .query_row(params![target, run_id, prefix], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
         })
     }
@@ -429,10 +444,65 @@ impl State {
         })
     }
 
+    /// Every run's record at every target, with how many calls and media
+    /// are done there, by run id: what `status` shows of a whole root, in
+    /// two reads (one lookup per run and target is slow over a fleet).
+    pub fn summaries(&self) -> crate::Result<HashMap<String, Vec<Summary>>> {
+        self.with(|c| {
+            let mut counts: HashMap<(String, String), (u64, u64)> = HashMap::new();
+            let mut st = c.prepare(
+                "SELECT target, run_id,
+                        SUM(item LIKE 'call:%'), SUM(item LIKE 'media:%')
+                 FROM done GROUP BY target, run_id",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                counts.insert(
+                    (r.get(0)?, r.get(1)?),
+                    (
+                        r.get::<_, i64>(2)?.max(0) as u64,
+                        r.get::<_, i64>(3)?.max(0) as u64,
+                    ),
+                );
+            }
+            let mut out: HashMap<String, Vec<Summary>> = HashMap::new();
+            let mut st = c.prepare(
+                "SELECT target, run_id, remote_id, remote_data, status_sent, synced_seq,
+                        last_error, updated, fingerprint, opening
+                 FROM runs ORDER BY target",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let (target, run_id): (String, String) = (r.get(0)?, r.get(1)?);
+                let (calls_done, media_done) = counts
+                    .get(&(target.clone(), run_id.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                out.entry(run_id).or_default().push(Summary {
+                    target,
+                    record: RunRecord {
+                        remote_id: r.get(2)?,
+                        remote_data: r.get(3)?,
+                        status_sent: r.get(4)?,
+                        synced_seq: r.get::<_, i64>(5)? as u64,
+                        last_error: r.get(6)?,
+                        updated: r.get(7)?,
+                        fingerprint: r.get(8)?,
+                        opening: r.get(9)?,
+                    },
+                    calls_done,
+                    media_done,
+                });
+            }
+            Ok(out)
+        })
+    }
+
     /// Every target that has state for `run_id`.
     pub fn targets_of(&self, run_id: &str) -> crate::Result<Vec<String>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT target FROM runs WHERE run_id=?1 ORDER BY target")?;
+            let mut st =
+                c.prepare_cached("SELECT target FROM runs WHERE run_id=?1 ORDER BY target")?;
             let rows = st.query_map(params![run_id], |r| r.get::<_, String>(0))?;
             rows.collect()
         })
@@ -442,6 +512,41 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `summaries` reads what one lookup per run and target reads.
+    #[test]
+    fn summaries_agree_with_the_lookups_per_run_and_target() {
+        let root = tempfile::tempdir().unwrap();
+        let s = State::open(root.path()).unwrap();
+        for (t, r, calls, media) in [("a", "r1", 3, 2), ("b", "r1", 1, 0), ("a", "r2", 0, 5)] {
+            s.set_remote(t, r, &format!("{t}-{r}"), "{}").unwrap();
+            let mut items: Vec<String> = (1..=calls).map(|c| format!("call:{c}")).collect();
+            items.extend((0..media).map(|m| format!("media:{m:064}")));
+            items.push("meta:config".into());
+            s.mark_done_many(t, r, &items).unwrap();
+        }
+        s.set_status("b", "r1", "FINISHED").unwrap();
+        s.set_error("a", "r2", Some("refused")).unwrap();
+        let all = s.summaries().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all["r1"].len(), 2);
+        for (run, list) in &all {
+            for x in list {
+                assert_eq!(x.calls_done, s.count_done(&x.target, run, "call:").unwrap());
+                assert_eq!(
+                    x.media_done,
+                    s.count_done(&x.target, run, "media:").unwrap()
+                );
+                let rec = s.run(&x.target, run).unwrap();
+                assert_eq!(x.record.remote_id, rec.remote_id);
+                assert_eq!(x.record.status_sent, rec.status_sent);
+                assert_eq!(x.record.last_error, rec.last_error);
+            }
+        }
+        let b = all["r1"].iter().find(|x| x.target == "b").unwrap();
+        assert_eq!((b.calls_done, b.media_done), (1, 0));
+        assert_eq!(b.record.status_sent.as_deref(), Some("FINISHED"));
+    }
 
     /// A remote run replaced by another (re-created after a delete on the
     /// server) starts from nothing; the same remote with new data keeps
