@@ -3,6 +3,8 @@
 //! part of the run it belongs to; the verify command tells the state to
 //! send that part again when asked to repair.
 
+use crate::sync::error::SyncResult;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -132,4 +134,21 @@ pub fn json_difference(have: &Value, want: &Value) -> Option<String> {
         }
     }
     Some("its content differs".into())
+}
+
+/// Runs `checks` (each compares one file on the server with what it must
+/// be), `concurrency` at once, and keeps the differences they find, in the
+/// order they finish.
+pub async fn run_checks<F>(
+    checks: impl IntoIterator<Item = F>,
+    concurrency: usize,
+) -> SyncResult<Vec<Difference>>
+where
+    F: std::future::Future<Output = SyncResult<Option<Difference>>>,
+{
+    let found: Vec<Option<Difference>> = futures_util::stream::iter(checks)
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
 }

@@ -9,7 +9,7 @@
 use super::objects::Place;
 use super::*;
 use crate::event::Event;
-use crate::sync::targets::differences::{json_difference, quote, Difference, Part};
+use crate::sync::targets::differences::{json_difference, quote, run_checks, Difference, Part};
 use futures_util::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -252,15 +252,10 @@ impl Mlflow {
                 }
             }
         }
-        let found: Vec<Option<Difference>> = futures_util::stream::iter(
-            checks
-                .into_iter()
-                .map(|(path, size, w)| self.check_file(at, place, path, size, w)),
-        )
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-        out.extend(found.into_iter().flatten());
+        let checks = checks
+            .into_iter()
+            .map(|(path, size, w)| self.check_file(at, place, path, size, w));
+        out.extend(run_checks(checks, concurrency).await?);
         Ok(())
     }
 

@@ -12,8 +12,7 @@
 
 use super::artifact::expected_table_artifact;
 use super::*;
-use crate::sync::targets::differences::{json_difference, quote, Difference, Part};
-use futures_util::{StreamExt, TryStreamExt};
+use crate::sync::targets::differences::{json_difference, quote, run_checks, Difference, Part};
 use std::collections::BTreeMap;
 
 const RUN: &str = "query Run($project: String!, $entity: String!, $name: String!) { \
@@ -260,15 +259,10 @@ impl Wandb {
                 Some(l) => checks.push((name.as_str(), l, w)),
             }
         }
-        let found: Vec<Option<Difference>> = futures_util::stream::iter(
-            checks
-                .into_iter()
-                .map(|(name, l, w)| self.check_file(name, l, w)),
-        )
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-        out.extend(found.into_iter().flatten());
+        let checks = checks
+            .into_iter()
+            .map(|(name, l, w)| self.check_file(name, l, w));
+        out.extend(run_checks(checks, concurrency).await?);
         Ok(())
     }
 
