@@ -116,6 +116,23 @@ pub struct Forget {
     pub status: bool,
 }
 
+impl RunRecord {
+    /// The record in a row's columns from `at` on: remote_id, remote_data,
+    /// status_sent, synced_seq, last_error, updated, fingerprint, opening.
+    fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RunRecord> {
+        Ok(RunRecord {
+            remote_id: r.get(at)?,
+            remote_data: r.get(at + 1)?,
+            status_sent: r.get(at + 2)?,
+            synced_seq: r.get::<_, i64>(at + 3)? as u64,
+            last_error: r.get(at + 4)?,
+            updated: r.get(at + 5)?,
+            fingerprint: r.get(at + 6)?,
+            opening: r.get(at + 7)?,
+        })
+    }
+}
+
 /// One run at one target, as [`State::summaries`] reads it.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -210,18 +227,7 @@ impl State {
                         fingerprint, opening
                  FROM runs WHERE target=?1 AND run_id=?2",
             )?
-            .query_row(params![target, run_id], |r| {
-                Ok(RunRecord {
-                    remote_id: r.get(0)?,
-                    remote_data: r.get(1)?,
-                    status_sent: r.get(2)?,
-                    synced_seq: r.get::<_, i64>(3)? as u64,
-                    last_error: r.get(4)?,
-                    updated: r.get(5)?,
-                    fingerprint: r.get(6)?,
-                    opening: r.get(7)?,
-                })
-            })
+            .query_row(params![target, run_id], |r| RunRecord::from_row(r, 0))
             .optional()
             .map(|o| o.unwrap_or_default())
         })
@@ -480,16 +486,7 @@ impl State {
                     .unwrap_or_default();
                 out.entry(run_id).or_default().push(Summary {
                     target,
-                    record: RunRecord {
-                        remote_id: r.get(2)?,
-                        remote_data: r.get(3)?,
-                        status_sent: r.get(4)?,
-                        synced_seq: r.get::<_, i64>(5)? as u64,
-                        last_error: r.get(6)?,
-                        updated: r.get(7)?,
-                        fingerprint: r.get(8)?,
-                        opening: r.get(9)?,
-                    },
+                    record: RunRecord::from_row(r, 2)?,
                     calls_done,
                     media_done,
                 });
