@@ -1106,10 +1106,15 @@ fn a_wandb_run_edited_or_deleted_on_the_server_is_kept_or_reported_and_recreated
         r.history.len()
     );
     assert_eq!(emu.violations(), Vec::<String>::new());
-    // The re-made run is the one read back, whole.
+    // The re-made run is the one read back, whole — also without the state.
     let o = sync(&emu.url, &["verify", dir.to_str().unwrap(), "--to", &to]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("  complete"), "{}", text(&o));
+    let moved = tempfile::tempdir().unwrap();
+    let copy = moved.path().join(dir.file_name().unwrap());
+    common::copy_dir(&dir, &copy);
+    let (code, run, _) = verify_json(&emu.url, &copy, &to, &[]);
+    assert_eq!((code, &run["remote_id"]), (0, &Value::from(again)), "{run}");
 }
 
 /// `verify --json` of `dir` at `to`: the exit code, the run's object and

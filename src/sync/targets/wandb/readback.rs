@@ -76,13 +76,15 @@ impl Want<'_> {
 
 impl Wandb {
     /// The W&B run of `run`: the one the state knows, else the one its id
-    /// names; `None` when the server has no such run (or it was deleted).
+    /// names — or, when that one is gone, the newest re-made after a delete
+    /// (`<name>-2`, `-3`, …: `--recreate-deleted`); `None` when the server
+    /// has no such run (or it was deleted).
     pub(super) async fn find(
         &self,
         run: &Snapshot<'_>,
         known: Option<&Remote>,
     ) -> SyncResult<Option<Remote>> {
-        let cur = match known {
+        let mut cur = match known {
             Some(k) => Cursor::of(k)?,
             None => Cursor {
                 entity: self.entity.clone(),
@@ -93,10 +95,26 @@ impl Wandb {
                 stop_accepted: false,
             },
         };
-        let Some(found) = self.run_info(&cur).await? else {
+        let mut found = self.run_info(&cur).await?;
+        if found.is_none() && known.is_none() {
+            let base = cur.run.clone();
+            for n in 2..=MAX_RECREATED + 1 {
+                let next = Cursor {
+                    run: recreated_name(&base, n),
+                    ..cur.clone()
+                };
+                match self.run_info(&next).await? {
+                    Some(f) => {
+                        found = Some(f);
+                        cur = next;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let Some(found) = found else {
             return Ok(None);
         };
-        let mut cur = cur;
         if known.is_none() {
             cur.history = found["historyLineCount"].as_u64().unwrap_or(0);
             cur.complete = matches!(found["state"].as_str(), Some("finished" | "failed"));
