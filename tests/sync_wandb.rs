@@ -1280,6 +1280,19 @@ fn verify_reads_a_wandb_run_back_and_repair_sends_only_what_differs() {
         after.files.contains_key("stray.txt"),
         "extras are never deleted"
     );
+    // Lines another client appended: listed once, however many.
+    let n = after.history.len();
+    emu.change_run("verify", &name, |r| {
+        for k in 0..3 {
+            r.history
+                .push(serde_json::json!({"_step": n + k, "other": 1}));
+        }
+    });
+    let (_, run, found) = verify_json(&emu.url, &dir, &to, &[]);
+    assert!(
+        found.contains(&format!("extra history lines from {n}")),
+        "{run}"
+    );
     assert_eq!(emu.violations(), Vec::<String>::new());
 }
 

@@ -48,8 +48,8 @@ const FILES_PAGE: u64 = 500;
 const ARTIFACTS_PAGE: u64 = 100;
 /// The most read of a table or another JSON or text file.
 const MAX_FILE: u64 = 64 * 1024 * 1024;
-/// Pages read at most beyond what the run needs: a server that answers
-/// page after page is not followed for ever.
+/// Pages of files or artifacts read at most beyond what the run needs: a
+/// server that answers page after page is not followed for ever.
 const EXTRA_PAGES: usize = 100;
 
 /// A run file as `RunFiles` lists it.
@@ -181,15 +181,12 @@ impl Wandb {
         out: &mut Vec<Difference>,
     ) -> SyncResult<()> {
         let want = lines.len() as u64;
-        let end = want.max(have_lines);
+        // Lines past the run's are read one page far: enough to say there
+        // are extra ones, however many the server claims.
+        let end = want.max(have_lines.min(want + HISTORY_PAGE_ROWS));
         let mut rows: BTreeMap<u64, Value> = BTreeMap::new();
-        let mut pages = 0;
         let mut at = 0;
         while at < end {
-            pages += 1;
-            if pages > end.div_ceil(HISTORY_PAGE_ROWS) as usize + EXTRA_PAGES {
-                break;
-            }
             let hi = (at + HISTORY_PAGE_ROWS).min(end);
             let data = self
                 .gql(
@@ -209,8 +206,11 @@ impl Wandb {
                     Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
                     other => other.clone(),
                 };
-                if let Some(step) = v["_step"].as_u64() {
-                    rows.insert(step, v);
+                match v["_step"].as_u64() {
+                    Some(step) if step < end => {
+                        rows.insert(step, v);
+                    }
+                    _ => {}
                 }
             }
             at = hi;
@@ -231,8 +231,28 @@ impl Wandb {
                 }
             }
         }
-        for step in rows.keys() {
-            out.push(Difference::extra(format!("history line {step}")));
+        // Extra lines: one difference for all of them (a server may claim
+        // millions).
+        let extra: Vec<u64> = rows.keys().copied().collect();
+        let claimed = have_lines.saturating_sub(want);
+        match (extra.first(), extra.last()) {
+            (Some(a), Some(b)) if a == b && claimed <= 1 => {
+                out.push(Difference::extra(format!("history line {a}")));
+            }
+            (Some(a), _) => {
+                let mut d = Difference::extra(format!("history lines from {a}"));
+                d.detail = format!(
+                    "{} past the run's {want} on the server",
+                    extra.len().max(claimed as usize)
+                );
+                out.push(d);
+            }
+            _ if claimed > 0 => {
+                let mut d = Difference::extra(format!("history lines from {want}"));
+                d.detail = format!("the server counts {have_lines}, the run has {want}");
+                out.push(d);
+            }
+            _ => {}
         }
         Ok(())
     }
