@@ -134,9 +134,9 @@ impl Mlflow {
             out.push(Difference::extra(format!("metric {key}")));
         }
         let on_server = &on_server;
-        let histories = futures_util::stream::iter(want.keys().map(|k| async move {
+        let histories = futures_util::stream::iter(want.iter().map(|(k, w)| async move {
             let h = if on_server.contains(k) {
-                self.metric_history(&remote.id, k).await?
+                self.metric_history(&remote.id, k, w.len()).await?
             } else {
                 Vec::new()
             };
@@ -170,11 +170,18 @@ impl Mlflow {
         Ok(())
     }
 
-    /// A metric's history, every page of it.
-    async fn metric_history(&self, run_id: &str, key: &str) -> SyncResult<Vec<Point>> {
+    /// A metric's history, every page of it — at most one page past the
+    /// `expected` points (enough to say there are extra ones; a server
+    /// that hands out page tokens for ever is not followed).
+    async fn metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+        expected: usize,
+    ) -> SyncResult<Vec<Point>> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        for _ in 0..expected / HISTORY_PAGE + 2 {
             let mut path = format!(
                 "/api/2.0/mlflow/metrics/get-history?run_id={}&metric_key={}&max_results={HISTORY_PAGE}",
                 percent_encode(run_id),
@@ -197,6 +204,7 @@ impl Mlflow {
                 _ => return Ok(out),
             }
         }
+        Ok(out)
     }
 
     /// Images, tables and the run-level files, listed and downloaded.
