@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The most read of a table or JSON file.
 const MAX_JSON: u64 = 64 * 1024 * 1024;
 
+/// Objects listed in a folder beyond the files expected there: enough to
+/// report extras, and a bound on a store that lists for ever.
+const MAX_EXTRA_LISTED: usize = 10_000;
+
 /// MLflow's page size for metric history (its maximum).
 const HISTORY_PAGE: usize = 25_000;
 
@@ -247,8 +251,11 @@ impl Mlflow {
         }
         let mut checks = Vec::new();
         for (dir, files) in &want {
-            let listed: BTreeMap<String, u64> =
-                self.list(at, place, dir).await?.into_iter().collect();
+            let listed: BTreeMap<String, u64> = self
+                .list(at, place, dir, files.len() + MAX_EXTRA_LISTED)
+                .await?
+                .into_iter()
+                .collect();
             for name in listed.keys().filter(|n| !files.contains_key(*n)) {
                 out.push(Difference::extra(format!("file {dir}/{name}")));
             }
@@ -311,15 +318,17 @@ impl Mlflow {
         }
     }
 
-    /// The files directly in `dir` of a run's artifacts, with sizes.
+    /// The files directly in `dir` of a run's artifacts, with sizes (from
+    /// an object store: the first `most` it lists).
     async fn list(
         &self,
         at: &RunAt,
         place: Option<&Place>,
         dir: &str,
+        most: usize,
     ) -> SyncResult<Vec<(String, u64)>> {
         if let Some(place) = place {
-            return self.stores.list(place, dir).await;
+            return self.stores.list(place, dir, most).await;
         }
         let full = format!("{}/{dir}", at.artifact_prefix);
         let v = self

@@ -321,20 +321,34 @@ impl Stores {
 
 impl Stores {
     /// The objects directly in the folder `dir` under `place`: each name
-    /// (the last part of its key) and size.
-    pub async fn list(&self, place: &Place, dir: &str) -> SyncResult<Vec<(String, u64)>> {
+    /// (the last part of its key) and size, of the first `most` objects
+    /// the store lists there.
+    pub async fn list(
+        &self,
+        place: &Place,
+        dir: &str,
+        most: usize,
+    ) -> SyncResult<Vec<(String, u64)>> {
+        use futures_util::StreamExt;
         let what = place.describe(dir);
         let store = self.store(place)?;
         let key = place.key(dir)?;
-        let listed = store
-            .list_with_delimiter(Some(&key))
-            .await
-            .map_err(|e| classify(e, &what))?;
-        Ok(listed
-            .objects
-            .into_iter()
-            .filter_map(|o| Some((o.location.filename()?.to_string(), o.size)))
-            .collect())
+        // A stream, read as far as `most` objects: a server that hands out
+        // continuation tokens for ever is not followed.
+        let mut listed = store.list(Some(&key)).take(most);
+        let mut out = Vec::new();
+        while let Some(o) = listed.next().await {
+            let o = o.map_err(|e| classify(e, &what))?;
+            // Directly in `dir` only (the listing is recursive).
+            let direct = o
+                .location
+                .prefix_match(&key)
+                .is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none());
+            if let (true, Some(name)) = (direct, o.location.filename()) {
+                out.push((name.to_string(), o.size));
+            }
+        }
+        Ok(out)
     }
 
     /// The bytes at `path` under `place`, at most `cap` of them (a larger
