@@ -311,39 +311,60 @@ impl Wandb {
         cur: &Cursor,
         expected: usize,
     ) -> SyncResult<BTreeMap<String, Listed>> {
-        let mut out = BTreeMap::new();
-        let mut cursor: Option<String> = None;
-        let most = expected / FILES_PAGE as usize + 1 + EXTRA_PAGES;
-        for _ in 0..most {
-            let data = self
-                .gql(
-                    "RunFiles",
-                    RUN_FILES,
+        let nodes = self
+            .connection_nodes(
+                "RunFiles",
+                RUN_FILES,
+                "files",
+                expected / FILES_PAGE as usize + 1 + EXTRA_PAGES,
+                |cursor| {
                     json!({"project": cur.project, "entity": cur.entity, "name": cur.run,
-                           "fileCursor": cursor, "fileLimit": FILES_PAGE}),
-                )
-                .await?;
-            let files = &data["project"]["run"]["files"];
-            for e in files["edges"].as_array().into_iter().flatten() {
-                let n = &e["node"];
-                let Some(name) = n["name"].as_str() else {
-                    continue;
-                };
-                let url = n["directUrl"]
-                    .as_str()
-                    .filter(|u| !u.is_empty())
-                    .or(n["url"].as_str())
-                    .unwrap_or("")
-                    .to_string();
-                let size = match &n["sizeBytes"] {
-                    Value::Number(x) => x.as_u64().unwrap_or(0),
-                    Value::String(s) => s.parse().unwrap_or(0),
-                    _ => 0,
-                };
-                out.insert(name.to_string(), Listed { size, url });
+                           "fileCursor": cursor, "fileLimit": FILES_PAGE})
+                },
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        for n in &nodes {
+            let Some(name) = n["name"].as_str() else {
+                continue;
+            };
+            let url = n["directUrl"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .or(n["url"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let size = match &n["sizeBytes"] {
+                Value::Number(x) => x.as_u64().unwrap_or(0),
+                Value::String(s) => s.parse().unwrap_or(0),
+                _ => 0,
+            };
+            out.insert(name.to_string(), Listed { size, url });
+        }
+        Ok(out)
+    }
+
+    /// The nodes of a paged connection (`project.run.<field>`): every page,
+    /// at most `most` of them, `vars` giving each page's variables from the
+    /// cursor the page before ended at.
+    async fn connection_nodes(
+        &self,
+        op: &str,
+        query: &str,
+        field: &str,
+        most: usize,
+        vars: impl Fn(Option<&str>) -> Value,
+    ) -> SyncResult<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..most {
+            let mut data = self.gql(op, query, vars(cursor.as_deref())).await?;
+            let conn = data["project"]["run"][field].take();
+            if let Value::Array(edges) = &conn["edges"] {
+                out.extend(edges.iter().map(|e| e["node"].clone()));
             }
-            let next = files["pageInfo"]["endCursor"].as_str().map(str::to_string);
-            if files["pageInfo"]["hasNextPage"] != true || next.is_none() || next == cursor {
+            let next = conn["pageInfo"]["endCursor"].as_str().map(str::to_string);
+            if conn["pageInfo"]["hasNextPage"] != true || next.is_none() || next == cursor {
                 break;
             }
             cursor = next;
@@ -436,37 +457,30 @@ impl Wandb {
             let (name, digest) = expected_table_artifact(run, c, &cur.run)?;
             want.insert(name, (digest, c.started.call));
         }
-        let mut have: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        let mut cursor: Option<String> = None;
-        let most = want.len() / ARTIFACTS_PAGE as usize + 1 + EXTRA_PAGES;
-        for _ in 0..most {
-            let data = self
-                .gql(
-                    "RunOutputArtifacts",
-                    RUN_OUTPUT_ARTIFACTS,
+        let nodes = self
+            .connection_nodes(
+                "RunOutputArtifacts",
+                RUN_OUTPUT_ARTIFACTS,
+                "artifacts",
+                want.len() / ARTIFACTS_PAGE as usize + 1 + EXTRA_PAGES,
+                |cursor| {
                     json!({"entity": cur.entity, "project": cur.project, "run": cur.run,
-                           "cursor": cursor, "perPage": ARTIFACTS_PAGE}),
-                )
-                .await?;
-            let arts = &data["project"]["run"]["artifacts"];
-            for e in arts["edges"].as_array().into_iter().flatten() {
-                let n = &e["node"];
-                if n["artifactType"]["name"] != "run_table" {
-                    continue;
-                }
-                let Some(name) = n["artifactSequence"]["name"].as_str() else {
-                    continue;
-                };
-                have.entry(name.to_string()).or_default().push((
-                    n["digest"].as_str().unwrap_or("").to_string(),
-                    n["state"].as_str().unwrap_or("").to_string(),
-                ));
-            }
-            let next = arts["pageInfo"]["endCursor"].as_str().map(str::to_string);
-            if arts["pageInfo"]["hasNextPage"] != true || next.is_none() || next == cursor {
-                break;
-            }
-            cursor = next;
+                           "cursor": cursor, "perPage": ARTIFACTS_PAGE})
+                },
+            )
+            .await?;
+        let mut have: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for n in nodes
+            .iter()
+            .filter(|n| n["artifactType"]["name"] == "run_table")
+        {
+            let Some(name) = n["artifactSequence"]["name"].as_str() else {
+                continue;
+            };
+            have.entry(name.to_string()).or_default().push((
+                n["digest"].as_str().unwrap_or("").to_string(),
+                n["state"].as_str().unwrap_or("").to_string(),
+            ));
         }
         for name in have.keys().filter(|n| !want.contains_key(*n)) {
             out.push(Difference::extra(format!("artifact {name}")));
