@@ -216,21 +216,7 @@ impl RunDir {
 
     /// Live, finished, failed or crashed. Probes the writer's lock.
     pub fn state(&self) -> RunState {
-        if is_live(&self.path) {
-            return RunState::Live;
-        }
-        for rec in self.log.records.iter().rev() {
-            if let Event::RunFinished(f) = &rec.event {
-                if f.crashed {
-                    return RunState::Crashed;
-                }
-                return match f.status {
-                    crate::event::RunStatus::Finished => RunState::Finished,
-                    crate::event::RunStatus::Failed => RunState::Failed,
-                };
-            }
-        }
-        RunState::Crashed
+        run_state(&self.path, &self.log.records)
     }
 
     /// Folds the records into calls, tables, config and workflow.
@@ -354,6 +340,27 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
             .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+/// The state of the run in `dir` whose log holds `records`: live while
+/// its writer holds the lock, else what its last `run_finished` says
+/// (crashed when there is none). Probes the writer's lock.
+pub fn run_state(dir: &Path, records: &[Record]) -> RunState {
+    if is_live(dir) {
+        return RunState::Live;
+    }
+    for rec in records.iter().rev() {
+        if let Event::RunFinished(f) = &rec.event {
+            if f.crashed {
+                return RunState::Crashed;
+            }
+            return match f.status {
+                crate::event::RunStatus::Finished => RunState::Finished,
+                crate::event::RunStatus::Failed => RunState::Failed,
+            };
+        }
+    }
+    RunState::Crashed
 }
 
 /// The run directories directly under `root` (those holding a `run.json`),

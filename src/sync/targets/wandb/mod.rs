@@ -146,18 +146,13 @@ fn exitcode(status: RemoteStatus) -> i32 {
 /// The W&B state difflog-sync's own end leaves a run in: `None` while the
 /// run is being recorded (difflog-sync ends no live run).
 fn own_end_state(run: &Snapshot<'_>) -> Option<&'static str> {
-    if crate::read::is_live(run.dir) {
-        return None;
+    use crate::read::RunState;
+    match crate::read::run_state(run.dir, run.records) {
+        RunState::Live => None,
+        RunState::Finished => Some("finished"),
+        // Exit code 1 (see `exitcode`): W&B's `failed`.
+        RunState::Failed | RunState::Crashed => Some("failed"),
     }
-    let finished = run.records.iter().rev().find_map(|r| match &r.event {
-        Event::RunFinished(f) => Some(!f.crashed && f.status == crate::event::RunStatus::Finished),
-        _ => None,
-    });
-    Some(if finished == Some(true) {
-        "finished"
-    } else {
-        "failed"
-    })
 }
 
 /// The heartbeat interval: `DIFFLOG_HEARTBEAT_SECONDS`, else W&B's 30 s.
