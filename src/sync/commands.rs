@@ -2,7 +2,7 @@
 //! parses arguments and calls these.
 
 use super::engine::{
-    bounded_by, progress_from, runtime, sync_run, sync_run_to_all_until, Phase, Progress,
+    bounded_by, progress_from, recorded, runtime, sync_run, sync_run_to_all_until, Phase, Progress,
 };
 use super::error::SyncError;
 use super::fleet;
@@ -362,15 +362,16 @@ fn status_rows(
         .map(Vec::as_slice)
         .unwrap_or_default();
     let mut rows = Vec::new();
+    let counts = recorded(&view);
     if targets.is_empty() {
-        let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
+        let finished = counts.0;
         rows.push(
             json!({"run_id": run.meta.id, "path": dir, "state": st, "target": null,
             "calls_recorded": finished, "calls_uploaded": 0, "pending_calls": finished}),
         );
     }
     for t in targets {
-        let p = progress_from(t, &run, &view, st);
+        let p = progress_from(t, &run, counts, st);
         let rec = &t.record;
         rows.push(json!({
             "run_id": p.run_id, "path": dir, "state": st, "target": t.target,

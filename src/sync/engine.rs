@@ -807,18 +807,14 @@ pub fn progress_for_key(
         media_done: state.count_done(key, id, "media:").map_err(state_err)?,
         record: rec,
     };
-    let mut p = progress_from(&summary, run, view, run_state);
+    let mut p = progress_from(&summary, run, recorded(view), run_state);
     p.remote_id = remote_id.or(p.remote_id);
     Ok(p)
 }
 
-/// A run's progress at one target from what the state holds of it there.
-pub fn progress_from(
-    summary: &crate::sync::state::Summary,
-    run: &RunDir,
-    view: &crate::read::RunView,
-    run_state: RunState,
-) -> Progress {
+/// What a run holds that an upload sends: finished calls, and the
+/// distinct media outside calls or in finished calls.
+pub fn recorded(view: &crate::read::RunView) -> (usize, usize) {
     let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
     let mut digests = std::collections::HashSet::new();
     for m in &view.media {
@@ -829,13 +825,24 @@ pub fn progress_from(
             digests.insert(m.digest.as_str());
         }
     }
+    (finished, digests.len())
+}
+
+/// A run's progress at one target from what the state holds of it there;
+/// `recorded` is [`recorded`] of its view (the same for every target).
+pub fn progress_from(
+    summary: &crate::sync::state::Summary,
+    run: &RunDir,
+    recorded: (usize, usize),
+    run_state: RunState,
+) -> Progress {
     Progress {
         run_id: run.meta.id.clone(),
         path: run.path.clone(),
         state: run_state,
-        calls_recorded: finished,
+        calls_recorded: recorded.0,
         calls_uploaded: summary.calls_done as usize,
-        media_recorded: digests.len(),
+        media_recorded: recorded.1,
         media_uploaded: summary.media_done as usize,
         status: summary.record.status_sent.clone(),
         remote_id: summary.record.remote_id.clone(),
