@@ -34,8 +34,10 @@ pub enum Event {
     RunResumed(RunResumed),
     /// Run-level settings, merged in log order (later keys win).
     Config(ConfigEvent),
-    /// A pipeline instance, described once per run before its first call.
-    Pipeline(PipelineEvent),
+    /// A pipeline instance, described once per run before its first call
+    /// (boxed: it is the largest event and the rarest, and every record
+    /// read moves an `Event`).
+    Pipeline(Box<PipelineEvent>),
     /// A pipeline call began.
     CallStarted(CallStarted),
     /// A media file was stored under `media/`.
@@ -397,13 +399,99 @@ struct OutRecord<'a> {
     data: serde_json::Value,
 }
 
-#[derive(Deserialize)]
-struct InRecord<'a> {
-    seq: u64,
-    ts: String,
-    kind: &'a str,
-    #[serde(borrow)]
-    data: &'a serde_json::value::RawValue,
+/// A record read in one pass: `data` is parsed straight into the event of
+/// `kind` when `kind` comes first (as difflog writes it), and kept as raw
+/// JSON to parse afterwards otherwise. Unknown fields are skipped.
+struct InRecord(Record);
+
+impl<'de> Deserialize<'de> for InRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<InRecord, D::Error> {
+        d.deserialize_map(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RecordVisitor {
+    type Value = InRecord;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a record object with seq, ts, kind and data")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<InRecord, A::Error> {
+        use serde::de::Error as _;
+        let (mut seq, mut ts, mut kind) = (None::<u64>, None::<String>, None::<&'de str>);
+        let mut event = None::<Event>;
+        let mut early = None::<&'de serde_json::value::RawValue>;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "seq" if seq.is_none() => seq = Some(map.next_value()?),
+                "ts" if ts.is_none() => ts = Some(map.next_value()?),
+                "kind" if kind.is_none() => kind = Some(map.next_value()?),
+                "data" if event.is_none() && early.is_none() => match kind {
+                    Some(k) => event = Some(map.next_value_seed(EventSeed(k))?),
+                    None => early = Some(map.next_value()?),
+                },
+                "seq" | "ts" | "kind" | "data" => {
+                    return Err(A::Error::custom(format_args!("duplicate field `{key}`")))
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let seq = seq.ok_or_else(|| A::Error::missing_field("seq"))?;
+        let ts = ts.ok_or_else(|| A::Error::missing_field("ts"))?;
+        let kind = kind.ok_or_else(|| A::Error::missing_field("kind"))?;
+        let event = match (event, early) {
+            (Some(e), _) => {
+                e.check().map_err(A::Error::custom)?;
+                e
+            }
+            // `from_kind_and_data` checks the event itself.
+            (None, Some(raw)) => Event::from_kind_and_data(kind, raw.get())
+                .map_err(|e| A::Error::custom(format_args!("bad {kind} event: {e}")))?,
+            (None, None) => return Err(A::Error::missing_field("data")),
+        };
+        Ok(InRecord(Record { seq, ts, event }))
+    }
+}
+
+/// Parses a record's `data` as the event its `kind` names.
+struct EventSeed<'k>(&'k str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = Event;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
+        use serde::de::Error as _;
+        fn typed<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+            kind: &str,
+            d: D,
+            wrap: fn(T) -> Event,
+        ) -> Result<Event, D::Error> {
+            T::deserialize(d)
+                .map(wrap)
+                .map_err(|e| D::Error::custom(format_args!("bad {kind} event: {e}")))
+        }
+        let k = self.0;
+        match k {
+            "run_started" => typed(k, d, Event::RunStarted),
+            "run_resumed" => typed(k, d, Event::RunResumed),
+            "config" => typed(k, d, Event::Config),
+            "pipeline" => typed(k, d, Event::Pipeline),
+            "call_started" => typed(k, d, Event::CallStarted),
+            "media" => typed(k, d, Event::Media),
+            "row" => typed(k, d, Event::Row),
+            "call_finished" => typed(k, d, Event::CallFinished),
+            "metric" => typed(k, d, Event::Metric),
+            "run_finished" => typed(k, d, Event::RunFinished),
+            other => Err(D::Error::custom(format_args!(
+                "unknown event kind {other:?}"
+            ))),
+        }
+    }
 }
 
 /// Encodes one record as a framed line (with its trailing newline).
@@ -435,14 +523,8 @@ pub fn decode_record(line: &[u8]) -> Result<Record, String> {
             "checksum mismatch (stored {want:08x}, computed {got:08x})"
         ));
     }
-    let raw: InRecord = serde_json::from_slice(json).map_err(|e| format!("bad JSON: {e}"))?;
-    let event = Event::from_kind_and_data(raw.kind, raw.data.get())
-        .map_err(|e| format!("bad {} event: {e}", raw.kind))?;
-    Ok(Record {
-        seq: raw.seq,
-        ts: raw.ts,
-        event,
-    })
+    let InRecord(record) = serde_json::from_slice(json).map_err(|e| format!("bad record: {e}"))?;
+    Ok(record)
 }
 
 #[cfg(test)]
@@ -465,6 +547,61 @@ mod tests {
             let mut bad = line[..line.len() - 1].to_vec();
             bad[i] ^= 0x01;
             assert!(decode_record(&bad).is_err(), "flip at {i} not detected");
+        }
+    }
+
+    /// Frames `json` as a record line with a valid checksum.
+    fn framed(json: &str) -> Vec<u8> {
+        format!("{:08x} {json}", crc32c::crc32c(json.as_bytes())).into_bytes()
+    }
+
+    #[test]
+    fn fields_in_any_order_read_alike_and_duplicates_are_damage() {
+        let data = r#"{"name":"loss","value":0.5,"step":3}"#;
+        let want = Event::Metric(MetricEvent {
+            name: "loss".into(),
+            value: 0.5,
+            step: Some(3),
+        });
+        // As difflog writes it (one pass), data before kind (kept raw and
+        // parsed after), and with a field this version does not know.
+        for json in [
+            format!(r#"{{"seq":2,"ts":"t","kind":"metric","data":{data}}}"#),
+            format!(r#"{{"data":{data},"ts":"t","seq":2,"kind":"metric"}}"#),
+            format!(r#"{{"seq":2,"later":[1,{{"a":2}}],"ts":"t","kind":"metric","data":{data}}}"#),
+        ] {
+            let rec = decode_record(&framed(&json)).unwrap();
+            assert_eq!(
+                (rec.seq, rec.ts.as_str(), &rec.event),
+                (2, "t", &want),
+                "{json}"
+            );
+        }
+        for (json, why) in [
+            (
+                format!(r#"{{"seq":2,"ts":"t","kind":"metric","kind":"row","data":{data}}}"#),
+                "duplicate field `kind`",
+            ),
+            (
+                format!(r#"{{"seq":2,"ts":"t","kind":"metric","data":{data},"data":{data}}}"#),
+                "duplicate field `data`",
+            ),
+            (
+                r#"{"seq":2,"ts":"t","kind":"metric"}"#.into(),
+                "missing field `data`",
+            ),
+            (
+                r#"{"seq":2,"ts":"t","kind":"metric","data":{"name":"loss"}}"#.into(),
+                "bad metric event",
+            ),
+            (
+                r#"{"data":{"name":"loss"},"seq":2,"ts":"t","kind":"metric"}"#.into(),
+                "bad metric event",
+            ),
+            (format!(r#"[2,"t","metric",{data}]"#), "a record object"),
+        ] {
+            let err = decode_record(&framed(&json)).unwrap_err();
+            assert!(err.contains(why), "{json}: {err}");
         }
     }
 

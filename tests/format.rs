@@ -97,7 +97,7 @@ fn every_kind() -> Vec<Event> {
         Event::Config(ConfigEvent {
             values: values.clone(),
         }),
-        Event::Pipeline(PipelineEvent {
+        Event::Pipeline(Box::new(PipelineEvent {
             pipeline: 1,
             class: "C".into(),
             model_id: "m".into(),
@@ -107,7 +107,7 @@ fn every_kind() -> Vec<Event> {
             device: "cuda:0".into(),
             components: values.clone(),
             scheduler: json!({"a": 1}),
-        }),
+        })),
         Event::CallStarted(CallStarted {
             call: 1,
             stage: "Pipeline-Call-1".into(),

@@ -71,7 +71,7 @@ fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
                 .cloned()
                 .unwrap_or_default(),
         }),
-        Event::Pipeline(PipelineEvent {
+        Event::Pipeline(Box::new(PipelineEvent {
             pipeline: 1,
             class: "SyntheticPipeline".into(),
             model_id: "bench".into(),
@@ -81,7 +81,7 @@ fn events_of(run_id: &str, i: usize, opts: &ScaleRoot) -> Vec<Event> {
             device: "cpu".into(),
             components: Map::new(),
             scheduler: json!({"name": "ddim"}),
-        }),
+        })),
     ];
     let columns = vec![names::PROMPT.to_string(), names::SEED.to_string()];
     for c in 1..=calls as u32 {

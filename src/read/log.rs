@@ -56,9 +56,13 @@ pub fn scan(bytes: &[u8]) -> LogScan {
         file_len: bytes.len() as u64,
         ..LogScan::default()
     };
+    // One record per line: sized once, not grown by doubling (a record is
+    // large, and growing moves them all).
+    out.records
+        .reserve_exact(memchr::memchr_iter(b'\n', bytes).count());
     let mut pos = 0usize;
     while pos < bytes.len() {
-        let Some(nl) = bytes[pos..].iter().position(|&b| b == b'\n') else {
+        let Some(nl) = memchr::memchr(b'\n', &bytes[pos..]) else {
             out.problem = Some(LogProblem {
                 offset: pos as u64,
                 kind: LogProblemKind::TornTail,

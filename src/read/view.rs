@@ -100,7 +100,7 @@ impl RunView {
                     }
                 }
                 Event::Pipeline(p) => {
-                    v.pipelines.insert(p.pipeline, p.clone());
+                    v.pipelines.insert(p.pipeline, PipelineEvent::clone(p));
                 }
                 Event::CallStarted(c) => {
                     v.calls.insert(

@@ -582,7 +582,7 @@ impl Run {
         // Queued while the lock is held: a thread that finds this pipeline
         // already listed waits here, so its call_started cannot overtake
         // the pipeline record (the order the contract promises).
-        self.emit_quiet(Event::Pipeline(PipelineEvent {
+        self.emit_quiet(Event::Pipeline(Box::new(PipelineEvent {
             pipeline: idx,
             class: info.class,
             model_id: info.model_id,
@@ -592,7 +592,7 @@ impl Run {
             device: info.device,
             components: info.components,
             scheduler: info.scheduler,
-        }));
+        })));
         drop(g);
         idx
     }
