@@ -146,6 +146,12 @@ enum Command {
         /// summary.
         #[arg(long)]
         all: bool,
+        /// Read every run's event log again instead of the counts cached
+        /// from the last `status` (they are used only while a run's files
+        /// are unchanged; the cache is kept under difflog's cache folder,
+        /// `~/.cache/difflog/status`, and may be deleted at any time).
+        #[arg(long)]
+        fresh: bool,
     },
 }
 
@@ -224,9 +230,12 @@ fn main() -> ExitCode {
                 }
             })
         }),
-        Command::Status { paths, json, all } => {
-            commands::status(&paths, json, all, &mut out).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Status {
+            paths,
+            json,
+            all,
+            fresh,
+        } => commands::status(&paths, json, all, fresh, &mut out).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -40,6 +40,7 @@ pub mod generate;
 pub mod import;
 pub mod meta;
 pub mod pack;
+pub mod paths;
 pub mod pipeline;
 #[cfg(feature = "models")]
 pub mod pipelines;

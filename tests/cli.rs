@@ -685,3 +685,100 @@ fn error_codes_name_what_the_error_concerns() {
         "{e}"
     );
 }
+
+/// `difflog-sync status --json` run rows of `root`, with the status cache
+/// in `cache`.
+fn sync_status(root: &Path, cache: &Path, extra: &[&str]) -> Vec<Value> {
+    let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+        .args(["status", "--json", root.to_str().unwrap()])
+        .args(extra)
+        .env("DIFFLOG_CACHE", cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("run_id").is_some())
+        .cloned()
+        .collect()
+}
+
+/// Issue 34 (5): `status` keeps each run's counts in its cache and uses
+/// them only while the run's files are the very ones they were read from:
+/// counts planted in the cache are shown (so it is read), `--fresh` reads
+/// the logs again, and a log damaged in place (same size) or cut short
+/// after it was cached is read again, never shown with its old counts.
+#[test]
+fn status_uses_cached_counts_only_while_a_runs_files_are_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let run = Run::create(Init::project("cached").root(&root)).unwrap();
+    let mut p = TestPipeline::new();
+    for seed in 0..2 {
+        run.record(&mut p, &Req::new(&["a fox"], seed)).unwrap();
+    }
+    run.finish().unwrap();
+    let dir = only_run(&root);
+    // Files changed within the last two seconds are never cached.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let calls = |rows: &[Value]| (rows[0]["calls_recorded"].clone(), rows[0]["state"].clone());
+    assert_eq!(
+        calls(&sync_status(&root, &cache, &[])),
+        (2.into(), "finished".into())
+    );
+
+    let dbs: Vec<_> = std::fs::read_dir(cache.join("status"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dbs.len(), 1, "one cache file per root: {dbs:?}");
+    let conn = rusqlite::Connection::open(&dbs[0]).unwrap();
+    assert_eq!(conn.execute("UPDATE runs SET calls = 7", []).unwrap(), 1);
+    assert_eq!(
+        calls(&sync_status(&root, &cache, &[])).0,
+        7,
+        "cache not read"
+    );
+    assert_eq!(calls(&sync_status(&root, &cache, &["--fresh"])).0, 2);
+    assert_eq!(
+        calls(&sync_status(&root, &cache, &[])).0,
+        2,
+        "--fresh stores"
+    );
+
+    // One byte of the first call_finished record changed in place: the
+    // log keeps its size, and the calls after the damage no longer count.
+    let log = dir.join("events.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = String::from_utf8_lossy(&bytes)
+        .find("\"call_finished\"")
+        .unwrap();
+    bytes[at + 1] = b'C';
+    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0).unwrap();
+    drop(f);
+    assert_eq!(
+        calls(&sync_status(&root, &cache, &[])),
+        (0.into(), "crashed".into())
+    );
+
+    // Cut short to its first record: no call, and still crashed.
+    let first = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(first as u64)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    assert_eq!(
+        calls(&sync_status(&root, &cache, &[])),
+        (0.into(), "crashed".into())
+    );
+    assert_eq!(
+        calls(&sync_status(&root, &cache, &[])),
+        (0.into(), "crashed".into())
+    );
+}

@@ -349,6 +349,12 @@ pub fn run_state(dir: &Path, records: &[Record]) -> RunState {
     if is_live(dir) {
         return RunState::Live;
     }
+    ended_state(records)
+}
+
+/// How the records say the run ended, when no writer holds it: its last
+/// `run_finished`, else crashed. Never [`RunState::Live`].
+pub fn ended_state(records: &[Record]) -> RunState {
     for rec in records.iter().rev() {
         if let Event::RunFinished(f) = &rec.event {
             if f.crashed {

@@ -1,6 +1,7 @@
 //! What `difflog-sync upload` and `status` do and print. The binary only
 //! parses arguments and calls these.
 
+use super::counts::{Counts, CountsCache, Fresh};
 use super::engine::{
     bounded_by, progress_from, recorded, runtime, sync_run, sync_run_to_all_until, Phase, Progress,
 };
@@ -11,7 +12,7 @@ use super::state::{Reachability, State, Summary};
 use super::targets::{targets, AnyTarget, Target};
 use super::{runs_by_root, runs_by_root_with, TargetSpec};
 use crate::error::{Error, Result};
-use crate::read::RunDir;
+use crate::read::{RunDir, RunState};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -342,36 +343,59 @@ fn print_upload(
 }
 
 /// The status rows of one run: one per target it has state for (from
-/// `known`, the root's state by run id).
+/// `known`, the root's state by run id); and the run's counts to store in
+/// the cache, when they were read afresh and may be cached.
 fn status_rows(
     known: &std::collections::HashMap<String, Vec<Summary>>,
+    cache: &CountsCache,
     dir: &Path,
-) -> Result<Vec<serde_json::Value>> {
-    let run = match RunDir::open(dir) {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(vec![
-                json!({"path": dir, "error": e.to_string(), "error_code": e.code()}),
-            ])
+) -> Result<(Vec<serde_json::Value>, Option<Fresh>)> {
+    // The stamp is taken before the log is read: a write in between makes
+    // the stored entry miss next time, never hit with old counts.
+    let (hit, stamp) = cache.lookup(dir);
+    let (counts, fresh) = match hit {
+        Some(c) => (c, None),
+        None => {
+            let run = match RunDir::open(dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    let row = json!({"path": dir, "error": e.to_string(), "error_code": e.code()});
+                    return Ok((vec![row], None));
+                }
+            };
+            let (calls, media) = recorded(&run.view());
+            let c = Counts {
+                run_id: run.meta.id.clone(),
+                calls,
+                media,
+                ended: crate::read::ended_state(run.records()),
+            };
+            let fresh = stamp
+                .zip(cache.name_of(dir))
+                .map(|(s, n)| (n, s, c.clone()));
+            (c, fresh)
         }
     };
-    let view = run.view();
-    let st = run.state();
+    let st = if crate::read::is_live(dir) {
+        RunState::Live
+    } else {
+        counts.ended
+    };
     let targets = known
-        .get(&run.meta.id)
+        .get(&counts.run_id)
         .map(Vec::as_slice)
         .unwrap_or_default();
     let mut rows = Vec::new();
-    let counts = recorded(&view);
     if targets.is_empty() {
-        let finished = counts.0;
+        let finished = counts.calls;
         rows.push(
-            json!({"run_id": run.meta.id, "path": dir, "state": st, "target": null,
+            json!({"run_id": counts.run_id, "path": dir, "state": st, "target": null,
             "calls_recorded": finished, "calls_uploaded": 0, "pending_calls": finished}),
         );
     }
     for t in targets {
-        let p = progress_from(t, &run, counts, st);
+        let who = (counts.run_id.as_str(), dir);
+        let p = progress_from(t, who, (counts.calls, counts.media), st);
         let rec = &t.record;
         rows.push(json!({
             "run_id": p.run_id, "path": dir, "state": st, "target": t.target,
@@ -382,7 +406,7 @@ fn status_rows(
             "last_error": rec.last_error, "updated": rec.updated,
         }));
     }
-    Ok(rows)
+    Ok((rows, fresh))
 }
 
 /// One line on what `watch` last knew of a target's reachability.
@@ -400,8 +424,16 @@ fn target_line(r: &Reachability) -> String {
 /// `difflog-sync status`: per run and target, recorded vs uploaded, pending,
 /// the last error, under a summary of the whole fleet; past
 /// [`fleet::LIST_AT_MOST`] rows only the runs that need a look are listed,
-/// unless `all`. Reads only local files; talks to no server.
-pub fn status(paths: &[PathBuf], json_out: bool, all: bool, out: &mut dyn Write) -> Result<()> {
+/// unless `all`. Reads only local files; talks to no server. Each run's
+/// counts come from the status cache while its files are unchanged
+/// ([`super::counts`]); `fresh` reads every run's log again.
+pub fn status(
+    paths: &[PathBuf],
+    json_out: bool,
+    all: bool,
+    fresh: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     // Stored errors quote servers: printed by the one escaping rule.
     let mut esc = crate::terminal::Escaping::new(out, json_out);
     let out: &mut dyn Write = &mut esc;
@@ -411,10 +443,15 @@ pub fn status(paths: &[PathBuf], json_out: bool, all: bool, out: &mut dyn Write)
     for (root, runs) in &groups {
         let state = State::open_for_reading(root)?;
         let known = state.summaries()?;
+        let cache = CountsCache::open(root, !fresh);
         // Runs are read on all cores (parsing dominates over thousands).
-        for r in crate::read::par_map(runs, |dir| status_rows(&known, dir)) {
-            rows.extend(r?);
+        let mut read = Vec::new();
+        for r in crate::read::par_map(runs, |dir| status_rows(&known, &cache, dir)) {
+            let (r, f) = r?;
+            rows.extend(r);
+            read.extend(f);
         }
+        cache.save(&read);
         for r in state.reachability()? {
             // The same target seen from several roots: the newest news.
             let newer = reach

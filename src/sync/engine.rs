@@ -807,7 +807,8 @@ pub fn progress_for_key(
         media_done: state.count_done(key, id, "media:").map_err(state_err)?,
         record: rec,
     };
-    let mut p = progress_from(&summary, run, recorded(view), run_state);
+    let who = (run.meta.id.as_str(), run.path.as_path());
+    let mut p = progress_from(&summary, who, recorded(view), run_state);
     p.remote_id = remote_id.or(p.remote_id);
     Ok(p)
 }
@@ -832,13 +833,13 @@ pub fn recorded(view: &crate::read::RunView) -> (usize, usize) {
 /// `recorded` is [`recorded`] of its view (the same for every target).
 pub fn progress_from(
     summary: &crate::sync::state::Summary,
-    run: &RunDir,
+    (run_id, path): (&str, &Path),
     recorded: (usize, usize),
     run_state: RunState,
 ) -> Progress {
     Progress {
-        run_id: run.meta.id.clone(),
-        path: run.path.clone(),
+        run_id: run_id.to_string(),
+        path: path.to_path_buf(),
         state: run_state,
         calls_recorded: recorded.0,
         calls_uploaded: summary.calls_done as usize,

@@ -14,6 +14,7 @@
 //! - [`commands`] is what `upload`, `status` and `watch` print.
 
 pub mod commands;
+pub mod counts;
 pub mod engine;
 pub mod error;
 pub mod fleet;

@@ -93,24 +93,9 @@ impl TinyModel {
     }
 }
 
-/// Where difflog caches generated models: `DIFFLOG_CACHE`, else
-/// `$XDG_CACHE_HOME/difflog`, else `~/.cache/difflog`.
-pub fn cache_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("DIFFLOG_CACHE").filter(|v| !v.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(p).join("difflog");
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(h) => PathBuf::from(h).join(".cache").join("difflog"),
-        None => PathBuf::from(".difflog-cache"),
-    }
-}
-
 /// The folder of a tiny model, generating it first if it is not cached.
 pub fn ensure(model: TinyModel) -> Result<PathBuf> {
-    let root = cache_root();
+    let root = crate::paths::cache_root();
     let dir = root.join(format!("{}-v{TINY_VERSION}", model.id()));
     if dir.join("model_index.json").is_file() {
         return Ok(dir);
@@ -290,7 +275,7 @@ pub fn seeded_modules(
 
 /// Writes the byte-level tokenizer into the cache (once) and returns its path.
 pub fn ensure_tokenizer() -> Result<PathBuf> {
-    let dir = cache_root().join(format!("byte-tokenizer-v{TINY_VERSION}"));
+    let dir = crate::paths::cache_root().join(format!("byte-tokenizer-v{TINY_VERSION}"));
     let path = dir.join("tokenizer.json");
     if !path.is_file() {
         std::fs::create_dir_all(&dir).ctx(&dir, "create model cache")?;

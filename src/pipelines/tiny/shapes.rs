@@ -54,7 +54,7 @@ fn digest() -> &'static str {
 
 /// The folder of the demo model in the cache, written first if missing.
 pub fn ensure() -> Result<PathBuf> {
-    let root = super::cache_root();
+    let root = crate::paths::cache_root();
     let dir = root.join(format!("{NAME}-{}", &digest()[..12]));
     if dir.join("model_index.json").is_file() {
         return Ok(dir);
