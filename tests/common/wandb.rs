@@ -126,6 +126,22 @@ enum Slot {
     RunFile(String, String, String),
     ArtifactFile(String, String),
     Manifest(String),
+    /// Part `n` (from 1) of the multipart upload with this id.
+    Part(String, usize),
+}
+
+/// A multipart upload `CreateArtifactFiles` began (S3's protocol, as W&B's
+/// storage runs it): parts PUT with their `Content-MD5`, each answered with
+/// an ETag, joined by `CompleteMultipartUploadArtifact`.
+#[derive(Debug, Clone, Default)]
+struct Multipart {
+    artifact: String,
+    name: String,
+    storage_path: String,
+    /// The hex MD5 declared for each part, in order.
+    declared: Vec<String>,
+    /// The parts received: bytes and the ETag answered.
+    received: BTreeMap<usize, (Vec<u8>, String)>,
 }
 
 /// A fault the emulator injects into the next matching request.
@@ -152,6 +168,10 @@ struct Server {
     /// The run files PUT, as (project, path), in order.
     put_files: Vec<(String, String)>,
     manifests: HashMap<String, String>,
+    /// Multipart uploads by upload id.
+    multipart: HashMap<String, Multipart>,
+    /// Multipart uploads completed, as (file name, parts).
+    pub_completed: Vec<(String, usize)>,
     violations: Vec<String>,
     requests: Vec<String>,
     faults: VecDeque<(String, Fault)>,
@@ -289,6 +309,11 @@ impl Emulator {
     }
 
     /// Requests seen, as `"<route> <operation>"` strings.
+    /// The multipart uploads completed, as (file name, parts).
+    pub fn multipart_completed(&self) -> Vec<(String, usize)> {
+        self.inner.lock().unwrap().pub_completed.clone()
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
     }
@@ -308,6 +333,8 @@ struct Response {
     status: u16,
     body: Value,
     retry_after: Option<u32>,
+    /// An `ETag` header (a storage part's answer).
+    etag: Option<String>,
     /// Bytes sent instead of `body` (a downloaded file).
     raw: Option<Vec<u8>>,
 }
@@ -317,6 +344,7 @@ fn resp(status: u16, body: Value) -> Response {
         status,
         body,
         retry_after: None,
+        etag: None,
         raw: None,
     }
 }
@@ -418,10 +446,13 @@ fn write_response(w: &mut TcpStream, r: &Response) -> std::io::Result<()> {
         Some(b) => (b.clone(), "application/octet-stream"),
         None => (r.body.to_string().into_bytes(), "application/json"),
     };
-    let ra = r
+    let mut ra = r
         .retry_after
         .map(|s| format!("Retry-After: {s}\r\n"))
         .unwrap_or_default();
+    if let Some(e) = &r.etag {
+        ra.push_str(&format!("ETag: {e}\r\n"));
+    }
     // One write: pieces written one by one would each wait for the
     // client's delayed ACK (Nagle), ~40 ms per answer.
     let mut out = format!(
@@ -564,6 +595,12 @@ fn arg_type(field: &str, arg: &str) -> Option<&'static str> {
         ("updateArtifactManifest", "digest") => "String",
         ("createArtifactFiles", "input") => "CreateArtifactFilesInput!",
         ("commitArtifact", "artifactID") => "ID!",
+        ("completeMultipartUploadArtifact", "completeMultipartAction") => {
+            "CompleteMultipartAction!"
+        }
+        ("completeMultipartUploadArtifact", "completedParts") => "[UploadPartsInput!]!",
+        ("completeMultipartUploadArtifact", "artifactID") => "ID!",
+        ("completeMultipartUploadArtifact", "storagePath" | "uploadID") => "String!",
         ("clientIDMapping", "clientID") => "ID!",
         // What reading a run back uses (W&B's public API).
         ("project", "name" | "entityName") => "String",
@@ -611,6 +648,7 @@ fn coerces(v: Option<&Value>, ty: &str) -> bool {
         "ArtifactManifestType" => matches!(v.as_str(), Some("FULL" | "INCREMENTAL" | "PATCH")),
         "ArtifactStorageLayout" => matches!(v.as_str(), Some("V1" | "V2")),
         "ArtifactDigestAlgorithm" => matches!(v.as_str(), Some("MANIFEST_MD5")),
+        "CompleteMultipartAction" => matches!(v.as_str(), Some("Complete")),
         object => {
             let Some(fields) = input_fields(object) else {
                 return false;
@@ -937,6 +975,7 @@ fn graphql(s: &mut Server, req: &Request, route: &str) -> Response {
         }
         "CreateArtifactFiles" => create_artifact_files(s, req, &query, &vars, route),
         "CommitArtifact" => commit_artifact(s, &query, &vars, route),
+        "CompleteMultipartUploadArtifact" => complete_multipart(s, &query, &vars, route),
         "UseArtifact" => {
             let a = match arguments(&query, &vars, "useArtifact") {
                 Ok(a) => a,
@@ -1446,15 +1485,167 @@ fn create_artifact_files(
             );
         }
         let (url, headers) = issue_url(s, req, Slot::ArtifactFile(id.clone(), name.clone()));
+        let storage_path = format!("wandbartifacts/{}", spec["md5"].as_str().unwrap_or(""));
+        let declared: Vec<(Option<u64>, String)> = spec["uploadPartsInput"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let hex = p["hexMD5"].as_str().unwrap_or("").to_string();
+                (p["partNumber"].as_u64(), hex)
+            })
+            .collect();
+        let mut multipart = Value::Null;
+        if !declared.is_empty() {
+            let in_order = declared
+                .iter()
+                .enumerate()
+                .all(|(i, (n, hex))| *n == Some(i as u64 + 1) && is_hex_md5(hex));
+            if !in_order {
+                return gql_fail(
+                    s,
+                    route,
+                    format!("{name}: parts not numbered 1..n with a hex MD5 each: {declared:?}"),
+                );
+            }
+            s.next_id += 1;
+            let upload_id = format!("upload-{}-{}", s.next_id, rand_u32());
+            let mut parts = Vec::new();
+            for n in 1..=declared.len() {
+                let (url, _) = issue_url(s, req, Slot::Part(upload_id.clone(), n));
+                parts.push(json!({"partNumber": n, "uploadUrl": url}));
+            }
+            s.multipart.insert(
+                upload_id.clone(),
+                Multipart {
+                    artifact: id.clone(),
+                    name: name.clone(),
+                    storage_path: storage_path.clone(),
+                    declared: declared.into_iter().map(|(_, h)| h).collect(),
+                    received: BTreeMap::new(),
+                },
+            );
+            multipart = json!({"uploadID": upload_id, "uploadUrlParts": parts});
+        }
         edges.push(json!({"node": {
-            "storagePath": format!("wandbartifacts/{}", spec["md5"].as_str().unwrap_or("")),
-            "uploadUrl": url, "uploadHeaders": headers, "uploadMultipartUrls": null,
+            "storagePath": storage_path,
+            "uploadUrl": url, "uploadHeaders": headers, "uploadMultipartUrls": multipart,
             "artifact": {"id": id},
         }}));
     }
     resp(
         200,
         json!({"data": {"createArtifactFiles": {"files": {"edges": edges}}}}),
+    )
+}
+
+fn is_hex_md5(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// A part of a multipart upload: stored if its `Content-MD5` is the MD5 of
+/// its bytes and the one declared for it, answered with an ETag.
+fn put_part(s: &mut Server, req: &Request, upload: &str, n: usize) -> Response {
+    let md5 = b64_md5(&req.body);
+    let Some(m) = s.multipart.get(upload).cloned() else {
+        return violation(s, 404, format!("part {n} of an unknown upload {upload}"));
+    };
+    let declared = m
+        .declared
+        .get(n - 1)
+        .map(|hex| base64::engine::general_purpose::STANDARD.encode(difflog_hex_bytes(hex)));
+    match req.header("content-md5") {
+        Some(sent) if sent == md5 && Some(&md5) == declared.as_ref() => {}
+        Some(sent) => {
+            return violation(
+                s,
+                400,
+                format!(
+                    "part {n} of {}: Content-MD5 {sent} but the bytes give {md5} (declared {declared:?})",
+                    m.name
+                ),
+            )
+        }
+        None => return violation(s, 400, format!("part {n} of {} without Content-MD5", m.name)),
+    }
+    let etag = format!(
+        "\"{}\"",
+        difflog::format::hex(&{
+            use md5::Digest;
+            md5::Md5::digest(&req.body)
+        })
+    );
+    if let Some(m) = s.multipart.get_mut(upload) {
+        m.received.insert(n, (req.body.clone(), etag.clone()));
+    }
+    Response {
+        etag: Some(etag),
+        ..resp(200, Value::Null)
+    }
+}
+
+fn difflog_hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// `CompleteMultipartUploadArtifact`: every part received, listed in order
+/// with the ETag each got; the file is then the parts joined.
+fn complete_multipart(
+    s: &mut Server,
+    query: &str,
+    vars: &Map<String, Value>,
+    route: &str,
+) -> Response {
+    let a = match arguments(query, vars, "completeMultipartUploadArtifact") {
+        Ok(a) => a,
+        Err(e) => return gql_fail(s, route, e),
+    };
+    let upload = str_arg(&a, "uploadID").unwrap_or_default();
+    let Some(m) = s.multipart.get(&upload).cloned() else {
+        return gql_fail(s, route, format!("unknown upload {upload}"));
+    };
+    if str_arg(&a, "artifactID").as_deref() != Some(&m.artifact)
+        || str_arg(&a, "storagePath").as_deref() != Some(&m.storage_path)
+    {
+        return gql_fail(
+            s,
+            route,
+            format!("{}: artifact or storage path differ", m.name),
+        );
+    }
+    let listed: Vec<(Option<u64>, Option<&str>)> = a["completedParts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| (p["partNumber"].as_u64(), p["hexMD5"].as_str()))
+        .collect();
+    let expected: Vec<(Option<u64>, Option<&str>)> = (1..=m.declared.len())
+        .map(|n| (Some(n as u64), m.received.get(&n).map(|(_, e)| e.as_str())))
+        .collect();
+    if listed != expected {
+        return gql_fail(
+            s,
+            route,
+            format!(
+                "{}: completed parts {listed:?}, received {expected:?}",
+                m.name
+            ),
+        );
+    }
+    let bytes: Vec<u8> = m.received.values().flat_map(|(b, _)| b.clone()).collect();
+    let digest = b64_md5(&bytes);
+    if let Some(art) = s.artifacts.iter_mut().find(|x| x.id == m.artifact) {
+        art.files.insert(m.name.clone(), bytes);
+    }
+    s.multipart.remove(&upload);
+    s.pub_completed.push((m.name.clone(), m.declared.len()));
+    resp(
+        200,
+        json!({"data": {"completeMultipartUploadArtifact": {"digest": digest}}}),
     )
 }
 
@@ -1551,6 +1742,7 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
     let name = match &slot {
         Slot::RunFile(_, _, n) | Slot::ArtifactFile(_, n) => n.clone(),
         Slot::Manifest(_) => "wandb_manifest.json".into(),
+        Slot::Part(upload, n) => format!("part {n} of {upload}"),
     };
     if req.header("authorization").is_some() {
         return violation(
@@ -1566,6 +1758,10 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
             format!("PUT of {name} with Content-Type {ct:?}, which uploadHeaders did not list"),
         );
     }
+    // A part's URL is presigned for its own request: no uploadHeaders.
+    if let Slot::Part(upload, n) = &slot {
+        return put_part(s, req, upload, *n);
+    }
     let check = req.header("x-upload-check").unwrap_or("");
     if !s.tokens.contains_key(check) {
         return violation(s, 403, format!("PUT of {name} without the uploadHeaders"));
@@ -1578,6 +1774,7 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
             .find(|a| &a.id == id)
             .map(|a| a.project.clone())
             .unwrap_or_default(),
+        Slot::Part(..) => String::new(),
     };
     let mut names: Vec<String> = req
         .headers
@@ -1614,6 +1811,7 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
             }
             resp(200, Value::Null)
         }
+        Slot::Part(upload, n) => put_part(s, req, &upload, n),
     }
 }
 

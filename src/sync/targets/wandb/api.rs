@@ -23,6 +23,7 @@ impl Wandb {
             ahead: Mutex::new(HashMap::new()),
             posted: Mutex::new(HashMap::new()),
             heartbeat: heartbeat_from_env()?,
+            multipart: multipart::Sizes::from_env(),
         })
     }
 

@@ -43,6 +43,7 @@
 mod api;
 mod artifact;
 mod cursor;
+mod multipart;
 mod payload;
 mod readback;
 
@@ -105,6 +106,8 @@ pub struct Wandb {
     posted: Mutex<HashMap<String, std::time::Instant>>,
     /// Silence after which a live run gets a heartbeat.
     heartbeat: Duration,
+    /// Which artifact files go in parts, and their size.
+    multipart: multipart::Sizes,
 }
 
 /// W&B's client sends a heartbeat after this much file-stream silence (its
