@@ -66,6 +66,13 @@ def section(name):
     return wrap
 
 
+def figures(text, tag):
+    m = re.search(tag + r" (.*)", text)
+    if not m:
+        raise RuntimeError(f"no {tag} line in the test output")
+    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
 def dir_stats(path):
     size, files = 0, 0
     for d, _, fs in os.walk(path):
@@ -118,6 +125,20 @@ def sync_bench():
     row(s, f"same, median of {f['rounds']} per-round ratios", f["ratio_to_limit_median_round"])
     row(s, f"verify (read back) / upload, median of {f['rounds']} rounds", f["ratio_verify_to_upload_median_round"],
         "≤ 2", f["ratio_verify_to_upload_median_round"] <= 2)
+    # W&B's read-back against its upload: the emulator (no W&B server runs
+    # here), release build, artifact files stored without the test delay.
+    rounds = 3 if quick else 5
+    p = run(["cargo", "test", "--release", "--locked", "-q", "--test", "sync_wandb",
+             "bench_wandb_verify_against_upload", "--", "--ignored", "--nocapture"],
+            env=dict(os.environ, DIFFLOG_BENCH_ROUNDS=str(rounds)), cwd=repo, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"W&B verify bench failed:\n{p.stdout[-1500:]}\n{p.stderr[-1500:]}")
+    w = figures(p.stderr + p.stdout, "WANDB-VERIFY-FIGURES")
+    f["wandb_verify"] = w
+    row(s, f"W&B (emulator) {int(w['images'])} PNGs ({w['megabytes']} MB): upload / verify, s",
+        f"{w['upload_s']:.3f} / {w['verify_s']:.3f}")
+    row(s, f"W&B (emulator) verify / upload, median of {int(w['rounds'])} rounds", w["ratio_median_round"],
+        "≤ 2", w["ratio_median_round"] <= 2)
     row(s, "watch latency p95, s", f["watch_latency_p95_s"], "≤ 1", f["watch_latency_p95_s"] <= 1)
     row(s, f"idle daemon CPU over {f['idle_window_s']} s, % / RSS, MB", f"{f['idle_cpu_percent']} / {f['rss_mb']}",
         "≤ 0.1 / ≤ 50", f["idle_cpu_percent"] <= 0.1 and f["rss_mb"] <= 50)
@@ -219,13 +240,6 @@ def cargo_test(test, name, env, ignored=False):
     if p.returncode != 0:
         raise RuntimeError(f"cargo test --test {test} {name} failed:\n{p.stdout[-1500:]}\n{p.stderr[-1500:]}")
     return p.stderr + p.stdout
-
-
-def figures(text, tag):
-    m = re.search(tag + r" (.*)", text)
-    if not m:
-        raise RuntimeError(f"no {tag} line in the test output")
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
 @section("5 crash and faults")

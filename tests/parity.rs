@@ -104,12 +104,17 @@ impl Case {
         if let Some(n) = self.negative {
             args.extend(["--negative-prompt".into(), n.into()]);
         }
+        if !self.scheduler.is_empty() {
+            args.extend(["--scheduler".into(), self.scheduler.into()]);
+        }
+        // No guidance: FLUX.1 schnell, which takes none (diffusers ignores it).
+        if self.guidance != 0.0 {
+            args.extend(["--guidance-scale".into(), self.guidance.to_string()]);
+        }
         for (flag, v) in [
             ("--num-images-per-prompt", self.per_prompt.to_string()),
-            ("--scheduler", self.scheduler.into()),
             ("--seed", self.seed.to_string()),
             ("--steps", self.steps.to_string()),
-            ("--guidance-scale", self.guidance.to_string()),
             ("--width", "64".into()),
             ("--height", "64".into()),
             ("--rng", "torch-cpu".into()),
@@ -291,6 +296,36 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             image: Some(input.clone()),
             mask: Some(mask.clone()),
             ..base("inpainting, DDIM", "ddim", 4, 4)
+        },
+        // FLUX.1 (no --scheduler: its flow-matching Euler sampler, with the
+        // shift rule the model's scheduler config names).
+        Case {
+            model: Model::Tiny(TinyModel::Flux),
+            prompts: vec!["a red circle", "a blue square on green"],
+            guidance: 0.0,
+            ..base(
+                "FLUX.1 schnell-shaped: T5 and pooled CLIP, packed latents, 16-channel VAE, fixed shift",
+                "",
+                21,
+                4,
+            )
+        },
+        Case {
+            model: Model::Tiny(TinyModel::FluxDev),
+            guidance: 3.5,
+            ..base(
+                "FLUX.1 dev-shaped: guidance input, resolution-dependent shift",
+                "",
+                22,
+                5,
+            )
+        },
+        Case {
+            model: Model::Tiny(TinyModel::Flux),
+            image: Some(input.clone()),
+            strength: Some(0.6),
+            guidance: 0.0,
+            ..base("FLUX.1 image-to-image, strength 0.6", "", 23, 5)
         },
     ];
     let model = ensure(TinyModel::Sd).unwrap();

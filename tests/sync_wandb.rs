@@ -1427,3 +1427,61 @@ fn large_artifact_files_go_in_parts_as_wandbs_client_sends_them() {
     let (code, run, found) = verify_json(&emu.url, &dir, &to, &[]);
     assert_eq!((code, found), (0, Vec::<String>::new()), "{run}");
 }
+
+/// Benchmark (scripts/bench, section 3; ignored in the suite): reading a
+/// run of 200 images back from W&B against uploading it, in turns, each
+/// round to a fresh project. No W&B server runs here, so this is the
+/// emulator (artifact files stored without its test delay): it counts the
+/// requests and bytes each side makes, not W&B's own speed. Prints
+/// `WANDB-VERIFY-FIGURES`.
+#[test]
+#[ignore]
+fn bench_wandb_verify_against_upload() {
+    let images: usize = std::env::var("DIFFLOG_BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rounds: usize = std::env::var("DIFFLOG_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let emu = Emulator::start(KEY, ENTITY);
+    emu.set_store_delay(Duration::ZERO);
+    let root = tempfile::tempdir().unwrap();
+    // Two images a call; `record` adds four one-image calls and a loose
+    // image of its own.
+    let dir = record(root.path(), (images.saturating_sub(4) / 2) as u64, 2, 512);
+    let (mut ups, mut vers, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let to = target(&format!("bench-{r}"));
+        let t = Instant::now();
+        let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
+        let up = t.elapsed().as_secs_f64();
+        assert!(o.status.success(), "{}", text(&o));
+        let t = Instant::now();
+        let (code, run, found) = verify_json(&emu.url, &dir, &to, &[]);
+        let ver = t.elapsed().as_secs_f64();
+        assert_eq!((code, found), (0, Vec::<String>::new()), "{run}");
+        ups.push(up);
+        vers.push(ver);
+        ratios.push(ver / up);
+    }
+    assert_eq!(emu.violations(), Vec::<String>::new());
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let bytes: u64 = std::fs::read_dir(dir.join("media"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    eprintln!(
+        "WANDB-VERIFY-FIGURES images={} megabytes={:.1} rounds={rounds} upload_s={:.3} verify_s={:.3} ratio_median_round={:.3}",
+        images,
+        bytes as f64 / 1e6,
+        median(&mut ups),
+        median(&mut vers),
+        median(&mut ratios)
+    );
+}

@@ -168,6 +168,8 @@ struct Server {
     /// The run files PUT, as (project, path), in order.
     put_files: Vec<(String, String)>,
     manifests: HashMap<String, String>,
+    /// How long an artifact file takes to store (`None`: the default).
+    store_delay: Option<std::time::Duration>,
     /// Multipart uploads by upload id.
     multipart: HashMap<String, Multipart>,
     /// Multipart uploads completed, as (file name, parts).
@@ -309,6 +311,12 @@ impl Emulator {
     }
 
     /// Requests seen, as `"<route> <operation>"` strings.
+    /// Stores artifact files after `delay` instead of the default (zero
+    /// for benchmarks, where the delay would only slow the upload side).
+    pub fn set_store_delay(&self, delay: std::time::Duration) {
+        self.inner.lock().unwrap().store_delay = Some(delay);
+    }
+
     /// The multipart uploads completed, as (file name, parts).
     pub fn multipart_completed(&self) -> Vec<(String, usize)> {
         self.inner.lock().unwrap().pub_completed.clone()
@@ -423,8 +431,9 @@ fn serve(stream: TcpStream, server: &Mutex<Server>) {
                 server.lock().unwrap().tokens.get(&token),
                 Some(Slot::ArtifactFile(..))
             );
+            let delay = server.lock().unwrap().store_delay;
             if artifact {
-                std::thread::sleep(ARTIFACT_FILE_DELAY);
+                std::thread::sleep(delay.unwrap_or(ARTIFACT_FILE_DELAY));
             }
         }
         let out = {

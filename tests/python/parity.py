@@ -12,6 +12,10 @@ with one `torch.Generator("cpu").manual_seed(seed + i)` per image (as
 (N, H, W, 3, float32 in [0, 1], diffusers' `output_type="np"`), and in
 `case{k}_timesteps` the scheduler's timesteps.
 
+FLUX.1 cases (difflog's tiny FLUX folders, configs included) run
+diffusers' `FluxPipeline` (`FluxImg2ImgPipeline` with an input image),
+with T5's length from the folder's tokenizer config.
+
 "folders": diffusers pipelines made here with random weights and saved
 with `save_pretrained` before the cases run (`sd`: tests/python/tiny.py's
 SD pipeline, whose UNet, VAE and text encoder have no preset's sizes, with
@@ -38,6 +42,7 @@ from diffusers import (
     DDIMScheduler,
     DiffusionPipeline,
     EulerAncestralDiscreteScheduler,
+    FluxImg2ImgPipeline,
     StableDiffusionImg2ImgPipeline,
     UniPCMultistepScheduler,
 )
@@ -61,10 +66,16 @@ def run_case(c):
         kw["image"] = Image.open(c["image"]).convert("RGB")
         if c.get("mask"):
             kw["mask_image"] = Image.open(c["mask"]).convert("RGB")
+        elif type(pipe).__name__ == "FluxPipeline":
+            pipe = FluxImg2ImgPipeline.from_pipe(pipe)
         elif "Inpaint" not in type(pipe).__name__:
             pipe = StableDiffusionImg2ImgPipeline.from_pipe(pipe)
         if c.get("strength") is not None:
             kw["strength"] = c["strength"]
+    if type(pipe).__name__.startswith("Flux"):
+        # T5's length as difflog reads it from the folder (the tokenizer's
+        # `model_max_length`); the pipeline's own default is 512.
+        kw["max_sequence_length"] = pipe.tokenizer_2.model_max_length
     n = len(c["prompt"]) * c["images_per_prompt"]
 
     def generators():

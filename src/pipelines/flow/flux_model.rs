@@ -156,6 +156,78 @@ impl FluxConfig {
     pub fn takes_guidance(&self) -> bool {
         self.transformer.guidance_embed
     }
+
+    /// The configs diffusers and transformers read from a FLUX folder, as
+    /// they write them (path in the folder, contents): `model_index.json`,
+    /// the transformer's, the VAE's and the scheduler's, and those of the
+    /// text encoders and tokenizers when they are the tiny ones (a real
+    /// model's folder carries its own). The tiny models write them so that
+    /// diffusers' `FluxPipeline.from_pretrained` loads the very folder
+    /// difflog runs (issue 33's parity tests).
+    pub fn diffusers_configs(&self) -> Vec<(String, serde_json::Value)> {
+        use crate::pipelines::sd::diffusers::{self as d, DIFFUSERS_VERSION as V};
+        use serde_json::json;
+        let t = &self.transformer;
+        let mut out = vec![
+            (
+                "model_index.json".to_string(),
+                json!({
+                    "_class_name": self.class(), "_diffusers_version": V,
+                    "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                    "text_encoder": ["transformers", "CLIPTextModel"],
+                    "text_encoder_2": ["transformers", "T5EncoderModel"],
+                    "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+                    "tokenizer_2": ["transformers", "PreTrainedTokenizerFast"],
+                    "transformer": ["diffusers", "FluxTransformer2DModel"],
+                    "vae": ["diffusers", "AutoencoderKL"],
+                    "image_encoder": [null, null], "feature_extractor": [null, null],
+                }),
+            ),
+            (
+                "transformer/config.json".into(),
+                json!({
+                    "_class_name": "FluxTransformer2DModel", "_diffusers_version": V,
+                    "patch_size": 1, "in_channels": t.in_channels, "out_channels": null,
+                    "num_layers": t.depth, "num_single_layers": t.depth_single_blocks,
+                    "attention_head_dim": t.hidden_size / t.num_heads,
+                    "num_attention_heads": t.num_heads,
+                    "joint_attention_dim": t.context_in_dim,
+                    "pooled_projection_dim": t.vec_in_dim,
+                    "guidance_embeds": t.guidance_embed, "axes_dims_rope": t.axes_dim,
+                }),
+            ),
+            (
+                "vae/config.json".into(),
+                d::vae_config_of(
+                    &self.vae,
+                    self.default_size,
+                    self.vae_scale,
+                    Some(self.vae_shift),
+                ),
+            ),
+            (
+                "scheduler/scheduler_config.json".into(),
+                self.sampler.to_diffusers(V),
+            ),
+        ];
+        if let Some(c) = d::text_encoder_config(&self.clip, false) {
+            out.push(("text_encoder/config.json".into(), c));
+            out.push((
+                "tokenizer/tokenizer_config.json".into(),
+                d::tokenizer_config(&self.clip),
+            ));
+        }
+        if self.t5.vocab_size == crate::pipelines::tiny::vocab::T5_VOCAB_SIZE {
+            if let Some(c) = t5::transformers_config(&self.t5) {
+                out.push(("text_encoder_2/config.json".into(), c));
+                out.push((
+                    "tokenizer_2/tokenizer_config.json".into(),
+                    t5::tokenizer_config(self.max_sequence_length),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// Where a FLUX model's files are (weights may be sharded).

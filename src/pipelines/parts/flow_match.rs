@@ -159,6 +159,21 @@ impl FlowMatch {
     }
 }
 
+impl FlowMatch {
+    /// The settings as diffusers' `scheduler/scheduler_config.json` of a
+    /// `FlowMatchEulerDiscreteScheduler`, diffusers version `version`.
+    pub fn to_diffusers(&self, version: &str) -> Value {
+        let mut v = self.to_json();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("name");
+            o.remove("class");
+        }
+        v["_class_name"] = json!("FlowMatchEulerDiscreteScheduler");
+        v["_diffusers_version"] = json!(version);
+        v
+    }
+}
+
 /// The first step image-to-image runs: diffusers' `steps − int(steps ·
 /// strength)` (FLUX and SD3 image-to-image pipelines alike).
 pub fn start_step(steps: usize, strength: f64) -> usize {

@@ -70,3 +70,48 @@ impl T5Encoder {
         m.forward(ids)?.to_dtype(dtype)
     }
 }
+
+/// The transformers `config.json` of a T5 encoder (`T5EncoderModel`), as
+/// the tiny models write it so that transformers loads their T5; `None`
+/// for a feed-forward transformers has no name for.
+pub fn transformers_config(c: &Config) -> Option<serde_json::Value> {
+    let proj = match (c.feed_forward_proj.gated, &c.feed_forward_proj.activation) {
+        (true, Activation::NewGelu) => "gated-gelu",
+        (false, Activation::Relu) => "relu",
+        _ => return None,
+    };
+    Some(serde_json::json!({
+        "architectures": ["T5EncoderModel"],
+        "model_type": "t5",
+        "vocab_size": c.vocab_size,
+        "d_model": c.d_model,
+        "d_kv": c.d_kv,
+        "d_ff": c.d_ff,
+        "num_layers": c.num_layers,
+        "num_heads": c.num_heads,
+        "relative_attention_num_buckets": c.relative_attention_num_buckets,
+        "relative_attention_max_distance": c.relative_attention_max_distance,
+        "dropout_rate": c.dropout_rate,
+        "layer_norm_epsilon": c.layer_norm_epsilon,
+        "initializer_factor": c.initializer_factor,
+        "feed_forward_proj": proj,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "is_encoder_decoder": true,
+        "pad_token_id": c.pad_token_id,
+        "eos_token_id": c.eos_token_id,
+        "decoder_start_token_id": c.pad_token_id,
+        "torch_dtype": "float32",
+    }))
+}
+
+/// The `tokenizer_config.json` of a T5 tokenizer given as a `tokenizer.json`
+/// (`<pad>`, `</s>`, `<unk>`), cut and padded to `max` tokens.
+pub fn tokenizer_config(max: usize) -> serde_json::Value {
+    serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max,
+        "pad_token": "<pad>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+    })
+}

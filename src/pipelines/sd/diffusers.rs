@@ -87,9 +87,20 @@ pub fn tokenizer_config(c: &TextConfig) -> Value {
 
 /// The VAE's `vae/config.json`.
 pub fn vae_config(cfg: &ModelConfig) -> Value {
-    let v = &cfg.vae;
+    vae_config_of(&cfg.vae, cfg.default_size, cfg.vae_scale, None)
+}
+
+/// The `vae/config.json` of the VAE `v` for images of `size` pixels a
+/// side, with its `scaling_factor` and, for the 16-channel VAEs of FLUX.1
+/// and SD3, its `shift_factor`.
+pub fn vae_config_of(
+    v: &AutoEncoderKLConfig,
+    size: usize,
+    scale: f64,
+    shift: Option<f64>,
+) -> Value {
     let n = v.block_out_channels.len();
-    json!({
+    let mut c = json!({
         "_class_name": "AutoencoderKL",
         "_diffusers_version": DIFFUSERS_VERSION,
         "in_channels": 3,
@@ -101,11 +112,15 @@ pub fn vae_config(cfg: &ModelConfig) -> Value {
         "latent_channels": v.latent_channels,
         "norm_num_groups": v.norm_num_groups,
         "act_fn": "silu",
-        "sample_size": cfg.default_size,
-        "scaling_factor": cfg.vae_scale,
+        "sample_size": size,
+        "scaling_factor": scale,
         "use_quant_conv": v.use_quant_conv,
         "use_post_quant_conv": v.use_post_quant_conv,
-    })
+    });
+    if let Some(s) = shift {
+        c["shift_factor"] = json!(s);
+    }
+    c
 }
 
 /// The UNet's `unet/config.json`.

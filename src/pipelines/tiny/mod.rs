@@ -32,7 +32,7 @@ pub mod vocab;
 pub use vocab::{T5_VOCAB_SIZE, VOCAB_SIZE};
 
 /// Bumped whenever the generated files change, so old caches are not reused.
-const TINY_VERSION: u32 = 3;
+const TINY_VERSION: u32 = 4;
 
 /// The tiny models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +194,13 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
             )?;
             transformer.save(&dir.join("transformer/diffusion_pytorch_model.safetensors"))?;
             vae.save(&dir.join(ModelConfig::VAE_FILE))?;
+            let mut configs = cfg.diffusers_configs();
+            if let Some(i) = configs.iter().position(|(p, _)| p == "model_index.json") {
+                diffusers_index = Some(configs.remove(i).1);
+            }
+            for (path, c) in configs {
+                write_json(&dir.join(path), &c)?;
+            }
             cfg.class()
         }
         Arch::Sd3(cfg) => {
