@@ -594,3 +594,74 @@ fn wandbs_own_client_reads_back_the_run_difflog_uploaded() {
     }
     assert_eq!(emu.violations(), Vec::<String>::new());
 }
+
+/// Issue 34 (4): the emulator's multipart protocol is W&B's, checked with
+/// W&B's own client: an artifact file of 2 GiB (W&B's threshold; a sparse
+/// file of zeros, so no disk is used) logged offline and `wandb sync`ed
+/// goes in 100 MiB parts — declared with their MD5s, each PUT with its
+/// `Content-MD5`, joined by `CompleteMultipartUploadArtifact` — and the
+/// emulator, which refuses any step out of place, commits the version with
+/// the file whole. difflog's own multipart upload is tested against the
+/// same emulator (tests/sync_wandb.rs).
+#[test]
+fn wandbs_own_client_uploads_a_2_gib_file_in_parts_the_emulator_accepts() {
+    const SIZE: u64 = 2 << 30;
+    let emu = Emulator::start(KEY, ENTITY);
+    emu.set_store_delay(std::time::Duration::ZERO);
+    let work = tempfile::tempdir().unwrap();
+    let bin = common::wandb::client_bin();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wandb_client/big_artifact.py");
+    let home = work.path().join("home");
+    let env = |c: &mut Command| {
+        c.current_dir(work.path())
+            .env("HOME", &home)
+            .env("WANDB_BASE_URL", &emu.url)
+            .env("WANDB_API_KEY", KEY)
+            .env("WANDB_DISABLE_GIT", "true")
+            .env_remove("WANDB_MODE");
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let mut c = Command::new(bin.join("python"));
+    c.arg(&script)
+        .arg(SIZE.to_string())
+        .arg(work.path().join("out"));
+    env(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "offline run: {}", text(&o));
+    let offline = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let mut c = Command::new(bin.join("wandb"));
+    c.args(["sync", "--entity", ENTITY, "--project", "multipart"])
+        .arg(&offline);
+    env(&mut c);
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success() && text(&o).contains("Finished syncing"),
+        "wandb sync: {}",
+        text(&o)
+    );
+    assert_eq!(emu.violations(), Vec::<String>::new());
+    // 2 GiB in 100 MiB parts: 20 whole ones and the rest.
+    assert_eq!(emu.multipart_completed(), vec![("big.bin".to_string(), 21)]);
+    let arts = emu.artifact_files("multipart");
+    let big: Vec<_> = arts
+        .iter()
+        .filter(|(_, state, files)| {
+            state == "COMMITTED"
+                && files
+                    .iter()
+                    .any(|(n, len)| n == "big.bin" && *len as u64 == SIZE)
+        })
+        .collect();
+    assert_eq!(big.len(), 1, "{arts:?}");
+}

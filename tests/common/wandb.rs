@@ -174,6 +174,10 @@ struct Server {
     multipart: HashMap<String, Multipart>,
     /// Multipart uploads completed, as (file name, parts).
     pub_completed: Vec<(String, usize)>,
+    /// Each completed upload's parts as listed and the answer given: a
+    /// completion sent again (its answer lost, or slow to come) gets the
+    /// same answer.
+    completed_uploads: HashMap<String, (Value, Value)>,
     violations: Vec<String>,
     requests: Vec<String>,
     faults: VecDeque<(String, Fault)>,
@@ -182,6 +186,9 @@ struct Server {
     /// for good ("previously created and deleted").
     deleted: std::collections::BTreeSet<(String, String)>,
 }
+
+/// An artifact's collection, state, and its files' names and sizes.
+pub type ArtifactFiles = (String, String, Vec<(String, usize)>);
 
 /// A running emulator.
 pub struct Emulator {
@@ -315,6 +322,20 @@ impl Emulator {
     /// for benchmarks, where the delay would only slow the upload side).
     pub fn set_store_delay(&self, delay: std::time::Duration) {
         self.inner.lock().unwrap().store_delay = Some(delay);
+    }
+
+    /// Each artifact of `project` as (collection, state, [(file, bytes)]):
+    /// what `artifacts` tells, without copying the files.
+    pub fn artifact_files(&self, project: &str) -> Vec<ArtifactFiles> {
+        let s = self.inner.lock().unwrap();
+        s.artifacts
+            .iter()
+            .filter(|a| a.project == project)
+            .map(|a| {
+                let files = a.files.iter().map(|(n, b)| (n.clone(), b.len())).collect();
+                (a.collection.clone(), a.state.clone(), files)
+            })
+            .collect()
     }
 
     /// The multipart uploads completed, as (file name, parts).
@@ -1555,37 +1576,37 @@ fn is_hex_md5(s: &str) -> bool {
 }
 
 /// A part of a multipart upload: stored if its `Content-MD5` is the MD5 of
-/// its bytes and the one declared for it, answered with an ETag.
+/// its bytes and the one declared for it, answered with an ETag (the hex
+/// MD5 in quotes, as S3 answers).
 fn put_part(s: &mut Server, req: &Request, upload: &str, n: usize) -> Response {
-    let md5 = b64_md5(&req.body);
-    let Some(m) = s.multipart.get(upload).cloned() else {
+    // One pass over the bytes (parts are 100 MiB): base64 for Content-MD5,
+    // hex for the ETag.
+    let raw = {
+        use md5::Digest;
+        md5::Md5::digest(&req.body)
+    };
+    let md5 = base64::engine::general_purpose::STANDARD.encode(raw);
+    // Not the parts received (they may be gigabytes): what the checks need.
+    let Some((name, declared)) = s
+        .multipart
+        .get(upload)
+        .map(|m| (m.name.clone(), m.declared.get(n - 1).cloned()))
+    else {
         return violation(s, 404, format!("part {n} of an unknown upload {upload}"));
     };
-    let declared = m
-        .declared
-        .get(n - 1)
-        .map(|hex| base64::engine::general_purpose::STANDARD.encode(difflog_hex_bytes(hex)));
+    let declared = declared
+        .map(|hex| base64::engine::general_purpose::STANDARD.encode(difflog_hex_bytes(&hex)));
     match req.header("content-md5") {
         Some(sent) if sent == md5 && Some(&md5) == declared.as_ref() => {}
         Some(sent) => {
-            return violation(
-                s,
-                400,
-                format!(
-                    "part {n} of {}: Content-MD5 {sent} but the bytes give {md5} (declared {declared:?})",
-                    m.name
-                ),
-            )
+            let why = format!(
+                "part {n} of {name}: Content-MD5 {sent} but the bytes give {md5} (declared {declared:?})"
+            );
+            return violation(s, 400, why);
         }
-        None => return violation(s, 400, format!("part {n} of {} without Content-MD5", m.name)),
+        None => return violation(s, 400, format!("part {n} of {name} without Content-MD5")),
     }
-    let etag = format!(
-        "\"{}\"",
-        difflog::format::hex(&{
-            use md5::Digest;
-            md5::Md5::digest(&req.body)
-        })
-    );
+    let etag = format!("\"{}\"", difflog::format::hex(&raw));
     if let Some(m) = s.multipart.get_mut(upload) {
         m.received.insert(n, (req.body.clone(), etag.clone()));
     }
@@ -1614,48 +1635,57 @@ fn complete_multipart(
         Err(e) => return gql_fail(s, route, e),
     };
     let upload = str_arg(&a, "uploadID").unwrap_or_default();
-    let Some(m) = s.multipart.get(&upload).cloned() else {
-        return gql_fail(s, route, format!("unknown upload {upload}"));
+    // Taken out (its parts may be gigabytes), put back if refused.
+    let Some(m) = s.multipart.remove(&upload) else {
+        return match s.completed_uploads.get(&upload) {
+            Some((parts, answer)) if *parts == a["completedParts"] => resp(200, answer.clone()),
+            _ => gql_fail(s, route, format!("unknown upload {upload}")),
+        };
     };
-    if str_arg(&a, "artifactID").as_deref() != Some(&m.artifact)
-        || str_arg(&a, "storagePath").as_deref() != Some(&m.storage_path)
-    {
-        return gql_fail(
-            s,
-            route,
-            format!("{}: artifact or storage path differ", m.name),
-        );
-    }
-    let listed: Vec<(Option<u64>, Option<&str>)> = a["completedParts"]
+    let listed: Vec<(Option<u64>, Option<String>)> = a["completedParts"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|p| (p["partNumber"].as_u64(), p["hexMD5"].as_str()))
+        .map(|p| {
+            (
+                p["partNumber"].as_u64(),
+                p["hexMD5"].as_str().map(str::to_string),
+            )
+        })
         .collect();
-    let expected: Vec<(Option<u64>, Option<&str>)> = (1..=m.declared.len())
-        .map(|n| (Some(n as u64), m.received.get(&n).map(|(_, e)| e.as_str())))
+    let expected: Vec<(Option<u64>, Option<String>)> = (1..=m.declared.len())
+        .map(|n| (Some(n as u64), m.received.get(&n).map(|(_, e)| e.clone())))
         .collect();
-    if listed != expected {
-        return gql_fail(
-            s,
-            route,
-            format!(
-                "{}: completed parts {listed:?}, received {expected:?}",
-                m.name
-            ),
+    let same_place = str_arg(&a, "artifactID").as_deref() == Some(m.artifact.as_str())
+        && str_arg(&a, "storagePath").as_deref() == Some(m.storage_path.as_str());
+    if !same_place || listed != expected {
+        let msg = format!(
+            "{}: artifact or storage path differ ({same_place}), or completed parts {listed:?} are not the received {expected:?}",
+            m.name
         );
+        s.multipart.insert(upload, m);
+        return gql_fail(s, route, msg);
     }
-    let bytes: Vec<u8> = m.received.values().flat_map(|(b, _)| b.clone()).collect();
-    let digest = b64_md5(&bytes);
-    if let Some(art) = s.artifacts.iter_mut().find(|x| x.id == m.artifact) {
-        art.files.insert(m.name.clone(), bytes);
+    let (parts, name, artifact) = (m.declared.len(), m.name, m.artifact);
+    let mut bytes: Vec<u8> = Vec::new();
+    for (_, (b, _)) in m.received {
+        bytes.extend_from_slice(&b);
     }
-    s.multipart.remove(&upload);
-    s.pub_completed.push((m.name.clone(), m.declared.len()));
-    resp(
-        200,
-        json!({"data": {"completeMultipartUploadArtifact": {"digest": digest}}}),
-    )
+    // The file's digest as declared (its storage path's); the commit checks
+    // the bytes against the manifest (one pass over a file of gigabytes).
+    let digest = m
+        .storage_path
+        .strip_prefix("wandbartifacts/")
+        .unwrap_or_default()
+        .to_string();
+    if let Some(art) = s.artifacts.iter_mut().find(|x| x.id == artifact) {
+        art.files.insert(name.clone(), bytes);
+    }
+    s.pub_completed.push((name, parts));
+    let answer = json!({"data": {"completeMultipartUploadArtifact": {"digest": digest}}});
+    s.completed_uploads
+        .insert(upload, (a["completedParts"].clone(), answer.clone()));
+    resp(200, answer)
 }
 
 /// W&B's digests: base64 of an MD5.
@@ -1760,7 +1790,10 @@ fn put_file(s: &mut Server, req: &Request) -> Response {
             format!("the API key was sent to storage with {name}"),
         );
     }
-    if let Some(ct) = req.header("content-type") {
+    // W&B's Go client sends each part with the content type the file's
+    // uploadHeaders name: an empty one when they name none.
+    let empty_on_part = matches!(slot, Slot::Part(..)) && req.header("content-type") == Some("");
+    if let Some(ct) = req.header("content-type").filter(|_| !empty_on_part) {
         return violation(
             s,
             403,
