@@ -169,56 +169,83 @@ fn spec(dir: &Path) -> Value {
     json!({"project": "oracle", "config": {"seed": 7}, "calls": calls})
 }
 
+/// Output and error of a process, for messages.
+fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A command of W&B's own client (`python` or `wandb` of its venv), run
+/// in `work` (where `wandb sync` leaves its logs), talking to `emu`.
+fn wandb_client(emu: &Emulator, work: &Path, program: &str) -> Command {
+    let mut c = Command::new(common::wandb::client_bin().join(program));
+    c.current_dir(work)
+        .env("HOME", work.join("home"))
+        .env("WANDB_BASE_URL", &emu.url)
+        .env("WANDB_API_KEY", KEY)
+        .env("WANDB_DISABLE_GIT", "true")
+        .env_remove("WANDB_MODE");
+    c
+}
+
+/// Runs `tests/wandb_client/SCRIPT` with `args` (it records an offline
+/// run and prints its folder last), then `wandb sync`s that run to the
+/// emulator's `project`; returns the offline run's folder.
+fn offline_then_sync(
+    emu: &Emulator,
+    work: &Path,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    project: &str,
+    check_offline: impl FnOnce(&Path),
+) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/wandb_client")
+        .join(script);
+    let o = wandb_client(emu, work, "python")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{script}: {}", output_text(&o));
+    let offline = PathBuf::from(
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap(),
+    );
+    check_offline(&offline);
+    let o = wandb_client(emu, work, "wandb")
+        .args(["sync", "--entity", ENTITY, "--project", project])
+        .arg(&offline)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && output_text(&o).contains("Finished syncing"),
+        "wandb sync: {}",
+        output_text(&o)
+    );
+    offline
+}
+
 /// Records the calls with W&B's autolog offline and `wandb sync`s them to
 /// the emulator's project `oracle`; returns the W&B run.
 fn deliver_with_wandb(emu: &Emulator, dir: &Path, work: &Path) -> WRun {
-    let bin = common::wandb::client_bin();
     let spec_path = work.join("spec.json");
     std::fs::write(&spec_path, spec(dir).to_string()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wandb_client/autolog_run.py");
-    let home = work.join("home");
-    let env = |c: &mut Command| {
-        // `wandb sync` leaves its logs in ./wandb: the work dir, not the repo.
-        c.current_dir(work)
-            .env("HOME", &home)
-            .env("WANDB_BASE_URL", &emu.url)
-            .env("WANDB_API_KEY", KEY)
-            .env("WANDB_DISABLE_GIT", "true")
-            .env_remove("WANDB_MODE");
-    };
-    let mut c = Command::new(bin.join("python"));
-    c.arg(&script).arg(&spec_path).arg(work.join("out"));
-    env(&mut c);
-    let o = c.output().unwrap();
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
-    assert!(o.status.success(), "autolog run: {}", text(&o));
-    let offline = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let log = std::fs::read_to_string(Path::new(&offline).join("logs/debug.log")).unwrap();
-    assert!(
-        !log.contains("WARNING"),
-        "autolog logged a warning (it then logs nothing): {log}"
-    );
-    let mut c = Command::new(bin.join("wandb"));
-    c.args(["sync", "--entity", ENTITY, "--project", "oracle"])
-        .arg(&offline);
-    env(&mut c);
-    let o = c.output().unwrap();
-    assert!(
-        o.status.success() && text(&o).contains("Finished syncing"),
-        "wandb sync: {}",
-        text(&o)
-    );
+    let out = work.join("out");
+    let args = [spec_path.as_os_str(), out.as_os_str()];
+    offline_then_sync(emu, work, "autolog_run.py", &args, "oracle", |offline| {
+        let log = std::fs::read_to_string(offline.join("logs/debug.log")).unwrap();
+        assert!(
+            !log.contains("WARNING"),
+            "autolog logged a warning (it then logs nothing): {log}"
+        );
+    });
     let runs = emu.runs("oracle");
     assert_eq!(runs.len(), 1);
     runs.into_iter().next().unwrap()
@@ -609,46 +636,15 @@ fn wandbs_own_client_uploads_a_2_gib_file_in_parts_the_emulator_accepts() {
     let emu = Emulator::start(KEY, ENTITY);
     emu.set_store_delay(std::time::Duration::ZERO);
     let work = tempfile::tempdir().unwrap();
-    let bin = common::wandb::client_bin();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wandb_client/big_artifact.py");
-    let home = work.path().join("home");
-    let env = |c: &mut Command| {
-        c.current_dir(work.path())
-            .env("HOME", &home)
-            .env("WANDB_BASE_URL", &emu.url)
-            .env("WANDB_API_KEY", KEY)
-            .env("WANDB_DISABLE_GIT", "true")
-            .env_remove("WANDB_MODE");
-    };
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
-    let mut c = Command::new(bin.join("python"));
-    c.arg(&script)
-        .arg(SIZE.to_string())
-        .arg(work.path().join("out"));
-    env(&mut c);
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "offline run: {}", text(&o));
-    let offline = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let mut c = Command::new(bin.join("wandb"));
-    c.args(["sync", "--entity", ENTITY, "--project", "multipart"])
-        .arg(&offline);
-    env(&mut c);
-    let o = c.output().unwrap();
-    assert!(
-        o.status.success() && text(&o).contains("Finished syncing"),
-        "wandb sync: {}",
-        text(&o)
+    let (size, out) = (SIZE.to_string(), work.path().join("out"));
+    let args = [std::ffi::OsStr::new(&size), out.as_os_str()];
+    offline_then_sync(
+        &emu,
+        work.path(),
+        "big_artifact.py",
+        &args,
+        "multipart",
+        |_| {},
     );
     assert_eq!(emu.violations(), Vec::<String>::new());
     // 2 GiB in 100 MiB parts: 20 whole ones and the rest.
