@@ -346,10 +346,17 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
 /// its writer holds the lock, else what its last `run_finished` says
 /// (crashed when there is none). Probes the writer's lock.
 pub fn run_state(dir: &Path, records: &[Record]) -> RunState {
+    state_now(dir, ended_state(records))
+}
+
+/// The state of the run in `dir` whose log says it `ended` so (see
+/// [`ended_state`]): live while its writer holds the lock. Probes the lock.
+pub fn state_now(dir: &Path, ended: RunState) -> RunState {
     if is_live(dir) {
-        return RunState::Live;
+        RunState::Live
+    } else {
+        ended
     }
-    ended_state(records)
 }
 
 /// How the records say the run ended, when no writer holds it: its last

@@ -12,7 +12,7 @@ use super::state::{Reachability, State, Summary};
 use super::targets::{targets, AnyTarget, Target};
 use super::{runs_by_root, runs_by_root_with, TargetSpec};
 use crate::error::{Error, Result};
-use crate::read::{RunDir, RunState};
+use crate::read::RunDir;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -376,21 +376,16 @@ fn status_rows(
             (c, fresh)
         }
     };
-    let st = if crate::read::is_live(dir) {
-        RunState::Live
-    } else {
-        counts.ended
-    };
+    let st = crate::read::state_now(dir, counts.ended);
     let targets = known
         .get(&counts.run_id)
         .map(Vec::as_slice)
         .unwrap_or_default();
     let mut rows = Vec::new();
     if targets.is_empty() {
-        let finished = counts.calls;
         rows.push(
             json!({"run_id": counts.run_id, "path": dir, "state": st, "target": null,
-            "calls_recorded": finished, "calls_uploaded": 0, "pending_calls": finished}),
+            "calls_recorded": counts.calls, "calls_uploaded": 0, "pending_calls": counts.calls}),
         );
     }
     for t in targets {
@@ -451,7 +446,7 @@ pub fn status(
             rows.extend(r);
             read.extend(f);
         }
-        cache.save(&read);
+        cache.save(&read, runs);
         for r in state.reachability()? {
             // The same target seen from several roots: the newest news.
             let newer = reach

@@ -107,12 +107,15 @@ impl CountsCache {
     }
 
     /// Stores the entries read afresh, and forgets runs whose folder is
-    /// gone. Failing to write is logged, never an error.
-    pub fn save(&self, fresh: &[Fresh]) {
+    /// gone; `listed` are the runs this look found (they exist, and are
+    /// not probed again). Failing to write is logged, never an error.
+    pub fn save(&self, fresh: &[Fresh], listed: &[PathBuf]) {
+        let present: std::collections::HashSet<String> =
+            listed.iter().filter_map(|d| self.name_of(d)).collect();
         let gone: Vec<&String> = self
             .known
             .keys()
-            .filter(|n| !self.root.join(n).join(RUN_JSON).exists())
+            .filter(|n| !present.contains(*n) && !self.root.join(n).join(RUN_JSON).exists())
             .collect();
         if fresh.is_empty() && gone.is_empty() {
             return;
@@ -186,10 +189,6 @@ fn connect(file: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(file, flags)?;
     conn.busy_timeout(BUSY)?;
     Ok(conn)
-}
-
-fn ended_name(s: RunState) -> &'static str {
-    s.as_str()
 }
 
 fn ended_from(s: &str) -> Option<RunState> {
@@ -295,7 +294,7 @@ fn write_entries(
                 c.run_id,
                 i64::try_from(c.calls)?,
                 i64::try_from(c.media)?,
-                ended_name(c.ended)
+                c.ended.as_str()
             ])?;
         }
         let mut drop = tx.prepare("DELETE FROM runs WHERE name = ?1")?;
@@ -346,10 +345,13 @@ mod tests {
         let (hit, sa) = cache.lookup(&a);
         assert_eq!(hit, None);
         let sb = cache.lookup(&b).1.unwrap();
-        cache.save(&[
-            ("a".into(), sa.unwrap(), counts("run-a", 1)),
-            ("b".into(), sb, counts("run-b", 2)),
-        ]);
+        cache.save(
+            &[
+                ("a".into(), sa.unwrap(), counts("run-a", 1)),
+                ("b".into(), sb, counts("run-b", 2)),
+            ],
+            &[a.clone(), b.clone()],
+        );
         cache.known = read_entries(&file, &root).unwrap();
         assert_eq!(cache.lookup(&a).0, Some(counts("run-a", 1)));
         assert_eq!(cache.lookup(&b).0, Some(counts("run-b", 2)));
@@ -376,7 +378,7 @@ mod tests {
 
         // A run folder removed is forgotten at the next save.
         std::fs::remove_dir_all(&b).unwrap();
-        cache.save(&[]);
+        cache.save(&[], std::slice::from_ref(&a));
         let left = read_entries(&file, &root).unwrap();
         assert_eq!(left.keys().collect::<Vec<_>>(), vec!["a"]);
     }
@@ -402,7 +404,7 @@ mod tests {
             settle: std::time::Duration::ZERO,
         };
         let s = cache.lookup(&a).1.unwrap();
-        cache.save(&[("a".into(), s.clone(), counts("run-a", 1))]);
+        cache.save(&[("a".into(), s.clone(), counts("run-a", 1))], &[]);
         // Rows edited by hand are skipped, not trusted.
         let conn = Connection::open(&file).unwrap();
         conn.execute_batch(
@@ -422,7 +424,7 @@ mod tests {
         std::fs::write(&file, b"not sqlite at all, just some bytes here..").unwrap();
         assert!(read_entries(&file, &root).map_or(true, |m| m.is_empty()));
         // And the next save starts it over.
-        cache.save(&[("a".into(), s, counts("run-a", 1))]);
+        cache.save(&[("a".into(), s, counts("run-a", 1))], &[]);
         assert_eq!(read_entries(&file, &root).unwrap().len(), 1);
     }
 }

@@ -1594,8 +1594,8 @@ fn put_part(s: &mut Server, req: &Request, upload: &str, n: usize) -> Response {
     else {
         return violation(s, 404, format!("part {n} of an unknown upload {upload}"));
     };
-    let declared = declared
-        .map(|hex| base64::engine::general_purpose::STANDARD.encode(difflog_hex_bytes(&hex)));
+    let declared =
+        declared.map(|hex| base64::engine::general_purpose::STANDARD.encode(hex_bytes(&hex)));
     match req.header("content-md5") {
         Some(sent) if sent == md5 && Some(&md5) == declared.as_ref() => {}
         Some(sent) => {
@@ -1616,7 +1616,7 @@ fn put_part(s: &mut Server, req: &Request, upload: &str, n: usize) -> Response {
     }
 }
 
-fn difflog_hex_bytes(hex: &str) -> Vec<u8> {
+fn hex_bytes(hex: &str) -> Vec<u8> {
     (0..hex.len() / 2)
         .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
         .collect()
