@@ -21,6 +21,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::pyenv::py;
 use common::test_cache;
+use difflog::pipelines::flow::sd3_model::Sd3Config;
 use difflog::pipelines::sd::model::{ModelConfig, Modules};
 use difflog::pipelines::tiny::{ensure, TinyModel};
 use serde_json::{json, Value};
@@ -73,6 +74,10 @@ struct Case {
     strength: Option<f64>,
     /// Refine with this model (`--refiner`).
     refiner: Option<TinyModel>,
+    /// The skip-layer guidance difflog applies by the model's default
+    /// (SD3.5 medium-shaped models), handed to diffusers, which takes it
+    /// per call.
+    slg: Option<Value>,
 }
 
 impl Case {
@@ -92,6 +97,7 @@ impl Case {
             "mask": self.mask,
             "strength": self.strength,
             "refiner": self.refiner.map(|r| ensure(r).unwrap()),
+            "slg": self.slg,
         })
     }
 
@@ -228,7 +234,12 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
         mask: None,
         strength: None,
         refiner: None,
+        slg: None,
     };
+    let slg = Sd3Config::tiny()
+        .skip_layer_guidance
+        .map(|g| json!({"layers": g.layers, "scale": g.scale, "start": g.start, "stop": g.stop}));
+    let sd3_medium = tmp.path().join("sd3-medium-shaped");
     let cases = [
         base("text-to-image, DDIM", "ddim", 3, 4),
         Case {
@@ -327,10 +338,45 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             guidance: 0.0,
             ..base("FLUX.1 image-to-image, strength 0.6", "", 23, 5)
         },
+        // SD3 / 3.5: three text encoders, the MMDiT, flow-matching Euler
+        // with shift 3.
+        Case {
+            model: Model::Tiny(TinyModel::Sd3),
+            prompts: vec!["a red circle", "a blue square on green"],
+            negative: Some("blurry"),
+            guidance: 4.5,
+            slg: slg.clone(),
+            ..base(
+                "SD3.5 medium-shaped (tiny-sd3: dual attention, q/k norms), 2 prompts, negative prompt, skip-layer guidance",
+                "",
+                31,
+                4,
+            )
+        },
+        Case {
+            model: Model::Folder(sd3_medium.clone()),
+            guidance: 7.0,
+            slg: slg.clone(),
+            ..base(
+                "SD3 medium-shaped (no second attentions, no q/k norms), skip-layer guidance",
+                "",
+                32,
+                4,
+            )
+        },
+        Case {
+            model: Model::Tiny(TinyModel::Sd3),
+            image: Some(input.clone()),
+            strength: Some(0.6),
+            guidance: 4.5,
+            ..base("SD3.5 image-to-image, strength 0.6", "", 33, 5)
+        },
     ];
     let model = ensure(TinyModel::Sd).unwrap();
     let spec = json!({
-        "folders": [{"kind": "sd", "path": foreign}, {"kind": "sd2", "path": foreign_v}],
+        "folders": [{"kind": "sd", "path": foreign}, {"kind": "sd2", "path": foreign_v},
+                    {"kind": "sd3-medium", "path": sd3_medium,
+                     "from": ensure(TinyModel::Sd3).unwrap()}],
         "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
         "components": {"model": model, "seed": 0, "prompt": "a red circle",
                        "latent_size": 8, "timestep": 501},

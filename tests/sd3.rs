@@ -65,7 +65,7 @@ fn the_tiny_sd3_is_pinned_and_in_the_diffusers_layout() {
     };
     assert_eq!(
         m.weights_digest,
-        "sha256:8d68c2368747f13faa036b2621b61fc4ba13acdf265a10b8bcd09dcd250f035b"
+        "sha256:af7482cc11fdae6ae07d6765d20fc7d4de9458459fc0eb78eadb9bf36c97a3c5"
     );
     let names = candle_core::safetensors::load(
         a.path()
@@ -79,6 +79,8 @@ fn the_tiny_sd3_is_pinned_and_in_the_diffusers_layout() {
         "transformer_blocks.0.attn2.to_q.weight",
         "transformer_blocks.1.attn.norm_added_q.weight",
         "transformer_blocks.2.norm1_context.linear.weight",
+        // The last block's text q/k norms (SD 3.5), which difflog's MMDiT reads.
+        "transformer_blocks.2.attn.norm_added_k.weight",
         "norm_out.linear.weight",
     ] {
         assert!(names.contains_key(k), "{k}");

@@ -14,7 +14,10 @@ with one `torch.Generator("cpu").manual_seed(seed + i)` per image (as
 
 FLUX.1 cases (difflog's tiny FLUX folders, configs included) run
 diffusers' `FluxPipeline` (`FluxImg2ImgPipeline` with an input image),
-with T5's length from the folder's tokenizer config.
+with T5's length from the folder's tokenizer config; SD3 / 3.5 cases
+`StableDiffusion3Pipeline` (`StableDiffusion3Img2ImgPipeline`), T5's
+length likewise, and the case's skip-layer guidance (`slg`: the layers,
+scale, start and stop difflog records) when it has one.
 
 "folders": diffusers pipelines made here with random weights and saved
 with `save_pretrained` before the cases run (`sd`: tests/python/tiny.py's
@@ -22,7 +25,11 @@ SD pipeline, whose UNet, VAE and text encoder have no preset's sizes, with
 a VAE that scales by 8 and its tokenizer saved in the fast format a `tokenizer.json` holds;
 `sd2`: the same with SD 2.x's traits — v-prediction, linear projections,
 per-block heads and transformer depths — and a trailing DDIM schedule), so that a
-folder difflog did not write is built from its own configs.
+folder difflog did not write is built from its own configs; `sd3-medium`:
+a copy of the folder `from` (difflog's tiny SD3, which is SD3.5
+medium-shaped) whose transformer has SD3 medium's traits instead — no
+second attentions, no q/k norms: those tensors dropped, its config saying
+so.
 
 "components": one model folder and the seed of fixed random inputs; each
 module is run on them alone: `text` (the text encoder's last hidden state
@@ -43,6 +50,7 @@ from diffusers import (
     DiffusionPipeline,
     EulerAncestralDiscreteScheduler,
     FluxImg2ImgPipeline,
+    StableDiffusion3Img2ImgPipeline,
     StableDiffusionImg2ImgPipeline,
     UniPCMultistepScheduler,
 )
@@ -68,6 +76,8 @@ def run_case(c):
             kw["mask_image"] = Image.open(c["mask"]).convert("RGB")
         elif type(pipe).__name__ == "FluxPipeline":
             pipe = FluxImg2ImgPipeline.from_pipe(pipe)
+        elif type(pipe).__name__ == "StableDiffusion3Pipeline":
+            pipe = StableDiffusion3Img2ImgPipeline.from_pipe(pipe)
         elif "Inpaint" not in type(pipe).__name__:
             pipe = StableDiffusionImg2ImgPipeline.from_pipe(pipe)
         if c.get("strength") is not None:
@@ -76,6 +86,14 @@ def run_case(c):
         # T5's length as difflog reads it from the folder (the tokenizer's
         # `model_max_length`); the pipeline's own default is 512.
         kw["max_sequence_length"] = pipe.tokenizer_2.model_max_length
+    if type(pipe).__name__.startswith("StableDiffusion3"):
+        kw["max_sequence_length"] = pipe.tokenizer_3.model_max_length
+    if c.get("slg"):
+        g = c["slg"]
+        kw["skip_guidance_layers"] = g["layers"]
+        kw["skip_layer_guidance_scale"] = g["scale"]
+        kw["skip_layer_guidance_start"] = g["start"]
+        kw["skip_layer_guidance_stop"] = g["stop"]
     n = len(c["prompt"]) * c["images_per_prompt"]
 
     def generators():
@@ -127,7 +145,35 @@ def components(c):
     return {"ids": ids.to(torch.int64), "x": x, "ctx": ctx, "z": z, "t": t, "text": text, "unet": unet, "vae": vae}
 
 
-def make_folder(kind, path):
+def sd3_medium_shaped(source, path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(source, path)
+    weights = f"{path}/transformer/diffusion_pytorch_model.safetensors"
+    kept = {
+        k: v
+        for k, v in load_file(weights).items()
+        if ".attn2." not in k and not any(f".{n}." in k for n in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"))
+    }
+    config_path = f"{path}/transformer/config.json"
+    config = json.load(open(config_path))
+    # A block with one attention modulates with 6 vectors, not 9: the
+    # first 6 are the same ones (shift, scale, gate; shift, scale, gate).
+    inner = config["num_attention_heads"] * config["attention_head_dim"]
+    for k, v in kept.items():
+        if ".norm1.linear." in k and v.shape[0] == 9 * inner:
+            kept[k] = v[: 6 * inner].contiguous()
+    save_file(kept, weights)
+    config["dual_attention_layers"] = []
+    config["qk_norm"] = None
+    json.dump(config, open(config_path, "w"), indent=2)
+
+
+def make_folder(kind, path, source=None):
+    if kind == "sd3-medium":
+        return sd3_medium_shaped(source, path)
     import tiny
     from transformers import CLIPTokenizerFast
 
@@ -178,7 +224,7 @@ def make_folder(kind, path):
 def main():
     spec = json.load(open(sys.argv[1]))
     for f in spec.get("folders", []):
-        make_folder(f["kind"], f["path"])
+        make_folder(f["kind"], f["path"], f.get("from"))
     out = {}
     for k, c in enumerate(spec["cases"]):
         images, timesteps = run_case(c)

@@ -61,8 +61,7 @@ impl<'a> Texts<'a> {
 impl Sd3Pipeline {
     /// Loads a resolved SD3 model onto `device` (`cpu`, `cuda:N`).
     pub fn load(model: ResolvedSd3, device_name: &str) -> Result<Sd3Pipeline, PipelineError> {
-        // Text encoders and VAE: f32 on the CPU, f16 on GPUs; candle's
-        // MMDiT is f16 everywhere (see sd3_model).
+        // f32 on the CPU (as diffusers there), f16 on GPUs.
         let place = Placement::new(device_name, |device| {
             if device.is_cpu() {
                 DType::F32
@@ -156,13 +155,9 @@ impl Sd3Pipeline {
         skip: Option<&[usize]>,
     ) -> Result<Tensor, PipelineError> {
         let b = x.dim(0)?;
+        // diffusers' timestep: σ × 1000 in float32.
         let t = Tensor::full((sigma * 1000.0) as f32, b, &self.place.device)?;
-        let f16 = |t: &Tensor| t.to_dtype(DType::F16);
-        let v = self
-            .modules
-            .mmdit
-            .forward(&f16(x)?, &t, &f16(pooled)?, &f16(context)?, skip)?;
-        Ok(v.to_dtype(self.place.dtype)?)
+        Ok(self.modules.mmdit.forward(x, &t, pooled, context, skip)?)
     }
 }
 
@@ -200,8 +195,8 @@ impl Pipeline for Sd3Pipeline {
                 Some("tokenizer_2"),
             ),
         );
-        let transformer = json!({"class": "SD3Transformer2DModel", "config": format!("{:?}", cfg.mmdit),
-                       "dtype": "f16"});
+        let transformer =
+            json!({"class": "SD3Transformer2DModel", "config": format!("{:?}", cfg.mmdit)});
         let m = &self.model;
         let id = self.place.identity(
             cfg.class(),

@@ -1,14 +1,16 @@
 //! Stable Diffusion 3 and 3.5 architectures (SD3 medium, SD3.5 medium,
 //! large, large turbo, and the tiny built-in one) as plain configurations,
 //! and the modules built from them: CLIP-L and CLIP-G with their
-//! projections, the T5 encoder, candle's MMDiT and a 16-channel VAE.
+//! projections, the T5 encoder, the MMDiT ([`super::mmdit`]) and a
+//! 16-channel VAE.
 //!
 //! Weights come from the diffusers folder layout (`text_encoder/`,
 //! `text_encoder_2/`, `text_encoder_3/`, `transformer/`, `vae/`); the
-//! transformer's tensors are renamed on the fly by [`crate::pipelines::load::remap`]. candle's
-//! MMDiT computes in f16 (its timestep embedding is f16), so the transformer
-//! is always loaded in f16; the rest follows the device.
+//! transformer's tensors are renamed on the fly by
+//! [`crate::pipelines::load::remap`]. Every module computes in the
+//! device's dtype (float32 on the CPU, as diffusers does there).
 
+use crate::pipelines::flow::mmdit::Mmdit;
 use crate::pipelines::load::mapped::{mapped, mapped_vb};
 use crate::pipelines::load::remap::{mmdit_rule, Remap};
 use crate::pipelines::parts::clip::{Clip, ClipConfig};
@@ -18,7 +20,7 @@ use crate::pipelines::parts::vae::vae16;
 use candle_core::{DType, Device, Result};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
-use candle_transformers::models::mmdit::model::{Config as MmditConfig, MMDiT};
+use candle_transformers::models::mmdit::model::Config as MmditConfig;
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use std::path::PathBuf;
 
@@ -52,6 +54,13 @@ pub struct Sd3Config {
     pub max_sequence_length: usize,
     /// The MMDiT, in candle's terms.
     pub mmdit: MmditConfig,
+    /// The joint blocks with a second attention (MMDiT-X, SD3.5 medium).
+    /// The loader finds these in the checkpoint's tensors; this is what the
+    /// model's `transformer/config.json` says.
+    pub dual_attention_layers: Vec<usize>,
+    /// Whether the attentions norm their queries and keys (RMS; SD3.5), as
+    /// the config says (the loader, again, goes by the tensors).
+    pub qk_norm: bool,
     /// The VAE.
     pub vae: AutoEncoderKLConfig,
     /// `scaling_factor` of the VAE.
@@ -97,6 +106,8 @@ impl Sd3Config {
             t5: t5::xxl(),
             max_sequence_length: 256,
             mmdit: MmditConfig::sd3_medium(),
+            dual_attention_layers: vec![],
+            qk_norm: false,
             vae: vae16(vec![128, 256, 512, 512], 2, 32),
             vae_scale: 1.5305,
             vae_shift: 0.0609,
@@ -114,6 +125,8 @@ impl Sd3Config {
         Sd3Config {
             variant: "sd35-medium",
             mmdit: MmditConfig::sd3_5_medium(),
+            dual_attention_layers: (0..=12).collect(),
+            qk_norm: true,
             default_steps: 40,
             default_guidance: 4.5,
             skip_layer_guidance: Some(SkipLayerGuidance {
@@ -131,6 +144,7 @@ impl Sd3Config {
         Sd3Config {
             variant: "sd35-large",
             mmdit: MmditConfig::sd3_5_large(),
+            qk_norm: true,
             default_steps: 28,
             default_guidance: 3.5,
             ..Sd3Config::sd3_medium()
@@ -174,6 +188,10 @@ impl Sd3Config {
                 context_embed_size: 48,
                 frequency_embedding_size: 256,
             },
+            // Every block but the last has a second attention: the tiny
+            // weights hold every tensor a block may ask for.
+            dual_attention_layers: vec![0, 1],
+            qk_norm: true,
             vae: vae16(vec![16, 16, 32, 32], 1, 8),
             default_size: 64,
             default_steps: 4,
@@ -196,6 +214,86 @@ impl Sd3Config {
     /// Width of the transformer (candle: head size × depth).
     pub fn hidden(&self) -> usize {
         self.mmdit.head_size * self.mmdit.depth
+    }
+
+    /// The configs diffusers and transformers read from a model folder
+    /// (path in the folder, content) — for the models difflog writes
+    /// itself (the tiny one), so that diffusers'
+    /// `StableDiffusion3Pipeline.from_pretrained` loads the very folder
+    /// difflog runs (issue 33's parity tests). The text encoders' configs
+    /// are written only for the tiny vocabularies.
+    pub fn diffusers_configs(&self) -> Vec<(String, serde_json::Value)> {
+        use crate::pipelines::sd::diffusers::{self as d, DIFFUSERS_VERSION as V};
+        use crate::pipelines::sd::model::TextConfig;
+        use serde_json::json;
+        let m = &self.mmdit;
+        let mut out = vec![
+            (
+                "model_index.json".to_string(),
+                json!({
+                    "_class_name": self.class(), "_diffusers_version": V,
+                    "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                    "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+                    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+                    "text_encoder_3": ["transformers", "T5EncoderModel"],
+                    "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+                    "tokenizer_2": ["transformers", "PreTrainedTokenizerFast"],
+                    "tokenizer_3": ["transformers", "PreTrainedTokenizerFast"],
+                    "transformer": ["diffusers", "SD3Transformer2DModel"],
+                    "vae": ["diffusers", "AutoencoderKL"],
+                    "image_encoder": [null, null], "feature_extractor": [null, null],
+                }),
+            ),
+            (
+                "transformer/config.json".into(),
+                json!({
+                    "_class_name": "SD3Transformer2DModel", "_diffusers_version": V,
+                    "sample_size": self.default_size / 8, "patch_size": m.patch_size,
+                    "in_channels": m.in_channels, "out_channels": m.out_channels,
+                    "num_layers": m.depth, "attention_head_dim": m.head_size,
+                    "num_attention_heads": m.depth,
+                    "joint_attention_dim": m.context_embed_size,
+                    "caption_projection_dim": self.hidden(),
+                    "pooled_projection_dim": m.adm_in_channels,
+                    "pos_embed_max_size": m.pos_embed_max_size,
+                    "dual_attention_layers": self.dual_attention_layers,
+                    "qk_norm": if self.qk_norm { json!("rms_norm") } else { json!(null) },
+                }),
+            ),
+            (
+                "vae/config.json".into(),
+                d::vae_config_of(
+                    &self.vae,
+                    self.default_size,
+                    self.vae_scale,
+                    Some(self.vae_shift),
+                ),
+            ),
+            (
+                "scheduler/scheduler_config.json".into(),
+                self.sampler.to_diffusers(V),
+            ),
+        ];
+        for (n, clip) in [("", &self.clip_l), ("_2", &self.clip_g)] {
+            let text = TextConfig::Clip(clip.clone());
+            if let Some(c) = d::text_encoder_config(&text, true) {
+                out.push((format!("text_encoder{n}/config.json"), c));
+                out.push((
+                    format!("tokenizer{n}/tokenizer_config.json"),
+                    d::tokenizer_config(&text),
+                ));
+            }
+        }
+        if self.t5.vocab_size == crate::pipelines::tiny::vocab::T5_VOCAB_SIZE {
+            if let Some(c) = t5::transformers_config(&self.t5) {
+                out.push(("text_encoder_3/config.json".into(), c));
+                out.push((
+                    "tokenizer_3/tokenizer_config.json".into(),
+                    t5::tokenizer_config(self.max_sequence_length),
+                ));
+            }
+        }
+        out
     }
 
     /// The largest image side its position embedding covers.
@@ -221,21 +319,22 @@ pub struct Sd3Modules {
     pub clips: [Clip; 2],
     /// T5.
     pub t5: T5Encoder,
-    /// The MMDiT (f16).
-    pub mmdit: MMDiT,
+    /// The MMDiT.
+    pub mmdit: Mmdit,
     /// The VAE.
     pub vae: AutoEncoderKL,
 }
 
 /// The transformer's var builder: candle's names served from `files`
-/// (diffusers' names) through [`mmdit_rule`], in f16.
+/// (diffusers' names) through [`mmdit_rule`], in `dtype`.
 pub fn transformer_vb(
     cfg: &Sd3Config,
     files: Box<dyn SimpleBackend>,
+    dtype: DType,
     device: &Device,
 ) -> VarBuilder<'static> {
     let remapped = Remap::new(files, mmdit_rule(cfg.hidden(), cfg.mmdit.depth));
-    VarBuilder::from_backend(Box::new(remapped), DType::F16, device.clone())
+    VarBuilder::from_backend(Box::new(remapped), dtype, device.clone())
 }
 
 impl Sd3Modules {
@@ -251,7 +350,7 @@ impl Sd3Modules {
         Ok(Sd3Modules {
             clips: [Clip::new(l, &cfg.clip_l)?, Clip::new(g, &cfg.clip_g)?],
             t5: T5Encoder::new(t, &cfg.t5)?,
-            mmdit: MMDiT::new(&cfg.mmdit, false, transformer)?,
+            mmdit: Mmdit::new(&cfg.mmdit, transformer)?,
             vae: AutoEncoderKL::new(vae, 3, 3, cfg.vae.clone())?,
         })
     }
@@ -274,7 +373,7 @@ impl Sd3Modules {
                 vb(&files.text[1].0)?,
                 vb(&files.text[2].0)?,
             ],
-            transformer_vb(cfg, Box::new(mapped(&files.transformer)?), device),
+            transformer_vb(cfg, Box::new(mapped(&files.transformer)?), dtype, device),
             vb(&files.vae)?,
         )
     }
@@ -462,20 +561,16 @@ mod tests {
             let want = diffusers_transformer(&published);
             let got = tensors(&cfg, &want);
             let name = cfg.variant;
-            // candle's last joint block makes the context's q, k, v without
-            // the q/k norms the 3.5 checkpoints have there: those two are
-            // the only published tensors it leaves unread.
+            // Every published tensor is read: the 3.5 checkpoints' q/k
+            // norms of the last block's text tokens too (candle's own last
+            // block left those two unread).
             let unread: Vec<&String> = want.keys().filter(|k| !got[3].contains_key(*k)).collect();
-            let last = published["num_layers"].as_u64().unwrap() - 1;
-            let expected: Vec<String> = if published["qk_norm"].is_string() {
-                ["norm_added_k", "norm_added_q"]
-                    .iter()
-                    .map(|q| format!("transformer_blocks.{last}.attn.{q}.weight"))
-                    .collect()
-            } else {
-                vec![]
-            };
-            assert_eq!(unread, expected.iter().collect::<Vec<_>>(), "{name}");
+            assert!(unread.is_empty(), "{name}: {unread:?}");
+            let config = &cfg.diffusers_configs()[1].1;
+            assert_eq!(config["qk_norm"], published["qk_norm"], "{name}");
+            let dual = config["dual_attention_layers"].as_array().unwrap();
+            let published_dual = published["dual_attention_layers"].as_array();
+            assert_eq!(dual, published_dual.unwrap_or(&vec![]), "{name}");
             for (k, shape) in &got[3] {
                 assert_eq!(want.get(k), Some(shape), "{name}: {k}");
             }
@@ -490,17 +585,17 @@ mod tests {
 
     #[test]
     fn the_tiny_sd3_has_the_real_tensor_names() {
+        // The tensors its own transformer/config.json describes are the
+        // ones it is made of, no more, no fewer.
         let tiny = Sd3Config::tiny();
-        let mut published = json!({"attention_head_dim": 16, "caption_projection_dim": 48,
-            "in_channels": 16, "joint_attention_dim": 48, "num_attention_heads": 3,
-            "num_layers": 3, "out_channels": 16, "patch_size": 2,
-            "pooled_projection_dim": 40, "pos_embed_max_size": 16, "qk_norm": "rms_norm"});
-        published["dual_attention_layers"] = json!([0, 1]);
-        let want = diffusers_transformer(&published);
+        let configs = tiny.diffusers_configs();
+        let (path, config) = &configs[1];
+        assert_eq!(path, "transformer/config.json");
+        let want = diffusers_transformer(config);
         let got = tensors(&tiny, &want);
         for (k, shape) in &got[3] {
             assert_eq!(want.get(k), Some(shape), "{k}");
         }
-        assert_eq!(got[3].len() + 2, want.len());
+        assert_eq!(got[3].len(), want.len());
     }
 }

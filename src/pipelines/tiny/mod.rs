@@ -32,7 +32,7 @@ pub mod vocab;
 pub use vocab::{T5_VOCAB_SIZE, VOCAB_SIZE};
 
 /// Bumped whenever the generated files change, so old caches are not reused.
-const TINY_VERSION: u32 = 4;
+const TINY_VERSION: u32 = 5;
 
 /// The tiny models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
     };
     let building =
         |e: candle_core::Error| Error::weights(model.id(), format!("building the tiny model: {e}"));
-    let mut diffusers_index = None;
+    let diffusers_index;
     let class = match model.arch() {
         Arch::Unet(cfg) => {
             let text: Vec<SeededWeights> = (0..cfg.text.len())
@@ -194,13 +194,7 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
             )?;
             transformer.save(&dir.join("transformer/diffusion_pytorch_model.safetensors"))?;
             vae.save(&dir.join(ModelConfig::VAE_FILE))?;
-            let mut configs = cfg.diffusers_configs();
-            if let Some(i) = configs.iter().position(|(p, _)| p == "model_index.json") {
-                diffusers_index = Some(configs.remove(i).1);
-            }
-            for (path, c) in configs {
-                write_json(&dir.join(path), &c)?;
-            }
+            diffusers_index = write_configs(dir, cfg.diffusers_configs())?;
             cfg.class()
         }
         Arch::Sd3(cfg) => {
@@ -213,7 +207,12 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
                 .collect();
             let (mut transformer, vae) = (mk("transformer"), mk("vae"));
             transformer.unit_norms = true;
-            let tvb = sd3_transformer_vb(&cfg, Box::new(transformer.clone_handle()), &Device::Cpu);
+            let tvb = sd3_transformer_vb(
+                &cfg,
+                Box::new(transformer.clone_handle()),
+                DType::F32,
+                &Device::Cpu,
+            );
             Sd3Modules::build(
                 &cfg,
                 [vb(&text[0]), vb(&text[1]), vb(&text[2])],
@@ -235,6 +234,7 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
             }
             transformer.save(&dir.join("transformer/diffusion_pytorch_model.safetensors"))?;
             vae.save(&dir.join(ModelConfig::VAE_FILE))?;
+            diffusers_index = write_configs(dir, cfg.diffusers_configs())?;
             cfg.class()
         }
     };
@@ -246,6 +246,20 @@ pub fn write_model(model: TinyModel, dir: &Path) -> Result<()> {
         &dir.join("model_index.json"),
         format!("{index:#}\n").as_bytes(),
     )
+}
+
+/// Writes a model's diffusers configs into `dir`, all but the model
+/// index, which is returned (it is written last, with difflog's marks).
+fn write_configs(dir: &Path, configs: Vec<(String, Value)>) -> Result<Option<Value>> {
+    let mut index = None;
+    for (path, c) in configs {
+        if path == "model_index.json" {
+            index = Some(c);
+        } else {
+            write_json(&dir.join(path), &c)?;
+        }
+    }
+    Ok(index)
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
