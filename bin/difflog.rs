@@ -293,6 +293,14 @@ struct GenerateCli {
     /// Print per-phase timings.
     #[arg(long)]
     verbose: bool,
+    /// Also write each call's tensors into this safetensors file, to compare
+    /// with another implementation step by step: the schedule
+    /// (`call1.timesteps`), each image's text states
+    /// (`call1.image0.prompt_embeds`) and its latents after every step
+    /// (`call1.image0.step0`, …), in float32 and in the layout diffusers'
+    /// step callback sees.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -587,6 +595,7 @@ fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
         device: g.device,
         out: g.out,
         verbose: g.verbose,
+        trace: g.trace,
     }
 }
 

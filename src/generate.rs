@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::event::Cell;
 use crate::format::names;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Traced, Tracer};
 use crate::pipelines::SchedulerKind;
 use crate::pipelines::{Generator, InitImage, Request, Rng};
 use crate::read::RunDir;
@@ -18,7 +18,7 @@ use image::RgbImage;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// What `difflog generate` was asked to do.
@@ -68,6 +68,59 @@ pub struct GenerateArgs {
     pub out: Option<PathBuf>,
     /// Print per-phase timings.
     pub verbose: bool,
+    /// Write each call's tensors (schedule, text states, every step's
+    /// latents) into this safetensors file.
+    pub trace: Option<PathBuf>,
+}
+
+/// The tensors of a `generate --trace`, in the order they came, each name
+/// prefixed by its call (`call1.`, `call2.` for a refiner).
+type Traces = Arc<Mutex<Vec<(String, Vec<usize>, Vec<f32>)>>>;
+
+/// One call's tracer: names prefixed by the call.
+struct CallTrace {
+    call: u32,
+    traces: Traces,
+}
+
+impl Tracer for CallTrace {
+    fn tensor(&mut self, name: &str, shape: &[usize], values: Vec<f32>) {
+        let name = format!("call{}.{name}", self.call);
+        let mut t = self.traces.lock().unwrap_or_else(|p| p.into_inner());
+        t.push((name, shape.to_vec(), values));
+    }
+}
+
+/// The tracer of call `call`, when tracing.
+fn tracer(traces: &Option<Traces>, call: u32) -> Option<Box<dyn Tracer>> {
+    traces.as_ref().map(|t| {
+        Box::new(CallTrace {
+            call,
+            traces: Arc::clone(t),
+        }) as Box<dyn Tracer>
+    })
+}
+
+/// Writes the traced tensors to `path` as safetensors (float32).
+fn write_trace(path: &std::path::Path, traces: &Traces) -> Result<()> {
+    let t = traces.lock().unwrap_or_else(|p| p.into_inner());
+    let mut tensors = std::collections::HashMap::new();
+    for (name, shape, values) in t.iter() {
+        let tensor = candle_core::Tensor::from_vec(
+            values.clone(),
+            shape.as_slice(),
+            &candle_core::Device::Cpu,
+        )
+        .map_err(|e| fail(format!("trace tensor {name}: {e}")))?;
+        tensors.insert(name.clone(), tensor);
+    }
+    candle_core::safetensors::save(&tensors, path).map_err(|e| {
+        Error::io(
+            path,
+            "write the trace",
+            std::io::Error::other(e.to_string()),
+        )
+    })
 }
 
 fn fail(e: impl std::fmt::Display) -> Error {
@@ -101,8 +154,9 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         "refiner": args.refiner.as_ref().map(|r| r.clone().unwrap_or_else(|| "default".into())),
         "device": args.device,
     })))?;
+    let traces: Option<Traces> = args.trace.as_ref().map(|_| Traces::default());
     let first = run
-        .record(&mut base, &request)
+        .record(&mut Traced::new(&mut base, tracer(&traces, 1)), &request)
         .map_err(|e| Error::pipeline(&args.model, e))?;
     let mut images = first.images.clone();
     if let Some(mut refiner) = refiner {
@@ -115,7 +169,7 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
             ..request.clone()
         };
         images = run
-            .record(&mut refiner, &req)
+            .record(&mut Traced::new(&mut refiner, tracer(&traces, 2)), &req)
             .map_err(|e| Error::pipeline(refiner_name(args), e))?
             .images;
     }
@@ -124,6 +178,9 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
 
     if let Some(o) = &args.out {
         write_images(o, &images, out)?;
+    }
+    if let (Some(path), Some(t)) = (&args.trace, &traces) {
+        write_trace(path, t)?;
     }
     let Some(dir) = dir else {
         return Ok(PathBuf::new());
@@ -177,6 +234,15 @@ fn check_destinations(args: &GenerateArgs) -> Result<()> {
         return Err(fail(
             "recording is disabled (DIFFLOG_MODE=disabled) and no --out was given: the images would be lost",
         ));
+    }
+    if let Some(t) = &args.trace {
+        let parent = t.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) || t.is_dir() {
+            return Err(Error::file(
+                t,
+                "--trace: not a file in an existing folder".to_string(),
+            ));
+        }
     }
     if let Some(o) = &args.out {
         std::fs::create_dir_all(o).map_err(|e| {

@@ -148,10 +148,58 @@ pub trait ImageSink {
     fn image(&mut self, index: u32, row: ImageRow);
 }
 
-/// Per-call context handed to [`Pipeline::run`]: phase timings and the sink
-/// for generated images.
+/// Where a call shows its intermediate tensors when someone asks to see
+/// them (`difflog generate --trace`, the parity tests): the schedule, the
+/// text encoders' output, the latents after every step. Values in float32,
+/// row-major.
+pub trait Tracer {
+    /// Takes the tensor `name` of `shape`.
+    fn tensor(&mut self, name: &str, shape: &[usize], values: Vec<f32>);
+}
+
+/// A pipeline whose calls show their tensors to a [`Tracer`] (none: the
+/// pipeline as it is).
+pub struct Traced<'p, P> {
+    inner: &'p mut P,
+    tracer: Option<Box<dyn Tracer>>,
+}
+
+impl<'p, P> Traced<'p, P> {
+    /// `inner`, traced by `tracer`.
+    pub fn new(inner: &'p mut P, tracer: Option<Box<dyn Tracer>>) -> Traced<'p, P> {
+        Traced { inner, tracer }
+    }
+}
+
+impl<P: Pipeline> Pipeline for Traced<'_, P> {
+    type Request = P::Request;
+    type Output = P::Output;
+
+    fn describe(&self) -> PipelineInfo {
+        self.inner.describe()
+    }
+
+    fn prepare(&self, request: &Self::Request) -> Result<CallSpec, PipelineError> {
+        self.inner.prepare(request)
+    }
+
+    fn run(
+        &mut self,
+        request: &Self::Request,
+        ctx: &mut CallContext<'_>,
+    ) -> Result<Self::Output, PipelineError> {
+        ctx.tracer = self.tracer.take();
+        let out = self.inner.run(request, ctx);
+        self.tracer = ctx.tracer.take();
+        out
+    }
+}
+
+/// Per-call context handed to [`Pipeline::run`]: phase timings, the sink
+/// for generated images and, when asked, a tracer.
 pub struct CallContext<'a> {
     sink: Option<Box<dyn ImageSink + 'a>>,
+    tracer: Option<Box<dyn Tracer>>,
     started: Instant,
     phase: Option<(String, Instant)>,
     pub(crate) timings: Vec<(String, Duration)>,
@@ -164,6 +212,7 @@ impl<'a> CallContext<'a> {
     pub fn new(sink: Option<Box<dyn ImageSink + 'a>>) -> CallContext<'a> {
         CallContext {
             sink,
+            tracer: None,
             started: Instant::now(),
             phase: None,
             timings: Vec::new(),
@@ -206,6 +255,19 @@ impl<'a> CallContext<'a> {
             r.image(index, row);
         }
         self.saving += t.elapsed();
+    }
+
+    /// Whether someone looks at the call's tensors ([`Tracer`]): a pipeline
+    /// makes them only then.
+    pub fn tracing(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Shows the tensor `name` to the tracer, if any.
+    pub fn trace(&mut self, name: &str, shape: &[usize], values: Vec<f32>) {
+        if let Some(t) = self.tracer.as_mut() {
+            t.tensor(name, shape, values);
+        }
     }
 
     /// Whether images handed over are being recorded.

@@ -594,3 +594,91 @@ fn the_demo_model_draws_what_its_prompts_say() {
     );
     assert!(coloured >= 4, "only {coloured} of 6 shapes in their colour");
 }
+
+/// `generate --trace FILE`: the schedule, each image's text states and its
+/// latents after every step, for each call (base and refiner), and the
+/// images are the ones an untraced run makes.
+#[test]
+fn trace_writes_each_calls_schedule_text_states_and_step_latents() {
+    test_cache();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difflog-cache");
+    let generate = |trace: Option<&Path>, out: &str| {
+        let mut args: Vec<String> = [
+            "generate",
+            "--model",
+            "tiny-xl",
+            "--refiner",
+            "--prompt",
+            "a castle",
+            "--num-images-per-prompt",
+            "2",
+            "--steps",
+            "4",
+            "--seed",
+            "9",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(["--out".into(), tmp.path().join(out).display().to_string()]);
+        if let Some(t) = trace {
+            args.extend(["--trace".into(), t.display().to_string()]);
+        }
+        std::process::Command::new(common::difflog_bin())
+            .args(&args)
+            .env("DIFFLOG_CACHE", &cache)
+            .env("DIFFLOG_DIR", tmp.path().join("runs"))
+            .output()
+            .unwrap()
+    };
+    let trace = tmp.path().join("trace.safetensors");
+    let o = generate(Some(&trace), "traced");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = candle_core::safetensors::load(&trace, &candle_core::Device::Cpu).unwrap();
+    let dims = |k: &str| {
+        t.get(k)
+            .unwrap_or_else(|| panic!("{k} not traced"))
+            .dims()
+            .to_vec()
+    };
+    // The base: 4 steps of DDIM's schedule; the refiner at strength 0.3
+    // runs the last of its 4.
+    let ts: Vec<f32> = t["call1.timesteps"].to_vec1().unwrap();
+    assert_eq!(ts.len(), 4);
+    assert!(ts.windows(2).all(|w| w[0] > w[1]), "{ts:?}");
+    assert_eq!(dims("call2.timesteps"), [4]);
+    for i in 0..2 {
+        // tiny-xl: both encoders' states side by side, 77 tokens.
+        assert_eq!(dims(&format!("call1.image{i}.prompt_embeds"))[..2], [1, 77]);
+        for s in 0..4 {
+            assert_eq!(dims(&format!("call1.image{i}.step{s}")), [1, 4, 8, 8]);
+        }
+        assert!(!t.contains_key(&format!("call1.image{i}.step4")));
+        assert_eq!(dims(&format!("call2.image{i}.step0")), [1, 4, 8, 8]);
+    }
+    let last = |i: usize| -> Vec<f32> {
+        t[&format!("call1.image{i}.step3")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    assert_ne!(last(0), last(1), "two seeds, the same latents");
+    // Tracing changes nothing the call makes.
+    let o = generate(None, "plain");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for i in 0..2 {
+        let png = |d: &str| pixels(&tmp.path().join(d), &format!("image-{i}.png"));
+        assert_eq!(png("traced"), png("plain"), "image {i}");
+    }
+    // A trace that cannot be written is refused before anything runs.
+    let o = generate(Some(&tmp.path().join("missing/t.safetensors")), "never");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("missing/t.safetensors") && err.contains("--trace"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("never").exists());
+}

@@ -4,7 +4,8 @@
 //! folder difflog runs (its tiny models are written in diffusers' layout,
 //! configs included). tests/python/parity.py is diffusers' side; each
 //! module (text encoder, UNet, VAE) is also compared alone on the same
-//! inputs.
+//! inputs, and every case's schedule, text states and latents after every
+//! step (`difflog generate --trace` against diffusers' step callback).
 //!
 //! Tolerances, float32 on the CPU. Images: difflog's PNG against
 //! diffusers' float output × 255: at most 1 level of 255 anywhere (the PNG
@@ -14,9 +15,21 @@
 //! Modules: at most 5e-5 absolute difference on outputs of magnitude 1–5
 //! (float32 rounding over a few hundred operations is ~1e-6 here; an
 //! approximate GELU in place of the exact one already differs by 5e-4,
-//! wrong norm groups by 2).
+//! wrong norm groups by 2). Timesteps: 1e-3 (float32 values up to 1000).
+//! Latents after each step: 1e-3 of their largest magnitude; measured at
+//! most 7e-6 of it, except the SD3 medium-shaped folder, whose random
+//! latents grow to 122 and differ by 2.2e-4 of that (float32 through a
+//! transformer with no q/k norms); the last block without SD 3.5's q/k
+//! norms, or a wrong timestep, differs by a tenth or more.
 
 mod common;
+
+/// Modules and text states: absolute difference (see above).
+const MODULES: f32 = 5e-5;
+/// Timesteps (up to 1000, float32: a step of 6e-5 there): absolute.
+const TIMESTEPS: f32 = 1e-3;
+/// Latents after a step: relative to their largest magnitude (at least 1).
+const LATENTS: f32 = 1e-3;
 
 use candle_core::{DType, Device, Tensor};
 use common::pyenv::py;
@@ -101,8 +114,9 @@ impl Case {
         })
     }
 
-    /// difflog's images for the case, as RGB bytes.
-    fn difflog(&self, out: &Path) -> Vec<Vec<u8>> {
+    /// difflog's images for the case, as RGB bytes, and what it traced
+    /// (`generate --trace`).
+    fn difflog(&self, out: &Path) -> (Vec<Vec<u8>>, HashMap<String, Tensor>) {
         let mut args: Vec<String> = vec!["generate".into(), "--model".into(), self.model.arg()];
         for p in &self.prompts {
             args.extend(["--prompt".into(), p.to_string()]);
@@ -139,7 +153,9 @@ impl Case {
         if let Some(r) = self.refiner {
             args.extend(["--refiner".into(), r.id().into()]);
         }
+        let trace = out.with_extension("trace.safetensors");
         args.extend(["--out".into(), out.display().to_string()]);
+        args.extend(["--trace".into(), trace.display().to_string()]);
         let o = Command::new(common::difflog_bin())
             .args(&args)
             .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
@@ -153,14 +169,16 @@ impl Case {
             String::from_utf8_lossy(&o.stderr)
         );
         let n = self.prompts.len() * self.per_prompt;
-        (0..n)
+        let images = (0..n)
             .map(|i| {
                 image::open(out.join(format!("image-{i}.png")))
                     .unwrap()
                     .to_rgb8()
                     .into_raw()
             })
-            .collect()
+            .collect();
+        let traced = candle_core::safetensors::load(&trace, &Device::Cpu).unwrap();
+        (images, traced)
     }
 }
 
@@ -397,7 +415,8 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
 
     let mut failed = Vec::new();
     for (k, case) in cases.iter().enumerate() {
-        let ours = case.difflog(&tmp.path().join(format!("case{k}")));
+        let (ours, traced) = case.difflog(&tmp.path().join(format!("case{k}")));
+        failed.extend(steps(case, k, &traced, &theirs));
         let t = &theirs[&format!("case{k}")];
         assert_eq!(t.dim(0).unwrap(), ours.len(), "{}: image count", case.name);
         for (i, img) in ours.iter().enumerate() {
@@ -421,6 +440,92 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
     }
     failed.extend(modules(&theirs, &model));
     assert!(failed.is_empty(), "differs from diffusers: {failed:#?}");
+}
+
+/// The schedule, each image's text states and its latents after every
+/// step of the case's (first) call, against diffusers' step callback.
+fn steps(
+    case: &Case,
+    k: usize,
+    ours: &HashMap<String, Tensor>,
+    theirs: &HashMap<String, Tensor>,
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    let name = case.name;
+    let ts = (
+        &ours["call1.timesteps"],
+        &theirs[&format!("case{k}_timesteps")],
+    );
+    if ts.0.dims() != ts.1.dims() {
+        failed.push(format!("{name}: timesteps {:?} against {:?}", ts.0, ts.1));
+    } else {
+        let d = max_abs(&(ts.0 - ts.1).unwrap());
+        if d > TIMESTEPS {
+            failed.push(format!("{name}: timesteps differ by {d:.2e}"));
+        }
+    }
+    let n = case.prompts.len() * case.per_prompt;
+    let (mut worst_text, mut worst_step) = (0f32, (0f32, 0f32));
+    for i in 0..n {
+        let pair = |what: &str| {
+            let key = format!("image{i}.{what}");
+            match (
+                ours.get(&format!("call1.{key}")),
+                theirs.get(&format!("case{k}.{key}")),
+            ) {
+                (Some(a), Some(b)) if a.dims() == b.dims() => Ok((a.clone(), b.clone())),
+                (a, b) => Err(format!(
+                    "{name}: {key}: difflog {:?}, diffusers {:?}",
+                    a.map(|t| t.dims().to_vec()),
+                    b.map(|t| t.dims().to_vec())
+                )),
+            }
+        };
+        match pair("prompt_embeds") {
+            Ok((a, b)) => {
+                let d = max_abs(&(a - b).unwrap());
+                worst_text = worst_text.max(d);
+                if d > MODULES {
+                    failed.push(format!("{name}: image {i}'s text states differ by {d:.2e}"));
+                }
+            }
+            Err(e) => failed.push(e),
+        }
+        let steps = ours
+            .keys()
+            .filter(|key| key.starts_with(&format!("call1.image{i}.step")))
+            .count();
+        let expected = theirs
+            .keys()
+            .filter(|key| key.starts_with(&format!("case{k}.image{i}.step")))
+            .count();
+        if steps != expected || steps == 0 {
+            failed.push(format!(
+                "{name}: image {i}: {steps} steps traced, diffusers {expected}"
+            ));
+        }
+        for s in 0..steps.min(expected) {
+            match pair(&format!("step{s}")) {
+                Ok((a, b)) => {
+                    let (d, scale) = (max_abs(&(&a - &b).unwrap()), max_abs(&b));
+                    if d / scale.max(1.0) > worst_step.0 / worst_step.1.max(1.0) {
+                        worst_step = (d, scale);
+                    }
+                    if d > LATENTS * scale.max(1.0) {
+                        failed.push(format!(
+                            "{name}: image {i} step {s}: latents differ by {d:.2e} (of {scale:.2})"
+                        ));
+                    }
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+    }
+    eprintln!(
+        "{name}: text states {worst_text:.2e}; latents, worst step {:.2e} (of {:.2})",
+        worst_step.0, worst_step.1
+    );
+    failed
 }
 
 /// The largest absolute value of a tensor.
@@ -462,7 +567,7 @@ fn modules(theirs: &HashMap<String, Tensor>, model: &Path) -> Vec<String> {
         let diff = max_abs(&(&ours - &want).unwrap());
         let scale = max_abs(&want);
         eprintln!("module {name}: max abs difference {diff:.2e} (outputs up to {scale:.2})");
-        if diff > 5e-5 {
+        if diff > MODULES {
             failed.push(format!("module {name}: max abs difference {diff:.2e}"));
         }
     }

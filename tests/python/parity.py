@@ -9,8 +9,12 @@ steps, guidance, size, scheduler, optional input image / mask / strength —
 run here through diffusers' own pipeline, loaded with `from_pretrained`,
 with one `torch.Generator("cpu").manual_seed(seed + i)` per image (as
 `difflog generate --rng torch-cpu` draws). Written: `case{k}` the images
-(N, H, W, 3, float32 in [0, 1], diffusers' `output_type="np"`), and in
-`case{k}_timesteps` the scheduler's timesteps.
+(N, H, W, 3, float32 in [0, 1], diffusers' `output_type="np"`), in
+`case{k}_timesteps` the scheduler's timesteps (the base's, with a
+refiner), and from the step callback of the (first) call, under the names
+`difflog generate --trace` uses, `case{k}.image{i}.step{s}` image i's
+latents after step s and `case{k}.image{i}.prompt_embeds` the text states
+its prompt conditions the model with.
 
 FLUX.1 cases (difflog's tiny FLUX folders, configs included) run
 diffusers' `FluxPipeline` (`FluxImg2ImgPipeline` with an input image),
@@ -106,6 +110,25 @@ def run_case(c):
         guidance_scale=c["guidance"],
     )
     refiner = c.get("refiner")
+    trace = {}
+
+    def on_step(_pipe, i, _t, tensors):
+        # Each image's latents after step i and, once, the text states its
+        # prompt conditions with (the second half of a guided batch).
+        latents = tensors["latents"]
+        n = latents.shape[0]
+        for b in range(n):
+            trace[f"image{b}.step{i}"] = latents[b : b + 1].float().clone()
+        if i == 0:
+            states = tensors["prompt_embeds"]
+            guided = states.shape[0] == 2 * n
+            for b in range(n):
+                row = n + b if guided else b
+                trace[f"image{b}.prompt_embeds"] = states[row : row + 1].float().clone()
+        return {}
+
+    kw["callback_on_step_end"] = on_step
+    kw["callback_on_step_end_tensor_inputs"] = ["latents", "prompt_embeds"]
     out = pipe(
         c["prompt"],
         height=c["height"],
@@ -115,6 +138,7 @@ def run_case(c):
         **common,
         **kw,
     )
+    trace_timesteps = pipe.scheduler.timesteps.float()
     if refiner:
         # The base's latents to the refiner, which draws from fresh
         # generators of the same seeds (as difflog generate --refiner).
@@ -123,7 +147,10 @@ def run_case(c):
             ref.scheduler = SCHEDULERS[c["scheduler"]].from_config(ref.scheduler.config)
         out = ref(c["prompt"], image=out.images, generator=generators(), output_type="np", **common)
         pipe = ref
-    return torch.from_numpy(np.ascontiguousarray(out.images, dtype=np.float32)), pipe.scheduler.timesteps.float()
+    images = torch.from_numpy(np.ascontiguousarray(out.images, dtype=np.float32))
+    # The first call's schedule (the base's, with a refiner), as it traced.
+    timesteps = pipe.scheduler.timesteps.float() if not refiner else trace_timesteps
+    return images, timesteps, trace
 
 
 def components(c):
@@ -227,9 +254,11 @@ def main():
         make_folder(f["kind"], f["path"], f.get("from"))
     out = {}
     for k, c in enumerate(spec["cases"]):
-        images, timesteps = run_case(c)
+        images, timesteps, trace = run_case(c)
         out[f"case{k}"] = images
         out[f"case{k}_timesteps"] = timesteps
+        for name, t in trace.items():
+            out[f"case{k}.{name}"] = t.contiguous()
     if spec.get("components"):
         for name, t in components(spec["components"]).items():
             out[f"components_{name}"] = t.contiguous()

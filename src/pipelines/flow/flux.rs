@@ -16,6 +16,7 @@ use crate::pipelines::parts::describe::Files;
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
+use crate::pipelines::parts::trace;
 use crate::pipelines::request::{Output, Request};
 use candle_core::{DType, Tensor};
 use candle_transformers::models::flux::sampling::{unpack, State};
@@ -205,6 +206,7 @@ impl Pipeline for FluxPipeline {
         let (device, dtype) = (self.place.device.clone(), self.place.dtype);
         let init = convert::input_image(r, w, h, &device, dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
+        shared::trace_timesteps(ctx, &all_sigmas);
         let n = r.image_count();
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
         let mut out = Output {
@@ -234,7 +236,8 @@ impl Pipeline for FluxPipeline {
                 None => None,
             };
             let mut img = state.img.clone();
-            for pair in sigmas.windows(2) {
+            trace::prompt_embeds(ctx, i, t5)?;
+            for (step, pair) in sigmas.windows(2).enumerate() {
                 let (s, next) = (pair[0], pair[1]);
                 let t = Tensor::full(s as f32, 1, &device)?.to_dtype(dtype)?;
                 let v = self.modules.transformer.forward(
@@ -247,6 +250,7 @@ impl Pipeline for FluxPipeline {
                     g.as_ref(),
                 )?;
                 img = (img + (v * (next - s))?)?;
+                trace::step(ctx, i, step, &img)?;
             }
             ctx.phase("decoding");
             let image = shared::decode(&self.modules.vae, &c, &unpack(&img, h, w)?)?;

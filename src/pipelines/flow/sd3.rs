@@ -18,6 +18,7 @@ use crate::pipelines::parts::describe::Files;
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::prompt::{ClipTokens, T5Tokens};
+use crate::pipelines::parts::trace;
 use crate::pipelines::request::{Output, Request};
 use candle_core::{DType, Tensor, D};
 use serde_json::{json, Map, Value};
@@ -279,6 +280,7 @@ impl Pipeline for Sd3Pipeline {
         let strength = r.strength.unwrap_or(cfg.default_strength);
         let init = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;
         let all_sigmas = cfg.sampler.sigmas(steps, (w / 16) * (h / 16));
+        shared::trace_timesteps(ctx, &all_sigmas);
         let n = r.image_count();
         let per = r.num_images_per_prompt.unwrap_or(1).max(1);
         let mut out = Output {
@@ -309,6 +311,7 @@ impl Pipeline for Sd3Pipeline {
                 )),
                 None => None,
             };
+            trace::prompt_embeds(ctx, i, ctx_c)?;
             for (step, pair) in sigmas.windows(2).enumerate() {
                 let (s, next) = (pair[0], pair[1]);
                 let v = match &both {
@@ -329,6 +332,7 @@ impl Pipeline for Sd3Pipeline {
                     None => self.predict(&x, s, pooled_c, ctx_c, None)?,
                 };
                 x = (x + (v * (next - s))?)?;
+                trace::step(ctx, i, step, &x)?;
             }
             ctx.phase("decoding");
             let image = shared::decode(&self.modules.vae, &c, &x)?;

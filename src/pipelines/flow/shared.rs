@@ -13,6 +13,7 @@ use crate::pipelines::parts::describe::{self, Files, Identity};
 use crate::pipelines::parts::flow_match::{self, FlowMatch};
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::placement::Placement;
+use crate::pipelines::parts::trace;
 use crate::pipelines::request::{InitImage, Request};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
@@ -191,6 +192,13 @@ pub(crate) fn start(
         Some((x0, first)) => (flow_match::noised(&x0, &eps, sigmas[first])?, first),
         None => (eps, 0),
     })
+}
+
+/// Shows the schedule as diffusers' `scheduler.timesteps` holds it: σ ×
+/// 1000 for every step (the final σ = 0 is no step).
+pub(crate) fn trace_timesteps(ctx: &mut CallContext<'_>, sigmas: &[f64]) {
+    let steps = &sigmas[..sigmas.len().saturating_sub(1)];
+    trace::timesteps(ctx, steps.iter().map(|s| s * 1000.0));
 }
 
 /// Final latents (1, 16, h/8, w/8) decoded to an image.

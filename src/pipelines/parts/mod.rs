@@ -1,6 +1,6 @@
 //! The parts every family is made of: noise, schedulers, flow matching,
 //! text encoders (CLIP, T5) and their tokens, the latent encoder, and the
-//! description of a loaded pipeline.
+//! description of a loaded pipeline, and what a call shows a tracer.
 
 pub mod clip;
 pub mod describe;
@@ -12,4 +12,5 @@ pub mod prompt;
 pub mod scheduler;
 pub mod t5;
 pub mod torch_rng;
+pub mod trace;
 pub mod vae;

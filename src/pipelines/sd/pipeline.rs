@@ -14,6 +14,7 @@ use crate::pipelines::parts::latent_encoder::LatentEncoder;
 use crate::pipelines::parts::noise::Noise;
 use crate::pipelines::parts::placement::Placement;
 use crate::pipelines::parts::scheduler::SchedulerSettings;
+use crate::pipelines::parts::trace;
 use crate::pipelines::request::{err, InitImage, Output, Request, StageLatents};
 use crate::pipelines::sd::model::{Family, ModelConfig, Modules};
 use candle_core::{DType, Device, Tensor};
@@ -357,9 +358,10 @@ impl StableDiffusion {
         Ok(embeddings)
     }
 
-    /// The denoising loop over `timesteps` from `latents`: classifier-free
-    /// guidance at scale `guidance` when given, the inpainting model's
-    /// 9-channel input when `inpaint` is.
+    /// The denoising loop of image `i` over `timesteps` from `latents`:
+    /// classifier-free guidance at scale `guidance` when given, the
+    /// inpainting model's 9-channel input when `inpaint` is.
+    #[allow(clippy::too_many_arguments)]
     fn denoise(
         &self,
         scheduler: &mut dyn Scheduler,
@@ -368,8 +370,11 @@ impl StableDiffusion {
         cond: &Cond,
         guidance: Option<f64>,
         inpaint: Option<&InpaintInputs>,
+        (ctx, i): (&mut CallContext<'_>, usize),
     ) -> Result<Tensor, PipelineError> {
-        for &t in timesteps {
+        let guided = cond.text.dim(0)? - 1;
+        trace::prompt_embeds(ctx, i, &cond.text.narrow(0, guided, 1)?)?;
+        for (s, &t) in timesteps.iter().enumerate() {
             let x = if guidance.is_some() {
                 Tensor::cat(&[&latents, &latents], 0)?
             } else {
@@ -396,6 +401,7 @@ impl StableDiffusion {
                 None => pred,
             };
             latents = scheduler.step(&pred, t, &latents)?;
+            trace::step(ctx, i, s, &latents)?;
         }
         Ok(latents)
     }
@@ -628,6 +634,9 @@ impl Pipeline for StableDiffusion {
             let noise = Arc::new(Mutex::new(Noise::of(&r.rng, seed)?));
             let mut scheduler = self.scheduler.build(steps, Arc::clone(&noise))?;
             let timesteps = scheduler.timesteps().to_vec();
+            if i == 0 {
+                trace::timesteps(ctx, timesteps.iter().map(|&t| t as f64));
+            }
             // Inpainting at full strength starts from pure noise (as
             // diffusers does); the mask and the masked image's latents are
             // made after the start latents, drawing from the stream in
@@ -693,6 +702,7 @@ impl Pipeline for StableDiffusion {
                 cond,
                 guide,
                 inpaint.as_ref(),
+                (ctx, i),
             )?;
             ctx.phase("decoding");
             let image = self.decode(&latents)?;
