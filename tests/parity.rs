@@ -258,6 +258,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
         .skip_layer_guidance
         .map(|g| json!({"layers": g.layers, "scale": g.scale, "start": g.start, "stop": g.stop}));
     let sd3_medium = tmp.path().join("sd3-medium-shaped");
+    let sd3_saved = tmp.path().join("sd3-saved-by-diffusers");
     let cases = [
         base("text-to-image, DDIM", "ddim", 3, 4),
         Case {
@@ -389,11 +390,25 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             guidance: 4.5,
             ..base("SD3.5 image-to-image, strength 0.6", "", 33, 5)
         },
+        Case {
+            model: Model::Folder(sd3_saved.clone()),
+            prompts: vec!["a red circle", "a blue square on green"],
+            negative: Some("blurry"),
+            guidance: 5.0,
+            ..base(
+                "an SD3 folder diffusers saved (no published sizes: built from its configs; 4 heads in 2 blocks, patches of 1, 4 latent channels, shift 2)",
+                "",
+                34,
+                4,
+            )
+        },
     ];
     let model = ensure(TinyModel::Sd).unwrap();
     let spec = json!({
         "folders": [{"kind": "sd", "path": foreign}, {"kind": "sd2", "path": foreign_v},
                     {"kind": "sd3-medium", "path": sd3_medium,
+                     "from": ensure(TinyModel::Sd3).unwrap()},
+                    {"kind": "sd3-saved", "path": sd3_saved,
                      "from": ensure(TinyModel::Sd3).unwrap()}],
         "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
         "components": {"model": model, "seed": 0, "prompt": "a red circle",

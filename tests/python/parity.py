@@ -33,7 +33,9 @@ folder difflog did not write is built from its own configs; `sd3-medium`:
 a copy of the folder `from` (difflog's tiny SD3, which is SD3.5
 medium-shaped) whose transformer has SD3 medium's traits instead — no
 second attentions, no q/k norms: those tensors dropped, its config saying
-so.
+so; `sd3-saved`: an SD3 pipeline of no published model's sizes made with
+diffusers' and transformers' classes and saved by `save_pretrained` (the
+tokenizers of the folder `from`), which difflog builds from its configs.
 
 "components": one model folder and the seed of fixed random inputs; each
 module is run on them alone: `text` (the text encoder's last hidden state
@@ -198,9 +200,55 @@ def sd3_medium_shaped(source, path):
     json.dump(config, open(config_path, "w"), indent=2)
 
 
+def sd3_saved(source, path):
+    # An SD3 pipeline of no published model's sizes, made with diffusers'
+    # and transformers' own classes (random weights) and saved by
+    # `save_pretrained`: more heads than blocks, patches of 1, 4 latent
+    # channels, a second attention in its first block only, q/k norms, a
+    # shift of 2. The tokenizers are those of `source` (difflog's tiny
+    # SD3: the hub's are out of reach here).
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(3)
+    clips = []
+    for sub, act in (("text_encoder", "quick_gelu"), ("text_encoder_2", "gelu")):
+        cfg = CLIPTextConfig.from_pretrained(f"{source}/{sub}")
+        cfg.update(dict(hidden_size=12, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+                        hidden_act=act, projection_dim=16))
+        clips.append(CLIPTextModelWithProjection(cfg).eval())
+    t5 = T5Config.from_pretrained(f"{source}/text_encoder_3")
+    t5.update(dict(d_model=32, d_kv=8, num_heads=4, d_ff=48, num_layers=2))
+    pipe = StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel(
+            sample_size=8, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=8,
+            num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
+            pooled_projection_dim=32, out_channels=4, pos_embed_max_size=16,
+            dual_attention_layers=(0,), qk_norm="rms_norm",
+        ),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=2.0),
+        vae=AutoencoderKL(
+            block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, norm_num_groups=8,
+            layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False,
+            scaling_factor=1.5305, shift_factor=0.0609,
+        ),
+        text_encoder=clips[0],
+        text_encoder_2=clips[1],
+        text_encoder_3=T5EncoderModel(t5).eval(),
+        tokenizer=PreTrainedTokenizerFast.from_pretrained(f"{source}/tokenizer"),
+        tokenizer_2=PreTrainedTokenizerFast.from_pretrained(f"{source}/tokenizer_2"),
+        tokenizer_3=PreTrainedTokenizerFast.from_pretrained(f"{source}/tokenizer_3"),
+    )
+    pipe.save_pretrained(path)
+
+
 def make_folder(kind, path, source=None):
     if kind == "sd3-medium":
         return sd3_medium_shaped(source, path)
+    if kind == "sd3-saved":
+        return sd3_saved(source, path)
     import tiny
     from transformers import CLIPTokenizerFast
 

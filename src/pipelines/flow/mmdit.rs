@@ -1,14 +1,17 @@
 //! The SD3 / 3.5 transformer (MMDiT) as diffusers' `SD3Transformer2DModel`
-//! computes it: candle's embedders and joint blocks, with difflog's own
-//! timestep embedding and last block where candle's differ.
+//! computes it: candle's patch and vector embedders and joint blocks, with
+//! difflog's own timestep embedding, position crop, unpatchifying and last
+//! block where candle's differ.
 //!
 //! candle's timestep embedding always ends in float16, which tied the whole
-//! model to f16 even on the CPU, where diffusers runs float32; and candle's
+//! model to f16 even on the CPU, where diffusers runs float32; candle's
 //! last joint block makes the text tokens' queries and keys without the
 //! RMS norms SD 3.5's checkpoints have there (`norm_added_q/k`), so its
-//! image differed from diffusers' for every 3.5 model. Here the embedding
-//! is computed in float32 as diffusers does and cast to the model's dtype,
-//! and the last block reads those norms when the checkpoint has them.
+//! image differed from diffusers' for every 3.5 model; and its MMDiT ties
+//! the head count to the block count and the patch to 2. Here the
+//! embedding is computed in float32 as diffusers does and cast to the
+//! model's dtype, the last block reads those norms when the checkpoint has
+//! them, and heads and patch size come from the config.
 //! Tensor names are candle's (the SAI layout), served from diffusers'
 //! files by [`crate::pipelines::load::remap::mmdit_rule`].
 
@@ -17,9 +20,7 @@ use candle_nn::{linear, rms_norm, Linear, RmsNorm, VarBuilder};
 use candle_transformers::models::mmdit::blocks::{
     DiTBlock, FinalLayer, JointBlock, LayerNormNoAffine, MMDiTJointBlock, MMDiTXJointBlock,
 };
-use candle_transformers::models::mmdit::embedding::{
-    PatchEmbedder, PositionEmbedder, Unpatchifier, VectorEmbedder,
-};
+use candle_transformers::models::mmdit::embedding::{PatchEmbedder, VectorEmbedder};
 use candle_transformers::models::mmdit::model::Config;
 use candle_transformers::models::mmdit::projections::Qkv;
 
@@ -29,23 +30,26 @@ const FREQUENCIES: usize = 256;
 /// An SD3 / 3.5 transformer.
 pub struct Mmdit {
     patch: PatchEmbedder,
-    position: PositionEmbedder,
+    patch_size: usize,
+    /// (1, side², hidden): the position embedding of a side × side grid.
+    position: Tensor,
+    side: usize,
     timestep: TimestepEmbedder,
     vector: VectorEmbedder,
     context: Linear,
     blocks: Vec<Box<dyn JointBlock>>,
     last: LastBlock,
     final_layer: FinalLayer,
-    unpatchify: Unpatchifier,
+    out_channels: usize,
 }
 
 impl Mmdit {
-    /// Builds the transformer of `cfg` from `vb` (candle's names); a block
-    /// with a second attention (`x_block.attn2`) is an MMDiT-X block, and
-    /// q/k norms are read wherever the checkpoint has them.
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Mmdit> {
-        let hidden = cfg.head_size * cfg.depth;
-        let heads = cfg.depth;
+    /// Builds the transformer of `cfg` with `heads` attention heads from
+    /// `vb` (candle's names); a block with a second attention
+    /// (`x_block.attn2`) is an MMDiT-X block, and q/k norms are read
+    /// wherever the checkpoint has them.
+    pub fn new(cfg: &Config, heads: usize, vb: VarBuilder) -> Result<Mmdit> {
+        let hidden = cfg.head_size * heads;
         let mut blocks: Vec<Box<dyn JointBlock>> = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth.saturating_sub(1) {
             let b = vb.pp(format!("joint_blocks.{i}"));
@@ -63,12 +67,12 @@ impl Mmdit {
                 hidden,
                 vb.pp("x_embedder"),
             )?,
-            position: PositionEmbedder::new(
-                hidden,
-                cfg.patch_size,
-                cfg.pos_embed_max_size,
-                vb.clone(),
+            patch_size: cfg.patch_size,
+            position: vb.get(
+                (1, cfg.pos_embed_max_size * cfg.pos_embed_max_size, hidden),
+                "pos_embed",
             )?,
+            side: cfg.pos_embed_max_size,
             timestep: TimestepEmbedder::new(hidden, vb.pp("t_embedder"))?,
             vector: VectorEmbedder::new(cfg.adm_in_channels, hidden, vb.pp("y_embedder"))?,
             context: linear(cfg.context_embed_size, hidden, vb.pp("context_embedder"))?,
@@ -80,7 +84,7 @@ impl Mmdit {
                 cfg.out_channels,
                 vb.pp("final_layer"),
             )?,
-            unpatchify: Unpatchifier::new(cfg.patch_size, cfg.out_channels)?,
+            out_channels: cfg.out_channels,
         })
     }
 
@@ -96,8 +100,11 @@ impl Mmdit {
         skip: Option<&[usize]>,
     ) -> Result<Tensor> {
         let (h, w) = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
-        let position = self.position.get_cropped_pos_embed(h, w)?;
-        let mut x = self.patch.forward(x)?.broadcast_add(&position)?;
+        let (gh, gw) = (h / self.patch_size, w / self.patch_size);
+        let mut x = self
+            .patch
+            .forward(x)?
+            .broadcast_add(&self.cropped_position(gh, gw)?)?;
         let c = (self.timestep.forward(t, x.dtype())? + self.vector.forward(y)?)?;
         let mut context = self.context.forward(context)?;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -108,8 +115,32 @@ impl Mmdit {
         }
         let x = self.last.forward(&context, &x, &c)?;
         let x = self.final_layer.forward(&x, &c)?;
-        let x = self.unpatchify.unpatchify(&x, h, w)?;
-        x.narrow(2, 0, h)?.narrow(3, 0, w)
+        self.unpatchify(&x, gh, gw)
+    }
+
+    /// The middle gh × gw of the position grid, as (1, gh·gw, hidden)
+    /// (diffusers' `cropped_pos_embed`; candle's assumes patches of 2).
+    fn cropped_position(&self, gh: usize, gw: usize) -> Result<Tensor> {
+        if gh > self.side || gw > self.side {
+            candle_core::bail!(
+                "{gh}×{gw} patches: the position embedding covers {0}×{0}",
+                self.side
+            )
+        }
+        let (top, left) = ((self.side - gh) / 2, (self.side - gw) / 2);
+        self.position
+            .reshape((1, self.side, self.side, ()))?
+            .narrow(1, top, gh)?
+            .narrow(2, left, gw)?
+            .reshape((1, gh * gw, ()))
+    }
+
+    /// Patch tokens (B, gh·gw, p·p·C) back to latents (B, C, gh·p, gw·p).
+    fn unpatchify(&self, x: &Tensor, gh: usize, gw: usize) -> Result<Tensor> {
+        let (p, c) = (self.patch_size, self.out_channels);
+        x.reshape((x.dim(0)?, gh, gw, p, p, c))?
+            .permute((0, 5, 1, 3, 2, 4))?
+            .reshape((x.dim(0)?, c, gh * p, gw * p))
     }
 }
 

@@ -75,8 +75,8 @@ impl Sd3Pipeline {
             .map_err(|e| err(format!("loading model {}: {e}", model.model_id)))?;
         let text = &model.paths.text;
         let clip_tokens = [
-            ClipTokens::load(&text[0].1, cfg.clip_l.pad, cfg.clip_l.positions)?,
-            ClipTokens::load(&text[1].1, cfg.clip_g.pad, cfg.clip_g.positions)?,
+            ClipTokens::load(&text[0].1, &cfg.clip_l.pad, cfg.clip_l.positions)?,
+            ClipTokens::load(&text[1].1, &cfg.clip_g.pad, cfg.clip_g.positions)?,
         ];
         let t5_tokens = T5Tokens::load(&text[2].1, cfg.max_sequence_length)?;
         Ok(Sd3Pipeline {

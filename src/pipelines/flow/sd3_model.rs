@@ -22,6 +22,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use candle_transformers::models::mmdit::model::Config as MmditConfig;
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// Skip-layer guidance (SD3.5 medium's recommended setting): during part of
@@ -52,8 +53,11 @@ pub struct Sd3Config {
     pub t5: candle_transformers::models::t5::Config,
     /// T5 tokens per prompt.
     pub max_sequence_length: usize,
-    /// The MMDiT, in candle's terms.
+    /// The MMDiT, in candle's terms (its width is `head_size × heads`,
+    /// not candle's `head_size × depth`).
     pub mmdit: MmditConfig,
+    /// Attention heads (as many as blocks in the published models).
+    pub heads: usize,
     /// The joint blocks with a second attention (MMDiT-X, SD3.5 medium).
     /// The loader finds these in the checkpoint's tensors; this is what the
     /// model's `transformer/config.json` says.
@@ -81,7 +85,7 @@ pub struct Sd3Config {
     pub skip_layer_guidance: Option<SkipLayerGuidance>,
 }
 
-fn small_clip(width: usize, quick_gelu: bool, pad: &'static str) -> ClipConfig {
+fn small_clip(width: usize, quick_gelu: bool, pad: &str) -> ClipConfig {
     ClipConfig {
         vocab: crate::pipelines::tiny::vocab::VOCAB_SIZE,
         width,
@@ -92,7 +96,7 @@ fn small_clip(width: usize, quick_gelu: bool, pad: &'static str) -> ClipConfig {
         quick_gelu,
         projection: width,
         projected: true,
-        pad,
+        pad: pad.into(),
     }
 }
 
@@ -106,6 +110,7 @@ impl Sd3Config {
             t5: t5::xxl(),
             max_sequence_length: 256,
             mmdit: MmditConfig::sd3_medium(),
+            heads: 24,
             dual_attention_layers: vec![],
             qk_norm: false,
             vae: vae16(vec![128, 256, 512, 512], 2, 32),
@@ -144,6 +149,7 @@ impl Sd3Config {
         Sd3Config {
             variant: "sd35-large",
             mmdit: MmditConfig::sd3_5_large(),
+            heads: 38,
             qk_norm: true,
             default_steps: 28,
             default_guidance: 3.5,
@@ -188,6 +194,7 @@ impl Sd3Config {
                 context_embed_size: 48,
                 frequency_embedding_size: 256,
             },
+            heads: 3,
             // Every block but the last has a second attention: the tiny
             // weights hold every tensor a block may ask for.
             dual_attention_layers: vec![0, 1],
@@ -206,14 +213,174 @@ impl Sd3Config {
         }
     }
 
+    /// A model built from a diffusers folder's own configs — for folders of
+    /// no published model's sizes. `get(path)` gives a file of the folder
+    /// parsed (`transformer/config.json`, …; `None` when missing). Read:
+    /// the transformer, VAE, scheduler, the three text encoders, the CLIP
+    /// tokenizers' padding and T5's length (256, diffusers' default, or the
+    /// tokenizer's own limit if lower); the rest is diffusers' pipeline
+    /// defaults (28 steps, guidance 7, no skip-layer guidance). What
+    /// difflog cannot build is an error naming the file and the field
+    /// (`get` errs for a file it cannot read or parse).
+    pub fn from_configs(
+        get: &dyn Fn(&str) -> std::result::Result<Option<Value>, String>,
+    ) -> std::result::Result<Sd3Config, (String, String)> {
+        use crate::pipelines::sd::diffusers as d;
+        use crate::pipelines::sd::model::TextConfig;
+        let may = |rel: &str| get(rel).map_err(|e| (rel.to_string(), e));
+        let need = |rel: &str| {
+            may(rel)?.ok_or_else(|| {
+                (
+                    rel.to_string(),
+                    "missing: the model is built from it".to_string(),
+                )
+            })
+        };
+        let rel = "transformer/config.json";
+        let t = need(rel)?;
+        let bad = |why: String| (rel.to_string(), why);
+        let n = |k: &str, default: usize| -> std::result::Result<usize, (String, String)> {
+            match &t[k] {
+                Value::Null => Ok(default),
+                x => x
+                    .as_u64()
+                    .filter(|&v| v > 0 && v <= 1 << 16)
+                    .map(|v| v as usize)
+                    .ok_or_else(|| bad(format!("{k}: not a size: {x}"))),
+            }
+        };
+        let (patch, channels) = (n("patch_size", 2)?, n("in_channels", 16)?);
+        let (layers, head, heads) = (
+            n("num_layers", 18)?,
+            n("attention_head_dim", 64)?,
+            n("num_attention_heads", 18)?,
+        );
+        let hidden = head * heads;
+        if n("caption_projection_dim", 1152)? != hidden {
+            return Err(bad(format!(
+                "caption_projection_dim must be num_attention_heads × attention_head_dim = {hidden}"
+            )));
+        }
+        if n("out_channels", channels)? != channels {
+            return Err(bad("out_channels must equal in_channels".into()));
+        }
+        let dual: Vec<usize> = match &t["dual_attention_layers"] {
+            Value::Null => vec![],
+            v => serde_json::from_value::<Vec<usize>>(v.clone())
+                .ok()
+                .filter(|d| d.iter().all(|&i| i + 1 < layers))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "dual_attention_layers: not blocks before the last: {v}"
+                    ))
+                })?,
+        };
+        let qk_norm = match &t["qk_norm"] {
+            Value::Null => false,
+            v if v == "rms_norm" => true,
+            v => return Err(bad(format!("qk_norm {v}: only \"rms_norm\" is supported"))),
+        };
+        let mmdit = MmditConfig {
+            patch_size: patch,
+            in_channels: channels,
+            out_channels: channels,
+            depth: layers,
+            head_size: head,
+            adm_in_channels: n("pooled_projection_dim", 2048)?,
+            pos_embed_max_size: n("pos_embed_max_size", 96)?,
+            context_embed_size: n("joint_attention_dim", 4096)?,
+            frequency_embedding_size: 256,
+        };
+        let default_size = n("sample_size", 128)? * 8;
+
+        let rel = "vae/config.json";
+        let (vae, vae_scale, vae_shift) =
+            d::flow_vae_from_config(&need(rel)?).map_err(|e| (rel.to_string(), e))?;
+        if vae.latent_channels != channels {
+            return Err((
+                rel.into(),
+                format!(
+                    "latent_channels = {} but the transformer takes {channels}",
+                    vae.latent_channels
+                ),
+            ));
+        }
+        let rel = "scheduler/scheduler_config.json";
+        let sampler =
+            FlowMatch::from_diffusers(&need(rel)?, true).map_err(|e| (rel.to_string(), e))?;
+        let clip = |n: &str| -> std::result::Result<ClipConfig, (String, String)> {
+            let rel = format!("text_encoder{n}/config.json");
+            let mut c = match d::text_from_config(&need(&rel)?, true) {
+                Ok(TextConfig::Clip(c)) if c.projected => c,
+                Ok(_) => return Err((rel, "a CLIPTextModelWithProjection is needed".into())),
+                Err(e) => return Err((rel, e)),
+            };
+            if let Some(pad) = may(&format!("tokenizer{n}/tokenizer_config.json"))?
+                .as_ref()
+                .and_then(d::pad_token_of)
+            {
+                c.pad = pad;
+            }
+            Ok(c)
+        };
+        let (clip_l, clip_g) = (clip("")?, clip("_2")?);
+        let rel = "text_encoder_3/config.json";
+        let mut t5: candle_transformers::models::t5::Config = serde_json::from_value(need(rel)?)
+            .map_err(|e| (rel.to_string(), format!("not a T5 config: {e}")))?;
+        // An encoder keeps no cache (transformers' configs say true, for
+        // the decoder).
+        t5.use_cache = false;
+        if t5.d_model != mmdit.context_embed_size || clip_l.width + clip_g.width > t5.d_model {
+            return Err((
+                rel.into(),
+                format!(
+                    "d_model = {} must equal the transformer's joint_attention_dim ({}) and hold both CLIPs' states ({} + {})",
+                    t5.d_model, mmdit.context_embed_size, clip_l.width, clip_g.width
+                ),
+            ));
+        }
+        if clip_l.projection + clip_g.projection != mmdit.adm_in_channels {
+            return Err((
+                "transformer/config.json".into(),
+                format!(
+                    "pooled_projection_dim = {} but the CLIPs' projections give {} + {}",
+                    mmdit.adm_in_channels, clip_l.projection, clip_g.projection
+                ),
+            ));
+        }
+        let max_sequence_length = may("tokenizer_3/tokenizer_config.json")?
+            .and_then(|v| v["model_max_length"].as_u64())
+            .map_or(256, |m| (m as usize).clamp(1, 256));
+        Ok(Sd3Config {
+            variant: "sd3",
+            clip_l,
+            clip_g,
+            t5,
+            max_sequence_length,
+            mmdit,
+            heads,
+            dual_attention_layers: dual,
+            qk_norm,
+            vae,
+            vae_scale,
+            vae_shift,
+            default_size,
+            default_steps: 28,
+            default_guidance: 7.0,
+            default_strength: 0.6,
+            sampler,
+            skip_layer_guidance: None,
+        })
+    }
+
     /// The pipeline class diffusers gives these models.
     pub fn class(&self) -> &'static str {
         "StableDiffusion3Pipeline"
     }
 
-    /// Width of the transformer (candle: head size × depth).
+    /// Width of the transformer (head size × heads).
     pub fn hidden(&self) -> usize {
-        self.mmdit.head_size * self.mmdit.depth
+        self.mmdit.head_size * self.heads
     }
 
     /// The configs diffusers and transformers read from a model folder
@@ -251,7 +418,7 @@ impl Sd3Config {
                     "sample_size": self.default_size / 8, "patch_size": m.patch_size,
                     "in_channels": m.in_channels, "out_channels": m.out_channels,
                     "num_layers": m.depth, "attention_head_dim": m.head_size,
-                    "num_attention_heads": m.depth,
+                    "num_attention_heads": self.heads,
                     "joint_attention_dim": m.context_embed_size,
                     "caption_projection_dim": self.hidden(),
                     "pooled_projection_dim": m.adm_in_channels,
@@ -350,7 +517,7 @@ impl Sd3Modules {
         Ok(Sd3Modules {
             clips: [Clip::new(l, &cfg.clip_l)?, Clip::new(g, &cfg.clip_g)?],
             t5: T5Encoder::new(t, &cfg.t5)?,
-            mmdit: Mmdit::new(&cfg.mmdit, transformer)?,
+            mmdit: Mmdit::new(&cfg.mmdit, cfg.heads, transformer)?,
             vae: AutoEncoderKL::new(vae, 3, 3, cfg.vae.clone())?,
         })
     }
@@ -581,6 +748,86 @@ mod tests {
             assert_eq!(count(&got[2]), 4_762_310_656, "{name}: T5");
             assert_eq!(count(&got[4]), 83_819_683, "{name}: VAE");
         }
+    }
+
+    /// The tiny model's configs as a folder's files (path → JSON).
+    fn folder_of(cfg: &Sd3Config) -> BTreeMap<String, Value> {
+        cfg.diffusers_configs().into_iter().collect()
+    }
+
+    fn built(files: &BTreeMap<String, Value>) -> std::result::Result<Sd3Config, (String, String)> {
+        Sd3Config::from_configs(&|rel: &str| Ok(files.get(rel).cloned()))
+    }
+
+    #[test]
+    fn a_folder_is_built_from_its_own_configs() {
+        // The configs difflog writes for its tiny model build that model.
+        let tiny = Sd3Config::tiny();
+        let b = built(&folder_of(&tiny)).unwrap();
+        assert_eq!(format!("{:?}", b.mmdit), format!("{:?}", tiny.mmdit));
+        assert_eq!(b.heads, tiny.heads);
+        assert_eq!(b.dual_attention_layers, tiny.dual_attention_layers);
+        assert!(b.qk_norm);
+        assert_eq!(
+            (b.clip_l.clone(), b.clip_g.clone()),
+            (tiny.clip_l.clone(), tiny.clip_g.clone())
+        );
+        assert_eq!(
+            b.clip_g.pad, "!",
+            "CLIP-G's padding from its tokenizer config"
+        );
+        assert_eq!(b.t5, tiny.t5);
+        assert_eq!(
+            b.max_sequence_length, 64,
+            "the tokenizer's limit, under 256"
+        );
+        assert_eq!(format!("{:?}", b.vae), format!("{:?}", tiny.vae));
+        assert_eq!((b.vae_scale, b.vae_shift), (tiny.vae_scale, tiny.vae_shift));
+        assert_eq!(b.sampler, tiny.sampler);
+        // diffusers' pipeline defaults, not the tiny model's own.
+        assert_eq!((b.default_steps, b.default_guidance), (28, 7.0));
+        assert!(b.skip_layer_guidance.is_none());
+        assert_eq!(b.default_size, 64);
+        // What it cannot build is named: file and field.
+        let refused = |rel: &str, edit: &dyn Fn(&mut Value)| {
+            let mut files = folder_of(&tiny);
+            edit(files.get_mut(rel).unwrap());
+            let (file, why) = built(&files).unwrap_err();
+            assert_eq!(file, rel);
+            why
+        };
+        let why = refused("transformer/config.json", &|v| {
+            v["qk_norm"] = json!("layer_norm")
+        });
+        assert!(why.contains("qk_norm"), "{why}");
+        let why = refused("transformer/config.json", &|v| {
+            v["num_attention_heads"] = json!(4)
+        });
+        assert!(why.contains("caption_projection_dim"), "{why}");
+        let why = refused("transformer/config.json", &|v| {
+            v["dual_attention_layers"] = json!([2])
+        });
+        assert!(why.contains("dual_attention_layers"), "{why}");
+        let why = refused("scheduler/scheduler_config.json", &|v| {
+            v["use_karras_sigmas"] = json!(true)
+        });
+        assert!(why.contains("use_karras_sigmas"), "{why}");
+        let why = refused("vae/config.json", &|v| v["latent_channels"] = json!(4));
+        assert!(why.contains("latent_channels"), "{why}");
+        let why = refused("text_encoder_3/config.json", &|v| v["d_model"] = json!(8));
+        assert!(why.contains("d_model"), "{why}");
+        let mut files = folder_of(&tiny);
+        files.remove("text_encoder_2/config.json");
+        assert_eq!(built(&files).unwrap_err().0, "text_encoder_2/config.json");
+        let e = Sd3Config::from_configs(&|rel: &str| {
+            if rel == "vae/config.json" {
+                Err("invalid JSON: EOF".into())
+            } else {
+                Ok(folder_of(&tiny).get(rel).cloned())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(e, ("vae/config.json".into(), "invalid JSON: EOF".into()));
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub(crate) fn start(
         from = Some((((x0 - c.vae_shift)? * c.vae_scale)?, first));
     }
     let eps = noise
-        .normal(&[1, 16, h / 8, w / 8], &place.device)?
+        .normal(&[1, c.vae.latent_channels, h / 8, w / 8], &place.device)?
         .to_dtype(place.dtype)?;
     Ok(match from {
         Some((x0, first)) => (flow_match::noised(&x0, &eps, sigmas[first])?, first),
@@ -201,7 +201,7 @@ pub(crate) fn trace_timesteps(ctx: &mut CallContext<'_>, sigmas: &[f64]) {
     trace::timesteps(ctx, steps.iter().map(|s| s * 1000.0));
 }
 
-/// Final latents (1, 16, h/8, w/8) decoded to an image.
+/// Final latents (1, C, h/8, w/8) decoded to an image.
 pub(crate) fn decode(
     vae: &AutoEncoderKL,
     c: &Common<'_>,

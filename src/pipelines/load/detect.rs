@@ -57,6 +57,16 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
             .as_array()
             .is_some_and(|a| !a.is_empty());
         let name = dir.to_string_lossy().to_lowercase();
+        // The published models' sizes (64-wide heads, as many as blocks)
+        // are the presets, with their defaults; any other folder is built
+        // from its own configs.
+        // (A config without head sizes is taken for a published one.)
+        let published = transformer["attention_head_dim"].as_u64().unwrap_or(64) == 64
+            && transformer["num_attention_heads"].as_u64().or(layers) == layers
+            && matches!(layers, Some(24 | 38));
+        if !published && class == "StableDiffusion3Pipeline" && !transformer.is_null() {
+            return own_sd3(dir).map(|c| Arch::Sd3(Box::new(c)));
+        }
         return match (class, layers, dual) {
             ("StableDiffusion3Pipeline", Some(24), false) => {
                 Ok(Arch::Sd3(Box::new(Sd3Config::sd3_medium())))
@@ -125,16 +135,7 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
 fn own_configs(dir: &Path, mut cfg: ModelConfig, own_text: bool) -> Result<ModelConfig> {
     use crate::pipelines::sd::diffusers as d;
     let bad = |rel: &str, why: String| Error::weights(dir.join(rel).display(), why);
-    let json = |rel: &str| -> Result<Option<Value>> {
-        let path = dir.join(rel);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = read_small(&path).map_err(|e| bad(rel, format!("cannot read: {e}")))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| bad(rel, format!("invalid JSON: {e}")))
-    };
+    let json = |rel: &str| json_file(&dir.join(rel)).map_err(|e| bad(rel, e));
     if let Some(u) = json("unet/config.json")?.filter(|u| !u["block_out_channels"].is_null()) {
         let rel = "unet/config.json";
         let mut unet = d::unet_from_config(&u).map_err(|e| bad(rel, e))?;
@@ -178,6 +179,24 @@ fn own_configs(dir: &Path, mut cfg: ModelConfig, own_text: bool) -> Result<Model
             .map_err(|e| bad("scheduler/scheduler_config.json", e))?;
     }
     Ok(cfg)
+}
+
+/// An SD3 folder of no published model's sizes, built from its configs.
+fn own_sd3(dir: &Path) -> Result<Sd3Config> {
+    Sd3Config::from_configs(&|rel| json_file(&dir.join(rel)))
+        .map_err(|(rel, why)| Error::weights(dir.join(rel).display(), why))
+}
+
+/// A folder's JSON file, parsed (`None`: there is none); the error says
+/// why it cannot be read.
+fn json_file(path: &Path) -> std::result::Result<Option<Value>, String> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = read_small(path).map_err(|e| format!("cannot read: {e}"))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("invalid JSON: {e}"))
 }
 
 /// A small JSON file read with a bound (model folders can come from anyone).
@@ -305,7 +324,7 @@ mod tests {
             "caption_projection_dim": 1536,
             "in_channels": 16,
             "joint_attention_dim": 4096,
-            "num_attention_heads": 24,
+            "num_attention_heads": num_layers,
             "num_layers": num_layers,
             "out_channels": 16,
             "patch_size": 2,
@@ -423,9 +442,14 @@ mod tests {
 
     #[test]
     fn unsupported_sd3_models_are_refused() {
+        // No published model's size: built from the folder's configs, and
+        // refused naming the file and field it cannot build.
         let (_t, d) = transformer_folder("x", "StableDiffusion3Pipeline", sd3(12, None));
         let e = refused(&d);
-        assert!(e.contains("a 12 -layer transformer"), "{e}");
+        assert!(
+            e.contains("transformer/config.json: caption_projection_dim must be"),
+            "{e}"
+        );
         let (_t, d) = transformer_folder("x", "StableDiffusion3ControlNetPipeline", sd3(24, None));
         let e = refused(&d);
         assert!(e.contains("\"StableDiffusion3ControlNetPipeline\""), "{e}");

@@ -34,7 +34,7 @@ pub struct ClipConfig {
     /// SDXL's first encoder is a plain `CLIPTextModel`).
     pub projected: bool,
     /// The padding token (`<|endoftext|>` for CLIP-L, `!` for CLIP-G).
-    pub pad: &'static str,
+    pub pad: String,
 }
 
 impl ClipConfig {
@@ -50,7 +50,7 @@ impl ClipConfig {
             quick_gelu: true,
             projection: 768,
             projected: true,
-            pad: "<|endoftext|>",
+            pad: "<|endoftext|>".into(),
         }
     }
 
@@ -66,7 +66,7 @@ impl ClipConfig {
             quick_gelu: false,
             projection: 1280,
             projected: true,
-            pad: "!",
+            pad: "!".into(),
         }
     }
 }

@@ -112,9 +112,14 @@ impl FlowMatch {
         let raw: Vec<f64> = if self.sd3_spacing {
             // diffusers: timesteps spaced between the shifted training
             // extremes (σ = 1 and σ = 1/T, shifted), then shifted again.
+            // The training σs are shifted only by a fixed shift (with the
+            // dynamic one diffusers leaves them as they are).
             let t = self.train_timesteps as f64;
-            let hi = self.shifted(1.0, mu) * t;
-            let lo = self.shifted(1.0 / t, mu) * t;
+            let extreme = |s: f64| match self.shift {
+                Shift::Fixed(_) => self.shifted(s, None),
+                Shift::Dynamic { .. } => s,
+            };
+            let (hi, lo) = (extreme(1.0) * t, extreme(1.0 / t) * t);
             (0..steps)
                 .map(|i| {
                     let f = if steps > 1 { i as f64 / (n - 1.0) } else { 0.0 };
@@ -127,6 +132,85 @@ impl FlowMatch {
         let mut sigmas: Vec<f64> = raw.into_iter().map(|s| self.shifted(s, mu)).collect();
         sigmas.push(0.0);
         sigmas
+    }
+
+    /// The sampler a diffusers `scheduler/scheduler_config.json`
+    /// (`FlowMatchEulerDiscreteScheduler`) describes; `sd3_spacing` is the
+    /// pipeline's (SD3 spaces the schedule itself, FLUX.1 hands it σs).
+    /// Options difflog does not compute (Karras, exponential or beta σs,
+    /// inverted σs, a terminal shift, stochastic sampling, another time
+    /// shift) are refused, naming the field.
+    pub fn from_diffusers(v: &Value, sd3_spacing: bool) -> Result<FlowMatch, String> {
+        let class = v["_class_name"]
+            .as_str()
+            .unwrap_or("FlowMatchEulerDiscreteScheduler");
+        if class != "FlowMatchEulerDiscreteScheduler" {
+            return Err(format!(
+                "_class_name {class:?}: difflog samples with FlowMatchEulerDiscreteScheduler"
+            ));
+        }
+        for flag in [
+            "use_karras_sigmas",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+            "invert_sigmas",
+            "stochastic_sampling",
+        ] {
+            if v[flag].as_bool() == Some(true) {
+                return Err(format!("{flag} = true is not supported"));
+            }
+        }
+        if !v["shift_terminal"].is_null() {
+            return Err("shift_terminal is not supported".into());
+        }
+        if !matches!(v["time_shift_type"].as_str(), None | Some("exponential")) {
+            return Err(format!(
+                "time_shift_type {}: only \"exponential\" is supported",
+                v["time_shift_type"]
+            ));
+        }
+        let num = |k: &str, default: f64| -> Result<f64, String> {
+            match &v[k] {
+                Value::Null => Ok(default),
+                x => x.as_f64().ok_or_else(|| format!("{k}: not a number: {x}")),
+            }
+        };
+        let count = |k: &str, default: usize| -> Result<usize, String> {
+            match &v[k] {
+                Value::Null => Ok(default),
+                x => x
+                    .as_u64()
+                    .filter(|&n| n > 0 && n <= 1 << 20)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| format!("{k}: not a positive count: {x}")),
+            }
+        };
+        let shift = if v["use_dynamic_shifting"].as_bool() == Some(true) {
+            let (base_len, max_len) = (
+                count("base_image_seq_len", 256)?,
+                count("max_image_seq_len", 4096)?,
+            );
+            if base_len == max_len {
+                return Err("base_image_seq_len = max_image_seq_len".into());
+            }
+            Shift::Dynamic {
+                base: num("base_shift", 0.5)?,
+                max: num("max_shift", 1.15)?,
+                base_len,
+                max_len,
+            }
+        } else {
+            let s = num("shift", 1.0)?;
+            if !(s.is_finite() && s > 0.0) {
+                return Err(format!("shift = {s}: must be positive"));
+            }
+            Shift::Fixed(s)
+        };
+        Ok(FlowMatch {
+            shift,
+            train_timesteps: count("num_train_timesteps", 1000)?,
+            sd3_spacing,
+        })
     }
 
     /// The recorded settings, as diffusers' scheduler config names them.

@@ -330,10 +330,26 @@ pub fn unet_from_config(v: &Value) -> Result<UnetConfig, String> {
 
 /// A VAE's architecture and latent scale from its diffusers `config.json`.
 pub fn vae_from_config(v: &Value) -> Result<(AutoEncoderKLConfig, f64), String> {
+    if !v["shift_factor"].is_null() {
+        return Err("shift_factor: not a Stable Diffusion 1.x/2.x/XL VAE".into());
+    }
+    vae_arch(v)
+}
+
+/// A 16-channel VAE of FLUX.1 or SD3 from its diffusers `config.json`: its
+/// architecture, `scaling_factor` and `shift_factor`.
+pub fn flow_vae_from_config(v: &Value) -> Result<(AutoEncoderKLConfig, f64, f64), String> {
+    let (vae, scale) = vae_arch(v)?;
+    Ok((vae, scale, field_or(v, "shift_factor", 0.0)?))
+}
+
+/// What both kinds of VAE config say alike: 4 blocks of the plain encoder
+/// and decoder blocks, RGB, attention in the middle block.
+fn vae_arch(v: &Value) -> Result<(AutoEncoderKLConfig, f64), String> {
     let channels: Vec<usize> = field(v, "block_out_channels")?;
     if channels.len() != 4 {
         return Err(format!(
-            "a VAE of {} blocks scales latents by {}: difflog's Stable Diffusion pipelines take one that scales by 8 (4 blocks)",
+            "a VAE of {} blocks scales latents by {}: difflog's pipelines take one that scales by 8 (4 blocks)",
             channels.len(),
             1usize << channels.len().saturating_sub(1).min(16)
         ));
@@ -353,10 +369,8 @@ pub fn vae_from_config(v: &Value) -> Result<(AutoEncoderKLConfig, f64), String> 
             return Err(format!("{name} = {got} is not supported (RGB: {wanted})"));
         }
     }
-    if !v["shift_factor"].is_null() || v["mid_block_add_attention"] == json!(false) {
-        return Err(
-            "shift_factor / mid_block_add_attention: not a Stable Diffusion 1.x/2.x/XL VAE".into(),
-        );
+    if v["mid_block_add_attention"] == json!(false) {
+        return Err("mid_block_add_attention = false is not supported".into());
     }
     Ok((
         AutoEncoderKLConfig {
@@ -369,6 +383,15 @@ pub fn vae_from_config(v: &Value) -> Result<(AutoEncoderKLConfig, f64), String> 
         },
         field_or(v, "scaling_factor", 0.18215)?,
     ))
+}
+
+/// The padding token a tokenizer's `tokenizer_config.json` names (a
+/// string, or an added token's `content`), if any.
+pub fn pad_token_of(tokenizer_config: &Value) -> Option<String> {
+    let pad = &tokenizer_config["pad_token"];
+    pad.as_str()
+        .or_else(|| pad["content"].as_str())
+        .map(str::to_string)
 }
 
 /// A CLIP text encoder from its transformers `config.json`, for sizes no
@@ -397,7 +420,7 @@ pub fn text_from_config(v: &Value, xl: bool) -> Result<TextConfig, String> {
                 },
                 projection: field_or(v, "projection_dim", hidden)?,
                 projected,
-                pad: "<|endoftext|>",
+                pad: "<|endoftext|>".into(),
             },
         ));
     }

@@ -69,7 +69,7 @@ impl TextConfig {
         let pad = match self {
             TextConfig::Sd(c) => c.pad_with.clone(),
             TextConfig::Small(c) => c.pad_with.clone(),
-            TextConfig::Clip(c) => Some(c.pad.to_string()),
+            TextConfig::Clip(c) => Some(c.pad.clone()),
         };
         pad.unwrap_or_else(|| "<|endoftext|>".into())
     }
@@ -178,7 +178,7 @@ fn xl_clip(width: usize, projected: bool) -> TextConfig {
         quick_gelu: true,
         projection: width,
         projected,
-        pad: "<|endoftext|>",
+        pad: "<|endoftext|>".into(),
     })
 }
 
