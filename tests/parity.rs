@@ -259,6 +259,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
         .map(|g| json!({"layers": g.layers, "scale": g.scale, "start": g.start, "stop": g.stop}));
     let sd3_medium = tmp.path().join("sd3-medium-shaped");
     let sd3_saved = tmp.path().join("sd3-saved-by-diffusers");
+    let flux_saved = tmp.path().join("flux-saved-by-diffusers");
     let cases = [
         base("text-to-image, DDIM", "ddim", 3, 4),
         Case {
@@ -357,6 +358,17 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
             guidance: 0.0,
             ..base("FLUX.1 image-to-image, strength 0.6", "", 23, 5)
         },
+        Case {
+            model: Model::Folder(flux_saved.clone()),
+            prompts: vec!["a red circle", "a blue square on green"],
+            guidance: 3.5,
+            ..base(
+                "a FLUX.1 folder diffusers saved (no published sizes: built from its configs; 2 heads of 16, rotary axes 4 + 6 + 6, 4 latent channels, guidance input, its own dynamic shift)",
+                "",
+                24,
+                4,
+            )
+        },
         // SD3 / 3.5: three text encoders, the MMDiT, flow-matching Euler
         // with shift 3.
         Case {
@@ -409,7 +421,9 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
                     {"kind": "sd3-medium", "path": sd3_medium,
                      "from": ensure(TinyModel::Sd3).unwrap()},
                     {"kind": "sd3-saved", "path": sd3_saved,
-                     "from": ensure(TinyModel::Sd3).unwrap()}],
+                     "from": ensure(TinyModel::Sd3).unwrap()},
+                    {"kind": "flux-saved", "path": flux_saved,
+                     "from": ensure(TinyModel::Flux).unwrap()}],
         "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
         "components": {"model": model, "seed": 0, "prompt": "a red circle",
                        "latent_size": 8, "timestep": 501},

@@ -35,7 +35,8 @@ medium-shaped) whose transformer has SD3 medium's traits instead — no
 second attentions, no q/k norms: those tensors dropped, its config saying
 so; `sd3-saved`: an SD3 pipeline of no published model's sizes made with
 diffusers' and transformers' classes and saved by `save_pretrained` (the
-tokenizers of the folder `from`), which difflog builds from its configs.
+tokenizers of the folder `from`), which difflog builds from its configs;
+`flux-saved`: the same for FLUX.1.
 
 "components": one model folder and the seed of fixed random inputs; each
 module is run on them alone: `text` (the text encoder's last hidden state
@@ -244,11 +245,52 @@ def sd3_saved(source, path):
     pipe.save_pretrained(path)
 
 
+def flux_saved(source, path):
+    # A FLUX pipeline of no published model's sizes, made with diffusers'
+    # and transformers' own classes (random weights) and saved by
+    # `save_pretrained`: 2 heads of 16 with rotary axes 4 + 6 + 6, one block
+    # of each kind, 4 latent channels, a guidance input, a dynamic shift of
+    # its own range. The tokenizers are those of `source` (difflog's tiny
+    # FLUX).
+    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(4)
+    clip = CLIPTextConfig.from_pretrained(f"{source}/text_encoder")
+    clip.update(dict(hidden_size=20, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2))
+    t5 = T5Config.from_pretrained(f"{source}/text_encoder_2")
+    t5.update(dict(d_model=24, d_kv=6, num_heads=4, d_ff=40, num_layers=2))
+    pipe = FluxPipeline(
+        transformer=FluxTransformer2DModel(
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=24, pooled_projection_dim=20,
+            guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+        ),
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            use_dynamic_shifting=True, base_shift=0.3, max_shift=1.0, base_image_seq_len=16, max_image_seq_len=256
+        ),
+        vae=AutoencoderKL(
+            block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, norm_num_groups=8,
+            layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False,
+            scaling_factor=0.3611, shift_factor=0.1159,
+        ),
+        text_encoder=CLIPTextModel(clip).eval(),
+        text_encoder_2=T5EncoderModel(t5).eval(),
+        tokenizer=PreTrainedTokenizerFast.from_pretrained(f"{source}/tokenizer"),
+        tokenizer_2=PreTrainedTokenizerFast.from_pretrained(f"{source}/tokenizer_2"),
+    )
+    pipe.save_pretrained(path)
+
+
 def make_folder(kind, path, source=None):
     if kind == "sd3-medium":
         return sd3_medium_shaped(source, path)
     if kind == "sd3-saved":
         return sd3_saved(source, path)
+    if kind == "flux-saved":
+        return flux_saved(source, path)
     import tiny
     from transformers import CLIPTokenizerFast
 

@@ -21,6 +21,7 @@ use candle_transformers::models::stable_diffusion::{
     clip::Config as SdClipConfig,
     vae::{AutoEncoderKL, AutoEncoderKLConfig},
 };
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// FLUX.1 schnell (distilled, no guidance input) or dev (guidance-distilled).
@@ -145,6 +146,150 @@ impl FluxConfig {
         c.default_guidance = 3.5;
         c.sampler = FlowMatch::flux_dev();
         c
+    }
+
+    /// A model built from a diffusers folder's own configs — for folders of
+    /// no published model's sizes. `get(path)` gives a file of the folder
+    /// parsed (`None` when missing; an error when it cannot be read).
+    /// Read: the transformer, VAE, scheduler, both text encoders, CLIP's
+    /// padding and T5's length (512, diffusers' default, or the tokenizer's
+    /// own limit if lower); the rest is diffusers' `FluxPipeline` defaults
+    /// (1024 px, 28 steps, guidance 3.5 when the model takes guidance).
+    /// What difflog cannot build is an error naming the file and field.
+    pub fn from_configs(
+        get: &dyn Fn(&str) -> std::result::Result<Option<Value>, String>,
+    ) -> std::result::Result<FluxConfig, (String, String)> {
+        use crate::pipelines::sd::diffusers as d;
+        let may = |rel: &str| get(rel).map_err(|e| (rel.to_string(), e));
+        let need = |rel: &str| {
+            may(rel)?.ok_or_else(|| {
+                (
+                    rel.to_string(),
+                    "missing: the model is built from it".to_string(),
+                )
+            })
+        };
+        let rel = "transformer/config.json";
+        let t = need(rel)?;
+        let bad = |why: String| (rel.to_string(), why);
+        let n = |k: &str, default: usize| -> std::result::Result<usize, (String, String)> {
+            match &t[k] {
+                Value::Null => Ok(default),
+                x => x
+                    .as_u64()
+                    .filter(|&v| v > 0 && v <= 1 << 16)
+                    .map(|v| v as usize)
+                    .ok_or_else(|| bad(format!("{k}: not a size: {x}"))),
+            }
+        };
+        if n("patch_size", 1)? != 1 {
+            return Err(bad(
+                "patch_size must be 1 (latents are packed 2 × 2 instead)".into(),
+            ));
+        }
+        let channels = n("in_channels", 64)?;
+        if !matches!(&t["out_channels"], Value::Null) && n("out_channels", channels)? != channels {
+            return Err(bad("out_channels must equal in_channels".into()));
+        }
+        let (head, heads) = (n("attention_head_dim", 128)?, n("num_attention_heads", 24)?);
+        let axes: Vec<usize> = match &t["axes_dims_rope"] {
+            Value::Null => vec![16, 56, 56],
+            v => serde_json::from_value(v.clone())
+                .map_err(|e| bad(format!("axes_dims_rope: {e}")))?,
+        };
+        if axes.len() != 3 || axes.iter().sum::<usize>() != head || axes.iter().any(|a| a % 2 != 0)
+        {
+            return Err(bad(format!(
+                "axes_dims_rope {axes:?}: three even sizes adding up to attention_head_dim ({head})"
+            )));
+        }
+        let transformer = FluxTransformerConfig {
+            in_channels: channels,
+            vec_in_dim: n("pooled_projection_dim", 768)?,
+            context_in_dim: n("joint_attention_dim", 4096)?,
+            hidden_size: head * heads,
+            mlp_ratio: 4.0,
+            num_heads: heads,
+            depth: n("num_layers", 19)?,
+            depth_single_blocks: n("num_single_layers", 38)?,
+            axes_dim: axes,
+            theta: 10_000,
+            qkv_bias: true,
+            guidance_embed: t["guidance_embeds"].as_bool().unwrap_or(false),
+        };
+        let rel = "vae/config.json";
+        let (vae, vae_scale, vae_shift) =
+            d::flow_vae_from_config(&need(rel)?).map_err(|e| (rel.to_string(), e))?;
+        if vae.latent_channels * 4 != channels {
+            return Err((
+                rel.into(),
+                format!(
+                    "latent_channels = {}: the transformer takes 2 × 2 patches of {channels} / 4",
+                    vae.latent_channels
+                ),
+            ));
+        }
+        let rel = "scheduler/scheduler_config.json";
+        let sampler =
+            FlowMatch::from_diffusers(&need(rel)?, false).map_err(|e| (rel.to_string(), e))?;
+        let rel = "text_encoder/config.json";
+        let mut clip = d::text_from_config(&need(rel)?, false).map_err(|e| (rel.to_string(), e))?;
+        if let (TextConfig::Small(c), Some(pad)) = (
+            &mut clip,
+            may("tokenizer/tokenizer_config.json")?
+                .as_ref()
+                .and_then(d::pad_token_of),
+        ) {
+            c.pad_with = Some(pad);
+        }
+        let rel = "text_encoder_2/config.json";
+        let mut t5: candle_transformers::models::t5::Config = serde_json::from_value(need(rel)?)
+            .map_err(|e| (rel.to_string(), format!("not a T5 config: {e}")))?;
+        t5.use_cache = false;
+        if t5.d_model != transformer.context_in_dim {
+            return Err((
+                rel.into(),
+                format!(
+                    "d_model = {} but the transformer's joint_attention_dim is {}",
+                    t5.d_model, transformer.context_in_dim
+                ),
+            ));
+        }
+        let pooled = match &clip {
+            TextConfig::Small(c) => c.embed_dim,
+            _ => 0,
+        };
+        if pooled != transformer.vec_in_dim {
+            return Err((
+                "transformer/config.json".into(),
+                format!(
+                    "pooled_projection_dim = {} but CLIP's pooled output is {pooled} wide",
+                    transformer.vec_in_dim
+                ),
+            ));
+        }
+        let max_sequence_length = may("tokenizer_2/tokenizer_config.json")?
+            .and_then(|v| v["model_max_length"].as_u64())
+            .map_or(512, |m| (m as usize).clamp(1, 512));
+        let variant = match transformer.guidance_embed {
+            true => FluxVariant::Dev,
+            false => FluxVariant::Schnell,
+        };
+        Ok(FluxConfig {
+            variant,
+            clip,
+            t5,
+            max_sequence_length,
+            transformer,
+            vae,
+            vae_scale,
+            vae_shift,
+            default_size: 1024,
+            default_steps: 28,
+            default_guidance: 3.5,
+            default_strength: 0.6,
+            sampler,
+        })
     }
 
     /// The pipeline class diffusers gives this model.
@@ -309,6 +454,72 @@ mod tests {
     use crate::pipelines::load::remap::tests::Planned;
     use crate::pipelines::sd::model::tests::Lazy;
     use std::collections::BTreeMap;
+
+    fn built(files: &BTreeMap<String, Value>) -> std::result::Result<FluxConfig, (String, String)> {
+        FluxConfig::from_configs(&|rel: &str| Ok(files.get(rel).cloned()))
+    }
+
+    #[test]
+    fn a_folder_is_built_from_its_own_configs() {
+        // The configs difflog writes for its tiny dev-shaped model build it.
+        let tiny = FluxConfig::tiny_dev();
+        let folder: BTreeMap<String, Value> = tiny.diffusers_configs().into_iter().collect();
+        let b = built(&folder).unwrap();
+        assert_eq!(
+            format!("{:?}", b.transformer),
+            format!("{:?}", tiny.transformer)
+        );
+        assert_eq!(b.variant, FluxVariant::Dev);
+        // The same encoder, its padding now read from the tokenizer config.
+        let mut clip = tiny.clip.clone();
+        if let TextConfig::Small(c) = &mut clip {
+            c.pad_with = Some(tiny.clip.pad_token());
+        }
+        assert_eq!(format!("{:?}", b.clip), format!("{clip:?}"));
+        assert_eq!(b.t5, tiny.t5);
+        assert_eq!(
+            b.max_sequence_length, 64,
+            "the tokenizer's limit, under 512"
+        );
+        assert_eq!(format!("{:?}", b.vae), format!("{:?}", tiny.vae));
+        assert_eq!((b.vae_scale, b.vae_shift), (tiny.vae_scale, tiny.vae_shift));
+        assert_eq!(b.sampler, tiny.sampler);
+        assert_eq!(
+            (b.default_size, b.default_steps, b.default_guidance),
+            (1024, 28, 3.5)
+        );
+        // What it cannot build is named: file and field.
+        let refused = |rel: &str, edit: &dyn Fn(&mut Value)| {
+            let mut files = folder.clone();
+            edit(files.get_mut(rel).unwrap());
+            let (file, why) = built(&files).unwrap_err();
+            assert_eq!(file, rel);
+            why
+        };
+        let why = refused("transformer/config.json", &|v| {
+            v["axes_dims_rope"] = serde_json::json!([8, 8, 8])
+        });
+        assert!(why.contains("axes_dims_rope"), "{why}");
+        let why = refused("transformer/config.json", &|v| {
+            v["patch_size"] = serde_json::json!(2)
+        });
+        assert!(why.contains("patch_size"), "{why}");
+        let why = refused("vae/config.json", &|v| {
+            v["latent_channels"] = serde_json::json!(4)
+        });
+        assert!(why.contains("latent_channels"), "{why}");
+        let why = refused("text_encoder_2/config.json", &|v| {
+            v["d_model"] = serde_json::json!(8)
+        });
+        assert!(why.contains("d_model"), "{why}");
+        let why = refused("scheduler/scheduler_config.json", &|v| {
+            v["time_shift_type"] = serde_json::json!("linear")
+        });
+        assert!(why.contains("time_shift_type"), "{why}");
+        let mut files = folder.clone();
+        files.remove("text_encoder/config.json");
+        assert_eq!(built(&files).unwrap_err().0, "text_encoder/config.json");
+    }
 
     /// Every tensor a FLUX config loads, by component, under the names the
     /// files hold (diffusers'), with the shapes asked for.

@@ -38,6 +38,19 @@ pub(crate) fn detect_config(dir: &Path) -> Result<Arch> {
     };
     if class.starts_with("Flux") {
         let transformer = config("transformer");
+        // FLUX.1's published sizes (missing sizes are taken for them) are
+        // the presets; any other folder is built from its own configs.
+        let size =
+            |k: &str, published: u64| transformer[k].as_u64().unwrap_or(published) == published;
+        let published = size("num_layers", 19)
+            && size("num_single_layers", 38)
+            && size("attention_head_dim", 128)
+            && size("num_attention_heads", 24);
+        if !published && matches!(class, "FluxPipeline" | "FluxImg2ImgPipeline") {
+            return FluxConfig::from_configs(&|rel| json_file(&dir.join(rel)))
+                .map(|c| Arch::Flux(Box::new(c)))
+                .map_err(|(rel, why)| Error::weights(dir.join(rel).display(), why));
+        }
         return match (class, transformer["guidance_embeds"].as_bool()) {
             ("FluxPipeline" | "FluxImg2ImgPipeline", Some(true)) => Ok(Arch::Flux(Box::new(FluxConfig::dev()))),
             ("FluxPipeline" | "FluxImg2ImgPipeline", Some(false)) => {
