@@ -302,6 +302,7 @@ fn request_of(
         init,
         strength: args.strength,
         mask,
+        skip_layer_guidance: None,
     }
 }
 

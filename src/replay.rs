@@ -20,12 +20,14 @@ use crate::event::{Cell, PipelineEvent, RowEvent};
 use crate::format::names;
 use crate::pipeline::Pipeline;
 use crate::pipelines::SchedulerKind;
-use crate::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request, Rng};
+use crate::pipelines::{
+    resolve_any, AnyModel, Generator, InitImage, Request, Rng, SkipLayerGuidance,
+};
 use crate::read::{CallView, RunDir, RunView};
 use crate::run::media::{encode_png_using, sha256_hex, PngEncoding};
 use image::RgbImage;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -283,6 +285,29 @@ fn recorded_image(dir: &Path, r: &RowEvent, column: &str) -> Result<Option<Arc<R
         .map_err(|e| Error::file(&path, format!("the recorded {column}: {e}")))
 }
 
+/// The skip-layer guidance a call ran with, as recorded (diffusers' SD3
+/// names, difflog's and the Python recorder's alike): none when
+/// `skip_guidance_layers` is null, those blocks when it lists them (scale,
+/// start and stop as recorded, else diffusers' defaults), the model's
+/// default when the call recorded nothing of it.
+fn skip_layer_guidance(params: &Map<String, Value>) -> Option<Option<SkipLayerGuidance>> {
+    let layers = match params.get("skip_guidance_layers")? {
+        Value::Null => return Some(None),
+        v => v
+            .as_array()?
+            .iter()
+            .map(|b| b.as_u64().map(|b| b as usize))
+            .collect::<Option<Vec<usize>>>()?,
+    };
+    let num = |k: &str, default: f64| params.get(k).and_then(Value::as_f64).unwrap_or(default);
+    Some(Some(SkipLayerGuidance {
+        layers,
+        scale: num("skip_layer_guidance_scale", 2.8),
+        start: num("skip_layer_guidance_start", 0.01),
+        stop: num("skip_layer_guidance_stop", 0.2),
+    }))
+}
+
 /// Regenerates one row from its seed and the call's arguments and compares
 /// the PNG with the recorded one.
 fn replay_row(
@@ -345,7 +370,12 @@ fn replay_row(
         negative_prompt_3: opt_text("negative_prompt_3"),
         num_images_per_prompt: Some(1),
         steps: num("num_inference_steps"),
-        guidance_scale: params.get("guidance_scale").and_then(Value::as_f64),
+        // diffusers records its default guidance for a FLUX.1 schnell-shaped
+        // call, which the model has no input for (difflog refuses one).
+        guidance_scale: params
+            .get("guidance_scale")
+            .and_then(Value::as_f64)
+            .filter(|_| pipe.takes_guidance()),
         width: num("width"),
         height: num("height"),
         seed,
@@ -353,6 +383,7 @@ fn replay_row(
         init,
         strength: params.get("strength").and_then(Value::as_f64),
         mask,
+        skip_layer_guidance: skip_layer_guidance(params),
     };
     pipe.prepare(&req)
         .map_err(|e| Error::pipeline(&p.model_id, format!("call {call}, row {}: {e}", r.index)))?;

@@ -523,14 +523,28 @@ fn the_rust_torch_generator_draws_what_torch_draws() {
 
 /// Issue 33: a run recorded from Python is re-made by `difflog replay` on
 /// candle, and one made by `difflog generate --rng torch-cpu` by
-/// `difflog.remake` in diffusers, the pixels within one level of 255.
+/// `difflog.remake` in diffusers, the pixels within one level of 255: SD,
+/// FLUX.1 (schnell- and dev-shaped) and SD3 (with and without skip-layer
+/// guidance).
 #[test]
 fn runs_recorded_on_either_side_are_remade_on_the_other() {
     common::test_cache();
-    let model = difflog::pipelines::tiny::ensure(difflog::pipelines::tiny::TinyModel::Sd).unwrap();
+    use difflog::pipelines::tiny::{ensure, TinyModel};
+    let [sd, flux, flux_dev, sd3] = [
+        TinyModel::Sd,
+        TinyModel::Flux,
+        TinyModel::FluxDev,
+        TinyModel::Sd3,
+    ]
+    .map(|m| ensure(m).unwrap());
     let o = py(
         &["-m", "unittest", "-v", "test_cross"],
-        &[("DIFFLOG_TINY_SD", &model)],
+        &[
+            ("DIFFLOG_TINY_SD", &sd),
+            ("DIFFLOG_TINY_FLUX", &flux),
+            ("DIFFLOG_TINY_FLUX_DEV", &flux_dev),
+            ("DIFFLOG_TINY_SD3", &sd3),
+        ],
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "test_cross failed:\n{err}");

@@ -178,7 +178,13 @@ def _from_generate(
         "height": params.get("height"),
         "width": params.get("width"),
     }
-    for name in ("prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3"):
+    if kwargs["guidance_scale"] is None:
+        del kwargs["guidance_scale"]  # FLUX.1 schnell: no guidance input
+    names = ["prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3", "max_sequence_length"]
+    if params.get("skip_guidance_layers") is not None:
+        # SD3's skip-layer guidance, which diffusers takes per call.
+        names += ["skip_guidance_layers", "skip_layer_guidance_scale", "skip_layer_guidance_start", "skip_layer_guidance_stop"]
+    for name in names:
         if params.get(name) is not None:
             kwargs[name] = params[name]
     if params.get("strength") is not None:

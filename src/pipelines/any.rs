@@ -60,6 +60,15 @@ impl Generator {
             Generator::Flux(_) | Generator::Sd3(_) => None,
         }
     }
+
+    /// Whether the model takes a guidance scale (all but FLUX.1
+    /// schnell-shaped models, which have no guidance input).
+    pub fn takes_guidance(&self) -> bool {
+        match self {
+            Generator::Flux(p) => p.config().takes_guidance(),
+            Generator::Sd(_) | Generator::Sd3(_) => true,
+        }
+    }
 }
 
 impl Pipeline for Generator {

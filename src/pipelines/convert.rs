@@ -159,12 +159,18 @@ pub fn check_flow_request(
     Ok(())
 }
 
-/// Refuses a third prompt on a model without a third text encoder (only
-/// SD3 has one, its T5), rather than ignoring it.
+/// Refuses what only SD3 takes on another model, rather than ignoring it:
+/// a third prompt (only SD3 has a third text encoder, its T5) and
+/// skip-layer guidance.
 pub fn no_third_prompt(r: &Request, model: &str) -> Result<(), String> {
     if r.prompt_3.is_some() || r.negative_prompt_3.is_some() {
         return Err(format!(
             "{model}: a third prompt (prompt_3, negative_prompt_3) is for SD3's third text encoder (T5); this model has none"
+        ));
+    }
+    if let Some(Some(_)) = r.skip_layer_guidance {
+        return Err(format!(
+            "{model}: skip-layer guidance is SD3's (it skips MMDiT blocks); this model has none"
         ));
     }
     Ok(())

@@ -22,5 +22,5 @@ pub use flow::flux::FluxPipeline;
 pub use flow::sd3::Sd3Pipeline;
 pub use load::weights::{resolve, resolve_any, AnyModel, ResolvedFlux, ResolvedModel, ResolvedSd3};
 pub use parts::scheduler::{SchedulerKind, SchedulerSettings};
-pub use request::{InitImage, Output, Request, Rng, StageLatents};
+pub use request::{InitImage, Output, Request, Rng, SkipLayerGuidance, StageLatents};
 pub use sd::pipeline::StableDiffusion;

@@ -80,6 +80,21 @@ impl Rng {
     }
 }
 
+/// Skip-layer guidance (SD3.5 medium's recommended setting): during part of
+/// the schedule the prediction also moves away from one made with some
+/// joint blocks skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkipLayerGuidance {
+    /// Joint blocks skipped.
+    pub layers: Vec<usize>,
+    /// Its scale.
+    pub scale: f64,
+    /// Fraction of the steps where it starts.
+    pub start: f64,
+    /// Fraction of the steps where it stops.
+    pub stop: f64,
+}
+
 /// The arguments of one call; `None` means the model's default.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -117,6 +132,10 @@ pub struct Request {
     /// Inpainting: the mask (white repaints, black keeps), the size of the
     /// image; only for an inpainting model, which needs it.
     pub mask: Option<Arc<RgbImage>>,
+    /// SD3's skip-layer guidance: `None` the model's default, `Some(None)`
+    /// none, `Some(Some(g))` this one (a replayed call's, as recorded);
+    /// refused by other models.
+    pub skip_layer_guidance: Option<Option<SkipLayerGuidance>>,
 }
 
 impl Request {

@@ -2,8 +2,9 @@
 recorded from Python (diffusers through difflog's autolog, one
 `torch.Generator` per image) re-made by `difflog replay` on candle, and a
 call made by `difflog generate --rng torch-cpu` re-made in diffusers by
-`difflog.remake`; both with the tiny SD model, which difflog writes as a
-diffusers folder (DIFFLOG_TINY_SD, set by tests/python.rs). The pixels
+`difflog.remake`; with the tiny SD model, which difflog writes as a
+diffusers folder (DIFFLOG_TINY_SD, set by tests/python.rs), and the tiny
+FLUX.1 and SD3 ones (DIFFLOG_TINY_FLUX, _FLUX_DEV, _SD3). The pixels
 must match within one level of 255 (difflog's parity tolerance: the PNG's
 rounding; tests/parity.rs).
 """
@@ -24,6 +25,8 @@ from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline  
 
 BIN = os.environ["DIFFLOG_BIN"]
 MODEL = os.environ["DIFFLOG_TINY_SD"]
+# difflog's tiny FLUX.1 (schnell- and dev-shaped) and SD3 folders.
+FLOW = {k: os.environ[f"DIFFLOG_TINY_{k.upper().replace('-', '_')}"] for k in ("flux", "flux-dev", "sd3")}
 torch.set_num_threads(1)
 
 
@@ -94,6 +97,59 @@ class Cross(unittest.TestCase):
             self.assertEqual(o.returncode, 0, o.stderr)
             with self.assertRaisesRegex(ValueError, "rng torch-cpu"):
                 difflog.remake(only_run(os.path.join(root, "own")), 1, pipe)
+
+    def test_flux_and_sd3_runs_cross_both_ways(self):
+        from diffusers import DiffusionPipeline
+
+        def pipeline(key):
+            pipe = DiffusionPipeline.from_pretrained(FLOW[key])
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
+
+        # Recorded from Python (T5's length as the folder's tokenizer says;
+        # diffusers' own default is longer), replayed on candle. diffusers
+        # records its default guidance for schnell, which has no input for
+        # it; SD3 with and without skip-layer guidance (the tiny model's
+        # default has it: a call recorded without must replay without).
+        slg = dict(skip_guidance_layers=[0], skip_layer_guidance_scale=2.8, skip_layer_guidance_start=0.0, skip_layer_guidance_stop=0.5)
+        for key, kw in (
+            ("flux", {}),
+            ("flux-dev", dict(guidance_scale=3.5)),
+            ("sd3", dict(guidance_scale=4.5, negative_prompt="blurry", **slg)),
+            ("sd3", dict(guidance_scale=4.5)),
+        ):
+            with self.subTest(key=key, kw=sorted(kw)), tempfile.TemporaryDirectory() as root:
+                pipe = pipeline(key)
+                run = difflog.Run(project="cross", root=root)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    run.call(
+                        pipe,
+                        prompt=["a red circle", "a blue square"],
+                        num_inference_steps=3,
+                        height=64,
+                        width=64,
+                        max_sequence_length=pipe.tokenizer_2.model_max_length if key.startswith("flux") else pipe.tokenizer_3.model_max_length,
+                        generator=[torch.Generator().manual_seed(s) for s in (3, 4)],
+                        **kw,
+                    )
+                run.finish()
+                o = subprocess.run([BIN, "replay", only_run(root), "--call", "1", "--json"], capture_output=True, text=True)
+                self.assertEqual(o.returncode, 0, o.stdout + o.stderr)
+                v = json.loads(o.stdout)
+                self.assertTrue(v["matches"], v)
+                self.assertEqual([r["max_difference"] <= 1.0 for r in v["rows"]], [True, True], v)
+        # Made by difflog generate --rng torch-cpu, re-made in diffusers
+        # (SD3: with the skip-layer guidance difflog applied and recorded).
+        for key, model in (("flux-dev", "tiny-flux-dev"), ("sd3", "tiny-sd3")):
+            with self.subTest(key=key), tempfile.TemporaryDirectory() as root:
+                args = [BIN, "generate", "--model", model, "--prompt", "a red circle", "--num-images-per-prompt", "2",
+                        "--steps", "3", "--seed", "5", "--rng", "torch-cpu", "--runs", root]
+                o = subprocess.run(args, capture_output=True, text=True)
+                self.assertEqual(o.returncode, 0, o.stderr)
+                made = difflog.remake(only_run(root), 1, pipeline(key))
+                self.assertEqual(len(made.images), 2)
+                self.assertTrue(all(x is not None and x <= 1 for x in made.largest), made.largest)
 
 
 if __name__ == "__main__":

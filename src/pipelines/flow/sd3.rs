@@ -11,7 +11,7 @@
 
 use crate::pipeline::{CallContext, CallSpec, ImageRow, Pipeline, PipelineError, PipelineInfo};
 use crate::pipelines::convert::{self, FlowLimits};
-use crate::pipelines::flow::sd3_model::{Sd3Config, Sd3Modules};
+use crate::pipelines::flow::sd3_model::{Sd3Config, Sd3Modules, SkipLayerGuidance};
 use crate::pipelines::flow::shared::{self, err, Common};
 use crate::pipelines::load::weights::ResolvedSd3;
 use crate::pipelines::parts::describe::Files;
@@ -138,11 +138,25 @@ impl Sd3Pipeline {
         2 * joint.max(vae.pow(2) * self.place.dtype.size_in_bytes() as u128)
     }
 
-    /// The blocks skip-layer guidance skips at step `i` of `steps`, if it
-    /// applies (`active`: a guided text-to-image call; diffusers: strictly
-    /// inside the start and stop fractions).
-    fn skips_at(&self, i: usize, steps: usize, active: bool) -> Option<&[usize]> {
-        let slg = self.model.config.skip_layer_guidance.as_ref()?;
+    /// The skip-layer guidance a request runs with: its own, else the
+    /// model's default.
+    fn guidance_of<'r>(&'r self, r: &'r Request) -> Option<&'r SkipLayerGuidance> {
+        match &r.skip_layer_guidance {
+            Some(asked) => asked.as_ref(),
+            None => self.model.config.skip_layer_guidance.as_ref(),
+        }
+    }
+
+    /// The blocks skip-layer guidance `slg` skips at step `i` of `steps`,
+    /// if it applies (`active`: a guided text-to-image call; diffusers:
+    /// strictly inside the start and stop fractions).
+    fn skips_at(
+        slg: Option<&SkipLayerGuidance>,
+        i: usize,
+        steps: usize,
+        active: bool,
+    ) -> Option<&[usize]> {
+        let slg = slg?;
         let (i, n) = (i as f64, steps as f64);
         (active && i > n * slg.start && i < n * slg.stop).then_some(slg.layers.as_slice())
     }
@@ -245,7 +259,16 @@ impl Pipeline for Sd3Pipeline {
         params.insert("num_inference_steps".into(), json!(steps));
         params.insert("guidance_scale".into(), json!(guidance));
         shared::size_params(&mut params, &c, r, (w, h));
-        match (&cfg.skip_layer_guidance, guidance > 1.0 && r.init.is_none()) {
+        if let Some(Some(g)) = &r.skip_layer_guidance {
+            let blocks = cfg.mmdit.depth.saturating_sub(1);
+            if let Some(b) = g.layers.iter().find(|&&b| b >= blocks) {
+                return Err(err(format!(
+                    "skip-layer guidance skips block {b}: {id} has joint blocks 0 to {}",
+                    blocks.saturating_sub(1)
+                )));
+            }
+        }
+        match (self.guidance_of(r), guidance > 1.0 && r.init.is_none()) {
             (Some(slg), true) => {
                 params.insert("skip_guidance_layers".into(), json!(slg.layers));
                 params.insert("skip_layer_guidance_scale".into(), json!(slg.scale));
@@ -322,8 +345,9 @@ impl Pipeline for Sd3Pipeline {
                         let mut v = (u + ((c - u)? * guidance)?)?;
                         // diffusers' SD3 image-to-image has no skip-layer guidance.
                         let text_only = init.is_none();
-                        if let Some(layers) = self.skips_at(step, steps, text_only) {
-                            let slg = cfg.skip_layer_guidance.as_ref().map_or(0.0, |g| g.scale);
+                        let slg = self.guidance_of(r);
+                        if let Some(layers) = Self::skips_at(slg, step, steps, text_only) {
+                            let slg = slg.map_or(0.0, |g| g.scale);
                             let skipped = self.predict(&x, s, pooled_c, ctx_c, Some(layers))?;
                             v = (v + ((c - skipped)? * slg)?)?;
                         }

@@ -25,20 +25,7 @@ use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEnco
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// Skip-layer guidance (SD3.5 medium's recommended setting): during part of
-/// the schedule the prediction also moves away from one made with some
-/// joint blocks skipped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SkipLayerGuidance {
-    /// Joint blocks skipped.
-    pub layers: Vec<usize>,
-    /// Its scale.
-    pub scale: f64,
-    /// Fraction of the steps where it starts.
-    pub start: f64,
-    /// Fraction of the steps where it stops.
-    pub stop: f64,
-}
+pub use crate::pipelines::request::SkipLayerGuidance;
 
 /// An SD3 / SD3.5 model's complete architecture and defaults.
 #[derive(Debug, Clone)]
