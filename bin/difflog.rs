@@ -301,6 +301,11 @@ struct GenerateCli {
     /// step callback sees.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// T5's tokens per prompt, 1 to 512 (FLUX.1, SD3; default: the model's —
+    /// 256 for schnell and SD3, 512 for dev — as diffusers'
+    /// `max_sequence_length`).
+    #[arg(long, value_name = "N")]
+    max_sequence_length: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -596,6 +601,7 @@ fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
         out: g.out,
         verbose: g.verbose,
         trace: g.trace,
+        max_sequence_length: g.max_sequence_length,
     }
 }
 

@@ -71,6 +71,8 @@ pub struct GenerateArgs {
     /// Write each call's tensors (schedule, text states, every step's
     /// latents) into this safetensors file.
     pub trace: Option<PathBuf>,
+    /// T5's tokens per prompt (FLUX.1, SD3); the model's if `None`.
+    pub max_sequence_length: Option<usize>,
 }
 
 /// The tensors of a `generate --trace`, in the order they came, each name
@@ -303,6 +305,7 @@ fn request_of(
         strength: args.strength,
         mask,
         skip_layer_guidance: None,
+        max_sequence_length: args.max_sequence_length,
     }
 }
 

@@ -384,6 +384,7 @@ fn replay_row(
         strength: params.get("strength").and_then(Value::as_f64),
         mask,
         skip_layer_guidance: skip_layer_guidance(params),
+        max_sequence_length: num("max_sequence_length"),
     };
     pipe.prepare(&req)
         .map_err(|e| Error::pipeline(&p.model_id, format!("call {call}, row {}: {e}", r.index)))?;

@@ -397,6 +397,25 @@ fn bad_flux_requests_are_refused_before_a_run_exists() {
     r.prompt_2 = Some("a ".repeat(80));
     fails(&mut p, &r, "prompt is too long for T5");
     let mut r = request("x", 1);
+    r.max_sequence_length = Some(513);
+    fails(&mut p, &r, "max_sequence_length = 513: T5 takes 1 to 512");
+    let mut r = request("x", 1);
+    r.max_sequence_length = Some(3);
+    r.prompt_2 = Some("a red circle".into());
+    fails(&mut p, &r, "at most 3 (max_sequence_length");
+    let mut r = request("x", 1);
+    r.skip_layer_guidance = Some(Some(difflog::pipelines::SkipLayerGuidance {
+        layers: vec![0],
+        scale: 2.8,
+        start: 0.0,
+        stop: 0.5,
+    }));
+    fails(&mut p, &r, "skip-layer guidance is SD3's");
+    let mut sd = load("tiny");
+    let mut r = request("x", 1);
+    r.max_sequence_length = Some(64);
+    fails(&mut sd, &r, "max_sequence_length is T5's");
+    let mut r = request("x", 1);
     r.init = Some(InitImage::Image(Arc::new(difflog::bench::synthetic_image(
         1, 64,
     ))));
@@ -467,5 +486,28 @@ fn bad_flux_requests_are_refused_before_a_run_exists() {
         "openai/clip-vit-base-patch32",
     ] {
         assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+/// A call's T5 length (`max_sequence_length`) is the one it runs with, is
+/// recorded, and replays.
+#[test]
+fn a_calls_t5_length_is_used_recorded_and_replayed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = load("tiny-flux");
+    let run = Run::create(Init::project("t5").root(tmp.path())).unwrap();
+    let mut short = request("a red circle", 3);
+    short.max_sequence_length = Some(32);
+    let a = run.record(&mut p, &short).unwrap();
+    let b = run.record(&mut p, &request("a red circle", 3)).unwrap();
+    assert_ne!(a.images, b.images, "T5's padding changes the image");
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    let v = RunDir::open(&dir).unwrap().view();
+    assert_eq!(v.calls[&1].started.params["max_sequence_length"], 32);
+    assert_eq!(v.calls[&2].started.params["max_sequence_length"], 64);
+    for call in [1, 2] {
+        let rows = difflog::replay::replay(&dir, call, None, "cpu").unwrap();
+        assert!(rows.iter().all(|r| r.identical), "call {call}");
     }
 }

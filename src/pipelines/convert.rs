@@ -159,15 +159,30 @@ pub fn check_flow_request(
     Ok(())
 }
 
-/// Refuses what only SD3 takes on another model, rather than ignoring it:
-/// a third prompt (only SD3 has a third text encoder, its T5) and
-/// skip-layer guidance.
+/// Refuses a third prompt on a model without a third text encoder (only
+/// SD3 has one, its T5), rather than ignoring it.
 pub fn no_third_prompt(r: &Request, model: &str) -> Result<(), String> {
     if r.prompt_3.is_some() || r.negative_prompt_3.is_some() {
         return Err(format!(
             "{model}: a third prompt (prompt_3, negative_prompt_3) is for SD3's third text encoder (T5); this model has none"
         ));
     }
+    Ok(())
+}
+
+/// Refuses a T5 length on a model without T5 (SD 1.x/2.x/XL), rather than
+/// ignoring it.
+pub fn no_t5(r: &Request, model: &str) -> Result<(), String> {
+    if r.max_sequence_length.is_some() {
+        return Err(format!(
+            "{model}: max_sequence_length is T5's (FLUX.1, SD3); this model has no T5"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses skip-layer guidance on a model other than SD3's.
+pub fn no_skip_layer_guidance(r: &Request, model: &str) -> Result<(), String> {
     if let Some(Some(_)) = r.skip_layer_guidance {
         return Err(format!(
             "{model}: skip-layer guidance is SD3's (it skips MMDiT blocks); this model has none"

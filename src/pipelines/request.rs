@@ -136,6 +136,9 @@ pub struct Request {
     /// none, `Some(Some(g))` this one (a replayed call's, as recorded);
     /// refused by other models.
     pub skip_layer_guidance: Option<Option<SkipLayerGuidance>>,
+    /// T5's tokens per prompt (FLUX.1, SD3: `max_sequence_length`, 1 to
+    /// 512); `None` the model's; refused by models without T5.
+    pub max_sequence_length: Option<usize>,
 }
 
 impl Request {

@@ -54,7 +54,7 @@ impl FluxPipeline {
             &cfg.clip.pad_token(),
             cfg.clip.max_tokens(),
         )?;
-        let t5_tokens = T5Tokens::load(&model.paths.t5.1, cfg.max_sequence_length)?;
+        let t5_tokens = T5Tokens::load(&model.paths.t5.1)?;
         Ok(FluxPipeline {
             model,
             modules,
@@ -69,15 +69,19 @@ impl FluxPipeline {
         &self.model.config
     }
 
-    /// T5 hidden states (1, L, d) of `t5_text` and CLIP's pooled output
-    /// (1, d) of `clip_text`.
-    fn embed(&self, clip_text: &str, t5_text: &str) -> Result<(Tensor, Tensor), PipelineError> {
+    /// T5 hidden states (1, `len`, d) of `t5_text` and CLIP's pooled
+    /// output (1, d) of `clip_text`.
+    fn embed(
+        &self,
+        clip_text: &str,
+        (t5_text, len): (&str, usize),
+    ) -> Result<(Tensor, Tensor), PipelineError> {
         let (ids, eos) = self.clip_tokens.ids(clip_text)?;
         let (device, dtype) = (&self.place.device, self.place.dtype);
         let t = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
         let hidden = self.modules.clip.encode(&t)?;
         let pooled = hidden.narrow(1, eos, 1)?.squeeze(1)?.to_dtype(dtype)?;
-        let ids = self.t5_tokens.ids(t5_text)?;
+        let ids = self.t5_tokens.ids(t5_text, len)?;
         let t = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
         let t5 = self.modules.t5.encode(&t, dtype)?;
         Ok((t5, pooled))
@@ -86,10 +90,10 @@ impl FluxPipeline {
     /// The largest attention matrix of a call (the transformer's joint
     /// attention over text and image tokens, the VAE's at latent
     /// resolution), in bytes, scores and softmax counted.
-    fn attention_bytes(&self, w: usize, h: usize) -> u128 {
+    fn attention_bytes(&self, w: usize, h: usize, len: usize) -> u128 {
         let cfg = &self.model.config;
         let elem = self.place.dtype.size_in_bytes() as u128;
-        let tokens = ((w / 16) * (h / 16) + cfg.max_sequence_length) as u128;
+        let tokens = ((w / 16) * (h / 16) + len) as u128;
         let joint = cfg.transformer.num_heads as u128 * tokens.pow(2) * elem;
         let vae = ((w / 8) * (h / 8)) as u128;
         2 * joint.max(vae.pow(2) * elem)
@@ -138,6 +142,7 @@ impl Pipeline for FluxPipeline {
         let id = &self.model.model_id;
         let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
         convert::no_third_prompt(r, id).map_err(err)?;
+        convert::no_skip_layer_guidance(r, id).map_err(err)?;
         if r.negative_prompt.is_some() || r.negative_prompt_2.is_some() {
             return Err(err(format!(
                 "{id}: FLUX.1 takes no negative prompt (it has no classifier-free guidance)"
@@ -151,7 +156,7 @@ impl Pipeline for FluxPipeline {
         };
         let c = Common::from(cfg);
         let checked = shared::check(&c, r, &limits, &self.place.device, |w, h| {
-            self.attention_bytes(w, h)
+            self.attention_bytes(w, h, shared::t5_len(&c, r))
         })?;
         let (steps, (w, h)) = (checked.steps, checked.size);
         let guidance = match (r.guidance_scale, cfg.takes_guidance()) {
@@ -170,7 +175,8 @@ impl Pipeline for FluxPipeline {
         let strength = shared::strength(&c, r, steps)?;
         for p in &r.prompt {
             self.clip_tokens.ids(p)?;
-            self.t5_tokens.ids(r.prompt_2.as_deref().unwrap_or(p))?;
+            self.t5_tokens
+                .ids(r.prompt_2.as_deref().unwrap_or(p), shared::t5_len(&c, r))?;
         }
         let mut params = Map::new();
         params.insert("prompt".into(), json!(r.prompt));
@@ -201,7 +207,8 @@ impl Pipeline for FluxPipeline {
         ctx.phase("text_encoding");
         let mut embeddings = Vec::new();
         for p in &r.prompt {
-            embeddings.push(self.embed(p, r.prompt_2.as_deref().unwrap_or(p))?);
+            let t5 = (r.prompt_2.as_deref().unwrap_or(p), shared::t5_len(&c, r));
+            embeddings.push(self.embed(p, t5)?);
         }
         let (device, dtype) = (self.place.device.clone(), self.place.dtype);
         let init = convert::input_image(r, w, h, &device, dtype)?;

@@ -78,7 +78,7 @@ impl Sd3Pipeline {
             ClipTokens::load(&text[0].1, &cfg.clip_l.pad, cfg.clip_l.positions)?,
             ClipTokens::load(&text[1].1, &cfg.clip_g.pad, cfg.clip_g.positions)?,
         ];
-        let t5_tokens = T5Tokens::load(&text[2].1, cfg.max_sequence_length)?;
+        let t5_tokens = T5Tokens::load(&text[2].1)?;
         Ok(Sd3Pipeline {
             model,
             modules,
@@ -95,7 +95,7 @@ impl Sd3Pipeline {
 
     /// The MMDiT's context (1, 77 + L, T5 width) and pooled vector (1, 2048
     /// for the real models) for one side of guidance.
-    fn embed(&self, t: &Texts<'_>) -> Result<(Tensor, Tensor), PipelineError> {
+    fn embed(&self, t: &Texts<'_>, len: usize) -> Result<(Tensor, Tensor), PipelineError> {
         let mut hidden = Vec::new();
         let mut pooled = Vec::new();
         for (i, text) in [t.0, t.1].into_iter().enumerate() {
@@ -106,7 +106,7 @@ impl Sd3Pipeline {
             pooled.push(out.pooled);
         }
         let clip = Tensor::cat(&hidden, D::Minus1)?;
-        let ids = self.t5_tokens.ids(t.2)?;
+        let ids = self.t5_tokens.ids(t.2, len)?;
         let ids = Tensor::new(ids.as_slice(), &self.place.device)?.unsqueeze(0)?;
         let t5 = self.modules.t5.encode(&ids, self.place.dtype)?;
         let (_, n, width) = clip.dims3()?;
@@ -130,9 +130,9 @@ impl Sd3Pipeline {
 
     /// The largest attention of a call (the joint attention over text and
     /// image tokens, guided: two at once; the VAE's), in bytes.
-    fn attention_bytes(&self, w: usize, h: usize) -> u128 {
+    fn attention_bytes(&self, w: usize, h: usize, len: usize) -> u128 {
         let cfg = &self.model.config;
-        let tokens = ((w / 16) * (h / 16) + 77 + cfg.max_sequence_length) as u128;
+        let tokens = ((w / 16) * (h / 16) + 77 + len) as u128;
         let joint = 2 * cfg.mmdit.depth as u128 * tokens.pow(2) * 2;
         let vae = ((w / 8) * (h / 8)) as u128;
         2 * joint.max(vae.pow(2) * self.place.dtype.size_in_bytes() as u128)
@@ -234,7 +234,7 @@ impl Pipeline for Sd3Pipeline {
         };
         let c = Common::from(cfg);
         let checked = shared::check(&c, r, &limits, &self.place.device, |w, h| {
-            self.attention_bytes(w, h)
+            self.attention_bytes(w, h, shared::t5_len(&c, r))
         })?;
         let (steps, (w, h)) = (checked.steps, checked.size);
         let guidance = r.guidance_scale.unwrap_or(cfg.default_guidance);
@@ -246,7 +246,7 @@ impl Pipeline for Sd3Pipeline {
         for Texts(l, g, t5) in texts.chain([Texts::negative(r)]) {
             self.clip_tokens[0].ids(l)?;
             self.clip_tokens[1].ids(g)?;
-            self.t5_tokens.ids(t5)?;
+            self.t5_tokens.ids(t5, shared::t5_len(&c, r))?;
         }
         let mut params = Map::new();
         params.insert("prompt".into(), json!(r.prompt));
@@ -292,13 +292,13 @@ impl Pipeline for Sd3Pipeline {
 
         ctx.phase("text_encoding");
         let uncond = if guided {
-            Some(self.embed(&Texts::negative(r))?)
+            Some(self.embed(&Texts::negative(r), shared::t5_len(&c, r))?)
         } else {
             None
         };
         let mut conds = Vec::new();
         for p in &r.prompt {
-            conds.push(self.embed(&Texts::prompt(r, p))?);
+            conds.push(self.embed(&Texts::prompt(r, p), shared::t5_len(&c, r))?);
         }
         let strength = r.strength.unwrap_or(cfg.default_strength);
         let init = convert::input_image(r, w, h, &self.place.device, self.place.dtype)?;

@@ -80,6 +80,11 @@ pub(crate) struct Checked {
     pub steps: usize,
 }
 
+/// T5's tokens per prompt in a call: the request's, else the model's.
+pub(crate) fn t5_len(c: &Common<'_>, r: &Request) -> usize {
+    r.max_sequence_length.unwrap_or(c.max_sequence_length)
+}
+
 /// The output size: the asked one, else the input's (a multiple of 16),
 /// else the model's default.
 pub(crate) fn size(c: &Common<'_>, r: &Request) -> (usize, usize) {
@@ -97,6 +102,13 @@ pub(crate) fn check(
     attention: impl Fn(usize, usize) -> u128,
 ) -> Result<Checked, PipelineError> {
     let (w, h) = size(c, r);
+    if let Some(n) = r.max_sequence_length {
+        if !(1..=512).contains(&n) {
+            return Err(err(format!(
+                "max_sequence_length = {n}: T5 takes 1 to 512 tokens a prompt"
+            )));
+        }
+    }
     convert::check_flow_request(r, (w, h), limits).map_err(err)?;
     convert::check_memory(device, attention(w, h), w, h).map_err(err)?;
     let steps = r.steps.unwrap_or(c.default_steps);
@@ -128,7 +140,7 @@ pub(crate) fn size_params(
     params.insert("height".into(), json!(h));
     params.insert("seed".into(), json!(r.seed));
     r.rng.record(params);
-    params.insert("max_sequence_length".into(), json!(c.max_sequence_length));
+    params.insert("max_sequence_length".into(), json!(t5_len(c, r)));
     params.insert("scheduler".into(), json!("flow-match-euler"));
 }
 

@@ -68,32 +68,31 @@ impl ClipTokens {
 pub struct T5Tokens {
     tokenizer: Tokenizer,
     pad: u32,
-    max: usize,
 }
 
 impl T5Tokens {
-    /// Loads `tokenizer.json`; `max` is `max_sequence_length`.
-    pub fn load(path: &Path, max: usize) -> Result<T5Tokens, PipelineError> {
+    /// Loads `tokenizer.json`.
+    pub fn load(path: &Path) -> Result<T5Tokens, PipelineError> {
         let tokenizer = load(path)?;
         Ok(T5Tokens {
             pad: id(&tokenizer, path, "<pad>")?,
             tokenizer,
-            max,
         })
     }
 
-    /// The ids, exactly `max_sequence_length` long; longer is refused.
-    pub fn ids(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
+    /// The ids, exactly `max` (the call's `max_sequence_length`) long;
+    /// longer is refused.
+    pub fn ids(&self, text: &str, max: usize) -> Result<Vec<u32>, PipelineError> {
         let mut ids = encode(&self.tokenizer, text)?;
-        if ids.len() > self.max {
+        if ids.len() > max {
             return Err(err(format!(
                 "prompt is too long for T5: {} tokens, this model takes at most {} (max_sequence_length, end token included): {:?}",
                 ids.len(),
-                self.max,
+                max,
                 shorten(text)
             )));
         }
-        ids.resize(self.max, self.pad);
+        ids.resize(max, self.pad);
         Ok(ids)
     }
 }

@@ -508,7 +508,10 @@ impl Pipeline for StableDiffusion {
     fn prepare(&self, r: &Request) -> Result<CallSpec, PipelineError> {
         let cfg = &self.model.config;
         let per = convert::check_counts(r.prompt.len(), r.num_images_per_prompt).map_err(err)?;
-        convert::no_third_prompt(r, &self.model.model_id).map_err(err)?;
+        let id = &self.model.model_id;
+        convert::no_third_prompt(r, id).map_err(err)?;
+        convert::no_t5(r, id).map_err(err)?;
+        convert::no_skip_layer_guidance(r, id).map_err(err)?;
         let (w, h) = self.size(r);
         if let (Some(InitImage::Image(img)), true) = (&r.init, w == 0 || h == 0) {
             return Err(err(format!(
