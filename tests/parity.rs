@@ -297,7 +297,7 @@ fn the_tiny_pipelines_give_diffusers_images_and_modules_its_outputs() {
         Case {
             model: Model::Folder(foreign_v.clone()),
             ..base(
-                "SD 2.x traits (v-prediction, linear projections, per-block heads and depths, trailing), a folder diffusers saved",
+                "SD 2.x traits (v-prediction, linear projections, per-block heads and depths, trailing, an exact-GELU text encoder), a folder diffusers saved",
                 "ddim",
                 13,
                 3,

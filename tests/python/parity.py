@@ -28,7 +28,8 @@ with `save_pretrained` before the cases run (`sd`: tests/python/tiny.py's
 SD pipeline, whose UNet, VAE and text encoder have no preset's sizes, with
 a VAE that scales by 8 and its tokenizer saved in the fast format a `tokenizer.json` holds;
 `sd2`: the same with SD 2.x's traits — v-prediction, linear projections,
-per-block heads and transformer depths — and a trailing DDIM schedule), so that a
+per-block heads and transformer depths, a text encoder with exact GELU as
+OpenCLIP's — and a trailing DDIM schedule), so that a
 folder difflog did not write is built from its own configs; `sd3-medium`:
 a copy of the folder `from` (difflog's tiny SD3, which is SD3.5
 medium-shaped) whose transformer has SD3 medium's traits instead — no
@@ -320,6 +321,12 @@ def make_folder(kind, path, source=None):
         pipe.scheduler = DDIMScheduler.from_config(
             pipe.scheduler.config, prediction_type="v_prediction", timestep_spacing="trailing"
         )
+        # SD 2.x's text encoder kind (OpenCLIP): exact GELU, read at its
+        # last layer.
+        from transformers import CLIPTextModel
+
+        torch.manual_seed(5)
+        pipe.text_encoder = CLIPTextModel(tiny._clip_config(hidden_act="gelu")).eval()
     # A VAE that scales by 8, as every Stable Diffusion VAE does (tiny.py's
     # scales by 2), with its own sizes.
     torch.manual_seed(1)

@@ -97,6 +97,9 @@ pub struct Clip {
 pub struct ClipOutput {
     /// Hidden states after the second-to-last layer (not normalised).
     pub penultimate: Tensor,
+    /// Hidden states after the last layer and the final norm
+    /// (transformers' `last_hidden_state`: what SD 1.x/2.x read).
+    pub last: Tensor,
     /// The final-normalised state at the end token, projected (when the
     /// encoder has a projection).
     pub pooled: Tensor,
@@ -191,6 +194,7 @@ impl Clip {
         Ok(ClipOutput {
             penultimate,
             pooled,
+            last,
         })
     }
 }

@@ -397,7 +397,8 @@ pub fn pad_token_of(tokenizer_config: &Value) -> Option<String> {
 /// A CLIP text encoder from its transformers `config.json`, for sizes no
 /// preset has (the presets' own encoders are kept as they are). For SDXL
 /// (`xl`) as SDXL reads it (penultimate layer, pooled output; quick or
-/// exact GELU); else with quick GELU only.
+/// exact GELU); else read at its last layer (quick GELU, or exact GELU as
+/// SD 2.x's OpenCLIP encoders).
 pub fn text_from_config(v: &Value, xl: bool) -> Result<TextConfig, String> {
     let act: String = field_or(v, "hidden_act", "quick_gelu".to_string())?;
     let hidden: usize = field(v, "hidden_size")?;
@@ -424,9 +425,27 @@ pub fn text_from_config(v: &Value, xl: bool) -> Result<TextConfig, String> {
             },
         ));
     }
+    if act == "gelu" {
+        // SD 2.x's OpenCLIP kind: difflog's own CLIP (exact GELU), read at
+        // its last layer.
+        return Ok(TextConfig::ClipLast(
+            crate::pipelines::parts::clip::ClipConfig {
+                vocab: field(v, "vocab_size")?,
+                width: hidden,
+                layers: field(v, "num_hidden_layers")?,
+                heads: field(v, "num_attention_heads")?,
+                intermediate: field(v, "intermediate_size")?,
+                positions: field_or(v, "max_position_embeddings", 77)?,
+                quick_gelu: false,
+                projection: field_or(v, "projection_dim", hidden)?,
+                projected: false,
+                pad: "<|endoftext|>".into(),
+            },
+        ));
+    }
     if act != "quick_gelu" {
         return Err(format!(
-            "a text encoder with hidden_act {act:?} and these sizes is not supported (quick_gelu is)"
+            "a text encoder with hidden_act {act:?} is not supported (quick_gelu and gelu are)"
         ));
     }
     Ok(TextConfig::Small(ClipTextConfig {

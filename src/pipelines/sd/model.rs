@@ -42,6 +42,10 @@ pub enum TextConfig {
     /// SDXL's encoders: CLIP read at its penultimate layer, with its pooled
     /// (projected) output for the UNet's micro-conditioning.
     Clip(ClipConfig),
+    /// A CLIP of any size read at its last layer, after the final norm, as
+    /// SD 1.x/2.x read theirs: a folder's own encoder with exact GELU (SD
+    /// 2.x's OpenCLIP kind), built from its config.
+    ClipLast(ClipConfig),
 }
 
 impl TextConfig {
@@ -50,7 +54,7 @@ impl TextConfig {
         match self {
             TextConfig::Sd(c) => c.max_position_embeddings,
             TextConfig::Small(c) => c.max_position_embeddings,
-            TextConfig::Clip(c) => c.positions,
+            TextConfig::Clip(c) | TextConfig::ClipLast(c) => c.positions,
         }
     }
 
@@ -60,7 +64,7 @@ impl TextConfig {
             TextConfig::Sd(_) => "CLIPTextModel",
             TextConfig::Small(_) => "CLIPTextModel (tiny)",
             TextConfig::Clip(c) if c.projected => "CLIPTextModelWithProjection",
-            TextConfig::Clip(_) => "CLIPTextModel",
+            TextConfig::Clip(_) | TextConfig::ClipLast(_) => "CLIPTextModel",
         }
     }
 
@@ -69,7 +73,7 @@ impl TextConfig {
         let pad = match self {
             TextConfig::Sd(c) => c.pad_with.clone(),
             TextConfig::Small(c) => c.pad_with.clone(),
-            TextConfig::Clip(c) => Some(c.pad.clone()),
+            TextConfig::Clip(c) | TextConfig::ClipLast(c) => Some(c.pad.clone()),
         };
         pad.unwrap_or_else(|| "<|endoftext|>".into())
     }
@@ -500,6 +504,8 @@ pub enum TextEncoder {
     Small(SmallClip),
     /// SDXL's CLIP (penultimate layer and pooled output).
     Clip(Clip),
+    /// A CLIP read at its last layer (SD 1.x/2.x, built from its config).
+    ClipLast(Clip),
 }
 
 impl TextEncoder {
@@ -518,6 +524,7 @@ impl TextEncoder {
             TextConfig::Sd(c) => TextEncoder::Sd(SdClip::new(vb, c)?),
             TextConfig::Small(c) => TextEncoder::Small(SmallClip::new(vb.pp("text_model"), c)?),
             TextConfig::Clip(c) => TextEncoder::Clip(Clip::new(vb, c)?),
+            TextConfig::ClipLast(c) => TextEncoder::ClipLast(Clip::new(vb, c)?),
         })
     }
 
@@ -540,6 +547,7 @@ impl TextEncoder {
             TextEncoder::Sd(m) => m.forward(ids),
             TextEncoder::Small(m) => m.forward_with_mask(ids, usize::MAX),
             TextEncoder::Clip(m) => m.encode(ids, ids.dim(1)? - 1).map(|o| o.penultimate),
+            TextEncoder::ClipLast(m) => m.encode(ids, ids.dim(1)? - 1).map(|o| o.last),
         }
     }
 }
