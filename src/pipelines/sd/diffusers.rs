@@ -591,8 +591,15 @@ mod tests {
         let mut v = vae_config(&ModelConfig::tiny());
         v["block_out_channels"] = json!([32, 64]);
         assert!(vae_from_config(&v).unwrap_err().contains("scales by 8"));
-        let t = json!({"hidden_act": "gelu", "hidden_size": 32});
-        assert!(text_from_config(&t, false).unwrap_err().contains("gelu"));
+        let t = json!({"hidden_act": "relu", "hidden_size": 32});
+        assert!(text_from_config(&t, false).unwrap_err().contains("relu"));
+        // Exact GELU (SD 2.x's OpenCLIP kind): difflog's CLIP, last layer.
+        let t = json!({"hidden_act": "gelu", "hidden_size": 32, "vocab_size": 100,
+                       "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37});
+        assert!(matches!(
+            text_from_config(&t, false).unwrap(),
+            TextConfig::ClipLast(c) if !c.quick_gelu && !c.projected && c.width == 32
+        ));
         let s = json!({"_class_name": "PNDMScheduler", "beta_schedule": "linear"});
         assert!(scheduler_from_config(&s, &ModelConfig::tiny().scheduler).is_err());
     }
