@@ -160,28 +160,12 @@ impl FluxConfig {
         get: &dyn Fn(&str) -> std::result::Result<Option<Value>, String>,
     ) -> std::result::Result<FluxConfig, (String, String)> {
         use crate::pipelines::sd::diffusers as d;
-        let may = |rel: &str| get(rel).map_err(|e| (rel.to_string(), e));
-        let need = |rel: &str| {
-            may(rel)?.ok_or_else(|| {
-                (
-                    rel.to_string(),
-                    "missing: the model is built from it".to_string(),
-                )
-            })
-        };
+        let folder = d::FolderConfigs::new(get);
+        let (may, need) = (|rel: &str| folder.may(rel), |rel: &str| folder.need(rel));
         let rel = "transformer/config.json";
         let t = need(rel)?;
         let bad = |why: String| (rel.to_string(), why);
-        let n = |k: &str, default: usize| -> std::result::Result<usize, (String, String)> {
-            match &t[k] {
-                Value::Null => Ok(default),
-                x => x
-                    .as_u64()
-                    .filter(|&v| v > 0 && v <= 1 << 16)
-                    .map(|v| v as usize)
-                    .ok_or_else(|| bad(format!("{k}: not a size: {x}"))),
-            }
-        };
+        let n = |k: &str, default: usize| d::size_of(&t, rel, k, default);
         if n("patch_size", 1)? != 1 {
             return Err(bad(
                 "patch_size must be 1 (latents are packed 2 × 2 instead)".into(),
@@ -243,9 +227,7 @@ impl FluxConfig {
             c.pad_with = Some(pad);
         }
         let rel = "text_encoder_2/config.json";
-        let mut t5: candle_transformers::models::t5::Config = serde_json::from_value(need(rel)?)
-            .map_err(|e| (rel.to_string(), format!("not a T5 config: {e}")))?;
-        t5.use_cache = false;
+        let t5 = t5::from_transformers_config(need(rel)?).map_err(|e| (rel.to_string(), e))?;
         if t5.d_model != transformer.context_in_dim {
             return Err((
                 rel.into(),

@@ -214,28 +214,12 @@ impl Sd3Config {
     ) -> std::result::Result<Sd3Config, (String, String)> {
         use crate::pipelines::sd::diffusers as d;
         use crate::pipelines::sd::model::TextConfig;
-        let may = |rel: &str| get(rel).map_err(|e| (rel.to_string(), e));
-        let need = |rel: &str| {
-            may(rel)?.ok_or_else(|| {
-                (
-                    rel.to_string(),
-                    "missing: the model is built from it".to_string(),
-                )
-            })
-        };
+        let folder = d::FolderConfigs::new(get);
+        let (may, need) = (|rel: &str| folder.may(rel), |rel: &str| folder.need(rel));
         let rel = "transformer/config.json";
         let t = need(rel)?;
         let bad = |why: String| (rel.to_string(), why);
-        let n = |k: &str, default: usize| -> std::result::Result<usize, (String, String)> {
-            match &t[k] {
-                Value::Null => Ok(default),
-                x => x
-                    .as_u64()
-                    .filter(|&v| v > 0 && v <= 1 << 16)
-                    .map(|v| v as usize)
-                    .ok_or_else(|| bad(format!("{k}: not a size: {x}"))),
-            }
-        };
+        let n = |k: &str, default: usize| d::size_of(&t, rel, k, default);
         let (patch, channels) = (n("patch_size", 2)?, n("in_channels", 16)?);
         let (layers, head, heads) = (
             n("num_layers", 18)?,
@@ -312,11 +296,7 @@ impl Sd3Config {
         };
         let (clip_l, clip_g) = (clip("")?, clip("_2")?);
         let rel = "text_encoder_3/config.json";
-        let mut t5: candle_transformers::models::t5::Config = serde_json::from_value(need(rel)?)
-            .map_err(|e| (rel.to_string(), format!("not a T5 config: {e}")))?;
-        // An encoder keeps no cache (transformers' configs say true, for
-        // the decoder).
-        t5.use_cache = false;
+        let t5 = t5::from_transformers_config(need(rel)?).map_err(|e| (rel.to_string(), e))?;
         if t5.d_model != mmdit.context_embed_size || clip_l.width + clip_g.width > t5.d_model {
             return Err((
                 rel.into(),

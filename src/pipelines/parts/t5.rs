@@ -54,6 +54,15 @@ pub fn config(
     }
 }
 
+/// A T5 encoder from its transformers `config.json` (`T5EncoderModel`).
+pub fn from_transformers_config(v: serde_json::Value) -> std::result::Result<Config, String> {
+    let mut c: Config = serde_json::from_value(v).map_err(|e| format!("not a T5 config: {e}"))?;
+    // An encoder keeps no cache (transformers' configs say true, for the
+    // decoder).
+    c.use_cache = false;
+    Ok(c)
+}
+
 /// A loaded T5 encoder (candle's keeps state between calls, hence the lock).
 pub struct T5Encoder(Mutex<T5EncoderModel>);
 

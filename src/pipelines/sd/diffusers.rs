@@ -385,6 +385,48 @@ fn vae_arch(v: &Value) -> Result<(AutoEncoderKLConfig, f64), String> {
     ))
 }
 
+/// A model folder's config files as a model is built from them: `get`
+/// gives one parsed (`None`: there is none; an error: it cannot be read),
+/// and every error is (file, what is wrong).
+pub struct FolderConfigs<'a> {
+    get: &'a dyn Fn(&str) -> Result<Option<Value>, String>,
+}
+
+impl<'a> FolderConfigs<'a> {
+    /// The folder's configs as `get` reads them.
+    pub fn new(get: &'a dyn Fn(&str) -> Result<Option<Value>, String>) -> FolderConfigs<'a> {
+        FolderConfigs { get }
+    }
+
+    /// The file at `rel`, if the folder has it.
+    pub fn may(&self, rel: &str) -> Result<Option<Value>, (String, String)> {
+        (self.get)(rel).map_err(|e| (rel.to_string(), e))
+    }
+
+    /// The file at `rel`, which the model is built from.
+    pub fn need(&self, rel: &str) -> Result<Value, (String, String)> {
+        self.may(rel)?.ok_or_else(|| {
+            (
+                rel.to_string(),
+                "missing: the model is built from it".to_string(),
+            )
+        })
+    }
+}
+
+/// The size `k` of config `v` (the file `rel`): a positive count up to
+/// 65,536, `default` when it is missing or null.
+pub fn size_of(v: &Value, rel: &str, k: &str, default: usize) -> Result<usize, (String, String)> {
+    match &v[k] {
+        Value::Null => Ok(default),
+        x => x
+            .as_u64()
+            .filter(|&n| n > 0 && n <= 1 << 16)
+            .map(|n| n as usize)
+            .ok_or_else(|| (rel.to_string(), format!("{k}: not a size: {x}"))),
+    }
+}
+
 /// The padding token a tokenizer's `tokenizer_config.json` names (a
 /// string, or an added token's `content`), if any.
 pub fn pad_token_of(tokenizer_config: &Value) -> Option<String> {
@@ -402,46 +444,32 @@ pub fn pad_token_of(tokenizer_config: &Value) -> Option<String> {
 pub fn text_from_config(v: &Value, xl: bool) -> Result<TextConfig, String> {
     let act: String = field_or(v, "hidden_act", "quick_gelu".to_string())?;
     let hidden: usize = field(v, "hidden_size")?;
-    if xl {
-        let projected = v["architectures"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|c| c == "CLIPTextModelWithProjection"));
-        return Ok(TextConfig::Clip(
-            crate::pipelines::parts::clip::ClipConfig {
-                vocab: field(v, "vocab_size")?,
-                width: hidden,
-                layers: field(v, "num_hidden_layers")?,
-                heads: field(v, "num_attention_heads")?,
-                intermediate: field(v, "intermediate_size")?,
-                positions: field_or(v, "max_position_embeddings", 77)?,
-                quick_gelu: match act.as_str() {
-                    "quick_gelu" => true,
-                    "gelu" => false,
-                    other => return Err(format!("hidden_act {other:?} is not supported")),
-                },
-                projection: field_or(v, "projection_dim", hidden)?,
-                projected,
-                pad: "<|endoftext|>".into(),
+    // difflog's own CLIP: SDXL's encoders, and SD 2.x's OpenCLIP kind
+    // (exact GELU) read at its last layer.
+    if xl || act == "gelu" {
+        let clip = crate::pipelines::parts::clip::ClipConfig {
+            vocab: field(v, "vocab_size")?,
+            width: hidden,
+            layers: field(v, "num_hidden_layers")?,
+            heads: field(v, "num_attention_heads")?,
+            intermediate: field(v, "intermediate_size")?,
+            positions: field_or(v, "max_position_embeddings", 77)?,
+            quick_gelu: match act.as_str() {
+                "quick_gelu" => true,
+                "gelu" => false,
+                other => return Err(format!("hidden_act {other:?} is not supported")),
             },
-        ));
-    }
-    if act == "gelu" {
-        // SD 2.x's OpenCLIP kind: difflog's own CLIP (exact GELU), read at
-        // its last layer.
-        return Ok(TextConfig::ClipLast(
-            crate::pipelines::parts::clip::ClipConfig {
-                vocab: field(v, "vocab_size")?,
-                width: hidden,
-                layers: field(v, "num_hidden_layers")?,
-                heads: field(v, "num_attention_heads")?,
-                intermediate: field(v, "intermediate_size")?,
-                positions: field_or(v, "max_position_embeddings", 77)?,
-                quick_gelu: false,
-                projection: field_or(v, "projection_dim", hidden)?,
-                projected: false,
-                pad: "<|endoftext|>".into(),
-            },
-        ));
+            projection: field_or(v, "projection_dim", hidden)?,
+            projected: xl
+                && v["architectures"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|c| c == "CLIPTextModelWithProjection")),
+            pad: "<|endoftext|>".into(),
+        };
+        return Ok(match xl {
+            true => TextConfig::Clip(clip),
+            false => TextConfig::ClipLast(clip),
+        });
     }
     if act != "quick_gelu" {
         return Err(format!(
