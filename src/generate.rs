@@ -105,16 +105,14 @@ fn tracer(traces: &Option<Traces>, call: u32) -> Option<Box<dyn Tracer>> {
 
 /// Writes the traced tensors to `path` as safetensors (float32).
 fn write_trace(path: &std::path::Path, traces: &Traces) -> Result<()> {
-    let t = traces.lock().unwrap_or_else(|p| p.into_inner());
+    // Taken, not copied: the values are written once.
+    let taken = std::mem::take(&mut *traces.lock().unwrap_or_else(|p| p.into_inner()));
     let mut tensors = std::collections::HashMap::new();
-    for (name, shape, values) in t.iter() {
-        let tensor = candle_core::Tensor::from_vec(
-            values.clone(),
-            shape.as_slice(),
-            &candle_core::Device::Cpu,
-        )
-        .map_err(|e| fail(format!("trace tensor {name}: {e}")))?;
-        tensors.insert(name.clone(), tensor);
+    for (name, shape, values) in taken {
+        let tensor =
+            candle_core::Tensor::from_vec(values, shape.as_slice(), &candle_core::Device::Cpu)
+                .map_err(|e| fail(format!("trace tensor {name}: {e}")))?;
+        tensors.insert(name, tensor);
     }
     candle_core::safetensors::save(&tensors, path).map_err(|e| {
         Error::io(

@@ -202,6 +202,19 @@ def sd3_medium_shaped(source, path):
     json.dump(config, open(config_path, "w"), indent=2)
 
 
+def _flow_vae(scaling_factor, shift_factor):
+    # A small VAE as FLUX.1's and SD3's are made: scales by 8, no quant
+    # convs, a shift factor; 4 latent channels.
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, norm_num_groups=8,
+        layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False,
+        scaling_factor=scaling_factor, shift_factor=shift_factor,
+    )
+
+
 def sd3_saved(source, path):
     # An SD3 pipeline of no published model's sizes, made with diffusers'
     # and transformers' own classes (random weights) and saved by
@@ -211,7 +224,7 @@ def sd3_saved(source, path):
     # SD3: the hub's are out of reach here).
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(3)
     clips = []
@@ -230,12 +243,7 @@ def sd3_saved(source, path):
             dual_attention_layers=(0,), qk_norm="rms_norm",
         ),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=2.0),
-        vae=AutoencoderKL(
-            block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, norm_num_groups=8,
-            layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False,
-            scaling_factor=1.5305, shift_factor=0.0609,
-        ),
+        vae=_flow_vae(1.5305, 0.0609),
         text_encoder=clips[0],
         text_encoder_2=clips[1],
         text_encoder_3=T5EncoderModel(t5).eval(),
@@ -255,7 +263,7 @@ def flux_saved(source, path):
     # FLUX).
     from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(4)
     clip = CLIPTextConfig.from_pretrained(f"{source}/text_encoder")
@@ -271,12 +279,7 @@ def flux_saved(source, path):
         scheduler=FlowMatchEulerDiscreteScheduler(
             use_dynamic_shifting=True, base_shift=0.3, max_shift=1.0, base_image_seq_len=16, max_image_seq_len=256
         ),
-        vae=AutoencoderKL(
-            block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, norm_num_groups=8,
-            layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False,
-            scaling_factor=0.3611, shift_factor=0.1159,
-        ),
+        vae=_flow_vae(0.3611, 0.1159),
         text_encoder=CLIPTextModel(clip).eval(),
         text_encoder_2=T5EncoderModel(t5).eval(),
         tokenizer=PreTrainedTokenizerFast.from_pretrained(f"{source}/tokenizer"),

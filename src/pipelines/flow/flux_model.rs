@@ -161,7 +161,7 @@ impl FluxConfig {
     ) -> std::result::Result<FluxConfig, (String, String)> {
         use crate::pipelines::sd::diffusers as d;
         let folder = d::FolderConfigs::new(get);
-        let (may, need) = (|rel: &str| folder.may(rel), |rel: &str| folder.need(rel));
+        let need = |rel: &str| folder.need(rel);
         let rel = "transformer/config.json";
         let t = need(rel)?;
         let bad = |why: String| (rel.to_string(), why);
@@ -218,12 +218,7 @@ impl FluxConfig {
             FlowMatch::from_diffusers(&need(rel)?, false).map_err(|e| (rel.to_string(), e))?;
         let rel = "text_encoder/config.json";
         let mut clip = d::text_from_config(&need(rel)?, false).map_err(|e| (rel.to_string(), e))?;
-        if let (TextConfig::Small(c), Some(pad)) = (
-            &mut clip,
-            may("tokenizer/tokenizer_config.json")?
-                .as_ref()
-                .and_then(d::pad_token_of),
-        ) {
+        if let (TextConfig::Small(c), Some(pad)) = (&mut clip, folder.pad_token("tokenizer")?) {
             c.pad_with = Some(pad);
         }
         let rel = "text_encoder_2/config.json";
@@ -250,9 +245,7 @@ impl FluxConfig {
                 ),
             ));
         }
-        let max_sequence_length = may("tokenizer_2/tokenizer_config.json")?
-            .and_then(|v| v["model_max_length"].as_u64())
-            .map_or(512, |m| (m as usize).clamp(1, 512));
+        let max_sequence_length = folder.t5_length("tokenizer_2", 512)?;
         let variant = match transformer.guidance_embed {
             true => FluxVariant::Dev,
             false => FluxVariant::Schnell,
@@ -337,22 +330,8 @@ impl FluxConfig {
                 self.sampler.to_diffusers(V),
             ),
         ];
-        if let Some(c) = d::text_encoder_config(&self.clip, false) {
-            out.push(("text_encoder/config.json".into(), c));
-            out.push((
-                "tokenizer/tokenizer_config.json".into(),
-                d::tokenizer_config(&self.clip),
-            ));
-        }
-        if self.t5.vocab_size == crate::pipelines::tiny::vocab::T5_VOCAB_SIZE {
-            if let Some(c) = t5::transformers_config(&self.t5) {
-                out.push(("text_encoder_2/config.json".into(), c));
-                out.push((
-                    "tokenizer_2/tokenizer_config.json".into(),
-                    t5::tokenizer_config(self.max_sequence_length),
-                ));
-            }
-        }
+        out.extend(d::text_configs(&self.clip, false, ""));
+        out.extend(t5::folder_configs(&self.t5, self.max_sequence_length, "_2"));
         out
     }
 }

@@ -215,7 +215,7 @@ impl Sd3Config {
         use crate::pipelines::sd::diffusers as d;
         use crate::pipelines::sd::model::TextConfig;
         let folder = d::FolderConfigs::new(get);
-        let (may, need) = (|rel: &str| folder.may(rel), |rel: &str| folder.need(rel));
+        let need = |rel: &str| folder.need(rel);
         let rel = "transformer/config.json";
         let t = need(rel)?;
         let bad = |why: String| (rel.to_string(), why);
@@ -286,10 +286,7 @@ impl Sd3Config {
                 Ok(_) => return Err((rel, "a CLIPTextModelWithProjection is needed".into())),
                 Err(e) => return Err((rel, e)),
             };
-            if let Some(pad) = may(&format!("tokenizer{n}/tokenizer_config.json"))?
-                .as_ref()
-                .and_then(d::pad_token_of)
-            {
+            if let Some(pad) = folder.pad_token(&format!("tokenizer{n}"))? {
                 c.pad = pad;
             }
             Ok(c)
@@ -315,9 +312,7 @@ impl Sd3Config {
                 ),
             ));
         }
-        let max_sequence_length = may("tokenizer_3/tokenizer_config.json")?
-            .and_then(|v| v["model_max_length"].as_u64())
-            .map_or(256, |m| (m as usize).clamp(1, 256));
+        let max_sequence_length = folder.t5_length("tokenizer_3", 256)?;
         Ok(Sd3Config {
             variant: "sd3",
             clip_l,
@@ -409,24 +404,9 @@ impl Sd3Config {
             ),
         ];
         for (n, clip) in [("", &self.clip_l), ("_2", &self.clip_g)] {
-            let text = TextConfig::Clip(clip.clone());
-            if let Some(c) = d::text_encoder_config(&text, true) {
-                out.push((format!("text_encoder{n}/config.json"), c));
-                out.push((
-                    format!("tokenizer{n}/tokenizer_config.json"),
-                    d::tokenizer_config(&text),
-                ));
-            }
+            out.extend(d::text_configs(&TextConfig::Clip(clip.clone()), true, n));
         }
-        if self.t5.vocab_size == crate::pipelines::tiny::vocab::T5_VOCAB_SIZE {
-            if let Some(c) = t5::transformers_config(&self.t5) {
-                out.push(("text_encoder_3/config.json".into(), c));
-                out.push((
-                    "tokenizer_3/tokenizer_config.json".into(),
-                    t5::tokenizer_config(self.max_sequence_length),
-                ));
-            }
-        }
+        out.extend(t5::folder_configs(&self.t5, self.max_sequence_length, "_3"));
         out
     }
 

@@ -124,3 +124,21 @@ pub fn tokenizer_config(max: usize) -> serde_json::Value {
         "unk_token": "<unk>",
     })
 }
+
+/// The transformers configs of the tiny T5 encoder (`c`) and its tokenizer
+/// (`max` tokens), for a folder's `text_encoder{suffix}/` and
+/// `tokenizer{suffix}/` (none for a real encoder: its folder carries its
+/// own).
+pub fn folder_configs(c: &Config, max: usize, suffix: &str) -> Vec<(String, serde_json::Value)> {
+    let tiny = c.vocab_size == crate::pipelines::tiny::vocab::T5_VOCAB_SIZE;
+    match transformers_config(c).filter(|_| tiny) {
+        Some(config) => vec![
+            (format!("text_encoder{suffix}/config.json"), config),
+            (
+                format!("tokenizer{suffix}/tokenizer_config.json"),
+                tokenizer_config(max),
+            ),
+        ],
+        None => vec![],
+    }
+}

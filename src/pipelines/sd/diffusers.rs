@@ -399,7 +399,7 @@ impl<'a> FolderConfigs<'a> {
     }
 
     /// The file at `rel`, if the folder has it.
-    pub fn may(&self, rel: &str) -> Result<Option<Value>, (String, String)> {
+    fn may(&self, rel: &str) -> Result<Option<Value>, (String, String)> {
         (self.get)(rel).map_err(|e| (rel.to_string(), e))
     }
 
@@ -411,6 +411,42 @@ impl<'a> FolderConfigs<'a> {
                 "missing: the model is built from it".to_string(),
             )
         })
+    }
+
+    /// The padding token the tokenizer in folder `tokenizer` names, if it
+    /// has a `tokenizer_config.json` that names one.
+    pub fn pad_token(&self, tokenizer: &str) -> Result<Option<String>, (String, String)> {
+        let config = self.may(&format!("{tokenizer}/tokenizer_config.json"))?;
+        Ok(config.as_ref().and_then(pad_token_of))
+    }
+
+    /// T5's tokens per prompt: the pipeline's `default`, or the limit of the
+    /// tokenizer in folder `tokenizer` (its `model_max_length`) if lower.
+    pub fn t5_length(&self, tokenizer: &str, default: usize) -> Result<usize, (String, String)> {
+        let config = self.may(&format!("{tokenizer}/tokenizer_config.json"))?;
+        Ok(config
+            .and_then(|v| v["model_max_length"].as_u64())
+            .map_or(default, |m| (m as usize).clamp(1, default)))
+    }
+}
+
+/// The transformers configs of a tiny text encoder and its tokenizer, for
+/// a folder's `text_encoder{suffix}/` and `tokenizer{suffix}/` (none for a
+/// real encoder: its folder carries its own).
+pub fn text_configs(
+    text: &TextConfig,
+    with_projection: bool,
+    suffix: &str,
+) -> Vec<(String, Value)> {
+    match text_encoder_config(text, with_projection) {
+        Some(c) => vec![
+            (format!("text_encoder{suffix}/config.json"), c),
+            (
+                format!("tokenizer{suffix}/tokenizer_config.json"),
+                tokenizer_config(text),
+            ),
+        ],
+        None => vec![],
     }
 }
 
@@ -429,7 +465,7 @@ pub fn size_of(v: &Value, rel: &str, k: &str, default: usize) -> Result<usize, (
 
 /// The padding token a tokenizer's `tokenizer_config.json` names (a
 /// string, or an added token's `content`), if any.
-pub fn pad_token_of(tokenizer_config: &Value) -> Option<String> {
+fn pad_token_of(tokenizer_config: &Value) -> Option<String> {
     let pad = &tokenizer_config["pad_token"];
     pad.as_str()
         .or_else(|| pad["content"].as_str())
