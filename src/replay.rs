@@ -289,23 +289,38 @@ fn recorded_image(dir: &Path, r: &RowEvent, column: &str) -> Result<Option<Arc<R
 /// names, difflog's and the Python recorder's alike): none when
 /// `skip_guidance_layers` is null, those blocks when it lists them (scale,
 /// start and stop as recorded, else diffusers' defaults), the model's
-/// default when the call recorded nothing of it.
-fn skip_layer_guidance(params: &Map<String, Value>) -> Option<Option<SkipLayerGuidance>> {
-    let layers = match params.get("skip_guidance_layers")? {
-        Value::Null => return Some(None),
-        v => v
-            .as_array()?
-            .iter()
-            .map(|b| b.as_u64().map(|b| b as usize))
-            .collect::<Option<Vec<usize>>>()?,
+/// default when the call recorded nothing of it. Anything else recorded
+/// there, or a scale, start or stop that is not a number, is refused with
+/// the field named: the call cannot be re-made as it ran.
+fn skip_layer_guidance(
+    params: &Map<String, Value>,
+) -> std::result::Result<Option<Option<SkipLayerGuidance>>, String> {
+    let layers = match params.get("skip_guidance_layers") {
+        None => return Ok(None),
+        Some(Value::Null) => return Ok(Some(None)),
+        Some(v) => v
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .map(|b| b.as_u64().and_then(|b| usize::try_from(b).ok()))
+                    .collect::<Option<Vec<usize>>>()
+            })
+            .ok_or_else(|| {
+                format!("skip_guidance_layers is {v}, neither null nor a list of block numbers")
+            })?,
     };
-    let num = |k: &str, default: f64| params.get(k).and_then(Value::as_f64).unwrap_or(default);
-    Some(Some(SkipLayerGuidance {
+    let num = |k: &str, default: f64| match params.get(k) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| format!("{k} is {v}, not a number")),
+    };
+    Ok(Some(Some(SkipLayerGuidance {
         layers,
-        scale: num("skip_layer_guidance_scale", 2.8),
-        start: num("skip_layer_guidance_start", 0.01),
-        stop: num("skip_layer_guidance_stop", 0.2),
-    }))
+        scale: num("skip_layer_guidance_scale", 2.8)?,
+        start: num("skip_layer_guidance_start", 0.01)?,
+        stop: num("skip_layer_guidance_stop", 0.2)?,
+    })))
 }
 
 /// Regenerates one row from its seed and the call's arguments and compares
@@ -383,7 +398,12 @@ fn replay_row(
         init,
         strength: params.get("strength").and_then(Value::as_f64),
         mask,
-        skip_layer_guidance: skip_layer_guidance(params),
+        skip_layer_guidance: skip_layer_guidance(params).map_err(|why| {
+            bad(
+                dir,
+                format!("call {call}, row {} cannot be re-made: {why}", r.index),
+            )
+        })?,
         max_sequence_length: num("max_sequence_length"),
     };
     pipe.prepare(&req)

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{difflog_bin, only_run, test_cache, Schemas};
+use common::{difflog_bin, edit_log, only_run, test_cache, Schemas};
 use difflog::pipelines::tiny::{write_model, TinyModel};
 use difflog::pipelines::{resolve_any, AnyModel, Generator, InitImage, Request, Sd3Pipeline};
 use difflog::read::RunDir;
@@ -457,5 +457,52 @@ fn bad_sd3_requests_are_refused_before_a_run_exists() {
         "openai/clip-vit-base-patch32: tokenizer.json",
     ] {
         assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
+fn a_malformed_recorded_skip_layer_guidance_is_refused_by_name() {
+    let root = tempfile::tempdir().unwrap();
+    let mut p = load();
+    let run = Run::create(Init::project("slg").root(root.path())).unwrap();
+    let mut r = request("a red cat", 4);
+    r.steps = Some(2);
+    run.record(&mut p, &r).unwrap();
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    let replay = || cli(&["replay", dir.to_str().unwrap(), "--call", "1"]);
+    assert!(replay().status.success());
+    for (from, to, says) in [
+        (
+            "\"skip_guidance_layers\":[0]",
+            "\"skip_guidance_layers\":\"all\"",
+            "skip_guidance_layers is \"all\"",
+        ),
+        (
+            "\"skip_guidance_layers\":\"all\"",
+            "\"skip_guidance_layers\":[-1]",
+            "skip_guidance_layers is [-1]",
+        ),
+        (
+            "\"skip_layer_guidance_scale\":2.8",
+            "\"skip_layer_guidance_scale\":\"2.8\"",
+            "skip_layer_guidance_scale is \"2.8\", not a number",
+        ),
+    ] {
+        if to.contains("scale") {
+            edit_log(
+                &dir,
+                "\"skip_guidance_layers\":[-1]",
+                "\"skip_guidance_layers\":[0]",
+            );
+        }
+        edit_log(&dir, from, to);
+        let o = replay();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(says) && err.contains("call 1, row 0 cannot be re-made"),
+            "{err}"
+        );
     }
 }

@@ -215,6 +215,23 @@ pub fn only_run(root: &Path) -> PathBuf {
 }
 
 /// Copies a run directory (files only, recursively).
+/// Rewrites a run's `events.log`, replacing `from` with `to` in every
+/// record's JSON and re-computing each line's CRC-32C, as someone editing a
+/// run by hand would; panics when no record held `from`.
+pub fn edit_log(run: &Path, from: &str, to: &str) {
+    let log = run.join("events.log");
+    let bytes = std::fs::read(&log).unwrap();
+    let mut changed = Vec::new();
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let json = String::from_utf8_lossy(&line[9..line.len() - 1]).replace(from, to);
+        changed.extend_from_slice(
+            format!("{:08x} {json}\n", crc32c::crc32c(json.as_bytes())).as_bytes(),
+        );
+    }
+    assert_ne!(changed, bytes, "no record holds {from}");
+    std::fs::write(&log, changed).unwrap();
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
