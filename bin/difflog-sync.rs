@@ -88,6 +88,16 @@ enum Command {
         roots: Vec<PathBuf>,
         #[command(flatten)]
         target: TargetArgs,
+        /// Also follow another tool's output folder as it fills, TOOL:FOLDER
+        /// (TOOL: auto, comfyui, a1111, invokeai, fooocus, swarmui, novelai,
+        /// difflog; what `difflog import --from` takes): each new image is
+        /// recorded, as `difflog import` records it, into a run under the
+        /// first root — one run per folder, session and (UTC) day, named
+        /// "FOLDER DATE" in project `import`, finished when watch stops —
+        /// and uploaded with the others. Files earlier imports of the folder
+        /// hold are skipped; a file still being written waits. Repeatable.
+        #[arg(long = "import", value_name = "TOOL:FOLDER")]
+        imports: Vec<difflog::import::ImportSpec>,
     },
     /// Upload runs once (runs, roots of runs, or `difflog pack` archives),
     /// with a progress bar and a summary. Exit code 1 if anything could not
@@ -169,12 +179,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
-        Command::Watch { roots, target } => specs(&target).and_then(|s| {
-            watch::watch(
+        Command::Watch {
+            roots,
+            target,
+            imports,
+        } => specs(&target).and_then(|s| {
+            difflog::cli::actions::watch(
                 &roots,
                 &s,
-                target.concurrency,
-                target.metadata_first(),
+                &imports,
+                (target.concurrency, target.metadata_first()),
                 &mut out,
             )
             .map(|stop| match stop {

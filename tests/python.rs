@@ -352,6 +352,121 @@ fn a_tools_output_folder_is_imported_once() {
     let (status, _, err) = import(&["--from", "photoshop", dir], &root);
     assert_eq!(status.code(), Some(2));
     assert!(err.contains("--from photoshop"), "{err}");
+    // Runs recorded inside the folder would be imported in turn: refused.
+    let (status, _, err) = import(&[dir], &out.join("runs"));
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("inside the folder imported"), "{err}");
+    assert!(!out.join("runs").exists());
+}
+
+/// The rows of each call of the one run under `root` (none yet: empty).
+fn rows_per_call(root: &Path) -> Vec<usize> {
+    let Ok(runs) = difflog::read::find_runs(root) else {
+        return Vec::new();
+    };
+    assert!(runs.len() <= 1, "more than one run: {runs:?}");
+    runs.first()
+        .and_then(|r| RunDir::open(r).ok())
+        .map(|r| r.view().calls.values().map(|c| c.rows.len()).collect())
+        .unwrap_or_default()
+}
+
+/// Issue 35: `difflog-sync watch --import comfyui:FOLDER` follows a ComfyUI
+/// output folder as it fills: what is there at start and each image saved
+/// later become rows of one live run (ComfyUI's batch of two one call), a
+/// file still being written waits until it is whole, another tool's image
+/// is left out, and the run reaches the real MLflow server call by call
+/// while it is live; stopping watch finishes the run.
+#[test]
+fn watch_import_follows_a_comfyui_folder_into_one_live_run_on_mlflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = tmp.path().join("made");
+    let o = py(&["tool_pngs.py", made.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("ComfyUI/output");
+    std::fs::create_dir_all(&out).unwrap();
+    let root = tmp.path().join("runs");
+    let place = |name: &str| {
+        std::fs::copy(made.join(name), out.join(name)).unwrap();
+    };
+    place("ComfyUI_00001_.png");
+    let mut daemon = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+            .arg("watch")
+            .arg(&root)
+            .args(["--to", &mf::target(), "--import"])
+            .arg(format!("comfyui:{}", out.display()))
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
+            .env_remove("DIFFLOG_MODE")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("the file there at start", &|| rows_per_call(&root) == [1]);
+    let run = common::only_run(&root);
+    let id = RunDir::open(&run).unwrap().meta.id;
+    wait_for("call 1 on MLflow", &|| mf::tables("import", &id) == 1);
+    assert_eq!(mf::run_for("import", &id)["info"]["status"], "RUNNING");
+
+    // Half a file, as a tool writing it leaves it for a moment: not taken.
+    let whole = std::fs::read(made.join("ComfyUI_00002_.png")).unwrap();
+    let half = whole.len() / 2;
+    std::fs::write(out.join("ComfyUI_00002_.png"), &whole[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(rows_per_call(&root), [1], "half a PNG was imported");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out.join("ComfyUI_00002_.png"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &whole[half..]).unwrap();
+    drop(f);
+    wait_for("the file once whole", &|| rows_per_call(&root) == [1, 1]);
+    // A batch of two, and an A1111 image dropped in (not ComfyUI's).
+    for name in ["ComfyUI_00003_.png", "ComfyUI_00004_.png", "00001-42.png"] {
+        place(name);
+    }
+    wait_for("the batch", &|| rows_per_call(&root) == [1, 1, 2]);
+    wait_for("call 3 on MLflow", &|| mf::tables("import", &id) == 3);
+    assert_eq!(mf::run_for("import", &id)["info"]["status"], "RUNNING");
+    let view = RunDir::open(&run).unwrap().view();
+    let digests: std::collections::HashSet<String> =
+        view.media.iter().map(|m| m.digest.clone()).collect();
+    for n in 1..=4 {
+        let name = format!("ComfyUI_0000{n}_.png");
+        let sha = difflog::format::sha256_hex(&std::fs::read(made.join(&name)).unwrap());
+        assert!(digests.contains(&sha), "{name} not stored byte for byte");
+    }
+    assert_eq!(digests.len(), 4, "the A1111 image was imported");
+
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.0.wait().unwrap();
+    assert!(status.success(), "watch did not stop cleanly: {status}");
+    assert_eq!(
+        RunDir::open(&run).unwrap().state(),
+        difflog::read::RunState::Finished,
+        "the import run was not finished"
+    );
+    // The next upload carries the end of the run to the server.
+    let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+        .arg("upload")
+        .arg(&root)
+        .args(["--to", &mf::target()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mf::run_for("import", &id)["info"]["status"], "FINISHED");
 }
 
 /// Issue 35: sd-parsers reads difflog's own PNGs back to what was recorded:

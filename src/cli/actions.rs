@@ -191,6 +191,32 @@ pub fn import(out: &mut dyn Write, opts: &crate::import::ImportOpts, json: bool)
     json_or(out, &r, text)
 }
 
+/// `difflog-sync watch`: the sync daemon, with the output folders named by
+/// `--import` followed into runs under the first root while it runs (their
+/// runs finished when it stops).
+#[cfg(feature = "sync")]
+pub fn watch(
+    roots: &[PathBuf],
+    specs: &[crate::sync::TargetSpec],
+    imports: &[crate::import::ImportSpec],
+    (concurrency, metadata_first): (usize, bool),
+    out: &mut dyn Write,
+) -> Result<crate::sync::watch::Stop> {
+    let following = match (imports.is_empty(), roots.first()) {
+        (true, _) => None,
+        (false, None) => return Err(Error::Invalid("--import needs a runs root".into())),
+        (false, Some(root)) => {
+            std::fs::create_dir_all(root).map_err(|e| Error::io(root, "create watched root", e))?;
+            Some(crate::import::follow(imports, root)?)
+        }
+    };
+    let stop = crate::sync::watch::watch(roots, specs, concurrency, metadata_first, out);
+    let stopped = following.map_or(Ok(()), crate::import::Following::stop);
+    let stop = stop?;
+    stopped?;
+    Ok(stop)
+}
+
 /// `difflog bench generate`: the figures as a table, or JSON.
 pub fn bench_generate(out: &mut dyn Write, opts: &GenerateBench, json: bool) -> Result<()> {
     let f = crate::bench::generate_overhead(opts)?;

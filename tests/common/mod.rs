@@ -214,7 +214,6 @@ pub fn only_run(root: &Path) -> PathBuf {
     runs[0].clone()
 }
 
-/// Copies a run directory (files only, recursively).
 /// Rewrites a run's `events.log`, replacing `from` with `to` in every
 /// record's JSON and re-computing each line's CRC-32C, as someone editing a
 /// run by hand would; panics when no record held `from`.
@@ -232,6 +231,7 @@ pub fn edit_log(run: &Path, from: &str, to: &str) {
     std::fs::write(&log, changed).unwrap();
 }
 
+/// Copies a run directory (files only, recursively).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
