@@ -115,7 +115,12 @@ impl Event {
         match self {
             Event::Media(m) => check_media_ref(&m.digest, &m.format, &m.path),
             Event::Row(r) => r.cells.iter().try_for_each(|c| match c {
-                Cell::Image { digest, path, .. } => check_media_ref(digest, MEDIA_FORMATS[0], path)
+                Cell::Image { digest, path, .. } => path
+                    .rsplit_once('.')
+                    .map_or(
+                        Err(format!("media path {path:?} has no extension")),
+                        |(_, ext)| check_media_ref(digest, ext, path),
+                    )
                     .map_err(|e| format!("cell {:?}: {e}", c.column())),
                 _ => Ok(()),
             }),
@@ -127,8 +132,9 @@ impl Event {
     }
 }
 
-/// The media formats difflog writes (file extensions).
-pub const MEDIA_FORMATS: &[&str] = &["png"];
+/// The media formats difflog writes (file extensions): PNG for every image
+/// it makes; JPEG and WebP only for files imported as they are.
+pub const MEDIA_FORMATS: &[&str] = &["png", "jpg", "webp"];
 
 fn check_media_ref(digest: &str, format: &str, path: &str) -> Result<(), String> {
     if !crate::format::is_digest(digest) {

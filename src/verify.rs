@@ -236,7 +236,7 @@ fn check_records(run: &RunDir, rep: &mut Report, hash_media: bool) -> HashSet<St
                     rep.media_checked += 1;
                     let ok =
                         match check_media_file(&run.path, &m.path, &m.digest, m.bytes, hash_media)
-                            .and_then(|content| png_size_matches(content.as_deref(), m))
+                            .and_then(|content| media_matches_record(content.as_deref(), m))
                         {
                             Ok(()) => true,
                             Err(why) => {
@@ -294,20 +294,30 @@ fn check_records(run: &RunDir, rep: &mut Report, hash_media: bool) -> HashSet<St
     referenced
 }
 
-/// A PNG whose header gives another size than its media record (issue 32,
-/// item 5: a record saying 64×64 for a 16384² image makes readers that
-/// trust the record allocate for one and decode the other).
-fn png_size_matches(content: Option<&[u8]>, m: &crate::event::MediaEvent) -> Result<(), String> {
+/// A media file that is not of its record's format, or whose header gives
+/// another size than its record (issue 32, item 5: a record saying 64×64
+/// for a 16384² image makes readers that trust the record allocate for one
+/// and decode the other). Only the header is read.
+fn media_matches_record(
+    content: Option<&[u8]>,
+    m: &crate::event::MediaEvent,
+) -> Result<(), String> {
     let Some(c) = content else { return Ok(()) };
-    if m.format != "png" || c.len() < 24 || &c[..8] != b"\x89PNG\r\n\x1a\n" || &c[12..16] != b"IHDR"
-    {
-        return Ok(());
+    let (kind, name) = match m.format.as_str() {
+        "png" => (image::ImageFormat::Png, "PNG"),
+        "jpg" => (image::ImageFormat::Jpeg, "JPEG"),
+        "webp" => (image::ImageFormat::WebP, "WebP"),
+        _ => return Ok(()),
+    };
+    if image::guess_format(c).ok() != Some(kind) {
+        return Err(format!("its record says {name}, but the file is not one"));
     }
-    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let (w, h) = (be(&c[16..20]), be(&c[20..24]));
+    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(c), kind)
+        .into_dimensions()
+        .map_err(|e| format!("its {name} header cannot be read: {e}"))?;
     if (w, h) != (m.width, m.height) {
         return Err(format!(
-            "its PNG is {w}×{h}, but its record says {}×{}",
+            "its {name} is {w}×{h}, but its record says {}×{}",
             m.width, m.height
         ));
     }

@@ -835,6 +835,38 @@ fn fifos_in_runs_block_nothing_and_stop_no_other_run() {
     }
 }
 
+/// Issue 35: a media record that says JPEG (the format an imported file
+/// keeps) for a file that is a PNG is damage `verify` names.
+#[test]
+fn an_image_whose_record_lies_about_its_format_is_damage() {
+    let root = tempfile::tempdir().unwrap();
+    let liar = record(root.path(), "hostile-format", 1);
+    let real = RunDir::open(&liar).unwrap().view().media[0].clone();
+    let jpg = real.path.replace(".png", ".jpg");
+    std::fs::rename(liar.join(&real.path), liar.join(&jpg)).unwrap();
+    rewrite_log(&liar, |e| match e {
+        Event::Media(m) => {
+            m.format = "jpg".into();
+            m.path = jpg.clone();
+        }
+        Event::Row(r) => {
+            for c in &mut r.cells {
+                if let Cell::Image { path, .. } = c {
+                    *path = jpg.clone();
+                }
+            }
+        }
+        _ => {}
+    });
+    let o = difflog(&["verify", liar.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("its record says JPEG, but the file is not one"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// Issue 32, item 5: a media record whose size lies about its PNG (right
 /// digest, so nothing else notices): `verify` reports it, `compare` refuses
 /// that image before allocating for it and compares the others.

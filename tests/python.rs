@@ -225,10 +225,11 @@ fn import(args: &[&str], root: &Path) -> (std::process::ExitStatus, serde_json::
 }
 
 /// Issue 35: a folder of other tools' images becomes a run: one call per
-/// batch (ComfyUI's batch of two is one call), one row per image with its
-/// prompt and seed, each file kept byte for byte; a broken file is named
-/// and skipped, a link is not followed; importing again adds nothing, a
-/// new file makes a run of its own; `--from` takes one tool's images.
+/// batch (ComfyUI's batch of two is one call; so are A1111's JPEG and WebP
+/// of one setting), one row per image with its prompt and seed, each file
+/// — PNG, JPEG or WebP — kept byte for byte; a broken or cut-short file is
+/// named and skipped, a link is not followed; importing again adds nothing,
+/// a new file makes a run of its own; `--from` takes one tool's images.
 #[test]
 fn a_tools_output_folder_is_imported_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -237,6 +238,8 @@ fn a_tools_output_folder_is_imported_once() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_file(out.join("expected.json")).unwrap();
     std::fs::write(out.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let jpeg = std::fs::read(out.join("00002-987654321.jpg")).unwrap();
+    std::fs::write(out.join("cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
     let outside = tmp.path().join("outside.png");
     std::fs::copy(out.join("novelai.png"), &outside).unwrap();
     std::fs::remove_file(out.join("novelai.png")).unwrap();
@@ -263,13 +266,18 @@ fn a_tools_output_folder_is_imported_once() {
     assert!(status.success(), "{err}");
     assert_eq!(
         (r["imported"].as_u64(), r["calls"].as_u64()),
-        (Some(9), Some(8)),
+        (Some(12), Some(10)),
         "{r}"
     );
     let unreadable = r["unreadable"].as_array().unwrap();
-    assert_eq!(unreadable.len(), 1, "{r}");
+    assert_eq!(unreadable.len(), 2, "{r}");
     assert!(
         unreadable[0][0].as_str().unwrap().ends_with("broken.png"),
+        "{r}"
+    );
+    assert!(
+        unreadable[1][0].as_str().unwrap().ends_with("cut.jpg")
+            && unreadable[1][1].as_str().unwrap().contains("cut short"),
         "{r}"
     );
     let run = PathBuf::from(r["run_dir"].as_str().unwrap());
@@ -286,7 +294,10 @@ fn a_tools_output_folder_is_imported_once() {
         view.media.iter().map(|m| m.digest.clone()).collect();
     for e in std::fs::read_dir(&out).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("broken") || name.starts_with("link") || !name.ends_with(".png") {
+        if ["broken", "link", "cut", "expected"]
+            .iter()
+            .any(|n| name.starts_with(n))
+        {
             continue;
         }
         let sha = difflog::format::sha256_hex(&std::fs::read(e.path()).unwrap());
@@ -295,15 +306,22 @@ fn a_tools_output_folder_is_imported_once() {
     assert!(!digests.contains(&difflog::format::sha256_hex(
         &std::fs::read(&outside).unwrap()
     )));
-    // The batch: one call, two rows, seed 77 each.
+    // JPEG and WebP kept as they are, under their own extensions.
+    let formats: std::collections::BTreeSet<&str> =
+        view.media.iter().map(|m| m.format.as_str()).collect();
+    assert_eq!(formats, ["jpg", "png", "webp"].into(), "{formats:?}");
+    // The batches: ComfyUI's (seed 77 each) and A1111's JPEG and WebP of
+    // one setting (seed 987654321 each).
     let batch: Vec<_> = view.calls.values().filter(|c| c.rows.len() == 2).collect();
-    assert_eq!(batch.len(), 1);
-    for row in &batch[0].rows {
-        let seed = row.cells.iter().find_map(|c| match c {
-            Cell::Number { column, value } if column == "Seed" => value.as_u64(),
-            _ => None,
-        });
-        assert_eq!(seed, Some(77));
+    assert_eq!(batch.len(), 2);
+    for (call, want) in batch.iter().zip([987654321, 77]) {
+        for row in &call.rows {
+            let seed = row.cells.iter().find_map(|c| match c {
+                Cell::Number { column, value } if column == "Seed" => value.as_u64(),
+                _ => None,
+            });
+            assert_eq!(seed, Some(want));
+        }
     }
 
     // compare takes the run like any other: the tools' settings as axes.
@@ -321,10 +339,61 @@ fn a_tools_output_folder_is_imported_once() {
         "sampler and steps axes"
     );
 
+    // report shows them (thumbnails made from the JPEG and WebP too), and
+    // links the files as they are.
+    let o = Command::new(common::difflog_bin())
+        .arg("report")
+        .arg(&run)
+        .args(["--self-contained", "-o"])
+        .arg(tmp.path().join("report"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(tmp.path().join("report/index.html")).unwrap();
+    assert!(
+        page.contains(".jpg") && page.contains(".webp"),
+        "JPEG / WebP not linked"
+    );
+    // MLflow gets the JPEG and WebP as they are, referenced from the
+    // tables, and reads back complete.
+    let sync = |cmd: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_difflog-sync"))
+            .arg(cmd)
+            .arg(&run)
+            .args(["--to", &mf::target()])
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sync("upload");
+    sync("verify");
+    let remote = mf::run_for("import", &read.meta.id);
+    let mut tables = String::new();
+    for (path, _) in mf::artifacts(&remote) {
+        if path.starts_with("Result-Table/") {
+            tables.push_str(&String::from_utf8_lossy(&mf::artifact(&remote, &path)));
+        }
+    }
+    for m in view.media.iter().filter(|m| m.format != "png") {
+        let name = format!("images/{}.{}", m.digest, m.format);
+        assert_eq!(
+            mf::artifact(&remote, &name),
+            std::fs::read(run.join(&m.path)).unwrap(),
+            "{name}"
+        );
+        assert!(tables.contains(&name), "no table cell points at {name}");
+    }
+
     let (status, r, err) = import(&[dir], &root);
     assert!(status.success(), "{err}");
     assert!(r["run_dir"].is_null(), "{r}");
-    assert_eq!(r["already_imported"].as_u64(), Some(9), "{r}");
+    assert_eq!(r["already_imported"].as_u64(), Some(12), "{r}");
 
     let plain = difflog::bench::natural_image(1, 32);
     std::fs::write(
@@ -347,7 +416,7 @@ fn a_tools_output_folder_is_imported_once() {
         (Some(4), Some(3)),
         "{r}"
     );
-    assert_eq!(r["other_tool"].as_u64(), Some(5), "{r}");
+    assert_eq!(r["other_tool"].as_u64(), Some(8), "{r}");
 
     let (status, _, err) = import(&["--from", "photoshop", dir], &root);
     assert_eq!(status.code(), Some(2));

@@ -165,7 +165,6 @@ pub fn import(out: &mut dyn Write, opts: &crate::import::ImportOpts, json: bool)
                 "already imported (an earlier import of this folder holds them)",
             ),
             (r.other_tool, "with another tool's metadata: skipped"),
-            (r.not_png, "JPEG or WebP: not imported (yet: PNG only)"),
             (
                 r.without_metadata,
                 if opts.from == "auto" {

@@ -7,8 +7,9 @@
 //!
 //! Design: one run per import of a folder (project `import`, named after
 //! the folder, its config naming the folder and the tool). An import reads
-//! every PNG under the folder (never through a link), keeps each file byte
-//! for byte — the tool's metadata stays inside it — and skips the files
+//! every PNG, JPEG and WebP file under the folder (never through a link),
+//! keeps each byte for byte — the tool's metadata stays inside it, and a
+//! JPEG is not made a PNG — and skips the files
 //! whose digest a previous import of the same folder (under the same root)
 //! already holds: importing again adds nothing, and a new file makes a new
 //! run with just the new images. Consecutive files (by modification time,
@@ -20,14 +21,16 @@
 //! --import`) keeps one run open per session and day instead: each new
 //! file becomes a row of it as it appears, and the run ends when the
 //! daemon stops or the (UTC) date changes. A file still being written (a
-//! PNG without its closing chunk yet) waits for the next look.
+//! PNG without its closing chunk yet, a JPEG without its end marker, a
+//! WebP shorter than its header says) waits for the next look.
 
 use crate::error::{Error, Result};
 use crate::format::{names, sha256_hex};
+use crate::meta::exif::Format;
 use crate::meta::{self, Generation};
 use crate::pipeline::PipelineInfo;
-use crate::read::{files_under, find_runs, has_extension, read_meta, read_regular, RunDir};
-use crate::recipe::{read_text_chunks, MAX_PNG_BYTES};
+use crate::read::{files_under, find_runs, read_meta, read_regular, RunDir};
+use crate::recipe::MAX_PNG_BYTES;
 use crate::run::{CallStart, Init, OpenCall, RowValue, Run};
 use serde::Serialize;
 use serde_json::{json, Map, Number, Value};
@@ -85,8 +88,6 @@ pub struct ImportReport {
     pub other_tool: usize,
     /// Files with no tool's metadata (recorded with `auto`, else skipped).
     pub without_metadata: usize,
-    /// JPEG and WebP files (not imported yet: the media store keeps PNGs).
-    pub not_png: usize,
     /// Files that could not be read, with why.
     pub unreadable: Vec<(PathBuf, String)>,
     /// Files still being written, left for the next look (following only).
@@ -106,23 +107,42 @@ pub const INCOMPLETE_GRACE: Duration = Duration::from_secs(30);
 /// not end with it is still being written or was cut short.
 const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82];
 
+/// The image file extensions an import reads.
+const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
+/// Whether `file` (of `format`) is whole: a PNG ends with IEND, a JPEG with
+/// its end-of-image marker (zero padding after it allowed), a WebP is as
+/// long as its RIFF header says.
+fn is_whole(file: &[u8], format: Format) -> bool {
+    match format {
+        Format::Png => file.ends_with(&IEND),
+        Format::Jpeg => {
+            let end = file.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            file[..end].ends_with(&[0xff, 0xd9])
+        }
+        Format::Webp => file
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .is_some_and(|n| (n as usize).checked_add(8) == Some(file.len())),
+    }
+}
+
 /// One file read.
 struct Found {
     path: PathBuf,
-    png: Vec<u8>,
+    file: Vec<u8>,
+    format: &'static str,
     digest: String,
     width: u32,
     height: u32,
     generation: Option<Generation>,
 }
 
-/// Every PNG file under `dir` (not through links), by modification time
-/// then path, and how many JPEG and WebP files there are besides.
-fn png_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
-    let all = files_under(dir, &["png", "jpg", "jpeg", "webp"], MAX_FILES)?;
-    let (pngs, others): (Vec<PathBuf>, Vec<PathBuf>) =
-        all.into_iter().partition(|p| has_extension(p, &["png"]));
-    let mut files: Vec<_> = pngs
+/// Every image file under `dir` (not through links), by modification time
+/// then path.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<_> = files_under(dir, &EXTENSIONS, MAX_FILES)?
         .into_iter()
         .map(|p| {
             (
@@ -134,39 +154,44 @@ fn png_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
         })
         .collect();
     files.sort();
-    Ok((files.into_iter().map(|(_, p)| p).collect(), others.len()))
+    Ok(files.into_iter().map(|(_, p)| p).collect())
 }
 
 /// Why a file was not read.
 enum Unread {
-    /// It does not end with IEND yet.
+    /// It is not whole yet ([`is_whole`]).
     Incomplete,
     /// Anything else, said.
     Bad(String),
 }
 
-/// Reads one file: its bytes, size and metadata.
+/// Reads one file: its bytes, format, size and metadata. The format is
+/// the one its bytes say, whatever its name.
 fn read_file(path: &Path) -> std::result::Result<Found, Unread> {
-    let png = read_regular(path, MAX_PNG_BYTES).map_err(|e| Unread::Bad(e.to_string()))?;
-    if !png.ends_with(&IEND) {
+    let file = read_regular(path, MAX_PNG_BYTES).map_err(|e| Unread::Bad(e.to_string()))?;
+    let (format, ext) = match meta::exif::format_of(&file) {
+        Some(Format::Png) => (Format::Png, "png"),
+        Some(Format::Jpeg) => (Format::Jpeg, "jpg"),
+        Some(Format::Webp) => (Format::Webp, "webp"),
+        None => return Err(Unread::Bad("neither a PNG, a JPEG nor a WebP file".into())),
+    };
+    if !is_whole(&file, format) {
         return Err(Unread::Incomplete);
     }
-    let mut decoder = png::Decoder::new(std::io::Cursor::new(&png[..]));
-    decoder.set_ignore_text_chunk(true);
-    let (width, height) = {
-        let reader = decoder
-            .read_info()
-            .map_err(|e| Unread::Bad(format!("not a readable PNG: {e}")))?;
-        (reader.info().width, reader.info().height)
-    };
-    let chunks = read_text_chunks(&png).map_err(Unread::Bad)?;
+    let (width, height) = image::ImageReader::new(std::io::Cursor::new(&file[..]))
+        .with_guessed_format()
+        .map_err(|e| Unread::Bad(e.to_string()))?
+        .into_dimensions()
+        .map_err(|e| Unread::Bad(format!("not a readable {}: {e}", ext.to_uppercase())))?;
+    let texts = meta::texts_of_file(&file).map_err(Unread::Bad)?;
     Ok(Found {
         path: path.to_path_buf(),
-        digest: sha256_hex(&png),
+        digest: sha256_hex(&file),
+        format: ext,
         width,
         height,
-        generation: meta::read(&chunks),
-        png,
+        generation: meta::read(&texts),
+        file,
     })
 }
 
@@ -343,8 +368,7 @@ impl Importer {
     /// the look.
     pub fn scan(&mut self) -> Result<ImportReport> {
         let mut report = ImportReport::default();
-        let (files, others) = png_files(&self.folder)?;
-        report.not_png = others;
+        let files = image_files(&self.folder)?;
         // Streamed: each image goes to the run's writer as it is read (its
         // queue bounds the memory), the run made at the first new file.
         let mut run: Option<Arc<Run>> = None;
@@ -363,7 +387,7 @@ impl Importer {
                 Err(why) => {
                     let why = match why {
                         Unread::Bad(why) => why,
-                        Unread::Incomplete => "an incomplete PNG: it does not end with IEND (cut short, or still being written)".into(),
+                        Unread::Incomplete => "cut short (or still being written): it does not end where its format says".into(),
                     };
                     self.incomplete.remove(&path);
                     if let Some(s) = now {
@@ -565,7 +589,8 @@ impl Batch {
                 names::GENERATED_IMAGE.to_string(),
                 RowValue::Encoded {
                     caption: g.and_then(|g| g.prompt.clone()),
-                    png: f.png,
+                    file: f.file,
+                    format: f.format,
                     width: f.width,
                     height: f.height,
                 },

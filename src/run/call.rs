@@ -41,11 +41,15 @@ pub enum RowValue {
         /// PNG text chunks (see [`crate::recipe::chunks`]).
         text: Vec<TextChunk>,
     },
-    /// A PNG file kept byte for byte (an imported image: the metadata its
-    /// tool wrote stays in it), stored like a generated image.
+    /// An image file (PNG, JPEG or WebP) kept byte for byte (an imported
+    /// image: the metadata its tool wrote stays in it), stored like a
+    /// generated image.
     Encoded {
         /// The file's bytes.
-        png: Vec<u8>,
+        file: Vec<u8>,
+        /// Its format, as its media file's extension: one of
+        /// [`crate::event::MEDIA_FORMATS`].
+        format: &'static str,
         /// Width in pixels.
         width: u32,
         /// Height in pixels.
@@ -192,12 +196,13 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         output(column, slot, caption)?
                     }
                     RowValue::Encoded {
-                        png,
+                        file,
+                        format,
                         width,
                         height,
                         caption,
                     } => {
-                        let slot = w.store_encoded(png, width, height)?;
+                        let slot = w.store_encoded(file, format, (width, height))?;
                         output(column, slot, caption)?
                     }
                 };

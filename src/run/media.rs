@@ -45,6 +45,8 @@ pub struct StoredMedia {
     pub digest: String,
     /// Path relative to the run directory.
     pub path: String,
+    /// The file's format, its extension: one of [`crate::event::MEDIA_FORMATS`].
+    pub format: &'static str,
     /// Size in bytes.
     pub bytes: u64,
     /// Width in pixels.
@@ -194,7 +196,24 @@ pub fn store_png(
     width: u32,
     height: u32,
 ) -> Result<StoredMedia> {
-    let staged = stage_png(run_dir, digest, png, (width, height), SyncMode::File)?;
+    store_file(run_dir, digest, (png, "png"), (width, height))
+}
+
+/// [`store_png`] for a file of any of [`crate::event::MEDIA_FORMATS`]
+/// (`format`, its extension): an imported JPEG or WebP is kept as it is.
+pub fn store_file(
+    run_dir: &Path,
+    digest: &str,
+    (bytes, format): (&[u8], &'static str),
+    (width, height): (u32, u32),
+) -> Result<StoredMedia> {
+    let staged = stage_png(
+        run_dir,
+        digest,
+        (bytes, format),
+        (width, height),
+        SyncMode::File,
+    )?;
     // The folder holds a new name only when a file was written.
     let shard = staged
         .tmp_path()
@@ -247,20 +266,20 @@ impl Staged {
     }
 }
 
-/// Writes PNG bytes whose SHA-256 is `digest` to a temporary name in the
-/// run's media store, synced with [`SyncMode::File`] only (with group syncs
+/// Writes a media file (PNG, or `format` given) whose SHA-256 is `digest`
+/// to a temporary name in the run's media store, synced with [`SyncMode::File`] only (with group syncs
 /// the caller makes a batch durable before placing it: a final name only
 /// ever holds complete, durable bytes). Nothing is written when the final
 /// name holds these bytes already.
 pub(crate) fn stage_png(
     run_dir: &Path,
     digest: &str,
-    png: &[u8],
+    (png, format): (&[u8], &'static str),
     (width, height): (u32, u32),
     sync: SyncMode,
 ) -> Result<Staged> {
     let digest = digest.to_string();
-    let rel = media_rel_path(&digest, "png");
+    let rel = media_rel_path(&digest, format);
     let final_path = run_dir.join(&rel);
     let shard = run_dir.join(MEDIA_DIR).join(&digest[..2]);
     let mut tmp = None;
@@ -280,6 +299,7 @@ pub(crate) fn stage_png(
         media: StoredMedia {
             digest,
             path: rel,
+            format,
             bytes: png.len() as u64,
             width,
             height,

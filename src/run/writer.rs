@@ -26,7 +26,7 @@
 use super::durable::{Barrier, SyncFs, SyncMode};
 use super::log::EventLog;
 use super::media::{
-    encode_png_using, sha256_hex, stage_png, store_png, Pixels, PngEncoding, Staged, StoredMedia,
+    encode_png_using, sha256_hex, stage_png, store_file, Pixels, PngEncoding, Staged, StoredMedia,
 };
 use crate::error::{Error, Result, WriteError};
 use crate::event::encode_record;
@@ -123,15 +123,16 @@ enum JobImage {
     /// Pixels to encode, with the text chunks the PNG carries (a generated
     /// image's recipe).
     Pixels(Arc<dyn Pixels>, Vec<crate::recipe::TextChunk>),
-    /// A PNG file's bytes, stored as they are (an imported image): only
-    /// its digest is computed.
-    Encoded(Vec<u8>, u32, u32),
+    /// An image file's bytes and format, stored as they are (an imported
+    /// image): only its digest is computed.
+    Encoded(Vec<u8>, &'static str, (u32, u32)),
 }
 
 /// An encoded image on its way to the media store.
 struct Stored {
     digest: String,
     png: Vec<u8>,
+    format: &'static str,
     width: u32,
     height: u32,
     slot: Arc<Slot>,
@@ -270,15 +271,15 @@ impl Writer {
         self.queue(JobImage::Pixels(image, text))
     }
 
-    /// Queues a PNG file's bytes (`width` × `height`) to be stored as they
-    /// are.
+    /// Queues an image file's bytes (`format`, its extension; `width` ×
+    /// `height`) to be stored as they are.
     pub(crate) fn store_encoded(
         &self,
-        png: Vec<u8>,
-        width: u32,
-        height: u32,
+        file: Vec<u8>,
+        format: &'static str,
+        size: (u32, u32),
     ) -> Result<Arc<Slot>, WriteError> {
-        self.queue(JobImage::Encoded(png, width, height))
+        self.queue(JobImage::Encoded(file, format, size))
     }
 
     fn queue(&self, what: JobImage) -> Result<Arc<Slot>, WriteError> {
@@ -384,15 +385,17 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>, png: PngEnc
         let encoded = match job.what {
             JobImage::Pixels(image, text) => {
                 let (width, height) = image.dimensions();
-                encode_png_using(image.as_ref(), &text, png).map(|png| (png, width, height))
+                encode_png_using(image.as_ref(), &text, png)
+                    .map(|png| (png, "png", (width, height)))
             }
-            JobImage::Encoded(png, width, height) => Ok((png, width, height)),
+            JobImage::Encoded(file, format, size) => Ok((file, format, size)),
         };
         match encoded {
-            Ok((png, width, height)) => {
+            Ok((png, format, (width, height))) => {
                 let stored = Stored {
                     digest: sha256_hex(&png),
                     png,
+                    format,
                     width,
                     height,
                     slot: job.slot,
@@ -420,13 +423,14 @@ fn store_loop(
         };
         let Ok(item) = item else { return };
         let (digest, png, slot) = (&item.digest, &item.png, item.slot);
+        let file = (&png[..], item.format);
         let Some(place) = place else {
-            let stored = store_png(dir, digest, png, item.width, item.height);
+            let stored = store_file(dir, digest, file, (item.width, item.height));
             slot.fill(stored.map_err(|e| Ok(Arc::new(e))));
             continue;
         };
         let size = (item.width, item.height);
-        match stage_png(dir, digest, png, size, SyncMode::Group) {
+        match stage_png(dir, digest, file, size, SyncMode::Group) {
             Ok(staged) => {
                 if let Err(e) = place.send(Placing { staged, slot }) {
                     e.0.staged.discard();
@@ -580,7 +584,7 @@ impl Appender {
                         digest: m.digest,
                         path: m.path,
                         bytes: m.bytes,
-                        format: "png".into(),
+                        format: m.format.into(),
                         width: m.width,
                         height: m.height,
                         caption,

@@ -425,13 +425,16 @@ fn links(
         match run_file(&run.path, &it.rel) {
             Ok(p) => {
                 full.push(if self_contained && is_digest(&it.digest) {
-                    let dst = out.join("images").join(format!("{}.png", it.digest));
+                    // The media file's own extension (checked when read).
+                    let ext = it.rel.rsplit_once('.').map_or("png", |(_, e)| e);
+                    let name = format!("{}.{ext}", it.digest);
+                    let dst = out.join("images").join(&name);
                     if !dst.is_file() {
                         std::fs::create_dir_all(out.join("images"))
                             .ctx(out, "create images folder")?;
                         std::fs::copy(&p, &dst).ctx(&p, "copy image beside the page")?;
                     }
-                    format!("images/{}.png", it.digest)
+                    format!("images/{name}")
                 } else {
                     relative(out, &p)
                 });

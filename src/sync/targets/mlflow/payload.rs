@@ -174,7 +174,8 @@ pub(super) fn call_error_tag(call: &CallView) -> Option<(String, String)> {
 }
 
 /// A call's table as MLflow table JSON (what `mlflow.log_table` writes):
-/// image cells point at the uploaded `images/<sha256>.png`.
+/// image cells point at the uploaded `images/<sha256>.<ext>` (`png`; an
+/// imported JPEG or WebP keeps its own).
 pub(super) fn table_json(call: &CallView) -> Value {
     let columns = &call.started.columns;
     let mut data = Vec::new();
@@ -185,8 +186,9 @@ pub(super) fn table_json(call: &CallView) -> Value {
             cells.push(match cell {
                 Some(Cell::Text { value, .. }) => json!(value),
                 Some(Cell::Number { value, .. }) => Value::Number(value.clone()),
-                Some(Cell::Image { digest, .. }) => {
-                    let p = format!("images/{digest}.png");
+                Some(Cell::Image { digest, path, .. }) => {
+                    let ext = path.rsplit_once('.').map_or("png", |(_, e)| e);
+                    let p = format!("images/{digest}.{ext}");
                     json!({"type": "image", "filepath": p, "compressed_filepath": p})
                 }
                 Some(Cell::Null { .. }) | None => Value::Null,
