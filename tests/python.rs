@@ -160,11 +160,13 @@ fn agree_with_sd_parsers(
 
 /// Issue 35: PNGs written the way ComfyUI, AUTOMATIC1111, Forge, Fooocus,
 /// InvokeAI, SwarmUI and NovelAI write them, and A1111's JPEG and WebP
-/// (EXIF through piexif) and Fooocus's JPEG (tests/python/tool_pngs.py,
-/// each writer following its tool's source) are read by `difflog inspect`
-/// to the values they were written with, in one schema; and the
-/// independent reader, sd-parsers, agrees with difflog wherever both read
-/// a field (it reads all but SwarmUI's and Fooocus's JPEG).
+/// (EXIF through piexif) and Fooocus's JPEG, and the copy NovelAI hides in
+/// the alpha channel, alone in a PNG without text chunks
+/// (tests/python/tool_pngs.py, each writer following its tool's source) are
+/// read by `difflog inspect` to the values they were written with, in one
+/// schema; and the independent reader, sd-parsers, agrees with difflog
+/// wherever both read a field (it reads all but SwarmUI's and Fooocus's
+/// JPEG; the alpha copy when told to look hard).
 #[test]
 fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -173,7 +175,7 @@ fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("expected.json")).unwrap()).unwrap();
     let expected = expected.as_object().unwrap();
-    assert_eq!(expected.len(), 13);
+    assert_eq!(expected.len(), 14);
     let mut files = Vec::new();
     let mut ours = std::collections::BTreeMap::new();
     for (name, want) in expected {
@@ -187,6 +189,7 @@ fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
         ours.insert(name.clone(), got);
     }
     let theirs = sd_parsers(&files);
+    assert_eq!(theirs["novelai-alpha.png"]["read"], true, "{theirs:?}");
     let mut read = Vec::new();
     for (name, t) in &theirs {
         if t["read"] == true {
@@ -266,7 +269,7 @@ fn a_tools_output_folder_is_imported_once() {
     assert!(status.success(), "{err}");
     assert_eq!(
         (r["imported"].as_u64(), r["calls"].as_u64()),
-        (Some(12), Some(10)),
+        (Some(13), Some(11)),
         "{r}"
     );
     let unreadable = r["unreadable"].as_array().unwrap();
@@ -393,7 +396,7 @@ fn a_tools_output_folder_is_imported_once() {
     let (status, r, err) = import(&[dir], &root);
     assert!(status.success(), "{err}");
     assert!(r["run_dir"].is_null(), "{r}");
-    assert_eq!(r["already_imported"].as_u64(), Some(12), "{r}");
+    assert_eq!(r["already_imported"].as_u64(), Some(13), "{r}");
 
     let plain = difflog::bench::natural_image(1, 32);
     std::fs::write(
@@ -416,7 +419,7 @@ fn a_tools_output_folder_is_imported_once() {
         (Some(4), Some(3)),
         "{r}"
     );
-    assert_eq!(r["other_tool"].as_u64(), Some(8), "{r}");
+    assert_eq!(r["other_tool"].as_u64(), Some(9), "{r}");
 
     let (status, _, err) = import(&["--from", "photoshop", dir], &root);
     assert_eq!(status.code(), Some(2));

@@ -31,6 +31,9 @@ pub struct Inspection {
     /// The run checked against: its id, and whether the file is one of its
     /// images unchanged.
     pub run: Option<(String, bool)>,
+    /// The copy hidden in a PNG's pixels (see [`crate::meta::stealth`]),
+    /// or why one whose signature is there cannot be read.
+    pub hidden: Option<std::result::Result<crate::meta::stealth::Hidden, String>>,
 }
 
 /// Reads `image` (and `run`, if given) and says what the PNG carries.
@@ -44,9 +47,14 @@ pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
         parameters: None,
         difflog: None,
         other: Map::new(),
-        generation: crate::meta::read(&chunks),
+        generation: crate::meta::generation_of_file(&bytes, &chunks),
         run: None,
+        hidden: crate::meta::stealth::read_hidden(&bytes).transpose(),
     };
+    // Not a PNG: nothing is hidden in its pixels (and nothing to say).
+    if crate::meta::exif::format_of(&bytes) != Some(crate::meta::exif::Format::Png) {
+        found.hidden = None;
+    }
     for (keyword, text) in chunks {
         match keyword.as_str() {
             PARAMETERS if found.parameters.is_none() => found.parameters = Some(text),
@@ -82,6 +90,13 @@ pub fn inspect(
             "path": image, "sha256": i.sha256, "parameters": i.parameters,
             "difflog": i.difflog, "other_text": i.other, "generation": i.generation,
             "run": i.run.as_ref().map(|(id, belongs)| json!({"id": id, "belongs": belongs})),
+            "hidden": i.hidden.as_ref().map(|h| match h {
+                Ok(h) => json!({
+                    "signature": h.signature,
+                    "text": h.texts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
+                }),
+                Err(why) => json!({"error": why}),
+            }),
         });
         writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
         return Ok(ok);
@@ -128,6 +143,26 @@ pub fn inspect(
         )
         .map_err(w)?;
     }
+    match &i.hidden {
+        Some(Ok(h)) => {
+            writeln!(
+                out,
+                "\nhidden in the pixels' lowest bits ({}):",
+                inline(&h.signature)
+            )
+            .map_err(w)?;
+            for (k, v) in &h.texts {
+                writeln!(out, "  {}:\n{}", inline(&format!("{k:?}")), quoted(v)).map_err(w)?;
+            }
+        }
+        Some(Err(why)) => writeln!(
+            out,
+            "\na copy hidden in the pixels cannot be read: {}",
+            inline(why)
+        )
+        .map_err(w)?,
+        None => {}
+    }
     if let Some((id, belongs)) = &i.run {
         if *belongs {
             writeln!(out, "\nverdict: belongs to run {id}, unchanged").map_err(w)?;
@@ -156,9 +191,14 @@ fn write_generation(out: &mut dyn Write, g: &crate::meta::Generation) -> std::io
         .as_deref()
         .map(|v| format!(" {}", inline(v)))
         .unwrap_or_default();
+    let hidden = g
+        .hidden_copy
+        .as_deref()
+        .map(|s| format!(" (read from the copy hidden in the pixels, {})", inline(s)))
+        .unwrap_or_default();
     writeln!(
         out,
-        "\ngeneration, as {}{version} wrote it:",
+        "\ngeneration, as {}{version} wrote it{hidden}:",
         inline(&g.tool)
     )?;
     let text = |v: &Option<String>| v.as_deref().map(inline);

@@ -190,7 +190,7 @@ fn read_file(path: &Path) -> std::result::Result<Found, Unread> {
         format: ext,
         width,
         height,
-        generation: meta::read(&texts),
+        generation: meta::generation_of_file(&file, &texts),
         file,
     })
 }

@@ -17,6 +17,7 @@ mod a1111;
 mod apps;
 mod comfyui;
 pub mod exif;
+pub mod stealth;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -75,6 +76,10 @@ pub struct Generation {
     /// What the metadata holds but could not be resolved, said plainly.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// Read from the copy hidden in the pixels (its signature, e.g.
+    /// `stealth_pngcomp`), the file's text saying nothing; see [`stealth`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_copy: Option<String>,
 }
 
 /// A LoRA as a tool names it.
@@ -98,6 +103,20 @@ pub fn texts_of_file(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
         Some(f) => Ok(exif::texts(bytes, f)),
         None => Err("not a PNG, JPEG or WebP file".into()),
     }
+}
+
+/// How an image file says it was made: its text (`texts`, from
+/// [`texts_of_file`]) first; when no tool's metadata is there, the copy a
+/// PNG may hide in its pixels ([`stealth`]: NovelAI's in the alpha
+/// channel), if it can be read.
+pub fn generation_of_file(bytes: &[u8], texts: &[(String, String)]) -> Option<Generation> {
+    read(texts).or_else(|| {
+        let hidden = stealth::read_hidden(bytes).ok()??;
+        read(&hidden.texts).map(|g| Generation {
+            hidden_copy: Some(hidden.signature),
+            ..g
+        })
+    })
 }
 
 /// The text of the chunk named `keyword`, if any.

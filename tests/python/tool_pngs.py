@@ -277,10 +277,42 @@ def novelai(out):
                 "seed": 2283921781, "steps": 28, "cfg": 5.0, "sampler": "k_euler_ancestral",
                 "scheduler": "native", "width": 1216, "height": 832, "model": "Stable Diffusion XL",
                 "model_hash": "C1E1DE52", "denoise": 0.7}
-    yield save(out, "novelai.png",
-               [("Title", "AI generated image"), ("Description", "1girl, cherry blossoms"),
-                ("Software", "NovelAI"), ("Source", "Stable Diffusion XL C1E1DE52"),
-                ("Comment", json.dumps(comment))], expected, seed=8)
+    chunks = [("Title", "AI generated image"), ("Description", "1girl, cherry blossoms"),
+              ("Software", "NovelAI"), ("Source", "Stable Diffusion XL C1E1DE52"),
+              ("Comment", json.dumps(comment))]
+    # NovelAI writes both copies: the text chunks and the one in the alpha
+    # channel. A service that re-saves the pixels keeps only the latter.
+    image = hide_in_alpha(picture(8), chunks)
+    info = PngInfo()
+    for key, text in chunks:
+        info.add_text(key, text)
+    image.save(os.path.join(out, "novelai.png"), "PNG", pnginfo=info)
+    yield "novelai.png", expected
+    image.save(os.path.join(out, "novelai-alpha.png"), "PNG")
+    yield "novelai-alpha.png", dict(expected, hidden_copy="stealth_pngcomp")
+
+
+def hide_in_alpha(img, chunks):
+    """The copy of its text chunks NovelAI hides in the alpha channel, laid
+    out as NovelAI's own writer does (novelai-image-metadata,
+    nai_meta_writer.py, 2026-02): the chunks but Title as a JSON object,
+    gzip-compressed (time stamp 0 here, so the fixture is the same each
+    run), after the signature `stealth_pngcomp` and the payload's length in
+    bits (32-bit big-endian); one bit per pixel in the alpha's lowest bit,
+    most significant bit first, pixels column by column; every other alpha
+    value 255, the data pixels' 254 or 255; red, green and blue untouched."""
+    import gzip
+    import numpy as np
+
+    data = {key: text for key, text in chunks if key != "Title"}
+    payload = gzip.compress(json.dumps(data).encode("utf-8"), mtime=0)
+    stream = b"stealth_pngcomp" + (len(payload) * 8).to_bytes(4, "big") + payload
+    bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8))
+    rgba = np.array(img.convert("RGBA"))
+    columns = np.full(rgba.shape[1] * rgba.shape[0], 0xFF, dtype=np.uint8)
+    columns[:len(bits)] = 0xFE | bits
+    rgba[..., 3] = columns.reshape(rgba.shape[1], rgba.shape[0]).T
+    return Image.fromarray(rgba, "RGBA")
 
 
 def main():
