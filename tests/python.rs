@@ -213,6 +213,61 @@ fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
     );
 }
 
+/// Issue 35: XMP as exiv2 writes it (tests/python/xmp_files.py, through
+/// pyexiv2) in a PNG, a JPEG and a WebP: `difflog inspect` reads IPTC's
+/// digital source type, the creator tool, the default-language title and
+/// description and the creators to what exiv2 itself reads back, and says
+/// the image was made by a trained model.
+#[test]
+fn xmp_is_read_as_exiv2_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = py(&["xmp_files.py", tmp.path().to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in lines {
+        let name = line["file"].as_str().unwrap();
+        let theirs = &line["xmp"];
+        let o = Command::new(common::difflog_bin())
+            .args(["inspect", "--json"])
+            .arg(tmp.path().join(name))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ours = &ours["xmp"];
+        for (field, key) in [
+            ("digital_source_type", "Xmp.iptcExt.DigitalSourceType"),
+            ("creator_tool", "Xmp.xmp.CreatorTool"),
+            ("creator", "Xmp.dc.creator"),
+        ] {
+            assert_eq!(ours[field], theirs[key], "{name}: {field}");
+        }
+        for (field, key) in [
+            ("description", "Xmp.dc.description"),
+            ("title", "Xmp.dc.title"),
+        ] {
+            assert_eq!(
+                ours[field], theirs[key]["lang=\"x-default\""],
+                "{name}: {field}"
+            );
+        }
+        let text = Command::new(common::difflog_bin())
+            .arg("inspect")
+            .arg(tmp.path().join(name))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            text.contains("created using a trained model (generative AI)"),
+            "{name}: {text}"
+        );
+    }
+}
+
 /// `difflog import …` with `args`, its JSON report.
 fn import(args: &[&str], root: &Path) -> (std::process::ExitStatus, serde_json::Value, String) {
     let o = Command::new(common::difflog_bin())

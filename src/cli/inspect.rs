@@ -34,6 +34,9 @@ pub struct Inspection {
     /// The copy hidden in a PNG's pixels (see [`crate::meta::stealth`]),
     /// or why one whose signature is there cannot be read.
     pub hidden: Option<std::result::Result<crate::meta::stealth::Hidden, String>>,
+    /// What its XMP packet says (see [`crate::meta::xmp`]), or why it
+    /// cannot be read.
+    pub xmp: Option<std::result::Result<crate::meta::xmp::Xmp, String>>,
 }
 
 /// Reads `image` (and `run`, if given) and says what the PNG carries.
@@ -50,6 +53,7 @@ pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
         generation: crate::meta::generation_of_file(&bytes, &chunks),
         run: None,
         hidden: crate::meta::stealth::read_hidden(&bytes).transpose(),
+        xmp: crate::meta::xmp::of_texts(&chunks),
     };
     // Not a PNG: nothing is hidden in its pixels (and nothing to say).
     if crate::meta::exif::format_of(&bytes) != Some(crate::meta::exif::Format::Png) {
@@ -97,6 +101,10 @@ pub fn inspect(
                 }),
                 Err(why) => json!({"error": why}),
             }),
+            "xmp": i.xmp.as_ref().map(|x| match x {
+                Ok(x) => json!(x),
+                Err(why) => json!({"error": why}),
+            }),
         });
         writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
         return Ok(ok);
@@ -135,6 +143,10 @@ pub fn inspect(
         None => writeln!(out, "\nno tool's generation metadata found").map_err(w)?,
     }
     for (k, v) in &i.other {
+        // A packet read above is shown there (whole with --json).
+        if k == crate::meta::xmp::KEYWORD && matches!(i.xmp, Some(Ok(_))) {
+            continue;
+        }
         writeln!(
             out,
             "\ntext chunk {} (from the file):\n{}",
@@ -142,6 +154,16 @@ pub fn inspect(
             quoted(v.as_str().unwrap_or(""))
         )
         .map_err(w)?;
+    }
+    match &i.xmp {
+        Some(Ok(x)) if !x.is_empty() => write_xmp(out, x).map_err(w)?,
+        Some(Ok(_)) => writeln!(
+            out,
+            "\nXMP: none of the properties difflog reads (--json has the packet)"
+        )
+        .map_err(w)?,
+        Some(Err(why)) => writeln!(out, "\nXMP cannot be read: {}", inline(why)).map_err(w)?,
+        None => {}
     }
     match &i.hidden {
         Some(Ok(h)) => {
@@ -185,6 +207,30 @@ pub fn inspect(
 
 /// The normalised generation metadata, a field a line, values from the
 /// file kept on their line.
+/// The XMP properties read, each on its line.
+fn write_xmp(out: &mut dyn Write, x: &crate::meta::xmp::Xmp) -> std::io::Result<()> {
+    writeln!(out, "\nXMP (from the file):")?;
+    if let Some(t) = &x.digital_source_type {
+        let words = x
+            .generative()
+            .map(|w| format!(" — {w}"))
+            .unwrap_or_default();
+        writeln!(out, "  digital source type  {}{words}", inline(t))?;
+    }
+    let creator = (!x.creator.is_empty()).then(|| x.creator.join(", "));
+    for (name, v) in [
+        ("creator tool", &x.creator_tool),
+        ("title", &x.title),
+        ("description", &x.description),
+        ("creator", &creator),
+    ] {
+        if let Some(v) = v {
+            writeln!(out, "  {name:<19}  {}", inline(v))?;
+        }
+    }
+    Ok(())
+}
+
 fn write_generation(out: &mut dyn Write, g: &crate::meta::Generation) -> std::io::Result<()> {
     let version = g
         .tool_version

@@ -35,12 +35,14 @@ pub fn format_of(bytes: &[u8]) -> Option<Format> {
 
 /// The text a JPEG or WebP file carries, as (keyword, text) pairs:
 /// `parameters` (EXIF `UserComment`), `fooocus_scheme` (Fooocus's
-/// `MakerNote`), `Software`, `ImageDescription`, `Comment` (JPEG COM).
+/// `MakerNote`), `Software`, `ImageDescription`, `Comment` (JPEG COM), and
+/// its XMP packet under PNG's keyword for it, `XML:com.adobe.xmp` (JPEG's
+/// APP1 segment, WebP's `XMP ` chunk).
 pub fn texts(bytes: &[u8], format: Format) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let tiffs: Vec<&[u8]> = match format {
         Format::Jpeg => jpeg_segments(bytes, &mut out),
-        Format::Webp => webp_exif(bytes),
+        Format::Webp => webp_exif(bytes, &mut out),
         Format::Png => Vec::new(),
     };
     for tiff in tiffs {
@@ -70,6 +72,10 @@ fn jpeg_segments<'a>(b: &'a [u8], out: &mut Vec<(String, String)>) -> Vec<&'a [u
         };
         match marker {
             0xe1 if body.starts_with(b"Exif\0\0") => tiffs.push(&body[6..]),
+            0xe1 if body.starts_with(JPEG_XMP) => out.push((
+                super::xmp::KEYWORD.into(),
+                String::from_utf8_lossy(&body[JPEG_XMP.len()..]).into_owned(),
+            )),
             0xfe => out.push(("Comment".into(), latin1_or_utf8(body))),
             _ => {}
         }
@@ -78,8 +84,12 @@ fn jpeg_segments<'a>(b: &'a [u8], out: &mut Vec<(String, String)>) -> Vec<&'a [u
     tiffs
 }
 
-/// The EXIF chunk of a WebP file (some writers prefix it with `Exif\0\0`).
-fn webp_exif(b: &[u8]) -> Vec<&[u8]> {
+/// The signature of a JPEG's XMP segment (APP1).
+const JPEG_XMP: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
+
+/// The EXIF chunk of a WebP file (some writers prefix it with `Exif\0\0`);
+/// its XMP chunk is added to `out`.
+fn webp_exif<'a>(b: &'a [u8], out_texts: &mut Vec<(String, String)>) -> Vec<&'a [u8]> {
     let mut out = Vec::new();
     let mut i = 12;
     while i + 8 <= b.len() {
@@ -90,6 +100,11 @@ fn webp_exif(b: &[u8]) -> Vec<&[u8]> {
         };
         if id == b"EXIF" {
             out.push(body.strip_prefix(b"Exif\0\0").unwrap_or(body));
+        } else if id == b"XMP " {
+            out_texts.push((
+                super::xmp::KEYWORD.into(),
+                String::from_utf8_lossy(body).into_owned(),
+            ));
         }
         // Chunks are padded to an even length.
         i += 8 + len + (len & 1);

@@ -18,6 +18,7 @@ mod apps;
 mod comfyui;
 pub mod exif;
 pub mod stealth;
+pub mod xmp;
 
 use serde::Serialize;
 use serde_json::Value;
