@@ -83,16 +83,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the generation recipe a PNG carries: the `parameters` text
-    /// (Automatic1111's format, which A1111, ComfyUI and civitai read) and
-    /// difflog's recipe (run, call, row, model, seed), and what ComfyUI,
-    /// A1111/Forge, InvokeAI, Fooocus, SwarmUI and NovelAI write, in one
-    /// schema (prompt, seed, steps, sampler, CFG, size, model, LoRAs…). Any
-    /// PNG can be inspected. With --run, say whether the image is one of that run's
+    /// Print how an image (PNG, JPEG, WebP) says it was made: the
+    /// `parameters` text (Automatic1111's format, which A1111, ComfyUI and
+    /// civitai read) and difflog's recipe (run, call, row, model, seed);
+    /// what ComfyUI, A1111/Forge, InvokeAI, Fooocus, SwarmUI and NovelAI
+    /// write (NovelAI's copy hidden in the alpha channel too), in one schema
+    /// (prompt, seed, steps, sampler, CFG, size, model, LoRAs…); XMP's
+    /// digital source type; and its Content Credentials (C2PA), validated
+    /// offline. With --run, say whether the image is one of that run's
     /// images unchanged (exit code 1 if not).
     Inspect {
-        /// The PNG file.
+        /// The image file.
         image: PathBuf,
+        /// Trust anchors for Content Credentials: a PEM file of the CA
+        /// certificates a signer must chain to for its credentials to be
+        /// "trusted" (none are built in; without it, intact credentials are
+        /// "valid").
+        #[arg(long, value_name = "PEM")]
+        trust: Option<PathBuf>,
         /// A run directory or run id (under --root) to check the image against.
         #[arg(long)]
         run: Option<PathBuf>,
@@ -542,12 +550,13 @@ fn main() -> ExitCode {
         }
         Command::Inspect {
             image,
+            trust,
             run,
             root: r,
             json,
         } => {
             let dir = run.map(|run| cli::resolve_run(&run, &root(r)));
-            cli::inspect::inspect(&mut out, &image, dir.as_deref(), json)
+            cli::inspect::inspect(&mut out, &image, dir.as_deref(), trust.as_deref(), json)
         }
         Command::Verify {
             path,

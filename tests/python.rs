@@ -268,6 +268,139 @@ fn xmp_is_read_as_exiv2_reads_it() {
     }
 }
 
+/// Issue 35: Content Credentials signed by the CAI's own SDK (c2pa-python,
+/// tests/python/c2pa_files.py) under a test CA, offline, in a PNG, JPEG
+/// and WebP, a PNG edited from a signed JPEG, and a PNG changed after
+/// signing: `difflog inspect --trust ROOT` validates each as c2pa-python
+/// does (trusted; invalid for the changed one, its hash binding named) and
+/// reads the same signer, claim generator, title, actions with IPTC's
+/// digital source type, and ingredients; without the anchor, or with
+/// another CA's, intact credentials are only valid.
+#[test]
+fn content_credentials_are_validated_as_the_cais_own_sdk_validates_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = py(&["c2pa_files.py", tmp.path().to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let inspect = |file: &str, trust: Option<&str>| -> (std::process::Output, serde_json::Value) {
+        let mut c = Command::new(common::difflog_bin());
+        c.args(["inspect", "--json"]).arg(tmp.path().join(file));
+        if let Some(t) = trust {
+            c.arg("--trust").arg(tmp.path().join(t));
+        }
+        let o = c.output().unwrap();
+        let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+        (o, v)
+    };
+    let mut states = Vec::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let theirs: serde_json::Value = serde_json::from_str(line).unwrap();
+        let file = theirs["file"].as_str().unwrap();
+        let (o, v) = inspect(file, Some("root.pem"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ours = &v["c2pa"];
+        let codes = |v: &serde_json::Value| -> Vec<String> {
+            let mut c: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| f.as_str().unwrap().split(':').next().unwrap().to_string())
+                .collect();
+            c.sort();
+            c
+        };
+        assert_eq!(ours["state"], theirs["state"], "{file}: {ours}");
+        assert_eq!(
+            codes(&ours["failures"]),
+            codes(&theirs["failures"]),
+            "{file}"
+        );
+        assert_eq!(ours["title"], theirs["title"], "{file}");
+        let generators: Vec<&str> = ours["claim_generator"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap())
+            .collect();
+        let names = theirs["claim_generator"].as_array().unwrap();
+        assert_eq!(generators.len(), names.len(), "{file}: {generators:?}");
+        for (g, n) in generators.iter().zip(names) {
+            assert!(g.starts_with(n.as_str().unwrap()), "{file}: {g} / {n}");
+        }
+        let actions: Vec<serde_json::Value> = ours["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| serde_json::json!([a["action"], a["digital_source_type"]]))
+            .collect();
+        assert_eq!(
+            serde_json::Value::from(actions),
+            theirs["actions"],
+            "{file}"
+        );
+        let ingredients: Vec<serde_json::Value> = ours["ingredients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| serde_json::json!([i["title"], i["relationship"], i["has_credentials"]]))
+            .collect();
+        assert_eq!(
+            serde_json::Value::from(ingredients),
+            theirs["ingredients"],
+            "{file}"
+        );
+        assert_eq!(ours["signer"]["issuer"], theirs["issuer"], "{file}");
+        assert_eq!(
+            ours["signer"]["common_name"], theirs["common_name"],
+            "{file}"
+        );
+        assert_eq!(
+            ours["signer"]["alg"].as_str().map(str::to_lowercase),
+            theirs["alg"].as_str().map(str::to_lowercase),
+            "{file}"
+        );
+        states.push((
+            file.to_string(),
+            theirs["state"].as_str().unwrap().to_string(),
+        ));
+    }
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("created.jpg", "trusted"),
+            ("created.png", "trusted"),
+            ("created.webp", "trusted"),
+            ("edited.png", "trusted"),
+            ("tampered.png", "invalid"),
+        ]
+        .map(|(f, s)| (f.to_string(), s.to_string()))
+    );
+    for trust in [None, Some("other-root.pem")] {
+        let (_, v) = inspect("created.jpg", trust);
+        assert_eq!(v["c2pa"]["state"], "valid", "{trust:?}: {v}");
+        assert!(v["c2pa"]["failures"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("signingCredential.untrusted"));
+    }
+    let text = |file: &str| {
+        let o = Command::new(common::difflog_bin())
+            .arg("inspect")
+            .arg(tmp.path().join(file))
+            .arg("--trust")
+            .arg(tmp.path().join("root.pem"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(text("created.png").contains("Content Credentials (C2PA): TRUSTED"));
+    assert!(text("tampered.png").contains("Content Credentials (C2PA): INVALID"));
+    // A trust file that is no PEM of certificates is refused, named.
+    let (o, _) = inspect("created.png", Some("created.jpg"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("created.jpg"));
+}
+
 /// `difflog import …` with `args`, its JSON report.
 fn import(args: &[&str], root: &Path) -> (std::process::ExitStatus, serde_json::Value, String) {
     let o = Command::new(common::difflog_bin())

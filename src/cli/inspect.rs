@@ -37,10 +37,27 @@ pub struct Inspection {
     /// What its XMP packet says (see [`crate::meta::xmp`]), or why it
     /// cannot be read.
     pub xmp: Option<std::result::Result<crate::meta::xmp::Xmp, String>>,
+    /// Its Content Credentials (C2PA), validated, or why they cannot be
+    /// read; `None` when it carries none.
+    pub credentials: Option<std::result::Result<crate::meta::c2pa::Credentials, String>>,
 }
 
-/// Reads `image` (and `run`, if given) and says what the PNG carries.
-pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
+/// The trust anchors in a PEM file, read bounded; `None` without one.
+fn trust_anchors(trust: Option<&Path>) -> Result<Option<String>> {
+    let Some(path) = trust else { return Ok(None) };
+    let bytes = crate::read::read_regular(path, crate::meta::c2pa::MAX_ANCHORS)
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    let pem = String::from_utf8(bytes)
+        .ok()
+        .filter(|s| s.contains("-----BEGIN CERTIFICATE-----"))
+        .ok_or_else(|| Error::file(path, "not a PEM file of certificates (trust anchors)"))?;
+    Ok(Some(pem))
+}
+
+/// Reads `image` (and `run`, if given) and says what the image carries;
+/// `trust`: a PEM file of trust anchors for its Content Credentials.
+pub fn inspect_png(image: &Path, run: Option<&Path>, trust: Option<&Path>) -> Result<Inspection> {
+    let anchors = trust_anchors(trust)?;
     let bytes = crate::read::read_regular(image, MAX_PNG_BYTES)
         .map_err(|e| Error::file(image, e.to_string()))?;
     let chunks =
@@ -54,6 +71,7 @@ pub fn inspect_png(image: &Path, run: Option<&Path>) -> Result<Inspection> {
         run: None,
         hidden: crate::meta::stealth::read_hidden(&bytes).transpose(),
         xmp: crate::meta::xmp::of_texts(&chunks),
+        credentials: crate::meta::c2pa::read(&bytes, anchors.as_deref()).transpose(),
     };
     // Not a PNG: nothing is hidden in its pixels (and nothing to say).
     if crate::meta::exif::format_of(&bytes) != Some(crate::meta::exif::Format::Png) {
@@ -84,9 +102,10 @@ pub fn inspect(
     out: &mut dyn Write,
     image: &Path,
     run: Option<&Path>,
+    trust: Option<&Path>,
     as_json: bool,
 ) -> Result<bool> {
-    let i = inspect_png(image, run)?;
+    let i = inspect_png(image, run, trust)?;
     let w = |e| Error::io("<stdout>", "write", e);
     let ok = i.run.as_ref().is_none_or(|(_, belongs)| *belongs);
     if as_json {
@@ -103,6 +122,10 @@ pub fn inspect(
             }),
             "xmp": i.xmp.as_ref().map(|x| match x {
                 Ok(x) => json!(x),
+                Err(why) => json!({"error": why}),
+            }),
+            "c2pa": i.credentials.as_ref().map(|c| match c {
+                Ok(c) => json!(c),
                 Err(why) => json!({"error": why}),
             }),
         });
@@ -154,6 +177,16 @@ pub fn inspect(
             quoted(v.as_str().unwrap_or(""))
         )
         .map_err(w)?;
+    }
+    match &i.credentials {
+        Some(Ok(c)) => write_credentials(out, c, trust.is_some()).map_err(w)?,
+        Some(Err(why)) => writeln!(
+            out,
+            "\nContent Credentials (C2PA): cannot be read: {}",
+            inline(why)
+        )
+        .map_err(w)?,
+        None => writeln!(out, "\nno Content Credentials (C2PA)").map_err(w)?,
     }
     match &i.xmp {
         Some(Ok(x)) if !x.is_empty() => write_xmp(out, x).map_err(w)?,
@@ -207,6 +240,86 @@ pub fn inspect(
 
 /// The normalised generation metadata, a field a line, values from the
 /// file kept on their line.
+/// What Content Credentials say, and whether they hold.
+fn write_credentials(
+    out: &mut dyn Write,
+    c: &crate::meta::c2pa::Credentials,
+    anchors_given: bool,
+) -> std::io::Result<()> {
+    let verdict = match c.state.as_str() {
+        "trusted" => "TRUSTED: intact, and the signer chains to a trust anchor given".to_string(),
+        "valid" if anchors_given => {
+            "valid: intact (signature and hash binding hold), but the signer chains to none of the trust anchors given".to_string()
+        }
+        "valid" => {
+            "valid: intact (signature and hash binding hold); signer not checked against any trust anchor (--trust PEM)".to_string()
+        }
+        _ => "INVALID: the file or its manifest is not what was signed".to_string(),
+    };
+    writeln!(out, "\nContent Credentials (C2PA): {verdict}")?;
+    for f in &c.failures {
+        writeln!(out, "  failure            {}", inline(f))?;
+    }
+    if let Some(s) = &c.signer {
+        let who = [&s.common_name, &s.issuer]
+            .iter()
+            .filter_map(|v| v.as_deref())
+            .map(inline)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let alg = s.alg.as_deref().map(inline).unwrap_or_else(|| "?".into());
+        let time = s
+            .time
+            .as_deref()
+            .map(|t| format!("time-stamped {}", inline(t)))
+            .unwrap_or_else(|| "no time stamp".into());
+        writeln!(out, "  signed by          {who} ({alg}, {time})")?;
+    }
+    if !c.claim_generator.is_empty() {
+        let g: Vec<String> = c.claim_generator.iter().map(|g| inline(g)).collect();
+        writeln!(out, "  claim generator    {}", g.join("; "))?;
+    }
+    if let Some(t) = &c.title {
+        writeln!(out, "  title              {}", inline(t))?;
+    }
+    for a in &c.actions {
+        let source = a
+            .digital_source_type
+            .as_deref()
+            .map(|t| {
+                let words = crate::meta::xmp::generative(t)
+                    .map(|w| format!(" — {w}"))
+                    .unwrap_or_default();
+                format!(", digital source type {}{words}", inline(t))
+            })
+            .unwrap_or_default();
+        let agent = a
+            .software_agent
+            .as_deref()
+            .map(|s| format!(", by {}", inline(s)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  action             {}{source}{agent}",
+            inline(&a.action)
+        )?;
+    }
+    for g in &c.ingredients {
+        let own = if g.has_credentials {
+            ", with credentials of its own"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  ingredient         {} ({}{own})",
+            inline(g.title.as_deref().unwrap_or("untitled")),
+            inline(&g.relationship)
+        )?;
+    }
+    Ok(())
+}
+
 /// The XMP properties read, each on its line.
 fn write_xmp(out: &mut dyn Write, x: &crate::meta::xmp::Xmp) -> std::io::Result<()> {
     writeln!(out, "\nXMP (from the file):")?;

@@ -15,6 +15,8 @@
 
 mod a1111;
 mod apps;
+#[cfg(feature = "provenance")]
+pub mod c2pa;
 mod comfyui;
 pub mod exif;
 pub mod stealth;

@@ -70,15 +70,20 @@ impl Xmp {
     /// IPTC's words for the digital source type, when it is one of the
     /// generative ones.
     pub fn generative(&self) -> Option<&'static str> {
-        let code = self.digital_source_type.as_deref()?.rsplit('/').next()?;
-        match code {
-            "trainedAlgorithmicMedia" => Some("created using a trained model (generative AI)"),
-            "compositeWithTrainedAlgorithmicMedia" => {
-                Some("edited with, or composited from, a trained model's output (generative AI)")
-            }
-            "algorithmicMedia" => Some("created by an algorithm, without training data"),
-            _ => None,
+        generative(self.digital_source_type.as_deref()?)
+    }
+}
+
+/// IPTC's words for a digital source type (an IRI of its newscodes), when
+/// it is one of the generative ones.
+pub fn generative(source_type: &str) -> Option<&'static str> {
+    match source_type.rsplit('/').next()? {
+        "trainedAlgorithmicMedia" => Some("created using a trained model (generative AI)"),
+        "compositeWithTrainedAlgorithmicMedia" => {
+            Some("edited with, or composited from, a trained model's output (generative AI)")
         }
+        "algorithmicMedia" => Some("created by an algorithm, without training data"),
+        _ => None,
     }
 }
 
