@@ -66,14 +66,25 @@ fn torch_randn_reimplemented_bit_for_bit() {
 
 /// `difflog inspect --json FILE`'s `generation`.
 fn generation_of(file: &Path) -> serde_json::Value {
+    let (o, v) = inspect_json(file, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    v["generation"].clone()
+}
+
+/// `difflog inspect --json FILE` with `more` arguments: the process and
+/// its JSON (null when there is none).
+fn inspect_json(
+    file: &Path,
+    more: &[&std::ffi::OsStr],
+) -> (std::process::Output, serde_json::Value) {
     let o = Command::new(common::difflog_bin())
         .args(["inspect", "--json"])
         .arg(file)
+        .args(more)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["generation"].clone()
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o, v)
 }
 
 /// A number, or a string that is one (sd-parsers keeps A1111's as text).
@@ -231,13 +242,8 @@ fn xmp_is_read_as_exiv2_reads_it() {
     for line in lines {
         let name = line["file"].as_str().unwrap();
         let theirs = &line["xmp"];
-        let o = Command::new(common::difflog_bin())
-            .args(["inspect", "--json"])
-            .arg(tmp.path().join(name))
-            .output()
-            .unwrap();
+        let (o, ours) = inspect_json(&tmp.path().join(name), &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let ours = &ours["xmp"];
         for (field, key) in [
             ("digital_source_type", "Xmp.iptcExt.DigitalSourceType"),
@@ -281,15 +287,13 @@ fn content_credentials_are_validated_as_the_cais_own_sdk_validates_them() {
     let tmp = tempfile::tempdir().unwrap();
     let o = py(&["c2pa_files.py", tmp.path().to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let inspect = |file: &str, trust: Option<&str>| -> (std::process::Output, serde_json::Value) {
-        let mut c = Command::new(common::difflog_bin());
-        c.args(["inspect", "--json"]).arg(tmp.path().join(file));
-        if let Some(t) = trust {
-            c.arg("--trust").arg(tmp.path().join(t));
-        }
-        let o = c.output().unwrap();
-        let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
-        (o, v)
+    let inspect = |file: &str, trust: Option<&str>| {
+        let anchors = trust.map(|t| tmp.path().join(t));
+        let more: Vec<&std::ffi::OsStr> = match &anchors {
+            Some(a) => vec!["--trust".as_ref(), a.as_os_str()],
+            None => Vec::new(),
+        };
+        inspect_json(&tmp.path().join(file), &more)
     };
     let mut states = Vec::new();
     for line in String::from_utf8_lossy(&o.stdout).lines() {
@@ -665,14 +669,7 @@ fn watch_import_follows_a_comfyui_folder_into_one_live_run_on_mlflow() {
             .unwrap(),
     );
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let t = Instant::now();
-        while !f() {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_for(what, Duration::from_secs(60), f);
     };
     wait_for("the file there at start", &|| rows_per_call(&root) == [1]);
     let run = common::only_run(&root);

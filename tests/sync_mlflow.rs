@@ -253,17 +253,8 @@ fn watch_uploads_a_live_run_call_by_call_and_finishes_it() {
     let mut p = TestPipeline::new();
     run.record(&mut p, &Req::new(&["first"], 1)).unwrap();
     run.flush().unwrap();
-    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let t = Instant::now();
-        while !f() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        t.elapsed()
-    };
+    let wait_for =
+        |what: &str, f: &dyn Fn() -> bool| common::wait_for(what, Duration::from_secs(30), f);
     let has_table = |n: u32| {
         let project = project.clone();
         let id = id.clone();

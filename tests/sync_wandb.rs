@@ -594,14 +594,7 @@ fn watch_streams_a_live_run_call_by_call_and_completes_it_once() {
             .is_some_and(|r| r.history.iter().any(|l| l.get(key).is_some()))
     };
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let t = Instant::now();
-        while !f() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_for(what, Duration::from_secs(30), f);
     };
     run.record(&mut p, &Req::new(&["first"], 1)).unwrap();
     run.flush().unwrap();

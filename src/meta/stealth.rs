@@ -45,13 +45,19 @@ const SIGNATURE_LEN: usize = 15;
 /// column's first 120 pixels (40 in the colour variants).
 const SIGNATURE_ROWS: usize = SIGNATURE_LEN * 8;
 
-/// The bits one channel set holds, in reading order.
-struct Bits<'a> {
-    pixels: &'a [u8],
-    /// Bytes per pixel and rows' length in bytes.
+/// Where a pixel's samples are: bytes per pixel, a row's length in bytes,
+/// rows.
+#[derive(Clone, Copy)]
+struct Layout {
     channels: usize,
     stride: usize,
     height: usize,
+}
+
+/// The bits one channel set holds, in reading order.
+struct Bits<'a> {
+    pixels: &'a [u8],
+    layout: Layout,
     /// The channels read, in order, and the next bit.
     read: &'a [usize],
     next: usize,
@@ -59,17 +65,38 @@ struct Bits<'a> {
     len: usize,
 }
 
-impl Bits<'_> {
+impl<'a> Bits<'a> {
+    /// The bits of `read` in `pixels`, from bit `next` to `len`.
+    fn new(
+        pixels: &'a [u8],
+        layout: Layout,
+        read: &'a [usize],
+        (next, len): (usize, usize),
+    ) -> Self {
+        Bits {
+            pixels,
+            layout,
+            read,
+            next,
+            len,
+        }
+    }
+
     fn bit(&mut self) -> Option<u8> {
         if self.next >= self.len {
             return None;
         }
         let per = self.read.len();
         let (pixel, channel) = (self.next / per, self.read[self.next % per]);
-        let (x, y) = (pixel / self.height, pixel % self.height);
+        let Layout {
+            channels,
+            stride,
+            height,
+        } = self.layout;
+        let (x, y) = (pixel / height, pixel % height);
         self.next += 1;
         self.pixels
-            .get(y * self.stride + x * self.channels + channel)
+            .get(y * stride + x * channels + channel)
             .map(|v| v & 1)
     }
 
@@ -157,15 +184,12 @@ pub fn read_hidden(png: &[u8]) -> Result<Option<Hidden>, String> {
         } else {
             width * height * per
         };
-        let mut b = Bits {
-            pixels: &pixels,
+        let layout = Layout {
             channels,
             stride,
             height,
-            read,
-            next: 0,
-            len,
         };
+        let mut b = Bits::new(&pixels, layout, read, (0, len));
         let Some(signature) = b.bytes(SIGNATURE_LEN) else {
             continue;
         };
@@ -179,15 +203,12 @@ pub fn read_hidden(png: &[u8]) -> Result<Option<Hidden>, String> {
             _ => continue,
         };
         read_rows(&mut pixels, &mut rows, height)?;
-        let mut b = Bits {
-            pixels: &pixels,
-            channels,
-            stride,
-            height,
+        let mut b = Bits::new(
+            &pixels,
+            layout,
             read,
-            next: SIGNATURE_LEN * 8,
-            len: width * height * per,
-        };
+            (SIGNATURE_LEN * 8, width * height * per),
+        );
         return payload(&mut b, compressed).map(|texts| Some(Hidden { signature, texts }));
     }
     Ok(None)

@@ -231,6 +231,21 @@ pub fn edit_log(run: &Path, from: &str, to: &str) {
     std::fs::write(&log, changed).unwrap();
 }
 
+/// Polls `f` every 50 ms until it holds, failing the test after `limit`
+/// ("timed out waiting for `what`"); how long it took.
+pub fn wait_for(
+    what: &str,
+    limit: std::time::Duration,
+    f: &dyn Fn() -> bool,
+) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    t.elapsed()
+}
+
 /// Copies a run directory (files only, recursively).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
