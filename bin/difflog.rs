@@ -111,12 +111,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Record another tool's output folder as a run: every PNG under DIR
-    /// (never through a link), kept byte for byte, its metadata read as
-    /// `inspect` reads it; one call per generation batch (files in a row
-    /// whose settings agree but for the seed), one row per image (prompt,
-    /// negative prompt, seed, source file). Importing the folder again adds
-    /// only files no earlier import of it holds (none: no run is made).
+    /// Record another tool's output folder as a run: every PNG, JPEG and
+    /// WebP file under DIR (never through a link), kept byte for byte, its
+    /// metadata read as `inspect` reads it; one call per generation batch
+    /// (files in a row whose settings agree but for the seed), one row per
+    /// image (prompt, negative prompt, seed, source file). Importing the
+    /// folder again adds only files no earlier import of it holds (none: no
+    /// run is made). To follow a folder as it fills, see `difflog-sync
+    /// watch --import`.
     Import {
         /// The output folder.
         dir: PathBuf,
