@@ -245,14 +245,58 @@ pub fn difflog_json(i: &RecipeInput<'_>) -> Value {
 /// A text chunk to write: keyword, text, and whether it must be iTXt.
 pub type TextChunk = (String, String, bool);
 
-/// The text chunks an image's PNG carries.
+/// The keyword of a PNG's XMP packet (an iTXt chunk, uncompressed).
+pub const XMP: &str = "XML:com.adobe.xmp";
+
+/// IPTC's digital source type of an image a trained model made (text to
+/// image, image to image).
+pub const TRAINED_ALGORITHMIC_MEDIA: &str =
+    "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia";
+/// IPTC's digital source type of an image partly made by a trained model
+/// (inpainting: the rest of the picture is the input's).
+pub const COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA: &str =
+    "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia";
+
+/// The text chunks an image's PNG carries: A1111's `parameters`, difflog's
+/// recipe, and an XMP packet saying, as IPTC asks, that a trained model
+/// made the image (issue 36: readers that do not speak C2PA look there).
 pub fn chunks(i: &RecipeInput<'_>) -> Vec<TextChunk> {
     let params = parameters(i);
     let latin1 = params.chars().all(|c| (c as u32) < 256);
     vec![
         (PARAMETERS.to_string(), params, !latin1),
         (DIFFLOG.to_string(), difflog_json(i).to_string(), true),
+        (XMP.to_string(), xmp_packet(source_type(i.params)), true),
     ]
+}
+
+/// IPTC's digital source type of an image made with these arguments: a
+/// composite when a mask kept part of the input (inpainting).
+pub fn source_type(params: &Map<String, Value>) -> &'static str {
+    match params.get("mask_image") {
+        Some(v) if !v.is_null() => COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+        _ => TRAINED_ALGORITHMIC_MEDIA,
+    }
+}
+
+/// The XMP packet of a generated image: IPTC's digital source type and
+/// difflog as the creator tool (no version or date: a replayed image must
+/// carry the same bytes).
+pub fn xmp_packet(source_type: &str) -> String {
+    format!(
+        concat!(
+            "<?xpacket begin=\"\u{feff}\" id=\"W5M0MpCehiHzreSzNTczkc9d\"?>",
+            "<x:xmpmeta xmlns:x=\"adobe:ns:meta/\">",
+            "<rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\">",
+            "<rdf:Description rdf:about=\"\"",
+            " xmlns:Iptc4xmpExt=\"http://iptc.org/std/Iptc4xmpExt/2008-02-29/\"",
+            " xmlns:xmp=\"http://ns.adobe.com/xap/1.0/\"",
+            " Iptc4xmpExt:DigitalSourceType=\"{}\"",
+            " xmp:CreatorTool=\"difflog\"/>",
+            "</rdf:RDF></x:xmpmeta><?xpacket end=\"r\"?>"
+        ),
+        source_type
+    )
 }
 
 /// Every text chunk of a PNG (tEXt, zTXt, iTXt), keyword and text, in the

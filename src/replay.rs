@@ -443,16 +443,26 @@ fn replay_row(
         weights_digest: p.weights_digest.as_deref(),
         scheduler: &p.scheduler,
     });
-    // The run may have been recorded with any PNG encoding: the same pixels
-    // give that encoding's bytes. The default's digest is reported when none
+    // The run may have been recorded with any PNG encoding, and before
+    // difflog wrote XMP (2026-12-06): the same pixels give that encoding's
+    // bytes with those chunks. The default's digest is reported when none
     // matches.
     let default = PngEncoding::default();
     let mut replayed = sha256_hex(&encode_png_using(img, &chunks, default)?);
-    for other in PngEncoding::ALL.into_iter().filter(|e| *e != default) {
+    let without_xmp: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.0 != crate::recipe::XMP)
+        .cloned()
+        .collect();
+    let others = PngEncoding::ALL.into_iter().filter(|e| *e != default);
+    let tries = others
+        .map(|e| (e, &chunks))
+        .chain(PngEncoding::ALL.into_iter().map(|e| (e, &without_xmp)));
+    for (encoding, chunks) in tries {
         if replayed == recorded {
             break;
         }
-        let digest = sha256_hex(&encode_png_using(img, &chunks, other)?);
+        let digest = sha256_hex(&encode_png_using(img, chunks, encoding)?);
         if digest == recorded {
             replayed = digest;
         }

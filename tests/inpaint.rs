@@ -136,6 +136,20 @@ fn inpainting_records_the_source_and_the_mask_and_is_reproducible() {
     let rows = out["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r["identical"] == true), "{out}");
+    // IPTC's digital source type (issue 36): a composite, the unmasked
+    // part being the input's.
+    let generated = call
+        .media
+        .iter()
+        .find(|x| x.key.starts_with("Generated-Image/"))
+        .unwrap();
+    let png = std::fs::read(dir.join(&generated.path)).unwrap();
+    let chunks = difflog::recipe::read_text_chunks(&png).unwrap();
+    let xmp = difflog::meta::xmp::of_texts(&chunks).unwrap().unwrap();
+    assert_eq!(
+        xmp.digital_source_type.as_deref(),
+        Some(difflog::recipe::COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA)
+    );
 }
 
 #[test]

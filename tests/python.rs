@@ -228,7 +228,9 @@ fn other_tools_metadata_is_read_and_agrees_with_sd_parsers() {
 /// pyexiv2) in a PNG, a JPEG and a WebP: `difflog inspect` reads IPTC's
 /// digital source type, the creator tool, the default-language title and
 /// description and the creators to what exiv2 itself reads back, and says
-/// the image was made by a trained model.
+/// the image was made by a trained model. And exiv2 reads the XMP of
+/// difflog's own PNGs (issue 36): IPTC's trainedAlgorithmicMedia, difflog
+/// as the creator tool.
 #[test]
 fn xmp_is_read_as_exiv2_reads_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -272,6 +274,30 @@ fn xmp_is_read_as_exiv2_reads_it() {
             "{name}: {text}"
         );
     }
+    common::test_cache();
+    let own = tmp.path().join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    let o = Command::new(common::difflog_bin())
+        .args(["generate", "--prompt", "a lighthouse", "--steps", "2"])
+        .current_dir(&own)
+        .env_remove("DIFFLOG_DIR")
+        .env_remove("DIFFLOG_MODE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = common::only_run(&own.join("runs"));
+    let view = RunDir::open(&run).unwrap().view();
+    let png = run.join(&view.media[0].path);
+    let o = py(&["xmp_files.py", "--read", png.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        read["xmp"],
+        serde_json::json!({
+            "Xmp.iptcExt.DigitalSourceType": difflog::recipe::TRAINED_ALGORITHMIC_MEDIA,
+            "Xmp.xmp.CreatorTool": "difflog",
+        })
+    );
 }
 
 /// Issue 35: Content Credentials signed by the CAI's own SDK (c2pa-python,

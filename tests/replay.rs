@@ -403,3 +403,70 @@ fn a_record_that_does_not_match_its_images_is_caught() {
         text(&o)
     );
 }
+
+/// `png` without its XMP chunk (an iTXt `XML:com.adobe.xmp`), as difflog
+/// wrote PNGs before 2026-12-06.
+fn without_xmp(png: &[u8]) -> Vec<u8> {
+    let mut out = png[..8].to_vec();
+    let mut at = 8;
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let chunk = &png[at..at + 12 + len];
+        if !(&chunk[4..8] == b"iTXt" && chunk[8..].starts_with(b"XML:com.adobe.xmp\0")) {
+            out.extend_from_slice(chunk);
+        }
+        at += 12 + len;
+    }
+    out
+}
+
+/// Issue 36, item 2: every generated PNG says in XMP, as IPTC asks, that a
+/// trained model made it (exiv2 reads the same: tests/python.rs); and a
+/// run recorded before difflog wrote XMP still replays byte for byte.
+#[test]
+fn generated_pngs_carry_iptcs_source_type_and_older_runs_still_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = difflog(
+        &[
+            "generate",
+            "--prompt",
+            "a fox",
+            "--num-images-per-prompt",
+            "2",
+            "--steps",
+            "2",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let run = only_run(tmp.path());
+    let view = difflog::read::RunDir::open(&run).unwrap().view();
+    for m in &view.media {
+        let png = std::fs::read(run.join(&m.path)).unwrap();
+        let chunks = difflog::recipe::read_text_chunks(&png).unwrap();
+        let xmp = difflog::meta::xmp::of_texts(&chunks).unwrap().unwrap();
+        assert_eq!(
+            xmp.digital_source_type.as_deref(),
+            Some(difflog::recipe::TRAINED_ALGORITHMIC_MEDIA)
+        );
+        assert_eq!(xmp.creator_tool.as_deref(), Some("difflog"));
+        // The same image as an older difflog wrote it, and the log saying so.
+        let old = without_xmp(&png);
+        assert!(old.len() < png.len());
+        let digest = difflog::format::sha256_hex(&old);
+        let path = difflog::format::media_rel_path(&digest, "png");
+        std::fs::create_dir_all(run.join(&path).parent().unwrap()).unwrap();
+        std::fs::write(run.join(&path), &old).unwrap();
+        std::fs::remove_file(run.join(&m.path)).unwrap();
+        edit_log(
+            &run,
+            &format!("\"bytes\":{},\"format\"", m.bytes),
+            &format!("\"bytes\":{},\"format\"", old.len()),
+        );
+        edit_log(&run, &m.path, &path);
+        edit_log(&run, &m.digest, &digest);
+    }
+    let o = difflog(&["verify", run.to_str().unwrap()], tmp.path());
+    assert!(o.status.success(), "{}", text(&o));
+    replays_identically(&run, 2, tmp.path());
+}
