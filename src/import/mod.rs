@@ -169,6 +169,10 @@ enum Unread {
 /// the one its bytes say, whatever its name.
 fn read_file(path: &Path) -> std::result::Result<Found, Unread> {
     let file = read_regular(path, MAX_PNG_BYTES).map_err(|e| Unread::Bad(e.to_string()))?;
+    // Not even a signature yet: a file just created.
+    if file.len() < 12 {
+        return Err(Unread::Incomplete);
+    }
     let (format, ext) = match meta::exif::format_of(&file) {
         Some(Format::Png) => (Format::Png, "png"),
         Some(Format::Jpeg) => (Format::Jpeg, "jpg"),
@@ -369,6 +373,10 @@ impl Importer {
     pub fn scan(&mut self) -> Result<ImportReport> {
         let mut report = ImportReport::default();
         let files = image_files(&self.folder)?;
+        // A file removed while incomplete (a tool's temporary file) is
+        // waited for no more.
+        let present: HashSet<&PathBuf> = files.iter().collect();
+        self.incomplete.retain(|p, _| present.contains(p));
         // Streamed: each image goes to the run's writer as it is read (its
         // queue bounds the memory), the run made at the first new file.
         let mut run: Option<Arc<Run>> = None;
@@ -611,3 +619,45 @@ impl Batch {
 /// The column naming the file a row's image came from (relative to the
 /// folder).
 pub const SOURCE_FILE: &str = "Source-File";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Following: a file still being written waits (and one removed then
+    /// is waited for no more); a whole one is imported once, into the same
+    /// run look after look.
+    #[test]
+    fn a_followed_folder_waits_for_whole_files_and_reads_each_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, root) = (tmp.path().join("out"), tmp.path().join("runs"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = ImportOpts {
+            from: "auto".into(),
+            dir: dir.clone(),
+            root,
+        };
+        let mut i = Importer::new(opts, true).unwrap();
+        let png = crate::run::media::encode_png(&crate::bench::natural_image(1, 16)).unwrap();
+        std::fs::write(dir.join("a.png"), &png[..png.len() / 2]).unwrap();
+        std::fs::write(dir.join("b.png"), b"").unwrap();
+        let r = i.scan().unwrap();
+        assert_eq!((r.pending, r.imported), (2, 0), "{r:?}");
+        assert!(i.waiting());
+        std::fs::remove_file(dir.join("b.png")).unwrap();
+        std::fs::write(dir.join("a.png"), &png).unwrap();
+        let r = i.scan().unwrap();
+        assert_eq!((r.pending, r.imported), (0, 1), "{r:?}");
+        assert!(!i.waiting(), "a removed file is still waited for");
+        let first = r.run_dir.unwrap();
+        std::fs::write(dir.join("c.png"), &png).unwrap();
+        let r = i.scan().unwrap();
+        assert_eq!((r.imported, r.already_imported), (0, 1), "{r:?}");
+        let png2 = crate::run::media::encode_png(&crate::bench::natural_image(2, 16)).unwrap();
+        std::fs::write(dir.join("d.png"), &png2).unwrap();
+        let r = i.scan().unwrap();
+        assert_eq!(r.imported, 1, "{r:?}");
+        assert_eq!(r.run_dir.unwrap(), first, "a new run for a new look");
+        i.finish().unwrap();
+    }
+}
