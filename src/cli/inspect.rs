@@ -62,21 +62,24 @@ pub fn inspect_png(image: &Path, run: Option<&Path>, trust: Option<&Path>) -> Re
         .map_err(|e| Error::file(image, e.to_string()))?;
     let chunks =
         crate::meta::texts_of_file(&bytes).map_err(|e| Error::file(image, e.to_string()))?;
+    // The pixels are decoded once: for the hidden copy itself, and for
+    // the generation when the text says nothing.
+    let hidden = crate::meta::stealth::read_hidden(&bytes).transpose();
+    let generation = crate::meta::read(&chunks).or_else(|| match &hidden {
+        Some(Ok(h)) => crate::meta::generation_of_hidden(h),
+        _ => None,
+    });
     let mut found = Inspection {
         sha256: sha256_hex(&bytes),
         parameters: None,
         difflog: None,
         other: Map::new(),
-        generation: crate::meta::generation_of_file(&bytes, &chunks),
+        generation,
         run: None,
-        hidden: crate::meta::stealth::read_hidden(&bytes).transpose(),
+        hidden,
         xmp: crate::meta::xmp::of_texts(&chunks),
         credentials: crate::meta::c2pa::read(&bytes, anchors.as_deref()).transpose(),
     };
-    // Not a PNG: nothing is hidden in its pixels (and nothing to say).
-    if crate::meta::exif::format_of(&bytes) != Some(crate::meta::exif::Format::Png) {
-        found.hidden = None;
-    }
     for (keyword, text) in chunks {
         match keyword.as_str() {
             PARAMETERS if found.parameters.is_none() => found.parameters = Some(text),

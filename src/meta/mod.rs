@@ -113,12 +113,15 @@ pub fn texts_of_file(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
 /// PNG may hide in its pixels ([`stealth`]: NovelAI's in the alpha
 /// channel), if it can be read.
 pub fn generation_of_file(bytes: &[u8], texts: &[(String, String)]) -> Option<Generation> {
-    read(texts).or_else(|| {
-        let hidden = stealth::read_hidden(bytes).ok()??;
-        read(&hidden.texts).map(|g| Generation {
-            hidden_copy: Some(hidden.signature),
-            ..g
-        })
+    read(texts).or_else(|| generation_of_hidden(&stealth::read_hidden(bytes).ok()??))
+}
+
+/// What a copy hidden in the pixels says of how the image was made, with
+/// its signature named ([`Generation::hidden_copy`]).
+pub fn generation_of_hidden(hidden: &stealth::Hidden) -> Option<Generation> {
+    read(&hidden.texts).map(|g| Generation {
+        hidden_copy: Some(hidden.signature.clone()),
+        ..g
     })
 }
 

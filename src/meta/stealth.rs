@@ -127,10 +127,14 @@ fn sets(channels: usize) -> Vec<(&'static str, Vec<usize>)> {
     out
 }
 
-/// The hidden copy in a PNG's pixels, if there is one. `Err` says why a
-/// copy whose signature is there cannot be read (cut short, too large, not
-/// gzip, not UTF-8) or why the PNG cannot be decoded.
+/// The hidden copy in a PNG's pixels, if there is one (`None` for a file
+/// that is not a PNG). `Err` says why a copy whose signature is there
+/// cannot be read (cut short, too large, not gzip, not UTF-8) or why the
+/// PNG cannot be decoded.
 pub fn read_hidden(png: &[u8]) -> Result<Option<Hidden>, String> {
+    if super::exif::format_of(png) != Some(super::exif::Format::Png) {
+        return Ok(None);
+    }
     let mut decoder = png::Decoder::new(std::io::Cursor::new(png));
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder

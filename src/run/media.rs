@@ -207,7 +207,7 @@ pub fn store_file(
     (bytes, format): (&[u8], &'static str),
     (width, height): (u32, u32),
 ) -> Result<StoredMedia> {
-    let staged = stage_png(
+    let staged = stage_file(
         run_dir,
         digest,
         (bytes, format),
@@ -271,10 +271,10 @@ impl Staged {
 /// the caller makes a batch durable before placing it: a final name only
 /// ever holds complete, durable bytes). Nothing is written when the final
 /// name holds these bytes already.
-pub(crate) fn stage_png(
+pub(crate) fn stage_file(
     run_dir: &Path,
     digest: &str,
-    (png, format): (&[u8], &'static str),
+    (bytes, format): (&[u8], &'static str),
     (width, height): (u32, u32),
     sync: SyncMode,
 ) -> Result<Staged> {
@@ -283,13 +283,13 @@ pub(crate) fn stage_png(
     let final_path = run_dir.join(&rel);
     let shard = run_dir.join(MEDIA_DIR).join(&digest[..2]);
     let mut tmp = None;
-    if !holds_exactly(&final_path, &digest, png.len()) {
+    if !holds_exactly(&final_path, &digest, bytes.len()) {
         std::fs::create_dir_all(&shard).ctx(&shard, "create media directory")?;
         let path = shard.join(format!(
             "{TMP_PREFIX}{digest}-{:08x}",
             rand::random::<u32>()
         ));
-        if let Err(e) = write_new(&path, png, sync.per_file()) {
+        if let Err(e) = write_new(&path, bytes, sync.per_file()) {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
@@ -300,7 +300,7 @@ pub(crate) fn stage_png(
             digest,
             path: rel,
             format,
-            bytes: png.len() as u64,
+            bytes: bytes.len() as u64,
             width,
             height,
         },

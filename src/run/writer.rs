@@ -26,7 +26,7 @@
 use super::durable::{Barrier, SyncFs, SyncMode};
 use super::log::EventLog;
 use super::media::{
-    encode_png_using, sha256_hex, stage_png, store_file, Pixels, PngEncoding, Staged, StoredMedia,
+    encode_png_using, sha256_hex, stage_file, store_file, Pixels, PngEncoding, Staged, StoredMedia,
 };
 use crate::error::{Error, Result, WriteError};
 use crate::event::encode_record;
@@ -131,7 +131,7 @@ enum JobImage {
 /// An encoded image on its way to the media store.
 struct Stored {
     digest: String,
-    png: Vec<u8>,
+    file: Vec<u8>,
     format: &'static str,
     width: u32,
     height: u32,
@@ -391,10 +391,10 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>, png: PngEnc
             JobImage::Encoded(file, format, size) => Ok((file, format, size)),
         };
         match encoded {
-            Ok((png, format, (width, height))) => {
+            Ok((file, format, (width, height))) => {
                 let stored = Stored {
-                    digest: sha256_hex(&png),
-                    png,
+                    digest: sha256_hex(&file),
+                    file,
                     format,
                     width,
                     height,
@@ -422,15 +422,15 @@ fn store_loop(
             guard.recv()
         };
         let Ok(item) = item else { return };
-        let (digest, png, slot) = (&item.digest, &item.png, item.slot);
-        let file = (&png[..], item.format);
+        let (digest, bytes, slot) = (&item.digest, &item.file, item.slot);
+        let file = (&bytes[..], item.format);
         let Some(place) = place else {
             let stored = store_file(dir, digest, file, (item.width, item.height));
             slot.fill(stored.map_err(|e| Ok(Arc::new(e))));
             continue;
         };
         let size = (item.width, item.height);
-        match stage_png(dir, digest, file, size, SyncMode::Group) {
+        match stage_file(dir, digest, file, size, SyncMode::Group) {
             Ok(staged) => {
                 if let Err(e) = place.send(Placing { staged, slot }) {
                     e.0.staged.discard();
