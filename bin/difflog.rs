@@ -57,6 +57,16 @@ enum Command {
         /// Root to look a run id up in (default: DIFFLOG_DIR or ./runs).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Also check the provenance marks of every generated image: its
+        /// C2PA manifest validates (and, with --trust, its signer chains to
+        /// one of those anchors), and the watermark its record names reads
+        /// back. Exit code 1 if a recorded mark is missing or broken.
+        #[arg(long)]
+        provenance: bool,
+        /// Trust anchors for --provenance: a PEM file of the CA certificates
+        /// the signer must chain to.
+        #[arg(long, value_name = "PEM", requires = "provenance")]
+        trust: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -101,6 +111,12 @@ enum Command {
         /// "valid").
         #[arg(long, value_name = "PEM")]
         trust: Option<PathBuf>,
+        /// Also look for this invisible watermark: its text (as a
+        /// provenance configuration's [watermark] text), or `bits:` and its
+        /// 0s and 1s. diffusers' SDXL mark, and with --run the one the run
+        /// recorded for the image, are always looked for.
+        #[arg(long, value_name = "MESSAGE")]
+        watermark: Vec<String>,
         /// A run directory or run id (under --root) to check the image against.
         #[arg(long)]
         run: Option<PathBuf>,
@@ -316,6 +332,13 @@ struct GenerateCli {
     /// `max_sequence_length`).
     #[arg(long, value_name = "N")]
     max_sequence_length: Option<usize>,
+    /// Mark every image as this provenance configuration says (TOML: a
+    /// signed C2PA manifest under [sign] — certificate_chain, private_key
+    /// (mode 0600), algorithm —, an invisible watermark under [watermark] —
+    /// text or bits); default DIFFLOG_PROVENANCE's. See "Provenance" in the
+    /// README.
+    #[arg(long, value_name = "FILE")]
+    provenance: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -553,20 +576,31 @@ fn main() -> ExitCode {
         Command::Inspect {
             image,
             trust,
+            watermark,
             run,
             root: r,
             json,
         } => {
             let dir = run.map(|run| cli::resolve_run(&run, &root(r)));
-            cli::inspect::inspect(&mut out, &image, dir.as_deref(), trust.as_deref(), json)
+            cli::inspect::watermarks_given(&watermark).and_then(|watermarks| {
+                let with = cli::inspect::Against {
+                    run: dir.as_deref(),
+                    trust: trust.as_deref(),
+                    watermarks,
+                };
+                cli::inspect::inspect(&mut out, &image, &with, json)
+            })
         }
         Command::Verify {
             path,
             root: r,
+            provenance,
+            trust,
             json,
         } => {
             let dir = cli::resolve_run(&path, &root(r));
-            cli::verify(&mut out, &dir, json).map(|damaged| !damaged)
+            let marks = provenance.then_some(trust.as_deref());
+            cli::verify(&mut out, &dir, marks, json).map(|bad| !bad)
         }
         Command::Bench { bench } => ok(run_bench(&mut out, bench)),
     };
@@ -613,6 +647,7 @@ fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
         verbose: g.verbose,
         trace: g.trace,
         max_sequence_length: g.max_sequence_length,
+        provenance: g.provenance,
     }
 }
 

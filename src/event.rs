@@ -257,6 +257,38 @@ pub struct MediaEvent {
     /// The call this media belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<u32>,
+    /// The marks the file carries, for a generated image of a run that
+    /// was configured to mark them (issue 36).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Marks>,
+}
+
+/// The provenance marks a generated image's file was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marks {
+    /// Who signed its C2PA manifest (the certificate's common name and
+    /// organisation), when one is embedded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2pa: Option<String>,
+    /// Why signing failed, when it did (the file is stored unsigned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2pa_error: Option<String>,
+    /// The invisible watermark embedded in its pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<WatermarkMark>,
+    /// Why no watermark was embedded though one was configured (an image
+    /// under 256×256 pixels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_skipped: Option<String>,
+}
+
+/// An invisible watermark as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkMark {
+    /// The method, as `invisible-watermark` names it (`dwtDct`).
+    pub method: String,
+    /// The message's bits, `0`s and `1`s.
+    pub bits: String,
 }
 
 /// `row`: one row of a call's table.

@@ -73,6 +73,9 @@ pub struct GenerateArgs {
     pub trace: Option<PathBuf>,
     /// T5's tokens per prompt (FLUX.1, SD3); the model's if `None`.
     pub max_sequence_length: Option<usize>,
+    /// The provenance configuration marking every image
+    /// (`DIFFLOG_PROVENANCE`'s if `None`).
+    pub provenance: Option<PathBuf>,
 }
 
 /// The tensors of a `generate --trace`, in the order they came, each name
@@ -148,12 +151,16 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
     base.prepare(&request)
         .map_err(|e| Error::pipeline(&args.model, e))?;
 
-    let run = Run::create(Init::project(&args.project).root(&args.runs).config(json!({
+    let mut init = Init::project(&args.project).root(&args.runs).config(json!({
         "command": "difflog generate",
         "model": args.model,
         "refiner": args.refiner.as_ref().map(|r| r.clone().unwrap_or_else(|| "default".into())),
         "device": args.device,
-    })))?;
+    }));
+    if let Some(p) = &args.provenance {
+        init = init.provenance(p);
+    }
+    let run = Run::create(init)?;
     let traces: Option<Traces> = args.trace.as_ref().map(|_| Traces::default());
     let first = run
         .record(&mut Traced::new(&mut base, tracer(&traces, 1)), &request)

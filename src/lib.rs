@@ -44,6 +44,8 @@ pub mod paths;
 pub mod pipeline;
 #[cfg(feature = "models")]
 pub mod pipelines;
+#[cfg(feature = "provenance")]
+pub mod provenance;
 pub mod read;
 pub mod recipe;
 pub mod redact;

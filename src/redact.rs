@@ -19,7 +19,11 @@
 //!   `signature=`, `token=`, `access_token=`, `api_key=`, `X-Amz-*=`,
 //!   `X-Goog-*=`, and those names as `Name: value` headers);
 //! - the value after `Bearer ` / `Basic ` (an echoed `Authorization` header).
+//!
+//! Files that hold secrets (a sync config, a signing key) are read here too,
+//! by [`read_private_file`]: only when no one but their owner can read them.
 
+use std::path::Path;
 use std::sync::RwLock;
 
 /// What a secret is replaced with.
@@ -211,6 +215,41 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Reads a file that may hold credentials (a `--config` file, AWS's shared
+/// credentials file): it must be a regular file (checked before opening: a
+/// FIFO would block the open forever), readable by its owner only, and at
+/// most `max` bytes. `what` names it in errors.
+pub fn read_private_file(path: &Path, what: &'static str, max: u64) -> crate::Result<String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let bad = |why: String| crate::Error::file(path, why);
+    let md = std::fs::metadata(path).map_err(|e| crate::Error::io(path, "read", e))?;
+    if !md.is_file() {
+        let kind = if md.is_dir() {
+            "a directory"
+        } else if md.file_type().is_fifo() {
+            "a FIFO"
+        } else {
+            "not a regular file"
+        };
+        return Err(bad(format!(
+            "the {what} must be a regular file, and this is {kind}"
+        )));
+    }
+    if md.permissions().mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "{what} files may hold credentials and must not be readable by others (chmod 600 {})",
+            path.display()
+        )));
+    }
+    if md.len() > max {
+        return Err(bad(format!(
+            "{} bytes is too large for a {what} file",
+            md.len()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, "read", e))
 }
 
 #[cfg(test)]

@@ -50,6 +50,11 @@ pub struct RowResult {
     /// The verdict: byte-identical for a call difflog's pipelines made;
     /// pixels within one level for a call recorded from Python.
     pub matches: bool,
+    /// The recorded file was signed (C2PA): a signature has random parts,
+    /// so `recorded` is the digest of the file without its manifest, and
+    /// "identical" means identical but for the manifest.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub without_manifest: bool,
 }
 
 /// Parameters only difflog's Python recorder writes (the arguments the
@@ -350,13 +355,16 @@ fn replay_row(
             _ => None,
         })
         .ok_or_else(|| bad(dir, format!("call {call}, row {} has no seed", r.index)))?;
-    let recorded = r
+    let (recorded, recorded_path) = r
         .cells
         .iter()
         .find_map(|x| match x {
-            Cell::Image { column, digest, .. } if column == names::GENERATED_IMAGE => {
-                Some(digest.clone())
-            }
+            Cell::Image {
+                column,
+                digest,
+                path,
+                ..
+            } if column == names::GENERATED_IMAGE => Some((digest.clone(), path.clone())),
             _ => None,
         })
         .ok_or_else(|| {
@@ -447,6 +455,54 @@ fn replay_row(
     // difflog wrote XMP (2026-12-06): the same pixels give that encoding's
     // bytes with those chunks. The default's digest is reported when none
     // matches.
+    // The marks the recorded file was given: its watermark is made again
+    // (the method is deterministic); its manifest is left out of both
+    // sides of the comparison (a signature is not).
+    let marks = c
+        .media
+        .iter()
+        .find(|m| m.digest == recorded)
+        .and_then(|m| m.provenance.clone())
+        .unwrap_or_default();
+    let marked;
+    let img: &RgbImage = match &marks.watermark {
+        Some(w) => {
+            let message = crate::provenance::watermark::Message::from_bits(&w.bits)
+                .map_err(|why| bad(dir, format!("call {call}, row {}: {why}", r.index)))?;
+            let (width, height) = img.dimensions();
+            marked = crate::provenance::watermark::embed(img.as_raw(), width, height, &message)
+                .ok()
+                .and_then(|px| RgbImage::from_raw(width, height, px))
+                .ok_or_else(|| {
+                    bad(
+                        dir,
+                        format!(
+                            "call {call}, row {}: the recorded watermark cannot be made again",
+                            r.index
+                        ),
+                    )
+                })?;
+            &marked
+        }
+        None => img,
+    };
+    let without_manifest = marks.c2pa.is_some();
+    let recorded = if without_manifest {
+        let path = crate::read::run_file(dir, &recorded_path)?;
+        let bytes = crate::read::read_regular(&path, crate::read::MAX_IMAGE_BYTES)
+            .map_err(|e| Error::file(&path, e.to_string()))?;
+        match crate::provenance::sign::without_manifest(&bytes) {
+            Some(rest) => sha256_hex(&rest),
+            None => {
+                return Err(Error::file(
+                    &path,
+                    "recorded as signed, but it carries no C2PA manifest",
+                ))
+            }
+        }
+    } else {
+        recorded
+    };
     let default = PngEncoding::default();
     let mut replayed = sha256_hex(&encode_png_using(img, &chunks, default)?);
     let without_xmp: Vec<_> = chunks
@@ -491,5 +547,6 @@ fn replay_row(
         matches: identical || (from_python && max_difference <= PIXEL_TOLERANCE),
         recorded,
         replayed,
+        without_manifest,
     })
 }

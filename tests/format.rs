@@ -126,6 +126,14 @@ fn every_kind() -> Vec<Event> {
             height: 8,
             caption: Some("c".into()),
             call: Some(1),
+            provenance: Some(difflog::event::Marks {
+                c2pa: Some("difflog test signer, Acme".into()),
+                watermark: Some(difflog::event::WatermarkMark {
+                    method: "dwtDct".into(),
+                    bits: "1011".into(),
+                }),
+                ..Default::default()
+            }),
         }),
         Event::Row(RowEvent {
             call: 1,

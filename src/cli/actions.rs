@@ -112,6 +112,10 @@ pub fn replay(
     }
     for x in &results {
         let verdict = match (x.identical, x.matches) {
+            (true, _) if x.without_manifest => {
+                "identical but for its C2PA manifest (a signature is never made twice alike)"
+                    .to_string()
+            }
             (true, _) => "identical".to_string(),
             (false, true) => format!(
                 "pixels match (largest difference {} of 255; made by diffusers, so not byte-identical)",

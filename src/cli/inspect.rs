@@ -40,10 +40,26 @@ pub struct Inspection {
     /// Its Content Credentials (C2PA), validated, or why they cannot be
     /// read; `None` when it carries none.
     pub credentials: Option<std::result::Result<crate::meta::c2pa::Credentials, String>>,
+    /// The invisible watermarks looked for and what was read, or why none
+    /// can be (see [`crate::provenance::check`]).
+    pub watermarks: std::result::Result<Vec<crate::provenance::check::WatermarkCheck>, String>,
+}
+
+/// What `difflog inspect` checks an image against.
+#[derive(Debug, Clone, Default)]
+pub struct Against<'a> {
+    /// A run: is the file one of its images, unchanged? Its record's
+    /// watermark is looked for too.
+    pub run: Option<&'a Path>,
+    /// A PEM file of trust anchors for its Content Credentials.
+    pub trust: Option<&'a Path>,
+    /// Watermark messages to look for besides diffusers' SDXL mark (and
+    /// the run's): `(name, message)`.
+    pub watermarks: Vec<(String, crate::provenance::watermark::Message)>,
 }
 
 /// The trust anchors in a PEM file, read bounded; `None` without one.
-fn trust_anchors(trust: Option<&Path>) -> Result<Option<String>> {
+pub(crate) fn trust_anchors(trust: Option<&Path>) -> Result<Option<String>> {
     let Some(path) = trust else { return Ok(None) };
     let bytes = crate::read::read_regular(path, crate::meta::c2pa::MAX_ANCHORS)
         .map_err(|e| Error::file(path, e.to_string()))?;
@@ -54,10 +70,31 @@ fn trust_anchors(trust: Option<&Path>) -> Result<Option<String>> {
     Ok(Some(pem))
 }
 
-/// Reads `image` (and `run`, if given) and says what the image carries;
-/// `trust`: a PEM file of trust anchors for its Content Credentials.
-pub fn inspect_png(image: &Path, run: Option<&Path>, trust: Option<&Path>) -> Result<Inspection> {
-    let anchors = trust_anchors(trust)?;
+/// The watermarks `--watermark` names: each a text, or `bits:` and its
+/// bits; a bad one is an error naming it.
+pub fn watermarks_given(
+    given: &[String],
+) -> Result<Vec<(String, crate::provenance::watermark::Message)>> {
+    use crate::provenance::watermark::Message;
+    given
+        .iter()
+        .map(|g| {
+            let m = match g.strip_prefix("bits:") {
+                Some(bits) => Message::from_bits(bits),
+                None => Message::from_text(g),
+            };
+            m.map(|m| (g.clone(), m)).map_err(|why| Error::Setting {
+                name: "--watermark".into(),
+                value: g.clone(),
+                why,
+            })
+        })
+        .collect()
+}
+
+/// Reads `image` and says what it carries, checked against `with`.
+pub fn inspect_png(image: &Path, with: &Against<'_>) -> Result<Inspection> {
+    let anchors = trust_anchors(with.trust)?;
     let bytes = crate::read::read_regular(image, MAX_PNG_BYTES)
         .map_err(|e| Error::file(image, e.to_string()))?;
     let chunks =
@@ -79,6 +116,7 @@ pub fn inspect_png(image: &Path, run: Option<&Path>, trust: Option<&Path>) -> Re
         hidden,
         xmp: crate::meta::xmp::of_texts(&chunks),
         credentials: crate::meta::c2pa::read(&bytes, anchors.as_deref()).transpose(),
+        watermarks: Ok(Vec::new()),
     };
     for (keyword, text) in chunks {
         match keyword.as_str() {
@@ -91,11 +129,23 @@ pub fn inspect_png(image: &Path, run: Option<&Path>, trust: Option<&Path>) -> Re
             }
         }
     }
-    if let Some(dir) = run {
+    let mut looked_for = crate::provenance::check::well_known();
+    looked_for.extend(with.watermarks.iter().cloned());
+    if let Some(dir) = with.run {
         let r = RunDir::open(dir)?;
-        let belongs = r.view().media.iter().any(|m| m.digest == found.sha256);
-        found.run = Some((r.meta.id.clone(), belongs));
+        let view = r.view();
+        let media = view.media.iter().find(|m| m.digest == found.sha256);
+        let recorded = media
+            .and_then(|m| m.provenance.as_ref())
+            .and_then(|p| p.watermark.as_ref())
+            .and_then(|w| crate::provenance::watermark::Message::from_bits(&w.bits).ok());
+        if let Some(m) = recorded {
+            looked_for.push(("recorded".into(), m));
+        }
+        found.run = Some((r.meta.id.clone(), media.is_some()));
     }
+    found.watermarks = crate::provenance::check::pixels_of(&bytes)
+        .and_then(|img| crate::provenance::check::watermarks(&img, &looked_for));
     Ok(found)
 }
 
@@ -104,11 +154,11 @@ pub fn inspect_png(image: &Path, run: Option<&Path>, trust: Option<&Path>) -> Re
 pub fn inspect(
     out: &mut dyn Write,
     image: &Path,
-    run: Option<&Path>,
-    trust: Option<&Path>,
+    with: &Against<'_>,
     as_json: bool,
 ) -> Result<bool> {
-    let i = inspect_png(image, run, trust)?;
+    let trust = with.trust;
+    let i = inspect_png(image, with)?;
     let w = |e| Error::io("<stdout>", "write", e);
     let ok = i.run.as_ref().is_none_or(|(_, belongs)| *belongs);
     if as_json {
@@ -131,6 +181,10 @@ pub fn inspect(
                 Ok(c) => json!(c),
                 Err(why) => json!({"error": why}),
             }),
+            "watermarks": match &i.watermarks {
+                Ok(w) => json!(w),
+                Err(why) => json!({"error": why}),
+            },
         });
         writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
         return Ok(ok);
@@ -189,8 +243,13 @@ pub fn inspect(
             inline(why)
         )
         .map_err(w)?,
-        None => writeln!(out, "\nno Content Credentials (C2PA)").map_err(w)?,
+        None => writeln!(
+            out,
+            "\nno Content Credentials (C2PA): the image is not signed"
+        )
+        .map_err(w)?,
     }
+    write_watermarks(out, &i.watermarks).map_err(w)?;
     match &i.xmp {
         Some(Ok(x)) if !x.is_empty() => write_xmp(out, x).map_err(w)?,
         Some(Ok(_)) => writeln!(
@@ -324,6 +383,28 @@ fn write_credentials(
 }
 
 /// The XMP properties read, each on its line.
+fn write_watermarks(
+    out: &mut dyn Write,
+    found: &std::result::Result<Vec<crate::provenance::check::WatermarkCheck>, String>,
+) -> std::io::Result<()> {
+    let found = match found {
+        Ok(f) => f,
+        Err(why) => return writeln!(out, "\ninvisible watermark: not read: {}", inline(why)),
+    };
+    writeln!(out, "\ninvisible watermark (invisible-watermark's dwtDct):")?;
+    for f in found {
+        let verdict = if f.found { "FOUND" } else { "not found" };
+        writeln!(
+            out,
+            "  {:<16} {verdict} ({} bits; the blocks agree {:.0}%)",
+            f.name,
+            f.bits.len(),
+            f.agreement * 100.0
+        )?;
+    }
+    Ok(())
+}
+
 fn write_xmp(out: &mut dyn Write, x: &crate::meta::xmp::Xmp) -> std::io::Result<()> {
     writeln!(out, "\nXMP (from the file):")?;
     if let Some(t) = &x.digital_source_type {

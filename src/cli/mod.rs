@@ -218,17 +218,38 @@ fn cell_text(c: &Cell) -> String {
 }
 
 /// `difflog verify`: prints findings; returns whether any run is damaged.
-pub fn verify(out: &mut dyn Write, path: &Path, as_json: bool) -> Result<bool> {
+pub fn verify(
+    out: &mut dyn Write,
+    path: &Path,
+    provenance: Option<Option<&Path>>,
+    as_json: bool,
+) -> Result<bool> {
     let reports = verify_path(path)?;
     let damaged = reports.iter().any(|r| r.damaged());
+    // --provenance: every run's generated images, their marks checked.
+    let mut marks = Vec::new();
+    if let Some(trust) = provenance {
+        let anchors = inspect::trust_anchors(trust)?;
+        for r in &reports {
+            marks.push(crate::provenance::check::check_run(
+                &r.path,
+                anchors.as_deref(),
+            )?);
+        }
+    }
+    let broken = marks.iter().flatten().any(|c| !c.problems.is_empty());
     if as_json {
-        let v = json!({ "damaged": damaged, "runs": reports });
+        let mut v = json!({ "damaged": damaged, "runs": reports });
+        if provenance.is_some() {
+            v["provenance_problems"] = json!(broken);
+            v["provenance"] = json!(marks);
+        }
         writeln!(Escaping::json(out), "{v}").map_err(out_err)?;
-        return Ok(damaged);
+        return Ok(damaged || broken);
     }
     let mut esc = Escaping::text(out);
     let out: &mut dyn Write = &mut esc;
-    for r in &reports {
+    for (n, r) in reports.iter().enumerate() {
         let verdict = if r.damaged() { "DAMAGED" } else { "ok" };
         writeln!(
             out,
@@ -249,8 +270,42 @@ pub fn verify(out: &mut dyn Write, path: &Path, as_json: bool) -> Result<bool> {
             };
             writeln!(out, "  {tag}: {}", f.message).map_err(out_err)?;
         }
+        if let Some(images) = marks.get(n) {
+            write_marks(out, images).map_err(out_err)?;
+        }
     }
-    Ok(damaged)
+    Ok(damaged || broken)
+}
+
+/// `verify --provenance`'s lines for one run.
+fn write_marks(
+    out: &mut dyn Write,
+    images: &[crate::provenance::check::ImageCheck],
+) -> std::io::Result<()> {
+    let signed = images.iter().filter(|c| c.c2pa.is_some()).count();
+    let watermarked = images
+        .iter()
+        .filter(|c| c.watermark.as_ref().is_some_and(|w| w.found))
+        .count();
+    let broken = images.iter().filter(|c| !c.problems.is_empty()).count();
+    writeln!(
+        out,
+        "  provenance: {} generated image(s): {signed} with a C2PA manifest, {watermarked} with \
+         their watermark, {}",
+        images.len(),
+        if broken == 0 {
+            "every recorded mark intact".to_string()
+        } else {
+            format!("{broken} with a mark missing or broken")
+        }
+    )?;
+    for c in images {
+        writeln!(out, "    {} {}: {}", c.key, short(&c.path, 24), c.summary())?;
+        for p in &c.problems {
+            writeln!(out, "      PROBLEM: {p}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Shortens text for display, on a character boundary, marking the cut.

@@ -159,6 +159,11 @@ impl<R: Borrow<Run>> OpenCall<R> {
                 })
                 .map(|()| PendingCell::Image { column, slot })
             };
+            // A generated image's parent: the row's input image, if any.
+            let parent = cells.iter().find_map(|(column, v)| match v {
+                RowValue::Input(img) if column == names::INPUT_IMAGE => Some(Arc::clone(img)),
+                _ => None,
+            });
             let mut out = Vec::with_capacity(cells.len());
             for (column, value) in cells {
                 let cell = match value {
@@ -192,7 +197,11 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         caption,
                         text,
                     } => {
-                        let slot = w.encode_with_text(image, text)?;
+                        let slot = w.encode_generated(super::marks::Generated {
+                            image,
+                            text,
+                            parent: parent.clone(),
+                        })?;
                         output(column, slot, caption)?
                     }
                     RowValue::Encoded {

@@ -53,6 +53,8 @@ pub struct StoredMedia {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// The provenance marks the file was given (a generated image).
+    pub marks: Option<crate::event::Marks>,
 }
 
 /// How difflog compresses the image data of a PNG.
@@ -303,6 +305,7 @@ pub(crate) fn stage_file(
             bytes: bytes.len() as u64,
             width,
             height,
+            marks: None,
         },
         tmp,
         final_path,

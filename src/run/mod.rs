@@ -12,6 +12,7 @@ pub mod call;
 pub mod durable;
 pub(crate) mod idat;
 mod log;
+mod marks;
 pub mod media;
 mod writer;
 
@@ -78,6 +79,7 @@ pub struct Init {
     png: Option<media::PngEncoding>,
     sync: Option<durable::SyncMode>,
     resume: Option<String>,
+    provenance: Option<PathBuf>,
 }
 
 impl Init {
@@ -95,6 +97,7 @@ impl Init {
             png: None,
             sync: None,
             resume: None,
+            provenance: None,
         }
     }
 
@@ -151,6 +154,14 @@ impl Init {
     /// How stored media are made durable; overrides `DIFFLOG_SYNC`.
     pub fn sync(mut self, mode: durable::SyncMode) -> Init {
         self.sync = Some(mode);
+        self
+    }
+
+    /// Marks every generated image as the provenance configuration at
+    /// `path` says (a signed C2PA manifest, a watermark: see
+    /// [`crate::provenance`]); overrides `DIFFLOG_PROVENANCE`.
+    pub fn provenance(mut self, path: impl Into<PathBuf>) -> Init {
+        self.provenance = Some(path.into());
         self
     }
 
@@ -231,6 +242,7 @@ impl Run {
             None => media::PngEncoding::from_env()?,
         };
         let sync = durable::SyncMode::given_or_env(init.sync)?;
+        let marker = marks::marker(init.provenance.as_deref())?;
         if init.project.trim().is_empty() {
             return Err(Error::Invalid(
                 "a run needs a non-empty project name".into(),
@@ -246,7 +258,8 @@ impl Run {
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         let capacity = init.queue_capacity;
                         let encoders = init.encoders.unwrap_or_else(default_encoders);
-                        let run = Run::reopen_with(&dir, (capacity, encoders), png, sync)?;
+                        let run =
+                            Run::reopen_with(&dir, (capacity, encoders), (png, marker), sync)?;
                         if !init.config.is_empty() {
                             run.log_config(Value::Object(init.config))?;
                         }
@@ -281,7 +294,7 @@ impl Run {
             1,
             init.queue_capacity,
             init.encoders.unwrap_or_else(default_encoders),
-            png,
+            (png, marker),
             sync,
         );
         let run = Run {
@@ -334,7 +347,7 @@ impl Run {
         Run::reopen_with(
             dir,
             (DEFAULT_QUEUE_CAPACITY, default_encoders()),
-            media::PngEncoding::from_env()?,
+            (media::PngEncoding::from_env()?, marks::marker(None)?),
             durable::SyncMode::from_env()?,
         )
     }
@@ -342,7 +355,7 @@ impl Run {
     fn reopen_with(
         dir: impl AsRef<Path>,
         (capacity, encoders): (usize, usize),
-        png: media::PngEncoding,
+        (png, marker): (media::PngEncoding, marks::Marker),
         sync: durable::SyncMode,
     ) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
@@ -358,7 +371,15 @@ impl Run {
         let next_call = view.calls.keys().max().map_or(1, |n| n + 1);
         let next_pipeline = view.pipelines.keys().max().map_or(1, |n| n + 1);
         let next_seq = read.log.records.len() as u64 + 1;
-        let writer = Writer::start(dir.clone(), log, next_seq, capacity, encoders, png, sync);
+        let writer = Writer::start(
+            dir.clone(),
+            log,
+            next_seq,
+            capacity,
+            encoders,
+            (png, marker),
+            sync,
+        );
         let run = Run {
             active: Some(Active {
                 id: read.meta.id.clone(),

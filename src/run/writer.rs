@@ -25,6 +25,7 @@
 
 use super::durable::{Barrier, SyncFs, SyncMode};
 use super::log::EventLog;
+use super::marks::{encode_generated, Generated, Marker};
 use super::media::{
     encode_png_using, sha256_hex, stage_file, store_file, Pixels, PngEncoding, Staged, StoredMedia,
 };
@@ -120,9 +121,11 @@ struct Job {
 
 /// What an encoder thread gets.
 enum JobImage {
-    /// Pixels to encode, with the text chunks the PNG carries (a generated
-    /// image's recipe).
-    Pixels(Arc<dyn Pixels>, Vec<crate::recipe::TextChunk>),
+    /// Pixels to encode (an input image, a user's own).
+    Pixels(Arc<dyn Pixels>),
+    /// A generated image: encoded with its recipe and marked as the run's
+    /// provenance configuration says.
+    Generated(Generated),
     /// An image file's bytes and format, stored as they are (an imported
     /// image): only its digest is computed.
     Encoded(Vec<u8>, &'static str, (u32, u32)),
@@ -130,6 +133,7 @@ enum JobImage {
 
 /// An encoded image on its way to the media store.
 struct Stored {
+    marks: Option<crate::event::Marks>,
     digest: String,
     file: Vec<u8>,
     format: &'static str,
@@ -161,14 +165,21 @@ impl Writer {
         next_seq: u64,
         capacity: usize,
         encoders: usize,
-        png: PngEncoding,
+        (png, marker): (PngEncoding, Marker),
         sync: SyncMode,
     ) -> Writer {
         let barriers: Option<Barriers> = match sync {
             SyncMode::File => None,
             SyncMode::Group => Some((Box::new(SyncFs::new(&dir)), Box::new(SyncFs::new(&dir)))),
         };
-        Writer::start_with(dir, log, next_seq, (capacity, encoders), png, barriers)
+        Writer::start_with(
+            dir,
+            log,
+            next_seq,
+            (capacity, encoders),
+            (png, marker),
+            barriers,
+        )
     }
 
     /// [`Writer::start`] with the barriers that make stored media durable
@@ -178,7 +189,7 @@ impl Writer {
         log: EventLog,
         next_seq: u64,
         (capacity, encoders): (usize, usize),
-        png: PngEncoding,
+        (png, marker): (PngEncoding, Marker),
         barriers: Option<Barriers>,
     ) -> Writer {
         let (placer, barrier) = match barriers {
@@ -197,9 +208,10 @@ impl Writer {
         for i in 0..encoders.max(1) {
             let rx = Arc::clone(&job_rx);
             let tx = stores.clone();
+            let marker = marker.clone();
             let spawn = std::thread::Builder::new()
                 .name(format!("difflog-encode-{i}"))
-                .spawn(move || encoder_loop(&rx, &tx, png));
+                .spawn(move || encoder_loop(&rx, &tx, png, &marker));
             if let Ok(h) = spawn {
                 threads.push(h);
             }
@@ -259,16 +271,12 @@ impl Writer {
 
     /// Queues an image for encoding; the slot will hold where it was stored.
     pub(crate) fn encode(&self, image: Arc<dyn Pixels>) -> Result<Arc<Slot>, WriteError> {
-        self.encode_with_text(image, Vec::new())
+        self.queue(JobImage::Pixels(image))
     }
 
-    /// Queues an image for encoding with text chunks (its recipe).
-    pub(crate) fn encode_with_text(
-        &self,
-        image: Arc<dyn Pixels>,
-        text: Vec<crate::recipe::TextChunk>,
-    ) -> Result<Arc<Slot>, WriteError> {
-        self.queue(JobImage::Pixels(image, text))
+    /// Queues a generated image for encoding with its recipe (and marks).
+    pub(crate) fn encode_generated(&self, g: Generated) -> Result<Arc<Slot>, WriteError> {
+        self.queue(JobImage::Generated(g))
     }
 
     /// Queues an image file's bytes (`format`, its extension; `width` ×
@@ -374,7 +382,12 @@ fn lower_priority() {
     }
 }
 
-fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>, png: PngEncoding) {
+fn encoder_loop(
+    rx: &Mutex<Receiver<Job>>,
+    out: &SyncSender<Stored>,
+    png: PngEncoding,
+    marker: &Marker,
+) {
     lower_priority();
     loop {
         let job = {
@@ -383,16 +396,16 @@ fn encoder_loop(rx: &Mutex<Receiver<Job>>, out: &SyncSender<Stored>, png: PngEnc
         };
         let Ok(job) = job else { return };
         let encoded = match job.what {
-            JobImage::Pixels(image, text) => {
-                let (width, height) = image.dimensions();
-                encode_png_using(image.as_ref(), &text, png)
-                    .map(|png| (png, "png", (width, height)))
-            }
-            JobImage::Encoded(file, format, size) => Ok((file, format, size)),
+            JobImage::Pixels(image) => encode_png_using(image.as_ref(), &[], png)
+                .map(|png| (png, "png", image.dimensions(), None)),
+            JobImage::Generated(g) => encode_generated(&g, png, marker)
+                .map(|(png, marks)| (png, "png", g.image.dimensions(), marks)),
+            JobImage::Encoded(file, format, size) => Ok((file, format, size, None)),
         };
         match encoded {
-            Ok((file, format, (width, height))) => {
+            Ok((file, format, (width, height), marks)) => {
                 let stored = Stored {
+                    marks,
                     digest: sha256_hex(&file),
                     file,
                     format,
@@ -424,14 +437,17 @@ fn store_loop(
         let Ok(item) = item else { return };
         let (digest, bytes, slot) = (&item.digest, &item.file, item.slot);
         let file = (&bytes[..], item.format);
+        let marks = item.marks;
         let Some(place) = place else {
-            let stored = store_file(dir, digest, file, (item.width, item.height));
+            let stored = store_file(dir, digest, file, (item.width, item.height))
+                .map(|m| StoredMedia { marks, ..m });
             slot.fill(stored.map_err(|e| Ok(Arc::new(e))));
             continue;
         };
         let size = (item.width, item.height);
         match stage_file(dir, digest, file, size, SyncMode::Group) {
-            Ok(staged) => {
+            Ok(mut staged) => {
+                staged.media.marks = marks;
                 if let Err(e) = place.send(Placing { staged, slot }) {
                     e.0.staged.discard();
                     e.0.slot.fill(Err(Err(WriteError::StorageStopped)));
@@ -589,6 +605,7 @@ impl Appender {
                         height: m.height,
                         caption,
                         call,
+                        provenance: m.marks,
                     });
                     self.push(&ts, &ev);
                 }
@@ -848,7 +865,7 @@ mod tests {
             log,
             1,
             (4, 2),
-            PngEncoding::Compact,
+            (PngEncoding::Compact, None),
             Some((probe(true), probe(false))),
         );
         let images = 60u32;

@@ -178,7 +178,7 @@ impl TargetSpec {
     /// ```
     pub fn from_config(path: &Path) -> Result<Vec<TargetSpec>> {
         let bad = |why: String| Error::file(path, why);
-        let text = read_private_file(path, "config", MAX_CONFIG_BYTES)?;
+        let text = crate::redact::read_private_file(path, "config", MAX_CONFIG_BYTES)?;
         // The parser's own message quotes the offending line, which may hold
         // a token: only its reason and the line number are shown.
         let v: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -331,41 +331,6 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_string(),
     }
-}
-
-/// Reads a file that may hold credentials (a `--config` file, AWS's shared
-/// credentials file): it must be a regular file (checked before opening: a
-/// FIFO would block the open forever), readable by its owner only, and at
-/// most `max` bytes. `what` names it in errors.
-pub(crate) fn read_private_file(path: &Path, what: &'static str, max: u64) -> Result<String> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let bad = |why: String| Error::file(path, why);
-    let md = std::fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
-    if !md.is_file() {
-        let kind = if md.is_dir() {
-            "a directory"
-        } else if md.file_type().is_fifo() {
-            "a FIFO"
-        } else {
-            "not a regular file"
-        };
-        return Err(bad(format!(
-            "the {what} must be a regular file, and this is {kind}"
-        )));
-    }
-    if md.permissions().mode() & 0o077 != 0 {
-        return Err(bad(format!(
-            "{what} files may hold credentials and must not be readable by others (chmod 600 {})",
-            path.display()
-        )));
-    }
-    if md.len() > max {
-        return Err(bad(format!(
-            "{} bytes is too large for a {what} file",
-            md.len()
-        )));
-    }
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))
 }
 
 /// Groups the given paths (runs or roots of runs) by the root whose state

@@ -596,7 +596,7 @@ fn build(
             let path = env("GOOGLE_APPLICATION_CREDENTIALS").ok_or_else(|| {
                 fail("no credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service account key file".into())
             })?;
-            let key = crate::sync::read_private_file(
+            let key = crate::redact::read_private_file(
                 Path::new(&path),
                 "service account key",
                 MAX_CREDENTIALS_FILE,
@@ -748,7 +748,7 @@ fn aws_keys(env: Env<'_>) -> Result<AwsKeys, String> {
                     file.display()
                 ));
             }
-            let text = crate::sync::read_private_file(&file, "credentials", MAX_CREDENTIALS_FILE)
+            let text = crate::redact::read_private_file(&file, "credentials", MAX_CREDENTIALS_FILE)
                 .map_err(|e| e.to_string())?;
             let section = ini_section(&text, &profile)
                 .ok_or_else(|| format!("{}: no profile [{profile}]", file.display()))?;

@@ -1,0 +1,295 @@
+//! Signing a generated PNG with a C2PA manifest, offline: the CAI's own
+//! implementation (the `c2pa` crate, without its network features) makes
+//! and signs the claim with the key and certificate chain configured — none
+//! is built in, and no time-stamp server is asked.
+//!
+//! The manifest says what the recipe chunks of the same file say, so that a
+//! reader that speaks only C2PA learns it too: a `c2pa.created` action (or,
+//! for image to image and inpainting, `c2pa.opened` of the input, kept as a
+//! `parentOf` ingredient, then `c2pa.edited`) with IPTC's digital source
+//! type and difflog with the model (id and weights digest) as the software
+//! agent, and an `org.difflog.recipe` assertion with the SHA-256 of the
+//! image's difflog recipe. C2PA keeps a PNG's manifest in a `caBX` chunk
+//! after the header, and its hard binding hashes every other byte: signing
+//! is the last step, after the recipe chunks and the watermark.
+//!
+//! A signature has random parts (the claim's UUIDs, ECDSA's nonce): the
+//! same pixels signed twice give two files. What is compared across a
+//! replay is the file without its `caBX` chunk ([`without_manifest`]).
+
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The claim generator's name.
+pub const GENERATOR: &str = "difflog";
+/// The label of difflog's own assertion: the recipe's digest and where the
+/// image was recorded.
+pub const RECIPE_ASSERTION: &str = "org.difflog.recipe";
+
+/// A signer, loaded and checked.
+pub struct Signing {
+    signer: c2pa::BoxedSigner,
+    context: Arc<c2pa::Context>,
+    name: String,
+}
+
+/// What a generated image's manifest states, read from its recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// The manifest's title.
+    pub title: String,
+    /// The model's id.
+    pub model_id: String,
+    /// The weights' digest, when known.
+    pub weights_digest: Option<String>,
+    /// SHA-256 (hex) of the image's difflog recipe, as its chunk holds it.
+    pub recipe_sha256: String,
+    /// Run id, call and row.
+    pub run_id: String,
+    /// The call.
+    pub call: u64,
+    /// The row.
+    pub row: u64,
+    /// IPTC's digital source type.
+    pub source_type: String,
+}
+
+impl Facts {
+    /// The facts of an image with these recipe chunks (see
+    /// [`crate::recipe::chunks`]); `None` without a difflog recipe.
+    pub fn from_recipe(chunks: &[crate::recipe::TextChunk]) -> Option<Facts> {
+        let text = &chunks.iter().find(|c| c.0 == crate::recipe::DIFFLOG)?.1;
+        let v: Value = serde_json::from_str(text).ok()?;
+        let params = v["params"].as_object().cloned().unwrap_or_default();
+        let run_id = v["run_id"].as_str()?.to_string();
+        let call = v["call"].as_u64()?;
+        let row = v["row"].as_u64()?;
+        Some(Facts {
+            title: format!("difflog run {run_id}, call {call}, image {row}"),
+            model_id: v["model_id"].as_str().unwrap_or_default().to_string(),
+            weights_digest: v["weights_digest"].as_str().map(str::to_string),
+            recipe_sha256: crate::format::sha256_hex(text.as_bytes()),
+            run_id,
+            call,
+            row,
+            source_type: crate::recipe::source_type(&params).to_string(),
+        })
+    }
+}
+
+impl Signing {
+    /// The signer of a `[sign]` table; paths are relative to `dir`.
+    pub(crate) fn from_table(
+        t: &toml::Table,
+        dir: &Path,
+        bad: &dyn Fn(String) -> Error,
+    ) -> Result<Signing> {
+        for key in t.keys() {
+            if !["certificate_chain", "private_key", "algorithm"].contains(&key.as_str()) {
+                return Err(bad(format!(
+                    "[sign] has no setting {key:?}: certificate_chain, private_key, algorithm"
+                )));
+            }
+        }
+        let chain = super::config_path(dir, t, "certificate_chain").map_err(bad)?;
+        let key = super::config_path(dir, t, "private_key").map_err(bad)?;
+        let alg = match t.get("algorithm") {
+            None => c2pa::SigningAlg::Es256,
+            Some(toml::Value::String(s)) => match s.as_str() {
+                "es256" | "es384" | "es512" | "ps256" | "ps384" | "ps512" | "ed25519" => {
+                    s.parse().map_err(|_| bad(format!("algorithm {s:?}")))?
+                }
+                _ => return Err(bad(format!(
+                    "algorithm {s:?}: expected es256, es384, es512, ps256, ps384, ps512 or ed25519"
+                ))),
+            },
+            Some(_) => return Err(bad("algorithm must be a string".into())),
+        };
+        let chain_pem = super::read_regular(&chain, "certificate chain", super::MAX_PEM_BYTES)?;
+        let key_pem = crate::redact::read_private_file(&key, "private key", super::MAX_PEM_BYTES)?;
+        Signing::new(&chain_pem, &key_pem, alg).map_err(|why| {
+            Error::file(
+                &key,
+                format!("cannot sign with it and {}: {why}", chain.display()),
+            )
+        })
+    }
+
+    /// A signer from a PEM chain (signer first) and a PKCS#8 PEM key,
+    /// tried on a test image whose manifest must then validate.
+    pub fn new(
+        chain_pem: &str,
+        key_pem: &str,
+        alg: c2pa::SigningAlg,
+    ) -> std::result::Result<Signing, String> {
+        let signer =
+            c2pa::create_signer::from_keys(chain_pem.as_bytes(), key_pem.as_bytes(), alg, None)
+                .map_err(|e| e.to_string())?;
+        let setting = |e: c2pa::Error| format!("the C2PA settings: {e}");
+        // Thumbnails need a feature not built (and cost time); nothing is
+        // ever fetched.
+        let settings = c2pa::Settings::new()
+            .with_value("builder.thumbnail.enabled", false)
+            .map_err(setting)?
+            .with_value("verify.remote_manifest_fetch", false)
+            .map_err(setting)?
+            .with_value("verify.ocsp_fetch", false)
+            .map_err(setting)?;
+        let context = c2pa::Context::new()
+            .with_settings(settings)
+            .map_err(setting)?;
+        let mut s = Signing {
+            signer,
+            context: Arc::new(context),
+            name: String::new(),
+        };
+        let mut png = Vec::new();
+        image::RgbImage::new(8, 8)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| e.to_string())?;
+        let facts = Facts {
+            title: "difflog's check of its signing key".into(),
+            model_id: "none".into(),
+            weights_digest: None,
+            recipe_sha256: crate::format::sha256_hex(b""),
+            run_id: "none".into(),
+            call: 0,
+            row: 0,
+            source_type: crate::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
+        };
+        let signed = s.sign_png(&png, &facts, None)?;
+        let read = crate::meta::c2pa::read(&signed, None)?
+            .ok_or("the test image carries no manifest once signed")?;
+        if read.state == "invalid" {
+            return Err(format!(
+                "a manifest it signs does not validate: {}",
+                read.failures.join("; ")
+            ));
+        }
+        s.name = read
+            .signer
+            .map(|g| {
+                [g.common_name, g.issuer]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        Ok(s)
+    }
+
+    /// Who signs, as the certificate names them (common name, organisation).
+    pub fn signer_name(&self) -> &str {
+        &self.name
+    }
+
+    /// `png` with a signed manifest stating `facts`; `parent` is the input
+    /// image (PNG, JPEG or WebP bytes) of an image-to-image or inpainting
+    /// call, whose own credentials, if any, are kept in its ingredient.
+    pub fn sign_png(
+        &self,
+        png: &[u8],
+        facts: &Facts,
+        parent: Option<&[u8]>,
+    ) -> std::result::Result<Vec<u8>, String> {
+        // Issue 36: the CAI's builder does the signing; a panic inside it is
+        // this image's failure, not the writer thread's.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.sign_with(png, facts, parent)
+        }))
+        .unwrap_or_else(|_| Err("the C2PA signer failed".into()))
+    }
+
+    fn sign_with(
+        &self,
+        png: &[u8],
+        f: &Facts,
+        parent: Option<&[u8]>,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let agent = json!({
+            "name": GENERATOR,
+            "version": env!("CARGO_PKG_VERSION"),
+            "org.difflog.model": f.model_id,
+            "org.difflog.weights_digest": f.weights_digest,
+        });
+        let made = |action: &str| {
+            json!({
+                "action": action,
+                "digitalSourceType": f.source_type,
+                "softwareAgent": agent,
+            })
+        };
+        let actions = match parent {
+            None => vec![made("c2pa.created")],
+            Some(_) => vec![
+                json!({"action": "c2pa.opened", "parameters": {"ingredientIds": ["input"]}}),
+                made("c2pa.edited"),
+            ],
+        };
+        let definition = json!({
+            "title": f.title,
+            "claim_generator_info": [{"name": GENERATOR, "version": env!("CARGO_PKG_VERSION")}],
+            "assertions": [
+                {"label": "c2pa.actions", "data": {"actions": actions}},
+                {"label": RECIPE_ASSERTION, "data": {
+                    "recipe_sha256": f.recipe_sha256,
+                    "run_id": f.run_id, "call": f.call, "row": f.row,
+                }},
+            ],
+        });
+        let fail = |e: c2pa::Error| e.to_string();
+        let mut builder = c2pa::Builder::from_shared_context(&self.context)
+            .with_definition(definition.to_string())
+            .map_err(fail)?;
+        if let Some(input) = parent {
+            let mime = match crate::meta::exif::format_of(input) {
+                Some(crate::meta::exif::Format::Jpeg) => "image/jpeg",
+                Some(crate::meta::exif::Format::Webp) => "image/webp",
+                _ => "image/png",
+            };
+            let ingredient =
+                json!({"title": "input image", "relationship": "parentOf", "label": "input"});
+            builder
+                .add_ingredient_from_stream(ingredient.to_string(), mime, &mut Cursor::new(input))
+                .map_err(fail)?;
+        }
+        let mut out = Cursor::new(Vec::with_capacity(png.len() + (32 << 10)));
+        builder
+            .sign(
+                self.signer.as_ref(),
+                "image/png",
+                &mut Cursor::new(png),
+                &mut out,
+            )
+            .map_err(fail)?;
+        Ok(out.into_inner())
+    }
+}
+
+/// A PNG's bytes without its C2PA manifest (`caBX` chunks): `None` when it
+/// has none, or is not a PNG whose chunks can be walked to its end.
+pub fn without_manifest(png: &[u8]) -> Option<Vec<u8>> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let rest = png.strip_prefix(SIGNATURE)?;
+    let mut out = Vec::with_capacity(png.len());
+    out.extend_from_slice(SIGNATURE);
+    let mut at = 0;
+    let mut found = false;
+    while at < rest.len() {
+        let head = rest.get(at..at + 8)?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let end = at.checked_add(12)?.checked_add(len)?;
+        let chunk = rest.get(at..end)?;
+        if &head[4..8] == b"caBX" {
+            found = true;
+        } else {
+            out.extend_from_slice(chunk);
+        }
+        at = end;
+    }
+    found.then_some(out)
+}

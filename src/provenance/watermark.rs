@@ -1,0 +1,377 @@
+//! An invisible watermark that the `invisible-watermark` package reads: its
+//! `dwtDct` method, the one diffusers' SDXL pipelines apply by default. The
+//! message's bits are hidden in the image's own pixels, so they survive
+//! what strips a file's metadata (a screenshot of the PNG's pixels, a
+//! re-encode to another lossless format), though not a resize or a crop.
+//!
+//! The method (the package's facts, re-implemented): the image goes to YUV
+//! (BT.601, as OpenCV converts BGR to YUV); each of U and V gets one Haar
+//! wavelet level; the low band is cut into 4×4 blocks, row by row, and
+//! block *n* carries bit *n mod len*: its DCT's coefficient (0, 0) is moved
+//! into the upper quarter of its 36-wide step for a 1, the lower for a 0.
+//! Reading takes the bit each block says and lets the blocks of each bit
+//! vote (both channels). Images under 256×256 pixels get no watermark, as
+//! with diffusers (the package refuses them).
+
+/// diffusers' SDXL watermark (`WATERMARK_MESSAGE`), the default message.
+pub const SDXL_BITS: &str = "101100111110110010010000011110111011000110011110";
+/// The most bits a message may have.
+pub const MAX_BITS: usize = 256;
+/// The method's name, as the package names it.
+pub const METHOD: &str = "dwtDct";
+
+/// The bits a watermark carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    bits: Vec<bool>,
+}
+
+impl Message {
+    /// The message of a `[watermark]` table: `text` (its UTF-8 bytes, as
+    /// the package's `bytes` type takes them) or `bits` (`0` and `1`),
+    /// else diffusers' SDXL mark.
+    pub(crate) fn from_table(t: &toml::Table) -> Result<Message, String> {
+        for key in t.keys() {
+            if key != "text" && key != "bits" {
+                return Err(format!("[watermark] has no setting {key:?}: text, bits"));
+            }
+        }
+        match (t.get("text"), t.get("bits")) {
+            (Some(_), Some(_)) => Err("[watermark] takes text or bits, not both".into()),
+            (Some(toml::Value::String(s)), None) => Message::from_text(s),
+            (None, Some(toml::Value::String(s))) => Message::from_bits(s),
+            (None, None) => Message::from_bits(SDXL_BITS),
+            _ => Err("[watermark] text and bits are strings".into()),
+        }
+    }
+
+    /// A message of a text's UTF-8 bytes, each byte's bits high first.
+    pub fn from_text(text: &str) -> Result<Message, String> {
+        let bits: String = text.bytes().map(|b| format!("{b:08b}")).collect();
+        Message::from_bits(&bits).map_err(|e| format!("watermark text {text:?}: {e}"))
+    }
+
+    /// A message of `0`s and `1`s.
+    pub fn from_bits(s: &str) -> Result<Message, String> {
+        if s.is_empty() || s.len() > MAX_BITS {
+            return Err(format!("a watermark has 1 to {MAX_BITS} bits"));
+        }
+        let bits = s
+            .chars()
+            .map(|c| match c {
+                '0' => Ok(false),
+                '1' => Ok(true),
+                _ => Err(format!("watermark bits are 0 and 1, not {c:?}")),
+            })
+            .collect::<Result<Vec<bool>, String>>()?;
+        Ok(Message { bits })
+    }
+
+    /// The bits, as `0`s and `1`s.
+    pub fn as_bits(&self) -> String {
+        self.bits
+            .iter()
+            .map(|&b| if b { '1' } else { '0' })
+            .collect()
+    }
+
+    /// The number of bits.
+    pub fn len(&self) -> usize {
+        self.bits.len()
+    }
+
+    /// Whether there are none (never, for a message made here).
+    pub fn is_empty(&self) -> bool {
+        self.bits.is_empty()
+    }
+}
+
+/// The quantisation step of the method (the package's scale for U).
+const SCALE: f64 = 36.0;
+/// The block side in the wavelet's low band.
+const BLOCK: usize = 4;
+/// Haar's coefficient, as PyWavelets has it.
+const S: f64 = std::f64::consts::FRAC_1_SQRT_2;
+
+/// Why an image of this size gets no watermark, if it gets none.
+pub fn too_small(width: u32, height: u32) -> Option<String> {
+    if u64::from(width) * u64::from(height) < 256 * 256 || width < 8 || height < 8 {
+        Some(format!(
+            "a {width}×{height} image is smaller than the method's 256×256 pixels"
+        ))
+    } else {
+        None
+    }
+}
+
+/// OpenCV's 8-bit BGR → YUV (BT.601, 14-bit fixed point): Y, U, V.
+fn yuv(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
+    let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
+    let y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14;
+    let u = (((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp(0, 255);
+    let v = (((r - y) * 14369 + (128 << 14) + 8192) >> 14).clamp(0, 255);
+    (y, u, v)
+}
+
+/// OpenCV's 8-bit YUV → BGR, as R, G, B.
+fn rgb(y: i32, u: i32, v: i32) -> [u8; 3] {
+    let b = y + (((u - 128) * 33292 + 8192) >> 14);
+    let g = y + (((u - 128) * -6472 + (v - 128) * -9519 + 8192) >> 14);
+    let r = y + (((v - 128) * 18678 + 8192) >> 14);
+    [r, g, b].map(|c| c.clamp(0, 255) as u8)
+}
+
+/// The U channel of the image's top-left `w4 × h4` pixels (multiples of
+/// 4), and the Haar low band of it (`w4/2 × h4/2`), as PyWavelets computes
+/// it in double precision.
+fn low_band(rgb_bytes: &[u8], width: usize, (w4, h4): (usize, usize)) -> (Vec<i32>, Vec<f64>) {
+    let mut u = vec![0i32; w4 * h4];
+    for y in 0..h4 {
+        for x in 0..w4 {
+            let p = (y * width + x) * 3;
+            u[y * w4 + x] = yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]).1;
+        }
+    }
+    let (bw, bh) = (w4 / 2, h4 / 2);
+    let mut band = vec![0f64; bw * bh];
+    for i in 0..bh {
+        for j in 0..bw {
+            let at = |dy: usize, dx: usize| f64::from(u[(2 * i + dy) * w4 + 2 * j + dx]);
+            // Rows first (axis 0), then columns, in the package's order of
+            // operations: low = s·odd + s·even.
+            let even_col = S * at(1, 0) + S * at(0, 0);
+            let odd_col = S * at(1, 1) + S * at(0, 1);
+            band[i * bw + j] = S * odd_col + S * even_col;
+        }
+    }
+    (u, band)
+}
+
+/// The coefficient a 4×4 block of the low band carries its bit in: the
+/// largest in magnitude but the first (the first of equals).
+fn carrier(band: &[f64], bw: usize, bi: usize, bj: usize) -> (usize, usize) {
+    let mut best = (-1.0f64, (0, 0));
+    for k in 1..BLOCK * BLOCK {
+        let (y, x) = (bi * BLOCK + k / BLOCK, bj * BLOCK + k % BLOCK);
+        let m = band[y * bw + x].abs();
+        if m > best.0 {
+            best = (m, (y, x));
+        }
+    }
+    best.1
+}
+
+/// The largest magnitude in a block but its carrier's (and the first
+/// coefficient's, which never carries).
+fn runner_up(band: &[f64], bw: usize, (bi, bj): (usize, usize), carrier: (usize, usize)) -> f64 {
+    let mut most = 0.0f64;
+    for k in 1..BLOCK * BLOCK {
+        let (y, x) = (bi * BLOCK + k / BLOCK, bj * BLOCK + k % BLOCK);
+        if (y, x) != carrier {
+            most = most.max(band[y * bw + x].abs());
+        }
+    }
+    most
+}
+
+/// Where a carrier of magnitude `a` goes to say `bit`: the nearest level a
+/// quarter (0) or three quarters (1) into a step, as the package's reader
+/// reads it — the package always takes the level of `a`'s own step, up to
+/// 27 away where the level below is 9 away — but not below the block's
+/// next largest coefficient, which a reader would then take instead (in a
+/// smooth region the 16 are nearly equal, and the package's own marks lose
+/// bits so), with room for the rounding of pixels.
+fn target(a: f64, bit: bool, runner_up: f64) -> f64 {
+    const ROOM: f64 = 3.0;
+    let offset = if bit { 0.75 } else { 0.25 };
+    let q = (a - rem(a)) / SCALE;
+    let floor = runner_up + ROOM;
+    let mut best = f64::INFINITY;
+    for k in -1..=3 {
+        let t = (q + f64::from(k) + offset) * SCALE;
+        if t >= floor && t >= 0.0 && (t - a).abs() < (best - a).abs() {
+            best = t;
+        }
+    }
+    if best.is_finite() {
+        return best;
+    }
+    // The runner-up is far above (not for a carrier, which is the largest).
+    let mut t = (q + offset) * SCALE;
+    while t < floor {
+        t += SCALE;
+    }
+    t
+}
+
+/// `|v| mod SCALE` as NumPy's `fmod`.
+fn rem(v: f64) -> f64 {
+    v.abs() % SCALE
+}
+
+/// The image's pixels with `message` hidden in them, or why it gets none
+/// (too small). The blocks' carriers are moved as the package moves them;
+/// only the pixels of the 2×2 cells whose low-band coefficient moved are
+/// changed (the package converts every pixel to YUV and back, and also
+/// swaps two detail bands on its way back; both only cost quality, and its
+/// decoder reads this the same).
+pub fn embed(
+    rgb_bytes: &[u8],
+    width: u32,
+    height: u32,
+    message: &Message,
+) -> Result<Vec<u8>, String> {
+    if let Some(why) = too_small(width, height) {
+        return Err(why);
+    }
+    let (w, h) = (width as usize, height as usize);
+    if rgb_bytes.len() != w * h * 3 {
+        return Err(format!(
+            "{} bytes are not {w}×{h} RGB pixels",
+            rgb_bytes.len()
+        ));
+    }
+    let (w4, h4) = (w / 4 * 4, h / 4 * 4);
+    let (u, band) = low_band(rgb_bytes, w, (w4, h4));
+    let (bw, bh) = (w4 / 2, h4 / 2);
+    let mut out = rgb_bytes.to_vec();
+    let mut num = 0usize;
+    for bi in 0..bh / BLOCK {
+        for bj in 0..bw / BLOCK {
+            let (cy, cx) = carrier(&band, bw, bi, bj);
+            let val = band[cy * bw + cx];
+            let bit = message.bits[num % message.bits.len()];
+            num += 1;
+            let moved = target(val.abs(), bit, runner_up(&band, bw, (bi, bj), (cy, cx)));
+            let new = if val >= 0.0 { moved } else { -moved };
+            // A low-band coefficient is half the sum of its cell's four
+            // values: each moves by half the change.
+            let delta = (new - val) / 2.0;
+            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let (y, x) = (2 * cy + dy, 2 * cx + dx);
+                let p = (y * w + x) * 3;
+                let (yy, _, vv) = yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]);
+                let uu = (f64::from(u[y * w4 + x]) + delta).round().clamp(0.0, 255.0) as i32;
+                out[p..p + 3].copy_from_slice(&rgb(yy, uu, vv));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a watermark reader finds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The bits, as the package's decoder returns them.
+    pub bits: String,
+    /// How much the blocks agree, from 0.5 (as in an unmarked image:
+    /// each bit a coin toss) to 1 (every block of every bit agrees).
+    pub agreement: f64,
+}
+
+/// Reads a `len`-bit message from an image as the package's decoder does:
+/// each block votes for its bit, a bit is 1 when more than half vote so.
+pub fn read(rgb_bytes: &[u8], width: u32, height: u32, len: usize) -> Result<Reading, String> {
+    if let Some(why) = too_small(width, height) {
+        return Err(why);
+    }
+    if len == 0 || len > MAX_BITS {
+        return Err(format!("a watermark has 1 to {MAX_BITS} bits"));
+    }
+    let (w, h) = (width as usize, height as usize);
+    if rgb_bytes.len() != w * h * 3 {
+        return Err(format!(
+            "{} bytes are not {w}×{h} RGB pixels",
+            rgb_bytes.len()
+        ));
+    }
+    let (w4, h4) = (w / 4 * 4, h / 4 * 4);
+    let (_, band) = low_band(rgb_bytes, w, (w4, h4));
+    let (bw, bh) = (w4 / 2, h4 / 2);
+    let mut ones = vec![0u64; len];
+    let mut votes = vec![0u64; len];
+    let mut num = 0usize;
+    for bi in 0..bh / BLOCK {
+        for bj in 0..bw / BLOCK {
+            let (cy, cx) = carrier(&band, bw, bi, bj);
+            if rem(band[cy * bw + cx]) > 0.5 * SCALE {
+                ones[num % len] += 1;
+            }
+            votes[num % len] += 1;
+            num += 1;
+        }
+    }
+    let mut bits = String::with_capacity(len);
+    let mut agreement = 0.0;
+    for (o, n) in ones.iter().zip(&votes) {
+        // The package: mean vote × 255 > 127; no votes at all reads 0.
+        let one = *n > 0 && o * 255 > 127 * n;
+        bits.push(if one { '1' } else { '0' });
+        let share = if *n == 0 { 0.5 } else { *o as f64 / *n as f64 };
+        agreement += share.max(1.0 - share);
+    }
+    Ok(Reading {
+        bits,
+        agreement: agreement / len as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A smooth picture with some texture, like a generated one.
+    fn picture(w: u32, h: u32) -> Vec<u8> {
+        let mut v = Vec::with_capacity((w * h * 3) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                let (fx, fy) = (x as f64 / w as f64, y as f64 / h as f64);
+                let t = ((fx * 13.0).sin() * (fy * 7.0).cos() * 40.0) as i32;
+                v.push((90 + (fx * 120.0) as i32 + t).clamp(0, 255) as u8);
+                v.push((60 + (fy * 150.0) as i32 - t).clamp(0, 255) as u8);
+                v.push((140 + ((fx + fy) * 50.0) as i32 + t / 2).clamp(0, 255) as u8);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_message_is_read_back_and_an_unmarked_image_does_not_carry_it() {
+        let m = Message::from_bits(SDXL_BITS).unwrap();
+        let img = picture(320, 256);
+        let marked = embed(&img, 320, 256, &m).unwrap();
+        let r = read(&marked, 320, 256, m.len()).unwrap();
+        assert_eq!(r.bits, SDXL_BITS);
+        assert!(r.agreement > 0.95, "{r:?}");
+        let plain = read(&img, 320, 256, m.len()).unwrap();
+        assert_ne!(plain.bits, SDXL_BITS);
+        assert!(plain.agreement < 0.8, "{plain:?}");
+        // Invisible: a little colour moved in a few pixels (the package
+        // moves up to 27 of the U channel's steps, ~55 of blue's).
+        let diffs: Vec<u8> = img
+            .iter()
+            .zip(&marked)
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
+        let most = diffs.iter().max().copied().unwrap_or(0);
+        let mean = diffs.iter().map(|d| f64::from(*d)).sum::<f64>() / diffs.len() as f64;
+        assert!(most <= 40 && mean < 1.5, "most {most}, mean {mean}");
+        let text = Message::from_text("acme").unwrap();
+        assert_eq!(text.as_bits(), "01100001011000110110110101100101");
+        let r = read(&embed(&img, 320, 256, &text).unwrap(), 320, 256, 32).unwrap();
+        assert_eq!(r.bits, text.as_bits());
+    }
+
+    #[test]
+    fn small_images_and_bad_messages_are_refused_by_name() {
+        let m = Message::from_bits("1").unwrap();
+        assert!(embed(&picture(64, 64), 64, 64, &m)
+            .unwrap_err()
+            .contains("256×256"));
+        assert!(Message::from_bits("").is_err());
+        assert!(Message::from_bits("012").unwrap_err().contains("'2'"));
+        assert!(Message::from_bits(&"1".repeat(MAX_BITS + 1)).is_err());
+        assert!(read(&picture(256, 256), 256, 256, 0).is_err());
+        assert!(read(&[0u8; 10], 256, 256, 8).unwrap_err().contains("bytes"));
+    }
+}

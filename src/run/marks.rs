@@ -1,0 +1,137 @@
+//! A generated image's file, made on an encoder thread: its pixels
+//! watermarked, encoded with its recipe chunks, then signed — each when the
+//! run is configured to ([`crate::provenance`]; issue 36). The caller's
+//! pixels are never changed: a watermark goes into a copy.
+
+use super::media::{encode_png_using, Pixels, PngEncoding};
+use crate::error::Result;
+use crate::event::Marks;
+use crate::recipe::TextChunk;
+use std::sync::Arc;
+
+/// What marks a run's generated images: its provenance configuration
+/// (none in a build without the `provenance` feature).
+#[cfg(feature = "provenance")]
+pub(crate) type Marker = Option<Arc<crate::provenance::Provenance>>;
+/// What marks a run's generated images: nothing in this build.
+#[cfg(not(feature = "provenance"))]
+pub(crate) type Marker = Option<Arc<()>>;
+
+/// A generated image to encode: its pixels, recipe chunks and the input it
+/// was made from (image to image, inpainting).
+pub(crate) struct Generated {
+    /// The pixels.
+    pub image: Arc<dyn Pixels>,
+    /// The recipe chunks.
+    pub text: Vec<TextChunk>,
+    /// The call's input image, if any.
+    #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+    pub parent: Option<Arc<dyn Pixels>>,
+}
+
+/// The PNG of a generated image, marked as `marker` says, and the marks it
+/// was given (`None` when the run marks nothing).
+pub(crate) fn encode_generated(
+    g: &Generated,
+    png: PngEncoding,
+    marker: &Marker,
+) -> Result<(Vec<u8>, Option<Marks>)> {
+    let Some(p) = marker else {
+        return Ok((encode_png_using(g.image.as_ref(), &g.text, png)?, None));
+    };
+    marked(g, png, p)
+}
+
+#[cfg(not(feature = "provenance"))]
+fn marked(g: &Generated, png: PngEncoding, _: &Arc<()>) -> Result<(Vec<u8>, Option<Marks>)> {
+    Ok((encode_png_using(g.image.as_ref(), &g.text, png)?, None))
+}
+
+#[cfg(feature = "provenance")]
+fn marked(
+    g: &Generated,
+    png: PngEncoding,
+    p: &crate::provenance::Provenance,
+) -> Result<(Vec<u8>, Option<Marks>)> {
+    use crate::provenance::{sign::Facts, watermark};
+    let mut marks = Marks::default();
+    let (width, height) = g.image.dimensions();
+    let watermarked = match &p.watermark {
+        Some(message) => match watermark::embed(g.image.rgb(), width, height, message) {
+            Ok(pixels) => {
+                marks.watermark = Some(crate::event::WatermarkMark {
+                    method: watermark::METHOD.into(),
+                    bits: message.as_bits(),
+                });
+                image::RgbImage::from_raw(width, height, pixels)
+            }
+            Err(why) => {
+                marks.watermark_skipped = Some(why);
+                None
+            }
+        },
+        None => None,
+    };
+    let pixels: &dyn Pixels = match &watermarked {
+        Some(o) => o,
+        None => g.image.as_ref(),
+    };
+    let mut file = encode_png_using(pixels, &g.text, png)?;
+    if let Some(signing) = &p.signing {
+        let signed = match Facts::from_recipe(&g.text) {
+            None => Err("the image has no difflog recipe to state".to_string()),
+            Some(facts) => {
+                // The input as the run stores it: the same encoding of the
+                // same pixels, so the ingredient's hash is the stored file's.
+                let parent = match &g.parent {
+                    Some(i) => Some(encode_png_using(i.as_ref(), &[], png)?),
+                    None => None,
+                };
+                signing.sign_png(&file, &facts, parent.as_deref())
+            }
+        };
+        match signed {
+            Ok(bytes) => {
+                file = bytes;
+                marks.c2pa = Some(signing.signer_name().to_string());
+            }
+            Err(why) => {
+                tracing::warn!("an image is stored unsigned: {why}");
+                marks.c2pa_error = Some(why);
+            }
+        }
+    }
+    Ok((file, Some(marks)))
+}
+
+/// The marker of a run: the provenance configuration at `path`, else
+/// `DIFFLOG_PROVENANCE`'s, else none.
+#[cfg(feature = "provenance")]
+pub(crate) fn marker(path: Option<&std::path::Path>) -> Result<Marker> {
+    use crate::provenance::Provenance;
+    match path {
+        Some(p) => Ok(Some(Arc::new(Provenance::load(p)?))),
+        None => Provenance::from_env(),
+    }
+}
+
+/// The marker of a run: in a build without the `provenance` feature, a
+/// configuration given (or `DIFFLOG_PROVENANCE`) is an error, never ignored.
+#[cfg(not(feature = "provenance"))]
+pub(crate) fn marker(path: Option<&std::path::Path>) -> Result<Marker> {
+    let given = path.map(|p| p.display().to_string()).or_else(|| {
+        std::env::var("DIFFLOG_PROVENANCE")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    match given {
+        Some(value) => Err(crate::error::Error::Setting {
+            name: "DIFFLOG_PROVENANCE".into(),
+            value,
+            why: "this build of difflog cannot sign or watermark images (its `provenance` \
+                  feature is off); record with the difflog command-line tools' build"
+                .into(),
+        }),
+        None => Ok(None),
+    }
+}
