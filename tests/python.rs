@@ -1206,3 +1206,301 @@ fn a_python_recorded_run_uploads_to_wandb_with_inputs_only_in_tables() {
     );
     assert_eq!(emu.artifacts("pyw").len(), 2);
 }
+
+/// `difflog` with `args`, runs under `root` and the test model cache.
+fn difflog_in(root: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    common::test_cache();
+    Command::new(common::difflog_bin())
+        .args(args)
+        .env("DIFFLOG_DIR", root)
+        .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
+        .env_remove("DIFFLOG_MODE")
+        .env_remove("DIFFLOG_PROVENANCE")
+        .output()
+        .unwrap()
+}
+
+/// Issue 36: with a provenance configuration (an ES256 key and chain
+/// under a test CA made as c2pa_files.py makes one, and a watermark text),
+/// every image difflog generates — text to image, and image to image from
+/// one of them — carries a manifest that the CAI's own SDK (c2pa-python)
+/// validates as trusted, stating difflog, the model and the recipe's
+/// digest, and a watermark that the `invisible-watermark` package (what
+/// diffusers' SDXL pipelines use) decodes to the message; `inspect`,
+/// `verify --provenance` and `replay` agree. A changed byte breaks the
+/// manifest for both readers; a resized copy keeps neither mark. Bad
+/// configurations are refused by name before anything is recorded.
+#[test]
+fn generated_images_carry_marks_that_the_cais_sdk_and_invisible_watermark_accept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let o = py(&["provenance_oracle.py", "ca", dir.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = dir.join("provenance.toml");
+    std::fs::write(
+        &config,
+        "[sign]\ncertificate_chain = \"chain.pem\"\nprivate_key = \"key.pem\"\n\n\
+         [watermark]\ntext = \"difflog test\"\n",
+    )
+    .unwrap();
+    let message = difflog::provenance::watermark::Message::from_text("difflog test").unwrap();
+    let bits = message.as_bits();
+    let runs = dir.join("runs");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let generate = |more: &[&str]| {
+        let mut args = vec![os("generate"), os("--provenance"), config.clone().into()];
+        args.extend(["--width", "256", "--height", "256", "--steps", "2"].map(os));
+        args.extend(more.iter().map(|s| os(s)));
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let o = difflog_in(&runs, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    generate(&[
+        "--prompt",
+        "a red circle on the left",
+        "--prompt",
+        "a blue square",
+    ]);
+    let first = common::only_run(&runs);
+    let view = RunDir::open(&first).unwrap().view();
+    let made: Vec<PathBuf> = view.media.iter().map(|m| first.join(&m.path)).collect();
+    assert_eq!(made.len(), 2);
+    for m in &view.media {
+        let marks = m.provenance.as_ref().expect("marks recorded");
+        assert_eq!(
+            marks.c2pa.as_deref(),
+            Some("difflog test signer, Difflog Test")
+        );
+        assert_eq!(marks.watermark.as_ref().unwrap().bits, bits);
+    }
+    generate(&[
+        "--prompt",
+        "make it green",
+        "--image",
+        made[0].to_str().unwrap(),
+        "--strength",
+        "0.5",
+    ]);
+    let edited_run = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| *p != first)
+        .unwrap();
+    let edited_view = RunDir::open(&edited_run).unwrap().view();
+    let edited = edited_view
+        .media
+        .iter()
+        .find(|m| m.key.starts_with("Generated-Image/"))
+        .map(|m| edited_run.join(&m.path))
+        .unwrap();
+
+    // The oracles.
+    let root_pem = dir.join("root.pem");
+    let mut args = vec![
+        "provenance_oracle.py".to_string(),
+        "check".into(),
+        root_pem.to_str().unwrap().into(),
+        bits.len().to_string(),
+    ];
+    args.extend(
+        made.iter()
+            .chain([&edited])
+            .map(|p| p.to_str().unwrap().to_string()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = py(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(theirs.len(), 3);
+    for (file, t) in made.iter().chain([&edited]).zip(&theirs) {
+        let c = &t["c2pa"];
+        assert_eq!(c["state"], "trusted", "{file:?}: {t}");
+        assert_eq!(c["common_name"], "difflog test signer");
+        assert_eq!(c["claim_generator"], serde_json::json!(["difflog"]));
+        assert_eq!(
+            t["watermark"],
+            bits.as_str(),
+            "{file:?}: the package decodes"
+        );
+        // The recipe the manifest states is the one the file carries.
+        let chunks = difflog::recipe::read_text_chunks(&std::fs::read(file).unwrap()).unwrap();
+        let recipe = &chunks.iter().find(|c| c.0 == "difflog").unwrap().1;
+        assert_eq!(
+            c["recipe"]["recipe_sha256"].as_str().unwrap(),
+            difflog::format::sha256_hex(recipe.as_bytes())
+        );
+        let agent = &c["software_agents"].as_array().unwrap().last().unwrap();
+        assert_eq!(agent["name"], "difflog");
+        assert_eq!(agent["org.difflog.model"], "tiny-shapes");
+    }
+    let trained = difflog::recipe::TRAINED_ALGORITHMIC_MEDIA;
+    assert_eq!(
+        theirs[0]["c2pa"]["actions"],
+        serde_json::json!([["c2pa.created", trained]])
+    );
+    assert_eq!(
+        theirs[2]["c2pa"]["actions"],
+        serde_json::json!([["c2pa.opened", null], ["c2pa.edited", trained]])
+    );
+    assert_eq!(
+        theirs[2]["c2pa"]["ingredients"],
+        serde_json::json!([["input image", "parentOf", false]])
+    );
+
+    // difflog's own readers agree.
+    let (o, v) = inspect_json(
+        &made[0],
+        &[
+            "--trust".as_ref(),
+            root_pem.as_os_str(),
+            "--run".as_ref(),
+            first.as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(v["c2pa"]["state"], "trusted");
+    let found: Vec<(String, bool)> = v["watermarks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_string(),
+                w["found"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("diffusers SDXL".to_string(), false),
+            ("recorded".to_string(), true)
+        ]
+    );
+    let o = difflog_in(
+        &runs,
+        &[
+            "verify".as_ref(),
+            runs.as_os_str(),
+            "--provenance".as_ref(),
+            "--trust".as_ref(),
+            root_pem.as_os_str(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{said}");
+    assert!(said.contains("2 generated image(s): 2 with a C2PA manifest, 2 with their watermark, every recorded mark intact"), "{said}");
+    let o = difflog_in(
+        &runs,
+        &[
+            "replay".as_ref(),
+            first.as_os_str(),
+            "--call".as_ref(),
+            "1".as_ref(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("identical but for its C2PA manifest"),
+        "{said}"
+    );
+    assert!(said.contains("2/2 image(s) byte-identical"), "{said}");
+
+    // Edited copies: one byte changed, and resized.
+    let edits = dir.join("edits");
+    std::fs::create_dir_all(&edits).unwrap();
+    let o = py(
+        &[
+            "provenance_oracle.py",
+            "edit",
+            made[0].to_str().unwrap(),
+            edits.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (tampered, resized) = (edits.join("tampered.png"), edits.join("resized.png"));
+    let o = py(
+        &[
+            "provenance_oracle.py",
+            "check",
+            root_pem.to_str().unwrap(),
+            &bits.len().to_string(),
+            tampered.to_str().unwrap(),
+            resized.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(theirs[0]["c2pa"]["state"], "invalid", "{}", theirs[0]);
+    let (_, v) = inspect_json(&tampered, &["--trust".as_ref(), root_pem.as_os_str()]);
+    assert_eq!(v["c2pa"]["state"], "invalid", "{v}");
+    assert_eq!(theirs[1]["c2pa"], serde_json::Value::Null);
+    assert_ne!(
+        theirs[1]["watermark"],
+        bits.as_str(),
+        "the package: resized, no mark"
+    );
+    let given = format!("bits:{bits}");
+    let (_, v) = inspect_json(&resized, &["--watermark".as_ref(), given.as_ref()]);
+    assert_eq!(v["c2pa"], serde_json::Value::Null);
+    assert_eq!(v["watermarks"][1]["found"], false, "{v}");
+
+    // Refused before anything is recorded: a key others may read, a key
+    // that is not the certificate's, a section nobody knows.
+    let before = std::fs::read_dir(&runs).unwrap().count();
+    let refused = |text: &str, key_mode: u32, expect: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("key.pem"),
+            std::fs::Permissions::from_mode(key_mode),
+        )
+        .unwrap();
+        std::fs::write(&config, text).unwrap();
+        let o = difflog_in(
+            &runs,
+            &[
+                "generate".as_ref(),
+                "--prompt".as_ref(),
+                "x".as_ref(),
+                "--provenance".as_ref(),
+                config.as_os_str(),
+            ],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(expect), "{expect}: {err}");
+    };
+    let sign = "[sign]\ncertificate_chain = \"chain.pem\"\nprivate_key = \"key.pem\"\n";
+    refused(sign, 0o644, "chmod 600");
+    let o = py(
+        &[
+            "provenance_oracle.py",
+            "ca",
+            dir.join("other").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    refused(
+        "[sign]\ncertificate_chain = \"chain.pem\"\nprivate_key = \"other/key.pem\"\n",
+        0o600,
+        "cannot sign with it",
+    );
+    refused("[signing]\n", 0o600, "unknown section [signing]");
+    refused(
+        "[watermark]\nbits = \"012\"\n",
+        0o600,
+        "watermark bits are 0 and 1",
+    );
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), before);
+}

@@ -102,9 +102,11 @@ impl Signing {
                 "es256" | "es384" | "es512" | "ps256" | "ps384" | "ps512" | "ed25519" => {
                     s.parse().map_err(|_| bad(format!("algorithm {s:?}")))?
                 }
-                _ => return Err(bad(format!(
+                _ => {
+                    return Err(bad(format!(
                     "algorithm {s:?}: expected es256, es384, es512, ps256, ps384, ps512 or ed25519"
-                ))),
+                )))
+                }
             },
             Some(_) => return Err(bad("algorithm must be a string".into())),
         };

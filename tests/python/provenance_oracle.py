@@ -13,7 +13,7 @@ pipelines use) decodes the watermark.
              invisible-watermark decodes (null for an image it refuses)
            python provenance_oracle.py edit IN OUT_DIR
              writes tampered.png (one pixel byte changed, the file
-             otherwise the same) and resized.png (scaled to 3/4 by PIL)
+             otherwise the same) and resized.png (scaled to 5/4 by PIL)
 """
 
 import io
@@ -88,7 +88,7 @@ def edit(src, out):
     with open(os.path.join(out, "tampered.png"), "wb") as f:
         f.write(tamper(data))
     img = Image.open(io.BytesIO(data)).convert("RGB")
-    img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.BICUBIC).save(
+    img.resize((img.width * 5 // 4, img.height * 5 // 4), Image.BICUBIC).save(
         os.path.join(out, "resized.png"))
 
 
