@@ -11,7 +11,9 @@ watch start-up), 5 crash and fault figures (from the test suite's own kill
 and fault tests, run with larger counts), 6 fuzzing (cargo fuzz), 7 compare,
 8 max-rate, 9 Python autolog, 10 fleet (N uploaders against one MLflow
 server, proxied and with an S3 artifact store), 11 generate (recording vs
-recording disabled for each tiny model family).
+recording disabled for each tiny model family), 12 PNG encodings and sync
+modes, 13 provenance (recording with a signed manifest and a watermark
+against recording without).
 """
 import json
 import os
@@ -442,6 +444,37 @@ def png_bench():
         row(s, f"recording / (encode + plain write), compact, {m['sync']} syncs (median)", round(r, 2),
             "<= 1.3" if goal else "", r <= 1.3 if goal else "")
     return {"encodings": f, "record": rec, "sync": sy}
+
+
+@section("13 provenance")
+def provenance_bench():
+    # issue 36: recording the same 512x512 natural images without marks and
+    # with a provenance configuration (a C2PA manifest signed with a test
+    # CA's ES256 key, made by the .venv-diffusers Python as the suite makes
+    # it; a watermark), each mark alone and both, in turns, medians.
+    venv = run([os.path.join(repo, "scripts/python-env")]).stdout.strip()
+    keys = os.path.join(work, "provenance")
+    run([os.path.join(venv, "python"), os.path.join(repo, "tests/python/provenance_oracle.py"), "ca", keys])
+    sign = '[sign]\ncertificate_chain = "chain.pem"\nprivate_key = "key.pem"\n'
+    mark = '[watermark]\ntext = "difflog"\n'
+    s = "13 provenance"
+    out = {}
+    for name, text in (("signing", sign), ("watermark", mark), ("both", sign + mark)):
+        cfg = os.path.join(keys, f"{name}.toml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        f = json.loads(run([difflog, "bench", "record", "--calls", "60" if quick else "200", "--size", "512",
+                            "--images", "natural", "--compare-provenance", cfg,
+                            "--rounds", "3" if quick else "5",
+                            "--root", os.path.join(work, "provenance-record"), "--json"]).stdout)
+        goal = name == "both"
+        row(s, f"recording with marks / without, {name} (medians)", round(f["ratio"], 3),
+            "<= 1.2" if goal else "", f["ratio"] <= 1.2 if goal else "")
+        if goal:
+            row(s, "caller held per call (p50), ms: without, with marks",
+                f"{f['plain_blocked_p50_ms']:.3f}, {f['marked_blocked_p50_ms']:.3f}")
+        out[name] = f
+    return out
 
 
 with open(out_path, "w") as f:

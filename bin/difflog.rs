@@ -494,8 +494,14 @@ enum Bench {
         /// their medians (runs removed after).
         #[arg(long, conflicts_with_all = ["compare_png", "sync"])]
         compare_sync: bool,
-        /// With --compare-sync: rounds.
-        #[arg(long, default_value_t = 3, requires = "compare_sync")]
+        /// Record the same images without marks and with this provenance
+        /// configuration (signing, watermark), in turns for --rounds rounds,
+        /// and print the ratio (issue 36's goal: ≤ 1.2 at 512²; runs removed
+        /// after).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["compare_png", "compare_sync"])]
+        compare_provenance: Option<PathBuf>,
+        /// With --compare-sync or --compare-provenance: rounds.
+        #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Print the figures as one JSON object.
         #[arg(long)]
@@ -738,6 +744,7 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
             candidates,
             sync,
             compare_sync,
+            compare_provenance,
             rounds,
             json,
         } => {
@@ -758,6 +765,8 @@ fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> 
                 actions::bench_record_png(out, &opts, python.as_deref(), candidates, json)
             } else if compare_sync {
                 actions::bench_record_sync(out, &opts, rounds, json)
+            } else if let Some(config) = compare_provenance {
+                actions::bench_record_provenance(out, &opts, &config, rounds, json)
             } else {
                 actions::bench_record(out, &opts, json)
             }

@@ -184,7 +184,12 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
     run.finish()?;
 
     if let Some(o) = &args.out {
-        write_images(o, &images, out)?;
+        // The files the run stored (recipe and marks in them) when there
+        // is one with every image; else the pixels as the pipeline gave them.
+        match dir.as_deref().map(stored_images).transpose()? {
+            Some(files) if files.len() == images.len() => copy_images(o, &files, out)?,
+            _ => write_images(o, &images, out)?,
+        }
     }
     if let (Some(path), Some(t)) = (&args.trace, &traces) {
         write_trace(path, t)?;
@@ -315,6 +320,38 @@ fn request_of(
 }
 
 /// `--out`: the final images as `image-N.png`, each said on `out`.
+/// The generated images of a run's last call, as stored, in row order.
+fn stored_images(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let run = RunDir::open(dir)?;
+    let view = run.view();
+    let Some(call) = view.calls.values().last() else {
+        return Ok(Vec::new());
+    };
+    let mut rows: Vec<_> = call.rows.iter().collect();
+    rows.sort_by_key(|r| r.index);
+    rows.iter()
+        .filter_map(|r| {
+            r.cells.iter().find_map(|c| match c {
+                Cell::Image { column, path, .. } if column == names::GENERATED_IMAGE => {
+                    Some(crate::read::run_file(dir, path))
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// `--out`: each stored file copied as `image-N.png`.
+fn copy_images(o: &std::path::Path, files: &[PathBuf], out: &mut dyn Write) -> Result<()> {
+    std::fs::create_dir_all(o).map_err(|e| Error::io(o, "create output folder", e))?;
+    for (i, f) in files.iter().enumerate() {
+        let p = o.join(format!("image-{i}.png"));
+        std::fs::copy(f, &p).map_err(|e| Error::io(&p, "write image", e))?;
+        writeln!(out, "wrote {}", p.display()).map_err(|e| Error::io("<stdout>", "write", e))?;
+    }
+    Ok(())
+}
+
 fn write_images(o: &std::path::Path, images: &[RgbImage], out: &mut dyn Write) -> Result<()> {
     std::fs::create_dir_all(o).map_err(|e| Error::io(o, "create output folder", e))?;
     for (i, img) in images.iter().enumerate() {

@@ -470,3 +470,94 @@ fn generated_pngs_carry_iptcs_source_type_and_older_runs_still_replay() {
     assert!(o.status.success(), "{}", text(&o));
     replays_identically(&run, 2, tmp.path());
 }
+
+/// Issue 36, without keys: a run configured (DIFFLOG_PROVENANCE) with a
+/// watermark only. A 256×256 image records the watermark's bits, reads
+/// back with them (`verify --provenance`) and replays byte-identically, its
+/// watermark made again; a 64×64 image records why it has none. A record
+/// naming bits the image does not carry is caught; a configuration that is
+/// not there is refused by name before anything is recorded.
+#[test]
+fn watermarks_are_made_again_on_replay_and_small_images_say_why_they_have_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("marks.toml");
+    std::fs::write(&config, "[watermark]\nbits = \"1011001110\"\n").unwrap();
+    let root = tmp.path().join("runs");
+    let with_marks = |args: &[&str]| {
+        test_cache();
+        Command::new(common::difflog_bin())
+            .args(args)
+            .env("DIFFLOG_DIR", &root)
+            .env("DIFFLOG_CACHE", std::env::var("DIFFLOG_CACHE").unwrap())
+            .env("DIFFLOG_PROVENANCE", &config)
+            .env_remove("DIFFLOG_MODE")
+            .output()
+            .unwrap()
+    };
+    let out = tmp.path().join("out");
+    let o = with_marks(&[
+        "generate",
+        "--prompt",
+        "a red circle",
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = only_run(&root);
+    // --out writes the stored file, marks and recipe in it.
+    let view = difflog::read::RunDir::open(&run).unwrap().view();
+    assert_eq!(
+        std::fs::read(out.join("image-0.png")).unwrap(),
+        std::fs::read(run.join(&view.media[0].path)).unwrap()
+    );
+    let o = with_marks(&["generate", "--prompt", "a red circle", "--steps", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let small = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| *p != run)
+        .unwrap();
+    let marks = |run: &Path| {
+        let view = difflog::read::RunDir::open(run).unwrap().view();
+        view.media[0].provenance.clone().expect("marks recorded")
+    };
+    let big = marks(&run);
+    assert_eq!(big.watermark.as_ref().unwrap().bits, "1011001110");
+    assert_eq!((big.c2pa, big.watermark_skipped), (None, None));
+    let tiny = marks(&small);
+    assert_eq!(tiny.watermark, None);
+    assert!(tiny
+        .watermark_skipped
+        .unwrap()
+        .contains("smaller than the method's 256×256"));
+
+    let o = difflog(&["verify", root.to_str().unwrap(), "--provenance"], &root);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("0 with a C2PA manifest, 1 with their watermark"));
+    assert!(text(&o).contains("no watermark (a 64×64 image is smaller"));
+    replays_identically(&run, 1, &root);
+
+    // The record says other bits than the image carries.
+    edit_log(&run, "\"bits\":\"1011001110\"", "\"bits\":\"0100110001\"");
+    let o = difflog(&["verify", run.to_str().unwrap(), "--provenance"], &root);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("PROBLEM: its watermark does not read back: 10 of 10 bits differ"),
+        "{}",
+        text(&o)
+    );
+
+    let before = std::fs::read_dir(&root).unwrap().count();
+    std::fs::remove_file(&config).unwrap();
+    let o = with_marks(&["generate", "--prompt", "a red circle", "--steps", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("marks.toml"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), before);
+}

@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod png;
+pub mod provenance;
 pub mod scale;
 pub mod sync;
 
@@ -50,6 +51,9 @@ pub struct RecordBench {
     pub png: Option<PngEncoding>,
     /// How stored media are made durable; `None`: `DIFFLOG_SYNC`'s.
     pub sync: Option<SyncMode>,
+    /// A provenance configuration to mark the images with; `None`:
+    /// `DIFFLOG_PROVENANCE`'s.
+    pub provenance: Option<PathBuf>,
 }
 
 impl RecordBench {
@@ -67,6 +71,7 @@ impl RecordBench {
             images: "grain".into(),
             png: None,
             sync: None,
+            provenance: None,
         }
     }
 
@@ -433,14 +438,16 @@ pub(crate) fn record_images(
     };
 
     let mut pipeline = SyntheticPipeline::new(images, opts.images_per_call);
-    let run = Run::create(
-        Init::project("difflog-bench")
-            .name(format!("bench record {}x{}px", opts.calls, opts.size))
-            .root(&opts.root)
-            .queue_capacity(opts.queue)
-            .png(encoding)
-            .sync(sync),
-    )?;
+    let mut init = Init::project("difflog-bench")
+        .name(format!("bench record {}x{}px", opts.calls, opts.size))
+        .root(&opts.root)
+        .queue_capacity(opts.queue)
+        .png(encoding)
+        .sync(sync);
+    if let Some(p) = &opts.provenance {
+        init = init.provenance(p);
+    }
+    let run = Run::create(init)?;
     let run_dir = run
         .dir()
         .map(PathBuf::from)

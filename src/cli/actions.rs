@@ -270,6 +270,20 @@ pub fn bench_record_sync(
     json_or(out, &f, text)
 }
 
+/// `difflog bench record --compare-provenance`: the same images recorded
+/// without and with marks, in turns.
+pub fn bench_record_provenance(
+    out: &mut dyn Write,
+    opts: &RecordBench,
+    config: &Path,
+    rounds: usize,
+    json: bool,
+) -> Result<()> {
+    let f = crate::bench::provenance::compare(opts, config, rounds)?;
+    let text = (!json).then(|| crate::bench::provenance::render(&f, opts.calls, opts.size));
+    json_or(out, &f, text)
+}
+
 /// `difflog bench compare`: records the runs (once), compares, prints the
 /// figures against the targets (≤ 10 s uncached, ≤ 1 s cached).
 pub fn bench_compare(

@@ -121,57 +121,49 @@ fn rgb(y: i32, u: i32, v: i32) -> [u8; 3] {
     [r, g, b].map(|c| c.clamp(0, 255) as u8)
 }
 
-/// The U channel of the image's top-left `w4 × h4` pixels (multiples of
-/// 4), and the Haar low band of it (`w4/2 × h4/2`), as PyWavelets computes
-/// it in double precision.
-fn low_band(rgb_bytes: &[u8], width: usize, (w4, h4): (usize, usize)) -> (Vec<i32>, Vec<f64>) {
-    let mut u = vec![0i32; w4 * h4];
-    for y in 0..h4 {
-        for x in 0..w4 {
-            let p = (y * width + x) * 3;
-            u[y * w4 + x] = yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]).1;
-        }
-    }
-    let (bw, bh) = (w4 / 2, h4 / 2);
-    let mut band = vec![0f64; bw * bh];
-    for i in 0..bh {
-        for j in 0..bw {
-            let at = |dy: usize, dx: usize| f64::from(u[(2 * i + dy) * w4 + 2 * j + dx]);
-            // Rows first (axis 0), then columns, in the package's order of
-            // operations: low = s·odd + s·even.
-            let even_col = S * at(1, 0) + S * at(0, 0);
-            let odd_col = S * at(1, 1) + S * at(0, 1);
-            band[i * bw + j] = S * odd_col + S * even_col;
-        }
-    }
-    (u, band)
+/// OpenCV's U of one RGB pixel (see [`yuv`]).
+#[inline]
+fn u_of(p: &[u8]) -> f64 {
+    let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+    let y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14;
+    f64::from((((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp(0, 255))
 }
 
-/// The coefficient a 4×4 block of the low band carries its bit in: the
-/// largest in magnitude but the first (the first of equals).
-fn carrier(band: &[f64], bw: usize, bi: usize, bj: usize) -> (usize, usize) {
-    let mut best = (-1.0f64, (0, 0));
+/// The Haar low band (`w4/2 × h4/2`) of the U channel of the image's
+/// top-left `w4 × h4` pixels (multiples of 4), as PyWavelets computes it
+/// in double precision: rows first (axis 0), then columns, low = s·odd +
+/// s·even.
+fn low_band(rgb_bytes: &[u8], width: usize, (w4, h4): (usize, usize)) -> Vec<f64> {
+    let stride = width * 3;
+    let mut band = Vec::with_capacity(w4 / 2 * h4 / 2);
+    for i in 0..h4 / 2 {
+        let top = &rgb_bytes[2 * i * stride..][..w4 * 3];
+        let bottom = &rgb_bytes[(2 * i + 1) * stride..][..w4 * 3];
+        for (a, b) in top.chunks_exact(6).zip(bottom.chunks_exact(6)) {
+            let even_col = S * u_of(&b[..3]) + S * u_of(&a[..3]);
+            let odd_col = S * u_of(&b[3..]) + S * u_of(&a[3..]);
+            band.push(S * odd_col + S * even_col);
+        }
+    }
+    band
+}
+
+/// The coefficient a 4×4 block of the low band carries its bit in — the
+/// largest in magnitude but the first (the first of equals) — and the
+/// magnitude of the next largest (the first never counts).
+fn carrier(band: &[f64], bw: usize, bi: usize, bj: usize) -> ((usize, usize), f64) {
+    let (mut best, mut at, mut second) = (-1.0f64, (0, 0), 0.0f64);
     for k in 1..BLOCK * BLOCK {
         let (y, x) = (bi * BLOCK + k / BLOCK, bj * BLOCK + k % BLOCK);
         let m = band[y * bw + x].abs();
-        if m > best.0 {
-            best = (m, (y, x));
+        if m > best {
+            second = second.max(best);
+            (best, at) = (m, (y, x));
+        } else {
+            second = second.max(m);
         }
     }
-    best.1
-}
-
-/// The largest magnitude in a block but its carrier's (and the first
-/// coefficient's, which never carries).
-fn runner_up(band: &[f64], bw: usize, (bi, bj): (usize, usize), carrier: (usize, usize)) -> f64 {
-    let mut most = 0.0f64;
-    for k in 1..BLOCK * BLOCK {
-        let (y, x) = (bi * BLOCK + k / BLOCK, bj * BLOCK + k % BLOCK);
-        if (y, x) != carrier {
-            most = most.max(band[y * bw + x].abs());
-        }
-    }
-    most
+    (at, second)
 }
 
 /// Where a carrier of magnitude `a` goes to say `bit`: the nearest level a
@@ -232,17 +224,17 @@ pub fn embed(
         ));
     }
     let (w4, h4) = (w / 4 * 4, h / 4 * 4);
-    let (u, band) = low_band(rgb_bytes, w, (w4, h4));
+    let band = low_band(rgb_bytes, w, (w4, h4));
     let (bw, bh) = (w4 / 2, h4 / 2);
     let mut out = rgb_bytes.to_vec();
     let mut num = 0usize;
     for bi in 0..bh / BLOCK {
         for bj in 0..bw / BLOCK {
-            let (cy, cx) = carrier(&band, bw, bi, bj);
+            let ((cy, cx), runner_up) = carrier(&band, bw, bi, bj);
             let val = band[cy * bw + cx];
             let bit = message.bits[num % message.bits.len()];
             num += 1;
-            let moved = target(val.abs(), bit, runner_up(&band, bw, (bi, bj), (cy, cx)));
+            let moved = target(val.abs(), bit, runner_up);
             let new = if val >= 0.0 { moved } else { -moved };
             // A low-band coefficient is half the sum of its cell's four
             // values: each moves by half the change.
@@ -250,8 +242,8 @@ pub fn embed(
             for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                 let (y, x) = (2 * cy + dy, 2 * cx + dx);
                 let p = (y * w + x) * 3;
-                let (yy, _, vv) = yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]);
-                let uu = (f64::from(u[y * w4 + x]) + delta).round().clamp(0.0, 255.0) as i32;
+                let (yy, u, vv) = yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]);
+                let uu = (f64::from(u) + delta).round().clamp(0.0, 255.0) as i32;
                 out[p..p + 3].copy_from_slice(&rgb(yy, uu, vv));
             }
         }
@@ -286,14 +278,14 @@ pub fn read(rgb_bytes: &[u8], width: u32, height: u32, len: usize) -> Result<Rea
         ));
     }
     let (w4, h4) = (w / 4 * 4, h / 4 * 4);
-    let (_, band) = low_band(rgb_bytes, w, (w4, h4));
+    let band = low_band(rgb_bytes, w, (w4, h4));
     let (bw, bh) = (w4 / 2, h4 / 2);
     let mut ones = vec![0u64; len];
     let mut votes = vec![0u64; len];
     let mut num = 0usize;
     for bi in 0..bh / BLOCK {
         for bj in 0..bw / BLOCK {
-            let (cy, cx) = carrier(&band, bw, bi, bj);
+            let ((cy, cx), _) = carrier(&band, bw, bi, bj);
             if rem(band[cy * bw + cx]) > 0.5 * SCALE {
                 ones[num % len] += 1;
             }

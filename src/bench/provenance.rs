@@ -1,0 +1,134 @@
+//! `bench record --compare-provenance FILE`: the same images recorded
+//! without marks and with the provenance configuration FILE (a signed C2PA
+//! manifest, a watermark), in turns, so that a noisy machine hits both
+//! alike (issue 36's goal: recording with provenance ≤ 1.2× without, at
+//! 512²; the marks are made on the encoder threads, not the caller's).
+
+use super::{bench_images, record_images, RecordBench, RecordFigures};
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::path::Path;
+
+/// Figures of `bench record --compare-provenance`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvenanceCompareFigures {
+    /// Rounds, each recording once without and once with marks.
+    pub rounds: usize,
+    /// Seconds recording took without marks, each round.
+    pub plain_s: Vec<f64>,
+    /// Seconds recording took with marks, each round.
+    pub marked_s: Vec<f64>,
+    /// Median with / median without (the goal: ≤ 1.2).
+    pub ratio: f64,
+    /// Median time a call was held by recording without marks, ms.
+    pub plain_blocked_p50_ms: f64,
+    /// The same with marks (the marks are made off the caller's thread).
+    pub marked_blocked_p50_ms: f64,
+    /// What the first marked image's record says it carries.
+    pub marks: crate::event::Marks,
+    /// The median rounds' full figures: without, with.
+    pub median_runs: (RecordFigures, RecordFigures),
+}
+
+/// Records the same images `rounds` times without marks and with the
+/// provenance configuration at `config`, in turns, removing each run once
+/// measured (and read for its marks).
+pub fn compare(
+    opts: &RecordBench,
+    config: &Path,
+    rounds: usize,
+) -> Result<ProvenanceCompareFigures> {
+    if std::env::var_os("DIFFLOG_PROVENANCE").is_some_and(|v| !v.is_empty()) {
+        return Err(Error::Invalid(
+            "DIFFLOG_PROVENANCE is set, so nothing would be recorded without marks: unset it \
+             (the configuration to compare is --compare-provenance's)"
+                .into(),
+        ));
+    }
+    let rounds = rounds.max(1);
+    let images = bench_images(opts)?;
+    let recording = opts.recording()?;
+    let mut plain = Vec::new();
+    let mut marked = Vec::new();
+    let mut marks = None;
+    for _ in 0..rounds {
+        let without = RecordBench {
+            provenance: None,
+            ..opts.clone()
+        };
+        let f = record_images(&without, images.clone(), recording)?;
+        let _ = std::fs::remove_dir_all(&f.run_dir);
+        plain.push(f);
+        let with = RecordBench {
+            provenance: Some(config.to_path_buf()),
+            ..opts.clone()
+        };
+        let f = record_images(&with, images.clone(), recording)?;
+        if marks.is_none() {
+            let view = crate::read::RunDir::open(&f.run_dir)?.view();
+            marks = view.media.first().and_then(|m| m.provenance.clone());
+        }
+        let _ = std::fs::remove_dir_all(&f.run_dir);
+        marked.push(f);
+    }
+    let marks = marks.ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: the images recorded with it carry no marks",
+            config.display()
+        ))
+    })?;
+    let (p, m) = (median_run(&plain), median_run(&marked));
+    Ok(ProvenanceCompareFigures {
+        rounds,
+        plain_s: plain.iter().map(|f| f.record_s).collect(),
+        marked_s: marked.iter().map(|f| f.record_s).collect(),
+        ratio: m.record_s / p.record_s.max(1e-9),
+        plain_blocked_p50_ms: p.blocked_p50_ms,
+        marked_blocked_p50_ms: m.blocked_p50_ms,
+        marks,
+        median_runs: (p, m),
+    })
+}
+
+/// The round whose recording time is the median.
+fn median_run(runs: &[RecordFigures]) -> RecordFigures {
+    let mut order: Vec<&RecordFigures> = runs.iter().collect();
+    order.sort_by(|a, b| a.record_s.total_cmp(&b.record_s));
+    order[order.len() / 2].clone()
+}
+
+/// The text `bench record --compare-provenance` prints.
+pub fn render(f: &ProvenanceCompareFigures, calls: usize, size: u32) -> String {
+    let secs = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut what = Vec::new();
+    if let Some(signer) = &f.marks.c2pa {
+        what.push(format!("C2PA manifest signed by {signer}"));
+    }
+    if let Some(w) = &f.marks.watermark {
+        what.push(format!("{} watermark of {} bits", w.method, w.bits.len()));
+    }
+    if let Some(why) = &f.marks.watermark_skipped {
+        what.push(format!("no watermark ({why})"));
+    }
+    format!(
+        "difflog bench record --compare-provenance: {calls} calls, {} images of {size}x{size} px, {} rounds in turns\n\
+         marks: {}\n\
+         \x20 without marks, s per round   {}\n\
+         \x20 with marks, s per round      {}\n\
+         \x20 caller held per call (p50)   {:.2} ms without, {:.2} ms with\n\
+         with / without (medians) {:.3}; goal ≤ 1.2\n",
+        f.median_runs.0.images,
+        f.rounds,
+        what.join(", "),
+        secs(&f.plain_s),
+        secs(&f.marked_s),
+        f.plain_blocked_p50_ms,
+        f.marked_blocked_p50_ms,
+        f.ratio
+    )
+}
