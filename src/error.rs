@@ -386,3 +386,20 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| Error::io(path, action, e))
     }
 }
+
+/// Parses a TOML configuration (a sync config, a provenance configuration)
+/// into its table; the error says the reason and the line, never the line
+/// itself (it may hold a token).
+#[cfg(any(feature = "sync", feature = "provenance"))]
+pub fn toml_table(text: &str) -> std::result::Result<toml::Table, String> {
+    text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        format!(
+            "invalid TOML{}: {}",
+            line.map(|l| format!(" on line {l}")).unwrap_or_default(),
+            e.message()
+        )
+    })
+}

@@ -121,21 +121,27 @@ pub fn read(bytes: &[u8], anchors: Option<&str>) -> Result<Option<Credentials>, 
     .unwrap_or_else(|_| Err("its C2PA manifest made the reader fail".into()))
 }
 
+/// The CAI implementation's settings for difflog: nothing ever fetched (no
+/// remote manifest, no OCSP answer), and no thumbnails (they need a feature
+/// not built; off first, or every setting checked after warns).
+pub fn offline_settings() -> Result<c2pa::Settings, String> {
+    let setting = |e: c2pa::Error| format!("the C2PA settings: {e}");
+    c2pa::Settings::new()
+        .with_value("builder.thumbnail.enabled", false)
+        .map_err(setting)?
+        .with_value("verify.remote_manifest_fetch", false)
+        .map_err(setting)?
+        .with_value("verify.ocsp_fetch", false)
+        .map_err(setting)
+}
+
 fn read_with(
     bytes: &[u8],
     mime: &str,
     anchors: Option<&str>,
 ) -> Result<Option<Credentials>, String> {
     let setting = |e: c2pa::Error| format!("the C2PA reader's settings: {e}");
-    // Thumbnails are for signing (and need a feature not built): off first,
-    // or every setting checked after warns.
-    let mut settings = c2pa::Settings::new()
-        .with_value("builder.thumbnail.enabled", false)
-        .map_err(setting)?
-        .with_value("verify.remote_manifest_fetch", false)
-        .map_err(setting)?
-        .with_value("verify.ocsp_fetch", false)
-        .map_err(setting)?;
+    let mut settings = offline_settings()?;
     if let Some(pem) = anchors {
         settings = settings
             .with_value("trust.trust_anchors", pem.to_string())

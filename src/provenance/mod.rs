@@ -72,16 +72,7 @@ impl Provenance {
     pub fn load(path: &Path) -> Result<Provenance> {
         let bad = |why: String| Error::file(path, why);
         let text = read_regular(path, "provenance configuration", MAX_CONFIG_BYTES)?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            bad(format!(
-                "invalid TOML{}: {}",
-                line.map(|l| format!(" on line {l}")).unwrap_or_default(),
-                e.message()
-            ))
-        })?;
+        let table = crate::error::toml_table(&text).map_err(bad)?;
         for key in table.keys() {
             if key != "sign" && key != "watermark" {
                 return Err(bad(format!(

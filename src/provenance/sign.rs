@@ -130,19 +130,9 @@ impl Signing {
         let signer =
             c2pa::create_signer::from_keys(chain_pem.as_bytes(), key_pem.as_bytes(), alg, None)
                 .map_err(|e| e.to_string())?;
-        let setting = |e: c2pa::Error| format!("the C2PA settings: {e}");
-        // Thumbnails need a feature not built (and cost time); nothing is
-        // ever fetched.
-        let settings = c2pa::Settings::new()
-            .with_value("builder.thumbnail.enabled", false)
-            .map_err(setting)?
-            .with_value("verify.remote_manifest_fetch", false)
-            .map_err(setting)?
-            .with_value("verify.ocsp_fetch", false)
-            .map_err(setting)?;
         let context = c2pa::Context::new()
-            .with_settings(settings)
-            .map_err(setting)?;
+            .with_settings(crate::meta::c2pa::offline_settings()?)
+            .map_err(|e| format!("the C2PA settings: {e}"))?;
         let mut s = Signing {
             signer,
             context: Arc::new(context),

@@ -148,6 +148,38 @@ fn low_band(rgb_bytes: &[u8], width: usize, (w4, h4): (usize, usize)) -> Vec<f64
     band
 }
 
+/// An image's low band, checked: big enough, and as many bytes as its size.
+struct Band {
+    band: Vec<f64>,
+    /// The image's width.
+    w: usize,
+    /// The band's width and height.
+    bw: usize,
+    bh: usize,
+}
+
+impl Band {
+    fn of(rgb_bytes: &[u8], width: u32, height: u32) -> Result<Band, String> {
+        if let Some(why) = too_small(width, height) {
+            return Err(why);
+        }
+        let (w, h) = (width as usize, height as usize);
+        if rgb_bytes.len() != w * h * 3 {
+            return Err(format!(
+                "{} bytes are not {w}×{h} RGB pixels",
+                rgb_bytes.len()
+            ));
+        }
+        let (w4, h4) = (w / 4 * 4, h / 4 * 4);
+        Ok(Band {
+            band: low_band(rgb_bytes, w, (w4, h4)),
+            w,
+            bw: w4 / 2,
+            bh: h4 / 2,
+        })
+    }
+}
+
 /// The coefficient a 4×4 block of the low band carries its bit in — the
 /// largest in magnitude but the first (the first of equals) — and the
 /// magnitude of the next largest (the first never counts).
@@ -213,19 +245,7 @@ pub fn embed(
     height: u32,
     message: &Message,
 ) -> Result<Vec<u8>, String> {
-    if let Some(why) = too_small(width, height) {
-        return Err(why);
-    }
-    let (w, h) = (width as usize, height as usize);
-    if rgb_bytes.len() != w * h * 3 {
-        return Err(format!(
-            "{} bytes are not {w}×{h} RGB pixels",
-            rgb_bytes.len()
-        ));
-    }
-    let (w4, h4) = (w / 4 * 4, h / 4 * 4);
-    let band = low_band(rgb_bytes, w, (w4, h4));
-    let (bw, bh) = (w4 / 2, h4 / 2);
+    let Band { band, w, bw, bh } = Band::of(rgb_bytes, width, height)?;
     let mut out = rgb_bytes.to_vec();
     let mut num = 0usize;
     for bi in 0..bh / BLOCK {
@@ -264,22 +284,10 @@ pub struct Reading {
 /// Reads a `len`-bit message from an image as the package's decoder does:
 /// each block votes for its bit, a bit is 1 when more than half vote so.
 pub fn read(rgb_bytes: &[u8], width: u32, height: u32, len: usize) -> Result<Reading, String> {
-    if let Some(why) = too_small(width, height) {
-        return Err(why);
-    }
     if len == 0 || len > MAX_BITS {
         return Err(format!("a watermark has 1 to {MAX_BITS} bits"));
     }
-    let (w, h) = (width as usize, height as usize);
-    if rgb_bytes.len() != w * h * 3 {
-        return Err(format!(
-            "{} bytes are not {w}×{h} RGB pixels",
-            rgb_bytes.len()
-        ));
-    }
-    let (w4, h4) = (w / 4 * 4, h / 4 * 4);
-    let band = low_band(rgb_bytes, w, (w4, h4));
-    let (bw, bh) = (w4 / 2, h4 / 2);
+    let Band { band, bw, bh, .. } = Band::of(rgb_bytes, width, height)?;
     let mut ones = vec![0u64; len];
     let mut votes = vec![0u64; len];
     let mut num = 0usize;

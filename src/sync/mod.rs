@@ -181,16 +181,7 @@ impl TargetSpec {
         let text = crate::redact::read_private_file(path, "config", MAX_CONFIG_BYTES)?;
         // The parser's own message quotes the offending line, which may hold
         // a token: only its reason and the line number are shown.
-        let v: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            bad(format!(
-                "invalid TOML{}: {}",
-                line.map(|l| format!(" on line {l}")).unwrap_or_default(),
-                e.message()
-            ))
-        })?;
+        let v = crate::error::toml_table(&text).map_err(bad)?;
         let Some(list) = v.get("target") else {
             return Ok(vec![TargetSpec::from_table(&v, &bad)?]);
         };
