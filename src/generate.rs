@@ -161,6 +161,16 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
         init = init.provenance(p);
     }
     let run = Run::create(init)?;
+    // A signed manifest keeps the input file (and its own credentials).
+    if let Some(p) = &args.image {
+        let bytes = crate::read::read_regular(p, crate::read::MAX_IMAGE_BYTES)
+            .map_err(|e| Error::file(p, format!("cannot read the input image: {e}")))?;
+        let name = p.file_name().map_or_else(
+            || "input image".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        run.set_input_file(Some((name, bytes)));
+    }
     let traces: Option<Traces> = args.trace.as_ref().map(|_| Traces::default());
     let first = run
         .record(&mut Traced::new(&mut base, tracer(&traces, 1)), &request)
@@ -175,6 +185,7 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<PathBuf> {
             steps: args.steps,
             ..request.clone()
         };
+        run.set_input_file(None);
         images = run
             .record(&mut Traced::new(&mut refiner, tracer(&traces, 2)), &req)
             .map_err(|e| Error::pipeline(refiner_name(args), e))?

@@ -1225,7 +1225,8 @@ fn difflog_in(root: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
 /// every image difflog generates — text to image, and image to image from
 /// one of them — carries a manifest that the CAI's own SDK (c2pa-python)
 /// validates as trusted, stating difflog, the model and the recipe's
-/// digest, and a watermark that the `invisible-watermark` package (what
+/// digest (and, for the edit, the input file with its own credentials as
+/// its parent ingredient), and a watermark that the `invisible-watermark` package (what
 /// diffusers' SDXL pipelines use) decodes to the message; `inspect`,
 /// `verify --provenance` and `replay` agree. A changed byte breaks the
 /// manifest for both readers; a resized copy keeps neither mark. Bad
@@ -1346,9 +1347,11 @@ fn generated_images_carry_marks_that_the_cais_sdk_and_invisible_watermark_accept
         theirs[2]["c2pa"]["actions"],
         serde_json::json!([["c2pa.opened", null], ["c2pa.edited", trained]])
     );
+    // The input file is the parent ingredient, its own credentials kept.
+    let input_name = made[0].file_name().unwrap().to_str().unwrap();
     assert_eq!(
         theirs[2]["c2pa"]["ingredients"],
-        serde_json::json!([["input image", "parentOf", false]])
+        serde_json::json!([[input_name, "parentOf", true]])
     );
 
     // difflog's own readers agree.

@@ -180,13 +180,14 @@ impl Signing {
     }
 
     /// `png` with a signed manifest stating `facts`; `parent` is the input
-    /// image (PNG, JPEG or WebP bytes) of an image-to-image or inpainting
-    /// call, whose own credentials, if any, are kept in its ingredient.
+    /// image (its title, and its PNG, JPEG or WebP bytes) of an
+    /// image-to-image or inpainting call, whose own credentials, if any,
+    /// are kept in its ingredient.
     pub fn sign_png(
         &self,
         png: &[u8],
         facts: &Facts,
-        parent: Option<&[u8]>,
+        parent: Option<(&str, &[u8])>,
     ) -> std::result::Result<Vec<u8>, String> {
         // Issue 36: the CAI's builder does the signing; a panic inside it is
         // this image's failure, not the writer thread's.
@@ -200,7 +201,7 @@ impl Signing {
         &self,
         png: &[u8],
         f: &Facts,
-        parent: Option<&[u8]>,
+        parent: Option<(&str, &[u8])>,
     ) -> std::result::Result<Vec<u8>, String> {
         let agent = json!({
             "name": GENERATOR,
@@ -237,14 +238,13 @@ impl Signing {
         let mut builder = c2pa::Builder::from_shared_context(&self.context)
             .with_definition(definition.to_string())
             .map_err(fail)?;
-        if let Some(input) = parent {
+        if let Some((title, input)) = parent {
             let mime = match crate::meta::exif::format_of(input) {
                 Some(crate::meta::exif::Format::Jpeg) => "image/jpeg",
                 Some(crate::meta::exif::Format::Webp) => "image/webp",
                 _ => "image/png",
             };
-            let ingredient =
-                json!({"title": "input image", "relationship": "parentOf", "label": "input"});
+            let ingredient = json!({"title": title, "relationship": "parentOf", "label": "input"});
             builder
                 .add_ingredient_from_stream(ingredient.to_string(), mime, &mut Cursor::new(input))
                 .map_err(fail)?;

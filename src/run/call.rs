@@ -4,6 +4,7 @@
 //! a program that drives its own generation loop. `Run::record` records
 //! through it too, so a call's records come out the same whoever drives it.
 
+use super::marks::Parent;
 use super::media::Pixels;
 use super::writer::{Cmd, PendingCell, Slot};
 use super::{ms, Run};
@@ -83,6 +84,7 @@ pub struct OpenCall<R: Borrow<Run>> {
     saving: Duration,
     images: u32,
     inputs: Vec<(Arc<dyn Pixels>, Arc<Slot>)>,
+    input_file: Option<Arc<super::marks::InputFile>>,
 }
 
 impl<R: Borrow<Run>> OpenCall<R> {
@@ -110,6 +112,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
             saving: Duration::ZERO,
             images: 0,
             inputs: Vec::new(),
+            input_file: None,
         }
     }
 
@@ -140,9 +143,17 @@ impl<R: Borrow<Run>> OpenCall<R> {
         result
     }
 
+    /// Names the file the call's input image was read from: its
+    /// generated images' manifests keep it (and its own credentials) as
+    /// their parent ingredient.
+    pub(crate) fn set_input_file(&mut self, file: Option<Arc<super::marks::InputFile>>) {
+        self.input_file = file;
+    }
+
     fn row_inner(&mut self, index: u32, cells: Vec<(String, RowValue)>) -> Result<()> {
         let call = self.call;
         let inputs = &mut self.inputs;
+        let input_file = self.input_file.clone();
         let Some(a) = &self.run.borrow().active else {
             return Ok(());
         };
@@ -159,9 +170,13 @@ impl<R: Borrow<Run>> OpenCall<R> {
                 })
                 .map(|()| PendingCell::Image { column, slot })
             };
-            // A generated image's parent: the row's input image, if any.
+            // A generated image's parent: the row's input image, if any
+            // (its file, when the caller named it).
             let parent = cells.iter().find_map(|(column, v)| match v {
-                RowValue::Input(img) if column == names::INPUT_IMAGE => Some(Arc::clone(img)),
+                RowValue::Input(img) if column == names::INPUT_IMAGE => Some(match &input_file {
+                    Some(f) => Parent::File(Arc::clone(f)),
+                    None => Parent::Pixels(Arc::clone(img)),
+                }),
                 _ => None,
             });
             let mut out = Vec::with_capacity(cells.len());
@@ -197,10 +212,15 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         caption,
                         text,
                     } => {
+                        let parent = match &parent {
+                            Some(Parent::File(f)) => Some(Parent::File(Arc::clone(f))),
+                            Some(Parent::Pixels(p)) => Some(Parent::Pixels(Arc::clone(p))),
+                            None => None,
+                        };
                         let slot = w.encode_generated(super::marks::Generated {
                             image,
                             text,
-                            parent: parent.clone(),
+                            parent,
                         })?;
                         output(column, slot, caption)?
                     }

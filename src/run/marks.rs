@@ -26,7 +26,26 @@ pub(crate) struct Generated {
     pub text: Vec<TextChunk>,
     /// The call's input image, if any.
     #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
-    pub parent: Option<Arc<dyn Pixels>>,
+    pub parent: Option<Parent>,
+}
+
+/// What a generated image was made from.
+#[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+pub(crate) enum Parent {
+    /// The input's pixels (stored in the run as a PNG of this encoding).
+    Pixels(Arc<dyn Pixels>),
+    /// The file the input was read from, as it is (its own credentials in
+    /// it): see [`super::Run::set_input_file`].
+    File(Arc<InputFile>),
+}
+
+/// A file a call's input image was read from.
+#[derive(Debug)]
+pub struct InputFile {
+    /// Its name (the manifest's ingredient title).
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// The PNG of a generated image, marked as `marker` says, and the marks it
@@ -81,13 +100,21 @@ fn marked(
         let signed = match Facts::from_recipe(&g.text) {
             None => Err("the image has no difflog recipe to state".to_string()),
             Some(facts) => {
-                // The input as the run stores it: the same encoding of the
-                // same pixels, so the ingredient's hash is the stored file's.
+                // The input's own file when known (its credentials kept);
+                // else the input as the run stores it: the same encoding of
+                // the same pixels, so the ingredient's hash is the stored file's.
                 let parent = match &g.parent {
-                    Some(i) => Some(encode_png_using(i.as_ref(), &[], png)?),
+                    Some(Parent::File(f)) => Some((f.name.clone(), f.bytes.clone())),
+                    Some(Parent::Pixels(i)) => Some((
+                        "input image".into(),
+                        encode_png_using(i.as_ref(), &[], png)?,
+                    )),
                     None => None,
                 };
-                signing.sign_png(&file, &facts, parent.as_deref())
+                let parent = parent
+                    .as_ref()
+                    .map(|(name, bytes)| (name.as_str(), &bytes[..]));
+                signing.sign_png(&file, &facts, parent)
             }
         };
         match signed {

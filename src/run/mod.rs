@@ -221,6 +221,7 @@ struct Active {
     writer: RwLock<Option<Writer>>,
     next_call: AtomicU32,
     pipelines: Mutex<Pipelines>,
+    input_file: Mutex<Option<Arc<marks::InputFile>>>,
 }
 
 /// The pipelines a run has recorded, with their numbers, and the next number.
@@ -304,6 +305,7 @@ impl Run {
                 writer: RwLock::new(Some(writer)),
                 next_call: AtomicU32::new(1),
                 pipelines: Mutex::new((Vec::new(), 1)),
+                input_file: Mutex::new(None),
             }),
         };
         run.emit(Event::RunStarted(RunStarted {
@@ -387,6 +389,7 @@ impl Run {
                 writer: RwLock::new(Some(writer)),
                 next_call: AtomicU32::new(next_call),
                 pipelines: Mutex::new((Vec::new(), next_pipeline)),
+                input_file: Mutex::new(None),
             }),
         };
         if read.log.records.is_empty() {
@@ -469,6 +472,18 @@ impl Run {
         })
     }
 
+    /// Names the file the input image of the calls recorded from here on
+    /// was read from (`difflog generate --image`), `None` for none: when
+    /// the run signs its images, their manifests keep the file as their
+    /// parent ingredient, with any Content Credentials it carries. Without
+    /// it the ingredient is the input's pixels as the run stores them.
+    pub fn set_input_file(&self, file: Option<(String, Vec<u8>)>) {
+        if let Some(a) = &self.active {
+            let file = file.map(|(name, bytes)| Arc::new(marks::InputFile { name, bytes }));
+            *a.input_file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+        }
+    }
+
     /// Runs a pipeline call and records it: the pipeline (once), the call with
     /// every argument and seed, one table row and media entry per image, and
     /// how the call ended with its timings. The call's result is returned as
@@ -498,6 +513,12 @@ impl Run {
                 seeds: spec.seeds.clone(),
                 columns: spec.columns(),
             },
+        );
+        open.set_input_file(
+            a.input_file
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         );
         let mut ctx = CallContext::new(Some(Box::new(CallRecorder {
             open: &mut open,
