@@ -390,7 +390,7 @@ impl<T> IoContext<T> for std::io::Result<T> {
 /// Parses a TOML configuration (a sync config, a provenance configuration)
 /// into its table; the error says the reason and the line, never the line
 /// itself (it may hold a token).
-#[cfg(any(feature = "sync", feature = "provenance"))]
+#[cfg(any(feature = "sync", feature = "watermark"))]
 pub fn toml_table(text: &str) -> std::result::Result<toml::Table, String> {
     text.parse().map_err(|e: toml::de::Error| {
         let line = e

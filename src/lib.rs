@@ -44,7 +44,7 @@ pub mod paths;
 pub mod pipeline;
 #[cfg(feature = "models")]
 pub mod pipelines;
-#[cfg(feature = "provenance")]
+#[cfg(feature = "watermark")]
 pub mod provenance;
 pub mod read;
 pub mod recipe;

@@ -1507,3 +1507,81 @@ fn generated_images_carry_marks_that_the_cais_sdk_and_invisible_watermark_accept
     );
     assert_eq!(std::fs::read_dir(&runs).unwrap().count(), before);
 }
+
+const MARKED: &str = "
+import difflog, tiny, torch, numpy as np
+torch.set_num_threads(1)
+pipe = tiny.sd()
+def call():
+    g = torch.Generator().manual_seed(3)
+    return pipe('a red circle', height=256, width=256, num_inference_steps=1, generator=g).images[0]
+plain = np.asarray(call())
+run = difflog.autolog(init=dict(project='marks'))
+marked = np.asarray(call())
+difflog.finish()
+assert (plain == marked).all(), 'recording changed the image the program got'
+print(run.dir, flush=True)
+";
+
+/// Issue 36 from Python: the extension is built with the watermark (not
+/// the C2PA crates). With DIFFLOG_PROVENANCE naming a watermark, a
+/// diffusers call's stored image carries it — the `invisible-watermark`
+/// package decodes it, the media record names its bits — while the image
+/// the program gets back is the one it gets without recording; a
+/// configuration asking to sign is refused, saying why, before anything
+/// is recorded.
+#[test]
+fn python_recorded_images_carry_the_configured_watermark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("marks.toml");
+    std::fs::write(&config, "[watermark]\ntext = \"py\"\n").unwrap();
+    let root = tmp.path().join("runs");
+    let env = [
+        ("DIFFLOG_DIR", root.as_path()),
+        ("DIFFLOG_PROVENANCE", config.as_path()),
+    ];
+    let o = py(&["-c", MARKED], &env);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let view = RunDir::open(&run).unwrap().view();
+    let image = view
+        .media
+        .iter()
+        .find(|m| m.key.starts_with("Generated-Image/"))
+        .unwrap();
+    let bits = difflog::provenance::watermark::Message::from_text("py")
+        .unwrap()
+        .as_bits();
+    let marks = image.provenance.as_ref().expect("marks recorded");
+    assert_eq!(marks.watermark.as_ref().unwrap().bits, bits);
+    assert_eq!(marks.c2pa, None);
+    let no_anchors = tmp.path().join("none.pem");
+    std::fs::write(&no_anchors, "").unwrap();
+    let file = run.join(&image.path);
+    let o = py(
+        &[
+            "provenance_oracle.py",
+            "check",
+            no_anchors.to_str().unwrap(),
+            &bits.len().to_string(),
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(theirs["watermark"], bits.as_str(), "{theirs}");
+    assert_eq!(theirs["c2pa"], serde_json::Value::Null);
+
+    std::fs::write(
+        &config,
+        "[sign]\ncertificate_chain = \"chain.pem\"\nprivate_key = \"key.pem\"\n",
+    )
+    .unwrap();
+    let before = std::fs::read_dir(&root).unwrap().count();
+    let o = py(&["-c", MARKED], &env);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("cannot sign C2PA manifests"), "{err}");
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), before);
+}

@@ -23,7 +23,9 @@
 //! changed (the recorder is invisible), only the file the run stores. Each
 //! marked image's `media` record says which marks it carries.
 
+#[cfg(feature = "provenance")]
 pub mod check;
+#[cfg(feature = "provenance")]
 pub mod sign;
 pub mod watermark;
 
@@ -39,6 +41,7 @@ pub const MAX_PEM_BYTES: u64 = 256 << 10;
 /// The marks a run puts on its generated images.
 pub struct Provenance {
     /// The C2PA signer, when `[sign]` is configured.
+    #[cfg(feature = "provenance")]
     pub signing: Option<sign::Signing>,
     /// The watermark's bits, when `[watermark]` is configured.
     pub watermark: Option<watermark::Message>,
@@ -49,9 +52,10 @@ pub struct Provenance {
 impl std::fmt::Debug for Provenance {
     // The key stays out of every printout.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provenance")
-            .field("signing", &self.signing.as_ref().map(|s| s.signer_name()))
-            .field("watermark", &self.watermark)
+        let mut d = f.debug_struct("Provenance");
+        #[cfg(feature = "provenance")]
+        d.field("signing", &self.signing.as_ref().map(|s| s.signer_name()));
+        d.field("watermark", &self.watermark)
             .field("source", &self.source)
             .finish()
     }
@@ -88,9 +92,23 @@ impl Provenance {
                 Some(_) => Err(bad(format!("[{name}] must be a table"))),
             }
         };
+        #[cfg(feature = "provenance")]
         let signing = match section("sign")? {
             Some(t) => Some(sign::Signing::from_table(t, dir, &bad)?),
             None => None,
+        };
+        #[cfg(not(feature = "provenance"))]
+        let signing = match section("sign")? {
+            Some(_) => {
+                let _ = dir;
+                return Err(bad(
+                    "[sign]: this build of difflog (the Python package's) cannot sign C2PA \
+                     manifests: configure only [watermark] here, or record with the difflog \
+                     command-line tools"
+                        .into(),
+                ));
+            }
+            None => None::<()>,
         };
         let watermark = match section("watermark")? {
             Some(t) => Some(watermark::Message::from_table(t).map_err(bad)?),
@@ -103,6 +121,7 @@ impl Provenance {
             ));
         }
         Ok(Provenance {
+            #[cfg(feature = "provenance")]
             signing,
             watermark,
             source: path.to_path_buf(),
@@ -130,6 +149,7 @@ fn read_regular(path: &Path, what: &str, max: u64) -> Result<String> {
 }
 
 /// A path from the configuration, relative to its folder.
+#[cfg(feature = "provenance")]
 fn config_path(dir: &Path, t: &toml::Table, key: &str) -> std::result::Result<PathBuf, String> {
     match t.get(key) {
         Some(toml::Value::String(s)) if !s.is_empty() => Ok(dir.join(s)),

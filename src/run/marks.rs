@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 /// What marks a run's generated images: its provenance configuration
 /// (none in a build without the `provenance` feature).
-#[cfg(feature = "provenance")]
+#[cfg(feature = "watermark")]
 pub(crate) type Marker = Option<Arc<crate::provenance::Provenance>>;
 /// What marks a run's generated images: nothing in this build.
-#[cfg(not(feature = "provenance"))]
+#[cfg(not(feature = "watermark"))]
 pub(crate) type Marker = Option<Arc<()>>;
 
 /// A generated image to encode: its pixels, recipe chunks and the input it
@@ -41,6 +41,7 @@ pub(crate) enum Parent {
 
 /// A file a call's input image was read from.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "provenance"), allow(dead_code))]
 pub struct InputFile {
     /// Its name (the manifest's ingredient title).
     pub name: String,
@@ -61,18 +62,18 @@ pub(crate) fn encode_generated(
     marked(g, png, p)
 }
 
-#[cfg(not(feature = "provenance"))]
+#[cfg(not(feature = "watermark"))]
 fn marked(g: &Generated, png: PngEncoding, _: &Arc<()>) -> Result<(Vec<u8>, Option<Marks>)> {
     Ok((encode_png_using(g.image.as_ref(), &g.text, png)?, None))
 }
 
-#[cfg(feature = "provenance")]
+#[cfg(feature = "watermark")]
 fn marked(
     g: &Generated,
     png: PngEncoding,
     p: &crate::provenance::Provenance,
 ) -> Result<(Vec<u8>, Option<Marks>)> {
-    use crate::provenance::{sign::Facts, watermark};
+    use crate::provenance::watermark;
     let mut marks = Marks::default();
     let (width, height) = g.image.dimensions();
     let watermarked = match &p.watermark {
@@ -95,45 +96,61 @@ fn marked(
         Some(o) => o,
         None => g.image.as_ref(),
     };
+    #[allow(unused_mut)]
     let mut file = encode_png_using(pixels, &g.text, png)?;
+    #[cfg(feature = "provenance")]
     if let Some(signing) = &p.signing {
-        let signed = match Facts::from_recipe(&g.text) {
-            None => Err("the image has no difflog recipe to state".to_string()),
-            Some(facts) => {
-                // The input's own file when known (its credentials kept);
-                // else the input as the run stores it: the same encoding of
-                // the same pixels, so the ingredient's hash is the stored file's.
-                let parent = match &g.parent {
-                    Some(Parent::File(f)) => Some((f.name.clone(), f.bytes.clone())),
-                    Some(Parent::Pixels(i)) => Some((
-                        "input image".into(),
-                        encode_png_using(i.as_ref(), &[], png)?,
-                    )),
-                    None => None,
-                };
-                let parent = parent
-                    .as_ref()
-                    .map(|(name, bytes)| (name.as_str(), &bytes[..]));
-                signing.sign_png(&file, &facts, parent)
-            }
-        };
-        match signed {
-            Ok(bytes) => {
-                file = bytes;
-                marks.c2pa = Some(signing.signer_name().to_string());
-            }
-            Err(why) => {
-                tracing::warn!("an image is stored unsigned: {why}");
-                marks.c2pa_error = Some(why);
-            }
-        }
+        file = signed(signing, file, g, png, &mut marks)?;
     }
     Ok((file, Some(marks)))
 }
 
+/// `file` signed as `signing` signs, its marks noted; a failure stores the
+/// file unsigned and says why.
+#[cfg(feature = "provenance")]
+fn signed(
+    signing: &crate::provenance::sign::Signing,
+    file: Vec<u8>,
+    g: &Generated,
+    png: PngEncoding,
+    marks: &mut Marks,
+) -> Result<Vec<u8>> {
+    let signed = match crate::provenance::sign::Facts::from_recipe(&g.text) {
+        None => Err("the image has no difflog recipe to state".to_string()),
+        Some(facts) => {
+            // The input's own file when known (its credentials kept);
+            // else the input as the run stores it: the same encoding of
+            // the same pixels, so the ingredient's hash is the stored file's.
+            let parent = match &g.parent {
+                Some(Parent::File(f)) => Some((f.name.clone(), f.bytes.clone())),
+                Some(Parent::Pixels(i)) => Some((
+                    "input image".into(),
+                    encode_png_using(i.as_ref(), &[], png)?,
+                )),
+                None => None,
+            };
+            let parent = parent
+                .as_ref()
+                .map(|(name, bytes)| (name.as_str(), &bytes[..]));
+            signing.sign_png(&file, &facts, parent)
+        }
+    };
+    Ok(match signed {
+        Ok(bytes) => {
+            marks.c2pa = Some(signing.signer_name().to_string());
+            bytes
+        }
+        Err(why) => {
+            tracing::warn!("an image is stored unsigned: {why}");
+            marks.c2pa_error = Some(why);
+            file
+        }
+    })
+}
+
 /// The marker of a run: the provenance configuration at `path`, else
 /// `DIFFLOG_PROVENANCE`'s, else none.
-#[cfg(feature = "provenance")]
+#[cfg(feature = "watermark")]
 pub(crate) fn marker(path: Option<&std::path::Path>) -> Result<Marker> {
     use crate::provenance::Provenance;
     match path {
@@ -142,9 +159,9 @@ pub(crate) fn marker(path: Option<&std::path::Path>) -> Result<Marker> {
     }
 }
 
-/// The marker of a run: in a build without the `provenance` feature, a
+/// The marker of a run: in a build without the `watermark` feature, a
 /// configuration given (or `DIFFLOG_PROVENANCE`) is an error, never ignored.
-#[cfg(not(feature = "provenance"))]
+#[cfg(not(feature = "watermark"))]
 pub(crate) fn marker(path: Option<&std::path::Path>) -> Result<Marker> {
     let given = path.map(|p| p.display().to_string()).or_else(|| {
         std::env::var("DIFFLOG_PROVENANCE")
@@ -155,7 +172,7 @@ pub(crate) fn marker(path: Option<&std::path::Path>) -> Result<Marker> {
         Some(value) => Err(crate::error::Error::Setting {
             name: "DIFFLOG_PROVENANCE".into(),
             value,
-            why: "this build of difflog cannot sign or watermark images (its `provenance` \
+            why: "this build of difflog cannot sign or watermark images (its `watermark` \
                   feature is off); record with the difflog command-line tools' build"
                 .into(),
         }),

@@ -46,15 +46,15 @@ def make_ca(out):
 
 
 def credentials(data, anchors):
+    settings = c2pa.Settings.from_dict({"verify": {"remote_manifest_fetch": False}})
     try:
-        found = oracle(data, anchors)
+        with c2pa.Reader(io.BytesIO(data), context=c2pa.Context(settings=settings)) as reader:
+            store = json.loads(reader.json())
     except c2pa.C2paError as e:
         if "ManifestNotFound" in str(e) or "JumbfNotFound" in str(e):
             return None
         return {"error": str(e)}
-    settings = c2pa.Settings.from_dict({"verify": {"remote_manifest_fetch": False}})
-    with c2pa.Reader(io.BytesIO(data), context=c2pa.Context(settings=settings)) as reader:
-        store = json.loads(reader.json())
+    found = oracle(data, anchors)
     m = store["manifests"][store["active_manifest"]]
     for a in m.get("assertions", []):
         if a["label"] == "org.difflog.recipe":
