@@ -112,6 +112,13 @@ impl Signing {
         };
         let chain_pem = super::read_regular(&chain, "certificate chain", super::MAX_PEM_BYTES)?;
         let key_pem = crate::redact::read_private_file(&key, "private key", super::MAX_PEM_BYTES)?;
+        // Never printed; should a message ever quote a line of it, that
+        // line is redacted.
+        for line in key_pem.lines().map(str::trim) {
+            if line.len() >= 16 && !line.starts_with("-----") {
+                crate::redact::register_secret(None, line);
+            }
+        }
         Signing::new(&chain_pem, &key_pem, alg).map_err(|why| {
             Error::file(
                 &key,
