@@ -212,15 +212,10 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         caption,
                         text,
                     } => {
-                        let parent = match &parent {
-                            Some(Parent::File(f)) => Some(Parent::File(Arc::clone(f))),
-                            Some(Parent::Pixels(p)) => Some(Parent::Pixels(Arc::clone(p))),
-                            None => None,
-                        };
                         let slot = w.encode_generated(super::marks::Generated {
                             image,
                             text,
-                            parent,
+                            parent: parent.clone(),
                         })?;
                         output(column, slot, caption)?
                     }

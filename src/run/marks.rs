@@ -30,6 +30,7 @@ pub(crate) struct Generated {
 }
 
 /// What a generated image was made from.
+#[derive(Clone)]
 #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
 pub(crate) enum Parent {
     /// The input's pixels (stored in the run as a PNG of this encoding).
