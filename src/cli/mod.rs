@@ -231,10 +231,11 @@ pub fn verify(
     if let Some(trust) = provenance {
         let anchors = inspect::trust_anchors(trust)?;
         for r in &reports {
-            marks.push(crate::provenance::check::check_run(
-                &r.path,
-                anchors.as_deref(),
-            )?);
+            // A run that cannot be read is one problem of its own (the
+            // integrity report above says why), never the end of the rest.
+            let checked = crate::provenance::check::check_run(&r.path, anchors.as_deref())
+                .unwrap_or_else(|e| vec![crate::provenance::check::ImageCheck::unreadable(&e)]);
+            marks.push(checked);
         }
     }
     let broken = marks.iter().flatten().any(|c| !c.problems.is_empty());

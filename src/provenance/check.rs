@@ -180,6 +180,18 @@ fn check_file(bytes: &[u8], anchors: Option<&str>, c: &mut ImageCheck) {
 }
 
 impl ImageCheck {
+    /// The check of a run that cannot be read: one problem, `why`.
+    pub fn unreadable(why: &dyn std::fmt::Display) -> ImageCheck {
+        ImageCheck {
+            key: "(the run)".into(),
+            path: String::new(),
+            recorded: None,
+            c2pa: None,
+            watermark: None,
+            problems: vec![format!("its images cannot be checked: {why}")],
+        }
+    }
+
     /// The marks it carries intact, in words (`none` without any).
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
