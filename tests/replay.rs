@@ -554,6 +554,20 @@ fn watermarks_are_made_again_on_replay_and_small_images_say_why_they_have_none()
         text(&o)
     );
 
+    // A run that cannot be read among them: said, and the others checked.
+    let broken = root.join("20261206T000000.000Z-000000");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("run.json"), "{not json").unwrap();
+    let o = difflog(&["verify", root.to_str().unwrap(), "--provenance"], &root);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("provenance: PROBLEM: its images cannot be checked"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("no watermark (a 64×64"), "{}", text(&o));
+    std::fs::remove_dir_all(&broken).unwrap();
+
     let before = std::fs::read_dir(&root).unwrap().count();
     std::fs::remove_file(&config).unwrap();
     let o = with_marks(&["generate", "--prompt", "a red circle", "--steps", "2"]);

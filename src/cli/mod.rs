@@ -283,6 +283,14 @@ fn write_marks(
     out: &mut dyn Write,
     images: &[crate::provenance::check::ImageCheck],
 ) -> std::io::Result<()> {
+    if let [only] = images {
+        if only.path.is_empty() {
+            for p in &only.problems {
+                writeln!(out, "  provenance: PROBLEM: {p}")?;
+            }
+            return Ok(());
+        }
+    }
     let signed = images.iter().filter(|c| c.c2pa.is_some()).count();
     let watermarked = images
         .iter()
