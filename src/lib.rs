@@ -14,7 +14,9 @@
 //! - [`sync`]: `difflog-sync`, uploading runs to MLflow;
 //! - [`verify`], [`replay`], [`pack`], [`report`], [`cli`], [`bench`]: what the `difflog` command does;
 //! - [`format`] and [`event`]: the run directory format v1 (see `schemas/README.md`);
-//!   [`recipe`]: the generation parameters every generated PNG carries.
+//!   [`recipe`]: the generation parameters every generated PNG carries;
+//! - `provenance`: the marks a run can put on its generated images (a
+//!   signed C2PA manifest, an invisible watermark) and their checks.
 //!
 //! The two-line start, as with W&B's diffusers autolog:
 //!
