@@ -123,11 +123,22 @@ fn rgb(y: i32, u: i32, v: i32) -> [u8; 3] {
 
 /// OpenCV's U of one RGB pixel (see [`yuv`]).
 #[inline]
-fn u_of(p: &[u8]) -> f64 {
+fn u_of(p: &[u8]) -> usize {
     let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
     let y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14;
-    f64::from((((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp(0, 255))
+    (((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp(0, 255) as usize
 }
+
+/// `S · u` for every U value: the products PyWavelets computes, looked up.
+const S_TIMES: [f64; 256] = {
+    let mut t = [0.0; 256];
+    let mut u = 0;
+    while u < 256 {
+        t[u] = S * u as f64;
+        u += 1;
+    }
+    t
+};
 
 /// The Haar low band (`w4/2 × h4/2`) of the U channel of the image's
 /// top-left `w4 × h4` pixels (multiples of 4), as PyWavelets computes it
@@ -140,8 +151,8 @@ fn low_band(rgb_bytes: &[u8], width: usize, (w4, h4): (usize, usize)) -> Vec<f64
         let top = &rgb_bytes[2 * i * stride..][..w4 * 3];
         let bottom = &rgb_bytes[(2 * i + 1) * stride..][..w4 * 3];
         for (a, b) in top.chunks_exact(6).zip(bottom.chunks_exact(6)) {
-            let even_col = S * u_of(&b[..3]) + S * u_of(&a[..3]);
-            let odd_col = S * u_of(&b[3..]) + S * u_of(&a[3..]);
+            let even_col = S_TIMES[u_of(&b[..3])] + S_TIMES[u_of(&a[..3])];
+            let odd_col = S_TIMES[u_of(&b[3..])] + S_TIMES[u_of(&a[3..])];
             band.push(S * odd_col + S * even_col);
         }
     }
@@ -360,6 +371,29 @@ mod tests {
         assert_eq!(text.as_bits(), "01100001011000110110110101100101");
         let r = read(&embed(&img, 320, 256, &text).unwrap(), 320, 256, 32).unwrap();
         assert_eq!(r.bits, text.as_bits());
+    }
+
+    #[test]
+    fn the_low_band_is_pywavelets_products_in_its_order() {
+        let img = picture(16, 8);
+        let u = |x: usize, y: usize| {
+            f64::from(
+                yuv(
+                    img[(y * 16 + x) * 3],
+                    img[(y * 16 + x) * 3 + 1],
+                    img[(y * 16 + x) * 3 + 2],
+                )
+                .1,
+            )
+        };
+        let band = low_band(&img, 16, (16, 8));
+        for i in 0..4 {
+            for j in 0..8 {
+                let even = S * u(2 * j, 2 * i + 1) + S * u(2 * j, 2 * i);
+                let odd = S * u(2 * j + 1, 2 * i + 1) + S * u(2 * j + 1, 2 * i);
+                assert_eq!(band[i * 8 + j].to_bits(), (S * odd + S * even).to_bits());
+            }
+        }
     }
 
     #[test]
