@@ -218,10 +218,17 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// Reads a file that may hold credentials (a `--config` file, AWS's shared
-/// credentials file): it must be a regular file (checked before opening: a
-/// FIFO would block the open forever), readable by its owner only, and at
-/// most `max` bytes. `what` names it in errors.
+/// credentials file, a signing key): it must be a regular file (checked
+/// before opening: a FIFO would block the open forever), readable by its
+/// owner only, and at most `max` bytes. `what` names it in errors.
 pub fn read_private_file(path: &Path, what: &'static str, max: u64) -> crate::Result<String> {
+    read_config_file(path, what, max, true)
+}
+
+/// Reads a configuration file: a regular file (checked before opening) of
+/// at most `max` bytes, and with `private`, readable by its owner only (see
+/// [`read_private_file`]). `what` names it in errors.
+pub fn read_config_file(path: &Path, what: &str, max: u64, private: bool) -> crate::Result<String> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let bad = |why: String| crate::Error::file(path, why);
     let md = std::fs::metadata(path).map_err(|e| crate::Error::io(path, "read", e))?;
@@ -237,7 +244,7 @@ pub fn read_private_file(path: &Path, what: &'static str, max: u64) -> crate::Re
             "the {what} must be a regular file, and this is {kind}"
         )));
     }
-    if md.permissions().mode() & 0o077 != 0 {
+    if private && md.permissions().mode() & 0o077 != 0 {
         return Err(bad(format!(
             "{what} files may hold credentials and must not be readable by others (chmod 600 {})",
             path.display()

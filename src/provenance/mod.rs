@@ -75,7 +75,12 @@ impl Provenance {
     /// certificate is an error now, not at the first image.
     pub fn load(path: &Path) -> Result<Provenance> {
         let bad = |why: String| Error::file(path, why);
-        let text = read_regular(path, "provenance configuration", MAX_CONFIG_BYTES)?;
+        let text = crate::redact::read_config_file(
+            path,
+            "provenance configuration",
+            MAX_CONFIG_BYTES,
+            false,
+        )?;
         let table = crate::error::toml_table(&text).map_err(bad)?;
         for key in table.keys() {
             if key != "sign" && key != "watermark" {
@@ -127,25 +132,6 @@ impl Provenance {
             source: path.to_path_buf(),
         })
     }
-}
-
-/// Reads a regular file of at most `max` bytes (checked before opening: a
-/// FIFO would block the open forever); `what` names it in errors.
-fn read_regular(path: &Path, what: &str, max: u64) -> Result<String> {
-    let md = std::fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
-    if !md.is_file() {
-        return Err(Error::file(
-            path,
-            format!("the {what} must be a regular file"),
-        ));
-    }
-    if md.len() > max {
-        return Err(Error::file(
-            path,
-            format!("{} bytes is too large for a {what}", md.len()),
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))
 }
 
 /// A path from the configuration, relative to its folder.

@@ -110,7 +110,12 @@ impl Signing {
             },
             Some(_) => return Err(bad("algorithm must be a string".into())),
         };
-        let chain_pem = super::read_regular(&chain, "certificate chain", super::MAX_PEM_BYTES)?;
+        let chain_pem = crate::redact::read_config_file(
+            &chain,
+            "certificate chain",
+            super::MAX_PEM_BYTES,
+            false,
+        )?;
         let key_pem = crate::redact::read_private_file(&key, "private key", super::MAX_PEM_BYTES)?;
         // Never printed; should a message ever quote a line of it, that
         // line is redacted.
