@@ -122,17 +122,15 @@ fn signed(
             // The input's own file when known (its credentials kept);
             // else the input as the run stores it: the same encoding of
             // the same pixels, so the ingredient's hash is the stored file's.
+            let encoded;
             let parent = match &g.parent {
-                Some(Parent::File(f)) => Some((f.name.clone(), f.bytes.clone())),
-                Some(Parent::Pixels(i)) => Some((
-                    "input image".into(),
-                    encode_png_using(i.as_ref(), &[], png)?,
-                )),
+                Some(Parent::File(f)) => Some((f.name.as_str(), &f.bytes[..])),
+                Some(Parent::Pixels(i)) => {
+                    encoded = encode_png_using(i.as_ref(), &[], png)?;
+                    Some(("input image", &encoded[..]))
+                }
                 None => None,
             };
-            let parent = parent
-                .as_ref()
-                .map(|(name, bytes)| (name.as_str(), &bytes[..]));
             signing.sign_png(&file, &facts, parent)
         }
     };
