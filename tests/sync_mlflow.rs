@@ -298,8 +298,14 @@ fn assert_complete_basic(project: &str, dir: &Path) {
     let r = RunDir::open(dir).unwrap();
     let run = mf::run_for(project, &r.meta.id);
     let arts: Vec<String> = mf::artifacts(&run).into_iter().map(|(p, _)| p).collect();
+    // A finished call has its table; a call torn by a SIGKILL has none.
     for call in r.view().calls.values() {
-        assert!(arts.contains(&format!("Result-Table/{}.json", call.started.stage)));
+        let table = format!("Result-Table/{}.json", call.started.stage);
+        assert_eq!(
+            arts.contains(&table),
+            call.finished.is_some(),
+            "{table}: {arts:?}"
+        );
     }
 }
 
@@ -1017,11 +1023,14 @@ fn a_job_killed_and_started_again_resumes_its_run_on_disk_and_on_mlflow() {
     assert!(o.status.success(), "{}", text(&o));
     let read = RunDir::open(&dir).unwrap();
     let view = read.view();
+    // The SIGKILL may have torn one call (started, never finished).
+    let finished = view.calls.values().filter(|c| c.finished.is_some()).count();
     assert_eq!(
-        view.calls.len(),
+        finished,
         first + 2,
         "a call of the killed job is lost or doubled"
     );
+    assert!(view.calls.len() <= first + 3, "{:?}", view.calls.keys());
     assert!(view.finished.is_some());
     assert!(read
         .records()
@@ -1111,7 +1120,14 @@ fn a_remote_run_deleted_on_the_server_is_reported_and_recreated_only_when_asked(
     assert_eq!(new.len(), 1);
     assert_ne!(new[0]["info"]["run_id"], old.as_str());
     assert_eq!(new[0]["info"]["status"], "FINISHED");
-    let calls = RunDir::open(&dir).unwrap().view().calls.len();
+    // Only finished calls have tables: the SIGKILL may have torn one.
+    let calls = RunDir::open(&dir)
+        .unwrap()
+        .view()
+        .calls
+        .values()
+        .filter(|c| c.finished.is_some())
+        .count();
     let tables = mf::artifacts(new[0])
         .iter()
         .filter(|(p, _)| p.starts_with("Result-Table/"))
