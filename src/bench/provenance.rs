@@ -28,6 +28,88 @@ pub struct ProvenanceCompareFigures {
     pub marks: crate::event::Marks,
     /// The median rounds' full figures: without, with.
     pub median_runs: (RecordFigures, RecordFigures),
+    /// What each step costs on one thread (less noisy than the ratio).
+    pub steps: StepFigures,
+}
+
+/// What encoding an image and each of its marks cost on one thread:
+/// milliseconds an image, the best of three rounds over the same images.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepFigures {
+    /// The images timed.
+    pub images: usize,
+    /// Encoding the PNG (recipe chunks included), as recording does.
+    pub encode_ms: f64,
+    /// Watermarking the pixels, when configured.
+    pub watermark_ms: Option<f64>,
+    /// Signing the encoded file, when configured.
+    pub sign_ms: Option<f64>,
+}
+
+/// Times [`StepFigures`] over the first 24 of `images`.
+fn steps(
+    images: &[image::RgbImage],
+    config: &Path,
+    png: crate::run::media::PngEncoding,
+) -> Result<StepFigures> {
+    use std::time::Instant;
+    let p = crate::provenance::Provenance::load(config)?;
+    let images = &images[..images.len().min(24)];
+    let best_ms = |f: &mut dyn FnMut(&image::RgbImage) -> Result<()>| -> Result<f64> {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            for img in images {
+                f(img)?;
+            }
+            best = best.min(t.elapsed().as_secs_f64() * 1e3 / images.len().max(1) as f64);
+        }
+        Ok(best)
+    };
+    let encode_ms =
+        best_ms(&mut |img| crate::run::media::encode_png_using(img, &[], png).map(drop))?;
+    let watermark_ms = match &p.watermark {
+        Some(m) => Some(best_ms(&mut |img| {
+            crate::provenance::watermark::embed(img.as_raw(), img.width(), img.height(), m)
+                .map(drop)
+                .map_err(Error::Invalid)
+        })?),
+        None => None,
+    };
+    let sign_ms = match &p.signing {
+        Some(signing) => {
+            let files = images
+                .iter()
+                .map(|img| crate::run::media::encode_png_using(img, &[], png))
+                .collect::<Result<Vec<_>>>()?;
+            let facts = crate::provenance::sign::Facts {
+                title: "difflog bench".into(),
+                model_id: "bench".into(),
+                weights_digest: None,
+                recipe_sha256: crate::format::sha256_hex(b""),
+                run_id: "bench".into(),
+                call: 1,
+                row: 0,
+                source_type: crate::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
+            };
+            let mut at = 0;
+            Some(best_ms(&mut |_| {
+                let file = &files[at % files.len()];
+                at += 1;
+                signing
+                    .sign_png(file, &facts, None)
+                    .map(drop)
+                    .map_err(Error::Invalid)
+            })?)
+        }
+        None => None,
+    };
+    Ok(StepFigures {
+        images: images.len(),
+        encode_ms,
+        watermark_ms,
+        sign_ms,
+    })
 }
 
 /// Records the same images `rounds` times without marks and with the
@@ -78,6 +160,7 @@ pub fn compare(
         ))
     })?;
     let (p, m) = (median_run(&plain), median_run(&marked));
+    let steps = steps(&images, config, recording.0)?;
     Ok(ProvenanceCompareFigures {
         rounds,
         plain_s: plain.iter().map(|f| f.record_s).collect(),
@@ -87,6 +170,7 @@ pub fn compare(
         marked_blocked_p50_ms: m.blocked_p50_ms,
         marks,
         median_runs: (p, m),
+        steps,
     })
 }
 
@@ -95,6 +179,20 @@ fn median_run(runs: &[RecordFigures]) -> RecordFigures {
     let mut order: Vec<&RecordFigures> = runs.iter().collect();
     order.sort_by(|a, b| a.record_s.total_cmp(&b.record_s));
     order[order.len() / 2].clone()
+}
+
+/// The marks' steps of [`StepFigures`], each with its share of an encode.
+fn step(s: &StepFigures) -> String {
+    let mut out = String::new();
+    for (name, ms) in [("watermark", s.watermark_ms), ("sign", s.sign_ms)] {
+        if let Some(ms) = ms {
+            out.push_str(&format!(
+                ", {name} {ms:.2} ({:.2}× the encode)",
+                ms / s.encode_ms.max(1e-9)
+            ));
+        }
+    }
+    out
 }
 
 /// The text `bench record --compare-provenance` prints.
@@ -121,7 +219,8 @@ pub fn render(f: &ProvenanceCompareFigures, calls: usize, size: u32) -> String {
          \x20 without marks, s per round   {}\n\
          \x20 with marks, s per round      {}\n\
          \x20 caller held per call (p50)   {:.2} ms without, {:.2} ms with\n\
-         with / without (medians) {:.3}; goal ≤ 1.2\n",
+         with / without (medians) {:.3}; goal ≤ 1.2\n\
+         one thread, ms an image (best of 3 over {}): encode {:.2}{}\n",
         f.median_runs.0.images,
         f.rounds,
         what.join(", "),
@@ -129,6 +228,9 @@ pub fn render(f: &ProvenanceCompareFigures, calls: usize, size: u32) -> String {
         secs(&f.marked_s),
         f.plain_blocked_p50_ms,
         f.marked_blocked_p50_ms,
-        f.ratio
+        f.ratio,
+        f.steps.images,
+        f.steps.encode_ms,
+        step(&f.steps)
     )
 }

@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
+use sha2::Digest;
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
@@ -261,17 +262,49 @@ impl Signing {
                 .add_ingredient_from_stream(ingredient.to_string(), mime, &mut Cursor::new(input))
                 .map_err(fail)?;
         }
-        let mut out = Cursor::new(Vec::with_capacity(png.len() + (32 << 10)));
-        builder
-            .sign(
-                self.signer.as_ref(),
-                "image/png",
-                &mut Cursor::new(png),
-                &mut out,
-            )
+        // The manifest goes after the header, where the CAI's own writer
+        // puts it; its hard binding is the SHA-256 of every other byte,
+        // that is of the PNG as it was: hashed once, here, and the file
+        // written once (the CAI's `sign` copies it twice and hashes it
+        // again; issue 36's cost).
+        let at = after_header(png).ok_or("not a PNG that starts with its header")?;
+        let placeholder = builder
+            .data_hashed_placeholder(self.signer.reserve_size(), PNG)
             .map_err(fail)?;
-        Ok(out.into_inner())
+        let mut binding = c2pa::assertions::DataHash::new("jumbf manifest", "sha256");
+        binding.add_exclusion(c2pa::HashRange::new(at as u64, placeholder.len() as u64));
+        binding.set_hash(sha2::Sha256::digest(png).to_vec());
+        let manifest = builder
+            .sign_data_hashed_embeddable(self.signer.as_ref(), &binding, PNG)
+            .map_err(fail)?;
+        if manifest.len() != placeholder.len() {
+            return Err(format!(
+                "the signed manifest ({} bytes) does not fit the {} bytes reserved for it",
+                manifest.len(),
+                placeholder.len()
+            ));
+        }
+        let mut out = Vec::with_capacity(png.len() + manifest.len());
+        out.extend_from_slice(&png[..at]);
+        out.extend_from_slice(&manifest);
+        out.extend_from_slice(&png[at..]);
+        Ok(out)
     }
+}
+
+/// The media type signed.
+const PNG: &str = "image/png";
+
+/// Where a PNG's header chunk (`IHDR`, first by the format's rule) ends.
+fn after_header(png: &[u8]) -> Option<usize> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let head = png.strip_prefix(SIGNATURE)?.get(..8)?;
+    if &head[4..8] != b"IHDR" {
+        return None;
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let end = SIGNATURE.len().checked_add(12)?.checked_add(len)?;
+    (end <= png.len()).then_some(end)
 }
 
 /// A PNG's bytes without its C2PA manifest (`caBX` chunks): `None` when it

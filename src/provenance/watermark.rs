@@ -5,13 +5,14 @@
 //! re-encode to another lossless format), though not a resize or a crop.
 //!
 //! The method (the package's facts, re-implemented): the image goes to YUV
-//! (BT.601, as OpenCV converts BGR to YUV); each of U and V gets one Haar
-//! wavelet level; the low band is cut into 4×4 blocks, row by row, and
-//! block *n* carries bit *n mod len*: its DCT's coefficient (0, 0) is moved
-//! into the upper quarter of its 36-wide step for a 1, the lower for a 0.
-//! Reading takes the bit each block says and lets the blocks of each bit
-//! vote (both channels). Images under 256×256 pixels get no watermark, as
-//! with diffusers (the package refuses them).
+//! (BT.601, as OpenCV converts 8-bit BGR to YUV); the U channel gets one
+//! Haar wavelet level (the package's loop stops before V); the low band is
+//! cut into 4×4 blocks, row by row, and block *n* carries bit *n mod len*
+//! in its largest coefficient but the first (despite the method's name, no
+//! DCT is taken): moved into the upper quarter of its 36-wide step for a 1,
+//! the lower for a 0. Reading takes the bit each block says and lets the
+//! blocks of each bit vote. Images under 256×256 pixels get no watermark,
+//! as with diffusers (the package refuses them).
 
 /// diffusers' SDXL watermark (`WATERMARK_MESSAGE`), the default message.
 pub const SDXL_BITS: &str = "101100111110110010010000011110111011000110011110";
@@ -159,11 +160,25 @@ fn low_band(rgb_bytes: &[u8], width: usize, (w4, h4): (usize, usize)) -> Vec<f64
     band
 }
 
-/// An image's low band, checked: big enough, and as many bytes as its size.
+/// Why these bytes cannot be watermarked or read: too small an image, or
+/// not as many bytes as its size.
+fn check_pixels(rgb_bytes: &[u8], width: u32, height: u32) -> Result<(), String> {
+    if let Some(why) = too_small(width, height) {
+        return Err(why);
+    }
+    let (w, h) = (width as usize, height as usize);
+    if rgb_bytes.len() != w * h * 3 {
+        return Err(format!(
+            "{} bytes are not {w}×{h} RGB pixels",
+            rgb_bytes.len()
+        ));
+    }
+    Ok(())
+}
+
+/// An image's exact low band, checked (see [`check_pixels`]).
 struct Band {
     band: Vec<f64>,
-    /// The image's width.
-    w: usize,
     /// The band's width and height.
     bw: usize,
     bh: usize,
@@ -171,20 +186,11 @@ struct Band {
 
 impl Band {
     fn of(rgb_bytes: &[u8], width: u32, height: u32) -> Result<Band, String> {
-        if let Some(why) = too_small(width, height) {
-            return Err(why);
-        }
+        check_pixels(rgb_bytes, width, height)?;
         let (w, h) = (width as usize, height as usize);
-        if rgb_bytes.len() != w * h * 3 {
-            return Err(format!(
-                "{} bytes are not {w}×{h} RGB pixels",
-                rgb_bytes.len()
-            ));
-        }
         let (w4, h4) = (w / 4 * 4, h / 4 * 4);
         Ok(Band {
             band: low_band(rgb_bytes, w, (w4, h4)),
-            w,
             bw: w4 / 2,
             bh: h4 / 2,
         })
@@ -219,29 +225,102 @@ fn carrier(band: &[f64], bw: usize, bi: usize, bj: usize) -> ((usize, usize), f6
 fn target(a: f64, bit: bool, runner_up: f64) -> f64 {
     const ROOM: f64 = 3.0;
     let offset = if bit { 0.75 } else { 0.25 };
-    let q = (a - rem(a)) / SCALE;
-    let floor = runner_up + ROOM;
-    let mut best = f64::INFINITY;
-    for k in -1..=3 {
-        let t = (q + f64::from(k) + offset) * SCALE;
-        if t >= floor && t >= 0.0 && (t - a).abs() < (best - a).abs() {
-            best = t;
-        }
+    // The levels are (n + offset)·SCALE. The nearest to `a` (the lower of
+    // two as near) unless it is below the floor; then the lowest above it:
+    // were `a` above that one, the nearest level would not be below it.
+    let lo = (runner_up + ROOM).max(0.0);
+    let nearest = ceil(a / SCALE - offset - 0.5);
+    let lowest = ceil(lo / SCALE - offset);
+    (nearest.max(lowest) + offset) * SCALE
+}
+
+/// `x.ceil()` without a call into libm (x86-64's baseline has no
+/// instruction for it): `x` is a few thousand at most here.
+fn ceil(x: f64) -> f64 {
+    let t = x as i64 as f64;
+    if t < x {
+        t + 1.0
+    } else {
+        t
     }
-    if best.is_finite() {
-        return best;
-    }
-    // The runner-up is far above (not for a carrier, which is the largest).
-    let mut t = (q + offset) * SCALE;
-    while t < floor {
-        t += SCALE;
-    }
-    t
 }
 
 /// `|v| mod SCALE` as NumPy's `fmod`.
 fn rem(v: f64) -> f64 {
     v.abs() % SCALE
+}
+
+/// OpenCV's U of each 2×2 cell, summed (twice the cell's low-band
+/// coefficient) in the cell rows from `first_row` on, as many as `sums`
+/// holds, nearly: the linear part of [`yuv`] without its roundings,
+/// in units of 2⁻²⁸ U less the constant 4 × 128 (see
+/// [`approx_coefficient`]). Each pixel's U is off by at most 0.75, a
+/// coefficient by at most [`APPROX_ERROR`] — enough to choose a block's
+/// carrier and bound its runner-up, which is all a writer needs them for,
+/// at a fraction of the exact conversion's cost: the bytes are weighted one
+/// by one in `f32` (exact: every product is under 2²⁴), a loop the
+/// compiler turns into vector code.
+fn approx_cell_sums(
+    rgb_bytes: &[u8],
+    width: usize,
+    weights: &[f32],
+    first_row: usize,
+    sums: &mut [f32],
+) {
+    let (stride, w4) = (width * 3, weights.len() / 3);
+    let mut weighted = vec![0f32; w4 * 3];
+    for (i, out) in sums.chunks_exact_mut(w4 / 2).enumerate() {
+        let i = first_row + i;
+        let top = &rgb_bytes[2 * i * stride..][..w4 * 3];
+        let bottom = &rgb_bytes[(2 * i + 1) * stride..][..w4 * 3];
+        for (((o, w), a), b) in weighted.iter_mut().zip(weights).zip(top).zip(bottom) {
+            *o = w * f32::from(u16::from(*a) + u16::from(*b));
+        }
+        for (o, c) in out.iter_mut().zip(weighted.chunks_exact(6)) {
+            *o = (c[0] + c[3]) + (c[1] + c[4]) + (c[2] + c[5]);
+        }
+    }
+}
+
+/// The weights of [`approx_cell_sums`] for a row of `w4` pixels.
+fn cell_weights(w4: usize) -> Vec<f32> {
+    // U ≈ (b − y)·8061/2¹⁴ + 128, y = (1868 b + 9617 g + 4899 r)/2¹⁴:
+    // per byte, R −4899, G −9617, B 2¹⁴ − 1868 (then × 8061/2²⁸).
+    const W: [f32; 3] = [-4899.0, -9617.0, 14516.0];
+    (0..w4 * 3).map(|j| W[j % 3]).collect()
+}
+
+/// A cell's low-band coefficient from its [`approx_cell_sums`] entry.
+fn approx_coefficient(sum: f32) -> f64 {
+    // Half of: the U sum (× 8061 / 2²⁸) plus four times 128.
+    (f64::from(sum) * (8061.0 / f64::from(1u32 << 28)) + 512.0) / 2.0
+}
+
+/// How far a coefficient from [`approx_cell_sums`] may be from the exact
+/// one (3 for a sum of four U values, halved; `f32`'s sums add ~10⁻⁴).
+const APPROX_ERROR: f64 = 1.5;
+
+/// The cell of a 4×4 block of [`approx_cell_sums`] a writer moves — the
+/// largest but the first (the first of equals), as a reader would choose
+/// if they were exact — and the largest of the others. Without branches:
+/// on a natural image which cell is largest is a coin toss.
+fn approx_carrier(sums: &[f32], bw: usize, bi: usize, bj: usize) -> ((usize, usize), f32) {
+    let mut v = [0f32; BLOCK * BLOCK];
+    for (r, row) in v.chunks_exact_mut(BLOCK).enumerate() {
+        row.copy_from_slice(&sums[(bi * BLOCK + r) * bw + bj * BLOCK..][..BLOCK]);
+    }
+    let (mut best, mut at) = (v[1], 1);
+    for (k, &x) in v.iter().enumerate().skip(2) {
+        // Strictly greater: the first of equals stays.
+        let gt = x > best;
+        best = if gt { x } else { best };
+        at = if gt { k } else { at };
+    }
+    v[at] = f32::NEG_INFINITY;
+    let second = v[1..]
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    ((bi * BLOCK + at / BLOCK, bj * BLOCK + at % BLOCK), second)
 }
 
 /// The image's pixels with `message` hidden in them, or why it gets none
@@ -250,35 +329,64 @@ fn rem(v: f64) -> f64 {
 /// changed (the package converts every pixel to YUV and back, and also
 /// swaps two detail bands on its way back; both only cost quality, and its
 /// decoder reads this the same).
+///
+/// The carrier is chosen from nearly computed coefficients
+/// ([`approx_cell_sums`]); its own is then computed exactly from its four
+/// pixels, and it is moved clear of the runner-up by that error more than
+/// an exact writer would, so a reader still takes it and reads the bit.
 pub fn embed(
     rgb_bytes: &[u8],
     width: u32,
     height: u32,
     message: &Message,
 ) -> Result<Vec<u8>, String> {
-    let Band { band, w, bw, bh } = Band::of(rgb_bytes, width, height)?;
-    let mut out = rgb_bytes.to_vec();
+    check_pixels(rgb_bytes, width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    let (w4, h4) = (w / 4 * 4, h / 4 * 4);
+    let (bw, bh) = (w4 / 2, h4 / 2);
+    let stride = w * 3;
+    // A row of blocks at a time (4 rows of cells, 8 of pixels), while its
+    // pixels are in the cache: reading them, copying them and moving the
+    // carriers, each block's in its 2×2 cell.
+    let weights = cell_weights(w4);
+    let mut sums = vec![0f32; bw * BLOCK];
+    let mut out = Vec::with_capacity(rgb_bytes.len());
     let mut num = 0usize;
     for bi in 0..bh / BLOCK {
+        approx_cell_sums(rgb_bytes, w, &weights, bi * BLOCK, &mut sums);
+        out.extend_from_slice(&rgb_bytes[out.len()..(bi + 1) * 2 * BLOCK * stride]);
         for bj in 0..bw / BLOCK {
-            let ((cy, cx), runner_up) = carrier(&band, bw, bi, bj);
-            let val = band[cy * bw + cx];
-            let bit = message.bits[num % message.bits.len()];
-            num += 1;
-            let moved = target(val.abs(), bit, runner_up);
-            let new = if val >= 0.0 { moved } else { -moved };
-            // A low-band coefficient is half the sum of its cell's four
-            // values: each moves by half the change.
-            let delta = (new - val) / 2.0;
-            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                let (y, x) = (2 * cy + dy, 2 * cx + dx);
-                let p = (y * w + x) * 3;
-                let (yy, u, vv) = yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]);
-                let uu = (f64::from(u) + delta).round().clamp(0.0, 255.0) as i32;
+            let ((cy, cx), runner_up) = approx_carrier(&sums, bw, 0, bj);
+            let cy = bi * BLOCK + cy;
+            let cell = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| {
+                let p = ((2 * cy + dy) * w + 2 * cx + dx) * 3;
+                (p, yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]))
+            });
+            // The exact coefficient, as the reader computes it: half the
+            // sum of the cell's four U values.
+            let sum: i32 = cell.iter().map(|(_, (_, u, _))| u).sum();
+            let bit = message.bits[num];
+            num = if num + 1 == message.bits.len() {
+                0
+            } else {
+                num + 1
+            };
+            let new = target(
+                f64::from(sum) / 2.0,
+                bit,
+                approx_coefficient(runner_up) + APPROX_ERROR,
+            );
+            // Each U moves by half the coefficient's change: a quarter of
+            // `moved`, an integer (a level is a whole number, a
+            // coefficient a half), rounded half up by the shift.
+            let moved = 2 * new as i32 - sum;
+            for (p, (yy, u, vv)) in cell {
+                let uu = ((4 * u + moved + 2) >> 2).clamp(0, 255);
                 out[p..p + 3].copy_from_slice(&rgb(yy, uu, vv));
             }
         }
     }
+    out.extend_from_slice(&rgb_bytes[out.len()..]);
     Ok(out)
 }
 
@@ -358,7 +466,8 @@ mod tests {
         assert_ne!(plain.bits, SDXL_BITS);
         assert!(plain.agreement < 0.8, "{plain:?}");
         // Invisible: a little colour moved in a few pixels (the package
-        // moves up to 27 of the U channel's steps, ~55 of blue's).
+        // moves up to 27 of the U channel's steps, ~55 of blue's; difflog
+        // a step or two more where a block's two largest are close).
         let diffs: Vec<u8> = img
             .iter()
             .zip(&marked)
@@ -366,7 +475,7 @@ mod tests {
             .collect();
         let most = diffs.iter().max().copied().unwrap_or(0);
         let mean = diffs.iter().map(|d| f64::from(*d)).sum::<f64>() / diffs.len() as f64;
-        assert!(most <= 40 && mean < 1.5, "most {most}, mean {mean}");
+        assert!(most <= 55 && mean < 1.5, "most {most}, mean {mean}");
         let text = Message::from_text("acme").unwrap();
         assert_eq!(text.as_bits(), "01100001011000110110110101100101");
         let r = read(&embed(&img, 320, 256, &text).unwrap(), 320, 256, 32).unwrap();
@@ -393,6 +502,58 @@ mod tests {
                 let odd = S * u(2 * j + 1, 2 * i + 1) + S * u(2 * j + 1, 2 * i);
                 assert_eq!(band[i * 8 + j].to_bits(), (S * odd + S * even).to_bits());
             }
+        }
+    }
+
+    /// Pixels from a small xorshift generator: every colour, no structure.
+    fn noise(w: u32, h: u32, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..w * h * 3)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_writers_near_coefficients_are_within_their_bound_of_the_exact_ones() {
+        for (img, w, h) in [
+            (noise(64, 48, 7), 64, 48),
+            (picture(64, 48), 64, 48),
+            (vec![255u8; 8 * 8 * 3], 8, 8),
+            (vec![0u8; 8 * 8 * 3], 8, 8),
+        ] {
+            let (w, h) = (w as usize, h as usize);
+            let exact = low_band(&img, w, (w, h));
+            let mut near = vec![0f32; w / 2 * h / 2];
+            approx_cell_sums(&img, w, &cell_weights(w), 0, &mut near);
+            assert_eq!(exact.len(), near.len());
+            let worst = exact
+                .iter()
+                .zip(&near)
+                .map(|(e, n)| (e - approx_coefficient(*n)).abs())
+                .fold(0.0f64, f64::max);
+            assert!(worst <= APPROX_ERROR, "off by {worst}");
+        }
+    }
+
+    #[test]
+    fn every_block_of_a_noisy_or_flat_image_says_its_bit() {
+        let m = Message::from_bits(SDXL_BITS).unwrap();
+        for (img, w, h) in [
+            (noise(256, 256, 3), 256, 256),
+            (noise(300, 260, 11), 300, 260),
+            (vec![128u8; 256 * 256 * 3], 256, 256),
+        ] {
+            let marked = embed(&img, w, h, &m).unwrap();
+            let r = read(&marked, w, h, m.len()).unwrap();
+            assert_eq!(r.bits, SDXL_BITS);
+            // A few blocks of noise cannot take their move: the colour it
+            // asks for is outside RGB's cube.
+            assert!(r.agreement > 0.98, "{r:?}");
         }
     }
 
