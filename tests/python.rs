@@ -1523,15 +1523,14 @@ assert (plain == marked).all(), 'recording changed the image the program got'
 print(run.dir, flush=True)
 ";
 
-/// Issue 36 from Python: the extension is built with the watermark (not
-/// the C2PA crates). With DIFFLOG_PROVENANCE naming a watermark, a
+/// Issue 36 from Python: with DIFFLOG_PROVENANCE naming a watermark, a
 /// diffusers call's stored image carries it — the `invisible-watermark`
 /// package decodes it, the media record names its bits — while the image
-/// the program gets back is the one it gets without recording; a
-/// configuration asking to sign is refused, saying why, before anything
-/// is recorded.
+/// the program gets back is the one it gets without recording; with a
+/// signer as well, the stored image also carries a C2PA manifest that the
+/// CAI's own SDK finds intact and trusted under the test CA.
 #[test]
-fn python_recorded_images_carry_the_configured_watermark() {
+fn python_recorded_images_carry_the_configured_watermark_and_signature() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("marks.toml");
     std::fs::write(&config, "[watermark]\ntext = \"py\"\n").unwrap();
@@ -1573,15 +1572,54 @@ fn python_recorded_images_carry_the_configured_watermark() {
     assert_eq!(theirs["watermark"], bits.as_str(), "{theirs}");
     assert_eq!(theirs["c2pa"], serde_json::Value::Null);
 
+    // Signed too: the CAI's SDK finds the manifest intact under the test CA.
+    let o = py(
+        &["provenance_oracle.py", "ca", tmp.path().to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(
         &config,
-        "[sign]\ncertificate_chain = \"chain.pem\"\nprivate_key = \"key.pem\"\n",
+        "[sign]\ncertificate_chain = \"chain.pem\"\nprivate_key = \"key.pem\"\n\n\
+         [watermark]\ntext = \"py\"\n",
     )
     .unwrap();
-    let before = std::fs::read_dir(&root).unwrap().count();
     let o = py(&["-c", MARKED], &env);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(err.contains("cannot sign C2PA manifests"), "{err}");
-    assert_eq!(std::fs::read_dir(&root).unwrap().count(), before);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let read = RunDir::open(&run).unwrap();
+    let view = read.view();
+    let image = view
+        .media
+        .iter()
+        .find(|m| m.key.starts_with("Generated-Image/"))
+        .unwrap();
+    let marks = image.provenance.as_ref().expect("marks recorded");
+    assert_eq!(
+        marks.c2pa.as_deref(),
+        Some("difflog test signer, Difflog Test"),
+        "{marks:?}"
+    );
+    let o = py(
+        &[
+            "provenance_oracle.py",
+            "check",
+            tmp.path().join("root.pem").to_str().unwrap(),
+            &bits.len().to_string(),
+            run.join(&image.path).to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(theirs["watermark"], bits.as_str(), "{theirs}");
+    assert_eq!(theirs["c2pa"]["state"], "trusted", "{theirs}");
+    assert_eq!(
+        theirs["c2pa"]["actions"],
+        serde_json::json!([["c2pa.created", difflog::recipe::TRAINED_ALGORITHMIC_MEDIA]])
+    );
+    assert_eq!(
+        theirs["c2pa"]["recipe"]["run_id"].as_str(),
+        Some(read.meta.id.as_str())
+    );
 }
