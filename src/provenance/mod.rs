@@ -107,9 +107,9 @@ impl Provenance {
             Some(_) => {
                 let _ = dir;
                 return Err(bad(
-                    "[sign]: this build of difflog (the Python package's) cannot sign C2PA \
-                     manifests: configure only [watermark] here, or record with the difflog \
-                     command-line tools"
+                    "[sign]: this build of difflog (without its `provenance` feature) cannot \
+                     sign C2PA manifests: configure only [watermark] here, or record with a \
+                     build that has it (the command-line tools and the Python package do)"
                         .into(),
                 ));
             }
