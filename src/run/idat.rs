@@ -27,8 +27,10 @@ pub fn image_data(pixels: &[u8], width: usize, height: usize, bpp: usize) -> Vec
     zlib(&filtered)
 }
 
-/// How each row's PNG filter is chosen.
+/// How each row's PNG filter is chosen (the others than the recorder's
+/// are `bench png`'s candidates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "models"), allow(dead_code))]
 pub enum RowFilter {
     /// The least entropy of sampled residuals (the compact encoding's).
     Entropy,
@@ -41,6 +43,7 @@ pub enum RowFilter {
 
 /// The zlib stream difflog's own deflater makes of `filtered` (rows as
 /// [`filter_rows`] gives them).
+#[cfg_attr(not(feature = "models"), allow(dead_code))]
 pub fn deflate(filtered: &[u8]) -> Vec<u8> {
     zlib(filtered)
 }
