@@ -971,23 +971,26 @@ fn bench_segment(root: &Path, id: &str, calls: &str, pace_ms: &str) -> Command {
     c
 }
 
+/// The calls a run has finished (none when it cannot be read yet); a call
+/// torn by a SIGKILL is not one, and has no table on the server.
+fn finished_calls(dir: &Path) -> usize {
+    RunDir::open(dir)
+        .map(|r| {
+            r.view()
+                .calls
+                .values()
+                .filter(|c| c.finished.is_some())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Runs a job that records into run `id` under `root` until it has
 /// finished three calls, then SIGKILLs it; returns the calls it finished.
 fn killed_segment(root: &Path, id: &str) -> usize {
     let dir = root.join(id);
     let mut child = common::KillOnDrop(bench_segment(root, id, "100000", "20").spawn().unwrap());
     let t = Instant::now();
-    let finished_calls = |dir: &Path| {
-        RunDir::open(dir)
-            .map(|r| {
-                r.view()
-                    .calls
-                    .values()
-                    .filter(|c| c.finished.is_some())
-                    .count()
-            })
-            .unwrap_or(0)
-    };
     while finished_calls(&dir) < 3 {
         assert!(t.elapsed() < Duration::from_secs(60), "no calls recorded");
         assert!(child.try_wait().unwrap().is_none(), "the job exited early");
@@ -1121,13 +1124,7 @@ fn a_remote_run_deleted_on_the_server_is_reported_and_recreated_only_when_asked(
     assert_ne!(new[0]["info"]["run_id"], old.as_str());
     assert_eq!(new[0]["info"]["status"], "FINISHED");
     // Only finished calls have tables: the SIGKILL may have torn one.
-    let calls = RunDir::open(&dir)
-        .unwrap()
-        .view()
-        .calls
-        .values()
-        .filter(|c| c.finished.is_some())
-        .count();
+    let calls = finished_calls(&dir);
     let tables = mf::artifacts(new[0])
         .iter()
         .filter(|(p, _)| p.starts_with("Result-Table/"))
@@ -1226,14 +1223,7 @@ fn a_run_ended_on_the_server_is_reported_and_reopened_only_when_asked() {
     let run = mf::run_for("difflog-bench", &id);
     assert_eq!(run["info"]["run_id"], mlflow_id.as_str());
     assert_eq!(run["info"]["status"], "KILLED");
-    let finished = RunDir::open(&dir)
-        .unwrap()
-        .view()
-        .calls
-        .values()
-        .filter(|c| c.finished.is_some())
-        .count();
-    assert_eq!(tables(&run), finished);
+    assert_eq!(tables(&run), finished_calls(&dir));
     // KILLED was difflog-sync's own: a resumed job syncs without a flag.
     let o = bench_segment(root.path(), &id, "1", "0").output().unwrap();
     assert!(o.status.success(), "{}", text(&o));

@@ -38,7 +38,7 @@ pub struct ProvenanceCompareFigures {
 pub struct StepFigures {
     /// The images timed.
     pub images: usize,
-    /// Encoding the PNG (recipe chunks included), as recording does.
+    /// Encoding the PNG with the encoding recorded with (no text chunks).
     pub encode_ms: f64,
     /// Watermarking the pixels, when configured.
     pub watermark_ms: Option<f64>,
