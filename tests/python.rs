@@ -1584,42 +1584,69 @@ fn python_recorded_images_carry_the_configured_watermark_and_signature() {
          [watermark]\ntext = \"py\"\n",
     )
     .unwrap();
-    let o = py(&["-c", MARKED], &env);
+    // And an image-to-image call of two images from pixels alone: each
+    // names the input as the run stores it as its parent ingredient.
+    let script = format!(
+        "{MARKED}\n\
+         from PIL import Image\n\
+         run = difflog.autolog(init=dict(project='marks'))\n\
+         src = Image.new('RGB', (256, 256), (200, 30, 30))\n\
+         tiny.img2img()('a red cat', image=src, strength=0.9, num_inference_steps=2, \
+         num_images_per_prompt=2)\n\
+         difflog.finish()\n\
+         print(run.dir, flush=True)\n"
+    );
+    let o = py(&["-c", &script], &env);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let run = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-    let read = RunDir::open(&run).unwrap();
-    let view = read.view();
-    let image = view
-        .media
-        .iter()
-        .find(|m| m.key.starts_with("Generated-Image/"))
-        .unwrap();
-    let marks = image.provenance.as_ref().expect("marks recorded");
-    assert_eq!(
-        marks.c2pa.as_deref(),
-        Some("difflog test signer, Difflog Test"),
-        "{marks:?}"
-    );
-    let o = py(
-        &[
-            "provenance_oracle.py",
-            "check",
-            tmp.path().join("root.pem").to_str().unwrap(),
-            &bits.len().to_string(),
-            run.join(&image.path).to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(theirs["watermark"], bits.as_str(), "{theirs}");
-    assert_eq!(theirs["c2pa"]["state"], "trusted", "{theirs}");
-    assert_eq!(
-        theirs["c2pa"]["actions"],
-        serde_json::json!([["c2pa.created", difflog::recipe::TRAINED_ALGORITHMIC_MEDIA]])
-    );
-    assert_eq!(
-        theirs["c2pa"]["recipe"]["run_id"].as_str(),
-        Some(read.meta.id.as_str())
-    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let dirs: Vec<PathBuf> = out.lines().map(|l| PathBuf::from(l.trim())).collect();
+    assert_eq!(dirs.len(), 2, "{out}");
+    let trained = difflog::recipe::TRAINED_ALGORITHMIC_MEDIA;
+    for (run, edits) in dirs.iter().zip([false, true]) {
+        let read = RunDir::open(run).unwrap();
+        let view = read.view();
+        let made: Vec<_> = view
+            .media
+            .iter()
+            .filter(|m| m.key.starts_with("Generated-Image/"))
+            .collect();
+        assert_eq!(made.len(), if edits { 2 } else { 1 });
+        let mut args = vec![
+            "provenance_oracle.py".to_string(),
+            "check".into(),
+            tmp.path().join("root.pem").to_str().unwrap().into(),
+            bits.len().to_string(),
+        ];
+        for m in &made {
+            let marks = m.provenance.as_ref().expect("marks recorded");
+            assert_eq!(
+                marks.c2pa.as_deref(),
+                Some("difflog test signer, Difflog Test"),
+                "{marks:?}"
+            );
+            args.push(run.join(&m.path).to_str().unwrap().into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = py(&args, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let theirs: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(theirs["watermark"], bits.as_str(), "{theirs}");
+            let c = &theirs["c2pa"];
+            assert_eq!(c["state"], "trusted", "{theirs}");
+            assert_eq!(c["recipe"]["run_id"].as_str(), Some(read.meta.id.as_str()));
+            if edits {
+                assert_eq!(
+                    c["actions"],
+                    serde_json::json!([["c2pa.opened", null], ["c2pa.edited", trained]])
+                );
+                assert_eq!(
+                    c["ingredients"],
+                    serde_json::json!([["input image", "parentOf", false]])
+                );
+            } else {
+                assert_eq!(c["actions"], serde_json::json!([["c2pa.created", trained]]));
+            }
+        }
+    }
 }

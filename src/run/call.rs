@@ -85,6 +85,9 @@ pub struct OpenCall<R: Borrow<Run>> {
     images: u32,
     inputs: Vec<(Arc<dyn Pixels>, Arc<Slot>)>,
     input_file: Option<Arc<super::marks::InputFile>>,
+    /// The call's input images as generated images' parents, each shared
+    /// by the rows made from the same pixels (its PNG made once).
+    parents: Vec<Arc<super::marks::InputPixels>>,
 }
 
 impl<R: Borrow<Run>> OpenCall<R> {
@@ -113,6 +116,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
             images: 0,
             inputs: Vec::new(),
             input_file: None,
+            parents: Vec::new(),
         }
     }
 
@@ -154,6 +158,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
         let call = self.call;
         let inputs = &mut self.inputs;
         let input_file = self.input_file.clone();
+        let parents = &mut self.parents;
         let Some(a) = &self.run.borrow().active else {
             return Ok(());
         };
@@ -175,7 +180,21 @@ impl<R: Borrow<Run>> OpenCall<R> {
             let parent = cells.iter().find_map(|(column, v)| match v {
                 RowValue::Input(img) if column == names::INPUT_IMAGE => Some(match &input_file {
                     Some(f) => Parent::File(Arc::clone(f)),
-                    None => Parent::Pixels(Arc::clone(img)),
+                    None => {
+                        // The same pixels object (the vtable is not compared).
+                        let same = |p: &&Arc<super::marks::InputPixels>| {
+                            std::ptr::addr_eq(Arc::as_ptr(&p.image), Arc::as_ptr(img))
+                        };
+                        let p = match parents.iter().find(same) {
+                            Some(p) => Arc::clone(p),
+                            None => {
+                                let p = Arc::new(super::marks::InputPixels::new(Arc::clone(img)));
+                                parents.push(Arc::clone(&p));
+                                p
+                            }
+                        };
+                        Parent::Pixels(p)
+                    }
                 }),
                 _ => None,
             });

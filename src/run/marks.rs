@@ -33,11 +33,44 @@ pub(crate) struct Generated {
 #[derive(Clone)]
 #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
 pub(crate) enum Parent {
-    /// The input's pixels (stored in the run as a PNG of this encoding).
-    Pixels(Arc<dyn Pixels>),
+    /// The input's pixels (stored in the run as a PNG of this encoding),
+    /// shared by the call's images that were made from them.
+    Pixels(Arc<InputPixels>),
     /// The file the input was read from, as it is (its own credentials in
     /// it): see [`super::Run::set_input_file`].
     File(Arc<InputFile>),
+}
+
+/// A call's input image as pixels, and its PNG once a signer needed it:
+/// encoded once for all the images of the call made from it, by whichever
+/// of their encoder threads gets there first.
+#[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+pub(crate) struct InputPixels {
+    /// The pixels.
+    pub image: Arc<dyn Pixels>,
+    /// Their PNG, or why they could not be encoded.
+    png: std::sync::OnceLock<std::result::Result<Vec<u8>, String>>,
+}
+
+#[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+impl InputPixels {
+    /// Pixels whose PNG is not made yet.
+    pub fn new(image: Arc<dyn Pixels>) -> InputPixels {
+        InputPixels {
+            image,
+            png: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Their PNG in `encoding` (the run's: the same file the run stores).
+    pub fn png(&self, encoding: PngEncoding) -> std::result::Result<&[u8], String> {
+        self.png
+            .get_or_init(|| {
+                encode_png_using(self.image.as_ref(), &[], encoding).map_err(|e| e.to_string())
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// A file a call's input image was read from.
@@ -122,16 +155,18 @@ fn signed(
             // The input's own file when known (its credentials kept);
             // else the input as the run stores it: the same encoding of
             // the same pixels, so the ingredient's hash is the stored file's.
-            let encoded;
-            let parent = match &g.parent {
-                Some(Parent::File(f)) => Some((f.name.as_str(), &f.bytes[..])),
-                Some(Parent::Pixels(i)) => {
-                    encoded = encode_png_using(i.as_ref(), &[], png)?;
-                    Some(("input image", &encoded[..]))
+            match &g.parent {
+                Some(Parent::File(f)) => {
+                    signing.sign_png(&file, &facts, Some((f.name.as_str(), &f.bytes[..])))
                 }
-                None => None,
-            };
-            signing.sign_png(&file, &facts, parent)
+                Some(Parent::Pixels(i)) => i
+                    .png(png)
+                    .map_err(|e| format!("the input image: {e}"))
+                    .and_then(|input| {
+                        signing.sign_png(&file, &facts, Some(("input image", input)))
+                    }),
+                None => signing.sign_png(&file, &facts, None),
+            }
         }
     };
     Ok(match signed {
