@@ -1585,14 +1585,16 @@ fn python_recorded_images_carry_the_configured_watermark_and_signature() {
     )
     .unwrap();
     // And an image-to-image call of two images from pixels alone: each
-    // names the input as the run stores it as its parent ingredient.
+    // names the input as the run stores it as its parent ingredient. (Its
+    // seed is given: a call without one has no recipe, and is stored
+    // unsigned, its record saying why.)
     let script = format!(
         "{MARKED}\n\
          from PIL import Image\n\
          run = difflog.autolog(init=dict(project='marks'))\n\
          src = Image.new('RGB', (256, 256), (200, 30, 30))\n\
          tiny.img2img()('a red cat', image=src, strength=0.9, num_inference_steps=2, \
-         num_images_per_prompt=2)\n\
+         num_images_per_prompt=2, generator=torch.Generator().manual_seed(5))\n\
          difflog.finish()\n\
          print(run.dir, flush=True)\n"
     );
