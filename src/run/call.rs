@@ -178,24 +178,31 @@ impl<R: Borrow<Run>> OpenCall<R> {
             // A generated image's parent: the row's input image, if any
             // (its file, when the caller named it).
             let parent = cells.iter().find_map(|(column, v)| match v {
-                RowValue::Input(img) if column == names::INPUT_IMAGE => Some(match &input_file {
-                    Some(f) => Parent::File(Arc::clone(f)),
-                    None => {
-                        // The same pixels object (the vtable is not compared).
-                        let same = |p: &&Arc<super::marks::InputPixels>| {
-                            std::ptr::addr_eq(Arc::as_ptr(&p.image), Arc::as_ptr(img))
-                        };
-                        let p = match parents.iter().find(same) {
-                            Some(p) => Arc::clone(p),
-                            None => {
-                                let p = Arc::new(super::marks::InputPixels::new(Arc::clone(img)));
-                                parents.push(Arc::clone(&p));
-                                p
-                            }
-                        };
-                        Parent::Pixels(p)
-                    }
-                }),
+                // (`Input-Image` from difflog's pipelines, `Source-Image`
+                // W&B's name that the Python package records it under.)
+                RowValue::Input(img)
+                    if column == names::INPUT_IMAGE || column == names::SOURCE_IMAGE =>
+                {
+                    Some(match &input_file {
+                        Some(f) => Parent::File(Arc::clone(f)),
+                        None => {
+                            // The same pixels object (the vtable is not compared).
+                            let same = |p: &&Arc<super::marks::InputPixels>| {
+                                std::ptr::addr_eq(Arc::as_ptr(&p.image), Arc::as_ptr(img))
+                            };
+                            let p = match parents.iter().find(same) {
+                                Some(p) => Arc::clone(p),
+                                None => {
+                                    let p =
+                                        Arc::new(super::marks::InputPixels::new(Arc::clone(img)));
+                                    parents.push(Arc::clone(&p));
+                                    p
+                                }
+                            };
+                            Parent::Pixels(p)
+                        }
+                    })
+                }
                 _ => None,
             });
             let mut out = Vec::with_capacity(cells.len());
