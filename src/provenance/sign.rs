@@ -295,9 +295,11 @@ impl Signing {
 /// The media type signed.
 const PNG: &str = "image/png";
 
+/// The bytes every PNG starts with.
+const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
 /// Where a PNG's header chunk (`IHDR`, first by the format's rule) ends.
 fn after_header(png: &[u8]) -> Option<usize> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
     let head = png.strip_prefix(SIGNATURE)?.get(..8)?;
     if &head[4..8] != b"IHDR" {
         return None;
@@ -310,7 +312,6 @@ fn after_header(png: &[u8]) -> Option<usize> {
 /// A PNG's bytes without its C2PA manifest (`caBX` chunks): `None` when it
 /// has none, or is not a PNG whose chunks can be walked to its end.
 pub fn without_manifest(png: &[u8]) -> Option<Vec<u8>> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
     let rest = png.strip_prefix(SIGNATURE)?;
     let mut out = Vec::with_capacity(png.len());
     out.extend_from_slice(SIGNATURE);

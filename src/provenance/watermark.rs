@@ -259,16 +259,17 @@ fn rem(v: f64) -> f64 {
 /// carrier and bound its runner-up, which is all a writer needs them for,
 /// at a fraction of the exact conversion's cost: the bytes are weighted one
 /// by one in `f32` (exact: every product is under 2²⁴), a loop the
-/// compiler turns into vector code.
+/// compiler turns into vector code; `weighted` (as long as `weights`) is
+/// its scratch row, allocated once an image by the caller.
 fn approx_cell_sums(
     rgb_bytes: &[u8],
-    width: usize,
+    stride: usize,
     weights: &[f32],
     first_row: usize,
     sums: &mut [f32],
+    weighted: &mut [f32],
 ) {
-    let (stride, w4) = (width * 3, weights.len() / 3);
-    let mut weighted = vec![0f32; w4 * 3];
+    let w4 = weights.len() / 3;
     for (i, out) in sums.chunks_exact_mut(w4 / 2).enumerate() {
         let i = first_row + i;
         let top = &rgb_bytes[2 * i * stride..][..w4 * 3];
@@ -300,14 +301,15 @@ fn approx_coefficient(sum: f32) -> f64 {
 /// one (3 for a sum of four U values, halved; `f32`'s sums add ~10⁻⁴).
 const APPROX_ERROR: f64 = 1.5;
 
-/// The cell of a 4×4 block of [`approx_cell_sums`] a writer moves — the
-/// largest but the first (the first of equals), as a reader would choose
-/// if they were exact — and the largest of the others. Without branches:
-/// on a natural image which cell is largest is a coin toss.
-fn approx_carrier(sums: &[f32], bw: usize, bi: usize, bj: usize) -> ((usize, usize), f32) {
+/// The cell of block `bj` of a row of 4×4 blocks of [`approx_cell_sums`]
+/// (`bw` cells wide) a writer moves — the largest but the first (the first
+/// of equals), as a reader would choose if they were exact — as (row in
+/// the block row, column), and the largest of the others. Without
+/// branches: on a natural image which cell is largest is a coin toss.
+fn approx_carrier(sums: &[f32], bw: usize, bj: usize) -> ((usize, usize), f32) {
     let mut v = [0f32; BLOCK * BLOCK];
     for (r, row) in v.chunks_exact_mut(BLOCK).enumerate() {
-        row.copy_from_slice(&sums[(bi * BLOCK + r) * bw + bj * BLOCK..][..BLOCK]);
+        row.copy_from_slice(&sums[r * bw + bj * BLOCK..][..BLOCK]);
     }
     let (mut best, mut at) = (v[1], 1);
     for (k, &x) in v.iter().enumerate().skip(2) {
@@ -320,7 +322,7 @@ fn approx_carrier(sums: &[f32], bw: usize, bi: usize, bj: usize) -> ((usize, usi
     let second = v[1..]
         .iter()
         .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-    ((bi * BLOCK + at / BLOCK, bj * BLOCK + at % BLOCK), second)
+    ((at / BLOCK, bj * BLOCK + at % BLOCK), second)
 }
 
 /// The image's pixels with `message` hidden in them, or why it gets none
@@ -350,13 +352,21 @@ pub fn embed(
     // carriers, each block's in its 2×2 cell.
     let weights = cell_weights(w4);
     let mut sums = vec![0f32; bw * BLOCK];
+    let mut weighted = vec![0f32; weights.len()];
     let mut out = Vec::with_capacity(rgb_bytes.len());
     let mut num = 0usize;
     for bi in 0..bh / BLOCK {
-        approx_cell_sums(rgb_bytes, w, &weights, bi * BLOCK, &mut sums);
+        approx_cell_sums(
+            rgb_bytes,
+            stride,
+            &weights,
+            bi * BLOCK,
+            &mut sums,
+            &mut weighted,
+        );
         out.extend_from_slice(&rgb_bytes[out.len()..(bi + 1) * 2 * BLOCK * stride]);
         for bj in 0..bw / BLOCK {
-            let ((cy, cx), runner_up) = approx_carrier(&sums, bw, 0, bj);
+            let ((cy, cx), runner_up) = approx_carrier(&sums, bw, bj);
             let cy = bi * BLOCK + cy;
             let cell = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| {
                 let p = ((2 * cy + dy) * w + 2 * cx + dx) * 3;
@@ -529,7 +539,9 @@ mod tests {
             let (w, h) = (w as usize, h as usize);
             let exact = low_band(&img, w, (w, h));
             let mut near = vec![0f32; w / 2 * h / 2];
-            approx_cell_sums(&img, w, &cell_weights(w), 0, &mut near);
+            let weights = cell_weights(w);
+            let mut weighted = vec![0f32; weights.len()];
+            approx_cell_sums(&img, w * 3, &weights, 0, &mut near, &mut weighted);
             assert_eq!(exact.len(), near.len());
             let worst = exact
                 .iter()

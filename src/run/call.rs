@@ -186,11 +186,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                     Some(match &input_file {
                         Some(f) => Parent::File(Arc::clone(f)),
                         None => {
-                            // The same pixels object (the vtable is not compared).
-                            let same = |p: &&Arc<super::marks::InputPixels>| {
-                                std::ptr::addr_eq(Arc::as_ptr(&p.image), Arc::as_ptr(img))
-                            };
-                            let p = match parents.iter().find(same) {
+                            let p = match parents.iter().find(|p| same_pixels(&p.image, img)) {
                                 Some(p) => Arc::clone(p),
                                 None => {
                                     let p =
@@ -212,10 +208,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                     RowValue::Number(value) => PendingCell::Ready(Cell::Number { column, value }),
                     RowValue::Null => PendingCell::Ready(Cell::Null { column }),
                     RowValue::Input(img) => {
-                        // The same pixels object (the vtable is not compared).
-                        let known = inputs
-                            .iter()
-                            .find(|(i, _)| std::ptr::addr_eq(Arc::as_ptr(i), Arc::as_ptr(&img)));
+                        let known = inputs.iter().find(|(i, _)| same_pixels(i, &img));
                         let slot = match known {
                             Some((_, slot)) => Arc::clone(slot),
                             None => {
@@ -294,4 +287,10 @@ impl<R: Borrow<Run>> OpenCall<R> {
                 timings_ms: timings,
             }));
     }
+}
+
+/// Whether two pixels are the same object (the vtable is not compared):
+/// how a call's input given to several rows is known again.
+fn same_pixels(a: &Arc<dyn Pixels>, b: &Arc<dyn Pixels>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
