@@ -1528,7 +1528,9 @@ print(run.dir, flush=True)
 /// package decodes it, the media record names its bits — while the image
 /// the program gets back is the one it gets without recording; with a
 /// signer as well, the stored image also carries a C2PA manifest that the
-/// CAI's own SDK finds intact and trusted under the test CA.
+/// CAI's own SDK finds intact and trusted under the test CA — an image
+/// made without a seed (so without a recipe) too, and an image-to-image or
+/// inpainting image names its input (and mask) as ingredients.
 #[test]
 fn python_recorded_images_carry_the_configured_watermark_and_signature() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1584,17 +1586,22 @@ fn python_recorded_images_carry_the_configured_watermark_and_signature() {
          [watermark]\ntext = \"py\"\n",
     )
     .unwrap();
-    // And an image-to-image call of two images from pixels alone: each
-    // names the input as the run stores it as its parent ingredient. (Its
-    // seed is given: a call without one has no recipe, and is stored
-    // unsigned, its record saying why.)
+    // And, in a run of their own, an image-to-image call of two images
+    // from pixels alone, given no seed (so no recipe: the manifest states
+    // the run, call and row without one), then a seeded inpainting call:
+    // each names the input as the run stores it as its parent ingredient,
+    // and the inpainting image its mask as an `inputTo` ingredient.
     let script = format!(
         "{MARKED}\n\
          from PIL import Image\n\
          run = difflog.autolog(init=dict(project='marks'))\n\
          src = Image.new('RGB', (256, 256), (200, 30, 30))\n\
          tiny.img2img()('a red cat', image=src, strength=0.9, num_inference_steps=2, \
-         num_images_per_prompt=2, generator=torch.Generator().manual_seed(5))\n\
+         num_images_per_prompt=2)\n\
+         mask = Image.new('L', (256, 256), 0)\n\
+         mask.paste(255, (64, 64, 192, 192))\n\
+         tiny.inpaint()('a blue cat', image=src, mask_image=mask, height=256, width=256, \
+         num_inference_steps=2, generator=torch.Generator().manual_seed(5))\n\
          difflog.finish()\n\
          print(run.dir, flush=True)\n"
     );
@@ -1604,6 +1611,7 @@ fn python_recorded_images_carry_the_configured_watermark_and_signature() {
     let dirs: Vec<PathBuf> = out.lines().map(|l| PathBuf::from(l.trim())).collect();
     assert_eq!(dirs.len(), 2, "{out}");
     let trained = difflog::recipe::TRAINED_ALGORITHMIC_MEDIA;
+    let composite = difflog::recipe::COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA;
     for (run, edits) in dirs.iter().zip([false, true]) {
         let read = RunDir::open(run).unwrap();
         let view = read.view();
@@ -1612,7 +1620,7 @@ fn python_recorded_images_carry_the_configured_watermark_and_signature() {
             .iter()
             .filter(|m| m.key.starts_with("Generated-Image/"))
             .collect();
-        assert_eq!(made.len(), if edits { 2 } else { 1 });
+        assert_eq!(made.len(), if edits { 3 } else { 1 });
         let mut args = vec![
             "provenance_oracle.py".to_string(),
             "check".into(),
@@ -1631,24 +1639,117 @@ fn python_recorded_images_carry_the_configured_watermark_and_signature() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = py(&args, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let lines = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(lines.lines().count(), made.len(), "{lines}");
+        for (m, line) in made.iter().zip(lines.lines()) {
             let theirs: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(theirs["watermark"], bits.as_str(), "{theirs}");
             let c = &theirs["c2pa"];
             assert_eq!(c["state"], "trusted", "{theirs}");
+            let call = m.call.unwrap();
             assert_eq!(c["recipe"]["run_id"].as_str(), Some(read.meta.id.as_str()));
-            if edits {
-                assert_eq!(
-                    c["actions"],
-                    serde_json::json!([["c2pa.opened", null], ["c2pa.edited", trained]])
-                );
-                assert_eq!(
-                    c["ingredients"],
-                    serde_json::json!([["input image", "parentOf", false]])
-                );
-            } else {
+            assert_eq!(c["recipe"]["call"], call, "{theirs}");
+            let file = std::fs::read(run.join(&m.path)).unwrap();
+            let chunks = difflog::recipe::read_text_chunks(&file).unwrap();
+            let recipe = chunks.iter().find(|c| c.0 == "difflog");
+            // Only a seeded call's images carry a recipe, whose digest the
+            // manifest states; every image says in XMP what made it.
+            let seeded = !edits || call == 2;
+            assert_eq!(recipe.is_some(), seeded, "{chunks:?}");
+            assert_eq!(
+                c["recipe"]["recipe_sha256"].as_str(),
+                recipe
+                    .map(|r| difflog::format::sha256_hex(r.1.as_bytes()))
+                    .as_deref(),
+                "{theirs}"
+            );
+            let inpainted = edits && call == 2;
+            let source = if inpainted { composite } else { trained };
+            let xmp = &chunks
+                .iter()
+                .find(|c| c.0 == difflog::recipe::XMP)
+                .unwrap()
+                .1;
+            assert!(xmp.contains(source), "{xmp}");
+            if !edits {
                 assert_eq!(c["actions"], serde_json::json!([["c2pa.created", trained]]));
+                continue;
             }
+            assert_eq!(
+                c["actions"],
+                serde_json::json!([["c2pa.opened", null], ["c2pa.edited", source]])
+            );
+            let mut ingredients = vec![serde_json::json!(["input image", "parentOf", false])];
+            if inpainted {
+                ingredients.push(serde_json::json!(["mask image", "inputTo", false]));
+            }
+            assert_eq!(c["ingredients"], serde_json::json!(ingredients), "{theirs}");
         }
+    }
+}
+
+/// Issue 36's cost: a signer makes the CAI builder's size placeholder once
+/// for each shape of manifest (its definition's length and ingredients)
+/// and then signs without one. Calls 23 and 24 have definitions of the
+/// same length but manifests of different sizes (CBOR writes 24 in two
+/// bytes, 23 in one): the second image's manifest does not fit the size
+/// known for its shape, and is signed again with its own — both images
+/// are intact for difflog's reader and for the CAI's own SDK, as is a third
+/// of a shape already known.
+#[test]
+fn a_manifest_whose_size_differs_from_its_shapes_is_still_signed_intact() {
+    use difflog::provenance::sign::{Facts, Signing};
+    let tmp = tempfile::tempdir().unwrap();
+    let o = py(
+        &["provenance_oracle.py", "ca", tmp.path().to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap();
+    let signing = Signing::new(
+        &read("chain.pem"),
+        &read("key.pem"),
+        c2pa::SigningAlg::Es256,
+    )
+    .unwrap();
+    let anchors = read("root.pem");
+    let mut png = Vec::new();
+    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 90]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let mut files = Vec::new();
+    for (call, row) in [(23, 0), (24, 0), (24, 1)] {
+        let facts = Facts {
+            model_id: "tiny".into(),
+            weights_digest: None,
+            recipe_sha256: None,
+            run_id: "run".into(),
+            call,
+            row,
+            source_type: difflog::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
+        };
+        let signed = signing.sign_png(&png, &facts, &[]).unwrap();
+        let ours = difflog::meta::c2pa::read(&signed, Some(&anchors))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ours.state, "trusted", "call {call}: {ours:?}");
+        assert_eq!(
+            difflog::provenance::sign::without_manifest(&signed).unwrap(),
+            png
+        );
+        let file = tmp.path().join(format!("{call}-{row}.png"));
+        std::fs::write(&file, &signed).unwrap();
+        files.push(file.to_str().unwrap().to_string());
+    }
+    let root = tmp.path().join("root.pem");
+    let mut args = vec!["provenance_oracle.py", "check", root.to_str().unwrap(), "8"];
+    args.extend(files.iter().map(String::as_str));
+    let o = py(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    for line in lines.lines() {
+        let theirs: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(theirs["c2pa"]["state"], "trusted", "{theirs}");
     }
 }

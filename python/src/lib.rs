@@ -329,8 +329,9 @@ impl Generated {
     }
 }
 
-/// The chunks of a generated image whose recipe names a prompt and a seed
-/// (none otherwise: a recipe without its seed would not make the image).
+/// The chunks of a generated image whose recipe names a prompt and a seed;
+/// otherwise (a recipe without its seed would not make the image) only the
+/// XMP packet that says a trained model made it (issue 36).
 fn recipe_chunks(
     base: &CallRecipe,
     call: u32,
@@ -340,7 +341,7 @@ fn recipe_chunks(
 ) -> Vec<TextChunk> {
     let s = |k: &str| r.get(k).and_then(Value::as_str);
     let (Some(prompt), Some(seed)) = (s("prompt"), r.get("seed").and_then(Value::as_u64)) else {
-        return Vec::new();
+        return source_type_chunk(base);
     };
     let prompts = RowPrompts {
         prompt,
@@ -351,6 +352,12 @@ fn recipe_chunks(
         negative_prompt_3: s("negative_prompt_3"),
     };
     base.chunks(call, row, prompts, seed, image.dimensions())
+}
+
+/// The chunks of a generated image without a recipe: the XMP packet alone.
+fn source_type_chunk(base: &CallRecipe) -> Vec<TextChunk> {
+    let xmp = difflog::recipe::xmp_packet(difflog::recipe::source_type(&base.params));
+    vec![(difflog::recipe::XMP.to_string(), xmp, true)]
 }
 
 /// A call being recorded: `row` per image, then `finish`.
@@ -392,7 +399,7 @@ fn cell_value(call: u32, row: u32, base: &CallRecipe, v: &Bound<'_, PyAny>) -> P
         let g = g.get();
         let text = match &g.recipe {
             Some(r) => recipe_chunks(base, call, row, g.pixels.as_ref(), r),
-            None => Vec::new(),
+            None => source_type_chunk(base),
         };
         return Ok(RowValue::Generated {
             image: Arc::clone(&g.pixels),

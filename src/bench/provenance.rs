@@ -83,10 +83,9 @@ fn steps(
                 .map(|img| crate::run::media::encode_png_using(img, &[], png))
                 .collect::<Result<Vec<_>>>()?;
             let facts = crate::provenance::sign::Facts {
-                title: "difflog bench".into(),
                 model_id: "bench".into(),
                 weights_digest: None,
-                recipe_sha256: crate::format::sha256_hex(b""),
+                recipe_sha256: Some(crate::format::sha256_hex(b"")),
                 run_id: "bench".into(),
                 call: 1,
                 row: 0,
@@ -97,7 +96,7 @@ fn steps(
                 let file = &files[at % files.len()];
                 at += 1;
                 signing
-                    .sign_png(file, &facts, None)
+                    .sign_png(file, &facts, &[])
                     .map(drop)
                     .map_err(Error::Invalid)
             })?)

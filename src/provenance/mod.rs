@@ -26,6 +26,8 @@
 #[cfg(feature = "provenance")]
 pub mod check;
 #[cfg(feature = "provenance")]
+mod es256;
+#[cfg(feature = "provenance")]
 pub mod sign;
 pub mod watermark;
 

@@ -18,11 +18,12 @@
 //! replay is the file without its `caBX` chunk ([`without_manifest`]).
 
 use crate::error::{Error, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::Digest;
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The claim generator's name.
 pub const GENERATOR: &str = "difflog";
@@ -35,20 +36,32 @@ pub struct Signing {
     signer: c2pa::BoxedSigner,
     context: Arc<c2pa::Context>,
     name: String,
+    /// The manifest size of each shape of manifest signed so far.
+    sizes: Mutex<HashMap<Shape, usize>>,
 }
 
-/// What a generated image's manifest states, read from its recipe.
+/// What a manifest's size follows: its definition's length and its
+/// ingredients' (see [`Signing::sign_png`]).
+type Shape = (usize, Vec<usize>);
+
+/// The most shapes whose size is kept.
+const MAX_SHAPES: usize = 256;
+
+/// The PNG chunk type of a C2PA manifest.
+const MANIFEST_CHUNK: &[u8; 4] = b"caBX";
+
+/// What a generated image's manifest states: the call that made it and,
+/// when the image carries one, its difflog recipe's digest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts {
-    /// The manifest's title.
-    pub title: String,
     /// The model's id.
     pub model_id: String,
     /// The weights' digest, when known.
     pub weights_digest: Option<String>,
-    /// SHA-256 (hex) of the image's difflog recipe, as its chunk holds it.
-    pub recipe_sha256: String,
-    /// Run id, call and row.
+    /// SHA-256 (hex) of the image's difflog recipe, as its chunk holds it
+    /// (`None`: the image has no recipe, as a call given no seed).
+    pub recipe_sha256: Option<String>,
+    /// The run's id.
     pub run_id: String,
     /// The call.
     pub call: u64,
@@ -59,25 +72,52 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// The facts of an image with these recipe chunks (see
-    /// [`crate::recipe::chunks`]); `None` without a difflog recipe.
-    pub fn from_recipe(chunks: &[crate::recipe::TextChunk]) -> Option<Facts> {
+    /// SHA-256 (hex) of the difflog recipe among these recipe chunks (see
+    /// [`crate::recipe::chunks`]), if there is one.
+    pub fn recipe_digest(chunks: &[crate::recipe::TextChunk]) -> Option<String> {
         let text = &chunks.iter().find(|c| c.0 == crate::recipe::DIFFLOG)?.1;
-        let v: Value = serde_json::from_str(text).ok()?;
-        let params = v["params"].as_object().cloned().unwrap_or_default();
-        let run_id = v["run_id"].as_str()?.to_string();
-        let call = v["call"].as_u64()?;
-        let row = v["row"].as_u64()?;
-        Some(Facts {
-            title: format!("difflog run {run_id}, call {call}, image {row}"),
-            model_id: v["model_id"].as_str().unwrap_or_default().to_string(),
-            weights_digest: v["weights_digest"].as_str().map(str::to_string),
-            recipe_sha256: crate::format::sha256_hex(text.as_bytes()),
-            run_id,
-            call,
-            row,
-            source_type: crate::recipe::source_type(&params).to_string(),
-        })
+        Some(crate::format::sha256_hex(text.as_bytes()))
+    }
+
+    /// The manifest's title.
+    fn title(&self) -> String {
+        format!(
+            "difflog run {}, call {}, image {}",
+            self.run_id, self.call, self.row
+        )
+    }
+}
+
+/// An image a generated image was made from, kept in its manifest as an
+/// ingredient (with the credentials it carries, if any).
+#[derive(Debug, Clone, Copy)]
+pub struct Ingredient<'a> {
+    /// Its title.
+    pub title: &'a str,
+    /// Its PNG, JPEG or WebP bytes.
+    pub bytes: &'a [u8],
+    /// Whether it is the input the image was made from (`parentOf`; image
+    /// to image, inpainting) or a mask the model was given (`inputTo`).
+    pub parent: bool,
+}
+
+impl<'a> Ingredient<'a> {
+    /// The input image the generated one was made from.
+    pub fn parent(title: &'a str, bytes: &'a [u8]) -> Ingredient<'a> {
+        Ingredient {
+            title,
+            bytes,
+            parent: true,
+        }
+    }
+
+    /// An inpainting call's mask.
+    pub fn mask(title: &'a str, bytes: &'a [u8]) -> Ingredient<'a> {
+        Ingredient {
+            title,
+            bytes,
+            parent: false,
+        }
     }
 }
 
@@ -143,6 +183,7 @@ impl Signing {
         let signer =
             c2pa::create_signer::from_keys(chain_pem.as_bytes(), key_pem.as_bytes(), alg, None)
                 .map_err(|e| e.to_string())?;
+        let signer = super::es256::Es256::wrap(signer, key_pem);
         let context = c2pa::Context::new()
             .with_settings(crate::meta::c2pa::offline_settings()?)
             .map_err(|e| format!("the C2PA settings: {e}"))?;
@@ -150,22 +191,22 @@ impl Signing {
             signer,
             context: Arc::new(context),
             name: String::new(),
+            sizes: Mutex::new(HashMap::new()),
         };
         let mut png = Vec::new();
         image::RgbImage::new(8, 8)
             .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| e.to_string())?;
         let facts = Facts {
-            title: "difflog's check of its signing key".into(),
             model_id: "none".into(),
             weights_digest: None,
-            recipe_sha256: crate::format::sha256_hex(b""),
+            recipe_sha256: None,
             run_id: "none".into(),
             call: 0,
             row: 0,
             source_type: crate::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
         };
-        let signed = s.sign_png(&png, &facts, None)?;
+        let signed = s.sign_png(&png, &facts, &[])?;
         let read = crate::meta::c2pa::read(&signed, None)?
             .ok_or("the test image carries no manifest once signed")?;
         if read.state == "invalid" {
@@ -192,20 +233,19 @@ impl Signing {
         &self.name
     }
 
-    /// `png` with a signed manifest stating `facts`; `parent` is the input
-    /// image (its title, and its PNG, JPEG or WebP bytes) of an
-    /// image-to-image or inpainting call, whose own credentials, if any,
-    /// are kept in its ingredient.
+    /// `png` with a signed manifest stating `facts`; `ingredients` are the
+    /// input image of an image-to-image or inpainting call and the
+    /// inpainting mask, whose own credentials, if any, are kept.
     pub fn sign_png(
         &self,
         png: &[u8],
         facts: &Facts,
-        parent: Option<(&str, &[u8])>,
+        ingredients: &[Ingredient<'_>],
     ) -> std::result::Result<Vec<u8>, String> {
         // Issue 36: the CAI's builder does the signing; a panic inside it is
         // this image's failure, not the writer thread's.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.sign_with(png, facts, parent)
+            self.sign_with(png, facts, ingredients)
         }))
         .unwrap_or_else(|_| Err("the C2PA signer failed".into()))
     }
@@ -214,7 +254,7 @@ impl Signing {
         &self,
         png: &[u8],
         f: &Facts,
-        parent: Option<(&str, &[u8])>,
+        ingredients: &[Ingredient<'_>],
     ) -> std::result::Result<Vec<u8>, String> {
         let agent = json!({
             "name": GENERATOR,
@@ -229,37 +269,72 @@ impl Signing {
                 "softwareAgent": agent,
             })
         };
-        let actions = match parent {
-            None => vec![made("c2pa.created")],
-            Some(_) => vec![
-                json!({"action": "c2pa.opened", "parameters": {"ingredientIds": ["input"]}}),
-                made("c2pa.edited"),
+        let id = |i: usize| format!("ingredient{i}");
+        let ids = |parent: bool| -> Vec<String> {
+            (0..ingredients.len())
+                .filter(|&i| ingredients[i].parent == parent)
+                .map(id)
+                .collect()
+        };
+        let mut edited = made("c2pa.edited");
+        let masks = ids(false);
+        if !masks.is_empty() {
+            edited["parameters"] = json!({ "ingredientIds": masks });
+        }
+        let actions = match ids(true) {
+            parents if parents.is_empty() => vec![made("c2pa.created")],
+            parents => vec![
+                json!({"action": "c2pa.opened", "parameters": {"ingredientIds": parents}}),
+                edited,
             ],
         };
+        let mut recipe = json!({"run_id": f.run_id, "call": f.call, "row": f.row});
+        if let Some(digest) = &f.recipe_sha256 {
+            recipe["recipe_sha256"] = json!(digest);
+        }
         let definition = json!({
-            "title": f.title,
+            "title": f.title(),
+            "format": PNG,
             "claim_generator_info": [{"name": GENERATOR, "version": env!("CARGO_PKG_VERSION")}],
             "assertions": [
                 {"label": "c2pa.actions", "data": {"actions": actions}},
-                {"label": RECIPE_ASSERTION, "data": {
-                    "recipe_sha256": f.recipe_sha256,
-                    "run_id": f.run_id, "call": f.call, "row": f.row,
-                }},
+                {"label": RECIPE_ASSERTION, "data": recipe},
             ],
-        });
+        })
+        .to_string();
         let fail = |e: c2pa::Error| e.to_string();
         let mut builder = c2pa::Builder::from_shared_context(&self.context)
-            .with_definition(definition.to_string())
+            .with_definition(definition.as_str())
             .map_err(fail)?;
-        if let Some((title, input)) = parent {
-            let mime = match crate::meta::exif::format_of(input) {
+        // The hash binding, with room for ten exclusions, as the CAI's
+        // placeholder adds it (signing pads it to this size): here so that
+        // a manifest whose size is known needs no placeholder.
+        let mut room = c2pa::assertions::DataHash::new("jumbf manifest", "sha256");
+        for _ in 0..10 {
+            room.add_exclusion(c2pa::HashRange::new(0, 2));
+        }
+        builder
+            .add_assertion(c2pa::assertions::labels::DATA_HASH, &room)
+            .map_err(fail)?;
+        for (i, ingredient) in ingredients.iter().enumerate() {
+            let mime = match crate::meta::exif::format_of(ingredient.bytes) {
                 Some(crate::meta::exif::Format::Jpeg) => "image/jpeg",
                 Some(crate::meta::exif::Format::Webp) => "image/webp",
                 _ => "image/png",
             };
-            let ingredient = json!({"title": title, "relationship": "parentOf", "label": "input"});
+            let relationship = if ingredient.parent {
+                "parentOf"
+            } else {
+                "inputTo"
+            };
+            let definition =
+                json!({"title": ingredient.title, "relationship": relationship, "label": id(i)});
             builder
-                .add_ingredient_from_stream(ingredient.to_string(), mime, &mut Cursor::new(input))
+                .add_ingredient_from_stream(
+                    definition.to_string(),
+                    mime,
+                    &mut Cursor::new(ingredient.bytes),
+                )
                 .map_err(fail)?;
         }
         // The manifest goes after the header, where the CAI's own writer
@@ -268,27 +343,80 @@ impl Signing {
         // written once (the CAI's `sign` copies it twice and hashes it
         // again; issue 36's cost).
         let at = after_header(png).ok_or("not a PNG that starts with its header")?;
-        let placeholder = builder
-            .data_hashed_placeholder(self.signer.reserve_size(), PNG)
-            .map_err(fail)?;
-        let mut binding = c2pa::assertions::DataHash::new("jumbf manifest", "sha256");
-        binding.add_exclusion(c2pa::HashRange::new(at as u64, placeholder.len() as u64));
-        binding.set_hash(sha2::Sha256::digest(png).to_vec());
-        let manifest = builder
-            .sign_data_hashed_embeddable(self.signer.as_ref(), &binding, PNG)
-            .map_err(fail)?;
-        if manifest.len() != placeholder.len() {
+        let hash = sha2::Sha256::digest(png).to_vec();
+        // The binding names the manifest's own size, known before it is
+        // made only from a placeholder the CAI's builder makes — as long
+        // to make as the manifest itself. A manifest of the same shape
+        // (the same definition's length and ingredients) has the same
+        // size: the placeholder is made once for each, and again only
+        // should a manifest come out of another size.
+        let shape = (
+            definition.len(),
+            ingredients.iter().map(|i| i.bytes.len()).collect(),
+        );
+        let known = self.sizes.lock().ok().and_then(|s| s.get(&shape).copied());
+        let mut size = match known {
+            Some(size) => size,
+            None => self.placeholder(&mut builder)?,
+        };
+        let mut manifest = self.manifest(&mut builder, at, size, &hash)?;
+        if manifest.len() != size && known.is_some() {
+            size = self.placeholder(&mut builder)?;
+            manifest = self.manifest(&mut builder, at, size, &hash)?;
+        }
+        if manifest.len() != size {
             return Err(format!(
-                "the signed manifest ({} bytes) does not fit the {} bytes reserved for it",
+                "the signed manifest ({} bytes) does not fit the {size} bytes reserved for it",
                 manifest.len(),
-                placeholder.len()
             ));
+        }
+        if let Ok(mut sizes) = self.sizes.lock() {
+            if sizes.len() >= MAX_SHAPES {
+                sizes.clear();
+            }
+            sizes.insert(shape, size);
         }
         let mut out = Vec::with_capacity(png.len() + manifest.len());
         out.extend_from_slice(&png[..at]);
         out.extend_from_slice(&manifest);
         out.extend_from_slice(&png[at..]);
         Ok(out)
+    }
+
+    /// The size of the `caBX` chunk of the manifest `builder` makes: its
+    /// placeholder's.
+    fn placeholder(&self, builder: &mut c2pa::Builder) -> std::result::Result<usize, String> {
+        builder
+            .data_hashed_placeholder(self.signer.reserve_size(), PNG)
+            .map(|p| p.len())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The `caBX` chunk of the manifest `builder` makes and signs, bound to
+    /// a PNG of SHA-256 `hash` (without the chunk) with the chunk's `size`
+    /// bytes at `at`. The chunk is framed here (its CRC by `crc32fast`),
+    /// not by the CAI's PNG writer, which is slower at it.
+    fn manifest(
+        &self,
+        builder: &mut c2pa::Builder,
+        at: usize,
+        size: usize,
+        hash: &[u8],
+    ) -> std::result::Result<Vec<u8>, String> {
+        let mut binding = c2pa::assertions::DataHash::new("jumbf manifest", "sha256");
+        binding.add_exclusion(c2pa::HashRange::new(at as u64, size as u64));
+        binding.set_hash(hash.to_vec());
+        let jumbf = builder
+            .sign_data_hashed_embeddable(self.signer.as_ref(), &binding, "application/c2pa")
+            .map_err(|e| e.to_string())?;
+        let len = u32::try_from(jumbf.len()).map_err(|_| "the manifest is too large")?;
+        let mut chunk = Vec::with_capacity(jumbf.len() + 12);
+        chunk.extend_from_slice(&len.to_be_bytes());
+        chunk.extend_from_slice(MANIFEST_CHUNK);
+        chunk.extend_from_slice(&jumbf);
+        let crc = crc32fast::hash(&chunk[4..]);
+        chunk.extend_from_slice(&crc.to_be_bytes());
+        Ok(chunk)
     }
 }
 

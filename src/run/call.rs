@@ -4,7 +4,7 @@
 //! a program that drives its own generation loop. `Run::record` records
 //! through it too, so a call's records come out the same whoever drives it.
 
-use super::marks::Parent;
+use super::marks::{Generated, InputPixels, Origin, Parent};
 use super::media::Pixels;
 use super::writer::{Cmd, PendingCell, Slot};
 use super::{ms, Run};
@@ -85,9 +85,12 @@ pub struct OpenCall<R: Borrow<Run>> {
     images: u32,
     inputs: Vec<(Arc<dyn Pixels>, Arc<Slot>)>,
     input_file: Option<Arc<super::marks::InputFile>>,
-    /// The call's input images as generated images' parents, each shared
-    /// by the rows made from the same pixels (its PNG made once).
-    parents: Vec<Arc<super::marks::InputPixels>>,
+    /// The call's input images as generated images' parents and masks,
+    /// each shared by the rows made from the same pixels (its PNG made
+    /// once).
+    parents: Vec<Arc<InputPixels>>,
+    /// What the call's images' manifests state about it.
+    origin: Arc<Origin>,
 }
 
 impl<R: Borrow<Run>> OpenCall<R> {
@@ -96,7 +99,17 @@ impl<R: Borrow<Run>> OpenCall<R> {
     pub fn begin(run: R, start: CallStart) -> OpenCall<R> {
         let mut call = 0;
         let r: &Run = run.borrow();
+        let mut origin = Origin {
+            run_id: String::new(),
+            call: 0,
+            model_id: String::new(),
+            weights_digest: None,
+            source_type: crate::recipe::source_type(&start.params),
+        };
         if let Some(a) = &r.active {
+            origin.run_id.clone_from(&a.id);
+            origin.model_id.clone_from(&start.info.model_id);
+            origin.weights_digest.clone_from(&start.info.weights_digest);
             let pipeline = r.pipeline_index(a, start.info);
             call = a.next_call.fetch_add(1, Ordering::Relaxed);
             r.emit_quiet(Event::CallStarted(CallStarted {
@@ -107,6 +120,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                 seeds: start.seeds,
                 columns: start.columns,
             }));
+            origin.call = call;
         }
         OpenCall {
             run,
@@ -117,6 +131,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
             inputs: Vec::new(),
             input_file: None,
             parents: Vec::new(),
+            origin: Arc::new(origin),
         }
     }
 
@@ -159,6 +174,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
         let inputs = &mut self.inputs;
         let input_file = self.input_file.clone();
         let parents = &mut self.parents;
+        let origin = &self.origin;
         let Some(a) = &self.run.borrow().active else {
             return Ok(());
         };
@@ -176,31 +192,22 @@ impl<R: Borrow<Run>> OpenCall<R> {
                 .map(|()| PendingCell::Image { column, slot })
             };
             // A generated image's parent: the row's input image, if any
-            // (its file, when the caller named it).
-            let parent = cells.iter().find_map(|(column, v)| match v {
-                // (`Input-Image` from difflog's pipelines, `Source-Image`
-                // W&B's name that the Python package records it under.)
-                RowValue::Input(img)
-                    if column == names::INPUT_IMAGE || column == names::SOURCE_IMAGE =>
-                {
-                    Some(match &input_file {
+            // (its file, when the caller named it); and its mask.
+            // (`Input-Image` from difflog's pipelines, `Source-Image` W&B's
+            // name that the Python package records it under.)
+            let mut parent = None;
+            let mut mask = None;
+            for (column, v) in &cells {
+                let RowValue::Input(img) = v else { continue };
+                if column == names::INPUT_IMAGE || column == names::SOURCE_IMAGE {
+                    parent = Some(match &input_file {
                         Some(f) => Parent::File(Arc::clone(f)),
-                        None => {
-                            let p = match parents.iter().find(|p| same_pixels(&p.image, img)) {
-                                Some(p) => Arc::clone(p),
-                                None => {
-                                    let p =
-                                        Arc::new(super::marks::InputPixels::new(Arc::clone(img)));
-                                    parents.push(Arc::clone(&p));
-                                    p
-                                }
-                            };
-                            Parent::Pixels(p)
-                        }
-                    })
+                        None => Parent::Pixels(shared(parents, img)),
+                    });
+                } else if column == names::MASK_IMAGE {
+                    mask = Some(shared(parents, img));
                 }
-                _ => None,
-            });
+            }
             let mut out = Vec::with_capacity(cells.len());
             for (column, value) in cells {
                 let cell = match value {
@@ -231,10 +238,13 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         caption,
                         text,
                     } => {
-                        let slot = w.encode_generated(super::marks::Generated {
+                        let slot = w.encode_generated(Generated {
                             image,
                             text,
+                            origin: Arc::clone(origin),
+                            row: index,
                             parent: parent.clone(),
+                            mask: mask.clone(),
                         })?;
                         output(column, slot, caption)?
                     }
@@ -293,4 +303,15 @@ impl<R: Borrow<Run>> OpenCall<R> {
 /// how a call's input given to several rows is known again.
 fn same_pixels(a: &Arc<dyn Pixels>, b: &Arc<dyn Pixels>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// The call's shared input for these pixels, made the first time they are
+/// seen.
+fn shared(known: &mut Vec<Arc<InputPixels>>, img: &Arc<dyn Pixels>) -> Arc<InputPixels> {
+    if let Some(p) = known.iter().find(|p| same_pixels(&p.image, img)) {
+        return Arc::clone(p);
+    }
+    let p = Arc::new(InputPixels::new(Arc::clone(img)));
+    known.push(Arc::clone(&p));
+    p
 }

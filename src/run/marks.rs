@@ -17,16 +17,42 @@ pub(crate) type Marker = Option<Arc<crate::provenance::Provenance>>;
 #[cfg(not(feature = "watermark"))]
 pub(crate) type Marker = Option<Arc<()>>;
 
-/// A generated image to encode: its pixels, recipe chunks and the input it
-/// was made from (image to image, inpainting).
+/// A generated image to encode: its pixels, recipe chunks, where it was
+/// made and the inputs it was made from (image to image, inpainting).
 pub(crate) struct Generated {
     /// The pixels.
     pub image: Arc<dyn Pixels>,
     /// The recipe chunks.
     pub text: Vec<TextChunk>,
+    /// The call that made it.
+    #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+    pub origin: Arc<Origin>,
+    /// Its row in the call's table.
+    #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+    pub row: u32,
     /// The call's input image, if any.
     #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
     pub parent: Option<Parent>,
+    /// The call's mask (inpainting), if any.
+    #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+    pub mask: Option<Arc<InputPixels>>,
+}
+
+/// The call a generated image was made by, as the recorder knows it: what
+/// its manifest states whether or not the image carries a recipe (a call
+/// from Python given no seed has none).
+#[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+pub(crate) struct Origin {
+    /// The run's id.
+    pub run_id: String,
+    /// The call's number.
+    pub call: u32,
+    /// The model's id.
+    pub model_id: String,
+    /// The weights' digest, when known.
+    pub weights_digest: Option<String>,
+    /// IPTC's digital source type of the call's images.
+    pub source_type: &'static str,
 }
 
 /// What a generated image was made from.
@@ -149,26 +175,38 @@ fn signed(
     png: PngEncoding,
     marks: &mut Marks,
 ) -> Result<Vec<u8>> {
-    let signed = match crate::provenance::sign::Facts::from_recipe(&g.text) {
-        None => Err("the image has no difflog recipe to state".to_string()),
-        Some(facts) => {
-            // The input's own file when known (its credentials kept);
-            // else the input as the run stores it: the same encoding of
-            // the same pixels, so the ingredient's hash is the stored file's.
-            match &g.parent {
-                Some(Parent::File(f)) => {
-                    signing.sign_png(&file, &facts, Some((f.name.as_str(), &f.bytes[..])))
-                }
-                Some(Parent::Pixels(i)) => i
-                    .png(png)
-                    .map_err(|e| format!("the input image: {e}"))
-                    .and_then(|input| {
-                        signing.sign_png(&file, &facts, Some(("input image", input)))
-                    }),
-                None => signing.sign_png(&file, &facts, None),
-            }
-        }
+    use crate::provenance::sign::{Facts, Ingredient};
+    let o = &g.origin;
+    let facts = Facts {
+        model_id: o.model_id.clone(),
+        weights_digest: o.weights_digest.clone(),
+        recipe_sha256: Facts::recipe_digest(&g.text),
+        run_id: o.run_id.clone(),
+        call: o.call.into(),
+        row: g.row.into(),
+        source_type: o.source_type.to_string(),
     };
+    // The input's own file when known (its credentials kept); else the
+    // input as the run stores it: the same encoding of the same pixels,
+    // so the ingredient's hash is the stored file's. The same for a mask.
+    let signed = (|| {
+        let mut ingredients = Vec::with_capacity(2);
+        match &g.parent {
+            Some(Parent::File(f)) => ingredients.push(Ingredient::parent(&f.name, &f.bytes)),
+            Some(Parent::Pixels(i)) => ingredients.push(Ingredient::parent(
+                "input image",
+                stored("input image", i, png)?,
+            )),
+            None => {}
+        }
+        if let Some(m) = &g.mask {
+            ingredients.push(Ingredient::mask(
+                "mask image",
+                stored("mask image", m, png)?,
+            ));
+        }
+        signing.sign_png(&file, &facts, &ingredients)
+    })();
     Ok(match signed {
         Ok(bytes) => {
             marks.c2pa = Some(signing.signer_name().to_string());
@@ -180,6 +218,16 @@ fn signed(
             file
         }
     })
+}
+
+/// The PNG of a call's input (`what`) as the run stores it.
+#[cfg(feature = "provenance")]
+fn stored<'a>(
+    what: &str,
+    input: &'a InputPixels,
+    png: PngEncoding,
+) -> std::result::Result<&'a [u8], String> {
+    input.png(png).map_err(|e| format!("the {what}: {e}"))
 }
 
 /// The marker of a run: the provenance configuration at `path`, else
