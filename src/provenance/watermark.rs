@@ -215,23 +215,27 @@ fn carrier(band: &[f64], bw: usize, bi: usize, bj: usize) -> ((usize, usize), f6
     (at, second)
 }
 
-/// Where a carrier of magnitude `a` goes to say `bit`: the nearest level a
-/// quarter (0) or three quarters (1) into a step, as the package's reader
-/// reads it — the package always takes the level of `a`'s own step, up to
-/// 27 away where the level below is 9 away — but not below the block's
-/// next largest coefficient, which a reader would then take instead (in a
+/// Where a carrier whose coefficient is `sum / 2` goes to say `bit`, as
+/// twice the coefficient: the nearest level a quarter (0) or three
+/// quarters (1) into a step, as the package's reader reads it — the
+/// package always takes the level of the coefficient's own step, up to 27
+/// away where the level below is 9 away — but not below the block's next
+/// largest coefficient, which a reader would then take instead (in a
 /// smooth region the 16 are nearly equal, and the package's own marks lose
 /// bits so), with room for the rounding of pixels.
-fn target(a: f64, bit: bool, runner_up: f64) -> f64 {
+#[inline(always)]
+fn target(sum: i32, bit: bool, runner_up: f64) -> i32 {
     const ROOM: f64 = 3.0;
-    let offset = if bit { 0.75 } else { 0.25 };
-    // The levels are (n + offset)·SCALE. The nearest to `a` (the lower of
-    // two as near) unless it is below the floor; then the lowest above it:
-    // were `a` above that one, the nearest level would not be below it.
+    // The levels are (n + offset)·SCALE: 36n + 9 for a 0, 36n + 27 for a 1.
+    let (offset, at) = if bit { (0.75, 27) } else { (0.25, 9) };
+    // The nearest to sum/2 (the lower of two as near), in integers:
+    // ⌈(sum/2 − at − 18) / 36⌉ = ⌈(sum − 2·at − 36) / 72⌉. Unless it is
+    // below the floor; then the lowest above it: were the coefficient
+    // above that one, the nearest level would not be below it.
+    let nearest = (sum - 2 * at - 36 + 71).div_euclid(72);
     let lo = (runner_up + ROOM).max(0.0);
-    let nearest = ceil(a / SCALE - offset - 0.5);
-    let lowest = ceil(lo / SCALE - offset);
-    (nearest.max(lowest) + offset) * SCALE
+    let lowest = ceil(lo / SCALE - offset) as i32;
+    2 * (36 * nearest.max(lowest) + at)
 }
 
 /// `x.ceil()` without a call into libm (x86-64's baseline has no
@@ -251,44 +255,105 @@ fn rem(v: f64) -> f64 {
 }
 
 /// OpenCV's U of each 2×2 cell, summed (twice the cell's low-band
-/// coefficient) in the cell rows from `first_row` on, as many as `sums`
-/// holds, nearly: the linear part of [`yuv`] without its roundings,
-/// in units of 2⁻²⁸ U less the constant 4 × 128 (see
-/// [`approx_coefficient`]). Each pixel's U is off by at most 0.75, a
-/// coefficient by at most [`APPROX_ERROR`] — enough to choose a block's
-/// carrier and bound its runner-up, which is all a writer needs them for,
-/// at a fraction of the exact conversion's cost: the bytes are weighted one
-/// by one in `f32` (exact: every product is under 2²⁴), a loop the
-/// compiler turns into vector code; `weighted` (as long as `weights`) is
-/// its scratch row, allocated once an image by the caller.
+/// coefficient) in the cell rows from `first_row` on of an image `w4`
+/// pixels wide, as many as `sums` holds, nearly: the linear part of
+/// [`yuv`] without its roundings, in units of 2⁻²⁸ U less the constant
+/// 4 × 128 (see [`approx_coefficient`]). Each pixel's U is off by at most
+/// 0.75, a coefficient by at most [`APPROX_ERROR`] — enough to choose a
+/// block's carrier and bound its runner-up, which is all a writer needs
+/// them for, at a fraction of the exact conversion's cost. Each sum is an
+/// integer under 2²⁴ in magnitude, so exact in `f32`.
 fn approx_cell_sums(
     rgb_bytes: &[u8],
     stride: usize,
-    weights: &[f32],
+    w4: usize,
     first_row: usize,
     sums: &mut [f32],
-    weighted: &mut [f32],
 ) {
-    let w4 = weights.len() / 3;
     for (i, out) in sums.chunks_exact_mut(w4 / 2).enumerate() {
         let i = first_row + i;
         let top = &rgb_bytes[2 * i * stride..][..w4 * 3];
         let bottom = &rgb_bytes[(2 * i + 1) * stride..][..w4 * 3];
-        for (((o, w), a), b) in weighted.iter_mut().zip(weights).zip(top).zip(bottom) {
-            *o = w * f32::from(u16::from(*a) + u16::from(*b));
-        }
-        for (o, c) in out.iter_mut().zip(weighted.chunks_exact(6)) {
-            *o = (c[0] + c[3]) + (c[1] + c[4]) + (c[2] + c[5]);
+        let done = vector_cell_sums(top, bottom, out);
+        let (top, bottom) = (&top[done * 6..], &bottom[done * 6..]);
+        for ((o, t), b) in out[done..]
+            .iter_mut()
+            .zip(top.chunks_exact(6))
+            .zip(bottom.chunks_exact(6))
+        {
+            *o = cell_sum(t, b) as f32;
         }
     }
 }
 
-/// The weights of [`approx_cell_sums`] for a row of `w4` pixels.
-fn cell_weights(w4: usize) -> Vec<f32> {
-    // U ≈ (b − y)·8061/2¹⁴ + 128, y = (1868 b + 9617 g + 4899 r)/2¹⁴:
-    // per byte, R −4899, G −9617, B 2¹⁴ − 1868 (then × 8061/2²⁸).
-    const W: [f32; 3] = [-4899.0, -9617.0, 14516.0];
-    (0..w4 * 3).map(|j| W[j % 3]).collect()
+/// The weights of [`approx_cell_sums`]: U ≈ (b − y)·8061/2¹⁴ + 128,
+/// y = (1868 b + 9617 g + 4899 r)/2¹⁴, so per byte R −4899, G −9617,
+/// B 2¹⁴ − 1868 (then × 8061/2²⁸).
+const CELL_WEIGHTS: [i32; 3] = [-4899, -9617, 14516];
+
+/// One cell's [`approx_cell_sums`] entry from its six bytes in each of its
+/// two rows.
+fn cell_sum(top: &[u8], bottom: &[u8]) -> i32 {
+    let s = |c: usize| {
+        i32::from(top[c]) + i32::from(top[c + 3]) + i32::from(bottom[c]) + i32::from(bottom[c + 3])
+    };
+    CELL_WEIGHTS[0] * s(0) + CELL_WEIGHTS[1] * s(1) + CELL_WEIGHTS[2] * s(2)
+}
+
+/// [`approx_cell_sums`] of a row of cells, eight at a time (48 bytes of
+/// each row) with SSE2, which every x86-64 CPU has: the two rows' bytes
+/// added as 16-bit lanes, weighted and added in pairs (`pmaddwd`), a
+/// cell's three pairs then added. Returns how many cells it did (the rest,
+/// fewer than eight, are [`cell_sum`]'s).
+#[cfg(target_arch = "x86_64")]
+fn vector_cell_sums(top: &[u8], bottom: &[u8], out: &mut [f32]) -> usize {
+    use std::arch::x86_64::{
+        __m128i, _mm_add_epi16, _mm_loadu_si128, _mm_madd_epi16, _mm_setzero_si128,
+        _mm_storeu_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+    };
+    // The weights of eight bytes that start at a multiple of 3 plus `o`.
+    let lanes =
+        |o: usize| -> [i16; 8] { std::array::from_fn(|l| CELL_WEIGHTS[(o + l) % 3] as i16) };
+    let mut done = 0;
+    // SAFETY: SSE2 is part of every x86-64 CPU; every load and store is of
+    // 16 bytes within the slice or array it names (see each).
+    unsafe {
+        let lanes = [lanes(0), lanes(1), lanes(2)];
+        // Each array is 16 bytes; an unaligned load reads them.
+        let weights: [__m128i; 3] =
+            std::array::from_fn(|o| _mm_loadu_si128(lanes[o].as_ptr().cast()));
+        let zero = _mm_setzero_si128();
+        for ((t, b), o) in top
+            .chunks_exact(48)
+            .zip(bottom.chunks_exact(48))
+            .zip(out.chunks_exact_mut(8))
+        {
+            let mut pairs = [0i32; 24];
+            for q in 0..3 {
+                // `t` and `b` are 48 bytes long; these 16 are in them.
+                let tv = _mm_loadu_si128(t[16 * q..].as_ptr().cast());
+                let bv = _mm_loadu_si128(b[16 * q..].as_ptr().cast());
+                let lo = _mm_add_epi16(_mm_unpacklo_epi8(tv, zero), _mm_unpacklo_epi8(bv, zero));
+                let hi = _mm_add_epi16(_mm_unpackhi_epi8(tv, zero), _mm_unpackhi_epi8(bv, zero));
+                let lo = _mm_madd_epi16(lo, weights[(16 * q) % 3]);
+                let hi = _mm_madd_epi16(hi, weights[(16 * q + 8) % 3]);
+                // `pairs` has 24 lanes; these are 8 of them.
+                _mm_storeu_si128(pairs[8 * q..].as_mut_ptr().cast(), lo);
+                _mm_storeu_si128(pairs[8 * q + 4..].as_mut_ptr().cast(), hi);
+            }
+            for (o, p) in o.iter_mut().zip(pairs.chunks_exact(3)) {
+                *o = (p[0] + p[1] + p[2]) as f32;
+            }
+            done += 8;
+        }
+    }
+    done
+}
+
+/// [`approx_cell_sums`] without vector code on other CPUs: none done here.
+#[cfg(not(target_arch = "x86_64"))]
+fn vector_cell_sums(_: &[u8], _: &[u8], _: &mut [f32]) -> usize {
+    0
 }
 
 /// A cell's low-band coefficient from its [`approx_cell_sums`] entry.
@@ -298,7 +363,7 @@ fn approx_coefficient(sum: f32) -> f64 {
 }
 
 /// How far a coefficient from [`approx_cell_sums`] may be from the exact
-/// one (3 for a sum of four U values, halved; `f32`'s sums add ~10⁻⁴).
+/// one (3 for a sum of four U values, halved).
 const APPROX_ERROR: f64 = 1.5;
 
 /// The cell of block `bj` of a row of 4×4 blocks of [`approx_cell_sums`]
@@ -366,20 +431,11 @@ pub fn embed(
     // A row of blocks at a time (4 rows of cells, 8 of pixels), while its
     // pixels are in the cache: reading them, copying them and moving the
     // carriers, each block's in its 2×2 cell.
-    let weights = cell_weights(w4);
     let mut sums = vec![0f32; bw * BLOCK];
-    let mut weighted = vec![0f32; weights.len()];
     let mut out = Vec::with_capacity(rgb_bytes.len());
     let mut num = 0usize;
     for bi in 0..bh / BLOCK {
-        approx_cell_sums(
-            rgb_bytes,
-            stride,
-            &weights,
-            bi * BLOCK,
-            &mut sums,
-            &mut weighted,
-        );
+        approx_cell_sums(rgb_bytes, stride, w4, bi * BLOCK, &mut sums);
         out.extend_from_slice(&rgb_bytes[out.len()..(bi + 1) * 2 * BLOCK * stride]);
         for bj in 0..bw / BLOCK {
             let ((cy, cx), runner_up) = approx_carrier(&sums, bw, bj);
@@ -397,15 +453,10 @@ pub fn embed(
             } else {
                 num + 1
             };
-            let new = target(
-                f64::from(sum) / 2.0,
-                bit,
-                approx_coefficient(runner_up) + APPROX_ERROR,
-            );
+            let new = target(sum, bit, approx_coefficient(runner_up) + APPROX_ERROR);
             // Each U moves by half the coefficient's change: a quarter of
-            // `moved`, an integer (a level is a whole number, a
-            // coefficient a half), rounded half up by the shift.
-            let moved = 2 * new as i32 - sum;
+            // `moved` (twice the change), rounded half up by the shift.
+            let moved = new - sum;
             for (p, (yy, u, vv)) in cell {
                 let uu = ((4 * u + moved + 2) >> 2).clamp(0, 255);
                 out[p..p + 3].copy_from_slice(&rgb(yy, uu, vv));
@@ -548,6 +599,8 @@ mod tests {
     fn the_writers_near_coefficients_are_within_their_bound_of_the_exact_ones() {
         for (img, w, h) in [
             (noise(64, 48, 7), 64, 48),
+            // 76 pixels: four runs of eight cells, and six cells more.
+            (noise(76, 20, 5), 76, 20),
             (picture(64, 48), 64, 48),
             (vec![255u8; 8 * 8 * 3], 8, 8),
             (vec![0u8; 8 * 8 * 3], 8, 8),
@@ -555,9 +608,18 @@ mod tests {
             let (w, h) = (w as usize, h as usize);
             let exact = low_band(&img, w, (w, h));
             let mut near = vec![0f32; w / 2 * h / 2];
-            let weights = cell_weights(w);
-            let mut weighted = vec![0f32; weights.len()];
-            approx_cell_sums(&img, w * 3, &weights, 0, &mut near, &mut weighted);
+            approx_cell_sums(&img, w * 3, w, 0, &mut near);
+            // The vector code's sums are the cell-by-cell ones.
+            let by_cell: Vec<f32> = (0..h / 2)
+                .flat_map(|i| {
+                    let img = &img;
+                    (0..w / 2).map(move |k| {
+                        let at = |row: usize| &img[row * w * 3 + k * 6..][..6];
+                        cell_sum(at(2 * i), at(2 * i + 1)) as f32
+                    })
+                })
+                .collect();
+            assert_eq!(near, by_cell);
             assert_eq!(exact.len(), near.len());
             let worst = exact
                 .iter()
@@ -620,6 +682,45 @@ mod tests {
                     serial_carrier(&sums, bw, bj),
                     "case {case}, block {bj}: {sums:?}"
                 );
+            }
+        }
+    }
+
+    /// [`target`] as it was first written, in floating point: the reference
+    /// it must agree with. Where a carrier of magnitude `a` goes to say `bit`: the nearest level a
+    /// quarter (0) or three quarters (1) into a step, as the package's reader
+    /// reads it — the package always takes the level of `a`'s own step, up to
+    /// 27 away where the level below is 9 away — but not below the block's
+    /// next largest coefficient, which a reader would then take instead (in a
+    /// smooth region the 16 are nearly equal, and the package's own marks lose
+    /// bits so), with room for the rounding of pixels.
+    fn float_target(a: f64, bit: bool, runner_up: f64) -> f64 {
+        const ROOM: f64 = 3.0;
+        let offset = if bit { 0.75 } else { 0.25 };
+        // The levels are (n + offset)·SCALE. The nearest to `a` (the lower of
+        // two as near) unless it is below the floor; then the lowest above it:
+        // were `a` above that one, the nearest level would not be below it.
+        let lo = (runner_up + ROOM).max(0.0);
+        let nearest = ceil(a / SCALE - offset - 0.5);
+        let lowest = ceil(lo / SCALE - offset);
+        (nearest.max(lowest) + offset) * SCALE
+    }
+
+    #[test]
+    fn the_integer_target_is_the_floating_point_one() {
+        let runner_ups = (-8..2400)
+            .map(|q| f64::from(q) * 0.25)
+            .chain([-1e9, 0.1, 17.3]);
+        for runner_up in runner_ups {
+            for sum in 0..=1020 {
+                for bit in [false, true] {
+                    let float = float_target(f64::from(sum) / 2.0, bit, runner_up);
+                    assert_eq!(
+                        f64::from(target(sum, bit, runner_up)),
+                        2.0 * float,
+                        "sum {sum}, bit {bit}, runner-up {runner_up}"
+                    );
+                }
             }
         }
     }
