@@ -266,8 +266,14 @@ pub fn chunks(i: &RecipeInput<'_>) -> Vec<TextChunk> {
     vec![
         (PARAMETERS.to_string(), params, !latin1),
         (DIFFLOG.to_string(), difflog_json(i).to_string(), true),
-        (XMP.to_string(), xmp_packet(source_type(i.params)), true),
+        xmp_chunk(i.params),
     ]
+}
+
+/// The XMP chunk of an image made with these arguments: what an image
+/// without a recipe (from Python, a call given no seed) carries alone.
+pub fn xmp_chunk(params: &Map<String, Value>) -> TextChunk {
+    (XMP.to_string(), xmp_packet(source_type(params)), true)
 }
 
 /// IPTC's digital source type of an image made with these arguments: a

@@ -356,8 +356,7 @@ fn recipe_chunks(
 
 /// The chunks of a generated image without a recipe: the XMP packet alone.
 fn source_type_chunk(base: &CallRecipe) -> Vec<TextChunk> {
-    let xmp = difflog::recipe::xmp_packet(difflog::recipe::source_type(&base.params));
-    vec![(difflog::recipe::XMP.to_string(), xmp, true)]
+    vec![difflog::recipe::xmp_chunk(&base.params)]
 }
 
 /// A call being recorded: `row` per image, then `finish`.

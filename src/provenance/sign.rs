@@ -450,7 +450,7 @@ pub fn without_manifest(png: &[u8]) -> Option<Vec<u8>> {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let end = at.checked_add(12)?.checked_add(len)?;
         let chunk = rest.get(at..end)?;
-        if &head[4..8] == b"caBX" {
+        if &head[4..8] == MANIFEST_CHUNK {
             found = true;
         } else {
             out.extend_from_slice(chunk);
