@@ -36,16 +36,13 @@ impl Es256 {
     }
 }
 
-/// The DER of a PEM `PRIVATE KEY` block.
+/// The DER of a PEM `PRIVATE KEY` (PKCS#8) block.
 fn pkcs8_der(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let body = pem
-        .split("-----BEGIN PRIVATE KEY-----")
-        .nth(1)?
-        .split("-----END PRIVATE KEY-----")
-        .next()?;
-    let text: String = body.split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(text).ok()
+    pem::parse_many(pem)
+        .ok()?
+        .into_iter()
+        .find(|block| block.tag() == "PRIVATE KEY")
+        .map(pem::Pem::into_contents)
 }
 
 impl c2pa::Signer for Es256 {
@@ -70,5 +67,26 @@ impl c2pa::Signer for Es256 {
 
     fn ocsp_val(&self) -> Option<Vec<u8>> {
         self.inner.ocsp_val()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_takes_a_pkcs8_pem_key_and_nothing_else() {
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let der = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let block = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref()));
+        let read = pkcs8_der(&block).unwrap();
+        assert_eq!(read, der.as_ref());
+        assert!(ring::signature::EcdsaKeyPair::from_pkcs8(alg, &read, &rng).is_ok());
+        assert_eq!(
+            pkcs8_der(&block.replace("PRIVATE KEY", "EC PRIVATE KEY")),
+            None
+        );
+        assert_eq!(pkcs8_der("not a key"), None);
     }
 }
