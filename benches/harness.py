@@ -470,6 +470,7 @@ def provenance_bench():
         goal = name == "both"
         row(s, f"recording with marks / without, {name} (medians)", round(f["ratio"], 3),
             "<= 1.2" if goal else "", f["ratio"] <= 1.2 if goal else "")
+        row(s, f"the same in CPU time, {name} (medians)", round(f["cpu_ratio"], 3))
         if goal:
             row(s, "caller held per call (p50), ms: without, with marks",
                 f"{f['plain_blocked_p50_ms']:.3f}, {f['marked_blocked_p50_ms']:.3f}")

@@ -1729,6 +1729,11 @@ fn a_manifest_whose_size_differs_from_its_shapes_is_still_signed_intact() {
             source_type: difflog::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
         };
         let signed = signing.sign_png(&png, &facts, &[]).unwrap();
+        assert_eq!(
+            difflog::format::hex(&signed.sha256),
+            difflog::format::sha256_hex(&signed.bytes)
+        );
+        let signed = signed.bytes;
         let ours = difflog::meta::c2pa::read(&signed, Some(&anchors))
             .unwrap()
             .unwrap();

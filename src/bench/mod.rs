@@ -120,6 +120,10 @@ pub struct RecordFigures {
     pub encode_write_s: f64,
     /// Seconds for the recording, first call to durable finish.
     pub record_s: f64,
+    /// CPU seconds the process used over the same span (every thread, user
+    /// and system; NaN where unknown): steadier than `record_s` where other
+    /// work shares the machine.
+    pub record_cpu_s: f64,
     /// Seconds for the baseline: PNG-encode the same images on all cores.
     pub encode_only_s: f64,
     /// Threads used by the baseline and by the recorder's encoder pool.
@@ -134,6 +138,22 @@ pub struct RecordFigures {
     pub images: usize,
     /// The run directory written.
     pub run_dir: PathBuf,
+}
+
+/// CPU seconds this process has used, user and system, all its threads
+/// (NaN where unknown).
+fn cpu_s() -> f64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage fills the struct it is given, which is plain
+        // integers (all zero is a valid value).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+            return s(usage.ru_utime) + s(usage.ru_stime);
+        }
+    }
+    f64::NAN
 }
 
 /// A deterministic test image: smooth gradients plus seeded noise.
@@ -454,7 +474,7 @@ pub(crate) fn record_images(
         .ok_or_else(|| crate::Error::Invalid("recording is disabled (DIFFLOG_MODE)".into()))?;
     let mut room = Vec::with_capacity(opts.calls);
     let mut waited = Vec::new();
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_s());
     for call in 0..opts.calls as u64 {
         if opts.pace_ms > 0 && call > 0 {
             run.flush()?;
@@ -473,6 +493,7 @@ pub(crate) fn record_images(
     }
     run.finish()?;
     let record_s = start.elapsed().as_secs_f64();
+    let record_cpu_s = cpu_s() - cpu_start;
     room.sort();
 
     let read = RunDir::open(&run_dir)?;
@@ -504,6 +525,7 @@ pub(crate) fn record_images(
         ratio_to_encode_and_write: record_s / encode_write_s,
         encode_write_s,
         record_s,
+        record_cpu_s,
         encode_only_s,
         threads,
         png: encoding,

@@ -10,8 +10,9 @@
 //! type and difflog with the model (id and weights digest) as the software
 //! agent, and an `org.difflog.recipe` assertion with the SHA-256 of the
 //! image's difflog recipe. C2PA keeps a PNG's manifest in a `caBX` chunk
-//! after the header, and its hard binding hashes every other byte: signing
-//! is the last step, after the recipe chunks and the watermark.
+//! (difflog puts it last, before the end chunk), and its hard binding
+//! hashes every other byte: signing is the last step, after the recipe
+//! chunks and the watermark.
 //!
 //! A signature has random parts (the claim's UUIDs, ECDSA's nonce): the
 //! same pixels signed twice give two files. What is compared across a
@@ -207,7 +208,7 @@ impl Signing {
             source_type: crate::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
         };
         let signed = s.sign_png(&png, &facts, &[])?;
-        let read = crate::meta::c2pa::read(&signed, None)?
+        let read = crate::meta::c2pa::read(&signed.bytes, None)?
             .ok_or("the test image carries no manifest once signed")?;
         if read.state == "invalid" {
             return Err(format!(
@@ -241,7 +242,7 @@ impl Signing {
         png: &[u8],
         facts: &Facts,
         ingredients: &[Ingredient<'_>],
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<Signed, String> {
         // Issue 36: the CAI's builder does the signing; a panic inside it is
         // this image's failure, not the writer thread's.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -255,7 +256,7 @@ impl Signing {
         png: &[u8],
         f: &Facts,
         ingredients: &[Ingredient<'_>],
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<Signed, String> {
         let agent = json!({
             "name": GENERATOR,
             "version": env!("CARGO_PKG_VERSION"),
@@ -306,13 +307,16 @@ impl Signing {
         let mut builder = c2pa::Builder::from_shared_context(&self.context)
             .with_definition(definition.as_str())
             .map_err(fail)?;
-        // The hash binding, with room for ten exclusions, as the CAI's
-        // placeholder adds it (signing pads it to this size): here so that
-        // a manifest whose size is known needs no placeholder.
+        // The hash binding's room, which signing pads the binding to: here
+        // so that a manifest whose size is known needs no placeholder. Not
+        // the CAI placeholder's ten small exclusions but the one exclusion
+        // and the hash the binding has, each number as large as CBOR takes:
+        // the CAI pads one byte at a time, serialising the binding again
+        // for each (a tenth of signing's time with the ten).
         let mut room = c2pa::assertions::DataHash::new("jumbf manifest", "sha256");
-        for _ in 0..10 {
-            room.add_exclusion(c2pa::HashRange::new(0, 2));
-        }
+        let most = i64::MAX as u64;
+        room.add_exclusion(c2pa::HashRange::new(most, most));
+        room.set_hash(vec![0; 32]);
         builder
             .add_assertion(c2pa::assertions::labels::DATA_HASH, &room)
             .map_err(fail)?;
@@ -337,19 +341,18 @@ impl Signing {
                 )
                 .map_err(fail)?;
         }
-        // The manifest goes after the header, where the CAI's own writer
-        // puts it; its hard binding is the SHA-256 of every other byte,
-        // that is of the PNG as it was: hashed once, here, and the file
-        // written once (the CAI's `sign` copies it twice and hashes it
-        // again; issue 36's cost).
-        let at = after_header(png).ok_or("not a PNG that starts with its header")?;
-        let hash = sha2::Sha256::digest(png).to_vec();
-        // The binding names the manifest's own size, known before it is
-        // made only from a placeholder the CAI's builder makes — as long
-        // to make as the manifest itself. A manifest of the same shape
-        // (the same definition's length and ingredients) has the same
-        // size: the placeholder is made once for each, and again only
-        // should a manifest come out of another size.
+        // The manifest goes last, just before the end chunk (`IEND`). Its
+        // hard binding is the SHA-256 of every other byte, that is of the
+        // PNG as it was encoded, and the run's content address is the
+        // SHA-256 of the signed file: both start with the same bytes, so
+        // one pass over them serves both (issue 36's cost). The C2PA
+        // specification recommends the chunk before the pixels for readers
+        // that stream, but allows it anywhere; the CAI's reader finds it
+        // anywhere.
+        let at = end_chunk(png).ok_or("not a PNG that ends with its end chunk (IEND)")?;
+        let mut before = sha2::Sha256::new();
+        before.update(&png[..at]);
+        let hash = before.clone().chain_update(&png[at..]).finalize().to_vec();
         let shape = (
             definition.len(),
             ingredients.iter().map(|i| i.bytes.len()).collect(),
@@ -376,11 +379,16 @@ impl Signing {
             }
             sizes.insert(shape, size);
         }
-        let mut out = Vec::with_capacity(png.len() + manifest.len());
-        out.extend_from_slice(&png[..at]);
-        out.extend_from_slice(&manifest);
-        out.extend_from_slice(&png[at..]);
-        Ok(out)
+        let mut bytes = Vec::with_capacity(png.len() + manifest.len());
+        bytes.extend_from_slice(&png[..at]);
+        bytes.extend_from_slice(&manifest);
+        bytes.extend_from_slice(&png[at..]);
+        let sha256 = before
+            .chain_update(&manifest)
+            .chain_update(&png[at..])
+            .finalize()
+            .into();
+        Ok(Signed { bytes, sha256 })
     }
 
     /// The size of the `caBX` chunk of the manifest `builder` makes: its
@@ -420,21 +428,30 @@ impl Signing {
     }
 }
 
+/// A signed PNG and its SHA-256 (the run's content address), found in the
+/// same pass as the manifest's hash binding.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The file.
+    pub bytes: Vec<u8>,
+    /// The SHA-256 of `bytes`.
+    pub sha256: [u8; 32],
+}
+
 /// The media type signed.
 const PNG: &str = "image/png";
 
 /// The bytes every PNG starts with.
 const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-/// Where a PNG's header chunk (`IHDR`, first by the format's rule) ends.
-fn after_header(png: &[u8]) -> Option<usize> {
-    let head = png.strip_prefix(SIGNATURE)?.get(..8)?;
-    if &head[4..8] != b"IHDR" {
-        return None;
-    }
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let end = SIGNATURE.len().checked_add(12)?.checked_add(len)?;
-    (end <= png.len()).then_some(end)
+/// The end chunk every PNG's chunks end with: no data, `IEND`, its CRC.
+const END_CHUNK: &[u8; 12] = b"\0\0\0\0IEND\xae\x42\x60\x82";
+
+/// Where a PNG's end chunk starts: the file's last 12 bytes, when they are
+/// it (as they are in every PNG difflog encodes).
+fn end_chunk(png: &[u8]) -> Option<usize> {
+    let at = png.len().checked_sub(END_CHUNK.len())?;
+    (png.starts_with(SIGNATURE) && at > SIGNATURE.len() && png[at..] == END_CHUNK[..]).then_some(at)
 }
 
 /// A PNG's bytes without its C2PA manifest (`caBX` chunks): `None` when it
@@ -458,4 +475,26 @@ pub fn without_manifest(png: &[u8]) -> Option<Vec<u8>> {
         at = end;
     }
     found.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_goes_before_the_end_chunk_of_a_png_that_ends_with_one() {
+        let mut png = Vec::new();
+        image::RgbImage::new(4, 4)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(end_chunk(&png), Some(png.len() - 12));
+        // Bytes after the end chunk, a cut file, or no PNG signature: none.
+        let mut trailing = png.clone();
+        trailing.push(0);
+        assert_eq!(end_chunk(&trailing), None);
+        assert_eq!(end_chunk(&png[..png.len() - 1]), None);
+        assert_eq!(end_chunk(&png[8..]), None);
+        assert_eq!(end_chunk(&png[..8]), None);
+        assert_eq!(end_chunk(b""), None);
+    }
 }

@@ -106,6 +106,7 @@ pub fn too_small(width: u32, height: u32) -> Option<String> {
 }
 
 /// OpenCV's 8-bit BGR → YUV (BT.601, 14-bit fixed point): Y, U, V.
+#[inline(always)]
 fn yuv(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
     let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
     let y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14;
@@ -115,11 +116,13 @@ fn yuv(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
 }
 
 /// OpenCV's 8-bit YUV → BGR, as R, G, B.
+#[inline(always)]
 fn rgb(y: i32, u: i32, v: i32) -> [u8; 3] {
     let b = y + (((u - 128) * 33292 + 8192) >> 14);
     let g = y + (((u - 128) * -6472 + (v - 128) * -9519 + 8192) >> 14);
     let r = y + (((v - 128) * 18678 + 8192) >> 14);
-    [r, g, b].map(|c| c.clamp(0, 255) as u8)
+    let byte = |c: i32| c.clamp(0, 255) as u8;
+    [byte(r), byte(g), byte(b)]
 }
 
 /// OpenCV's U of one RGB pixel (see [`yuv`]).
@@ -220,34 +223,43 @@ fn carrier(band: &[f64], bw: usize, bi: usize, bj: usize) -> ((usize, usize), f6
 /// quarters (1) into a step, as the package's reader reads it — the
 /// package always takes the level of the coefficient's own step, up to 27
 /// away where the level below is 9 away — but not below the block's next
-/// largest coefficient, which a reader would then take instead (in a
+/// largest coefficient (`runner_up`, an [`approx_cell_sums`] entry, within
+/// [`APPROX_ERROR`] of it), which a reader would then take instead (in a
 /// smooth region the 16 are nearly equal, and the package's own marks lose
-/// bits so), with room for the rounding of pixels.
+/// bits so), with room for the rounding of pixels. All in integers: a
+/// division by a constant is a multiplication, where a floating-point one
+/// took a tenth of the writer's time.
 #[inline(always)]
-fn target(sum: i32, bit: bool, runner_up: f64) -> i32 {
-    const ROOM: f64 = 3.0;
+fn target(sum: i32, bit: bool, runner_up: f32) -> i32 {
     // The levels are (n + offset)·SCALE: 36n + 9 for a 0, 36n + 27 for a 1.
-    let (offset, at) = if bit { (0.75, 27) } else { (0.25, 9) };
-    // The nearest to sum/2 (the lower of two as near), in integers:
-    // ⌈(sum/2 − at − 18) / 36⌉ = ⌈(sum − 2·at − 36) / 72⌉. Unless it is
-    // below the floor; then the lowest above it: were the coefficient
-    // above that one, the nearest level would not be below it.
+    let at = if bit { 27 } else { 9 };
+    // The nearest to sum/2 (the lower of two as near):
+    // ⌈(sum/2 − at − 18) / 36⌉ = ⌈(sum − 2·at − 36) / 72⌉.
     let nearest = (sum - 2 * at - 36 + 71).div_euclid(72);
-    let lo = (runner_up + ROOM).max(0.0);
-    let lowest = ceil(lo / SCALE - offset) as i32;
+    // Unless it is below the floor; then the lowest above it (were the
+    // coefficient above that one, the nearest level would not be below
+    // it). The floor is the runner-up's coefficient, its error and ROOM
+    // above it, at least 0: with r the runner-up's sum, in units of 2⁻³⁰,
+    // floor − at = 16122·r + 2³⁰·(256 + APPROX_ERROR + ROOM − at) (see
+    // `approx_coefficient`), so the lowest level is ⌈that / (36·2³⁰)⌉.
+    let over = 2 * 8061 * i64::from(runner_up as i32) + (1 << 29) * (LIFT - 2 * i64::from(at));
+    const STEP: i64 = 36 << 30;
+    let lowest = (over + STEP - 1).div_euclid(STEP).max(0) as i32;
     2 * (36 * nearest.max(lowest) + at)
 }
 
-/// `x.ceil()` without a call into libm (x86-64's baseline has no
-/// instruction for it): `x` is a few thousand at most here.
-fn ceil(x: f64) -> f64 {
-    let t = x as i64 as f64;
-    if t < x {
-        t + 1.0
-    } else {
-        t
-    }
-}
+/// How far above the runner-up's near coefficient a carrier must stay for
+/// the rounding of pixels (see [`target`]).
+const ROOM: f64 = 3.0;
+
+/// Twice what [`target`]'s floor adds to a runner-up's sum ·8061/2²⁹:
+/// `approx_coefficient`'s 256, [`APPROX_ERROR`] and [`ROOM`] (a whole
+/// number, checked when compiled).
+const LIFT: i64 = {
+    let twice = 2.0 * (256.0 + APPROX_ERROR + ROOM);
+    assert!(twice == twice as i64 as f64);
+    twice as i64
+};
 
 /// `|v| mod SCALE` as NumPy's `fmod`.
 fn rem(v: f64) -> f64 {
@@ -258,7 +270,7 @@ fn rem(v: f64) -> f64 {
 /// coefficient) in the cell rows from `first_row` on of an image `w4`
 /// pixels wide, as many as `sums` holds, nearly: the linear part of
 /// [`yuv`] without its roundings, in units of 2⁻²⁸ U less the constant
-/// 4 × 128 (see [`approx_coefficient`]). Each pixel's U is off by at most
+/// 4 × 128 (see `approx_coefficient`). Each pixel's U is off by at most
 /// 0.75, a coefficient by at most [`APPROX_ERROR`] — enough to choose a
 /// block's carrier and bound its runner-up, which is all a writer needs
 /// them for, at a fraction of the exact conversion's cost. Each sum is an
@@ -356,7 +368,9 @@ fn vector_cell_sums(_: &[u8], _: &[u8], _: &mut [f32]) -> usize {
     0
 }
 
-/// A cell's low-band coefficient from its [`approx_cell_sums`] entry.
+/// A cell's low-band coefficient from its [`approx_cell_sums`] entry (what
+/// [`target`] computes in integers; the tests check it against this).
+#[cfg(test)]
 fn approx_coefficient(sum: f32) -> f64 {
     // Half of: the U sum (× 8061 / 2²⁸) plus four times 128.
     (f64::from(sum) * (8061.0 / f64::from(1u32 << 28)) + 512.0) / 2.0
@@ -440,10 +454,16 @@ pub fn embed(
         for bj in 0..bw / BLOCK {
             let ((cy, cx), runner_up) = approx_carrier(&sums, bw, bj);
             let cy = bi * BLOCK + cy;
-            let cell = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| {
-                let p = ((2 * cy + dy) * w + 2 * cx + dx) * 3;
-                (p, yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]))
-            });
+            // The cell's four pixels (a loop the compiler unrolls; an
+            // array's `map` was not inlined, and cost a third of the time).
+            let at = (2 * cy * w + 2 * cx) * 3;
+            let mut cell = [(0, (0, 0, 0)); 4];
+            for (c, p) in cell
+                .iter_mut()
+                .zip([at, at + 3, at + stride, at + stride + 3])
+            {
+                *c = (p, yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]));
+            }
             // The exact coefficient, as the reader computes it: half the
             // sum of the cell's four U values.
             let sum: i32 = cell.iter().map(|(_, (_, u, _))| u).sum();
@@ -453,7 +473,7 @@ pub fn embed(
             } else {
                 num + 1
             };
-            let new = target(sum, bit, approx_coefficient(runner_up) + APPROX_ERROR);
+            let new = target(sum, bit, runner_up);
             // Each U moves by half the coefficient's change: a quarter of
             // `moved` (twice the change), rounded half up by the shift.
             let moved = new - sum;
@@ -695,28 +715,37 @@ mod tests {
     /// smooth region the 16 are nearly equal, and the package's own marks lose
     /// bits so), with room for the rounding of pixels.
     fn float_target(a: f64, bit: bool, runner_up: f64) -> f64 {
-        const ROOM: f64 = 3.0;
         let offset = if bit { 0.75 } else { 0.25 };
         // The levels are (n + offset)·SCALE. The nearest to `a` (the lower of
         // two as near) unless it is below the floor; then the lowest above it:
         // were `a` above that one, the nearest level would not be below it.
         let lo = (runner_up + ROOM).max(0.0);
-        let nearest = ceil(a / SCALE - offset - 0.5);
-        let lowest = ceil(lo / SCALE - offset);
+        let nearest = (a / SCALE - offset - 0.5).ceil();
+        let lowest = (lo / SCALE - offset).ceil();
         (nearest.max(lowest) + offset) * SCALE
     }
 
     #[test]
     fn the_integer_target_is_the_floating_point_one() {
-        let runner_ups = (-8..2400)
-            .map(|q| f64::from(q) * 0.25)
-            .chain([-1e9, 0.1, 17.3]);
+        // Runner-up sums across their whole range (four pixels' bytes,
+        // each weighted by `CELL_WEIGHTS`), and on each side of every
+        // floor that meets a level exactly.
+        let (low, high) = (-(4899 + 9617) * 1020, 14516 * 1020);
+        let mut runner_ups: Vec<i32> = (low..=high).step_by(10_007).collect();
+        for level in 0..20 {
+            for at in [9.0, 27.0] {
+                let floor = 36.0 * f64::from(level) + at;
+                let r = (floor - 256.0 - APPROX_ERROR - ROOM) * f64::from(1u32 << 29) / 8061.0;
+                runner_ups.extend((-2..=2).map(|d| r.floor() as i32 + d));
+            }
+        }
         for runner_up in runner_ups {
+            let exact = approx_coefficient(runner_up as f32) + APPROX_ERROR;
             for sum in 0..=1020 {
                 for bit in [false, true] {
-                    let float = float_target(f64::from(sum) / 2.0, bit, runner_up);
+                    let float = float_target(f64::from(sum) / 2.0, bit, exact);
                     assert_eq!(
-                        f64::from(target(sum, bit, runner_up)),
+                        f64::from(target(sum, bit, runner_up as f32)),
                         2.0 * float,
                         "sum {sum}, bit {bit}, runner-up {runner_up}"
                     );

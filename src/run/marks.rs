@@ -109,30 +109,54 @@ pub struct InputFile {
     pub bytes: Vec<u8>,
 }
 
-/// The PNG of a generated image, marked as `marker` says, and the marks it
-/// was given (`None` when the run marks nothing).
+/// A generated image's file as it is stored.
+pub(crate) struct Encoded {
+    /// The PNG.
+    pub file: Vec<u8>,
+    /// The marks it was given (`None` when the run marks nothing).
+    pub marks: Option<Marks>,
+    /// The file's SHA-256, when signing found it already.
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Encoded {
+    /// A file without marks.
+    pub fn plain(file: Vec<u8>) -> Encoded {
+        Encoded {
+            file,
+            marks: None,
+            sha256: None,
+        }
+    }
+}
+
+/// The PNG of a generated image, marked as `marker` says.
 pub(crate) fn encode_generated(
     g: &Generated,
     png: PngEncoding,
     marker: &Marker,
-) -> Result<(Vec<u8>, Option<Marks>)> {
+) -> Result<Encoded> {
     let Some(p) = marker else {
-        return Ok((encode_png_using(g.image.as_ref(), &g.text, png)?, None));
+        return Ok(Encoded::plain(encode_png_using(
+            g.image.as_ref(),
+            &g.text,
+            png,
+        )?));
     };
     marked(g, png, p)
 }
 
 #[cfg(not(feature = "watermark"))]
-fn marked(g: &Generated, png: PngEncoding, _: &Arc<()>) -> Result<(Vec<u8>, Option<Marks>)> {
-    Ok((encode_png_using(g.image.as_ref(), &g.text, png)?, None))
+fn marked(g: &Generated, png: PngEncoding, _: &Arc<()>) -> Result<Encoded> {
+    Ok(Encoded::plain(encode_png_using(
+        g.image.as_ref(),
+        &g.text,
+        png,
+    )?))
 }
 
 #[cfg(feature = "watermark")]
-fn marked(
-    g: &Generated,
-    png: PngEncoding,
-    p: &crate::provenance::Provenance,
-) -> Result<(Vec<u8>, Option<Marks>)> {
+fn marked(g: &Generated, png: PngEncoding, p: &crate::provenance::Provenance) -> Result<Encoded> {
     use crate::provenance::watermark;
     let mut marks = Marks::default();
     let (width, height) = g.image.dimensions();
@@ -157,12 +181,13 @@ fn marked(
         None => g.image.as_ref(),
     };
     #[allow(unused_mut)]
-    let mut file = encode_png_using(pixels, &g.text, png)?;
+    let mut out = Encoded::plain(encode_png_using(pixels, &g.text, png)?);
     #[cfg(feature = "provenance")]
     if let Some(signing) = &p.signing {
-        file = signed(signing, file, g, png, &mut marks)?;
+        out = signed(signing, out.file, g, png, &mut marks);
     }
-    Ok((file, Some(marks)))
+    out.marks = Some(marks);
+    Ok(out)
 }
 
 /// `file` signed as `signing` signs, its marks noted; a failure stores the
@@ -174,7 +199,7 @@ fn signed(
     g: &Generated,
     png: PngEncoding,
     marks: &mut Marks,
-) -> Result<Vec<u8>> {
+) -> Encoded {
     use crate::provenance::sign::{Facts, Ingredient};
     let o = &g.origin;
     let facts = Facts {
@@ -207,17 +232,21 @@ fn signed(
         }
         signing.sign_png(&file, &facts, &ingredients)
     })();
-    Ok(match signed {
-        Ok(bytes) => {
+    match signed {
+        Ok(signed) => {
             marks.c2pa = Some(signing.signer_name().to_string());
-            bytes
+            Encoded {
+                file: signed.bytes,
+                marks: None,
+                sha256: Some(signed.sha256),
+            }
         }
         Err(why) => {
             tracing::warn!("an image is stored unsigned: {why}");
             marks.c2pa_error = Some(why);
-            file
+            Encoded::plain(file)
         }
-    })
+    }
 }
 
 /// The PNG of a call's input (`what`) as the run stores it.

@@ -25,13 +25,14 @@
 
 use super::durable::{Barrier, SyncFs, SyncMode};
 use super::log::EventLog;
-use super::marks::{encode_generated, Generated, Marker};
+use super::marks::{encode_generated, Encoded, Generated, Marker};
 use super::media::{
     encode_png_using, sha256_hex, stage_file, store_file, Pixels, PngEncoding, Staged, StoredMedia,
 };
 use crate::error::{Error, Result, WriteError};
 use crate::event::encode_record;
 use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
+use crate::format::hex;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -397,16 +398,26 @@ fn encoder_loop(
         let Ok(job) = job else { return };
         let encoded = match job.what {
             JobImage::Pixels(image) => encode_png_using(image.as_ref(), &[], png)
-                .map(|png| (png, "png", image.dimensions(), None)),
-            JobImage::Generated(g) => encode_generated(&g, png, marker)
-                .map(|(png, marks)| (png, "png", g.image.dimensions(), marks)),
-            JobImage::Encoded(file, format, size) => Ok((file, format, size, None)),
+                .map(|png| (Encoded::plain(png), "png", image.dimensions())),
+            JobImage::Generated(g) => {
+                encode_generated(&g, png, marker).map(|e| (e, "png", g.image.dimensions()))
+            }
+            JobImage::Encoded(file, format, size) => Ok((Encoded::plain(file), format, size)),
         };
         match encoded {
-            Ok((file, format, (width, height), marks)) => {
+            Ok((
+                Encoded {
+                    file,
+                    marks,
+                    sha256,
+                },
+                format,
+                (width, height),
+            )) => {
                 let stored = Stored {
                     marks,
-                    digest: sha256_hex(&file),
+                    // Signing hashes the file on its way (see `marks`).
+                    digest: sha256.map_or_else(|| sha256_hex(&file), |d| hex(&d)),
                     file,
                     format,
                     width,
