@@ -14,6 +14,7 @@ pub(crate) mod idat;
 mod log;
 mod marks;
 pub mod media;
+pub mod video;
 mod writer;
 
 use crate::error::{Error, IoContext, Result, WriteError};

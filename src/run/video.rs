@@ -1,0 +1,190 @@
+//! A video's frames as one animated PNG (APNG), lossless, at the frame rate
+//! the call states (issue 37). Every browser plays an APNG where it shows a
+//! PNG, so a run's report plays it with nothing more; a viewer that knows
+//! only PNG shows its first frame, which is also the poster. The `png`
+//! crate (already the recorder's PNG writer, pure Rust) writes it; nothing
+//! comes from outside the crates registry. A lossy MP4 for trackers that
+//! want one is made from the same frames elsewhere.
+
+use super::media::Pixels;
+use crate::error::{Error, Result};
+
+/// The most frames a second a video may state: more is a mistake, not a
+/// video (and would not fit the format's 16-bit frame delay).
+pub const MAX_FPS: f64 = 1000.0;
+
+/// A frame rate as a fraction of whole numbers (frames per `den` seconds):
+/// exact for 24 or 30000/1001, as a pipeline states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRate {
+    /// Frames…
+    pub num: u32,
+    /// …per this many seconds.
+    pub den: u32,
+}
+
+impl FrameRate {
+    /// `fps` frames a second, to a thousandth of a frame: why not, when it
+    /// is not a number, not above zero or above [`MAX_FPS`].
+    pub fn from_fps(fps: f64) -> std::result::Result<FrameRate, String> {
+        if !fps.is_finite() || fps <= 0.0 || fps > MAX_FPS {
+            return Err(format!(
+                "a frame rate of {fps} is not one a video can have (above 0, at most {MAX_FPS} frames a second)"
+            ));
+        }
+        let thousandths = (fps * 1000.0).round() as u32;
+        if thousandths == 0 {
+            return Err(format!("a frame rate of {fps} rounds to none"));
+        }
+        let g = gcd(thousandths, 1000);
+        Ok(FrameRate {
+            num: thousandths / g,
+            den: 1000 / g,
+        })
+    }
+
+    /// Frames a second.
+    pub fn fps(&self) -> f64 {
+        f64::from(self.num) / f64::from(self.den)
+    }
+
+    /// How long one frame shows, as APNG's delay: numerator and
+    /// denominator of seconds, each at most 65535 (the nearest such
+    /// fraction when the exact one is larger).
+    fn delay(&self) -> (u16, u16) {
+        let (mut n, mut d) = (self.den, self.num);
+        let g = gcd(n, d);
+        (n, d) = (n / g, d / g);
+        while n > u32::from(u16::MAX) || d > u32::from(u16::MAX) {
+            (n, d) = (n.div_ceil(2), d.div_ceil(2));
+        }
+        (n.max(1) as u16, d.max(1) as u16)
+    }
+}
+
+/// The greatest common divisor of `a` and `b` (`a` when `b` is 0).
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
+}
+
+/// The frames, in order, as one animated PNG that plays at `rate` and
+/// loops: every frame must be as large as the first, and there must be one.
+pub fn encode_apng(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
+    let fail = |why: String| Error::Media {
+        key: "video".into(),
+        why,
+    };
+    let first = frames
+        .first()
+        .ok_or_else(|| fail("a video needs at least one frame".into()))?;
+    let (width, height) = first.dimensions();
+    for (i, f) in frames.iter().enumerate() {
+        let expected = width as usize * height as usize * 3;
+        if f.dimensions() != (width, height) || f.rgb().len() != expected {
+            let (w, h) = f.dimensions();
+            return Err(fail(format!(
+                "frame {i} is {w}x{h} ({} bytes), not {width}x{height} RGB like the first",
+                f.rgb().len()
+            )));
+        }
+    }
+    let count = u32::try_from(frames.len()).map_err(|_| fail("too many frames".into()))?;
+    let png = |e: png::EncodingError| fail(format!("APNG encoding failed: {e}"));
+    let mut out = Vec::with_capacity(frames.len() * (width as usize * height as usize) + 1024);
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Fast);
+    enc.set_filter(png::Filter::Adaptive);
+    // Loops for ever (0 plays: no end), as players loop a short clip.
+    enc.set_animated(count, 0).map_err(png)?;
+    let (num, den) = rate.delay();
+    enc.set_frame_delay(num, den).map_err(png)?;
+    let mut w = enc.write_header().map_err(png)?;
+    for f in frames {
+        w.write_image_data(f.rgb()).map_err(png)?;
+    }
+    w.finish().map_err(png)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::RgbImage;
+
+    fn frame(i: u32) -> RgbImage {
+        RgbImage::from_fn(24, 16, |x, y| {
+            image::Rgb([(x * 10 + i) as u8, (y * 15) as u8, (i * 40) as u8])
+        })
+    }
+
+    /// Each frame's pixels and delay (numerator, denominator) as the `png`
+    /// crate's decoder reads them, and the plays.
+    fn decode(apng: &[u8]) -> (Vec<Vec<u8>>, Vec<(u16, u16)>, u32) {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(apng))
+            .read_info()
+            .unwrap();
+        let control = reader.info().animation_control.unwrap();
+        let mut frames = Vec::new();
+        let mut delays = Vec::new();
+        for _ in 0..control.num_frames {
+            let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            buf.truncate(info.buffer_size());
+            let fc = reader.info().frame_control.unwrap();
+            frames.push(buf);
+            delays.push((fc.delay_num, fc.delay_den));
+        }
+        (frames, delays, control.num_plays)
+    }
+
+    #[test]
+    fn frames_come_back_exact_at_their_rate_and_loop() {
+        let frames: Vec<RgbImage> = (0..5).map(frame).collect();
+        let refs: Vec<&dyn Pixels> = frames.iter().map(|f| f as &dyn Pixels).collect();
+        let apng = encode_apng(&refs, FrameRate::from_fps(16.0).unwrap()).unwrap();
+        let (got, delays, plays) = decode(&apng);
+        assert_eq!(got.len(), 5);
+        for (g, f) in got.iter().zip(&frames) {
+            assert_eq!(g, f.as_raw());
+        }
+        assert!(delays.iter().all(|&d| d == (1, 16)), "{delays:?}");
+        assert_eq!(plays, 0);
+        // A reader that knows only PNG sees the first frame.
+        let still = image::load_from_memory(&apng).unwrap().to_rgb8();
+        assert_eq!(still, frames[0]);
+    }
+
+    #[test]
+    fn rates_are_kept_as_fractions() {
+        let r = FrameRate::from_fps(23.976).unwrap();
+        assert_eq!((r.num, r.den), (2997, 125));
+        assert_eq!(r.delay(), (125, 2997));
+        assert_eq!(FrameRate::from_fps(7.0).unwrap().delay(), (1, 7));
+        assert_eq!(FrameRate::from_fps(0.5).unwrap().delay(), (2, 1));
+        // A fraction too large for 16 bits is brought within them.
+        let odd = FrameRate {
+            num: 100_003,
+            den: 99_991,
+        };
+        let (n, d) = odd.delay();
+        assert!((f64::from(n) / f64::from(d) - 99_991.0 / 100_003.0).abs() < 1e-3);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1000.5, 0.0001] {
+            assert!(FrameRate::from_fps(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_frames_or_frames_of_another_size_are_refused_by_name() {
+        let rate = FrameRate::from_fps(8.0).unwrap();
+        let e = encode_apng(&[], rate).unwrap_err().to_string();
+        assert!(e.contains("at least one frame"), "{e}");
+        let (a, b) = (frame(0), RgbImage::new(8, 8));
+        let e = encode_apng(&[&a, &b], rate).unwrap_err().to_string();
+        assert!(e.contains("frame 1 is 8x8"), "{e}");
+    }
+}
