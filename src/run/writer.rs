@@ -414,10 +414,13 @@ fn encoder_loop(
                 format,
                 (width, height),
             )) => {
+                // Signing hashes the file on its way (see `marks`); the
+                // suite's debug builds check that it is the file's hash.
+                let digest = sha256.map_or_else(|| sha256_hex(&file), |d| hex(&d));
+                debug_assert_eq!(digest, sha256_hex(&file));
                 let stored = Stored {
                     marks,
-                    // Signing hashes the file on its way (see `marks`).
-                    digest: sha256.map_or_else(|| sha256_hex(&file), |d| hex(&d)),
+                    digest,
                     file,
                     format,
                     width,
