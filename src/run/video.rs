@@ -3,8 +3,9 @@
 //! PNG, so a run's report plays it with nothing more; a viewer that knows
 //! only PNG shows its first frame, which is also the poster. The `png`
 //! crate (already the recorder's PNG writer, pure Rust) writes it; nothing
-//! comes from outside the crates registry. A lossy MP4 for trackers that
-//! want one is made from the same frames elsewhere.
+//! comes from outside the crates registry. The same frames as a GIF are
+//! what W&B's own autolog logs a video as (and what `wandb.Video` takes):
+//! the `gif` crate, pure Rust too, quantises each frame to 256 colours.
 
 use super::media::Pixels;
 use crate::error::{Error, Result};
@@ -43,6 +44,21 @@ impl FrameRate {
         })
     }
 
+    /// Why this rate is none a video can have: no frames, or none of
+    /// seconds, or more than [`MAX_FPS`].
+    fn check(&self) -> Result<()> {
+        if self.num == 0 || self.den == 0 || self.fps() > MAX_FPS {
+            return Err(Error::Media {
+                key: "video".into(),
+                why: format!(
+                    "a frame rate of {}/{} is not one a video can have",
+                    self.num, self.den
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Frames a second.
     pub fn fps(&self) -> f64 {
         f64::from(self.num) / f64::from(self.den)
@@ -77,20 +93,8 @@ pub fn encode_apng(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
         key: "video".into(),
         why,
     };
-    let first = frames
-        .first()
-        .ok_or_else(|| fail("a video needs at least one frame".into()))?;
-    let (width, height) = first.dimensions();
-    for (i, f) in frames.iter().enumerate() {
-        let expected = width as usize * height as usize * 3;
-        if f.dimensions() != (width, height) || f.rgb().len() != expected {
-            let (w, h) = f.dimensions();
-            return Err(fail(format!(
-                "frame {i} is {w}x{h} ({} bytes), not {width}x{height} RGB like the first",
-                f.rgb().len()
-            )));
-        }
-    }
+    rate.check()?;
+    let (width, height) = same_size(frames)?;
     let count = u32::try_from(frames.len()).map_err(|_| fail("too many frames".into()))?;
     let png = |e: png::EncodingError| fail(format!("APNG encoding failed: {e}"));
     let mut out = Vec::with_capacity(frames.len() * (width as usize * height as usize) + 1024);
@@ -109,6 +113,75 @@ pub fn encode_apng(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
     }
     w.finish().map_err(png)?;
     Ok(out)
+}
+
+/// How hard the GIF quantiser works on a frame: 1 (best colours, slowest)
+/// to 30; 10 is the `gif` crate's suggested balance.
+const GIF_SPEED: i32 = 10;
+
+/// The frames, in order, as one GIF that loops, each quantised to its own
+/// 256 colours. GIF counts delays in hundredths of a second, so each
+/// frame's is where its end falls at `rate`, rounded, less where the one
+/// before ended: 16 frames a second alternate 6 and 7 hundredths and keep
+/// the pace. Refused: no frames, frames of another size than the first, or
+/// frames wider or taller than GIF's 65535 pixels.
+pub fn encode_gif(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
+    let fail = |why: String| Error::Media {
+        key: "video".into(),
+        why,
+    };
+    rate.check()?;
+    let (width, height) = same_size(frames)?;
+    let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
+        (Ok(w), Ok(h)) => (w, h),
+        _ => {
+            return Err(fail(format!(
+                "a GIF is at most 65535 pixels a side, not {width}x{height}"
+            )))
+        }
+    };
+    let gif = |e: gif::EncodingError| fail(format!("GIF encoding failed: {e}"));
+    let mut out = Vec::new();
+    {
+        let mut enc = gif::Encoder::new(&mut out, w, h, &[]).map_err(gif)?;
+        enc.set_repeat(gif::Repeat::Infinite).map_err(gif)?;
+        // Where frame i ends, in hundredths of a second.
+        let end = |i: u64| {
+            (i * 100 * u64::from(rate.den) * 2 + u64::from(rate.num)) / (2 * u64::from(rate.num))
+        };
+        for (i, f) in frames.iter().enumerate() {
+            let mut frame = gif::Frame::from_rgb_speed(w, h, f.rgb(), GIF_SPEED);
+            let i = i as u64;
+            frame.delay = u16::try_from(end(i + 1) - end(i)).unwrap_or(u16::MAX);
+            enc.write_frame(&frame).map_err(gif)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The frames' common size: that of the first, which every other has
+/// (with as many bytes); refused by name where there are none, or one
+/// differs.
+fn same_size(frames: &[&dyn Pixels]) -> Result<(u32, u32)> {
+    let fail = |why: String| Error::Media {
+        key: "video".into(),
+        why,
+    };
+    let first = frames
+        .first()
+        .ok_or_else(|| fail("a video needs at least one frame".into()))?;
+    let (width, height) = first.dimensions();
+    let expected = width as usize * height as usize * 3;
+    for (i, f) in frames.iter().enumerate() {
+        if f.dimensions() != (width, height) || f.rgb().len() != expected {
+            let (w, h) = f.dimensions();
+            return Err(fail(format!(
+                "frame {i} is {w}x{h} ({} bytes), not {width}x{height} RGB like the first",
+                f.rgb().len()
+            )));
+        }
+    }
+    Ok((width, height))
 }
 
 #[cfg(test)]
@@ -179,12 +252,71 @@ mod tests {
     }
 
     #[test]
-    fn no_frames_or_frames_of_another_size_are_refused_by_name() {
+    fn no_frames_frames_of_another_size_or_impossible_rates_are_refused_by_name() {
         let rate = FrameRate::from_fps(8.0).unwrap();
-        let e = encode_apng(&[], rate).unwrap_err().to_string();
-        assert!(e.contains("at least one frame"), "{e}");
-        let (a, b) = (frame(0), RgbImage::new(8, 8));
-        let e = encode_apng(&[&a, &b], rate).unwrap_err().to_string();
-        assert!(e.contains("frame 1 is 8x8"), "{e}");
+        for encode in [encode_apng, encode_gif] {
+            let e = encode(&[], rate).unwrap_err().to_string();
+            assert!(e.contains("at least one frame"), "{e}");
+            let (a, b) = (frame(0), RgbImage::new(8, 8));
+            let e = encode(&[&a, &b], rate).unwrap_err().to_string();
+            assert!(e.contains("frame 1 is 8x8"), "{e}");
+            for (num, den) in [(0, 1), (1, 0), (1_000_001, 1000)] {
+                let e = encode(&[&a], FrameRate { num, den })
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("not one a video can have"), "{e}");
+            }
+        }
+        let wide = RgbImage::new(70_000, 1);
+        let e = encode_gif(&[&wide], rate).unwrap_err().to_string();
+        assert!(e.contains("at most 65535"), "{e}");
+    }
+
+    /// Each frame of a GIF as RGB, its delay (hundredths), and whether it
+    /// loops for ever, as the `gif` crate's decoder reads them.
+    fn decode_gif(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<u16>, bool) {
+        let mut options = gif::DecodeOptions::new();
+        options.set_color_output(gif::ColorOutput::RGBA);
+        let mut d = options.read_info(std::io::Cursor::new(bytes)).unwrap();
+        let (mut frames, mut delays) = (Vec::new(), Vec::new());
+        while let Some(f) = d.read_next_frame().unwrap() {
+            let rgb = f
+                .buffer
+                .chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect();
+            frames.push(rgb);
+            delays.push(f.delay);
+        }
+        (frames, delays, d.repeat() == gif::Repeat::Infinite)
+    }
+
+    #[test]
+    fn a_gif_keeps_frames_of_few_colours_exactly_and_the_pace_of_its_rate() {
+        // Under 256 colours a frame, so quantising keeps each exactly.
+        let frames: Vec<RgbImage> = (0..8)
+            .map(|i| {
+                RgbImage::from_fn(20, 12, |x, y| {
+                    image::Rgb([(x / 4 * 50) as u8, (y / 4 * 80) as u8, (i * 30) as u8])
+                })
+            })
+            .collect();
+        let refs: Vec<&dyn Pixels> = frames.iter().map(|f| f as &dyn Pixels).collect();
+        let (got, delays, loops) =
+            decode_gif(&encode_gif(&refs, FrameRate::from_fps(16.0).unwrap()).unwrap());
+        assert_eq!(got.len(), 8);
+        for (g, f) in got.iter().zip(&frames) {
+            assert_eq!(g, f.as_raw());
+        }
+        assert!(loops);
+        // 6.25 hundredths a frame: 6, 7, 6, 6 and again, 50 in all.
+        assert_eq!(delays, [6, 7, 6, 6, 6, 7, 6, 6]);
+        // W&B's autolog rate, and a slow one, are whole hundredths.
+        let (_, delays, _) =
+            decode_gif(&encode_gif(&refs[..2], FrameRate::from_fps(4.0).unwrap()).unwrap());
+        assert_eq!(delays, [25, 25]);
+        let (_, delays, _) =
+            decode_gif(&encode_gif(&refs[..1], FrameRate::from_fps(0.5).unwrap()).unwrap());
+        assert_eq!(delays, [200]);
     }
 }
