@@ -481,6 +481,18 @@ def provenance_bench():
     return out
 
 
+@section("14 video frames")
+def video_bench():
+    # issue 37: a clip's frames written on one core as an animated PNG and
+    # as a GIF, beside the recorder's still PNG of each frame.
+    s = "14 video frames"
+    f = json.loads(run([difflog, "bench", "video", "--frames", "8" if quick else "16",
+                        "--size", "512", "--json"]).stdout)
+    for w in f["ways"]:
+        row(s, f"{w['name']}: frames/s on one core, bytes", f"{w['frames_per_s']:.1f}, {w['bytes']}")
+    return f
+
+
 with open(out_path, "w") as f:
     json.dump({**results, "rows": rows, "failed_sections": failed}, f, indent=2)
 print(f"difflog benchmark ({results['mode']} mode), {results['date']}, {results['machine']}\n")

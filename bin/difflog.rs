@@ -343,6 +343,23 @@ struct GenerateCli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// A video's frames written on one core: as an animated PNG (lossless)
+    /// and as a GIF (what W&B's autolog logs), beside the recorder's still
+    /// PNG of each frame — frames a second and bytes (issue 37).
+    Video {
+        /// Frames in the clip (a pan across one natural-looking picture).
+        #[arg(long, default_value_t = 16)]
+        frames: usize,
+        /// Width and height in pixels.
+        #[arg(long, default_value_t = 512)]
+        size: u32,
+        /// The clip's frame rate.
+        #[arg(long, default_value_t = 8.0)]
+        fps: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate with the same model and requests with recording on and with
     /// recording disabled (interleaved, same process) and print the ratio.
     Generate {
@@ -659,6 +676,15 @@ fn generate_args(g: GenerateCli) -> difflog::generate::GenerateArgs {
 
 fn run_bench(out: &mut dyn std::io::Write, bench: Bench) -> difflog::Result<()> {
     match bench {
+        Bench::Video {
+            frames,
+            size,
+            fps,
+            json,
+        } => {
+            let opts = difflog::bench::video::VideoBench { frames, size, fps };
+            actions::bench_video(out, &opts, json)
+        }
         Bench::Generate {
             model,
             calls,

@@ -10,6 +10,7 @@ pub mod png;
 pub mod provenance;
 pub mod scale;
 pub mod sync;
+pub mod video;
 
 use crate::error::Result;
 use crate::event::Event;

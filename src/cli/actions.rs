@@ -238,6 +238,17 @@ pub fn bench_png(
     json_or(out, &f, text)
 }
 
+/// `difflog bench video`: the figures as a table, or JSON.
+pub fn bench_video(
+    out: &mut dyn Write,
+    opts: &crate::bench::video::VideoBench,
+    json: bool,
+) -> Result<()> {
+    let f = crate::bench::video::run(opts)?;
+    let text = (!json).then(|| crate::bench::video::render(&f));
+    json_or(out, &f, text)
+}
+
 /// `difflog bench record`: the figures as a table, or JSON.
 pub fn bench_record(out: &mut dyn Write, opts: &RecordBench, json: bool) -> Result<()> {
     let f = crate::bench::record(opts)?;
