@@ -7,7 +7,7 @@
 //! what W&B's own autolog logs a video as (and what `wandb.Video` takes):
 //! the `gif` crate, pure Rust too, quantises each frame to 256 colours.
 
-use super::media::Pixels;
+use super::media::{Pixels, PngEncoding};
 use crate::error::{Error, Result};
 
 /// The most frames a second a video may state: more is a mistake, not a
@@ -88,7 +88,13 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 
 /// The frames, in order, as one animated PNG that plays at `rate` and
 /// loops: every frame must be as large as the first, and there must be one.
-pub fn encode_apng(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
+/// Each frame's image data is compressed as `encoding` compresses a still
+/// (the recorder's compact encoder by default, [`super::idat`]).
+pub fn encode_apng(
+    frames: &[&dyn Pixels],
+    rate: FrameRate,
+    encoding: PngEncoding,
+) -> Result<Vec<u8>> {
     let fail = |why: String| Error::Media {
         key: "video".into(),
         why,
@@ -97,19 +103,57 @@ pub fn encode_apng(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
     let (width, height) = same_size(frames)?;
     let count = u32::try_from(frames.len()).map_err(|_| fail("too many frames".into()))?;
     let png = |e: png::EncodingError| fail(format!("APNG encoding failed: {e}"));
+    let (num, den) = rate.delay();
     let mut out = Vec::with_capacity(frames.len() * (width as usize * height as usize) + 1024);
     let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
-    enc.set_compression(png::Compression::Fast);
-    enc.set_filter(png::Filter::Adaptive);
-    // Loops for ever (0 plays: no end), as players loop a short clip.
-    enc.set_animated(count, 0).map_err(png)?;
-    let (num, den) = rate.delay();
-    enc.set_frame_delay(num, den).map_err(png)?;
+    if encoding == PngEncoding::Fast {
+        enc.set_compression(png::Compression::Fast);
+        enc.set_filter(png::Filter::Adaptive);
+        // Loops for ever (0 plays: no end), as players loop a short clip.
+        enc.set_animated(count, 0).map_err(png)?;
+        enc.set_frame_delay(num, den).map_err(png)?;
+        let mut w = enc.write_header().map_err(png)?;
+        for f in frames {
+            w.write_image_data(f.rgb()).map_err(png)?;
+        }
+        w.finish().map_err(png)?;
+        return Ok(out);
+    }
+    // The chunks written here, each frame's data the compact encoder's: the
+    // animation's control (frames, 0 plays: for ever), then each frame's
+    // control (its sequence number, size, place, delay; nothing disposed,
+    // nothing blended) and data — the first frame's as the still image's
+    // IDAT, the others' as fdAT, each with the next sequence number.
     let mut w = enc.write_header().map_err(png)?;
-    for f in frames {
-        w.write_image_data(f.rgb()).map_err(png)?;
+    let mut animation = count.to_be_bytes().to_vec();
+    animation.extend_from_slice(&0u32.to_be_bytes());
+    w.write_chunk(png::chunk::acTL, &animation).map_err(png)?;
+    let mut sequence = 0u32;
+    for (i, f) in frames.iter().enumerate() {
+        let mut control = Vec::with_capacity(26);
+        for n in [sequence, width, height, 0, 0] {
+            control.extend_from_slice(&n.to_be_bytes());
+        }
+        control.extend_from_slice(&num.to_be_bytes());
+        control.extend_from_slice(&den.to_be_bytes());
+        control.extend_from_slice(&[0, 0]);
+        w.write_chunk(png::chunk::fcTL, &control).map_err(png)?;
+        sequence += 1;
+        let data = super::idat::image_data(f.rgb(), width as usize, height as usize, 3);
+        // Chunks of at most 1 MiB (a chunk's length must stay below 2³¹).
+        for part in data.chunks(1 << 20) {
+            if i == 0 {
+                w.write_chunk(png::chunk::IDAT, part).map_err(png)?;
+            } else {
+                let mut chunk = Vec::with_capacity(part.len() + 4);
+                chunk.extend_from_slice(&sequence.to_be_bytes());
+                chunk.extend_from_slice(part);
+                w.write_chunk(png::chunk::fdAT, &chunk).map_err(png)?;
+                sequence += 1;
+            }
+        }
     }
     w.finish().map_err(png)?;
     Ok(out)
@@ -219,17 +263,50 @@ mod tests {
     fn frames_come_back_exact_at_their_rate_and_loop() {
         let frames: Vec<RgbImage> = (0..5).map(frame).collect();
         let refs: Vec<&dyn Pixels> = frames.iter().map(|f| f as &dyn Pixels).collect();
-        let apng = encode_apng(&refs, FrameRate::from_fps(16.0).unwrap()).unwrap();
-        let (got, delays, plays) = decode(&apng);
-        assert_eq!(got.len(), 5);
-        for (g, f) in got.iter().zip(&frames) {
-            assert_eq!(g, f.as_raw());
+        for encoding in [PngEncoding::Compact, PngEncoding::Fast] {
+            let apng = encode_apng(&refs, FrameRate::from_fps(16.0).unwrap(), encoding).unwrap();
+            let (got, delays, plays) = decode(&apng);
+            assert_eq!(got.len(), 5);
+            for (g, f) in got.iter().zip(&frames) {
+                assert_eq!(g, f.as_raw());
+            }
+            assert!(delays.iter().all(|&d| d == (1, 16)), "{delays:?}");
+            assert_eq!(plays, 0);
+            // A reader that knows only PNG sees the first frame.
+            let still = image::load_from_memory(&apng).unwrap().to_rgb8();
+            assert_eq!(still, frames[0]);
         }
-        assert!(delays.iter().all(|&d| d == (1, 16)), "{delays:?}");
-        assert_eq!(plays, 0);
-        // A reader that knows only PNG sees the first frame.
-        let still = image::load_from_memory(&apng).unwrap().to_rgb8();
-        assert_eq!(still, frames[0]);
+    }
+
+    #[test]
+    fn frames_whose_data_spans_several_chunks_come_back_exact() {
+        // Noise does not compress: each frame's data is over 1 MiB, so
+        // it is written in two chunks (the second frame's in two fdAT
+        // chunks, each with its own sequence number).
+        let mut state = 0x2545_f491_u32;
+        let mut noise = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        };
+        let frames: Vec<RgbImage> = (0..2)
+            .map(|_| RgbImage::from_fn(640, 600, |_, _| image::Rgb([noise(), noise(), noise()])))
+            .collect();
+        let refs: Vec<&dyn Pixels> = frames.iter().map(|f| f as &dyn Pixels).collect();
+        let apng = encode_apng(
+            &refs,
+            FrameRate::from_fps(2.0).unwrap(),
+            PngEncoding::Compact,
+        )
+        .unwrap();
+        assert!(apng.len() > 2 << 20);
+        let (got, delays, _) = decode(&apng);
+        assert_eq!(
+            got,
+            [frames[0].as_raw().clone(), frames[1].as_raw().clone()]
+        );
+        assert_eq!(delays, [(1, 2), (1, 2)]);
     }
 
     #[test]
@@ -254,7 +331,8 @@ mod tests {
     #[test]
     fn no_frames_frames_of_another_size_or_impossible_rates_are_refused_by_name() {
         let rate = FrameRate::from_fps(8.0).unwrap();
-        for encode in [encode_apng, encode_gif] {
+        let apng = |f: &[&dyn Pixels], r| encode_apng(f, r, PngEncoding::default());
+        for encode in [apng, encode_gif] {
             let e = encode(&[], rate).unwrap_err().to_string();
             assert!(e.contains("at least one frame"), "{e}");
             let (a, b) = (frame(0), RgbImage::new(8, 8));
