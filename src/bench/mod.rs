@@ -141,6 +141,14 @@ pub struct RecordFigures {
     pub run_dir: PathBuf,
 }
 
+/// The median of `v` (the upper of the two middle values of an even count;
+/// NaN when empty).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// CPU seconds this process has used, user and system, all its threads
 /// (NaN where unknown).
 fn cpu_s() -> f64 {

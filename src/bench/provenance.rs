@@ -4,7 +4,7 @@
 //! alike (issue 36's goal: recording with provenance ≤ 1.2× without, at
 //! 512²; the marks are made on the encoder threads, not the caller's).
 
-use super::{bench_images, record_images, RecordBench, RecordFigures};
+use super::{bench_images, median, record_images, RecordBench, RecordFigures};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -177,29 +177,23 @@ pub fn compare(
         ))
     })?;
     let (p, m) = (median_run(&plain), median_run(&marked));
+    let plain_cpu_s: Vec<f64> = plain.iter().map(|f| f.record_cpu_s).collect();
+    let marked_cpu_s: Vec<f64> = marked.iter().map(|f| f.record_cpu_s).collect();
     let steps = steps(&images, config, recording.0)?;
     Ok(ProvenanceCompareFigures {
         rounds,
         plain_s: plain.iter().map(|f| f.record_s).collect(),
         marked_s: marked.iter().map(|f| f.record_s).collect(),
         ratio: m.record_s / p.record_s.max(1e-9),
-        plain_cpu_s: plain.iter().map(|f| f.record_cpu_s).collect(),
-        marked_cpu_s: marked.iter().map(|f| f.record_cpu_s).collect(),
-        cpu_ratio: median(marked.iter().map(|f| f.record_cpu_s))
-            / median(plain.iter().map(|f| f.record_cpu_s)).max(1e-9),
+        cpu_ratio: median(&marked_cpu_s) / median(&plain_cpu_s).max(1e-9),
+        plain_cpu_s,
+        marked_cpu_s,
         plain_blocked_p50_ms: p.blocked_p50_ms,
         marked_blocked_p50_ms: m.blocked_p50_ms,
         marks,
         median_runs: (p, m),
         steps,
     })
-}
-
-/// The median of `values`.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The round whose recording time is the median.

@@ -3,7 +3,7 @@
 //! (issue 38: a sync per file was the largest part of what recording costs
 //! over encoding and writing the files).
 
-use super::{bench_images, record_images, RecordBench, RecordFigures};
+use super::{bench_images, median, record_images, RecordBench, RecordFigures};
 use crate::error::Result;
 use crate::run::durable::SyncMode;
 use serde::Serialize;
@@ -78,12 +78,6 @@ pub fn compare(opts: &RecordBench, rounds: usize) -> Result<SyncCompareFigures> 
         group_throughput_over_file: speed(SyncMode::Group) / speed(SyncMode::File).max(1e-9),
         modes,
     })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The text `bench record --compare-sync` prints.

@@ -48,13 +48,10 @@ impl FrameRate {
     /// seconds, or more than [`MAX_FPS`].
     fn check(&self) -> Result<()> {
         if self.num == 0 || self.den == 0 || self.fps() > MAX_FPS {
-            return Err(Error::Media {
-                key: "video".into(),
-                why: format!(
-                    "a frame rate of {}/{} is not one a video can have",
-                    self.num, self.den
-                ),
-            });
+            return Err(video_error(format!(
+                "a frame rate of {}/{} is not one a video can have",
+                self.num, self.den
+            )));
         }
         Ok(())
     }
@@ -78,6 +75,14 @@ impl FrameRate {
     }
 }
 
+/// A video that cannot be written, and why.
+fn video_error(why: String) -> Error {
+    Error::Media {
+        key: "video".into(),
+        why,
+    }
+}
+
 /// The greatest common divisor of `a` and `b` (`a` when `b` is 0).
 fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
@@ -95,14 +100,10 @@ pub fn encode_apng(
     rate: FrameRate,
     encoding: PngEncoding,
 ) -> Result<Vec<u8>> {
-    let fail = |why: String| Error::Media {
-        key: "video".into(),
-        why,
-    };
     rate.check()?;
     let (width, height) = same_size(frames)?;
-    let count = u32::try_from(frames.len()).map_err(|_| fail("too many frames".into()))?;
-    let png = |e: png::EncodingError| fail(format!("APNG encoding failed: {e}"));
+    let count = u32::try_from(frames.len()).map_err(|_| video_error("too many frames".into()))?;
+    let png = |e: png::EncodingError| video_error(format!("APNG encoding failed: {e}"));
     let (num, den) = rate.delay();
     let mut out = Vec::with_capacity(frames.len() * (width as usize * height as usize) + 1024);
     let mut enc = png::Encoder::new(&mut out, width, height);
@@ -170,21 +171,17 @@ const GIF_SPEED: i32 = 10;
 /// the pace. Refused: no frames, frames of another size than the first, or
 /// frames wider or taller than GIF's 65535 pixels.
 pub fn encode_gif(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
-    let fail = |why: String| Error::Media {
-        key: "video".into(),
-        why,
-    };
     rate.check()?;
     let (width, height) = same_size(frames)?;
     let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
         (Ok(w), Ok(h)) => (w, h),
         _ => {
-            return Err(fail(format!(
+            return Err(video_error(format!(
                 "a GIF is at most 65535 pixels a side, not {width}x{height}"
             )))
         }
     };
-    let gif = |e: gif::EncodingError| fail(format!("GIF encoding failed: {e}"));
+    let gif = |e: gif::EncodingError| video_error(format!("GIF encoding failed: {e}"));
     let mut out = Vec::new();
     {
         let mut enc = gif::Encoder::new(&mut out, w, h, &[]).map_err(gif)?;
@@ -207,19 +204,15 @@ pub fn encode_gif(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
 /// (with as many bytes); refused by name where there are none, or one
 /// differs.
 fn same_size(frames: &[&dyn Pixels]) -> Result<(u32, u32)> {
-    let fail = |why: String| Error::Media {
-        key: "video".into(),
-        why,
-    };
     let first = frames
         .first()
-        .ok_or_else(|| fail("a video needs at least one frame".into()))?;
+        .ok_or_else(|| video_error("a video needs at least one frame".into()))?;
     let (width, height) = first.dimensions();
     let expected = width as usize * height as usize * 3;
     for (i, f) in frames.iter().enumerate() {
         if f.dimensions() != (width, height) || f.rgb().len() != expected {
             let (w, h) = f.dimensions();
-            return Err(fail(format!(
+            return Err(video_error(format!(
                 "frame {i} is {w}x{h} ({} bytes), not {width}x{height} RGB like the first",
                 f.rgb().len()
             )));
