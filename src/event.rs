@@ -113,14 +113,21 @@ impl Event {
     /// record that fails this is damage, even with a valid checksum.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            Event::Media(m) => check_media_ref(&m.digest, &m.format, &m.path),
+            Event::Media(m) => check_media_ref(&m.digest, &m.format, &m.path)
+                .and_then(|()| m.video.as_ref().map_or(Ok(()), Video::check)),
             Event::Row(r) => r.cells.iter().try_for_each(|c| match c {
-                Cell::Image { digest, path, .. } => path
+                Cell::Image {
+                    digest,
+                    path,
+                    video,
+                    ..
+                } => path
                     .rsplit_once('.')
                     .map_or(
                         Err(format!("media path {path:?} has no extension")),
                         |(_, ext)| check_media_ref(digest, ext, path),
                     )
+                    .and_then(|()| video.as_ref().map_or(Ok(()), Video::check))
                     .map_err(|e| format!("cell {:?}: {e}", c.column())),
                 _ => Ok(()),
             }),
@@ -261,6 +268,43 @@ pub struct MediaEvent {
     /// was configured to mark them (issue 36).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Marks>,
+    /// What the file plays, when it is a video (an animated PNG of a
+    /// video pipeline's frames; since 2026-12-07).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<Video>,
+}
+
+/// A stored video's timing: its frames play at `fps` for `duration_s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Video {
+    /// How many frames it has.
+    pub frames: u32,
+    /// Frames a second, as the call stated it (to a thousandth).
+    pub fps: f64,
+    /// Where the frame rate came from: the call's argument (`argument
+    /// fps`), the pipeline's (`pipeline default`), or difflog's own when
+    /// neither says (`difflog default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps_from: Option<String>,
+    /// How long it plays once, in seconds (`frames / fps`).
+    pub duration_s: f64,
+}
+
+impl Video {
+    /// Why these timings are none a video can have (a reader's check: a
+    /// run directory can come from anyone).
+    pub fn check(&self) -> Result<(), String> {
+        if self.frames == 0 {
+            return Err("a video with no frames".into());
+        }
+        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 1000.0) {
+            return Err(format!("a video at {} frames a second", self.fps));
+        }
+        if !(self.duration_s.is_finite() && self.duration_s >= 0.0) {
+            return Err(format!("a video lasting {} s", self.duration_s));
+        }
+        Ok(())
+    }
 }
 
 /// The provenance marks a generated image's file was given.
@@ -334,6 +378,10 @@ pub enum Cell {
         width: u32,
         /// Height in pixels.
         height: u32,
+        /// What it plays, when the file is a video (its `media` record
+        /// says the same).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        video: Option<Video>,
     },
     /// No value (e.g. no negative prompt was given).
     Null {
@@ -568,6 +616,41 @@ pub fn decode_record(line: &[u8]) -> Result<Record, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_video_record_with_timings_no_video_has_is_damage() {
+        let d = "ab".repeat(32);
+        let media = |video: &str| {
+            format!(
+                r#"{{"key":"Generated-Video/Pipeline-Call-1","digest":"{d}","path":"media/ab/{d}.png","bytes":9,"format":"png","width":8,"height":8,"video":{video}}}"#
+            )
+        };
+        let ok = r#"{"frames":16,"fps":7.5,"duration_s":2.133}"#;
+        assert!(Event::from_kind_and_data("media", &media(ok)).is_ok());
+        for (bad, why) in [
+            (r#"{"frames":0,"fps":8,"duration_s":0}"#, "no frames"),
+            (
+                r#"{"frames":2,"fps":0,"duration_s":1}"#,
+                "0 frames a second",
+            ),
+            (
+                r#"{"frames":2,"fps":1e9,"duration_s":1}"#,
+                "1000000000 frames",
+            ),
+            (r#"{"frames":2,"fps":8,"duration_s":-1}"#, "lasting -1"),
+        ] {
+            let e = Event::from_kind_and_data("media", &media(bad)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let row = format!(
+            r#"{{"call":1,"table":"t","index":0,"cells":[{{"type":"image","column":"Generated-Video","digest":"{d}","path":"media/ab/{d}.png","width":8,"height":8,"video":{{"frames":0,"fps":8,"duration_s":0}}}}]}}"#
+        );
+        let e = Event::from_kind_and_data("row", &row).unwrap_err();
+        assert!(
+            e.contains("Generated-Video") && e.contains("no frames"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn record_line_round_trips_and_detects_flips() {

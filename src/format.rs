@@ -142,6 +142,9 @@ pub mod names {
     pub const CONTROL_IMAGE: &str = "Control-Image";
     /// The generated image of a row.
     pub const GENERATED_IMAGE: &str = "Generated-Image";
+    /// The generated video of a row (a video pipeline's; W&B autolog's
+    /// media key for one).
+    pub const GENERATED_VIDEO: &str = "Generated-Video";
     /// The seed of a row's image.
     pub const SEED: &str = "Seed";
     /// How a row's image can be made again (Python runs).
@@ -152,7 +155,7 @@ pub mod names {
     pub const TABLES: &str = "Result-Table";
 
     /// Every name above by its constant's name, for the Python package.
-    pub const ALL: [(&str, &str); 15] = [
+    pub const ALL: [(&str, &str); 16] = [
         ("PROMPT", PROMPT),
         ("NEGATIVE_PROMPT", NEGATIVE_PROMPT),
         ("PROMPT_2", PROMPT_2),
@@ -164,6 +167,7 @@ pub mod names {
         ("MASK_IMAGE", MASK_IMAGE),
         ("CONTROL_IMAGE", CONTROL_IMAGE),
         ("GENERATED_IMAGE", GENERATED_IMAGE),
+        ("GENERATED_VIDEO", GENERATED_VIDEO),
         ("SEED", SEED),
         ("REMAKE", REMAKE),
         ("STAGE_PREFIX", STAGE_PREFIX),

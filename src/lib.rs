@@ -71,7 +71,7 @@ pub const VERSION: &str = concat!(
     ")"
 );
 pub use pipeline::{
-    CallContext, CallSpec, ImageRow, ImageSink, Pipeline, PipelineError, PipelineInfo,
+    CallContext, CallSpec, ImageRow, ImageSink, Pipeline, PipelineError, PipelineInfo, VideoRow,
 };
 pub use run::autolog::{autolog, Autolog, AutologCall};
 pub use run::{Init, Mode, Run};

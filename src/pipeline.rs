@@ -63,6 +63,9 @@ pub struct CallSpec {
     pub input_image: bool,
     /// Whether the table has a `Mask-Image` column (inpainting).
     pub mask_image: bool,
+    /// Whether the call makes videos: its rows' media column is
+    /// `Generated-Video` ([`CallContext::video`]), not `Generated-Image`.
+    pub video: bool,
 }
 
 impl CallSpec {
@@ -87,7 +90,11 @@ impl CallSpec {
         if self.mask_image {
             c.push(names::MASK_IMAGE.into());
         }
-        c.push(names::GENERATED_IMAGE.into());
+        c.push(if self.video {
+            names::GENERATED_VIDEO.into()
+        } else {
+            names::GENERATED_IMAGE.into()
+        });
         c.push(names::SEED.into());
         c
     }
@@ -115,6 +122,24 @@ pub struct ImageRow {
     /// The mask of inpainting calls (white: repaint; shared between rows).
     pub mask_image: Option<Arc<RgbImage>>,
     /// The seed this image was generated from.
+    pub seed: u64,
+}
+
+/// One generated video (its frames) with the values of its table row.
+#[derive(Debug, Clone)]
+pub struct VideoRow {
+    /// The frames in order, all of the first's size.
+    pub frames: Vec<RgbImage>,
+    /// Frames a second they play at, as the call states it.
+    pub fps: f64,
+    /// Where that rate came from: the call's argument (`argument fps`) or
+    /// the pipeline's own default (`pipeline default`).
+    pub fps_from: String,
+    /// The prompt it was generated from (also its caption).
+    pub prompt: String,
+    /// The negative prompt, if any.
+    pub negative_prompt: Option<String>,
+    /// The seed it was generated from.
     pub seed: u64,
 }
 
@@ -146,6 +171,9 @@ pub trait Pipeline {
 pub trait ImageSink {
     /// Takes the `index`-th image of the call with its row's values.
     fn image(&mut self, index: u32, row: ImageRow);
+
+    /// Takes the `index`-th video of the call with its row's values.
+    fn video(&mut self, index: u32, row: VideoRow);
 }
 
 /// Where a call shows its intermediate tensors when someone asks to see
@@ -253,6 +281,19 @@ impl<'a> CallContext<'a> {
         self.images += 1;
         if let Some(r) = self.sink.as_mut() {
             r.image(index, row);
+        }
+        self.saving += t.elapsed();
+    }
+
+    /// Records one generated video (its frames, played at the rate the
+    /// call states) as a row of the call's table; like [`CallContext::image`],
+    /// it is encoded off the caller's thread.
+    pub fn video(&mut self, row: VideoRow) {
+        let t = Instant::now();
+        let index = self.images;
+        self.images += 1;
+        if let Some(r) = self.sink.as_mut() {
+            r.video(index, row);
         }
         self.saving += t.elapsed();
     }

@@ -321,6 +321,18 @@ fn media_matches_record(
             m.width, m.height
         ));
     }
+    if let Some(v) = &m.video {
+        if m.format != "png" {
+            return Err(format!("its record says a video, but a {name} is none"));
+        }
+        let frames = crate::read::apng_frames(c)?;
+        if frames != v.frames {
+            return Err(format!(
+                "its animated PNG has {frames} frame(s), but its record says {}",
+                v.frames
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -77,6 +77,12 @@ fn the_contract_examples_parse_and_validate_verbatim() {
 fn every_kind() -> Vec<Event> {
     let digest = "ab".repeat(32);
     let path = format!("media/ab/{digest}.png");
+    let video = difflog::event::Video {
+        frames: 16,
+        fps: 7.5,
+        fps_from: Some("argument fps".into()),
+        duration_s: 2.133,
+    };
     let mut values = Map::new();
     values.insert("k".into(), json!({"nested": [1, 2.5, "x", null]}));
     vec![
@@ -117,7 +123,7 @@ fn every_kind() -> Vec<Event> {
             columns: vec!["Prompt".into(), "Generated-Image".into()],
         }),
         Event::Media(MediaEvent {
-            key: "Generated-Image/Pipeline-Call-1".into(),
+            key: "Generated-Video/Pipeline-Call-1".into(),
             digest: digest.clone(),
             path: path.clone(),
             bytes: 10,
@@ -134,6 +140,7 @@ fn every_kind() -> Vec<Event> {
                 }),
                 ..Default::default()
             }),
+            video: Some(video.clone()),
         }),
         Event::Row(RowEvent {
             call: 1,
@@ -158,6 +165,7 @@ fn every_kind() -> Vec<Event> {
                     path,
                     width: 8,
                     height: 8,
+                    video: Some(video),
                 },
                 Cell::Null {
                     column: "Negative-Prompt".into(),

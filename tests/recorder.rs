@@ -511,3 +511,168 @@ fn reopening_a_run_that_died_before_its_first_record_starts_it_properly() {
     let rep = difflog::verify::verify_run(&dir);
     assert!(!rep.damaged(), "{:?}", rep.findings);
 }
+
+/// A video pipeline of the test's own: a square crossing the frame, as
+/// many frames as asked, at the frame rate the request states.
+struct Clip;
+
+struct ClipRequest {
+    frames: u32,
+    fps: f64,
+}
+
+impl difflog::Pipeline for Clip {
+    type Request = ClipRequest;
+    type Output = Vec<image::RgbImage>;
+
+    fn describe(&self) -> difflog::PipelineInfo {
+        difflog::PipelineInfo {
+            class: "ClipPipeline".into(),
+            model_id: "test/clip".into(),
+            revision: None,
+            weights_digest: None,
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            components: Default::default(),
+            scheduler: json!({"name": "ddim"}),
+        }
+    }
+
+    fn prepare(&self, r: &ClipRequest) -> Result<difflog::CallSpec, difflog::PipelineError> {
+        let mut params = serde_json::Map::new();
+        params.insert("num_frames".into(), json!(r.frames));
+        params.insert("fps".into(), json!(r.fps));
+        Ok(difflog::CallSpec {
+            params,
+            seeds: vec![3],
+            video: true,
+            ..Default::default()
+        })
+    }
+
+    fn run(
+        &mut self,
+        r: &ClipRequest,
+        ctx: &mut difflog::CallContext<'_>,
+    ) -> Result<Vec<image::RgbImage>, difflog::PipelineError> {
+        let frames: Vec<image::RgbImage> = (0..r.frames)
+            .map(|i| {
+                image::RgbImage::from_fn(24, 16, |x, y| {
+                    let inside = x / 4 == i && y < 8;
+                    image::Rgb(if inside {
+                        [250, 20, 20]
+                    } else {
+                        [10, 40 + y as u8, 90]
+                    })
+                })
+            })
+            .collect();
+        ctx.video(difflog::VideoRow {
+            frames: frames.clone(),
+            fps: r.fps,
+            fps_from: "argument fps".into(),
+            prompt: "a square crossing".into(),
+            negative_prompt: None,
+            seed: 3,
+        });
+        Ok(frames)
+    }
+}
+
+#[test]
+fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("clips").root(root.path())).unwrap();
+    let frames = run
+        .record(
+            &mut Clip,
+            &ClipRequest {
+                frames: 5,
+                fps: 7.5,
+            },
+        )
+        .unwrap();
+    // A rate no video can have: the call's record says why, the run goes on.
+    run.record(
+        &mut Clip,
+        &ClipRequest {
+            frames: 2,
+            fps: f64::NAN,
+        },
+    )
+    .unwrap();
+    run.finish().unwrap_err();
+
+    let dir = only_run(root.path());
+    assert!(Schemas::load().check_dir(&dir) > 5);
+    let r = RunDir::open(&dir).unwrap();
+    let v = r.view();
+    let call = &v.calls[&1];
+    assert_eq!(
+        call.started.columns,
+        ["Prompt", "Negative-Prompt", "Generated-Video", "Seed"]
+    );
+    let [m] = &call.media[..] else {
+        panic!("one media record: {:?}", call.media)
+    };
+    assert_eq!(m.key, "Generated-Video/Pipeline-Call-1");
+    let want = difflog::event::Video {
+        frames: 5,
+        fps: 7.5,
+        fps_from: Some("argument fps".into()),
+        duration_s: 0.667,
+    };
+    assert_eq!(m.video.as_ref(), Some(&want));
+    assert_eq!((m.width, m.height), (24, 16));
+    let [row] = &call.rows[..] else {
+        panic!("one row per video")
+    };
+    let Cell::Image {
+        path,
+        video,
+        column,
+        ..
+    } = &row.cells[2]
+    else {
+        panic!("no video cell: {row:?}")
+    };
+    assert_eq!(column, "Generated-Video");
+    assert_eq!(video.as_ref(), Some(&want));
+    assert_eq!(call.finished.as_ref().unwrap().images, 1);
+    // The file is an animated PNG of exactly the frames, at 2/15 s each.
+    let file = std::fs::File::open(dir.join(path)).unwrap();
+    let mut dec = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    assert_eq!(dec.info().animation_control.unwrap().num_frames, 5);
+    let mut buf = vec![0; dec.output_buffer_size().unwrap()];
+    for (i, want) in frames.iter().enumerate() {
+        dec.next_frame(&mut buf).unwrap();
+        let fc = dec.info().frame_control.unwrap();
+        assert_eq!((fc.delay_num, fc.delay_den), (2, 15), "frame {i}");
+        assert_eq!(
+            &buf[..want.as_raw().len()],
+            want.as_raw().as_slice(),
+            "frame {i}"
+        );
+    }
+    // The second call failed to record its video and says why.
+    let failed = v.calls[&2].finished.as_ref().unwrap();
+    assert_eq!(failed.status, CallStatus::Error);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("frame rate of NaN"),
+        "{failed:?}"
+    );
+    let rep = verify_run(&dir);
+    assert!(!rep.damaged(), "{:?}", rep.findings);
+
+    // The report shows its poster frame and what it plays.
+    let out = tempfile::tempdir().unwrap();
+    difflog::report::report(&dir, out.path(), true).unwrap();
+    let page = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+    assert!(page.contains("▶ 5 frames · 7.5 fps · 0.667 s"), "{page}");
+}

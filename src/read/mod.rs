@@ -155,6 +155,18 @@ pub fn decode_image(path: &Path) -> std::result::Result<image::RgbImage, String>
     Ok(img.into_rgb8())
 }
 
+/// How many frames an animated PNG says it has (its `acTL` chunk), read
+/// from its header alone; 1 for a still PNG. Why not, when the bytes are
+/// not a PNG.
+pub fn apng_frames(file: &[u8]) -> std::result::Result<u32, String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(file));
+    decoder.set_limits(png::Limits { bytes: 1 << 20 });
+    let reader = decoder
+        .read_info()
+        .map_err(|e| format!("its PNG header cannot be read: {e}"))?;
+    Ok(reader.info().animation_control.map_or(1, |a| a.num_frames))
+}
+
 /// The run among `runs` that the output path `out` (which may not exist
 /// yet) would be written inside, if any: `pack -o` and `compare -o` must
 /// never write into a run.

@@ -33,7 +33,7 @@ impl CallView {
     }
 
     /// The output size: the call's `width` × `height` params, else the
-    /// size of its first generated image (pipelines without size
+    /// size of its first generated image or video (pipelines without size
     /// arguments: unconditional, class-conditional, image variation).
     pub fn size(&self) -> Option<(u64, u64)> {
         let p = &self.started.params;
@@ -45,7 +45,9 @@ impl CallView {
         }
         self.media
             .iter()
-            .find(|m| m.key.starts_with("Generated-Image/"))
+            .find(|m| {
+                m.key.starts_with("Generated-Image/") || m.key.starts_with("Generated-Video/")
+            })
             .map(|m| (u64::from(m.width), u64::from(m.height)))
     }
 }

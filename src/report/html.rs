@@ -61,7 +61,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 th{background:#f3f3f3}img.thumb{width:128px;height:auto;image-rendering:pixelated;background:#eee;cursor:zoom-in}\
 pre{background:#f7f7f7;padding:.5em;overflow:auto;max-height:24em}.error{color:#b00020}.meta td:first-child{font-weight:600}\
 section{margin-top:1.5em}td.missing{background:repeating-linear-gradient(45deg,#f4f4f4,#f4f4f4 6px,#e6e6e6 6px,#e6e6e6 12px);color:#888;text-align:center;vertical-align:middle;min-width:128px}\
-.badge{font-size:.8em;color:#555}.badge.same{color:#0a7d28}th.rowhead{max-width:22em;font-weight:normal}th.rowhead small{color:#666;display:block}\
+.badge{font-size:.8em;color:#555}.video{font-size:.8em;color:#1a4f8b}.badge.same{color:#0a7d28}th.rowhead{max-width:22em;font-weight:normal}th.rowhead small{color:#666;display:block}\
 #viewer{position:fixed;inset:0;background:#1b1b1b;color:#eee;overflow:auto;padding:1em 2em;z-index:10}\
 #viewer table td,#viewer table th{border-color:#555;background:transparent;color:#eee}#viewer td{word-break:break-word;max-width:60em}#viewer img{image-rendering:pixelated;background:#333}\
 #v-full{max-width:min(90vw,1024px);min-width:256px}.stack{position:relative;display:inline-block}\

@@ -320,6 +320,7 @@ fn write_call(
                     digest,
                     width,
                     height,
+                    video,
                     ..
                 }) => {
                     let full = media_href(path)?;
@@ -336,12 +337,15 @@ fn write_call(
                         baseline: None,
                         diff: None,
                     });
+                    // A video: its first frame (the poster) in the table;
+                    // the viewer and the link play the file.
+                    let playing = video.as_ref().map_or(String::new(), video_badge);
                     let _ = write!(
                         b,
-                        "<td><a href=\"{full}\" data-item=\"{k}\"><img class=\"thumb\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\" data-size=\"{width}x{height}\"></a></td>",
+                        "<td><a href=\"{full}\" data-item=\"{k}\"><img class=\"thumb\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\" data-size=\"{width}x{height}\"></a>{playing}</td>",
                         escape(col)
                     );
-                    if col == names::GENERATED_IMAGE {
+                    if col == names::GENERATED_IMAGE || col == names::GENERATED_VIDEO {
                         let caption = match &seed {
                             Some(seed) => format!("{} · seed {seed}", prompt.unwrap_or("")),
                             None => prompt.unwrap_or("").to_string(),
@@ -375,6 +379,18 @@ fn write_call(
     }
     b.push_str(&rows);
     Ok(call.rows.len())
+}
+
+/// What a video plays, as a badge under its poster frame: `▶ 16 frames
+/// · 8 fps · 2 s`.
+pub(crate) fn video_badge(v: &crate::event::Video) -> String {
+    format!(
+        "<div class=\"video\" title=\"frame rate: {}\">▶ {} frames · {} fps · {} s</div>",
+        escape(v.fps_from.as_deref().unwrap_or("as recorded")),
+        v.frames,
+        v.fps,
+        v.duration_s
+    )
 }
 
 /// A call with this many images or more shows its gallery open.

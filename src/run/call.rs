@@ -6,7 +6,7 @@
 
 use super::marks::{Generated, InputPixels, Origin, Parent};
 use super::media::Pixels;
-use super::writer::{Cmd, PendingCell, Slot};
+use super::writer::{Cmd, PendingCell, Slot, VideoFrames};
 use super::{ms, Run};
 use crate::error::Result;
 use crate::event::{CallFinished, CallStarted, CallStatus, Cell, Event};
@@ -57,6 +57,25 @@ pub enum RowValue {
         height: u32,
         /// The media entry's caption.
         caption: Option<String>,
+    },
+    /// A generated video: its frames, encoded off the caller's thread as
+    /// one animated PNG and stored under `<column>/Pipeline-Call-N` with
+    /// its frame count, rate and duration.
+    Video {
+        /// The frames in order, all the first's size (shared: the caller
+        /// may keep them).
+        frames: Vec<Arc<dyn Pixels>>,
+        /// Frames a second they play at, as the call stated it (a rate
+        /// no video can have fails the call's recording, naming it).
+        fps: f64,
+        /// Where the rate came from (`argument fps`, `pipeline default`,
+        /// `difflog default`).
+        fps_from: Option<String>,
+        /// The media entry's caption.
+        caption: Option<String>,
+        /// Whether the call made it (counted among its outputs) or was
+        /// given it (a video-to-video call's input video).
+        generated: bool,
     },
 }
 
@@ -154,7 +173,17 @@ impl<R: Borrow<Run>> OpenCall<R> {
         // Counted as handed over, whether or not they could be stored.
         let generated = cells
             .iter()
-            .filter(|(_, v)| matches!(v, RowValue::Generated { .. } | RowValue::Encoded { .. }))
+            .filter(|(_, v)| {
+                matches!(
+                    v,
+                    RowValue::Generated { .. }
+                        | RowValue::Encoded { .. }
+                        | RowValue::Video {
+                            generated: true,
+                            ..
+                        }
+                )
+            })
             .count();
         self.images += generated as u32;
         let result = self.row_inner(index, cells);
@@ -256,6 +285,20 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         caption,
                     } => {
                         let slot = w.store_encoded(file, format, (width, height))?;
+                        output(column, slot, caption)?
+                    }
+                    RowValue::Video {
+                        frames,
+                        fps,
+                        fps_from,
+                        caption,
+                        generated: _,
+                    } => {
+                        let slot = w.encode_video(VideoFrames {
+                            frames,
+                            fps,
+                            fps_from,
+                        })?;
                         output(column, slot, caption)?
                     }
                 };

@@ -39,7 +39,7 @@ impl Pixels for RgbImage {
 }
 
 /// A media file in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredMedia {
     /// SHA-256 of the file, lower-case hex.
     pub digest: String,
@@ -55,6 +55,8 @@ pub struct StoredMedia {
     pub height: u32,
     /// The provenance marks the file was given (a generated image).
     pub marks: Option<crate::event::Marks>,
+    /// What the file plays, when it is a video.
+    pub video: Option<crate::event::Video>,
 }
 
 /// How difflog compresses the image data of a PNG.
@@ -306,6 +308,7 @@ pub(crate) fn stage_file(
             width,
             height,
             marks: None,
+            video: None,
         },
         tmp,
         final_path,

@@ -25,7 +25,7 @@ use crate::format::names;
 use crate::format::{
     new_run_id, now_rfc3339, RunMeta, FORMAT_VERSION, MEDIA_DIR, RUN_JSON, TMP_PREFIX,
 };
-use crate::pipeline::{CallContext, ImageRow, Pipeline, PipelineError, PipelineInfo};
+use crate::pipeline::{CallContext, ImageRow, Pipeline, PipelineError, PipelineInfo, VideoRow};
 use crate::recipe::{CallRecipe, RowPrompts};
 pub use call::{CallStart, OpenCall, RowValue};
 use image::RgbImage;
@@ -763,6 +763,37 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
             },
         ));
         cells.push((names::SEED.into(), RowValue::Number(row.seed.into())));
+        if let Err(e) = self.open.row(index, cells) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    fn video(&mut self, index: u32, row: VideoRow) {
+        let cells = vec![
+            (
+                names::PROMPT.to_string(),
+                RowValue::Text(row.prompt.clone()),
+            ),
+            (
+                names::NEGATIVE_PROMPT.to_string(),
+                text_value(row.negative_prompt.as_deref()),
+            ),
+            (
+                names::GENERATED_VIDEO.into(),
+                RowValue::Video {
+                    frames: row
+                        .frames
+                        .into_iter()
+                        .map(|f| Arc::new(f) as Arc<dyn media::Pixels>)
+                        .collect(),
+                    fps: row.fps,
+                    fps_from: Some(row.fps_from),
+                    caption: Some(row.prompt),
+                    generated: true,
+                },
+            ),
+            (names::SEED.into(), RowValue::Number(row.seed.into())),
+        ];
         if let Err(e) = self.open.row(index, cells) {
             tracing::warn!("{e}");
         }

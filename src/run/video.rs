@@ -76,7 +76,7 @@ impl FrameRate {
 }
 
 /// A video that cannot be written, and why.
-fn video_error(why: String) -> Error {
+pub(crate) fn video_error(why: String) -> Error {
     Error::Media {
         key: "video".into(),
         why,

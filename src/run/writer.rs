@@ -130,11 +130,46 @@ enum JobImage {
     /// An image file's bytes and format, stored as they are (an imported
     /// image): only its digest is computed.
     Encoded(Vec<u8>, &'static str, (u32, u32)),
+    /// A video's frames, encoded as one animated PNG.
+    Video(VideoFrames),
+}
+
+/// A video handed to the writer: its frames, the rate they play at and
+/// where that rate came from.
+pub(crate) struct VideoFrames {
+    /// The frames, in order, all of the first's size.
+    pub(crate) frames: Vec<Arc<dyn Pixels>>,
+    /// Frames a second they play at.
+    pub(crate) fps: f64,
+    /// Where the rate came from (see [`crate::event::Video::fps_from`]).
+    pub(crate) fps_from: Option<String>,
+}
+
+impl VideoFrames {
+    /// The animated PNG and the record of what it plays.
+    fn encode(&self, png: PngEncoding) -> Result<(Vec<u8>, crate::event::Video, (u32, u32))> {
+        let rate =
+            super::video::FrameRate::from_fps(self.fps).map_err(super::video::video_error)?;
+        let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
+        let file = super::video::encode_apng(&refs, rate, png)?;
+        let frames = refs.len() as u32;
+        let fps = (rate.fps() * 1000.0).round() / 1000.0;
+        let duration = f64::from(frames) * f64::from(rate.den) / f64::from(rate.num);
+        let video = crate::event::Video {
+            frames,
+            fps,
+            fps_from: self.fps_from.clone(),
+            duration_s: (duration * 1000.0).round() / 1000.0,
+        };
+        let size = refs.first().map_or((0, 0), |f| f.dimensions());
+        Ok((file, video, size))
+    }
 }
 
 /// An encoded image on its way to the media store.
 struct Stored {
     marks: Option<crate::event::Marks>,
+    video: Option<crate::event::Video>,
     digest: String,
     file: Vec<u8>,
     format: &'static str,
@@ -291,6 +326,11 @@ impl Writer {
         self.queue(JobImage::Encoded(file, format, size))
     }
 
+    /// Queues a video's frames to be encoded as one animated PNG.
+    pub(crate) fn encode_video(&self, v: VideoFrames) -> Result<Arc<Slot>, WriteError> {
+        self.queue(JobImage::Video(v))
+    }
+
     fn queue(&self, what: JobImage) -> Result<Arc<Slot>, WriteError> {
         let slot = Slot::new();
         let job = Job {
@@ -396,6 +436,7 @@ fn encoder_loop(
             guard.recv()
         };
         let Ok(job) = job else { return };
+        let mut video = None;
         let encoded = match job.what {
             JobImage::Pixels(image) => encode_png_using(image.as_ref(), &[], png)
                 .map(|png| (Encoded::plain(png), "png", image.dimensions())),
@@ -403,6 +444,10 @@ fn encoder_loop(
                 encode_generated(&g, png, marker).map(|e| (e, "png", g.image.dimensions()))
             }
             JobImage::Encoded(file, format, size) => Ok((Encoded::plain(file), format, size)),
+            JobImage::Video(v) => v.encode(png).map(|(file, v, size)| {
+                video = Some(v);
+                (Encoded::plain(file), "png", size)
+            }),
         };
         match encoded {
             Ok((
@@ -420,6 +465,7 @@ fn encoder_loop(
                 debug_assert_eq!(digest, sha256_hex(&file));
                 let stored = Stored {
                     marks,
+                    video,
                     digest,
                     file,
                     format,
@@ -451,10 +497,10 @@ fn store_loop(
         let Ok(item) = item else { return };
         let (digest, bytes, slot) = (&item.digest, &item.file, item.slot);
         let file = (&bytes[..], item.format);
-        let marks = item.marks;
+        let (marks, video) = (item.marks, item.video);
         let Some(place) = place else {
             let stored = store_file(dir, digest, file, (item.width, item.height))
-                .map(|m| StoredMedia { marks, ..m });
+                .map(|m| StoredMedia { marks, video, ..m });
             slot.fill(stored.map_err(|e| Ok(Arc::new(e))));
             continue;
         };
@@ -462,6 +508,7 @@ fn store_loop(
         match stage_file(dir, digest, file, size, SyncMode::Group) {
             Ok(mut staged) => {
                 staged.media.marks = marks;
+                staged.media.video = video;
                 if let Err(e) = place.send(Placing { staged, slot }) {
                     e.0.staged.discard();
                     e.0.slot.fill(Err(Err(WriteError::StorageStopped)));
@@ -620,6 +667,7 @@ impl Appender {
                         caption,
                         call,
                         provenance: m.marks,
+                        video: m.video,
                     });
                     self.push(&ts, &ev);
                 }
@@ -654,6 +702,7 @@ impl Appender {
                                     path: m.path,
                                     width: m.width,
                                     height: m.height,
+                                    video: m.video,
                                 }
                             }
                             Err(_) => Cell::Null { column },

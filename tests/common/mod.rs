@@ -94,6 +94,7 @@ impl Pipeline for TestPipeline {
             third_prompts: false,
             input_image: self.input.is_some(),
             mask_image: self.mask.is_some(),
+            video: false,
         })
     }
 

@@ -169,6 +169,7 @@ pub(crate) fn spec(
         third_prompts,
         input_image: r.init.is_some(),
         mask_image: false,
+        video: false,
     }
 }
 

@@ -612,6 +612,7 @@ impl Pipeline for StableDiffusion {
             third_prompts: false,
             input_image: r.init.is_some(),
             mask_image: cfg.inpaint,
+            video: false,
         })
     }
 

@@ -89,6 +89,8 @@ pub(super) struct Item {
     pub(super) rel: String,
     pub(super) width: u32,
     pub(super) height: u32,
+    /// What the file plays, when the row's media is a video.
+    pub(super) video: Option<crate::event::Video>,
     pub(super) params: Map<String, Value>,
     pub(super) pipeline: Option<PipelineEvent>,
     pub(super) timings: String,
@@ -223,18 +225,23 @@ fn items_of(runs: &Runs) -> Vec<Item> {
                 .map(|f| f.timings_text())
                 .unwrap_or_else(|| "unfinished".into());
             for row in &call.rows {
-                let Some((digest, rel, width, height)) = row.cells.iter().find_map(|c| match c {
-                    Cell::Image {
-                        column,
-                        digest,
-                        path,
-                        width,
-                        height,
-                    } if column == names::GENERATED_IMAGE => {
-                        Some((digest.clone(), path.clone(), *width, *height))
-                    }
-                    _ => None,
-                }) else {
+                let Some((digest, rel, width, height, video)) =
+                    row.cells.iter().find_map(|c| match c {
+                        Cell::Image {
+                            column,
+                            digest,
+                            path,
+                            width,
+                            height,
+                            video,
+                        } if column == names::GENERATED_IMAGE
+                            || column == names::GENERATED_VIDEO =>
+                        {
+                            Some((digest.clone(), path.clone(), *width, *height, video.clone()))
+                        }
+                        _ => None,
+                    })
+                else {
                     continue;
                 };
                 let seed = text_cell(&row.cells, names::SEED)
@@ -250,6 +257,7 @@ fn items_of(runs: &Runs) -> Vec<Item> {
                     rel,
                     width,
                     height,
+                    video,
                     params: s.params.clone(),
                     pipeline: view.pipelines.get(&s.pipeline).cloned(),
                     timings: timings.clone(),

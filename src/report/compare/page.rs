@@ -229,9 +229,13 @@ fn grid_row(
             }
             () => format!("<div class=\"badge\">{}</div>", escape(&badges[k])),
         };
+        let playing = it
+            .video
+            .as_ref()
+            .map_or(String::new(), crate::report::video_badge);
         let _ = write!(
             b,
-            "<td class=\"cell\" data-item=\"{k}\">{img} alt=\"{}\">{badge}</td>",
+            "<td class=\"cell\" data-item=\"{k}\">{img} alt=\"{}\">{badge}{playing}</td>",
             escape(it.prompt.as_deref().unwrap_or("image"))
         );
     }
