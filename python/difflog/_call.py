@@ -46,12 +46,13 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._native import NAMES, Generated, Image
+from ._native import NAMES, Generated, Image, Video
 
 # Arguments shown as image columns, in autolog's column order.
 # Column names come from the Rust side (difflog::format::names), the one
 # place every reader of a run takes them from.
 GENERATED_IMAGE, SEED, REMAKE = NAMES["GENERATED_IMAGE"], NAMES["SEED"], NAMES["REMAKE"]
+GENERATED_VIDEO = NAMES["GENERATED_VIDEO"]
 _IMAGE_ARGS = [(NAMES["SOURCE_IMAGE"], "image"), (NAMES["MASK_IMAGE"], "mask_image"), (NAMES["CONTROL_IMAGE"], "control_image")]
 # Prompt arguments and their columns.
 _TEXT_ARGS = [
@@ -77,8 +78,20 @@ _NOT_COLUMNS = {
     "attention_kwargs",
 }
 _SEED_RANGE_BITS = 32
-# The columns every table ends with.
+# The columns every table ends with (a video pipeline's: Generated-Video
+# in place of Generated-Image).
 TAIL_COLUMNS = [GENERATED_IMAGE, SEED, REMAKE]
+# Arguments only video pipelines take: their calls' rows are videos.
+_VIDEO_ARGS = ("num_frames", "video_length", "video")
+# The rate a video plays at, by the names diffusers' video pipelines give
+# the argument that states it (SVD's fps, LTX's frame_rate, I2VGen-XL's
+# target_fps) ...
+_FPS_ARGS = ("fps", "frame_rate", "target_fps")
+# ... else the rate diffusers' own documentation exports the class's frames
+# at (by class-name prefix) ...
+_EXAMPLE_FPS = (("Wan", 16.0), ("HunyuanVideo", 15.0), ("CogVideoX", 8.0), ("LTX", 24.0))
+# ... else the default of diffusers' export_to_video and export_to_gif.
+_EXPORT_FPS = 10.0
 
 _SIGNATURES: Dict[Any, inspect.Signature] = {}
 
@@ -165,7 +178,7 @@ class Recording:
         params = _flatten(sig, full.arguments)
         self.params = params
         self.passed = list(passed)
-        self.per_prompt = _int(params.get("num_images_per_prompt"), 1)
+        self.per_prompt = _int(params.get("num_images_per_prompt", params.get("num_videos_per_prompt")), 1)
         self.prompts = _count_prompts(params)
         batch = None if self.prompts is None else self.prompts * self.per_prompt
         if "prompt" not in names and "prompt_embeds" not in names:
@@ -215,6 +228,9 @@ class Recording:
         self.labels = _label_names(pipeline) if "class_labels" in names else None
         self.columns, self.inputs, self.texts = _columns(pipeline, names, params, self.passed, self.labels)
         self.output_type = params.get("output_type")
+        self.video = any(a in names for a in _VIDEO_ARGS)
+        self.media_column = GENERATED_VIDEO if self.video else GENERATED_IMAGE
+        self.fps, self.fps_from = _frame_rate(type(pipeline).__name__, params)
         if self.output_type == "latent":
             described["difflog_note"] = "output_type='latent': the images are not stored (latents are not media)"
         info = pipeline_info_json(pipeline)
@@ -230,7 +246,7 @@ class Recording:
             info,
             json.dumps(described),
             known,
-            self.columns + TAIL_COLUMNS,
+            self.columns + [self.media_column, SEED, REMAKE],
         )
         self.prepare_s = time.perf_counter() - t0
 
@@ -270,9 +286,17 @@ class Recording:
         timings = self._timings(end)
         try:
             kind = _other_media(out)
-            if kind is not None:
+            if kind == "frames":
+                images = output_videos(out.frames, self.output_type)
+            elif kind is not None:
                 self.run._note(f"{NAMES['STAGE_PREFIX']}{self.call.number}: the output holds {kind}, not images: not stored (yet)")
-            images = [] if kind is not None else output_images(out, self.output_type)
+                images = []
+            elif self.video:
+                # A video pipeline whose output names its frames `images`
+                # (Text2Video-Zero's): they are one video's frames.
+                images = output_videos(_output(out), self.output_type)
+            else:
+                images = output_images(out, self.output_type)
             inputs: Dict[int, Any] = {}
             for i, img in enumerate(images):
                 self.call.row(i, self._row(i, len(images), img, inputs))
@@ -284,6 +308,18 @@ class Recording:
         except Exception as e:
             self.run._report("recording a call's end", e)
 
+    def _input_video(self, v: Any, cache: Dict[int, Any]) -> Any:
+        """The call's input video (a list of frames) as the recorder takes
+        it, converted once per call; its description when it cannot be."""
+        key = id(v)
+        if key not in cache:
+            try:
+                cache[key] = Video(_to_rgb(v), self.fps, self.fps_from, None, False)
+            except Exception:
+                d = describe(v)
+                cache[key] = json.dumps(d) if not isinstance(d, str) else d
+        return cache[key]
+
     def _remake(self, i: int, n: int) -> str:
         """How row ``i`` of ``n`` can be made again."""
         if self.needs:
@@ -294,7 +330,10 @@ class Recording:
             return "alone"
         return "call"
 
-    def _row(self, i: int, n: int, img: Optional[Image], inputs: Dict[int, Any]) -> List[Tuple[str, Any]]:
+    def _row(self, i: int, n: int, img: Any, inputs: Dict[int, Any]) -> List[Tuple[str, Any]]:
+        """Row ``i`` of ``n``: its inputs and texts, then ``img`` (an
+        :class:`Image`, a video's frames as a list of them, or None), its
+        seed and how it can be made again."""
         p = i // self.per_prompt if self.prompts is not None else i
         seed = None
         if len(self.seeds) == n:
@@ -303,7 +342,13 @@ class Recording:
             seed = self.seeds[0]
         cells: List[Tuple[str, Any]] = []
         for column, name in self.inputs:
-            cells.append((column, _input_image(_pick(self.params.get(name), i, p, n), inputs)))
+            v = self.params.get(name)
+            if self.video and name == "video":
+                # A video-to-video call's input video: its frames, stored
+                # as one animated PNG at the call's rate.
+                cells.append((column, self._input_video(v, inputs)))
+                continue
+            cells.append((column, _input_image(_pick(v, i, p, n), inputs)))
         texts: Dict[str, Any] = {}
         for column, name in self.texts:
             v = self.params.get(name)
@@ -318,7 +363,11 @@ class Recording:
             texts[name] = v
             cells.append((column, v))
         if img is None:
-            cells.append((GENERATED_IMAGE, None))
+            cells.append((self.media_column, None))
+        elif isinstance(img, list):
+            prompt = texts.get("prompt")
+            caption = prompt if isinstance(prompt, str) else None
+            cells.append((self.media_column, Video(img, self.fps, self.fps_from, caption)))
         else:
             prompt = texts.get("prompt")
             recipe = None
@@ -339,7 +388,7 @@ class Recording:
                     }
                 )
             caption = prompt if isinstance(prompt, str) else None
-            cells.append((GENERATED_IMAGE, Generated(img, caption, recipe)))
+            cells.append((self.media_column, Generated(img, caption, recipe)))
         cells.append((SEED, seed))
         cells.append((REMAKE, self._remake(i, n)))
         return cells
@@ -523,6 +572,45 @@ def output_images(out: Any, output_type: Any) -> List[Optional[Image]]:
         n = len(images) if hasattr(images, "__len__") else 0
         return [None] * n
     return list(_to_rgb(images))
+
+
+def output_videos(frames: Any, output_type: Any = None, convert: Optional[Callable[[Any], List[Any]]] = None) -> List[Any]:
+    """A video pipeline's ``frames`` as videos, each a list of RGB frames
+    (None for each video when they are latents): a list (the batch) of
+    lists of PIL images, a (B, F, H, W, C) numpy array or a (B, F, C, H, W)
+    torch tensor -- diffusers' three output types -- or one video: a list
+    of PIL images, a (F, H, W, C) array or a (F, C, H, W) tensor.
+    ``convert`` turns one video's frames into the list returned for it
+    (:func:`_to_rgb` unless given)."""
+    convert = convert or _to_rgb
+    if output_type == "latent":
+        n = len(frames) if hasattr(frames, "__len__") else 0
+        return [None] * n
+    if isinstance(frames, (list, tuple)):
+        if frames and all(type(f).__module__.startswith("PIL.") for f in frames):
+            return [convert(list(frames))]
+        return [v for one in frames for v in output_videos(one, None, convert)]
+    mod = type(frames).__module__
+    ndim = getattr(frames, "ndim", None)
+    if mod.startswith(("torch", "numpy")) and ndim == 5:
+        return [convert(frames[b]) for b in range(frames.shape[0])]
+    if mod.startswith(("torch", "numpy")) and ndim == 4:
+        return [convert(frames)]
+    raise TypeError(f"cannot store {type(frames).__name__} (ndim {ndim}) as a video's frames")
+
+
+def _frame_rate(cls: str, params: Dict[str, Any]) -> Tuple[float, str]:
+    """The rate a call's videos play at and where it came from: the call's
+    own argument, else diffusers' documented rate for the class, else
+    diffusers' export default."""
+    for name in _FPS_ARGS:
+        v = params.get(name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1000:
+            return float(v), f"argument {name}"
+    for prefix, fps in _EXAMPLE_FPS:
+        if cls.startswith(prefix):
+            return fps, f"diffusers' documented rate for {prefix} pipelines"
+    return _EXPORT_FPS, "diffusers' export_to_video default"
 
 
 def _output(out: Any) -> Any:

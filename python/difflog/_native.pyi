@@ -25,7 +25,13 @@ class Generated:
     """A generated image, its caption and recipe (``{"prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3", "seed"}`` as JSON)."""
     def __init__(self, image: Image, caption: Optional[str] = None, recipe_json: Optional[str] = None) -> None: ...
 
-Cell = Union[None, bool, int, float, str, Image, Generated]
+class Video:
+    """A generated video: its frames (all of the first's size), the rate they play at, where that rate came from, and its caption."""
+    def __init__(self, frames: Sequence[Image], fps: float, fps_from: Optional[str] = None, caption: Optional[str] = None, generated: bool = True) -> None: ...
+    @property
+    def frames(self) -> int: ...
+
+Cell = Union[None, bool, int, float, str, Image, Generated, Video]
 
 class Call:
     """A call being recorded: ``row`` per image, then ``finish``."""

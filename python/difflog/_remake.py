@@ -128,7 +128,16 @@ def _compared(run_dir: Any, rows: List[Any], out: Any) -> Remade:
     """The pipeline's output beside the recorded images of ``rows``."""
     from PIL import Image
 
-    made = [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(_call._output(out))]
+    video = any(c.get("video") for r in rows for c in r.get("cells", []) if c.get("column") in _MADE)
+    if video or _call._other_media(out) == "frames":
+        # A video row compares as its frames stacked top to bottom.
+        def pil(frames: Any) -> List[Any]:
+            return [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(frames)]
+
+        src = out.frames if _call._other_media(out) == "frames" else _call._output(out)
+        made = [_strip(v) for v in _call.output_videos(src, None, pil)]
+    else:
+        made = [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(_call._output(out))]
     recorded = [_recorded_image(os.fspath(run_dir), r) for r in rows]
     differ = [_differ(a, b) for a, b in zip(made, recorded)]
     largest = [_largest(a, b) for a, b in zip(made, recorded)]
@@ -333,35 +342,57 @@ def _check_given(call: int, name: str, d: Any, value: Any) -> None:
 
 
 def _input_images(run_dir: str, rec: Dict[str, Any]) -> Dict[str, Any]:
-    """The call's stored input images by the SHA-256 of their pixels, in
-    RGB and in the grey mode a mask is given in."""
-    from PIL import Image
+    """The call's stored input images (and input videos' frames) by the
+    SHA-256 of their pixels, in RGB and in the grey mode a mask is given in."""
+    from PIL import Image, ImageSequence
 
     out: Dict[str, Any] = {}
     seen = set()
     for row in rec["rows"]:
         for cell in row.get("cells", []):
-            if cell.get("type") != "image" or cell.get("column") == _call.GENERATED_IMAGE:
+            if cell.get("type") != "image" or cell.get("column") in _MADE:
                 continue
             path = cell.get("path")
             if not isinstance(path, str) or path in seen:
                 continue
             seen.add(path)
             with Image.open(os.path.join(run_dir, path)) as im:
-                rgb = im.convert("RGB")
-            for mode in ("RGB", "L", "1"):
-                img = rgb if mode == "RGB" else rgb.convert(mode)
-                if mode != "RGB" and img.convert("RGB").tobytes() != rgb.tobytes():
-                    continue
-                out.setdefault(_call.image_digest(img), img)
+                # An input video: each of its frames.
+                frames = [f.convert("RGB") for f in ImageSequence.Iterator(im)] if cell.get("video") else [im.convert("RGB")]
+            for rgb in frames:
+                for mode in ("RGB", "L", "1"):
+                    img = rgb if mode == "RGB" else rgb.convert(mode)
+                    if mode != "RGB" and img.convert("RGB").tobytes() != rgb.tobytes():
+                        continue
+                    out.setdefault(_call.image_digest(img), img)
     return out
 
 
+# The columns of what a call made (its images, or its videos).
+_MADE = (_call.GENERATED_IMAGE, _call.GENERATED_VIDEO)
+
+
 def _recorded_image(run_dir: str, row: Dict[str, Any]) -> Optional[Any]:
-    from PIL import Image
+    """The row's stored image, or its stored video's frames stacked top to
+    bottom (as :func:`_strip`)."""
+    from PIL import Image, ImageSequence
 
     for cell in row.get("cells", []):
-        if cell.get("column") == _call.GENERATED_IMAGE and cell.get("type") == "image":
+        if cell.get("column") in _MADE and cell.get("type") == "image":
             with Image.open(os.path.join(run_dir, cell["path"])) as im:
-                return im.convert("RGB")
+                if not cell.get("video"):
+                    return im.convert("RGB")
+                return _strip([f.convert("RGB") for f in ImageSequence.Iterator(im)])
     return None
+
+
+def _strip(frames: Any) -> Any:
+    """A video's frames (RGB PIL images, all one size) as one PIL image,
+    stacked top to bottom."""
+    from PIL import Image
+
+    w, h = frames[0].size
+    out = Image.new("RGB", (w, h * len(frames)))
+    for i, f in enumerate(frames):
+        out.paste(f, (0, i * h))
+    return out

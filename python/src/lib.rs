@@ -329,6 +329,65 @@ impl Generated {
     }
 }
 
+/// A generated video: its frames (each an [`Image`], all of the first's
+/// size), the rate they play at, where that rate came from, and its
+/// caption. The recorder encodes it off the caller's thread as one
+/// animated PNG.
+#[pyclass(module = "difflog._native", frozen)]
+struct Video {
+    frames: Vec<Arc<dyn Pixels>>,
+    fps: f64,
+    fps_from: Option<String>,
+    caption: Option<String>,
+    generated: bool,
+}
+
+#[pymethods]
+impl Video {
+    /// `frames`: the frames in order; `fps`: frames a second (above 0, at
+    /// most 1000); `fps_from`: where that rate came from; `generated`:
+    /// whether the call made it (False: a video it was given).
+    #[new]
+    #[pyo3(signature = (frames, fps, fps_from=None, caption=None, generated=true))]
+    fn new(
+        frames: Vec<PyRef<'_, Image>>,
+        fps: f64,
+        fps_from: Option<String>,
+        caption: Option<String>,
+        generated: bool,
+    ) -> PyResult<Video> {
+        let Some(first) = frames.first() else {
+            return Err(PyValueError::new_err("a video needs at least one frame"));
+        };
+        let size = first.pixels.dimensions();
+        if let Some((i, f)) = frames
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.pixels.dimensions() != size)
+        {
+            let (w, h) = f.pixels.dimensions();
+            return Err(PyValueError::new_err(format!(
+                "frame {i} is {w}x{h}, not {}x{} as the first",
+                size.0, size.1
+            )));
+        }
+        difflog::run::video::FrameRate::from_fps(fps).map_err(PyValueError::new_err)?;
+        Ok(Video {
+            frames: frames.iter().map(|f| Arc::clone(&f.pixels)).collect(),
+            fps,
+            fps_from,
+            caption,
+            generated,
+        })
+    }
+
+    /// How many frames it has.
+    #[getter]
+    fn frames(&self) -> usize {
+        self.frames.len()
+    }
+}
+
 /// The chunks of a generated image whose recipe names a prompt and a seed;
 /// otherwise (a recipe without its seed would not make the image) only the
 /// XMP packet that says a trained model made it (issue 36).
@@ -406,8 +465,18 @@ fn cell_value(call: u32, row: u32, base: &CallRecipe, v: &Bound<'_, PyAny>) -> P
             text,
         });
     }
+    if let Ok(v) = v.cast::<Video>() {
+        let v = v.get();
+        return Ok(RowValue::Video {
+            frames: v.frames.clone(),
+            fps: v.fps,
+            fps_from: v.fps_from.clone(),
+            caption: v.caption.clone(),
+            generated: v.generated,
+        });
+    }
     Err(PyTypeError::new_err(format!(
-        "a table cell must be None, bool, int, float, str, Image or Generated, not {}",
+        "a table cell must be None, bool, int, float, str, Image, Generated or Video, not {}",
         v.get_type().name()?
     )))
 }
@@ -497,6 +566,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Call>()?;
     m.add_class::<Image>()?;
     m.add_class::<Generated>()?;
+    m.add_class::<Video>()?;
     m.add("RecordingError", m.py().get_type::<RecordingError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The names of columns, stages and tables, from the one place the

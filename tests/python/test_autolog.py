@@ -545,26 +545,58 @@ class Lifecycle(Base):
         self.assertNotIn("generator", v["workflow"][0]["params"])
         self.assertEqual([c["finished"]["status"] for c in v["calls"]], ["ok", "ok"])
 
-    def test_video_output_is_a_call_with_a_note(self):
+    def test_video_outputs_are_videos_at_the_calls_rate(self):
+        # Issue 37: every output type diffusers' video pipelines return (a
+        # batch of lists of PIL images, (B, F, H, W, C) floats in numpy,
+        # (B, F, C, H, W) in torch) is one row per video, its frames one
+        # animated PNG, at the rate the call states (else the export
+        # default, said as such).
+        import numpy as np
+
         run = self.start()
 
+        def frame(i, b):
+            return Image.new("RGB", (8, 6), (40 * i, 100 + b, 7))
+
         class Clip(DiffusionPipeline):
-            def __call__(self, prompt="x", num_frames=3):
+            def __call__(self, prompt="x", num_frames=3, fps=None, output_type="pil", num_videos_per_prompt=1):
+                videos = [[frame(i, b) for i in range(num_frames)] for b in range(num_videos_per_prompt)]
+                if output_type == "np":
+                    videos = np.stack([np.stack([np.asarray(f) / 255.0 for f in v]) for v in videos])
+                elif output_type == "pt":
+                    videos = torch.from_numpy(np.stack([np.stack([np.asarray(f) for f in v]) for v in videos])).permute(0, 1, 4, 2, 3) / 255.0
+
                 class Out:
-                    frames = [[Image.new("RGB", (8, 8))] * num_frames]
+                    frames = videos
 
                 return Out()
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = Clip()("a cat")
+            Clip()("a dog", num_frames=4, fps=7.5, output_type="np", num_videos_per_prompt=2)
+            Clip()("a fox", num_frames=2, output_type="pt")
         self.assertEqual(len(out.frames[0]), 3)
         self.assertEqual([w for w in caught if "difflog" in str(w.message)], [])
         v = self.recorded(run)
-        [call] = v["calls"]
-        self.assertEqual(call["finished"]["status"], "ok")
-        self.assertEqual(call["started"]["params"]["num_frames"], 3)
-        self.assertIn("frames", v["config"]["notes"][0])
+        self.assertEqual([c["finished"]["status"] for c in v["calls"]], ["ok"] * 3)
+        self.assertEqual(v["calls"][0]["started"]["params"]["num_frames"], 3)
+        self.assertFalse([n for n in v["config"].get("notes", []) if "frames" in n])
+        want = [[(3, 10.0)], [(4, 7.5), (4, 7.5)], [(2, 10.0)]]
+        for call, rows in zip(v["calls"], want):
+            self.assertIn("Generated-Video", call["started"]["columns"])
+            self.assertNotIn("Generated-Image", call["started"]["columns"])
+            cells = [next(c for c in r["cells"] if c["column"] == "Generated-Video") for r in call["rows"]]
+            self.assertEqual([(c["video"]["frames"], c["video"]["fps"]) for c in cells], rows)
+            for b, c in enumerate(cells):
+                with Image.open(os.path.join(run.dir, c["path"])) as im:
+                    self.assertEqual(im.n_frames, c["video"]["frames"])
+                    for i in range(im.n_frames):
+                        im.seek(i)
+                        self.assertEqual(im.convert("RGB").tobytes(), frame(i, b).tobytes(), (call["started"]["stage"], b, i))
+        self.assertEqual(v["calls"][1]["rows"][0]["cells"][-3]["video"]["fps_from"], "argument fps")
+        self.assertIn("export_to_video", v["calls"][0]["rows"][0]["cells"][-3]["video"]["fps_from"])
+        self.assertAlmostEqual(v["calls"][1]["rows"][1]["cells"][-3]["video"]["duration_s"], 4 / 7.5, places=3)
 
     def test_an_unwritable_run_directory_leaves_calls_working(self):
         pipe = tiny.sd()

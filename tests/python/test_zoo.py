@@ -30,6 +30,7 @@ import unittest
 
 import numpy as np
 import torch
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
 import difflog  # noqa: E402
@@ -165,14 +166,27 @@ class Zoo(unittest.TestCase):
             self.assertEqual(c["finished"]["status"], "ok", what)
             images = [x for x in c["rows"] if any(cell["column"] == "Generated-Image" and cell["type"] == "image" for cell in x["cells"])]
             other = difflog._call._other_media(out_b)
-            if other is not None:
-                # Video, sound, a prior's embeddings: a call without rows
-                # (issue 37 stores video), and the run's notes say so.
+            if case.kind == "video":
+                # Issue 37: one row per video, its frames one animated PNG.
+                frames = out_b.frames if other == "frames" else difflog._call._output(out_b)
+                counts = difflog._call.output_videos(frames, None, lambda f: len(difflog._call.rgb_pixels(f)))
+                videos = [next(x for x in r["cells"] if x["column"] == "Generated-Video") for r in c["rows"]]
+                self.assertEqual([x["type"] for x in videos], ["image"] * len(counts), what)
+                self.assertEqual([x["video"]["frames"] for x in videos], counts, f"{what}: frames per video")
+                self.assertEqual(images, [], f"{what}: no image column")
+                for x in videos:
+                    with Image.open(os.path.join(run.dir, x["path"])) as im:
+                        self.assertEqual(getattr(im, "n_frames", 1), x["video"]["frames"], what)
+                    self.assertGreater(x["video"]["fps"], 0, what)
+            elif other is not None:
+                # Sound, a prior's embeddings: a call without rows, and the
+                # run's notes say so.
                 self.assertEqual(c["rows"], [], f"{what}: {other} is not stored as images")
                 self.assertTrue(any(other in n for n in v["config"]["notes"]), what)
                 continue
-            self.assertEqual(len(images), len(c["rows"]), f"{what}: a row has no image")
-            self.assertEqual(len(c["rows"]), len(difflog._call._output(out_b)), f"{what}: one row per returned image")
+            else:
+                self.assertEqual(len(images), len(c["rows"]), f"{what}: a row has no image")
+                self.assertEqual(len(c["rows"]), len(difflog._call._output(out_b)), f"{what}: one row per returned image")
             # Re-made from the record (tensors passed again, as the Remake cells ask).
             needs = {}
             for row in c["rows"]:
