@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{only_run, Req, Schemas, TestPipeline};
+use common::{only_run, ClipPipeline as Clip, ClipRequest, Req, Schemas, TestPipeline};
 use difflog::event::{CallStatus, Cell, Event, RunStatus};
 use difflog::read::{RunDir, RunState};
 use difflog::verify::verify_run;
@@ -512,73 +512,6 @@ fn reopening_a_run_that_died_before_its_first_record_starts_it_properly() {
     assert!(!rep.damaged(), "{:?}", rep.findings);
 }
 
-/// A video pipeline of the test's own: a square crossing the frame, as
-/// many frames as asked, at the frame rate the request states.
-struct Clip;
-
-struct ClipRequest {
-    frames: u32,
-    fps: f64,
-}
-
-impl difflog::Pipeline for Clip {
-    type Request = ClipRequest;
-    type Output = Vec<image::RgbImage>;
-
-    fn describe(&self) -> difflog::PipelineInfo {
-        difflog::PipelineInfo {
-            class: "ClipPipeline".into(),
-            model_id: "test/clip".into(),
-            revision: None,
-            weights_digest: None,
-            dtype: "f32".into(),
-            device: "cpu".into(),
-            components: Default::default(),
-            scheduler: json!({"name": "ddim"}),
-        }
-    }
-
-    fn prepare(&self, r: &ClipRequest) -> Result<difflog::CallSpec, difflog::PipelineError> {
-        let mut params = serde_json::Map::new();
-        params.insert("num_frames".into(), json!(r.frames));
-        params.insert("fps".into(), json!(r.fps));
-        Ok(difflog::CallSpec {
-            params,
-            seeds: vec![3],
-            video: true,
-            ..Default::default()
-        })
-    }
-
-    fn run(
-        &mut self,
-        r: &ClipRequest,
-        ctx: &mut difflog::CallContext<'_>,
-    ) -> Result<Vec<image::RgbImage>, difflog::PipelineError> {
-        let frames: Vec<image::RgbImage> = (0..r.frames)
-            .map(|i| {
-                image::RgbImage::from_fn(24, 16, |x, y| {
-                    let inside = x / 4 == i && y < 8;
-                    image::Rgb(if inside {
-                        [250, 20, 20]
-                    } else {
-                        [10, 40 + y as u8, 90]
-                    })
-                })
-            })
-            .collect();
-        ctx.video(difflog::VideoRow {
-            frames: frames.clone(),
-            fps: r.fps,
-            fps_from: "argument fps".into(),
-            prompt: "a square crossing".into(),
-            negative_prompt: None,
-            seed: 3,
-        });
-        Ok(frames)
-    }
-}
-
 #[test]
 fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() {
     let root = tempfile::tempdir().unwrap();
@@ -645,6 +578,14 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
         .read_info()
         .unwrap();
     assert_eq!(dec.info().animation_control.unwrap().num_frames, 5);
+    // Like every PNG difflog generates, it says a trained model made it.
+    assert!(
+        dec.info()
+            .utf8_text
+            .iter()
+            .any(|t| t.get_text().unwrap().contains("trainedAlgorithmicMedia")),
+        "no XMP digital source type"
+    );
     let mut buf = vec![0; dec.output_buffer_size().unwrap()];
     for (i, want) in frames.iter().enumerate() {
         dec.next_frame(&mut buf).unwrap();
@@ -656,6 +597,14 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
             "frame {i}"
         );
     }
+    // `inspect` says it is a video.
+    let i = difflog::cli::inspect::inspect_png(&dir.join(path), &Default::default()).unwrap();
+    assert_eq!(i.frames, Some(5));
+    let mut text = Vec::new();
+    difflog::cli::inspect::inspect(&mut text, &dir.join(path), &Default::default(), false).unwrap();
+    assert!(String::from_utf8(text)
+        .unwrap()
+        .contains("animated PNG: 5 frames"));
     // The second call failed to record its video and says why.
     let failed = v.calls[&2].finished.as_ref().unwrap();
     assert_eq!(failed.status, CallStatus::Error);

@@ -79,6 +79,16 @@ fn text(o: &Output) -> String {
 /// Records a finished run with `calls` calls of `per_call` images, a config
 /// and a metric.
 fn record(root: &Path, project: &str, calls: u64, per_call: usize, size: u32) -> PathBuf {
+    record_with(root, project, (calls, per_call, size), false)
+}
+
+/// [`record`], with a video pipeline's call after the others when `video`.
+fn record_with(
+    root: &Path,
+    project: &str,
+    (calls, per_call, size): (u64, usize, u32),
+    video: bool,
+) -> PathBuf {
     let run = Run::create(
         Init::project(project)
             .name("sync test")
@@ -96,6 +106,13 @@ fn record(root: &Path, project: &str, calls: u64, per_call: usize, size: u32) ->
         r.per_prompt = per_call.div_ceil(2).max(1);
         r.negative = Some("blurry".into());
         run.record(&mut p, &r).unwrap();
+    }
+    if video {
+        let clip = common::ClipRequest {
+            frames: 4,
+            fps: 8.0,
+        };
+        run.record(&mut common::ClipPipeline, &clip).unwrap();
     }
     run.log_metric("clip_score", 0.25, Some(3)).unwrap();
     let dir = run.dir().unwrap().to_path_buf();
@@ -201,11 +218,19 @@ fn snapshot(project: &str) -> Value {
 fn upload_puts_a_finished_run_on_the_server_once_and_again_changes_nothing() {
     let project = mf::unique_project("upload");
     let root = tempfile::tempdir().unwrap();
-    let dir = record(root.path(), &project, 3, 2, 32);
+    // Three calls of images, then one of a video (issue 37).
+    let dir = record_with(root.path(), &project, (3, 2, 32), true);
     let o = upload(root.path());
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("1 uploaded, 0 failed"), "{}", text(&o));
-    assert_complete(&project, &dir, "FINISHED");
+    let run = assert_complete(&project, &dir, "FINISHED");
+    // The video is an artifact the table references (checked above), its
+    // animated PNG whole: every frame.
+    let view = RunDir::open(&dir).unwrap().view();
+    let videos: Vec<_> = view.media.iter().filter(|m| m.video.is_some()).collect();
+    assert_eq!(videos.len(), 1);
+    let file = mf::artifact(&run, &format!("images/{}.png", videos[0].digest));
+    assert_eq!(difflog::read::apng_frames(&file), Ok(4));
     let before = snapshot(&project);
 
     let o = sync(&[
@@ -236,7 +261,7 @@ fn upload_puts_a_finished_run_on_the_server_once_and_again_changes_nothing() {
 
     let o = sync(&["status", root.path().to_str().unwrap()]);
     assert!(
-        text(&o).contains("calls 3/3 uploaded, 0 pending"),
+        text(&o).contains("calls 4/4 uploaded, 0 pending"),
         "{}",
         text(&o)
     );

@@ -16,8 +16,9 @@ every generator the caller passed, and of torch's global generators
 (``difflog_rng``). Tensors are recorded by shape, dtype and SHA-256,
 images by size, mode and the SHA-256 of their pixels.
 
-After it: one row per image the call returned -- the batch is what came
-back, not a guess from the arguments -- with each row's seed where it has
+After it: one row per image the call returned (per video, for a video
+pipeline: its frames one animated PNG at the call's frame rate) -- the
+batch is what came back, not a guess from the arguments -- with each row's seed where it has
 its own generator and a ``Remake`` cell saying how it can be made again
 (``alone``: from its own generator and inputs; ``call``: only with its
 whole call; ``needs NAME``: the call was given a tensor or object that is

@@ -473,6 +473,12 @@ fn cell_value(call: u32, row: u32, base: &CallRecipe, v: &Bound<'_, PyAny>) -> P
             fps_from: v.fps_from.clone(),
             caption: v.caption.clone(),
             generated: v.generated,
+            // A generated video's file says a trained model made it.
+            text: if v.generated {
+                source_type_chunk(base)
+            } else {
+                Vec::new()
+            },
         });
     }
     Err(PyTypeError::new_err(format!(

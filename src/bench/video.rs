@@ -74,7 +74,7 @@ pub fn run(opts: &VideoBench) -> Result<VideoFigures> {
             Ok(n + encode_png_using(*f, &[], PngEncoding::default())?.len())
         })
     })?;
-    let apng = best(&|| Ok(encode_apng(&refs, rate, PngEncoding::default())?.len()))?;
+    let apng = best(&|| Ok(encode_apng(&refs, rate, PngEncoding::default(), &[])?.len()))?;
     let gif = best(&|| Ok(encode_gif(&refs, rate)?.len()))?;
     let ways = [("png stills", stills), ("apng", apng), ("gif", gif)]
         .into_iter()

@@ -43,6 +43,9 @@ pub struct Inspection {
     /// The invisible watermarks looked for and what was read, or why none
     /// can be (see [`crate::provenance::check`]).
     pub watermarks: std::result::Result<Vec<crate::provenance::check::WatermarkCheck>, String>,
+    /// How many frames it has: more than 1 for an animated PNG (a video
+    /// difflog recorded), 1 for a still, `None` when its header says none.
+    pub frames: Option<u32>,
 }
 
 /// What `difflog inspect` checks an image against.
@@ -117,6 +120,7 @@ pub fn inspect_png(image: &Path, with: &Against<'_>) -> Result<Inspection> {
         xmp: crate::meta::xmp::of_texts(&chunks),
         credentials: crate::meta::c2pa::read(&bytes, anchors.as_deref()).transpose(),
         watermarks: Ok(Vec::new()),
+        frames: crate::read::apng_frames(&bytes).ok(),
     };
     for (keyword, text) in chunks {
         match keyword.as_str() {
@@ -163,7 +167,7 @@ pub fn inspect(
     let ok = i.run.as_ref().is_none_or(|(_, belongs)| *belongs);
     if as_json {
         let v = json!({
-            "path": image, "sha256": i.sha256, "parameters": i.parameters,
+            "path": image, "sha256": i.sha256, "frames": i.frames, "parameters": i.parameters,
             "difflog": i.difflog, "other_text": i.other, "generation": i.generation,
             "run": i.run.as_ref().map(|(id, belongs)| json!({"id": id, "belongs": belongs})),
             "hidden": i.hidden.as_ref().map(|h| match h {
@@ -193,6 +197,13 @@ pub fn inspect(
     let mut esc = super::Escaping::text(out);
     let out: &mut dyn Write = &mut esc;
     writeln!(out, "{}  sha256 {}", image.display(), i.sha256).map_err(w)?;
+    if let Some(n) = i.frames.filter(|n| *n > 1) {
+        writeln!(
+            out,
+            "\nanimated PNG: {n} frames (a video; what follows reads its first frame)"
+        )
+        .map_err(w)?;
+    }
     // Every line of text from the file is indented behind a bar, and values
     // are kept on their line: nothing in a file can print a line of
     // difflog's own (a forged verdict).

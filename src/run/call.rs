@@ -76,6 +76,9 @@ pub enum RowValue {
         /// Whether the call made it (counted among its outputs) or was
         /// given it (a video-to-video call's input video).
         generated: bool,
+        /// PNG text chunks its file carries (a generated video's XMP
+        /// packet, [`crate::recipe::xmp_chunk`]).
+        text: Vec<TextChunk>,
     },
 }
 
@@ -293,11 +296,13 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         fps_from,
                         caption,
                         generated: _,
+                        text,
                     } => {
                         let slot = w.encode_video(VideoFrames {
                             frames,
                             fps,
                             fps_from,
+                            text,
                         })?;
                         output(column, slot, caption)?
                     }

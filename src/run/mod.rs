@@ -790,6 +790,7 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
                     fps_from: Some(row.fps_from),
                     caption: Some(row.prompt),
                     generated: true,
+                    text: vec![crate::recipe::xmp_chunk(&self.recipe.params)],
                 },
             ),
             (names::SEED.into(), RowValue::Number(row.seed.into())),

@@ -99,6 +99,7 @@ pub fn encode_apng(
     frames: &[&dyn Pixels],
     rate: FrameRate,
     encoding: PngEncoding,
+    text: &[crate::recipe::TextChunk],
 ) -> Result<Vec<u8>> {
     rate.check()?;
     let (width, height) = same_size(frames)?;
@@ -109,6 +110,16 @@ pub fn encode_apng(
     let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
+    // Text before the image data, as a still's (the XMP packet saying a
+    // trained model made it).
+    for (keyword, value, utf8) in text {
+        if *utf8 {
+            enc.add_itxt_chunk(keyword.clone(), value.clone())
+        } else {
+            enc.add_text_chunk(keyword.clone(), value.clone())
+        }
+        .map_err(png)?;
+    }
     if encoding == PngEncoding::Fast {
         enc.set_compression(png::Compression::Fast);
         enc.set_filter(png::Filter::Adaptive);
@@ -257,7 +268,8 @@ mod tests {
         let frames: Vec<RgbImage> = (0..5).map(frame).collect();
         let refs: Vec<&dyn Pixels> = frames.iter().map(|f| f as &dyn Pixels).collect();
         for encoding in [PngEncoding::Compact, PngEncoding::Fast] {
-            let apng = encode_apng(&refs, FrameRate::from_fps(16.0).unwrap(), encoding).unwrap();
+            let apng =
+                encode_apng(&refs, FrameRate::from_fps(16.0).unwrap(), encoding, &[]).unwrap();
             let (got, delays, plays) = decode(&apng);
             assert_eq!(got.len(), 5);
             for (g, f) in got.iter().zip(&frames) {
@@ -291,6 +303,7 @@ mod tests {
             &refs,
             FrameRate::from_fps(2.0).unwrap(),
             PngEncoding::Compact,
+            &[],
         )
         .unwrap();
         assert!(apng.len() > 2 << 20);
@@ -324,7 +337,7 @@ mod tests {
     #[test]
     fn no_frames_frames_of_another_size_or_impossible_rates_are_refused_by_name() {
         let rate = FrameRate::from_fps(8.0).unwrap();
-        let apng = |f: &[&dyn Pixels], r| encode_apng(f, r, PngEncoding::default());
+        let apng = |f: &[&dyn Pixels], r| encode_apng(f, r, PngEncoding::default(), &[]);
         for encode in [apng, encode_gif] {
             let e = encode(&[], rate).unwrap_err().to_string();
             assert!(e.contains("at least one frame"), "{e}");

@@ -143,6 +143,9 @@ pub(crate) struct VideoFrames {
     pub(crate) fps: f64,
     /// Where the rate came from (see [`crate::event::Video::fps_from`]).
     pub(crate) fps_from: Option<String>,
+    /// The PNG text chunks the file carries (the XMP packet of a
+    /// generated video).
+    pub(crate) text: Vec<crate::recipe::TextChunk>,
 }
 
 impl VideoFrames {
@@ -151,7 +154,7 @@ impl VideoFrames {
         let rate =
             super::video::FrameRate::from_fps(self.fps).map_err(super::video::video_error)?;
         let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
-        let file = super::video::encode_apng(&refs, rate, png)?;
+        let file = super::video::encode_apng(&refs, rate, png, &self.text)?;
         let frames = refs.len() as u32;
         let fps = (rate.fps() * 1000.0).round() / 1000.0;
         let duration = f64::from(frames) * f64::from(rate.den) / f64::from(rate.num);

@@ -365,3 +365,70 @@ pub fn tar_zst_by_hand(dir: &Path, archive: &Path) {
     t.append_dir_all(dir.file_name().unwrap(), dir).unwrap();
     t.into_inner().unwrap();
 }
+
+/// A video pipeline of the test's own: a square crossing the frame, as
+/// many frames as asked, at the frame rate the request states.
+pub struct ClipPipeline;
+
+pub struct ClipRequest {
+    pub frames: u32,
+    pub fps: f64,
+}
+
+impl difflog::Pipeline for ClipPipeline {
+    type Request = ClipRequest;
+    type Output = Vec<image::RgbImage>;
+
+    fn describe(&self) -> difflog::PipelineInfo {
+        difflog::PipelineInfo {
+            class: "ClipPipeline".into(),
+            model_id: "test/clip".into(),
+            revision: None,
+            weights_digest: None,
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            components: Default::default(),
+            scheduler: json!({"name": "ddim"}),
+        }
+    }
+
+    fn prepare(&self, r: &ClipRequest) -> Result<difflog::CallSpec, difflog::PipelineError> {
+        let mut params = serde_json::Map::new();
+        params.insert("num_frames".into(), json!(r.frames));
+        params.insert("fps".into(), json!(r.fps));
+        Ok(difflog::CallSpec {
+            params,
+            seeds: vec![3],
+            video: true,
+            ..Default::default()
+        })
+    }
+
+    fn run(
+        &mut self,
+        r: &ClipRequest,
+        ctx: &mut difflog::CallContext<'_>,
+    ) -> Result<Vec<image::RgbImage>, difflog::PipelineError> {
+        let frames: Vec<image::RgbImage> = (0..r.frames)
+            .map(|i| {
+                image::RgbImage::from_fn(24, 16, |x, y| {
+                    let inside = x / 4 == i && y < 8;
+                    image::Rgb(if inside {
+                        [250, 20, 20]
+                    } else {
+                        [10, 40 + y as u8, 90]
+                    })
+                })
+            })
+            .collect();
+        ctx.video(difflog::VideoRow {
+            frames: frames.clone(),
+            fps: r.fps,
+            fps_from: "argument fps".into(),
+            prompt: "a square crossing".into(),
+            negative_prompt: None,
+            seed: 3,
+        });
+        Ok(frames)
+    }
+}

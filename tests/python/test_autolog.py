@@ -591,6 +591,7 @@ class Lifecycle(Base):
             for b, c in enumerate(cells):
                 with Image.open(os.path.join(run.dir, c["path"])) as im:
                     self.assertEqual(im.n_frames, c["video"]["frames"])
+                    self.assertIn("trainedAlgorithmicMedia", im.info.get("XML:com.adobe.xmp", ""))
                     for i in range(im.n_frames):
                         im.seek(i)
                         self.assertEqual(im.convert("RGB").tobytes(), frame(i, b).tobytes(), (call["started"]["stage"], b, i))
