@@ -624,4 +624,11 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
     difflog::report::report(&dir, out.path(), true).unwrap();
     let page = std::fs::read_to_string(out.path().join("index.html")).unwrap();
     assert!(page.contains("▶ 5 frames · 7.5 fps · 0.667 s"), "{page}");
+    // And so does the comparison of runs, its cell playing the file.
+    let cmp = tempfile::tempdir().unwrap();
+    let opts = difflog::report::compare::CompareOptions::default();
+    let done =
+        difflog::report::compare::compare(std::slice::from_ref(&dir), cmp.path(), &opts).unwrap();
+    let page = std::fs::read_to_string(done.index).unwrap();
+    assert!(page.contains("▶ 5 frames · 7.5 fps · 0.667 s"), "{page}");
 }
