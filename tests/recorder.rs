@@ -624,6 +624,15 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
     difflog::report::report(&dir, out.path(), true).unwrap();
     let page = std::fs::read_to_string(out.path().join("index.html")).unwrap();
     assert!(page.contains("▶ 5 frames · 7.5 fps · 0.667 s"), "{page}");
+    // `ls` counts it beside the images, `show` says what it plays.
+    let mut text = Vec::new();
+    difflog::cli::ls(&mut text, root.path(), false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains(" 0+1v "), "{text}");
+    let mut text = Vec::new();
+    difflog::cli::show(&mut text, &dir, false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("(video: 5 frames, 7.5 fps)"), "{text}");
     // And so does the comparison of runs, its cell playing the file.
     let cmp = tempfile::tempdir().unwrap();
     let opts = difflog::report::compare::CompareOptions::default();

@@ -42,6 +42,7 @@ pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
                 "state": run.state().as_str(),
                 "calls": view.calls.len(),
                 "images": view.image_count(),
+                "videos": view.video_count(),
                 "bytes": dir_size(dir),
                 "created": run.meta.created,
                 "path": dir,
@@ -84,7 +85,11 @@ pub fn ls(out: &mut dyn Write, root: &Path, as_json: bool) -> Result<()> {
             short(r["name"].as_str().unwrap_or(""), 24),
             r["state"].as_str().unwrap_or(""),
             r["calls"].as_u64().unwrap_or(0),
-            r["images"].as_u64().unwrap_or(0),
+            // Videos, when a run has any, beside its images: `3+2v`.
+            match r["videos"].as_u64().unwrap_or(0) {
+                0 => r["images"].as_u64().unwrap_or(0).to_string(),
+                v => format!("{}+{v}v", r["images"].as_u64().unwrap_or(0)),
+            },
             human_bytes(r["bytes"].as_u64().unwrap_or(0)),
         )
         .map_err(out_err)?;
@@ -212,6 +217,11 @@ fn cell_text(c: &Cell) -> String {
     match c {
         Cell::Text { value, .. } => short(value, 60),
         Cell::Number { value, .. } => value.to_string(),
+        Cell::Image {
+            path,
+            video: Some(v),
+            ..
+        } => format!("{path} (video: {} frames, {} fps)", v.frames, v.fps),
         Cell::Image { path, .. } => path.clone(),
         Cell::Null { .. } => "-".into(),
     }

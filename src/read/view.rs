@@ -167,6 +167,19 @@ impl RunView {
             .count()
     }
 
+    /// Number of generated videos stored over all calls.
+    pub fn video_count(&self) -> usize {
+        self.calls
+            .values()
+            .flat_map(|c| &c.rows)
+            .filter(|r| {
+                r.cells.iter().any(
+                    |c| matches!(c, Cell::Image { column, .. } if column == names::GENERATED_VIDEO),
+                )
+            })
+            .count()
+    }
+
     /// The pipeline description as the workflow shows it.
     pub fn pipeline_json(&self, index: u32) -> Value {
         match self.pipelines.get(&index) {
