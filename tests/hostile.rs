@@ -867,6 +867,32 @@ fn an_image_whose_record_lies_about_its_format_is_damage() {
     );
 }
 
+/// Issue 37: a media record that calls a still PNG a 16-frame video (right
+/// digest, so nothing else notices) is damage `verify` names.
+#[test]
+fn a_still_whose_record_says_it_is_a_video_is_damage() {
+    let root = tempfile::tempdir().unwrap();
+    let liar = record(root.path(), "hostile-video", 1);
+    let video = difflog::event::Video {
+        frames: 16,
+        fps: 8.0,
+        fps_from: None,
+        duration_s: 2.0,
+    };
+    rewrite_log(&liar, |e| {
+        if let Event::Media(m) = e {
+            m.video = Some(video.clone());
+        }
+    });
+    let o = difflog(&["verify", liar.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("its animated PNG has 1 frame(s), but its record says 16"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// Issue 32, item 5: a media record whose size lies about its PNG (right
 /// digest, so nothing else notices): `verify` reports it, `compare` refuses
 /// that image before allocating for it and compares the others.
