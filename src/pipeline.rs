@@ -276,11 +276,16 @@ impl<'a> CallContext<'a> {
     /// encodes on the caller's thread; blocks only if the writer's queue is
     /// full. Recording problems are reported by the run's `finish`, not here.
     pub fn image(&mut self, row: ImageRow) {
+        self.hand_over(|sink, index| sink.image(index, row));
+    }
+
+    /// Hands the call's next row to the sink (if any), timed as saving.
+    fn hand_over(&mut self, give: impl FnOnce(&mut dyn ImageSink, u32)) {
         let t = Instant::now();
         let index = self.images;
         self.images += 1;
         if let Some(r) = self.sink.as_mut() {
-            r.image(index, row);
+            give(r.as_mut(), index);
         }
         self.saving += t.elapsed();
     }
@@ -289,13 +294,7 @@ impl<'a> CallContext<'a> {
     /// call states) as a row of the call's table; like [`CallContext::image`],
     /// it is encoded off the caller's thread.
     pub fn video(&mut self, row: VideoRow) {
-        let t = Instant::now();
-        let index = self.images;
-        self.images += 1;
-        if let Some(r) = self.sink.as_mut() {
-            r.video(index, row);
-        }
-        self.saving += t.elapsed();
+        self.hand_over(|sink, index| sink.video(index, row));
     }
 
     /// Whether someone looks at the call's tensors ([`Tracer`]): a pipeline

@@ -154,28 +154,24 @@ impl RunView {
 
     /// Number of generated images stored over all calls.
     pub fn image_count(&self) -> usize {
-        // Stored images only: a row whose image could not be stored (a full
-        // disk) holds a null cell, not an image.
-        self.calls
-            .values()
-            .flat_map(|c| &c.rows)
-            .filter(|r| {
-                r.cells.iter().any(
-                    |c| matches!(c, Cell::Image { column, .. } if column == names::GENERATED_IMAGE),
-                )
-            })
-            .count()
+        self.rows_with(names::GENERATED_IMAGE)
     }
 
     /// Number of generated videos stored over all calls.
     pub fn video_count(&self) -> usize {
+        self.rows_with(names::GENERATED_VIDEO)
+    }
+
+    /// Rows over all calls whose `column` holds stored media: a row whose
+    /// media could not be stored (a full disk) holds a null cell instead.
+    fn rows_with(&self, column: &str) -> usize {
         self.calls
             .values()
             .flat_map(|c| &c.rows)
             .filter(|r| {
-                r.cells.iter().any(
-                    |c| matches!(c, Cell::Image { column, .. } if column == names::GENERATED_VIDEO),
-                )
+                r.cells
+                    .iter()
+                    .any(|c| matches!(c, Cell::Image { column: col, .. } if col == column))
             })
             .count()
     }

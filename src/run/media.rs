@@ -166,14 +166,7 @@ fn write_png(
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Fast);
     enc.set_filter(png::Filter::Adaptive);
-    for (keyword, value, utf8) in text {
-        if *utf8 {
-            enc.add_itxt_chunk(keyword.clone(), value.clone())
-        } else {
-            enc.add_text_chunk(keyword.clone(), value.clone())
-        }
-        .map_err(fail)?;
-    }
+    add_text(&mut enc, text).map_err(fail)?;
     let mut w = enc.write_header().map_err(fail)?;
     match data {
         ImageData::Pixels(pixels) => w.write_image_data(pixels).map_err(fail)?,
@@ -186,6 +179,22 @@ fn write_png(
     }
     w.finish().map_err(fail)?;
     Ok(out)
+}
+
+/// Adds PNG text chunks to an encoder before its header is written:
+/// `iTXt` for those marked UTF-8 (the XMP packet, a recipe), `tEXt` else.
+pub(crate) fn add_text<W: std::io::Write>(
+    enc: &mut png::Encoder<'_, W>,
+    text: &[crate::recipe::TextChunk],
+) -> std::result::Result<(), png::EncodingError> {
+    for (keyword, value, utf8) in text {
+        if *utf8 {
+            enc.add_itxt_chunk(keyword.clone(), value.clone())?;
+        } else {
+            enc.add_text_chunk(keyword.clone(), value.clone())?;
+        }
+    }
+    Ok(())
 }
 
 pub use crate::format::{hex, sha256_hex};

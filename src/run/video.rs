@@ -112,14 +112,7 @@ pub fn encode_apng(
     enc.set_depth(png::BitDepth::Eight);
     // Text before the image data, as a still's (the XMP packet saying a
     // trained model made it).
-    for (keyword, value, utf8) in text {
-        if *utf8 {
-            enc.add_itxt_chunk(keyword.clone(), value.clone())
-        } else {
-            enc.add_text_chunk(keyword.clone(), value.clone())
-        }
-        .map_err(png)?;
-    }
+    super::media::add_text(&mut enc, text).map_err(png)?;
     if encoding == PngEncoding::Fast {
         enc.set_compression(png::Compression::Fast);
         enc.set_filter(png::Filter::Adaptive);
