@@ -281,9 +281,10 @@ pub struct Video {
     pub frames: u32,
     /// Frames a second, as the call stated it (to a thousandth).
     pub fps: f64,
-    /// Where the frame rate came from: the call's argument (`argument
-    /// fps`), the pipeline's (`pipeline default`), or difflog's own when
-    /// neither says (`difflog default`).
+    /// Where the frame rate came from, in words: the call's argument
+    /// (`argument fps`, `argument frame_rate`), or the default it fell back
+    /// to (`diffusers' documented rate for Wan pipelines`, `diffusers'
+    /// export_to_video default`); whatever the recording program said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fps_from: Option<String>,
     /// How long it plays once, in seconds (`frames / fps`).
@@ -291,13 +292,17 @@ pub struct Video {
 }
 
 impl Video {
+    /// The most frames a second a video may state: more is a mistake, not
+    /// a video (and would not fit an animated PNG's 16-bit frame delay).
+    pub const MAX_FPS: f64 = 1000.0;
+
     /// Why these timings are none a video can have (a reader's check: a
     /// run directory can come from anyone).
     pub fn check(&self) -> Result<(), String> {
         if self.frames == 0 {
             return Err("a video with no frames".into());
         }
-        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 1000.0) {
+        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= Video::MAX_FPS) {
             return Err(format!("a video at {} frames a second", self.fps));
         }
         if !(self.duration_s.is_finite() && self.duration_s >= 0.0) {

@@ -174,6 +174,11 @@ pub mod names {
         ("TABLES", TABLES),
     ];
 
+    /// Whether `column` holds what a call made: its image or its video.
+    pub fn is_generated(column: &str) -> bool {
+        column == GENERATED_IMAGE || column == GENERATED_VIDEO
+    }
+
     /// Call `n`'s stage: `Pipeline-Call-N`.
     pub fn stage(call: u32) -> String {
         format!("{STAGE_PREFIX}{call}")

@@ -132,8 +132,8 @@ pub struct VideoRow {
     pub frames: Vec<RgbImage>,
     /// Frames a second they play at, as the call states it.
     pub fps: f64,
-    /// Where that rate came from: the call's argument (`argument fps`) or
-    /// the pipeline's own default (`pipeline default`).
+    /// Where that rate came from, in words: the call's argument
+    /// (`argument fps`) or the default the pipeline fell back to.
     pub fps_from: String,
     /// The prompt it was generated from (also its caption).
     pub prompt: String,

@@ -128,16 +128,17 @@ def _compared(run_dir: Any, rows: List[Any], out: Any) -> Remade:
     """The pipeline's output beside the recorded images of ``rows``."""
     from PIL import Image
 
-    video = any(c.get("video") for r in rows for c in r.get("cells", []) if c.get("column") in _MADE)
-    if video or _call._other_media(out) == "frames":
-        # A video row compares as its frames stacked top to bottom.
-        def pil(frames: Any) -> List[Any]:
-            return [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(frames)]
+    def pil(images: Any) -> List[Any]:
+        return [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(images)]
 
-        src = out.frames if _call._other_media(out) == "frames" else _call._output(out)
+    frames = _call._other_media(out) == "frames"
+    video = any(c.get("video") for r in rows for c in r.get("cells", []) if c.get("column") in _MADE)
+    src = out.frames if frames else _call._output(out)
+    if video or frames:
+        # A video row compares as its frames stacked top to bottom.
         made = [_strip(v) for v in _call.output_videos(src, None, pil)]
     else:
-        made = [Image.frombytes("RGB", (w, h), data) for w, h, data in _call.rgb_pixels(_call._output(out))]
+        made = pil(src)
     recorded = [_recorded_image(os.fspath(run_dir), r) for r in rows]
     differ = [_differ(a, b) for a, b in zip(made, recorded)]
     largest = [_largest(a, b) for a, b in zip(made, recorded)]

@@ -46,7 +46,9 @@ impl CallView {
         self.media
             .iter()
             .find(|m| {
-                m.key.starts_with("Generated-Image/") || m.key.starts_with("Generated-Video/")
+                m.key
+                    .split_once('/')
+                    .is_some_and(|(column, _)| names::is_generated(column))
             })
             .map(|m| (u64::from(m.width), u64::from(m.height)))
     }

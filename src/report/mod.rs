@@ -345,7 +345,7 @@ fn write_call(
                         "<td><a href=\"{full}\" data-item=\"{k}\"><img class=\"thumb\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\" data-size=\"{width}x{height}\"></a>{playing}</td>",
                         escape(col)
                     );
-                    if col == names::GENERATED_IMAGE || col == names::GENERATED_VIDEO {
+                    if names::is_generated(col) {
                         let caption = match &seed {
                             Some(seed) => format!("{} · seed {seed}", prompt.unwrap_or("")),
                             None => prompt.unwrap_or("").to_string(),

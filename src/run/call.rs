@@ -68,8 +68,8 @@ pub enum RowValue {
         /// Frames a second they play at, as the call stated it (a rate
         /// no video can have fails the call's recording, naming it).
         fps: f64,
-        /// Where the rate came from (`argument fps`, `pipeline default`,
-        /// `difflog default`).
+        /// Where the rate came from, in words (see
+        /// [`crate::event::Video::fps_from`]).
         fps_from: Option<String>,
         /// The media entry's caption.
         caption: Option<String>,

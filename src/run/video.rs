@@ -10,9 +10,9 @@
 use super::media::{Pixels, PngEncoding};
 use crate::error::{Error, Result};
 
-/// The most frames a second a video may state: more is a mistake, not a
-/// video (and would not fit the format's 16-bit frame delay).
-pub const MAX_FPS: f64 = 1000.0;
+/// The most frames a second a video may state (the format's own bound,
+/// [`crate::event::Video::MAX_FPS`]).
+pub const MAX_FPS: f64 = crate::event::Video::MAX_FPS;
 
 /// A frame rate as a fraction of whole numbers (frames per `den` seconds):
 /// exact for 24 or 30000/1001, as a pipeline states it.

@@ -234,9 +234,7 @@ fn items_of(runs: &Runs) -> Vec<Item> {
                             width,
                             height,
                             video,
-                        } if column == names::GENERATED_IMAGE
-                            || column == names::GENERATED_VIDEO =>
-                        {
+                        } if names::is_generated(column) => {
                             Some((digest.clone(), path.clone(), *width, *height, video.clone()))
                         }
                         _ => None,
