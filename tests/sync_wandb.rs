@@ -1478,3 +1478,144 @@ fn bench_wandb_verify_against_upload() {
         median(&mut ratios)
     );
 }
+
+/// Each frame of a GIF as RGB and its delay in hundredths of a second.
+fn gif_frames(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<u16>) {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut d = options.read_info(std::io::Cursor::new(bytes)).unwrap();
+    let (mut frames, mut delays) = (Vec::new(), Vec::new());
+    while let Some(f) = d.read_next_frame().unwrap() {
+        frames.push(
+            f.buffer
+                .chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect(),
+        );
+        delays.push(f.delay);
+    }
+    (frames, delays)
+}
+
+/// Issue 37: a video call reaches W&B as `wandb.Video` logs one — a
+/// `video-file` in its history line and table cell, pointing at a GIF of
+/// its frames that plays at the recorded rate (12 fps, not autolog's 4) —
+/// with its table artifact holding the GIF; it reads back equal, and a
+/// second upload sends nothing.
+#[test]
+fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("local").name("clips").root(root.path())).unwrap();
+    run.record(
+        &mut common::ClipPipeline,
+        &common::ClipRequest {
+            frames: 6,
+            fps: 12.0,
+        },
+    )
+    .unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    let to = target("video");
+    let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    let w = emu
+        .run("video", &run_name(&RunDir::open(&dir).unwrap().meta.id))
+        .unwrap();
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    let key = "Generated-Video/Pipeline-Call-1";
+    let line = w.history.iter().find(|l| l.get(key).is_some()).unwrap();
+    let v = &line[key];
+    assert_eq!(v["_type"], "video-file", "{v}");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(24), Some(16))
+    );
+    assert_eq!(v["caption"], "a square crossing");
+    let path = v["path"].as_str().unwrap();
+    assert!(
+        path.starts_with("media/videos/") && path.ends_with(".gif"),
+        "{path}"
+    );
+    let gif = &w.files[path];
+    assert_eq!(v["sha256"].as_str().unwrap(), sha256_hex(gif));
+    assert_eq!(v["size"].as_u64(), Some(gif.len() as u64));
+    assert!(w.uploaded.contains(path), "{:?}", w.uploaded);
+    // Every frame as recorded (under 256 colours: exact), each shown for
+    // 1/12 s to the hundredth — 8, 9, 8 and again: half a second in all.
+    let (frames, delays) = gif_frames(gif);
+    let r = RunDir::open(&dir).unwrap();
+    let m = &r.view().media[0];
+    let apng = std::fs::read(dir.join(&m.path)).unwrap();
+    let mut recorded = Vec::new();
+    difflog::read::each_apng_frame(&apng, |_, _, rgb| {
+        recorded.push(rgb.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(recorded.len(), 6);
+    assert_eq!(frames, recorded);
+    assert_eq!(delays, [8, 9, 8, 8, 9, 8]);
+    // The APNG itself is not sent: W&B plays the GIF.
+    assert!(
+        !w.files.keys().any(|k| k.starts_with("media/images/")),
+        "{:?}",
+        w.files.keys()
+    );
+    // The table's cell is the same video; its artifact holds the GIF.
+    let table_key = "Result-Table/Pipeline-Call-1";
+    let tv = &w
+        .history
+        .iter()
+        .find(|l| l.get(table_key).is_some())
+        .unwrap()[table_key];
+    let table: Value = serde_json::from_slice(&w.files[tv["path"].as_str().unwrap()]).unwrap();
+    let col = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c == "Generated-Video")
+        .unwrap();
+    let cell = &table["data"][0][col];
+    assert_eq!(
+        (&cell["_type"], &cell["path"], &cell["sha256"]),
+        (&v["_type"], &v["path"], &v["sha256"])
+    );
+    let arts = emu.artifacts("video");
+    assert_eq!(arts.len(), 1);
+    let a = &arts[0];
+    let atable: Value =
+        serde_json::from_slice(&a.files["Result-Table/Pipeline-Call-1.table.json"]).unwrap();
+    let acell = &atable["data"][0][col];
+    assert_eq!(acell["_type"], "video-file");
+    assert_eq!(a.files[acell["path"].as_str().unwrap()], *gif);
+    assert_eq!(
+        atable["column_types"]["params"]["type_map"]["Generated-Video"]["params"]["allowed_types"]
+            [0]["wb_type"],
+        "video-file"
+    );
+    // Read back equal; a second upload sends nothing.
+    let (code, report, found) = verify_json(&emu.url, &dir, &to, &[]);
+    assert_eq!((code, found.len()), (0, 0), "{report}");
+    let puts = emu
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with(" PUT"))
+        .count();
+    let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        emu.requests()
+            .iter()
+            .filter(|r| r.ends_with(" PUT"))
+            .count(),
+        puts
+    );
+    // Without the state (another box), the GIF is made again, the same.
+    let moved = tempfile::tempdir().unwrap();
+    let copy = moved.path().join(dir.file_name().unwrap());
+    common::copy_dir(&dir, &copy);
+    let (code, report, _) = verify_json(&emu.url, &copy, &to, &[]);
+    assert_eq!(code, 0, "{report}");
+}

@@ -1,12 +1,14 @@
 //! `difflog bench video`: how fast a video's frames are written on one
 //! core (issue 37: frames a second a core at 512²) — as an animated PNG
-//! (lossless) and as a GIF (what W&B's autolog logs) — beside the
+//! (lossless, what a run keeps), as a GIF (what W&B is sent), and the
+//! recorded APNG made into that GIF (what `difflog-sync` does per video) — beside the
 //! recorder's still PNG of each frame, measured in the same process so a
 //! noisy machine shows in every figure alike.
 
 use crate::error::Result;
 use crate::run::media::{encode_png_using, Pixels, PngEncoding};
-use crate::run::video::{encode_apng, encode_gif, FrameRate};
+use crate::run::video::{encode_apng, FrameRate};
+use crate::sync::clip::{encode_gif, gif_of_apng};
 use image::RgbImage;
 use serde::Serialize;
 use std::time::Instant;
@@ -38,7 +40,7 @@ pub struct VideoFigures {
 /// One way of writing the clip.
 #[derive(Debug, Clone, Serialize)]
 pub struct Way {
-    /// `png stills` (the baseline), `apng` or `gif`.
+    /// `png stills` (the baseline), `apng`, `gif` or `apng→gif`.
     pub name: String,
     /// Frames written a second on one core (best of three).
     pub frames_per_s: f64,
@@ -75,15 +77,35 @@ pub fn run(opts: &VideoBench) -> Result<VideoFigures> {
         })
     })?;
     let apng = best(&|| Ok(encode_apng(&refs, rate, PngEncoding::default(), &[])?.len()))?;
-    let gif = best(&|| Ok(encode_gif(&refs, rate)?.len()))?;
-    let ways = [("png stills", stills), ("apng", apng), ("gif", gif)]
-        .into_iter()
-        .map(|(name, (frames_per_s, bytes))| Way {
-            name: name.into(),
-            frames_per_s,
-            bytes,
-        })
-        .collect();
+    let rgb: Vec<&[u8]> = frames.iter().map(|f| f.as_raw().as_slice()).collect();
+    let (side, fps) = (frames[0].width(), rate.fps());
+    let gif = best(&|| {
+        Ok(encode_gif(&rgb, side, side, fps)
+            .map_err(crate::Error::Invalid)?
+            .len())
+    })?;
+    // What `difflog-sync` does per video for W&B: the recorded APNG
+    // decoded and written as a GIF, a frame at a time.
+    let recorded = encode_apng(&refs, rate, PngEncoding::default(), &[])?;
+    let derived = best(&|| {
+        Ok(gif_of_apng(&recorded, fps)
+            .map_err(crate::Error::Invalid)?
+            .bytes
+            .len())
+    })?;
+    let ways = [
+        ("png stills", stills),
+        ("apng", apng),
+        ("gif", gif),
+        ("apng→gif", derived),
+    ]
+    .into_iter()
+    .map(|(name, (frames_per_s, bytes))| Way {
+        name: name.into(),
+        frames_per_s,
+        bytes,
+    })
+    .collect();
     Ok(VideoFigures {
         frames: refs.len(),
         size: opts.size.max(8),
@@ -131,7 +153,7 @@ mod tests {
         })
         .unwrap();
         let names: Vec<&str> = f.ways.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names, ["png stills", "apng", "gif"]);
+        assert_eq!(names, ["png stills", "apng", "gif", "apng→gif"]);
         assert!(f
             .ways
             .iter()

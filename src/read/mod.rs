@@ -167,6 +167,91 @@ pub fn apng_frames(file: &[u8]) -> std::result::Result<u32, String> {
     Ok(reader.info().animation_control.map_or(1, |a| a.num_frames))
 }
 
+/// Most frames taken from one video file (a minute at 1000 frames a second
+/// is fewer): a file that says it has more is refused before any is read.
+pub const MAX_VIDEO_FRAMES: u32 = 100_000;
+
+/// Hands each frame of an animated PNG (a still PNG: its one frame) to
+/// `frame`, in order, with its number and the picture's size, as 8-bit
+/// RGB rows, and returns the picture's width,
+/// height and frame count. Only whole frames are taken, as difflog writes
+/// them (each covering the picture from its corner): a frame painting part
+/// of it, more than [`MAX_VIDEO_FRAMES`], more than [`MAX_SIDE`] pixels a
+/// side or bytes that are no PNG are refused, saying which frame and why.
+/// The decoder's buffers are bounded; one frame is in memory at a time.
+pub fn each_apng_frame(
+    file: &[u8],
+    mut frame: impl FnMut(u32, (u32, u32), &[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(u32, u32, u32), String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(file));
+    decoder.set_limits(png::Limits { bytes: 1 << 30 });
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| format!("its PNG header cannot be read: {e}"))?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!(
+            "it is {width}x{height}, more than {MAX_SIDE} pixels a side"
+        ));
+    }
+    let frames = reader.info().animation_control.map_or(1, |a| a.num_frames);
+    if frames == 0 || frames > MAX_VIDEO_FRAMES {
+        return Err(format!(
+            "it says it has {frames} frames (1 to {MAX_VIDEO_FRAMES} are read)"
+        ));
+    }
+    // An image before the animation's first control chunk is a poster for
+    // viewers that know no animation, not a frame: skipped.
+    let poster = reader.info().animation_control.is_some() && reader.info().frame_control.is_none();
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| "its frames are too large to decode".to_string())?;
+    let mut buf = vec![0u8; size];
+    let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+    if poster {
+        reader
+            .next_frame(&mut buf)
+            .map_err(|e| format!("its poster image cannot be decoded: {e}"))?;
+    }
+    for i in 0..frames {
+        let out = reader
+            .next_frame(&mut buf)
+            .map_err(|e| format!("frame {i} cannot be decoded: {e}"))?;
+        if let Some(fc) = reader.info().frame_control {
+            if (fc.width, fc.height, fc.x_offset, fc.y_offset) != (width, height, 0, 0) {
+                return Err(format!(
+                    "frame {i} paints {}x{} at ({}, {}), not the whole {width}x{height} picture",
+                    fc.width, fc.height, fc.x_offset, fc.y_offset
+                ));
+            }
+        }
+        let data = &buf[..out.buffer_size()];
+        let channels = match out.color_type {
+            png::ColorType::Grayscale => 1,
+            png::ColorType::GrayscaleAlpha => 2,
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            png::ColorType::Indexed => return Err(format!("frame {i} kept its palette")),
+        };
+        rgb.clear();
+        for px in data.chunks_exact(channels) {
+            match channels {
+                1 | 2 => rgb.extend_from_slice(&[px[0], px[0], px[0]]),
+                _ => rgb.extend_from_slice(&px[..3]),
+            }
+        }
+        if rgb.len() != width as usize * height as usize * 3 {
+            return Err(format!(
+                "frame {i} has {} bytes of pixels, not {width}x{height}",
+                rgb.len()
+            ));
+        }
+        frame(i, (width, height), &rgb)?;
+    }
+    Ok((width, height, frames))
+}
+
 /// The run among `runs` that the output path `out` (which may not exist
 /// yet) would be written inside, if any: `pack -o` and `compare -o` must
 /// never write into a run.

@@ -3,9 +3,8 @@
 //! PNG, so a run's report plays it with nothing more; a viewer that knows
 //! only PNG shows its first frame, which is also the poster. The `png`
 //! crate (already the recorder's PNG writer, pure Rust) writes it; nothing
-//! comes from outside the crates registry. The same frames as a GIF are
-//! what W&B's own autolog logs a video as (and what `wandb.Video` takes):
-//! the `gif` crate, pure Rust too, quantises each frame to 256 colours.
+//! comes from outside the crates registry. The GIF W&B is sent is derived
+//! from it at upload time (`sync::clip`).
 
 use super::media::{Pixels, PngEncoding};
 use crate::error::{Error, Result};
@@ -164,46 +163,6 @@ pub fn encode_apng(
     Ok(out)
 }
 
-/// How hard the GIF quantiser works on a frame: 1 (best colours, slowest)
-/// to 30; 10 is the `gif` crate's suggested balance.
-const GIF_SPEED: i32 = 10;
-
-/// The frames, in order, as one GIF that loops, each quantised to its own
-/// 256 colours. GIF counts delays in hundredths of a second, so each
-/// frame's is where its end falls at `rate`, rounded, less where the one
-/// before ended: 16 frames a second alternate 6 and 7 hundredths and keep
-/// the pace. Refused: no frames, frames of another size than the first, or
-/// frames wider or taller than GIF's 65535 pixels.
-pub fn encode_gif(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
-    rate.check()?;
-    let (width, height) = same_size(frames)?;
-    let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
-        (Ok(w), Ok(h)) => (w, h),
-        _ => {
-            return Err(video_error(format!(
-                "a GIF is at most 65535 pixels a side, not {width}x{height}"
-            )))
-        }
-    };
-    let gif = |e: gif::EncodingError| video_error(format!("GIF encoding failed: {e}"));
-    let mut out = Vec::new();
-    {
-        let mut enc = gif::Encoder::new(&mut out, w, h, &[]).map_err(gif)?;
-        enc.set_repeat(gif::Repeat::Infinite).map_err(gif)?;
-        // Where frame i ends, in hundredths of a second.
-        let end = |i: u64| {
-            (i * 100 * u64::from(rate.den) * 2 + u64::from(rate.num)) / (2 * u64::from(rate.num))
-        };
-        for (i, f) in frames.iter().enumerate() {
-            let mut frame = gif::Frame::from_rgb_speed(w, h, f.rgb(), GIF_SPEED);
-            let i = i as u64;
-            frame.delay = u16::try_from(end(i + 1) - end(i)).unwrap_or(u16::MAX);
-            enc.write_frame(&frame).map_err(gif)?;
-        }
-    }
-    Ok(out)
-}
-
 /// The frames' common size: that of the first, which every other has
 /// (with as many bytes); refused by name where there are none, or one
 /// differs.
@@ -331,7 +290,8 @@ mod tests {
     fn no_frames_frames_of_another_size_or_impossible_rates_are_refused_by_name() {
         let rate = FrameRate::from_fps(8.0).unwrap();
         let apng = |f: &[&dyn Pixels], r| encode_apng(f, r, PngEncoding::default(), &[]);
-        for encode in [apng, encode_gif] {
+        {
+            let encode = apng;
             let e = encode(&[], rate).unwrap_err().to_string();
             assert!(e.contains("at least one frame"), "{e}");
             let (a, b) = (frame(0), RgbImage::new(8, 8));
@@ -344,56 +304,5 @@ mod tests {
                 assert!(e.contains("not one a video can have"), "{e}");
             }
         }
-        let wide = RgbImage::new(70_000, 1);
-        let e = encode_gif(&[&wide], rate).unwrap_err().to_string();
-        assert!(e.contains("at most 65535"), "{e}");
-    }
-
-    /// Each frame of a GIF as RGB, its delay (hundredths), and whether it
-    /// loops for ever, as the `gif` crate's decoder reads them.
-    fn decode_gif(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<u16>, bool) {
-        let mut options = gif::DecodeOptions::new();
-        options.set_color_output(gif::ColorOutput::RGBA);
-        let mut d = options.read_info(std::io::Cursor::new(bytes)).unwrap();
-        let (mut frames, mut delays) = (Vec::new(), Vec::new());
-        while let Some(f) = d.read_next_frame().unwrap() {
-            let rgb = f
-                .buffer
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect();
-            frames.push(rgb);
-            delays.push(f.delay);
-        }
-        (frames, delays, d.repeat() == gif::Repeat::Infinite)
-    }
-
-    #[test]
-    fn a_gif_keeps_frames_of_few_colours_exactly_and_the_pace_of_its_rate() {
-        // Under 256 colours a frame, so quantising keeps each exactly.
-        let frames: Vec<RgbImage> = (0..8)
-            .map(|i| {
-                RgbImage::from_fn(20, 12, |x, y| {
-                    image::Rgb([(x / 4 * 50) as u8, (y / 4 * 80) as u8, (i * 30) as u8])
-                })
-            })
-            .collect();
-        let refs: Vec<&dyn Pixels> = frames.iter().map(|f| f as &dyn Pixels).collect();
-        let (got, delays, loops) =
-            decode_gif(&encode_gif(&refs, FrameRate::from_fps(16.0).unwrap()).unwrap());
-        assert_eq!(got.len(), 8);
-        for (g, f) in got.iter().zip(&frames) {
-            assert_eq!(g, f.as_raw());
-        }
-        assert!(loops);
-        // 6.25 hundredths a frame: 6, 7, 6, 6 and again, 50 in all.
-        assert_eq!(delays, [6, 7, 6, 6, 6, 7, 6, 6]);
-        // W&B's autolog rate, and a slow one, are whole hundredths.
-        let (_, delays, _) =
-            decode_gif(&encode_gif(&refs[..2], FrameRate::from_fps(4.0).unwrap()).unwrap());
-        assert_eq!(delays, [25, 25]);
-        let (_, delays, _) =
-            decode_gif(&encode_gif(&refs[..1], FrameRate::from_fps(0.5).unwrap()).unwrap());
-        assert_eq!(delays, [200]);
     }
 }

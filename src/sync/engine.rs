@@ -613,10 +613,10 @@ async fn upload_calls<T: Target>(
                 jobs.push(Box::pin(target.upload_table(addr, snap, call)));
             }
         }
-        let addr_ref = &addr;
+        let (addr_ref, snap) = (&addr, &p.snap);
         let uploads = async move {
             if !due.is_empty() || !calls.is_empty() {
-                target.prepare_uploads(addr_ref, &due, calls).await?;
+                target.prepare_uploads(addr_ref, snap, &due, calls).await?;
             }
             stream::iter(jobs)
                 .buffer_unordered(concurrency)

@@ -11,8 +11,10 @@
 //!   [`rate`] the bandwidth cap every upload shares;
 //! - [`watch`] follows run directories as they grow (one queue and backoff
 //!   per target);
-//! - [`commands`] is what `upload`, `status` and `watch` print.
+//! - [`commands`] is what `upload`, `status` and `watch` print;
+//! - [`clip`] makes a recorded video into the GIF W&B plays.
 
+pub mod clip;
 pub mod commands;
 pub mod counts;
 pub mod engine;

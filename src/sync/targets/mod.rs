@@ -170,6 +170,7 @@ pub trait Target {
     async fn prepare_uploads(
         &self,
         _remote: &Remote,
+        _run: &Snapshot<'_>,
         _media: &[&MediaEvent],
         _calls: &[&CallView],
     ) -> SyncResult<()> {
@@ -358,10 +359,11 @@ impl Target for AnyTarget {
     async fn prepare_uploads(
         &self,
         remote: &Remote,
+        run: &Snapshot<'_>,
         media: &[&MediaEvent],
         calls: &[&CallView],
     ) -> SyncResult<()> {
-        each!(self, t => t.prepare_uploads(remote, media, calls).await)
+        each!(self, t => t.prepare_uploads(remote, run, media, calls).await)
     }
 
     async fn upload_media(

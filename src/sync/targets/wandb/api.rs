@@ -21,6 +21,7 @@ impl Wandb {
             key,
             built: Mutex::new(Vec::new()),
             ahead: Mutex::new(HashMap::new()),
+            gifs: videos::Gifs::default(),
             posted: Mutex::new(HashMap::new()),
             heartbeat: heartbeat_from_env()?,
             multipart: multipart::Sizes::from_env(),
@@ -312,17 +313,19 @@ impl Wandb {
     /// The run's history lines, built once per pass: a pass flushes after
     /// every batch of calls, and rebuilding every line (each call's table
     /// JSON and its digest) each time made a pass quadratic in the calls.
-    pub(super) fn lines_for(&self, run: &Snapshot<'_>) -> Arc<Vec<Line>> {
+    /// Every video's GIF is made first (its digest is in the lines).
+    pub(super) async fn lines_for(&self, run: &Snapshot<'_>) -> SyncResult<Arc<Vec<Line>>> {
+        self.gifs.derive(run.dir, &run.sent_media()).await?;
         let records = (run.records.len(), run.records.last().map_or(0, |r| r.seq));
         let lock = || self.built.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = lock()
             .iter()
             .find(|b| b.run_id == run.meta.id && b.records == records)
         {
-            return Arc::clone(&b.lines);
+            return Ok(Arc::clone(&b.lines));
         }
         // Built without the lock: other runs' passes go on meanwhile.
-        let lines = Arc::new(history_lines(run));
+        let lines = Arc::new(history_lines(run, &self.gifs));
         let mut built = lock();
         built.retain(|b| b.run_id != run.meta.id);
         if built.len() >= BUILT_KEPT {
@@ -333,7 +336,7 @@ impl Wandb {
             records,
             lines: Arc::clone(&lines),
         });
-        lines
+        Ok(lines)
     }
 
     /// Sends the history lines from the acknowledged offset on, as far as
@@ -345,7 +348,7 @@ impl Wandb {
         ready: &dyn Fn(u32) -> bool,
     ) -> SyncResult<()> {
         let mut cur = Cursor::of(remote)?;
-        let lines = self.lines_for(run);
+        let lines = self.lines_for(run).await?;
         let start = usize::try_from(cur.history).unwrap_or(usize::MAX);
         if start > lines.len() {
             return Err(SyncError::permanent(format!(

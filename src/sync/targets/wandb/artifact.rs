@@ -126,6 +126,9 @@ struct Entry {
 /// W&B's type of a column (`wandb/sdk/data_types/_dtypes.py`): the union of
 /// `none` and what its cells hold.
 fn column_type(kinds: &std::collections::BTreeSet<&'static str>) -> Value {
+    if kinds.contains("video-file") {
+        return json!({"params": {"allowed_types": [{"wb_type": "video-file"}, {"wb_type": "none"}]}, "wb_type": "union"});
+    }
     if kinds.contains("image-file") {
         let unset = || json!({"params": {"is_set": false, "val": {}}, "wb_type": "const"});
         let image = json!({"params": {
@@ -154,26 +157,58 @@ fn read_image(run: &Snapshot<'_>, m: &MediaEvent) -> SyncResult<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The artifact's files: the table (W&B's artifact form) and its images.
-fn entries(run: &Snapshot<'_>, call: &CallView, key: &str) -> SyncResult<Vec<Entry>> {
+/// The artifact's files: the table (W&B's artifact form) and its images
+/// and videos (each video as its GIF, as its run file).
+async fn entries(
+    run: &Snapshot<'_>,
+    call: &CallView,
+    key: &str,
+    gifs: &Gifs,
+) -> SyncResult<Vec<Entry>> {
+    let media: Vec<&MediaEvent> = call.media.iter().collect();
+    gifs.derive(run.dir, &media).await?;
     let mut out: Vec<Entry> = Vec::new();
-    let mut cell_of: HashMap<&str, Value> = HashMap::new();
+    let mut cell_of: HashMap<&str, (&'static str, Value)> = HashMap::new();
     for m in &call.media {
         if cell_of.contains_key(m.digest.as_str()) {
             continue;
         }
-        let bytes = read_image(run, m)?;
-        let md5 = Md5::digest(&bytes);
-        let hex = crate::format::hex(&md5);
-        let name = format!("media/images/{}.{}", &hex[..20], m.format);
-        cell_of.insert(
-            &m.digest,
-            json!({"_type": "image-file", "format": m.format, "height": m.height,
-                   "path": name, "sha256": m.digest, "width": m.width}),
-        );
+        let file = crate::read::run_file(run.dir, &m.path).map_err(|e| SyncError::local(&e))?;
+        let (name, bytes) = match (gifs.info(m), gifs.bytes(&file, m).await?) {
+            (Some(gif), Some(bytes)) => {
+                let bytes = bytes.to_vec();
+                let md5 = Md5::digest(&bytes);
+                let name = format!("media/videos/{}.gif", &crate::format::hex(&md5)[..20]);
+                let mut cell = json!({"_type": "video-file", "path": name, "sha256": gif.sha256,
+                                      "width": gif.width, "height": gif.height});
+                if let Some(c) = &m.caption {
+                    cell["caption"] = json!(c);
+                }
+                cell_of.insert(&m.digest, ("video-file", cell));
+                (name, bytes)
+            }
+            _ => {
+                let bytes = read_image(run, m)?;
+                let md5 = Md5::digest(&bytes);
+                let name = format!(
+                    "media/images/{}.{}",
+                    &crate::format::hex(&md5)[..20],
+                    m.format
+                );
+                cell_of.insert(
+                    &m.digest,
+                    (
+                        "image-file",
+                        json!({"_type": "image-file", "format": m.format, "height": m.height,
+                           "path": name, "sha256": m.digest, "width": m.width}),
+                    ),
+                );
+                (name, bytes)
+            }
+        };
         out.push(Entry {
             name,
-            digest: base64::engine::general_purpose::STANDARD.encode(md5),
+            digest: b64_md5(&bytes),
             bytes,
         });
     }
@@ -187,10 +222,10 @@ fn entries(run: &Snapshot<'_>, call: &CallView, key: &str) -> SyncResult<Vec<Ent
             let (kind, v) = match row.cells.iter().find(|c| c.column() == col) {
                 Some(Cell::Text { value, .. }) => ("string", json!(value)),
                 Some(Cell::Number { value, .. }) => ("number", Value::Number(value.clone())),
-                Some(Cell::Image { digest, .. }) => (
-                    "image-file",
-                    cell_of.get(digest.as_str()).cloned().unwrap_or(Value::Null),
-                ),
+                Some(Cell::Image { digest, .. }) => cell_of
+                    .get(digest.as_str())
+                    .cloned()
+                    .unwrap_or(("image-file", Value::Null)),
                 // Autolog writes "" for an absent value.
                 Some(Cell::Null { .. }) | None => ("string", json!("")),
             };
@@ -235,13 +270,14 @@ fn manifest_digest(entries: &[Entry]) -> String {
 
 /// The collection and digest of `call`'s table artifact in W&B run `run`:
 /// what `verify` expects the server to hold, committed.
-pub(super) fn expected_table_artifact(
+pub(super) async fn expected_table_artifact(
     run: &Snapshot<'_>,
     call: &CallView,
     wandb_run: &str,
+    gifs: &Gifs,
 ) -> SyncResult<(String, String)> {
     let key = names::table(&call.started.stage);
-    let entries = entries(run, call, &key)?;
+    let entries = entries(run, call, &key, gifs).await?;
     Ok((
         table_artifact_name(wandb_run, &key),
         manifest_digest(&entries),
@@ -263,7 +299,7 @@ impl Wandb {
         call: &CallView,
     ) -> SyncResult<()> {
         let key = names::table(&call.started.stage);
-        let entries = entries(run, call, &key)?;
+        let entries = entries(run, call, &key, &self.gifs).await?;
         let policy = Policy {
             base: Duration::from_millis(500),
             max: Duration::from_secs(8),

@@ -46,6 +46,7 @@ mod cursor;
 mod multipart;
 mod payload;
 mod readback;
+mod videos;
 
 use super::differences::Difference;
 use super::{Remote, RemoteData, RemoteStatus, Snapshot, Target};
@@ -53,6 +54,7 @@ use crate::event::{Cell, Event, MediaEvent, MetricEvent};
 use crate::format::rfc3339_ms;
 use crate::format::sha256_hex;
 use crate::read::CallView;
+use crate::sync::clip;
 use crate::sync::error::{SyncError, SyncResult};
 use crate::sync::http::{percent_encode, Auth, Body, Http};
 use crate::sync::retry::{retry, Backoff, Decision, Policy};
@@ -66,6 +68,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use videos::Gifs;
 
 /// W&B's cloud API, used when `WANDB_BASE_URL` is not set.
 pub const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
@@ -108,6 +111,8 @@ pub struct Wandb {
     heartbeat: Duration,
     /// Which artifact files go in parts, and their size.
     multipart: multipart::Sizes,
+    /// The GIFs W&B is sent for the runs' videos.
+    gifs: videos::Gifs,
 }
 
 /// W&B's client sends a heartbeat after this much file-stream silence (its
@@ -311,12 +316,18 @@ impl Target for Wandb {
     async fn prepare_uploads(
         &self,
         remote: &Remote,
+        run: &Snapshot<'_>,
         media: &[&MediaEvent],
         calls: &[&CallView],
     ) -> SyncResult<()> {
         let cur = Cursor::of(remote)?;
-        let mut names: Vec<String> = media.iter().map(|m| image_path(m)).collect();
-        names.extend(calls.iter().map(|c| table_file(c).path));
+        // The videos' GIFs first: their names and digests are in the
+        // tables (a call's own media may have been sent by an earlier pass).
+        let mut videos = media.to_vec();
+        videos.extend(calls.iter().flat_map(|c| c.media.iter()));
+        self.gifs.derive(run.dir, &videos).await?;
+        let mut names: Vec<String> = media.iter().map(|m| media_path(m, &self.gifs)).collect();
+        names.extend(calls.iter().map(|c| table_file(c, &self.gifs).path));
         let asked = futures_util::future::try_join_all(
             names
                 .chunks(FILES_PER_REQUEST)
@@ -339,6 +350,11 @@ impl Target for Wandb {
         file: &Path,
     ) -> SyncResult<()> {
         let cur = Cursor::of(remote)?;
+        let path = media_path(media, &self.gifs);
+        // A video goes as its GIF (made when it was not kept).
+        if let Some(gif) = self.gifs.bytes(file, media).await? {
+            return self.put_file(&cur, &path, Body::Bytes(&gif, None)).await;
+        }
         // Only the headers `uploadHeaders` lists go to storage: a signed URL
         // whose signature covers the content type refuses any other.
         let body = Body::File {
@@ -347,7 +363,7 @@ impl Target for Wandb {
             digest: &media.digest,
             len: media.bytes,
         };
-        self.put_file(&cur, &image_path(media), body).await
+        self.put_file(&cur, &path, body).await
     }
 
     async fn upload_table(
@@ -357,7 +373,9 @@ impl Target for Wandb {
         call: &CallView,
     ) -> SyncResult<()> {
         let cur = Cursor::of(remote)?;
-        let t = table_file(call);
+        let media: Vec<&MediaEvent> = call.media.iter().collect();
+        self.gifs.derive(run.dir, &media).await?;
+        let t = table_file(call, &self.gifs);
         self.put_file(&cur, &t.path, Body::Bytes(&t.bytes, None))
             .await?;
         // Then the table as W&B's client also logs it: a run_table artifact.
@@ -404,7 +422,7 @@ impl Target for Wandb {
         // Files tab); sent before `complete`, so a kill between the two
         // sends it again (same name: replaced, not doubled), and whenever
         // the end is sent (a repair sends the end of a completed run again).
-        if let Some(summary) = summary_line(&self.lines_for(run)) {
+        if let Some(summary) = summary_line(&self.lines_for(run).await?) {
             let name = "wandb-summary.json".to_string();
             let urls = self
                 .create_run_files(&cur, std::slice::from_ref(&name))

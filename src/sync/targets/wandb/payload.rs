@@ -49,6 +49,40 @@ pub(super) fn image_file(m: &MediaEvent) -> Value {
     v
 }
 
+/// Where a media file goes in the W&B run: a video's GIF under
+/// `media/videos/` (named by the recorded file's digest, so the name is
+/// known before the GIF is made), an image under `media/images/`.
+pub(super) fn media_path(m: &MediaEvent, gifs: &Gifs) -> String {
+    match gifs.info(m) {
+        Some(_) => format!("media/videos/{}.gif", m.digest),
+        None => image_path(m),
+    }
+}
+
+/// A media file as W&B references it from history and tables: a video as
+/// the `video-file` `wandb.Video` logs (its GIF's digest, size and picture
+/// size, and the caption), an image as an `image-file`.
+pub(super) fn media_file(m: &MediaEvent, gifs: &Gifs) -> Value {
+    let Some(gif) = gifs.info(m) else {
+        return image_file(m);
+    };
+    let mut v = json!({
+        "_type": "video-file", "path": media_path(m, gifs), "sha256": gif.sha256,
+        "size": gif.size, "width": gif.width, "height": gif.height,
+    });
+    if let Some(c) = &m.caption {
+        v["caption"] = json!(c);
+    }
+    v
+}
+
+/// Whether a call's media is what the call made (its `Generated-Image` or
+/// `Generated-Video`), which autolog logs to the media panel; what it was
+/// given (an input image, a mask, an input video) shows only in its table.
+pub(super) fn is_output(m: &MediaEvent) -> bool {
+    names::is_generated(m.key.split('/').next().unwrap_or_default())
+}
+
 /// A table column as autolog names it: difflog's `Input-Image` is the
 /// `Source-Image` of autolog's image-to-image and inpainting tables.
 pub(super) fn column_name(column: &str) -> &str {
@@ -65,7 +99,7 @@ pub(super) struct TableFile {
     pub(super) reference: Value,
 }
 
-pub(super) fn table_file(call: &CallView) -> TableFile {
+pub(super) fn table_file(call: &CallView, gifs: &Gifs) -> TableFile {
     let columns = &call.started.columns;
     let mut data = Vec::new();
     for row in &call.rows {
@@ -79,7 +113,7 @@ pub(super) fn table_file(call: &CallView) -> TableFile {
                     .iter()
                     .find(|m| &m.digest == digest)
                     .map(|m| {
-                        let mut v = image_file(m);
+                        let mut v = media_file(m, gifs);
                         // A cell shows the image; the caption is in the row.
                         if let Value::Object(o) = &mut v {
                             o.remove("caption");
@@ -223,18 +257,8 @@ pub(super) fn run_files(run: &Snapshot<'_>, config: &Map<String, Value>) -> Vec<
     ]
 }
 
-/// Media keys of a call's shared images (image-to-image's input, inpainting's
-/// mask, ControlNet's control image; `Source-Image` is what the Python
-/// package records, in autolog's name), shown only in table cells.
-pub(super) const TABLE_ONLY_PREFIXES: [&str; 4] = [
-    "Input-Image/",
-    "Source-Image/",
-    "Mask-Image/",
-    "Control-Image/",
-];
-
 /// Every history line the log gives, in order (see the module comment).
-pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
+pub(super) fn history_lines(run: &Snapshot<'_>, gifs: &Gifs) -> Vec<Line> {
     let start = rfc3339_ms(&run.meta.created);
     let mut out: Vec<Line> = Vec::new();
     // Each image line carries the time its image was logged (autolog logs
@@ -261,8 +285,8 @@ pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
         match &r.event {
             Event::Media(m) if m.call.is_none() => {
                 let mut v = Map::new();
-                v.insert(m.key.clone(), image_file(m));
-                push(v, vec![image_path(m)], None, ts);
+                v.insert(m.key.clone(), media_file(m, gifs));
+                push(v, vec![media_path(m, gifs)], None, ts);
             }
             Event::Metric(m) => {
                 let mut v = Map::new();
@@ -273,17 +297,17 @@ pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                 let Some(call) = run.view.calls.get(&f.call) else {
                     continue;
                 };
-                // Generated images go to the media panel, one line each, as
-                // autolog logs them; input images only in the table's cells
-                // (autolog logs no line for them), so their files go with
-                // the table's line.
+                // Generated images and videos go to the media panel, one
+                // line each, as autolog logs them; what the call was given
+                // only in the table's cells (autolog logs no line for it),
+                // so its files go with the table's line.
                 let mut input_files = Vec::new();
                 for m in &call.media {
-                    if TABLE_ONLY_PREFIXES.iter().any(|p| m.key.starts_with(p)) {
-                        input_files.push(image_path(m));
+                    if !is_output(m) {
+                        input_files.push(media_path(m, gifs));
                         continue;
                     }
-                    let mut image = image_file(m);
+                    let mut image = media_file(m, gifs);
                     if let Some(c) = sdxl_caption(call, &m.digest) {
                         image["caption"] = json!(c);
                     }
@@ -293,9 +317,9 @@ pub(super) fn history_lines(run: &Snapshot<'_>) -> Vec<Line> {
                         .unwrap_or(ts);
                     let mut v = Map::new();
                     v.insert(m.key.clone(), image);
-                    push(v, vec![image_path(m)], Some(f.call), at);
+                    push(v, vec![media_path(m, gifs)], Some(f.call), at);
                 }
-                let table = table_file(call);
+                let table = table_file(call, gifs);
                 let key = names::table(&call.started.stage);
                 let mut reference = table.reference;
                 for (k, val) in artifact::artifact_fields(&run_name(&run.meta.id), &key) {

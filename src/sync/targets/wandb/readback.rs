@@ -60,7 +60,12 @@ struct Listed {
 
 /// What a run file must be.
 enum Want<'a> {
-    Image(&'a MediaEvent),
+    /// A media file: its SHA-256 and size (a video's, its GIF's).
+    Media {
+        media: &'a MediaEvent,
+        sha256: String,
+        size: u64,
+    },
     /// These bytes exactly (JSON compared as JSON when they differ).
     Bytes(Vec<u8>, Part),
 }
@@ -68,7 +73,7 @@ enum Want<'a> {
 impl Want<'_> {
     fn part(&self) -> Part {
         match self {
-            Want::Image(m) => Part::Media(m.digest.clone()),
+            Want::Media { media, .. } => Part::Media(media.digest.clone()),
             Want::Bytes(_, p) => p.clone(),
         }
     }
@@ -158,7 +163,7 @@ impl Wandb {
         let mut out = Vec::new();
         compare_state(&server, status, &mut out);
         compare_config(&server, &run_config(run), &mut out);
-        let lines = self.lines_for(run);
+        let lines = self.lines_for(run).await?;
         let have_lines = server["historyLineCount"].as_u64().unwrap_or(0);
         self.compare_history(&cur, &lines, have_lines, &mut out)
             .await?;
@@ -269,10 +274,21 @@ impl Wandb {
     ) -> SyncResult<()> {
         let mut want: BTreeMap<String, Want<'_>> = BTreeMap::new();
         for m in run.sent_media() {
-            want.insert(image_path(m), Want::Image(m));
+            let (sha256, size) = match self.gifs.info(m) {
+                Some(gif) => (gif.sha256.clone(), gif.size),
+                None => (m.digest.clone(), m.bytes),
+            };
+            want.insert(
+                media_path(m, &self.gifs),
+                Want::Media {
+                    media: m,
+                    sha256,
+                    size,
+                },
+            );
         }
         for c in run.finished_calls() {
-            let t = table_file(c);
+            let t = table_file(c, &self.gifs);
             want.insert(t.path, Want::Bytes(t.bytes, Part::Call(c.started.call)));
         }
         for (name, bytes) in run_files(run, &run_config(run)) {
@@ -381,15 +397,15 @@ impl Wandb {
     ) -> SyncResult<Option<Difference>> {
         let what = format!("file {name}");
         let cap = match want {
-            Want::Image(m) => {
-                if listed.size != m.bytes {
+            Want::Media { size, .. } => {
+                if listed.size != *size {
                     return Ok(Some(Difference::different(
                         what,
-                        format!("{} bytes on the server, {} recorded", listed.size, m.bytes),
+                        format!("{} bytes on the server, {size} sent", listed.size),
                         want.part(),
                     )));
                 }
-                m.bytes
+                *size
             }
             Want::Bytes(b, _) => (b.len() as u64).max(MAX_FILE),
         };
@@ -397,9 +413,9 @@ impl Wandb {
             return Ok(Some(Difference::missing(what, want.part())));
         };
         Ok(match want {
-            Want::Image(m) => {
+            Want::Media { sha256, .. } => {
                 let digest = crate::format::sha256_hex(&bytes);
-                (digest != m.digest).then(|| {
+                (digest != *sha256).then(|| {
                     Difference::different(
                         what,
                         format!("the server's bytes have SHA-256 {digest}"),
@@ -454,7 +470,7 @@ impl Wandb {
     ) -> SyncResult<()> {
         let mut want: BTreeMap<String, (String, u32)> = BTreeMap::new();
         for c in run.finished_calls() {
-            let (name, digest) = expected_table_artifact(run, c, &cur.run)?;
+            let (name, digest) = expected_table_artifact(run, c, &cur.run, &self.gifs).await?;
             want.insert(name, (digest, c.started.call));
         }
         let nodes = self

@@ -1,0 +1,184 @@
+//! The run's videos as W&B plays them (issue 37): W&B's `video-file` is a
+//! GIF here (`sync::clip`), derived from the recorded animated PNG when a
+//! pass first needs it — its digest and size go into history lines and
+//! table cells, which must be the same in every pass, so a GIF is made
+//! again (deterministically) in a later process rather than stored beside
+//! the run. What was derived is remembered by the APNG's digest and rate;
+//! the bytes of the latest ones are kept for their upload, within a bound.
+//!
+//! A file that differs from its record stops the pass (as an image's does);
+//! one that matches its record but is no video difflog could have written
+//! (a frame painting part of the picture, say) is sent as the animated
+//! image it is, with a warning, rather than not at all.
+
+use super::*;
+use std::collections::VecDeque;
+
+/// Bytes of derived GIFs kept for their uploads (older ones are derived
+/// again when needed).
+const KEPT_BYTES: usize = 256 << 20;
+
+/// A video's GIF as W&B references it.
+#[derive(Debug)]
+pub(super) struct GifInfo {
+    /// SHA-256 of the GIF, lower-case hex.
+    pub(super) sha256: String,
+    /// Its size in bytes.
+    pub(super) size: u64,
+    /// Width in pixels.
+    pub(super) width: u32,
+    /// Height in pixels.
+    pub(super) height: u32,
+}
+
+/// The GIFs derived from runs' videos, by APNG digest and rate.
+#[derive(Default)]
+pub(super) struct Gifs {
+    /// What each video became: its GIF, or `None` when it cannot be one.
+    made: Mutex<HashMap<String, Option<Arc<GifInfo>>>>,
+    /// The latest GIFs' bytes, oldest first.
+    kept: Mutex<VecDeque<(String, Arc<Vec<u8>>)>>,
+}
+
+/// What names a derived GIF: the APNG's digest and the recorded rate.
+fn name(m: &MediaEvent, fps: f64) -> String {
+    format!("{}@{fps}", m.digest)
+}
+
+/// Reads a recorded file, checked against its record, and makes its GIF:
+/// `Err` when the file differs from its record, `Ok(Err(why))` when it is
+/// no video a GIF can be made of.
+fn derive(file: &Path, m: &MediaEvent, fps: f64) -> SyncResult<Result<clip::Gif, String>> {
+    let bytes = crate::read::read_regular(file, m.bytes)
+        .map_err(|e| SyncError::permanent(format!("{}: {e}", file.display())))?;
+    if bytes.len() as u64 != m.bytes || sha256_hex(&bytes) != m.digest {
+        return Err(SyncError::permanent(format!(
+            "{}: the file differs from its record (size or SHA-256); not uploaded",
+            file.display()
+        )));
+    }
+    Ok(clip::gif_of_apng(&bytes, fps))
+}
+
+impl Gifs {
+    /// The GIF `m` is sent as: `None` for an image, or a video no GIF
+    /// could be made of, or one not derived yet ([`Gifs::derive`]).
+    pub(super) fn info(&self, m: &MediaEvent) -> Option<Arc<GifInfo>> {
+        let fps = m.video.as_ref()?.fps;
+        let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        made.get(&name(m, fps)).cloned().flatten()
+    }
+
+    /// Makes the GIF of every video among `media` not made yet (on the
+    /// blocking pool: a GIF costs about 70 ms a 512² frame), reading each
+    /// from run `dir`.
+    pub(super) async fn derive(&self, dir: &Path, media: &[&MediaEvent]) -> SyncResult<()> {
+        for m in media {
+            let Some(v) = &m.video else { continue };
+            let key = name(m, v.fps);
+            if self
+                .made
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&key)
+            {
+                continue;
+            }
+            let file = crate::read::run_file(dir, &m.path).map_err(|e| SyncError::local(&e))?;
+            self.make(&file, m, v.fps).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `m`'s GIF from `file` and remembers it; its bytes, when it
+    /// could be made.
+    async fn make(
+        &self,
+        file: &Path,
+        m: &MediaEvent,
+        fps: f64,
+    ) -> SyncResult<Option<Arc<Vec<u8>>>> {
+        let (path, media) = (file.to_path_buf(), m.clone());
+        let made = tokio::task::spawn_blocking(move || derive(&path, &media, fps))
+            .await
+            .map_err(|e| SyncError::permanent(format!("making a GIF failed: {e}")))??;
+        let key = name(m, fps);
+        let (info, bytes) = match made {
+            Ok(gif) => {
+                let info = GifInfo {
+                    sha256: sha256_hex(&gif.bytes),
+                    size: gif.bytes.len() as u64,
+                    width: gif.width,
+                    height: gif.height,
+                };
+                (Some(Arc::new(info)), Some(Arc::new(gif.bytes)))
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "{}: no GIF can be made of this video ({why}); W&B gets it as the animated image it is",
+                    file.display()
+                );
+                (None, None)
+            }
+        };
+        self.made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), info);
+        if let Some(b) = &bytes {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.retain(|(k, _)| *k != key);
+            kept.push_back((key, Arc::clone(b)));
+            let mut total: usize = kept.iter().map(|(_, b)| b.len()).sum();
+            while total > KEPT_BYTES && kept.len() > 1 {
+                if let Some((_, old)) = kept.pop_front() {
+                    total -= old.len();
+                }
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// The bytes of `m`'s GIF (made from `file`, the recorded video, when
+    /// not kept), checked to be the GIF its references name; `None` when
+    /// `m` is sent as it is.
+    pub(super) async fn bytes(
+        &self,
+        file: &Path,
+        m: &MediaEvent,
+    ) -> SyncResult<Option<Arc<Vec<u8>>>> {
+        let Some(v) = &m.video else { return Ok(None) };
+        let key = name(m, v.fps);
+        let made = self
+            .made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(None) = made {
+            // Known to be no video a GIF can be made of.
+            return Ok(None);
+        }
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, b)| Arc::clone(b));
+        let known = made.flatten();
+        let bytes = match kept {
+            Some(b) => Some(b),
+            None => self.make(file, m, v.fps).await?,
+        };
+        if let (Some(info), Some(b)) = (&known, &bytes) {
+            if sha256_hex(b) != info.sha256 {
+                return Err(SyncError::permanent(format!(
+                    "{}: its GIF came out different the second time it was made; not uploaded",
+                    file.display()
+                )));
+            }
+        }
+        Ok(bytes)
+    }
+}
