@@ -145,6 +145,9 @@ pub mod names {
     /// The generated video of a row (a video pipeline's; W&B autolog's
     /// media key for one).
     pub const GENERATED_VIDEO: &str = "Generated-Video";
+    /// How many frames a row's video has (W&B autolog's column of a
+    /// text-to-video table).
+    pub const NUMBER_OF_FRAMES: &str = "Number-of-Frames";
     /// The seed of a row's image.
     pub const SEED: &str = "Seed";
     /// How a row's image can be made again (Python runs).
@@ -155,7 +158,7 @@ pub mod names {
     pub const TABLES: &str = "Result-Table";
 
     /// Every name above by its constant's name, for the Python package.
-    pub const ALL: [(&str, &str); 16] = [
+    pub const ALL: [(&str, &str); 17] = [
         ("PROMPT", PROMPT),
         ("NEGATIVE_PROMPT", NEGATIVE_PROMPT),
         ("PROMPT_2", PROMPT_2),
@@ -168,6 +171,7 @@ pub mod names {
         ("CONTROL_IMAGE", CONTROL_IMAGE),
         ("GENERATED_IMAGE", GENERATED_IMAGE),
         ("GENERATED_VIDEO", GENERATED_VIDEO),
+        ("NUMBER_OF_FRAMES", NUMBER_OF_FRAMES),
         ("SEED", SEED),
         ("REMAKE", REMAKE),
         ("STAGE_PREFIX", STAGE_PREFIX),

@@ -90,11 +90,13 @@ impl CallSpec {
         if self.mask_image {
             c.push(names::MASK_IMAGE.into());
         }
-        c.push(if self.video {
-            names::GENERATED_VIDEO.into()
+        if self.video {
+            // Autolog's text-to-video tables: the frames, then the video.
+            c.push(names::NUMBER_OF_FRAMES.into());
+            c.push(names::GENERATED_VIDEO.into());
         } else {
-            names::GENERATED_IMAGE.into()
-        });
+            c.push(names::GENERATED_IMAGE.into());
+        }
         c.push(names::SEED.into());
         c
     }

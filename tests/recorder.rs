@@ -543,7 +543,13 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
     let call = &v.calls[&1];
     assert_eq!(
         call.started.columns,
-        ["Prompt", "Negative-Prompt", "Generated-Video", "Seed"]
+        [
+            "Prompt",
+            "Negative-Prompt",
+            "Number-of-Frames",
+            "Generated-Video",
+            "Seed"
+        ]
     );
     let [m] = &call.media[..] else {
         panic!("one media record: {:?}", call.media)
@@ -565,10 +571,15 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
         video,
         column,
         ..
-    } = &row.cells[2]
+    } = &row.cells[3]
     else {
         panic!("no video cell: {row:?}")
     };
+    // Autolog's column: the frames the row's video has.
+    assert!(
+        matches!(&row.cells[2], Cell::Number { column, value } if column == "Number-of-Frames" && value.as_u64() == Some(5)),
+        "{row:?}"
+    );
     assert_eq!(column, "Generated-Video");
     assert_eq!(video.as_ref(), Some(&want));
     assert_eq!(call.finished.as_ref().unwrap().images, 1);

@@ -47,6 +47,12 @@ const DELIBERATE: &[(&str, &str)] = &[
          re-encodes the image; the pixels are the same",
     ),
     (
+        "videos as GIFs at the recorded rate (media/videos/<sha256 of the recorded APNG>.gif)",
+        "autolog has W&B's client encode an MP4 through MoviePy and ffmpeg, at a fixed 4 fps; \
+         difflog derives a GIF (the one video-file format with a pure-Rust encoder) at the rate \
+         the call stated",
+    ),
+    (
         "run file names media/images/<sha256>.png and Result-Table/…_<sha256[..20]>",
         "content-addressed, so a re-upload or a second box writes the same names",
     ),
@@ -84,6 +90,8 @@ const AUTOLOG_DEFECTS: &[&str] = &[
     "a negative prompt that is one string, or none at all, for several prompts: IndexError, the \
      call is not logged at all (so the W&B side is given lists as long as the prompts)",
     "a list of generators: the resolver calls .initial_seed() on the list and logs nothing",
+    "a text-to-video call of several prompts: num_frames (one number) is read as one value per \
+     prompt, so the second prompt's row raises IndexError and the call is not logged at all",
 ];
 
 /// The calls both sides record: text-to-image (two prompts, two images
@@ -120,6 +128,16 @@ fn record(root: &Path) -> PathBuf {
     i2i.class = "StableDiffusionImg2ImgPipeline".into();
     i2i.input = Some(Arc::new(difflog::bench::synthetic_image(5, 32)));
     run.record(&mut i2i, &Req::new(&["edit it"], 300)).unwrap();
+    // A text-to-video call (AnimateDiff's table): one prompt, one video —
+    // autolog reads `num_frames` as one value per prompt (see
+    // AUTOLOG_DEFECTS).
+    let mut clip = TestPipeline::new();
+    clip.size = 32;
+    clip.class = "AnimateDiffPipeline".into();
+    clip.frames = Some(4);
+    let mut r = Req::new(&["a boat drifting"], 400);
+    r.negative = Some("blurry".into());
+    run.record(&mut clip, &r).unwrap();
     drop(run);
     common::only_run(root)
 }
@@ -149,6 +167,10 @@ fn spec(dir: &Path) -> Value {
                 .collect::<Vec<_>>());
             kwargs["negative_prompt_2"] = json!(vec![Value::Null; prompts.len()]);
         }
+        let video = call.started.columns.iter().any(|c| c == "Generated-Video");
+        if video {
+            kwargs["num_frames"] = p["num_frames"].clone();
+        }
         let file = |m: &difflog::event::MediaEvent| run_file(dir, &m.path).unwrap();
         let mut images = Vec::new();
         for m in &call.media {
@@ -164,6 +186,7 @@ fn spec(dir: &Path) -> Value {
                        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]},
             "kwargs": kwargs,
             "images": images,
+            "video": video,
         }));
     }
     json!({"project": "oracle", "config": {"seed": 7}, "calls": calls})
@@ -348,6 +371,12 @@ fn difflog_delivers_what_wandbs_own_client_delivers_for_the_same_calls() {
                     // The same image behind both paths.
                     same_image(&oracle.files, vo, &ours.files, vd);
                 }
+                Some("video-file") => {
+                    for f in ["width", "height", "caption"] {
+                        assert_eq!(vo[f], vd[f], "line {i} {k}: {f}");
+                    }
+                    same_video(&oracle.files, vo, &ours.files, vd);
+                }
                 Some("table-file") => {
                     assert_eq!(vo["nrows"], vd["nrows"], "line {i} {k}");
                     assert_eq!(vo["log_mode"], vd["log_mode"], "line {i} {k}");
@@ -472,6 +501,36 @@ fn same_image(
     );
 }
 
+/// Checks that video values `a` (W&B's client's, in files `fa`) and `b`
+/// (difflog's, in `fb`) each match their file's SHA-256 and size, and
+/// that difflog's is a GIF of the value's picture size that loops.
+fn same_video(
+    fa: &BTreeMap<String, Vec<u8>>,
+    a: &Value,
+    fb: &BTreeMap<String, Vec<u8>>,
+    b: &Value,
+) {
+    for (files, v) in [(fa, a), (fb, b)] {
+        let bytes = &files[v["path"].as_str().unwrap()];
+        assert_eq!(
+            difflog::format::sha256_hex(bytes),
+            v["sha256"].as_str().unwrap()
+        );
+        if !v["size"].is_null() {
+            assert_eq!(v["size"], bytes.len());
+        }
+    }
+    let gif = &fb[b["path"].as_str().unwrap()];
+    let d = gif::DecodeOptions::new()
+        .read_info(std::io::Cursor::new(gif))
+        .unwrap();
+    assert_eq!(
+        (u64::from(d.width()), u64::from(d.height())),
+        (b["width"].as_u64().unwrap(), b["height"].as_u64().unwrap())
+    );
+    assert!(fa[a["path"].as_str().unwrap()].len() > 100, "{a}");
+}
+
 /// The two `run_table` artifacts of one table: named alike, the same
 /// entries, and tables that agree cell by cell on the columns autolog has.
 fn compare_artifacts(o: &WArtifact, d: &WArtifact, key: &str) {
@@ -511,6 +570,9 @@ fn compare_artifacts(o: &WArtifact, d: &WArtifact, key: &str) {
         e.keys()
             .map(|n| match n.strip_prefix("media/images/") {
                 Some(f) if f.len() == 24 && f.ends_with(".png") => "media/images/<md5>.png".into(),
+                // W&B's client names a video file after a random id, and
+                // it is an MP4 (see DELIBERATE).
+                _ if n.starts_with("media/videos/") => "media/videos/<video>".into(),
                 _ => n.clone(),
             })
             .collect()
@@ -562,7 +624,13 @@ fn compare_artifacts(o: &WArtifact, d: &WArtifact, key: &str) {
         let rows_d = td["data"].as_array().unwrap();
         for (ro, rd) in rows_o.iter().zip(rows_d) {
             let (co, cd) = (&ro[at_o], &rd[at_d]);
-            if co["_type"] == "image-file" {
+            if co["_type"] == "video-file" {
+                assert_eq!(keys(co), keys(cd), "{key}: column {c}: cell fields");
+                for f in ["_type", "width", "height"] {
+                    assert_eq!(co[f], cd[f], "{key}: column {c}: {f}");
+                }
+                same_video(&o.files, co, &d.files, cd);
+            } else if co["_type"] == "image-file" {
                 assert_eq!(keys(co), keys(cd), "{key}: column {c}: cell fields");
                 for f in ["_type", "format", "width", "height"] {
                     assert_eq!(co[f], cd[f], "{key}: column {c}: {f}");

@@ -54,6 +54,7 @@ from ._native import NAMES, Generated, Image, Video
 # place every reader of a run takes them from.
 GENERATED_IMAGE, SEED, REMAKE = NAMES["GENERATED_IMAGE"], NAMES["SEED"], NAMES["REMAKE"]
 GENERATED_VIDEO = NAMES["GENERATED_VIDEO"]
+NUMBER_OF_FRAMES = NAMES["NUMBER_OF_FRAMES"]
 _IMAGE_ARGS = [(NAMES["SOURCE_IMAGE"], "image"), (NAMES["MASK_IMAGE"], "mask_image"), (NAMES["CONTROL_IMAGE"], "control_image")]
 # Prompt arguments and their columns.
 _TEXT_ARGS = [
@@ -247,7 +248,7 @@ class Recording:
             info,
             json.dumps(described),
             known,
-            self.columns + [self.media_column, SEED, REMAKE],
+            self.columns + ([NUMBER_OF_FRAMES] if self.video else []) + [self.media_column, SEED, REMAKE],
         )
         self.prepare_s = time.perf_counter() - t0
 
@@ -363,6 +364,10 @@ class Recording:
                 v = v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(describe(v))
             texts[name] = v
             cells.append((column, v))
+        if self.video:
+            # Autolog's text-to-video column: here the frames the row's
+            # video has (what the call returned, not what it asked for).
+            cells.append((NUMBER_OF_FRAMES, len(img) if isinstance(img, list) else None))
         if img is None:
             cells.append((self.media_column, None))
         elif isinstance(img, list):

@@ -779,6 +779,10 @@ impl crate::pipeline::ImageSink for CallRecorder<'_, '_> {
                 text_value(row.negative_prompt.as_deref()),
             ),
             (
+                names::NUMBER_OF_FRAMES.into(),
+                RowValue::Number(row.frames.len().into()),
+            ),
+            (
                 names::GENERATED_VIDEO.into(),
                 RowValue::Video {
                     frames: row

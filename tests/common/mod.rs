@@ -20,6 +20,9 @@ pub struct TestPipeline {
     pub fail_after: Option<usize>,
     /// Add this much to the red channel of pixel (x, y) of every image.
     pub edit: Option<(u32, u32, u8)>,
+    /// A video pipeline: each output is this many frames (the image, then
+    /// shifted copies of it) at 8 fps.
+    pub frames: Option<u32>,
 }
 
 impl TestPipeline {
@@ -32,6 +35,7 @@ impl TestPipeline {
             mask: None,
             fail_after: None,
             edit: None,
+            frames: None,
         }
     }
 }
@@ -87,6 +91,9 @@ impl Pipeline for TestPipeline {
         params.insert("num_images_per_prompt".into(), json!(r.per_prompt));
         params.insert("num_inference_steps".into(), json!(10));
         params.insert("seed".into(), json!(r.seed));
+        if let Some(f) = self.frames {
+            params.insert("num_frames".into(), json!(f));
+        }
         Ok(CallSpec {
             params,
             seeds: (0..n as u64).map(|i| r.seed + i).collect(),
@@ -94,7 +101,7 @@ impl Pipeline for TestPipeline {
             third_prompts: false,
             input_image: self.input.is_some(),
             mask_image: self.mask.is_some(),
-            video: false,
+            video: self.frames.is_some(),
         })
     }
 
@@ -113,6 +120,26 @@ impl Pipeline for TestPipeline {
                 if let Some((x, y, add)) = self.edit {
                     let px = img.get_pixel_mut(x, y);
                     px[0] = px[0].saturating_add(add);
+                }
+                if let Some(n) = self.frames {
+                    let frames = (0..n)
+                        .map(|f| {
+                            RgbImage::from_fn(img.width(), img.height(), |x, y| {
+                                *img.get_pixel((x + f) % img.width(), y)
+                            })
+                        })
+                        .collect();
+                    ctx.video(difflog::VideoRow {
+                        frames,
+                        fps: 8.0,
+                        fps_from: "argument fps".into(),
+                        prompt: p.clone(),
+                        negative_prompt: r.negative.clone(),
+                        seed,
+                    });
+                    out.push(img);
+                    i += 1;
+                    continue;
                 }
                 ctx.image(ImageRow {
                     image: img.clone(),

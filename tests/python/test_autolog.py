@@ -588,6 +588,11 @@ class Lifecycle(Base):
             self.assertNotIn("Generated-Image", call["started"]["columns"])
             cells = [next(c for c in r["cells"] if c["column"] == "Generated-Video") for r in call["rows"]]
             self.assertEqual([(c["video"]["frames"], c["video"]["fps"]) for c in cells], rows)
+            # Autolog's column of a text-to-video table, before the video.
+            cols = call["started"]["columns"]
+            self.assertEqual(cols.index("Number-of-Frames") + 1, cols.index("Generated-Video"))
+            counts = [next(c["value"] for c in r["cells"] if c["column"] == "Number-of-Frames") for r in call["rows"]]
+            self.assertEqual(counts, [f for f, _ in rows])
             for b, c in enumerate(cells):
                 with Image.open(os.path.join(run.dir, c["path"])) as im:
                     self.assertEqual(im.n_frames, c["video"]["frames"])

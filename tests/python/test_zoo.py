@@ -173,6 +173,9 @@ class Zoo(unittest.TestCase):
                 videos = [next(x for x in r["cells"] if x["column"] == "Generated-Video") for r in c["rows"]]
                 self.assertEqual([x["type"] for x in videos], ["image"] * len(counts), what)
                 self.assertEqual([x["video"]["frames"] for x in videos], counts, f"{what}: frames per video")
+                # Autolog's Number-of-Frames column says the same.
+                said = [next(x.get("value") for x in r["cells"] if x["column"] == "Number-of-Frames") for r in c["rows"]]
+                self.assertEqual(said, counts, f"{what}: Number-of-Frames")
                 self.assertEqual(images, [], f"{what}: no image column")
                 for x in videos:
                     with Image.open(os.path.join(run.dir, x["path"])) as im:

@@ -5,7 +5,8 @@ difflog's upload of the same calls (tests/sync_wandb_client.rs).
 W&B's real `wandb.integration.diffusers.autolog` runs; only `diffusers`
 itself is a stand-in (torch and real weights cannot run in this test): a
 module whose pipeline classes have diffusers' `__call__` signature and return
-the images difflog recorded for the same call, and a generator with torch's
+the images (or, for a video pipeline, the frames) difflog recorded for the
+same call, and a generator with torch's
 `initial_seed()` / `device` / `get_state()`.
 
 usage: python autolog_run.py SPEC.json OUT_DIR   (prints the offline run dir)
@@ -47,17 +48,30 @@ class Generator:
 
 
 class _Output:
-    def __init__(self, images):
+    def __init__(self, images=None, frames=None):
         self.images = images
+        self.frames = frames
+
+
+def _frames(path):
+    """The frames of an animated PNG difflog recorded, as PIL images."""
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as im:
+        return [f.convert("RGB") for f in ImageSequence.Iterator(im)]
 
 
 def _call(self, prompt=None, prompt_2=None, image=None, mask_image=None,
           height=None, width=None, num_inference_steps=50, guidance_scale=7.5,
           negative_prompt=None, negative_prompt_2=None, num_images_per_prompt=1,
           eta=0.0, generator=None, latents=None, output_type="pil",
-          return_dict=True, strength=0.8):
+          return_dict=True, strength=0.8, num_frames=16):
     from PIL import Image
 
+    if self._video:
+        # A video pipeline's output: `frames`, a list of videos, each a
+        # list of PIL frames (diffusers' "pil" output type).
+        return _Output(frames=[_frames(p) for p in self._next_images])
     return _Output([Image.open(p).convert("RGB") for p in self._next_images])
 
 
@@ -67,6 +81,7 @@ class DiffusionPipeline:
     def __init__(self, config):
         self.config = dict(config)
         self._next_images = []
+        self._video = False
 
     __call__ = _call
 
@@ -102,6 +117,7 @@ def main():
     for call in spec["calls"]:
         pipe = getattr(diffusers, call["class"])(call.get("config", {}))
         pipe._next_images = call["images"]
+        pipe._video = bool(call.get("video"))
         kwargs = dict(call["kwargs"])
         if "seed" in kwargs:
             kwargs["generator"] = Generator(kwargs.pop("seed"))

@@ -126,9 +126,6 @@ struct Entry {
 /// W&B's type of a column (`wandb/sdk/data_types/_dtypes.py`): the union of
 /// `none` and what its cells hold.
 fn column_type(kinds: &std::collections::BTreeSet<&'static str>) -> Value {
-    if kinds.contains("video-file") {
-        return json!({"params": {"allowed_types": [{"wb_type": "video-file"}, {"wb_type": "none"}]}, "wb_type": "union"});
-    }
     if kinds.contains("image-file") {
         let unset = || json!({"params": {"is_set": false, "val": {}}, "wb_type": "const"});
         let image = json!({"params": {
@@ -179,11 +176,9 @@ async fn entries(
                 let bytes = bytes.to_vec();
                 let md5 = Md5::digest(&bytes);
                 let name = format!("media/videos/{}.gif", &crate::format::hex(&md5)[..20]);
-                let mut cell = json!({"_type": "video-file", "path": name, "sha256": gif.sha256,
-                                      "width": gif.width, "height": gif.height});
-                if let Some(c) = &m.caption {
-                    cell["caption"] = json!(c);
-                }
+                // A cell shows the video; the caption is in the row.
+                let cell = json!({"_type": "video-file", "path": name, "sha256": gif.sha256,
+                                  "width": gif.width, "height": gif.height});
                 cell_of.insert(&m.digest, ("video-file", cell));
                 (name, bytes)
             }
