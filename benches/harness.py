@@ -341,8 +341,12 @@ def python_autolog():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     venv = run([os.path.join(root, "scripts/python-env"), "--release"]).stdout.strip()
     py = os.path.join(venv, "python")
-    if run([py, "-c", "import wandb"], check=False).returncode != 0:
-        run([os.path.join(venv, "pip"), "install", "-q", "wandb==0.31.0"])
+    if run([py, "-c", "import wandb, moviepy"], check=False).returncode != 0:
+        # W&B's client, and MoviePy (which its wandb.Video encodes with)
+        # without its dependencies' pins touching the venv's Pillow.
+        run([os.path.join(venv, "pip"), "install", "-q", "wandb==0.31.0", "decorator", "imageio",
+             "imageio-ffmpeg", "proglog", "python-dotenv"])
+        run([os.path.join(venv, "pip"), "install", "-q", "--no-deps", "moviepy==2.2.1"])
     f = json.loads(run([py, os.path.join(root, "benches/python_autolog.py"), "--json",
                         "--calls", "4" if quick else "8"]).stdout.strip().splitlines()[-1])
     s = "9 python autolog"
@@ -355,6 +359,17 @@ def python_autolog():
     ratio = f["difflog_over_wandb_cpu"]
     row(s, "whole-process recording CPU per call (all threads, minus no recorder): difflog / W&B",
         ratio, "<= 1", ratio is not None and ratio <= 1)
+    # issue 37: video calls (AnimateDiff, one 16-frame 512² video a call).
+    v = json.loads(run([py, os.path.join(root, "benches/python_autolog.py"), "--json", "--video", "16",
+                        "--calls", "4" if quick else "8"]).stdout.strip().splitlines()[-1])
+    row(s, "median ms in the caller's thread per video call (16 frames of 512²): W&B autolog",
+        v["wandb_caller_ms_per_call"])
+    row(s, "the same, difflog.autolog", v["difflog_caller_ms_per_call"])
+    row(s, "video: difflog / W&B", v["difflog_over_wandb"], "<= 0.025", v["difflog_over_wandb"] <= 0.025)
+    vr = v["difflog_over_wandb_cpu"]
+    row(s, "video: recording CPU per call (ffmpeg's included): difflog / W&B", vr, "<= 1",
+        vr is not None and vr <= 1)
+    f["video"] = v
     return f
 
 

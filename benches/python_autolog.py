@@ -8,10 +8,20 @@ alike. Before any hook is installed, the pipeline's own `__call__` is
 wrapped in a timer, so per call: time in the caller's thread for recording
 = the call's whole time minus the pipeline's own time. Each process also
 reports its whole CPU time (every thread: difflog's background encoding and
-W&B's included) over the measured calls and the run's finish, less the
+W&B's included, and the processes it ran: W&B's ffmpeg) over the measured calls and the run's finish, less the
 caller thread's CPU inside the pipeline (torch runs on one thread here, so
 that is all of the pipeline's work); a side's recording CPU per call is
 that minus the same figure of the side with no recorder.
+
+`--video F` makes each call a video call instead (issue 37): a real
+diffusers AnimateDiffPipeline (tiny) whose own work is replaced by handing
+back one ready video of F frames panning across a smooth picture (the tiny
+model itself takes minutes a call at 512² here, and what a recorder costs
+depends only on what the call returns), which W&B's autolog encodes as an
+MP4 twice in the caller (the media panel's and the table's `wandb.Video`,
+through MoviePy and ffmpeg, installed beside wandb) and difflog hands to
+its writer threads as one animated PNG. The pipeline's own time is then
+nil, and only the caller and CPU ratios mean anything.
 
 By default the calls pass no generator (the default path: difflog changes
 nothing, W&B passes nothing either); `--generator one` passes one seeded
@@ -21,7 +31,7 @@ Printed: the times and the issue's ratios -- difflog / W&B in the caller
 (target <= 1/40), difflog / the pipeline's own time (target <= 2 %), and
 whole-process recording CPU difflog / W&B (target <= 1).
 
-    python benches/python_autolog.py [--calls 8] [--images 4] [--size 512] [--generator none|one] [--json]
+    python benches/python_autolog.py [--calls 8] [--images 4] [--size 512] [--generator none|one] [--video F] [--json]
     (run with .venv-diffusers/bin/python; scripts/bench installs wandb there)
 """
 
@@ -44,25 +54,63 @@ SIDES = ("none", "wandb", "difflog")
 
 
 def cpu_s():
+    """CPU seconds of this process and of the children it waited for
+    (W&B's MoviePy runs ffmpeg to encode each video)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
-def child(mode, images, size, generator):
+def _ready_video(real, frames, size):
+    """A stand-in for AnimateDiffPipeline's own work (`real`, whose
+    signature it keeps: recorders bind the call's arguments to it): the
+    video of `frames` frames of `size`² each call (each call's starting a
+    pixel further along: a recorder may store equal videos once), as
+    diffusers returns one."""
+    import numpy as np
+    from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:size, 0 : size + 2 * frames + 64].astype(np.float32)
+    wide = np.stack(
+        [
+            (np.sin(xx / 23.0) + np.cos(yy / 17.0) + 2.0) * 60.0,
+            (np.sin((xx + yy) / 31.0) + 1.0) * 120.0,
+            (np.cos(xx / 41.0 - yy / 29.0) + 1.0) * 110.0 + (xx % 7),
+        ],
+        axis=-1,
+    ).clip(0, 255).astype(np.uint8)
+    calls = [0]
+
+    @functools.wraps(real)
+    def own(self, *a, **k):
+        at = calls[0] % 64
+        calls[0] += 1
+        video = [Image.fromarray(np.ascontiguousarray(wide[:, at + 2 * i : at + 2 * i + size])) for i in range(frames)]
+        return AnimateDiffPipelineOutput(frames=[video])
+
+    return own
+
+
+def child(mode, images, size, generator, video):
     """One side: answers each line on stdin ("call N" or "finish") with a
     JSON line."""
     sys.path.insert(0, TESTS)
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import AnimateDiffPipeline, StableDiffusionPipeline
 
     import tiny
+
+    Pipeline = AnimateDiffPipeline if video else StableDiffusionPipeline
 
     # One torch thread: the pipeline's own work is then all in the caller's
     # thread, and its CPU time is that thread's during the call.
     torch.set_num_threads(1)
     own = []
     own_cpu = []
-    original = StableDiffusionPipeline.__dict__["__call__"]
+    original = Pipeline.__dict__["__call__"]
+    if video:
+        original = _ready_video(original, video, size)
 
     @functools.wraps(original)
     def timed(self, *a, **k):
@@ -73,7 +121,7 @@ def child(mode, images, size, generator):
             own.append(time.perf_counter() - t)
             own_cpu.append(time.thread_time() - c)
 
-    StableDiffusionPipeline.__call__ = timed
+    Pipeline.__call__ = timed
     work = tempfile.mkdtemp(prefix=f"difflog-bench-{mode}-")
     atexit.register(shutil.rmtree, work, ignore_errors=True)
     finish = lambda: None  # noqa: E731
@@ -91,7 +139,12 @@ def child(mode, images, size, generator):
 
         difflog.autolog(init=dict(project="difflog-bench"), root=work)
         finish = difflog.finish
-    pipe = tiny.sd_large()
+    if video:
+        import zoo
+
+        pipe = zoo._animatediff()
+    else:
+        pipe = tiny.sd_large()
     cpu0 = None
     for line in sys.stdin:
         cmd = line.split()
@@ -104,7 +157,12 @@ def child(mode, images, size, generator):
                 # One generator for the batch: W&B's resolver fails on a list.
                 kw["generator"] = torch.Generator().manual_seed(i)
             t = time.perf_counter()
-            pipe("a cat", num_images_per_prompt=images, height=size, width=size, num_inference_steps=2, **kw)
+            if video:
+                # Every argument autolog's AnimateDiff table reads, given
+                # (it reads them from the call's keywords only).
+                pipe("a cat", negative_prompt="", num_frames=video, height=size, width=size, num_inference_steps=2, **kw)
+            else:
+                pipe("a cat", num_images_per_prompt=images, height=size, width=size, num_inference_steps=2, **kw)
             whole = time.perf_counter() - t
             print(json.dumps({"whole_s": whole, "own_s": own[-1], "own_cpu_s": own_cpu[-1]}), flush=True)
         elif cmd[0] == "finish":
@@ -112,7 +170,10 @@ def child(mode, images, size, generator):
             finish()
             fin = time.perf_counter() - t
             cpu = cpu_s() - (cpu0 if cpu0 is not None else 0.0)
-            print(json.dumps({"finish_s": fin, "cpu_s": cpu}), flush=True)
+            # What the side stored: a W&B autolog that failed on the call
+            # logs nothing, and its cost would be no cost.
+            media = sum(1 for d, _, fs in os.walk(work) for f in fs if "media" in d and f.endswith((".png", ".gif", ".mp4")))
+            print(json.dumps({"finish_s": fin, "cpu_s": cpu, "files": media}), flush=True)
             return
 
 
@@ -122,15 +183,16 @@ def main():
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--generator", choices=["none", "one"], default="none")
+    ap.add_argument("--video", type=int, default=0, metavar="F", help="video calls of F frames (AnimateDiff)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", choices=SIDES)
     a = ap.parse_args()
     if a.child:
-        child(a.child, a.images, a.size, a.generator)
+        child(a.child, a.images, a.size, a.generator, a.video)
         return
     procs = {
         mode: subprocess.Popen(
-            [sys.executable, __file__, "--child", mode, "--images", str(a.images), "--size", str(a.size), "--generator", a.generator],
+            [sys.executable, __file__, "--child", mode, "--images", str(a.images), "--size", str(a.size), "--generator", a.generator, "--video", str(a.video)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -156,6 +218,12 @@ def main():
     end = {m: ask(m, "finish") for m in SIDES}
     for p in procs.values():
         p.wait()
+    if a.video:
+        # W&B's run holds the videos it encoded (two a call), difflog's
+        # run one animated PNG a call: neither side skipped its work.
+        for m in ("wandb", "difflog"):
+            if end[m]["files"] < a.calls:
+                sys.exit(f"the {m} side stored {end[m]['files']} files for {a.calls} video calls")
     # Medians: a call now and then waits on the machine (2 cores shared
     # with torch's threads), on every side.
     rec = {m: median(r["whole_s"] - r["own_s"] for r in got[m]) for m in SIDES}
@@ -169,7 +237,8 @@ def main():
     cw, cd = cpu["wandb"] - cpu["none"], cpu["difflog"] - cpu["none"]
     figures = {
         "calls": a.calls,
-        "images_per_call": a.images,
+        "images_per_call": 0 if a.video else a.images,
+        "video_frames": a.video,
         "size": a.size,
         "generator": a.generator,
         "wandb_caller_ms_per_call": round(w * 1000, 2),
@@ -187,7 +256,9 @@ def main():
     if a.json:
         print(json.dumps(figures))
         return
-    print(f"{a.calls} calls x {a.images} images of {a.size}x{a.size}, tiny StableDiffusionPipeline, 2 steps, "
+    what = f"1 video of {a.video} frames" if a.video else f"{a.images} images"
+    pipeline = "AnimateDiffPipeline" if a.video else "StableDiffusionPipeline"
+    print(f"{a.calls} calls x {what} of {a.size}x{a.size}, tiny {pipeline}, 2 steps, "
           f"generator: {a.generator}; the three sides take turns call by call")
     print(f"median time in the caller's thread per call: W&B autolog {figures['wandb_caller_ms_per_call']} ms, "
           f"difflog {figures['difflog_caller_ms_per_call']} ms")

@@ -14,7 +14,7 @@ use difflog::run::media::Pixels;
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyCapsuleMethods, PyTuple};
 use std::ffi::{c_char, c_void, CStr};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The Arrow C data interface's schema (arrow.apache.org/docs/format/CDataInterface.html).
 #[repr(C)]
@@ -68,6 +68,43 @@ impl Pixels for RgbxPixels {
             out
         })
     }
+}
+
+impl Drop for RgbxPixels {
+    /// The buffer goes to [`SPARE`] for the next copy, within its bound.
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.rgbx);
+        let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+        let kept: usize = spare.iter().map(Vec::capacity).sum();
+        if kept + buf.capacity() <= SPARE_BYTES {
+            spare.push(buf);
+        }
+    }
+}
+
+/// Buffers of images the encoder is done with, for the next copies: a
+/// fresh buffer costs the caller's thread its page faults (1.16 ms for a
+/// 512² image here, against 0.17 ms for the copy into memory used before),
+/// and a video hands over dozens of frames at once.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Most bytes kept in [`SPARE`] (four 16-frame 512² videos).
+const SPARE_BYTES: usize = 64 << 20;
+
+/// A copy of `data`, in a spare buffer of about its size when there is one.
+fn copied(data: &[u8]) -> Vec<u8> {
+    let reused = {
+        let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+        spare
+            .iter()
+            .position(|b| {
+                b.capacity() >= data.len() && b.capacity() <= data.len().saturating_mul(2)
+            })
+            .map(|i| spare.swap_remove(i))
+    };
+    let mut out = reused.unwrap_or_else(|| Vec::with_capacity(data.len()));
+    out.clear();
+    out.extend_from_slice(data);
+    out
 }
 
 fn pointer(capsule: &Bound<'_, PyAny>, name: &CStr) -> Option<*mut c_void> {
@@ -133,7 +170,7 @@ pub fn rgb_from_pil(image: &Bound<'_, PyAny>, width: u32, height: u32) -> Option
         if data.is_null() {
             return None;
         }
-        let rgbx = std::slice::from_raw_parts(data, bytes).to_vec();
+        let rgbx = copied(std::slice::from_raw_parts(data, bytes));
         Some(RgbxPixels {
             width,
             height,
