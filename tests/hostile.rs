@@ -6,9 +6,8 @@
 mod common;
 
 use common::mlflow as mf;
-use common::{difflog_bin, Req, TestPipeline};
-use difflog::event::encode_record;
-use difflog::event::{Cell, Event};
+use common::{difflog_bin, rewrite_log, Req, TestPipeline};
+use difflog::event::{encode_record, Cell, Event};
 use difflog::read::RunDir;
 use difflog::{Init, Run};
 use std::path::{Path, PathBuf};
@@ -44,19 +43,6 @@ fn record(root: &Path, project: &str, calls: u64) -> PathBuf {
     let dir = run.dir().unwrap().to_path_buf();
     run.finish().unwrap();
     dir
-}
-
-/// Rewrites the run's log through `edit`, every record re-encoded with a
-/// valid checksum: what someone editing a run by hand can always do.
-fn rewrite_log(dir: &Path, edit: impl Fn(&mut Event)) {
-    let run = RunDir::open(dir).unwrap();
-    let mut out = Vec::new();
-    for r in run.records() {
-        let mut e = r.event.clone();
-        edit(&mut e);
-        out.extend(encode_record(r.seq, &r.ts, &e).unwrap());
-    }
-    std::fs::write(dir.join("events.log"), out).unwrap();
 }
 
 fn images_on_server(project: &str) -> Vec<String> {

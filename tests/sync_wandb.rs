@@ -1620,3 +1620,113 @@ fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
     let (code, report, _) = verify_json(&emu.url, &copy, &to, &[]);
     assert_eq!(code, 0, "{report}");
 }
+
+/// Issue 37, hostile input: a run's video that matches its record but is
+/// no video difflog writes (its second frame paints a corner only) goes to
+/// W&B as the animated image it is, with a warning, and the run completes;
+/// a video whose bytes changed after it was recorded stops that run's
+/// upload, naming the file, and sends nothing under its digest.
+#[test]
+fn a_video_no_gif_can_be_made_of_goes_as_an_image_and_a_changed_one_is_not_sent() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let clip = |name: &str| {
+        let run = Run::create(Init::project("local").name(name).root(root.path())).unwrap();
+        run.record(
+            &mut common::ClipPipeline,
+            &common::ClipRequest {
+                frames: 3,
+                fps: 12.0,
+            },
+        )
+        .unwrap();
+        let dir = run.dir().unwrap().to_path_buf();
+        run.finish().unwrap();
+        dir
+    };
+    // An animated PNG of 24×16 whose frame 1 is 12×8 at the corner, put
+    // in place of the recorded one, its record made to match.
+    let odd = clip("odd");
+    let mut apng = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut apng, 24, 16);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_animated(3, 0).unwrap();
+        enc.set_frame_delay(1, 12).unwrap();
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&[90; 24 * 16 * 3]).unwrap();
+        w.set_frame_dimension(12, 8).unwrap();
+        w.write_image_data(&[200; 12 * 8 * 3]).unwrap();
+        w.reset_frame_dimension().unwrap();
+        w.write_image_data(&[30; 24 * 16 * 3]).unwrap();
+        w.finish().unwrap();
+    }
+    let digest = sha256_hex(&apng);
+    let path = format!("media/{}/{digest}.png", &digest[..2]);
+    std::fs::create_dir_all(odd.join(&path).parent().unwrap()).unwrap();
+    std::fs::write(odd.join(&path), &apng).unwrap();
+    let (d, p, n) = (digest.clone(), path.clone(), apng.len() as u64);
+    common::rewrite_log(&odd, move |e| match e {
+        Event::Media(m) => {
+            (m.digest, m.path, m.bytes) = (d.clone(), p.clone(), n);
+        }
+        Event::Row(r) => {
+            for c in &mut r.cells {
+                if let Cell::Image {
+                    digest: cd,
+                    path: cp,
+                    ..
+                } = c
+                {
+                    (*cd, *cp) = (d.clone(), p.clone());
+                }
+            }
+        }
+        _ => {}
+    });
+    let to = target("odd-video");
+    let o = sync(&emu.url, &["upload", odd.to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("no GIF can be made of this video (frame 1 paints 12x8 at (0, 0)"),
+        "{}",
+        text(&o)
+    );
+    let w = emu
+        .run("odd-video", &run_name(&RunDir::open(&odd).unwrap().meta.id))
+        .unwrap();
+    let key = "Generated-Video/Pipeline-Call-1";
+    let v = &w.history.iter().find(|l| l.get(key).is_some()).unwrap()[key];
+    assert_eq!(v["_type"], "image-file", "{v}");
+    assert_eq!(v["sha256"], digest.as_str());
+    assert_eq!(w.files[&format!("media/images/{digest}.png")], apng);
+    let (code, report, found) = verify_json(&emu.url, &odd, &to, &[]);
+    assert_eq!((code, found.len()), (0, 0), "{report}");
+
+    // Bytes changed after recording (the record keeps the old digest).
+    let changed = clip("changed");
+    let m = RunDir::open(&changed).unwrap().view().media[0].clone();
+    let file = changed.join(&m.path);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let to = target("changed-video");
+    let o = sync(
+        &emu.url,
+        &["upload", changed.to_str().unwrap(), "--to", &to],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("the file differs from its record") && text(&o).contains(&m.digest),
+        "{}",
+        text(&o)
+    );
+    let sent: Vec<String> = emu
+        .runs("changed-video")
+        .iter()
+        .flat_map(|r| r.files.keys().cloned().collect::<Vec<_>>())
+        .filter(|k| k.starts_with("media/videos/") || k.starts_with("media/images/"))
+        .collect();
+    assert!(sent.is_empty(), "{sent:?}");
+}
