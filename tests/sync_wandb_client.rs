@@ -476,6 +476,20 @@ fn difflog_delivers_what_wandbs_own_client_delivers_for_the_same_calls() {
     assert_eq!(seed_o, &ours.config["seed"]["value"]);
 }
 
+/// The file a media value names among `files`, checked against the
+/// value's SHA-256 and (where it has one) size.
+fn file_of<'a>(files: &'a BTreeMap<String, Vec<u8>>, v: &Value) -> &'a [u8] {
+    let bytes = &files[v["path"].as_str().unwrap()];
+    assert_eq!(
+        difflog::format::sha256_hex(bytes),
+        v["sha256"].as_str().unwrap()
+    );
+    if !v["size"].is_null() {
+        assert_eq!(v["size"], bytes.len());
+    }
+    bytes
+}
+
 /// Checks that image values `a` (in files `fa`) and `b` (in `fb`) point at
 /// the same pixels, each file matching its value's SHA-256 and size.
 fn same_image(
@@ -485,15 +499,9 @@ fn same_image(
     b: &Value,
 ) {
     let pixels = |files: &BTreeMap<String, Vec<u8>>, v: &Value| {
-        let bytes = &files[v["path"].as_str().unwrap()];
-        assert_eq!(
-            difflog::format::sha256_hex(bytes),
-            v["sha256"].as_str().unwrap()
-        );
-        if !v["size"].is_null() {
-            assert_eq!(v["size"], bytes.len());
-        }
-        image::load_from_memory(bytes).unwrap().to_rgb8()
+        image::load_from_memory(file_of(files, v))
+            .unwrap()
+            .to_rgb8()
     };
     assert!(
         pixels(fa, a) == pixels(fb, b),
@@ -510,17 +518,7 @@ fn same_video(
     fb: &BTreeMap<String, Vec<u8>>,
     b: &Value,
 ) {
-    for (files, v) in [(fa, a), (fb, b)] {
-        let bytes = &files[v["path"].as_str().unwrap()];
-        assert_eq!(
-            difflog::format::sha256_hex(bytes),
-            v["sha256"].as_str().unwrap()
-        );
-        if !v["size"].is_null() {
-            assert_eq!(v["size"], bytes.len());
-        }
-    }
-    let gif = &fb[b["path"].as_str().unwrap()];
+    let gif = file_of(fb, b);
     let d = gif::DecodeOptions::new()
         .read_info(std::io::Cursor::new(gif))
         .unwrap();
@@ -528,7 +526,7 @@ fn same_video(
         (u64::from(d.width()), u64::from(d.height())),
         (b["width"].as_u64().unwrap(), b["height"].as_u64().unwrap())
     );
-    assert!(fa[a["path"].as_str().unwrap()].len() > 100, "{a}");
+    assert!(file_of(fa, a).len() > 100, "{a}");
 }
 
 /// The two `run_table` artifacts of one table: named alike, the same
