@@ -296,13 +296,25 @@ impl Video {
     /// a video (and would not fit an animated PNG's 16-bit frame delay).
     pub const MAX_FPS: f64 = 1000.0;
 
+    /// Why `fps` is no rate a video can have: not a number, not above 0,
+    /// or above [`Video::MAX_FPS`].
+    pub fn check_fps(fps: f64) -> Result<(), String> {
+        if fps.is_finite() && fps > 0.0 && fps <= Video::MAX_FPS {
+            return Ok(());
+        }
+        Err(format!(
+            "a frame rate of {fps} is not one a video can have (above 0, at most {} frames a second)",
+            Video::MAX_FPS
+        ))
+    }
+
     /// Why these timings are none a video can have (a reader's check: a
     /// run directory can come from anyone).
     pub fn check(&self) -> Result<(), String> {
         if self.frames == 0 {
             return Err("a video with no frames".into());
         }
-        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= Video::MAX_FPS) {
+        if Video::check_fps(self.fps).is_err() {
             return Err(format!("a video at {} frames a second", self.fps));
         }
         if !(self.duration_s.is_finite() && self.duration_s >= 0.0) {

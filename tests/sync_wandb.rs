@@ -1479,6 +1479,20 @@ fn bench_wandb_verify_against_upload() {
     );
 }
 
+/// A finished run named `name` under `root` of one video call: `frames`
+/// frames at 12 fps (`common::ClipPipeline`); its folder.
+fn record_clip(root: &Path, name: &str, frames: u32) -> PathBuf {
+    let run = Run::create(Init::project("local").name(name).root(root)).unwrap();
+    run.record(
+        &mut common::ClipPipeline,
+        &common::ClipRequest { frames, fps: 12.0 },
+    )
+    .unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    dir
+}
+
 /// Each frame of a GIF as RGB and its delay in hundredths of a second.
 fn gif_frames(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<u16>) {
     let mut options = gif::DecodeOptions::new();
@@ -1506,17 +1520,7 @@ fn gif_frames(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<u16>) {
 fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
     let emu = Emulator::start(KEY, ENTITY);
     let root = tempfile::tempdir().unwrap();
-    let run = Run::create(Init::project("local").name("clips").root(root.path())).unwrap();
-    run.record(
-        &mut common::ClipPipeline,
-        &common::ClipRequest {
-            frames: 6,
-            fps: 12.0,
-        },
-    )
-    .unwrap();
-    let dir = run.dir().unwrap().to_path_buf();
-    run.finish().unwrap();
+    let dir = record_clip(root.path(), "clips", 6);
     let to = target("video");
     let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
     assert!(o.status.success(), "{}", text(&o));
@@ -1630,20 +1634,7 @@ fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
 fn a_video_no_gif_can_be_made_of_goes_as_an_image_and_a_changed_one_is_not_sent() {
     let emu = Emulator::start(KEY, ENTITY);
     let root = tempfile::tempdir().unwrap();
-    let clip = |name: &str| {
-        let run = Run::create(Init::project("local").name(name).root(root.path())).unwrap();
-        run.record(
-            &mut common::ClipPipeline,
-            &common::ClipRequest {
-                frames: 3,
-                fps: 12.0,
-            },
-        )
-        .unwrap();
-        let dir = run.dir().unwrap().to_path_buf();
-        run.finish().unwrap();
-        dir
-    };
+    let clip = |name: &str| record_clip(root.path(), name, 3);
     // An animated PNG of 24×16 whose frame 1 is 12×8 at the corner, put
     // in place of the recorded one, its record made to match.
     let odd = clip("odd");

@@ -27,11 +27,7 @@ impl FrameRate {
     /// `fps` frames a second, to a thousandth of a frame: why not, when it
     /// is not a number, not above zero or above [`MAX_FPS`].
     pub fn from_fps(fps: f64) -> std::result::Result<FrameRate, String> {
-        if !fps.is_finite() || fps <= 0.0 || fps > MAX_FPS {
-            return Err(format!(
-                "a frame rate of {fps} is not one a video can have (above 0, at most {MAX_FPS} frames a second)"
-            ));
-        }
+        crate::event::Video::check_fps(fps)?;
         let thousandths = (fps * 1000.0).round() as u32;
         if thousandths == 0 {
             return Err(format!("a frame rate of {fps} rounds to none"));

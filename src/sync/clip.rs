@@ -35,12 +35,7 @@ impl GifWriter {
     /// A GIF of `width`×`height` frames that loops, playing at `fps`.
     /// Refused: a rate no video has, or a side over GIF's 65535 pixels.
     fn new(width: u32, height: u32, fps: f64) -> Result<GifWriter, String> {
-        let max = crate::event::Video::MAX_FPS;
-        if !fps.is_finite() || fps <= 0.0 || fps > max {
-            return Err(format!(
-                "a frame rate of {fps} is not one a video can have (above 0, at most {max} frames a second)"
-            ));
-        }
+        crate::event::Video::check_fps(fps)?;
         let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
             (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
             _ => {

@@ -140,20 +140,6 @@ fn column_type(kinds: &std::collections::BTreeSet<&'static str>) -> Value {
     json!({"params": {"allowed_types": allowed}, "wb_type": "union"})
 }
 
-/// Reads an image of the run for the artifact, checked against its record.
-fn read_image(run: &Snapshot<'_>, m: &MediaEvent) -> SyncResult<Vec<u8>> {
-    let path = crate::read::run_file(run.dir, &m.path).map_err(|e| SyncError::local(&e))?;
-    let bytes = crate::read::read_regular(&path, m.bytes)
-        .map_err(|e| SyncError::permanent(format!("{}: {e}", path.display())))?;
-    if bytes.len() as u64 != m.bytes || sha256_hex(&bytes) != m.digest {
-        return Err(SyncError::permanent(format!(
-            "{}: the file differs from its record (size or SHA-256); not uploaded",
-            path.display()
-        )));
-    }
-    Ok(bytes)
-}
-
 /// The artifact's files: the table (W&B's artifact form) and its images
 /// and videos (each video as its GIF, as its run file).
 async fn entries(
@@ -171,39 +157,37 @@ async fn entries(
             continue;
         }
         let file = crate::read::run_file(run.dir, &m.path).map_err(|e| SyncError::local(&e))?;
-        let (name, bytes) = match (gifs.info(m), gifs.bytes(&file, m).await?) {
-            (Some(gif), Some(bytes)) => {
-                let bytes = bytes.to_vec();
-                let md5 = Md5::digest(&bytes);
-                let name = format!("media/videos/{}.gif", &crate::format::hex(&md5)[..20]);
+        // A video goes as its GIF; an image (or a video no GIF could be
+        // made of) as the file recorded.
+        let gif = match (gifs.info(m), gifs.bytes(&file, m).await?) {
+            (Some(info), Some(bytes)) => Some((info, bytes)),
+            _ => None,
+        };
+        let bytes = match &gif {
+            Some((_, bytes)) => bytes.to_vec(),
+            None => read_recorded(&file, m)?,
+        };
+        let md5 = Md5::digest(&bytes);
+        let hex = crate::format::hex(&md5);
+        let (name, cell) = match &gif {
+            Some((info, _)) => {
+                let name = format!("media/videos/{}.gif", &hex[..20]);
                 // A cell shows the video; the caption is in the row.
-                let cell = json!({"_type": "video-file", "path": name, "sha256": gif.sha256,
-                                  "width": gif.width, "height": gif.height});
-                cell_of.insert(&m.digest, ("video-file", cell));
-                (name, bytes)
+                let cell = json!({"_type": "video-file", "path": name, "sha256": info.sha256,
+                                  "width": info.width, "height": info.height});
+                (name, ("video-file", cell))
             }
-            _ => {
-                let bytes = read_image(run, m)?;
-                let md5 = Md5::digest(&bytes);
-                let name = format!(
-                    "media/images/{}.{}",
-                    &crate::format::hex(&md5)[..20],
-                    m.format
-                );
-                cell_of.insert(
-                    &m.digest,
-                    (
-                        "image-file",
-                        json!({"_type": "image-file", "format": m.format, "height": m.height,
-                           "path": name, "sha256": m.digest, "width": m.width}),
-                    ),
-                );
-                (name, bytes)
+            None => {
+                let name = format!("media/images/{}.{}", &hex[..20], m.format);
+                let cell = json!({"_type": "image-file", "format": m.format, "height": m.height,
+                                  "path": name, "sha256": m.digest, "width": m.width});
+                (name, ("image-file", cell))
             }
         };
+        cell_of.insert(&m.digest, cell);
         out.push(Entry {
             name,
-            digest: b64_md5(&bytes),
+            digest: base64::engine::general_purpose::STANDARD.encode(md5),
             bytes,
         });
     }

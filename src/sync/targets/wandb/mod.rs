@@ -115,6 +115,21 @@ pub struct Wandb {
     gifs: videos::Gifs,
 }
 
+/// A recorded media file's bytes (`file`, never through a link; at most
+/// its recorded size read), checked against its record: an image for a
+/// table artifact, a video to make its GIF of.
+fn read_recorded(file: &Path, m: &MediaEvent) -> SyncResult<Vec<u8>> {
+    let bytes = crate::read::read_regular(file, m.bytes)
+        .map_err(|e| SyncError::permanent(format!("{}: {e}", file.display())))?;
+    if bytes.len() as u64 != m.bytes || sha256_hex(&bytes) != m.digest {
+        return Err(SyncError::permanent(format!(
+            "{}: the file differs from its record (size or SHA-256); not uploaded",
+            file.display()
+        )));
+    }
+    Ok(bytes)
+}
+
 /// W&B's client sends a heartbeat after this much file-stream silence (its
 /// `heartbeat_seconds` default); `DIFFLOG_HEARTBEAT_SECONDS` overrides it.
 const HEARTBEAT: Duration = Duration::from_secs(30);

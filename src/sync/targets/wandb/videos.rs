@@ -49,15 +49,7 @@ fn name(m: &MediaEvent, fps: f64) -> String {
 /// `Err` when the file differs from its record, `Ok(Err(why))` when it is
 /// no video a GIF can be made of.
 fn derive(file: &Path, m: &MediaEvent, fps: f64) -> SyncResult<Result<clip::Gif, String>> {
-    let bytes = crate::read::read_regular(file, m.bytes)
-        .map_err(|e| SyncError::permanent(format!("{}: {e}", file.display())))?;
-    if bytes.len() as u64 != m.bytes || sha256_hex(&bytes) != m.digest {
-        return Err(SyncError::permanent(format!(
-            "{}: the file differs from its record (size or SHA-256); not uploaded",
-            file.display()
-        )));
-    }
-    Ok(clip::gif_of_apng(&bytes, fps))
+    Ok(clip::gif_of_apng(&read_recorded(file, m)?, fps))
 }
 
 impl Gifs {
