@@ -4,11 +4,13 @@
 //! loopback (`unshare -n`, as root), with an empty cargo home, so neither
 //! the registry nor its local cache can help — and the built `difflog`
 //! generates with the tiny model there. Prints the kit's size and the
-//! build time. The build is cargo's dev profile (the numeric crates at
-//! opt-level 3, as Cargo.toml sets them): the same sources, lock file and
-//! features as the release build the kit's instructions give, which differs
-//! only in optimisation and took ~14 minutes on 2 cores once C2PA's crates
-//! came in — too long for the suite's hour.
+//! build time. The build is cargo's dev profile with every crate
+//! unoptimised (the numeric ones too, which Cargo.toml keeps at opt-level
+//! 3 in that profile): the same sources, lock file and features as the
+//! release build the kit's instructions give, which differs only in
+//! optimisation and took ~14 minutes on 2 cores once C2PA's crates came in
+//! — too long for the suite's hour. Optimised candle alone took over 5 of
+//! the dev build's 9.5 minutes (`cargo build --timings`, 2026-12-07).
 
 use std::path::Path;
 use std::process::Command;
@@ -72,8 +74,27 @@ fn the_source_kit_builds_and_generates_without_network() {
             .env("DIFFLOG_DIR", tmp.path().join("runs"));
         c.output().unwrap()
     };
+    // Every crate at opt-level 0, the numeric ones too (Cargo.toml keeps
+    // them at 3 in the dev profile): candle alone took over 5 of this
+    // build's 9.5 minutes optimised, and generating one 64² image with
+    // the tiny model unoptimised takes seconds.
+    let manifest = std::fs::read_to_string(src.join("Cargo.toml")).unwrap();
+    let mut build = vec![
+        "cargo".to_string(),
+        "build".into(),
+        "--offline".into(),
+        "--locked".into(),
+    ];
+    for name in optimised_packages(&manifest) {
+        build.push("--config".into());
+        build.push(format!("profile.dev.package.{name}.opt-level=0"));
+    }
+    assert!(
+        build.len() > 4,
+        "Cargo.toml optimises no package in the dev profile: this test's unoptimised build assumed it does"
+    );
     let t = Instant::now();
-    let o = offline(&["cargo", "build", "--offline", "--locked"]);
+    let o = offline(&build.iter().map(String::as_str).collect::<Vec<_>>());
     let build_s = t.elapsed().as_secs_f64();
     let tail = |o: &std::process::Output| {
         let e = String::from_utf8_lossy(&o.stderr).to_string();
@@ -104,4 +125,23 @@ fn the_source_kit_builds_and_generates_without_network() {
         "offline kit: {size_mb:.1} MB (zstd -1 in this test; scripts/dist uses -19), \
          offline build (dev profile) {build_s:.0} s"
     );
+}
+
+/// The packages the manifest's dev profile gives an opt-level of their own
+/// (`[profile.dev.package.<name>]` with `opt-level`).
+fn optimised_packages(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut current = None;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            current = line
+                .strip_prefix("[profile.dev.package.")
+                .and_then(|l| l.strip_suffix(']'))
+                .filter(|n| *n != "\"*\"")
+                .map(str::to_string);
+        } else if line.starts_with("opt-level") {
+            names.extend(current.take());
+        }
+    }
+    names
 }
