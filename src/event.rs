@@ -114,7 +114,13 @@ impl Event {
     pub fn check(&self) -> Result<(), String> {
         match self {
             Event::Media(m) => check_media_ref(&m.digest, &m.format, &m.path)
-                .and_then(|()| m.video.as_ref().map_or(Ok(()), Video::check)),
+                .and_then(|()| m.video.as_ref().map_or(Ok(()), Video::check))
+                .and_then(|()| match (&m.video, m.format.as_str()) {
+                    (None, VIDEO_FORMAT) => {
+                        Err("an MP4 media record that says nothing of the video".into())
+                    }
+                    _ => Ok(()),
+                }),
             Event::Row(r) => r.cells.iter().try_for_each(|c| match c {
                 Cell::Image {
                     digest,
@@ -140,8 +146,12 @@ impl Event {
 }
 
 /// The media formats difflog writes (file extensions): PNG for every image
-/// it makes; JPEG and WebP only for files imported as they are.
-pub const MEDIA_FORMATS: &[&str] = &["png", "jpg", "webp"];
+/// it makes (and a video's animated PNG); JPEG and WebP only for files
+/// imported as they are; MP4 for videos (since 2026-12-07).
+pub const MEDIA_FORMATS: &[&str] = &["png", "jpg", "webp", VIDEO_FORMAT];
+
+/// The format (extension) of a video kept as H.264: never an image's.
+pub const VIDEO_FORMAT: &str = "mp4";
 
 fn check_media_ref(digest: &str, format: &str, path: &str) -> Result<(), String> {
     if !crate::format::is_digest(digest) {
@@ -252,7 +262,8 @@ pub struct MediaEvent {
     pub path: String,
     /// File size in bytes.
     pub bytes: u64,
-    /// File format (`png`).
+    /// File format (`png`; `mp4` for a video; `jpg`, `webp` for imported
+    /// files).
     pub format: String,
     /// Image width in pixels.
     pub width: u32,
@@ -268,8 +279,8 @@ pub struct MediaEvent {
     /// was configured to mark them (issue 36).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Marks>,
-    /// What the file plays, when it is a video (an animated PNG of a
-    /// video pipeline's frames; since 2026-12-07).
+    /// What the file plays, when it is a video (an MP4 or animated PNG of
+    /// a video pipeline's frames; since 2026-12-07).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<Video>,
 }

@@ -307,6 +307,7 @@ fn media_matches_record(
         "png" => (image::ImageFormat::Png, "PNG"),
         "jpg" => (image::ImageFormat::Jpeg, "JPEG"),
         "webp" => (image::ImageFormat::WebP, "WebP"),
+        crate::event::VIDEO_FORMAT => return mp4_matches_record(c, m),
         _ => return Ok(()),
     };
     if image::guess_format(c).ok() != Some(kind) {
@@ -332,6 +333,28 @@ fn media_matches_record(
                 v.frames
             ));
         }
+    }
+    Ok(())
+}
+
+/// An MP4 that is not one video track of H.264 of its record's size and
+/// frame count (only its boxes are read).
+fn mp4_matches_record(c: &[u8], m: &crate::event::MediaEvent) -> Result<(), String> {
+    let Some(v) = &m.video else {
+        return Err("its record says MP4 but nothing of the video".into());
+    };
+    let got = crate::read::mp4_video(c)?;
+    if (got.width, got.height) != (m.width, m.height) {
+        return Err(format!(
+            "its MP4 is {}×{}, but its record says {}×{}",
+            got.width, got.height, m.width, m.height
+        ));
+    }
+    if got.frames != v.frames {
+        return Err(format!(
+            "its MP4 has {} frame(s), but its record says {}",
+            got.frames, v.frames
+        ));
     }
     Ok(())
 }

@@ -853,6 +853,57 @@ fn an_image_whose_record_lies_about_its_format_is_damage() {
     );
 }
 
+/// Issue 37: an MP4 whose record lies about its frames or its size, or
+/// says nothing of the video it is, is damage `verify` names.
+#[test]
+fn an_mp4_whose_record_lies_is_damage() {
+    let root = tempfile::tempdir().unwrap();
+    let clip = |name: &str| {
+        let run = Run::create(Init::project("hostile-mp4").name(name).root(root.path())).unwrap();
+        let request = common::ClipRequest {
+            frames: 6,
+            fps: 8.0,
+            size: common::CLIP_SIZE,
+        };
+        run.record(&mut common::ClipPipeline, &request).unwrap();
+        let dir = run.dir().unwrap().to_path_buf();
+        run.finish().unwrap();
+        dir
+    };
+    type Lie = fn(&mut difflog::event::MediaEvent);
+    let lies: [(&str, Lie, &str); 3] = [
+        (
+            "frames",
+            |m| m.video.as_mut().unwrap().frames = 9,
+            "its MP4 has 6 frame(s), but its record says 9",
+        ),
+        (
+            "size",
+            |m| m.width = 48,
+            "its MP4 is 24×16, but its record says 48×16",
+        ),
+        (
+            "still",
+            |m| m.video = None,
+            "an MP4 media record that says nothing of the video",
+        ),
+    ];
+    for (name, lie, said) in lies {
+        let dir = clip(name);
+        let o = difflog(&["verify", dir.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+        rewrite_log(&dir, |e| {
+            if let Event::Media(m) = e {
+                assert_eq!(m.format, "mp4");
+                lie(m);
+            }
+        });
+        let o = difflog(&["verify", dir.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
+        assert!(text(&o).contains(said), "{name}: {}", text(&o));
+    }
+}
+
 /// Issue 37: a media record that calls a still PNG a 16-frame video (right
 /// digest, so nothing else notices) is damage `verify` names.
 #[test]

@@ -515,13 +515,20 @@ fn reopening_a_run_that_died_before_its_first_record_starts_it_properly() {
 #[test]
 fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() {
     let root = tempfile::tempdir().unwrap();
-    let run = Run::create(Init::project("clips").root(root.path())).unwrap();
+    // The lossless file, on request (an MP4 is the default: below).
+    let run = Run::create(
+        Init::project("clips")
+            .root(root.path())
+            .video(difflog::run::video::VideoFormat::Apng),
+    )
+    .unwrap();
     let frames = run
         .record(
             &mut Clip,
             &ClipRequest {
                 frames: 5,
                 fps: 7.5,
+                size: common::CLIP_SIZE,
             },
         )
         .unwrap();
@@ -531,6 +538,7 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
         &ClipRequest {
             frames: 2,
             fps: f64::NAN,
+            size: common::CLIP_SIZE,
         },
     )
     .unwrap();
@@ -651,4 +659,84 @@ fn a_video_call_records_its_frames_as_one_animated_png_with_rate_and_duration() 
         difflog::report::compare::compare(std::slice::from_ref(&dir), cmp.path(), &opts).unwrap();
     let page = std::fs::read_to_string(done.index).unwrap();
     assert!(page.contains("▶ 5 frames · 7.5 fps · 0.667 s"), "{page}");
+}
+
+/// Issue 37: a video is kept as an MP4 (H.264) by default — a fraction of
+/// the animated PNG's bytes — with the same record; one H.264 cannot hold
+/// (an odd side) is kept as an animated PNG instead. `verify` checks the
+/// MP4's frames and size against the record, `inspect` says what it is,
+/// and the report and the comparison play it.
+#[test]
+fn a_video_is_kept_as_an_mp4_and_as_an_animated_png_where_h264_cannot_hold_it() {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("clips").root(root.path())).unwrap();
+    let clip = |frames, size| ClipRequest {
+        frames,
+        fps: 8.0,
+        size,
+    };
+    run.record(&mut Clip, &clip(6, common::CLIP_SIZE)).unwrap();
+    run.record(&mut Clip, &clip(3, (25, 15))).unwrap();
+    run.finish().unwrap();
+    let dir = only_run(root.path());
+    assert!(Schemas::load().check_dir(&dir) > 5);
+    let v = RunDir::open(&dir).unwrap().view();
+    let [mp4] = &v.calls[&1].media[..] else {
+        panic!("{:?}", v.calls[&1].media)
+    };
+    assert_eq!(mp4.format, "mp4");
+    assert!(mp4.path.ends_with(&format!("{}.mp4", mp4.digest)));
+    assert_eq!(
+        mp4.video.as_ref().map(|v| (v.frames, v.fps)),
+        Some((6, 8.0))
+    );
+    let bytes = std::fs::read(dir.join(&mp4.path)).unwrap();
+    assert_eq!(
+        difflog::read::mp4_video(&bytes).unwrap(),
+        difflog::read::Mp4Video {
+            width: 24,
+            height: 16,
+            frames: 6
+        }
+    );
+    let [odd] = &v.calls[&2].media[..] else {
+        panic!("{:?}", v.calls[&2].media)
+    };
+    assert_eq!(
+        (odd.format.as_str(), odd.width, odd.height),
+        ("png", 25, 15)
+    );
+    assert_eq!(
+        difflog::read::apng_frames(&std::fs::read(dir.join(&odd.path)).unwrap()),
+        Ok(3)
+    );
+    let rep = verify_run(&dir);
+    assert!(!rep.damaged(), "{:?}", rep.findings);
+
+    let mut text = Vec::new();
+    let with = difflog::cli::inspect::Against {
+        run: Some(&dir),
+        ..Default::default()
+    };
+    assert!(difflog::cli::inspect::inspect(&mut text, &dir.join(&mp4.path), &with, false).unwrap());
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("MP4 video (H.264): 24x16, 6 frames"),
+        "{text}"
+    );
+    assert!(text.contains("verdict: belongs to run"), "{text}");
+
+    // The report plays it in the table; the comparison in its grid.
+    let out = tempfile::tempdir().unwrap();
+    difflog::report::report(&dir, out.path(), true).unwrap();
+    let page = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+    assert!(page.contains("<video class=\"thumb\""), "{page}");
+    assert!(page.contains(&format!("{}.mp4", mp4.digest)), "{page}");
+    let cmp = tempfile::tempdir().unwrap();
+    let opts = difflog::report::compare::CompareOptions::default();
+    let done =
+        difflog::report::compare::compare(std::slice::from_ref(&dir), cmp.path(), &opts).unwrap();
+    let page = std::fs::read_to_string(done.index).unwrap();
+    assert!(page.contains("<video class=\"thumb\""), "{page}");
+    assert!(!page.contains("unreadable"), "{page}");
 }

@@ -111,6 +111,7 @@ fn record_with(
         let clip = common::ClipRequest {
             frames: 4,
             fps: 8.0,
+            size: common::CLIP_SIZE,
         };
         run.record(&mut common::ClipPipeline, &clip).unwrap();
     }
@@ -143,7 +144,7 @@ fn assert_complete(project: &str, dir: &Path, status: &str) -> Value {
     // Every image once, byte-identical.
     let mut digests = std::collections::BTreeSet::new();
     for m in &view.media {
-        digests.insert(m.digest.clone());
+        digests.insert((m.digest.clone(), m.format.clone()));
     }
     let images: Vec<&String> = arts.iter().filter(|p| p.starts_with("images/")).collect();
     assert_eq!(
@@ -151,8 +152,8 @@ fn assert_complete(project: &str, dir: &Path, status: &str) -> Value {
         digests.len(),
         "images on the server: {images:?}"
     );
-    for d in &digests {
-        let bytes = mf::artifact(&run, &format!("images/{d}.png"));
+    for (d, ext) in &digests {
+        let bytes = mf::artifact(&run, &format!("images/{d}.{ext}"));
         assert_eq!(&sha256_hex(&bytes), d, "image {d} differs on the server");
     }
     // One table per finished call listing every row; timings once per call.
@@ -164,8 +165,9 @@ fn assert_complete(project: &str, dir: &Path, status: &str) -> Value {
         assert_eq!(data.len(), call.rows.len(), "{path}");
         for (row, cells) in call.rows.iter().zip(data) {
             for (i, c) in row.cells.iter().enumerate() {
-                if let Cell::Image { digest, .. } = c {
-                    assert_eq!(cells[i]["filepath"], format!("images/{digest}.png"));
+                if let Cell::Image { digest, path, .. } = c {
+                    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+                    assert_eq!(cells[i]["filepath"], format!("images/{digest}.{ext}"));
                 }
             }
         }
@@ -225,12 +227,12 @@ fn upload_puts_a_finished_run_on_the_server_once_and_again_changes_nothing() {
     assert!(text(&o).contains("1 uploaded, 0 failed"), "{}", text(&o));
     let run = assert_complete(&project, &dir, "FINISHED");
     // The video is an artifact the table references (checked above), its
-    // animated PNG whole: every frame.
+    // MP4 whole: every frame.
     let view = RunDir::open(&dir).unwrap().view();
     let videos: Vec<_> = view.media.iter().filter(|m| m.video.is_some()).collect();
     assert_eq!(videos.len(), 1);
-    let file = mf::artifact(&run, &format!("images/{}.png", videos[0].digest));
-    assert_eq!(difflog::read::apng_frames(&file), Ok(4));
+    let file = mf::artifact(&run, &format!("images/{}.mp4", videos[0].digest));
+    assert_eq!(difflog::read::mp4_video(&file).map(|v| v.frames), Ok(4));
     let before = snapshot(&project);
 
     let o = sync(&[

@@ -11,6 +11,7 @@ use common::{Req, TestPipeline};
 use difflog::event::{Cell, Event};
 use difflog::read::RunDir;
 use difflog::run::media::sha256_hex;
+use difflog::run::video::VideoFormat;
 use difflog::sync::targets::wandb::run_name;
 use difflog::{Init, Run};
 use rand::Rng;
@@ -1481,11 +1482,15 @@ fn bench_wandb_verify_against_upload() {
 
 /// A finished run named `name` under `root` of one video call: `frames`
 /// frames at 12 fps (`common::ClipPipeline`); its folder.
-fn record_clip(root: &Path, name: &str, frames: u32) -> PathBuf {
-    let run = Run::create(Init::project("local").name(name).root(root)).unwrap();
+fn record_clip(root: &Path, name: &str, frames: u32, format: VideoFormat) -> PathBuf {
+    let run = Run::create(Init::project("local").name(name).root(root).video(format)).unwrap();
     run.record(
         &mut common::ClipPipeline,
-        &common::ClipRequest { frames, fps: 12.0 },
+        &common::ClipRequest {
+            frames,
+            fps: 12.0,
+            size: common::CLIP_SIZE,
+        },
     )
     .unwrap();
     let dir = run.dir().unwrap().to_path_buf();
@@ -1512,20 +1517,28 @@ fn gif_frames(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<u16>) {
 }
 
 /// Issue 37: a video call reaches W&B as `wandb.Video` logs one — a
-/// `video-file` in its history line and table cell, pointing at a GIF of
-/// its frames that plays at the recorded rate (12 fps, not autolog's 4) —
-/// with its table artifact holding the GIF; it reads back equal, and a
-/// second upload sends nothing.
+/// `video-file` in its history line and table cell, pointing at the
+/// recorded MP4 as it is, or, for a video kept as an animated PNG, at a GIF
+/// of its frames that plays at the recorded rate (12 fps, not autolog's 4)
+/// — with its table artifact holding the same file; it reads back equal,
+/// and a second upload sends nothing.
 #[test]
 fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
     let emu = Emulator::start(KEY, ENTITY);
+    for (format, ext) in [(VideoFormat::Mp4, "mp4"), (VideoFormat::Apng, "gif")] {
+        a_video_reaches_wandb_as(&emu, format, ext);
+    }
+}
+
+fn a_video_reaches_wandb_as(emu: &Emulator, format: VideoFormat, ext: &str) {
     let root = tempfile::tempdir().unwrap();
-    let dir = record_clip(root.path(), "clips", 6);
-    let to = target("video");
+    let dir = record_clip(root.path(), "clips", 6, format);
+    let project = format!("video-{ext}");
+    let to = target(&project);
     let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
     assert!(o.status.success(), "{}", text(&o));
     let w = emu
-        .run("video", &run_name(&RunDir::open(&dir).unwrap().meta.id))
+        .run(&project, &run_name(&RunDir::open(&dir).unwrap().meta.id))
         .unwrap();
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     let key = "Generated-Video/Pipeline-Call-1";
@@ -1539,35 +1552,40 @@ fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
     assert_eq!(v["caption"], "a square crossing");
     let path = v["path"].as_str().unwrap();
     assert!(
-        path.starts_with("media/videos/") && path.ends_with(".gif"),
+        path.starts_with("media/videos/") && path.ends_with(&format!(".{ext}")),
         "{path}"
     );
-    let gif = &w.files[path];
-    assert_eq!(v["sha256"].as_str().unwrap(), sha256_hex(gif));
-    assert_eq!(v["size"].as_u64(), Some(gif.len() as u64));
+    let sent = &w.files[path];
+    assert_eq!(v["sha256"].as_str().unwrap(), sha256_hex(sent));
+    assert_eq!(v["size"].as_u64(), Some(sent.len() as u64));
     assert!(w.uploaded.contains(path), "{:?}", w.uploaded);
-    // Every frame as recorded (under 256 colours: exact), each shown for
-    // 1/12 s to the hundredth — 8, 9, 8 and again: half a second in all.
-    let (frames, delays) = gif_frames(gif);
     let r = RunDir::open(&dir).unwrap();
     let m = &r.view().media[0];
-    let apng = std::fs::read(dir.join(&m.path)).unwrap();
-    let mut recorded = Vec::new();
-    difflog::read::each_apng_frame(&apng, |_, _, rgb| {
-        recorded.push(rgb.to_vec());
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(recorded.len(), 6);
-    assert_eq!(frames, recorded);
-    assert_eq!(delays, [8, 9, 8, 8, 9, 8]);
-    // The APNG itself is not sent: W&B plays the GIF.
+    let recorded = std::fs::read(dir.join(&m.path)).unwrap();
+    if format == VideoFormat::Mp4 {
+        // The MP4 itself, as recorded.
+        assert_eq!(*sent, recorded);
+    } else {
+        // Every frame as recorded (under 256 colours: exact), each shown
+        // for 1/12 s to the hundredth — 8, 9, 8 and again: half a second.
+        let (frames, delays) = gif_frames(sent);
+        let mut want = Vec::new();
+        difflog::read::each_apng_frame(&recorded, |_, _, rgb| {
+            want.push(rgb.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(want.len(), 6);
+        assert_eq!(frames, want);
+        assert_eq!(delays, [8, 9, 8, 8, 9, 8]);
+    }
+    // Only the video file is sent: no image.
     assert!(
         !w.files.keys().any(|k| k.starts_with("media/images/")),
         "{:?}",
         w.files.keys()
     );
-    // The table's cell is the same video; its artifact holds the GIF.
+    // The table's cell is the same video; its artifact holds the file.
     let table_key = "Result-Table/Pipeline-Call-1";
     let tv = &w
         .history
@@ -1586,14 +1604,16 @@ fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
         (&cell["_type"], &cell["path"], &cell["sha256"]),
         (&v["_type"], &v["path"], &v["sha256"])
     );
-    let arts = emu.artifacts("video");
+    let arts = emu.artifacts(&project);
     assert_eq!(arts.len(), 1);
     let a = &arts[0];
     let atable: Value =
         serde_json::from_slice(&a.files["Result-Table/Pipeline-Call-1.table.json"]).unwrap();
     let acell = &atable["data"][0][col];
     assert_eq!(acell["_type"], "video-file");
-    assert_eq!(a.files[acell["path"].as_str().unwrap()], *gif);
+    let apath = acell["path"].as_str().unwrap();
+    assert!(apath.ends_with(&format!(".{ext}")), "{apath}");
+    assert_eq!(a.files[apath], *sent);
     // W&B's type of the column: none or a video, as its client writes it.
     assert_eq!(
         atable["column_types"]["params"]["type_map"]["Generated-Video"]["params"]["allowed_types"]
@@ -1617,7 +1637,7 @@ fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
             .count(),
         puts
     );
-    // Without the state (another box), the GIF is made again, the same.
+    // Without the state (another box), a GIF is made again, the same.
     let moved = tempfile::tempdir().unwrap();
     let copy = moved.path().join(dir.file_name().unwrap());
     common::copy_dir(&dir, &copy);
@@ -1634,7 +1654,7 @@ fn a_video_reaches_wandb_as_a_video_file_playing_at_its_recorded_rate() {
 fn a_video_no_gif_can_be_made_of_goes_as_an_image_and_a_changed_one_is_not_sent() {
     let emu = Emulator::start(KEY, ENTITY);
     let root = tempfile::tempdir().unwrap();
-    let clip = |name: &str| record_clip(root.path(), name, 3);
+    let clip = |name: &str| record_clip(root.path(), name, 3, VideoFormat::Apng);
     // An animated PNG of 24×16 whose frame 1 is 12×8 at the corner, put
     // in place of the recorded one, its record made to match.
     let odd = clip("odd");

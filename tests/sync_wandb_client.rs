@@ -47,10 +47,10 @@ const DELIBERATE: &[(&str, &str)] = &[
          re-encodes the image; the pixels are the same",
     ),
     (
-        "videos as GIFs at the recorded rate (media/videos/<sha256 of the recorded APNG>.gif)",
-        "autolog has W&B's client encode an MP4 through MoviePy and ffmpeg, at a fixed 4 fps; \
-         difflog derives a GIF (the one video-file format with a pure-Rust encoder) at the rate \
-         the call stated",
+        "video bytes, and their rate (media/videos/<sha256 of the recorded MP4>.mp4)",
+        "autolog has W&B's client encode an MP4 through MoviePy and ffmpeg (x264), at a fixed \
+         4 fps; difflog sends the MP4 it recorded (OpenH264) as it is, playing at the rate the \
+         call stated (a video kept as an animated PNG goes as a GIF at that rate)",
     ),
     (
         "run file names media/images/<sha256>.png and Result-Table/…_<sha256[..20]>",
@@ -511,22 +511,22 @@ fn same_image(
 
 /// Checks that video values `a` (W&B's client's, in files `fa`) and `b`
 /// (difflog's, in `fb`) each match their file's SHA-256 and size, and
-/// that difflog's is a GIF of the value's picture size that loops.
+/// that both are MP4s of one H.264 track of the values' picture size with
+/// as many frames.
 fn same_video(
     fa: &BTreeMap<String, Vec<u8>>,
     a: &Value,
     fb: &BTreeMap<String, Vec<u8>>,
     b: &Value,
 ) {
-    let gif = file_of(fb, b);
-    let d = gif::DecodeOptions::new()
-        .read_info(std::io::Cursor::new(gif))
-        .unwrap();
-    assert_eq!(
-        (u64::from(d.width()), u64::from(d.height())),
-        (b["width"].as_u64().unwrap(), b["height"].as_u64().unwrap())
-    );
-    assert!(file_of(fa, a).len() > 100, "{a}");
+    let size = |v: &Value| (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap());
+    assert_eq!(size(a), size(b), "{a} {b}");
+    let [theirs, ours] = [file_of(fa, a), file_of(fb, b)].map(|f| {
+        let v = difflog::read::mp4_video(f).unwrap();
+        (u64::from(v.width), u64::from(v.height), v.frames)
+    });
+    assert_eq!((ours.0, ours.1), size(b));
+    assert_eq!(theirs, ours, "W&B's client's MP4 and difflog's");
 }
 
 /// The two `run_table` artifacts of one table: named alike, the same

@@ -17,7 +17,8 @@ every generator the caller passed, and of torch's global generators
 images by size, mode and the SHA-256 of their pixels.
 
 After it: one row per image the call returned (per video, for a video
-pipeline: its frames one animated PNG at the call's frame rate) -- the
+pipeline: its frames one MP4 at the call's frame rate, or one animated PNG
+with ``DIFFLOG_VIDEO=apng``) -- the
 batch is what came back, not a guess from the arguments -- with each row's seed where it has
 its own generator and a ``Remake`` cell saying how it can be made again
 (``alone``: from its own generator and inputs; ``call``: only with its
@@ -347,7 +348,7 @@ class Recording:
             v = self.params.get(name)
             if self.video and name == "video":
                 # A video-to-video call's input video: its frames, stored
-                # as one animated PNG at the call's rate.
+                # as one video at the call's rate.
                 cells.append((column, self._input_video(v, inputs)))
                 continue
             cells.append((column, _input_image(_pick(v, i, p, n), inputs)))

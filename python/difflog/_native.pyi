@@ -28,6 +28,8 @@ class Generated:
 class Video:
     """A generated video: its frames (all of the first's size), the rate they play at, where that rate came from, and its caption."""
     def __init__(self, frames: Sequence[Image], fps: float, fps_from: Optional[str] = None, caption: Optional[str] = None, generated: bool = True) -> None: ...
+    def mp4(self) -> bytes:
+        """The MP4 the recorder keeps of these frames (the same frames give the same bytes)."""
     @property
     def frames(self) -> int: ...
 

@@ -27,9 +27,9 @@ import dataclasses
 import json
 import os
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from . import _call
+from . import _call, _native
 from ._native import NAMES, read_call
 
 
@@ -134,15 +134,27 @@ def _compared(run_dir: Any, rows: List[Any], out: Any) -> Remade:
     frames = _call._other_media(out) == "frames"
     video = any(c.get("video") for r in rows for c in r.get("cells", []) if c.get("column") in _MADE)
     src = out.frames if frames else _call._output(out)
+    videos: List[Any] = []
     if video or frames:
         # A video row compares as its frames stacked top to bottom.
-        made = [_strip(v) for v in _call.output_videos(src, None, pil)]
+        videos = _call.output_videos(src, None, pil)
+        made = [_strip(v) for v in videos]
     else:
         made = pil(src)
     recorded = [_recorded_image(os.fspath(run_dir), r) for r in rows]
     differ = [_differ(a, b) for a, b in zip(made, recorded)]
     largest = [_largest(a, b) for a, b in zip(made, recorded)]
-    return Remade(output=out, images=made, recorded=recorded, same=[d == 0 for d in differ], differ=differ, largest=largest)
+    same = [d == 0 for d in differ]
+    for i, (row, frames_made) in enumerate(zip(rows, videos)):
+        kept = _recorded_mp4(os.fspath(run_dir), row)
+        if kept is not None:
+            # A video kept as MP4 (lossy) is compared as its file: the
+            # re-made frames encoded as the recorder encodes them give the
+            # same bytes only when they are the same frames.
+            data, fps = kept
+            again = _native.Video([_native.Image(f.width, f.height, f.tobytes()) for f in frames_made], fps).mp4()
+            same[i] = again == data
+    return Remade(output=out, images=made, recorded=recorded, same=same, differ=differ, largest=largest)
 
 
 def _remade(run_dir: Any, rec: Dict[str, Any], pipeline: Any, kwargs: Dict[str, Any], row: Optional[int]) -> Remade:
@@ -380,10 +392,23 @@ def _recorded_image(run_dir: str, row: Dict[str, Any]) -> Optional[Any]:
 
     for cell in row.get("cells", []):
         if cell.get("column") in _MADE and cell.get("type") == "image":
+            if cell["path"].endswith(".mp4"):
+                # Lossy: compared as its file (_recorded_mp4), not as pixels.
+                return None
             with Image.open(os.path.join(run_dir, cell["path"])) as im:
                 if not cell.get("video"):
                     return im.convert("RGB")
                 return _strip([f.convert("RGB") for f in ImageSequence.Iterator(im)])
+    return None
+
+
+def _recorded_mp4(run_dir: str, row: Dict[str, Any]) -> Optional[Tuple[bytes, float]]:
+    """The bytes and frame rate of the row's video, where it is kept as an
+    MP4; None otherwise."""
+    for cell in row.get("cells", []):
+        if cell.get("column") in _MADE and cell.get("type") == "image" and cell["path"].endswith(".mp4"):
+            with open(os.path.join(run_dir, cell["path"]), "rb") as f:
+                return f.read(), float(cell["video"]["fps"])
     return None
 
 

@@ -331,8 +331,8 @@ impl Generated {
 
 /// A generated video: its frames (each an [`Image`], all of the first's
 /// size), the rate they play at, where that rate came from, and its
-/// caption. The recorder encodes it off the caller's thread as one
-/// animated PNG.
+/// caption. The recorder encodes it off the caller's thread as one MP4
+/// (or animated PNG: `DIFFLOG_VIDEO=apng`).
 #[pyclass(module = "difflog._native", frozen)]
 struct Video {
     frames: Vec<Arc<dyn Pixels>>,
@@ -379,6 +379,20 @@ impl Video {
             caption,
             generated,
         })
+    }
+
+    /// The MP4 the recorder keeps of these frames (the same encoder and
+    /// settings: the same frames give the same bytes), for `remake` to
+    /// compare a re-made video with one kept as MP4. Raises `ValueError`
+    /// where H.264 cannot hold them.
+    fn mp4<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
+        let rate =
+            difflog::run::video::FrameRate::from_fps(self.fps).map_err(PyValueError::new_err)?;
+        let bytes = py
+            .detach(|| difflog::run::mp4::encode_mp4(&refs, rate))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(pyo3::types::PyBytes::new(py, &bytes))
     }
 
     /// How many frames it has.

@@ -1,7 +1,9 @@
 //! `difflog bench video`: how fast a video's frames are written on one
-//! core (issue 37: frames a second a core at 512²) — as an animated PNG
-//! (lossless, what a run keeps), as a GIF (what W&B is sent), and the
-//! recorded APNG made into that GIF (what `difflog-sync` does per video) — beside the
+//! core (issue 37: frames a second a core at 512²) — as an MP4 (H.264,
+//! what a run keeps by default and W&B is sent), as an animated PNG
+//! (lossless, kept on request), as a GIF (what W&B is sent of an animated
+//! PNG), and the recorded APNG made into that GIF (what `difflog-sync`
+//! does per such video) — beside the
 //! recorder's still PNG of each frame, measured in the same process so a
 //! noisy machine shows in every figure alike.
 
@@ -40,7 +42,7 @@ pub struct VideoFigures {
 /// One way of writing the clip.
 #[derive(Debug, Clone, Serialize)]
 pub struct Way {
-    /// `png stills` (the baseline), `apng`, `gif` or `apng→gif`.
+    /// `png stills` (the baseline), `mp4`, `apng`, `gif` or `apng→gif`.
     pub name: String,
     /// Frames written a second on one core (best of three).
     pub frames_per_s: f64,
@@ -76,6 +78,7 @@ pub fn run(opts: &VideoBench) -> Result<VideoFigures> {
             Ok(n + encode_png_using(*f, &[], PngEncoding::default())?.len())
         })
     })?;
+    let mp4 = best(&|| Ok(crate::run::mp4::encode_mp4(&refs, rate)?.len()))?;
     let apng = best(&|| Ok(encode_apng(&refs, rate, PngEncoding::default(), &[])?.len()))?;
     let rgb: Vec<&[u8]> = frames.iter().map(|f| f.as_raw().as_slice()).collect();
     let (side, fps) = (frames[0].width(), rate.fps());
@@ -95,6 +98,7 @@ pub fn run(opts: &VideoBench) -> Result<VideoFigures> {
     })?;
     let ways = [
         ("png stills", stills),
+        ("mp4", mp4),
         ("apng", apng),
         ("gif", gif),
         ("apng→gif", derived),
@@ -153,7 +157,7 @@ mod tests {
         })
         .unwrap();
         let names: Vec<&str> = f.ways.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names, ["png stills", "apng", "gif", "apng→gif"]);
+        assert_eq!(names, ["png stills", "mp4", "apng", "gif", "apng→gif"]);
         assert!(f
             .ways
             .iter()

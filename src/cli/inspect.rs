@@ -153,6 +153,59 @@ pub fn inspect_png(image: &Path, with: &Against<'_>) -> Result<Inspection> {
     Ok(found)
 }
 
+/// `difflog inspect` of an MP4 (a video difflog kept as H.264): its
+/// digest, picture size and frames, and whether it is one of the run's
+/// videos. It carries no recipe, credentials or watermark difflog reads.
+fn inspect_mp4(
+    out: &mut dyn Write,
+    path: &Path,
+    bytes: &[u8],
+    with: &Against<'_>,
+    as_json: bool,
+) -> Result<bool> {
+    let video = crate::read::mp4_video(bytes).map_err(|why| Error::file(path, why))?;
+    let sha256 = sha256_hex(bytes);
+    let run = match with.run {
+        Some(dir) => {
+            let r = RunDir::open(dir)?;
+            let belongs = r.view().media.iter().any(|m| m.digest == sha256);
+            Some((r.meta.id.clone(), belongs))
+        }
+        None => None,
+    };
+    let w = |e| Error::io("<stdout>", "write", e);
+    if as_json {
+        let v = json!({
+            "path": path, "sha256": sha256, "frames": video.frames,
+            "video": {"format": "mp4", "codec": "h264", "width": video.width, "height": video.height},
+            "run": run.as_ref().map(|(id, belongs)| json!({"id": id, "belongs": belongs})),
+        });
+        writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
+    } else {
+        let mut esc = super::Escaping::text(out);
+        let out: &mut dyn Write = &mut esc;
+        writeln!(out, "{}  sha256 {sha256}", path.display()).map_err(w)?;
+        writeln!(
+            out,
+            "\nMP4 video (H.264): {}x{}, {} frames\nno recipe, Content Credentials or watermark is read from a video",
+            video.width, video.height, video.frames
+        )
+        .map_err(w)?;
+        match &run {
+            Some((id, true)) => {
+                writeln!(out, "\nverdict: belongs to run {id}, unchanged").map_err(w)?
+            }
+            Some((id, false)) => writeln!(
+                out,
+                "\nverdict: NOT a video of run {id} as recorded: no media of the run has this SHA-256"
+            )
+            .map_err(w)?,
+            None => {}
+        }
+    }
+    Ok(run.is_none_or(|(_, belongs)| belongs))
+}
+
 /// `difflog inspect`: prints the inspection; `Ok(false)` when a run was
 /// given and the image is not one of its images unchanged (exit code 1).
 pub fn inspect(
@@ -162,6 +215,11 @@ pub fn inspect(
     as_json: bool,
 ) -> Result<bool> {
     let trust = with.trust;
+    let bytes = crate::read::read_regular(image, MAX_PNG_BYTES)
+        .map_err(|e| Error::file(image, e.to_string()))?;
+    if bytes.get(4..8) == Some(b"ftyp") {
+        return inspect_mp4(out, image, &bytes, with, as_json);
+    }
     let i = inspect_png(image, with)?;
     let w = |e| Error::io("<stdout>", "write", e);
     let ok = i.run.as_ref().is_none_or(|(_, belongs)| *belongs);

@@ -167,6 +167,65 @@ pub fn apng_frames(file: &[u8]) -> std::result::Result<u32, String> {
     Ok(reader.info().animation_control.map_or(1, |a| a.num_frames))
 }
 
+/// What an MP4 holds, as its boxes say (no frame is decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mp4Video {
+    /// The picture's width in pixels (its H.264 sample entry's).
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+    /// How many frames (samples) its track has.
+    pub frames: u32,
+}
+
+/// The picture size and frame count of an MP4 holding one H.264 video
+/// track, as difflog writes them, read from its boxes with Mozilla's
+/// parser (made for files from anyone); why not, when the bytes are no
+/// such MP4 (not an MP4, no video track or several, another codec).
+pub fn mp4_video(file: &[u8]) -> std::result::Result<Mp4Video, String> {
+    let context = mp4parse::read_mp4(&mut std::io::Cursor::new(file))
+        .map_err(|e| format!("it is not an MP4 that can be read ({e:?})"))?;
+    let mut videos = context
+        .tracks
+        .iter()
+        .filter(|t| t.track_type == mp4parse::TrackType::Video);
+    let (Some(track), None) = (videos.next(), videos.next()) else {
+        return Err("its MP4 does not hold exactly one video track".into());
+    };
+    let entry = track
+        .stsd
+        .as_ref()
+        .and_then(|d| d.descriptions.first())
+        .and_then(|e| match e {
+            mp4parse::SampleEntry::Video(v) => Some(v),
+            _ => None,
+        })
+        .ok_or("its MP4's video track describes no video")?;
+    if entry.codec_type != mp4parse::CodecType::H264 {
+        return Err(format!(
+            "its MP4's video is {:?}, not H.264",
+            entry.codec_type
+        ));
+    }
+    let sizes = track
+        .stsz
+        .as_ref()
+        .ok_or("its MP4's video track has no sample sizes")?;
+    let frames = if sizes.sample_size == 0 {
+        sizes.sample_sizes.len() as u64
+    } else {
+        // One size for all: the count is in the time-to-sample table.
+        track.stts.as_ref().map_or(0, |t| {
+            t.samples.iter().map(|s| u64::from(s.sample_count)).sum()
+        })
+    };
+    Ok(Mp4Video {
+        width: u32::from(entry.width),
+        height: u32::from(entry.height),
+        frames: u32::try_from(frames).unwrap_or(u32::MAX),
+    })
+}
+
 /// Most frames taken from one video file (a minute at 1000 frames a second
 /// is fewer): a file that says it has more is refused before any is read.
 pub const MAX_VIDEO_FRAMES: u32 = 100_000;

@@ -58,17 +58,17 @@ pub fn href(rel: &str) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}\
-th{background:#f3f3f3}img.thumb{width:128px;height:auto;image-rendering:pixelated;background:#eee;cursor:zoom-in}\
+th{background:#f3f3f3}video.thumb{width:128px;height:auto;background:#eee;cursor:zoom-in}img.thumb{width:128px;height:auto;image-rendering:pixelated;background:#eee;cursor:zoom-in}\
 pre{background:#f7f7f7;padding:.5em;overflow:auto;max-height:24em}.error{color:#b00020}.meta td:first-child{font-weight:600}\
 section{margin-top:1.5em}td.missing{background:repeating-linear-gradient(45deg,#f4f4f4,#f4f4f4 6px,#e6e6e6 6px,#e6e6e6 12px);color:#888;text-align:center;vertical-align:middle;min-width:128px}\
 .badge{font-size:.8em;color:#555}.video{font-size:.8em;color:#1a4f8b}.badge.same{color:#0a7d28}th.rowhead{max-width:22em;font-weight:normal}th.rowhead small{color:#666;display:block}\
 #viewer{position:fixed;inset:0;background:#1b1b1b;color:#eee;overflow:auto;padding:1em 2em;z-index:10}\
 #viewer table td,#viewer table th{border-color:#555;background:transparent;color:#eee}#viewer td{word-break:break-word;max-width:60em}#viewer img{image-rendering:pixelated;background:#333}\
-#v-full{max-width:min(90vw,1024px);min-width:256px}.stack{position:relative;display:inline-block}\
+#v-full,#v-video{max-width:min(90vw,1024px);min-width:256px}.stack{position:relative;display:inline-block}\
 .stack img{display:block;width:min(80vw,512px);min-width:256px}.stack img#v-a{position:absolute;left:0;top:0}\
 #v-diffbox{width:min(80vw,512px);min-width:256px;overflow:hidden;background:#000}#v-diff{width:100%;display:block}#viewer button{margin:.3em}#filter{font-size:1em;padding:.3em;width:24em}\
 .tiles{display:flex;flex-wrap:wrap;gap:8px;margin:.5em 0}.tiles figure{margin:0;width:160px}\
-.tiles img{width:160px;height:auto;image-rendering:pixelated;background:#eee;cursor:zoom-in}\
+.tiles video{width:160px;height:auto;background:#eee;cursor:zoom-in}.tiles img{width:160px;height:auto;image-rendering:pixelated;background:#eee;cursor:zoom-in}\
 .tiles figcaption{font-size:.8em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}";
 
 /// A whole page: `body` inside the shared head and style.
@@ -142,7 +142,7 @@ pub fn viewer(items: &[ViewerItem]) -> String {
     format!(
         "<div id=\"viewer\" hidden><p><button id=\"v-close\">close (Esc)</button>\
          <button id=\"v-pick\">pick as A for a comparison</button> <span id=\"v-picked\"></span></p>\
-         <h2 id=\"v-title\"></h2><img id=\"v-full\" alt=\"full image\">\
+         <h2 id=\"v-title\"></h2><img id=\"v-full\" alt=\"full image\"><video id=\"v-video\" controls loop muted autoplay playsinline hidden></video>\
          <table id=\"v-record\"></table>\
          <section id=\"v-compare\" hidden><h3>A: <span id=\"v-a-label\"></span> — B: <span id=\"v-b-label\"></span></h3>\
          <p>slide: A on the left of the line, B on the right <input id=\"v-slider\" type=\"range\" min=\"0\" max=\"100\" value=\"50\"></p>\
@@ -187,7 +187,11 @@ function compare(a, b){
 }
 function show(k){
   const it = items[k]; current = k;
-  $('v-title').textContent = it.label; $('v-full').src = it.full; record(it);
+  // An MP4 plays in a video element; images (and animated PNGs) show as images.
+  const mp4 = /\.mp4$/.test(it.full), v = $('v-video');
+  $('v-full').hidden = mp4; v.hidden = !mp4;
+  if (mp4) { v.src = it.full; $('v-full').removeAttribute('src'); } else { v.removeAttribute('src'); $('v-full').src = it.full; }
+  $('v-title').textContent = it.label; record(it);
   $('viewer').dataset.item = k; $('viewer').hidden = false;
   compare(picked !== null ? picked : it.baseline, k);
 }
@@ -195,10 +199,10 @@ document.addEventListener('click', e => {
   const c = e.target.closest('[data-item]');
   if (c && !$('viewer').contains(c)) { e.preventDefault(); show(+c.dataset.item); }
 });
-$('v-close').onclick = () => { $('viewer').hidden = true; };
+$('v-close').onclick = () => { $('viewer').hidden = true; $('v-video').pause(); };
 $('v-pick').onclick = () => { picked = current; $('v-picked').textContent = 'A = ' + items[current].label + ' (click another image for B)'; $('viewer').hidden = true; };
 $('v-slider').oninput = slide;
-document.addEventListener('keydown', e => { if (e.key === 'Escape') $('viewer').hidden = true; });
+document.addEventListener('keydown', e => { if (e.key === 'Escape') { $('viewer').hidden = true; $('v-video').pause(); } });
 const f = $('filter');
 if (f) f.oninput = () => {
   const q = f.value.toLowerCase();

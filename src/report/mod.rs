@@ -123,7 +123,8 @@ fn make_thumbs(run_abs: &Path, view: &RunView, dir: &Path) -> std::collections::
             ..
         } = cell
         {
-            if !needs_thumb(*width, *height) || have.contains(digest) {
+            // An MP4 plays in the page itself: no thumbnail is made of it.
+            if !needs_thumb(*width, *height) || have.contains(digest) || is_mp4(path) {
                 continue;
             }
             if thumbs.cached(digest) {
@@ -337,13 +338,14 @@ fn write_call(
                         baseline: None,
                         diff: None,
                     });
-                    // A video: its first frame (the poster) in the table;
-                    // the viewer and the link play the file.
+                    // A video: an animated PNG's first frame (the poster)
+                    // in the table, the viewer and the link play the file;
+                    // an MP4 plays, muted, in the table itself.
                     let playing = video.as_ref().map_or(String::new(), video_badge);
+                    let shown = picture(&full, &src, col, (w, h), "thumb");
                     let _ = write!(
                         b,
-                        "<td><a href=\"{full}\" data-item=\"{k}\"><img class=\"thumb\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\" data-size=\"{width}x{height}\"></a>{playing}</td>",
-                        escape(col)
+                        "<td><a href=\"{full}\" data-item=\"{k}\">{shown}</a>{playing}</td>"
                     );
                     if names::is_generated(col) {
                         let caption = match &seed {
@@ -352,9 +354,9 @@ fn write_call(
                         };
                         let _ = write!(
                             tiles,
-                            "<figure class=\"tile\" data-prompt=\"{}\"><a href=\"{full}\" data-item=\"{k}\"><img class=\"tile\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\"></a><figcaption title=\"{}\">{}</figcaption></figure>",
+                            "<figure class=\"tile\" data-prompt=\"{}\"><a href=\"{full}\" data-item=\"{k}\">{}</a><figcaption title=\"{}\">{}</figcaption></figure>",
                             escape(prompt.unwrap_or("")),
-                            escape(col),
+                            picture(&full, &src, col, (w, h), "tile"),
                             escape(&caption),
                             escape(&caption)
                         );
@@ -379,6 +381,28 @@ fn write_call(
     }
     b.push_str(&rows);
     Ok(call.rows.len())
+}
+
+/// Whether a media path is an MP4 (a video kept as H.264).
+pub(crate) fn is_mp4(path: &str) -> bool {
+    path.ends_with(".mp4")
+}
+
+/// How a table or grid shows a media file: an image (or an animated PNG)
+/// from `src`, its thumbnail where it has one; an MP4 as a muted video
+/// playing in a loop. `full` and `src` are links made by [`media_href`].
+pub(crate) fn picture(full: &str, src: &str, alt: &str, (w, h): (u32, u32), class: &str) -> String {
+    if is_mp4(full) {
+        format!(
+            "<video class=\"{class}\" src=\"{full}\" muted loop autoplay playsinline preload=\"metadata\" width=\"{w}\" height=\"{h}\" title=\"{}\"></video>",
+            escape(alt)
+        )
+    } else {
+        format!(
+            "<img class=\"{class}\" loading=\"lazy\" src=\"{src}\" alt=\"{}\" width=\"{w}\" height=\"{h}\">",
+            escape(alt)
+        )
+    }
 }
 
 /// What a video plays, as a badge under its poster frame: `▶ 16 frames

@@ -210,6 +210,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
         let Some(a) = &self.run.borrow().active else {
             return Ok(());
         };
+        let video_format = a.video;
         a.with_writer(|w| {
             let ts = now_rfc3339();
             // An image the call made: its media entry, then its cell.
@@ -295,14 +296,23 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         fps,
                         fps_from,
                         caption,
-                        generated: _,
+                        generated,
                         text,
                     } => {
+                        // What the call was given is kept exact (remaking
+                        // the call needs its very frames); what it made, as
+                        // the run keeps videos.
+                        let format = if generated {
+                            video_format
+                        } else {
+                            super::video::VideoFormat::Apng
+                        };
                         let slot = w.encode_video(VideoFrames {
                             frames,
                             fps,
                             fps_from,
                             text,
+                            format,
                         })?;
                         output(column, slot, caption)?
                     }

@@ -14,6 +14,7 @@ pub(crate) mod idat;
 mod log;
 mod marks;
 pub mod media;
+pub mod mp4;
 pub mod video;
 mod writer;
 
@@ -78,6 +79,7 @@ pub struct Init {
     queue_capacity: usize,
     encoders: Option<usize>,
     png: Option<media::PngEncoding>,
+    video: Option<video::VideoFormat>,
     sync: Option<durable::SyncMode>,
     resume: Option<String>,
     provenance: Option<PathBuf>,
@@ -96,6 +98,7 @@ impl Init {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             encoders: None,
             png: None,
+            video: None,
             sync: None,
             resume: None,
             provenance: None,
@@ -140,6 +143,12 @@ impl Init {
     /// How PNGs are compressed; overrides `DIFFLOG_PNG`.
     pub fn png(mut self, encoding: media::PngEncoding) -> Init {
         self.png = Some(encoding);
+        self
+    }
+
+    /// The file a video is kept as; overrides `DIFFLOG_VIDEO`.
+    pub fn video(mut self, format: video::VideoFormat) -> Init {
+        self.video = Some(format);
         self
     }
 
@@ -223,6 +232,8 @@ struct Active {
     next_call: AtomicU32,
     pipelines: Mutex<Pipelines>,
     input_file: Mutex<Option<Arc<marks::InputFile>>>,
+    /// The file each video is kept as.
+    video: video::VideoFormat,
 }
 
 /// The pipelines a run has recorded, with their numbers, and the next number.
@@ -243,6 +254,10 @@ impl Run {
             Some(p) => p,
             None => media::PngEncoding::from_env()?,
         };
+        let video = match init.video {
+            Some(v) => v,
+            None => video::VideoFormat::from_env()?,
+        };
         let sync = durable::SyncMode::given_or_env(init.sync)?;
         let marker = marks::marker(init.provenance.as_deref())?;
         if init.project.trim().is_empty() {
@@ -260,8 +275,12 @@ impl Run {
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         let capacity = init.queue_capacity;
                         let encoders = init.encoders.unwrap_or_else(default_encoders);
-                        let run =
-                            Run::reopen_with(&dir, (capacity, encoders), (png, marker), sync)?;
+                        let run = Run::reopen_with(
+                            &dir,
+                            (capacity, encoders),
+                            (png, video, marker),
+                            sync,
+                        )?;
                         if !init.config.is_empty() {
                             run.log_config(Value::Object(init.config))?;
                         }
@@ -307,6 +326,7 @@ impl Run {
                 next_call: AtomicU32::new(1),
                 pipelines: Mutex::new((Vec::new(), 1)),
                 input_file: Mutex::new(None),
+                video,
             }),
         };
         run.emit(Event::RunStarted(RunStarted {
@@ -350,7 +370,11 @@ impl Run {
         Run::reopen_with(
             dir,
             (DEFAULT_QUEUE_CAPACITY, default_encoders()),
-            (media::PngEncoding::from_env()?, marks::marker(None)?),
+            (
+                media::PngEncoding::from_env()?,
+                video::VideoFormat::from_env()?,
+                marks::marker(None)?,
+            ),
             durable::SyncMode::from_env()?,
         )
     }
@@ -358,7 +382,7 @@ impl Run {
     fn reopen_with(
         dir: impl AsRef<Path>,
         (capacity, encoders): (usize, usize),
-        (png, marker): (media::PngEncoding, marks::Marker),
+        (png, video, marker): (media::PngEncoding, video::VideoFormat, marks::Marker),
         sync: durable::SyncMode,
     ) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
@@ -391,6 +415,7 @@ impl Run {
                 next_call: AtomicU32::new(next_call),
                 pipelines: Mutex::new((Vec::new(), next_pipeline)),
                 input_file: Mutex::new(None),
+                video,
             }),
         };
         if read.log.records.is_empty() {

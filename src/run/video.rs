@@ -1,10 +1,12 @@
-//! A video's frames as one animated PNG (APNG), lossless, at the frame rate
-//! the call states (issue 37). Every browser plays an APNG where it shows a
-//! PNG, so a run's report plays it with nothing more; a viewer that knows
-//! only PNG shows its first frame, which is also the poster. The `png`
-//! crate (already the recorder's PNG writer, pure Rust) writes it; nothing
-//! comes from outside the crates registry. The GIF W&B is sent is derived
-//! from it at upload time (`sync::clip`).
+//! How a run keeps a video (issue 37), and the lossless way: its frames
+//! as one animated PNG (APNG) at the frame rate the call states. An MP4
+//! ([`super::mp4`]) is the default; the animated PNG is kept on request
+//! (`DIFFLOG_VIDEO=apng`: every frame exact) and where H.264 cannot hold
+//! the video. Every browser plays an APNG where it shows a PNG, so a run's
+//! report plays it with nothing more; a viewer that knows only PNG shows
+//! its first frame, which is also the poster. The `png` crate (already the
+//! recorder's PNG writer, pure Rust) writes it. W&B is sent a GIF made from
+//! it at upload time (`sync::clip`).
 
 use super::media::{Pixels, PngEncoding};
 use crate::error::{Error, Result};
@@ -41,7 +43,7 @@ impl FrameRate {
 
     /// Why this rate is none a video can have: no frames, or none of
     /// seconds, or more than [`MAX_FPS`].
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.num == 0 || self.den == 0 || self.fps() > MAX_FPS {
             return Err(video_error(format!(
                 "a frame rate of {}/{} is not one a video can have",
@@ -67,6 +69,29 @@ impl FrameRate {
             (n, d) = (n.div_ceil(2), d.div_ceil(2));
         }
         (n.max(1) as u16, d.max(1) as u16)
+    }
+}
+
+/// The file a run keeps of each video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoFormat {
+    /// H.264 in MP4 ([`super::mp4`]): ~1 % of the animated PNG's bytes,
+    /// what W&B's autolog sends; an animated PNG where H.264 cannot hold
+    /// the video (odd sides, larger than 3840×2160). The default.
+    #[default]
+    Mp4,
+    /// One animated PNG, every frame exact (`DIFFLOG_VIDEO=apng`).
+    Apng,
+}
+
+impl VideoFormat {
+    /// Reads `DIFFLOG_VIDEO` (`mp4` or unset, or `apng`).
+    pub fn from_env() -> Result<VideoFormat> {
+        crate::error::env_choice(
+            "DIFFLOG_VIDEO",
+            VideoFormat::default(),
+            &[("mp4", VideoFormat::Mp4), ("apng", VideoFormat::Apng)],
+        )
     }
 }
 
@@ -162,7 +187,7 @@ pub fn encode_apng(
 /// The frames' common size: that of the first, which every other has
 /// (with as many bytes); refused by name where there are none, or one
 /// differs.
-fn same_size(frames: &[&dyn Pixels]) -> Result<(u32, u32)> {
+pub(crate) fn same_size(frames: &[&dyn Pixels]) -> Result<(u32, u32)> {
     let first = frames
         .first()
         .ok_or_else(|| video_error("a video needs at least one frame".into()))?;

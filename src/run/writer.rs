@@ -29,6 +29,7 @@ use super::marks::{encode_generated, Encoded, Generated, Marker};
 use super::media::{
     encode_png_using, sha256_hex, stage_file, store_file, Pixels, PngEncoding, Staged, StoredMedia,
 };
+use super::video::VideoFormat;
 use crate::error::{Error, Result, WriteError};
 use crate::event::encode_record;
 use crate::event::{CallFinished, CallStatus, Cell, Event, MediaEvent, RunFinished, RunStatus};
@@ -130,7 +131,7 @@ enum JobImage {
     /// An image file's bytes and format, stored as they are (an imported
     /// image): only its digest is computed.
     Encoded(Vec<u8>, &'static str, (u32, u32)),
-    /// A video's frames, encoded as one animated PNG.
+    /// A video's frames, encoded as one MP4 or animated PNG.
     Video(VideoFrames),
 }
 
@@ -143,18 +144,34 @@ pub(crate) struct VideoFrames {
     pub(crate) fps: f64,
     /// Where the rate came from (see [`crate::event::Video::fps_from`]).
     pub(crate) fps_from: Option<String>,
-    /// The PNG text chunks the file carries (the XMP packet of a
+    /// The PNG text chunks an animated PNG carries (the XMP packet of a
     /// generated video).
     pub(crate) text: Vec<crate::recipe::TextChunk>,
+    /// The file the run keeps of it.
+    pub(crate) format: VideoFormat,
 }
 
+/// A video encoded: the file, its format (extension), the record of what
+/// it plays and its size.
+type EncodedVideo = (Vec<u8>, &'static str, crate::event::Video, (u32, u32));
+
 impl VideoFrames {
-    /// The animated PNG and the record of what it plays.
-    fn encode(&self, png: PngEncoding) -> Result<(Vec<u8>, crate::event::Video, (u32, u32))> {
+    /// The file (an MP4, or an animated PNG where asked or where H.264
+    /// cannot hold the frames) and the record of what it plays.
+    fn encode(&self, png: PngEncoding) -> Result<EncodedVideo> {
         let rate =
             super::video::FrameRate::from_fps(self.fps).map_err(super::video::video_error)?;
         let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
-        let file = super::video::encode_apng(&refs, rate, png, &self.text)?;
+        let size = refs.first().map_or((0, 0), |f| f.dimensions());
+        let (file, format) = match self.format {
+            VideoFormat::Mp4 if super::mp4::unfit(size.0, size.1).is_none() => {
+                (super::mp4::encode_mp4(&refs, rate)?, "mp4")
+            }
+            _ => (
+                super::video::encode_apng(&refs, rate, png, &self.text)?,
+                "png",
+            ),
+        };
         let frames = refs.len() as u32;
         let fps = (rate.fps() * 1000.0).round() / 1000.0;
         let duration = f64::from(frames) * f64::from(rate.den) / f64::from(rate.num);
@@ -164,8 +181,7 @@ impl VideoFrames {
             fps_from: self.fps_from.clone(),
             duration_s: (duration * 1000.0).round() / 1000.0,
         };
-        let size = refs.first().map_or((0, 0), |f| f.dimensions());
-        Ok((file, video, size))
+        Ok((file, format, video, size))
     }
 }
 
@@ -447,9 +463,9 @@ fn encoder_loop(
                 encode_generated(&g, png, marker).map(|e| (e, "png", g.image.dimensions()))
             }
             JobImage::Encoded(file, format, size) => Ok((Encoded::plain(file), format, size)),
-            JobImage::Video(v) => v.encode(png).map(|(file, v, size)| {
+            JobImage::Video(v) => v.encode(png).map(|(file, format, v, size)| {
                 video = Some(v);
-                (Encoded::plain(file), "png", size)
+                (Encoded::plain(file), format, size)
             }),
         };
         match encoded {

@@ -400,7 +400,12 @@ pub struct ClipPipeline;
 pub struct ClipRequest {
     pub frames: u32,
     pub fps: f64,
+    /// Width and height of each frame.
+    pub size: (u32, u32),
 }
+
+/// The clip tests' frame size (even: an MP4 holds it).
+pub const CLIP_SIZE: (u32, u32) = (24, 16);
 
 impl difflog::Pipeline for ClipPipeline {
     type Request = ClipRequest;
@@ -438,7 +443,7 @@ impl difflog::Pipeline for ClipPipeline {
     ) -> Result<Vec<image::RgbImage>, difflog::PipelineError> {
         let frames: Vec<image::RgbImage> = (0..r.frames)
             .map(|i| {
-                image::RgbImage::from_fn(24, 16, |x, y| {
+                image::RgbImage::from_fn(r.size.0, r.size.1, |x, y| {
                     let inside = x / 4 == i && y < 8;
                     image::Rgb(if inside {
                         [250, 20, 20]

@@ -54,9 +54,16 @@ class _Output:
 
 
 def _frames(path):
-    """The frames of an animated PNG difflog recorded, as PIL images."""
+    """The frames of a video difflog recorded, as PIL images: an MP4's as
+    FFmpeg decodes them (imageio-ffmpeg, which MoviePy brings), an animated
+    PNG's as PIL reads them."""
     from PIL import Image, ImageSequence
 
+    if path.endswith(".mp4"):
+        import imageio
+
+        with imageio.get_reader(path, "ffmpeg") as r:
+            return [Image.fromarray(f).convert("RGB") for f in r]
     with Image.open(path) as im:
         return [f.convert("RGB") for f in ImageSequence.Iterator(im)]
 

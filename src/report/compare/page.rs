@@ -207,17 +207,22 @@ fn grid_row(
             continue;
         }
         let (w, h) = shown_size(it.width, it.height);
+        let alt = escape(it.prompt.as_deref().unwrap_or("image"));
         let img = match work.thumb_place(k) {
             Some((href, t, c)) if done.thumb_rows.contains(&t) => format!(
                 // One slot of the row's thumbnail strip, at its natural size.
                 "<img class=\"thumb sprite\" loading=\"lazy\" src=\"{}\" width=\"{w}\" height=\"{h}\" \
-                 style=\"width:{w}px;height:{h}px;object-fit:none;object-position:-{}px 0\"",
+                 style=\"width:{w}px;height:{h}px;object-fit:none;object-position:-{}px 0\" alt=\"{alt}\">",
                 escape(&href),
                 c as u32 * THUMB
             ),
-            _ => format!(
-                "<img class=\"thumb\" loading=\"lazy\" src=\"{}\" width=\"{w}\" height=\"{h}\"",
-                escape(&work.full[k])
+            // An MP4 plays in the grid, muted.
+            _ => crate::report::picture(
+                &escape(&work.full[k]),
+                &escape(&work.full[k]),
+                it.prompt.as_deref().unwrap_or("image"),
+                (w, h),
+                "thumb",
             ),
         };
         let badge = match () {
@@ -235,8 +240,7 @@ fn grid_row(
             .map_or(String::new(), crate::report::video_badge);
         let _ = write!(
             b,
-            "<td class=\"cell\" data-item=\"{k}\">{img} alt=\"{}\">{badge}{playing}</td>",
-            escape(it.prompt.as_deref().unwrap_or("image"))
+            "<td class=\"cell\" data-item=\"{k}\">{img}{badge}{playing}</td>"
         );
     }
     b.push_str("</tr>\n");

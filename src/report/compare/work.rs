@@ -128,6 +128,10 @@ impl Work {
                 if base.digest == it.digest {
                     continue; // byte-identical: nothing to compute
                 }
+                // An MP4 is not decoded here: no difference figures.
+                if crate::report::is_mp4(&base.rel) || crate::report::is_mp4(&it.rel) {
+                    continue;
+                }
                 if (base.width, base.height) != (it.width, it.height) {
                     cache.insert(pair_key(&base.digest, &it.digest), None);
                     continue;
@@ -463,7 +467,9 @@ fn thumb_strip(row: &super::grid::GridRow, items: &[Item], out: &Path) -> Option
         .iter()
         .enumerate()
         .filter_map(|(c, k)| k.map(|k| (c, k)))
-        .filter(|&(_, k)| needs_thumb(items[k].width, items[k].height))
+        .filter(|&(_, k)| {
+            needs_thumb(items[k].width, items[k].height) && !crate::report::is_mp4(&items[k].rel)
+        })
         .collect();
     if slots.is_empty() {
         return None;

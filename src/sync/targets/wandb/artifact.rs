@@ -141,7 +141,7 @@ fn column_type(kinds: &std::collections::BTreeSet<&'static str>) -> Value {
 }
 
 /// The artifact's files: the table (W&B's artifact form) and its images
-/// and videos (each video as its GIF, as its run file).
+/// and videos (each video as its MP4 or GIF, as its run file).
 async fn entries(
     run: &Snapshot<'_>,
     call: &CallView,
@@ -157,21 +157,18 @@ async fn entries(
             continue;
         }
         let file = crate::read::run_file(run.dir, &m.path).map_err(|e| SyncError::local(&e))?;
-        // A video goes as its GIF; an image (or a video no GIF could be
-        // made of) as the file recorded.
-        let gif = match (gifs.info(m), gifs.bytes(&file, m).await?) {
-            (Some(info), Some(bytes)) => Some((info, bytes)),
-            _ => None,
-        };
-        let bytes = match &gif {
-            Some((_, bytes)) => bytes.to_vec(),
+        // A video goes as its MP4 or GIF; an image (or a video no GIF
+        // could be made of) as the file recorded.
+        let video = gifs.info(m);
+        let bytes = match gifs.bytes(&file, m).await? {
+            Some(gif) => gif.to_vec(),
             None => read_recorded(&file, m)?,
         };
         let md5 = Md5::digest(&bytes);
         let hex = crate::format::hex(&md5);
-        let (name, cell) = match &gif {
-            Some((info, _)) => {
-                let name = format!("media/videos/{}.gif", &hex[..20]);
+        let (name, cell) = match &video {
+            Some(info) => {
+                let name = format!("media/videos/{}.{}", &hex[..20], info.ext);
                 // A cell shows the video; the caption is in the row.
                 let cell = json!({"_type": "video-file", "path": name, "sha256": info.sha256,
                                   "width": info.width, "height": info.height});

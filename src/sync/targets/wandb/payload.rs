@@ -49,19 +49,19 @@ pub(super) fn image_file(m: &MediaEvent) -> Value {
     v
 }
 
-/// Where a media file goes in the W&B run: a video's GIF under
-/// `media/videos/` (named by the recorded file's digest, so the name is
-/// known before the GIF is made), an image under `media/images/`.
+/// Where a media file goes in the W&B run: a video's MP4 or GIF under
+/// `media/videos/` (named by the recorded file's digest, so a GIF's name
+/// is known before it is made), an image under `media/images/`.
 pub(super) fn media_path(m: &MediaEvent, gifs: &Gifs) -> String {
     match gifs.info(m) {
-        Some(_) => format!("media/videos/{}.gif", m.digest),
+        Some(v) => format!("media/videos/{}.{}", m.digest, v.ext),
         None => image_path(m),
     }
 }
 
 /// A media file as W&B references it from history and tables: a video as
-/// the `video-file` `wandb.Video` logs (its GIF's digest, size and picture
-/// size, and the caption), an image as an `image-file`.
+/// the `video-file` `wandb.Video` logs (its MP4's or GIF's digest, size
+/// and picture size, and the caption), an image as an `image-file`.
 pub(super) fn media_file(m: &MediaEvent, gifs: &Gifs) -> Value {
     let Some(gif) = gifs.info(m) else {
         return image_file(m);

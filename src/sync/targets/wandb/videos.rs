@@ -1,6 +1,6 @@
-//! The run's videos as W&B plays them (issue 37): W&B's `video-file` is a
-//! GIF here (`sync::clip`), derived from the recorded animated PNG when a
-//! pass first needs it — its digest and size go into history lines and
+//! The run's videos as W&B plays them (issue 37): W&B's `video-file` is
+//! the recorded MP4 itself, as it is; a video kept as an animated PNG goes
+//! as a GIF (`sync::clip`), derived from it when a pass first needs it — its digest and size go into history lines and
 //! table cells, which must be the same in every pass, so a GIF is made
 //! again (deterministically) in a later process rather than stored beside
 //! the run. What was derived is remembered by the APNG's digest and rate;
@@ -18,10 +18,13 @@ use std::collections::VecDeque;
 /// again when needed).
 const KEPT_BYTES: usize = 256 << 20;
 
-/// A video's GIF as W&B references it.
+/// A video's file as W&B references it: the recorded MP4, or the GIF made
+/// of an animated PNG.
 #[derive(Debug)]
-pub(super) struct GifInfo {
-    /// SHA-256 of the GIF, lower-case hex.
+pub(super) struct VideoFile {
+    /// Its extension (`mp4`, `gif`).
+    pub(super) ext: &'static str,
+    /// SHA-256 of the file, lower-case hex.
     pub(super) sha256: String,
     /// Its size in bytes.
     pub(super) size: u64,
@@ -35,7 +38,7 @@ pub(super) struct GifInfo {
 #[derive(Default)]
 pub(super) struct Gifs {
     /// What each video became: its GIF, or `None` when it cannot be one.
-    made: Mutex<HashMap<String, Option<Arc<GifInfo>>>>,
+    made: Mutex<HashMap<String, Option<Arc<VideoFile>>>>,
     /// The latest GIFs' bytes, oldest first.
     kept: Mutex<VecDeque<(String, Arc<Vec<u8>>)>>,
 }
@@ -53,10 +56,20 @@ fn derive(file: &Path, m: &MediaEvent, fps: f64) -> SyncResult<Result<clip::Gif,
 }
 
 impl Gifs {
-    /// The GIF `m` is sent as: `None` for an image, or a video no GIF
-    /// could be made of, or one not derived yet ([`Gifs::derive`]).
-    pub(super) fn info(&self, m: &MediaEvent) -> Option<Arc<GifInfo>> {
+    /// The video file `m` is sent as: the recorded MP4, or the GIF made of
+    /// an animated PNG; `None` for an image, or a video no GIF could be
+    /// made of, or one not derived yet ([`Gifs::derive`]).
+    pub(super) fn info(&self, m: &MediaEvent) -> Option<Arc<VideoFile>> {
         let fps = m.video.as_ref()?.fps;
+        if m.format == crate::event::VIDEO_FORMAT {
+            return Some(Arc::new(VideoFile {
+                ext: crate::event::VIDEO_FORMAT,
+                sha256: m.digest.clone(),
+                size: m.bytes,
+                width: m.width,
+                height: m.height,
+            }));
+        }
         let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
         made.get(&name(m, fps)).cloned().flatten()
     }
@@ -67,6 +80,9 @@ impl Gifs {
     pub(super) async fn derive(&self, dir: &Path, media: &[&MediaEvent]) -> SyncResult<()> {
         for m in media {
             let Some(v) = &m.video else { continue };
+            if m.format == crate::event::VIDEO_FORMAT {
+                continue;
+            }
             let key = name(m, v.fps);
             if self
                 .made
@@ -97,7 +113,8 @@ impl Gifs {
         let key = name(m, fps);
         let (info, bytes) = match made {
             Ok(gif) => {
-                let info = GifInfo {
+                let info = VideoFile {
+                    ext: "gif",
                     sha256: sha256_hex(&gif.bytes),
                     size: gif.bytes.len() as u64,
                     width: gif.width,
@@ -133,13 +150,16 @@ impl Gifs {
 
     /// The bytes of `m`'s GIF (made from `file`, the recorded video, when
     /// not kept), checked to be the GIF its references name; `None` when
-    /// `m` is sent as it is.
+    /// `m` is sent as it is (an image, an MP4).
     pub(super) async fn bytes(
         &self,
         file: &Path,
         m: &MediaEvent,
     ) -> SyncResult<Option<Arc<Vec<u8>>>> {
         let Some(v) = &m.video else { return Ok(None) };
+        if m.format == crate::event::VIDEO_FORMAT {
+            return Ok(None);
+        }
         let key = name(m, v.fps);
         let made = self
             .made
