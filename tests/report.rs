@@ -140,3 +140,34 @@ fn the_report_opens_in_a_browser_with_every_image_and_row() {
         "the screenshot is blank ({differing} pixels differ)"
     );
 }
+
+/// Issue 37: a video kept as an MP4 plays in the report's table, in a real
+/// browser: Chromium decodes its frames at its size and length.
+#[test]
+fn a_video_kept_as_an_mp4_plays_in_the_browser() {
+    const PLAYS: &str = r#"<script>
+window.addEventListener('load', () => {
+  const v = document.querySelector('video.thumb');
+  const done = what => document.body.setAttribute('data-check', what);
+  if (!v) { done('no video'); return; }
+  if (v.readyState >= 2) { done([v.videoWidth, v.videoHeight, Math.round(v.duration * 1000)].join(',')); return; }
+  v.addEventListener('loadeddata', () => done([v.videoWidth, v.videoHeight, Math.round(v.duration * 1000)].join(',')));
+  v.addEventListener('error', () => done('error ' + (v.error ? v.error.code : '?')));
+});
+</script>"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::create(Init::project("report-video").root(tmp.path().join("runs"))).unwrap();
+    let clip = common::ClipRequest {
+        frames: 6,
+        fps: 12.0,
+        size: (64, 48),
+    };
+    run.record(&mut common::ClipPipeline, &clip).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    let out = tmp.path().join("report");
+    difflog::report::report(&dir, &out, true).unwrap();
+    let got = probe(&out.join("index.html"), PLAYS, &tmp.path().join("profile"));
+    // 64×48, six frames at 12 fps: half a second.
+    assert_eq!(got, "64,48,500", "the MP4 in the report: {got}");
+}
