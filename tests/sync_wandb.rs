@@ -667,7 +667,7 @@ fn sigkill_of_the_uploader_then_restart_sends_every_line_and_file_exactly_once()
         let before = emu.requests().len();
         let mut child = upload("kill");
         // Once it talks to the server (an upload with nothing left to do
-        // never does), kill it within half of a whole upload's time.
+        // never does), kill it within a quarter of a whole upload's time.
         let t = Instant::now();
         while emu.requests().len() == before
             && child.try_wait().unwrap().is_none()
@@ -675,7 +675,7 @@ fn sigkill_of_the_uploader_then_restart_sends_every_line_and_file_exactly_once()
         {
             std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..whole / 2 + 1)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..whole / 4 + 1)));
         let exited = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
