@@ -343,9 +343,11 @@ struct GenerateCli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// A video's frames written on one core: as an animated PNG (lossless)
-    /// and as a GIF (what W&B's autolog logs), beside the recorder's still
-    /// PNG of each frame — frames a second and bytes (issue 37).
+    /// A video's frames written on one core: as an MP4 (H.264, what a run
+    /// keeps), an animated PNG (lossless, on request), a GIF (what W&B gets
+    /// of an animated PNG) and the animated PNG made into that GIF, beside
+    /// the recorder's still PNG of each frame — frames a second and bytes
+    /// (issue 37).
     Video {
         /// Frames in the clip (a pan across one natural-looking picture).
         #[arg(long, default_value_t = 16)]
