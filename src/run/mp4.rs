@@ -144,16 +144,7 @@ mod tests {
 
     #[test]
     fn a_clip_of_noise_and_a_single_frame_are_written_whole() {
-        let mut state = 0x2545_f491_u32;
-        let mut noise = || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        };
-        let frames: Vec<RgbImage> = (0..3)
-            .map(|_| RgbImage::from_fn(64, 64, |_, _| image::Rgb([noise(), noise(), noise()])))
-            .collect();
+        let frames = super::super::video::noise_clip(3, 64, 64);
         let mp4 = encode(&frames, 8.0).unwrap();
         assert_eq!(crate::read::mp4_video(&mp4).unwrap().frames, 3);
         let one = encode(&frames[..1], 0.5).unwrap();

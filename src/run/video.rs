@@ -205,6 +205,22 @@ pub(crate) fn same_size(frames: &[&dyn Pixels]) -> Result<(u32, u32)> {
     Ok((width, height))
 }
 
+/// `n` frames of `w`×`h` pixels of noise (xorshift), which no encoder can
+/// compress: the tests' worst case.
+#[cfg(test)]
+pub(crate) fn noise_clip(n: usize, w: u32, h: u32) -> Vec<image::RgbImage> {
+    let mut state = 0x2545_f491_u32;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state as u8
+    };
+    (0..n)
+        .map(|_| image::RgbImage::from_fn(w, h, |_, _| image::Rgb([noise(), noise(), noise()])))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,16 +277,7 @@ mod tests {
         // Noise does not compress: each frame's data is over 1 MiB, so
         // it is written in two chunks (the second frame's in two fdAT
         // chunks, each with its own sequence number).
-        let mut state = 0x2545_f491_u32;
-        let mut noise = || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        };
-        let frames: Vec<RgbImage> = (0..2)
-            .map(|_| RgbImage::from_fn(640, 600, |_, _| image::Rgb([noise(), noise(), noise()])))
-            .collect();
+        let frames = noise_clip(2, 640, 600);
         let refs: Vec<&dyn Pixels> = frames.iter().map(|f| f as &dyn Pixels).collect();
         let apng = encode_apng(
             &refs,
