@@ -97,20 +97,25 @@ pub fn watermarks_given(
 
 /// Reads `image` and says what it carries, checked against `with`.
 pub fn inspect_png(image: &Path, with: &Against<'_>) -> Result<Inspection> {
-    let anchors = trust_anchors(with.trust)?;
     let bytes = crate::read::read_regular(image, MAX_PNG_BYTES)
         .map_err(|e| Error::file(image, e.to_string()))?;
+    inspect_bytes(image, &bytes, with)
+}
+
+/// [`inspect_png`] of the file's bytes, already read (bounded).
+fn inspect_bytes(image: &Path, bytes: &[u8], with: &Against<'_>) -> Result<Inspection> {
+    let anchors = trust_anchors(with.trust)?;
     let chunks =
-        crate::meta::texts_of_file(&bytes).map_err(|e| Error::file(image, e.to_string()))?;
+        crate::meta::texts_of_file(bytes).map_err(|e| Error::file(image, e.to_string()))?;
     // The pixels are decoded once: for the hidden copy itself, and for
     // the generation when the text says nothing.
-    let hidden = crate::meta::stealth::read_hidden(&bytes).transpose();
+    let hidden = crate::meta::stealth::read_hidden(bytes).transpose();
     let generation = crate::meta::read(&chunks).or_else(|| match &hidden {
         Some(Ok(h)) => crate::meta::generation_of_hidden(h),
         _ => None,
     });
     let mut found = Inspection {
-        sha256: sha256_hex(&bytes),
+        sha256: sha256_hex(bytes),
         parameters: None,
         difflog: None,
         other: Map::new(),
@@ -118,9 +123,9 @@ pub fn inspect_png(image: &Path, with: &Against<'_>) -> Result<Inspection> {
         run: None,
         hidden,
         xmp: crate::meta::xmp::of_texts(&chunks),
-        credentials: crate::meta::c2pa::read(&bytes, anchors.as_deref()).transpose(),
+        credentials: crate::meta::c2pa::read(bytes, anchors.as_deref()).transpose(),
         watermarks: Ok(Vec::new()),
-        frames: crate::read::apng_frames(&bytes).ok(),
+        frames: crate::read::apng_frames(bytes).ok(),
     };
     for (keyword, text) in chunks {
         match keyword.as_str() {
@@ -148,7 +153,7 @@ pub fn inspect_png(image: &Path, with: &Against<'_>) -> Result<Inspection> {
         }
         found.run = Some((r.meta.id.clone(), media.is_some()));
     }
-    found.watermarks = crate::provenance::check::pixels_of(&bytes)
+    found.watermarks = crate::provenance::check::pixels_of(bytes)
         .and_then(|img| crate::provenance::check::watermarks(&img, &looked_for));
     Ok(found)
 }
@@ -220,7 +225,7 @@ pub fn inspect(
     if bytes.get(4..8) == Some(b"ftyp") {
         return inspect_mp4(out, image, &bytes, with, as_json);
     }
-    let i = inspect_png(image, with)?;
+    let i = inspect_bytes(image, &bytes, with)?;
     let w = |e| Error::io("<stdout>", "write", e);
     let ok = i.run.as_ref().is_none_or(|(_, belongs)| *belongs);
     if as_json {

@@ -124,6 +124,8 @@ mod tests {
                 frames: 5
             }
         );
+        // The same bytes again: nothing of when it was made (no creation
+        // time) or of the thread count is in the file.
         assert_eq!(encode(&frames, 12.0).unwrap(), mp4, "deterministic");
         // Each sample lasts 1/12 s of the 90 kHz track clock.
         let ctx = mp4parse::read_mp4(&mut std::io::Cursor::new(&mp4)).unwrap();
@@ -137,9 +139,6 @@ mod tests {
             .collect();
         assert_eq!(deltas.iter().map(|d| d.0).sum::<u32>(), 5);
         assert!(deltas.iter().all(|d| d.1 == 7500), "{deltas:?}");
-        // No creation time: nothing of when it was made is in the file.
-        let later = encode(&frames, 12.0).unwrap();
-        assert_eq!(later, mp4);
     }
 
     #[test]

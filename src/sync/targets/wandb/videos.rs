@@ -48,6 +48,15 @@ fn name(m: &MediaEvent, fps: f64) -> String {
     format!("{}@{fps}", m.digest)
 }
 
+/// The recorded rate of a video W&B is sent as a GIF made of it (one kept
+/// as an animated PNG); `None` for an image, or an MP4 (sent as it is).
+fn gif_rate(m: &MediaEvent) -> Option<f64> {
+    if m.format == crate::event::VIDEO_FORMAT {
+        return None;
+    }
+    m.video.as_ref().map(|v| v.fps)
+}
+
 /// Reads a recorded file, checked against its record, and makes its GIF:
 /// `Err` when the file differs from its record, `Ok(Err(why))` when it is
 /// no video a GIF can be made of.
@@ -60,8 +69,7 @@ impl Gifs {
     /// an animated PNG; `None` for an image, or a video no GIF could be
     /// made of, or one not derived yet ([`Gifs::derive`]).
     pub(super) fn info(&self, m: &MediaEvent) -> Option<Arc<VideoFile>> {
-        let fps = m.video.as_ref()?.fps;
-        if m.format == crate::event::VIDEO_FORMAT {
+        if m.format == crate::event::VIDEO_FORMAT && m.video.is_some() {
             return Some(Arc::new(VideoFile {
                 ext: crate::event::VIDEO_FORMAT,
                 sha256: m.digest.clone(),
@@ -70,6 +78,7 @@ impl Gifs {
                 height: m.height,
             }));
         }
+        let fps = gif_rate(m)?;
         let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
         made.get(&name(m, fps)).cloned().flatten()
     }
@@ -79,11 +88,8 @@ impl Gifs {
     /// from run `dir`.
     pub(super) async fn derive(&self, dir: &Path, media: &[&MediaEvent]) -> SyncResult<()> {
         for m in media {
-            let Some(v) = &m.video else { continue };
-            if m.format == crate::event::VIDEO_FORMAT {
-                continue;
-            }
-            let key = name(m, v.fps);
+            let Some(fps) = gif_rate(m) else { continue };
+            let key = name(m, fps);
             if self
                 .made
                 .lock()
@@ -93,7 +99,7 @@ impl Gifs {
                 continue;
             }
             let file = crate::read::run_file(dir, &m.path).map_err(|e| SyncError::local(&e))?;
-            self.make(&file, m, v.fps).await?;
+            self.make(&file, m, fps).await?;
         }
         Ok(())
     }
@@ -156,11 +162,10 @@ impl Gifs {
         file: &Path,
         m: &MediaEvent,
     ) -> SyncResult<Option<Arc<Vec<u8>>>> {
-        let Some(v) = &m.video else { return Ok(None) };
-        if m.format == crate::event::VIDEO_FORMAT {
+        let Some(fps) = gif_rate(m) else {
             return Ok(None);
-        }
-        let key = name(m, v.fps);
+        };
+        let key = name(m, fps);
         let made = self
             .made
             .lock()
@@ -181,7 +186,7 @@ impl Gifs {
         let known = made.flatten();
         let bytes = match kept {
             Some(b) => Some(b),
-            None => self.make(file, m, v.fps).await?,
+            None => self.make(file, m, fps).await?,
         };
         if let (Some(info), Some(b)) = (&known, &bytes) {
             if sha256_hex(b) != info.sha256 {
