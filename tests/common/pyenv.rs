@@ -1,7 +1,8 @@
 //! The diffusers environment the Python tests run in: `scripts/python-env`
 //! installs torch, diffusers and transformers into `.venv-diffusers` on
 //! first use and builds difflog's Python package into it; a test fails
-//! (never skips) when that cannot be done.
+//! (never skips) when that cannot be done. `scripts/test` does that once
+//! before the tests and names the venv in `DIFFLOG_TEST_PYTHON_BIN`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,10 +13,14 @@ pub fn here() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
 }
 
-/// The venv's python, set up once per test process.
+/// The venv's python: the one `scripts/test` set up (its bin folder in
+/// `DIFFLOG_TEST_PYTHON_BIN`), or set up once per test process.
 pub fn python() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let bin = BIN.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("DIFFLOG_TEST_PYTHON_BIN") {
+            return Ok(PathBuf::from(dir).join("python"));
+        }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/python-env");
         let o = Command::new(&script).output().map_err(|e| e.to_string())?;
         if !o.status.success() {
