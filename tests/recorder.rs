@@ -725,6 +725,25 @@ fn a_video_is_kept_as_an_mp4_and_as_an_animated_png_where_h264_cannot_hold_it() 
         "{text}"
     );
     assert!(text.contains("verdict: belongs to run"), "{text}");
+    // It says a trained model made it, as a generated PNG does, in its XMP
+    // box: read by difflog and by ExifTool (an independent reader).
+    let iptc = difflog::recipe::TRAINED_ALGORITHMIC_MEDIA;
+    assert_eq!(
+        difflog::read::mp4_xmp(&bytes),
+        Ok(Some(difflog::recipe::xmp_packet(iptc)))
+    );
+    assert!(
+        text.contains(&format!("digital source type  {iptc}")),
+        "{text}"
+    );
+    let o = std::process::Command::new("exiftool")
+        .args(["-j", "-n", "-XMP:all"])
+        .arg(dir.join(&mp4.path))
+        .output()
+        .expect("exiftool (Debian's libimage-exiftool-perl; scripts/test installs it)");
+    let read: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(read[0]["DigitalSourceType"], iptc, "{read}");
+    assert_eq!(read[0]["CreatorTool"], "difflog", "{read}");
 
     // The report plays it in the table; the comparison in its grid.
     let out = tempfile::tempdir().unwrap();

@@ -403,12 +403,13 @@ def _recorded_image(run_dir: str, row: Dict[str, Any]) -> Optional[Any]:
 
 
 def _recorded_mp4(run_dir: str, row: Dict[str, Any]) -> Optional[Tuple[bytes, float]]:
-    """The bytes and frame rate of the row's video, where it is kept as an
-    MP4; None otherwise."""
+    """The bytes its encoder wrote (without the XMP box the recorder adds)
+    and the frame rate of the row's video, where it is kept as an MP4; None
+    otherwise."""
     for cell in row.get("cells", []):
         if cell.get("column") in _MADE and cell.get("type") == "image" and cell["path"].endswith(".mp4"):
             with open(os.path.join(run_dir, cell["path"]), "rb") as f:
-                return f.read(), float(cell["video"]["fps"])
+                return _native.mp4_without_xmp(f.read()), float(cell["video"]["fps"])
     return None
 
 

@@ -381,10 +381,11 @@ impl Video {
         })
     }
 
-    /// The MP4 the recorder keeps of these frames (the same encoder and
-    /// settings: the same frames give the same bytes), for `remake` to
-    /// compare a re-made video with one kept as MP4. Raises `ValueError`
-    /// where H.264 cannot hold them.
+    /// The MP4 the recorder's encoder writes of these frames (the same
+    /// encoder and settings: the same frames give the same bytes), for
+    /// `remake` to compare a re-made video with one kept as MP4 (without
+    /// the XMP box the recorder adds: [`mp4_without_xmp`]). Raises
+    /// `ValueError` where H.264 cannot hold them.
     fn mp4<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
         let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
         let rate =
@@ -578,10 +579,19 @@ fn read_call(py: Python<'_>, run_dir: PathBuf, call: u32) -> PyResult<String> {
     json.map_err(PyValueError::new_err)
 }
 
+/// An MP4 as difflog's encoder wrote it: the recorded file without the
+/// XMP box the recorder adds after its last box (for `remake` to compare
+/// with frames encoded again by [`Video::mp4`]).
+#[pyfunction]
+fn mp4_without_xmp<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, pyo3::types::PyBytes> {
+    pyo3::types::PyBytes::new(py, difflog::read::mp4_without_xmp(data))
+}
+
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_call, m)?)?;
+    m.add_function(wrap_pyfunction!(mp4_without_xmp, m)?)?;
     m.add_class::<Recorder>()?;
     m.add_class::<Call>()?;
     m.add_class::<Image>()?;

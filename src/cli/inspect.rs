@@ -169,6 +169,10 @@ fn inspect_mp4(
     as_json: bool,
 ) -> Result<bool> {
     let video = crate::read::mp4_video(bytes).map_err(|why| Error::file(path, why))?;
+    // Its XMP box, as a PNG's XMP chunk is read (IPTC's digital source type).
+    let xmp = crate::read::mp4_xmp(bytes)
+        .transpose()
+        .map(|p| p.and_then(|p| crate::meta::xmp::read(&p)));
     let sha256 = sha256_hex(bytes);
     let run = match with.run {
         Some(dir) => {
@@ -184,6 +188,10 @@ fn inspect_mp4(
             "path": path, "sha256": sha256, "frames": video.frames,
             "video": {"format": "mp4", "codec": "h264", "width": video.width, "height": video.height},
             "run": run.as_ref().map(|(id, belongs)| json!({"id": id, "belongs": belongs})),
+            "xmp": xmp.as_ref().map(|x| match x {
+                Ok(x) => json!(x),
+                Err(why) => json!({"error": why}),
+            }),
         });
         writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
     } else {
@@ -192,10 +200,20 @@ fn inspect_mp4(
         writeln!(out, "{}  sha256 {sha256}", path.display()).map_err(w)?;
         writeln!(
             out,
-            "\nMP4 video (H.264): {}x{}, {} frames\nno recipe, Content Credentials or watermark is read from a video",
+            "\nMP4 video (H.264): {}x{}, {} frames\nno recipe, Content Credentials or watermark is read from an MP4",
             video.width, video.height, video.frames
         )
         .map_err(w)?;
+        match &xmp {
+            Some(Ok(x)) if !x.is_empty() => write_xmp(out, x).map_err(w)?,
+            Some(Ok(_)) => writeln!(
+                out,
+                "\nXMP: none of the properties difflog reads (--json has the packet)"
+            )
+            .map_err(w)?,
+            Some(Err(why)) => writeln!(out, "\nXMP cannot be read: {}", inline(why)).map_err(w)?,
+            None => writeln!(out, "\nno XMP").map_err(w)?,
+        }
         match &run {
             Some((id, true)) => {
                 writeln!(out, "\nverdict: belongs to run {id}, unchanged").map_err(w)?

@@ -226,6 +226,121 @@ pub fn mp4_video(file: &[u8]) -> std::result::Result<Mp4Video, String> {
     })
 }
 
+/// The UUID of the box that holds an XMP packet in an ISO media file (MP4),
+/// as Adobe's XMP specification (part 3) gives it.
+pub const XMP_UUID: [u8; 16] = [
+    0xBE, 0x7A, 0xCF, 0xCB, 0x97, 0xA9, 0x42, 0xE8, 0x9C, 0x71, 0x99, 0x94, 0x91, 0xE3, 0xAF, 0xAC,
+];
+
+/// The largest XMP packet read from an MP4.
+pub const MAX_MP4_XMP_BYTES: u64 = 1 << 20;
+
+/// The XMP packet an MP4 carries in a top-level XMP box, if any (the first
+/// of several); why not, when its top-level boxes cannot be walked (up to
+/// an XMP box, or to the file's end), or the packet is larger than [`MAX_MP4_XMP_BYTES`] or not
+/// UTF-8.
+pub fn mp4_xmp(file: &[u8]) -> std::result::Result<Option<String>, String> {
+    for b in (Mp4Boxes { file, at: 0 }) {
+        let b = b?;
+        let Some(packet) = b.xmp(file) else { continue };
+        if packet.len() as u64 > MAX_MP4_XMP_BYTES {
+            return Err(format!(
+                "its MP4 box at byte {} holds an XMP packet over {MAX_MP4_XMP_BYTES} bytes: not read",
+                b.start
+            ));
+        }
+        return String::from_utf8(packet.to_vec()).map(Some).map_err(|_| {
+            format!(
+                "its MP4 box at byte {} holds an XMP packet that is not UTF-8",
+                b.start
+            )
+        });
+    }
+    Ok(None)
+}
+
+/// An MP4 without the XMP box difflog's recorder puts after its last box:
+/// the file its encoder wrote (what `remake` compares with frames encoded
+/// again). The file as it is when its last box is not an XMP box or its
+/// boxes cannot be walked.
+pub fn mp4_without_xmp(file: &[u8]) -> &[u8] {
+    let last = Mp4Boxes { file, at: 0 }
+        .map_while(std::result::Result::ok)
+        .last();
+    match last {
+        Some(b) if b.end == file.len() as u64 && b.xmp(file).is_some() => &file[..b.start as usize],
+        _ => file,
+    }
+}
+
+/// One top-level box of an MP4: where it starts, where its body starts,
+/// where it ends, and its type.
+struct Mp4Box {
+    start: u64,
+    body: u64,
+    end: u64,
+    kind: [u8; 4],
+}
+
+impl Mp4Box {
+    /// Its XMP packet, when it is an XMP box.
+    fn xmp<'a>(&self, file: &'a [u8]) -> Option<&'a [u8]> {
+        if &self.kind != b"uuid" {
+            return None;
+        }
+        let body = file.get(self.body as usize..self.end as usize)?;
+        body.strip_prefix(&XMP_UUID[..])
+    }
+}
+
+/// The top-level boxes of an MP4, in order; an error for a box that is cut
+/// short or runs past the file's end (after which none is given).
+struct Mp4Boxes<'a> {
+    file: &'a [u8],
+    at: u64,
+}
+
+impl Iterator for Mp4Boxes<'_> {
+    type Item = std::result::Result<Mp4Box, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let len = self.file.len() as u64;
+        let at = self.at;
+        if at >= len {
+            return None;
+        }
+        self.at = len;
+        let bad = |what: String| Some(Err(format!("its MP4 box at byte {at} {what}")));
+        let Some(head) = self.file.get(at as usize..at as usize + 8) else {
+            return bad("is cut short".into());
+        };
+        let (size, header) = match u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
+            0 => (len - at, 8),
+            1 => match self.file.get(at as usize + 8..at as usize + 16) {
+                Some(l) => (
+                    u64::from_be_bytes([l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]]),
+                    16,
+                ),
+                None => return bad("is cut short".into()),
+            },
+            n => (u64::from(n), 8),
+        };
+        if size < header {
+            return bad(format!("says it is {size} bytes, less than its own header"));
+        }
+        let Some(end) = at.checked_add(size).filter(|&e| e <= len) else {
+            return bad(format!("says it is {size} bytes, past the file's end"));
+        };
+        self.at = end;
+        Some(Ok(Mp4Box {
+            start: at,
+            body: at + header,
+            end,
+            kind: [head[4], head[5], head[6], head[7]],
+        }))
+    }
+}
+
 /// Most frames taken from one video file (a minute at 1000 frames a second
 /// is fewer): a file that says it has more is refused before any is read.
 pub const MAX_VIDEO_FRAMES: u32 = 100_000;

@@ -48,6 +48,20 @@ pub fn unfit(width: u32, height: u32) -> Option<String> {
     None
 }
 
+/// `mp4` with `packet` (a generated video's XMP: IPTC's digital source
+/// type) in a top-level XMP box after its last box, where no offset in its
+/// other boxes moves.
+pub fn with_xmp(mut mp4: Vec<u8>, packet: &str) -> Result<Vec<u8>> {
+    let size = u32::try_from(8 + 16 + packet.len())
+        .map_err(|_| video_error("the XMP packet is too large for its MP4 box".into()))?;
+    mp4.reserve(size as usize);
+    mp4.extend_from_slice(&size.to_be_bytes());
+    mp4.extend_from_slice(b"uuid");
+    mp4.extend_from_slice(&crate::read::XMP_UUID);
+    mp4.extend_from_slice(packet.as_bytes());
+    Ok(mp4)
+}
+
 /// The frames, in order, as one MP4 that plays at `rate`: every frame as
 /// large as the first (see [`unfit`] for the sizes it takes), at least one.
 pub fn encode_mp4(frames: &[&dyn Pixels], rate: FrameRate) -> Result<Vec<u8>> {
@@ -175,5 +189,43 @@ mod tests {
         }
         let png = crate::run::media::encode_png(&frame(0, (8, 8))).unwrap();
         assert!(crate::read::mp4_video(&png).is_err());
+    }
+
+    #[test]
+    fn an_xmp_box_is_read_back_and_the_video_still_reads_as_it_did() {
+        let mp4 = encode(&clip(3, (32, 32)), 8.0).unwrap();
+        assert_eq!(crate::read::mp4_xmp(&mp4), Ok(None));
+        let packet = crate::recipe::xmp_packet(crate::recipe::TRAINED_ALGORITHMIC_MEDIA);
+        let marked = with_xmp(mp4.clone(), &packet).unwrap();
+        assert_eq!(crate::read::mp4_xmp(&marked), Ok(Some(packet.clone())));
+        assert_eq!(
+            crate::read::mp4_video(&marked).unwrap(),
+            crate::read::mp4_video(&mp4).unwrap()
+        );
+        // A box that runs past the end, or a cut header, is said as such;
+        // a packet that is not UTF-8 too.
+        let e = crate::read::mp4_xmp(&marked[..marked.len() - 1]).unwrap_err();
+        assert!(e.contains("past the file's end"), "{e}");
+        let mut cut = mp4.clone();
+        cut.extend_from_slice(&[0, 0, 0]);
+        assert!(crate::read::mp4_xmp(&cut)
+            .unwrap_err()
+            .contains("cut short"));
+        let bad = with_xmp(mp4.clone(), "\u{fffd}").unwrap();
+        let mut bad = bad;
+        let n = bad.len();
+        bad[n - 3] = 0xff;
+        assert!(crate::read::mp4_xmp(&bad)
+            .unwrap_err()
+            .contains("not UTF-8"));
+        // A box that says it is smaller than its own header.
+        let mut tiny = mp4.clone();
+        tiny.extend_from_slice(&[0, 0, 0, 4, b'f', b'r', b'e', b'e']);
+        let e = crate::read::mp4_xmp(&tiny).unwrap_err();
+        assert!(e.contains("less than its own header"), "{e}");
+        // What remake compares: the file the encoder wrote.
+        assert_eq!(crate::read::mp4_without_xmp(&marked), &mp4[..]);
+        assert_eq!(crate::read::mp4_without_xmp(&mp4), &mp4[..]);
+        assert_eq!(crate::read::mp4_without_xmp(&tiny), &tiny[..]);
     }
 }

@@ -145,7 +145,7 @@ pub(crate) struct VideoFrames {
     /// Where the rate came from (see [`crate::event::Video::fps_from`]).
     pub(crate) fps_from: Option<String>,
     /// The PNG text chunks an animated PNG carries (the XMP packet of a
-    /// generated video).
+    /// generated video, which an MP4 carries in its XMP box).
     pub(crate) text: Vec<crate::recipe::TextChunk>,
     /// The file the run keeps of it.
     pub(crate) format: VideoFormat,
@@ -165,7 +165,13 @@ impl VideoFrames {
         let size = refs.first().map_or((0, 0), |f| f.dimensions());
         let (file, format) = match self.format {
             VideoFormat::Mp4 if super::mp4::unfit(size.0, size.1).is_none() => {
-                (super::mp4::encode_mp4(&refs, rate)?, "mp4")
+                let mut mp4 = super::mp4::encode_mp4(&refs, rate)?;
+                // A generated video's XMP (IPTC's digital source type), in
+                // the MP4's XMP box as in the animated PNG's text chunk.
+                if let Some((_, packet, _)) = self.text.iter().find(|c| c.0 == crate::recipe::XMP) {
+                    mp4 = super::mp4::with_xmp(mp4, packet)?;
+                }
+                (mp4, "mp4")
             }
             _ => (
                 super::video::encode_apng(&refs, rate, png, &self.text)?,
