@@ -1689,6 +1689,170 @@ fn python_recorded_images_carry_the_configured_watermark_and_signature() {
     }
 }
 
+const SIGNED_VIDEOS: &str = "
+import difflog, json, numpy as np
+from PIL import Image
+from diffusers import DiffusionPipeline
+def frame(i, w, h):
+    y, x = np.mgrid[0:h, 0:w]
+    return Image.fromarray(np.stack([(x * 3 + i * 8) % 256, y * 4 % 256, np.full_like(x, 90 + i * 10)], -1).astype(np.uint8))
+class Clip(DiffusionPipeline):
+    def __call__(self, prompt='x', num_frames=4, fps=8, width=64, height=48):
+        class Out:
+            frames = [[frame(i, width, height) for i in range(num_frames)]]
+        return Out()
+run = difflog.autolog(init=dict(project='signed-video'))
+Clip()('a gradient drifting')
+Clip()('an odd one', width=25, height=15)
+difflog.finish()
+again = difflog.remake(run.dir, 1, Clip())
+print(json.dumps({'dir': run.dir, 'remade': again.same}), flush=True)
+";
+
+/// Issue 37 with issue 36's signer: a generated video is signed — the MP4
+/// through C2PA's BMFF binding, the animated PNG (odd sides) as any PNG —
+/// and never watermarked, which its marks say. The CAI's own SDK finds
+/// both manifests trusted under the test CA, stating that a trained model
+/// created them and the run, call and row; `verify --provenance` and
+/// `inspect` agree; a changed byte of the H.264 stream breaks the MP4's
+/// manifest; `remake` still finds the signed MP4 re-made (by what it
+/// plays).
+#[test]
+fn python_recorded_videos_are_signed_and_still_remade() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = py(
+        &["provenance_oracle.py", "ca", tmp.path().to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = tmp.path().join("marks.toml");
+    std::fs::write(
+        &config,
+        "[sign]\ncertificate_chain = \"chain.pem\"\nprivate_key = \"key.pem\"\n\n\
+         [watermark]\ntext = \"py\"\n",
+    )
+    .unwrap();
+    let root = tmp.path().join("runs");
+    let env = [
+        ("DIFFLOG_DIR", root.as_path()),
+        ("DIFFLOG_PROVENANCE", config.as_path()),
+    ];
+    let o = py(&["-c", SIGNED_VIDEOS], &env);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(said["remade"], serde_json::json!([true]), "{said}");
+    let run = PathBuf::from(said["dir"].as_str().unwrap());
+    let read = RunDir::open(&run).unwrap();
+    let view = read.view();
+    let videos: Vec<_> = view
+        .media
+        .iter()
+        .filter(|m| m.key.starts_with("Generated-Video/"))
+        .collect();
+    assert_eq!(
+        videos.iter().map(|m| m.format.as_str()).collect::<Vec<_>>(),
+        ["mp4", "png"]
+    );
+    let root_pem = tmp.path().join("root.pem");
+    let mut args = vec![
+        "provenance_oracle.py".to_string(),
+        "check".into(),
+        root_pem.to_str().unwrap().into(),
+        "16".into(),
+    ];
+    for m in &videos {
+        let marks = m.provenance.as_ref().expect("marks recorded");
+        assert_eq!(
+            marks.c2pa.as_deref(),
+            Some("difflog test signer, Difflog Test"),
+            "{marks:?}"
+        );
+        assert_eq!(marks.watermark, None);
+        assert!(
+            marks
+                .watermark_skipped
+                .as_deref()
+                .is_some_and(|w| w.contains("not watermarked")),
+            "{marks:?}"
+        );
+        args.push(run.join(&m.path).to_str().unwrap().into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = py(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trained = difflog::recipe::TRAINED_ALGORITHMIC_MEDIA;
+    let lines = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    for (m, line) in videos.iter().zip(lines.lines()) {
+        let theirs: serde_json::Value = serde_json::from_str(line).unwrap();
+        let c = &theirs["c2pa"];
+        assert_eq!(c["state"], "trusted", "{theirs}");
+        assert_eq!(c["actions"], serde_json::json!([["c2pa.created", trained]]));
+        assert_eq!(c["recipe"]["run_id"].as_str(), Some(read.meta.id.as_str()));
+        assert_eq!(c["recipe"]["call"], m.call.unwrap(), "{theirs}");
+    }
+    // difflog's own checks agree.
+    let o = difflog_in(
+        &root,
+        &[
+            "verify".as_ref(),
+            run.as_os_str(),
+            "--provenance".as_ref(),
+            "--trust".as_ref(),
+            root_pem.as_os_str(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let mp4 = run.join(&videos[0].path);
+    let o = difflog_in(
+        &root,
+        &[
+            "inspect".as_ref(),
+            mp4.as_os_str(),
+            "--trust".as_ref(),
+            root_pem.as_os_str(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("difflog test signer"), "{out}");
+    assert!(
+        out.contains(&format!("digital source type  {trained}")),
+        "{out}"
+    );
+    // One byte of the last H.264 sample changed: the manifest's hash no
+    // longer holds, for difflog's reader as for the CAI's SDK.
+    let mut bytes = std::fs::read(&mp4).unwrap();
+    let anchors = std::fs::read_to_string(&root_pem).unwrap();
+    let intact = difflog::meta::c2pa::read(&bytes, Some(&anchors))
+        .unwrap()
+        .unwrap();
+    assert_eq!(intact.state, "trusted", "{intact:?}");
+    let xmp_box = 8 + 16 + difflog::recipe::xmp_packet(trained).len();
+    let at = bytes.len() - xmp_box - 40;
+    bytes[at] ^= 0x55;
+    let broken = difflog::meta::c2pa::read(&bytes, Some(&anchors))
+        .unwrap()
+        .unwrap();
+    assert_eq!(broken.state, "invalid", "{broken:?}");
+    let tampered = tmp.path().join("tampered.mp4");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let o = py(
+        &[
+            "provenance_oracle.py",
+            "check",
+            root_pem.to_str().unwrap(),
+            "16",
+            tampered.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(theirs["c2pa"]["state"], "invalid", "{theirs}");
+}
+
 /// Issue 36's cost: a signer makes the CAI builder's size placeholder once
 /// for each shape of manifest (its definition's length and ingredients)
 /// and then signs without one. Calls 23 and 24 have definitions of the

@@ -7,7 +7,7 @@ __version__: str
 NAMES: Dict[str, str]
 
 def read_call(run_dir: Union[str, PathLike[str]], call: int) -> str: ...
-def mp4_without_xmp(data: bytes) -> bytes: ...
+def mp4_stream_digest(data: bytes) -> str: ...
 
 class RecordingError(RuntimeError):
     """difflog could not record (the run directory cannot be written, or the run is finished)."""
@@ -30,7 +30,7 @@ class Video:
     """A generated video: its frames (all of the first's size), the rate they play at, where that rate came from, and its caption."""
     def __init__(self, frames: Sequence[Image], fps: float, fps_from: Optional[str] = None, caption: Optional[str] = None, generated: bool = True) -> None: ...
     def mp4(self) -> bytes:
-        """The MP4 the recorder's encoder writes of these frames (the same frames give the same bytes; the recorder adds an XMP box to a generated video's: see ``mp4_without_xmp``)."""
+        """The MP4 the recorder's encoder writes of these frames (the same frames give the same bytes; a recorded one may also hold XMP and a C2PA manifest: compare with ``mp4_stream_digest``)."""
     @property
     def frames(self) -> int: ...
 

@@ -383,8 +383,8 @@ impl Video {
 
     /// The MP4 the recorder's encoder writes of these frames (the same
     /// encoder and settings: the same frames give the same bytes), for
-    /// `remake` to compare a re-made video with one kept as MP4 (without
-    /// the XMP box the recorder adds: [`mp4_without_xmp`]). Raises
+    /// `remake` to compare a re-made video with one kept as MP4 (by what
+    /// each plays: [`mp4_stream_digest`]). Raises
     /// `ValueError` where H.264 cannot hold them.
     fn mp4<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
         let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
@@ -579,19 +579,22 @@ fn read_call(py: Python<'_>, run_dir: PathBuf, call: u32) -> PyResult<String> {
     json.map_err(PyValueError::new_err)
 }
 
-/// An MP4 as difflog's encoder wrote it: the recorded file without the
-/// XMP box the recorder adds after its last box (for `remake` to compare
-/// with frames encoded again by [`Video::mp4`]).
+/// SHA-256 (hex) of the video an MP4 plays: its H.264 samples and their
+/// times, whatever boxes were added around them (the recorder's XMP box,
+/// a C2PA manifest) — for `remake` to compare a kept MP4 with frames
+/// encoded again by [`Video::mp4`]. Raises `ValueError` for bytes that are
+/// no such MP4.
 #[pyfunction]
-fn mp4_without_xmp<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, pyo3::types::PyBytes> {
-    pyo3::types::PyBytes::new(py, difflog::read::mp4_without_xmp(data))
+fn mp4_stream_digest(py: Python<'_>, data: &[u8]) -> PyResult<String> {
+    py.detach(|| difflog::read::mp4_stream_digest(data))
+        .map_err(PyValueError::new_err)
 }
 
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_call, m)?)?;
-    m.add_function(wrap_pyfunction!(mp4_without_xmp, m)?)?;
+    m.add_function(wrap_pyfunction!(mp4_stream_digest, m)?)?;
     m.add_class::<Recorder>()?;
     m.add_class::<Call>()?;
     m.add_class::<Image>()?;

@@ -159,8 +159,9 @@ fn inspect_bytes(image: &Path, bytes: &[u8], with: &Against<'_>) -> Result<Inspe
 }
 
 /// `difflog inspect` of an MP4 (a video difflog kept as H.264): its
-/// digest, picture size and frames, and whether it is one of the run's
-/// videos. It carries no recipe, credentials or watermark difflog reads.
+/// digest, picture size and frames, its XMP and Content Credentials, and
+/// whether it is one of the run's videos. It carries no recipe or
+/// watermark.
 fn inspect_mp4(
     out: &mut dyn Write,
     path: &Path,
@@ -173,6 +174,8 @@ fn inspect_mp4(
     let xmp = crate::read::mp4_xmp(bytes)
         .transpose()
         .map(|p| p.and_then(|p| crate::meta::xmp::read(&p)));
+    let anchors = trust_anchors(with.trust)?;
+    let credentials = crate::meta::c2pa::read(bytes, anchors.as_deref()).transpose();
     let sha256 = sha256_hex(bytes);
     let run = match with.run {
         Some(dir) => {
@@ -192,6 +195,10 @@ fn inspect_mp4(
                 Ok(x) => json!(x),
                 Err(why) => json!({"error": why}),
             }),
+            "c2pa": credentials.as_ref().map(|c| match c {
+                Ok(c) => json!(c),
+                Err(why) => json!({"error": why}),
+            }),
         });
         writeln!(super::Escaping::json(out), "{v}").map_err(w)?;
     } else {
@@ -200,7 +207,7 @@ fn inspect_mp4(
         writeln!(out, "{}  sha256 {sha256}", path.display()).map_err(w)?;
         writeln!(
             out,
-            "\nMP4 video (H.264): {}x{}, {} frames\nno recipe, Content Credentials or watermark is read from an MP4",
+            "\nMP4 video (H.264): {}x{}, {} frames\nno recipe or watermark is read from an MP4",
             video.width, video.height, video.frames
         )
         .map_err(w)?;
@@ -213,6 +220,20 @@ fn inspect_mp4(
             .map_err(w)?,
             Some(Err(why)) => writeln!(out, "\nXMP cannot be read: {}", inline(why)).map_err(w)?,
             None => writeln!(out, "\nno XMP").map_err(w)?,
+        }
+        match &credentials {
+            Some(Ok(c)) => write_credentials(out, c, with.trust.is_some()).map_err(w)?,
+            Some(Err(why)) => writeln!(
+                out,
+                "\nContent Credentials (C2PA): cannot be read: {}",
+                inline(why)
+            )
+            .map_err(w)?,
+            None => writeln!(
+                out,
+                "\nno Content Credentials (C2PA): the video is not signed"
+            )
+            .map_err(w)?,
         }
         match &run {
             Some((id, true)) => {

@@ -99,6 +99,10 @@ fn as_text(v: &impl Serialize) -> Option<String> {
 
 /// The MIME type C2PA's reader takes for `bytes`.
 fn mime(bytes: &[u8]) -> Option<&'static str> {
+    // An ISO media file starts with its file type box (a video kept as MP4).
+    if bytes.get(4..8) == Some(b"ftyp") {
+        return Some("video/mp4");
+    }
     match super::exif::format_of(bytes)? {
         super::exif::Format::Png => Some("image/png"),
         super::exif::Format::Jpeg => Some("image/jpeg"),
@@ -106,7 +110,8 @@ fn mime(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Reads and validates the Content Credentials of an image file: `None`
+/// Reads and validates the Content Credentials of an image file (or an
+/// MP4): `None`
 /// when it carries none; `anchors` is a PEM bundle of the trust anchors a
 /// signer must chain to for the credentials to be `trusted`.
 pub fn read(bytes: &[u8], anchors: Option<&str>) -> Result<Option<Credentials>, String> {

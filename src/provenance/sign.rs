@@ -80,10 +80,10 @@ impl Facts {
         Some(crate::format::sha256_hex(text.as_bytes()))
     }
 
-    /// The manifest's title.
-    fn title(&self) -> String {
+    /// The manifest's title, naming the file as `what` (image, video).
+    fn title(&self, what: &str) -> String {
         format!(
-            "difflog run {}, call {}, image {}",
+            "difflog run {}, call {}, {what} {}",
             self.run_id, self.call, self.row
         )
     }
@@ -251,58 +251,35 @@ impl Signing {
         .unwrap_or_else(|_| Err("the C2PA signer failed".into()))
     }
 
+    /// `mp4` (a generated video, as the recorder writes it) with a signed
+    /// manifest stating `facts`: the CAI's own BMFF writer puts it in a
+    /// `uuid` box after the file type box and binds every other box by
+    /// its hash (`c2pa.hash.bmff`), moving the sample offsets that follow.
+    pub fn sign_mp4(&self, mp4: &[u8], facts: &Facts) -> std::result::Result<Signed, String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let definition = definition(facts, &[], MP4);
+            let fail = |e: c2pa::Error| e.to_string();
+            let mut builder = c2pa::Builder::from_shared_context(&self.context)
+                .with_definition(definition.as_str())
+                .map_err(fail)?;
+            let mut out = Cursor::new(Vec::with_capacity(mp4.len() + (64 << 10)));
+            builder
+                .sign(self.signer.as_ref(), MP4, &mut Cursor::new(mp4), &mut out)
+                .map_err(fail)?;
+            let bytes = out.into_inner();
+            let sha256 = sha2::Sha256::digest(&bytes).into();
+            Ok(Signed { bytes, sha256 })
+        }))
+        .unwrap_or_else(|_| Err("the C2PA signer failed".into()))
+    }
+
     fn sign_with(
         &self,
         png: &[u8],
         f: &Facts,
         ingredients: &[Ingredient<'_>],
     ) -> std::result::Result<Signed, String> {
-        let agent = json!({
-            "name": GENERATOR,
-            "version": env!("CARGO_PKG_VERSION"),
-            "org.difflog.model": f.model_id,
-            "org.difflog.weights_digest": f.weights_digest,
-        });
-        let made = |action: &str| {
-            json!({
-                "action": action,
-                "digitalSourceType": f.source_type,
-                "softwareAgent": agent,
-            })
-        };
-        let id = |i: usize| format!("ingredient{i}");
-        let ids = |parent: bool| -> Vec<String> {
-            (0..ingredients.len())
-                .filter(|&i| ingredients[i].parent == parent)
-                .map(id)
-                .collect()
-        };
-        let mut edited = made("c2pa.edited");
-        let masks = ids(false);
-        if !masks.is_empty() {
-            edited["parameters"] = json!({ "ingredientIds": masks });
-        }
-        let actions = match ids(true) {
-            parents if parents.is_empty() => vec![made("c2pa.created")],
-            parents => vec![
-                json!({"action": "c2pa.opened", "parameters": {"ingredientIds": parents}}),
-                edited,
-            ],
-        };
-        let mut recipe = json!({"run_id": f.run_id, "call": f.call, "row": f.row});
-        if let Some(digest) = &f.recipe_sha256 {
-            recipe["recipe_sha256"] = json!(digest);
-        }
-        let definition = json!({
-            "title": f.title(),
-            "format": PNG,
-            "claim_generator_info": [{"name": GENERATOR, "version": env!("CARGO_PKG_VERSION")}],
-            "assertions": [
-                {"label": "c2pa.actions", "data": {"actions": actions}},
-                {"label": RECIPE_ASSERTION, "data": recipe},
-            ],
-        })
-        .to_string();
+        let definition = definition(f, ingredients, PNG);
         let fail = |e: c2pa::Error| e.to_string();
         let mut builder = c2pa::Builder::from_shared_context(&self.context)
             .with_definition(definition.as_str())
@@ -331,8 +308,7 @@ impl Signing {
             } else {
                 "inputTo"
             };
-            let definition =
-                json!({"title": ingredient.title, "relationship": relationship, "label": id(i)});
+            let definition = json!({"title": ingredient.title, "relationship": relationship, "label": ingredient_id(i)});
             builder
                 .add_ingredient_from_stream(
                     definition.to_string(),
@@ -428,6 +404,63 @@ impl Signing {
     }
 }
 
+/// The manifest definition of a generated file of media type `format`:
+/// what made it (`c2pa.created`, or `c2pa.opened` of its input then
+/// `c2pa.edited`), with IPTC's digital source type and difflog with the
+/// model as the software agent, and difflog's recipe assertion.
+fn definition(f: &Facts, ingredients: &[Ingredient<'_>], format: &str) -> String {
+    let agent = json!({
+        "name": GENERATOR,
+        "version": env!("CARGO_PKG_VERSION"),
+        "org.difflog.model": f.model_id,
+        "org.difflog.weights_digest": f.weights_digest,
+    });
+    let made = |action: &str| {
+        json!({
+            "action": action,
+            "digitalSourceType": f.source_type,
+            "softwareAgent": agent,
+        })
+    };
+    let ids = |parent: bool| -> Vec<String> {
+        (0..ingredients.len())
+            .filter(|&i| ingredients[i].parent == parent)
+            .map(ingredient_id)
+            .collect()
+    };
+    let mut edited = made("c2pa.edited");
+    let masks = ids(false);
+    if !masks.is_empty() {
+        edited["parameters"] = json!({ "ingredientIds": masks });
+    }
+    let actions = match ids(true) {
+        parents if parents.is_empty() => vec![made("c2pa.created")],
+        parents => vec![
+            json!({"action": "c2pa.opened", "parameters": {"ingredientIds": parents}}),
+            edited,
+        ],
+    };
+    let mut recipe = json!({"run_id": f.run_id, "call": f.call, "row": f.row});
+    if let Some(digest) = &f.recipe_sha256 {
+        recipe["recipe_sha256"] = json!(digest);
+    }
+    json!({
+        "title": f.title(if format == MP4 { "video" } else { "image" }),
+        "format": format,
+        "claim_generator_info": [{"name": GENERATOR, "version": env!("CARGO_PKG_VERSION")}],
+        "assertions": [
+            {"label": "c2pa.actions", "data": {"actions": actions}},
+            {"label": RECIPE_ASSERTION, "data": recipe},
+        ],
+    })
+    .to_string()
+}
+
+/// The label of a manifest's `i`th ingredient, which its actions name.
+fn ingredient_id(i: usize) -> String {
+    format!("ingredient{i}")
+}
+
 /// A signed PNG and its SHA-256 (the run's content address), found in the
 /// same pass as the manifest's hash binding.
 #[derive(Debug, Clone)]
@@ -438,8 +471,10 @@ pub struct Signed {
     pub sha256: [u8; 32],
 }
 
-/// The media type signed.
+/// The media type of a signed image.
 const PNG: &str = "image/png";
+/// …and of a signed video.
+const MP4: &str = "video/mp4";
 
 /// The bytes every PNG starts with.
 const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";

@@ -259,18 +259,36 @@ pub fn mp4_xmp(file: &[u8]) -> std::result::Result<Option<String>, String> {
     Ok(None)
 }
 
-/// An MP4 without the XMP box difflog's recorder puts after its last box:
-/// the file its encoder wrote (what `remake` compares with frames encoded
-/// again). The file as it is when its last box is not an XMP box or its
-/// boxes cannot be walked.
-pub fn mp4_without_xmp(file: &[u8]) -> &[u8] {
-    let last = Mp4Boxes { file, at: 0 }
-        .map_while(std::result::Result::ok)
-        .last();
-    match last {
-        Some(b) if b.end == file.len() as u64 && b.xmp(file).is_some() => &file[..b.start as usize],
-        _ => file,
+/// SHA-256 (hex) of the video an MP4 plays: its one H.264 track's samples
+/// in order, each with its presentation time — the same whatever boxes
+/// were added around them (the XMP box the recorder adds, a C2PA manifest,
+/// which moves the samples in the file). What `remake` compares a video
+/// kept as MP4 by; why not, as [`mp4_video`] says, or when a sample lies
+/// outside the file.
+pub fn mp4_stream_digest(file: &[u8]) -> std::result::Result<String, String> {
+    use sha2::Digest;
+    mp4_video(file)?;
+    let context = mp4parse::read_mp4(&mut std::io::Cursor::new(file))
+        .map_err(|e| format!("it is not an MP4 that can be read ({e:?})"))?;
+    let track = context
+        .tracks
+        .iter()
+        .find(|t| t.track_type == mp4parse::TrackType::Video)
+        .ok_or("its MP4 has no video track")?;
+    let samples = mp4parse::unstable::create_sample_table(track, 0.into())
+        .ok_or("its MP4's sample tables cannot be read")?;
+    let mut hash = sha2::Sha256::new();
+    for (i, s) in samples.iter().enumerate() {
+        let bytes = usize::try_from(s.start_offset.0)
+            .ok()
+            .zip(usize::try_from(s.end_offset.0).ok())
+            .and_then(|(a, b)| file.get(a..b))
+            .ok_or_else(|| format!("its MP4's sample {i} lies outside the file"))?;
+        hash.update(s.start_composition.0.to_be_bytes());
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
     }
+    Ok(crate::format::hex(&hash.finalize()))
 }
 
 /// One top-level box of an MP4: where it starts, where its body starts,

@@ -4,7 +4,7 @@
 //! a program that drives its own generation loop. `Run::record` records
 //! through it too, so a call's records come out the same whoever drives it.
 
-use super::marks::{Generated, InputPixels, Origin, Parent};
+use super::marks::{Generated, InputPixels, MadeBy, Origin, Parent};
 use super::media::Pixels;
 use super::writer::{Cmd, PendingCell, Slot, VideoFrames};
 use super::{ms, Run};
@@ -307,12 +307,17 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         } else {
                             super::video::VideoFormat::Apng
                         };
+                        let made_by = generated.then(|| MadeBy {
+                            origin: Arc::clone(origin),
+                            row: index,
+                        });
                         let slot = w.encode_video(VideoFrames {
                             frames,
                             fps,
                             fps_from,
                             text,
                             format,
+                            made_by,
                         })?;
                         output(column, slot, caption)?
                     }

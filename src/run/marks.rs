@@ -190,6 +190,125 @@ fn marked(g: &Generated, png: PngEncoding, p: &crate::provenance::Provenance) ->
     Ok(out)
 }
 
+/// The call and row a generated video was made by (what its manifest
+/// states).
+#[cfg_attr(not(feature = "provenance"), allow(dead_code))]
+pub(crate) struct MadeBy {
+    /// The call.
+    pub origin: Arc<Origin>,
+    /// Its row in the call's table.
+    pub row: u32,
+}
+
+/// A generated video's file (`format`: `mp4`, or `png` for an animated
+/// PNG), marked as `marker` says: signed (the MP4 with C2PA's BMFF
+/// binding, the animated PNG as any PNG), never watermarked — the mark is
+/// made for still pictures and H.264 would not keep it — which its marks
+/// say when a watermark is configured.
+pub(crate) fn mark_video(
+    file: Vec<u8>,
+    format: &str,
+    made_by: &MadeBy,
+    text: &[TextChunk],
+    marker: &Marker,
+) -> Encoded {
+    match marker {
+        Some(p) => marked_video(file, format, made_by, text, p),
+        None => Encoded::plain(file),
+    }
+}
+
+#[cfg(not(feature = "watermark"))]
+fn marked_video(file: Vec<u8>, _: &str, _: &MadeBy, _: &[TextChunk], _: &Arc<()>) -> Encoded {
+    Encoded::plain(file)
+}
+
+#[cfg(feature = "watermark")]
+fn marked_video(
+    file: Vec<u8>,
+    format: &str,
+    made_by: &MadeBy,
+    text: &[TextChunk],
+    p: &crate::provenance::Provenance,
+) -> Encoded {
+    let mut marks = Marks::default();
+    if p.watermark.is_some() {
+        marks.watermark_skipped =
+            Some("a video is not watermarked (the mark is made for still pictures)".into());
+    }
+    #[allow(unused_mut)]
+    let mut out = Encoded::plain(file);
+    #[cfg(feature = "provenance")]
+    if let Some(signing) = &p.signing {
+        out = signed_video(signing, out.file, format, made_by, text, &mut marks);
+    }
+    #[cfg(not(feature = "provenance"))]
+    let _ = (format, made_by, text);
+    out.marks = Some(marks);
+    out
+}
+
+/// A generated video signed as `signing` signs, its marks noted; a failure
+/// stores it unsigned and says why.
+#[cfg(feature = "provenance")]
+fn signed_video(
+    signing: &crate::provenance::sign::Signing,
+    file: Vec<u8>,
+    format: &str,
+    made_by: &MadeBy,
+    text: &[TextChunk],
+    marks: &mut Marks,
+) -> Encoded {
+    let facts = facts(&made_by.origin, made_by.row, text);
+    let signed = if format == "mp4" {
+        signing.sign_mp4(&file, &facts)
+    } else {
+        signing.sign_png(&file, &facts, &[])
+    };
+    outcome(signing, file, signed, marks, "a video")
+}
+
+/// What a generated file's manifest states about the call that made it.
+#[cfg(feature = "provenance")]
+fn facts(o: &Origin, row: u32, text: &[TextChunk]) -> crate::provenance::sign::Facts {
+    crate::provenance::sign::Facts {
+        model_id: o.model_id.clone(),
+        weights_digest: o.weights_digest.clone(),
+        recipe_sha256: crate::provenance::sign::Facts::recipe_digest(text),
+        run_id: o.run_id.clone(),
+        call: o.call.into(),
+        row: row.into(),
+        source_type: o.source_type.to_string(),
+    }
+}
+
+/// The file as signed, or as it was when signing failed (`what` it is
+/// named in the warning), its marks noted.
+#[cfg(feature = "provenance")]
+fn outcome(
+    signing: &crate::provenance::sign::Signing,
+    file: Vec<u8>,
+    signed: std::result::Result<crate::provenance::sign::Signed, String>,
+    marks: &mut Marks,
+    what: &str,
+) -> Encoded {
+    match signed {
+        Ok(signed) => {
+            marks.c2pa = Some(signing.signer_name().to_string());
+            Encoded {
+                file: signed.bytes,
+                marks: None,
+                sha256: Some(signed.sha256),
+            }
+        }
+        Err(why) => {
+            tracing::warn!("{what} is stored unsigned: {why}");
+            marks.c2pa_error = Some(why);
+            Encoded::plain(file)
+        }
+    }
+}
+
 /// `file` signed as `signing` signs, its marks noted; a failure stores the
 /// file unsigned and says why.
 #[cfg(feature = "provenance")]
@@ -200,17 +319,8 @@ fn signed(
     png: PngEncoding,
     marks: &mut Marks,
 ) -> Encoded {
-    use crate::provenance::sign::{Facts, Ingredient};
-    let o = &g.origin;
-    let facts = Facts {
-        model_id: o.model_id.clone(),
-        weights_digest: o.weights_digest.clone(),
-        recipe_sha256: Facts::recipe_digest(&g.text),
-        run_id: o.run_id.clone(),
-        call: o.call.into(),
-        row: g.row.into(),
-        source_type: o.source_type.to_string(),
-    };
+    use crate::provenance::sign::Ingredient;
+    let facts = facts(&g.origin, g.row, &g.text);
     // The input's own file when known (its credentials kept); else the
     // input as the run stores it: the same encoding of the same pixels,
     // so the ingredient's hash is the stored file's. The same for a mask.
@@ -232,21 +342,7 @@ fn signed(
         }
         signing.sign_png(&file, &facts, &ingredients)
     })();
-    match signed {
-        Ok(signed) => {
-            marks.c2pa = Some(signing.signer_name().to_string());
-            Encoded {
-                file: signed.bytes,
-                marks: None,
-                sha256: Some(signed.sha256),
-            }
-        }
-        Err(why) => {
-            tracing::warn!("an image is stored unsigned: {why}");
-            marks.c2pa_error = Some(why);
-            Encoded::plain(file)
-        }
-    }
+    outcome(signing, file, signed, marks, "an image")
 }
 
 /// The PNG of a call's input (`what`) as the run stores it.

@@ -25,7 +25,7 @@
 
 use super::durable::{Barrier, SyncFs, SyncMode};
 use super::log::EventLog;
-use super::marks::{encode_generated, Encoded, Generated, Marker};
+use super::marks::{encode_generated, mark_video, Encoded, Generated, MadeBy, Marker};
 use super::media::{
     encode_png_using, sha256_hex, stage_file, store_file, Pixels, PngEncoding, Staged, StoredMedia,
 };
@@ -149,16 +149,20 @@ pub(crate) struct VideoFrames {
     pub(crate) text: Vec<crate::recipe::TextChunk>,
     /// The file the run keeps of it.
     pub(crate) format: VideoFormat,
+    /// The call and row that made it (`None`: a video the call was given),
+    /// which its manifest states when the run signs.
+    pub(crate) made_by: Option<MadeBy>,
 }
 
-/// A video encoded: the file, its format (extension), the record of what
-/// it plays and its size.
-type EncodedVideo = (Vec<u8>, &'static str, crate::event::Video, (u32, u32));
+/// A video encoded (and marked): the file, its format (extension), the
+/// record of what it plays and its size.
+type EncodedVideo = (Encoded, &'static str, crate::event::Video, (u32, u32));
 
 impl VideoFrames {
     /// The file (an MP4, or an animated PNG where asked or where H.264
-    /// cannot hold the frames) and the record of what it plays.
-    fn encode(&self, png: PngEncoding) -> Result<EncodedVideo> {
+    /// cannot hold the frames), a generated one marked as `marker` says,
+    /// and the record of what it plays.
+    fn encode(&self, png: PngEncoding, marker: &Marker) -> Result<EncodedVideo> {
         let rate =
             super::video::FrameRate::from_fps(self.fps).map_err(super::video::video_error)?;
         let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
@@ -186,6 +190,10 @@ impl VideoFrames {
             fps,
             fps_from: self.fps_from.clone(),
             duration_s: (duration * 1000.0).round() / 1000.0,
+        };
+        let file = match &self.made_by {
+            Some(m) => mark_video(file, format, m, &self.text, marker),
+            None => Encoded::plain(file),
         };
         Ok((file, format, video, size))
     }
@@ -469,9 +477,9 @@ fn encoder_loop(
                 encode_generated(&g, png, marker).map(|e| (e, "png", g.image.dimensions()))
             }
             JobImage::Encoded(file, format, size) => Ok((Encoded::plain(file), format, size)),
-            JobImage::Video(v) => v.encode(png).map(|(file, format, v, size)| {
+            JobImage::Video(v) => v.encode(png, marker).map(|(file, format, v, size)| {
                 video = Some(v);
-                (Encoded::plain(file), format, size)
+                (file, format, size)
             }),
         };
         match encoded {
