@@ -211,30 +211,8 @@ fn inspect_mp4(
             video.width, video.height, video.frames
         )
         .map_err(w)?;
-        match &xmp {
-            Some(Ok(x)) if !x.is_empty() => write_xmp(out, x).map_err(w)?,
-            Some(Ok(_)) => writeln!(
-                out,
-                "\nXMP: none of the properties difflog reads (--json has the packet)"
-            )
-            .map_err(w)?,
-            Some(Err(why)) => writeln!(out, "\nXMP cannot be read: {}", inline(why)).map_err(w)?,
-            None => writeln!(out, "\nno XMP").map_err(w)?,
-        }
-        match &credentials {
-            Some(Ok(c)) => write_credentials(out, c, with.trust.is_some()).map_err(w)?,
-            Some(Err(why)) => writeln!(
-                out,
-                "\nContent Credentials (C2PA): cannot be read: {}",
-                inline(why)
-            )
-            .map_err(w)?,
-            None => writeln!(
-                out,
-                "\nno Content Credentials (C2PA): the video is not signed"
-            )
-            .map_err(w)?,
-        }
+        write_xmp_found(out, &xmp, true).map_err(w)?;
+        write_credentials_found(out, &credentials, with.trust.is_some(), "video").map_err(w)?;
         match &run {
             Some((id, true)) => {
                 writeln!(out, "\nverdict: belongs to run {id}, unchanged").map_err(w)?
@@ -348,31 +326,9 @@ pub fn inspect(
         )
         .map_err(w)?;
     }
-    match &i.credentials {
-        Some(Ok(c)) => write_credentials(out, c, trust.is_some()).map_err(w)?,
-        Some(Err(why)) => writeln!(
-            out,
-            "\nContent Credentials (C2PA): cannot be read: {}",
-            inline(why)
-        )
-        .map_err(w)?,
-        None => writeln!(
-            out,
-            "\nno Content Credentials (C2PA): the image is not signed"
-        )
-        .map_err(w)?,
-    }
+    write_credentials_found(out, &i.credentials, trust.is_some(), "image").map_err(w)?;
     write_watermarks(out, &i.watermarks).map_err(w)?;
-    match &i.xmp {
-        Some(Ok(x)) if !x.is_empty() => write_xmp(out, x).map_err(w)?,
-        Some(Ok(_)) => writeln!(
-            out,
-            "\nXMP: none of the properties difflog reads (--json has the packet)"
-        )
-        .map_err(w)?,
-        Some(Err(why)) => writeln!(out, "\nXMP cannot be read: {}", inline(why)).map_err(w)?,
-        None => {}
-    }
+    write_xmp_found(out, &i.xmp, false).map_err(w)?;
     match &i.hidden {
         Some(Ok(h)) => {
             writeln!(
@@ -516,6 +472,47 @@ fn write_watermarks(
         )?;
     }
     Ok(())
+}
+
+/// The Content Credentials read from a file (`what`: image, video), or
+/// why they cannot be, or that it is not signed.
+fn write_credentials_found(
+    out: &mut dyn Write,
+    found: &Option<std::result::Result<crate::meta::c2pa::Credentials, String>>,
+    trusted: bool,
+    what: &str,
+) -> std::io::Result<()> {
+    match found {
+        Some(Ok(c)) => write_credentials(out, c, trusted),
+        Some(Err(why)) => writeln!(
+            out,
+            "\nContent Credentials (C2PA): cannot be read: {}",
+            inline(why)
+        ),
+        None => writeln!(
+            out,
+            "\nno Content Credentials (C2PA): the {what} is not signed"
+        ),
+    }
+}
+
+/// The XMP read from a file, or why it cannot be; `say_none`: a line when
+/// it has none.
+fn write_xmp_found(
+    out: &mut dyn Write,
+    found: &Option<std::result::Result<crate::meta::xmp::Xmp, String>>,
+    say_none: bool,
+) -> std::io::Result<()> {
+    match found {
+        Some(Ok(x)) if !x.is_empty() => write_xmp(out, x),
+        Some(Ok(_)) => writeln!(
+            out,
+            "\nXMP: none of the properties difflog reads (--json has the packet)"
+        ),
+        Some(Err(why)) => writeln!(out, "\nXMP cannot be read: {}", inline(why)),
+        None if say_none => writeln!(out, "\nno XMP"),
+        None => Ok(()),
+    }
 }
 
 fn write_xmp(out: &mut dyn Write, x: &crate::meta::xmp::Xmp) -> std::io::Result<()> {
