@@ -50,7 +50,8 @@ fn wait_for_finished_call(dir: &Path) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         let log = std::fs::read(dir.join("events.log")).unwrap_or_default();
-        if log.windows(13).any(|w| w == b"call_finished") {
+        const FINISHED: &[u8] = b"call_finished";
+        if log.windows(FINISHED.len()).any(|w| w == FINISHED) {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));

@@ -183,8 +183,21 @@ pub struct Mp4Video {
 /// parser (made for files from anyone); why not, when the bytes are no
 /// such MP4 (not an MP4, no video track or several, another codec).
 pub fn mp4_video(file: &[u8]) -> std::result::Result<Mp4Video, String> {
-    let context = mp4parse::read_mp4(&mut std::io::Cursor::new(file))
-        .map_err(|e| format!("it is not an MP4 that can be read ({e:?})"))?;
+    let context = read_mp4(file)?;
+    video_track(&context).map(|(_, video)| video)
+}
+
+/// An MP4's boxes, parsed by Mozilla's parser.
+fn read_mp4(file: &[u8]) -> std::result::Result<mp4parse::MediaContext, String> {
+    mp4parse::read_mp4(&mut std::io::Cursor::new(file))
+        .map_err(|e| format!("it is not an MP4 that can be read ({e:?})"))
+}
+
+/// The one H.264 video track of a parsed MP4 and what it holds (see
+/// [`mp4_video`]).
+fn video_track(
+    context: &mp4parse::MediaContext,
+) -> std::result::Result<(&mp4parse::Track, Mp4Video), String> {
     let mut videos = context
         .tracks
         .iter()
@@ -219,11 +232,12 @@ pub fn mp4_video(file: &[u8]) -> std::result::Result<Mp4Video, String> {
             t.samples.iter().map(|s| u64::from(s.sample_count)).sum()
         })
     };
-    Ok(Mp4Video {
+    let video = Mp4Video {
         width: u32::from(entry.width),
         height: u32::from(entry.height),
         frames: u32::try_from(frames).unwrap_or(u32::MAX),
-    })
+    };
+    Ok((track, video))
 }
 
 /// The UUID of the box that holds an XMP packet in an ISO media file (MP4),
@@ -267,14 +281,8 @@ pub fn mp4_xmp(file: &[u8]) -> std::result::Result<Option<String>, String> {
 /// outside the file.
 pub fn mp4_stream_digest(file: &[u8]) -> std::result::Result<String, String> {
     use sha2::Digest;
-    mp4_video(file)?;
-    let context = mp4parse::read_mp4(&mut std::io::Cursor::new(file))
-        .map_err(|e| format!("it is not an MP4 that can be read ({e:?})"))?;
-    let track = context
-        .tracks
-        .iter()
-        .find(|t| t.track_type == mp4parse::TrackType::Video)
-        .ok_or("its MP4 has no video track")?;
+    let context = read_mp4(file)?;
+    let (track, _) = video_track(&context)?;
     let samples = mp4parse::unstable::create_sample_table(track, 0.into())
         .ok_or("its MP4's sample tables cannot be read")?;
     let mut hash = sha2::Sha256::new();

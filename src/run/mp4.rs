@@ -211,8 +211,7 @@ mod tests {
         assert!(crate::read::mp4_xmp(&cut)
             .unwrap_err()
             .contains("cut short"));
-        let bad = with_xmp(mp4.clone(), "\u{fffd}").unwrap();
-        let mut bad = bad;
+        let mut bad = with_xmp(mp4.clone(), "\u{fffd}").unwrap();
         let n = bad.len();
         bad[n - 3] = 0xff;
         assert!(crate::read::mp4_xmp(&bad)
