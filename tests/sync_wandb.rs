@@ -1645,6 +1645,60 @@ fn a_video_reaches_wandb_as(emu: &Emulator, format: VideoFormat, ext: &str) {
     assert_eq!(code, 0, "{report}");
 }
 
+/// Issue 37: a video kept as an animated PNG, uploaded, then deleted from
+/// the run (disk freed, as an uploaded image may be) does not stop later
+/// passes of that run: its GIF's digest, which the history lines carry, is
+/// kept in the sync state, so the next call of the live run still reaches
+/// W&B and the first call's line names the same GIF.
+#[test]
+fn a_video_deleted_after_its_upload_does_not_stop_later_passes() {
+    let emu = Emulator::start(KEY, ENTITY);
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::create(
+        Init::project("local")
+            .name("gone")
+            .root(root.path())
+            .video(VideoFormat::Apng),
+    )
+    .unwrap();
+    let clip = |frames| common::ClipRequest {
+        frames,
+        fps: 12.0,
+        size: common::CLIP_SIZE,
+    };
+    run.record(&mut common::ClipPipeline, &clip(3)).unwrap();
+    let dir = run.dir().unwrap().to_path_buf();
+    let to = target("gone-video");
+    let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = RunDir::open(&dir).unwrap().view().media[0].clone();
+    std::fs::remove_file(dir.join(&first.path)).unwrap();
+    run.record(&mut common::ClipPipeline, &clip(4)).unwrap();
+    run.finish().unwrap();
+    let o = sync(&emu.url, &["upload", dir.to_str().unwrap(), "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    let w = emu
+        .run(
+            "gone-video",
+            &run_name(&RunDir::open(&dir).unwrap().meta.id),
+        )
+        .unwrap();
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    let video = |call: u32| {
+        let key = format!("Generated-Video/Pipeline-Call-{call}");
+        let lines: Vec<&Value> = w.history.iter().filter_map(|l| l.get(&key)).collect();
+        assert_eq!(lines.len(), 1, "{key}: {:?}", w.history);
+        lines[0].clone()
+    };
+    for call in [1, 2] {
+        let v = video(call);
+        let path = v["path"].as_str().unwrap();
+        assert!(path.ends_with(".gif"), "{v}");
+        assert_eq!(v["sha256"].as_str().unwrap(), sha256_hex(&w.files[path]));
+    }
+    assert_ne!(video(1)["sha256"], video(2)["sha256"]);
+}
+
 /// Issue 37, hostile input: a run's video that matches its record but is
 /// no video difflog writes (its second frame paints a corner only) goes to
 /// W&B as the animated image it is, with a warning, and the run completes;

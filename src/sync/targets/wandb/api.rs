@@ -348,6 +348,7 @@ impl Wandb {
         ready: &dyn Fn(u32) -> bool,
     ) -> SyncResult<()> {
         let mut cur = Cursor::of(remote)?;
+        self.gifs.remember(&cur.gifs, &remote.id)?;
         let lines = self.lines_for(run).await?;
         let start = usize::try_from(cur.history).unwrap_or(usize::MAX);
         if start > lines.len() {
@@ -367,6 +368,17 @@ impl Wandb {
                 .iter()
                 .take_while(|l| l.call.is_none_or(ready))
                 .count();
+        // The GIFs these lines name are kept with the cursor: a later pass
+        // writes the lines again without making them (their videos may be
+        // gone from the run by then).
+        let kept = cur.gifs.len();
+        let sent = run.sent_media().into_iter();
+        for (key, gif) in self.gifs.sent(sent.filter(|m| m.call.is_none_or(ready))) {
+            cur.gifs.entry(key).or_insert(gif);
+        }
+        if cur.gifs.len() != kept {
+            cur.store(remote);
+        }
         if end > start && cur.complete {
             // New lines for a run marked complete: a crashed run was reopened.
             self.reopen(&mut cur, remote).await?;

@@ -1,6 +1,7 @@
 //! Where a run stands at W&B, kept as the state's remote data.
 
 use super::*;
+use std::collections::BTreeMap;
 
 /// Where a run stands at W&B (kept as the state's remote data).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -16,6 +17,11 @@ pub(super) struct Cursor {
     /// (`--reopen-ended`): it is not reported again.
     #[serde(default)]
     pub(super) stop_accepted: bool,
+    /// The GIFs sent for the run's videos kept as animated PNGs, by APNG
+    /// digest and rate: their digests are in history lines, which a later
+    /// pass writes again whether or not the video is still in the run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) gifs: BTreeMap<String, Option<super::videos::SentGif>>,
 }
 
 impl RemoteData for Cursor {

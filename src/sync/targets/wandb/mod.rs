@@ -298,6 +298,7 @@ impl Target for Wandb {
             history: server_lines.max(known.as_ref().map_or(0, |k| k.history)),
             complete: ended || known.as_ref().is_some_and(|k| k.complete),
             stop_accepted,
+            gifs: known.map(|k| k.gifs).unwrap_or_default(),
         };
         let mut remote = Remote {
             id: cur.run.clone(),

@@ -98,6 +98,7 @@ impl Wandb {
                 history: 0,
                 complete: false,
                 stop_accepted: false,
+                gifs: Default::default(),
             },
         };
         let mut found = self.run_info(&cur).await?;
@@ -163,6 +164,7 @@ impl Wandb {
         let mut out = Vec::new();
         compare_state(&server, status, &mut out);
         compare_config(&server, &run_config(run), &mut out);
+        self.gifs.remember(&cur.gifs, &remote.id)?;
         let lines = self.lines_for(run).await?;
         let have_lines = server["historyLineCount"].as_u64().unwrap_or(0);
         self.compare_history(&cur, &lines, have_lines, &mut out)

@@ -5,6 +5,9 @@
 //! again (deterministically) in a later process rather than stored beside
 //! the run. What was derived is remembered by the APNG's digest and rate;
 //! the bytes of the latest ones are kept for their upload, within a bound.
+//! What was sent is also kept in the run's sync state ([`SentGif`]), so a
+//! later pass writes its lines without the video, which may be gone from
+//! the run by then (as an uploaded image may).
 //!
 //! A file that differs from its record stops the pass (as an image's does);
 //! one that matches its record but is no video difflog could have written
@@ -12,7 +15,7 @@
 //! image it is, with a warning, rather than not at all.
 
 use super::*;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Bytes of derived GIFs kept for their uploads (older ones are derived
 /// again when needed).
@@ -32,6 +35,20 @@ pub(super) struct VideoFile {
     pub(super) width: u32,
     /// Height in pixels.
     pub(super) height: u32,
+}
+
+/// A GIF a pass sent, as the sync state keeps it (`Cursor::gifs`, by
+/// APNG digest and rate; `None` for a video no GIF could be made of).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct SentGif {
+    /// SHA-256 of the GIF, lower-case hex.
+    sha256: String,
+    /// Its size in bytes.
+    size: u64,
+    /// Width in pixels.
+    width: u32,
+    /// Height in pixels.
+    height: u32,
 }
 
 /// The GIFs derived from runs' videos, by APNG digest and rate.
@@ -81,6 +98,64 @@ impl Gifs {
         let fps = gif_rate(m)?;
         let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
         made.get(&name(m, fps)).cloned().flatten()
+    }
+
+    /// Takes what the sync state of remote run `remote` says earlier passes
+    /// sent (`sent`, from its cursor): those GIFs are not made again for
+    /// their lines. A digest that is no SHA-256 is an error naming the run.
+    pub(super) fn remember(
+        &self,
+        sent: &BTreeMap<String, Option<SentGif>>,
+        remote: &str,
+    ) -> SyncResult<()> {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, gif) in sent {
+            let info = match gif {
+                Some(g) => {
+                    let hex = g
+                        .sha256
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                    if g.sha256.len() != 64 || !hex {
+                        return Err(SyncError::permanent(format!(
+                            "corrupt W&B data in the sync state for remote run {remote}: \
+                             the GIF sent for {key} has no SHA-256 digest"
+                        )));
+                    }
+                    Some(Arc::new(VideoFile {
+                        ext: "gif",
+                        sha256: g.sha256.clone(),
+                        size: g.size,
+                        width: g.width,
+                        height: g.height,
+                    }))
+                }
+                None => None,
+            };
+            made.entry(key.clone()).or_insert(info);
+        }
+        Ok(())
+    }
+
+    /// What the sync state keeps of the GIFs of `media` (those made), by
+    /// name.
+    pub(super) fn sent<'m>(
+        &self,
+        media: impl Iterator<Item = &'m MediaEvent>,
+    ) -> Vec<(String, Option<SentGif>)> {
+        let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        media
+            .filter_map(|m| {
+                let key = name(m, gif_rate(m)?);
+                let gif = made.get(&key)?.as_ref().map(|v| SentGif {
+                    sha256: v.sha256.clone(),
+                    size: v.size,
+                    width: v.width,
+                    height: v.height,
+                });
+                Some((key, gif))
+            })
+            .collect()
     }
 
     /// Makes the GIF of every video among `media` not made yet (on the
@@ -197,5 +272,31 @@ impl Gifs {
             }
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GIF digest in the sync state that is no SHA-256 (a state edited
+    /// or damaged) is refused, naming the remote run, before any line
+    /// carries it; a good one is taken as sent.
+    #[test]
+    fn a_sent_gif_from_the_state_must_carry_a_sha256() {
+        let gif = |sha256: &str| SentGif {
+            sha256: sha256.into(),
+            size: 10,
+            width: 24,
+            height: 16,
+        };
+        let gifs = Gifs::default();
+        let bad = BTreeMap::from([("ab@12".to_string(), Some(gif("../../x")))]);
+        let e = gifs.remember(&bad, "run-1").unwrap_err();
+        assert!(e.message.contains("remote run run-1") && e.message.contains("ab@12"));
+        let good = BTreeMap::from([("ab@12".to_string(), Some(gif(&"0f".repeat(32))))]);
+        gifs.remember(&good, "run-1").unwrap();
+        let made = gifs.made.lock().unwrap();
+        assert_eq!(made["ab@12"].as_ref().map(|v| v.size), Some(10));
     }
 }
