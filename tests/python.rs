@@ -1704,6 +1704,12 @@ class Clip(DiffusionPipeline):
 run = difflog.autolog(init=dict(project='signed-video'))
 Clip()('a gradient drifting')
 Clip()('an odd one', width=25, height=15)
+class Restyle(DiffusionPipeline):
+    def __call__(self, prompt='x', video=None, fps=8):
+        class Out:
+            frames = [[Image.fromarray(255 - np.asarray(f)) for f in video]]
+        return Out()
+Restyle()('inverted', video=[frame(i, 64, 48) for i in range(4)])
 difflog.finish()
 again = difflog.remake(run.dir, 1, Clip())
 print(json.dumps({'dir': run.dir, 'remade': again.same}), flush=True)
@@ -1712,8 +1718,9 @@ print(json.dumps({'dir': run.dir, 'remade': again.same}), flush=True)
 /// Issue 37 with issue 36's signer: a generated video is signed — the MP4
 /// through C2PA's BMFF binding, the animated PNG (odd sides) as any PNG —
 /// and never watermarked, which its marks say. The CAI's own SDK finds
-/// both manifests trusted under the test CA, stating that a trained model
-/// created them and the run, call and row; `verify --provenance` and
+/// the manifests trusted under the test CA, stating that a trained model
+/// created them (a video-to-video call's: edited it from the input video,
+/// its ingredient) and the run, call and row; `verify --provenance` and
 /// `inspect` agree; a changed byte of the H.264 stream breaks the MP4's
 /// manifest; `remake` still finds the signed MP4 re-made (by what it
 /// plays).
@@ -1751,7 +1758,15 @@ fn python_recorded_videos_are_signed_and_still_remade() {
         .collect();
     assert_eq!(
         videos.iter().map(|m| m.format.as_str()).collect::<Vec<_>>(),
-        ["mp4", "png"]
+        ["mp4", "png", "mp4"]
+    );
+    // The video-to-video call's input is stored (as an animated PNG).
+    assert!(
+        view.media
+            .iter()
+            .any(|m| m.call == Some(3) && m.format == "png" && m.video.is_some()),
+        "{:?}",
+        view.media
     );
     let root_pem = tmp.path().join("root.pem");
     let mut args = vec![
@@ -1782,14 +1797,27 @@ fn python_recorded_videos_are_signed_and_still_remade() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let trained = difflog::recipe::TRAINED_ALGORITHMIC_MEDIA;
     let lines = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert_eq!(lines.lines().count(), 3, "{lines}");
     for (m, line) in videos.iter().zip(lines.lines()) {
         let theirs: serde_json::Value = serde_json::from_str(line).unwrap();
         let c = &theirs["c2pa"];
         assert_eq!(c["state"], "trusted", "{theirs}");
-        assert_eq!(c["actions"], serde_json::json!([["c2pa.created", trained]]));
         assert_eq!(c["recipe"]["run_id"].as_str(), Some(read.meta.id.as_str()));
         assert_eq!(c["recipe"]["call"], m.call.unwrap(), "{theirs}");
+        if m.call == Some(3) {
+            assert_eq!(
+                c["actions"],
+                serde_json::json!([["c2pa.opened", null], ["c2pa.edited", trained]])
+            );
+            assert_eq!(
+                c["ingredients"],
+                serde_json::json!([["input video", "parentOf", false]]),
+                "{theirs}"
+            );
+        } else {
+            assert_eq!(c["actions"], serde_json::json!([["c2pa.created", trained]]));
+            assert_eq!(c["ingredients"], serde_json::json!([]), "{theirs}");
+        }
     }
     // difflog's own checks agree.
     let o = difflog_in(

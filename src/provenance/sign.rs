@@ -89,13 +89,13 @@ impl Facts {
     }
 }
 
-/// An image a generated image was made from, kept in its manifest as an
-/// ingredient (with the credentials it carries, if any).
+/// An image (or video) a generated file was made from, kept in its
+/// manifest as an ingredient (with the credentials it carries, if any).
 #[derive(Debug, Clone, Copy)]
 pub struct Ingredient<'a> {
     /// Its title.
     pub title: &'a str,
-    /// Its PNG, JPEG or WebP bytes.
+    /// Its PNG (an animated one for a video), JPEG or WebP bytes.
     pub bytes: &'a [u8],
     /// Whether it is the input the image was made from (`parentOf`; image
     /// to image, inpainting) or a mask the model was given (`inputTo`).
@@ -103,7 +103,7 @@ pub struct Ingredient<'a> {
 }
 
 impl<'a> Ingredient<'a> {
-    /// The input image the generated one was made from.
+    /// The input the generated file was made from.
     pub fn parent(title: &'a str, bytes: &'a [u8]) -> Ingredient<'a> {
         Ingredient {
             title,
@@ -236,7 +236,8 @@ impl Signing {
 
     /// `png` with a signed manifest stating `facts`; `ingredients` are the
     /// input image of an image-to-image or inpainting call and the
-    /// inpainting mask, whose own credentials, if any, are kept.
+    /// inpainting mask, or the input video of a video-to-video call, whose
+    /// own credentials, if any, are kept.
     pub fn sign_png(
         &self,
         png: &[u8],
@@ -254,14 +255,21 @@ impl Signing {
     /// `mp4` (a generated video, as the recorder writes it) with a signed
     /// manifest stating `facts`: the CAI's own BMFF writer puts it in a
     /// `uuid` box after the file type box and binds every other box by
-    /// its hash (`c2pa.hash.bmff`), moving the sample offsets that follow.
-    pub fn sign_mp4(&self, mp4: &[u8], facts: &Facts) -> std::result::Result<Signed, String> {
+    /// its hash (`c2pa.hash.bmff`), moving the sample offsets that follow;
+    /// `ingredients` as for [`Signing::sign_png`].
+    pub fn sign_mp4(
+        &self,
+        mp4: &[u8],
+        facts: &Facts,
+        ingredients: &[Ingredient<'_>],
+    ) -> std::result::Result<Signed, String> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let definition = definition(facts, &[], MP4);
+            let definition = definition(facts, ingredients, MP4);
             let fail = |e: c2pa::Error| e.to_string();
             let mut builder = c2pa::Builder::from_shared_context(&self.context)
                 .with_definition(definition.as_str())
                 .map_err(fail)?;
+            add_ingredients(&mut builder, ingredients)?;
             let mut out = Cursor::new(Vec::with_capacity(mp4.len() + (64 << 10)));
             builder
                 .sign(self.signer.as_ref(), MP4, &mut Cursor::new(mp4), &mut out)
@@ -297,26 +305,7 @@ impl Signing {
         builder
             .add_assertion(c2pa::assertions::labels::DATA_HASH, &room)
             .map_err(fail)?;
-        for (i, ingredient) in ingredients.iter().enumerate() {
-            let mime = match crate::meta::exif::format_of(ingredient.bytes) {
-                Some(crate::meta::exif::Format::Jpeg) => "image/jpeg",
-                Some(crate::meta::exif::Format::Webp) => "image/webp",
-                _ => "image/png",
-            };
-            let relationship = if ingredient.parent {
-                "parentOf"
-            } else {
-                "inputTo"
-            };
-            let definition = json!({"title": ingredient.title, "relationship": relationship, "label": ingredient_id(i)});
-            builder
-                .add_ingredient_from_stream(
-                    definition.to_string(),
-                    mime,
-                    &mut Cursor::new(ingredient.bytes),
-                )
-                .map_err(fail)?;
-        }
+        add_ingredients(&mut builder, ingredients)?;
         // The manifest goes last, just before the end chunk (`IEND`). Its
         // hard binding is the SHA-256 of every other byte, that is of the
         // PNG as it was encoded, and the run's content address is the
@@ -454,6 +443,35 @@ fn definition(f: &Facts, ingredients: &[Ingredient<'_>], format: &str) -> String
         ],
     })
     .to_string()
+}
+
+/// Adds `ingredients` to the manifest `builder` makes, each with the
+/// credentials it carries, labelled as the actions name them.
+fn add_ingredients(
+    builder: &mut c2pa::Builder,
+    ingredients: &[Ingredient<'_>],
+) -> std::result::Result<(), String> {
+    for (i, ingredient) in ingredients.iter().enumerate() {
+        let mime = match crate::meta::exif::format_of(ingredient.bytes) {
+            Some(crate::meta::exif::Format::Jpeg) => "image/jpeg",
+            Some(crate::meta::exif::Format::Webp) => "image/webp",
+            _ => "image/png",
+        };
+        let relationship = if ingredient.parent {
+            "parentOf"
+        } else {
+            "inputTo"
+        };
+        let definition = json!({"title": ingredient.title, "relationship": relationship, "label": ingredient_id(i)});
+        builder
+            .add_ingredient_from_stream(
+                definition.to_string(),
+                mime,
+                &mut Cursor::new(ingredient.bytes),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The label of a manifest's `i`th ingredient, which its actions name.

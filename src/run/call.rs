@@ -4,7 +4,7 @@
 //! a program that drives its own generation loop. `Run::record` records
 //! through it too, so a call's records come out the same whoever drives it.
 
-use super::marks::{Generated, InputPixels, MadeBy, Origin, Parent};
+use super::marks::{Generated, InputPixels, InputVideo, MadeBy, Origin, Parent};
 use super::media::Pixels;
 use super::writer::{Cmd, PendingCell, Slot, VideoFrames};
 use super::{ms, Run};
@@ -111,6 +111,9 @@ pub struct OpenCall<R: Borrow<Run>> {
     /// each shared by the rows made from the same pixels (its PNG made
     /// once).
     parents: Vec<Arc<InputPixels>>,
+    /// The videos the call was given, each shared by the rows that have it
+    /// (its animated PNG made once, for its file and the manifests).
+    input_videos: Vec<Arc<InputVideo>>,
     /// What the call's images' manifests state about it.
     origin: Arc<Origin>,
 }
@@ -153,6 +156,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
             inputs: Vec::new(),
             input_file: None,
             parents: Vec::new(),
+            input_videos: Vec::new(),
             origin: Arc::new(origin),
         }
     }
@@ -206,6 +210,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
         let inputs = &mut self.inputs;
         let input_file = self.input_file.clone();
         let parents = &mut self.parents;
+        let input_videos = &mut self.input_videos;
         let origin = &self.origin;
         let Some(a) = &self.run.borrow().active else {
             return Ok(());
@@ -230,6 +235,26 @@ impl<R: Borrow<Run>> OpenCall<R> {
             // name that the Python package records it under.)
             let mut parent = None;
             let mut mask = None;
+            // A generated video's parent: the row's input video, if any.
+            let mut parent_video = None;
+            for (_, v) in &cells {
+                if let RowValue::Video {
+                    frames,
+                    fps,
+                    text,
+                    generated: false,
+                    ..
+                } = v
+                {
+                    let known = input_videos.iter().find(|i| i.is(frames)).cloned();
+                    let input = known.unwrap_or_else(|| {
+                        let i = Arc::new(InputVideo::new(frames.clone(), *fps, text.clone()));
+                        input_videos.push(Arc::clone(&i));
+                        i
+                    });
+                    parent_video.get_or_insert(input);
+                }
+            }
             for (column, v) in &cells {
                 let RowValue::Input(img) = v else { continue };
                 if column == names::INPUT_IMAGE || column == names::SOURCE_IMAGE {
@@ -310,7 +335,13 @@ impl<R: Borrow<Run>> OpenCall<R> {
                         let made_by = generated.then(|| MadeBy {
                             origin: Arc::clone(origin),
                             row: index,
+                            parent: parent_video.clone(),
                         });
+                        let input = if generated {
+                            None
+                        } else {
+                            input_videos.iter().find(|i| i.is(&frames)).cloned()
+                        };
                         let slot = w.encode_video(VideoFrames {
                             frames,
                             fps,
@@ -318,6 +349,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                             text,
                             format,
                             made_by,
+                            input,
                         })?;
                         output(column, slot, caption)?
                     }

@@ -99,6 +99,56 @@ impl InputPixels {
     }
 }
 
+/// A video a call was given (video to video), shared by the job that
+/// stores it and the manifests of the videos the call made from it: its
+/// animated PNG is made once, by whichever thread needs it first, so the
+/// manifests' ingredient is the very file the run stores.
+pub(crate) struct InputVideo {
+    /// The frames, in order.
+    pub frames: Vec<Arc<dyn Pixels>>,
+    /// Frames a second, as the call stated it.
+    fps: f64,
+    /// The file's text chunks.
+    text: Vec<TextChunk>,
+    /// Its animated PNG, or why it could not be made.
+    apng: std::sync::OnceLock<std::result::Result<Vec<u8>, String>>,
+}
+
+impl InputVideo {
+    /// Frames not encoded yet.
+    pub fn new(frames: Vec<Arc<dyn Pixels>>, fps: f64, text: Vec<TextChunk>) -> InputVideo {
+        InputVideo {
+            frames,
+            fps,
+            text,
+            apng: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether these are the very `frames` (the same pixels, shared).
+    pub fn is(&self, frames: &[Arc<dyn Pixels>]) -> bool {
+        self.frames.len() == frames.len()
+            && self
+                .frames
+                .iter()
+                .zip(frames)
+                .all(|(a, b)| std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)))
+    }
+
+    /// Its animated PNG in `encoding` (the run's), as the run stores it.
+    pub fn apng(&self, encoding: PngEncoding) -> std::result::Result<&[u8], String> {
+        self.apng
+            .get_or_init(|| {
+                let rate = super::video::FrameRate::from_fps(self.fps)?;
+                let refs: Vec<&dyn Pixels> = self.frames.iter().map(|f| f.as_ref()).collect();
+                super::video::encode_apng(&refs, rate, encoding, &self.text)
+                    .map_err(|e| e.to_string())
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+}
+
 /// A file a call's input image was read from.
 #[derive(Debug)]
 #[cfg_attr(not(feature = "provenance"), allow(dead_code))]
@@ -198,6 +248,8 @@ pub(crate) struct MadeBy {
     pub origin: Arc<Origin>,
     /// Its row in the call's table.
     pub row: u32,
+    /// The video the call made it from (video to video), if any.
+    pub parent: Option<Arc<InputVideo>>,
 }
 
 /// A generated video's file (`format`: `mp4`, or `png` for an animated
@@ -210,16 +262,24 @@ pub(crate) fn mark_video(
     format: &str,
     made_by: &MadeBy,
     text: &[TextChunk],
+    png: PngEncoding,
     marker: &Marker,
 ) -> Encoded {
     match marker {
-        Some(p) => marked_video(file, format, made_by, text, p),
+        Some(p) => marked_video(file, format, made_by, text, png, p),
         None => Encoded::plain(file),
     }
 }
 
 #[cfg(not(feature = "watermark"))]
-fn marked_video(file: Vec<u8>, _: &str, _: &MadeBy, _: &[TextChunk], _: &Arc<()>) -> Encoded {
+fn marked_video(
+    file: Vec<u8>,
+    _: &str,
+    _: &MadeBy,
+    _: &[TextChunk],
+    _: PngEncoding,
+    _: &Arc<()>,
+) -> Encoded {
     Encoded::plain(file)
 }
 
@@ -229,6 +289,7 @@ fn marked_video(
     format: &str,
     made_by: &MadeBy,
     text: &[TextChunk],
+    png: PngEncoding,
     p: &crate::provenance::Provenance,
 ) -> Encoded {
     let mut marks = Marks::default();
@@ -240,16 +301,17 @@ fn marked_video(
     let mut out = Encoded::plain(file);
     #[cfg(feature = "provenance")]
     if let Some(signing) = &p.signing {
-        out = signed_video(signing, out.file, format, made_by, text, &mut marks);
+        out = signed_video(signing, out.file, format, made_by, text, png, &mut marks);
     }
     #[cfg(not(feature = "provenance"))]
-    let _ = (format, made_by, text);
+    let _ = (format, made_by, text, png);
     out.marks = Some(marks);
     out
 }
 
-/// A generated video signed as `signing` signs, its marks noted; a failure
-/// stores it unsigned and says why.
+/// A generated video signed as `signing` signs, the video it was made
+/// from (as the run stores it, in `png`) its ingredient, its marks noted;
+/// a failure stores it unsigned and says why.
 #[cfg(feature = "provenance")]
 fn signed_video(
     signing: &crate::provenance::sign::Signing,
@@ -257,14 +319,25 @@ fn signed_video(
     format: &str,
     made_by: &MadeBy,
     text: &[TextChunk],
+    png: PngEncoding,
     marks: &mut Marks,
 ) -> Encoded {
+    use crate::provenance::sign::Ingredient;
     let facts = facts(&made_by.origin, made_by.row, text);
-    let signed = if format == "mp4" {
-        signing.sign_mp4(&file, &facts)
-    } else {
-        signing.sign_png(&file, &facts, &[])
-    };
+    let signed = (|| {
+        let mut ingredients = Vec::with_capacity(1);
+        if let Some(input) = &made_by.parent {
+            let apng = input
+                .apng(png)
+                .map_err(|e| format!("the input video: {e}"))?;
+            ingredients.push(Ingredient::parent("input video", apng));
+        }
+        if format == "mp4" {
+            signing.sign_mp4(&file, &facts, &ingredients)
+        } else {
+            signing.sign_png(&file, &facts, &ingredients)
+        }
+    })();
     outcome(signing, file, signed, marks, "a video")
 }
 

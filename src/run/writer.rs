@@ -152,6 +152,9 @@ pub(crate) struct VideoFrames {
     /// The call and row that made it (`None`: a video the call was given),
     /// which its manifest states when the run signs.
     pub(crate) made_by: Option<MadeBy>,
+    /// A video the call was given, as its generated videos' manifests
+    /// share it: its animated PNG is made once for both.
+    pub(crate) input: Option<Arc<super::marks::InputVideo>>,
 }
 
 /// A video encoded (and marked): the file, its format (extension), the
@@ -177,10 +180,14 @@ impl VideoFrames {
                 }
                 (mp4, "mp4")
             }
-            _ => (
-                super::video::encode_apng(&refs, rate, png, &self.text)?,
-                "png",
-            ),
+            _ => {
+                let shared = self.input.as_ref().and_then(|i| i.apng(png).ok());
+                let apng = match shared {
+                    Some(bytes) => bytes.to_vec(),
+                    None => super::video::encode_apng(&refs, rate, png, &self.text)?,
+                };
+                (apng, "png")
+            }
         };
         let frames = refs.len() as u32;
         let fps = (rate.fps() * 1000.0).round() / 1000.0;
@@ -192,7 +199,7 @@ impl VideoFrames {
             duration_s: (duration * 1000.0).round() / 1000.0,
         };
         let file = match &self.made_by {
-            Some(m) => mark_video(file, format, m, &self.text, marker),
+            Some(m) => mark_video(file, format, m, &self.text, png, marker),
             None => Encoded::plain(file),
         };
         Ok((file, format, video, size))
