@@ -20,7 +20,7 @@ model itself takes minutes a call at 512² here, and what a recorder costs
 depends only on what the call returns), which W&B's autolog encodes as an
 MP4 twice in the caller (the media panel's and the table's `wandb.Video`,
 through MoviePy and ffmpeg, installed beside wandb) and difflog hands to
-its writer threads as one animated PNG. The pipeline's own time is then
+its writer threads, which encode it as one MP4 (the run's default). The pipeline's own time is then
 nil, and only the caller and CPU ratios mean anything.
 
 By default the calls pass no generator (the default path: difflog changes
