@@ -1888,7 +1888,8 @@ fn python_recorded_videos_are_signed_and_still_remade() {
 /// bytes, 23 in one): the second image's manifest does not fit the size
 /// known for its shape, and is signed again with its own — both images
 /// are intact for difflog's reader and for the CAI's own SDK, as is a third
-/// of a shape already known.
+/// of a shape already known (signed in place, as the recorder signs; a
+/// file that cannot be signed is left as it was).
 #[test]
 fn a_manifest_whose_size_differs_from_its_shapes_is_still_signed_intact() {
     use difflog::provenance::sign::{Facts, Signing};
@@ -1921,7 +1922,14 @@ fn a_manifest_whose_size_differs_from_its_shapes_is_still_signed_intact() {
             row,
             source_type: difflog::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
         };
-        let signed = signing.sign_png(&png, &facts, &[]).unwrap();
+        // The third is signed in place, as the recorder signs.
+        let signed = if row == 0 {
+            signing.sign_png(&png, &facts, &[]).unwrap()
+        } else {
+            let mut bytes = png.clone();
+            let sha256 = signing.sign_png_in(&mut bytes, &facts, &[]).unwrap();
+            difflog::provenance::sign::Signed { bytes, sha256 }
+        };
         assert_eq!(
             difflog::format::hex(&signed.sha256),
             difflog::format::sha256_hex(&signed.bytes)
@@ -1939,6 +1947,22 @@ fn a_manifest_whose_size_differs_from_its_shapes_is_still_signed_intact() {
         std::fs::write(&file, &signed).unwrap();
         files.push(file.to_str().unwrap().to_string());
     }
+    // A file that cannot be signed in place is left as it was.
+    let mut trailing = png.clone();
+    trailing.push(0);
+    let facts = Facts {
+        model_id: "tiny".into(),
+        weights_digest: None,
+        recipe_sha256: None,
+        run_id: "run".into(),
+        call: 1,
+        row: 0,
+        source_type: difflog::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
+    };
+    let e = signing.sign_png_in(&mut trailing, &facts, &[]).unwrap_err();
+    assert!(e.contains("end chunk"), "{e}");
+    assert_eq!(trailing[..png.len()], png[..]);
+    assert_eq!(trailing.len(), png.len() + 1);
     let root = tmp.path().join("root.pem");
     let mut args = vec!["provenance_oracle.py", "check", root.to_str().unwrap(), "8"];
     args.extend(files.iter().map(String::as_str));

@@ -244,6 +244,39 @@ impl Signing {
         facts: &Facts,
         ingredients: &[Ingredient<'_>],
     ) -> std::result::Result<Signed, String> {
+        let chunk = self.manifest_chunk(png, facts, ingredients)?;
+        let mut bytes = Vec::with_capacity(png.len() + chunk.bytes.len());
+        bytes.extend_from_slice(&png[..chunk.at]);
+        bytes.extend_from_slice(&chunk.bytes);
+        bytes.extend_from_slice(&png[chunk.at..]);
+        Ok(Signed {
+            bytes,
+            sha256: chunk.sha256,
+        })
+    }
+
+    /// [`Signing::sign_png`] on the file itself: `png` gets its manifest
+    /// where it is (only its end chunk moves; issue 36's cost: no copy of
+    /// the file), and the SHA-256 of the signed file is returned; on an
+    /// error `png` is as it was.
+    pub fn sign_png_in(
+        &self,
+        png: &mut Vec<u8>,
+        facts: &Facts,
+        ingredients: &[Ingredient<'_>],
+    ) -> std::result::Result<[u8; 32], String> {
+        let chunk = self.manifest_chunk(png, facts, ingredients)?;
+        png.splice(chunk.at..chunk.at, chunk.bytes);
+        Ok(chunk.sha256)
+    }
+
+    /// The manifest chunk for `png` and where it goes.
+    fn manifest_chunk(
+        &self,
+        png: &[u8],
+        facts: &Facts,
+        ingredients: &[Ingredient<'_>],
+    ) -> std::result::Result<Chunk, String> {
         // Issue 36: the CAI's builder does the signing; a panic inside it is
         // this image's failure, not the writer thread's.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -286,7 +319,7 @@ impl Signing {
         png: &[u8],
         f: &Facts,
         ingredients: &[Ingredient<'_>],
-    ) -> std::result::Result<Signed, String> {
+    ) -> std::result::Result<Chunk, String> {
         let definition = definition(f, ingredients, PNG);
         let fail = |e: c2pa::Error| e.to_string();
         let mut builder = c2pa::Builder::from_shared_context(&self.context)
@@ -344,16 +377,16 @@ impl Signing {
             }
             sizes.insert(shape, size);
         }
-        let mut bytes = Vec::with_capacity(png.len() + manifest.len());
-        bytes.extend_from_slice(&png[..at]);
-        bytes.extend_from_slice(&manifest);
-        bytes.extend_from_slice(&png[at..]);
         let sha256 = before
             .chain_update(&manifest)
             .chain_update(&png[at..])
             .finalize()
             .into();
-        Ok(Signed { bytes, sha256 })
+        Ok(Chunk {
+            at,
+            bytes: manifest,
+            sha256,
+        })
     }
 
     /// The size of the `caBX` chunk of the manifest `builder` makes: its
@@ -487,6 +520,14 @@ pub struct Signed {
     pub bytes: Vec<u8>,
     /// The SHA-256 of `bytes`.
     pub sha256: [u8; 32],
+}
+
+/// A PNG's manifest chunk, where it goes (before the end chunk) and the
+/// SHA-256 of the PNG with it there.
+struct Chunk {
+    at: usize,
+    bytes: Vec<u8>,
+    sha256: [u8; 32],
 }
 
 /// The media type of a signed image.

@@ -324,6 +324,7 @@ fn signed_video(
 ) -> Encoded {
     use crate::provenance::sign::Ingredient;
     let facts = facts(&made_by.origin, made_by.row, text);
+    let mut file = file;
     let signed = (|| {
         let mut ingredients = Vec::with_capacity(1);
         if let Some(input) = &made_by.parent {
@@ -333,9 +334,11 @@ fn signed_video(
             ingredients.push(Ingredient::parent("input video", apng));
         }
         if format == "mp4" {
-            signing.sign_mp4(&file, &facts, &ingredients)
+            let signed = signing.sign_mp4(&file, &facts, &ingredients)?;
+            file = signed.bytes;
+            Ok(signed.sha256)
         } else {
-            signing.sign_png(&file, &facts, &ingredients)
+            signing.sign_png_in(&mut file, &facts, &ingredients)
         }
     })();
     outcome(signing, file, signed, marks, "a video")
@@ -355,23 +358,23 @@ fn facts(o: &Origin, row: u32, text: &[TextChunk]) -> crate::provenance::sign::F
     }
 }
 
-/// The file as signed, or as it was when signing failed (`what` it is
-/// named in the warning), its marks noted.
+/// `file`, signed when `signed` holds its SHA-256, else as it was when
+/// signing failed (`what` it is named in the warning), its marks noted.
 #[cfg(feature = "provenance")]
 fn outcome(
     signing: &crate::provenance::sign::Signing,
     file: Vec<u8>,
-    signed: std::result::Result<crate::provenance::sign::Signed, String>,
+    signed: std::result::Result<[u8; 32], String>,
     marks: &mut Marks,
     what: &str,
 ) -> Encoded {
     match signed {
-        Ok(signed) => {
+        Ok(sha256) => {
             marks.c2pa = Some(signing.signer_name().to_string());
             Encoded {
-                file: signed.bytes,
+                file,
                 marks: None,
-                sha256: Some(signed.sha256),
+                sha256: Some(sha256),
             }
         }
         Err(why) => {
@@ -397,6 +400,7 @@ fn signed(
     // The input's own file when known (its credentials kept); else the
     // input as the run stores it: the same encoding of the same pixels,
     // so the ingredient's hash is the stored file's. The same for a mask.
+    let mut file = file;
     let signed = (|| {
         let mut ingredients = Vec::with_capacity(2);
         match &g.parent {
@@ -413,7 +417,7 @@ fn signed(
                 stored("mask image", m, png)?,
             ));
         }
-        signing.sign_png(&file, &facts, &ingredients)
+        signing.sign_png_in(&mut file, &facts, &ingredients)
     })();
     outcome(signing, file, signed, marks, "an image")
 }
