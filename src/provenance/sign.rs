@@ -244,7 +244,7 @@ impl Signing {
         facts: &Facts,
         ingredients: &[Ingredient<'_>],
     ) -> std::result::Result<Signed, String> {
-        let chunk = self.manifest_chunk(png, facts, ingredients)?;
+        let chunk = guarded(|| self.sign_with(png, facts, ingredients))?;
         let mut bytes = Vec::with_capacity(png.len() + chunk.bytes.len());
         bytes.extend_from_slice(&png[..chunk.at]);
         bytes.extend_from_slice(&chunk.bytes);
@@ -265,24 +265,9 @@ impl Signing {
         facts: &Facts,
         ingredients: &[Ingredient<'_>],
     ) -> std::result::Result<[u8; 32], String> {
-        let chunk = self.manifest_chunk(png, facts, ingredients)?;
+        let chunk = guarded(|| self.sign_with(png, facts, ingredients))?;
         png.splice(chunk.at..chunk.at, chunk.bytes);
         Ok(chunk.sha256)
-    }
-
-    /// The manifest chunk for `png` and where it goes.
-    fn manifest_chunk(
-        &self,
-        png: &[u8],
-        facts: &Facts,
-        ingredients: &[Ingredient<'_>],
-    ) -> std::result::Result<Chunk, String> {
-        // Issue 36: the CAI's builder does the signing; a panic inside it is
-        // this image's failure, not the writer thread's.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.sign_with(png, facts, ingredients)
-        }))
-        .unwrap_or_else(|_| Err("the C2PA signer failed".into()))
     }
 
     /// `mp4` (a generated video, as the recorder writes it) with a signed
@@ -296,7 +281,7 @@ impl Signing {
         facts: &Facts,
         ingredients: &[Ingredient<'_>],
     ) -> std::result::Result<Signed, String> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        guarded(|| {
             let definition = definition(facts, ingredients, MP4);
             let fail = |e: c2pa::Error| e.to_string();
             let mut builder = c2pa::Builder::from_shared_context(&self.context)
@@ -310,10 +295,10 @@ impl Signing {
             let bytes = out.into_inner();
             let sha256 = sha2::Sha256::digest(&bytes).into();
             Ok(Signed { bytes, sha256 })
-        }))
-        .unwrap_or_else(|_| Err("the C2PA signer failed".into()))
+        })
     }
 
+    /// The manifest chunk for `png` and where it goes.
     fn sign_with(
         &self,
         png: &[u8],
@@ -476,6 +461,16 @@ fn definition(f: &Facts, ingredients: &[Ingredient<'_>], format: &str) -> String
         ],
     })
     .to_string()
+}
+
+/// `sign()`, a panic inside it made an error (issue 36: the CAI's builder
+/// does the signing; a panic there is this file's failure, not the writer
+/// thread's).
+fn guarded<T>(
+    sign: impl FnOnce() -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(sign))
+        .unwrap_or_else(|_| Err("the C2PA signer failed".into()))
 }
 
 /// Adds `ingredients` to the manifest `builder` makes, each with the
