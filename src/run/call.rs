@@ -246,12 +246,7 @@ impl<R: Borrow<Run>> OpenCall<R> {
                     ..
                 } = v
                 {
-                    let known = input_videos.iter().find(|i| i.is(frames)).cloned();
-                    let input = known.unwrap_or_else(|| {
-                        let i = Arc::new(InputVideo::new(frames.clone(), *fps, text.clone()));
-                        input_videos.push(Arc::clone(&i));
-                        i
-                    });
+                    let input = shared_video(input_videos, frames, *fps, text);
                     parent_video.get_or_insert(input);
                 }
             }
@@ -337,11 +332,8 @@ impl<R: Borrow<Run>> OpenCall<R> {
                             row: index,
                             parent: parent_video.clone(),
                         });
-                        let input = if generated {
-                            None
-                        } else {
-                            input_videos.iter().find(|i| i.is(&frames)).cloned()
-                        };
+                        let input =
+                            (!generated).then(|| shared_video(input_videos, &frames, fps, &text));
                         let slot = w.encode_video(VideoFrames {
                             frames,
                             fps,
@@ -398,6 +390,22 @@ impl<R: Borrow<Run>> OpenCall<R> {
 /// how a call's input given to several rows is known again.
 fn same_pixels(a: &Arc<dyn Pixels>, b: &Arc<dyn Pixels>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// The call's shared input video of these frames, made the first time
+/// they are seen.
+fn shared_video(
+    known: &mut Vec<Arc<InputVideo>>,
+    frames: &[Arc<dyn Pixels>],
+    fps: f64,
+    text: &[crate::recipe::TextChunk],
+) -> Arc<InputVideo> {
+    if let Some(v) = known.iter().find(|v| v.is(frames)) {
+        return Arc::clone(v);
+    }
+    let v = Arc::new(InputVideo::new(frames.to_vec(), fps, text.to_vec()));
+    known.push(Arc::clone(&v));
+    v
 }
 
 /// The call's shared input for these pixels, made the first time they are

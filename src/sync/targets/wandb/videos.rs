@@ -112,11 +112,7 @@ impl Gifs {
         for (key, gif) in sent {
             let info = match gif {
                 Some(g) => {
-                    let hex = g
-                        .sha256
-                        .bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-                    if g.sha256.len() != 64 || !hex {
+                    if !crate::format::is_digest(&g.sha256) {
                         return Err(SyncError::permanent(format!(
                             "corrupt W&B data in the sync state for remote run {remote}: \
                              the GIF sent for {key} has no SHA-256 digest"
