@@ -40,7 +40,8 @@ pub struct ProvenanceCompareFigures {
 }
 
 /// What encoding an image and each of its marks cost on one thread:
-/// milliseconds an image, the best of three rounds over the same images.
+/// milliseconds an image, the best of five rounds over the same images, each
+/// step of an image timed in turn with the others.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepFigures {
     /// The images timed.
@@ -52,6 +53,10 @@ pub struct StepFigures {
     /// Encoding the watermarked pixels, when a watermark is configured
     /// (the mark makes the pixels less predictable: the encoder pays).
     pub encode_marked_ms: Option<f64>,
+    /// Encoding with the watermark as the recorder does, when one is
+    /// configured: with the compact encoding, each strip of rows marked
+    /// just before it is filtered (the marked image never whole in memory).
+    pub encode_watermarked_ms: Option<f64>,
     /// Bytes of the watermarked pixels' PNGs / the plain ones', when a
     /// watermark is configured.
     pub marked_bytes_ratio: Option<f64>,
@@ -61,104 +66,107 @@ pub struct StepFigures {
     pub sign_ms: Option<f64>,
 }
 
-/// Times [`StepFigures`] over the first 24 of `images`.
+/// Times [`StepFigures`] over the first 24 of `images`: five rounds, in
+/// each every step of an image timed in turn before the next image, so
+/// that a machine whose speed drifts (this one's does, by a third) slows
+/// every step alike; each step's best round is kept.
 fn steps(
     images: &[image::RgbImage],
     config: &Path,
     png: crate::run::media::PngEncoding,
 ) -> Result<StepFigures> {
+    use crate::provenance::watermark;
+    use crate::run::media::encode_png_using;
     use std::time::Instant;
     let p = crate::provenance::Provenance::load(config)?;
     let images = &images[..images.len().min(24)];
-    let best_ms = |f: &mut dyn FnMut(&image::RgbImage) -> Result<()>| -> Result<f64> {
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            let t = Instant::now();
-            for img in images {
-                f(img)?;
-            }
-            best = best.min(t.elapsed().as_secs_f64() * 1e3 / images.len().max(1) as f64);
-        }
-        Ok(best)
+    let invalid = |e: String| Error::Invalid(e);
+    let embed = |img: &image::RgbImage, m: &watermark::Message| -> Result<image::RgbImage> {
+        let px = watermark::embed(img.as_raw(), img.width(), img.height(), m).map_err(invalid)?;
+        image::RgbImage::from_raw(img.width(), img.height(), px)
+            .ok_or_else(|| Error::Invalid("the watermarked pixels lost their size".into()))
     };
-    let encode_ms =
-        best_ms(&mut |img| crate::run::media::encode_png_using(img, &[], png).map(drop))?;
-    let watermark_ms = match &p.watermark {
-        Some(m) => Some(best_ms(&mut |img| {
-            crate::provenance::watermark::embed(img.as_raw(), img.width(), img.height(), m)
-                .map(drop)
-                .map_err(Error::Invalid)
-        })?),
-        None => None,
-    };
-    let (mut encode_marked_ms, mut marked_bytes_ratio) = (None, None);
-    if let Some(m) = &p.watermark {
-        let marked = images
+    let plain = images
+        .iter()
+        .map(|img| encode_png_using(img, &[], png))
+        .collect::<Result<Vec<_>>>()?;
+    let marked = match &p.watermark {
+        Some(m) => images
             .iter()
-            .map(|img| {
-                let px =
-                    crate::provenance::watermark::embed(img.as_raw(), img.width(), img.height(), m)
-                        .map_err(Error::Invalid)?;
-                image::RgbImage::from_raw(img.width(), img.height(), px)
-                    .ok_or_else(|| Error::Invalid("the watermarked pixels lost their size".into()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = |set: &[image::RgbImage]| -> Result<usize> {
-            set.iter().try_fold(0, |n, img| {
-                Ok(n + crate::run::media::encode_png_using(img, &[], png)?.len())
-            })
-        };
-        marked_bytes_ratio = Some(bytes(&marked)? as f64 / bytes(images)?.max(1) as f64);
-        let mut at = 0;
-        encode_marked_ms = Some(best_ms(&mut |_| {
-            let img = &marked[at % marked.len()];
-            at += 1;
-            crate::run::media::encode_png_using(img, &[], png).map(drop)
-        })?);
-    }
-    let sign_ms = match &p.signing {
-        Some(signing) => {
-            let files = images
-                .iter()
-                .map(|img| crate::run::media::encode_png_using(img, &[], png))
-                .collect::<Result<Vec<_>>>()?;
-            let facts = crate::provenance::sign::Facts {
-                model_id: "bench".into(),
-                weights_digest: None,
-                recipe_sha256: Some(crate::format::sha256_hex(b"")),
-                run_id: "bench".into(),
-                call: 1,
-                row: 0,
-                source_type: crate::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
-            };
-            let mut at = 0;
-            let sign_ms = best_ms(&mut |_| {
-                let file = &files[at % files.len()];
-                at += 1;
-                signing
-                    .sign_png(file, &facts, &[])
-                    .map(drop)
-                    .map_err(Error::Invalid)
-            })?;
-            // Signing finds the signed file's SHA-256 (its content address)
-            // on its way; a file without marks is hashed by the recorder.
-            let mut at = 0;
-            let hash_ms = best_ms(&mut |_| {
-                std::hint::black_box(crate::format::sha256_hex(&files[at % files.len()]));
-                at += 1;
-                Ok(())
-            })?;
-            Some((sign_ms - hash_ms).max(0.0))
-        }
-        None => None,
+            .map(|img| embed(img, m))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
     };
+    let marked_bytes_ratio = match marked.is_empty() {
+        true => None,
+        false => {
+            let bytes = marked.iter().try_fold(0, |n, img| {
+                Ok::<_, Error>(n + encode_png_using(img, &[], png)?.len())
+            })?;
+            let before: usize = plain.iter().map(Vec::len).sum();
+            Some(bytes as f64 / before.max(1) as f64)
+        }
+    };
+    let facts = crate::provenance::sign::Facts {
+        model_id: "bench".into(),
+        weights_digest: None,
+        recipe_sha256: Some(crate::format::sha256_hex(b"")),
+        run_id: "bench".into(),
+        call: 1,
+        row: 0,
+        source_type: crate::recipe::TRAINED_ALGORITHMIC_MEDIA.into(),
+    };
+    // The steps: encode; watermark; encode the watermarked pixels; encode
+    // with the watermark as recorded; sign; hash (what signing saves).
+    const STEPS: usize = 6;
+    let mut best = [f64::INFINITY; STEPS];
+    for _ in 0..5 {
+        let mut round = [0f64; STEPS];
+        for (i, img) in images.iter().enumerate() {
+            let mut time = |k: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+                let t = Instant::now();
+                f()?;
+                round[k] += t.elapsed().as_secs_f64();
+                Ok(())
+            };
+            time(0, &mut || encode_png_using(img, &[], png).map(drop))?;
+            if let Some(m) = &p.watermark {
+                time(1, &mut || embed(img, m).map(drop))?;
+                time(2, &mut || encode_png_using(&marked[i], &[], png).map(drop))?;
+                time(3, &mut || {
+                    crate::run::marks::encode_watermarked(img, &[], png, m)?
+                        .map(drop)
+                        .map_err(invalid)
+                })?;
+            }
+            if let Some(signing) = &p.signing {
+                time(4, &mut || {
+                    signing
+                        .sign_png(&plain[i], &facts, &[])
+                        .map(drop)
+                        .map_err(invalid)
+                })?;
+                time(5, &mut || {
+                    std::hint::black_box(crate::format::sha256_hex(&plain[i]));
+                    Ok(())
+                })?;
+            }
+        }
+        for (b, r) in best.iter_mut().zip(round) {
+            *b = b.min(r * 1e3 / images.len().max(1) as f64);
+        }
+    }
+    let watermarked = |k: usize| p.watermark.as_ref().map(|_| best[k]);
     Ok(StepFigures {
         images: images.len(),
-        encode_ms,
-        watermark_ms,
-        encode_marked_ms,
+        encode_ms: best[0],
+        watermark_ms: watermarked(1),
+        encode_marked_ms: watermarked(2),
+        encode_watermarked_ms: watermarked(3),
         marked_bytes_ratio,
-        sign_ms,
+        // Signing finds the signed file's SHA-256 (its content address)
+        // on its way; a file without marks is hashed by the recorder.
+        sign_ms: p.signing.as_ref().map(|_| (best[4] - best[5]).max(0.0)),
     })
 }
 
@@ -253,6 +261,13 @@ fn step(s: &StepFigures) -> String {
             ms / s.encode_ms.max(1e-9)
         ));
     }
+    if let Some(ms) = s.encode_watermarked_ms {
+        out.push_str(&format!(
+            "; encoding with the watermark as recorded (each strip marked as it is filtered) \
+             {ms:.2} ({:.2}× the encode)",
+            ms / s.encode_ms.max(1e-9)
+        ));
+    }
     out
 }
 
@@ -283,7 +298,7 @@ pub fn render(f: &ProvenanceCompareFigures, calls: usize, size: u32) -> String {
          \x20 CPU s per round without      {}\n\
          \x20 CPU s per round with         {}\n\
          with / without (medians) {:.3} in time, {:.3} in CPU time; goal ≤ 1.2\n\
-         one thread, ms an image (best of 3 over {}): encode {:.2}{}\n",
+         one thread, ms an image (best of 5 rounds over {}, steps in turn): encode {:.2}{}\n",
         f.median_runs.0.images,
         f.rounds,
         what.join(", "),

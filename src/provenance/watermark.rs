@@ -437,6 +437,24 @@ pub fn embed(
     height: u32,
     message: &Message,
 ) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(rgb_bytes.len());
+    embed_rows(rgb_bytes, width, height, message, &mut |rows| {
+        out.extend_from_slice(rows)
+    })?;
+    Ok(out)
+}
+
+/// [`embed`], its pixels given to `rows` a few whole rows at a time, top
+/// to bottom, each strip marked just before it is given (still in the
+/// cache for an encoder that filters it then; issue 36's cost). Nothing is
+/// given when the image gets no watermark.
+pub fn embed_rows(
+    rgb_bytes: &[u8],
+    width: u32,
+    height: u32,
+    message: &Message,
+    rows: &mut dyn FnMut(&[u8]),
+) -> Result<(), String> {
     check_pixels(rgb_bytes, width, height)?;
     let (w, h) = (width as usize, height as usize);
     let (w4, h4) = (w / 4 * 4, h / 4 * 4);
@@ -445,12 +463,14 @@ pub fn embed(
     // A row of blocks at a time (4 rows of cells, 8 of pixels), while its
     // pixels are in the cache: reading them, copying them and moving the
     // carriers, each block's in its 2×2 cell.
+    let strip_len = 2 * BLOCK * stride;
     let mut sums = vec![0f32; bw * BLOCK];
-    let mut out = Vec::with_capacity(rgb_bytes.len());
+    let mut strip = vec![0u8; strip_len];
     let mut num = 0usize;
     for bi in 0..bh / BLOCK {
         approx_cell_sums(rgb_bytes, stride, w4, bi * BLOCK, &mut sums);
-        out.extend_from_slice(&rgb_bytes[out.len()..(bi + 1) * 2 * BLOCK * stride]);
+        let first = bi * strip_len;
+        strip.copy_from_slice(&rgb_bytes[first..first + strip_len]);
         for bj in 0..bw / BLOCK {
             let ((cy, cx), runner_up) = approx_carrier(&sums, bw, bj);
             let cy = bi * BLOCK + cy;
@@ -480,12 +500,17 @@ pub fn embed(
             let moved = new - sum;
             for (p, (yy, u, vv)) in cell {
                 let uu = ((4 * u + moved + 2) >> 2).clamp(0, 255);
-                out[p..p + 3].copy_from_slice(&rgb(yy, uu, vv));
+                let p = p - first;
+                strip[p..p + 3].copy_from_slice(&rgb(yy, uu, vv));
             }
         }
+        rows(&strip);
     }
-    out.extend_from_slice(&rgb_bytes[out.len()..]);
-    Ok(out)
+    let rest = bh / BLOCK * strip_len;
+    if rest < rgb_bytes.len() {
+        rows(&rgb_bytes[rest..]);
+    }
+    Ok(())
 }
 
 /// What a watermark reader finds.

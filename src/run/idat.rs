@@ -72,45 +72,113 @@ pub fn filter_rows(
     bpp: usize,
     how: RowFilter,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity((stride + 1) * height);
-    if stride == 0 {
-        out.resize(height, 0);
-        return out;
-    }
-    let zero = vec![0u8; stride];
-    let samples = stride.div_ceil(SAMPLE_STEP);
-    // (c+1)·log2(c+1) − c·log2(c) for every count a row's samples reach.
-    let nlogn = |c: usize| {
-        let c = c as f32;
-        if c > 0.0 {
-            c * c.log2()
-        } else {
-            0.0
+    let mut rows = Rows::new(stride, height, bpp, how);
+    rows.push(pixels);
+    rows.finish()
+}
+
+/// The zlib stream of an image whose rows come a few at a time, as
+/// [`image_data`] makes it of them all: for rows made just before they
+/// are filtered (a watermarked strip, issue 36), filtered while they are
+/// still in the cache, the image never whole in memory.
+pub(crate) fn image_data_of_rows(
+    width: usize,
+    height: usize,
+    bpp: usize,
+    make: impl FnOnce(&mut dyn FnMut(&[u8])),
+) -> Vec<u8> {
+    let mut rows = Rows::new(width * bpp, height, bpp, RowFilter::Entropy);
+    make(&mut |strip| rows.push(strip));
+    zlib(&rows.finish())
+}
+
+/// Rows filtered as they come ([`filter_rows`] of them all at once): the
+/// last row given is kept for the next one's filters.
+pub(crate) struct Rows {
+    stride: usize,
+    bpp: usize,
+    how: RowFilter,
+    /// (c+1)·log2(c+1) − c·log2(c) for every count a row's samples reach.
+    gain: Vec<f32>,
+    h: [[u16; 256]; 5],
+    line: Vec<u8>,
+    /// The row above the next one (zeros above the first).
+    prev: Vec<u8>,
+    /// Rows filtered so far.
+    y: usize,
+    /// The image's rows.
+    height: usize,
+    out: Vec<u8>,
+}
+
+impl Rows {
+    /// No rows yet of an image of `height` rows of `stride` bytes.
+    pub(crate) fn new(stride: usize, height: usize, bpp: usize, how: RowFilter) -> Rows {
+        let samples = stride.div_ceil(SAMPLE_STEP);
+        let nlogn = |c: usize| {
+            let c = c as f32;
+            if c > 0.0 {
+                c * c.log2()
+            } else {
+                0.0
+            }
+        };
+        Rows {
+            stride,
+            bpp,
+            how,
+            gain: (0..=samples).map(|c| nlogn(c + 1) - nlogn(c)).collect(),
+            h: [[0u16; 256]; 5],
+            line: vec![0u8; stride],
+            prev: vec![0u8; stride],
+            y: 0,
+            height,
+            out: Vec::with_capacity((stride + 1) * height),
         }
-    };
-    let gain: Vec<f32> = (0..=samples).map(|c| nlogn(c + 1) - nlogn(c)).collect();
-    let mut h = [[0u16; 256]; 5];
-    let mut line = vec![0u8; stride];
-    for y in 0..height {
-        let row = &pixels[y * stride..(y + 1) * stride];
-        let prev = if y == 0 {
-            &zero[..]
-        } else {
-            &pixels[(y - 1) * stride..y * stride]
-        };
-        let kind = match how {
-            // A row like the one above (flat areas, a plain background):
-            // "up" leaves nothing but zeros.
-            RowFilter::Entropy if y > 0 && row == prev => 2,
-            RowFilter::Entropy => choose(row, prev, bpp, &gain, &mut h),
-            RowFilter::MinSum => least_sum(row, prev, bpp, &mut line),
-            RowFilter::Fixed(k) => k.min(4),
-        };
-        apply(kind, row, prev, bpp, &mut line);
-        out.push(kind);
-        out.extend_from_slice(&line);
     }
-    out
+
+    /// Filters `pixels`, whole rows that follow those given before.
+    pub(crate) fn push(&mut self, pixels: &[u8]) {
+        let stride = self.stride;
+        if stride == 0 {
+            return;
+        }
+        debug_assert_eq!(pixels.len() % stride, 0);
+        let n = pixels.len() / stride;
+        for i in 0..n {
+            let row = &pixels[i * stride..(i + 1) * stride];
+            let prev = if i == 0 {
+                &self.prev[..]
+            } else {
+                &pixels[(i - 1) * stride..i * stride]
+            };
+            let kind = match self.how {
+                // A row like the one above (flat areas, a plain background):
+                // "up" leaves nothing but zeros.
+                RowFilter::Entropy if self.y > 0 && row == prev => 2,
+                RowFilter::Entropy => choose(row, prev, self.bpp, &self.gain, &mut self.h),
+                RowFilter::MinSum => least_sum(row, prev, self.bpp, &mut self.line),
+                RowFilter::Fixed(k) => k.min(4),
+            };
+            apply(kind, row, prev, self.bpp, &mut self.line);
+            self.out.push(kind);
+            self.out.extend_from_slice(&self.line);
+            self.y += 1;
+        }
+        if n > 0 {
+            self.prev
+                .copy_from_slice(&pixels[(n - 1) * stride..n * stride]);
+        }
+    }
+
+    /// The filtered rows (each its filter type byte, then its bytes); an
+    /// image of rows of no bytes has only the type bytes.
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        if self.stride == 0 {
+            self.out.resize(self.height, 0);
+        }
+        self.out
+    }
 }
 
 /// The filter (0 none, 1 sub, 2 up, 3 average, 4 Paeth) whose sampled
@@ -765,6 +833,42 @@ mod tests {
     /// Filtering is what PNG's decoders undo: a PNG made with this image
     /// data decodes to the same pixels (odd widths, 1 to 4 bytes a pixel),
     /// whichever way the rows' filters are chosen.
+    #[test]
+    fn rows_given_a_few_at_a_time_are_filtered_as_all_at_once() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (w, h, bpp) = (23usize, 40usize, 3usize);
+        let stride = w * bpp;
+        let mut px: Vec<u8> = (0..stride * h)
+            .map(|i| (i as u32 / 5 + rng.random_range(0..4)) as u8)
+            .collect();
+        // Rows equal to the one above, also across a strip's edge.
+        for y in [8usize, 9, 17, 24] {
+            let (above, row) = px.split_at_mut(y * stride);
+            row[..stride].copy_from_slice(&above[(y - 1) * stride..]);
+        }
+        for how in [RowFilter::Entropy, RowFilter::MinSum, RowFilter::Fixed(4)] {
+            let all = filter_rows(&px, stride, h, bpp, how);
+            for strip in [1usize, 3, 8, 40] {
+                let mut rows = Rows::new(stride, h, bpp, how);
+                for part in px.chunks(strip * stride) {
+                    rows.push(part);
+                }
+                assert!(rows.finish() == all, "{how:?} in strips of {strip}");
+            }
+        }
+        let mut streamed = Vec::new();
+        let data = image_data_of_rows(w, h, bpp, |give| {
+            for part in px.chunks(8 * stride) {
+                give(part);
+                streamed.push(part.len());
+            }
+        });
+        assert_eq!(data, image_data(&px, w, h, bpp));
+        assert_eq!(streamed.len(), 5);
+        // No bytes a row: only the type bytes, as before.
+        assert_eq!(filter_rows(&[], 0, 3, 3, RowFilter::Entropy), vec![0; 3]);
+    }
+
     #[test]
     fn filtered_rows_decode_to_the_pixels() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);

@@ -3,7 +3,7 @@
 //! run is configured to ([`crate::provenance`]; issue 36). The caller's
 //! pixels are never changed: a watermark goes into a copy.
 
-use super::media::{encode_png_using, Pixels, PngEncoding};
+use super::media::{encode_png_using, png_with_image_data, Pixels, PngEncoding};
 use crate::error::Result;
 use crate::event::Marks;
 use crate::recipe::TextChunk;
@@ -209,35 +209,65 @@ fn marked(g: &Generated, png: PngEncoding, _: &Arc<()>) -> Result<Encoded> {
 fn marked(g: &Generated, png: PngEncoding, p: &crate::provenance::Provenance) -> Result<Encoded> {
     use crate::provenance::watermark;
     let mut marks = Marks::default();
-    let (width, height) = g.image.dimensions();
-    let watermarked = match &p.watermark {
-        Some(message) => match watermark::embed(g.image.rgb(), width, height, message) {
-            Ok(pixels) => {
+    let file = match &p.watermark {
+        Some(message) => match encode_watermarked(g.image.as_ref(), &g.text, png, message)? {
+            Ok(file) => {
                 marks.watermark = Some(crate::event::WatermarkMark {
                     method: watermark::METHOD.into(),
                     bits: message.as_bits(),
                 });
-                image::RgbImage::from_raw(width, height, pixels)
+                file
             }
             Err(why) => {
                 marks.watermark_skipped = Some(why);
-                None
+                encode_png_using(g.image.as_ref(), &g.text, png)?
             }
         },
-        None => None,
-    };
-    let pixels: &dyn Pixels = match &watermarked {
-        Some(o) => o,
-        None => g.image.as_ref(),
+        None => encode_png_using(g.image.as_ref(), &g.text, png)?,
     };
     #[allow(unused_mut)]
-    let mut out = Encoded::plain(encode_png_using(pixels, &g.text, png)?);
+    let mut out = Encoded::plain(file);
     #[cfg(feature = "provenance")]
     if let Some(signing) = &p.signing {
         out = signed(signing, out.file, g, png, &mut marks);
     }
     out.marks = Some(marks);
     Ok(out)
+}
+
+/// The PNG of a generated image's pixels with `message` hidden in them,
+/// with its `text` chunks, or why it gets no watermark (too small). With
+/// the compact encoding each strip of rows is marked just before it is
+/// filtered, so the marked image is never whole in memory: the file is
+/// the same as encoding the image [`crate::provenance::watermark::embed`]
+/// returns (issue 36's cost: one pass over the pixels, not three).
+#[cfg(feature = "watermark")]
+pub(crate) fn encode_watermarked(
+    image: &dyn Pixels,
+    text: &[TextChunk],
+    png: PngEncoding,
+    message: &crate::provenance::watermark::Message,
+) -> Result<std::result::Result<Vec<u8>, String>> {
+    use crate::provenance::watermark;
+    let (width, height) = image.dimensions();
+    let pixels = image.rgb();
+    if png == PngEncoding::Fast {
+        return match watermark::embed(pixels, width, height, message) {
+            Ok(marked) => match image::RgbImage::from_raw(width, height, marked) {
+                Some(o) => Ok(Ok(encode_png_using(&o, text, png)?)),
+                None => Ok(Err(format!("{width}×{height} pixels do not fit"))),
+            },
+            Err(why) => Ok(Err(why)),
+        };
+    }
+    let mut failed = None;
+    let data = super::idat::image_data_of_rows(width as usize, height as usize, 3, |rows| {
+        failed = watermark::embed_rows(pixels, width, height, message, rows).err();
+    });
+    match failed {
+        Some(why) => Ok(Err(why)),
+        None => Ok(Ok(png_with_image_data(width, height, text, &data)?)),
+    }
 }
 
 /// The call and row a generated video was made by (what its manifest
@@ -461,5 +491,76 @@ pub(crate) fn marker(path: Option<&std::path::Path>) -> Result<Marker> {
                 .into(),
         }),
         None => Ok(None),
+    }
+}
+
+#[cfg(all(test, feature = "watermark"))]
+mod tests {
+    use super::*;
+    use crate::provenance::watermark::{embed, Message};
+
+    /// A generated image of these pixels, with a recipe chunk.
+    fn generated(image: image::RgbImage) -> Generated {
+        Generated {
+            image: Arc::new(image),
+            text: vec![("parameters".into(), "a test".into(), false)],
+            origin: Arc::new(Origin {
+                run_id: "run".into(),
+                call: 0,
+                model_id: "model".into(),
+                weights_digest: None,
+                source_type: crate::recipe::TRAINED_ALGORITHMIC_MEDIA,
+            }),
+            row: 0,
+            parent: None,
+            mask: None,
+        }
+    }
+
+    /// Smooth structure with grain: what the mark's carriers are chosen in.
+    fn natural(w: u32, h: u32, seed: u64) -> image::RgbImage {
+        let mut x = seed | 1;
+        image::RgbImage::from_fn(w, h, |i, j| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let grain = (x >> 60) as i32 - 8;
+            let t = ((i as f64 / 17.0).sin() * (j as f64 / 11.0).cos() * 60.0) as i32;
+            let c = |base: i32| (base + t + grain).clamp(0, 255) as u8;
+            image::Rgb([c(100 + i as i32 / 4), c(80 + j as i32 / 5), c(140)])
+        })
+    }
+
+    #[test]
+    fn a_watermark_made_strip_by_strip_encodes_as_the_whole_marked_image() {
+        let m = Message::from_text("difflog").unwrap();
+        // Square, sides not multiples of the 8-pixel strips or the 4-pixel
+        // cells' blocks, one just the method's least.
+        for (w, h, seed) in [(512, 512, 1), (333, 270, 2), (270, 333, 3), (256, 256, 4)] {
+            let img = natural(w, h, seed);
+            let g = generated(img.clone());
+            let marked = embed(img.as_raw(), w, h, &m).unwrap();
+            assert_ne!(&marked, img.as_raw(), "{w}×{h}: nothing was marked");
+            let marked = image::RgbImage::from_raw(w, h, marked).unwrap();
+            for png in PngEncoding::ALL {
+                let whole = encode_png_using(&marked, &g.text, png).unwrap();
+                let file = encode_watermarked(g.image.as_ref(), &g.text, png, &m)
+                    .unwrap()
+                    .unwrap();
+                assert!(file == whole, "{w}×{h} {png:?}: the files differ");
+            }
+        }
+    }
+
+    #[test]
+    fn an_image_too_small_for_the_mark_says_why_and_is_not_encoded_marked() {
+        let m = Message::from_text("difflog").unwrap();
+        let g = generated(natural(64, 64, 5));
+        for png in PngEncoding::ALL {
+            let why = encode_watermarked(g.image.as_ref(), &g.text, png, &m)
+                .unwrap()
+                .unwrap_err();
+            assert!(why.contains("smaller than"), "{why}");
+        }
     }
 }

@@ -139,7 +139,19 @@ pub fn encode_png_using(
 /// zlib stream of filtered rows made elsewhere: the benchmarks' other
 /// compressors.
 pub fn png_around(width: u32, height: u32, zlib: &[u8]) -> Result<Vec<u8>> {
-    write_png(width, height, &[], ImageData::Zlib(zlib))
+    png_with_image_data(width, height, &[], zlib)
+}
+
+/// A PNG (RGB, 8 bits a channel) with `text` chunks as
+/// [`encode_png_using`] writes them, whose image data is `zlib`: the
+/// compact encoding of pixels made as they were filtered (a watermark's).
+pub(crate) fn png_with_image_data(
+    width: u32,
+    height: u32,
+    text: &[crate::recipe::TextChunk],
+    zlib: &[u8],
+) -> Result<Vec<u8>> {
+    write_png(width, height, text, ImageData::Zlib(zlib))
 }
 
 /// What goes into a PNG's image data.

@@ -12,7 +12,7 @@ pub mod call;
 pub mod durable;
 pub(crate) mod idat;
 mod log;
-mod marks;
+pub(crate) mod marks;
 pub mod media;
 pub mod mp4;
 pub mod video;
