@@ -830,9 +830,6 @@ mod tests {
         }
     }
 
-    /// Filtering is what PNG's decoders undo: a PNG made with this image
-    /// data decodes to the same pixels (odd widths, 1 to 4 bytes a pixel),
-    /// whichever way the rows' filters are chosen.
     #[test]
     fn rows_given_a_few_at_a_time_are_filtered_as_all_at_once() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -869,6 +866,9 @@ mod tests {
         assert_eq!(filter_rows(&[], 0, 3, 3, RowFilter::Entropy), vec![0; 3]);
     }
 
+    /// Filtering is what PNG's decoders undo: a PNG made with this image
+    /// data decodes to the same pixels (odd widths, 1 to 4 bytes a pixel),
+    /// whichever way the rows' filters are chosen.
     #[test]
     fn filtered_rows_decode_to_the_pixels() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
