@@ -68,28 +68,7 @@ impl Es256 {
     }
 }
 
-/// A CBOR head: major type `major`, argument `n`, shortest form.
-fn head(out: &mut Vec<u8>, major: u8, n: usize) {
-    let m = major << 5;
-    match n {
-        0..=23 => out.push(m | n as u8),
-        24..=0xff => out.extend([m | 24, n as u8]),
-        0x100..=0xffff => {
-            out.push(m | 25);
-            out.extend((n as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(m | 26);
-            out.extend((n as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(m | 27);
-            out.extend((n as u64).to_be_bytes());
-        }
-    }
-}
-
-/// The bytes a CBOR head of argument `n` takes.
+/// The bytes a CBOR head of argument `n` takes (its shortest form).
 fn head_len(n: usize) -> usize {
     match n {
         0..=23 => 1,
@@ -97,6 +76,27 @@ fn head_len(n: usize) -> usize {
         0x100..=0xffff => 3,
         0x1_0000..=0xffff_ffff => 5,
         _ => 9,
+    }
+}
+
+/// A CBOR head: major type `major`, argument `n`, in [`head_len`]'s form.
+fn head(out: &mut Vec<u8>, major: u8, n: usize) {
+    let m = major << 5;
+    match head_len(n) {
+        1 => out.push(m | n as u8),
+        2 => out.extend([m | 24, n as u8]),
+        3 => {
+            out.push(m | 25);
+            out.extend((n as u16).to_be_bytes());
+        }
+        5 => {
+            out.push(m | 26);
+            out.extend((n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend((n as u64).to_be_bytes());
+        }
     }
 }
 
