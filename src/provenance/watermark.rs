@@ -105,32 +105,29 @@ pub fn too_small(width: u32, height: u32) -> Option<String> {
     }
 }
 
-/// OpenCV's 8-bit BGR → YUV (BT.601, 14-bit fixed point): Y, U, V.
+/// OpenCV's 8-bit BGR → YUV (BT.601, 14-bit fixed point): Y, U, V of
+/// components 0 – 255.
 #[inline(always)]
-fn yuv(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
-    let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
+fn yuv(r: i32, g: i32, b: i32) -> (i32, i32, i32) {
     let y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14;
     let u = (((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp(0, 255);
     let v = (((r - y) * 14369 + (128 << 14) + 8192) >> 14).clamp(0, 255);
     (y, u, v)
 }
 
-/// OpenCV's 8-bit YUV → BGR, as R, G, B.
+/// OpenCV's 8-bit YUV → BGR, as R, G, B (each 0 – 255).
 #[inline(always)]
-fn rgb(y: i32, u: i32, v: i32) -> [u8; 3] {
+fn rgb(y: i32, u: i32, v: i32) -> [i32; 3] {
     let b = y + (((u - 128) * 33292 + 8192) >> 14);
     let g = y + (((u - 128) * -6472 + (v - 128) * -9519 + 8192) >> 14);
     let r = y + (((v - 128) * 18678 + 8192) >> 14);
-    let byte = |c: i32| c.clamp(0, 255) as u8;
-    [byte(r), byte(g), byte(b)]
+    [r.clamp(0, 255), g.clamp(0, 255), b.clamp(0, 255)]
 }
 
 /// OpenCV's U of one RGB pixel (see [`yuv`]).
 #[inline]
 fn u_of(p: &[u8]) -> usize {
-    let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
-    let y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14;
-    (((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp(0, 255) as usize
+    yuv(i32::from(p[0]), i32::from(p[1]), i32::from(p[2])).1 as usize
 }
 
 /// `S · u` for every U value: the products PyWavelets computes, looked up.
@@ -455,6 +452,18 @@ pub fn embed_rows(
     message: &Message,
     rows: &mut dyn FnMut(&[u8]),
 ) -> Result<(), String> {
+    embed_rows_using(rgb_bytes, (width, height), message, rows, has_avx2())
+}
+
+/// [`embed_rows`], with AVX2's instructions for the colour conversions or
+/// not (the same pixels either way; the tests check both).
+fn embed_rows_using(
+    rgb_bytes: &[u8],
+    (width, height): (u32, u32),
+    message: &Message,
+    rows: &mut dyn FnMut(&[u8]),
+    avx2: bool,
+) -> Result<(), String> {
     check_pixels(rgb_bytes, width, height)?;
     let (w, h) = (width as usize, height as usize);
     let (w4, h4) = (w / 4 * 4, h / 4 * 4);
@@ -471,6 +480,10 @@ pub fn embed_rows(
     // The next strip's share each block asks the memory for (see
     // [`prefetch`]), in whole cache lines.
     let share = strip_len.div_ceil(blocks.max(1)).next_multiple_of(64);
+    // Each carrier cell's four pixels, a row of blocks at a time, by
+    // phases over all of them (where the compiler can use vectors): where
+    // they are and their colour, then Y, U and V, then the moved colour.
+    let mut cells = Cells::new(blocks);
     for bi in 0..bh / BLOCK {
         approx_cell_sums(rgb_bytes, stride, w4, bi * BLOCK, &mut sums);
         let first = bi * strip_len;
@@ -480,35 +493,43 @@ pub fn embed_rows(
             prefetch(rgb_bytes, next + bj * share, share);
             let ((cy, cx), runner_up) = approx_carrier(&sums, bw, bj);
             let cy = bi * BLOCK + cy;
-            // The cell's four pixels (a loop the compiler unrolls; an
-            // array's `map` was not inlined: a function of its own with
-            // about a quarter of the writer's samples).
+            cells.runner_up[bj] = runner_up;
             let at = (2 * cy * w + 2 * cx) * 3;
-            let mut cell = [(0, (0, 0, 0)); 4];
-            for (c, p) in cell
-                .iter_mut()
-                .zip([at, at + 3, at + stride, at + stride + 3])
+            for (q, p) in [at, at + 3, at + stride, at + stride + 3]
+                .into_iter()
+                .enumerate()
             {
-                *c = (p, yuv(rgb_bytes[p], rgb_bytes[p + 1], rgb_bytes[p + 2]));
+                let k = 4 * bj + q;
+                cells.at[k] = p - first;
+                cells.r[k] = i32::from(rgb_bytes[p]);
+                cells.g[k] = i32::from(rgb_bytes[p + 1]);
+                cells.b[k] = i32::from(rgb_bytes[p + 2]);
             }
+        }
+        cells.find_yuv(avx2);
+        for bj in 0..blocks {
             // The exact coefficient, as the reader computes it: half the
             // sum of the cell's four U values.
-            let sum: i32 = cell.iter().map(|(_, (_, u, _))| u).sum();
+            let sum: i32 = cells.u[4 * bj..4 * bj + 4].iter().sum();
             let bit = message.bits[num];
             num = if num + 1 == message.bits.len() {
                 0
             } else {
                 num + 1
             };
-            let new = target(sum, bit, runner_up);
             // Each U moves by half the coefficient's change: a quarter of
             // `moved` (twice the change), rounded half up by the shift.
-            let moved = new - sum;
-            for (p, (yy, u, vv)) in cell {
-                let uu = ((4 * u + moved + 2) >> 2).clamp(0, 255);
-                let p = p - first;
-                strip[p..p + 3].copy_from_slice(&rgb(yy, uu, vv));
-            }
+            let moved = target(sum, bit, cells.runner_up[bj]) - sum;
+            cells.moved[4 * bj..4 * bj + 4].fill(moved);
+        }
+        cells.move_u(avx2);
+        for k in 0..4 * blocks {
+            let p = cells.at[k];
+            strip[p..p + 3].copy_from_slice(&[
+                cells.r[k] as u8,
+                cells.g[k] as u8,
+                cells.b[k] as u8,
+            ]);
         }
         rows(&strip);
     }
@@ -517,6 +538,119 @@ pub fn embed_rows(
         rows(&rgb_bytes[rest..]);
     }
     Ok(())
+}
+
+/// The carrier cells' pixels of a row of blocks (four a block), by
+/// component: where each is in the strip, its colour (then its moved
+/// colour), its Y, U and V, and its block's move and runner-up.
+struct Cells {
+    at: Vec<usize>,
+    r: Vec<i32>,
+    g: Vec<i32>,
+    b: Vec<i32>,
+    y: Vec<i32>,
+    u: Vec<i32>,
+    v: Vec<i32>,
+    moved: Vec<i32>,
+    runner_up: Vec<f32>,
+}
+
+impl Cells {
+    fn new(blocks: usize) -> Cells {
+        let n = 4 * blocks;
+        Cells {
+            at: vec![0; n],
+            r: vec![0; n],
+            g: vec![0; n],
+            b: vec![0; n],
+            y: vec![0; n],
+            u: vec![0; n],
+            v: vec![0; n],
+            moved: vec![0; n],
+            runner_up: vec![0.0; blocks],
+        }
+    }
+
+    /// Y, U and V of every pixel's colour ([`yuv`]), with AVX2 when
+    /// `avx2` (the caller has checked that the CPU has it).
+    fn find_yuv(&mut self, avx2: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `avx2` is only true where `has_avx2` said so.
+            return unsafe { self.yuv_avx2() };
+        }
+        let _ = avx2;
+        self.yuv_here();
+    }
+
+    /// [`Cells::yuv_here`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn yuv_avx2(&mut self) {
+        self.yuv_here()
+    }
+
+    /// The loop of [`Cells::find_yuv`], for whichever instructions its
+    /// caller was compiled with.
+    #[inline(always)]
+    fn yuv_here(&mut self) {
+        let n = self.r.len();
+        let (r, g, b) = (&self.r[..n], &self.g[..n], &self.b[..n]);
+        let (y, u, v) = (&mut self.y[..n], &mut self.u[..n], &mut self.v[..n]);
+        for k in 0..n {
+            let (yy, uu, vv) = yuv(r[k], g[k], b[k]);
+            y[k] = yy;
+            u[k] = uu;
+            v[k] = vv;
+        }
+    }
+
+    /// Every pixel's colour with its U moved by its block's move
+    /// ([`rgb`]), into `r`, `g` and `b`; `avx2` as for [`Cells::find_yuv`].
+    fn move_u(&mut self, avx2: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `avx2` is only true where `has_avx2` said so.
+            return unsafe { self.rgb_avx2() };
+        }
+        let _ = avx2;
+        self.rgb_here();
+    }
+
+    /// [`Cells::rgb_here`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rgb_avx2(&mut self) {
+        self.rgb_here()
+    }
+
+    /// The loop of [`Cells::move_u`], for whichever instructions its
+    /// caller was compiled with.
+    #[inline(always)]
+    fn rgb_here(&mut self) {
+        let n = self.r.len();
+        let (y, u, v, moved) = (&self.y[..n], &self.u[..n], &self.v[..n], &self.moved[..n]);
+        let (r, g, b) = (&mut self.r[..n], &mut self.g[..n], &mut self.b[..n]);
+        for k in 0..n {
+            let uu = ((4 * u[k] + moved[k] + 2) >> 2).clamp(0, 255);
+            let [rr, gg, bb] = rgb(y[k], uu, v[k]);
+            r[k] = rr;
+            g[k] = gg;
+            b[k] = bb;
+        }
+    }
+}
+
+/// Whether the CPU has AVX2 (most x86-64 ones since 2013).
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Asks for the cache lines of `bytes[from..from + len]` (those in
@@ -638,9 +772,9 @@ mod tests {
         let u = |x: usize, y: usize| {
             f64::from(
                 yuv(
-                    img[(y * 16 + x) * 3],
-                    img[(y * 16 + x) * 3 + 1],
-                    img[(y * 16 + x) * 3 + 2],
+                    i32::from(img[(y * 16 + x) * 3]),
+                    i32::from(img[(y * 16 + x) * 3 + 1]),
+                    i32::from(img[(y * 16 + x) * 3 + 2]),
                 )
                 .1,
             )
@@ -851,25 +985,42 @@ mod tests {
     /// shape and message).
     #[test]
     fn the_writer_gives_the_same_bytes_it_always_gave() {
-        let digest = |w: u32, h: u32, seed: u64, m: &Message| {
-            let marked = embed(&integer_picture(w, h, seed), w, h, m).unwrap();
-            crate::format::sha256_hex(&marked)
-        };
         let sdxl = Message::from_bits(SDXL_BITS).unwrap();
         let text = Message::from_text("difflog").unwrap();
-        let got = [
-            digest(512, 512, 5, &sdxl),
-            digest(333, 270, 7, &text),
-            digest(270, 333, 9, &sdxl),
-        ];
-        assert_eq!(
-            got,
-            [
-                "3c55966d8943851271011c8dac7fb748e90919c2af12e38ae7ed2f732a2450b9",
-                "3b3169bb54cd325caf612f913d3bc010cddd034ebbd64bac01d66808fb3c7fb0",
-                "f40539d88dbfd3d955c9c0f37522461c784ff374678c3f3930386ecca27589a1"
-            ]
-        );
+        // As `embed` makes them, and with the colour conversions' AVX2
+        // instructions and without (where the CPU has them).
+        let mut ways = vec![None, Some(false)];
+        if has_avx2() {
+            ways.push(Some(true));
+        }
+        for avx2 in ways {
+            let digest = |w: u32, h: u32, seed: u64, m: &Message| {
+                let img = integer_picture(w, h, seed);
+                let marked = match avx2 {
+                    None => embed(&img, w, h, m).unwrap(),
+                    Some(avx2) => {
+                        let mut out = Vec::new();
+                        let rows = &mut |r: &[u8]| out.extend_from_slice(r);
+                        embed_rows_using(&img, (w, h), m, rows, avx2).unwrap();
+                        out
+                    }
+                };
+                crate::format::sha256_hex(&marked)
+            };
+            let got = [
+                digest(512, 512, 5, &sdxl),
+                digest(333, 270, 7, &text),
+                digest(270, 333, 9, &sdxl),
+            ];
+            assert_eq!(
+                got,
+                [
+                    "3c55966d8943851271011c8dac7fb748e90919c2af12e38ae7ed2f732a2450b9",
+                    "3b3169bb54cd325caf612f913d3bc010cddd034ebbd64bac01d66808fb3c7fb0",
+                    "f40539d88dbfd3d955c9c0f37522461c784ff374678c3f3930386ecca27589a1"
+                ]
+            );
+        }
     }
 
     #[test]
