@@ -506,23 +506,7 @@ fn embed_rows_using(
                 cells.b[k] = i32::from(rgb_bytes[p + 2]);
             }
         }
-        cells.find_yuv(avx2);
-        for bj in 0..blocks {
-            // The exact coefficient, as the reader computes it: half the
-            // sum of the cell's four U values.
-            let sum: i32 = cells.u[4 * bj..4 * bj + 4].iter().sum();
-            let bit = message.bits[num];
-            num = if num + 1 == message.bits.len() {
-                0
-            } else {
-                num + 1
-            };
-            // Each U moves by half the coefficient's change: a quarter of
-            // `moved` (twice the change), rounded half up by the shift.
-            let moved = target(sum, bit, cells.runner_up[bj]) - sum;
-            cells.moved[4 * bj..4 * bj + 4].fill(moved);
-        }
-        cells.move_u(avx2);
+        num = cells.move_carriers(&message.bits, num, avx2);
         for k in 0..4 * blocks {
             let p = cells.at[k];
             strip[p..p + 3].copy_from_slice(&[
@@ -571,73 +555,60 @@ impl Cells {
         }
     }
 
-    /// Y, U and V of every pixel's colour ([`yuv`]), with AVX2 when
-    /// `avx2` (the caller has checked that the CPU has it).
-    fn find_yuv(&mut self, avx2: bool) {
+    /// Moves every block's carrier cell to say its bit, the bits taken in
+    /// turn from `bits` at `num` (returned: where the next row of blocks
+    /// starts): Y, U and V of every pixel ([`yuv`]), each block's move
+    /// ([`target`]), then every pixel's colour with its U moved ([`rgb`])
+    /// into `r`, `g` and `b`. With AVX2 when `avx2` (the caller has
+    /// checked that the CPU has it).
+    fn move_carriers(&mut self, bits: &[bool], num: usize, avx2: bool) -> usize {
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: `avx2` is only true where `has_avx2` said so.
-            return unsafe { self.yuv_avx2() };
+            return unsafe { self.move_carriers_avx2(bits, num) };
         }
         let _ = avx2;
-        self.yuv_here();
+        self.move_carriers_here(bits, num)
     }
 
-    /// [`Cells::yuv_here`] compiled for AVX2.
+    /// [`Cells::move_carriers_here`] compiled for AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn yuv_avx2(&mut self) {
-        self.yuv_here()
+    unsafe fn move_carriers_avx2(&mut self, bits: &[bool], num: usize) -> usize {
+        self.move_carriers_here(bits, num)
     }
 
-    /// The loop of [`Cells::find_yuv`], for whichever instructions its
-    /// caller was compiled with.
+    /// [`Cells::move_carriers`] for whichever instructions its caller was
+    /// compiled with: two loops over all the pixels (vectors) around one
+    /// over the blocks.
     #[inline(always)]
-    fn yuv_here(&mut self) {
+    fn move_carriers_here(&mut self, bits: &[bool], mut num: usize) -> usize {
         let n = self.r.len();
-        let (r, g, b) = (&self.r[..n], &self.g[..n], &self.b[..n]);
-        let (y, u, v) = (&mut self.y[..n], &mut self.u[..n], &mut self.v[..n]);
-        for k in 0..n {
-            let (yy, uu, vv) = yuv(r[k], g[k], b[k]);
-            y[k] = yy;
-            u[k] = uu;
-            v[k] = vv;
+        {
+            let (r, g, b) = (&self.r[..n], &self.g[..n], &self.b[..n]);
+            let (y, u, v) = (&mut self.y[..n], &mut self.u[..n], &mut self.v[..n]);
+            for k in 0..n {
+                (y[k], u[k], v[k]) = yuv(r[k], g[k], b[k]);
+            }
         }
-    }
-
-    /// Every pixel's colour with its U moved by its block's move
-    /// ([`rgb`]), into `r`, `g` and `b`; `avx2` as for [`Cells::find_yuv`].
-    fn move_u(&mut self, avx2: bool) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: `avx2` is only true where `has_avx2` said so.
-            return unsafe { self.rgb_avx2() };
+        for (bj, runner_up) in self.runner_up.iter().enumerate() {
+            // The exact coefficient, as the reader computes it: half the
+            // sum of the cell's four U values.
+            let sum: i32 = self.u[4 * bj..4 * bj + 4].iter().sum();
+            let bit = bits[num];
+            num = if num + 1 == bits.len() { 0 } else { num + 1 };
+            // Each U moves by half the coefficient's change: a quarter of
+            // `moved` (twice the change), rounded half up by the shift.
+            let moved = target(sum, bit, *runner_up) - sum;
+            self.moved[4 * bj..4 * bj + 4].fill(moved);
         }
-        let _ = avx2;
-        self.rgb_here();
-    }
-
-    /// [`Cells::rgb_here`] compiled for AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn rgb_avx2(&mut self) {
-        self.rgb_here()
-    }
-
-    /// The loop of [`Cells::move_u`], for whichever instructions its
-    /// caller was compiled with.
-    #[inline(always)]
-    fn rgb_here(&mut self) {
-        let n = self.r.len();
         let (y, u, v, moved) = (&self.y[..n], &self.u[..n], &self.v[..n], &self.moved[..n]);
         let (r, g, b) = (&mut self.r[..n], &mut self.g[..n], &mut self.b[..n]);
         for k in 0..n {
             let uu = ((4 * u[k] + moved[k] + 2) >> 2).clamp(0, 255);
-            let [rr, gg, bb] = rgb(y[k], uu, v[k]);
-            r[k] = rr;
-            g[k] = gg;
-            b[k] = bb;
+            [r[k], g[k], b[k]] = rgb(y[k], uu, v[k]);
         }
+        num
     }
 }
 
